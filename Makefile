@@ -1,0 +1,33 @@
+# Two commands on a fresh Debian bookworm machine, as root:
+#   make run    install what is missing, start narwhald with its defaults
+#   make test   install what is missing, run the unit and integration tests
+.PHONY: setup run test unit integration lint bench clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+setup:
+	@hack/setup.sh
+
+run: setup
+	$(VENV)/bin/narwhald $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider test
+
+unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider test/unit
+
+integration: setup
+	$(PY) -m pytest -q -p no:cacheprovider test/integration
+
+lint: setup
+	$(VENV)/bin/ruff check narwhal pkg cri dockerapi hack test
+	$(VENV)/bin/mypy narwhal pkg cri dockerapi
+	$(VENV)/bin/lint-imports
+
+bench: setup
+	$(PY) hack/bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) pkg/containerd/api build *.egg-info

@@ -1,0 +1,45 @@
+"""The Docker API server: an aiohttp application on a unix socket."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from dockerapi import routes
+from dockerapi.backend import SystemBackend
+from dockerapi.handlers.system import SYSTEM
+from dockerapi.middleware import error_response, make_middlewares
+from pkg.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return error_response(404, f"page not found: {request.method} {request.path}")
+
+
+def build_app(system: SystemBackend, metrics: Metrics) -> web.Application:
+    app = web.Application(middlewares=make_middlewares(metrics), client_max_size=0)  # type: ignore[arg-type]
+    app[SYSTEM] = system
+    routes.register(app)
+    return app
+
+
+class DockerServer:
+    def __init__(self, socket: Path, app: web.Application) -> None:
+        self.socket = socket
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+    async def start(self) -> None:
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        await self._runner.setup()
+        site = web.UnixSite(self._runner, str(self.socket))
+        await site.start()
+        self.socket.chmod(0o660)
+        log.info("Docker API listening on %s", self.socket)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        self.socket.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The composition root: parses flags, builds pkg services and both front ends, runs them."""

@@ -1,0 +1,158 @@
+"""The daemon: owns containerd, builds the core services, serves CRI, Docker API and metrics."""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from cri.image import ImageService
+from cri.runtime import RuntimeService
+from cri.server import CRIServer
+from dockerapi.server import DockerServer, build_app
+from pkg import errors
+from pkg.aio import cancel_tasks, create_guarded_task
+from pkg.config import Config
+from pkg.containerd.client import Client
+from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.health import HealthChecker, conf_dir_network_status
+from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.system import SystemService
+
+log = logging.getLogger("narwhal")
+
+WATCHDOG_INTERVAL = 2.0
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.supervisor = Supervisor(cfg) if cfg.owns_containerd else None
+        self.client: Client | None = None
+        self._lock: IO[str] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._cri: CRIServer | None = None
+        self._docker: DockerServer | None = None
+        self._metrics_runner: web.AppRunner | None = None
+
+    # ---- start-up ----
+    def _take_instance_lock(self) -> None:
+        """One narwhald per root: a second one with the same dirs is refused, not corrupting."""
+        self.cfg.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.cfg.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        lock = open(self.cfg.root / "narwhald.lock", "a+")  # noqa: SIM115 - held for our lifetime
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise errors.AlreadyExists(f"another narwhald is running with root {self.cfg.root}") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    async def start(self) -> None:
+        self._take_instance_lock()
+        for sock in (self.cfg.cri_socket, self.cfg.docker_socket):
+            _refuse_if_live(sock)
+        if self.supervisor is not None:
+            self.supervisor.ensure_started()
+        self.client = Client(self.cfg.containerd_socket, self.cfg.containerd_namespace)
+        await self.client.wait_ready(START_TIMEOUT)
+        version, _ = await self.client.version()
+        log.info("containerd %s ready at %s", version, self.cfg.containerd_socket)
+        self.metrics.containerd_up.set(1)
+
+        health = HealthChecker(self.client, conf_dir_network_status(lambda: self.cfg.cni_conf_dir))
+        system = SystemService(self.client)
+
+        await self._start_metrics()
+        self._cri = CRIServer(
+            self.cfg.cri_socket, RuntimeService(self.cfg, health), ImageService(), self.metrics
+        )
+        await self._cri.start()
+        self._docker = DockerServer(self.cfg.docker_socket, build_app(system, self.metrics))
+        await self._docker.start()
+        if self.supervisor is not None:
+            self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
+        log.info("narwhald ready")
+
+    async def _start_metrics(self) -> None:
+        host, port = self.cfg.metrics_host_port()
+
+        async def handler(request: web.Request) -> web.Response:
+            response = web.Response(body=self.metrics.render())
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
+
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._metrics_runner.setup()
+        try:
+            await web.TCPSite(self._metrics_runner, host, port).start()
+        except OSError as exc:
+            raise errors.Unavailable(f"metrics-address {host}:{port}: {exc.strerror}") from None
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+    async def _watchdog(self) -> None:
+        assert self.supervisor is not None and self.client is not None
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            if await self.supervisor.restart_if_dead():
+                self.metrics.containerd_restarts.inc()
+                await self.client.wait_ready(START_TIMEOUT)
+            self.metrics.containerd_up.set(1 if await self.client.healthy() else 0)
+
+    # ---- shutdown ----
+    async def stop(self) -> None:
+        await cancel_tasks(self._tasks)
+        if self._docker is not None:
+            await self._docker.stop()
+        if self._cri is not None:
+            await self._cri.stop()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        if self.client is not None:
+            await self.client.close()
+        if self.supervisor is not None and self.cfg.stop_containerd_on_exit:
+            await self.supervisor.stop()
+        if self._lock is not None:
+            self._lock.close()
+        log.info("narwhald stopped")
+
+
+def _refuse_if_live(path: Path) -> None:
+    """A socket someone still answers on belongs to another daemon: refuse rather than steal it."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1)
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)  # stale
+    else:
+        raise errors.AlreadyExists(f"{path} is in use by another process")
+    finally:
+        probe.close()
+
+
+async def run(daemon: Daemon) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        await daemon.stop()

@@ -1,0 +1,1 @@
+"""Narwhal's core: everything both front ends (CRI and the Docker facade) share."""

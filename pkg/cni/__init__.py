@@ -1,0 +1,1 @@
+"""CNI networking: config loading, plugin execution, network namespaces."""

@@ -1,0 +1,209 @@
+"""Daemon configuration: typed dataclasses, YAML loading and validation.
+
+Every flag of ``narwhald`` is also a key of the YAML file given by
+``--config`` (the flag's name without the leading dashes, e.g.
+``cri-socket: /run/narwhal/cri.sock``).  Precedence: defaults < file < flags.
+Unknown keys and bad values are refused with a message naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pkg.errors import InvalidArgument
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Per-host mirrors (tried in order before the upstream) and insecure hosts."""
+
+    mirrors: dict[str, list[str]] = field(default_factory=dict)
+    insecure: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path = Path("/var/lib/narwhal")
+    state: Path = Path("/run/narwhal")
+    cri_socket: Path = Path("/run/narwhal/cri.sock")
+    docker_socket: Path = Path("/run/narwhal/docker.sock")
+    metrics_address: str = "127.0.0.1:9323"
+    containerd_address: Path | None = None
+    cni_bin_dir: list[Path] = field(default_factory=lambda: [Path("/usr/lib/cni"), Path("/opt/cni/bin")])
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    log_level: str = "info"
+    # Not flags in DEVELOPERS.md, but settable in the file (and as flags too).
+    containerd_namespace: str = "narwhal"
+    stop_containerd_on_exit: bool = False
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+    # ---- derived locations; one place so every module agrees ----
+    @property
+    def owns_containerd(self) -> bool:
+        return self.containerd_address is None
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.root / "containerd"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.state / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd_address or self.containerd_state / "containerd.sock"
+
+    @property
+    def runc_root(self) -> Path:
+        """runc's state dir, private to this instance (passed as the runc v2 shim's Root option)."""
+        return self.state / "runc"
+
+    @property
+    def instance_id(self) -> str:
+        """Short stable id of this instance, for names that live in host-global spaces
+        (bridges, iptables chains, cgroup parents)."""
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+
+    def metrics_host_port(self) -> tuple[str, int]:
+        return parse_address(self.metrics_address, "metrics-address")
+
+
+def parse_address(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgument(f"{key}: expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise InvalidArgument(f"{key}: {host!r} is not an IP address") from None
+    return host, int(port)
+
+
+# key -> (dataclass field name, converter)
+def _path(key: str, value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise InvalidArgument(f"{key}: expected a path, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        raise InvalidArgument(f"{key}: path must be absolute, got {value!r}")
+    return path
+
+
+def _path_list(key: str, value: Any) -> list[Path]:
+    if isinstance(value, str):
+        value = [v for v in value.split(":") if v]
+    if not isinstance(value, list) or not value:
+        raise InvalidArgument(f"{key}: expected a list of paths, got {value!r}")
+    return [_path(key, v) for v in value]
+
+
+def _address(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{key}: expected HOST:PORT, got {value!r}")
+    parse_address(value, key)
+    return value
+
+
+def _log_level(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise InvalidArgument(f"{key}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.lower()
+
+
+def _name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_." for c in value):
+        raise InvalidArgument(f"{key}: expected a name of letters, digits, '-', '_' or '.', got {value!r}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise InvalidArgument(f"{key}: expected true or false, got {value!r}")
+
+
+def _registry(key: str, value: Any) -> RegistryConfig:
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{key}: expected a mapping with 'mirrors' and/or 'insecure'")
+    unknown = set(value) - {"mirrors", "insecure"}
+    if unknown:
+        raise InvalidArgument(f"{key}: unknown key(s) {', '.join(sorted(unknown))}")
+    mirrors = value.get("mirrors") or {}
+    if not isinstance(mirrors, dict) or not all(
+        isinstance(h, str) and isinstance(m, list) and all(isinstance(u, str) and u for u in m)
+        for h, m in mirrors.items()
+    ):
+        raise InvalidArgument(f"{key}.mirrors: expected a mapping of registry host to a list of URLs")
+    for host, urls in mirrors.items():
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise InvalidArgument(f"{key}.mirrors.{host}: {url!r} must start with http:// or https://")
+    insecure = value.get("insecure") or []
+    if not isinstance(insecure, list) or not all(isinstance(h, str) and h for h in insecure):
+        raise InvalidArgument(f"{key}.insecure: expected a list of registry hosts")
+    return RegistryConfig(mirrors={h: list(m) for h, m in mirrors.items()}, insecure=list(insecure))
+
+
+CONVERTERS: dict[str, Any] = {
+    "root": _path,
+    "state": _path,
+    "cri-socket": _path,
+    "docker-socket": _path,
+    "metrics-address": _address,
+    "containerd-address": _path,
+    "cni-bin-dir": _path_list,
+    "cni-conf-dir": _path,
+    "log-level": _log_level,
+    "containerd-namespace": _name,
+    "stop-containerd-on-exit": _bool,
+    "registry": _registry,
+}
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InvalidArgument(f"config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"config {path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"config {path}: expected a mapping of option names to values")
+    return data
+
+
+def build(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Config:
+    """Merge file and flag values (flags win) over the defaults, validating each key."""
+    merged: dict[str, Any] = {}
+    for source in (file_values, flag_values):
+        for key, value in source.items():
+            if value is None:
+                continue
+            if key not in CONVERTERS:
+                known = ", ".join(sorted(CONVERTERS))
+                raise InvalidArgument(f"unknown option {key!r} (known: {known})")
+            merged[key.replace("-", "_")] = CONVERTERS[key](key, value)
+    config = Config(**merged)
+    # The sockets default to the state dir when only --state is moved.
+    defaults = Config()
+    if "cri_socket" not in merged and config.state != defaults.state:
+        config = dataclasses.replace(config, cri_socket=config.state / "cri.sock")
+    if "docker_socket" not in merged and config.state != defaults.state:
+        config = dataclasses.replace(config, docker_socket=config.state / "docker.sock")
+    return config

@@ -1,0 +1,1 @@
+"""containerd: the supervisor that owns a private containerd, and a typed gRPC client."""
