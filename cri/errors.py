@@ -25,5 +25,5 @@ CODES: dict[type[errors.NarwhalError], grpc.StatusCode] = {
 def code_for(err: errors.NarwhalError) -> grpc.StatusCode:
     for kind in type(err).__mro__:
         if kind in CODES:
-            return CODES[kind]  # type: ignore[index]
+            return CODES[kind]
     return grpc.StatusCode.INTERNAL

@@ -23,5 +23,5 @@ STATUSES: dict[type[errors.NarwhalError], int] = {
 def status_for(err: errors.NarwhalError) -> int:
     for kind in type(err).__mro__:
         if kind in STATUSES:
-            return STATUSES[kind]  # type: ignore[index]
+            return STATUSES[kind]
     return 500

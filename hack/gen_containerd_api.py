@@ -61,8 +61,8 @@ def clean(text: str) -> str:
 
 
 def generate(out_root: Path, src: Path = SRC) -> None:
-    from grpc_tools import protoc  # imported late: only needed at setup
     import grpc_tools
+    from grpc_tools import protoc  # imported late: only needed at setup
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)

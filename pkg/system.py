@@ -50,7 +50,7 @@ class SystemService:
                 out, _ = await asyncio.wait_for(proc.communicate(), 5)
                 first = out.decode(errors="replace").splitlines()[0] if out else ""
                 self._runc = first.removeprefix("runc version ").strip() or "unknown"
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 self._runc = "unknown"
         return self._runc
 

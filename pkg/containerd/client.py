@@ -107,7 +107,7 @@ class Client:
         """True when containerd's gRPC health service reports SERVING."""
         try:
             return bool(await self._health(b"", timeout=timeout) == _SERVING)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError):
+        except (TimeoutError, grpc.aio.AioRpcError):
             return False
 
     async def wait_ready(self, timeout: float) -> None:

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real narwhald (with its own containerd), a local registry, test images.
+
+Integration tests need root and the packages from ``make setup``; they are
+skipped with a reason otherwise.  Every daemon gets short private dirs under
+/tmp (unix socket paths are limited to 108 bytes) and is torn down with its
+containerd, so tests never touch each other's objects.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
+sys.path.insert(0, str(ROOT / "test"))
+
+from lib.daemon import DaemonProcess, start_daemon  # noqa: E402
+from lib.registry import Registry, start_registry  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="integration tests need root"))
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[object]:
+    """Start narwhald instances; all are stopped (with their containerd) at teardown."""
+    started: list[DaemonProcess] = []
+
+    def factory(**kwargs: object) -> DaemonProcess:
+        d = start_daemon(**kwargs)  # type: ignore[arg-type]
+        started.append(d)
+        return d
+
+    yield factory
+    for d in reversed(started):
+        d.destroy()
+
+
+@pytest.fixture
+def daemon(daemon_factory: object) -> DaemonProcess:
+    return daemon_factory()  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[Registry]:
+    reg = start_registry()
+    yield reg
+    reg.stop()

@@ -1,0 +1,160 @@
+"""Run a real narwhald as a subprocess for integration tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from cri_api.v1 import api_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+NARWHALD = REPO / ".venv" / "bin" / "narwhald"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DaemonProcess:
+    base: Path
+    args: list[str]
+    metrics_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    extra_config: str = ""
+    _channel: grpc.Channel | None = field(default=None, repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.base / "root"
+
+    @property
+    def state(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def cri_socket(self) -> Path:
+        return self.state / "cri.sock"
+
+    @property
+    def docker_socket(self) -> Path:
+        return self.state / "docker.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "narwhald.log"
+
+    @property
+    def containerd_pid(self) -> int:
+        return int((self.state / "containerd" / "containerd.pid").read_text())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 60.0) -> None:
+        offset = len(self.log())
+        with open(self.log_path, "ab") as logfile:
+            self.proc = subprocess.Popen([str(NARWHALD), *self.args], stdout=logfile, stderr=logfile)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"narwhald exited with {self.proc.returncode}:\n{self.log()[offset:]}")
+            if "narwhald ready" in self.log()[offset:]:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"narwhald did not become ready:\n{self.log()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close_channel()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        finally:
+            self._close_channel()
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"unix://{self.cri_socket}")
+        return self._channel
+
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
+        return api_pb2_grpc.RuntimeServiceStub(self.channel())
+
+    def images(self) -> api_pb2_grpc.ImageServiceStub:
+        return api_pb2_grpc.ImageServiceStub(self.channel())
+
+    def docker_env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": f"unix://{self.docker_socket}"}
+
+    def destroy(self) -> None:
+        """Stop narwhald and its containerd, then remove every file and mount it made."""
+        self.stop()
+        pid_file = self.state / "containerd" / "containerd.pid"
+        if pid_file.exists():
+            try:
+                pid = int(pid_file.read_text())
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        for mount in reversed(mounts_under(self.base)):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    result = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4].replace("\\040", " ")
+        if mount_point.startswith(prefix):
+            result.append(mount_point)
+    return result
+
+
+def start_daemon(config_yaml: str = "", extra_args: list[str] | None = None, start: bool = True,
+                 cni_conf: bool = True) -> DaemonProcess:
+    base = Path(tempfile.mkdtemp(prefix="nw-", dir="/tmp"))
+    port = free_port()
+    conf_dir = base / "net.d"
+    conf_dir.mkdir()
+    args = [
+        "--root", str(base / "root"),
+        "--state", str(base / "state"),
+        "--metrics-address", f"127.0.0.1:{port}",
+        "--cni-conf-dir", str(conf_dir),
+        "--log-level", "debug",
+        *(extra_args or []),
+    ]
+    if config_yaml:
+        cfg = base / "narwhal.yaml"
+        cfg.write_text(config_yaml)
+        args += ["--config", str(cfg)]
+    d = DaemonProcess(base=base, args=args, metrics_port=port)
+    if start:
+        d.start()
+    return d
