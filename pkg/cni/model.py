@@ -1,0 +1,35 @@
+"""Typed models between the runtime (sandboxes) and CNI networking."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    container_port: int
+    host_port: int
+    protocol: str = "tcp"  # tcp, udp or sctp
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class PodNetworkRequest:
+    """What a sandbox asks of the network: the netns to wire and the pod's identity."""
+
+    sandbox_id: str
+    netns_path: Path
+    pod_name: str = ""
+    pod_namespace: str = ""
+    pod_uid: str = ""
+    port_mappings: list[PortMapping] = field(default_factory=list)
+    bandwidth_ingress: int = 0  # bits/s, 0 = unlimited (from kubernetes.io/ingress-bandwidth)
+    bandwidth_egress: int = 0
+
+
+@dataclass(frozen=True)
+class PodNetworkStatus:
+    ip: str
+    additional_ips: list[str] = field(default_factory=list)
+    interface: str = "eth0"
+    network_name: str = ""

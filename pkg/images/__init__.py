@@ -1,0 +1,1 @@
+"""Images: references, registry client, content, unpack, the image store and service."""
