@@ -1,0 +1,63 @@
+"""containerd snapshots: prepare a container's writable layer, mounts, usage, removal."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pkg import errors
+from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
+from pkg.containerd.client import Client
+from pkg.containerd.errors import translate
+
+DEFAULT_SNAPSHOTTER = "overlayfs"
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str
+    source: str
+    options: list[str] = field(default_factory=list)
+
+
+def _mounts(mounts: list[object]) -> list[Mount]:
+    return [Mount(m.type, m.source, list(m.options)) for m in mounts]  # type: ignore[attr-defined]
+
+
+async def prepare(
+    client: Client, key: str, parent: str, labels: dict[str, str] | None = None,
+    snapshotter: str = DEFAULT_SNAPSHOTTER,
+) -> list[Mount]:
+    request = pb.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent, labels=labels or {})
+    with translate(f"prepare snapshot {key}"):
+        resp = await client.snapshots.Prepare(request, timeout=60)
+    return _mounts(list(resp.mounts))
+
+
+async def mounts(client: Client, key: str, snapshotter: str = DEFAULT_SNAPSHOTTER) -> list[Mount]:
+    with translate(f"mounts of snapshot {key}"):
+        resp = await client.snapshots.Mounts(pb.MountsRequest(snapshotter=snapshotter, key=key), timeout=30)
+    return _mounts(list(resp.mounts))
+
+
+async def remove(client: Client, key: str, snapshotter: str = DEFAULT_SNAPSHOTTER) -> None:
+    """Idempotent removal."""
+    try:
+        with translate(f"remove snapshot {key}"):
+            await client.snapshots.Remove(pb.RemoveSnapshotRequest(snapshotter=snapshotter, key=key), timeout=60)
+    except errors.NotFound:
+        pass
+
+
+async def usage(client: Client, key: str, snapshotter: str = DEFAULT_SNAPSHOTTER) -> tuple[int, int]:
+    """(bytes, inodes) used by the snapshot's own layer."""
+    with translate(f"usage of snapshot {key}"):
+        resp = await client.snapshots.Usage(pb.UsageRequest(snapshotter=snapshotter, key=key), timeout=60)
+    return int(resp.size), int(resp.inodes)
+
+
+async def keys(client: Client, snapshotter: str = DEFAULT_SNAPSHOTTER) -> list[tuple[str, int]]:
+    """(key, kind) of every snapshot; kind 1=view 2=active 3=committed."""
+    result: list[tuple[str, int]] = []
+    with translate("list snapshots"):
+        async for resp in client.snapshots.List(pb.ListSnapshotsRequest(snapshotter=snapshotter), timeout=60):
+            result.extend((info.name, int(info.kind)) for info in resp.info)
+    return result

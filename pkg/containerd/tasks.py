@@ -1,0 +1,125 @@
+"""containerd tasks (the running process of a container): thin typed wrappers."""
+from __future__ import annotations
+
+import enum
+import signal as signals
+from dataclasses import dataclass
+
+from google.protobuf import any_pb2
+
+from pkg import errors
+from pkg.containerd.api.services.tasks.v1 import tasks_pb2 as pb
+from pkg.containerd.api.types import mount_pb2
+from pkg.containerd.api.types.task import task_pb2
+from pkg.containerd.client import Client
+from pkg.containerd.errors import translate
+from pkg.containerd.snapshots import Mount
+
+
+class TaskStatus(enum.Enum):
+    UNKNOWN = 0
+    CREATED = 1
+    RUNNING = 2
+    STOPPED = 3
+    PAUSED = 4
+    PAUSING = 5
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    id: str
+    pid: int
+    status: TaskStatus
+    exit_status: int
+    exited_at_ns: int
+
+
+def _info(p: task_pb2.Process) -> TaskInfo:
+    exited = p.exited_at.seconds * 1_000_000_000 + p.exited_at.nanos if p.HasField("exited_at") else 0
+    return TaskInfo(p.id or p.container_id, p.pid, TaskStatus(p.status), p.exit_status, exited)
+
+
+async def create(
+    client: Client,
+    container_id: str,
+    rootfs: list[Mount],
+    *,
+    stdin: str = "",
+    stdout: str = "",
+    stderr: str = "",
+    terminal: bool = False,
+) -> int:
+    request = pb.CreateTaskRequest(
+        container_id=container_id,
+        rootfs=[mount_pb2.Mount(type=m.type, source=m.source, options=m.options) for m in rootfs],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        terminal=terminal,
+    )
+    with translate(f"create task {container_id}"):
+        resp = await client.tasks.Create(request, timeout=60)
+    return int(resp.pid)
+
+
+async def start(client: Client, container_id: str, exec_id: str = "") -> int:
+    with translate(f"start task {container_id}"):
+        resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id), timeout=60)
+    return int(resp.pid)
+
+
+async def get(client: Client, container_id: str) -> TaskInfo | None:
+    try:
+        with translate(f"task {container_id}"):
+            resp = await client.tasks.Get(pb.GetRequest(container_id=container_id), timeout=30)
+    except errors.NotFound:
+        return None
+    return _info(resp.process)
+
+
+async def list_all(client: Client) -> dict[str, TaskInfo]:
+    with translate("list tasks"):
+        resp = await client.tasks.List(pb.ListTasksRequest(), timeout=60)
+    return {t.id: _info(t) for t in resp.tasks}
+
+
+async def kill(client: Client, container_id: str, sig: int = signals.SIGKILL, all_: bool = False) -> None:
+    """Signal the task; a task that is gone or already stopped is not an error."""
+    try:
+        with translate(f"kill task {container_id}"):
+            await client.tasks.Kill(pb.KillRequest(container_id=container_id, signal=sig, all=all_), timeout=30)
+    except (errors.NotFound, errors.FailedPrecondition):
+        pass
+
+
+async def wait(client: Client, container_id: str, timeout: float | None = None) -> tuple[int, int]:
+    """Block until the task exits: (exit status, exited_at ns)."""
+    with translate(f"wait task {container_id}"):
+        resp = await client.tasks.Wait(pb.WaitRequest(container_id=container_id), timeout=timeout)
+    return int(resp.exit_status), resp.exited_at.seconds * 1_000_000_000 + resp.exited_at.nanos
+
+
+async def delete(client: Client, container_id: str) -> None:
+    """Delete a stopped task; idempotent."""
+    try:
+        with translate(f"delete task {container_id}"):
+            await client.tasks.Delete(pb.DeleteTaskRequest(container_id=container_id), timeout=60)
+    except errors.NotFound:
+        pass
+
+
+async def update_resources(client: Client, container_id: str, resources: dict[str, object]) -> None:
+    import json
+
+    value = any_pb2.Any(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+        value=json.dumps(resources).encode(),
+    )
+    with translate(f"update task {container_id}"):
+        await client.tasks.Update(pb.UpdateTaskRequest(container_id=container_id, resources=value), timeout=30)
+
+
+async def pids(client: Client, container_id: str) -> list[int]:
+    with translate(f"list pids of {container_id}"):
+        resp = await client.tasks.ListPids(pb.ListPidsRequest(container_id=container_id), timeout=30)
+    return [p.pid for p in resp.processes]

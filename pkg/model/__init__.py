@@ -1,0 +1,1 @@
+"""Typed models of the core: sandboxes, containers and their one state machine."""
