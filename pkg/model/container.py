@@ -1,0 +1,116 @@
+"""Container models: ContainerConfig (what was asked), ContainerMetadata (immutable,
+checkpointed in containerd) and ContainerStatus (the mutable part, via the store)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pkg.model.sandbox import NamespaceOptions, SecurityProfile
+from pkg.model.state import ContainerState
+
+METADATA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Mount:
+    container_path: str
+    host_path: str
+    readonly: bool = False
+    propagation: str = "private"  # private, rslave (HostToContainer), rshared (Bidirectional)
+
+
+@dataclass(frozen=True)
+class Device:
+    container_path: str
+    host_path: str
+    permissions: str = "rwm"
+
+
+@dataclass(frozen=True)
+class HugepageLimit:
+    page_size: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_shares: int = 0
+    memory_limit_in_bytes: int = 0
+    memory_swap_limit_in_bytes: int = 0
+    oom_score_adj: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    hugepage_limits: list[HugepageLimit] = field(default_factory=list)
+    unified: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    privileged: bool = False
+    capabilities_add: list[str] = field(default_factory=list)
+    capabilities_drop: list[str] = field(default_factory=list)
+    namespace_options: NamespaceOptions = field(default_factory=NamespaceOptions)
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_username: str = ""
+    supplemental_groups: list[int] = field(default_factory=list)
+    readonly_rootfs: bool = False
+    no_new_privs: bool = False
+    masked_paths: list[str] | None = None  # None: runtime defaults
+    readonly_paths: list[str] | None = None
+    seccomp: SecurityProfile | None = None
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    name: str
+    image: str
+    attempt: int = 0
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    envs: list[tuple[str, str]] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""  # relative to the sandbox's log_directory
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    resources: Resources | None = None
+    security: ContainerSecurity = field(default_factory=ContainerSecurity)
+
+
+@dataclass(frozen=True)
+class ContainerMetadata:
+    id: str
+    sandbox_id: str
+    config: ContainerConfig
+    image_id: str
+    image_ref: str  # the reference the image was resolved from
+    created_at: int  # ns since the epoch
+    log_path: str = ""  # absolute; "" when the sandbox has no log directory
+    snapshot_key: str = ""
+    stop_signal: str = ""
+    cgroups_path: str = ""
+    version: int = METADATA_VERSION
+
+    @property
+    def unique_name(self) -> str:
+        """kubelet's container name: one per (container name, attempt) within a sandbox."""
+        return f"{self.config.name}_{self.sandbox_id}_{self.config.attempt}"
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    state: ContainerState
+    pid: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    resources: Resources | None = None
+    removing: bool = False
