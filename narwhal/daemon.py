@@ -22,6 +22,7 @@ from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
 from pkg.health import HealthChecker, conf_dir_network_status
+from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.system import SystemService
 
@@ -36,6 +37,7 @@ class Daemon:
         self.metrics = Metrics()
         self.supervisor = Supervisor(cfg) if cfg.owns_containerd else None
         self.client: Client | None = None
+        self.images: ImageCore | None = None
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -73,10 +75,11 @@ class Daemon:
 
         health = HealthChecker(self.client, conf_dir_network_status(lambda: self.cfg.cni_conf_dir))
         system = SystemService(self.client)
+        self.images = ImageCore(self.client, self.cfg)
 
         await self._start_metrics()
         self._cri = CRIServer(
-            self.cfg.cri_socket, RuntimeService(self.cfg, health), ImageService(), self.metrics
+            self.cfg.cri_socket, RuntimeService(self.cfg, health), ImageService(self.images), self.metrics
         )
         await self._cri.start()
         self._docker = DockerServer(self.cfg.docker_socket, build_app(system, self.metrics))

@@ -44,3 +44,38 @@ class Image:
     architecture: str = "amd64"
     created: str = ""
     pinned: bool = False
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one pull or push (CRI AuthConfig, Docker X-Registry-Auth).
+
+    ``registry_token`` is a ready bearer token; ``identity_token`` an OAuth2
+    refresh token exchanged at the token realm; otherwise basic credentials.
+    """
+
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+    server_address: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.username or self.password or self.identity_token or self.registry_token)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One per-blob progress event of a pull or push (for progress bars and metrics).
+
+    ``status`` is one of: "resolved", "waiting", "exists", "downloading",
+    "downloaded", "extracting", "extracted", "uploading", "pushed", "done".
+    """
+
+    ref: str
+    digest: str
+    media_type: str
+    status: str
+    current: int = 0
+    total: int = 0

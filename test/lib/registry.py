@@ -63,8 +63,8 @@ http:
   addr: 127.0.0.1:{port}
 {auth}"""
     )
-    proc = subprocess.Popen([BINARY, "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=open(base / "registry.log", "wb"))  # noqa: SIM115
+    with open(base / "registry.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([BINARY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:

@@ -1,0 +1,182 @@
+"""Pull: resolve → fetch blobs into the content store (in parallel, resumable) → unpack → name.
+
+Everything happens under one lease, so containerd's GC cannot collect a blob
+or snapshot before the image record points at it; the GC labels are written
+before the lease goes.  Layers download in parallel (``max-concurrent-downloads``)
+while earlier ones are already being applied, in order, into snapshots.
+Blobs already in the store are skipped; a blob whose ingest was interrupted
+(even by a killed narwhald) resumes where containerd left off.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from pkg import errors
+from pkg.containerd.api.services.leases.v1 import leases_pb2
+from pkg.containerd.client import Client
+from pkg.containerd.errors import translate
+from pkg.images import media
+from pkg.images.content import ContentStore, lease
+from pkg.images.model import Descriptor, Progress
+from pkg.images.reference import Reference
+from pkg.images.registry import Endpoint, RegistrySession
+from pkg.images.store import ImageStore
+from pkg.images.unpack import Unpacker, chain_ids
+
+log = logging.getLogger(__name__)
+
+ProgressSink = Callable[[Progress], None]
+LOCKED_RETRIES = 20
+LOCKED_DELAY = 0.5
+
+
+class Puller:
+    def __init__(self, client: Client, content: ContentStore, store: ImageStore, unpacker: Unpacker,
+                 downloads: asyncio.Semaphore) -> None:
+        self._client = client
+        self._content = content
+        self._store = store
+        self._unpacker = unpacker
+        self._downloads = downloads
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+
+    async def pull(self, ref: Reference, session: RegistrySession, progress: ProgressSink | None,
+                   *, pinned: bool = False) -> str:
+        """Pull ``ref``; returns the image ID (config digest)."""
+        emit = _emitter(str(ref), progress)
+        async with lease(self._client, "pull") as lease_id:
+            ep, target, body = await session.resolve()
+            emit(target, "resolved", target.size, target.size)
+            manifest_desc, manifest_body = target, body
+            if target.media_type in media.INDEXES:
+                manifest_desc = media.select_platform(media.parse_index(body))
+                manifest_desc, manifest_body = await session.fetch_manifest(ep, manifest_desc.digest)
+            manifest = media.parse_manifest(manifest_body, manifest_desc.media_type)
+            if manifest.config.size > media.MAX_MANIFEST:
+                raise errors.InvalidArgument(f"image config {manifest.config.digest} is too large")
+
+            # The config first: it names the diff IDs every layer is checked against.
+            await self._fetch(session, ep, manifest.config, lease_id, {}, emit)
+            config = media.parse_config(await self._content.read(manifest.config.digest, media.MAX_MANIFEST))
+            if len(config.diff_ids) != len(manifest.layers):
+                raise errors.InvalidArgument(
+                    f"image {ref}: {len(manifest.layers)} layers but {len(config.diff_ids)} diff IDs in its config")
+            chains = chain_ids(config.diff_ids)
+
+            for layer in manifest.layers:
+                emit(layer, "waiting", 0, layer.size)
+            downloads = [
+                asyncio.ensure_future(self._fetch(
+                    session, ep, layer, lease_id, {media.LABEL_UNCOMPRESSED: diff_id}, emit))
+                for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+            ]
+            try:
+                for i, layer in enumerate(manifest.layers):
+                    await downloads[i]
+                    emit(layer, "extracting", 0, layer.size)
+                    await self._unpacker.apply_layer(layer, config.diff_ids[i], chains[i - 1] if i else "",
+                                                     chains[i], lease_id)
+                    emit(layer, "extracted", layer.size, layer.size)
+            finally:
+                for task in downloads:
+                    task.cancel()
+                await asyncio.gather(*downloads, return_exceptions=True)
+
+            # GC references: config -> top snapshot; manifest -> config + layers; index -> manifest.
+            if chains:
+                await self._content.update_labels(
+                    manifest.config.digest, {f"{media.LABEL_GC_SNAPSHOT}.{self._unpacker.snapshotter}": chains[-1]})
+            manifest_labels = {f"{media.LABEL_GC_CONTENT}.config": manifest.config.digest}
+            manifest_labels.update({f"{media.LABEL_GC_CONTENT}.l.{i}": layer.digest
+                                    for i, layer in enumerate(manifest.layers)})
+            await self._put_manifest(manifest_desc, manifest_body, manifest_labels, lease_id)
+            if target.digest != manifest_desc.digest:
+                await self._put_manifest(target, body, {f"{media.LABEL_GC_CONTENT}.m.0": manifest_desc.digest},
+                                         lease_id)
+
+            names = [str(ref.with_digest(target.digest))]
+            if ref.tag and not ref.digest:
+                names.insert(0, str(ref.with_tag(ref.tag)))
+            for name in names:
+                await self._store.put(name, target, manifest.config.digest, pinned=pinned)
+            emit(target, "done", target.size, target.size)
+            return manifest.config.digest
+
+    async def _put_manifest(self, desc: Descriptor, body: bytes, labels: dict[str, str], lease_id: str) -> None:
+        await self._content.write_bytes(f"narwhal-manifest-{desc.digest}", desc.digest, body, labels, lease_id)
+
+    async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
+                     labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:
+        """One blob into the store, deduplicated across concurrent pulls of the same digest."""
+        while True:
+            existing = self._inflight.get(desc.digest)
+            if existing is None:
+                break
+            await asyncio.shield(existing)
+        info = await self._content.info(desc.digest)
+        if info is not None:
+            if info.size != desc.size:
+                raise errors.InvalidArgument(f"blob {desc.digest}: stored size {info.size}, manifest says {desc.size}")
+            missing = {k: v for k, v in labels.items() if info.labels.get(k) != v}
+            if missing:
+                await self._content.update_labels(desc.digest, missing)
+            await self._add_to_lease(desc.digest, lease_id)
+            emit(desc, "exists", desc.size, desc.size)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[desc.digest] = future
+        try:
+            async with self._downloads:
+                await self._download(session, ep, desc, lease_id, labels, emit)
+            emit(desc, "downloaded", desc.size, desc.size)
+        finally:
+            del self._inflight[desc.digest]
+            future.set_result(None)
+
+    async def _add_to_lease(self, digest: str, lease_id: str) -> None:
+        with translate(f"lease content {digest}"):
+            await self._client.leases.AddResource(leases_pb2.AddResourceRequest(
+                id=lease_id, resource=leases_pb2.Resource(id=digest, type="content")), timeout=30)
+
+    async def _download(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
+                        labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:
+        ref = f"narwhal-pull-{desc.digest}"
+        order = [ep, *(e for e in session.endpoints if e != ep)]
+
+        def on_bytes(n: int) -> None:
+            emit(desc, "downloading", n, desc.size)
+
+        last: errors.NarwhalError | None = None
+        for endpoint in order:
+            for _ in range(LOCKED_RETRIES):
+                source = functools.partial(session.open_blob, endpoint, desc.digest)
+                try:
+                    await self._content.write(ref, desc.digest, desc.size, source,
+                                              labels=labels, lease=lease_id, on_bytes=on_bytes)
+                    return
+                except errors.Unavailable as exc:
+                    last = exc
+                    if "locked" not in exc.message:
+                        break
+                    # Another writer (or the stream of a narwhald that just died) holds the ingest.
+                    await asyncio.sleep(LOCKED_DELAY)
+                except errors.NotFound as exc:
+                    last = exc
+                    break
+        assert last is not None
+        raise last
+
+
+def _emitter(ref: str, sink: ProgressSink | None) -> Callable[[Descriptor, str, int, int], None]:
+    def emit(desc: Descriptor, status: str, current: int, total: int) -> None:
+        if sink is None:
+            return
+        try:
+            sink(Progress(ref, desc.digest, desc.media_type, status, current, total))
+        except Exception:  # a broken progress consumer must not fail the pull
+            log.exception("progress sink failed")
+    return emit
+

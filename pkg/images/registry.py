@@ -1,0 +1,263 @@
+"""A small OCI distribution (v2) client on aiohttp: manifests, blobs, uploads.
+
+Hosts: for each registry host the configured mirrors are tried in order, then
+the upstream (like containerd's ``hosts.toml``).  HTTPS by default; plain
+HTTP for loopback hosts; hosts listed as insecure get HTTPS without
+certificate verification, then plain HTTP.  Registry errors become
+``pkg.errors`` kinds carrying the registry's own message.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+from pkg import errors
+from pkg.config import RegistryConfig
+from pkg.images.auth import Authorizer
+from pkg.images.media import ACCEPT, MAX_MANIFEST, media_type_of, sha256
+from pkg.images.model import Descriptor, RegistryAuth
+from pkg.images.reference import DEFAULT_DOMAIN, Reference
+
+log = logging.getLogger(__name__)
+
+DOCKER_HUB = "registry-1.docker.io"
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One place to talk to for a registry host: ``base`` is ``scheme://host[:port][/prefix]``."""
+
+    base: str
+    host: str
+    verify_tls: bool = True
+    mirror: bool = False
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/v2/{path}"
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoints(domain: str, cfg: RegistryConfig) -> list[Endpoint]:
+    """Mirrors first (in order), then the upstream with the right scheme."""
+    out: list[Endpoint] = []
+    for url in cfg.mirrors.get(domain, []):
+        base = url.rstrip("/")
+        if base.endswith("/v2"):
+            base = base[:-3]
+        host = base.split("://", 1)[1].split("/", 1)[0]
+        insecure = host in cfg.insecure
+        out.append(Endpoint(base, host, verify_tls=not insecure, mirror=True))
+    upstream = DOCKER_HUB if domain == DEFAULT_DOMAIN else domain
+    if is_loopback(domain):
+        out.append(Endpoint(f"http://{upstream}", upstream))
+    elif domain in cfg.insecure:
+        out.append(Endpoint(f"https://{upstream}", upstream, verify_tls=False))
+        out.append(Endpoint(f"http://{upstream}", upstream))
+    else:
+        out.append(Endpoint(f"https://{upstream}", upstream))
+    return out
+
+
+def registry_error(status: int, body: bytes, what: str) -> errors.NarwhalError:
+    """Map an HTTP failure to a pkg error, keeping the registry's message (distribution error JSON)."""
+    message = ""
+    try:
+        doc = json.loads(body)
+        errs = doc.get("errors") if isinstance(doc, dict) else None
+        if isinstance(errs, list) and errs:
+            message = "; ".join(
+                f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}".strip(": ")
+                for e in errs if isinstance(e, dict))
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if not message:
+        message = body[:300].decode(errors="replace").strip() or f"HTTP {status}"
+    text = f"{what}: {message}"
+    if status == 404:
+        return errors.NotFound(text)
+    if status == 401:
+        return errors.Unauthenticated(text)
+    if status == 403:
+        return errors.PermissionDenied(text)
+    if status == 429:
+        return errors.ResourceExhausted(text)
+    if status in (400, 405, 411, 413, 416):
+        return errors.InvalidArgument(text)
+    return errors.Unavailable(text)
+
+
+class RegistrySession:
+    """One operation's connection pool and credentials for one registry host."""
+
+    def __init__(self, ref: Reference, cfg: RegistryConfig, auth: RegistryAuth | None = None,
+                 push: bool = False) -> None:
+        self.ref = ref
+        self.repo = ref.path
+        self.endpoints = endpoints(ref.domain, cfg)
+        self.scope = f"repository:{ref.path}:pull" + (",push" if push else "")
+        self._authorizer = Authorizer(auth)
+        self._session: aiohttp.ClientSession | None = None
+        self._insecure_session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RegistrySession:
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT,
+                                        sock_read=READ_TIMEOUT)
+        self._session = aiohttp.ClientSession(timeout=timeout, trust_env=False)
+        self._insecure_session = aiohttp.ClientSession(
+            timeout=timeout, trust_env=False, connector=aiohttp.TCPConnector(ssl=False))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for session in (self._session, self._insecure_session):
+            if session is not None:
+                await session.close()
+
+    def _client(self, ep: Endpoint) -> aiohttp.ClientSession:
+        session = self._session if ep.verify_tls else self._insecure_session
+        assert session is not None, "use RegistrySession as an async context manager"
+        return session
+
+    async def request(self, ep: Endpoint, method: str, url: str, *, headers: dict[str, str] | None = None,
+                      data: Any = None, allow_redirects: bool = True) -> aiohttp.ClientResponse:
+        """Send one request, answering at most one auth challenge.  The caller releases the response."""
+        session = self._client(ep)
+        hdrs = dict(headers or {})
+        auth = self._authorizer.header_for(ep.host, self.scope)
+        if auth:
+            hdrs["Authorization"] = auth
+        try:
+            resp = await session.request(method, url, headers=hdrs, data=data, allow_redirects=allow_redirects)
+            if resp.status == 401 and "WWW-Authenticate" in resp.headers:
+                challenge = resp.headers["WWW-Authenticate"]
+                resp.release()
+                answer = await self._authorizer.answer(session, ep.host, challenge, self.scope)
+                if answer is not None and answer != auth:
+                    hdrs["Authorization"] = answer
+                    if hasattr(data, "seek"):
+                        data.seek(0)
+                    resp = await session.request(method, url, headers=hdrs, data=data,
+                                                 allow_redirects=allow_redirects)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise errors.Unavailable(f"registry {ep.base}: {_describe(exc)}") from None
+        except aiohttp.ClientError as exc:
+            raise errors.Unavailable(f"registry {ep.base}: {_describe(exc)}") from None
+        return resp
+
+    # ---- manifests ----
+    async def resolve(self, reference: str | None = None) -> tuple[Endpoint, Descriptor, bytes]:
+        """Fetch the manifest (or index) a tag or digest names, trying each endpoint in order."""
+        obj = reference or self.ref.object
+        last: errors.NarwhalError | None = None
+        for ep in self.endpoints:
+            try:
+                return ep, *await self.fetch_manifest(ep, obj)
+            except (errors.NotFound, errors.Unavailable, errors.Unauthenticated, errors.PermissionDenied) as exc:
+                log.debug("resolve %s at %s: %s", self.ref, ep.base, exc)
+                # Prefer the upstream's answer; a mirror's failure only matters if it is the only one.
+                if last is None or not ep.mirror:
+                    last = exc
+        assert last is not None
+        raise last
+
+    async def fetch_manifest(self, ep: Endpoint, obj: str) -> tuple[Descriptor, bytes]:
+        url = ep.url(f"{self.repo}/manifests/{obj}")
+        resp = await self.request(ep, "GET", url, headers={"Accept": ACCEPT})
+        async with resp:
+            if resp.status != 200:
+                raise registry_error(resp.status, await resp.read(), f"{self.ref.name}:{obj}")
+            try:
+                body = await resp.content.read(MAX_MANIFEST + 1)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise errors.Unavailable(f"registry {ep.base}: {_describe(exc)}") from None
+            declared = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        if len(body) > MAX_MANIFEST:
+            raise errors.InvalidArgument(f"manifest {self.ref.name}:{obj} is larger than {MAX_MANIFEST} bytes")
+        digest = sha256(body)
+        if obj.startswith("sha256:") and digest != obj:
+            raise errors.InvalidArgument(f"manifest {self.ref.name}@{obj}: registry served content with digest "
+                                         f"{digest}")
+        return Descriptor(media_type_of(body, declared), digest, len(body)), body
+
+    # ---- blobs ----
+    async def open_blob(self, ep: Endpoint, digest: str, offset: int = 0) -> tuple[int, AsyncIterator[bytes]]:
+        """Open a blob, from ``offset`` if the registry honours Range; returns (start, chunks)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = await self.request(ep, "GET", ep.url(f"{self.repo}/blobs/{digest}"), headers=headers)
+        if resp.status == 416 and offset:
+            resp.release()
+            return await self.open_blob(ep, digest, 0)
+        if resp.status not in (200, 206):
+            body = await resp.read()
+            resp.release()
+            raise registry_error(resp.status, body, f"blob {digest}")
+        start = offset if resp.status == 206 else 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.content.iter_chunked(READ_CHUNK):
+                    yield chunk
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise errors.Unavailable(f"registry {ep.base}: blob {digest}: {_describe(exc)}") from None
+            finally:
+                resp.release()
+
+        return start, chunks()
+
+    async def blob_exists(self, ep: Endpoint, digest: str) -> bool:
+        resp = await self.request(ep, "HEAD", ep.url(f"{self.repo}/blobs/{digest}"))
+        async with resp:
+            if resp.status == 200:
+                return True
+            if resp.status == 404:
+                return False
+            raise registry_error(resp.status, b"", f"blob {digest}")
+
+    async def upload_blob(self, ep: Endpoint, digest: str, size: int, data: AsyncIterator[bytes] | bytes) -> None:
+        """Monolithic upload: POST to open a session, then PUT the content with ``?digest=``."""
+        resp = await self.request(ep, "POST", ep.url(f"{self.repo}/blobs/uploads/"), allow_redirects=False,
+                                  headers={"Content-Length": "0"})
+        async with resp:
+            if resp.status != 202 or "Location" not in resp.headers:
+                raise registry_error(resp.status, await resp.read(), f"start upload of {digest}")
+            location = urljoin(ep.base + "/", resp.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        url = f"{location}{sep}digest={digest}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        resp = await self.request(ep, "PUT", url, headers=headers, data=data)
+        async with resp:
+            if resp.status not in (201, 204):
+                raise registry_error(resp.status, await resp.read(), f"upload {digest}")
+
+    async def put_manifest(self, ep: Endpoint, reference: str, media_type: str, body: bytes) -> None:
+        resp = await self.request(ep, "PUT", ep.url(f"{self.repo}/manifests/{reference}"), data=body,
+                                  headers={"Content-Type": media_type})
+        async with resp:
+            if resp.status not in (200, 201):
+                raise registry_error(resp.status, await resp.read(), f"put manifest {self.ref.name}:{reference}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return text or type(exc).__name__

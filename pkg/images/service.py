@@ -1,0 +1,214 @@
+"""ImageService: the one image core behind CRI's ImageService and Docker's /images.
+
+``pull`` fetches and unpacks (so ``Image.chain_id`` is a committed snapshot);
+``get`` accepts any name an operator types (short or full reference, full or
+short ID, ``name@digest``); ``remove`` deletes every name of an image and lets
+containerd's GC free its content and snapshots synchronously.
+"""
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pkg import errors
+from pkg.config import Config
+from pkg.containerd.client import Client
+from pkg.images import media, reference
+from pkg.images.content import ContentStore
+from pkg.images.model import Image, RegistryAuth
+from pkg.images.pull import ProgressSink, Puller
+from pkg.images.registry import RegistrySession
+from pkg.images.store import ImageStore, Record
+from pkg.images.unpack import Unpacker
+
+log = logging.getLogger(__name__)
+
+SNAPSHOTTER = "overlayfs"
+DEFAULT_CONCURRENT_DOWNLOADS = 3
+FS_INFO_TTL = 5.0
+
+
+@dataclass(frozen=True)
+class FsUsage:
+    """Disk usage of one directory tree (for CRI ImageFsInfo and Docker /system/df)."""
+
+    mountpoint: str
+    used_bytes: int
+    inodes_used: int
+    timestamp_ns: int
+
+
+class ImageService:
+    def __init__(self, client: Client, cfg: Config, *, snapshotter: str = SNAPSHOTTER) -> None:
+        self._client = client
+        self._cfg = cfg
+        self.snapshotter = snapshotter
+        self.content = ContentStore(client)
+        self.store = ImageStore(client, self.content, snapshotter)
+        self.unpacker = Unpacker(client, snapshotter)
+        concurrency = int(getattr(cfg, "max_concurrent_downloads", DEFAULT_CONCURRENT_DOWNLOADS))
+        self._puller = Puller(client, self.content, self.store, self.unpacker, asyncio.Semaphore(concurrency))
+        self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
+
+    # ---- pull ----
+    async def pull(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None,
+                   *, pinned: bool = False) -> Image:
+        parsed = reference.parse(ref)
+        async with RegistrySession(parsed, self._cfg.registry, auth) as session:
+            image_id = await self._puller.pull(parsed, session, progress, pinned=pinned)
+        return await self.get(image_id)
+
+    # ---- lookup ----
+    async def _group(self, ref_or_id: str) -> list[Record]:
+        """Every record of the image ``ref_or_id`` names; NotFound when there is none."""
+        if not ref_or_id:
+            raise errors.InvalidArgument("image reference is empty")
+        groups = await self.store.groups()
+        if reference.looks_like_id(ref_or_id):
+            image_id = ref_or_id if ref_or_id.startswith("sha256:") else f"sha256:{ref_or_id}"
+            if image_id in groups:
+                return groups[image_id]
+            raise errors.NotFound(f"image {ref_or_id} not found")
+        parsed: reference.Reference | None
+        try:
+            parsed = reference.parse(ref_or_id)
+        except errors.InvalidArgument:
+            parsed = None
+        if parsed is not None:
+            wanted = str(parsed)
+            for records in groups.values():
+                if any(r.name == wanted for r in records):
+                    return records
+            if parsed.digest:
+                # name@digest where the digest is the manifest/index of a record of that repository
+                for records in groups.values():
+                    for r in records:
+                        if r.target.digest == parsed.digest and _repo(r.name) == parsed.name:
+                            return records
+        prefix = ref_or_id.removeprefix("sha256:")
+        if prefix and all(c in "0123456789abcdef" for c in prefix):
+            matches = [records for image_id, records in groups.items()
+                       if image_id.removeprefix("sha256:").startswith(prefix)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise errors.InvalidArgument(f"image ID prefix {ref_or_id!r} is ambiguous")
+        if parsed is None:
+            reference.parse(ref_or_id)  # raises the InvalidArgument with the parser's message
+        raise errors.NotFound(f"image {ref_or_id} not found")
+
+    async def get(self, ref_or_id: str) -> Image:
+        return await self.store.build(await self._group(ref_or_id))
+
+    async def inspect(self, img: Image) -> dict[str, Any]:
+        """Debug detail (CRI verbose ImageStatus, Docker inspect): the raw config and where things live."""
+        resolved = await self.store.resolve_target(img.target)
+        raw = await self.content.read(resolved.parsed.config.digest, media.MAX_MANIFEST)
+        return {
+            "imageSpec": json.loads(raw),
+            "chainID": img.chain_id,
+            "snapshotter": img.snapshotter,
+            "target": {"mediaType": img.target.media_type, "digest": img.target.digest, "size": img.target.size},
+            "manifest": resolved.manifest.digest,
+        }
+
+    async def list(self, ref_filter: str | None = None) -> list[Image]:
+        groups = await self.store.groups()
+        images: list[Image] = []
+        for records in groups.values():
+            try:
+                images.append(await self.store.build(records))
+            except errors.NarwhalError as exc:  # content gone under a stale record: skip, do not fail the list
+                log.warning("image %s is unreadable: %s", records[0].name, exc)
+        if ref_filter:
+            images = [img for img in images if _matches(img, ref_filter)]
+        return sorted(images, key=lambda i: (i.repo_tags[:1], i.id))
+
+    # ---- names ----
+    async def tag(self, source: str, target: str) -> None:
+        """Give the image ``source`` names the additional name ``target`` (moving it if taken)."""
+        records = await self._group(source)
+        ref = reference.parse(target)
+        if ref.digest:
+            raise errors.InvalidArgument(f"cannot tag with a digest reference: {target!r}")
+        image = await self.store.build(records)
+        await self.store.put(str(ref), image.target, image.id)
+
+    async def untag(self, ref: str) -> bool:
+        """Remove one name; returns True when that was the image's last name (it is then collected)."""
+        name = str(reference.parse(ref))
+        rec = await self.store.record(name)
+        if rec is None:
+            raise errors.NotFound(f"image {ref} not found")
+        remaining = [r for r in (await self.store.groups()).get(rec.config_digest, []) if r.name != name]
+        await self.store.delete(name, sync=not remaining)
+        return not remaining
+
+    async def remove(self, ref_or_id: str) -> None:
+        """Remove the image with all its names; idempotent.  The last delete runs containerd's GC."""
+        try:
+            records = await self._group(ref_or_id)
+        except errors.NotFound:
+            return
+        for i, rec in enumerate(records):
+            await self.store.delete(rec.name, sync=i == len(records) - 1)
+
+    # ---- disk usage ----
+    async def fs_info(self) -> builtins.list[FsUsage]:
+        """Usage of the snapshotter's and the content store's directories (cached for a few seconds)."""
+        now = time.monotonic()
+        if self._fs_cache is not None and now - self._fs_cache[0] < FS_INFO_TTL:
+            return self._fs_cache[1]
+        root = self._cfg.containerd_root
+        dirs = [root / f"io.containerd.snapshotter.v1.{self.snapshotter}", root / "io.containerd.content.v1.content"]
+        result = await asyncio.to_thread(lambda: [_usage(d) for d in dirs])
+        self._fs_cache = (now, result)
+        return result
+
+
+def _repo(name: str) -> str:
+    try:
+        return reference.parse(name, default_tag=False).name
+    except errors.InvalidArgument:
+        return ""
+
+
+def _matches(image: Image, ref_filter: str) -> bool:
+    """CRI ListImages / Docker reference filter: a repository (any tag), a full reference, or an ID prefix."""
+    prefix = ref_filter.removeprefix("sha256:")
+    if prefix and all(c in "0123456789abcdef" for c in prefix) and image.id.removeprefix("sha256:").startswith(prefix):
+        return True
+    try:
+        ref = reference.parse(ref_filter, default_tag=False)
+    except errors.InvalidArgument:
+        return False
+    if ref.digest:
+        return f"{ref.name}@{ref.digest}" in image.repo_digests
+    if ref.tag:
+        return str(ref) in image.repo_tags
+    return any(_repo(t) == ref.name for t in [*image.repo_tags, *image.repo_digests])
+
+
+def _usage(path: Path) -> FsUsage:
+    used = inodes = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames):
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            used += st.st_blocks * 512
+            inodes += 1
+    return FsUsage(str(path), used, inodes, time.time_ns())

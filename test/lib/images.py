@@ -1,0 +1,45 @@
+"""Helpers for image tests: push hack/mkimage.py images to a test registry, look inside containerd."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mkimage
+
+from lib.daemon import DaemonProcess
+
+
+def push(registry_host: str, repo: str, tag: str = "latest", *, kind: str = "busybox",
+         username: str | None = None, password: str | None = None, **build: object) -> mkimage.Image:
+    """Build an image with hack/mkimage.py and push it as ``registry_host/repo:tag``."""
+    image = mkimage.build(kind, **build)  # type: ignore[arg-type]
+    mkimage.RegistryClient(registry_host, username, password).push_image(repo, tag, image)
+    return image
+
+
+def ctr(daemon: DaemonProcess, *args: str) -> str:
+    """Run ``ctr`` against the daemon's own containerd, in its namespace."""
+    sock = daemon.state / "containerd" / "containerd.sock"
+    out = subprocess.run(["ctr", "-a", str(sock), "-n", "narwhal", *args], check=True, capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout
+
+
+def snapshots(daemon: DaemonProcess) -> set[str]:
+    lines = ctr(daemon, "snapshots", "--snapshotter", "overlayfs", "ls").splitlines()[1:]
+    return {line.split()[0] for line in lines if line.strip()}
+
+
+def content(daemon: DaemonProcess) -> set[str]:
+    lines = ctr(daemon, "content", "ls", "-q").splitlines()
+    return {line.strip() for line in lines if line.strip()}
+
+
+def leases(daemon: DaemonProcess) -> set[str]:
+    lines = ctr(daemon, "leases", "ls", "-q").splitlines()
+    return {line.strip() for line in lines if line.strip()}
+
+
+def registry_blob_path(registry_base: Path, digest: str) -> Path:
+    hexd = digest.split(":", 1)[1]
+    return registry_base / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexd[:2] / hexd / "data"
