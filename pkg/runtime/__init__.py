@@ -1,0 +1,1 @@
+"""The runtime: sandboxes, containers, specs, exec — built on containerd."""
