@@ -23,6 +23,9 @@ FLAGS: list[tuple[str, str]] = [
     ("log-level", "debug, info, warning or error [info]"),
     ("containerd-namespace", "containerd namespace for this instance's objects [narwhal]"),
     ("stop-containerd-on-exit", "stop the owned containerd on a clean shutdown (true/false) [false]"),
+    ("pod-subnet", "subnet(s) of the default CNI network, ','-separated, one per IP family [a /24 of 10.123/16]"),
+    ("cni-bridge", "bridge of the default CNI network [nw-<instance id>]"),
+    ("cni-timeout", "seconds a CNI plugin call may take before it is killed [60]"),
 ]
 
 

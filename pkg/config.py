@@ -45,6 +45,10 @@ class Config:
     containerd_namespace: str = "narwhal"
     stop_containerd_on_exit: bool = False
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    # Pod networking (the default CNI network Narwhal writes; plugin calls).
+    pod_subnet: list[str] = field(default_factory=list)  # empty: a per-instance /24 of 10.123.0.0/16
+    cni_bridge: str = ""  # empty: nw-<instance_id>
+    cni_timeout: float = 60.0  # seconds per plugin call
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -67,6 +71,16 @@ class Config:
     def runc_root(self) -> Path:
         """runc's state dir, private to this instance (passed as the runc v2 shim's Root option)."""
         return self.state / "runc"
+
+    @property
+    def netns_dir(self) -> Path:
+        """Where sandbox network namespaces are pinned: ``netns_dir / <sandbox_id>``."""
+        return self.state / "netns"
+
+    @property
+    def cni_state_dir(self) -> Path:
+        """This instance's CNI state: attachment cache and host-local IPAM allocations."""
+        return self.state / "cni"
 
     @property
     def instance_id(self) -> str:
@@ -136,6 +150,38 @@ def _bool(key: str, value: Any) -> bool:
     raise InvalidArgument(f"{key}: expected true or false, got {value!r}")
 
 
+def _subnets(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{key}: expected a CIDR or a list of CIDRs (one per IP family), got {value!r}")
+    nets = []
+    for v in value:
+        try:
+            nets.append(ipaddress.ip_network(v, strict=True))
+        except ValueError as exc:
+            raise InvalidArgument(f"{key}: {exc}") from None
+    if len({n.version for n in nets}) != len(nets):
+        raise InvalidArgument(f"{key}: at most one subnet per IP family, got {value!r}")
+    return [str(n) for n in nets]
+
+
+def _ifname(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 15 or not all(c.isalnum() or c in "-_." for c in value):
+        raise InvalidArgument(f"{key}: expected an interface name of at most 15 letters, digits, '-', '_' or '.'")
+    return value
+
+
+def _seconds(key: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{key}: expected a number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or not 0 < seconds <= 3600:
+        raise InvalidArgument(f"{key}: expected seconds in (0, 3600], got {value!r}")
+    return seconds
+
+
 def _registry(key: str, value: Any) -> RegistryConfig:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{key}: expected a mapping with 'mirrors' and/or 'insecure'")
@@ -171,6 +217,9 @@ CONVERTERS: dict[str, Any] = {
     "containerd-namespace": _name,
     "stop-containerd-on-exit": _bool,
     "registry": _registry,
+    "pod-subnet": _subnets,
+    "cni-bridge": _ifname,
+    "cni-timeout": _seconds,
 }
 
 

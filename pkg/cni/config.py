@@ -33,6 +33,11 @@ def parse(path: Path) -> NetworkConfigList:
         raise errors.InvalidArgument(f"{path}: {exc.strerror}") from None
     except ValueError as exc:
         raise errors.InvalidArgument(f"{path}: invalid JSON: {exc}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: Any, path: Path) -> NetworkConfigList:
+    """Validate decoded JSON (a file's, or a cached copy's) as a network config list."""
     if not isinstance(data, dict):
         raise errors.InvalidArgument(f"{path}: expected a JSON object")
     if path.suffix != ".conflist" and "plugins" not in data:

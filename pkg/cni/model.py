@@ -25,6 +25,8 @@ class PodNetworkRequest:
     port_mappings: list[PortMapping] = field(default_factory=list)
     bandwidth_ingress: int = 0  # bits/s, 0 = unlimited (from kubernetes.io/ingress-bandwidth)
     bandwidth_egress: int = 0
+    ips: list[str] = field(default_factory=list)  # requested pod IPs (the "ips" capability), if any
+    mac: str = ""  # requested MAC of the pod's interface (the "mac" capability), if any
 
 
 @dataclass(frozen=True)
@@ -33,3 +35,5 @@ class PodNetworkStatus:
     additional_ips: list[str] = field(default_factory=list)
     interface: str = "eth0"
     network_name: str = ""
+    mac: str = ""
+    gateway: str = ""  # of the primary IP

@@ -1,0 +1,152 @@
+"""The network Narwhal writes on first start when the conf dir holds no config.
+
+bridge (this instance's own bridge, masquerading, gateway) with host-local
+IPAM whose allocations live under this instance's state dir, portmap for
+hostPorts, firewall so pod traffic flows even when the host's FORWARD policy
+is DROP (Docker sets it so, with br_netfilter on), and bandwidth for the
+kubernetes.io/{ingress,egress}-bandwidth annotations.  Names that live in
+host-global spaces (network name → iptables chain hashes, bridge, firewall
+admin chain, subnet) are derived from ``cfg.instance_id`` so several
+narwhald side by side never share them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pkg.cni import config as cni_config
+from pkg.config import Config
+
+log = logging.getLogger(__name__)
+
+CNI_VERSION = "1.0.0"
+FILE_NAME = "10-narwhal.conflist"
+# Per-instance /24s are carved from here: clear of Docker (172.17/16), Podman (10.88/16, 10.89/16),
+# the usual Kubernetes service range (10.96/12) and the common pod CIDRs (10.42/16, 10.244/16).
+SUBNET_POOL = ipaddress.IPv4Network("10.123.0.0/16")
+SUBNET_PREFIX = 24
+
+
+def network_name(cfg: Config) -> str:
+    return f"narwhal-{cfg.instance_id}"
+
+
+def bridge_name(cfg: Config) -> str:
+    return cfg.cni_bridge or f"nw-{cfg.instance_id}"
+
+
+def admin_chain(cfg: Config) -> str:
+    return f"NARWHAL-ADMIN-{cfg.instance_id}"
+
+
+def ipam_dir(cfg: Config) -> Path:
+    return cfg.state / "cni" / "ipam"
+
+
+def host_routes_v4() -> list[ipaddress.IPv4Network]:
+    """Destinations of the host's IPv4 routes (from /proc: no netlink socket needed)."""
+    routes = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest, mask = (int(f, 16).to_bytes(4, "little") for f in (fields[1], fields[7]))
+        try:
+            net = ipaddress.IPv4Network((int.from_bytes(dest, "big"), bin(int.from_bytes(mask, "big")).count("1")))
+        except ValueError:
+            continue
+        if net.prefixlen > 0:  # the default route overlaps everything and says nothing
+            routes.append(net)
+    return routes
+
+
+def pick_subnet(instance_id: str, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """This instance's /24: a stable slot from the instance id, skipping slots that overlap
+    an existing route (another instance's bridge, a VPN, the LAN)."""
+    slots = list(SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIX))
+    start = int(instance_id, 16) % len(slots)
+    for i in range(len(slots)):
+        candidate = slots[(start + i) % len(slots)]
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    return slots[start]
+
+
+def subnets(cfg: Config) -> list[str]:
+    if cfg.pod_subnet:
+        return list(cfg.pod_subnet)
+    return [str(pick_subnet(cfg.instance_id, host_routes_v4()))]
+
+
+def conflist(cfg: Config, pod_subnets: list[str]) -> dict[str, Any]:
+    ranges = [[{"subnet": s}] for s in pod_subnets]
+    routes = [{"dst": "0.0.0.0/0" if ipaddress.ip_network(s).version == 4 else "::/0"} for s in pod_subnets]
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": network_name(cfg),
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge_name(cfg),
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "capabilities": {"ips": True},
+                "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": str(ipam_dir(cfg))},
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": admin_chain(cfg)},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        ],
+    }
+
+
+def _has_config(conf_dir: Path) -> bool:
+    try:
+        return any(p.suffix in cni_config.EXTENSIONS for p in conf_dir.iterdir())
+    except FileNotFoundError:
+        return False
+
+
+def write_if_missing(cfg: Config) -> Path | None:
+    """Write the default network when the conf dir has no config file at all (not even a
+    broken one: that is the admin's and NetworkReady reports it).  Blocking file I/O."""
+    conf_dir = cfg.cni_conf_dir
+    if _has_config(conf_dir):
+        return None
+    conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path = conf_dir / FILE_NAME
+    tmp = conf_dir / f".{FILE_NAME}.tmp"
+    data = conflist(cfg, subnets(cfg))
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)  # the watcher never sees a half-written file
+    log.info("wrote default CNI network %s (subnets %s) to %s", data["name"], ", ".join(subnets_of(data)), path)
+    return path
+
+
+def subnets_of(data: dict[str, Any]) -> list[str]:
+    """The host-local subnets of a conflist's first plugin (empty when it has none)."""
+    out: list[str] = []
+    for plugin in data.get("plugins") or []:
+        ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
+        if not isinstance(ipam, dict) or ipam.get("type") != "host-local":
+            continue
+        for rs in ipam.get("ranges") or []:
+            for r in rs if isinstance(rs, list) else []:
+                if isinstance(r, dict) and r.get("subnet"):
+                    out.append(str(r["subnet"]))
+        if ipam.get("subnet"):
+            out.append(str(ipam["subnet"]))
+    return out

@@ -1,0 +1,170 @@
+"""Leak GC: release network state that belongs to no known sandbox.
+
+Runs at start (after a crash, whatever a killed narwhald left half-done) and
+periodically.  In order:
+
+1. cached attachments of unknown sandboxes are DELeted with their cached
+   config and result (this releases IPs, veths, portmap/masquerade chains);
+2. network namespaces pinned under this instance's netns dir are removed;
+3. host-local allocations under this instance's IPAM dir are released;
+4. iptables rules and chains tagged for this instance's default network, and
+   firewall rules for its pod IPs that no live sandbox holds, are removed.
+
+Only this instance's dirs and its own (instance-named) network are touched,
+never another instance's or another runtime's.  A sandbox is alive when it is
+known to the caller, in flight in the manager, or has state newer than the
+start of this GC (so a sandbox created meanwhile is never collected).
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pkg import errors
+from pkg.cni import defaults, iptables, netns
+from pkg.config import Config
+
+if TYPE_CHECKING:
+    from pkg.cni.manager import NetworkManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Allocation:
+    path: Path
+    ip: str
+    sandbox_id: str
+    mtime: float
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return None
+
+
+def scan_ipam(root: Path) -> list[Allocation]:
+    """host-local's files: ``<dataDir>/<network>/<ip>`` holding ``<container id>\\n<ifname>``."""
+    found: list[Allocation] = []
+    try:
+        networks = [d for d in root.iterdir() if d.is_dir()]
+    except FileNotFoundError:
+        return found
+    for net_dir in networks:
+        for entry in net_dir.iterdir():
+            try:
+                ip = str(ipaddress.ip_address(entry.name))
+            except ValueError:
+                continue  # "lock", "last_reserved_ip.0"
+            try:
+                owner = entry.read_text().splitlines()[0].strip()
+                mtime = entry.lstat().st_mtime
+            except (OSError, IndexError):
+                continue
+            found.append(Allocation(entry, ip, owner, mtime))
+    return found
+
+
+def release_allocation(alloc: Allocation) -> None:
+    """Delete one allocation file under host-local's own lock, so a concurrent plugin is not torn."""
+    lock_path = alloc.path.parent / "lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            owner = alloc.path.read_text().splitlines()[0].strip()
+        except (OSError, IndexError):
+            return
+        if owner == alloc.sandbox_id:
+            alloc.path.unlink(missing_ok=True)
+
+
+async def cleanup_iptables(cfg: Config, sandbox_ids: set[str], network_name: str) -> None:
+    """Drop the tagged iptables state of these (our own) sandboxes on ``network_name``."""
+    removed = await iptables.cleanup(network_name, lambda cid: cid in sandbox_ids)
+    if removed:
+        log.info("CNI: removed %d leftover iptables rules/chains of %s", removed, ", ".join(sorted(sandbox_ids)))
+
+
+async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) -> None:
+    cfg = mgr.cfg
+    started = time.time()
+    cutoff = started - max(min_age, 0.0)
+    fresh: set[str] = set()
+
+    def alive(sandbox_id: str) -> bool:
+        return sandbox_id in known or sandbox_id in mgr.inflight or sandbox_id in fresh
+
+    # 1. cached attachments
+    for sandbox_id in await mgr.cache.ids():
+        mtime = _mtime(mgr.cache.directory / f"{sandbox_id}.json") or _mtime(mgr.cache.directory / f"{sandbox_id}.tmp")
+        if mtime is not None and mtime > cutoff:
+            fresh.add(sandbox_id)
+        if alive(sandbox_id):
+            continue
+        with mgr._claim(sandbox_id) as lock:  # noqa: SLF001 - the manager's own GC
+            async with lock:
+                att = await mgr.cache.get(sandbox_id)
+                try:
+                    if att is None:
+                        await mgr.cache.delete(sandbox_id)
+                    else:
+                        await mgr._delete(att)  # noqa: SLF001
+                    log.info("CNI GC: released the attachment of unknown sandbox %s", sandbox_id)
+                except errors.NarwhalError as exc:
+                    log.warning("CNI GC: DEL for unknown sandbox %s failed (will retry): %s", sandbox_id, exc.message)
+
+    # 2. network namespaces under our netns dir
+    try:
+        pinned = await asyncio.to_thread(lambda: list(cfg.netns_dir.iterdir()))
+    except FileNotFoundError:
+        pinned = []
+    for path in pinned:
+        mtime = _mtime(path)
+        if mtime is not None and mtime > cutoff:
+            fresh.add(path.name)
+        if alive(path.name):
+            continue
+        try:
+            await netns.remove(path)
+            log.info("CNI GC: removed network namespace %s of unknown sandbox", path)
+        except errors.NarwhalError as exc:
+            log.warning("CNI GC: %s", exc.message)
+
+    # 3. host-local allocations under our IPAM dir
+    allocations = await asyncio.to_thread(scan_ipam, defaults.ipam_dir(cfg))
+    fresh.update(a.sandbox_id for a in allocations if a.mtime > cutoff)
+    in_use: set[str] = set()
+    for alloc in allocations:
+        if alive(alloc.sandbox_id):
+            in_use.add(alloc.ip)
+            continue
+        await asyncio.to_thread(release_allocation, alloc)
+        log.info("CNI GC: released IP %s of unknown sandbox %s", alloc.ip, alloc.sandbox_id)
+
+    # 4. iptables state of our own default network
+    network = defaults.network_name(cfg)
+    subnets = [ipaddress.ip_network(s) for s in _our_subnets(mgr)]
+
+    def orphan_ip(ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return ip not in in_use and any(addr in s for s in subnets)
+
+    removed = await iptables.cleanup(network, lambda cid: not alive(cid), orphan_ip if subnets else None)
+    if removed:
+        log.info("CNI GC: removed %d leftover iptables rules/chains of %s", removed, network)
+
+
+def _our_subnets(mgr: NetworkManager) -> list[str]:
+    """The pod subnets of this instance's own default network (empty when another config is in use)."""
+    net = mgr._network  # noqa: SLF001
+    if net is None or net.name != defaults.network_name(mgr.cfg):
+        return []
+    return defaults.subnets_of(net.raw)

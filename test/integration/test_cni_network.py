@@ -1,0 +1,325 @@
+"""Pod networking against the real CNI plugins in /usr/lib/cni, netns created by the test.
+
+The NetworkManager is driven directly (as RunPodSandbox/StopPodSandbox do):
+create a netns, setup → pod IP, teardown, remove the netns; then the host is
+inspected for leftovers (IP allocations, netns, veths, CNI iptables state).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from lib import cni_failpoint, nsexec
+from lib.cni_host import (
+    HostGuard,
+    bridge_ports,
+    container_chains,
+    firewall_rules,
+    free_port,
+    mounted_under,
+    request_from,
+    run,
+    start_server,
+    stop_server,
+    tagged_rules,
+    wait_gone,
+)
+
+from pkg import errors
+from pkg.cni import defaults, netns
+from pkg.cni.manager import NetworkManager
+from pkg.cni.model import PodNetworkRequest, PortMapping
+from pkg.config import Config, build
+
+
+@pytest.fixture(scope="module")
+def host_guard() -> Iterator[HostGuard]:
+    guard = HostGuard.take()
+    yield guard
+    guard.restore()
+
+
+class Net:
+    """One Narwhal instance's networking, with its own dirs, as a test sees it."""
+
+    def __init__(self, base: Path, guard: HostGuard, **options: object) -> None:
+        self.base = base
+        self.cfg: Config = build({}, {
+            "root": str(base / "root"), "state": str(base / "state"), "cni-conf-dir": str(base / "net.d"),
+            **{k.replace("_", "-"): v for k, v in options.items()},
+        })
+        self.manager = NetworkManager(self.cfg, watch_interval=0.2)
+        self.bridge = defaults.bridge_name(self.cfg)
+        self.network = defaults.network_name(self.cfg)
+        self._prefix = ""
+        self.used: set[str] = set()
+        guard.bridges.append(self.bridge)
+        guard.admin_chains.append(defaults.admin_chain(self.cfg))
+
+    def req(self, sandbox_id: str, **kw: object) -> PodNetworkRequest:
+        self.used.add(sandbox_id)
+        return PodNetworkRequest(sandbox_id=sandbox_id, netns_path=self.cfg.netns_dir / sandbox_id, **kw)  # type: ignore[arg-type]
+
+    async def pod(self, sandbox_id: str, **kw: object) -> tuple[PodNetworkRequest, str]:
+        req = self.req(sandbox_id, **kw)
+        await netns.create(req.netns_path)
+        status = await self.manager.setup(req)
+        return req, status.ip
+
+    async def remove(self, req: PodNetworkRequest) -> None:
+        await self.manager.teardown(req)
+        await netns.remove(req.netns_path)
+
+    def subnet_prefix(self) -> str:
+        """``10.123.N.`` of the default network this instance wrote at start."""
+        if not self._prefix:
+            net = json.loads((self.cfg.cni_conf_dir / defaults.FILE_NAME).read_text())
+            self._prefix = defaults.subnets_of(net)[0].rsplit(".", 1)[0] + "."
+        return self._prefix
+
+    def leftovers(self) -> dict[str, list[str]]:
+        ipam = self.cfg.cni_state_dir / "ipam"
+        prefix = self.subnet_prefix()
+        return {
+            "ips": sorted(p.name for p in ipam.rglob("*") if p.name[0].isdigit()) if ipam.exists() else [],
+            "netns": sorted(p.name for p in self.cfg.netns_dir.iterdir()) if self.cfg.netns_dir.exists() else [],
+            "netns_mounts": mounted_under(self.cfg.netns_dir),
+            "cache": sorted(p.name for p in (self.cfg.cni_state_dir / "results").glob("*")),
+            "veths": bridge_ports(self.bridge),
+            "tagged_rules": tagged_rules(self.network),
+            "firewall_rules": firewall_rules(prefix),
+            "chains": container_chains(self.network, self.used),
+        }
+
+
+@pytest.fixture
+async def net_factory(host_guard: HostGuard) -> AsyncIterator[object]:
+    made: list[Net] = []
+
+    async def make(**options: object) -> Net:
+        net = Net(Path(tempfile.mkdtemp(prefix="nwc-", dir="/tmp")), host_guard, **options)
+        made.append(net)
+        await net.manager.start()
+        net.subnet_prefix()
+        return net
+
+    yield make
+    for net in made:
+        await net.manager.stop()
+        await net.manager.gc(set())
+        for path in mounted_under(net.base):
+            run("umount", "-l", path, check=False)
+        shutil.rmtree(net.base, ignore_errors=True)
+
+
+@pytest.fixture
+async def net(net_factory: object) -> Net:
+    return await net_factory()  # type: ignore[operator,no-any-return]
+
+
+def clean(net: Net) -> dict[str, list[str]]:
+    return {k: [] for k in net.leftovers()}
+
+
+async def test_two_pods_talk_to_each_other_the_host_and_hostports(net: Net, host_guard: HostGuard) -> None:
+    run("iptables", "-w", "-P", "FORWARD", "DROP")  # as Docker leaves it; restored by host_guard
+    p_tcp, p_udp, p_pod2, p_only = free_port(), free_port(), free_port(), free_port()
+    req1, ip1 = await net.pod("pod1", port_mappings=[
+        PortMapping(container_port=8080, host_port=p_tcp),
+        PortMapping(container_port=8080, host_port=p_udp, protocol="UDP"),
+    ])
+    with pytest.raises(errors.NotFound):  # no netns yet: refused, nothing attached
+        await net.manager.setup(net.req("pod2"))
+    req2, ip2 = await net.pod("pod2", port_mappings=[PortMapping(container_port=8080, host_port=p_pod2)])
+    gateway = (await net.manager.attachment("pod2")).gateway  # type: ignore[union-attr]
+    assert ip1 != ip2 and ip1.startswith(net.subnet_prefix()) and ip2.startswith(net.subnet_prefix())
+    # hostIP is honoured: a mapping bound to the bridge's host address only
+    req3, _ = await net.pod("pod3", port_mappings=[PortMapping(container_port=8080, host_port=p_only,
+                                                               host_ip=gateway)])
+    servers = [start_server(req1.netns_path, "pod1", 8080), start_server(req2.netns_path, "pod2", 8080),
+               start_server(req3.netns_path, "pod3", 8080)]
+    host_port = free_port()
+    host_server = await asyncio.create_subprocess_exec(
+        "python3", "-c",
+        f"import socket;s=socket.socket();s.bind(('0.0.0.0',{host_port}));s.listen();print('ready',flush=True);"
+        "c,_=s.accept();c.sendall(b'host');c.close()",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert host_server.stdout is not None
+        assert (await host_server.stdout.readline()).strip() == b"ready"
+        # pod ↔ pod across the bridge, with FORWARD DROP
+        assert await asyncio.to_thread(request_from, req1.netns_path, ip2, 8080) == "pod2"
+        assert await asyncio.to_thread(request_from, req2.netns_path, ip1, 8080) == "pod1"
+        # pod → host, host → pod
+        assert await asyncio.to_thread(request_from, req1.netns_path, gateway, host_port) == "host"
+        assert await asyncio.to_thread(request_from, None, ip1, 8080) == "pod1"
+        # hostPorts from the host: loopback and the host's bridge address; protocol honoured
+        assert await asyncio.to_thread(request_from, None, "127.0.0.1", p_tcp) == "pod1"
+        assert await asyncio.to_thread(request_from, None, gateway, p_tcp) == "pod1"
+        assert await asyncio.to_thread(request_from, None, "127.0.0.1", p_udp, "udp") == "pod1"
+        assert (await asyncio.to_thread(request_from, None, "127.0.0.1", p_udp)).startswith("ERR")
+        assert await asyncio.to_thread(request_from, None, "127.0.0.1", p_pod2) == "pod2"
+        assert await asyncio.to_thread(request_from, None, gateway, p_only) == "pod3"
+        assert (await asyncio.to_thread(request_from, None, "127.0.0.1", p_only)).startswith("ERR")
+    finally:
+        for s in servers:
+            stop_server(s)
+        if host_server.returncode is None:
+            host_server.kill()
+        await host_server.wait()
+    for req in (req1, req2, req3):
+        await net.remove(req)
+        await net.manager.teardown(req)  # idempotent
+    assert net.leftovers() == clean(net)
+
+
+async def test_50_concurrent_pods_leak_nothing(net: Net) -> None:
+    ids = [f"c{i:02d}" for i in range(50)]
+    results = await asyncio.gather(*(net.pod(i, port_mappings=[PortMapping(80, 20000 + n)])
+                                     for n, i in enumerate(ids)))
+    ips = [ip for _, ip in results]
+    assert len(set(ips)) == 50
+    assert len(net.leftovers()["veths"]) == 50
+    await asyncio.gather(*(net.remove(req) for req, _ in results))
+    assert net.leftovers() == clean(net)
+
+
+async def test_teardown_tolerates_a_missing_netns(net: Net) -> None:
+    req, _ = await net.pod("gone", port_mappings=[PortMapping(80, free_port())])
+    await netns.remove(req.netns_path)  # e.g. removed by hand, or lost in a reboot of /run
+    await net.manager.teardown(req)
+    await net.manager.teardown(req)
+    assert net.leftovers() == clean(net)
+
+
+def write_conflist(net: Net, plugins: list[dict[str, object]], name: str = "test") -> None:
+    for p in net.cfg.cni_conf_dir.iterdir():
+        p.unlink()
+    (net.cfg.cni_conf_dir / "05-test.conflist").write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": name, "plugins": plugins}))
+
+
+def bridge_plugin(net: Net) -> dict[str, object]:
+    data = json.loads((net.cfg.cni_conf_dir / defaults.FILE_NAME).read_text())
+    return data["plugins"][0]  # type: ignore[no-any-return]
+
+
+async def test_broken_config_is_reported_and_refused(net: Net, tmp_path: Path) -> None:
+    for p in net.cfg.cni_conf_dir.iterdir():
+        p.unlink()
+    (net.cfg.cni_conf_dir / "10-broken.conflist").write_text('{"cniVersion": "1.0.0", "name": ')
+    cond = await net.manager.status()
+    assert not cond.status and cond.reason == "InvalidNetworkConfig" and "10-broken.conflist" in cond.message
+    req = net.req("broken")
+    await netns.create(req.netns_path)
+    with pytest.raises(errors.FailedPrecondition, match="network not ready: InvalidNetworkConfig"):
+        await net.manager.setup(req)
+    await netns.remove(req.netns_path)
+    # a plugin that is not installed
+    write_conflist(net, [{"type": "no-such-plugin"}])
+    cond = await net.manager.status()
+    assert not cond.status and cond.reason == "NetworkPluginNotReady" and "no-such-plugin" in cond.message
+    assert net.leftovers()["ips"] == [] and net.leftovers()["netns"] == []
+
+
+async def test_plugin_error_rolls_back_and_carries_the_message(net: Net, tmp_path: Path) -> None:
+    bridge = bridge_plugin(net)
+    bin_dir = tmp_path / "bin"
+    cni_failpoint.install(bin_dir)
+    net.manager.runner = type(net.manager.runner)([*net.cfg.cni_bin_dir, bin_dir], net.cfg.cni_timeout)
+    write_conflist(net, [bridge, {"type": "failpoint", "fail": {"ADD": {
+        "code": 7, "msg": "failpoint says no", "details": "on purpose"}}}], name=net.network)
+    assert (await net.manager.status()).status
+    req = net.req("fails")
+    await netns.create(req.netns_path)
+    with pytest.raises(errors.FailedPrecondition, match="failpoint says no \\(on purpose\\)"):
+        await net.manager.setup(req)
+    # the bridge had attached an IP and a veth: the rollback DEL released both
+    left = net.leftovers()
+    assert left["ips"] == [] and left["veths"] == [] and left["cache"] == [] and left["tagged_rules"] == []
+    await netns.remove(req.netns_path)
+    # exit without a CNI error on stdout: the plugin's stderr is the message
+    write_conflist(net, [bridge, {"type": "failpoint", "exitWith": {"ADD": 3}}], name=net.network)
+    await netns.create(req.netns_path)
+    with pytest.raises(errors.Internal, match="exit status 3: failpoint: exiting with 3"):
+        await net.manager.setup(req)
+    await netns.remove(req.netns_path)
+    assert net.leftovers() == clean(net)
+
+
+async def test_hanging_plugin_is_killed_at_its_timeout(net_factory: object, tmp_path: Path) -> None:
+    net: Net = await net_factory(cni_timeout=2)  # type: ignore[operator]
+    bin_dir = tmp_path / "bin"
+    cni_failpoint.install(bin_dir)
+    net.manager.runner = type(net.manager.runner)([*net.cfg.cni_bin_dir, bin_dir], net.cfg.cni_timeout)
+    pid_file = tmp_path / "hang.pid"
+    write_conflist(net, [bridge_plugin(net), {"type": "failpoint", "hang": ["ADD"], "pidFile": str(pid_file)}],
+                   name=net.network)
+    req = net.req("hangs")
+    await netns.create(req.netns_path)
+    with pytest.raises(errors.DeadlineExceeded, match="failpoint ADD did not finish within 2s"):
+        await net.manager.setup(req)
+    assert wait_gone(int(pid_file.read_text()))
+    await netns.remove(req.netns_path)
+    assert net.leftovers() == clean(net)
+
+
+async def test_gc_releases_what_a_crash_left(net_factory: object) -> None:
+    net: Net = await net_factory()  # type: ignore[operator]
+    other: Net = await net_factory()  # type: ignore[operator]  # another instance side by side
+    assert other.bridge != net.bridge and other.subnet_prefix() != net.subnet_prefix()
+    keep, keep_ip = await net.pod("keep")
+    other_req, other_ip = await other.pod("theirs", port_mappings=[PortMapping(80, free_port())])
+    await net.pod("crashed", port_mappings=[PortMapping(80, free_port())])
+    await net.pod("midadd", port_mappings=[PortMapping(80, free_port())])
+    await net.manager.cache.delete("midadd")  # as if killed before the result was recorded
+    await netns.create(net.cfg.netns_dir / "orphan-netns")
+    await net.manager.stop()
+
+    restarted = NetworkManager(net.cfg)  # a new daemon: nothing in memory
+    await restarted.start()
+    try:
+        await restarted.gc({"keep"})
+    finally:
+        await restarted.stop()
+    left = net.leftovers()
+    assert left["netns"] == ["keep"] and left["cache"] == ["keep.json"] and left["ips"] == [keep_ip]
+    assert left["veths"] and len(left["veths"]) == 1
+    assert all('id: \\"keep\\"' in r for r in left["tagged_rules"])
+    assert all(keep_ip in r for r in left["firewall_rules"])
+    assert left["chains"] == container_chains(net.network, {"keep"})  # its masquerade chain only
+    # the surviving pod and the other instance's pod still work
+    server = start_server(keep.netns_path, "keep", 8080)
+    try:
+        assert await asyncio.to_thread(request_from, None, keep_ip, 8080) == "keep"
+    finally:
+        stop_server(server)
+    assert other.leftovers()["ips"] == [other_ip] and other.leftovers()["tagged_rules"]
+    await net.remove(keep)
+    await other.remove(other_req)
+    assert net.leftovers() == clean(net) and other.leftovers() == clean(other)
+
+
+async def test_netns_is_separate_with_lo_up(tmp_path: Path) -> None:
+    path = await netns.create(tmp_path / "ns")
+    try:
+        with pytest.raises(errors.AlreadyExists):
+            await netns.create(path)
+        host_ns = os.readlink("/proc/self/ns/net")
+        inside = await netns.run_in_netns(path, lambda: os.readlink("/proc/thread-self/ns/net"))
+        assert inside != host_ns and os.readlink("/proc/self/ns/net") == host_ns
+        out = await asyncio.to_thread(run, *nsexec.argv(path, "ip", "-o", "link", "show", "lo"))
+        assert "UP" in out and "LOWER_UP" in out
+    finally:
+        await netns.remove(path)
+        await netns.remove(path)
+    assert not path.exists() and not mounted_under(tmp_path)
+    with pytest.raises(errors.NotFound):
+        await netns.run_in_netns(path, lambda: None)
