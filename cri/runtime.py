@@ -1,27 +1,36 @@
-"""RuntimeService: binds each RPC to the pkg service that does the work.
+"""RuntimeService: binds each RPC to the handler module that owns it.
 
-Version and Status live here; sandbox, container, exec and stats RPCs are
-added by their own modules as they land (see CONTRIBUTING.md).
+Version, Status and RuntimeConfig live here; sandbox, container, exec, stats
+and events RPCs live in their own modules and are bound by name, so this
+class never grows into a god object.
 """
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 from cri import convert
+from pkg import errors
 from pkg.config import Config
 from pkg.health import HealthChecker
 from pkg.version import CRI_API_VERSION, RUNTIME_NAME, narwhal_version
 
 KUBE_API_VERSION = "0.1.0"  # the only value the CRI Version request/response defines
+_RPC_NAMES = set(api_pb2.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name)
 
 
 class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, cfg: Config, health: HealthChecker) -> None:
+    def __init__(self, cfg: Config, health: HealthChecker, *handlers: Any) -> None:
         self._cfg = cfg
         self._health = health
+        for handler in handlers:
+            for name in _RPC_NAMES:
+                method = getattr(handler, name, None)
+                if method is not None:
+                    setattr(self, name, method)
 
     async def Version(  # noqa: N802 - gRPC method names
         self, request: api_pb2.VersionRequest, context: grpc.aio.ServicerContext
@@ -52,3 +61,40 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
                 }
             )
         return response
+
+    async def RuntimeConfig(  # noqa: N802
+        self, request: api_pb2.RuntimeConfigRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.RuntimeConfigResponse:
+        """Narwhal drives runc with the cgroupfs driver (containerd's runc options, SystemdCgroup off)."""
+        return api_pb2.RuntimeConfigResponse(
+            linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=api_pb2.CGROUPFS)
+        )
+
+    async def UpdateRuntimeConfig(  # noqa: N802
+        self, request: api_pb2.UpdateRuntimeConfigRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.UpdateRuntimeConfigResponse:
+        """kubelet sends the pod CIDR here; CNI config owns addressing, so it is accepted and ignored,
+        as containerd does when its CNI config has no template."""
+        return api_pb2.UpdateRuntimeConfigResponse()
+
+    async def ListMetricDescriptors(  # noqa: N802
+        self, request: api_pb2.ListMetricDescriptorsRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.ListMetricDescriptorsResponse:
+        """No CRI-provided metrics (kubelet keeps using cAdvisor for them): an empty, valid answer."""
+        return api_pb2.ListMetricDescriptorsResponse()
+
+    async def ListPodSandboxMetrics(  # noqa: N802
+        self, request: api_pb2.ListPodSandboxMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.ListPodSandboxMetricsResponse:
+        return api_pb2.ListPodSandboxMetricsResponse()
+
+    async def UpdatePodSandboxResources(  # noqa: N802
+        self, request: api_pb2.UpdatePodSandboxResourcesRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.UpdatePodSandboxResourcesResponse:
+        """kubelet calls this after it has resized the pod-level cgroup itself; nothing is left to do."""
+        return api_pb2.UpdatePodSandboxResourcesResponse()
+
+    async def CheckpointContainer(  # noqa: N802
+        self, request: api_pb2.CheckpointContainerRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.CheckpointContainerResponse:
+        raise errors.NotImplementedYet("CheckpointContainer needs CRIU, which is not available on this host")

@@ -16,8 +16,8 @@ from pkg import errors
 def fill(servicer: Any, base: type, service: ServiceDescriptor) -> None:
     for method in service.methods:
         name = method.name
-        if getattr(type(servicer), name, None) is not getattr(base, name, None):
-            continue  # implemented
+        if name in vars(servicer) or getattr(type(servicer), name, None) is not getattr(base, name, None):
+            continue  # implemented (on the class, or bound from a handler object)
         setattr(servicer, name, _stub(name, method.server_streaming))
 
 

@@ -12,16 +12,21 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from cri.container import ContainerHandlers
+from cri.events import EventHandlers
 from cri.image import ImageService
 from cri.runtime import RuntimeService
+from cri.sandbox import SandboxHandlers
 from cri.server import CRIServer
 from dockerapi.server import DockerServer, build_app
+from narwhal.runtime import Runtime, build_runtime
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
-from pkg.health import HealthChecker, conf_dir_network_status
+from pkg.cni.manager import NetworkManager
+from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.system import SystemService
@@ -38,6 +43,8 @@ class Daemon:
         self.supervisor = Supervisor(cfg) if cfg.owns_containerd else None
         self.client: Client | None = None
         self.images: ImageCore | None = None
+        self.network: NetworkManager | None = None
+        self.runtime: Runtime | None = None
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -73,14 +80,22 @@ class Daemon:
         log.info("containerd %s ready at %s", version, self.cfg.containerd_socket)
         self.metrics.containerd_up.set(1)
 
-        health = HealthChecker(self.client, conf_dir_network_status(lambda: self.cfg.cni_conf_dir))
         system = SystemService(self.client)
         self.images = ImageCore(self.client, self.cfg)
+        self.network = NetworkManager(self.cfg)
+        self.runtime = build_runtime(self.cfg, self.client, self.images, self.network)
+        health = HealthChecker(self.client, self.network.status)
+        self._tasks += await self.runtime.start()
+        await self.network.start(self.runtime.sandbox_ids)
 
         await self._start_metrics()
-        self._cri = CRIServer(
-            self.cfg.cri_socket, RuntimeService(self.cfg, health), ImageService(self.images), self.metrics
+        runtime_service = RuntimeService(
+            self.cfg, health,
+            SandboxHandlers(self.runtime.sandboxes, self.runtime.containers),
+            ContainerHandlers(self.runtime.containers),
+            EventHandlers(self.runtime.ctx.events, self.runtime.sandboxes, self.runtime.containers),
         )
+        self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
         self._docker = DockerServer(self.cfg.docker_socket, build_app(system, self.metrics))
         await self._docker.start()
@@ -118,6 +133,8 @@ class Daemon:
     # ---- shutdown ----
     async def stop(self) -> None:
         await cancel_tasks(self._tasks)
+        if self.network is not None:
+            await self.network.stop()
         if self._docker is not None:
             await self._docker.stop()
         if self._cri is not None:

@@ -1,7 +1,7 @@
 """containerd's event stream, decoded into typed task events for the exit/OOM monitor."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from pkg.containerd.api.events import task_pb2 as ev
@@ -27,7 +27,7 @@ class TaskOOM:
 TaskEvent = TaskExit | TaskOOM
 
 
-async def subscribe(client: Client) -> AsyncIterator[TaskEvent]:
+async def subscribe(client: Client) -> AsyncGenerator[TaskEvent, None]:
     """Task exit and OOM events of our namespace, as they happen (until the stream breaks)."""
     filters = [
         f'namespace=={client.namespace},topic=="/tasks/exit"',

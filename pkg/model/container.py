@@ -6,43 +6,13 @@ from dataclasses import dataclass, field
 
 from pkg.model.sandbox import NamespaceOptions, SecurityProfile
 from pkg.model.state import ContainerState
+from pkg.runtime.resources import HugepageLimit, Resources
+from pkg.runtime.spec_options import Device, Mount, Propagation
+
+__all__ = ["ContainerConfig", "ContainerMetadata", "ContainerSecurity", "ContainerStatus", "Device", "HugepageLimit",
+           "Mount", "Propagation", "Resources"]
 
 METADATA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Mount:
-    container_path: str
-    host_path: str
-    readonly: bool = False
-    propagation: str = "private"  # private, rslave (HostToContainer), rshared (Bidirectional)
-
-
-@dataclass(frozen=True)
-class Device:
-    container_path: str
-    host_path: str
-    permissions: str = "rwm"
-
-
-@dataclass(frozen=True)
-class HugepageLimit:
-    page_size: str
-    limit: int
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu_period: int = 0
-    cpu_quota: int = 0
-    cpu_shares: int = 0
-    memory_limit_in_bytes: int = 0
-    memory_swap_limit_in_bytes: int = 0
-    oom_score_adj: int = 0
-    cpuset_cpus: str = ""
-    cpuset_mems: str = ""
-    hugepage_limits: list[HugepageLimit] = field(default_factory=list)
-    unified: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,18 @@
 immutable and checkpointed in containerd) and what it is now (SandboxStatus)."""
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from pkg.cni.model import PortMapping
 from pkg.model.state import SandboxState
+from pkg.runtime.etc_files import DNSConfig
+from pkg.runtime.seccomp import SecurityProfile
+from pkg.runtime.spec_options import NamespaceMode
+
+__all__ = ["DNSConfig", "NamespaceMode", "NamespaceOptions", "SandboxConfig", "SandboxMetadata", "SandboxStatus",
+           "SecurityProfile"]
 
 METADATA_VERSION = 1
-
-
-class NamespaceMode(enum.Enum):
-    """CRI NamespaceMode: POD (shared in the pod), CONTAINER (own), NODE (host), TARGET (another container's)."""
-
-    POD = 0
-    CONTAINER = 1
-    NODE = 2
-    TARGET = 3
 
 
 @dataclass(frozen=True)
@@ -26,21 +22,6 @@ class NamespaceOptions:
     pid: NamespaceMode = NamespaceMode.CONTAINER
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""
-
-
-@dataclass(frozen=True)
-class SecurityProfile:
-    """Seccomp (or AppArmor) profile: RuntimeDefault, Unconfined or Localhost (with a path)."""
-
-    type: str = "Unconfined"
-    localhost_ref: str = ""
-
-
-@dataclass(frozen=True)
-class DNSConfig:
-    servers: list[str] = field(default_factory=list)
-    searches: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ def test_sandbox_metadata_round_trips() -> None:
     meta = SandboxMetadata(
         id="a" * 64,
         config=SandboxConfig(
-            name="p", uid="u", namespace="n", dns=DNSConfig(servers=["1.1.1.1"]),
+            name="p", uid="u", namespace="n", dns=DNSConfig(servers=("1.1.1.1",)),
             port_mappings=[PortMapping(80, 8080, "tcp", "127.0.0.1")],
             namespace_options=NamespaceOptions(network=NamespaceMode.NODE, pid=NamespaceMode.POD),
             run_as_user=0,

@@ -1,0 +1,38 @@
+"""GetContainerEvents: a server stream of container lifecycle events (kubelet's Evented PLEG)."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from cri_api.v1 import api_pb2
+
+from cri import convert
+from pkg.events import EventBus
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.sandboxes import SandboxService
+
+
+class EventHandlers:
+    def __init__(self, bus: EventBus, sandboxes: SandboxService, containers: ContainerService) -> None:
+        self._bus = bus
+        self._sandboxes = sandboxes
+        self._containers = containers
+
+    async def GetContainerEvents(  # noqa: N802
+        self, request: api_pb2.GetEventsRequest, context: object
+    ) -> AsyncIterator[api_pb2.ContainerEventResponse]:
+        async with self._bus.subscribe() as queue:
+            while True:
+                event = await queue.get()
+                response = api_pb2.ContainerEventResponse(
+                    container_id=event.container_id,
+                    container_event_type=api_pb2.ContainerEventType.Value(f"CONTAINER_{event.type.name}_EVENT"),
+                    created_at=event.created_at,
+                )
+                found = self._sandboxes.ctx.sandboxes.find(event.sandbox_id)
+                if found is not None:
+                    response.pod_sandbox_status.CopyFrom(convert.pod_sandbox_status(*found))
+                    response.containers_statuses.extend(
+                        convert.container_status(m, s) for m, s in self._containers.list()
+                        if m.sandbox_id == event.sandbox_id
+                    )
+                yield response

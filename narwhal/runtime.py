@@ -1,0 +1,50 @@
+"""Wiring of the runtime core: context, services, recovery and the exit monitor."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pkg.aio import create_guarded_task
+from pkg.cni import netns
+from pkg.config import Config
+from pkg.containerd.client import Client
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.context import Images, PodNetwork, RuntimeContext
+from pkg.runtime.monitor import ExitMonitor
+from pkg.runtime.recover import recover
+from pkg.runtime.sandboxes import SandboxService
+
+log = logging.getLogger("narwhal")
+
+
+@dataclass
+class Runtime:
+    ctx: RuntimeContext
+    sandboxes: SandboxService
+    containers: ContainerService
+    monitor: ExitMonitor
+
+    async def start(self) -> list[asyncio.Task[Any]]:
+        """Recover the stores from containerd, then follow task exits (reconciling on each connect)."""
+        await recover(self.ctx)
+        tasks = [
+            create_guarded_task(self.monitor.run, "exit-monitor", restart_delay=1.0),
+            create_guarded_task(self.monitor.reconcile_loop, "reconcile", restart_delay=5.0),
+        ]
+        await asyncio.wait_for(self.monitor.connected.wait(), 30)
+        return tasks
+
+    async def sandbox_ids(self) -> set[str]:
+        """Every sandbox the runtime knows, including those still being created (for network GC)."""
+        return self.ctx.sandboxes.ids() | self.sandboxes.creating
+
+
+def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork) -> Runtime:
+    ctx = RuntimeContext(cfg=cfg, client=client, network=network, netns_create=netns.create,
+                         netns_remove=netns.remove, images=images)
+    sandboxes = SandboxService(ctx)
+    containers = ContainerService(ctx)
+    sandboxes.containers = containers
+    return Runtime(ctx, sandboxes, containers, ExitMonitor(containers, sandboxes))

@@ -1,0 +1,328 @@
+"""Containers: create, start, stop, remove, update, status, list — and the exit path.
+
+The containerd container record is created first (it is the intent that
+recovery finds after a crash), then the writable snapshot, then the final
+OCI spec.  Status transitions go through the store under the container's
+lock and are checkpointed before they become visible.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import signal
+import time
+from pathlib import Path
+
+from pkg import errors
+from pkg.aio import CleanupStack
+from pkg.containerd import containers as ctr_containers
+from pkg.containerd import snapshots as ctr_snapshots
+from pkg.containerd import tasks as ctr_tasks
+from pkg.events import ContainerEventType
+from pkg.model.codec import to_dict
+from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
+from pkg.model.sandbox import NamespaceMode, SandboxMetadata
+from pkg.model.state import ContainerState, SandboxState, check_container
+from pkg.runtime import checkpoint, container_io, container_spec
+from pkg.runtime.context import RuntimeContext
+
+log = logging.getLogger(__name__)
+
+KIND = "container"
+SANDBOX_LABEL = "io.narwhal.sandbox-id"
+KILL_WAIT = 10.0  # how long to wait for the exit after SIGKILL
+UNKNOWN_EXIT_CODE = 255
+
+
+class ContainerService:
+    def __init__(self, ctx: RuntimeContext) -> None:
+        self.ctx = ctx
+        self._exited: dict[str, asyncio.Event] = {}
+        self._oom: set[str] = set()
+
+    # ---------------- create ----------------
+    async def create(self, sandbox_ref: str, config: ContainerConfig) -> str:
+        ctx = self.ctx
+        if not config.name:
+            raise errors.InvalidArgument("container config metadata.name must not be empty")
+        if not config.image:
+            raise errors.InvalidArgument("container config image must not be empty")
+        sandbox_id = ctx.sandboxes.resolve(sandbox_ref)
+        sandbox, sandbox_status = ctx.sandboxes.get(sandbox_id)
+        if sandbox_status.state != SandboxState.READY:
+            raise errors.FailedPrecondition(f"sandbox {sandbox_id} is not ready")
+        image = await ctx.images.get(config.image)
+        container_id = secrets.token_hex(32)
+        metadata = ContainerMetadata(
+            id=container_id,
+            sandbox_id=sandbox_id,
+            config=config,
+            image_id=image.id,
+            image_ref=config.image,
+            created_at=time.time_ns(),
+            log_path=str(Path(sandbox.config.log_directory) / config.log_path)
+            if sandbox.config.log_directory and config.log_path else "",
+            snapshot_key=container_id,
+            stop_signal=image.config.stop_signal,
+            cgroups_path=f"{sandbox.cgroup_parent.rstrip('/')}/{container_id}",
+        )
+        name = metadata.unique_name
+        ctx.containers.names.reserve(name, container_id)
+        try:
+            async with CleanupStack() as cleanup:
+                await ctr_containers.create(
+                    ctx.client, container_id, spec={"ociVersion": "1.0.2"}, metadata=to_dict(metadata),
+                    labels={ctr_containers.KIND_LABEL: KIND, SANDBOX_LABEL: sandbox_id},
+                    runc_root=str(ctx.cfg.runc_root), image=image.repo_tags[0] if image.repo_tags else image.id,
+                    snapshot_key=container_id, snapshotter=image.snapshotter,
+                )
+                cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))
+                mounts = await ctr_snapshots.prepare(ctx.client, container_id, image.chain_id,
+                                                     snapshotter=image.snapshotter)
+                cleanup.add("remove snapshot", lambda: ctr_snapshots.remove(ctx.client, container_id,
+                                                                            image.snapshotter))
+                spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
+                                                  self._target_pid(config))
+                await ctr_containers.update_spec(ctx.client, container_id, spec)
+                if metadata.log_path:
+                    Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
+                status = ContainerStatus(ContainerState.CREATED)
+                checkpoint.write(ctx.container_root(container_id), status)
+                cleanup.add("remove container dirs", lambda: _rmtree(ctx, container_id))
+                ctx.containers.add(container_id, metadata, status)
+                cleanup.commit()
+        except BaseException:
+            ctx.containers.names.release(name)
+            raise
+        ctx.events.publish(container_id, sandbox_id, ContainerEventType.CREATED)
+        return container_id
+
+    def _target_pid(self, config: ContainerConfig) -> int:
+        """PID of the running container whose PID namespace a TARGET-mode container joins."""
+        ns = config.security.namespace_options
+        if ns.pid != NamespaceMode.TARGET:
+            return 0
+        found = self.ctx.containers.find(ns.target_id) if ns.target_id else None
+        if found is None or found[1].state != ContainerState.RUNNING:
+            raise errors.NotFound(f"target container {ns.target_id!r} for the PID namespace is not running")
+        return found[1].pid
+
+    # ---------------- start ----------------
+    async def start(self, ref: str) -> None:
+        ctx = self.ctx
+        container_id = ctx.containers.resolve(ref)
+        async with ctx.containers.lock(container_id):
+            metadata, status = ctx.containers.get(container_id)
+            check_container(status.state, ContainerState.RUNNING, f"start {container_id}")
+            if status.state != ContainerState.CREATED:
+                raise errors.FailedPrecondition(f"container {container_id} is {status.state.value}, not created")
+            _, sandbox_status = ctx.sandboxes.get(metadata.sandbox_id)
+            if sandbox_status.state != SandboxState.READY:
+                raise errors.FailedPrecondition(f"sandbox {metadata.sandbox_id} is not ready")
+            self._exited[container_id] = asyncio.Event()
+            try:
+                rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
+                stdio = container_io.stdio_for(ctx, metadata)
+                await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin, stdout=stdio.stdout,
+                                       stderr=stdio.stderr, terminal=metadata.config.tty)
+                pid = await ctr_tasks.start(ctx.client, container_id)
+            except BaseException as exc:
+                await asyncio.shield(self._start_failed(container_id, exc))
+                raise
+            await self._update(container_id, lambda s: dataclasses.replace(
+                s, state=ContainerState.RUNNING, pid=pid, started_at=time.time_ns()))
+        ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STARTED)
+
+    async def _start_failed(self, container_id: str, exc: BaseException) -> None:
+        """A failed start leaves the container EXITED with the reason, as containerd's CRI does."""
+        await ctr_tasks.kill(self.ctx.client, container_id)
+        await ctr_tasks.delete(self.ctx.client, container_id)
+        message = exc.message if isinstance(exc, errors.NarwhalError) else repr(exc)
+        now = time.time_ns()
+        await self._update(container_id, lambda s: dataclasses.replace(
+            s, state=ContainerState.EXITED, started_at=now, finished_at=now, exit_code=128,
+            reason="StartError", message=message))
+
+    # ---------------- stop ----------------
+    async def stop(self, ref: str, timeout: float) -> None:
+        """Stop signal, wait ``timeout`` seconds, then SIGKILL; idempotent on stopped containers."""
+        ctx = self.ctx
+        container_id = ctx.containers.resolve(ref)
+        metadata, status = ctx.containers.get(container_id)
+        if status.state not in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+            return
+        exited = self._exited.setdefault(container_id, asyncio.Event())
+        if timeout > 0:
+            await ctr_tasks.kill(ctx.client, container_id, _signal_number(metadata.stop_signal))
+            try:
+                await asyncio.wait_for(exited.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        if not exited.is_set():
+            await ctr_tasks.kill(ctx.client, container_id, signal.SIGKILL, all_=True)
+            try:
+                await asyncio.wait_for(exited.wait(), KILL_WAIT)
+            except asyncio.TimeoutError:
+                # The event stream may be down: ask containerd directly.
+                await self.reconcile(container_id)
+        _, status = ctx.containers.get(container_id)
+        if status.state == ContainerState.RUNNING:
+            raise errors.DeadlineExceeded(f"container {container_id} did not exit after SIGKILL")
+
+    async def stop_all_in_sandbox(self, sandbox_id: str) -> None:
+        ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]
+        await asyncio.gather(*(self.stop(cid, 0) for cid in ids))
+
+    # ---------------- exits ----------------
+    async def handle_exit(self, container_id: str, exit_status: int, exited_at_ns: int) -> None:
+        """Called by the monitor for each init-process exit: delete the task, record EXITED."""
+        ctx = self.ctx
+        try:
+            lock = ctx.containers.lock(container_id)  # waits out a start() that is still recording RUNNING
+        except errors.NotFound:
+            return
+        async with lock:
+            found = ctx.containers.find(container_id)
+            if found is None:
+                return
+            metadata, status = found
+            if status.state == ContainerState.EXITED:
+                self._set_exited(container_id)
+                return
+            await ctr_tasks.delete(ctx.client, container_id)
+            oom = container_id in self._oom or container_io.oom_killed(metadata)
+            self._oom.discard(container_id)
+            reason = "OOMKilled" if oom else ("Completed" if exit_status == 0 else "Error")
+            await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")
+
+    async def _mark_exited(self, container_id: str, code: int, finished: int, reason: str, message: str) -> None:
+        try:
+            metadata, _ = self.ctx.containers.get(container_id)
+            await self._update(container_id, lambda s: dataclasses.replace(
+                s, state=ContainerState.EXITED, exit_code=code, finished_at=finished, reason=reason,
+                message=message, pid=0))
+        except errors.NotFound:
+            return
+        self._set_exited(container_id)
+        self.ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STOPPED)
+
+    def handle_oom(self, container_id: str) -> None:
+        self._oom.add(container_id)
+
+    def _set_exited(self, container_id: str) -> None:
+        event = self._exited.pop(container_id, None)
+        if event is not None:
+            event.set()
+
+    async def reconcile(self, container_id: str) -> None:
+        """Bring a container's status in line with its containerd task (after restarts or lost events)."""
+        _, status = self.ctx.containers.get(container_id)
+        if status.state not in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+            return
+        task = await ctr_tasks.get(self.ctx.client, container_id)
+        if task is None:
+            # No task and no exit status to read: containerd's CRI reports exit code 255, "Unknown".
+            await self._mark_exited(container_id, UNKNOWN_EXIT_CODE, time.time_ns(), "Unknown",
+                                    "the container's task was gone when narwhald reconciled it")
+        elif task.status == ctr_tasks.TaskStatus.STOPPED:
+            await self.handle_exit(container_id, task.exit_status, task.exited_at_ns)
+        elif status.state == ContainerState.UNKNOWN:
+            await self._update(container_id, lambda s: dataclasses.replace(
+                s, state=ContainerState.RUNNING, pid=task.pid, started_at=s.started_at or time.time_ns()))
+
+    # ---------------- remove ----------------
+    async def remove(self, ref: str) -> None:
+        """Stop if running, then remove task, record, snapshot and files; missing is success."""
+        ctx = self.ctx
+        try:
+            container_id = ctx.containers.resolve(ref)
+        except errors.NotFound:
+            return
+        metadata, status = ctx.containers.get(container_id)
+        if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+            await self.stop(container_id, 0)
+        async with ctx.containers.lock(container_id):
+            if ctx.containers.find(container_id) is None:
+                return
+            await release_resources(ctx, metadata)
+            ctx.containers.delete(container_id)
+            ctx.containers.names.release(metadata.unique_name)
+        ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.DELETED)
+
+    async def remove_all_in_sandbox(self, sandbox_id: str) -> None:
+        ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]
+        await asyncio.gather(*(self.remove(cid) for cid in ids))
+
+    # ---------------- update ----------------
+    async def update_resources(self, ref: str, resources: Resources) -> None:
+        ctx = self.ctx
+        container_id = ctx.containers.resolve(ref)
+        async with ctx.containers.lock(container_id):
+            metadata, status = ctx.containers.get(container_id)
+            if status.state == ContainerState.EXITED:
+                raise errors.FailedPrecondition(f"container {container_id} has exited")
+            linux = container_spec.linux_resources(resources)
+            if status.state == ContainerState.RUNNING:
+                await ctr_tasks.update_resources(ctx.client, container_id, linux)
+            record = await ctr_containers.get(ctx.client, container_id)
+            spec = dict(record.spec)
+            spec.setdefault("linux", {})["resources"] = linux
+            await ctr_containers.update_spec(ctx.client, container_id, spec)
+            await self._update(container_id, lambda s: dataclasses.replace(s, resources=resources))
+
+    async def reopen_log(self, ref: str) -> None:
+        """ReopenContainerLog: the logger reopens its file (after kubelet rotated it)."""
+        metadata, status = self.ctx.containers.get(ref)
+        if status.state != ContainerState.RUNNING:
+            raise errors.FailedPrecondition(f"container {metadata.id} is not running")
+        if metadata.log_path:
+            await container_io.reopen_log(self.ctx, metadata)
+
+    # ---------------- queries ----------------
+    def get(self, ref: str) -> tuple[ContainerMetadata, ContainerStatus]:
+        return self.ctx.containers.get(ref)
+
+    def list(self) -> list[tuple[ContainerMetadata, ContainerStatus]]:
+        return [(m, s) for _, m, s in self.ctx.containers]
+
+    async def _update(self, container_id: str, fn: object) -> ContainerStatus:
+        ctx = self.ctx
+
+        async def persist(new: ContainerStatus) -> None:
+            checkpoint.write(ctx.container_root(container_id), new)
+
+        return await ctx.containers.update(container_id, fn, persist)  # type: ignore[arg-type]
+
+
+async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "") -> None:
+    """Task, record, snapshot and files of a container; every step idempotent (used by recovery too)."""
+    cid = metadata.id if metadata else container_id
+    await ctr_tasks.kill(ctx.client, cid)
+    await ctr_tasks.delete(ctx.client, cid)
+    await ctr_containers.delete(ctx.client, cid)
+    await ctr_snapshots.remove(ctx.client, metadata.snapshot_key if metadata else cid)
+    await _rmtree(ctx, cid)
+
+
+async def _rmtree(ctx: RuntimeContext, container_id: str) -> None:
+    import shutil
+
+    for path in (ctx.container_root(container_id), ctx.container_state(container_id)):
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+
+def _signal_number(name: str) -> int:
+    if not name:
+        return int(signal.SIGTERM)
+    name = name.upper()
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except (KeyError, ValueError):
+        return int(signal.SIGTERM)
+
+
+__all__ = ["ContainerService", "SandboxMetadata", "release_resources"]

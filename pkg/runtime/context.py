@@ -1,0 +1,66 @@
+"""What the sandbox and container services share: config, containerd, stores, and narrow
+interfaces to networking and images (Protocols, so unit tests can fake them)."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pkg.cni.model import PodNetworkRequest, PodNetworkStatus
+from pkg.config import Config
+from pkg.containerd.client import Client
+from pkg.events import EventBus
+from pkg.images.model import Image
+from pkg.model.container import ContainerMetadata, ContainerStatus
+from pkg.model.sandbox import SandboxMetadata, SandboxStatus
+from pkg.store import Store
+
+
+class PodNetwork(Protocol):
+    async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus: ...
+
+    async def teardown(self, req: PodNetworkRequest) -> None: ...
+
+
+class Images(Protocol):
+    async def get(self, ref_or_id: str) -> Image: ...
+
+
+NetnsCreate = Callable[[Path], Awaitable[Path]]
+NetnsRemove = Callable[[Path], Awaitable[None]]
+
+
+@dataclass
+class RuntimeContext:
+    cfg: Config
+    client: Client
+    network: PodNetwork
+    netns_create: NetnsCreate
+    netns_remove: NetnsRemove
+    images: Images
+    events: EventBus = field(default_factory=EventBus)
+    sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
+    containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))
+
+    # ---- per-instance locations ----
+    def sandbox_root(self, sandbox_id: str) -> Path:
+        """Persistent files of a sandbox (status, hostname, hosts, resolv.conf)."""
+        return self.cfg.root / "sandboxes" / sandbox_id
+
+    def sandbox_state(self, sandbox_id: str) -> Path:
+        """Volatile files of a sandbox (namespace pins, shm)."""
+        return self.cfg.state / "sandboxes" / sandbox_id
+
+    def netns_path(self, sandbox_id: str) -> Path:
+        return self.cfg.state / "netns" / sandbox_id
+
+    def container_root(self, container_id: str) -> Path:
+        return self.cfg.root / "containers" / container_id
+
+    def container_state(self, container_id: str) -> Path:
+        return self.cfg.state / "containers" / container_id
+
+    @property
+    def default_cgroup_parent(self) -> str:
+        return f"/narwhal-{self.cfg.instance_id}"

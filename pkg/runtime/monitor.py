@@ -1,0 +1,79 @@
+"""The exit monitor: containerd's task exit and OOM events drive container and sandbox state.
+
+One event stream per daemon.  Whenever the stream (re)connects — at start-up
+and after a containerd restart — and every RECONCILE_INTERVAL seconds, every
+running container is reconciled with its task (one Tasks.List), so an exit
+that happened while nobody listened is never lost for long.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pkg import errors
+from pkg.containerd import events
+from pkg.containerd import tasks as ctr_tasks
+from pkg.model.state import ContainerState
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.sandboxes import SandboxService
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL = 10.0
+
+
+class ExitMonitor:
+    def __init__(self, containers: ContainerService, sandboxes: SandboxService) -> None:
+        self._containers = containers
+        self._sandboxes = sandboxes
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Runs until cancelled; the guard restarts it if the stream breaks."""
+        ctx = self._containers.ctx
+        stream = events.subscribe(ctx.client)
+        try:
+            self.connected.set()
+            await self.reconcile_all()
+            async for event in stream:
+                try:
+                    await self._handle(event)
+                except errors.NarwhalError as exc:
+                    log.warning("handling %s: %s", event, exc.message)
+        finally:
+            self.connected.clear()
+            await stream.aclose()
+
+    async def _handle(self, event: events.TaskEvent) -> None:
+        ctx = self._containers.ctx
+        if isinstance(event, events.TaskOOM):
+            self._containers.handle_oom(event.container_id)
+            return
+        if event.exec_id and event.exec_id != event.container_id:
+            return  # an exec process, not the init process
+        if ctx.containers.find(event.container_id) is not None:
+            await self._containers.handle_exit(event.container_id, event.exit_status, event.exited_at_ns)
+        elif ctx.sandboxes.find(event.container_id) is not None:
+            await self._sandboxes.infra_exited(event.container_id)
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_INTERVAL)
+            await self.reconcile_all()
+
+    async def reconcile_all(self) -> None:
+        ctx = self._containers.ctx
+        running = [cid for cid, _, s in ctx.containers if s.state in (ContainerState.RUNNING, ContainerState.UNKNOWN)]
+        if running:
+            tasks = await ctr_tasks.list_all(ctx.client)
+            for container_id in running:
+                task = tasks.get(container_id)
+                if task is not None and task.status == ctr_tasks.TaskStatus.RUNNING:
+                    _, status = ctx.containers.get(container_id)
+                    if status.state == ContainerState.RUNNING:
+                        continue
+                try:
+                    await self._containers.reconcile(container_id)
+                except errors.NarwhalError as exc:
+                    log.warning("reconciling container %s: %s", container_id[:12], exc.message)
+        await self._sandboxes.reconcile_all()
