@@ -93,19 +93,26 @@ def secure_join(root: Path, unsafe: str) -> Path:
 
 def read_rootfs_file(root: Path, path: str) -> str | None:
     """A small text file of the image, or None if it does not exist (or is not a regular file)."""
-    full = secure_join(root, path)
     try:
+        full = secure_join(root, path)
         fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as err:
-        if err.errno == errno.ELOOP:
+        raise InvalidArgument(f"cannot read {path} in the image: {err.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        data = f.read(_MAX_FILE_BYTES + 1)
+        chunks, size = [], 0
+        while size <= _MAX_FILE_BYTES:
+            chunk = os.read(fd, _MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
     if len(data) > _MAX_FILE_BYTES:
         raise InvalidArgument(f"{path} in the image is larger than {_MAX_FILE_BYTES} bytes")
     return data.decode("utf-8", "replace")
