@@ -188,11 +188,36 @@ async def lease(client: Client, purpose: str, expire: dt.timedelta = dt.timedelt
     with translate("create lease"):
         await client.leases.Create(leases_pb2.CreateRequest(id=lease_id, labels={LABEL_GC_EXPIRE: until}),
                                    timeout=30)
+    failed = True
     try:
         yield lease_id
+        failed = False
     finally:
         try:
-            await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=30)
+            # After a failure, collect what the lease held right away: nothing half-done stays behind.
+            await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id, sync=failed), timeout=60)
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("delete lease %s: %s", lease_id, err.details())
+
+
+async def list_leases(client: Client, prefix: str) -> list[str]:
+    with translate("list leases"):
+        resp = await client.leases.List(leases_pb2.ListRequest(), timeout=30)
+    return [item.id for item in resp.leases if item.id.startswith(prefix)]
+
+
+async def reissue_lease(client: Client, lease_id: str, expire: dt.timedelta) -> None:
+    """Move a lease's resources to a fresh lease expiring after ``expire`` (leases cannot be updated)."""
+    with translate(f"list lease resources {lease_id}"):
+        resources = (await client.leases.ListResources(leases_pb2.ListResourcesRequest(id=lease_id),
+                                                       timeout=30)).resources
+    until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
+    new_id = f"narwhal-stale-{lease_id.removeprefix('narwhal-')}"
+    with translate("create lease"):
+        await client.leases.Create(leases_pb2.CreateRequest(id=new_id, labels={LABEL_GC_EXPIRE: until}),
+                                   timeout=30)
+        for res in resources:
+            await client.leases.AddResource(leases_pb2.AddResourceRequest(id=new_id, resource=res), timeout=30)
+        await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=30)
+    log.info("pull lease %s of a previous run now expires at %s (as %s)", lease_id, until, new_id)

@@ -8,10 +8,11 @@ certificate verification, then plain HTTP.  Registry errors become
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -148,13 +149,11 @@ class RegistrySession:
         try:
             resp = await session.request(method, url, headers=hdrs, data=data, allow_redirects=allow_redirects)
             if resp.status == 401 and "WWW-Authenticate" in resp.headers:
-                challenge = resp.headers["WWW-Authenticate"]
-                resp.release()
-                answer = await self._authorizer.answer(session, ep.host, challenge, self.scope)
-                if answer is not None and answer != auth:
+                await resp.read()  # keeps the body (the error message, if we cannot do better); frees the connection
+                answer = await self._authorizer.answer(session, ep.host, resp.headers["WWW-Authenticate"],
+                                                       self.scope)
+                if answer is not None and answer != auth and _replayable(data):
                     hdrs["Authorization"] = answer
-                    if hasattr(data, "seek"):
-                        data.seek(0)
                     resp = await session.request(method, url, headers=hdrs, data=data,
                                                  allow_redirects=allow_redirects)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
@@ -183,12 +182,10 @@ class RegistrySession:
         url = ep.url(f"{self.repo}/manifests/{obj}")
         resp = await self.request(ep, "GET", url, headers={"Accept": ACCEPT})
         async with resp:
-            if resp.status != 200:
-                raise registry_error(resp.status, await resp.read(), f"{self.ref.name}:{obj}")
-            try:
+            with network_errors(ep, f"manifest {obj}"):
+                if resp.status != 200:
+                    raise registry_error(resp.status, await resp.read(), f"{self.ref.name}:{obj}")
                 body = await resp.content.read(MAX_MANIFEST + 1)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise errors.Unavailable(f"registry {ep.base}: {_describe(exc)}") from None
             declared = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if len(body) > MAX_MANIFEST:
             raise errors.InvalidArgument(f"manifest {self.ref.name}:{obj} is larger than {MAX_MANIFEST} bytes")
@@ -207,7 +204,8 @@ class RegistrySession:
             resp.release()
             return await self.open_blob(ep, digest, 0)
         if resp.status not in (200, 206):
-            body = await resp.read()
+            with network_errors(ep, f"blob {digest}"):
+                body = await resp.read()
             resp.release()
             raise registry_error(resp.status, body, f"blob {digest}")
         start = offset if resp.status == 206 else 0
@@ -238,7 +236,8 @@ class RegistrySession:
                                   headers={"Content-Length": "0"})
         async with resp:
             if resp.status != 202 or "Location" not in resp.headers:
-                raise registry_error(resp.status, await resp.read(), f"start upload of {digest}")
+                with network_errors(ep, f"upload {digest}"):
+                    raise registry_error(resp.status, await resp.read(), f"start upload of {digest}")
             location = urljoin(ep.base + "/", resp.headers["Location"])
         sep = "&" if "?" in location else "?"
         url = f"{location}{sep}digest={digest}"
@@ -246,14 +245,30 @@ class RegistrySession:
         resp = await self.request(ep, "PUT", url, headers=headers, data=data)
         async with resp:
             if resp.status not in (201, 204):
-                raise registry_error(resp.status, await resp.read(), f"upload {digest}")
+                with network_errors(ep, f"upload {digest}"):
+                    raise registry_error(resp.status, await resp.read(), f"upload {digest}")
 
     async def put_manifest(self, ep: Endpoint, reference: str, media_type: str, body: bytes) -> None:
         resp = await self.request(ep, "PUT", ep.url(f"{self.repo}/manifests/{reference}"), data=body,
                                   headers={"Content-Type": media_type})
         async with resp:
             if resp.status not in (200, 201):
-                raise registry_error(resp.status, await resp.read(), f"put manifest {self.ref.name}:{reference}")
+                with network_errors(ep, f"manifest {reference}"):
+                    raise registry_error(resp.status, await resp.read(), f"put manifest {self.ref.name}:{reference}")
+
+
+def _replayable(data: Any) -> bool:
+    """A body we can send a second time (an async stream is consumed by the first attempt)."""
+    return data is None or isinstance(data, bytes | bytearray | str)
+
+
+@contextlib.contextmanager
+def network_errors(ep: Endpoint, what: str) -> Iterator[None]:
+    """Connection-level failures while reading a response become Unavailable."""
+    try:
+        yield
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise errors.Unavailable(f"registry {ep.base}: {what}: {_describe(exc)}") from None
 
 
 def _describe(exc: BaseException) -> str:

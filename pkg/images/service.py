@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import datetime as dt
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pkg import errors
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.images import media, reference
-from pkg.images.content import ContentStore
+from pkg.images.content import ContentStore, list_leases, reissue_lease
 from pkg.images.model import Image, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
 from pkg.images.registry import RegistrySession
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SNAPSHOTTER = "overlayfs"
 DEFAULT_CONCURRENT_DOWNLOADS = 3
 FS_INFO_TTL = 5.0
+STALE_PULL_GRACE = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,27 @@ class ImageService:
         concurrency = int(getattr(cfg, "max_concurrent_downloads", DEFAULT_CONCURRENT_DOWNLOADS))
         self._puller = Puller(client, self.content, self.store, self.unpacker, asyncio.Semaphore(concurrency))
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
+        self._recovered = False
+
+    async def recover(self) -> None:
+        """Shorten the leases of pulls a previous narwhald left behind (killed mid-pull); runs before
+        the first pull, or when the daemon calls it at start-up.
+
+        Their partial ingests stay resumable by a retry for a while, then containerd's GC takes them.
+        """
+        try:
+            for stale in await list_leases(self._client, prefix="narwhal-pull-"):
+                await reissue_lease(self._client, stale, STALE_PULL_GRACE)
+        except errors.NarwhalError as exc:  # not fatal: the leases still expire on their own
+            log.warning("could not recover the leases of interrupted pulls: %s", exc)
 
     # ---- pull ----
     async def pull(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None,
                    *, pinned: bool = False) -> Image:
         parsed = reference.parse(ref)
+        if not self._recovered:
+            self._recovered = True
+            await self.recover()
         async with RegistrySession(parsed, self._cfg.registry, auth) as session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned)
         return await self.get(image_id)

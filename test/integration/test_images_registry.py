@@ -1,0 +1,147 @@
+"""Pulls through mirrors, with basic and token auth, and the failure cases: bad blobs, dead registries, kill -9."""
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from cri_api.v1 import api_pb2
+from lib import images
+from lib.daemon import DaemonProcess, free_port
+from lib.registry import Registry, start_registry
+from lib.slowproxy import SlowProxy
+from lib.token_auth import start_token_registry
+
+
+def pull(daemon: DaemonProcess, ref: str, auth: api_pb2.AuthConfig | None = None, timeout: float = 120) -> str:
+    req = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref), auth=auth)
+    return str(daemon.images().PullImage(req, timeout=timeout).image_ref)
+
+
+def pull_error(daemon: DaemonProcess, ref: str, auth: api_pb2.AuthConfig | None = None) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        pull(daemon, ref, auth)
+    return err.value
+
+
+def assert_nothing_left(daemon: DaemonProcess) -> None:
+    assert images.leases(daemon) == set()
+    assert images.snapshots(daemon) == set()
+    assert images.content(daemon) == set()
+    assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
+
+
+@pytest.fixture
+def private_registry() -> Iterator[Registry]:
+    reg = start_registry()
+    yield reg
+    reg.stop()
+
+
+def test_mirrors_tried_in_order(daemon_factory: object, registry: Registry) -> None:
+    built = images.push(registry.host, "library/busybox", "mirrored")
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = f'registry:\n  mirrors:\n    docker.io: ["{dead}", "http://{registry.host}"]\n'
+    daemon: DaemonProcess = daemon_factory(config_yaml=config)  # type: ignore[operator]
+    assert pull(daemon, "busybox:mirrored") == built.config.digest
+    img = daemon.images().ImageStatus(api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image="busybox:mirrored")))
+    assert list(img.image.repo_tags) == ["docker.io/library/busybox:mirrored"]
+    assert list(img.image.repo_digests) == [f"docker.io/library/busybox@{built.manifest.digest}"]
+    # A tag no mirror has: NotFound (the upstream, docker.io, is unreachable offline: still an error, never a hang).
+    err = pull_error(daemon, "busybox:absent-everywhere")
+    assert err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE), err.details()
+
+
+def test_basic_auth(daemon: DaemonProcess) -> None:
+    reg = start_registry(users={"alice": "s3cret"})
+    try:
+        built = images.push(reg.host, "private/box", username="alice", password="s3cret")
+        ref = f"{reg.host}/private/box"
+        assert pull_error(daemon, ref).code() == grpc.StatusCode.UNAUTHENTICATED
+        wrong = api_pb2.AuthConfig(username="alice", password="wrong")
+        assert pull_error(daemon, ref, wrong).code() == grpc.StatusCode.UNAUTHENTICATED
+        assert pull(daemon, ref, api_pb2.AuthConfig(username="alice", password="s3cret")) == built.config.digest
+        daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=ref)))
+        encoded = base64.b64encode(b"alice:s3cret").decode()
+        assert pull(daemon, ref, api_pb2.AuthConfig(auth=encoded)) == built.config.digest
+    finally:
+        reg.stop()
+
+
+def test_token_auth(daemon: DaemonProcess, private_registry: Registry) -> None:
+    built = images.push(private_registry.host, "team/app", "v1")
+    token_reg = start_token_registry({"bob": "hunter2"}, private_registry.base / "data")
+    try:
+        ref = f"{token_reg.host}/team/app:v1"
+        anonymous = pull_error(daemon, ref)
+        assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED, anonymous.details()
+        bad = pull_error(daemon, ref, api_pb2.AuthConfig(username="bob", password="nope"))
+        assert bad.code() == grpc.StatusCode.UNAUTHENTICATED, bad.details()
+        assert pull(daemon, ref, api_pb2.AuthConfig(username="bob", password="hunter2")) == built.config.digest
+        granted = [c for c in token_reg.tokens.issued if c["sub"] == "bob"]
+        assert granted and granted[-1]["access"] == [{"type": "repository", "name": "team/app", "actions": ["pull"]}]
+    finally:
+        token_reg.stop()
+
+
+def test_corrupt_blob_leaves_nothing(daemon: DaemonProcess, private_registry: Registry) -> None:
+    built = images.push(private_registry.host, "bad/blob", filler_layers=1, filler_mb=1)
+    blob = images.registry_blob_path(private_registry.base, built.layers[1].digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different digest
+    blob.write_bytes(bytes(data))
+    err = pull_error(daemon, f"{private_registry.host}/bad/blob")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert built.layers[1].digest in err.details()
+    assert daemon.images().ListImages(api_pb2.ListImagesRequest()).images == []
+    assert_nothing_left(daemon)
+
+
+def test_unreachable_registry_is_unavailable(daemon: DaemonProcess) -> None:
+    err = pull_error(daemon, f"127.0.0.1:{free_port()}/some/image:1")
+    assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+    assert_nothing_left(daemon)
+
+
+def test_kill9_mid_pull_then_retry(daemon: DaemonProcess, private_registry: Registry) -> None:
+    built = images.push(private_registry.host, "big/slow", filler_layers=2, filler_mb=6)
+    proxy = SlowProxy(("127.0.0.1", private_registry.port), bytes_per_second=3 << 20).start()
+    try:
+        ref = f"{proxy.host}/big/slow"
+        result: dict[str, object] = {}
+
+        def background() -> None:
+            try:
+                result["id"] = pull(daemon, ref)
+            except grpc.RpcError as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=background, daemon=True)
+        thread.start()
+        _wait_for_partial_ingest(daemon)
+        daemon.kill9()
+        thread.join(30)
+        assert "id" not in result
+
+        daemon.start()
+        assert pull(daemon, ref) == built.config.digest
+        chains = images.snapshots(daemon)
+        assert len(chains) == len(built.layers)
+        assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
+        for layer in built.layers:
+            assert layer.digest in images.content(daemon)
+    finally:
+        proxy.stop()
+
+
+def _wait_for_partial_ingest(daemon: DaemonProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = images.ctr(daemon, "content", "active").splitlines()[1:]
+        if any(row.split()[0].startswith("narwhal-pull-") for row in rows):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the pull never started writing a blob")
