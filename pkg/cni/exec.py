@@ -11,8 +11,6 @@ message.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -25,9 +23,6 @@ from pkg import errors
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 # CNI spec error codes → kinds.  Codes above 99 are plugin-specific: they say
 # the plugin could not do its job, which to a caller is an internal failure.
@@ -54,10 +49,6 @@ class Invocation:
     netns: str = ""
     ifname: str = ""
     args: str = ""  # CNI_ARGS, "K=V;K=V"
-
-
-def _die_with_parent() -> None:
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def find_plugin(plugin_type: str, bin_dirs: list[Path]) -> Path:
@@ -110,8 +101,9 @@ async def invoke(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            start_new_session=True,  # one process group: a timeout kills iptables children too
-            preexec_fn=_die_with_parent,
+            # One process group, so a timeout kills iptables children too.  No preexec_fn: Python code
+            # in a child forked from this multi-threaded (gRPC) process can crash (seen: SIGSEGV).
+            start_new_session=True,
         )
     except OSError as exc:
         raise errors.FailedPrecondition(f"CNI plugin {name}: cannot execute {plugin}: {exc.strerror}") from None
