@@ -125,6 +125,9 @@ def build_container_spec(opts: ContainerSpecOptions, host: HostInfo | None = Non
 
     user_mounts = list(opts.mounts)
     extra = spec_mounts.sandbox_mounts(opts.sandbox_files, readonly=opts.readonly_rootfs, user_mounts=user_mounts)
+    if opts.volumes_dir is not None:
+        extra += spec_mounts.image_volume_mounts(opts.image.volumes, [*user_mounts, *extra], opts.volumes_dir,
+                                                 opts.rootfs_path)
     binds, rootfs_propagation = spec_mounts.bind_mounts(
         [*user_mounts, *extra], mountinfo=host.mountinfo, create_missing=opts.create_missing_host_paths
     )

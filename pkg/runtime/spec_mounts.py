@@ -5,8 +5,10 @@ these helpers do blocking I/O: build specs in a thread.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from pkg.errors import InvalidArgument, NotFound
 from pkg.runtime.spec_options import Device, Mount, Namespace, Propagation, SandboxFiles
+from pkg.runtime.user import secure_join
 
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -44,7 +47,11 @@ def default_mounts(*, privileged: bool) -> list[dict[str, Any]]:
 
 
 def sandbox_mounts(files: SandboxFiles, *, readonly: bool, user_mounts: Sequence[Mount]) -> list[Mount]:
-    """The pod's /etc/hostname, /etc/hosts, /etc/resolv.conf and /dev/shm, unless the container mounts its own."""
+    """The pod's /etc/hostname, /etc/hosts, /etc/resolv.conf and /dev/shm, unless the container mounts its own.
+
+    These must exist (a missing one is a pod bug, not a directory to create),
+    except /etc/hostname, which containerd also skips when absent.
+    """
     taken = {posixpath.normpath(m.container_path) for m in user_mounts}
     out = []
     for dest, src, ro in (
@@ -53,8 +60,13 @@ def sandbox_mounts(files: SandboxFiles, *, readonly: bool, user_mounts: Sequence
         (RESOLV_CONF, files.resolv_conf_path, readonly),
         (DEV_SHM, files.shm_path, False),
     ):
-        if src and dest not in taken:
-            out.append(Mount(container_path=dest, host_path=src, readonly=ro))
+        if not src or dest in taken:
+            continue
+        if not os.path.exists(src):
+            if dest == ETC_HOSTNAME:
+                continue
+            raise NotFound(f"the pod's {dest} source {src!r} does not exist")
+        out.append(Mount(container_path=dest, host_path=src, readonly=ro))
     return out
 
 
@@ -253,3 +265,66 @@ def validate_sysctls(sysctls: Mapping[str, str], *, network: Namespace, ipc: Nam
                 raise InvalidArgument(f"sysctl {key!r} is not allowed with the host UTS namespace")
         else:
             raise InvalidArgument(f"sysctl {key!r} is not namespaced and cannot be set for a container")
+
+
+def image_volume_mounts(volumes: Iterable[str], user_mounts: Sequence[Mount], volumes_dir: Path,
+                        rootfs: Path | None) -> list[Mount]:
+    """A private directory for each image VOLUME the request does not mount itself (containerd's volumeMounts).
+
+    The directory is named after the volume's path (so rebuilding a spec
+    reuses it) and, while still empty, is seeded with what the image has at
+    that path — owners, modes and symlinks kept, nothing followed out of the
+    rootfs.
+    """
+    taken = {posixpath.normpath(m.container_path) for m in user_mounts}
+    out = []
+    for volume in sorted(set(volumes)):
+        dest = _check_container_path(volume, "image volume")
+        if dest in taken or dest == "/":
+            continue
+        source = volumes_dir / hashlib.sha256(dest.encode()).hexdigest()[:24]
+        source.mkdir(parents=True, exist_ok=True)
+        if rootfs is not None and not any(source.iterdir()):
+            _seed_volume(rootfs, dest, source)
+        out.append(Mount(container_path=dest, host_path=str(source)))
+    return out
+
+
+def _seed_volume(rootfs: Path, dest: str, target: Path) -> None:
+    src = secure_join(rootfs, dest)
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    _copy_attrs(src, target, st)
+    _copy_tree(src, target)
+
+
+def _copy_attrs(src: Path, dst: Path, st: os.stat_result) -> None:
+    os.lchown(dst, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    with os.scandir(src) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            target = dst / entry.name
+            if stat.S_ISDIR(st.st_mode):
+                target.mkdir()
+                _copy_tree(Path(entry.path), target)
+                _copy_attrs(Path(entry.path), target, st)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copyfile(entry.path, target, follow_symlinks=False)
+                _copy_attrs(Path(entry.path), target, st)
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(entry.path), target)
+                _copy_attrs(Path(entry.path), target, st)
+            elif stat.S_ISFIFO(st.st_mode):
+                os.mkfifo(target)
+                _copy_attrs(Path(entry.path), target, st)
+            # Device nodes and sockets in an image volume are not carried over.

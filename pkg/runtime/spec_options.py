@@ -170,6 +170,7 @@ class ContainerSpecOptions:
     annotations: Mapping[str, str] = field(default_factory=dict)
     sandbox_files: SandboxFiles = field(default_factory=SandboxFiles)
     rootfs_path: Path | None = None
+    volumes_dir: Path | None = None  # where image VOLUMEs get their directories; None: image volumes are not mounted
     root_path: str = "rootfs"  # spec root.path, relative to the bundle
     create_missing_host_paths: bool = True  # bind sources that do not exist become directories (as containerd)
 

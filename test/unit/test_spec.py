@@ -1,6 +1,7 @@
 """build_container_spec / build_sandbox_spec: containerd's CRI rules, checked on the generated dicts."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -432,3 +433,60 @@ def test_sandbox_spec_host_namespaces_and_user(host: HostInfo) -> None:
 def test_sandbox_spec_needs_a_command(host: HostInfo) -> None:
     with pytest.raises(InvalidArgument, match="pause image"):
         build_sandbox_spec(SandboxSpecOptions(id="s1", image=ImageConfig()), host)
+
+
+def test_missing_pod_files(host: HostInfo, tmp_path: Path) -> None:
+    (tmp_path / "hosts").touch()
+    files = SandboxFiles(hostname_path=str(tmp_path / "hostname"), hosts_path=str(tmp_path / "hosts"))
+    spec = build(host, sandbox_files=files)
+    assert mount_at(spec, "/etc/hostname") is None  # skipped when absent, as containerd
+    assert not (tmp_path / "hostname").exists()  # and never created as a directory
+    with pytest.raises(NotFound, match="resolv.conf"):
+        build(host, sandbox_files=replace(files, resolv_conf_path=str(tmp_path / "resolv.conf")))
+
+
+# ---- image volumes ----
+@pytest.fixture
+def volume_rootfs(tmp_path: Path) -> Path:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "var" / "lib" / "data" / "sub").mkdir(parents=True)
+    (rootfs / "var" / "lib" / "data" / "seed.txt").write_text("seed")
+    (rootfs / "var" / "lib" / "data" / "sub" / "x").write_text("x")
+    (rootfs / "var" / "lib" / "data" / "link").symlink_to("/etc/shadow")
+    os.chown(rootfs / "var" / "lib" / "data" / "seed.txt", 1234, 5678)
+    (rootfs / "var" / "lib" / "data").chmod(0o750)
+    (rootfs / "escape").symlink_to("../../")  # a volume path through this must stay inside the rootfs
+    return rootfs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_image_volumes(host: HostInfo, tmp_path: Path, volume_rootfs: Path) -> None:
+    image = replace(IMAGE, volumes=["/var/lib/data", "/cache", "/mounted", "/escape/etc"])
+    (tmp_path / "mine").mkdir()
+    volumes = tmp_path / "volumes"
+    spec = build(host, image=image, rootfs_path=volume_rootfs, volumes_dir=volumes,
+                 mounts=(Mount("/mounted", str(tmp_path / "mine")),))
+    data = mount_at(spec, "/var/lib/data")
+    assert data is not None and data["options"] == ["rbind", "rprivate", "rw"]
+    seeded = Path(data["source"])
+    assert seeded.parent == volumes
+    assert (seeded / "seed.txt").read_text() == "seed" and (seeded / "sub" / "x").read_text() == "x"
+    assert (seeded / "seed.txt").stat().st_uid == 1234 and (seeded / "seed.txt").stat().st_gid == 5678
+    assert oct(seeded.stat().st_mode & 0o777) == "0o750"
+    assert os.readlink(seeded / "link") == "/etc/shadow"  # copied as a link, not followed
+    cache = mount_at(spec, "/cache")
+    assert cache is not None and not any(Path(cache["source"]).iterdir())
+    assert mount_at(spec, "/mounted")["source"] == str(tmp_path / "mine")  # type: ignore[index]
+    escape = mount_at(spec, "/escape/etc")
+    assert escape is not None and not any(Path(escape["source"]).iterdir())  # the host's /etc was not copied
+    # Rebuilding reuses the same directories and does not re-seed a used volume.
+    (seeded / "seed.txt").write_text("changed")
+    again = build(host, image=image, rootfs_path=volume_rootfs, volumes_dir=volumes,
+                  mounts=(Mount("/mounted", str(tmp_path / "mine")),))
+    assert mount_at(again, "/var/lib/data")["source"] == str(seeded)  # type: ignore[index]
+    assert (seeded / "seed.txt").read_text() == "changed"
+
+
+def test_image_volumes_off_by_default(host: HostInfo) -> None:
+    spec = build(host, image=replace(IMAGE, volumes=["/data"]))
+    assert mount_at(spec, "/data") is None
