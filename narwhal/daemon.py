@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cri.container import ContainerHandlers
 from cri.events import EventHandlers
+from cri.exec import ExecHandlers
 from cri.image import ImageService
 from cri.runtime import RuntimeService
 from cri.sandbox import SandboxHandlers
@@ -93,6 +94,7 @@ class Daemon:
             self.cfg, health,
             SandboxHandlers(self.runtime.sandboxes, self.runtime.containers),
             ContainerHandlers(self.runtime.containers),
+            ExecHandlers(self.runtime.containers),
             EventHandlers(self.runtime.ctx.events, self.runtime.sandboxes, self.runtime.containers),
         )
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)

@@ -26,6 +26,7 @@ from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerSta
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container
 from pkg.runtime import checkpoint, container_io, container_spec
+from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,21 @@ class ContainerService:
             spec.setdefault("linux", {})["resources"] = linux
             await ctr_containers.update_spec(ctx.client, container_id, spec)
             await self._update(container_id, lambda s: dataclasses.replace(s, resources=resources))
+
+    async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> exec_mod.ExecResult:
+        """Run ``cmd`` in the running container; bounded output; killed at ``timeout`` (0 = none)."""
+        if not cmd:
+            raise errors.InvalidArgument("exec command must not be empty")
+        container_id = self.running_id(ref)
+        return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.cfg.state / "exec",
+                                        timeout=timeout or None)
+
+    def running_id(self, ref: str) -> str:
+        """The full ID of a running container (FailedPrecondition when it is not running)."""
+        metadata, status = self.ctx.containers.get(ref)
+        if status.state != ContainerState.RUNNING:
+            raise errors.FailedPrecondition(f"container {metadata.id} is not running ({status.state.value})")
+        return metadata.id
 
     async def reopen_log(self, ref: str) -> None:
         """ReopenContainerLog: the logger reopens its file (after kubelet rotated it)."""

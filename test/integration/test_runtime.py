@@ -233,3 +233,24 @@ def test_update_resources_reaches_the_cgroup(daemon: DaemonProcess, busybox: str
     assert status.resources.linux.memory_limit_in_bytes == 128 << 20
     rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert not limit.parent.exists()
+
+
+def test_exec_sync(daemon: DaemonProcess, busybox: str) -> None:
+    rs = daemon.runtime()
+    sandbox_id = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(
+        config=cri.sandbox_config(host_network=True)), timeout=60).pod_sandbox_id
+    cid = rs.CreateContainer(api_pb2.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, config=cri.container_config(busybox, ["sleep", "600"])), timeout=60).container_id
+    assert cri.code_of(lambda: rs.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=["true"]),
+                                           timeout=30)) == grpc.StatusCode.FAILED_PRECONDITION
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=60)
+    resp = rs.ExecSync(api_pb2.ExecSyncRequest(
+        container_id=cid, cmd=["sh", "-c", "echo out; echo err >&2; exit 4"]), timeout=30)
+    assert (resp.stdout, resp.stderr, resp.exit_code) == (b"out\n", b"err\n", 4)
+    assert cri.code_of(lambda: rs.ExecSync(api_pb2.ExecSyncRequest(
+        container_id=cid, cmd=["sleep", "30"], timeout=1), timeout=60)) == grpc.StatusCode.DEADLINE_EXCEEDED
+    ps = rs.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=["ps"]), timeout=30).stdout.decode()
+    assert "sleep 30" not in ps
+    rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    exec_dir = daemon.state / "exec"
+    assert not exec_dir.exists() or not any(exec_dir.iterdir())
