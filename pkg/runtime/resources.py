@@ -141,6 +141,22 @@ def linux_resources(res: Resources, cgroups: CgroupFacts | None = None) -> dict[
     return out
 
 
+def merge_resources(current: Mapping[str, Any], res: Resources, cgroups: CgroupFacts | None = None) -> dict[str, Any]:
+    """``linux.resources`` of a running container after an update (containerd's ``updateOCIResource``).
+
+    Fields the update sets replace the current ones, one by one; everything
+    else — device rules above all — is kept, so the stored spec stays whole.
+    """
+    update = linux_resources(res, cgroups)
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in current.items()}
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def current_oom_score_adj(path: Path = Path("/proc/self/oom_score_adj")) -> int:
     try:
         return int(path.read_text().strip())

@@ -27,7 +27,7 @@ from pkg.runtime import caps
 from pkg.runtime.resources import Resources, cgroups_path
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, ProfileType, SecurityProfile
 from pkg.runtime.spec import build_container_spec, build_sandbox_spec
-from pkg.runtime.spec_options import ContainerSpecOptions, HostInfo, SandboxFiles, SandboxSpecOptions
+from pkg.runtime.spec_options import ContainerSpecOptions, Device, HostInfo, SandboxFiles, SandboxSpecOptions
 
 RUNC = shutil.which("runc")
 pytestmark = pytest.mark.skipif(RUNC is None, reason="runc is not installed")
@@ -152,6 +152,29 @@ def test_runtime_default_container_is_confined(runc: Runc, images: dict[str, tup
     result = runc.run(build_container_spec(opts), rootfs)
     assert result.returncode == 0, result.stderr
     assert _values(result.stdout)["unshare"] == "0"
+
+    # RuntimeDefault with CAP_SYS_ADMIN added: the profile's capability-conditional rules open unshare.
+    opts = replace(opts, id=opts.id + "a", seccomp=RUNTIME_DEFAULT, add_capabilities=("SYS_ADMIN",),
+                   cgroups_path=cgroups_path(runc.parent, opts.id + "a"))
+    result = runc.run(build_container_spec(opts), rootfs)
+    assert result.returncode == 0, result.stderr
+    assert _values(result.stdout)["unshare"] == "0"
+
+
+def test_devices_and_image_volumes(runc: Runc, images: dict[str, tuple[Path, ImageConfig]], tmp_path: Path) -> None:
+    rootfs, image = images["busybox"]
+    script = ("echo dev=$(stat -c %t:%T /dev/mynull); echo hi > /dev/mynull; echo devwrite=$?; "
+              "echo vol=$(ls -A /root/vol | wc -l); touch /root/vol/new; echo volwrite=$?")
+    opts = _opts(runc, replace(image, volumes=["/root/vol"]), script, rootfs_path=rootfs,
+                 volumes_dir=tmp_path / "volumes", readonly_rootfs=True,
+                 devices=(Device("/dev/mynull", "/dev/null", "rw"),))
+    result = runc.run(build_container_spec(opts), rootfs)
+    assert result.returncode == 0, result.stderr
+    values = _values(result.stdout)
+    assert values["dev"] == "1:3" and values["devwrite"] == "0"
+    assert values["vol"] == "0" and values["volwrite"] == "0"  # writable though the rootfs is not
+    (volume,) = (tmp_path / "volumes").iterdir()
+    assert [f.name for f in volume.iterdir()] == ["new"]
 
 
 def test_user_readonly_rootfs_and_localhost_profile(runc: Runc, images: dict[str, tuple[Path, ImageConfig]],

@@ -26,6 +26,7 @@ from pkg.runtime.resources import (
     clamp_rlimits,
     current_oom_score_adj,
     linux_resources,
+    merge_resources,
 )
 from pkg.runtime.spec_mounts import host_devices
 
@@ -233,3 +234,12 @@ def test_host_devices_of_this_machine() -> None:
     assert "/dev/null" in paths
     assert not [p for p in paths if p.startswith(("/dev/pts/", "/dev/shm/"))]
     assert "/dev/console" not in paths
+
+
+def test_merge_resources_keeps_what_the_update_does_not_set() -> None:
+    current = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": 2, "cpus": "0"},
+               "memory": {"limit": 100, "swap": 100}, "pids": {"limit": 5}}
+    merged = merge_resources(current, Resources(cpu_quota=50000, memory_limit_in_bytes=200), V1)
+    assert merged == {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": 2, "cpus": "0", "quota": 50000},
+                      "memory": {"limit": 200, "swap": 200}, "pids": {"limit": 5}}
+    assert current["cpu"] == {"shares": 2, "cpus": "0"}  # not modified in place
