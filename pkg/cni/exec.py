@@ -2,9 +2,10 @@
 
 Each call is an asyncio subprocess (never blocking the loop) bounded by a
 timeout; a plugin that hangs is killed with its whole process group and the
-call fails with DeadlineExceeded.  Plugins die with narwhald (PDEATHSIG), so
-a crashed daemon leaves no plugin half-way through a change that the next
-start's GC would race with.  A failing plugin's CNI error JSON (``code``,
+call fails with DeadlineExceeded.  Plugins die with narwhald (PDEATHSIG, set
+by util-linux ``setpriv`` before it execs the plugin: no Python runs in the
+forked child of this multi-threaded process), so a crashed daemon leaves no
+plugin half-way through a change that the next start's GC would race with.  A failing plugin's CNI error JSON (``code``,
 ``msg``, ``details``) becomes the matching ``pkg.errors`` kind carrying its
 message.
 """
@@ -14,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ _CODES: dict[int, type[errors.NarwhalError]] = {
 }
 
 MAX_STDERR = 4096
+_SETPRIV = shutil.which("setpriv")
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,10 @@ async def invoke(
     )
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     name = plugin.name
+    argv = [_SETPRIV, "--pdeathsig", "KILL", "--", str(plugin)] if _SETPRIV else [str(plugin)]
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(plugin),
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -34,6 +34,7 @@ def calls(bin_dir: Path, name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (bin_dir / f"{name}.calls").read_text().splitlines()]
 
 
+REPO = str(Path(__file__).resolve().parents[2])
 INV = cni_exec.Invocation("ADD", "sb1", "/run/netns/x", "eth0", "IgnoreUnknown=1;K8S_POD_NAME=p")
 
 
@@ -152,3 +153,22 @@ async def test_validate_checks_versions(tmp_path: Path) -> None:
     with pytest.raises(errors.FailedPrecondition, match="old does not support cniVersion '1.0.0'"):
         await runner.validate(netlist([{"type": "old"}]))
     await runner.validate(netlist([{"type": "old"}], "0.3.1"))
+
+
+async def test_plugins_die_with_the_daemon(tmp_path: Path) -> None:
+    """kill -9 of the caller mid-ADD leaves no plugin running (it would race the next start's GC)."""
+    pid_file = tmp_path / "plugin.pid"
+    plugin(tmp_path, "hang", f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)")
+    caller = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import asyncio, pathlib\nfrom pkg.cni import exec as e\n"
+        f"asyncio.run(e.invoke(pathlib.Path({str(tmp_path / 'hang')!r}), e.Invocation('ADD'), {{}}, [], 300))",
+        cwd=REPO,
+    )
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():  # noqa: ASYNC240 - tiny test file
+            break
+        await asyncio.sleep(0.05)
+    caller.kill()
+    await caller.wait()
+    assert await gone(int(pid_file.read_text()))  # noqa: ASYNC240
