@@ -1,0 +1,336 @@
+"""Exec: run a process in a running containerd task, with its stdio relayed through fifos.
+
+The process spec is the container's own ``process`` with the new args (and
+``TERM=xterm`` for a TTY), as containerd's CRI does.  stdio goes through
+fifos in a private directory: we hold each fifo open with a second "keeper"
+fd until ``Tasks.Start`` returns (the shim has opened its ends by then), so
+we neither block on open nor read a premature EOF; after that, EOF on
+stdout/stderr means the shim is done with them.
+
+``run_exec`` serves an interactive session (``ExecStreams``), ``exec_sync``
+captures bounded output with a timeout.  Both kill the process if they are
+cancelled or time out, and always delete the exec process and its fifos.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import any_pb2
+
+from pkg import errors
+from pkg.aio import CleanupStack
+from pkg.containerd.api.services.containers.v1 import containers_pb2
+from pkg.containerd.api.services.tasks.v1 import tasks_pb2
+from pkg.containerd.client import Client
+from pkg.containerd.errors import translate
+from pkg.streaming.backend import ExecStreams, OutputStream
+
+log = logging.getLogger(__name__)
+
+PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+MAX_SYNC_OUTPUT = 16 << 20  # per stream, as containerd's CRI
+OUTPUT_DRAIN_TIMEOUT = 2.0  # after exit, how long a backgrounded child may keep the output open
+CLEANUP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def process_spec(container_spec: dict[str, Any], cmd: Sequence[str], tty: bool) -> dict[str, Any]:
+    """The container's process with ``cmd`` as args (pure, for tests)."""
+    process = dict(container_spec.get("process") or {})
+    if not process:
+        raise errors.FailedPrecondition("container spec has no process")
+    process["args"] = list(cmd)
+    process["terminal"] = tty
+    process.pop("consoleSize", None)
+    if tty:
+        env = [e for e in process.get("env") or [] if not e.startswith("TERM=")]
+        process["env"] = [*env, "TERM=xterm"]
+    return process
+
+
+def _open_pipe_pair(path: Path, read_end: bool) -> tuple[int, int]:
+    """(our fd, keeper fd) on a fifo: our end plus the opposite end, so open never blocks."""
+    if read_end:
+        ours = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        keeper = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    else:
+        keeper = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        ours = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return ours, keeper
+
+
+class ExecProcess:
+    """One exec process: ``start()``, relay its stdio, ``wait()``, and always ``delete()``."""
+
+    def __init__(self, client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
+                 tty: bool = False, stdin: bool = False) -> None:
+        if not cmd:
+            raise errors.InvalidArgument("exec needs a command")
+        self._client = client
+        self.container_id = container_id
+        self.cmd = tuple(cmd)
+        self.tty = tty
+        self.exec_id = secrets.token_hex(16)
+        self._dir = fifo_root / self.exec_id
+        # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
+        self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
+        self._keepers: list[int] = []
+        self._fds: dict[str, int] = {}
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self._stdin: asyncio.StreamWriter | None = None
+        self._transports: list[asyncio.BaseTransport] = []
+        self._wait: asyncio.Task[int] | None = None
+        self._created = False
+        self._deleted = False
+        self.pid = 0
+
+    # ---- lifecycle ----
+    async def start(self) -> None:
+        async with CleanupStack(CLEANUP_TIMEOUT) as cleanup:
+            cleanup.add("exec: delete process and fifos", self.delete)
+            spec = await self._spec()
+            await asyncio.to_thread(self._make_fifos)
+            await self._open_fifos()
+            with translate(f"exec in {self.container_id}"):
+                await self._client.tasks.Exec(tasks_pb2.ExecProcessRequest(
+                    container_id=self.container_id, exec_id=self.exec_id, terminal=self.tty,
+                    stdin=self._path("stdin"), stdout=self._path("stdout"), stderr=self._path("stderr"),
+                    spec=any_pb2.Any(type_url=PROCESS_SPEC_TYPE, value=json.dumps(spec).encode())))
+                self._created = True
+                started = await self._client.tasks.Start(tasks_pb2.StartRequest(
+                    container_id=self.container_id, exec_id=self.exec_id))
+            self.pid = started.pid
+            self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
+            self._close_keepers()
+            cleanup.commit()
+
+    async def _spec(self) -> dict[str, Any]:
+        with translate(f"container {self.container_id}"):
+            resp = await self._client.containers.Get(containers_pb2.GetContainerRequest(id=self.container_id))
+        try:
+            container_spec = json.loads(resp.container.spec.value)
+        except ValueError:
+            raise errors.FailedPrecondition(f"container {self.container_id} has no valid OCI spec") from None
+        return process_spec(container_spec, self.cmd, self.tty)
+
+    def _path(self, name: str) -> str:
+        return str(self._dir / name) if self._want[name] else ""
+
+    def _make_fifos(self) -> None:
+        self._dir.mkdir(parents=True, mode=0o700)
+        for name, wanted in self._want.items():
+            if wanted:
+                os.mkfifo(self._dir / name, 0o600)
+
+    async def _open_fifos(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name in ("stdout", "stderr"):
+            if not self._want[name]:
+                continue
+            fd, keeper = _open_pipe_pair(self._dir / name, read_end=True)
+            self._keepers.append(keeper)
+            reader = asyncio.StreamReader(limit=1 << 20)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            read_transport, _ = await loop.connect_read_pipe(lambda p=protocol: p,  # type: ignore[misc]
+                                                             os.fdopen(fd, "rb", buffering=0))
+            self._transports.append(read_transport)
+            setattr(self, name, reader)
+        if self._want["stdin"]:
+            fd, keeper = _open_pipe_pair(self._dir / "stdin", read_end=False)
+            self._keepers.append(keeper)
+            write_transport, flow = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                                  os.fdopen(fd, "wb", buffering=0))
+            self._transports.append(write_transport)
+            self._stdin = asyncio.StreamWriter(write_transport, flow, None, loop)
+
+    def _close_keepers(self) -> None:
+        for fd in self._keepers:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._keepers.clear()
+
+    async def _wait_exit(self) -> int:
+        with translate(f"wait for exec in {self.container_id}"):
+            resp = await self._client.tasks.Wait(tasks_pb2.WaitRequest(
+                container_id=self.container_id, exec_id=self.exec_id))
+        return int(resp.exit_status)
+
+    async def wait(self) -> int:
+        if self._wait is None:
+            raise errors.FailedPrecondition("exec process was not started")
+        return await asyncio.shield(self._wait)
+
+    @property
+    def exited(self) -> bool:
+        return self._wait is not None and self._wait.done()
+
+    # ---- control ----
+    async def write_stdin(self, data: bytes) -> None:
+        if self._stdin is None or self._stdin.is_closing():
+            return
+        self._stdin.write(data)
+        try:
+            await self._stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the process closed its stdin or exited
+
+    async def close_stdin(self) -> None:
+        if self._stdin is not None and not self._stdin.is_closing():
+            self._stdin.close()
+        if self._want["stdin"] and not self.exited:
+            with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+                with translate("close exec stdin"):
+                    await self._client.tasks.CloseIO(tasks_pb2.CloseIORequest(
+                        container_id=self.container_id, exec_id=self.exec_id, stdin=True))
+
+    async def resize(self, width: int, height: int) -> None:
+        if not self.tty or self.exited:
+            return
+        with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+            with translate("resize exec tty"):
+                await self._client.tasks.ResizePty(tasks_pb2.ResizePtyRequest(
+                    container_id=self.container_id, exec_id=self.exec_id, width=width, height=height))
+
+    async def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.exited:
+            return
+        with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+            with translate("kill exec process"):
+                await self._client.tasks.Kill(tasks_pb2.KillRequest(
+                    container_id=self.container_id, exec_id=self.exec_id, signal=sig))
+
+    async def delete(self) -> None:
+        """Kill if still running, delete the exec process, close and remove the fifos. Idempotent."""
+        if self._deleted:
+            return
+        self._deleted = True
+        self._close_keepers()
+        if self._created:
+            if self._wait is not None and not self._wait.done():
+                await self.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._wait), CLEANUP_TIMEOUT)
+            with contextlib.suppress(errors.NotFound):
+                with translate("delete exec process"):
+                    await self._client.tasks.DeleteProcess(tasks_pb2.DeleteProcessRequest(
+                        container_id=self.container_id, exec_id=self.exec_id))
+        if self._wait is not None and not self._wait.done():
+            self._wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._wait
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+        await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+
+async def _copy_out(reader: asyncio.StreamReader | None, sink: OutputStream | None) -> None:
+    """Relay to the client; if the client is gone keep draining so the process never blocks on a full pipe."""
+    if reader is None:
+        return
+    while data := await reader.read(32 * 1024):
+        if sink is not None:
+            try:
+                await sink.write(data)
+            except ConnectionError:
+                sink = None
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def run_exec(client: Client, container_id: str, cmd: Sequence[str], streams: ExecStreams, *,
+                   fifo_root: Path) -> int:
+    """An interactive exec: relay ``streams`` until the process exits; its exit code.
+
+    Cancelling this (the client went away) kills the process; it is always deleted.
+    """
+    proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
+                       stdin=streams.stdin is not None)
+    await proc.start()
+    helpers: list[asyncio.Task[None]] = []
+    try:
+        outputs = [asyncio.create_task(_copy_out(proc.stdout, streams.stdout)),
+                   asyncio.create_task(_copy_out(proc.stderr, streams.stderr))]
+        helpers += outputs
+        if streams.stdin is not None:
+            helpers.append(asyncio.create_task(_copy_in(proc, streams)))
+        if streams.resize is not None and streams.tty:
+            helpers.append(asyncio.create_task(_resizes(proc, streams)))
+        code = await proc.wait()
+        # The output may still be in flight; a backgrounded child can hold it open, so bound the wait.
+        await asyncio.wait(outputs, timeout=OUTPUT_DRAIN_TIMEOUT)
+        return code
+    finally:
+        await asyncio.shield(_finish_and_delete(helpers, proc))
+
+
+async def _finish_and_delete(helpers: list[asyncio.Task[None]], proc: ExecProcess) -> None:
+    await _finish(helpers)
+    await proc.delete()
+
+
+async def _copy_in(proc: ExecProcess, streams: ExecStreams) -> None:
+    assert streams.stdin is not None
+    while data := await streams.stdin.read():
+        await proc.write_stdin(data)
+    await proc.close_stdin()
+
+
+async def _resizes(proc: ExecProcess, streams: ExecStreams) -> None:
+    assert streams.resize is not None
+    while (size := await streams.resize.next()) is not None:
+        await proc.resize(size.width, size.height)
+
+
+class _Capture:
+    """An OutputStream that keeps the first ``limit`` bytes and drops the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self._limit = limit
+
+    async def write(self, data: bytes) -> None:
+        room = self._limit - len(self.data)
+        if room > 0:
+            self.data += data[:room]
+
+
+async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
+                    timeout: float | None = None, max_output: int = MAX_SYNC_OUTPUT) -> ExecResult:
+    """Run ``cmd`` to completion and capture its output (each stream bounded by ``max_output``).
+
+    With a ``timeout`` (seconds; None or 0 for none) the process is killed when
+    it runs out and DeadlineExceeded is raised, as containerd's CRI does.
+    """
+    out, err = _Capture(max_output), _Capture(max_output)
+    streams = ExecStreams(tty=False, stdout=out, stderr=err)
+    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root))
+    try:
+        code = await asyncio.wait_for(work, timeout or None)
+    except TimeoutError:
+        raise errors.DeadlineExceeded(f"command {list(cmd)} timed out after {timeout}s") from None
+    return ExecResult(code, bytes(out.data), bytes(err.data))
