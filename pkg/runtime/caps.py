@@ -59,6 +59,16 @@ def _is_all(name: str) -> bool:
     return name.strip().upper() == "ALL"
 
 
+def ambient_caps(ambient: Iterable[str] = (), drop: Iterable[str] = (), *,
+                 available: frozenset[str] = frozenset(ALL_CAPS)) -> list[str]:
+    """CRI ``add_ambient_capabilities`` minus the named drops: what survives exec for a non-root user."""
+    named_drop = {normalize(c) for c in drop if not _is_all(c)}
+    wanted = {normalize(c) for c in ambient if not _is_all(c)}
+    if any(_is_all(c) for c in ambient):
+        raise InvalidArgument("ALL is not allowed in ambient capabilities; name them")
+    return [c for c in ALL_CAPS if c in wanted - named_drop and c in available]
+
+
 def container_caps(
     add: Iterable[str] = (),
     drop: Iterable[str] = (),

@@ -101,15 +101,19 @@ def build_container_spec(opts: ContainerSpecOptions, host: HostInfo | None = Non
 
     user = user_string(username=opts.run_as_username, uid=opts.run_as_user, gid=opts.run_as_group,
                        image_user=opts.image.user)
-    cap_list = caps.container_caps(opts.add_capabilities, opts.drop_capabilities, privileged=opts.privileged,
-                                   available=host.capabilities)
+    ambient = caps.ambient_caps(opts.add_ambient_capabilities, opts.drop_capabilities, available=host.capabilities)
+    cap_list = caps.container_caps([*opts.add_capabilities, *ambient], opts.drop_capabilities,
+                                   privileged=opts.privileged, available=host.capabilities)
+    capabilities: dict[str, list[str]] = {"bounding": cap_list, "effective": cap_list, "permitted": cap_list}
+    if ambient:
+        capabilities.update(inheritable=ambient, ambient=ambient)
     process: dict[str, Any] = {
         "terminal": opts.tty,
         "user": _user(opts.rootfs_path, user, opts.supplemental_groups, opts.merge_image_groups),
         "args": process_args(opts.command, opts.args, opts.image),
         "env": env,
         "cwd": opts.working_dir or opts.image.working_dir or "/",
-        "capabilities": {"bounding": cap_list, "effective": cap_list, "permitted": cap_list},
+        "capabilities": capabilities,
         "noNewPrivileges": opts.no_new_privs,
     }
     if not process["cwd"].startswith("/"):

@@ -148,6 +148,7 @@ class ContainerSpecOptions:
     sandbox_privileged: bool = True  # a privileged container needs a privileged pod (CRI)
     add_capabilities: tuple[str, ...] = ()
     drop_capabilities: tuple[str, ...] = ()
+    add_ambient_capabilities: tuple[str, ...] = ()  # also added to every other set (CRI Capability)
     run_as_user: int | None = None
     run_as_group: int | None = None
     run_as_username: str = ""

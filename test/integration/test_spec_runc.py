@@ -204,6 +204,16 @@ def test_user_readonly_rootfs_and_localhost_profile(runc: Runc, images: dict[str
     assert values["nnp"] == "1"
 
 
+def test_ambient_capabilities_survive_exec_as_non_root(runc: Runc,
+                                                        images: dict[str, tuple[Path, ImageConfig]]) -> None:
+    rootfs, image = images["busybox"]
+    opts = _opts(runc, image, "echo capeff=$(grep CapEff /proc/self/status | cut -f2)", run_as_user=65534,
+                 rootfs_path=rootfs, drop_capabilities=("ALL",), add_ambient_capabilities=("NET_BIND_SERVICE",))
+    result = runc.run(build_container_spec(opts), rootfs)
+    assert result.returncode == 0, result.stderr
+    assert caps.caps_from_mask(int(_values(result.stdout)["capeff"], 16)) == {"CAP_NET_BIND_SERVICE"}
+
+
 def test_privileged_container_has_all_daemon_caps(runc: Runc, images: dict[str, tuple[Path, ImageConfig]]) -> None:
     rootfs, image = images["busybox"]
     script = ("echo capeff=$(grep CapEff /proc/self/status | cut -f2); unshare -U true; echo unshare=$?; "

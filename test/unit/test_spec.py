@@ -490,3 +490,14 @@ def test_image_volumes(host: HostInfo, tmp_path: Path, volume_rootfs: Path) -> N
 def test_image_volumes_off_by_default(host: HostInfo) -> None:
     spec = build(host, image=replace(IMAGE, volumes=["/data"]))
     assert mount_at(spec, "/data") is None
+
+
+def test_ambient_capabilities(host: HostInfo) -> None:
+    spec = build(host, drop_capabilities=("ALL", "KILL"), add_capabilities=("NET_BIND_SERVICE",),
+                 add_ambient_capabilities=("NET_BIND_SERVICE", "net_admin", "KILL"))
+    got = spec["process"]["capabilities"]
+    assert got["ambient"] == got["inheritable"] == ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"]
+    assert got["bounding"] == got["effective"] == got["permitted"] == ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"]
+    with pytest.raises(InvalidArgument):
+        build(host, add_ambient_capabilities=("ALL",))
+    assert "ambient" not in build(host)["process"]["capabilities"]
