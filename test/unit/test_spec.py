@@ -501,3 +501,11 @@ def test_ambient_capabilities(host: HostInfo) -> None:
     with pytest.raises(InvalidArgument):
         build(host, add_ambient_capabilities=("ALL",))
     assert "ambient" not in build(host)["process"]["capabilities"]
+
+
+@pytest.mark.parametrize("hostname", ["x" * 65, "two words", "a/b"])
+def test_bad_hostnames(host: HostInfo, hostname: str) -> None:
+    with pytest.raises(InvalidArgument, match="hostname"):
+        build(host, hostname=hostname)
+    with pytest.raises(InvalidArgument, match="hostname"):
+        build_sandbox_spec(SandboxSpecOptions(id="s1", image=PAUSE, hostname=hostname), host)
