@@ -143,6 +143,11 @@ class HostGuard:
         run("iptables", "-w", "-P", "FORWARD", self.forward_policy, check=False)
         if self.ip_forward:  # the bridge plugin turns forwarding on
             Path("/proc/sys/net/ipv4/ip_forward").write_text(self.ip_forward)
+        self.restore_instance()
+        self._remove_unused_shared_chains()
+
+    def restore_instance(self) -> None:
+        """Only the bridges and admin chains listed (no policy, no shared chains)."""
         for bridge in self.bridges:
             run("ip", "link", "del", bridge, check=False)
         for chain in self.admin_chains:
@@ -152,6 +157,8 @@ class HostGuard:
                     break
             run("iptables", "-w", "-F", chain, check=False)
             run("iptables", "-w", "-X", chain, check=False)
+
+    def _remove_unused_shared_chains(self) -> None:
         added = _chains() - self.chains_before
         text = iptables_save()
         if ("filter", "CNI-FORWARD") in added and not [
@@ -209,3 +216,11 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
 
 def dump(obj: object) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+def remove_instance_network(root: Path) -> None:
+    """Delete the host-global pieces of a finished narwhald's default network (its bridge and firewall
+    admin chain), named after its instance id as ``pkg.config.Config.instance_id`` derives it."""
+    instance_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    HostGuard(bridges=[f"nw-{instance_id}"], admin_chains=[f"NARWHAL-ADMIN-{instance_id}"],
+              chains_before=_chains()).restore_instance()
