@@ -98,6 +98,12 @@ class ContentStore:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 raise from_grpc(err, f"delete content {digest}") from err
 
+    async def add_to_lease(self, digest: str, lease: str) -> None:
+        """Hold content that is already present (another image's layer) for this operation too."""
+        with translate(f"lease content {digest}"):
+            await self._client.leases.AddResource(leases_pb2.AddResourceRequest(
+                id=lease, resource=leases_pb2.Resource(id=digest, type="content")), timeout=30)
+
     async def abort(self, ref: str) -> None:
         try:
             await self._client.content.Abort(content_pb2.AbortRequest(ref=ref), timeout=30)

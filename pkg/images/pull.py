@@ -15,10 +15,9 @@ import logging
 from collections.abc import Callable
 
 from pkg import errors
-from pkg.containerd.api.services.leases.v1 import leases_pb2
 from pkg.containerd.client import Client
-from pkg.containerd.errors import translate
 from pkg.images import media
+from pkg.images.commit import commit_image
 from pkg.images.content import ContentStore, lease
 from pkg.images.model import Descriptor, Progress
 from pkg.images.reference import Reference
@@ -85,28 +84,15 @@ class Puller:
                     task.cancel()
                 await asyncio.gather(*downloads, return_exceptions=True)
 
-            # GC references: config -> top snapshot; manifest -> config + layers; index -> manifest.
-            if chains:
-                await self._content.update_labels(
-                    manifest.config.digest, {f"{media.LABEL_GC_SNAPSHOT}.{self._unpacker.snapshotter}": chains[-1]})
-            manifest_labels = {f"{media.LABEL_GC_CONTENT}.config": manifest.config.digest}
-            manifest_labels.update({f"{media.LABEL_GC_CONTENT}.l.{i}": layer.digest
-                                    for i, layer in enumerate(manifest.layers)})
-            await self._put_manifest(manifest_desc, manifest_body, manifest_labels, lease_id)
-            if target.digest != manifest_desc.digest:
-                await self._put_manifest(target, body, {f"{media.LABEL_GC_CONTENT}.m.0": manifest_desc.digest},
-                                         lease_id)
-
             names = [str(ref.with_digest(target.digest))]
             if ref.tag and not ref.digest:
                 names.insert(0, str(ref.with_tag(ref.tag)))
-            for name in names:
-                await self._store.put(name, target, manifest.config.digest, pinned=pinned)
+            await commit_image(self._content, self._store, self._unpacker.snapshotter, target=target,
+                               target_body=body, manifest_desc=manifest_desc, manifest_body=manifest_body,
+                               manifest=manifest, top_chain=chains[-1] if chains else "", names=names,
+                               lease_id=lease_id, pinned=pinned)
             emit(target, "done", target.size, target.size)
             return manifest.config.digest
-
-    async def _put_manifest(self, desc: Descriptor, body: bytes, labels: dict[str, str], lease_id: str) -> None:
-        await self._content.write_bytes(f"narwhal-manifest-{desc.digest}", desc.digest, body, labels, lease_id)
 
     async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
                      labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:
@@ -123,7 +109,7 @@ class Puller:
             missing = {k: v for k, v in labels.items() if info.labels.get(k) != v}
             if missing:
                 await self._content.update_labels(desc.digest, missing)
-            await self._add_to_lease(desc.digest, lease_id)
+            await self._content.add_to_lease(desc.digest, lease_id)
             emit(desc, "exists", desc.size, desc.size)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -135,11 +121,6 @@ class Puller:
         finally:
             del self._inflight[desc.digest]
             future.set_result(None)
-
-    async def _add_to_lease(self, digest: str, lease_id: str) -> None:
-        with translate(f"lease content {digest}"):
-            await self._client.leases.AddResource(leases_pb2.AddResourceRequest(
-                id=lease_id, resource=leases_pb2.Resource(id=digest, type="content")), timeout=30)
 
     async def _download(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
                         labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from pkg import errors
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.images import media, reference
+from pkg.images.archive import Exporter, Importer, write_stream
 from pkg.images.content import ContentStore, list_leases, reissue_lease
 from pkg.images.model import Image, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
+from pkg.images.push import Pusher
 from pkg.images.registry import RegistrySession
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker
@@ -57,6 +60,9 @@ class ImageService:
         self.unpacker = Unpacker(client, snapshotter)
         concurrency = int(getattr(cfg, "max_concurrent_downloads", DEFAULT_CONCURRENT_DOWNLOADS))
         self._puller = Puller(client, self.content, self.store, self.unpacker, asyncio.Semaphore(concurrency))
+        self._pusher = Pusher(self.content, self.store, concurrency)
+        self._importer = Importer(client, self.content, self.store, self.unpacker)
+        self._exporter = Exporter(self.content, self.store)
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
         self._recovered = False
 
@@ -82,6 +88,48 @@ class ImageService:
         async with RegistrySession(parsed, self._cfg.registry, auth) as session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned)
         return await self.get(image_id)
+
+    # ---- push, import, export ----
+    async def push(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None) -> str:
+        """Push the local image named ``ref`` to its registry; returns the pushed manifest digest."""
+        parsed = reference.parse(ref)
+        rec = await self.store.record(str(parsed))
+        if rec is None:
+            raise errors.NotFound(f"image {ref} not found (push needs a local image with that exact name)")
+        async with RegistrySession(parsed, self._cfg.registry, auth, push=True) as session:
+            return await self._pusher.push(parsed, rec.target, session, progress)
+
+    async def import_archive(self, source: Path, name: str | None = None) -> builtins.list[Image]:
+        """Load an OCI layout (directory or tar) or a docker-archive tar: content, snapshots, names.
+
+        ``name`` names an image the archive leaves unnamed (e.g. narwhald's locally built pause image).
+        """
+        ids = await self._importer.import_archive(source, name)
+        return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
+
+    async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:
+        """A tar stream (OCI layout + docker-archive manifest.json) of the named images.
+
+        A reference exports that name; an ID exports the image unnamed.  Errors (unknown names) are
+        raised before the first byte, so HTTP front ends can still answer with a status.
+        """
+        entries: builtins.list[tuple[Image, builtins.list[str]]] = []
+        for ref in refs:
+            image = await self.get(ref)
+            names: builtins.list[str] = []
+            if not reference.looks_like_id(ref) and not image.id.removeprefix("sha256:").startswith(ref):
+                parsed = reference.parse(ref)
+                names = [str(parsed)] if not parsed.digest else []
+            for known, known_names in entries:
+                if known.id == image.id:
+                    known_names.extend(n for n in names if n not in known_names)
+                    break
+            else:
+                entries.append((image, names))
+        return self._exporter.export(entries)
+
+    async def export_to(self, refs: builtins.list[str], dest: Path) -> None:
+        await write_stream(await self.export(refs), dest)
 
     # ---- lookup ----
     async def _group(self, ref_or_id: str) -> list[Record]:

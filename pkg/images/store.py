@@ -123,6 +123,8 @@ class ImageStore:
         tags: list[str] = []
         digests: set[str] = set()
         for rec in records:
+            if reference.looks_like_id(rec.name):
+                continue  # a record named by the image ID only keeps an unnamed image alive
             try:
                 ref = reference.parse(rec.name, default_tag=False)
             except errors.InvalidArgument:
