@@ -45,6 +45,7 @@ class Config:
     containerd_namespace: str = "narwhal"
     stop_containerd_on_exit: bool = False
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    max_concurrent_downloads: int = 3  # layers fetched in parallel per pull (and blobs per push)
     # Pod networking (the default CNI network Narwhal writes; plugin calls).
     pod_subnet: list[str] = field(default_factory=list)  # empty: a per-instance /24 of 10.123.0.0/16
     cni_bridge: str = ""  # empty: nw-<instance_id>
@@ -182,6 +183,13 @@ def _seconds(key: str, value: Any) -> float:
     return seconds
 
 
+def _concurrency(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
+            or not 1 <= int(value) <= 64:
+        raise InvalidArgument(f"{key}: expected a whole number from 1 to 64, got {value!r}")
+    return int(value)
+
+
 def _registry(key: str, value: Any) -> RegistryConfig:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{key}: expected a mapping with 'mirrors' and/or 'insecure'")
@@ -217,6 +225,7 @@ CONVERTERS: dict[str, Any] = {
     "containerd-namespace": _name,
     "stop-containerd-on-exit": _bool,
     "registry": _registry,
+    "max-concurrent-downloads": _concurrency,
     "pod-subnet": _subnets,
     "cni-bridge": _ifname,
     "cni-timeout": _seconds,

@@ -35,7 +35,6 @@ from pkg.images.unpack import Unpacker
 log = logging.getLogger(__name__)
 
 SNAPSHOTTER = "overlayfs"
-DEFAULT_CONCURRENT_DOWNLOADS = 3
 FS_INFO_TTL = 5.0
 STALE_PULL_GRACE = dt.timedelta(hours=1)
 
@@ -58,7 +57,7 @@ class ImageService:
         self.content = ContentStore(client)
         self.store = ImageStore(client, self.content, snapshotter)
         self.unpacker = Unpacker(client, snapshotter)
-        concurrency = int(getattr(cfg, "max_concurrent_downloads", DEFAULT_CONCURRENT_DOWNLOADS))
+        concurrency = cfg.max_concurrent_downloads
         self._puller = Puller(client, self.content, self.store, self.unpacker, asyncio.Semaphore(concurrency))
         self._pusher = Pusher(self.content, self.store, concurrency)
         self._importer = Importer(client, self.content, self.store, self.unpacker)
