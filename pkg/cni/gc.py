@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 
 from pkg import errors
 from pkg.cni import defaults, iptables, netns
-from pkg.config import Config
 
 if TYPE_CHECKING:
     from pkg.cni.manager import NetworkManager
@@ -86,9 +85,10 @@ def release_allocation(alloc: Allocation) -> None:
             alloc.path.unlink(missing_ok=True)
 
 
-async def cleanup_iptables(cfg: Config, sandbox_ids: set[str], network_name: str) -> None:
-    """Drop the tagged iptables state of these (our own) sandboxes on ``network_name``."""
-    removed = await iptables.cleanup(network_name, lambda cid: cid in sandbox_ids)
+async def cleanup_iptables(sandbox_ids: set[str], network_name: str) -> None:
+    """Drop the tagged iptables state of these (our own) sandboxes on ``network_name`` (all of it is
+    in the nat table: bridge's masquerade chain, portmap's DNAT chain)."""
+    removed = await iptables.cleanup(network_name, lambda cid: cid in sandbox_ids, tables_to_scan=("nat",))
     if removed:
         log.info("CNI: removed %d leftover iptables rules/chains of %s", removed, ", ".join(sorted(sandbox_ids)))
 

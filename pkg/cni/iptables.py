@@ -97,9 +97,9 @@ def families() -> list[tuple[str, str]]:
     return pairs
 
 
-async def snapshot(save: str) -> dict[str, Table]:
+async def snapshot(save: str, names: tuple[str, ...] = TABLES) -> dict[str, Table]:
     tables: dict[str, Table] = {}
-    for table in TABLES:
+    for table in names:
         rc, out, _ = await _run(save, "-t", table)
         if rc == 0:
             tables.update(parse_save(out))
@@ -179,11 +179,12 @@ def _firewall_rule_ip(rule: Rule) -> str:
 
 async def cleanup(
     network: str, is_orphan: Callable[[str], bool], orphan_ips: Callable[[str], bool] | None = None,
+    tables_to_scan: tuple[str, ...] = TABLES,
 ) -> int:
     """Remove the orphaned per-container iptables state of ``network``; how many rules and chains."""
     removed = 0
     for cmd, save in families():
-        tables = await snapshot(save)
+        tables = await snapshot(save, tables_to_scan)
         rules, chains = plan(tables, network, is_orphan, orphan_ips)
         for table, rule in rules:
             rc, _, err = await _run(cmd, "-w", "-t", table, "-D", rule.chain, *rule.args)

@@ -255,7 +255,7 @@ class NetworkManager:
         inv = Invocation("DEL", att.sandbox_id, att.netns if netns.exists(Path(att.netns)) else "", att.ifname,
                          att.cni_args)
         await self.runner.delete(net, inv, att.runtime_config, progress[-1] if progress else None)
-        await gc.cleanup_iptables(self.cfg, {att.sandbox_id}, att.network_name)
+        await gc.cleanup_iptables({att.sandbox_id}, att.network_name)
         await self.cache.delete(att.sandbox_id)
 
     def _pod_status(self, att: Attachment, network_name: str) -> PodNetworkStatus:
@@ -288,9 +288,9 @@ class NetworkManager:
         present = path is not None and netns.exists(path)
         inv = Invocation("DEL", att.sandbox_id, str(path) if present else "", att.ifname, att.cni_args)
         await self.runner.delete(net, inv, att.runtime_config, att.result)
-        if not present:
-            # Without the netns bridge cannot learn the IPs to unmasquerade: drop its chain by tag.
-            await gc.cleanup_iptables(self.cfg, {att.sandbox_id}, att.network_name)
+        # bridge learns the IPs to unmasquerade from the pod's interface: when the netns or the
+        # interface is already gone its chain stays behind.  Drop whatever is tagged for this pod.
+        await gc.cleanup_iptables({att.sandbox_id}, att.network_name)
         await self.cache.delete(att.sandbox_id)
         log.info("CNI: sandbox %s detached from %s", att.sandbox_id, att.network_name)
 

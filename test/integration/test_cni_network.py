@@ -323,3 +323,24 @@ async def test_netns_is_separate_with_lo_up(tmp_path: Path) -> None:
     assert not path.exists() and not mounted_under(tmp_path)
     with pytest.raises(errors.NotFound):
         await netns.run_in_netns(path, lambda: None)
+
+
+async def test_dual_stack_bandwidth_and_check(net_factory: object) -> None:
+    net: Net = await net_factory(pod_subnet="10.124.77.0/24,fd00:77::/64")  # type: ignore[operator]
+    req = net.req("ds", bandwidth_ingress=10_000_000, bandwidth_egress=20_000_000)
+    await netns.create(req.netns_path)
+    status = await net.manager.setup(req)
+    assert status.ip.startswith("10.124.77.") and [ip.split(":")[:2] for ip in status.additional_ips] == [
+        ["fd00", "77"]]
+    veth = net.leftovers()["veths"][0].split("@")[0]
+    qdiscs = run("tc", "qdisc", "show", "dev", veth)
+    assert "tbf" in qdiscs and "rate 10Mbit" in qdiscs  # ingress to the pod is shaped on the host veth
+    ifbs = [line for line in run("ip", "-o", "link", "show").splitlines() if "bwp" in line]
+    assert len(ifbs) == 1  # egress from the pod: shaped on an ifb the bandwidth plugin made
+    await net.manager.check(req)
+    run(*nsexec.argv(req.netns_path, "ip", "link", "del", "eth0"))
+    with pytest.raises(errors.NarwhalError, match="CHECK failed"):
+        await net.manager.check(req)
+    await net.remove(req)
+    assert [line for line in run("ip", "-o", "link", "show").splitlines() if "bwp" in line] == []
+    assert net.leftovers() == clean(net)

@@ -102,7 +102,7 @@ def container_chains(network: str, sandbox_ids: set[str]) -> list[str]:
         digest = hashlib.sha512((network + sid).encode()).hexdigest()
         for prefix in ("CNI-", "CNI-DN-"):
             names[(prefix + digest)[:28]] = sid
-    return sorted(c for _, c in _chains() if c in names)
+    return sorted(c for cmd, _, c in _chains() if cmd == "iptables" and c in names)
 
 
 def firewall_rules(subnet_prefix: str) -> list[str]:
@@ -121,13 +121,17 @@ def mounted_under(path: Path) -> list[str]:
             if line.split()[4].startswith(prefix)]
 
 
+FAMILIES = ("iptables", "ip6tables")
+
+
 @dataclass
 class HostGuard:
-    """Remembers the host's FORWARD policy and shared CNI chains; ``restore()`` undoes our additions."""
+    """Remembers the host's FORWARD policy and shared CNI chains (IPv4 and IPv6);
+    ``restore()`` undoes our additions and leaves what others own alone."""
 
     forward_policy: str = ""
     ip_forward: str = ""
-    chains_before: set[tuple[str, str]] = field(default_factory=set)
+    chains_before: set[tuple[str, str, str]] = field(default_factory=set)
     bridges: list[str] = field(default_factory=list)
     admin_chains: list[str] = field(default_factory=list)
 
@@ -144,30 +148,32 @@ class HostGuard:
         if self.ip_forward:  # the bridge plugin turns forwarding on
             Path("/proc/sys/net/ipv4/ip_forward").write_text(self.ip_forward)
         self.restore_instance()
-        self._remove_unused_shared_chains()
+        for cmd in FAMILIES:
+            self._remove_unused_shared_chains(cmd)
 
     def restore_instance(self) -> None:
         """Only the bridges and admin chains listed (no policy, no shared chains)."""
         for bridge in self.bridges:
             run("ip", "link", "del", bridge, check=False)
-        for chain in self.admin_chains:
-            rule = ["-m", "comment", "--comment", "CNI firewall plugin admin overrides", "-j", chain]
-            for _ in range(10):
-                if subprocess.run(["iptables", "-w", "-D", "CNI-FORWARD", *rule], capture_output=True).returncode:
-                    break
-            run("iptables", "-w", "-F", chain, check=False)
-            run("iptables", "-w", "-X", chain, check=False)
+        for cmd in FAMILIES:
+            for chain in self.admin_chains:
+                rule = ["-m", "comment", "--comment", "CNI firewall plugin admin overrides", "-j", chain]
+                for _ in range(10):
+                    if subprocess.run([cmd, "-w", "-D", "CNI-FORWARD", *rule], capture_output=True).returncode:
+                        break
+                run(cmd, "-w", "-F", chain, check=False)
+                run(cmd, "-w", "-X", chain, check=False)
 
-    def _remove_unused_shared_chains(self) -> None:
+    def _remove_unused_shared_chains(self, cmd: str) -> None:
         added = _chains() - self.chains_before
-        text = iptables_save()
-        if ("filter", "CNI-FORWARD") in added and not [
+        text = run(f"{cmd}-save", "-t", "nat") + run(f"{cmd}-save", "-t", "filter")
+        if (cmd, "filter", "CNI-FORWARD") in added and not [
             line for line in text.splitlines() if line.startswith("-A CNI-FORWARD")
         ]:
-            run("iptables", "-w", "-D", "FORWARD", "-m", "comment", "--comment", "CNI firewall plugin rules",
+            run(cmd, "-w", "-D", "FORWARD", "-m", "comment", "--comment", "CNI firewall plugin rules",
                 "-j", "CNI-FORWARD", check=False)
-            run("iptables", "-w", "-X", "CNI-FORWARD", check=False)
-        if ("nat", "CNI-HOSTPORT-DNAT") in added and not [
+            run(cmd, "-w", "-X", "CNI-FORWARD", check=False)
+        if (cmd, "nat", "CNI-HOSTPORT-DNAT") in added and not [
             line for line in text.splitlines() if line.startswith("-A CNI-HOSTPORT-DNAT")
         ]:
             for chain, rule in (
@@ -176,11 +182,11 @@ class HostGuard:
                 ("POSTROUTING", ["-m", "comment", "--comment", "CNI portfwd requiring masquerade",
                                  "-j", "CNI-HOSTPORT-MASQ"]),
             ):
-                run("iptables", "-w", "-t", "nat", "-D", chain, *rule, check=False)
+                run(cmd, "-w", "-t", "nat", "-D", chain, *rule, check=False)
             for chain in SHARED_NAT:
-                if ("nat", chain) in added:
-                    run("iptables", "-w", "-t", "nat", "-F", chain, check=False)
-                    run("iptables", "-w", "-t", "nat", "-X", chain, check=False)
+                if (cmd, "nat", chain) in added:
+                    run(cmd, "-w", "-t", "nat", "-F", chain, check=False)
+                    run(cmd, "-w", "-t", "nat", "-X", chain, check=False)
 
 
 def _policy(chain: str) -> str:
@@ -190,12 +196,13 @@ def _policy(chain: str) -> str:
     return "ACCEPT"
 
 
-def _chains() -> set[tuple[str, str]]:
+def _chains() -> set[tuple[str, str, str]]:
     found = set()
-    for table in ("nat", "filter"):
-        for line in run("iptables-save", "-t", table).splitlines():
-            if line.startswith(":"):
-                found.add((table, line[1:].split()[0]))
+    for cmd in FAMILIES:
+        for table in ("nat", "filter"):
+            for line in run(f"{cmd}-save", "-t", table, check=False).splitlines():
+                if line.startswith(":"):
+                    found.add((cmd, table, line[1:].split()[0]))
     return found
 
 
