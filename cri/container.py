@@ -1,5 +1,6 @@
 """CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
 ListContainers, UpdateContainerResources, ReopenContainerLog."""
+
 from __future__ import annotations
 
 import json
@@ -16,33 +17,51 @@ class ContainerHandlers:
     def __init__(self, containers: ContainerService) -> None:
         self._containers = containers
 
-    async def CreateContainer(self, request: api_pb2.CreateContainerRequest, context: object) -> api_pb2.CreateContainerResponse:  # noqa: N802
+    async def CreateContainer(
+        self, request: api_pb2.CreateContainerRequest, context: object
+    ) -> api_pb2.CreateContainerResponse:  # noqa: N802
         if not request.HasField("config"):
             raise errors.InvalidArgument("container config must be set")
         container_id = await self._containers.create(request.pod_sandbox_id, convert.container_config(request.config))
         return api_pb2.CreateContainerResponse(container_id=container_id)
 
-    async def StartContainer(self, request: api_pb2.StartContainerRequest, context: object) -> api_pb2.StartContainerResponse:  # noqa: N802
+    async def StartContainer(
+        self, request: api_pb2.StartContainerRequest, context: object
+    ) -> api_pb2.StartContainerResponse:  # noqa: N802
         await self._containers.start(request.container_id)
         return api_pb2.StartContainerResponse()
 
-    async def StopContainer(self, request: api_pb2.StopContainerRequest, context: object) -> api_pb2.StopContainerResponse:  # noqa: N802
+    async def StopContainer(
+        self, request: api_pb2.StopContainerRequest, context: object
+    ) -> api_pb2.StopContainerResponse:  # noqa: N802
         await self._containers.stop(request.container_id, max(request.timeout, 0))
         return api_pb2.StopContainerResponse()
 
-    async def RemoveContainer(self, request: api_pb2.RemoveContainerRequest, context: object) -> api_pb2.RemoveContainerResponse:  # noqa: N802
+    async def RemoveContainer(
+        self, request: api_pb2.RemoveContainerRequest, context: object
+    ) -> api_pb2.RemoveContainerResponse:  # noqa: N802
         await self._containers.remove(request.container_id)
         return api_pb2.RemoveContainerResponse()
 
-    async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest, context: object) -> api_pb2.ContainerStatusResponse:  # noqa: N802
+    async def ContainerStatus(
+        self, request: api_pb2.ContainerStatusRequest, context: object
+    ) -> api_pb2.ContainerStatusResponse:  # noqa: N802
         metadata, status = self._containers.get(request.container_id)
         response = api_pb2.ContainerStatusResponse(status=convert.container_status(metadata, status))
         if request.verbose:
-            response.info["info"] = json.dumps({"metadata": to_dict(metadata), "status": to_dict(status),
-                                                "pid": status.pid, "sandboxID": metadata.sandbox_id})
+            response.info["info"] = json.dumps(
+                {
+                    "metadata": to_dict(metadata),
+                    "status": to_dict(status),
+                    "pid": status.pid,
+                    "sandboxID": metadata.sandbox_id,
+                }
+            )
         return response
 
-    async def ListContainers(self, request: api_pb2.ListContainersRequest, context: object) -> api_pb2.ListContainersResponse:  # noqa: N802
+    async def ListContainers(
+        self, request: api_pb2.ListContainersRequest, context: object
+    ) -> api_pb2.ListContainersResponse:  # noqa: N802
         f = request.filter
         items = []
         for metadata, status in self._containers.list():
@@ -57,12 +76,16 @@ class ContainerHandlers:
             items.append(convert.container(metadata, status))
         return api_pb2.ListContainersResponse(containers=items)
 
-    async def UpdateContainerResources(self, request: api_pb2.UpdateContainerResourcesRequest, context: object) -> api_pb2.UpdateContainerResourcesResponse:  # noqa: N802,E501
+    async def UpdateContainerResources(
+        self, request: api_pb2.UpdateContainerResourcesRequest, context: object
+    ) -> api_pb2.UpdateContainerResourcesResponse:  # noqa: N802,E501
         if not request.HasField("linux"):
             raise errors.InvalidArgument("linux resources must be set")
         await self._containers.update_resources(request.container_id, convert.resources(request.linux))
         return api_pb2.UpdateContainerResourcesResponse()
 
-    async def ReopenContainerLog(self, request: api_pb2.ReopenContainerLogRequest, context: object) -> api_pb2.ReopenContainerLogResponse:  # noqa: N802
+    async def ReopenContainerLog(
+        self, request: api_pb2.ReopenContainerLogRequest, context: object
+    ) -> api_pb2.ReopenContainerLogResponse:  # noqa: N802
         await self._containers.reopen_log(request.container_id)
         return api_pb2.ReopenContainerLogResponse()

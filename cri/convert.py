@@ -105,11 +105,13 @@ def container_config(c: api_pb2.ContainerConfig) -> model_container.ContainerCon
             privileged=sec.privileged,
             capabilities_add=list(sec.capabilities.add_capabilities),
             capabilities_drop=list(sec.capabilities.drop_capabilities),
+            capabilities_add_ambient=list(sec.capabilities.add_ambient_capabilities),
             namespace_options=_namespaces(sec.namespace_options),
             run_as_user=sec.run_as_user.value if sec.HasField("run_as_user") else None,
             run_as_group=sec.run_as_group.value if sec.HasField("run_as_group") else None,
             run_as_username=sec.run_as_username,
             supplemental_groups=list(sec.supplemental_groups),
+            strict_supplemental_groups=sec.supplemental_groups_policy == api_pb2.SupplementalGroupsPolicy.Strict,
             readonly_rootfs=sec.readonly_rootfs,
             no_new_privs=sec.no_new_privs,
             masked_paths=list(sec.masked_paths) if sec.masked_paths else None,
@@ -190,7 +192,9 @@ def linux_resources(r: model_container.Resources) -> api_pb2.LinuxContainerResou
     )
 
 
-def container_status(m: model_container.ContainerMetadata, s: model_container.ContainerStatus) -> api_pb2.ContainerStatus:
+def container_status(
+    m: model_container.ContainerMetadata, s: model_container.ContainerStatus
+) -> api_pb2.ContainerStatus:
     resources = s.resources or m.config.resources
     return api_pb2.ContainerStatus(
         id=m.id,

@@ -1,4 +1,5 @@
 """GetContainerEvents: a server stream of container lifecycle events (kubelet's Evented PLEG)."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -32,7 +33,8 @@ class EventHandlers:
                 if found is not None:
                     response.pod_sandbox_status.CopyFrom(convert.pod_sandbox_status(*found))
                     response.containers_statuses.extend(
-                        convert.container_status(m, s) for m, s in self._containers.list()
+                        convert.container_status(m, s)
+                        for m, s in self._containers.list()
                         if m.sandbox_id == event.sandbox_id
                     )
                 yield response

@@ -1,4 +1,5 @@
 """ExecSync (the streaming Exec/Attach/PortForward RPCs live in cri/streaming.py)."""
+
 from __future__ import annotations
 
 from cri_api.v1 import api_pb2

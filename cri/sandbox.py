@@ -1,4 +1,5 @@
 """RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox."""
+
 from __future__ import annotations
 
 import json
@@ -17,32 +18,46 @@ class SandboxHandlers:
         self._sandboxes = sandboxes
         self._containers = containers
 
-    async def RunPodSandbox(self, request: api_pb2.RunPodSandboxRequest, context: object) -> api_pb2.RunPodSandboxResponse:  # noqa: N802
+    async def RunPodSandbox(
+        self, request: api_pb2.RunPodSandboxRequest, context: object
+    ) -> api_pb2.RunPodSandboxResponse:  # noqa: N802
         if not request.HasField("config"):
             raise errors.InvalidArgument("sandbox config must be set")
         sandbox_id = await self._sandboxes.run(convert.sandbox_config(request.config), request.runtime_handler)
         return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
-    async def StopPodSandbox(self, request: api_pb2.StopPodSandboxRequest, context: object) -> api_pb2.StopPodSandboxResponse:  # noqa: N802
+    async def StopPodSandbox(
+        self, request: api_pb2.StopPodSandboxRequest, context: object
+    ) -> api_pb2.StopPodSandboxResponse:  # noqa: N802
         await self._sandboxes.stop(request.pod_sandbox_id)
         return api_pb2.StopPodSandboxResponse()
 
-    async def RemovePodSandbox(self, request: api_pb2.RemovePodSandboxRequest, context: object) -> api_pb2.RemovePodSandboxResponse:  # noqa: N802
+    async def RemovePodSandbox(
+        self, request: api_pb2.RemovePodSandboxRequest, context: object
+    ) -> api_pb2.RemovePodSandboxResponse:  # noqa: N802
         await self._sandboxes.remove(request.pod_sandbox_id)
         return api_pb2.RemovePodSandboxResponse()
 
-    async def PodSandboxStatus(self, request: api_pb2.PodSandboxStatusRequest, context: object) -> api_pb2.PodSandboxStatusResponse:  # noqa: N802
+    async def PodSandboxStatus(
+        self, request: api_pb2.PodSandboxStatusRequest, context: object
+    ) -> api_pb2.PodSandboxStatusResponse:  # noqa: N802
         metadata, status = self._sandboxes.get(request.pod_sandbox_id)
         response = api_pb2.PodSandboxStatusResponse(status=convert.pod_sandbox_status(metadata, status))
         if request.verbose:
-            response.info["info"] = json.dumps({
-                "metadata": to_dict(metadata), "status": to_dict(status),
-                "netNamespacePath": metadata.netns_path, "runtimeHandler": metadata.runtime_handler,
-                "pid": status.infra_pid,
-            })
+            response.info["info"] = json.dumps(
+                {
+                    "metadata": to_dict(metadata),
+                    "status": to_dict(status),
+                    "netNamespacePath": metadata.netns_path,
+                    "runtimeHandler": metadata.runtime_handler,
+                    "pid": status.infra_pid,
+                }
+            )
         return response
 
-    async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest, context: object) -> api_pb2.ListPodSandboxResponse:  # noqa: N802
+    async def ListPodSandbox(
+        self, request: api_pb2.ListPodSandboxRequest, context: object
+    ) -> api_pb2.ListPodSandboxResponse:  # noqa: N802
         f = request.filter
         items = []
         for metadata, status in self._sandboxes.list():

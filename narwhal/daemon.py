@@ -23,10 +23,10 @@ from dockerapi.server import DockerServer, build_app
 from narwhal.runtime import Runtime, build_runtime
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
+from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
-from pkg.cni.manager import NetworkManager
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics

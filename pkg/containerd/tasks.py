@@ -123,3 +123,10 @@ async def pids(client: Client, container_id: str) -> list[int]:
     with translate(f"list pids of {container_id}"):
         resp = await client.tasks.ListPids(pb.ListPidsRequest(container_id=container_id), timeout=30)
     return [p.pid for p in resp.processes]
+
+
+async def resize_pty(client: Client, container_id: str, width: int, height: int, exec_id: str = "") -> None:
+    with translate(f"resize pty of {container_id}"):
+        await client.tasks.ResizePty(
+            pb.ResizePtyRequest(container_id=container_id, exec_id=exec_id, width=width, height=height), timeout=10
+        )

@@ -20,11 +20,13 @@ class ContainerSecurity:
     privileged: bool = False
     capabilities_add: list[str] = field(default_factory=list)
     capabilities_drop: list[str] = field(default_factory=list)
+    capabilities_add_ambient: list[str] = field(default_factory=list)
     namespace_options: NamespaceOptions = field(default_factory=NamespaceOptions)
     run_as_user: int | None = None
     run_as_group: int | None = None
     run_as_username: str = ""
     supplemental_groups: list[int] = field(default_factory=list)
+    strict_supplemental_groups: bool = False  # CRI SupplementalGroupsPolicy Strict (default Merge)
     readonly_rootfs: bool = False
     no_new_privs: bool = False
     masked_paths: list[str] | None = None  # None: runtime defaults

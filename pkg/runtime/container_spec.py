@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,12 +16,11 @@ from typing import Any
 
 from pkg.containerd.snapshots import Mount as SnapshotMount
 from pkg.images.model import Image
-from pkg.model.container import ContainerMetadata, Resources
+from pkg.model.container import ContainerMetadata
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.mount import MS_BIND, MS_RDONLY, MS_REC, mount, umount
 from pkg.runtime import spec
 from pkg.runtime.context import RuntimeContext
-from pkg.runtime.resources import linux_resources as _linux_resources
 from pkg.runtime.spec_options import ContainerSpecOptions, Namespace, SandboxFiles
 
 HOSTNAME, HOSTS, RESOLV_CONF = "hostname", "hosts", "resolv.conf"
@@ -60,7 +60,8 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
     config = metadata.config
     sec = config.security
     ns = pod_namespaces(sandbox, sec.namespace_options.pid, infra_pid, target_pid)
-    hostname = sandbox.config.hostname or sandbox.config.name
+    # containerd: a host-network pod's HOSTNAME is the node's.
+    hostname = socket.gethostname() if sandbox.config.host_network else sandbox.config.hostname or sandbox.config.name
     async with readonly_view(mounts) as rootfs:
         opts = ContainerSpecOptions(
             id=metadata.id,
@@ -70,17 +71,19 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
             env=tuple(f"{k}={v}" for k, v in config.envs),
             working_dir=config.working_dir,
             tty=config.tty,
-            hostname=hostname if not sandbox.config.host_network else "",
+            hostname=hostname,
             mounts=tuple(config.mounts),
             devices=tuple(config.devices),
             privileged=sec.privileged,
             sandbox_privileged=sandbox.config.privileged,
             add_capabilities=tuple(sec.capabilities_add),
+            add_ambient_capabilities=tuple(sec.capabilities_add_ambient),
             drop_capabilities=tuple(sec.capabilities_drop),
             run_as_user=sec.run_as_user,
             run_as_group=sec.run_as_group,
             run_as_username=sec.run_as_username,
             supplemental_groups=tuple(sec.supplemental_groups),
+            merge_image_groups=not sec.strict_supplemental_groups,
             readonly_rootfs=sec.readonly_rootfs,
             no_new_privs=sec.no_new_privs,
             masked_paths=tuple(sec.masked_paths) if sec.masked_paths is not None else None,
@@ -99,12 +102,9 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
                          "io.kubernetes.cri.sandbox-id": sandbox.id},
             sandbox_files=sandbox_files(ctx, sandbox),
             rootfs_path=rootfs,
+            volumes_dir=ctx.container_root(metadata.id) / "volumes",
         )
         return await asyncio.to_thread(spec.build_container_spec, opts)
-
-
-def linux_resources(resources: Resources) -> dict[str, Any]:
-    return _linux_resources(resources)
 
 
 @contextlib.asynccontextmanager

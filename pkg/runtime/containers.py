@@ -25,9 +25,10 @@ from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container
-from pkg.runtime import checkpoint, container_io, container_spec
+from pkg.runtime import attach, checkpoint, container_io, container_spec
 from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
+from pkg.runtime.resources import CgroupFacts, cgroups_path, merge_resources
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class ContainerService:
             if sandbox.config.log_directory and config.log_path else "",
             snapshot_key=container_id,
             stop_signal=image.config.stop_signal,
-            cgroups_path=f"{sandbox.cgroup_parent.rstrip('/')}/{container_id}",
+            cgroups_path=cgroups_path(sandbox.cgroup_parent, container_id),
         )
         name = metadata.unique_name
         ctx.containers.names.reserve(name, container_id)
@@ -126,6 +127,10 @@ class ContainerService:
             try:
                 rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
                 stdio = container_io.stdio_for(ctx, metadata)
+                if metadata.config.stdin:
+                    fifo = attach.stdin_fifo(ctx, container_id)
+                    ctx.stdin.open(fifo, container_id)
+                    stdio = dataclasses.replace(stdio, stdin=str(fifo))
                 await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin, stdout=stdio.stdout,
                                        stderr=stdio.stderr, terminal=metadata.config.tty)
                 pid = await ctr_tasks.start(ctx.client, container_id)
@@ -138,6 +143,7 @@ class ContainerService:
 
     async def _start_failed(self, container_id: str, exc: BaseException) -> None:
         """A failed start leaves the container EXITED with the reason, as containerd's CRI does."""
+        self.ctx.stdin.close(container_id)
         await ctr_tasks.kill(self.ctx.client, container_id)
         await ctr_tasks.delete(self.ctx.client, container_id)
         message = exc.message if isinstance(exc, errors.NarwhalError) else repr(exc)
@@ -154,18 +160,18 @@ class ContainerService:
         metadata, status = ctx.containers.get(container_id)
         if status.state not in (ContainerState.RUNNING, ContainerState.UNKNOWN):
             return
-        exited = self._exited.setdefault(container_id, asyncio.Event())
+        exited = self.exit_event(container_id)
         if timeout > 0:
             await ctr_tasks.kill(ctx.client, container_id, _signal_number(metadata.stop_signal))
             try:
                 await asyncio.wait_for(exited.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if not exited.is_set():
             await ctr_tasks.kill(ctx.client, container_id, signal.SIGKILL, all_=True)
             try:
                 await asyncio.wait_for(exited.wait(), KILL_WAIT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # The event stream may be down: ask containerd directly.
                 await self.reconcile(container_id)
         _, status = ctx.containers.get(container_id)
@@ -212,10 +218,18 @@ class ContainerService:
     def handle_oom(self, container_id: str) -> None:
         self._oom.add(container_id)
 
+    def exit_event(self, container_id: str) -> asyncio.Event:
+        """Set once the container has exited (kept until it is removed)."""
+        event = self._exited.get(container_id)
+        if event is None:
+            event = self._exited[container_id] = asyncio.Event()
+            if self.ctx.containers.get(container_id)[1].state == ContainerState.EXITED:
+                event.set()
+        return event
+
     def _set_exited(self, container_id: str) -> None:
-        event = self._exited.pop(container_id, None)
-        if event is not None:
-            event.set()
+        self.ctx.stdin.close(container_id)
+        self.exit_event(container_id).set()
 
     async def reconcile(self, container_id: str) -> None:
         """Bring a container's status in line with its containerd task (after restarts or lost events)."""
@@ -248,6 +262,8 @@ class ContainerService:
             if ctx.containers.find(container_id) is None:
                 return
             await release_resources(ctx, metadata)
+            ctx.stdin.close(container_id)
+            self._exited.pop(container_id, None)
             ctx.containers.delete(container_id)
             ctx.containers.names.release(metadata.unique_name)
         ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.DELETED)
@@ -264,12 +280,14 @@ class ContainerService:
             metadata, status = ctx.containers.get(container_id)
             if status.state == ContainerState.EXITED:
                 raise errors.FailedPrecondition(f"container {container_id} has exited")
-            linux = container_spec.linux_resources(resources)
-            if status.state == ContainerState.RUNNING:
-                await ctr_tasks.update_resources(ctx.client, container_id, linux)
             record = await ctr_containers.get(ctx.client, container_id)
             spec = dict(record.spec)
-            spec.setdefault("linux", {})["resources"] = linux
+            linux_spec = dict(spec.get("linux", {}))
+            # Fields the update leaves unset (and the device rules) keep their current values.
+            linux_spec["resources"] = merge_resources(linux_spec.get("resources", {}), resources, CgroupFacts.probe())
+            spec["linux"] = linux_spec
+            if status.state == ContainerState.RUNNING:
+                await ctr_tasks.update_resources(ctx.client, container_id, linux_spec["resources"])
             await ctr_containers.update_spec(ctx.client, container_id, spec)
             await self._update(container_id, lambda s: dataclasses.replace(s, resources=resources))
 

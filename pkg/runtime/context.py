@@ -14,6 +14,7 @@ from pkg.events import EventBus
 from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
+from pkg.runtime.attach import StdinKeeper
 from pkg.store import Store
 
 
@@ -40,6 +41,7 @@ class RuntimeContext:
     netns_remove: NetnsRemove
     images: Images
     events: EventBus = field(default_factory=EventBus)
+    stdin: StdinKeeper = field(default_factory=StdinKeeper)
     sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
     containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))
 

@@ -7,7 +7,6 @@ as the pause image hack/mkimage.py builds — so no registry is ever needed.
 """
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 from pathlib import Path
@@ -19,6 +18,7 @@ from pkg.images.model import ImageConfig
 from pkg.model.sandbox import SandboxMetadata
 from pkg.runtime import container_spec, spec
 from pkg.runtime.context import RuntimeContext
+from pkg.runtime.resources import cgroups_path
 from pkg.runtime.spec_options import Namespace, SandboxSpecOptions
 
 IMAGE_NAME = "narwhal.local/pause:catatonit"
@@ -46,6 +46,7 @@ def pause_rootfs(ctx: RuntimeContext) -> Path:
 
 
 def sandbox_spec(ctx: RuntimeContext, metadata: SandboxMetadata) -> dict[str, Any]:
+    """Reads host and rootfs files: call it through asyncio.to_thread."""
     rootfs = pause_rootfs(ctx)
     c = metadata.config
     files = container_spec.sandbox_files(ctx, metadata)
@@ -63,7 +64,7 @@ def sandbox_spec(ctx: RuntimeContext, metadata: SandboxMetadata) -> dict[str, An
         privileged=c.privileged,
         seccomp=c.seccomp,
         sysctls=c.sysctls,
-        cgroups_path=f"{metadata.cgroup_parent.rstrip('/')}/{metadata.id}",
+        cgroups_path=cgroups_path(metadata.cgroup_parent, metadata.id),
         annotations={"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": metadata.id},
         shm_path=files.shm_path if files.shm_path != "/dev/shm" else "",
         resolv_conf_path=files.resolv_conf_path,
@@ -87,6 +88,6 @@ async def stop(ctx: RuntimeContext, sandbox_id: str) -> None:
         await ctr_tasks.kill(ctx.client, sandbox_id, signal.SIGKILL, all_=True)
         try:
             await ctr_tasks.wait(ctx.client, sandbox_id, timeout=STOP_WAIT)
-        except (errors.NotFound, errors.DeadlineExceeded, asyncio.TimeoutError):
+        except (TimeoutError, errors.NotFound, errors.DeadlineExceeded):
             pass
     await ctr_tasks.delete(ctx.client, sandbox_id)

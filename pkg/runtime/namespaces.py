@@ -31,7 +31,7 @@ async def pin(ipc: Path | None, uts: Path | None, hostname: str) -> None:
     )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), UNSHARE_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         await unpin(ipc, uts)

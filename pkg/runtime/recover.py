@@ -55,7 +55,7 @@ async def recover(ctx: RuntimeContext) -> None:
 async def _bounded(what: str, work: object, timeout: float = ITEM_TIMEOUT) -> None:
     try:
         await asyncio.wait_for(work, timeout)  # type: ignore[arg-type]
-    except (asyncio.TimeoutError, errors.NarwhalError, OSError, ValueError, TypeError) as exc:
+    except (TimeoutError, errors.NarwhalError, OSError, ValueError, TypeError) as exc:
         log.error("recovering %s failed: %r", what, exc)
 
 

@@ -26,8 +26,9 @@ from pkg.model.codec import to_dict
 from pkg.model.sandbox import NamespaceMode, SandboxConfig, SandboxMetadata, SandboxStatus
 from pkg.model.state import SandboxState, check_sandbox
 from pkg.mount import MS_NODEV, MS_NOEXEC, MS_NOSUID, mount, umount
-from pkg.runtime import checkpoint, container_spec, etc_files, infra, namespaces
+from pkg.runtime import checkpoint, container_spec, etc_files, infra, namespaces, spec_mounts
 from pkg.runtime.context import RuntimeContext
+from pkg.runtime.spec_options import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class SandboxService:
             async with CleanupStack() as cleanup:
                 metadata = self._metadata(sandbox_id, config, runtime_handler or "runc")
                 meta_dict = to_dict(metadata)
-                spec = infra.sandbox_spec(ctx, metadata) if metadata.infra else {"ociVersion": "1.0.2"}
+                spec = await asyncio.to_thread(infra.sandbox_spec, ctx, metadata) if metadata.infra else {
+                    "ociVersion": "1.0.2"}
                 await ctr_containers.create(
                     ctx.client, sandbox_id, spec=spec, metadata=meta_dict,
                     labels={ctr_containers.KIND_LABEL: KIND},
@@ -244,6 +246,13 @@ def _validate(config: SandboxConfig) -> None:
             raise errors.InvalidArgument(f"sandbox config metadata.{field_name} must not be empty")
     if config.namespace_options.network == NamespaceMode.TARGET or config.namespace_options.ipc == NamespaceMode.TARGET:
         raise errors.InvalidArgument("TARGET namespace mode is only valid for the PID namespace")
+    ns = config.namespace_options
+    spec_mounts.validate_sysctls(
+        config.sysctls,
+        network=Namespace.host() if ns.network == NamespaceMode.NODE else Namespace.new(),
+        ipc=Namespace.host() if ns.ipc == NamespaceMode.NODE else Namespace.new(),
+        uts=Namespace.host() if ns.network == NamespaceMode.NODE else Namespace.new(),
+    )
     for mapping in config.port_mappings:
         if not 0 < mapping.container_port < 65536 or not 0 <= mapping.host_port < 65536:
             raise errors.InvalidArgument(f"invalid port mapping {mapping}")

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import mkimage
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
-import mkimage
 from lib.registry import Registry
 
 _pushed: dict[tuple[int, str], str] = {}

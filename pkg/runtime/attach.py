@@ -1,0 +1,142 @@
+"""A running container's own stdio for Attach: output from its CRI log, stdin through a fifo.
+
+Output: the shim sends stdout/stderr to narwhal-logger, so attached clients
+follow the container's log file from its current end (this also works after
+a narwhald restart).  A container created without a log path has no output
+to attach to.  Stdin: a fifo the shim reads; narwhald opens it O_RDWR before
+the task starts and keeps that fd, so the container sees EOF only when stdin
+is closed on purpose (stdin_once) — or, a known limit, when narwhald dies.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pkg import errors
+from pkg.containerd import tasks as ctr_tasks
+from pkg.logs.reader import ReadOptions, read_log
+from pkg.model.container import ContainerMetadata
+from pkg.streaming.model import TerminalSize
+
+if TYPE_CHECKING:
+    from pkg.runtime.context import RuntimeContext
+
+
+def stdin_fifo(ctx: RuntimeContext, container_id: str) -> Path:
+    return ctx.container_state(container_id) / "stdin"
+
+
+class StdinKeeper:
+    """The write ends of containers' stdin fifos, held open for the containers' lifetime."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def open(self, path: Path, container_id: str) -> None:
+        if container_id in self._fds:
+            return
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkfifo(path, 0o600)
+        elif not stat.S_ISFIFO(path.stat().st_mode):
+            raise errors.Internal(f"{path} is not a fifo")
+        # O_RDWR never blocks on a fifo and counts as a writer, so the shim never reads a premature EOF.
+        self._fds[container_id] = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    async def write(self, container_id: str, data: bytes) -> None:
+        fd = self._fds.get(container_id)
+        if fd is None:
+            raise errors.FailedPrecondition("the container's stdin is closed")
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)  # the container is not reading: back off, never block the loop
+                continue
+            view = view[written:]
+
+    def close(self, container_id: str) -> None:
+        fd = self._fds.pop(container_id, None)
+        if fd is not None:
+            os.close(fd)
+
+
+class _LogSubscription:
+    """The container's output from now on, until it exits or the client closes."""
+
+    def __init__(self, log_path: str, exited: asyncio.Event) -> None:
+        self._stop = asyncio.Event()
+        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(1024)
+        self._task = asyncio.ensure_future(self._pump(log_path, exited))
+
+    async def _pump(self, log_path: str, exited: asyncio.Event) -> None:
+        watcher = asyncio.ensure_future(exited.wait())
+        watcher.add_done_callback(lambda _: self._stop.set())
+        try:
+            async for entry in read_log(log_path, ReadOptions(follow=True, tail=0), stop=self._stop):
+                await self._queue.put((entry.stream, entry.content))
+        finally:
+            watcher.cancel()
+            await self._queue.put(None)
+
+    async def read(self) -> tuple[str, bytes] | None:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._task.cancel()
+
+
+class _NoOutput:
+    def __init__(self, exited: asyncio.Event) -> None:
+        self._exited = exited
+
+    async def read(self) -> tuple[str, bytes] | None:
+        await self._exited.wait()
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class ContainerAttach:
+    """``pkg.streaming.backend.ContainerStdio`` for one running container."""
+
+    def __init__(self, ctx: RuntimeContext, metadata: ContainerMetadata, keeper: StdinKeeper,
+                 exited: asyncio.Event) -> None:
+        self._ctx = ctx
+        self._metadata = metadata
+        self._keeper = keeper
+        self._exited = exited
+
+    @property
+    def tty(self) -> bool:
+        return self._metadata.config.tty
+
+    @property
+    def stdin(self) -> bool:
+        return self._metadata.config.stdin
+
+    @property
+    def stdin_once(self) -> bool:
+        return self._metadata.config.stdin_once
+
+    def subscribe(self) -> _LogSubscription | _NoOutput:
+        if not self._metadata.log_path:
+            return _NoOutput(self._exited)
+        return _LogSubscription(self._metadata.log_path, self._exited)
+
+    async def write_stdin(self, data: bytes) -> None:
+        await self._keeper.write(self._metadata.id, data)
+
+    async def close_stdin(self) -> None:
+        self._keeper.close(self._metadata.id)
+
+    async def resize(self, size: TerminalSize) -> None:
+        with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+            await ctr_tasks.resize_pty(self._ctx.client, self._metadata.id, size.width, size.height)
