@@ -43,3 +43,20 @@ def leases(daemon: DaemonProcess) -> set[str]:
 def registry_blob_path(registry_base: Path, digest: str) -> Path:
     hexd = digest.split(":", 1)[1]
     return registry_base / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexd[:2] / hexd / "data"
+
+
+def with_user(image: mkimage.Image, user: str) -> mkimage.Image:
+    """The same image with ``config.User`` set (a new config, hence a new image ID and manifest)."""
+    import json
+
+    config = json.loads(image.config.data)
+    config["config"]["User"] = user
+    config_blob = mkimage.Blob(image.config.media_type, json.dumps(config, sort_keys=True).encode())
+    manifest = json.loads(image.manifest.data)
+    manifest["config"] = config_blob.descriptor()
+    manifest_blob = mkimage.Blob(image.manifest.media_type, json.dumps(manifest, indent=2).encode())
+    return mkimage.Image(config_blob, image.layers, manifest_blob, image.diff_ids)
+
+
+def push_built(registry_host: str, repo: str, tag: str, image: mkimage.Image) -> str:
+    return mkimage.RegistryClient(registry_host).push_image(repo, tag, image)
