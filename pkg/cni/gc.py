@@ -85,10 +85,17 @@ def release_allocation(alloc: Allocation) -> None:
             alloc.path.unlink(missing_ok=True)
 
 
-async def cleanup_iptables(sandbox_ids: set[str], network_name: str) -> None:
+async def cleanup_iptables(
+    sandbox_ids: set[str], network_name: str, firewall_ips: frozenset[str] = frozenset(),
+) -> None:
     """Drop the tagged iptables state of these (our own) sandboxes on ``network_name`` (all of it is
-    in the nat table: bridge's masquerade chain, portmap's DNAT chain)."""
-    removed = await iptables.cleanup(network_name, lambda cid: cid in sandbox_ids, tables_to_scan=("nat",))
+    in the nat table: bridge's masquerade chain, portmap's DNAT chain), and the firewall plugin's
+    rules for ``firewall_ips`` (untagged, in the filter table)."""
+    removed = await iptables.cleanup(
+        network_name, lambda cid: cid in sandbox_ids,
+        (lambda ip: ip in firewall_ips) if firewall_ips else None,
+        tables_to_scan=("nat", "filter") if firewall_ips else ("nat",),
+    )
     if removed:
         log.info("CNI: removed %d leftover iptables rules/chains of %s", removed, ", ".join(sorted(sandbox_ids)))
 

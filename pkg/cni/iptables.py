@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 TABLES = ("nat", "filter")
+RUN_TIMEOUT = 60.0
 FIREWALL_CHAIN = "CNI-FORWARD"
 SHARED_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK", FIREWALL_CHAIN)
 _TAG = re.compile(r'(?:dnat )?name: "(?P<net>[^"]*)" id: "(?P<id>[^"]*)"')
@@ -81,10 +82,16 @@ def parse_save(text: str) -> dict[str, Table]:
 
 
 async def _run(*argv: str) -> tuple[int, str, str]:
+    """Run one iptables command, bounded: a stuck xtables lock must not wedge teardown or GC."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), RUN_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, "", f"{argv[0]} did not finish within {RUN_TIMEOUT:g}s"
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 

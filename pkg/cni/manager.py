@@ -287,10 +287,16 @@ class NetworkManager:
         path = Path(att.netns) if att.netns else netns_path
         present = path is not None and netns.exists(path)
         inv = Invocation("DEL", att.sandbox_id, str(path) if present else "", att.ifname, att.cni_args)
+        # An ADD cut short by a crash left no result, so the firewall plugin's DEL cannot know the
+        # pod's IPs: take them from our host-local allocations before DEL releases those.
+        ips: frozenset[str] = frozenset()
+        if att.result is None:
+            allocations = await asyncio.to_thread(gc.scan_ipam, defaults.ipam_dir(self.cfg))
+            ips = frozenset(a.ip for a in allocations if a.sandbox_id == att.sandbox_id)
         await self.runner.delete(net, inv, att.runtime_config, att.result)
         # bridge learns the IPs to unmasquerade from the pod's interface: when the netns or the
         # interface is already gone its chain stays behind.  Drop whatever is tagged for this pod.
-        await gc.cleanup_iptables({att.sandbox_id}, att.network_name)
+        await gc.cleanup_iptables({att.sandbox_id}, att.network_name, ips)
         await self.cache.delete(att.sandbox_id)
         log.info("CNI: sandbox %s detached from %s", att.sandbox_id, att.network_name)
 

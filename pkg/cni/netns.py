@@ -105,10 +105,13 @@ def _is_mounted(path: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
-    if _is_mounted(path):
-        rc = _libc.umount2(str(path).encode(), MNT_DETACH)
-        if rc != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+    for _ in range(8):  # a path may carry stacked mounts (e.g. pinned twice by a crashed create)
+        if not _is_mounted(path):
+            break
+        if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
             err = ctypes.get_errno()
+            if err in (errno.EINVAL, errno.ENOENT):
+                break
             raise OSError(err, f"unmount netns {path}: {os.strerror(err)}")
     try:
         path.unlink()

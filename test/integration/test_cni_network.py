@@ -7,6 +7,7 @@ inspected for leftovers (IP allocations, netns, veths, CNI iptables state).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -280,13 +281,22 @@ async def test_gc_releases_what_a_crash_left(net_factory: object) -> None:
     await net.pod("crashed", port_mappings=[PortMapping(80, free_port())])
     await net.pod("midadd", port_mappings=[PortMapping(80, free_port())])
     await net.manager.cache.delete("midadd")  # as if killed before the result was recorded
+    # a sandbox the runtime still knows, whose ADD was cut short after its intent was recorded
+    interrupted, interrupted_ip = await net.pod("interrupted", port_mappings=[PortMapping(80, free_port())])
+    record = await net.manager.cache.get("interrupted")
+    assert record is not None
+    await net.manager.cache.put(dataclasses.replace(record, result=None))
     await netns.create(net.cfg.netns_dir / "orphan-netns")
     await net.manager.stop()
 
     restarted = NetworkManager(net.cfg)  # a new daemon: nothing in memory
     await restarted.start()
     try:
-        await restarted.gc({"keep"})
+        await restarted.gc({"keep", "interrupted"})
+        assert len(firewall_rules(interrupted_ip + "/")) == 2
+        await restarted.teardown(interrupted)  # DEL without a result still leaves nothing behind
+        assert firewall_rules(interrupted_ip + "/") == []
+        await netns.remove(interrupted.netns_path)
     finally:
         await restarted.stop()
     left = net.leftovers()
