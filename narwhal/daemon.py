@@ -19,8 +19,10 @@ from cri.image import ImageService
 from cri.runtime import RuntimeService
 from cri.sandbox import SandboxHandlers
 from cri.server import CRIServer
+from cri.streaming import StreamingHandlers
 from dockerapi.server import DockerServer, build_app
 from narwhal.runtime import Runtime, build_runtime
+from narwhal.streaming import RuntimeStreamingBackend
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
 from pkg.cni.manager import NetworkManager
@@ -30,6 +32,7 @@ from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
 
 log = logging.getLogger("narwhal")
@@ -50,6 +53,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
         self._docker: DockerServer | None = None
+        self._streaming: StreamingServer | None = None
         self._metrics_runner: web.AppRunner | None = None
 
     # ---- start-up ----
@@ -90,11 +94,15 @@ class Daemon:
         await self.network.start(self.runtime.sandbox_ids)
 
         await self._start_metrics()
+        streaming_backend = RuntimeStreamingBackend(self.runtime)
+        self._streaming = StreamingServer(streaming_backend, self.cfg.streaming_address)
+        await self._streaming.start()
         runtime_service = RuntimeService(
             self.cfg, health,
             SandboxHandlers(self.runtime.sandboxes, self.runtime.containers),
             ContainerHandlers(self.runtime.containers),
             ExecHandlers(self.runtime.containers),
+            StreamingHandlers(self._streaming, streaming_backend),
             EventHandlers(self.runtime.ctx.events, self.runtime.sandboxes, self.runtime.containers),
         )
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
@@ -141,6 +149,8 @@ class Daemon:
             await self._docker.stop()
         if self._cri is not None:
             await self._cri.stop()
+        if self._streaming is not None:
+            await self._streaming.stop()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         if self.client is not None:

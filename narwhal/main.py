@@ -17,6 +17,7 @@ FLAGS: list[tuple[str, str]] = [
     ("cri-socket", "CRI gRPC unix socket [/run/narwhal/cri.sock]"),
     ("docker-socket", "Docker API unix socket [/run/narwhal/docker.sock]"),
     ("metrics-address", "HOST:PORT for Prometheus /metrics [127.0.0.1:9323]"),
+    ("streaming-address", "HOST:PORT of the Exec/Attach/PortForward streaming server; port 0 = any [127.0.0.1:0]"),
     ("containerd-address", "use this existing containerd socket instead of starting one"),
     ("cni-bin-dir", "CNI plugin dirs, ':'-separated [/usr/lib/cni:/opt/cni/bin]"),
     ("cni-conf-dir", "CNI network config dir [/etc/cni/net.d]"),

@@ -37,6 +37,7 @@ class Config:
     cri_socket: Path = Path("/run/narwhal/cri.sock")
     docker_socket: Path = Path("/run/narwhal/docker.sock")
     metrics_address: str = "127.0.0.1:9323"
+    streaming_address: str = "127.0.0.1:0"  # Exec/Attach/PortForward URLs; port 0 = pick a free one
     containerd_address: Path | None = None
     cni_bin_dir: list[Path] = field(default_factory=lambda: [Path("/usr/lib/cni"), Path("/opt/cni/bin")])
     cni_conf_dir: Path = Path("/etc/cni/net.d")
@@ -218,6 +219,7 @@ CONVERTERS: dict[str, Any] = {
     "cri-socket": _path,
     "docker-socket": _path,
     "metrics-address": _address,
+    "streaming-address": _address,
     "containerd-address": _path,
     "cni-bin-dir": _path_list,
     "cni-conf-dir": _path,
