@@ -55,7 +55,7 @@ class RuntimeContext:
         return self.cfg.state / "sandboxes" / sandbox_id
 
     def netns_path(self, sandbox_id: str) -> Path:
-        return self.cfg.state / "netns" / sandbox_id
+        return self.cfg.netns_dir / sandbox_id
 
     def container_root(self, container_id: str) -> Path:
         return self.cfg.root / "containers" / container_id

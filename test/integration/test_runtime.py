@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from cri_api.v1 import api_pb2
 from lib import cri
 from lib.daemon import DaemonProcess
+from lib.leaks import ctr, leftovers
 from lib.registry import Registry
 
 LINE = re.compile(r"^(\S+) (stdout|stderr) ([PF]) (.*)$")
@@ -24,10 +24,6 @@ def busybox(daemon: DaemonProcess, registry: Registry) -> str:
     return ref
 
 
-def ctr(d: DaemonProcess, *args: str) -> str:
-    out = subprocess.run(["ctr", "--address", str(d.state / "containerd" / "containerd.sock"), "-n", "narwhal",
-                          *args], capture_output=True, text=True, check=True)
-    return out.stdout
 
 
 def read_log(path: Path) -> list[tuple[str, str, str]]:
@@ -175,7 +171,7 @@ def test_kill9_recovers_state(daemon: DaemonProcess, busybox: str, tmp_path: Pat
     assert cri.container_state(rs, ids["short"]).exit_code == 7
     cri.wait_for(lambda: (tmp_path / "long.log").stat().st_size > size_down, what="log growth")
     rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
-    assert ctr(daemon, "containers", "ls", "-q").strip() == ""
+    assert leftovers(daemon) == {}
 
 
 def test_container_events_stream(daemon: DaemonProcess, busybox: str) -> None:

@@ -1,0 +1,48 @@
+"""What a narwhald instance may leave behind, for assertions after everything was removed."""
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from pathlib import Path
+
+from lib.daemon import DaemonProcess, mounts_under
+
+
+def ctr(d: DaemonProcess, *args: str) -> str:
+    out = subprocess.run(["ctr", "--address", str(d.state / "containerd" / "containerd.sock"), "-n", "narwhal",
+                          *args], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
+    """Every runtime object still present; all lists are empty when nothing leaked."""
+    found: dict[str, list[str]] = {}
+    found["mounts"] = [str(m) for m in mounts_under(d.base)]
+    found["containers"] = ctr(d, "containers", "ls", "-q").split()
+    found["tasks"] = [line.split()[0] for line in ctr(d, "tasks", "ls").splitlines()[1:]]
+    found["active snapshots"] = [line.split()[0] for line in ctr(d, "snapshots", "ls").splitlines()[1:]
+                                 if "Active" in line]
+    ipam = d.state / "cni" / "ipam"
+    found["ip allocations"] = [p.name for p in ipam.rglob("*") if p.is_file() and _is_ip(p.name)]
+    results = d.state / "cni" / "results"
+    found["cni results"] = [p.name for p in results.rglob("*") if p.is_file()] if results.exists() else []
+    netns = d.state / "netns"
+    found["netns"] = [p.name for p in netns.iterdir()] if netns.exists() else []
+    for kind in ("sandboxes", "containers"):
+        for base in (d.root / kind, d.state / kind):
+            if base.exists():
+                found.setdefault(f"{kind} dirs", []).extend(p.name for p in base.iterdir())
+    cgroups = []
+    for hierarchy in ("memory", "cpu,cpuacct", "pids"):
+        for parent in Path("/sys/fs/cgroup", hierarchy).glob("narwhal-*"):
+            cgroups += [str(p) for p in parent.iterdir() if p.is_dir()]
+    found["cgroups"] = cgroups  # note: other instances' cgroups too; callers run one daemon at a time
+    return {k: v for k, v in found.items() if v}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
