@@ -189,7 +189,8 @@ class NetworkManager:
         rc: dict[str, Any] = {}
         mappings = [
             {"hostPort": pm.host_port, "containerPort": pm.container_port, "protocol": pm.protocol.lower(),
-             **({"hostIP": pm.host_ip} if pm.host_ip else {})}
+             **({"hostIP": pm.host_ip} if pm.host_ip and not ipaddress.ip_address(pm.host_ip).is_unspecified
+                else {})}  # 0.0.0.0 / :: mean every address, as "" does
             for pm in req.port_mappings if pm.host_port > 0  # hostPort 0: nothing to publish (kubelet's rule)
         ]
         if mappings:

@@ -10,14 +10,23 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from lib.cni_host import HostGuard, mounted_under, request_from, run, start_server, stop_server
-from test_cni_network import Net, clean, host_guard  # noqa: F401 - the fixture is shared
+from lib.cni_net import Net, clean
 
 from pkg.cni.manager import NetworkManager
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def host_guard() -> Iterator[HostGuard]:
+    guard = HostGuard.take()
+    yield guard
+    guard.restore()
 
 WORKER = r"""
 import asyncio, json, sys
@@ -46,7 +55,7 @@ asyncio.run(main())
 """
 
 
-async def test_kill_9_during_concurrent_setups_leaks_nothing(host_guard: HostGuard, tmp_path: Path) -> None:  # noqa: F811
+async def test_kill_9_during_concurrent_setups_leaks_nothing(host_guard: HostGuard, tmp_path: Path) -> None:
     net = Net(tmp_path, host_guard)
     flags = {"root": str(net.cfg.root), "state": str(net.cfg.state), "cni-conf-dir": str(net.cfg.cni_conf_dir)}
     worker = await asyncio.create_subprocess_exec(

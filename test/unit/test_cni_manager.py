@@ -99,12 +99,14 @@ async def test_network_ready_reasons(tmp_path: Path) -> None:
 def test_capability_args_and_cni_args() -> None:
     req = PodNetworkRequest(
         sandbox_id="abc", netns_path=Path("/x"), pod_name="web;x=1", pod_namespace="default", pod_uid="u1",
-        port_mappings=[PortMapping(80, 8080, "TCP", "127.0.0.1"), PortMapping(53, 0, "udp")],
+        port_mappings=[PortMapping(80, 8080, "TCP", "127.0.0.1"), PortMapping(53, 0, "udp"),
+                       PortMapping(443, 8443, "tcp", "0.0.0.0")],
         bandwidth_ingress=1_000_000, ips=["10.1.0.9"],
     )
     rc = NetworkManager.runtime_config(req)
     assert rc == {
-        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}],
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"},
+                         {"hostPort": 8443, "containerPort": 443, "protocol": "tcp"}],
         "bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 2**31 - 1},
         "ips": ["10.1.0.9"],
     }
