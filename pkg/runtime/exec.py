@@ -88,7 +88,7 @@ class ExecProcess:
         self.cmd = tuple(cmd)
         self.tty = tty
         self.exec_id = secrets.token_hex(16)
-        self._dir = fifo_root / self.exec_id
+        self._dir = fifo_root / container_id / self.exec_id  # the layout reap_stale_execs relies on
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
         self._keepers: list[int] = []
@@ -135,7 +135,8 @@ class ExecProcess:
         return str(self._dir / name) if self._want[name] else ""
 
     def _make_fifos(self) -> None:
-        self._dir.mkdir(parents=True, mode=0o700)
+        self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        self._dir.mkdir(mode=0o700)
         for name, wanted in self._want.items():
             if wanted:
                 os.mkfifo(self._dir / name, 0o600)
@@ -239,7 +240,40 @@ class ExecProcess:
         for transport in self._transports:
             transport.close()
         self._transports.clear()
-        await asyncio.to_thread(shutil.rmtree, self._dir, True)
+        await asyncio.to_thread(_remove_exec_dir, self._dir)
+
+
+def _remove_exec_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # the container's dir, once its last exec is gone
+
+
+async def reap_stale_execs(client: Client, fifo_root: Path) -> int:
+    """Kill and delete exec processes a previous narwhald left behind (it died mid-exec); remove their fifos.
+
+    Run once at start-up, before any exec: every directory under ``fifo_root`` is then stale.
+    Returns how many were reaped.
+    """
+    stale = await asyncio.to_thread(
+        lambda: [d for c in fifo_root.iterdir() if c.is_dir() for d in c.iterdir()] if fifo_root.is_dir() else [])
+    for exec_dir in stale:
+        container_id, exec_id = exec_dir.parent.name, exec_dir.name
+        with contextlib.suppress(errors.NarwhalError):
+            with translate("kill stale exec"):
+                await client.tasks.Kill(tasks_pb2.KillRequest(container_id=container_id, exec_id=exec_id,
+                                                              signal=signal.SIGKILL))
+            with translate("wait for stale exec"):
+                await client.tasks.Wait(tasks_pb2.WaitRequest(container_id=container_id, exec_id=exec_id),
+                                        timeout=CLEANUP_TIMEOUT)
+        with contextlib.suppress(errors.NarwhalError):
+            with translate("delete stale exec"):
+                await client.tasks.DeleteProcess(tasks_pb2.DeleteProcessRequest(
+                    container_id=container_id, exec_id=exec_id))
+        await asyncio.to_thread(_remove_exec_dir, exec_dir)
+    if stale:
+        log.info("reaped %d exec process(es) left by a previous run", len(stale))
+    return len(stale)
 
 
 async def _copy_out(reader: asyncio.StreamReader | None, sink: OutputStream | None) -> None:

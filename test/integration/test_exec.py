@@ -14,7 +14,7 @@ from lib.daemon import DaemonProcess, start_daemon
 
 from pkg import errors
 from pkg.containerd.client import Client
-from pkg.runtime.exec import exec_sync, run_exec
+from pkg.runtime.exec import ExecProcess, exec_sync, reap_stale_execs, run_exec
 from pkg.streaming.backend import ExecStreams
 from pkg.streaming.model import TerminalSize
 
@@ -165,3 +165,17 @@ async def test_exec_errors_are_typed(client: Client, task: ctrtask.RunningTask, 
         await exec_sync(client, task.container_id, [], fifo_root=fifo_root)
     with pytest.raises(errors.NarwhalError, match="no such file"):
         await exec_sync(client, task.container_id, ["/no/such/binary"], fifo_root=fifo_root, timeout=30)
+
+
+async def test_execs_left_by_a_dead_narwhald_are_reaped(
+        client: Client, task: ctrtask.RunningTask, fifo_root: Path) -> None:
+    proc = ExecProcess(client, task.container_id, ["sleep", "600"], fifo_root=fifo_root, stdin=True)
+    await proc.start()
+    # Simulate narwhald dying: our ends of the fifos go away, the exec process and its directory stay.
+    for transport in proc._transports:
+        transport.close()
+    assert proc._wait is not None
+    proc._wait.cancel()
+    assert len(await task.pids()) == 2
+    assert await reap_stale_execs(client, fifo_root) == 1
+    # the fixture checks that the process is gone and the fifo directory removed
