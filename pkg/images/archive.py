@@ -157,7 +157,7 @@ class Importer:
         self._store = store
         self._unpacker = unpacker
 
-    async def import_archive(self, source: Path, name: str | None = None) -> list[str]:
+    async def import_archive(self, source: Path, name: str | None = None, pinned: bool = False) -> list[str]:
         """Import every image in ``source``; returns their IDs.  ``name`` names an image the archive leaves
         unnamed (a repository for a bare tag annotation, or a full reference)."""
         reader = await asyncio.to_thread(_open_reader, source)
@@ -174,7 +174,7 @@ class Importer:
             ids = []
             async with lease(self._client, "import") as lease_id:
                 for plan in planned:
-                    ids.append(await self._import_one(reader, plan, lease_id))
+                    ids.append(await self._import_one(reader, plan, lease_id, pinned))
             return ids
         finally:
             reader.close()
@@ -270,7 +270,7 @@ class Importer:
         return out
 
     # ---- writing ----
-    async def _import_one(self, reader: _Reader, plan: _Planned, lease_id: str) -> str:
+    async def _import_one(self, reader: _Reader, plan: _Planned, lease_id: str, pinned: bool) -> str:
         manifest = plan.manifest
         await self._write_blob(reader, plan.paths[manifest.config.digest], manifest.config, {}, lease_id)
         config = media.parse_config(await self._content.read(manifest.config.digest, media.MAX_MANIFEST))
@@ -287,7 +287,8 @@ class Importer:
         await commit_image(self._content, self._store, self._unpacker.snapshotter, target=plan.target,
                            target_body=plan.target_body, manifest_desc=plan.manifest_desc,
                            manifest_body=plan.manifest_body, manifest=manifest,
-                           top_chain=chains[-1] if chains else "", names=names, lease_id=lease_id)
+                           top_chain=chains[-1] if chains else "", names=names, lease_id=lease_id,
+                           pinned=pinned)
         return manifest.config.digest
 
     async def _write_blob(self, reader: _Reader, path: str, desc: Descriptor, labels: dict[str, str],

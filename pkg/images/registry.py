@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 DOCKER_HUB = "registry-1.docker.io"
 CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+READ_TIMEOUT = 60.0  # a blob stream may stall this long between reads
+API_TIMEOUT = 30.0  # a whole manifest / HEAD / upload-session request
 READ_CHUNK = 1 << 20
 
 
@@ -110,6 +111,11 @@ def registry_error(status: int, body: bytes, what: str) -> errors.NarwhalError:
 class RegistrySession:
     """One operation's connection pool and credentials for one registry host."""
 
+    # Class-level so tests can shorten them.
+    connect_timeout = CONNECT_TIMEOUT
+    read_timeout = READ_TIMEOUT
+    api_timeout = API_TIMEOUT
+
     def __init__(self, ref: Reference, cfg: RegistryConfig, auth: RegistryAuth | None = None,
                  push: bool = False) -> None:
         self.ref = ref
@@ -121,8 +127,8 @@ class RegistrySession:
         self._insecure_session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> RegistrySession:
-        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT,
-                                        sock_read=READ_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                        sock_connect=self.connect_timeout, sock_read=self.read_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout, trust_env=False)
         self._insecure_session = aiohttp.ClientSession(
             timeout=timeout, trust_env=False, connector=aiohttp.TCPConnector(ssl=False))
@@ -139,15 +145,23 @@ class RegistrySession:
         return session
 
     async def request(self, ep: Endpoint, method: str, url: str, *, headers: dict[str, str] | None = None,
-                      data: Any = None, allow_redirects: bool = True) -> aiohttp.ClientResponse:
-        """Send one request, answering at most one auth challenge.  The caller releases the response."""
+                      data: Any = None, allow_redirects: bool = True, stream: bool = False) -> aiohttp.ClientResponse:
+        """Send one request, answering at most one auth challenge.  The caller releases the response.
+
+        Unless ``stream`` (blob bodies: bounded per read instead), the whole exchange is bounded by
+        ``api_timeout``, so a registry that accepts connections and never answers fails in bounded time.
+        """
+        # (Passing timeout=None would mean "no timeout at all" to aiohttp: leave the session default instead.)
+        extra: dict[str, Any] = {} if stream else {"timeout": aiohttp.ClientTimeout(
+            total=self.api_timeout, connect=self.connect_timeout, sock_read=self.read_timeout)}
         session = self._client(ep)
         hdrs = dict(headers or {})
         auth = self._authorizer.header_for(ep.host, self.scope)
         if auth:
             hdrs["Authorization"] = auth
         try:
-            resp = await session.request(method, url, headers=hdrs, data=data, allow_redirects=allow_redirects)
+            resp = await session.request(method, url, headers=hdrs, data=data, allow_redirects=allow_redirects,
+                                         **extra)
             if resp.status == 401 and "WWW-Authenticate" in resp.headers:
                 await resp.read()  # keeps the body (the error message, if we cannot do better); frees the connection
                 answer = await self._authorizer.answer(session, ep.host, resp.headers["WWW-Authenticate"],
@@ -155,7 +169,7 @@ class RegistrySession:
                 if answer is not None and answer != auth and _replayable(data):
                     hdrs["Authorization"] = answer
                     resp = await session.request(method, url, headers=hdrs, data=data,
-                                                 allow_redirects=allow_redirects)
+                                                 allow_redirects=allow_redirects, **extra)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise errors.Unavailable(f"registry {ep.base}: {_describe(exc)}") from None
         except aiohttp.ClientError as exc:
@@ -199,7 +213,7 @@ class RegistrySession:
     async def open_blob(self, ep: Endpoint, digest: str, offset: int = 0) -> tuple[int, AsyncIterator[bytes]]:
         """Open a blob, from ``offset`` if the registry honours Range; returns (start, chunks)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp = await self.request(ep, "GET", ep.url(f"{self.repo}/blobs/{digest}"), headers=headers)
+        resp = await self.request(ep, "GET", ep.url(f"{self.repo}/blobs/{digest}"), headers=headers, stream=True)
         if resp.status == 416 and offset:
             resp.release()
             return await self.open_blob(ep, digest, 0)
@@ -242,7 +256,7 @@ class RegistrySession:
         sep = "&" if "?" in location else "?"
         url = f"{location}{sep}digest={digest}"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        resp = await self.request(ep, "PUT", url, headers=headers, data=data)
+        resp = await self.request(ep, "PUT", url, headers=headers, data=data, stream=True)
         async with resp:
             if resp.status not in (201, 204):
                 with network_errors(ep, f"upload {digest}"):

@@ -98,12 +98,14 @@ class ImageService:
         async with RegistrySession(parsed, self._cfg.registry, auth, push=True) as session:
             return await self._pusher.push(parsed, rec.target, session, progress)
 
-    async def import_archive(self, source: Path, name: str | None = None) -> builtins.list[Image]:
+    async def import_archive(self, source: Path, name: str | None = None, *,
+                             pinned: bool = False) -> builtins.list[Image]:
         """Load an OCI layout (directory or tar) or a docker-archive tar: content, snapshots, names.
 
-        ``name`` names an image the archive leaves unnamed (e.g. narwhald's locally built pause image).
+        ``name`` names an image the archive leaves unnamed (e.g. narwhald's locally built pause image);
+        ``pinned`` marks it as one the kubelet's image GC must keep (CRI Image.pinned).
         """
-        ids = await self._importer.import_archive(source, name)
+        ids = await self._importer.import_archive(source, name, pinned)
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
 
     async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:

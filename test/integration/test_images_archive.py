@@ -31,8 +31,8 @@ async def test_import_oci_layout_dir_names_and_unpacks(core: ImageService, daemo
                                                        tmp_path: Path) -> None:
     pause = mkimage.build("pause")
     mkimage.write_oci_layout(tmp_path / "pause", pause, ref_name="3.9")
-    [img] = await core.import_archive(tmp_path / "pause", name="narwhal.local/pause")
-    assert img.id == pause.config.digest
+    [img] = await core.import_archive(tmp_path / "pause", name="narwhal.local/pause", pinned=True)
+    assert img.id == pause.config.digest and img.pinned
     assert img.repo_tags == ["narwhal.local/pause:3.9"]
     assert img.config.entrypoint == ["/catatonit", "-P"]
     assert img.chain_id in images.snapshots(daemon)

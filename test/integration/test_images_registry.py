@@ -127,6 +127,10 @@ def test_kill9_mid_pull_then_retry(daemon: DaemonProcess, private_registry: Regi
         assert "id" not in result
 
         daemon.start()
+        # The partial blob survived the crash (its lease holds it) and is what the retry resumes.
+        partial = [row for row in images.ctr(daemon, "content", "active").splitlines()[1:]
+                   if row.split()[0].startswith("narwhal-pull-")]
+        assert partial, "the interrupted ingest should still be there to resume"
         assert pull(daemon, ref) == built.config.digest
         chains = images.snapshots(daemon)
         assert len(chains) == len(built.layers)
