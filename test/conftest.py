@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "test"))
 
+from lib.cni_host import InstanceNetwork  # noqa: E402
 from lib.daemon import DaemonProcess, start_daemon  # noqa: E402
 from lib.registry import Registry, start_registry  # noqa: E402
 
@@ -42,7 +43,9 @@ def daemon_factory() -> Iterator[object]:
 
     yield factory
     for d in reversed(started):
+        network = InstanceNetwork.of(d.root, d.base / "net.d")  # read before destroy() removes the dirs
         d.destroy()
+        network.remove()  # the instance's bridge and iptables state are host-global
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ what the tests added, without touching rules other runtimes own.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,9 +227,42 @@ def dump(obj: object) -> str:
     return json.dumps(obj, indent=1, default=str)
 
 
-def remove_instance_network(root: Path) -> None:
-    """Delete the host-global pieces of a finished narwhald's default network (its bridge and firewall
-    admin chain), named after its instance id as ``pkg.config.Config.instance_id`` derives it."""
-    instance_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
-    HostGuard(bridges=[f"nw-{instance_id}"], admin_chains=[f"NARWHAL-ADMIN-{instance_id}"],
-              chains_before=_chains()).restore_instance()
+@dataclass
+class InstanceNetwork:
+    """The host-global pieces of one narwhald's default network: its bridge, its firewall admin chain,
+    the iptables rules its pods left (tagged with its network name, or firewall rules for its subnet).
+    Names follow ``pkg.config.Config.instance_id`` and ``pkg.cni.defaults``.  Read it while the
+    daemon's dirs exist (``of``), ``remove()`` it once the daemon is gone."""
+
+    instance_id: str
+    subnets: list[str]
+
+    @classmethod
+    def of(cls, root: Path, conf_dir: Path) -> InstanceNetwork:
+        from pkg.cni import defaults
+
+        instance_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+        try:
+            data = json.loads((conf_dir / defaults.FILE_NAME).read_text())
+        except (OSError, ValueError):
+            data = {}
+        own = isinstance(data, dict) and data.get("name") == f"narwhal-{instance_id}"
+        return cls(instance_id, defaults.subnets_of(data) if own else [])
+
+    def remove(self) -> None:
+        import asyncio
+
+        from pkg.cni import iptables
+
+        nets = [ipaddress.ip_network(n) for n in self.subnets]
+
+        def in_subnets(ip: str) -> bool:
+            return any(ipaddress.ip_address(ip) in n for n in nets)
+
+        # On a thread of its own: the caller may be inside a running event loop.
+        worker = threading.Thread(target=lambda: asyncio.run(
+            iptables.cleanup(f"narwhal-{self.instance_id}", lambda _: True, in_subnets if nets else None)))
+        worker.start()
+        worker.join()
+        HostGuard(bridges=[f"nw-{self.instance_id}"],
+                  admin_chains=[f"NARWHAL-ADMIN-{self.instance_id}"]).restore_instance()
