@@ -17,6 +17,7 @@ import grpc
 
 from pkg import errors
 from pkg.containerd.api.services.diff.v1 import diff_pb2
+from pkg.containerd.api.services.leases.v1 import leases_pb2
 from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2
 from pkg.containerd.api.types import descriptor_pb2
 from pkg.containerd.client import Client
@@ -59,9 +60,14 @@ class Unpacker:
     async def apply_layer(self, layer: Descriptor, diff_id: str, parent: str, chain_id: str,
                           lease: str | None) -> None:
         """Apply one layer on top of ``parent`` and commit it as ``chain_id`` (no-op when it exists)."""
-        if await self.committed(chain_id):
-            return
         md = lease_md(lease)
+        if await self.committed(chain_id):
+            if lease:  # hold it for this operation, whoever else referenced it so far
+                with translate(f"lease snapshot {chain_id}"):
+                    await self._client.leases.AddResource(leases_pb2.AddResourceRequest(
+                        id=lease, resource=leases_pb2.Resource(id=chain_id, type=f"snapshots/{self.snapshotter}")),
+                        timeout=30)
+            return
         key = f"extract-{secrets.token_hex(8)} {chain_id}"
         with translate(f"prepare snapshot for layer {layer.digest}"):
             prepared = await self._client.snapshots.Prepare(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import mkimage
@@ -111,6 +112,17 @@ def test_multi_layer_shared_layers_and_image_fs(daemon: DaemonProcess, registry:
     assert images.snapshots(daemon) == set(chains_a)  # b's own layer went; the shared ones stay
     daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec(id_a)), timeout=60)
     assert images.snapshots(daemon) == set()
+
+
+def test_concurrent_pulls_of_one_image_share_the_work(daemon: DaemonProcess, registry: Registry) -> None:
+    built = images.push(registry.host, "same/twice", filler_layers=3, filler_mb=4)
+    ref = f"{registry.host}/same/twice"
+    with ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(lambda _: pull(daemon, ref), range(3)))
+    assert ids == [built.config.digest] * 3
+    assert images.snapshots(daemon) == set(_chains(built.diff_ids))
+    assert images.leases(daemon) == set()
+    assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
 
 
 def _chains(diff_ids: list[str]) -> list[str]:
