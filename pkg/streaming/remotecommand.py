@@ -90,6 +90,8 @@ class ResizeDecoder:
                 break
             try:
                 obj, end = self._decoder.raw_decode(text)
+            except RecursionError:
+                raise errors.InvalidArgument("resize stream: JSON nested too deeply") from None
             except json.JSONDecodeError:
                 if len(text) > MAX_RESIZE_MESSAGE:
                     raise errors.InvalidArgument("resize stream: not JSON") from None

@@ -33,6 +33,7 @@ REMOTECOMMAND_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.
                            "base64.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io", "portforward.k8s.io")
 MAX_MESSAGE = 1 << 20
+QUEUED_MESSAGES = 64  # per channel; beyond, the reader waits and TCP pushes back on the client
 
 
 # ---- channel framing (sans I/O) ----
@@ -64,7 +65,8 @@ class ChannelConn:
         self.ws = ws
         self.b64 = b64
         self.v5 = v5
-        self._queues: dict[int, asyncio.Queue[bytes]] = {ch: asyncio.Queue() for ch in readable}
+        self._queues: dict[int, asyncio.Queue[bytes]] = {ch: asyncio.Queue(QUEUED_MESSAGES) for ch in readable}
+        self._eof: set[int] = set()
         self._lock = asyncio.Lock()
         self.closed = asyncio.Event()
 
@@ -80,12 +82,21 @@ class ChannelConn:
 
     async def recv(self, channel: int) -> bytes:
         """Next data for ``channel``; b"" when it (or the whole connection) closed."""
-        return await self._queues[channel].get()
+        queue = self._queues[channel]
+        if channel in self._eof and queue.empty():
+            return b""
+        return await queue.get()
+
+    def discard(self, channel: int) -> None:
+        """Nobody will read ``channel`` any more: drop what arrives for it."""
+        self._close_channel(channel)
 
     def _close_channel(self, channel: int) -> None:
         queue = self._queues.get(channel)
-        if queue is not None:
-            queue.put_nowait(b"")
+        if queue is not None and channel not in self._eof:
+            self._eof.add(channel)
+            if not queue.full():
+                queue.put_nowait(b"")  # wakes a reader waiting on an empty queue
 
     async def read_loop(self) -> None:
         try:
@@ -100,8 +111,8 @@ class ChannelConn:
                 if channel == CLOSE_SIGNAL and self.v5:
                     for closed in data:
                         self._close_channel(closed)
-                elif channel in self._queues and data:
-                    self._queues[channel].put_nowait(data)
+                elif channel in self._queues and data and channel not in self._eof:
+                    await self._queues[channel].put(data)
         finally:
             self.closed.set()
             for channel in self._queues:
@@ -156,7 +167,8 @@ async def _open(request: web.Request, protocols: tuple[str, ...]) -> tuple[web.W
 async def serve_remotecommand(request: web.Request, req: ExecRequest | AttachRequest,
                               backend: StreamingBackend) -> web.WebSocketResponse:
     ws, protocol = await _open(request, REMOTECOMMAND_PROTOCOLS)
-    conn = ChannelConn(ws, b64="base64" in protocol, readable={STDIN, RESIZE}, v5=protocol.startswith("v5."))
+    readable = ({STDIN} if req.stdin else set()) | ({RESIZE} if req.tty else set())  # others are dropped
+    conn = ChannelConn(ws, b64="base64" in protocol, readable=readable, v5=protocol.startswith("v5."))
     reader = asyncio.create_task(conn.read_loop(), name="ws-remotecommand-reader")
     streams = ExecStreams(
         tty=req.tty,
@@ -214,6 +226,7 @@ async def _forward_ws_port(conn: ChannelConn, backend: StreamingBackend, sandbox
     try:
         reader, writer = await backend.dial(sandbox_id, port)
     except errors.NarwhalError as exc:
+        conn.discard(data_ch)
         with contextlib.suppress(ConnectionError):
             await conn.send(data_ch + 1, f"error forwarding port {port} to pod {sandbox_id}: {exc.message}".encode())
         return
@@ -232,6 +245,7 @@ async def _forward_ws_port(conn: ChannelConn, backend: StreamingBackend, sandbox
     except ConnectionError:
         pass
     finally:
+        conn.discard(data_ch)
         await _stop(up)
         writer.close()
         with contextlib.suppress(ConnectionError):
