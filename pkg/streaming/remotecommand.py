@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pkg import errors
+from pkg.streaming import spdy
 from pkg.streaming.attach import relay_attach
 from pkg.streaming.backend import ExecStreams, StreamingBackend
 from pkg.streaming.model import AttachRequest, ExecRequest, TerminalSize
@@ -212,6 +213,8 @@ async def collect_streams(incoming: asyncio.Queue[SpdyStream], expected: set[str
     if not finished:
         raise errors.Cancelled("client went away while creating streams")
     task.result()
+    while not incoming.empty():  # streams beyond the expected ones get nothing
+        await incoming.get_nowait().abort(spdy.REFUSED_STREAM)
     return SpdyStreams(error=found["error"], stdin=found.get("stdin"), stdout=found.get("stdout"),
                        stderr=found.get("stderr"), resize=found.get("resize"))
 
@@ -226,6 +229,7 @@ async def serve_spdy(conn: SpdyConnection, incoming: asyncio.Queue[SpdyStream], 
     except errors.NarwhalError as exc:
         log.debug("remotecommand: %s", exc.message)
         return
+    conn.refuse_new_streams()
     work = asyncio.create_task(run_command(backend, request, streams.exec_streams(request.tty)),
                                name="remotecommand")
     if not await until_closed(work, conn.closed):

@@ -140,6 +140,7 @@ class StreamingServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        log.debug("streaming session %s from %s (%s)", req, request.remote, request.headers.get("Upgrade", "-"))
         try:
             upgrade = request.headers.get("Upgrade", "").lower()
             if upgrade == "websocket":

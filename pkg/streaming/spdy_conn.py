@@ -226,6 +226,10 @@ class SpdyConnection:
         await self._send(spdy.SynStream(stream_id, headers, spdy.FLAG_FIN if fin else 0))
         return stream
 
+    def refuse_new_streams(self) -> None:
+        """From now on the peer's new streams are refused (RST_STREAM REFUSED_STREAM), not queued."""
+        self._on_stream = None
+
     async def ping(self) -> None:
         ping_id = self._next_ping
         self._next_ping += 2

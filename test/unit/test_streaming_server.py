@@ -254,3 +254,12 @@ async def test_websocket_port_forward(server: StreamingServer, http_port: int) -
     port_prefix = http_port.to_bytes(2, "little")
     assert got[0].startswith(port_prefix) and got[0].endswith(b"hello from /ws")
     assert got[1] == port_prefix
+
+
+async def test_streams_beyond_the_expected_ones_are_refused(server: StreamingServer, backend: FakeBackend) -> None:
+    session = await spdy_client.open_exec(exec_url(server, "hang"))
+    while backend.running == 0:
+        await asyncio.sleep(0.01)
+    extra = await session.client.conn.open_stream({"streamtype": ["stdout"]})
+    assert await spdy_client.read_all(extra) == b"" and extra.reset
+    await session.client.close()
