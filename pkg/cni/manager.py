@@ -230,19 +230,19 @@ class NetworkManager:
                     raise errors.NotFound(f"network namespace {req.netns_path} not found")
                 existing = await self.cache.get(req.sandbox_id)
                 if existing is not None and existing.result is not None:
-                    return self._pod_status(existing, net.name)
+                    return self._pod_status(existing, existing.network_name)
                 if existing is not None:  # an ADD interrupted by a crash: undo it first
                     await self._delete(existing, req.netns_path)
                 att = Attachment(
                     sandbox_id=req.sandbox_id, network_name=net.name, ifname=IFNAME, netns=str(req.netns_path),
                     cni_args=self.cni_args(req), config=net.raw, runtime_config=self.runtime_config(req),
                 )
-                await self.cache.put(att)
                 progress: list[dict[str, Any]] = []
                 inv = Invocation("ADD", req.sandbox_id, str(req.netns_path), IFNAME, att.cni_args)
                 async with CleanupStack(timeout=self.cfg.cni_timeout * (len(net.plugins) + 1)) as cleanup:
                     cleanup.add(f"cni: DEL {net.name} for {req.sandbox_id}",
                                 lambda: self._rollback(att, net, progress))
+                    await self.cache.put(att)  # the intent, before any plugin runs (see cache.py)
                     raw = await self.runner.add(net, inv, att.runtime_config, progress)
                     done = dataclasses.replace(att, result=raw)
                     status = self._pod_status(done, net.name)

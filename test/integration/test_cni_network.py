@@ -295,3 +295,27 @@ async def test_dual_stack_bandwidth_and_check(net_factory: object) -> None:
     await net.remove(req)
     assert [line for line in run("ip", "-o", "link", "show").splitlines() if "bwp" in line] == []
     assert net.leftovers() == clean(net)
+
+
+async def test_cancelled_setup_rolls_back(net: Net, tmp_path: Path) -> None:
+    """A RunPodSandbox whose caller gives up mid-ADD: the plugin is killed and the chain DELeted."""
+    bin_dir = tmp_path / "bin"
+    cni_failpoint.install(bin_dir)
+    net.manager.runner = type(net.manager.runner)([*net.cfg.cni_bin_dir, bin_dir], net.cfg.cni_timeout)
+    pid_file = tmp_path / "hang.pid"
+    write_conflist(net, [bridge_plugin(net), {"type": "failpoint", "hang": ["ADD"], "pidFile": str(pid_file)}],
+                   name=net.network)
+    req = net.req("cancelled")
+    await netns.create(req.netns_path)
+    task = asyncio.create_task(net.manager.setup(req))
+    for _ in range(200):
+        if await asyncio.to_thread(pid_file.exists):
+            break
+        await asyncio.sleep(0.05)
+    assert net.leftovers()["ips"]  # the bridge had attached the pod when we gave up
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert wait_gone(int(pid_file.read_text()))  # noqa: ASYNC240
+    await netns.remove(req.netns_path)
+    assert net.leftovers() == clean(net)
