@@ -4,8 +4,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pkg import errors
-from pkg.cni import config as cni_config
 from pkg.containerd.client import Client
 
 RUNTIME_READY = "RuntimeReady"
@@ -20,23 +18,7 @@ class Condition:
     message: str = ""
 
 
-NetworkStatus = Callable[[], Awaitable[Condition]]
-
-
-def conf_dir_network_status(conf_dir_getter: Callable[[], object]) -> NetworkStatus:
-    """NetworkReady from the CNI conf dir: true only when a valid network config loads."""
-
-    async def status() -> Condition:
-        conf_dir = conf_dir_getter()
-        try:
-            net = cni_config.load_default(conf_dir)  # type: ignore[arg-type]
-        except errors.NotFound as exc:
-            return Condition(NETWORK_READY, False, "NoNetworkConfig", exc.message)
-        except errors.InvalidArgument as exc:
-            return Condition(NETWORK_READY, False, "InvalidNetworkConfig", exc.message)
-        return Condition(NETWORK_READY, True, "", f"default network {net.name!r} from {net.path}")
-
-    return status
+NetworkStatus = Callable[[], Awaitable[Condition]]  # pkg.cni.manager.NetworkManager.status
 
 
 class HealthChecker:
