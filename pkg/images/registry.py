@@ -70,10 +70,10 @@ def endpoints(domain: str, cfg: RegistryConfig) -> list[Endpoint]:
         insecure = host in cfg.insecure
         out.append(Endpoint(base, host, verify_tls=not insecure, mirror=True))
     upstream = DOCKER_HUB if domain == DEFAULT_DOMAIN else domain
-    if is_loopback(domain):
-        out.append(Endpoint(f"http://{upstream}", upstream))
-    elif domain in cfg.insecure:
+    if domain in cfg.insecure:
         out.append(Endpoint(f"https://{upstream}", upstream, verify_tls=False))
+        out.append(Endpoint(f"http://{upstream}", upstream))
+    elif is_loopback(domain):
         out.append(Endpoint(f"http://{upstream}", upstream))
     else:
         out.append(Endpoint(f"https://{upstream}", upstream))

@@ -149,3 +149,21 @@ def _wait_for_partial_ingest(daemon: DaemonProcess, timeout: float = 60) -> None
             return
         time.sleep(0.05)
     raise AssertionError("the pull never started writing a blob")
+
+
+def test_insecure_registry_over_self_signed_https(daemon_factory: object, private_registry: Registry) -> None:
+    from lib.tls_registry import start_tls_registry
+
+    built = images.push(private_registry.host, "tls/box", "1")
+    tls = start_tls_registry(private_registry.base / "data")
+    try:
+        ref = f"{tls.host}/tls/box:1"
+        plain: DaemonProcess = daemon_factory()  # type: ignore[operator]
+        # Not listed as insecure: a loopback host is spoken to in plain HTTP, which a TLS server refuses.
+        refused = pull_error(plain, ref)
+        assert "HTTPS server" in refused.details(), refused.details()  # Go's own answer, passed on
+        trusting: DaemonProcess = daemon_factory(  # type: ignore[operator]
+            config_yaml=f'registry:\n  insecure: ["{tls.host}"]\n')
+        assert pull(trusting, ref) == built.config.digest
+    finally:
+        tls.stop()
