@@ -142,3 +142,23 @@ async def test_big_multi_layer_pull_is_parallel(core: ImageService, daemon: Daem
         most = max(most, len(in_flight))
     assert 2 <= most <= 3  # parallel, and bounded by max-concurrent-downloads (3)
     assert {e.digest for e in events if e.status == "extracted"} == {layer.digest for layer in built.layers}
+
+
+async def test_tag_moves_and_untag_collects(core: ImageService, daemon: DaemonProcess, tmp_path: Path) -> None:
+    first, second = mkimage.build("pause"), mkimage.build("pause", labels={"v": "2"})
+    mkimage.write_oci_layout(tmp_path / "one", first, ref_name="1")
+    mkimage.write_oci_layout(tmp_path / "two", second, ref_name="2")
+    [a] = await core.import_archive(tmp_path / "one", name="local/p")
+    [b] = await core.import_archive(tmp_path / "two", name="local/p")
+    await core.tag("local/p:1", "local/p:moving")
+    assert (await core.get("local/p:moving")).id == a.id
+    await core.tag(b.id, "local/p:moving")
+    assert (await core.get("local/p:moving")).id == b.id
+    assert (await core.get(a.id)).repo_tags == ["docker.io/local/p:1"]
+    assert sorted((await core.get(b.id)).repo_tags) == ["docker.io/local/p:2", "docker.io/local/p:moving"]
+
+    assert await core.untag("local/p:moving") is False  # b still has local/p:2
+    assert await core.untag("local/p:2") is True  # last name: b is collected
+    assert [i.id for i in await core.list()] == [a.id]
+    assert images.snapshots(daemon) == {a.chain_id}
+    assert b.id not in images.content(daemon)
