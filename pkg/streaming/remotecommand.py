@@ -129,7 +129,7 @@ async def run_command(backend: StreamingBackend, request: ExecRequest | AttachRe
         return internal_error_status(f"error {verb} container: {exc.message}")
 
 
-async def until_closed(work: asyncio.Task[Any], closed: asyncio.Event) -> bool:
+async def until_closed(work: asyncio.Future[Any], closed: asyncio.Event) -> bool:
     """Wait for ``work``; if the client goes away first, cancel it. True if it finished on its own."""
     waiter = asyncio.ensure_future(closed.wait())
     try:

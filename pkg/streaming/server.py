@@ -21,6 +21,7 @@ from pkg.config import parse_address
 from pkg.streaming import portforward, remotecommand, websocket
 from pkg.streaming.backend import StreamingBackend
 from pkg.streaming.hijack import hijack
+from pkg.streaming.idle import DEFAULT_IDLE_TIMEOUT, IdleWatch
 from pkg.streaming.model import AttachRequest, ExecRequest, PortForwardRequest, StreamRequest
 from pkg.streaming.spdy_conn import SpdyConnection, SpdyStream
 from pkg.streaming.tokens import DEFAULT_TTL, TokenCache
@@ -66,11 +67,13 @@ def negotiate(offered: list[str], supported: tuple[str, ...]) -> str | None:
 
 class StreamingServer:
     def __init__(self, backend: StreamingBackend, address: str = "127.0.0.1:0", *, token_ttl: float = DEFAULT_TTL,
-                 stream_creation_timeout: float = STREAM_CREATION_TIMEOUT) -> None:
+                 stream_creation_timeout: float = STREAM_CREATION_TIMEOUT,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         self._backend = backend
         self._host, self._port = parse_address(address, "streaming-address")
         self.tokens = TokenCache(ttl=token_ttl)
         self._stream_timeout = stream_creation_timeout
+        self._idle_timeout = idle_timeout
         self._runner: web.AppRunner | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
         self.base_url = ""
@@ -141,19 +144,21 @@ class StreamingServer:
         assert task is not None
         self._sessions.add(task)
         log.debug("streaming session %s from %s (%s)", req, request.remote, request.headers.get("Upgrade", "-"))
+        idle = IdleWatch(self._idle_timeout)
         try:
             upgrade = request.headers.get("Upgrade", "").lower()
             if upgrade == "websocket":
                 if isinstance(req, PortForwardRequest):
-                    return await websocket.serve_portforward(request, req, self._backend)
-                return await websocket.serve_remotecommand(request, req, self._backend)
+                    return await websocket.serve_portforward(request, req, self._backend, idle)
+                return await websocket.serve_remotecommand(request, req, self._backend, idle)
             if upgrade.startswith("spdy/3.1"):
-                return await self._spdy(request, req)
+                return await self._spdy(request, req, idle)
             raise errors.InvalidArgument("expected an upgrade to SPDY/3.1 or websocket")
         finally:
+            idle.stop()
             self._sessions.discard(task)
 
-    async def _spdy(self, request: web.Request, req: StreamRequest) -> web.StreamResponse:
+    async def _spdy(self, request: web.Request, req: StreamRequest, idle: IdleWatch) -> web.StreamResponse:
         offered = request.headers.getall("X-Stream-Protocol-Version", [])
         if isinstance(req, PortForwardRequest):
             supported: tuple[str, ...] = (portforward.PROTOCOL,)
@@ -168,8 +173,9 @@ class StreamingServer:
             headers["X-Stream-Protocol-Version"] = protocol
         transport = await hijack(request, headers)
         incoming: asyncio.Queue[SpdyStream] = asyncio.Queue()
-        conn = SpdyConnection(transport, server=True, on_stream=incoming.put_nowait)
+        conn = SpdyConnection(transport, server=True, on_stream=incoming.put_nowait, on_activity=idle.touch)
         reader = asyncio.create_task(conn.run(), name="spdy-reader")
+        idle.on_idle(lambda: conn.close(linger=0))
         try:
             if isinstance(req, PortForwardRequest):
                 await portforward.PortForwardSession(conn, incoming, self._backend, req.sandbox_id,

@@ -169,8 +169,10 @@ StreamHandler = Callable[[SpdyStream], None]
 class SpdyConnection:
     """One SPDY session. Call ``run()`` (it returns when the transport closes) and open or accept streams."""
 
-    def __init__(self, transport: ByteTransport, *, server: bool, on_stream: StreamHandler | None = None) -> None:
+    def __init__(self, transport: ByteTransport, *, server: bool, on_stream: StreamHandler | None = None,
+                 on_activity: Callable[[], None] | None = None) -> None:
         self._transport = transport
+        self._on_activity = on_activity or (lambda: None)
         self._server = server
         self._on_stream = on_stream
         self._encoder = spdy.Encoder()
@@ -197,6 +199,7 @@ class SpdyConnection:
             raise ConnectionResetError("SPDY session closed")
         async with self._write_lock:
             await self._transport.write(self._encoder.encode(frame))
+        self._on_activity()
 
     async def _send_window_updates(self, stream_id: int, delta: int) -> None:
         self._session_unacked += delta
@@ -250,6 +253,7 @@ class SpdyConnection:
                 data = await self._transport.read()
                 if not data:
                     break
+                self._on_activity()
                 for frame in self._parser.feed(data):
                     await self._dispatch(frame)
         except spdy.ProtocolError as exc:

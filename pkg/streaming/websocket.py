@@ -15,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -22,6 +23,7 @@ from aiohttp import WSMsgType, web
 from pkg import errors
 from pkg.streaming import remotecommand as rc
 from pkg.streaming.backend import ExecStreams, StreamingBackend
+from pkg.streaming.idle import IdleWatch
 from pkg.streaming.model import AttachRequest, ExecRequest, PortForwardRequest, TerminalSize
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,10 @@ def decode_frame(message: bytes | str, b64: bool) -> tuple[int, bytes]:
 class ChannelConn:
     """A WebSocket carrying numbered channels; one reader task routes incoming data to per-channel queues."""
 
-    def __init__(self, ws: web.WebSocketResponse, b64: bool, readable: set[int], v5: bool = False) -> None:
+    def __init__(self, ws: web.WebSocketResponse, b64: bool, readable: set[int], v5: bool = False,
+                 on_activity: Callable[[], None] | None = None) -> None:
         self.ws = ws
+        self._on_activity = on_activity or (lambda: None)
         self.b64 = b64
         self.v5 = v5
         self._queues: dict[int, asyncio.Queue[bytes]] = {ch: asyncio.Queue(QUEUED_MESSAGES) for ch in readable}
@@ -74,6 +78,7 @@ class ChannelConn:
         if self.closed.is_set() or self.ws.closed:
             raise ConnectionResetError("websocket closed")
         frame = encode_frame(channel, data, self.b64)
+        self._on_activity()
         async with self._lock:
             if isinstance(frame, str):
                 await self.ws.send_str(frame)
@@ -101,6 +106,7 @@ class ChannelConn:
     async def read_loop(self) -> None:
         try:
             async for msg in self.ws:
+                self._on_activity()
                 if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                     continue
                 try:
@@ -165,10 +171,12 @@ async def _open(request: web.Request, protocols: tuple[str, ...]) -> tuple[web.W
 
 
 async def serve_remotecommand(request: web.Request, req: ExecRequest | AttachRequest,
-                              backend: StreamingBackend) -> web.WebSocketResponse:
+                              backend: StreamingBackend, idle: IdleWatch) -> web.WebSocketResponse:
     ws, protocol = await _open(request, REMOTECOMMAND_PROTOCOLS)
     readable = ({STDIN} if req.stdin else set()) | ({RESIZE} if req.tty else set())  # others are dropped
-    conn = ChannelConn(ws, b64="base64" in protocol, readable=readable, v5=protocol.startswith("v5."))
+    conn = ChannelConn(ws, b64="base64" in protocol, readable=readable, v5=protocol.startswith("v5."),
+                       on_activity=idle.touch)
+    idle.on_idle(ws.close)
     reader = asyncio.create_task(conn.read_loop(), name="ws-remotecommand-reader")
     streams = ExecStreams(
         tty=req.tty,
@@ -193,7 +201,7 @@ async def serve_remotecommand(request: web.Request, req: ExecRequest | AttachReq
 
 
 async def serve_portforward(request: web.Request, req: PortForwardRequest,
-                            backend: StreamingBackend) -> web.StreamResponse:
+                            backend: StreamingBackend, idle: IdleWatch) -> web.StreamResponse:
     ports = list(req.ports)
     if not ports:
         try:
@@ -203,12 +211,14 @@ async def serve_portforward(request: web.Request, req: PortForwardRequest,
     if not ports or not all(0 < p < 65536 for p in ports):
         raise errors.InvalidArgument("port-forward needs one or more ports between 1 and 65535")
     ws, protocol = await _open(request, PORTFORWARD_PROTOCOLS)
-    conn = ChannelConn(ws, b64="base64" in protocol, readable={2 * i for i in range(len(ports))})
+    conn = ChannelConn(ws, b64="base64" in protocol, readable={2 * i for i in range(len(ports))},
+                       on_activity=idle.touch)
+    idle.on_idle(ws.close)
     reader = asyncio.create_task(conn.read_loop(), name="ws-portforward-reader")
     try:
-        forwards = [asyncio.create_task(_forward_ws_port(conn, backend, req.sandbox_id, port, 2 * i))
-                    for i, port in enumerate(ports)]
-        await asyncio.gather(*forwards, return_exceptions=True)
+        forwards = asyncio.gather(*(_forward_ws_port(conn, backend, req.sandbox_id, port, 2 * i)
+                                    for i, port in enumerate(ports)), return_exceptions=True)
+        await rc.until_closed(asyncio.ensure_future(forwards), conn.closed)  # the client leaving ends them all
     finally:
         await _stop(reader)
         await ws.close()

@@ -263,3 +263,20 @@ async def test_streams_beyond_the_expected_ones_are_refused(server: StreamingSer
     extra = await session.client.conn.open_stream({"streamtype": ["stdout"]})
     assert await spdy_client.read_all(extra) == b"" and extra.reset
     await session.client.close()
+
+
+async def test_idle_sessions_are_closed(backend: FakeBackend) -> None:
+    srv = StreamingServer(backend, "127.0.0.1:0", idle_timeout=0.2)
+    await srv.start()
+    try:
+        session = await spdy_client.open_exec(srv.url_for(ExecRequest("c1", ("hang",))))
+        await asyncio.wait_for(session.client.conn.closed.wait(), 30)  # the server hung up
+        await session.client.close()
+        url = srv.url_for(ExecRequest("c1", ("hang",))).replace("http", "ws", 1)
+        async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=["v4.channel.k8s.io"]) as ws:
+            assert [msg async for msg in ws] == []  # closed by the server without output
+        while backend.running:
+            await asyncio.sleep(0.01)
+        assert backend.cancelled == [("hang",), ("hang",)]
+    finally:
+        await srv.stop()
