@@ -19,6 +19,8 @@ from pkg.cni.config import NetworkConfigList
 
 log = logging.getLogger(__name__)
 
+VERSION_TIMEOUT = 10.0
+
 
 def version_tuple(version: str) -> tuple[int, ...]:
     try:
@@ -108,8 +110,10 @@ class Runner:
     async def supported_versions(self, plugin_type: str) -> list[str]:
         """The plugin's VERSION answer: the CNI versions it speaks."""
         binary = cni_exec.find_plugin(plugin_type, self.bin_dirs)
+        # Short: it runs under the config reload, which status() and setup() wait for.
         out = await cni_exec.invoke(
-            binary, cni_exec.Invocation("VERSION"), {"cniVersion": "1.0.0"}, self.bin_dirs, self.timeout
+            binary, cni_exec.Invocation("VERSION"), {"cniVersion": "1.0.0"}, self.bin_dirs,
+            min(self.timeout, VERSION_TIMEOUT),
         )
         versions = (out or {}).get("supportedVersions")
         if not isinstance(versions, list):

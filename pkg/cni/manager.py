@@ -226,7 +226,7 @@ class NetworkManager:
         with self._claim(req.sandbox_id) as lock:
             async with lock:
                 net = await self.network()
-                if not netns.exists(req.netns_path):
+                if not await asyncio.to_thread(netns.exists, req.netns_path):
                     raise errors.NotFound(f"network namespace {req.netns_path} not found")
                 existing = await self.cache.get(req.sandbox_id)
                 if existing is not None and existing.result is not None:
@@ -253,8 +253,8 @@ class NetworkManager:
                 return status
 
     async def _rollback(self, att: Attachment, net: NetworkConfigList, progress: list[dict[str, Any]]) -> None:
-        inv = Invocation("DEL", att.sandbox_id, att.netns if netns.exists(Path(att.netns)) else "", att.ifname,
-                         att.cni_args)
+        present = await asyncio.to_thread(netns.exists, Path(att.netns))
+        inv = Invocation("DEL", att.sandbox_id, att.netns if present else "", att.ifname, att.cni_args)
         await self.runner.delete(net, inv, att.runtime_config, progress[-1] if progress else None)
         await gc.cleanup_iptables({att.sandbox_id}, att.network_name)
         await self.cache.delete(att.sandbox_id)
@@ -286,7 +286,7 @@ class NetworkManager:
     async def _delete(self, att: Attachment, netns_path: Path | None = None) -> None:
         net = cni_config.from_dict(att.config, Path(f"<cached {att.network_name}>"))
         path = Path(att.netns) if att.netns else netns_path
-        present = path is not None and netns.exists(path)
+        present = path is not None and await asyncio.to_thread(netns.exists, path)
         inv = Invocation("DEL", att.sandbox_id, str(path) if present else "", att.ifname, att.cni_args)
         # An ADD cut short by a crash left no result, so the firewall plugin's DEL cannot know the
         # pod's IPs: take them from our host-local allocations before DEL releases those.
