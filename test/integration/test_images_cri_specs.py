@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import mkimage
@@ -122,3 +123,28 @@ def test_pull_deadline_exceeded_leaves_nothing(mirrored: DaemonProcess, registry
         time.sleep(0.1)
     assert images.leases(mirrored) == set()
     assert status(mirrored, f"{UPSTREAM}/slow") is None
+
+
+def test_same_image_from_two_registries_has_one_id(mirrored: DaemonProcess, registry: Registry) -> None:
+    base = mkimage.build("busybox", labels={"spec": "id-consistency"})
+    images.push_built(registry.host, "e2e-test-images/consistent", "1", base)
+    via_mirror, direct = f"{UPSTREAM}/consistent:1", f"{registry.host}/e2e-test-images/consistent:1"
+    first, second = pull(mirrored, via_mirror), pull(mirrored, direct)
+    assert first == second == base.config.digest
+    assert status(mirrored, via_mirror) == status(mirrored, direct)
+    assert sorted(status(mirrored, first).repo_tags) == sorted([via_mirror, direct])  # type: ignore[union-attr]
+
+
+def test_simultaneous_removes_all_succeed(mirrored: DaemonProcess, registry: Registry) -> None:
+    images.push(registry.host, "e2e-test-images/busybox", "1.29-2")
+    ref = f"{UPSTREAM}/busybox:1.29-2"
+    image_id = pull(mirrored, ref)
+
+    def remove_then_status(_: int) -> bool:
+        mirrored.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec(image_id)), timeout=60)
+        return status(mirrored, image_id) is None
+
+    with ThreadPoolExecutor(5) as pool:
+        assert all(pool.map(remove_then_status, range(5)))
+    listed = mirrored.images().ListImages(api_pb2.ListImagesRequest(), timeout=30).images
+    assert all(ref not in i.repo_tags for i in listed)
