@@ -1,0 +1,101 @@
+"""narwhald's side of narwhal-logger: the ``binary://`` log URI and ReopenContainerLog.
+
+The task's stdout URI (``logger_uri``) makes the shim start narwhal-logger,
+which then lives as long as the container, whatever happens to narwhald.
+To reopen the log file after the kubelet renamed it, narwhald reads the
+logger's pid file, checks that the pid still is that logger (its command line
+names the pid file, so a recycled pid is never signalled), sends SIGUSR1 and
+waits until the logger bumps the generation in the pid file — by then the new
+file exists and every later write goes to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from pkg import errors
+from pkg.logs.criformat import DEFAULT_MAX_LINE
+
+LOGGER_NAME = "narwhal-logger"
+
+
+def logger_binary() -> Path:
+    """The narwhal-logger console script installed beside the running interpreter (the venv's bin)."""
+    candidate = Path(sys.executable).parent / LOGGER_NAME
+    if not candidate.exists():
+        raise errors.FailedPrecondition(f"{LOGGER_NAME} not found at {candidate}: run `make setup`")
+    return candidate
+
+
+def logger_uri(
+    log_path: str | Path,
+    *,
+    pid_file: str | Path | None = None,
+    max_line: int = DEFAULT_MAX_LINE,
+    tty: bool = False,
+    binary: str | Path | None = None,
+) -> str:
+    """``binary:///…/narwhal-logger?path=…&max-line=…&pid-file=…&tty=…`` for a task's stdout (and stderr)."""
+    log_path = Path(log_path)
+    if not log_path.is_absolute():
+        raise errors.InvalidArgument(f"log path must be absolute: {log_path}")
+    if max_line <= 0:
+        raise errors.InvalidArgument(f"max log line size must be positive: {max_line}")
+    query: dict[str, str] = {"path": str(log_path), "max-line": str(max_line)}
+    if pid_file is not None:
+        query["pid-file"] = str(pid_file)
+    if tty:
+        query["tty"] = "true"
+    exe = Path(binary) if binary is not None else logger_binary()
+    args = "&".join(f"{key}={urllib.parse.quote(value, safe='/')}" for key, value in query.items())
+    return f"binary://{urllib.parse.quote(str(exe))}?{args}"
+
+
+@dataclass(frozen=True)
+class LoggerState:
+    pid: int
+    generation: int
+
+
+def read_pid_file(pid_file: str | Path) -> LoggerState | None:
+    """The live logger behind ``pid_file``, or None when it has exited (or the pid was recycled)."""
+    try:
+        fields = Path(pid_file).read_text().split()
+        state = LoggerState(int(fields[0]), int(fields[1]) if len(fields) > 1 else 0)
+        cmdline = Path(f"/proc/{state.pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    if LOGGER_NAME.encode() not in cmdline or os.fsencode(str(pid_file)) not in cmdline.split(b"\0"):
+        return None
+    return state
+
+
+async def reopen_container_log(pid_file: str | Path, timeout: float = 5.0) -> None:
+    """Make the container's logger reopen its log path; returns once the new file is in use.
+
+    FailedPrecondition when no logger runs (the container is not running),
+    as containerd's ReopenContainerLog does.
+    """
+    state = read_pid_file(pid_file)
+    if state is None:
+        raise errors.FailedPrecondition("container is not running: no log copier to reopen")
+    try:
+        os.kill(state.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise errors.FailedPrecondition("container is not running: log copier exited") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        current = await asyncio.to_thread(read_pid_file, pid_file)
+        if current is None or current.pid != state.pid:
+            raise errors.FailedPrecondition("container log copier exited while reopening the log")
+        if current.generation > state.generation:
+            return
+        if time.monotonic() > deadline:
+            raise errors.DeadlineExceeded(f"log copier (pid {state.pid}) did not reopen its log in {timeout}s")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,301 @@
+"""narwhal-logger: the shim-side copier from a container's stdio to its CRI log file.
+
+containerd's runc v2 shim runs it for a task created with a ``binary://``
+stdout URI (``pkg.logs.uri.logger_uri``): the container's stdout arrives on
+fd 3, stderr on fd 4, and closing fd 5 tells the shim we are ready.  The URI's
+query becomes ``key value`` argument pairs in no particular order:
+
+* ``path``      the CRI log file (opened O_APPEND, created 0640, parents made)
+* ``max-line``  longest record before a line is split into ``P`` chunks (16 KiB)
+* ``pid-file``  where the logger writes ``<pid> <reopen generation>``; narwhald
+                sends SIGUSR1 to reopen ``path`` (ReopenContainerLog) and waits
+                for the generation to move (``pkg.logs.reopen``)
+* ``tty``       ``true`` when the container has a terminal: one stream, stdout
+
+The logger is a child of the shim, not of narwhald, so logs keep flowing when
+narwhald dies.  It exits when every stream reaches EOF; on SIGTERM (the shim
+closes the pipes, then signals) it drains what is left for a bounded time.
+It never exits early on write errors: a dead reader would SIGPIPE the
+container.  Imports are kept to the standard library so it starts fast.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import selectors
+import signal
+import sys
+import time
+
+from pkg.logs.criformat import DEFAULT_MAX_LINE, TimestampFormatter
+
+READ_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20
+DRAIN_AFTER_TERM = 5.0
+F_SETPIPE_SZ = 1031
+_IOV_BATCH = 512  # well below IOV_MAX (1024)
+
+
+class _Stream:
+    """Per-stream state: the unterminated tail and the record prefixes."""
+
+    __slots__ = ("fd", "name", "pending")
+
+    def __init__(self, fd: int, name: bytes) -> None:
+        self.fd = fd
+        self.name = name
+        self.pending = b""
+
+
+class LogWriter:
+    """Encodes output chunks into CRI records and appends them to the log file."""
+
+    def __init__(self, path: str, max_line: int = DEFAULT_MAX_LINE) -> None:
+        if max_line <= 0:
+            raise ValueError("max-line must be positive")
+        self.path = path
+        self.max_line = max_line
+        self.fd = -1
+        self.dropped = 0
+        self._ts = TimestampFormatter()
+        self.open()
+
+    def open(self) -> None:
+        """(Re)open the log file; on failure output is discarded until the next reopen."""
+        old, self.fd = self.fd, -1
+        try:
+            parent = os.path.dirname(self.path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as err:
+            _warn(f"cannot open log file {self.path}: {err}")
+        if old >= 0:
+            os.close(old)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def feed(self, stream: _Stream, chunk: bytes, *, final: bool = False) -> None:
+        """Encode ``chunk`` (appended to the stream's pending tail) and write every complete record."""
+        data = stream.pending + chunk if stream.pending else chunk
+        prefix = b"%s %s " % (self._ts.format(time.time_ns()), stream.name)
+        full, part = prefix + b"F ", prefix + b"P "
+        out: list[bytes | memoryview] = []
+        max_line, n, start = self.max_line, len(data), 0
+        while True:
+            # Jump over a run of complete lines, each at most max_line long, one
+            # window search per max_line bytes: a C-speed pass for ordinary output.
+            end = start
+            while end < n:
+                nl = data.rfind(b"\n", end, min(end + max_line + 1, n))
+                if nl < 0:
+                    break
+                end = nl + 1
+            if end > start:
+                # One replace() turns every newline into "newline + next prefix"; the
+                # prefix after the last newline is cut off by a view, not a copy.
+                run = data if start == 0 and end == n else data[start:end]
+                out.append(full)
+                out.append(memoryview(run.replace(b"\n", b"\n" + full))[: -len(full)])
+                start = end
+            if n - start > max_line:
+                out.append(part + data[start:start + max_line] + b"\n")
+                start += max_line
+                continue
+            break
+        stream.pending = data[start:]
+        if final and stream.pending:
+            out.append(part + stream.pending + b"\n")
+            stream.pending = b""
+        if out:
+            self._write(out)
+
+    def _write(self, parts: list[bytes | memoryview]) -> None:
+        if self.fd < 0:
+            self.dropped += sum(len(p) for p in parts)
+            return
+        while parts:
+            batch, parts = parts[:_IOV_BATCH], parts[_IOV_BATCH:]
+            total = sum(len(p) for p in batch)
+            try:
+                written = os.writev(self.fd, batch)
+                if written < total:
+                    view = memoryview(b"".join(batch))[written:]
+                    while view:
+                        view = view[os.write(self.fd, view):]
+            except OSError as err:
+                # Disk full or I/O error: drop rather than block (and so stall) the container.
+                self.dropped += total + sum(len(p) for p in parts)
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    _warn(f"write to {self.path} failed: {err}")
+                return
+
+
+class PidFile:
+    """``<pid> <generation>``, replaced atomically so a reader never sees a torn write."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.generation = 0
+
+    def write(self) -> None:
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()} {self.generation}\n")
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        try:
+            with open(self.path) as f:
+                mine = f.read().split()[:1] == [str(os.getpid())]
+            if mine:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """containerd passes the URI query as ``key value`` pairs; ``--key=value`` is accepted for manual runs."""
+    opts: dict[str, str] = {}
+    args = list(argv)
+    while args:
+        key = args.pop(0)
+        if key.startswith("--"):
+            key, sep, value = key[2:].partition("=")
+            if not sep:
+                value = args.pop(0) if args else ""
+        else:
+            value = args.pop(0) if args else ""
+        opts[key] = value
+    return opts
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write(f"narwhal-logger[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _set_pipe_size(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+
+
+def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: int | None = 5) -> int:
+    path = opts.get("path", "")
+    if not path:
+        _warn("missing 'path'")
+        return 2
+    try:
+        max_line = int(opts.get("max-line") or DEFAULT_MAX_LINE)
+        writer = LogWriter(path, max_line)
+    except ValueError as err:
+        _warn(f"bad argument: {err}")
+        return 2
+    tty = opts.get("tty", "").lower() in ("1", "true", "yes")
+    pid_file = PidFile(opts["pid-file"]) if opts.get("pid-file") else None
+
+    flags = {"reopen": False, "term": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        flags["reopen" if signum == signal.SIGUSR1 else "term"] = True
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGUSR1, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    streams = [_Stream(stdout_fd, b"stdout")]
+    if tty:
+        # With a terminal the shim leaves fd 4's write end open forever: never wait for its EOF.
+        os.close(stderr_fd)
+    else:
+        streams.append(_Stream(stderr_fd, b"stderr"))
+    sel = selectors.DefaultSelector()
+    for stream in streams:
+        os.set_blocking(stream.fd, False)
+        _set_pipe_size(stream.fd)
+        sel.register(stream.fd, selectors.EVENT_READ, stream)
+    sel.register(wake_r, selectors.EVENT_READ, None)
+
+    if pid_file is not None:
+        try:
+            pid_file.write()
+        except OSError as err:
+            _warn(f"cannot write pid file {pid_file.path}: {err}")
+    if ready_fd is not None:
+        os.close(ready_fd)
+
+    open_streams = len(streams)
+    drain_deadline: float | None = None
+    try:
+        while open_streams:
+            timeout = None if drain_deadline is None else max(0.0, drain_deadline - time.monotonic())
+            events = sel.select(timeout)
+            if drain_deadline is not None and (not events or time.monotonic() >= drain_deadline):
+                break
+            for key, _ in events:
+                stream = key.data
+                if stream is None:
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                try:
+                    chunk = os.read(stream.fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as err:
+                    _warn(f"read from {stream.name.decode()} failed: {err}")
+                    chunk = b""
+                if chunk:
+                    writer.feed(stream, chunk)
+                else:
+                    writer.feed(stream, b"", final=True)
+                    sel.unregister(stream.fd)
+                    os.close(stream.fd)
+                    open_streams -= 1
+            if flags["reopen"]:
+                flags["reopen"] = False
+                writer.open()
+                if pid_file is not None:
+                    pid_file.generation += 1
+                    try:
+                        pid_file.write()
+                    except OSError as err:
+                        _warn(f"cannot write pid file {pid_file.path}: {err}")
+            if flags["term"] and drain_deadline is None:
+                drain_deadline = time.monotonic() + DRAIN_AFTER_TERM
+    finally:
+        for stream in streams:
+            if stream.pending:
+                writer.feed(stream, b"", final=True)
+        writer.close()
+        if pid_file is not None:
+            pid_file.remove()
+    if writer.dropped:
+        _warn(f"dropped {writer.dropped} bytes of log output")
+    return 0
+
+
+def main() -> int:
+    opts = parse_args(sys.argv[1:])
+    # Started by narwhald itself (fifo stdio, for containers with stdin): it names the fds it passed.
+    fds = [int(opts.pop(key, default)) for key, default in (("stdout-fd", 3), ("stderr-fd", 4), ("ready-fd", 5))]
+    return run(opts, fds[0], fds[1], fds[2])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
