@@ -9,8 +9,10 @@ query becomes ``key value`` argument pairs in no particular order:
 * ``max-line``  longest record before a line is split into ``P`` chunks (16 KiB)
 * ``pid-file``  where the logger writes ``<pid> <reopen generation>``; narwhald
                 sends SIGUSR1 to reopen ``path`` (ReopenContainerLog) and waits
-                for the generation to move (``pkg.logs.reopen``)
+                for the generation to move (``pkg.logs.binary.reopen_container_log``)
 * ``tty``       ``true`` when the container has a terminal: one stream, stdout
+* ``stdout-fd``, ``stderr-fd``, ``ready-fd``  other descriptors than 3, 4, 5
+                (when narwhald runs the logger itself on fifos)
 
 The logger is a child of the shim, not of narwhald, so logs keep flowing when
 narwhald dies.  It exits when every stream reaches EOF; on SIGTERM (the shim
