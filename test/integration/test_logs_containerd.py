@@ -164,3 +164,24 @@ async def test_oom_killed_container_is_detected(env: dict[str, object]) -> None:
     await task.destroy()
     assert oom.read_oom(cgroup) is None
     assert b"stdout F start" in (tmp / "oom.log").read_bytes()
+
+
+async def test_tty_container_logs_one_stream(env: dict[str, object]) -> None:
+    client, tasks, tmp = env["client"], env["tasks"], env["dir"]
+    assert isinstance(client, Client) and isinstance(tasks, list) and isinstance(tmp, Path)
+    cid = "tty-" + uuid.uuid4().hex[:8]
+    log = tmp / "tty.log"
+    pid_file = tmp / "tty.pid"
+    spec = minimal_spec(env["rootfs"], ["sh", "-c", "echo to-out; echo to-err >&2; sleep 0.2"],  # type: ignore[arg-type]
+                        f"{PARENT}/{cid}")
+    spec["process"]["terminal"] = True
+    task = await create_task(client, cid, spec, env["runc_root"],  # type: ignore[arg-type]
+                             logger_uri(log, pid_file=pid_file, tty=True), terminal=True)
+    tasks.append(task)
+    assert await task.wait() == 0
+    # The logger exits with the console even though the shim never closes the unused stderr pipe.
+    await _wait_for(lambda: not pid_file.exists())
+    records = [decode_line(raw) for raw in _lines(log)]
+    assert [(r.stream, r.partial, r.content) for r in records] == [
+        ("stdout", False, b"to-out\r"), ("stdout", False, b"to-err\r")
+    ]

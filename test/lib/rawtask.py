@@ -100,7 +100,7 @@ class RawTask:
 
 
 async def create_task(client: Client, id_: str, spec: dict[str, Any], runc_root: Path, stdio_uri: str,
-                      *, start: bool = True) -> RawTask:
+                      *, start: bool = True, terminal: bool = False) -> RawTask:
     """A container record plus its task with ``stdio_uri`` as stdout and stderr (a binary:// logger)."""
     options = oci_pb2.Options(root=str(runc_root))
     container = containers_pb2.Container(
@@ -117,7 +117,9 @@ async def create_task(client: Client, id_: str, spec: dict[str, Any], runc_root:
     try:
         with translate("create task"):
             resp = await client.tasks.Create(
-                tasks_pb2.CreateTaskRequest(container_id=id_, stdout=stdio_uri, stderr=stdio_uri), timeout=60
+                tasks_pb2.CreateTaskRequest(container_id=id_, stdout=stdio_uri, stderr="" if terminal else stdio_uri,
+                                            terminal=terminal),
+                timeout=60,
             )
         task.pid = resp.pid
         if start:
