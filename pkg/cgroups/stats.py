@@ -227,6 +227,11 @@ def read_stats(cgroup: str, h: Hierarchies | None = None, *, now_ns: int | None 
     )
 
 
+async def read_stats_async(cgroup: str, h: Hierarchies | None = None) -> ContainerStats:
+    """``read_stats`` off the event loop."""
+    return await asyncio.to_thread(read_stats, cgroup, h)
+
+
 async def read_stats_many(cgroups: Iterable[str], h: Hierarchies | None = None) -> dict[str, ContainerStats]:
     """Stats of many cgroups in one worker thread; cgroups that vanished are left out."""
 

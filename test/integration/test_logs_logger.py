@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lib.logger import LoggerProcess, spawn_logger
+from lib.logger import LOGGER, LoggerProcess, spawn_logger
 
 from pkg import errors
 from pkg.logs.binary import read_pid_file, reopen_container_log
@@ -135,3 +136,30 @@ def test_full_speed_writer_is_not_stalled(tmp_path: Path, loggers: list[LoggerPr
     # Every line intact and in order: strip the record prefixes and compare with what was written.
     contents = b"".join(line[-7:] + b"\n" for line in data.split(b"\n")[:-1])
     assert contents == chunk * 64
+
+
+def test_descriptors_named_on_the_command_line(tmp_path: Path) -> None:
+    """narwhald runs the logger itself on fifos for containers with stdin, passing other fd numbers."""
+    log = tmp_path / "0.log"
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    proc = subprocess.Popen(
+        [str(LOGGER), "path", str(log), "stdout-fd", str(out_r), "stderr-fd", str(err_r), "ready-fd", str(ready_w)],
+        pass_fds=(out_r, err_r, ready_w), stdin=subprocess.DEVNULL,
+    )
+    try:
+        for fd in (out_r, err_r, ready_w):
+            os.close(fd)
+        assert os.read(ready_r, 1) == b""
+        os.write(out_w, b"via fifo\n")
+        os.write(err_w, b"err via fifo\n")
+        os.close(out_w)
+        os.close(err_w)
+        assert proc.wait(10) == 0
+        assert sorted(records(log)) == [("stderr", False, b"err via fifo"), ("stdout", False, b"via fifo")]
+    finally:
+        os.close(ready_r)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

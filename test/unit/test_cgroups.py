@@ -9,7 +9,7 @@ import pytest
 from pkg import errors
 from pkg.cgroups import cleanup, fs, oom
 from pkg.cgroups.disk_usage import directory_usage
-from pkg.cgroups.stats import CpuStats, CpuUsageTracker, read_stats, read_stats_many
+from pkg.cgroups.stats import CpuStats, CpuUsageTracker, read_stats, read_stats_async, read_stats_many
 
 CG = "/kubepods/pod1/ctr1"
 
@@ -125,6 +125,9 @@ async def test_missing_cgroup(v1: fs.Hierarchies) -> None:
         read_stats("/kubepods/gone", v1)
     many = await read_stats_many([CG, "/kubepods/gone"], v1)
     assert list(many) == [CG]
+    assert (await read_stats_async(CG, v1)).pids is not None
+    with pytest.raises(errors.NotFound):
+        await read_stats_async("/kubepods/gone", v1)
 
 
 def test_cpu_usage_tracker() -> None:
