@@ -30,9 +30,10 @@ import signal
 import sys
 import time
 
-from pkg.logs.criformat import DEFAULT_MAX_LINE, TimestampFormatter
+from pkg.logs.timestamp import TimestampFormatter
 
-READ_SIZE = 1 << 20
+READ_SIZE = 256 << 10
+DEFAULT_MAX_LINE = 16 * 1024  # containerd's max_container_log_line_size (= criformat.DEFAULT_MAX_LINE)
 PIPE_SIZE = 1 << 20
 DRAIN_AFTER_TERM = 5.0
 F_SETPIPE_SZ = 1031

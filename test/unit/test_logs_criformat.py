@@ -117,6 +117,19 @@ def test_writer_creates_parents_and_discards_when_unopenable(tmp_path: Path) -> 
     assert blocked.dropped > 0
 
 
+def test_logger_stays_light_and_agrees_with_the_codec() -> None:
+    import subprocess
+    import sys
+
+    from pkg.logs import logger
+
+    assert logger.DEFAULT_MAX_LINE == criformat.DEFAULT_MAX_LINE
+    heavy = ("dataclasses", "asyncio", "grpc")
+    probe = f"import sys, pkg.logs.logger; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_parse_args_pairs_in_any_order() -> None:
     opts = parse_args(["max-line", "10", "path", "/x", "tty", "true"])
     assert opts == {"max-line": "10", "path": "/x", "tty": "true"}
