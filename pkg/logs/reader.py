@@ -132,16 +132,19 @@ def _tag(raw: bytes) -> tuple[bytes, bool] | None:
     return parts[1], parts[2].split(b":", 1)[0] == FULL
 
 
-def tail_offset(path: str | Path, count: int, streams: frozenset[str] = frozenset(STREAMS)) -> tuple[int, set[str]]:
-    """Where the last ``count`` complete entries of ``streams`` begin (blocking; run in a thread).
+def tail_offset(
+    path: str | Path, count: int, streams: frozenset[str] = frozenset(STREAMS), size: int | None = None
+) -> tuple[int, set[str]]:
+    """Where the last ``count`` complete entries of ``streams`` (in the first ``size`` bytes) begin.
 
+    Blocking: run it in a thread.
     Returns the offset just after the last record not wanted, and the streams
     whose entry straddles that offset (their first records after it are the
     tail of an entry that began earlier and must be skipped).
     """
     wanted = {s.encode() for s in streams}
     with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
+        size = f.seek(0, os.SEEK_END) if size is None else size
         seen = 0
         offset: int | None = size if count == 0 else None
         straddling: set[str] = set()
@@ -189,12 +192,16 @@ async def read_log(
     remaining = options.limit_bytes
     carry = b""
     try:
+        # Without follow, the log ends where it ended when we opened it: a busy container
+        # must not stretch a tail or a plain read without bound.
+        end_at = None if f is None or options.follow else os.fstat(f.fileno()).st_size
         if f is not None and options.tail is not None:
-            offset, straddling = await asyncio.to_thread(tail_offset, path, options.tail, options.streams)
+            offset, straddling = await asyncio.to_thread(tail_offset, path, options.tail, options.streams, end_at)
             f.seek(offset)
             assembler.skip = straddling
         while True:
-            block = await asyncio.to_thread(f.read, _BLOCK) if f is not None else b""
+            want = _BLOCK if end_at is None or f is None else min(_BLOCK, end_at - f.tell())
+            block = await asyncio.to_thread(f.read, want) if f is not None and want > 0 else b""
             if block:
                 lines = (carry + block).split(b"\n")
                 carry = lines.pop()

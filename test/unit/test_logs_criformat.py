@@ -262,3 +262,17 @@ async def test_reader_follows_growth_and_rotation(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 10)
     assert seen == [b"one\n", b"grown\n", b"last in old\n", b"first in new\n"]
+
+
+async def test_reader_without_follow_stops_at_the_size_it_found(tmp_path: Path) -> None:
+    log = tmp_path / "0.log"
+    _write_log(log, LINES[:1] + [(T0 + 8, "stdout", False, b"second")])
+    late = encode_line(T0 + 9, "stdout", b"written after the read began")
+    entries = read_log(log, ReadOptions(tail=2))
+    first = await anext(entries)
+    _append(log, late)
+    rest = [entry.content async for entry in entries]
+    assert (first.content, rest) == (b"one\n", [b"second\n"])
+    data = log.read_bytes()
+    offset, _ = tail_offset(log, 1, size=len(data) - len(late))
+    assert data[offset:].startswith(encode_line(T0 + 8, "stdout", b"second"))
