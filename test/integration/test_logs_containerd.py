@@ -117,7 +117,7 @@ async def test_logger_through_shim_survives_narwhald(env: dict[str, object], dae
     assert rate is not None and 0 < rate < 2_000_000_000 * os.cpu_count()  # type: ignore[operator]
     assert second.memory is not None and 0 < second.memory.working_set_bytes <= second.memory.usage_bytes
     assert second.memory.rss_bytes > 0 and second.memory.page_faults > 0
-    assert second.pids is not None and second.pids.current >= 2  # sh and its sleep/echo
+    assert second.pids is not None and second.pids.current >= 1  # sh (and at times its sleep)
     assert cleanup.list_children(PARENT) == [cgroup]
     assert fs.cgroup_of_pid(task.pid) == cgroup
 
