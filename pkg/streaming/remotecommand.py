@@ -127,6 +127,11 @@ async def run_command(backend: StreamingBackend, request: ExecRequest | AttachRe
     except errors.NarwhalError as exc:
         verb = "executing command in" if isinstance(request, ExecRequest) else "attaching to"
         return internal_error_status(f"error {verb} container: {exc.message}")
+    except ConnectionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug: log it, but still tell the client why its session ended
+        log.exception("streaming %s failed unexpectedly", type(request).__name__)
+        return internal_error_status(f"internal error: {exc!r}")
 
 
 async def until_closed(work: asyncio.Future[Any], closed: asyncio.Event) -> bool:
@@ -229,12 +234,17 @@ async def serve_spdy(conn: SpdyConnection, incoming: asyncio.Queue[SpdyStream], 
     except errors.NarwhalError as exc:
         log.debug("remotecommand: %s", exc.message)
         return
+    except ConnectionError:
+        return  # the client went away while we replied to its streams
     conn.refuse_new_streams()
     work = asyncio.create_task(run_command(backend, request, streams.exec_streams(request.tty)),
                                name="remotecommand")
     if not await until_closed(work, conn.closed):
         return  # the client went away; the command was cancelled
-    status = work.result()
+    try:
+        status = work.result()
+    except ConnectionError:
+        return  # the client went away as the command ended
     with contextlib.suppress(ConnectionError):
         for out in (streams.stdout, streams.stderr):
             if out is not None:

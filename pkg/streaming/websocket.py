@@ -187,7 +187,7 @@ async def serve_remotecommand(request: web.Request, req: ExecRequest | AttachReq
     )
     try:
         work = asyncio.create_task(rc.run_command(backend, req, streams), name="remotecommand")
-        if await rc.until_closed(work, conn.closed):
+        if await rc.until_closed(work, conn.closed) and not work.cancelled() and work.exception() is None:
             status_protocol = rc.V4 if protocol.startswith(("v4.", "v5.")) else rc.V1
             payload = rc.encode_status(work.result(), status_protocol)
             with contextlib.suppress(ConnectionError):

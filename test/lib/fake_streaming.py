@@ -4,7 +4,7 @@ Commands are tiny scripts, so tests can see each stream separately:
 ``["out-err", OUT, ERR, CODE]`` writes OUT to stdout and ERR to stderr and exits
 with CODE; ``["cat"]`` copies stdin to stdout; ``["sizes", N]`` reports N
 terminal resizes as ``WxH`` lines; ``["hang"]`` waits until cancelled;
-``["boom"]`` fails with a pkg error.  Attach connects to a fake container
+``["boom"]`` fails with a pkg error, ``["crash"]`` with a bug.  Attach connects to a fake container
 that echoes its stdin on stdout (and ``err:``-prefixed on stderr) and exits
 when its stdin is closed.  ``dial`` connects to a loopback port.
 """
@@ -93,6 +93,8 @@ class FakeBackend:
             await asyncio.Event().wait()
         if cmd[0] == "boom":
             raise errors.FailedPrecondition("container is not running")
+        if cmd[0] == "crash":
+            raise RuntimeError("a bug in the backend")
         return 127
 
     async def attach_stdio(self, container_id: str) -> FakeStdio:

@@ -89,6 +89,11 @@ async def test_backend_errors_become_internal_error_status(server: StreamingServ
     assert "container is not running" in status["message"]
 
 
+async def test_backend_bugs_still_end_the_session_with_a_status(server: StreamingServer) -> None:
+    _, _, status = await spdy_client.run_exec(exec_url(server, "crash"))
+    assert status is not None and status["reason"] == "InternalError" and "a bug" in status["message"]
+
+
 async def test_client_going_away_cancels_the_command(server: StreamingServer, backend: FakeBackend) -> None:
     session = await spdy_client.open_exec(exec_url(server, "hang"))
     while backend.running == 0:
