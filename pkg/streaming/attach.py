@@ -2,9 +2,11 @@
 
 ``relay_attach`` is the whole attach session over a ``ContainerStdio``: output
 to the client (everything on stdout for a TTY), client stdin to the
-container, resizes to the console; with ``stdin_once`` the container's stdin
-is closed when the client closes its own.  It ends when the container's
-output ends (it exited) or the client goes away.
+container, resizes to the console.  When the client closes its stdin, a
+``stdin_once`` container without a TTY has its stdin closed and the output is
+relayed until it exits; otherwise the client detaches and the session ends
+(containerd's cio attach, i.e. Docker's behaviour).  The session also ends
+when the container's output ends (it exited) or the client goes away.
 
 ``OutputBroadcaster`` is for the runtime: feed it what the container's stdout
 and stderr fifos produce, and every attached client gets a copy.  Publishing
@@ -100,17 +102,21 @@ async def relay_attach(stdio: ContainerStdio, streams: ExecStreams) -> None:
                 await target.write(data)
 
     async def stdin() -> None:
+        """Relay the client's stdin; its EOF either closes the container's stdin or ends the session."""
         assert streams.stdin is not None
         while data := await streams.stdin.read():
             await stdio.write_stdin(data)
-        if stdio.stdin_once:
-            await stdio.close_stdin()
+        if stdio.stdin_once and not stdio.tty:
+            await stdio.close_stdin()  # the container sees EOF; its output is relayed until it exits
+        else:
+            sub.close()  # detach: the container's stdin stays open for the next client
 
     async def resize() -> None:
         assert streams.resize is not None
         while (size := await streams.resize.next()) is not None:
             await stdio.resize(size)
 
+    # As containerd's cio attach: without stdin_once (or with a TTY) a client closing its stdin detaches.
     helpers: list[asyncio.Task[None]] = []
     if streams.stdin is not None and stdio.stdin:
         helpers.append(asyncio.create_task(stdin(), name="attach-stdin"))

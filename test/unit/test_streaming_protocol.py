@@ -100,16 +100,20 @@ class _Source:
         return self._chunks.pop(0) if self._chunks else b""
 
 
-async def test_relay_without_stdin_once_keeps_the_container_stdin_open() -> None:
-    stdio = FakeStdio(stdin_once=False)
+@pytest.mark.parametrize("stdin_once, tty", [(False, False), (True, True)])
+async def test_client_stdin_eof_detaches_unless_stdin_once_without_tty(stdin_once: bool, tty: bool) -> None:
+    stdio = FakeStdio(stdin_once=stdin_once, tty=tty)
     out = _Sink()
-    relay = asyncio.create_task(relay_attach(stdio, ExecStreams(tty=False, stdin=_Source(b"x"), stdout=out)))
-    while b"x" not in out.data:
-        await asyncio.sleep(0)
-    assert not stdio.stdin_closed and not relay.done()  # client stdin EOF alone does not end the session
-    stdio.broadcaster.end()  # the container exits
-    await relay
-    assert bytes(out.data) == b"x"  # stderr was not requested: dropped
+    await relay_attach(stdio, ExecStreams(tty=tty, stdin=_Source(b"x"), stdout=out))
+    assert not stdio.stdin_closed  # the container keeps its stdin (and runs on)
+    assert not stdio.broadcaster._subscribers
+
+
+async def test_stdin_once_closes_the_container_stdin_and_relays_until_exit() -> None:
+    stdio = FakeStdio(stdin_once=True)
+    out = _Sink()
+    await relay_attach(stdio, ExecStreams(tty=False, stdin=_Source(b"x"), stdout=out))
+    assert stdio.stdin_closed and bytes(out.data) == b"x"  # stderr was not requested: dropped
 
 
 async def test_relay_ends_when_the_client_goes_away() -> None:

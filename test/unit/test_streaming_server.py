@@ -177,11 +177,15 @@ async def test_attach_tty_merges_output_and_resizes(server: StreamingServer, bac
     await session.resize_to(100, 40)
     assert session.stdin is not None
     await session.stdin.write(b"abc")
-    await session.stdin.close()
-    assert await spdy_client.read_all(session.stdout) == b"abcerr:abc"
-    await session.status()
+    assert session.stdout is not None
+    got = b""
+    while got != b"abcerr:abc":  # a TTY merges stderr into stdout
+        got += await session.stdout.read()
+    await session.stdin.close()  # with a TTY, closing stdin detaches: the session ends, the container runs on
+    assert await spdy_client.read_all(session.stdout) == b""
+    assert await session.status() == {"metadata": {}, "status": "Success"}
     await session.client.close()
-    assert stdio.resizes == [TerminalSize(100, 40)]
+    assert stdio.resizes == [TerminalSize(100, 40)] and not stdio.stdin_closed
 
 
 # ---- WebSocket remotecommand ----
