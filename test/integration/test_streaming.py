@@ -223,3 +223,17 @@ async def test_websocket_port_forward_into_the_pod_netns(server: StreamingServer
             ch = int(msg.data[0])
             got[ch] = got.get(ch, b"") + base64.b64decode(msg.data[1:])
     assert got[0][2:].endswith(b"pod says /ws")
+
+
+async def test_critest_exec_shapes(server: StreamingServer, task: ctrtask.RunningTask) -> None:
+    """critest's exec specs: `echo hello` gives exactly "hello\\n", and with tty+stdin "hello\\r\\n"."""
+    out, err, status = await spdy_client.run_exec(server.url_for(ExecRequest(task.container_id, ("echo", "hello"))))
+    assert (out, err, status) == (b"hello\n", b"", {"metadata": {}, "status": "Success"})
+    session = await spdy_client.open_exec(server.url_for(ExecRequest(
+        task.container_id, ("echo", "hello"), tty=True, stdin=True, stderr=False)), stdin=True, tty=True)
+    assert session.stdin is not None
+    out = await spdy_client.read_all(session.stdout)  # critest keeps stdin open until it has the output
+    await session.stdin.close()
+    assert out == b"hello\r\n"
+    assert await session.status() == {"metadata": {}, "status": "Success"}
+    await session.client.close()
