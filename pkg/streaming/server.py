@@ -93,14 +93,13 @@ class StreamingServer:
             await self._runner.cleanup()
             self._runner = None
             raise errors.Unavailable(f"streaming-address {self._host}:{self._port}: {exc.strerror}") from None
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        host, port = server.sockets[0].getsockname()[:2]
+        host, port = self._runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{port}"
         log.info("streaming server on %s", self.base_url)
 
     async def stop(self) -> None:
+        self.base_url = ""  # no more tokens for a server that is going away
         for task in list(self._sessions):
             task.cancel()
         for task in list(self._sessions):
