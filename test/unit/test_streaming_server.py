@@ -289,3 +289,17 @@ async def test_idle_sessions_are_closed(backend: FakeBackend) -> None:
         assert backend.cancelled == [("hang",), ("hang",)]
     finally:
         await srv.stop()
+
+
+async def test_stop_ends_running_sessions(backend: FakeBackend) -> None:
+    srv = StreamingServer(backend, "127.0.0.1:0")
+    await srv.start()
+    session = await spdy_client.open_exec(srv.url_for(ExecRequest("c1", ("hang",))))
+    while backend.running == 0:
+        await asyncio.sleep(0.01)
+    await srv.stop()
+    assert backend.cancelled == [("hang",)]
+    await asyncio.wait_for(session.client.conn.closed.wait(), 30)
+    await session.client.close()
+    with pytest.raises(errors.Unavailable):
+        srv.url_for(ExecRequest("c1", ("ls",)))
