@@ -139,6 +139,11 @@ async def until_closed(work: asyncio.Future[Any], closed: asyncio.Event) -> bool
     waiter = asyncio.ensure_future(closed.wait())
     try:
         await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # we are being stopped: the work goes with us
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        raise
     finally:
         waiter.cancel()
     if work.done():
