@@ -202,12 +202,18 @@ class SpdyConnection:
         self._on_activity()
 
     async def _send_window_updates(self, stream_id: int, delta: int) -> None:
-        self._session_unacked += delta
+        """A stream's window is returned as its reader consumes (a slow reader stalls only its stream)."""
         with contextlib.suppress(ConnectionError):
             await self._send(spdy.WindowUpdate(stream_id, delta))
-            if self._session_unacked >= spdy.DEFAULT_WINDOW // 2:
-                session_delta, self._session_unacked = self._session_unacked, 0
-                await self._send(spdy.WindowUpdate(0, session_delta))
+
+    async def _received(self, n: int) -> None:
+        """The session's window is returned on receipt: buffering is bounded per stream (the reader
+        waits for lagging streams), and data for streams that are gone must not shrink it for good."""
+        self._session_unacked += n
+        if self._session_unacked >= spdy.DEFAULT_WINDOW // 2:
+            delta, self._session_unacked = self._session_unacked, 0
+            with contextlib.suppress(ConnectionError):
+                await self._send(spdy.WindowUpdate(0, delta))
 
     async def _wait_send_window(self, stream: SpdyStream) -> None:
         """Wait until both the stream's and the session's send windows are open."""
@@ -368,6 +374,8 @@ class SpdyConnection:
         self._on_stream(stream)
 
     async def _on_data(self, frame: spdy.DataFrame) -> None:
+        if frame.data:
+            await self._received(len(frame.data))
         stream = self.streams.get(frame.stream_id)
         if stream is None:
             if frame.stream_id > max(self._last_peer_id, self._next_id):

@@ -150,3 +150,28 @@ async def test_garbage_ends_the_session_with_goaway() -> None:
     frames = spdy.Parser().feed(b"".join(p.server_pipe.sent))
     assert frames == [spdy.GoAway(0, spdy.GOAWAY_PROTOCOL_ERROR)]
     await p.close()
+
+
+async def test_many_small_streams_do_not_starve_the_session_window(pair: Pair) -> None:
+    pair.client.flow_control = True  # an aware client: it honours our windows
+    chunk = b"z" * 20_000  # each stream stays below the point where its own window is returned
+
+    async def one() -> bytes:
+        out = await pair.client.open_stream({"streamtype": ["data"]})
+        await out.wait_reply()
+        await out.write(chunk)
+        await out.close()
+        return b""
+
+    async def serve() -> int:
+        total = 0
+        for _ in range(10):
+            stream = await pair.accept()
+            while data := await stream.read():
+                total += len(data)
+        return total
+
+    server = asyncio.create_task(serve())
+    for _ in range(10):  # one after the other: 200 kB through a 64 kB session window
+        await asyncio.wait_for(one(), 30)
+    assert await asyncio.wait_for(server, 30) == 200_000
