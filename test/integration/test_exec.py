@@ -43,11 +43,14 @@ def fifo_root(narwhald: DaemonProcess) -> Path:
 @pytest.fixture
 async def task(client: Client, narwhald: DaemonProcess, fifo_root: Path) -> AsyncIterator[ctrtask.RunningTask]:
     t = await ctrtask.start_task(client, narwhald.base, narwhald.state / "runc")
-    yield t
-    # Nothing of any exec may outlive the test: processes in the task, fifos, asyncio tasks.
-    assert await t.pids() == [t.pid]
-    assert os.listdir(fifo_root) == []
-    await t.destroy()
+    try:
+        yield t
+        # Nothing of any exec may outlive the test: processes in the task, fifos, asyncio tasks.
+        pids, fifos = await t.pids(), os.listdir(fifo_root)
+    finally:
+        await t.destroy()
+    assert pids == [t.pid]
+    assert fifos == []
     leaked = [x for x in asyncio.all_tasks() if x is not asyncio.current_task() and not x.done()
               and "exec" in x.get_name()]
     assert not leaked

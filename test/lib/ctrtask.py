@@ -81,12 +81,15 @@ class RunningTask:
     container_id: str
     base: Path
     pid: int
+    runc_root: Path
 
     async def pids(self) -> list[int]:
         resp = await self.client.tasks.ListPids(tasks_pb2.ListPidsRequest(container_id=self.container_id))
         return [p.pid for p in resp.processes]
 
     async def destroy(self) -> None:
+        """Kill and delete through containerd; if that fails (a broken test), make runc do it, so no
+        container process, shim state or cgroup outlives the test."""
         with contextlib.suppress(Exception):
             await self.client.tasks.Kill(tasks_pb2.KillRequest(container_id=self.container_id,
                                                                signal=signal.SIGKILL, all=True))
@@ -95,6 +98,10 @@ class RunningTask:
             await self.client.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=self.container_id))
         with contextlib.suppress(Exception):
             await self.client.containers.Delete(containers_pb2.DeleteContainerRequest(id=self.container_id))
+        runc = await asyncio.create_subprocess_exec(
+            "runc", "--root", str(self.runc_root / NAMESPACE), "delete", "--force", self.container_id,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await runc.wait()  # fails harmlessly when containerd already deleted it
         await asyncio.to_thread(shutil.rmtree, self.base, True)
 
 
@@ -112,7 +119,7 @@ async def start_task(client: Client, work_dir: Path, runc_root: Path, args: list
         spec=any_pb2.Any(type_url=SPEC_TYPE, value=json.dumps(spec).encode()),
     )
     await client.containers.Create(containers_pb2.CreateContainerRequest(container=container))
-    task = RunningTask(client, container_id, base, 0)
+    task = RunningTask(client, container_id, base, 0, runc_root)
     try:
         created = await client.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=container_id))
         task.pid = created.pid
