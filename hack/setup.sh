@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
   containerd runc containernetworking-plugins iptables iproute2 catatonit busybox-static
   docker-registry apache2-utils golang-github-containerd-containerd-dev
+  # Tests only: the SPDY library kubelet and crictl use (moby/spdystream), built offline with Go,
+  # drives the streaming server in test/integration/test_streaming_interop.py.
+  golang-go golang-github-docker-spdystream-dev
 )
 
 missing=()

@@ -22,7 +22,6 @@ from cri.server import CRIServer
 from cri.streaming import StreamingHandlers
 from dockerapi.server import DockerServer, build_app
 from narwhal.runtime import Runtime, build_runtime
-from narwhal.streaming import RuntimeStreamingBackend
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
 from pkg.cni.manager import NetworkManager
@@ -32,6 +31,7 @@ from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.runtime.stream_backend import RuntimeStreaming
 from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
 
@@ -94,7 +94,7 @@ class Daemon:
         await self.network.start(self.runtime.sandbox_ids)
 
         await self._start_metrics()
-        streaming_backend = RuntimeStreamingBackend(self.runtime)
+        streaming_backend = RuntimeStreaming(self.runtime.sandboxes, self.runtime.containers)
         self._streaming = StreamingServer(streaming_backend, self.cfg.streaming_address)
         await self._streaming.start()
         runtime_service = RuntimeService(

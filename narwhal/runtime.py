@@ -12,6 +12,7 @@ from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.context import Images, PodNetwork, RuntimeContext
+from pkg.runtime.exec import reap_stale_execs
 from pkg.runtime.monitor import ExitMonitor
 from pkg.runtime.recover import recover
 from pkg.runtime.sandboxes import SandboxService
@@ -29,6 +30,9 @@ class Runtime:
     async def start(self) -> list[asyncio.Task[Any]]:
         """Recover the stores from containerd, then follow task exits (reconciling on each connect)."""
         await recover(self.ctx)
+        reaped = await reap_stale_execs(self.ctx.client, self.ctx.cfg.state / "exec")
+        if reaped:
+            log.warning("reaped %d exec processes left by a previous narwhald", reaped)
         tasks = [
             create_guarded_task(self.monitor.run, "exit-monitor", restart_delay=1.0),
             create_guarded_task(self.monitor.reconcile_loop, "reconcile", restart_delay=5.0),

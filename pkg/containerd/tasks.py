@@ -130,3 +130,10 @@ async def resize_pty(client: Client, container_id: str, width: int, height: int,
         await client.tasks.ResizePty(
             pb.ResizePtyRequest(container_id=container_id, exec_id=exec_id, width=width, height=height), timeout=10
         )
+
+
+async def close_stdin(client: Client, container_id: str, exec_id: str = "") -> None:
+    """Close the process's stdin in the shim (the shim holds its own writer on the stdin fifo)."""
+    with translate(f"close stdin of {container_id}"):
+        await client.tasks.CloseIO(pb.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
+                                   timeout=10)

@@ -3,9 +3,9 @@
 Output: the shim sends stdout/stderr to narwhal-logger, so attached clients
 follow the container's log file from its current end (this also works after
 a narwhald restart).  A container created without a log path has no output
-to attach to.  Stdin: a fifo the shim reads; narwhald opens it O_RDWR before
-the task starts and keeps that fd, so the container sees EOF only when stdin
-is closed on purpose (stdin_once) — or, a known limit, when narwhald dies.
+to attach to.  Stdin: a fifo the shim reads (and holds a writer on, until
+Tasks.CloseIO); narwhald opens it O_RDWR before the task starts, so the shim
+never blocks on it, and writes attached clients' input through that fd.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,13 +73,14 @@ class _LogSubscription:
     def __init__(self, log_path: str, exited: asyncio.Event) -> None:
         self._stop = asyncio.Event()
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(1024)
-        self._task = asyncio.ensure_future(self._pump(log_path, exited))
+        # "From now on" by timestamp, fixed here: the pump task may open the file a little later.
+        self._task = asyncio.ensure_future(self._pump(log_path, exited, time.time_ns()))
 
-    async def _pump(self, log_path: str, exited: asyncio.Event) -> None:
+    async def _pump(self, log_path: str, exited: asyncio.Event, since_ns: int) -> None:
         watcher = asyncio.ensure_future(exited.wait())
         watcher.add_done_callback(lambda _: self._stop.set())
         try:
-            async for entry in read_log(log_path, ReadOptions(follow=True, tail=0), stop=self._stop):
+            async for entry in read_log(log_path, ReadOptions(follow=True, since_ns=since_ns), stop=self._stop):
                 await self._queue.put((entry.stream, entry.content))
         finally:
             watcher.cancel()
@@ -136,6 +138,8 @@ class ContainerAttach:
 
     async def close_stdin(self) -> None:
         self._keeper.close(self._metadata.id)
+        with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+            await ctr_tasks.close_stdin(self._ctx.client, self._metadata.id)
 
     async def resize(self, size: TerminalSize) -> None:
         with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):

@@ -1,13 +1,31 @@
 """A container's stdio: where containerd's shim sends stdout/stderr (the CRI log via
-narwhal-logger) and how we learn that the container was OOM-killed."""
+narwhal-logger), the stdin fifo for attach, and how we learn about OOM kills.
+
+Output always reaches the log through a narwhal-logger process that does not
+depend on narwhald.  Normally the shim runs it (a ``binary://`` log URI).  The
+shim's binary IO has no stdin, though (containerd's ``binaryIO.Stdin`` is nil),
+so a container with stdin and no TTY gets fifos instead: narwhald starts the
+logger itself in its own session on the fifos' read ends, and the shim copies
+the container's pipes into them as it does for any fifo stdio.
+"""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pkg import errors
 from pkg.logs import binary as log_binary
 from pkg.model.container import ContainerMetadata
+from pkg.runtime import attach
 from pkg.runtime.context import RuntimeContext
+
+LOGGER_READY_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -21,15 +39,78 @@ def logger_pid_file(ctx: RuntimeContext, container_id: str) -> Path:
     return ctx.container_state(container_id) / "logger.pid"
 
 
-def stdio_for(ctx: RuntimeContext, metadata: ContainerMetadata) -> Stdio:
-    """stdout and stderr go to narwhal-logger (run by the shim, so logging outlives narwhald);
-    with a TTY there is only one stream.  No log path: output is discarded, as containerd does."""
+@contextlib.asynccontextmanager
+async def task_stdio(ctx: RuntimeContext, metadata: ContainerMetadata) -> AsyncIterator[Stdio]:
+    """The stdio URIs for creating the task; valid until the task has started (the block's end)."""
+    config = metadata.config
+    stdin = ""
+    if config.stdin:
+        fifo = attach.stdin_fifo(ctx, metadata.id)
+        ctx.stdin.open(fifo, metadata.id)
+        stdin = str(fifo)
     if not metadata.log_path:
-        return Stdio()
+        yield Stdio(stdin=stdin)  # no log path: output is discarded, as containerd does
+        return
     pid_file = logger_pid_file(ctx, metadata.id)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    uri = log_binary.logger_uri(metadata.log_path, pid_file=pid_file, tty=metadata.config.tty)
-    return Stdio(stdout=uri, stderr="" if metadata.config.tty else uri)
+    if config.tty or not config.stdin:
+        uri = log_binary.logger_uri(metadata.log_path, pid_file=pid_file, tty=config.tty)
+        yield Stdio(stdin=stdin, stdout=uri, stderr="" if config.tty else uri)
+        return
+    async with _fifo_logger(ctx, metadata, pid_file) as (stdout, stderr):
+        yield Stdio(stdin=stdin, stdout=stdout, stderr=stderr)
+
+
+@contextlib.asynccontextmanager
+async def _fifo_logger(ctx: RuntimeContext, metadata: ContainerMetadata,
+                       pid_file: Path) -> AsyncIterator[tuple[str, str]]:
+    directory = ctx.container_state(metadata.id)
+    fifos = [directory / "stdout", directory / "stderr"]
+    fds: list[int] = []
+    try:
+        for fifo in fifos:
+            if not fifo.exists():
+                os.mkfifo(fifo, 0o600)
+            # Read ends for the logger.
+            fds.append(_high(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)))
+        # Keepers: write ends held until the shim has opened its own, so the logger sees no early EOF.
+        keepers = [os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC) for fifo in fifos]
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        fds.append(ready_r)
+        ready_w = _high(ready_w)
+        fds.append(ready_w)
+        out_fd, err_fd = fds[0], fds[1]
+        args = [str(log_binary.logger_binary()), "path", metadata.log_path, "pid-file", str(pid_file),
+                "stdout-fd", str(out_fd), "stderr-fd", str(err_fd), "ready-fd", str(ready_w)]
+        # Its own session: the logger outlives narwhald, as the shim-run one does.
+        proc = await asyncio.create_subprocess_exec(
+            *args, pass_fds=(out_fd, err_fd, ready_w), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(ready_w)
+        fds.remove(ready_w)
+        await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), LOGGER_READY_TIMEOUT)
+        if proc.returncode is not None:
+            raise errors.Internal(f"narwhal-logger exited with {proc.returncode} before it was ready")
+        for fd in (out_fd, err_fd):
+            os.close(fd)
+            fds.remove(fd)
+        try:
+            yield str(fifos[0]), str(fifos[1])
+        finally:
+            for fd in keepers:
+                os.close(fd)
+    except (TimeoutError, OSError) as exc:
+        raise errors.Internal(f"starting the logger of {metadata.id}: {exc!r}") from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _high(fd: int) -> int:
+    """Move ``fd`` to a number >= 100 (close-on-exec), clear of the low numbers subprocesses use."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+    os.close(fd)
+    return high
 
 
 async def reopen_log(ctx: RuntimeContext, metadata: ContainerMetadata) -> None:

@@ -25,7 +25,7 @@ from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container
-from pkg.runtime import attach, checkpoint, container_io, container_spec
+from pkg.runtime import checkpoint, container_io, container_spec
 from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import CgroupFacts, cgroups_path, merge_resources
@@ -126,14 +126,10 @@ class ContainerService:
             self._exited[container_id] = asyncio.Event()
             try:
                 rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
-                stdio = container_io.stdio_for(ctx, metadata)
-                if metadata.config.stdin:
-                    fifo = attach.stdin_fifo(ctx, container_id)
-                    ctx.stdin.open(fifo, container_id)
-                    stdio = dataclasses.replace(stdio, stdin=str(fifo))
-                await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin, stdout=stdio.stdout,
-                                       stderr=stdio.stderr, terminal=metadata.config.tty)
-                pid = await ctr_tasks.start(ctx.client, container_id)
+                async with container_io.task_stdio(ctx, metadata) as stdio:
+                    await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin, stdout=stdio.stdout,
+                                           stderr=stdio.stderr, terminal=metadata.config.tty)
+                    pid = await ctr_tasks.start(ctx.client, container_id)
             except BaseException as exc:
                 await asyncio.shield(self._start_failed(container_id, exc))
                 raise

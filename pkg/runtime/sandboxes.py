@@ -133,6 +133,8 @@ class SandboxService:
         return PodNetworkRequest(
             sandbox_id=metadata.id, netns_path=Path(metadata.netns_path), pod_name=c.name,
             pod_namespace=c.namespace, pod_uid=c.uid, port_mappings=list(c.port_mappings),
+            bandwidth_ingress=_bandwidth(c.annotations, "kubernetes.io/ingress-bandwidth"),
+            bandwidth_egress=_bandwidth(c.annotations, "kubernetes.io/egress-bandwidth"),
         )
 
     # ---------------- stop ----------------
@@ -253,6 +255,8 @@ def _validate(config: SandboxConfig) -> None:
         ipc=Namespace.host() if ns.ipc == NamespaceMode.NODE else Namespace.new(),
         uts=Namespace.host() if ns.network == NamespaceMode.NODE else Namespace.new(),
     )
+    for key in ("kubernetes.io/ingress-bandwidth", "kubernetes.io/egress-bandwidth"):
+        _bandwidth(config.annotations, key)
     for mapping in config.port_mappings:
         if not 0 < mapping.container_port < 65536 or not 0 <= mapping.host_port < 65536:
             raise errors.InvalidArgument(f"invalid port mapping {mapping}")
@@ -265,6 +269,26 @@ def _write_pod_files(root: Path, config: SandboxConfig, ip: str, extra_ips: list
     etc_files.write_hosts(root / container_spec.HOSTS, hostname=hostname, ips=[i for i in (ip, *extra_ips) if i],
                           host_network=config.host_network)
     etc_files.write_resolv_conf(root / container_spec.RESOLV_CONF, config.dns)
+
+
+_QUANTITY = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+             "Ti": 2**40}
+
+
+def _bandwidth(annotations: dict[str, str], key: str) -> int:
+    """kubelet's bandwidth annotations ("10M" = 10 Mbit/s) in bits per second; 0 when unset."""
+    value = annotations.get(key, "").strip()
+    if not value:
+        return 0
+    digits = value.rstrip("kMGTi")
+    suffix = value[len(digits):]
+    try:
+        amount = float(digits)
+    except ValueError:
+        raise errors.InvalidArgument(f"annotation {key}: {value!r} is not a quantity") from None
+    if suffix not in _QUANTITY or amount <= 0:
+        raise errors.InvalidArgument(f"annotation {key}: {value!r} is not a positive quantity")
+    return int(amount * _QUANTITY[suffix])
 
 
 def _hostname(config: SandboxConfig) -> str:

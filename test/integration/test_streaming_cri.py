@@ -91,3 +91,21 @@ def test_exec_and_port_forward_over_cri(daemon: DaemonProcess, registry: Registr
         rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
     exec_dir = daemon.state / "exec"
     assert not exec_dir.exists() or os.listdir(exec_dir) == []  # no exec fifos left behind
+
+
+def test_attach_delivers_stdin_and_output(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+    ref = cri.push_busybox(registry)
+    cri.pull(daemon.images(), ref)
+    rs = daemon.runtime()
+    sid = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(
+        config=cri.sandbox_config(log_dir=tmp_path, host_network=True)), timeout=60).pod_sandbox_id
+    cid = rs.CreateContainer(api_pb2.CreateContainerRequest(pod_sandbox_id=sid, config=cri.container_config(
+        ref, ["sh", "-c", "read line; echo got:$line; echo bye >&2; read rest; echo rest:$rest"],
+        log_path="a.log", stdin=True, stdin_once=True)), timeout=60).container_id
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=60)
+    url = rs.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True), timeout=10).url
+    out, err, _ = asyncio.run(spdy_client.run_exec(url, stdin_data=b"hello\n"))
+    # stdin_once: closing the client's stdin closed the container's, so the second read saw EOF.
+    assert out == b"got:hello\nrest:\n" and err == b"bye\n"
+    cri.wait_for(lambda: cri.container_state(rs, cid).state == api_pb2.CONTAINER_EXITED, what="exit")
+    rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
