@@ -19,6 +19,7 @@ from cri.image import ImageService
 from cri.runtime import RuntimeService
 from cri.sandbox import SandboxHandlers
 from cri.server import CRIServer
+from cri.stats import StatsHandlers
 from cri.streaming import StreamingHandlers
 from dockerapi.server import DockerServer, build_app
 from narwhal.runtime import Runtime, build_runtime
@@ -31,6 +32,7 @@ from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.runtime.stats import StatsService
 from pkg.runtime.stream_backend import RuntimeStreaming
 from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
@@ -102,6 +104,7 @@ class Daemon:
             SandboxHandlers(self.runtime.sandboxes, self.runtime.containers),
             ContainerHandlers(self.runtime.containers),
             ExecHandlers(self.runtime.containers),
+            StatsHandlers(StatsService(self.runtime.ctx)),
             StreamingHandlers(self._streaming, streaming_backend),
             EventHandlers(self.runtime.ctx.events, self.runtime.sandboxes, self.runtime.containers),
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pkg import errors
+from pkg.cgroups.oom import was_oom_killed
 from pkg.logs import binary as log_binary
 from pkg.model.container import ContainerMetadata
 from pkg.runtime import attach
@@ -118,9 +119,6 @@ async def reopen_log(ctx: RuntimeContext, metadata: ContainerMetadata) -> None:
 
 
 def oom_killed(metadata: ContainerMetadata) -> bool:
-    """Fallback when no /tasks/oom event was seen: the cgroup's OOM-kill counter."""
-    try:
-        from pkg.cgroups import oom  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    return bool(oom.was_oom_killed(metadata.cgroups_path))
+    """Fallback when no /tasks/oom event was seen: the cgroup's OOM-kill counter (read before the
+    task is deleted, which removes the cgroup)."""
+    return was_oom_killed(metadata.cgroups_path)

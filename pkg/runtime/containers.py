@@ -194,8 +194,9 @@ class ContainerService:
             if status.state == ContainerState.EXITED:
                 self._set_exited(container_id)
                 return
-            await ctr_tasks.delete(ctx.client, container_id)
+            # Before Tasks.Delete: runc removes the cgroup that holds the OOM-kill counter.
             oom = container_id in self._oom or container_io.oom_killed(metadata)
+            await ctr_tasks.delete(ctx.client, container_id)
             self._oom.discard(container_id)
             reason = "OOMKilled" if oom else ("Completed" if exit_status == 0 else "Error")
             await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")

@@ -250,3 +250,40 @@ def test_exec_sync(daemon: DaemonProcess, busybox: str) -> None:
     rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     exec_dir = daemon.state / "exec"
     assert not exec_dir.exists() or not any(exec_dir.iterdir())
+
+
+def test_stats_and_oom(daemon: DaemonProcess, busybox: str) -> None:
+    rs = daemon.runtime()
+    sandbox_id = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(
+        config=cri.sandbox_config(host_network=True)), timeout=60).pod_sandbox_id
+    # Busy: burns CPU and writes 1 MiB into its writable layer.
+    busy = rs.CreateContainer(api_pb2.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=cri.container_config(
+        busybox, ["sh", "-c", "dd if=/dev/zero of=/blob bs=1024 count=1024; while true; do :; done"], name="busy")),
+        timeout=60).container_id
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=busy), timeout=60)
+    first = rs.ContainerStats(api_pb2.ContainerStatsRequest(container_id=busy), timeout=30).stats
+    time.sleep(1)
+    second = rs.ContainerStats(api_pb2.ContainerStatsRequest(container_id=busy), timeout=30).stats
+    assert second.attributes.id == busy and second.attributes.metadata.name == "busy"
+    assert second.cpu.usage_core_nano_seconds.value > first.cpu.usage_core_nano_seconds.value > 0
+    assert second.cpu.usage_nano_cores.value > 0
+    assert 0 < second.memory.working_set_bytes.value <= second.memory.usage_bytes.value
+    assert second.writable_layer.used_bytes.value >= 1 << 20
+    listed = rs.ListContainerStats(api_pb2.ListContainerStatsRequest(
+        filter=api_pb2.ContainerStatsFilter(pod_sandbox_id=sandbox_id)), timeout=30).stats
+    assert [s.attributes.id for s in listed] == [busy]
+    pod = rs.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=sandbox_id), timeout=30).stats
+    assert pod.attributes.id == sandbox_id and pod.linux.cpu.usage_core_nano_seconds.value > 0
+    assert [c.attributes.id for c in pod.linux.containers] == [busy]
+
+    # OOM: a 16 MiB limit and a shell that wants 64 MiB.
+    linux = api_pb2.LinuxContainerConfig(resources=api_pb2.LinuxContainerResources(
+        memory_limit_in_bytes=16 << 20, memory_swap_limit_in_bytes=16 << 20))
+    hog = rs.CreateContainer(api_pb2.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=cri.container_config(
+        busybox, ["sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo ${#x}"], name="hog",
+        linux=linux)), timeout=60).container_id
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=hog), timeout=60)
+    cri.wait_for(lambda: cri.container_state(rs, hog).state == api_pb2.CONTAINER_EXITED, what="OOM kill")
+    status = cri.container_state(rs, hog)
+    assert (status.reason, status.exit_code) == ("OOMKilled", 137)
+    rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
