@@ -10,6 +10,7 @@ from pkg.aio import create_guarded_task
 from pkg.cni import netns
 from pkg.config import Config
 from pkg.containerd.client import Client
+from pkg.logs.binary import write_launcher
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.context import Images, PodNetwork, RuntimeContext
 from pkg.runtime.exec import reap_stale_execs
@@ -47,7 +48,7 @@ class Runtime:
 
 def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork) -> Runtime:
     ctx = RuntimeContext(cfg=cfg, client=client, network=network, netns_create=netns.create,
-                         netns_remove=netns.remove, images=images)
+                         netns_remove=netns.remove, images=images, logger=write_launcher(cfg.state / "bin"))
     sandboxes = SandboxService(ctx)
     containers = ContainerService(ctx)
     sandboxes.containers = containers

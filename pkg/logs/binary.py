@@ -19,6 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import pkg
 from pkg import errors
 from pkg.logs.criformat import DEFAULT_MAX_LINE
 
@@ -31,6 +32,28 @@ def logger_binary() -> Path:
     if not candidate.exists():
         raise errors.FailedPrecondition(f"{LOGGER_NAME} not found at {candidate}: run `make setup`")
     return candidate
+
+
+def write_launcher(directory: Path) -> Path:
+    """A fast-starting narwhal-logger for the shim to run: ``python -IS`` (no site, no editable-install
+    finder) with this installation's package dir put on sys.path by hand.  The shim waits for the
+    logger before it starts the container, so its start-up time is on every container start's path."""
+    root = Path(pkg.__file__).resolve().parent.parent  # this installation's package dir, wherever it lives
+    script = (
+        f"#!{sys.executable} -IS\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "from pkg.logs.logger import main\n"
+        "sys.exit(main())\n"
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOGGER_NAME
+    if not path.exists() or path.read_text() != script:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    return path
 
 
 def logger_uri(

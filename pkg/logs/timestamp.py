@@ -1,10 +1,10 @@
-"""RFC3339Nano timestamps for CRI log records, with nothing heavier than ``time`` and ``calendar`` to import.
+"""RFC3339Nano timestamps for CRI log records; importing this costs no more than ``time``
+(``calendar`` is imported only when parsing).
 
 The shim-side logger imports this module alone, to start fast.
 """
 from __future__ import annotations
 
-import calendar
 import time
 
 
@@ -68,6 +68,8 @@ def parse_timestamp(value: bytes | str) -> int:
             raise ValueError
         if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and sec < 61):
             raise ValueError
+        import calendar  # parsing only: the logger, which only formats, never pays for it
+
         seconds = calendar.timegm((year, month, day, hour, minute, sec, 0, 0, 0)) - offset
     except (ValueError, IndexError):
         raise LogFormatError(f"invalid RFC3339 timestamp {text!r}") from None

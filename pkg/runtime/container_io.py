@@ -55,7 +55,7 @@ async def task_stdio(ctx: RuntimeContext, metadata: ContainerMetadata) -> AsyncI
     pid_file = logger_pid_file(ctx, metadata.id)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     if config.tty or not config.stdin:
-        uri = log_binary.logger_uri(metadata.log_path, pid_file=pid_file, tty=config.tty)
+        uri = log_binary.logger_uri(metadata.log_path, pid_file=pid_file, tty=config.tty, binary=ctx.logger)
         yield Stdio(stdin=stdin, stdout=uri, stderr="" if config.tty else uri)
         return
     async with _fifo_logger(ctx, metadata, pid_file) as (stdout, stderr):
@@ -81,7 +81,7 @@ async def _fifo_logger(ctx: RuntimeContext, metadata: ContainerMetadata,
         ready_w = _high(ready_w)
         fds.append(ready_w)
         out_fd, err_fd = fds[0], fds[1]
-        args = [str(log_binary.logger_binary()), "path", metadata.log_path, "pid-file", str(pid_file),
+        args = [str(ctx.logger or log_binary.logger_binary()), "path", metadata.log_path, "pid-file", str(pid_file),
                 "stdout-fd", str(out_fd), "stderr-fd", str(err_fd), "ready-fd", str(ready_w)]
         # Its own session: the logger outlives narwhald, as the shim-run one does.
         proc = await asyncio.create_subprocess_exec(

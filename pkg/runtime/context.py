@@ -44,6 +44,7 @@ class RuntimeContext:
     stdin: StdinKeeper = field(default_factory=StdinKeeper)
     sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
     containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))
+    logger: Path | None = None  # narwhal-logger for the shim (pkg.logs.binary.write_launcher); None: the script
 
     # ---- per-instance locations ----
     def sandbox_root(self, sandbox_id: str) -> Path:

@@ -1,6 +1,8 @@
 """Run a real narwhald as a subprocess for integration tests."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -123,6 +125,11 @@ class DaemonProcess:
                 pass
         for mount in reversed(mounts_under(self.base)):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        # The instance's (now empty) default cgroup parent in every hierarchy.
+        instance = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+        for parent in Path("/sys/fs/cgroup").glob(f"*/narwhal-{instance}"):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
 
 

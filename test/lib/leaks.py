@@ -1,6 +1,7 @@
 """What a narwhald instance may leave behind, for assertions after everything was removed."""
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import subprocess
 from pathlib import Path
@@ -32,11 +33,13 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
         for base in (d.root / kind, d.state / kind):
             if base.exists():
                 found.setdefault(f"{kind} dirs", []).extend(p.name for p in base.iterdir())
+    instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]  # as pkg.config.Config.instance_id
     cgroups = []
     for hierarchy in ("memory", "cpu,cpuacct", "pids"):
-        for parent in Path("/sys/fs/cgroup", hierarchy).glob("narwhal-*"):
+        parent = Path("/sys/fs/cgroup", hierarchy, f"narwhal-{instance}")
+        if parent.is_dir():
             cgroups += [str(p) for p in parent.iterdir() if p.is_dir()]
-    found["cgroups"] = cgroups  # note: other instances' cgroups too; callers run one daemon at a time
+    found["cgroups"] = cgroups
     return {k: v for k, v in found.items() if v}
 
 
