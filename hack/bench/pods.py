@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "test"), str(REPO / "hack")]
@@ -77,26 +78,24 @@ def workload(channel: grpc.Channel, image: str, pods: int, log_dir: Path) -> dic
         api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)), timeout=300)
     times: dict[str, list[float]] = {step: [] for step in STEPS}
 
-    def timed(step: str, call: Callable[[], object]) -> object:
+    def timed(step: str, method: Callable[..., Any], request: object) -> Any:
         start = time.perf_counter()
-        result = call()
+        result = method(request, timeout=120)
         times[step].append(time.perf_counter() - start)
         return result
 
     ids = []
     for i in range(pods):
         config = cri.sandbox_config(name=f"bench-{i}", log_dir=log_dir)
-        sid = timed("run_pod", lambda: rs.RunPodSandbox(
-            api_pb2.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id)
-        cid = timed("create", lambda: rs.CreateContainer(api_pb2.CreateContainerRequest(
+        sid = timed("run_pod", rs.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=config)).pod_sandbox_id
+        cid = timed("create", rs.CreateContainer, api_pb2.CreateContainerRequest(
             pod_sandbox_id=sid, config=cri.container_config(image, ["sleep", "3600"], log_path=f"{i}.log"),
-            sandbox_config=config), timeout=120).container_id)
-        timed("start", lambda: rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=120))
+            sandbox_config=config)).container_id
+        timed("start", rs.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
         ids.append(sid)
     for sid in ids:
-        timed("stop_pod", lambda: rs.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120))
-        timed("remove_pod", lambda: rs.RemovePodSandbox(
-            api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=120))
+        timed("stop_pod", rs.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
+        timed("remove_pod", rs.RemovePodSandbox, api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
     return times
 
 
