@@ -7,6 +7,7 @@ over our offline busybox (hack/mkimage.py) pushed to the session registry.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
+import mkimage
 import pytest
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
@@ -173,6 +175,31 @@ class Crit:
         for path in self.dirs:
             shutil.rmtree(path, ignore_errors=True)
         self.dirs.clear()
+
+
+def image_with_layer(base: mkimage.Image, layer: mkimage.LayerBuilder, **config: object) -> mkimage.Image:
+    """``base`` plus one more layer (and container-config overrides): critest's purpose-built test images,
+    rebuilt offline on top of our busybox."""
+    blob, diff_id = layer.finish(mkimage.OCI_LAYER_GZIP)
+    image_config = json.loads(base.config.data)
+    image_config["rootfs"]["diff_ids"].append(diff_id)
+    image_config["history"].append({"created": image_config["created"], "created_by": "test/lib/critest.py"})
+    image_config["config"].update(config)
+    config_blob = mkimage.Blob(mkimage.OCI_CONFIG, json.dumps(image_config, sort_keys=True).encode())
+    layers = [*base.layers, blob]
+    manifest = {"schemaVersion": 2, "mediaType": mkimage.OCI_MANIFEST, "config": config_blob.descriptor(),
+                "layers": [b.descriptor() for b in layers]}
+    return mkimage.Image(config_blob, layers, mkimage.Blob(mkimage.OCI_MANIFEST, json.dumps(manifest).encode()),
+                         [*base.diff_ids, diff_id])
+
+
+def push_variant(crit: Crit, registry: Registry, repo: str, layer: mkimage.LayerBuilder, **config: object) -> str:
+    """Push and pull a busybox variant; returns its reference."""
+    image = image_with_layer(mkimage.build("busybox"), layer, **config)
+    mkimage.RegistryClient(registry.host).push_image(repo, "latest", image)
+    ref = f"{registry.host}/{repo}:latest"
+    cri.pull(crit.daemon.images(), ref)
+    return ref
 
 
 def parse_log(path: Path) -> list[tuple[datetime, str, str]]:
