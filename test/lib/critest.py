@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -175,6 +176,40 @@ class Crit:
         for path in self.dirs:
             shutil.rmtree(path, ignore_errors=True)
         self.dirs.clear()
+
+
+WEB_SERVER_PORT = 80  # critest: webServerContainerPort
+HOST_PORT_FOR_PORT_MAPPING = 12000  # webServerHostPortForPortMapping
+WEB_SERVER = ["sh", "-c", "mkdir -p /www && echo critest > /www/index.html && exec httpd -f -p {port} -h /www"]
+
+
+def web_server(crit: Crit, pod_id: str, pod_config: api_pb2.PodSandboxConfig, prefix: str,
+               port: int = WEB_SERVER_PORT) -> str:
+    """createWebServerContainer (busybox httpd instead of nginx)."""
+    command = [*WEB_SERVER[:2], WEB_SERVER[2].format(port=port)]
+    return crit.create(pod_id, pod_config, crit.container_config(prefix, command, linux=api_pb2.LinuxContainerConfig()))
+
+
+def check_main_page(crit: Crit, pod_id: str, host_port: int, container_port: int) -> None:
+    """checkMainPage: GET / answers 200, on 127.0.0.1:hostPort or on the pod IP:containerPort."""
+    if host_port:
+        url = f"http://127.0.0.1:{host_port}/"
+    else:
+        status = crit.rs.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id), timeout=30).status
+        assert status.network.ip, "The IP should not be empty."
+        url = f"http://{status.network.ip}:{container_port}/"
+    codes: list[int] = []
+
+    def fetched() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback or the pod's own IP
+                codes.append(resp.status)
+                return True
+        except OSError:
+            return False
+
+    cri.wait_for(fetched, timeout=60, what=f"GET {url}")
+    assert codes[-1] == 200
 
 
 def image_with_layer(base: mkimage.Image, layer: mkimage.LayerBuilder, **config: object) -> mkimage.Image:
