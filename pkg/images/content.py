@@ -8,12 +8,15 @@ half-written stays behind.
 """
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -26,8 +29,12 @@ from pkg.containerd.errors import from_grpc, translate
 from pkg.images.media import LABEL_GC_EXPIRE
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WRITE_CHUNK = 1 << 20
+WRITE_WINDOW = 8  # writes in flight per blob
+LOCKED_RETRIES = 60
+LOCKED_DELAY = 0.5
 LEASE_HEADER = "containerd-lease"
 
 Metadata = Sequence[tuple[str, str]]
@@ -41,6 +48,24 @@ class ContentInfo:
     digest: str
     size: int
     labels: dict[str, str] = field(default_factory=dict)
+
+
+async def run_to_completion(step: Awaitable[T]) -> T:
+    """Finish a cleanup step even when our caller is cancelled meanwhile (gRPC cancels a handler when its
+    client gives up, possibly more than once); the cancellation is re-raised afterwards."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 def lease_md(lease: str | None) -> Metadata:
@@ -106,7 +131,7 @@ class ContentStore:
 
     async def abort(self, ref: str) -> None:
         try:
-            await self._client.content.Abort(content_pb2.AbortRequest(ref=ref), timeout=30)
+            await run_to_completion(self._client.content.Abort(content_pb2.AbortRequest(ref=ref), timeout=30))
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("abort ingest %s: %s", ref, err.details())
@@ -127,8 +152,22 @@ class ContentStore:
         """Stream a blob into the store, resuming an earlier ingest of ``ref``.
 
         Returns False when the blob was already present.  On a digest or size
-        mismatch the ingest is aborted and InvalidArgument raised.
+        mismatch the ingest is aborted and InvalidArgument raised.  While another
+        writer holds ``ref`` (a concurrent pull of the same blob, or the stream of a
+        narwhald that just died) we wait for it: it either commits (we are done) or
+        lets go (we resume its data).
         """
+        for attempt in range(LOCKED_RETRIES):
+            try:
+                return await self._write_once(ref, digest, size, source, labels, lease, on_bytes)
+            except errors.Unavailable as exc:
+                if "locked" not in exc.message or attempt == LOCKED_RETRIES - 1:
+                    raise
+                await asyncio.sleep(LOCKED_DELAY)
+        raise AssertionError("unreachable")
+
+    async def _write_once(self, ref: str, digest: str, size: int, source: Source, labels: dict[str, str] | None,
+                          lease: str | None, on_bytes: OnBytes | None) -> bool:
         call = self._client.content.Write(metadata=stream_md(self._client, lease))
         committed = False
         try:
@@ -142,15 +181,23 @@ class ContentStore:
                 on_bytes(start)
             position = start
             pending = bytearray()
+            # containerd answers every message; keep a few writes in flight instead of one round trip each.
+            expected: collections.deque[int] = collections.deque()
             async for chunk in chunks:
                 pending += chunk
                 if position + len(pending) > size:
                     raise errors.InvalidArgument(f"blob {digest}: more than the expected {size} bytes")
                 if len(pending) >= WRITE_CHUNK:
-                    position = await self._send(call, position, bytes(pending))
+                    # offset 0 means "truncate and start over" to containerd: what a restarted source wants.
+                    await call.write(content_pb2.WriteContentRequest(
+                        action=content_pb2.WRITE, offset=position, data=bytes(pending)))
+                    position += len(pending)
+                    expected.append(position)
                     pending.clear()
-                    if on_bytes is not None:
-                        on_bytes(position)
+                    if len(expected) >= WRITE_WINDOW:
+                        await self._ack(call, expected.popleft(), on_bytes)
+            while expected:
+                await self._ack(call, expected.popleft(), on_bytes)
             await call.write(content_pb2.WriteContentRequest(
                 action=content_pb2.COMMIT, ref=ref, total=size, expected=digest, offset=position,
                 data=bytes(pending), labels=labels or {}))
@@ -177,13 +224,13 @@ class ContentStore:
                 call.cancel()
 
     @staticmethod
-    async def _send(call: grpc.aio.StreamStreamCall, position: int, data: bytes) -> int:
-        # offset 0 means "truncate and start over" to containerd, which is what a restarted source wants.
-        await call.write(content_pb2.WriteContentRequest(action=content_pb2.WRITE, offset=position, data=data))
+    async def _ack(call: grpc.aio.StreamStreamCall, offset: int, on_bytes: OnBytes | None) -> None:
         resp = await call.read()
-        if resp.offset != position + len(data):
-            raise errors.Internal(f"content write: containerd at offset {resp.offset}, expected {position + len(data)}")
-        return int(resp.offset)
+        if resp is grpc.aio.EOF or resp.offset != offset:
+            got = "end of stream" if resp is grpc.aio.EOF else f"offset {resp.offset}"
+            raise errors.Internal(f"content write: containerd at {got}, expected {offset}")
+        if on_bytes is not None:
+            on_bytes(offset)
 
 
 @contextlib.asynccontextmanager
@@ -201,7 +248,8 @@ async def lease(client: Client, purpose: str, expire: dt.timedelta = dt.timedelt
     finally:
         try:
             # After a failure, collect what the lease held right away: nothing half-done stays behind.
-            await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id, sync=failed), timeout=60)
+            await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id, sync=failed),
+                                                         timeout=60))
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("delete lease %s: %s", lease_id, err.details())

@@ -28,8 +28,6 @@ from pkg.images.unpack import Unpacker, chain_ids
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[Progress], None]
-LOCKED_RETRIES = 20
-LOCKED_DELAY = 0.5
 
 
 class Puller:
@@ -97,24 +95,23 @@ class Puller:
     async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
                      labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:
         """One blob into the store, deduplicated across concurrent pulls of the same digest."""
-        while True:
-            existing = self._inflight.get(desc.digest)
-            if existing is None:
-                break
+        while (existing := self._inflight.get(desc.digest)) is not None:
             await asyncio.shield(existing)
-        info = await self._content.info(desc.digest)
-        if info is not None:
-            if info.size != desc.size:
-                raise errors.InvalidArgument(f"blob {desc.digest}: stored size {info.size}, manifest says {desc.size}")
-            missing = {k: v for k, v in labels.items() if info.labels.get(k) != v}
-            if missing:
-                await self._content.update_labels(desc.digest, missing)
-            await self._content.add_to_lease(desc.digest, lease_id)
-            emit(desc, "exists", desc.size, desc.size)
-            return
+        # Claimed before the first await below, so no other pull can start the same blob meanwhile.
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[desc.digest] = future
         try:
+            info = await self._content.info(desc.digest)
+            if info is not None:
+                if info.size != desc.size:
+                    raise errors.InvalidArgument(
+                        f"blob {desc.digest}: stored size {info.size}, manifest says {desc.size}")
+                missing = {k: v for k, v in labels.items() if info.labels.get(k) != v}
+                if missing:
+                    await self._content.update_labels(desc.digest, missing)
+                await self._content.add_to_lease(desc.digest, lease_id)
+                emit(desc, "exists", desc.size, desc.size)
+                return
             async with self._downloads:
                 await self._download(session, ep, desc, lease_id, labels, emit)
             emit(desc, "downloaded", desc.size, desc.size)
@@ -132,21 +129,13 @@ class Puller:
 
         last: errors.NarwhalError | None = None
         for endpoint in order:
-            for _ in range(LOCKED_RETRIES):
-                source = functools.partial(session.open_blob, endpoint, desc.digest)
-                try:
-                    await self._content.write(ref, desc.digest, desc.size, source,
-                                              labels=labels, lease=lease_id, on_bytes=on_bytes)
-                    return
-                except errors.Unavailable as exc:
-                    last = exc
-                    if "locked" not in exc.message:
-                        break
-                    # Another writer (or the stream of a narwhald that just died) holds the ingest.
-                    await asyncio.sleep(LOCKED_DELAY)
-                except errors.NotFound as exc:
-                    last = exc
-                    break
+            source = functools.partial(session.open_blob, endpoint, desc.digest)
+            try:
+                await self._content.write(ref, desc.digest, desc.size, source,
+                                          labels=labels, lease=lease_id, on_bytes=on_bytes)
+                return
+            except (errors.Unavailable, errors.NotFound) as exc:
+                last = exc  # try the next endpoint (a mirror may lack the blob or be gone)
         assert last is not None
         raise last
 

@@ -22,7 +22,7 @@ from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2
 from pkg.containerd.api.types import descriptor_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import from_grpc, translate
-from pkg.images.content import lease_md
+from pkg.images.content import lease_md, run_to_completion
 from pkg.images.model import Descriptor
 
 log = logging.getLogger(__name__)
@@ -62,18 +62,21 @@ class Unpacker:
         """Apply one layer on top of ``parent`` and commit it as ``chain_id`` (no-op when it exists)."""
         md = lease_md(lease)
         if await self.committed(chain_id):
-            if lease:  # hold it for this operation, whoever else referenced it so far
-                with translate(f"lease snapshot {chain_id}"):
-                    await self._client.leases.AddResource(leases_pb2.AddResourceRequest(
-                        id=lease, resource=leases_pb2.Resource(id=chain_id, type=f"snapshots/{self.snapshotter}")),
-                        timeout=30)
+            await self._hold(chain_id, lease)
             return
         key = f"extract-{secrets.token_hex(8)} {chain_id}"
-        with translate(f"prepare snapshot for layer {layer.digest}"):
+        try:
             prepared = await self._client.snapshots.Prepare(
                 snapshots_pb2.PrepareSnapshotRequest(
                     snapshotter=self.snapshotter, key=key, parent=parent, labels={LABEL_SNAPSHOT_REF: chain_id}),
                 metadata=md, timeout=60)
+        except grpc.aio.AioRpcError as err:
+            # With the snapshot.ref label, containerd answers AlreadyExists when the target got committed
+            # meanwhile (a concurrent pull of a shared layer won the race): that is our result too.
+            if err.code() == grpc.StatusCode.ALREADY_EXISTS and await self.committed(chain_id):
+                await self._hold(chain_id, lease)
+                return
+            raise from_grpc(err, f"prepare snapshot for layer {layer.digest}") from err
         try:
             desc = descriptor_pb2.Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size)
             with translate(f"apply layer {layer.digest}"):
@@ -95,10 +98,19 @@ class Unpacker:
             await self._remove(key)
             raise
 
+    async def _hold(self, chain_id: str, lease: str | None) -> None:
+        """Add a committed snapshot to this operation's lease, whoever else referenced it so far."""
+        if not lease:
+            return
+        with translate(f"lease snapshot {chain_id}"):
+            await self._client.leases.AddResource(leases_pb2.AddResourceRequest(
+                id=lease, resource=leases_pb2.Resource(id=chain_id, type=f"snapshots/{self.snapshotter}")),
+                timeout=30)
+
     async def _remove(self, key: str) -> None:
         try:
-            await self._client.snapshots.Remove(
-                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key), timeout=60)
+            await run_to_completion(self._client.snapshots.Remove(
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key), timeout=60))
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("remove snapshot %s: %s", key, err.details())
