@@ -123,6 +123,16 @@ class ContentStore:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 raise from_grpc(err, f"delete content {digest}") from err
 
+    async def status(self, ref: str) -> int | None:
+        """How many bytes of the ingest ``ref`` containerd holds (None: no such ingest)."""
+        try:
+            resp = await self._client.content.Status(content_pb2.StatusRequest(ref=ref), timeout=30)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise from_grpc(err, f"content status {ref}") from err
+        return int(resp.status.offset)
+
     async def add_to_lease(self, digest: str, lease: str) -> None:
         """Hold content that is already present (another image's layer) for this operation too."""
         with translate(f"lease content {digest}"):

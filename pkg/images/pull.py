@@ -28,6 +28,8 @@ from pkg.images.unpack import Unpacker, chain_ids
 log = logging.getLogger(__name__)
 
 ProgressSink = Callable[[Progress], None]
+BLOB_ATTEMPTS = 5  # per endpoint, as long as each attempt gets further
+BLOB_RETRY_DELAY = 0.5
 
 
 class Puller:
@@ -130,12 +132,25 @@ class Puller:
         last: errors.NarwhalError | None = None
         for endpoint in order:
             source = functools.partial(session.open_blob, endpoint, desc.digest)
-            try:
-                await self._content.write(ref, desc.digest, desc.size, source,
-                                          labels=labels, lease=lease_id, on_bytes=on_bytes)
-                return
-            except (errors.Unavailable, errors.NotFound) as exc:
-                last = exc  # try the next endpoint (a mirror may lack the blob or be gone)
+            progress = -1
+            for attempt in range(BLOB_ATTEMPTS):
+                try:
+                    await self._content.write(ref, desc.digest, desc.size, source,
+                                              labels=labels, lease=lease_id, on_bytes=on_bytes)
+                    return
+                except errors.NotFound as exc:
+                    last = exc  # this endpoint (a mirror) lacks the blob: try the next
+                    break
+                except errors.Unavailable as exc:
+                    last = exc
+                    # A stream cut mid-way resumes from what containerd holds (Range); an endpoint that
+                    # makes no progress at all is left for the next one.
+                    status = await self._content.status(ref)
+                    if status is None or status <= progress or attempt == BLOB_ATTEMPTS - 1:
+                        break
+                    progress = status
+                    log.info("blob %s: %s; resuming at byte %d", desc.digest, exc.message, status)
+                    await asyncio.sleep(BLOB_RETRY_DELAY * (attempt + 1))
         assert last is not None
         raise last
 

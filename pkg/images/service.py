@@ -86,6 +86,7 @@ class ImageService:
             await self.recover()
         async with RegistrySession(parsed, self._cfg.registry, auth) as session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned)
+        self._fs_cache = None
         return await self.get(image_id)
 
     # ---- push, import, export ----
@@ -106,6 +107,7 @@ class ImageService:
         ``pinned`` marks it as one the kubelet's image GC must keep (CRI Image.pinned).
         """
         ids = await self._importer.import_archive(source, name, pinned)
+        self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
 
     async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:
@@ -216,6 +218,7 @@ class ImageService:
             raise errors.NotFound(f"image {ref} not found")
         remaining = [r for r in (await self.store.groups()).get(rec.config_digest, []) if r.name != name]
         await self.store.delete(name, sync=not remaining)
+        self._fs_cache = None
         return not remaining
 
     async def remove(self, ref_or_id: str) -> None:
@@ -226,10 +229,12 @@ class ImageService:
             return
         for i, rec in enumerate(records):
             await self.store.delete(rec.name, sync=i == len(records) - 1)
+        self._fs_cache = None
 
     # ---- disk usage ----
     async def fs_info(self) -> builtins.list[FsUsage]:
-        """Usage of the snapshotter's and the content store's directories (cached for a few seconds)."""
+        """Usage of the snapshotter's and the content store's directories (cached for a few seconds,
+        recomputed after every pull, import and removal)."""
         now = time.monotonic()
         if self._fs_cache is not None and now - self._fs_cache[0] < FS_INFO_TTL:
             return self._fs_cache[1]

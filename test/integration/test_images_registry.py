@@ -167,3 +167,16 @@ def test_insecure_registry_over_self_signed_https(daemon_factory: object, privat
         assert pull(trusting, ref) == built.config.digest
     finally:
         tls.stop()
+
+
+def test_cut_blob_streams_resume_within_the_pull(daemon: DaemonProcess, private_registry: Registry) -> None:
+    built = images.push(private_registry.host, "flaky/net", filler_layers=1, filler_mb=6)
+    # Each of the first two connections that carry 2 MiB is cut there: the layer arrives in pieces.
+    proxy = SlowProxy(("127.0.0.1", private_registry.port), bytes_per_second=64 << 20,
+                      cut_after=2 << 20, cuts=2).start()
+    try:
+        assert pull(daemon, f"{proxy.host}/flaky/net") == built.config.digest
+        assert proxy.cuts == 0  # both cuts happened, and the pull still completed
+        assert "resuming at byte" in daemon.log()
+    finally:
+        proxy.stop()

@@ -1,4 +1,4 @@
-"""A throttling TCP proxy on 127.0.0.1, to make a pull slow enough to interrupt."""
+"""A throttling TCP proxy on 127.0.0.1, to make a pull slow enough to interrupt, or to cut its streams."""
 from __future__ import annotations
 
 import socket
@@ -12,8 +12,11 @@ class SlowProxy:
     target: tuple[str, int]
     bytes_per_second: int
     port: int = 0
+    cut_after: int = 0  # > 0: close a connection once it carried this many bytes back...
+    cuts: int = 0  # ...for this many connections that get that far
     _listener: socket.socket | None = None
     _closed: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def host(self) -> str:
@@ -36,16 +39,27 @@ class SlowProxy:
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
+    def _should_cut(self, carried: int) -> bool:
+        with self._lock:
+            if self.cut_after and self.cuts > 0 and carried >= self.cut_after:
+                self.cuts -= 1
+                return True
+            return False
+
     def _pump(self, src: socket.socket, dst: socket.socket, throttle: bool) -> None:
         chunk = max(1024, self.bytes_per_second // 20)
+        carried = 0
         try:
             while not self._closed.is_set():
                 data = src.recv(chunk)
                 if not data:
                     break
                 dst.sendall(data)
+                carried += len(data)
                 if throttle:
                     time.sleep(len(data) / self.bytes_per_second)
+                    if self._should_cut(carried):
+                        break
         except OSError:
             pass
         finally:
