@@ -64,26 +64,33 @@ class ImageService:
         self._exporter = Exporter(self.content, self.store)
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
         self._recovered = False
+        self._recover_lock = asyncio.Lock()
 
-    async def recover(self) -> None:
-        """Shorten the leases of pulls a previous narwhald left behind (killed mid-pull); runs before
-        the first pull, or when the daemon calls it at start-up.
+    async def _recover(self) -> None:
+        """Shorten the leases of pulls and imports a previous narwhald left behind (killed mid-way); runs before
+        the first pull or import of this process.
 
         Their partial ingests stay resumable by a retry for a while, then containerd's GC takes them.
         """
         try:
-            for stale in await list_leases(self._client, prefix="narwhal-pull-"):
-                await reissue_lease(self._client, stale, STALE_PULL_GRACE)
+            for prefix in ("narwhal-pull-", "narwhal-import-"):
+                for stale in await list_leases(self._client, prefix=prefix):
+                    await reissue_lease(self._client, stale, STALE_PULL_GRACE)
         except errors.NarwhalError as exc:  # not fatal: the leases still expire on their own
             log.warning("could not recover the leases of interrupted pulls: %s", exc)
+
+    async def _ensure_recovered(self) -> None:
+        """Recover once, before this process creates leases of its own (which recovery must not touch)."""
+        async with self._recover_lock:
+            if not self._recovered:
+                await self._recover()
+                self._recovered = True
 
     # ---- pull ----
     async def pull(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None,
                    *, pinned: bool = False) -> Image:
         parsed = reference.parse(ref)
-        if not self._recovered:
-            self._recovered = True
-            await self.recover()
+        await self._ensure_recovered()
         async with RegistrySession(parsed, self._cfg.registry, auth) as session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned)
         self._fs_cache = None
@@ -106,6 +113,7 @@ class ImageService:
         ``name`` names an image the archive leaves unnamed (e.g. narwhald's locally built pause image);
         ``pinned`` marks it as one the kubelet's image GC must keep (CRI Image.pinned).
         """
+        await self._ensure_recovered()
         ids = await self._importer.import_archive(source, name, pinned)
         self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
