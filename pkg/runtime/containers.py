@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.aio import CleanupStack
+from pkg.cgroups.cleanup import remove_cgroup
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd import tasks as ctr_tasks
@@ -332,9 +333,20 @@ async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | N
     cid = metadata.id if metadata else container_id
     await ctr_tasks.kill(ctx.client, cid)
     await ctr_tasks.delete(ctx.client, cid)
+    if metadata is not None and metadata.cgroups_path:
+        await remove_cgroup_quietly(metadata.cgroups_path)
     await ctr_containers.delete(ctx.client, cid)
     await ctr_snapshots.remove(ctx.client, metadata.snapshot_key if metadata else cid)
     await _rmtree(ctx, cid)
+
+
+async def remove_cgroup_quietly(cgroups_path: str) -> None:
+    """runc deletes a task's cgroup, but gives up when the last processes are still being reaped
+    (seen under load): remove what is left.  Still busy: logged, and GC-able later."""
+    try:
+        await remove_cgroup(cgroups_path)
+    except errors.NarwhalError as exc:
+        log.warning("cgroup %s: %s", cgroups_path, exc.message)
 
 
 async def _rmtree(ctx: RuntimeContext, container_id: str) -> None:

@@ -17,6 +17,7 @@ from pkg.containerd import tasks as ctr_tasks
 from pkg.images.model import ImageConfig
 from pkg.model.sandbox import SandboxMetadata
 from pkg.runtime import container_spec, spec
+from pkg.runtime.containers import remove_cgroup_quietly
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import cgroups_path
 from pkg.runtime.spec_options import Namespace, SandboxSpecOptions
@@ -79,8 +80,9 @@ async def start(ctx: RuntimeContext, metadata: SandboxMetadata) -> int:
     return await ctr_tasks.start(ctx.client, metadata.id)
 
 
-async def stop(ctx: RuntimeContext, sandbox_id: str) -> None:
-    """Kill and delete the infra task; idempotent."""
+async def stop(ctx: RuntimeContext, metadata: SandboxMetadata) -> None:
+    """Kill and delete the infra task and its cgroup; idempotent."""
+    sandbox_id = metadata.id
     task = await ctr_tasks.get(ctx.client, sandbox_id)
     if task is None:
         return
@@ -91,3 +93,4 @@ async def stop(ctx: RuntimeContext, sandbox_id: str) -> None:
         except (TimeoutError, errors.NotFound, errors.DeadlineExceeded):
             pass
     await ctr_tasks.delete(ctx.client, sandbox_id)
+    await remove_cgroup_quietly(cgroups_path(metadata.cgroup_parent, sandbox_id))

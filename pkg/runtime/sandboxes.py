@@ -96,7 +96,7 @@ class SandboxService:
                 pid = 0
                 if metadata.infra:
                     pid = await infra.start(ctx, metadata)
-                    cleanup.add("stop infra task", lambda: infra.stop(ctx, sandbox_id))
+                    cleanup.add("stop infra task", lambda: infra.stop(ctx, metadata))
 
                 status = SandboxStatus(SandboxState.READY, ip=ip, additional_ips=extra_ips, infra_pid=pid,
                                        network_ready=bool(metadata.netns_path))
@@ -147,7 +147,7 @@ class SandboxService:
             if self.containers is not None:
                 await self.containers.stop_all_in_sandbox(sandbox_id)
             if metadata.infra:
-                await infra.stop(ctx, sandbox_id)
+                await infra.stop(ctx, metadata)
             if metadata.netns_path:
                 await ctx.network.teardown(self._network_request(metadata))
                 await ctx.netns_remove(Path(metadata.netns_path))
@@ -226,7 +226,8 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
 
     Used by remove and by recovery for sandboxes whose creation never finished."""
     sandbox_id = metadata.id
-    await infra.stop(ctx, sandbox_id)
+    if metadata.infra:
+        await infra.stop(ctx, metadata)
     if metadata.netns_path:
         netns = Path(metadata.netns_path)
         try:
