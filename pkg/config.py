@@ -51,6 +51,8 @@ class Config:
     pod_subnet: list[str] = field(default_factory=list)  # empty: a per-instance /24 of 10.123.0.0/16
     cni_bridge: str = ""  # empty: nw-<instance_id>
     cni_timeout: float = 60.0  # seconds per plugin call
+    # CRI runtime handlers: name -> the runc-compatible binary containerd's runc v2 shim runs.
+    runtime_handlers: dict[str, str] = field(default_factory=lambda: {"runc": "runc"})
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -213,6 +215,21 @@ def _registry(key: str, value: Any) -> RegistryConfig:
     return RegistryConfig(mirrors={h: list(m) for h, m in mirrors.items()}, insecure=list(insecure))
 
 
+def _runtime_handlers(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not value:
+        raise InvalidArgument(f"{key}: expected a mapping of handler name to a runc-compatible binary")
+    handlers = {}
+    for name, binary in value.items():
+        _name(f"{key} name", name)
+        if not isinstance(binary, str) or not binary:
+            raise InvalidArgument(f"{key}.{name}: expected a binary name or path, got {binary!r}")
+        if "/" in binary and not binary.startswith("/"):
+            raise InvalidArgument(f"{key}.{name}: path must be absolute, got {binary!r}")
+        handlers[name] = binary
+    handlers.setdefault("runc", "runc")
+    return handlers
+
+
 CONVERTERS: dict[str, Any] = {
     "root": _path,
     "state": _path,
@@ -231,6 +248,7 @@ CONVERTERS: dict[str, Any] = {
     "pod-subnet": _subnets,
     "cni-bridge": _ifname,
     "cni-timeout": _seconds,
+    "runtime-handlers": _runtime_handlers,
 }
 
 

@@ -39,6 +39,7 @@ def _any_json(type_url: str, value: Any) -> any_pb2.Any:
 
 
 def runc_options(root: str, binary: str = "") -> any_pb2.Any:
+    """runc v2 shim options: this instance's runc state dir, and the runtime binary ("" = runc)."""
     options = oci_pb2.Options(root=root, binary_name=binary)
     return any_pb2.Any(type_url="containerd.runc.v1.Options", value=options.SerializeToString())
 
@@ -60,6 +61,7 @@ async def create(
     metadata: dict[str, Any],
     labels: dict[str, str],
     runc_root: str,
+    runc_binary: str = "",
     image: str = "",
     snapshot_key: str = "",
     snapshotter: str = "overlayfs",
@@ -68,7 +70,7 @@ async def create(
         id=id_,
         labels=labels,
         image=image,
-        runtime=pb.Container.Runtime(name=RUNC_V2, options=runc_options(runc_root)),
+        runtime=pb.Container.Runtime(name=RUNC_V2, options=runc_options(runc_root, runc_binary)),
         spec=_any_json(SPEC_TYPE_URL, spec),
         snapshotter=snapshotter if snapshot_key else "",
         snapshot_key=snapshot_key,

@@ -78,7 +78,8 @@ class ContainerService:
                 await ctr_containers.create(
                     ctx.client, container_id, spec={"ociVersion": "1.0.2"}, metadata=to_dict(metadata),
                     labels={ctr_containers.KIND_LABEL: KIND, SANDBOX_LABEL: sandbox_id},
-                    runc_root=str(ctx.cfg.runc_root), image=image.repo_tags[0] if image.repo_tags else image.id,
+                    runc_root=str(ctx.cfg.runc_root), runc_binary=ctx.cfg.runtime_handlers.get(sandbox.runtime_handler, ""),
+                    image=image.repo_tags[0] if image.repo_tags else image.id,
                     snapshot_key=container_id, snapshotter=image.snapshotter,
                 )
                 cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))

@@ -46,9 +46,11 @@ class SandboxService:
     # ---------------- run ----------------
     async def run(self, config: SandboxConfig, runtime_handler: str = "") -> str:
         _validate(config)
-        if runtime_handler not in ("", "runc"):
-            raise errors.NotFound(f"runtime handler {runtime_handler!r} is not configured (known: runc)")
         ctx = self.ctx
+        handlers = ctx.cfg.runtime_handlers
+        if runtime_handler and runtime_handler not in handlers:
+            known = ", ".join(sorted(handlers))
+            raise errors.NotFound(f"runtime handler {runtime_handler!r} is not configured (known: {known})")
         sandbox_id = secrets.token_hex(32)
         name = config.unique_name
         ctx.sandboxes.names.reserve(name, sandbox_id)
@@ -62,7 +64,8 @@ class SandboxService:
                 await ctr_containers.create(
                     ctx.client, sandbox_id, spec=spec, metadata=meta_dict,
                     labels={ctr_containers.KIND_LABEL: KIND},
-                    runc_root=str(ctx.cfg.runc_root), image=infra.IMAGE_NAME if metadata.infra else "",
+                    runc_root=str(ctx.cfg.runc_root), runc_binary=handlers[metadata.runtime_handler],
+                    image=infra.IMAGE_NAME if metadata.infra else "",
                 )
                 cleanup.add("delete sandbox record", lambda: ctr_containers.delete(ctx.client, sandbox_id))
                 root, state = ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id)

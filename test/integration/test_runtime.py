@@ -1,6 +1,7 @@
 """The CRI RuntimeService end to end: pods and containers on real containerd and runc."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -13,6 +14,8 @@ from lib import cri
 from lib.daemon import DaemonProcess
 from lib.leaks import ctr, leftovers
 from lib.registry import Registry
+
+from pkg.containerd.api.runtime.v2.runc.options import oci_pb2
 
 LINE = re.compile(r"^(\S+) (stdout|stderr) ([PF]) (.*)$")
 
@@ -286,4 +289,25 @@ def test_stats_and_oom(daemon: DaemonProcess, busybox: str) -> None:
     cri.wait_for(lambda: cri.container_state(rs, hog).state == api_pb2.CONTAINER_EXITED, what="OOM kill")
     status = cri.container_state(rs, hog)
     assert (status.reason, status.exit_code) == ("OOMKilled", 137)
+    rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+
+
+def test_runtime_handlers_from_config(daemon_factory: object, registry: Registry) -> None:
+    d = daemon_factory(config_yaml="runtime-handlers:\n  alt: /usr/sbin/runc\n")  # type: ignore[operator]
+    ref = cri.push_busybox(registry)
+    cri.pull(d.images(), ref)
+    rs = d.runtime()
+    assert cri.code_of(lambda: rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(
+        config=cri.sandbox_config(host_network=True), runtime_handler="nope"), timeout=30)) == grpc.StatusCode.NOT_FOUND
+    sandbox_id = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(
+        config=cri.sandbox_config(host_network=True), runtime_handler="alt"), timeout=60).pod_sandbox_id
+    assert rs.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
+                               timeout=10).status.runtime_handler == "alt"
+    cid = rs.CreateContainer(api_pb2.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, config=cri.container_config(ref, ["sleep", "60"])), timeout=60).container_id
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=60)
+    runtime = json.loads(ctr(d, "containers", "info", cid))["Runtime"]
+    options = oci_pb2.Options()
+    options.ParseFromString(base64.b64decode(runtime["Options"]["value"]))
+    assert (runtime["Name"], options.binary_name) == ("io.containerd.runc.v2", "/usr/sbin/runc")
     rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)

@@ -83,3 +83,12 @@ def test_instance_id_differs_per_root() -> None:
     a = config.build({"root": "/var/lib/a"}, {})
     b = config.build({"root": "/var/lib/b"}, {})
     assert a.instance_id != b.instance_id and len(a.instance_id) == 8
+
+
+def test_runtime_handlers() -> None:
+    cfg = config.build({"runtime-handlers": {"fast": "/usr/sbin/runc"}}, {})
+    assert cfg.runtime_handlers == {"fast": "/usr/sbin/runc", "runc": "runc"}
+    with pytest.raises(InvalidArgument, match="path must be absolute"):
+        config.build({"runtime-handlers": {"x": "bin/runc"}}, {})
+    with pytest.raises(InvalidArgument, match="expected a mapping"):
+        config.build({"runtime-handlers": ["runc"]}, {})
