@@ -335,7 +335,7 @@ class Exporter:
 
     async def export(self, entries: list[tuple[Image, list[str]]]) -> AsyncIterator[bytes]:
         """Stream a tarball of the given images, each with the names to record for it."""
-        resolved = [(img, names, await self._store.resolve_target(img.target)) for img, names in entries]
+        resolved = [(img, names, await self._store.resolve_target(img.target, img.id)) for img, names in entries]
         layout = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
         yield _tar_header("oci-layout", len(layout)) + layout + _padding(len(layout))
         yield _tar_header("blobs", 0, True) + _tar_header("blobs/sha256", 0, True)

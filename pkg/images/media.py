@@ -55,6 +55,16 @@ def host_platform() -> tuple[str, str, str]:
     return "linux", arch, variant
 
 
+def parse_platform(value: str) -> tuple[str, str, str]:
+    """"linux/arm64/v8" -> ("linux", "arm64", "v8"); the OS may be left out ("arm64")."""
+    parts = value.strip().lower().split("/")
+    if len(parts) == 1:
+        parts = ["linux", *parts]
+    if not 2 <= len(parts) <= 3 or not all(p and p.replace("_", "").isalnum() for p in parts):
+        raise InvalidArgument(f"invalid platform {value!r}: expected os/arch[/variant]")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
 def _json(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)

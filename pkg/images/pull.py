@@ -43,7 +43,7 @@ class Puller:
         self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def pull(self, ref: Reference, session: RegistrySession, progress: ProgressSink | None,
-                   *, pinned: bool = False) -> str:
+                   *, pinned: bool = False, platform: tuple[str, str, str] | None = None) -> str:
         """Pull ``ref``; returns the image ID (config digest)."""
         emit = _emitter(str(ref), progress)
         async with lease(self._client, "pull") as lease_id:
@@ -51,7 +51,7 @@ class Puller:
             emit(target, "resolved", target.size, target.size)
             manifest_desc, manifest_body = target, body
             if target.media_type in media.INDEXES:
-                manifest_desc = media.select_platform(media.parse_index(body))
+                manifest_desc = media.select_platform(media.parse_index(body), *(platform or ()))
                 manifest_desc, manifest_body = await session.fetch_manifest(ep, manifest_desc.digest)
             manifest = media.parse_manifest(manifest_body, manifest_desc.media_type)
             if manifest.config.size > media.MAX_MANIFEST:

@@ -30,7 +30,7 @@ class Pusher:
         self._uploads = uploads
 
     async def push(self, ref: Reference, target: Descriptor, session: RegistrySession,
-                   progress: ProgressSink | None) -> str:
+                   progress: ProgressSink | None, config_digest: str = "") -> str:
         """Push ``target`` as ``ref``; returns the digest the registry now serves for the tag."""
         def emit(desc: Descriptor, status: str, current: int = 0) -> None:
             if progress is not None:
@@ -50,7 +50,7 @@ class Pusher:
                     manifests.append((child, await self._content.read(child.digest, media.MAX_MANIFEST)))
                 manifests.append((target, body))
             else:
-                resolved = await self._store.resolve_target(target)
+                resolved = await self._store.resolve_target(target, config_digest)
                 top = resolved.manifest
                 manifests.append((top, await self._content.read(top.digest, media.MAX_MANIFEST)))
         else:

@@ -88,11 +88,14 @@ class ImageService:
 
     # ---- pull ----
     async def pull(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None,
-                   *, pinned: bool = False) -> Image:
+                   *, pinned: bool = False, platform: str | None = None) -> Image:
+        """Pull ``ref``; ``platform`` ("os/arch[/variant]", e.g. Docker's --platform) picks a manifest list
+        entry other than this host's."""
         parsed = reference.parse(ref)
+        wanted = media.parse_platform(platform) if platform else None
         await self._ensure_recovered()
         async with RegistrySession(parsed, self._cfg.registry, auth) as session:
-            image_id = await self._puller.pull(parsed, session, progress, pinned=pinned)
+            image_id = await self._puller.pull(parsed, session, progress, pinned=pinned, platform=wanted)
         self._fs_cache = None
         return await self.get(image_id)
 
@@ -104,7 +107,7 @@ class ImageService:
         if rec is None:
             raise errors.NotFound(f"image {ref} not found (push needs a local image with that exact name)")
         async with RegistrySession(parsed, self._cfg.registry, auth, push=True) as session:
-            return await self._pusher.push(parsed, rec.target, session, progress)
+            return await self._pusher.push(parsed, rec.target, session, progress, rec.config_digest)
 
     async def import_archive(self, source: Path, name: str | None = None, *,
                              pinned: bool = False) -> builtins.list[Image]:
@@ -186,7 +189,7 @@ class ImageService:
 
     async def inspect(self, img: Image) -> dict[str, Any]:
         """Debug detail (CRI verbose ImageStatus, Docker inspect): the raw config and where things live."""
-        resolved = await self.store.resolve_target(img.target)
+        resolved = await self.store.resolve_target(img.target, img.id)
         raw = await self.content.read(resolved.parsed.config.digest, media.MAX_MANIFEST)
         return {
             "imageSpec": json.loads(raw),

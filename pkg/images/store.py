@@ -56,7 +56,7 @@ class ImageStore:
         self._client = client
         self._content = content
         self.snapshotter = snapshotter
-        self._resolved: dict[str, Resolved] = {}
+        self._resolved: dict[tuple[str, str], Resolved] = {}
 
     # ---- records ----
     async def records(self) -> list[Record]:
@@ -100,26 +100,43 @@ class ImageStore:
                 raise from_grpc(err, f"delete image {name}") from err
 
     # ---- content ----
-    async def resolve_target(self, target: Descriptor) -> Resolved:
-        """Read (and cache) the manifest and config a target stands for on this platform."""
-        cached = self._resolved.get(target.digest)
+    async def resolve_target(self, target: Descriptor, config_digest: str = "") -> Resolved:
+        """Read (and cache) the manifest and config a target stands for.
+
+        For an index: the present child whose config is ``config_digest`` (the platform it was pulled
+        for), else this host's platform.
+        """
+        key = (target.digest, config_digest)
+        cached = self._resolved.get(key)
         if cached is not None:
             return cached
         manifest = target
         body = await self._content.read(target.digest, media.MAX_MANIFEST)
         if media.media_type_of(body, target.media_type) in media.INDEXES:
-            manifest = media.select_platform(media.parse_index(body))
-            body = await self._content.read(manifest.digest, media.MAX_MANIFEST)
+            entries = media.parse_index(body)
+            manifest, body = await self._pick(entries, config_digest)
         parsed = media.parse_manifest(body, manifest.media_type)
         config = media.parse_config(await self._content.read(parsed.config.digest, media.MAX_MANIFEST))
         resolved = Resolved(manifest, parsed, config)
-        self._resolved[target.digest] = resolved
+        self._resolved[key] = resolved
         return resolved
+
+    async def _pick(self, entries: list[media.IndexEntry], config_digest: str) -> tuple[Descriptor, bytes]:
+        if config_digest:
+            for entry in entries:
+                if entry.descriptor.media_type not in media.MANIFESTS or \
+                        await self._content.info(entry.descriptor.digest) is None:
+                    continue
+                body = await self._content.read(entry.descriptor.digest, media.MAX_MANIFEST)
+                if media.parse_manifest(body, entry.descriptor.media_type).config.digest == config_digest:
+                    return entry.descriptor, body
+        chosen = media.select_platform(entries)
+        return chosen, await self._content.read(chosen.digest, media.MAX_MANIFEST)
 
     async def build(self, records: list[Record]) -> Image:
         """One Image from all the records that share a config digest."""
         primary = sorted(records, key=lambda r: ("@" in r.name, r.name))[0]
-        resolved = await self.resolve_target(primary.target)
+        resolved = await self.resolve_target(primary.target, primary.config_digest)
         tags: list[str] = []
         digests: set[str] = set()
         for rec in records:

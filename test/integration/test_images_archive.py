@@ -162,3 +162,21 @@ async def test_tag_moves_and_untag_collects(core: ImageService, daemon: DaemonPr
     assert [i.id for i in await core.list()] == [a.id]
     assert images.snapshots(daemon) == {a.chain_id}
     assert b.id not in images.content(daemon)
+
+
+async def test_pull_for_another_platform(core: ImageService, registry: Registry, tmp_path: Path) -> None:
+    per_arch = {"amd64": mkimage.build("busybox", labels={"p": "x"}),
+                "arm64": mkimage.build("busybox", arch="arm64", labels={"p": "x"})}
+    client = mkimage.RegistryClient(registry.host)
+    index_digest = client.push_index("plat/box", "1", per_arch, mkimage.index_of(per_arch))
+    img = await core.pull(f"{registry.host}/plat/box:1", platform="linux/arm64")
+    assert (img.id, img.architecture) == (per_arch["arm64"].config.digest, "arm64")
+    assert img.target.digest == index_digest
+    again = await core.get(f"{registry.host}/plat/box:1")
+    assert again.id == img.id and again.architecture == "arm64"
+    info = await core.inspect(again)
+    assert info["manifest"] == per_arch["arm64"].manifest.digest
+    await core.export_to([img.id], tmp_path / "arm.tar")
+    with tarfile.open(tmp_path / "arm.tar") as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["digest"] == per_arch["arm64"].manifest.digest

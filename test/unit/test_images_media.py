@@ -93,3 +93,12 @@ def test_registry_error_keeps_message() -> None:
     assert "manifest unknown" in err.message and "docker.io/library/x:nope" in err.message
     assert isinstance(registry_error(401, b"", "x"), errors.Unauthenticated)
     assert isinstance(registry_error(503, b"", "x"), errors.Unavailable)
+
+
+def test_parse_platform() -> None:
+    assert media.parse_platform("linux/arm64/v8") == ("linux", "arm64", "v8")
+    assert media.parse_platform("linux/amd64") == ("linux", "amd64", "")
+    assert media.parse_platform("arm64") == ("linux", "arm64", "")
+    for bad in ("", "a/b/c/d", "linux/", "linux/am d64"):
+        with pytest.raises(errors.InvalidArgument):
+            media.parse_platform(bad)
