@@ -2,8 +2,9 @@
 
 Output: the shim sends stdout/stderr to narwhal-logger, so attached clients
 follow the container's log file from its current end (this also works after
-a narwhald restart).  A container created without a log path has no output
-to attach to.  Stdin: a fifo the shim reads (and holds a writer on, until
+a narwhald restart).  An interactive container created without a log path
+logs to a private file instead (``output_log``); any other one
+has no output to attach to.  Stdin: a fifo the shim reads (and holds a writer on, until
 Tasks.CloseIO); narwhald opens it O_RDWR before the task starts, so the shim
 never blocks on it, and writes attached clients' input through that fd.
 """
@@ -29,6 +30,18 @@ if TYPE_CHECKING:
 
 def stdin_fifo(ctx: RuntimeContext, container_id: str) -> Path:
     return ctx.container_state(container_id) / "stdin"
+
+
+def output_log(ctx: RuntimeContext, metadata: ContainerMetadata) -> str:
+    """Where the container's output goes: its CRI log, or, for an interactive container (stdin or TTY) created
+    without one, a private log in its root dir (removed with it) that Attach follows, as containerd's attach
+    works without a log path.  Never stdin without stdout: the shim wedges on that stdio."""
+    if metadata.log_path:
+        return metadata.log_path
+    if metadata.config.stdin or metadata.config.tty:
+        return str(ctx.container_root(metadata.id) / "attach.log")
+    return ""
+
 
 
 class StdinKeeper:
@@ -129,9 +142,10 @@ class ContainerAttach:
         return self._metadata.config.stdin_once
 
     def subscribe(self) -> _LogSubscription | _NoOutput:
-        if not self._metadata.log_path:
+        log_path = output_log(self._ctx, self._metadata)
+        if not log_path:
             return _NoOutput(self._exited)
-        return _LogSubscription(self._metadata.log_path, self._exited)
+        return _LogSubscription(log_path, self._exited)
 
     async def write_stdin(self, data: bytes) -> None:
         await self._keeper.write(self._metadata.id, data)

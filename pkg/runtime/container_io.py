@@ -49,23 +49,24 @@ async def task_stdio(ctx: RuntimeContext, metadata: ContainerMetadata) -> AsyncI
         fifo = attach.stdin_fifo(ctx, metadata.id)
         ctx.stdin.open(fifo, metadata.id)
         stdin = str(fifo)
-    if not metadata.log_path:
-        yield Stdio(stdin=stdin)  # no log path: output is discarded, as containerd does
+    log_path = attach.output_log(ctx, metadata)
+    if not log_path:
+        yield Stdio()  # no log path and nothing to attach to: output is discarded, as containerd does
         return
     pid_file = logger_pid_file(ctx, metadata.id)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     if config.tty or not config.stdin:
-        uri = log_binary.logger_uri(metadata.log_path, pid_file=pid_file, tty=config.tty, binary=ctx.logger)
+        uri = log_binary.logger_uri(log_path, pid_file=pid_file, tty=config.tty, binary=ctx.logger)
         yield Stdio(stdin=stdin, stdout=uri, stderr="" if config.tty else uri)
         return
-    async with _fifo_logger(ctx, metadata, pid_file) as (stdout, stderr):
+    async with _fifo_logger(ctx, log_path, metadata.id, pid_file) as (stdout, stderr):
         yield Stdio(stdin=stdin, stdout=stdout, stderr=stderr)
 
 
 @contextlib.asynccontextmanager
-async def _fifo_logger(ctx: RuntimeContext, metadata: ContainerMetadata,
+async def _fifo_logger(ctx: RuntimeContext, log_path: str, container_id: str,
                        pid_file: Path) -> AsyncIterator[tuple[str, str]]:
-    directory = ctx.container_state(metadata.id)
+    directory = ctx.container_state(container_id)
     fifos = [directory / "stdout", directory / "stderr"]
     fds: list[int] = []
     try:
@@ -81,7 +82,7 @@ async def _fifo_logger(ctx: RuntimeContext, metadata: ContainerMetadata,
         ready_w = _high(ready_w)
         fds.append(ready_w)
         out_fd, err_fd = fds[0], fds[1]
-        args = [str(ctx.logger or log_binary.logger_binary()), "path", metadata.log_path, "pid-file", str(pid_file),
+        args = [str(ctx.logger or log_binary.logger_binary()), "path", log_path, "pid-file", str(pid_file),
                 "stdout-fd", str(out_fd), "stderr-fd", str(err_fd), "ready-fd", str(ready_w)]
         # Its own session: the logger outlives narwhald, as the shim-run one does.
         proc = await asyncio.create_subprocess_exec(
@@ -101,7 +102,7 @@ async def _fifo_logger(ctx: RuntimeContext, metadata: ContainerMetadata,
             for fd in keepers:
                 os.close(fd)
     except (TimeoutError, OSError) as exc:
-        raise errors.Internal(f"starting the logger of {metadata.id}: {exc!r}") from exc
+        raise errors.Internal(f"starting the logger of {container_id}: {exc!r}") from exc
     finally:
         for fd in fds:
             os.close(fd)
