@@ -38,12 +38,7 @@ _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 
 
-class _Namespace(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _NamespaceMixin:
     def __init__(self, namespace: str) -> None:
         self._md = ("containerd-namespace", namespace)
 
@@ -54,15 +49,24 @@ class _Namespace(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files each interceptor under the first call kind it implements, so one class per kind.
+class _UnaryUnary(_NamespaceMixin, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStream(_NamespaceMixin, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnary(_NamespaceMixin, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
 
+
+class _StreamStream(_NamespaceMixin, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
 
@@ -80,7 +84,7 @@ class Client:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.enable_http_proxy", 0),
             ],
-            interceptors=[_Namespace(namespace)],
+            interceptors=[cls(namespace) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)],
         )
         ch = self.channel
         self.containers = containers_pb2_grpc.ContainersStub(ch)

@@ -72,12 +72,6 @@ def lease_md(lease: str | None) -> Metadata:
     return ((LEASE_HEADER, lease),) if lease else ()
 
 
-def stream_md(client: Client, lease: str | None = None) -> Metadata:
-    """Metadata for streaming calls: grpc.aio files an interceptor under one call kind only (an elif
-    chain), so the client's namespace interceptor reaches unary-unary calls alone; say it here."""
-    return (("containerd-namespace", client.namespace), *lease_md(lease))
-
-
 class ContentStore:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -103,8 +97,7 @@ class ContentStore:
         return b"".join(chunks)
 
     async def stream(self, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
-        call = self._client.content.Read(content_pb2.ReadContentRequest(digest=digest, offset=offset),
-                                         metadata=stream_md(self._client))
+        call = self._client.content.Read(content_pb2.ReadContentRequest(digest=digest, offset=offset))
         with translate(f"read content {digest}"):
             async for resp in call:
                 yield resp.data
@@ -178,7 +171,7 @@ class ContentStore:
 
     async def _write_once(self, ref: str, digest: str, size: int, source: Source, labels: dict[str, str] | None,
                           lease: str | None, on_bytes: OnBytes | None) -> bool:
-        call = self._client.content.Write(metadata=stream_md(self._client, lease))
+        call = self._client.content.Write(metadata=lease_md(lease))
         committed = False
         try:
             await call.write(content_pb2.WriteContentRequest(

@@ -78,7 +78,8 @@ class ContainerService:
                 await ctr_containers.create(
                     ctx.client, container_id, spec={"ociVersion": "1.0.2"}, metadata=to_dict(metadata),
                     labels={ctr_containers.KIND_LABEL: KIND, SANDBOX_LABEL: sandbox_id},
-                    runc_root=str(ctx.cfg.runc_root), runc_binary=ctx.cfg.runtime_handlers.get(sandbox.runtime_handler, ""),
+                    runc_root=str(ctx.cfg.runc_root),
+                    runc_binary=ctx.cfg.runtime_handlers.get(sandbox.runtime_handler, ""),
                     image=image.repo_tags[0] if image.repo_tags else image.id,
                     snapshot_key=container_id, snapshotter=image.snapshotter,
                 )
@@ -90,6 +91,7 @@ class ContainerService:
                 spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
                                                   self._target_pid(config))
                 await ctr_containers.update_spec(ctx.client, container_id, spec)
+                metadata = dataclasses.replace(metadata, user=container_spec.process_user(spec))
                 if metadata.log_path:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
                 status = ContainerStatus(ContainerState.CREATED)
