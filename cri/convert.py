@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
+from pkg import errors
 from pkg.cni.model import PortMapping
 from pkg.health import Condition
 from pkg.model import container as model_container
@@ -80,6 +81,9 @@ def resources(r: api_pb2.LinuxContainerResources) -> model_container.Resources:
 
 def container_config(c: api_pb2.ContainerConfig) -> model_container.ContainerConfig:
     sec = c.linux.security_context
+    if any(m.image.image for m in c.mounts):
+        # kubelet and critest read UNIMPLEMENTED as "no image volumes here"; any other error fails the pod.
+        raise errors.NotImplementedYet("image volume mounts (Mount.image, KEP-4639) are not supported")
     return model_container.ContainerConfig(
         name=c.metadata.name,
         attempt=c.metadata.attempt,
