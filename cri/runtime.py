@@ -16,6 +16,7 @@ from cri import convert
 from pkg import errors
 from pkg.config import Config
 from pkg.health import HealthChecker
+from pkg.runtime.features import handler_features
 from pkg.version import CRI_API_VERSION, RUNTIME_NAME, narwhal_version
 
 KUBE_API_VERSION = "0.1.0"  # the only value the CRI Version request/response defines
@@ -47,7 +48,10 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
     ) -> api_pb2.StatusResponse:
         conditions = await self._health.conditions()
         response = api_pb2.StatusResponse(
-            status=api_pb2.RuntimeStatus(conditions=[convert.runtime_condition(c) for c in conditions])
+            status=api_pb2.RuntimeStatus(conditions=[convert.runtime_condition(c) for c in conditions]),
+            runtime_handlers=await self._runtime_handlers(),
+            # SupplementalGroupsPolicy Strict and Merge are both honoured (pkg/runtime/user.py).
+            features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True),
         )
         if request.verbose:
             response.info["config"] = json.dumps(
@@ -61,6 +65,16 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
                 }
             )
         return response
+
+    async def _runtime_handlers(self) -> list[api_pb2.RuntimeHandler]:
+        """Every configured handler, plus the default one under the empty name (containerd does the same)."""
+        handlers = []
+        for name, binary in [("", self._cfg.runtime_handlers["runc"]), *sorted(self._cfg.runtime_handlers.items())]:
+            features = await handler_features(binary)
+            handlers.append(api_pb2.RuntimeHandler(name=name, features=api_pb2.RuntimeHandlerFeatures(
+                recursive_read_only_mounts=features.recursive_read_only_mounts,
+                user_namespaces=features.user_namespaces)))
+        return handlers
 
     async def RuntimeConfig(  # noqa: N802
         self, request: api_pb2.RuntimeConfigRequest, context: grpc.aio.ServicerContext
