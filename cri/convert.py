@@ -222,4 +222,6 @@ def container_status(
         ],
         log_path=m.log_path,
         resources=api_pb2.ContainerResources(linux=linux_resources(resources)) if resources else None,
+        user=api_pb2.ContainerUser(linux=api_pb2.LinuxContainerUser(
+            uid=m.user.uid, gid=m.user.gid, supplemental_groups=m.user.supplemental_groups)) if m.user else None,
     )

@@ -56,6 +56,16 @@ class ContainerConfig:
 
 
 @dataclass(frozen=True)
+class ContainerUser:
+    """The identity the container's first process starts with (CRI ContainerStatus.user), as resolved into
+    its OCI spec from run_as_*, the image's USER, /etc/passwd and /etc/group."""
+
+    uid: int
+    gid: int
+    supplemental_groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerMetadata:
     id: str
     sandbox_id: str
@@ -68,6 +78,8 @@ class ContainerMetadata:
     stop_signal: str = ""
     cgroups_path: str = ""
     version: int = METADATA_VERSION
+    # Known once the spec is built; not part of the record written before it, so recovery reads it from the spec.
+    user: ContainerUser | None = None
 
     @property
     def unique_name(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pkg.containerd.snapshots import Mount as SnapshotMount
 from pkg.images.model import Image
-from pkg.model.container import ContainerMetadata
+from pkg.model.container import ContainerMetadata, ContainerUser
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.mount import MS_BIND, MS_RDONLY, MS_REC, mount, umount
 from pkg.runtime import spec
@@ -126,3 +126,12 @@ async def readonly_view(mounts: list[SnapshotMount]) -> AsyncIterator[Path | Non
             yield target
         finally:
             umount(target)
+
+
+def process_user(spec: dict[str, Any]) -> ContainerUser | None:
+    """The first process's uid, gid and additional gids from an OCI spec (None when it has no process)."""
+    user = (spec.get("process") or {}).get("user")
+    if not isinstance(user, dict):
+        return None
+    return ContainerUser(uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+                         supplemental_groups=tuple(int(g) for g in user.get("additionalGids") or ()))

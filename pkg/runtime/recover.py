@@ -15,6 +15,7 @@ Each item gets its own timeout so one wedged object cannot block start-up.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import shutil
@@ -29,7 +30,7 @@ from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
 from pkg.model.state import ContainerState, SandboxState
 from pkg.mount import mounts_under, umount
-from pkg.runtime import checkpoint
+from pkg.runtime import checkpoint, container_spec
 from pkg.runtime import containers as containers_mod
 from pkg.runtime import sandboxes as sandboxes_mod
 from pkg.runtime.context import RuntimeContext
@@ -81,6 +82,8 @@ async def _recover_sandbox(ctx: RuntimeContext, record: ctr_containers.Record,
 async def _recover_container(ctx: RuntimeContext, record: ctr_containers.Record,
                              tasks: dict[str, ctr_tasks.TaskInfo]) -> None:
     metadata = from_dict(ContainerMetadata, record.metadata)
+    if metadata.user is None:
+        metadata = dataclasses.replace(metadata, user=container_spec.process_user(record.spec))
     status = checkpoint.read(ctx.container_root(metadata.id), ContainerStatus)
     if status is None or ctx.sandboxes.find(metadata.sandbox_id) is None:
         log.warning("container %s was never fully created or its sandbox is gone; releasing it", metadata.id[:12])

@@ -203,4 +203,7 @@ def resolve_user(
             group_text = read_rootfs_file(rootfs, "/etc/group")
         # Only supplementary groups: the user's own-named group is its primary, as containerd.
         gids.update(g.gid for g in parse_group(group_text or "") if entry.name in g.members and g.name != entry.name)
+    # The primary gid is always a supplementary group as well (containerd's ensureAdditionalGids, the fix for
+    # CVE-2023-25173): dropping it from the list must not be a way to escape it.
+    gids.add(gid)
     return UserIds(uid, gid, tuple(sorted(gids)))

@@ -202,11 +202,11 @@ def test_user_from_request_and_image(host: HostInfo, tmp_path: Path) -> None:
     (rootfs / "etc" / "group").write_text("app:x:1001:\nextra:x:2000:app\n")
     image = replace(IMAGE, user="app")
     assert build(host, image=image, rootfs_path=rootfs)["process"]["user"] == {
-        "uid": 1000, "gid": 1001, "additionalGids": [2000]}
+        "uid": 1000, "gid": 1001, "additionalGids": [1001, 2000]}
     spec = build(host, image=image, rootfs_path=rootfs, run_as_user=0, supplemental_groups=(5,))
-    assert spec["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [5]}
+    assert spec["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [0, 5]}
     spec = build(host, rootfs_path=rootfs, run_as_username="app", run_as_group=7, merge_image_groups=False)
-    assert spec["process"]["user"] == {"uid": 1000, "gid": 7}
+    assert spec["process"]["user"] == {"uid": 1000, "gid": 7, "additionalGids": [7]}
     with pytest.raises(InvalidArgument, match="run_as_group"):
         build(host, run_as_group=7)
     with pytest.raises(InvalidArgument, match="ghost"):
@@ -426,7 +426,7 @@ def test_sandbox_spec_host_namespaces_and_user(host: HostInfo) -> None:
         run_as_user=65535, run_as_group=65535, supplemental_groups=(10,)), host)
     assert spec["linux"]["namespaces"] == [{"type": "pid"}, {"type": "mount"}]
     assert "hostname" not in spec
-    assert spec["process"]["user"] == {"uid": 65535, "gid": 65535, "additionalGids": [10]}
+    assert spec["process"]["user"] == {"uid": 65535, "gid": 65535, "additionalGids": [10, 65535]}
     assert mount_at(spec, "/dev/shm")["type"] == "tmpfs"  # type: ignore[index]
 
 

@@ -43,23 +43,24 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("user", "expected"), [
-    ("", UserIds(0, 0)),
-    ("0", UserIds(0, 0)),
-    ("app", UserIds(1000, 1001, (29, 44))),
-    ("1000", UserIds(1000, 1001, (29, 44))),
-    ("1000:5", UserIds(1000, 5, (29, 44))),
-    ("app:svc", UserIds(1000, 2000, (29, 44))),
-    ("svc", UserIds(2000, 2000, (29, 44))),
-    ("4242", UserIds(4242, 0)),  # a numeric user needs no entry
-    ("4242:4343", UserIds(4242, 4343)),
+    ("", UserIds(0, 0, (0,))),
+    ("0", UserIds(0, 0, (0,))),
+    ("app", UserIds(1000, 1001, (29, 44, 1001))),
+    ("1000", UserIds(1000, 1001, (29, 44, 1001))),
+    ("1000:5", UserIds(1000, 5, (5, 29, 44))),
+    ("app:svc", UserIds(1000, 2000, (29, 44, 2000))),
+    ("svc", UserIds(2000, 2000, (29, 44, 2000))),
+    ("4242", UserIds(4242, 0, (0,))),  # a numeric user needs no entry
+    ("4242:4343", UserIds(4242, 4343, (4343,))),
 ])
 def test_resolve(rootfs: Path, user: str, expected: UserIds) -> None:
     assert resolve_user(rootfs, user) == expected
 
 
 def test_supplemental_groups_and_strict_policy(rootfs: Path) -> None:
-    assert resolve_user(rootfs, "app", supplemental_groups=[7, 29]) == UserIds(1000, 1001, (7, 29, 44))
-    assert resolve_user(rootfs, "app", supplemental_groups=[7], merge_image_groups=False) == UserIds(1000, 1001, (7,))
+    assert resolve_user(rootfs, "app", supplemental_groups=[7, 29]) == UserIds(1000, 1001, (7, 29, 44, 1001))
+    strict = resolve_user(rootfs, "app", supplemental_groups=[7], merge_image_groups=False)
+    assert strict == UserIds(1000, 1001, (7, 1001))
 
 
 @pytest.mark.parametrize(("user", "match"), [
@@ -74,8 +75,8 @@ def test_resolve_errors(rootfs: Path, user: str, match: str) -> None:
 
 
 def test_no_files(tmp_path: Path) -> None:
-    assert resolve_user(None, "1000:1000") == UserIds(1000, 1000)
-    assert resolve_user(tmp_path, "1000") == UserIds(1000, 0)
+    assert resolve_user(None, "1000:1000") == UserIds(1000, 1000, (1000,))
+    assert resolve_user(tmp_path, "1000") == UserIds(1000, 0, (0,))
     with pytest.raises(InvalidArgument):
         resolve_user(None, "app")
     with pytest.raises(InvalidArgument):
@@ -112,7 +113,7 @@ def test_symlinks_inside_the_rootfs_are_followed(tmp_path: Path) -> None:
     (root / "data").mkdir(parents=True)
     (root / "data" / "passwd").write_text("app:x:5:6::/:/bin/sh\n")
     (root / "etc").symlink_to("/data")  # absolute: relative to the rootfs, not the host
-    assert resolve_user(root, "app") == UserIds(5, 6)
+    assert resolve_user(root, "app") == UserIds(5, 6, (6,))
     assert secure_join(root, "/etc/../../../passwd") == root / "passwd"
 
 
