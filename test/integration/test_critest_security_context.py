@@ -335,12 +335,45 @@ def _status(crit: Crit) -> api_pb2.StatusResponse:
     return crit.rs.Status(api_pb2.StatusRequest(verbose=True), timeout=10)
 
 
-def test_supplemental_groups_policy(crit: Crit) -> None:
-    """critest: SupplementalGroupsPolicy=Merge / =Strict specs; critest skips them unless Status advertises
-    features.supplemental_groups_policy (they also need the test-image-predefined-group image)."""
-    if not _status(crit).features.supplemental_groups_policy:
-        pytest.skip("The runtime does not support SupplementalGroupsPolicy feature")
-    pytest.fail("narwhald now advertises SupplementalGroupsPolicy: port the Merge/Strict specs")
+PREDEFINED_GROUP_UID, PREDEFINED_GROUP_GID = 1000, 50000  # imagePredefinedGroupUID / imagePredefinedGroupGID
+
+
+def _predefined_group_image(crit: Crit, registry: Registry) -> str:
+    """test-image-predefined-group, rebuilt: default-user (uid 1000) is also in group-defined-in-image (50000)."""
+    layer = mkimage.LayerBuilder()
+    layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+                             b"default-user:x:1000:1000::/home/default-user:/bin/sh\n")
+    layer.file("etc/group", b"root:x:0:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")
+    return push_variant(crit, registry, "critest/test-image-predefined-group", layer, User="default-user")
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["merge", "strict"])
+def test_supplemental_groups_policy(crit: Crit, registry: Registry, strict: bool) -> None:
+    """critest: SupplementalGroupsPolicy=Merge (Default): if the container's primary UID belongs to some groups in
+    the image, runtime should add SupplementalGroups to them / SupplementalGroupsPolicy=Strict: even if ..., runtime
+    should not add SupplementalGroups to them. (critest runs these only when Status advertises the feature.)"""
+    assert _status(crit).features.supplemental_groups_policy, "The runtime does not support SupplementalGroupsPolicy"
+    image = _predefined_group_image(crit, registry)
+    pod_id, pod_config = crit.pod_with_log_dir()
+    config = _sc_container(crit, "container-with-SupplementalGroupsPolicy-", ["sh", "-c", "id -G; sleep infinity"],
+                           run_as_user=api_pb2.Int64Value(value=PREDEFINED_GROUP_UID), supplemental_groups=[1234],
+                           supplemental_groups_policy=api_pb2.SupplementalGroupsPolicy.Strict if strict
+                           else api_pb2.SupplementalGroupsPolicy.Merge)
+    config.image.image = image
+    config.log_path = config.metadata.name + ".log"
+    cid = crit.create(pod_id, pod_config, config)
+    crit.start(cid)
+    groups = [PREDEFINED_GROUP_UID, 1234] + ([] if strict else [PREDEFINED_GROUP_GID])
+    log = Path(pod_config.log_directory, config.log_path)
+    cri.wait_for(lambda: log.exists() and parse_log(log) != [], what="container output")
+    status = crit.status(cid).status
+    assert status.state == api_pb2.CONTAINER_RUNNING
+    user = status.user.linux
+    assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (PREDEFINED_GROUP_UID, PREDEFINED_GROUP_UID,
+                                                                      groups)
+    expected = " ".join(map(str, groups)) + "\n"
+    assert log_contains(log, expected), parse_log(log)
+    assert crit.exec_ok(cid, ["id", "-G"]) == expected
 
 
 def test_user_namespaces(crit: Crit) -> None:
@@ -351,5 +384,3 @@ def test_user_namespaces(crit: Crit) -> None:
         pytest.skip("no runtime handler found which supports user namespaces")
     pytest.fail("narwhald now advertises user namespaces: port the UserNamespaces specs")
 
-
-_ = cri  # the helpers module is part of the shared vocabulary of these ports
