@@ -34,6 +34,11 @@ class ContainerHandlers:
     async def StopContainer(
         self, request: api_pb2.StopContainerRequest, context: object
     ) -> api_pb2.StopContainerResponse:  # noqa: N802
+        try:
+            self._containers.get(request.container_id)
+        except errors.NotFound:
+            # api.proto: StopContainer is idempotent; nothing left to reclaim is success (containerd does the same).
+            return api_pb2.StopContainerResponse()
         await self._containers.stop(request.container_id, max(request.timeout, 0))
         return api_pb2.StopContainerResponse()
 

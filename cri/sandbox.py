@@ -29,6 +29,11 @@ class SandboxHandlers:
     async def StopPodSandbox(
         self, request: api_pb2.StopPodSandboxRequest, context: object
     ) -> api_pb2.StopPodSandboxResponse:  # noqa: N802
+        try:
+            self._sandboxes.get(request.pod_sandbox_id)
+        except errors.NotFound:
+            # api.proto: StopPodSandbox must not fail once every resource is reclaimed, a removed sandbox included.
+            return api_pb2.StopPodSandboxResponse()
         await self._sandboxes.stop(request.pod_sandbox_id)
         return api_pb2.StopPodSandboxResponse()
 
