@@ -174,7 +174,10 @@ class Crit:
         for pod_id in list(self.pods):
             self.remove_pod(pod_id)
         for path in self.dirs:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_symlink():
+                path.unlink()
+            else:
+                shutil.rmtree(path, ignore_errors=True)
         self.dirs.clear()
 
 
