@@ -8,6 +8,7 @@ table from /proc/sysvipc/shm.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -329,6 +330,45 @@ def test_seccomp_sethostname(crit: Crit, case: str, settable: bool) -> None:
     cid = _running(crit, config, (pod_id, pod))
     result = crit.exec(cid, ["hostname", "ANewHostName"])
     assert (not result.failed) == settable, result
+
+
+NONEWPRIVS_SOURCE = b"""#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("Effective uid: %d\\n", (int)geteuid()); return 0; }
+"""
+
+
+@pytest.fixture
+def nonewprivs_image(crit: Crit, registry: Registry, tmp_path: Path) -> str:
+    """e2e-test-images/nonewprivs, rebuilt: a setuid-root binary, run as the entrypoint, that prints its
+    effective uid (compiled here with gcc; skipped where there is no static C toolchain)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is needed to build the nonewprivs test binary")
+    (tmp_path / "nnp.c").write_bytes(NONEWPRIVS_SOURCE)
+    built = subprocess.run([gcc, "-static", "-Os", "-o", str(tmp_path / "nnp"), str(tmp_path / "nnp.c")],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build a static test binary: {built.stderr.strip()[:200]}")
+    layer = mkimage.LayerBuilder()
+    layer.file("usr/local/bin/nnp", (tmp_path / "nnp").read_bytes(), 0o4755)
+    return push_variant(crit, registry, "critest/nonewprivs", layer, Entrypoint=["/usr/local/bin/nnp"], Cmd=None)
+
+
+@pytest.mark.parametrize(("no_new_privs", "euid"), [(True, 1000), (False, 0)], ids=["true", "false"])
+def test_no_new_privs(crit: Crit, nonewprivs_image: str, no_new_privs: bool, euid: int) -> None:
+    """critest: NoNewPrivs should not allow privilege escalation when true / should allow privilege escalation
+    when false (a setuid-root binary run as uid 1000)."""
+    pod_id, pod_config = crit.pod_with_log_dir()
+    config = crit.container_config("alpine-nnp-", [], image=nonewprivs_image)
+    config.linux.security_context.no_new_privs = no_new_privs
+    config.linux.security_context.run_as_user.value = 1000
+    config.log_path = config.metadata.name + ".log"
+    cid = crit.create(pod_id, pod_config, config)
+    crit.start(cid)
+    crit.wait_state(cid, api_pb2.CONTAINER_EXITED)
+    log = Path(pod_config.log_directory, config.log_path)
+    assert log_contains(log, f"Effective uid: {euid}\n"), parse_log(log)
 
 
 def _status(crit: Crit) -> api_pb2.StatusResponse:
