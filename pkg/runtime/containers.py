@@ -26,7 +26,7 @@ from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container
-from pkg.runtime import checkpoint, container_io, container_spec
+from pkg.runtime import checkpoint, container_io, container_spec, features
 from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import CgroupFacts, cgroups_path, merge_resources
@@ -56,6 +56,7 @@ class ContainerService:
         sandbox, sandbox_status = ctx.sandboxes.get(sandbox_id)
         if sandbox_status.state != SandboxState.READY:
             raise errors.FailedPrecondition(f"sandbox {sandbox_id} is not ready")
+        await _check_handler_features(ctx, config, sandbox.runtime_handler)
         image = await ctx.images.get(config.image)
         container_id = secrets.token_hex(32)
         metadata = ContainerMetadata(
@@ -329,6 +330,14 @@ class ContainerService:
             checkpoint.write(ctx.container_root(container_id), new)
 
         return await ctx.containers.update(container_id, fn, persist)  # type: ignore[arg-type]
+
+
+async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, handler: str) -> None:
+    """Refuse what the sandbox's OCI runtime cannot do, at create rather than as a failed start (containerd too)."""
+    if any(m.recursive_read_only for m in config.mounts):
+        binary = ctx.cfg.runtime_handlers.get(handler) or "runc"
+        if not (await features.handler_features(binary)).recursive_read_only_mounts:
+            raise errors.InvalidArgument(f"recursive read-only mounts are not supported by runtime handler {handler!r}")
 
 
 async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "") -> None:
