@@ -7,9 +7,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 from cri_api.v1 import api_pb2
+from lib import cri
 from lib.critest import DEFAULT_LOG, PAUSE_CMD, Crit, crit_daemon_fixture, crit_fixture, log_contains, parse_log  # noqa: F401
+from lib.registry import Registry
 
 
 def _privileged_pod(crit: Crit) -> tuple[str, api_pb2.PodSandboxConfig]:
@@ -170,7 +173,6 @@ def test_runtime_should_support_reopening_container_log(crit: Crit) -> None:
     crit.start(cid)
     log = Path(pod_config.log_directory, config.log_path)
     renamed = Path(str(log) + ".new")
-    from lib import cri
     cri.wait_for(lambda: log.exists() and parse_log(log) != [], what="container log")
     log.rename(renamed)
     crit.rs.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid), timeout=30)
@@ -307,3 +309,40 @@ def test_should_reject_a_recursive_readonly_mount(crit: Crit, readonly: bool, pr
     finally:
         crit.remove_pod(pod_id)
         subprocess.run(["umount", "-l", str(host_path / "tmpfs")], capture_output=True, check=False)
+
+
+NO_RRO_RUNC = """#!/bin/sh
+# runc, except that its features report leaves out recursive read-only mounts
+if [ "$1" = features ]; then
+    exec python3 -c 'import json, subprocess
+report = json.loads(subprocess.run(["runc", "features"], capture_output=True, check=True).stdout)
+report["mountOptions"] = [o for o in report.get("mountOptions") or [] if o != "rro"]
+print(json.dumps(report))'
+fi
+exec runc "$@"
+"""
+
+
+def test_recursive_readonly_mount_rejected_by_a_handler_without_rro(daemon_factory: object, registry: Registry,
+                                                                     tmp_path: Path) -> None:
+    """The other side of critest's runtimeSupportsRRO: a handler that does not advertise recursive read-only
+    mounts must refuse them at CreateContainer (critest never sends them there; kubelet neither)."""
+    wrapper = tmp_path / "norro-runc"
+    wrapper.write_text(NO_RRO_RUNC)
+    wrapper.chmod(0o755)
+    d = daemon_factory(config_yaml=f"runtime-handlers:\n  norro: {wrapper}\n")  # type: ignore[operator]
+    ref = cri.push_busybox(registry)
+    cri.pull(d.images(), ref)
+    rs = d.runtime()
+    handlers = {h.name: h.features.recursive_read_only_mounts
+                for h in rs.Status(api_pb2.StatusRequest(), timeout=10).runtime_handlers}
+    assert handlers == {"": True, "runc": True, "norro": False}
+    config = cri.sandbox_config(host_network=True)
+    pod_id = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config, runtime_handler="norro"),
+                              timeout=60).pod_sandbox_id
+    mount = api_pb2.Mount(host_path=str(tmp_path), container_path="/mnt", readonly=True, recursive_read_only=True)
+    code = cri.code_of(lambda: rs.CreateContainer(api_pb2.CreateContainerRequest(
+        pod_sandbox_id=pod_id, config=cri.container_config(ref, ["true"], mounts=[mount]), sandbox_config=config),
+        timeout=60))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
