@@ -110,8 +110,12 @@ class DaemonProcess:
         return {**os.environ, "DOCKER_HOST": f"unix://{self.docker_socket}"}
 
     def destroy(self) -> None:
-        """Stop narwhald and its containerd, then remove every file and mount it made."""
+        """Stop narwhald and its containerd, then remove every file and mount it made.
+
+        Containers a failed test left running are killed first (through containerd, so their
+        shims exit too): nothing outlives the test."""
         self.stop()
+        self._kill_tasks()
         pid_file = self.state / "containerd" / "containerd.pid"
         if pid_file.exists():
             try:
@@ -131,6 +135,16 @@ class DaemonProcess:
             with contextlib.suppress(OSError):
                 parent.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+    def _kill_tasks(self) -> None:
+        sock = self.state / "containerd" / "containerd.sock"
+        if not sock.exists():
+            return
+        ctr = ["ctr", "--address", str(sock), "-n", "narwhal"]
+        listed = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30)
+        for task in listed.stdout.split():
+            subprocess.run([*ctr, "tasks", "rm", "-f", task], capture_output=True, timeout=30)
 
 
 def mounts_under(path: Path) -> list[str]:
