@@ -36,6 +36,9 @@ READ_SIZE = 256 << 10
 DEFAULT_MAX_LINE = 16 * 1024  # containerd's max_container_log_line_size (= criformat.DEFAULT_MAX_LINE)
 PIPE_SIZE = 1 << 20
 DRAIN_AFTER_TERM = 5.0
+# An unterminated line (a shell prompt, `echo -n`) is written as a P record once the stream has been
+# quiet this long, so log followers (Attach, `logs -f`) see it; the rest of the line follows later.
+PARTIAL_FLUSH_AFTER = 0.1
 F_SETPIPE_SZ = 1031
 _IOV_BATCH = 512  # well below IOV_MAX (1024)
 
@@ -43,12 +46,13 @@ _IOV_BATCH = 512  # well below IOV_MAX (1024)
 class _Stream:
     """Per-stream state: the unterminated tail and the record prefixes."""
 
-    __slots__ = ("fd", "name", "pending")
+    __slots__ = ("fd", "name", "pending", "pending_since")
 
     def __init__(self, fd: int, name: bytes) -> None:
         self.fd = fd
         self.name = name
         self.pending = b""
+        self.pending_since: float | None = None  # monotonic time the unterminated tail started waiting
 
 
 class LogWriter:
@@ -243,9 +247,18 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
     drain_deadline: float | None = None
     try:
         while open_streams:
-            timeout = None if drain_deadline is None else max(0.0, drain_deadline - time.monotonic())
+            now = time.monotonic()
+            deadlines = [s.pending_since + PARTIAL_FLUSH_AFTER for s in streams if s.pending_since is not None]
+            if drain_deadline is not None:
+                deadlines.append(drain_deadline)
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
             events = sel.select(timeout)
-            if drain_deadline is not None and (not events or time.monotonic() >= drain_deadline):
+            now = time.monotonic()
+            for stream in streams:
+                if stream.pending_since is not None and now - stream.pending_since >= PARTIAL_FLUSH_AFTER:
+                    writer.feed(stream, b"", final=True)
+                    stream.pending_since = None
+            if drain_deadline is not None and now >= drain_deadline:
                 break
             for key, _ in events:
                 stream = key.data
@@ -265,6 +278,10 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
                     chunk = b""
                 if chunk:
                     writer.feed(stream, chunk)
+                    if not stream.pending:
+                        stream.pending_since = None
+                    elif stream.pending_since is None:
+                        stream.pending_since = time.monotonic()
                 else:
                     writer.feed(stream, b"", final=True)
                     sel.unregister(stream.fd)

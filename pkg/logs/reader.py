@@ -42,6 +42,7 @@ class ReadOptions:
     until_ns: int | None = None  # entries at or before this time
     streams: frozenset[str] = field(default_factory=lambda: frozenset(STREAMS))
     limit_bytes: int | None = None  # stop after this many content bytes
+    join_partial: bool = True  # False: each P record is its own (partial) entry, as soon as it is read (Attach)
 
     def __post_init__(self) -> None:
         if self.tail is not None and self.tail < 0:
@@ -70,6 +71,9 @@ class _Assembler:
             return None
         if line.stream not in self.options.streams:
             return None
+        if not self.options.join_partial:
+            content = line.content if line.partial else line.content + b"\n"
+            return self._filter(LogEntry(line.timestamp_ns, line.stream, content, partial=line.partial))
         ts, chunks = self.pending.pop(line.stream, (line.timestamp_ns, []))
         chunks.append(line.content)
         if line.partial:

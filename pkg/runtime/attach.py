@@ -93,7 +93,8 @@ class _LogSubscription:
         watcher = asyncio.ensure_future(exited.wait())
         watcher.add_done_callback(lambda _: self._stop.set())
         try:
-            async for entry in read_log(log_path, ReadOptions(follow=True, since_ns=since_ns), stop=self._stop):
+            options = ReadOptions(follow=True, since_ns=since_ns, join_partial=False)
+            async for entry in read_log(log_path, options, stop=self._stop):
                 await self._queue.put((entry.stream, entry.content))
         finally:
             watcher.cancel()
