@@ -177,5 +177,9 @@ def start_daemon(config_yaml: str = "", extra_args: list[str] | None = None, sta
         args += ["--config", str(cfg)]
     d = DaemonProcess(base=base, args=args, metrics_port=port)
     if start:
-        d.start()
+        try:
+            d.start()
+        except BaseException:
+            d.destroy()  # a daemon that failed to start must not leave its dirs (or containerd) behind
+            raise
     return d
