@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pkg import errors
 from pkg.streaming import spdy
@@ -154,9 +154,14 @@ async def until_closed(work: asyncio.Future[Any], closed: asyncio.Event) -> bool
     return False
 
 
-# ---- SPDY ----
-class _SpdyResize:
-    def __init__(self, stream: SpdyStream) -> None:
+class _Readable(Protocol):
+    async def read(self) -> bytes: ...
+
+
+class StreamResize:
+    """Terminal sizes decoded from a resize stream (a SPDY stream or a WebSocket channel)."""
+
+    def __init__(self, stream: _Readable) -> None:
         self._stream = stream
         self._decoder = ResizeDecoder()
         self._pending: list[TerminalSize] = []
@@ -173,6 +178,9 @@ class _SpdyResize:
         return self._pending.pop(0)
 
 
+# ---- SPDY ----
+
+
 @dataclass
 class SpdyStreams:
     error: SpdyStream
@@ -183,7 +191,7 @@ class SpdyStreams:
 
     def exec_streams(self, tty: bool) -> ExecStreams:
         return ExecStreams(tty=tty, stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
-                           resize=_SpdyResize(self.resize) if self.resize is not None else None)
+                           resize=StreamResize(self.resize) if self.resize is not None else None)
 
 
 def expected_stream_types(request: ExecRequest | AttachRequest, protocol: str) -> set[str]:

@@ -24,7 +24,7 @@ from pkg import errors
 from pkg.streaming import remotecommand as rc
 from pkg.streaming.backend import ExecStreams, StreamingBackend
 from pkg.streaming.idle import IdleWatch
-from pkg.streaming.model import AttachRequest, ExecRequest, PortForwardRequest, TerminalSize
+from pkg.streaming.model import AttachRequest, ExecRequest, PortForwardRequest
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +146,6 @@ class _In:
         return data
 
 
-class _Resize:
-    def __init__(self, conn: ChannelConn) -> None:
-        self._in = _In(conn, RESIZE)
-        self._decoder = rc.ResizeDecoder()
-        self._pending: list[TerminalSize] = []
-
-    async def next(self) -> TerminalSize | None:
-        while not self._pending:
-            data = await self._in.read()
-            if not data:
-                return None
-            try:
-                self._pending.extend(self._decoder.feed(data))
-            except errors.InvalidArgument:
-                return None
-        return self._pending.pop(0)
-
-
 async def _open(request: web.Request, protocols: tuple[str, ...]) -> tuple[web.WebSocketResponse, str]:
     ws = web.WebSocketResponse(protocols=protocols, max_msg_size=MAX_MESSAGE, autoping=True)
     await ws.prepare(request)
@@ -183,7 +165,7 @@ async def serve_remotecommand(request: web.Request, req: ExecRequest | AttachReq
         stdin=_In(conn, STDIN) if req.stdin else None,
         stdout=_Out(conn, STDOUT) if req.stdout else None,
         stderr=_Out(conn, STDERR) if req.stderr and not req.tty else None,
-        resize=_Resize(conn) if req.tty else None,
+        resize=rc.StreamResize(_In(conn, RESIZE)) if req.tty else None,
     )
     try:
         work = asyncio.create_task(rc.run_command(backend, req, streams), name="remotecommand")
