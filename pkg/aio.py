@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,12 @@ async def cancel_tasks(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) -> 
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
+
+
+async def rmtree(*paths: Path) -> None:
+    """Remove directory trees off the event loop; missing ones are fine."""
+    for path in paths:
+        await asyncio.to_thread(shutil.rmtree, path, True)
 
 
 class CleanupStack:

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import any_pb2, field_mask_pb2
 
+from pkg import errors
 from pkg.containerd.api.runtime.v2.runc.options import oci_pb2
 from pkg.containerd.api.services.containers.v1 import containers_pb2 as pb
 from pkg.containerd.client import Client
@@ -105,8 +106,6 @@ async def list_kind(client: Client, kind: str) -> list[Record]:
 
 async def delete(client: Client, id_: str) -> None:
     """Idempotent: a missing record is success."""
-    from pkg import errors
-
     try:
         with translate(f"delete containerd container {id_}"):
             await client.containers.Delete(pb.DeleteContainerRequest(id=id_), timeout=30)

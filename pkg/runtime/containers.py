@@ -13,10 +13,11 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pkg import errors
-from pkg.aio import CleanupStack
+from pkg.aio import CleanupStack, rmtree
 from pkg.cgroups.cleanup import remove_cgroup
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
@@ -97,7 +98,8 @@ class ContainerService:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
                 status = ContainerStatus(ContainerState.CREATED)
                 checkpoint.write(ctx.container_root(container_id), status)
-                cleanup.add("remove container dirs", lambda: _rmtree(ctx, container_id))
+                cleanup.add("remove container dirs",
+                            lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
                 ctx.containers.add(container_id, metadata, status)
                 cleanup.commit()
         except BaseException:
@@ -323,13 +325,13 @@ class ContainerService:
     def list(self) -> list[tuple[ContainerMetadata, ContainerStatus]]:
         return [(m, s) for _, m, s in self.ctx.containers]
 
-    async def _update(self, container_id: str, fn: object) -> ContainerStatus:
+    async def _update(self, container_id: str, fn: Callable[[ContainerStatus], ContainerStatus]) -> ContainerStatus:
         ctx = self.ctx
 
         async def persist(new: ContainerStatus) -> None:
             checkpoint.write(ctx.container_root(container_id), new)
 
-        return await ctx.containers.update(container_id, fn, persist)  # type: ignore[arg-type]
+        return await ctx.containers.update(container_id, fn, persist)
 
 
 async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, handler: str) -> None:
@@ -349,7 +351,7 @@ async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | N
         await remove_cgroup_quietly(metadata.cgroups_path)
     await ctr_containers.delete(ctx.client, cid)
     await ctr_snapshots.remove(ctx.client, metadata.snapshot_key if metadata else cid)
-    await _rmtree(ctx, cid)
+    await rmtree(ctx.container_root(cid), ctx.container_state(cid))
 
 
 async def remove_cgroup_quietly(cgroups_path: str) -> None:
@@ -359,13 +361,6 @@ async def remove_cgroup_quietly(cgroups_path: str) -> None:
         await remove_cgroup(cgroups_path)
     except errors.NarwhalError as exc:
         log.warning("cgroup %s: %s", cgroups_path, exc.message)
-
-
-async def _rmtree(ctx: RuntimeContext, container_id: str) -> None:
-    import shutil
-
-    for path in (ctx.container_root(container_id), ctx.container_state(container_id)):
-        await asyncio.to_thread(shutil.rmtree, path, True)
 
 
 def _signal_number(name: str) -> int:

@@ -18,10 +18,10 @@ import asyncio
 import dataclasses
 import logging
 import re
-import shutil
 from pathlib import Path
 
 from pkg import errors
+from pkg.aio import rmtree
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd import tasks as ctr_tasks
@@ -108,7 +108,7 @@ async def _remove_leftovers(ctx: RuntimeContext) -> None:
                 log.warning("removing leftover %s", entry)
                 for mount_point in sorted(mounts_under(entry), reverse=True):
                     umount(mount_point)
-                await asyncio.to_thread(shutil.rmtree, entry, True)
+                await rmtree(entry)
     for key, kind in await ctr_snapshots.keys(ctx.client):
         if kind == 2 and _ID.match(key) and key not in known:  # active snapshot of no container
             log.warning("removing leftover snapshot %s", key[:12])

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Protocol
 
 from pkg import errors
-from pkg.aio import CleanupStack
+from pkg.aio import CleanupStack, rmtree
 from pkg.cni.model import PodNetworkRequest
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import tasks as ctr_tasks
@@ -71,7 +70,7 @@ class SandboxService:
                 root, state = ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id)
                 root.mkdir(parents=True)
                 state.mkdir(parents=True)
-                cleanup.add("remove sandbox dirs", lambda: _rmtree(root, state))
+                cleanup.add("remove sandbox dirs", lambda: rmtree(root, state))
 
                 ipc = Path(metadata.ipc_path) if metadata.ipc_path else None
                 uts = Path(metadata.uts_path) if metadata.uts_path else None
@@ -243,7 +242,7 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
     _umount(ctx.sandbox_state(sandbox_id) / "shm")
     await ctr_tasks.delete(ctx.client, sandbox_id)
     await ctr_containers.delete(ctx.client, sandbox_id)
-    await _rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
+    await rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
 
 
 def _validate(config: SandboxConfig) -> None:
@@ -302,8 +301,3 @@ def _hostname(config: SandboxConfig) -> str:
 def _umount(path: Path) -> None:
     if path.exists():
         umount(path)
-
-
-async def _rmtree(*paths: Path) -> None:
-    for path in paths:
-        await asyncio.to_thread(shutil.rmtree, path, True)

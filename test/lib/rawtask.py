@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mkimage
 from google.protobuf import any_pb2
 
+from lib.ctrtask import extract_rootfs
 from pkg import errors
 from pkg.containerd.api.runtime.v2.runc.options import oci_pb2
 from pkg.containerd.api.services.containers.v1 import containers_pb2
@@ -28,14 +26,8 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
 
 def busybox_rootfs(target: Path) -> Path:
-    """Unpack hack/mkimage.py's busybox layer into ``target``."""
-    image = mkimage.build("busybox")
-    raw = zlib.decompress(image.layers[0].data, 16 + zlib.MAX_WBITS)
-    target.mkdir(parents=True, exist_ok=True)
-    import io
-
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        tar.extractall(target, filter="fully_trusted")
+    """Unpack hack/mkimage.py's busybox layer into ``target`` (built once per session, see lib.ctrtask)."""
+    extract_rootfs(target)
     return target
 
 
