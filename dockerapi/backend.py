@@ -1,10 +1,53 @@
-"""Narrow interfaces the Docker handlers need from pkg (moby's backend.go)."""
+"""What the Docker handlers reach in pkg (moby's backend.go): one holder, set up by the daemon.
+
+Each handler module reads the service it needs from ``request.app[BACKENDS]``.
+Fields are pkg services; a field stays None until the daemon wires it (unit
+tests wire only what they exercise), and ``need()`` turns a missing one into
+a clear 501 rather than an AttributeError.
+"""
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+from aiohttp import web
+
+from pkg import errors
+from pkg.images.service import ImageService
+from pkg.metrics import Metrics
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.sandboxes import SandboxService
 from pkg.system import VersionInfo
 
 
 class SystemBackend(Protocol):
     async def version(self) -> VersionInfo: ...
+
+
+@dataclass
+class Backends:
+    system: SystemBackend
+    metrics: Metrics
+    # The Docker domain's core services (wired by narwhal/daemon.py).  Owners of a service not
+    # built yet replace its ``Any`` with the concrete pkg type when they add it.
+    images: ImageService | None = None        # on the Docker containerd namespace
+    sandboxes: SandboxService | None = None   # the Docker domain's runtime
+    containers: ContainerService | None = None
+    engine: Any = None       # pkg.engine: Docker containers (names, restart policies) on that runtime
+    volumes: Any = None      # pkg.volumes
+    networks: Any = None     # pkg.networks
+
+
+BACKENDS = web.AppKey("backends", Backends)
+
+T = TypeVar("T")
+
+
+def backends(request: web.Request) -> Backends:
+    return request.app[BACKENDS]
+
+
+def need(value: T | None, what: str) -> T:
+    if value is None:
+        raise errors.NotImplementedYet(f"{what} is not available in this daemon")
+    return value

@@ -1,5 +1,8 @@
-"""The single route table: (method, path, handler).  Each path is served both bare
-and under ``/v{version}``; the version middleware checks the version."""
+"""The route table: each handler module lists its own ``ROUTES``; this module joins them.
+
+Each path is served both bare and under ``/v{version}``; the version
+middleware checks the version.  Add a resource by adding its module here.
+"""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -8,16 +11,20 @@ from aiohttp import web
 
 from dockerapi.handlers import system
 
-Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Route = tuple[str, str, Handler]
 
-ROUTES: list[Route] = [
-    ("GET", "/_ping", system.ping),
-    ("HEAD", "/_ping", system.ping),
-    ("GET", "/version", system.version),
-]
+MODULES = [system]
+
+
+def all_routes() -> list[Route]:
+    routes: list[Route] = []
+    for module in MODULES:
+        routes += module.ROUTES
+    return routes
 
 
 def register(app: web.Application) -> None:
-    for method, path, handler in ROUTES:
+    for method, path, handler in all_routes():
         app.router.add_route(method, path, handler)
         app.router.add_route(method, r"/v{version:[0-9][0-9.]*}" + path, handler)

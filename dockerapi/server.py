@@ -7,10 +7,8 @@ from pathlib import Path
 from aiohttp import web
 
 from dockerapi import routes
-from dockerapi.backend import SystemBackend
-from dockerapi.handlers.system import SYSTEM
+from dockerapi.backend import BACKENDS, Backends
 from dockerapi.middleware import error_response, make_middlewares
-from pkg.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +17,11 @@ async def _not_found(request: web.Request) -> web.Response:
     return error_response(404, f"page not found: {request.method} {request.path}")
 
 
-def build_app(system: SystemBackend, metrics: Metrics) -> web.Application:
-    app = web.Application(middlewares=make_middlewares(metrics), client_max_size=0)  # type: ignore[arg-type]
-    app[SYSTEM] = system
+def build_app(backends: Backends) -> web.Application:
+    app = web.Application(middlewares=make_middlewares(backends.metrics), client_max_size=0)  # type: ignore[arg-type]
+    app[BACKENDS] = backends
     routes.register(app)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
 
 

@@ -1,10 +1,24 @@
-"""Docker Engine API versions served, and (later) every per-version quirk in one place."""
+"""Docker Engine API versions served, and every per-version quirk in one place.
+
+Handlers ask ``at_least(request, "1.44")`` rather than comparing strings, so
+shape changes between versions are easy to find (grep for ``at_least``).
+"""
 from __future__ import annotations
 
-MIN_API_VERSION = "1.24"
-# docker CLI 28.x negotiates down to what /_ping advertises; docker-py 7 sends
-# 1.44+ without negotiating, so advertise a current version.
-API_VERSION = "1.50"
+from aiohttp import web
+
+# Moby v29.2.1's API.  The docker CLI negotiates down to what /_ping advertises;
+# docker-py 7 sends its own default (1.44+) without negotiating.
+API_VERSION = "1.53"
+DEFAULT_MIN_API_VERSION = "1.40"
+MIN_API_VERSION = DEFAULT_MIN_API_VERSION  # overridden at start-up by --docker-min-api-version
+
+REQUEST_KEY = "api_version"
+
+
+def configure(min_version: str) -> None:
+    global MIN_API_VERSION
+    MIN_API_VERSION = min_version
 
 
 def parse(version: str) -> tuple[int, ...]:
@@ -21,3 +35,12 @@ def parse_or_none(version: str) -> tuple[int, ...] | None:
         return parse(version)
     except ValueError:
         return None
+
+
+def of(request: web.Request) -> str:
+    """The API version of this request (the path's /v1.xx, else the newest)."""
+    return str(request.get(REQUEST_KEY, API_VERSION))
+
+
+def at_least(request: web.Request, version: str) -> bool:
+    return parse(of(request)) >= parse(version)

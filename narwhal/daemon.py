@@ -21,6 +21,8 @@ from cri.sandbox import SandboxHandlers
 from cri.server import CRIServer
 from cri.stats import StatsHandlers
 from cri.streaming import StreamingHandlers
+from dockerapi import versions as docker_versions
+from dockerapi.backend import Backends
 from dockerapi.server import DockerServer, build_app
 from narwhal.runtime import Runtime, build_runtime
 from pkg import errors
@@ -39,6 +41,8 @@ from pkg.system import SystemService
 
 log = logging.getLogger("narwhal")
 
+DOCKER_DOMAIN = "docker"
+
 WATCHDOG_INTERVAL = 2.0
 
 
@@ -51,6 +55,11 @@ class Daemon:
         self.images: ImageCore | None = None
         self.network: NetworkManager | None = None
         self.runtime: Runtime | None = None
+        # The Docker domain: its own containerd namespace, images, sandboxes and containers, so CRI
+        # listings never show Docker's objects and `docker ps` never shows kubelet's pods.
+        self.docker_client: Client | None = None
+        self.docker_images: ImageCore | None = None
+        self.docker_runtime: Runtime | None = None
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -91,9 +100,14 @@ class Daemon:
         self.images = ImageCore(self.client, self.cfg)
         self.network = NetworkManager(self.cfg)
         self.runtime = build_runtime(self.cfg, self.client, self.images, self.network)
+        self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace)
+        self.docker_images = ImageCore(self.docker_client, self.cfg)
+        self.docker_runtime = build_runtime(self.cfg, self.docker_client, self.docker_images, self.network,
+                                            domain=DOCKER_DOMAIN)
         health = HealthChecker(self.client, self.network.status)
         self._tasks += await self.runtime.start()
-        await self.network.start(self.runtime.sandbox_ids)
+        self._tasks += await self.docker_runtime.start()
+        await self.network.start(self._all_sandbox_ids)
 
         await self._start_metrics()
         streaming_backend = RuntimeStreaming(self.runtime.sandboxes, self.runtime.containers)
@@ -110,11 +124,21 @@ class Daemon:
         )
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
-        self._docker = DockerServer(self.cfg.docker_socket, build_app(system, self.metrics))
+        docker_versions.configure(self.cfg.docker_min_api_version)
+        backends = Backends(
+            system=system, metrics=self.metrics, images=self.docker_images,
+            sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
+        )
+        self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
         if self.supervisor is not None:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
+
+    async def _all_sandbox_ids(self) -> set[str]:
+        """Sandboxes of both domains: they share the CNI network, so its leak GC must know all of them."""
+        assert self.runtime is not None and self.docker_runtime is not None
+        return await self.runtime.sandbox_ids() | await self.docker_runtime.sandbox_ids()
 
     async def _start_metrics(self) -> None:
         host, port = self.cfg.metrics_host_port()
@@ -156,8 +180,9 @@ class Daemon:
             await self._streaming.stop()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-        if self.client is not None:
-            await self.client.close()
+        for client in (self.docker_client, self.client):
+            if client is not None:
+                await client.close()
         if self.supervisor is not None and self.cfg.stop_containerd_on_exit:
             await self.supervisor.stop()
         if self._lock is not None:

@@ -31,7 +31,7 @@ class Runtime:
     async def start(self) -> list[asyncio.Task[Any]]:
         """Recover the stores from containerd, then follow task exits (reconciling on each connect)."""
         await recover(self.ctx)
-        reaped = await reap_stale_execs(self.ctx.client, self.ctx.cfg.state / "exec")
+        reaped = await reap_stale_execs(self.ctx.client, self.ctx.exec_dir)
         if reaped:
             log.warning("reaped %d exec processes left by a previous narwhald", reaped)
         tasks = [
@@ -46,9 +46,11 @@ class Runtime:
         return self.ctx.sandboxes.ids() | self.sandboxes.creating
 
 
-def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork) -> Runtime:
+def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork, domain: str = "") -> Runtime:
+    """One runtime domain: CRI's (``domain=""``) or Docker's (own containerd namespace, dirs, cgroup parent)."""
     ctx = RuntimeContext(cfg=cfg, client=client, network=network, netns_create=netns.create,
-                         netns_remove=netns.remove, images=images, logger=write_launcher(cfg.state / "bin"))
+                         netns_remove=netns.remove, images=images, logger=write_launcher(cfg.state / "bin"),
+                         domain=domain)
     sandboxes = SandboxService(ctx)
     containers = ContainerService(ctx)
     sandboxes.containers = containers

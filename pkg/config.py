@@ -53,6 +53,8 @@ class Config:
     cni_timeout: float = 60.0  # seconds per plugin call
     # CRI runtime handlers: name -> the runc-compatible binary containerd's runc v2 shim runs.
     runtime_handlers: dict[str, str] = field(default_factory=lambda: {"runc": "runc"})
+    # Docker API: the oldest API version served (clients negotiate down to what /_ping advertises).
+    docker_min_api_version: str = "1.40"
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -70,6 +72,11 @@ class Config:
     @property
     def containerd_socket(self) -> Path:
         return self.containerd_address or self.containerd_state / "containerd.sock"
+
+    @property
+    def docker_namespace(self) -> str:
+        """containerd namespace of the Docker domain (CRI's is ``containerd_namespace``)."""
+        return f"{self.containerd_namespace}-docker"
 
     @property
     def runc_root(self) -> Path:
@@ -230,6 +237,14 @@ def _runtime_handlers(key: str, value: Any) -> dict[str, str]:
     return handlers
 
 
+def _api_version(key: str, value: Any) -> str:
+    text = str(value)
+    parts = text.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or (int(parts[0]), int(parts[1])) < (1, 24):
+        raise InvalidArgument(f"{key}: expected a Docker API version like 1.40 (at least 1.24), got {value!r}")
+    return text
+
+
 CONVERTERS: dict[str, Any] = {
     "root": _path,
     "state": _path,
@@ -249,6 +264,7 @@ CONVERTERS: dict[str, Any] = {
     "cni-bridge": _ifname,
     "cni-timeout": _seconds,
     "runtime-handlers": _runtime_handlers,
+    "docker-min-api-version": _api_version,
 }
 
 

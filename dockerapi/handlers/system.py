@@ -6,13 +6,10 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import versions
-from dockerapi.backend import SystemBackend
+from dockerapi.backend import backends
 from pkg.version import narwhal_version
 
-SYSTEM = web.AppKey("system", SystemBackend)
-
 _PING_HEADERS = {
-    "Api-Version": versions.API_VERSION,
     "Builder-Version": "1",
     "Docker-Experimental": "false",
     "Ostype": "linux",
@@ -23,11 +20,12 @@ _PING_HEADERS = {
 
 async def ping(request: web.Request) -> web.Response:
     body = None if request.method == "HEAD" else "OK"
-    return web.Response(text=body, content_type="text/plain", headers=_PING_HEADERS)
+    headers = {**_PING_HEADERS, "Api-Version": versions.API_VERSION, "Swarm": "inactive"}
+    return web.Response(text=body, content_type="text/plain", headers=headers)
 
 
 async def version(request: web.Request) -> web.Response:
-    info = await request.app[SYSTEM].version()
+    info = await backends(request).system.version()
     components: list[dict[str, Any]] = []
     for comp in info.components:
         details = dict(comp.details)
@@ -53,3 +51,10 @@ async def version(request: web.Request) -> web.Response:
             "BuildTime": "",
         }
     )
+
+
+ROUTES = [
+    ("GET", "/_ping", ping),
+    ("HEAD", "/_ping", ping),
+    ("GET", "/version", version),
+]

@@ -300,7 +300,7 @@ class ContainerService:
         if not cmd:
             raise errors.InvalidArgument("exec command must not be empty")
         container_id = self.running_id(ref)
-        return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.cfg.state / "exec",
+        return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
                                         timeout=timeout or None)
 
     def running_id(self, ref: str) -> str:

@@ -45,25 +45,44 @@ class RuntimeContext:
     sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
     containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))
     logger: Path | None = None  # narwhal-logger for the shim (pkg.logs.binary.write_launcher); None: the script
+    # A runtime "domain" (CRI's or Docker's) has its own containerd namespace (via ``client``), its own
+    # dirs and cgroup parent, so recovery and GC of one never touch the other's objects.
+    domain: str = ""
+
+    @property
+    def root(self) -> Path:
+        """This domain's persistent dir (cfg.root for CRI, cfg.root/<domain> otherwise)."""
+        return self.cfg.root / self.domain if self.domain else self.cfg.root
+
+    @property
+    def state(self) -> Path:
+        """This domain's volatile dir (cfg.state for CRI, cfg.state/<domain> otherwise)."""
+        return self.cfg.state / self.domain if self.domain else self.cfg.state
+
+    @property
+    def exec_dir(self) -> Path:
+        """Fifos of exec processes (reaped at start-up if a previous narwhald left them)."""
+        return self.state / "exec"
 
     # ---- per-instance locations ----
     def sandbox_root(self, sandbox_id: str) -> Path:
         """Persistent files of a sandbox (status, hostname, hosts, resolv.conf)."""
-        return self.cfg.root / "sandboxes" / sandbox_id
+        return self.root / "sandboxes" / sandbox_id
 
     def sandbox_state(self, sandbox_id: str) -> Path:
         """Volatile files of a sandbox (namespace pins, shm)."""
-        return self.cfg.state / "sandboxes" / sandbox_id
+        return self.state / "sandboxes" / sandbox_id
 
     def netns_path(self, sandbox_id: str) -> Path:
         return self.cfg.netns_dir / sandbox_id
 
     def container_root(self, container_id: str) -> Path:
-        return self.cfg.root / "containers" / container_id
+        return self.root / "containers" / container_id
 
     def container_state(self, container_id: str) -> Path:
-        return self.cfg.state / "containers" / container_id
+        return self.state / "containers" / container_id
 
     @property
     def default_cgroup_parent(self) -> str:
-        return f"/narwhal-{self.cfg.instance_id}"
+        suffix = f"-{self.domain}" if self.domain else ""
+        return f"/narwhal-{self.cfg.instance_id}{suffix}"

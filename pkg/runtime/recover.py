@@ -99,8 +99,8 @@ async def _recover_container(ctx: RuntimeContext, record: ctr_containers.Record,
 async def _remove_leftovers(ctx: RuntimeContext) -> None:
     """Dirs, namespace pins and snapshots named by IDs nothing claims (crashes before the record)."""
     known = ctx.sandboxes.ids() | ctx.containers.ids()
-    for base in (ctx.cfg.root / "sandboxes", ctx.cfg.state / "sandboxes",
-                 ctx.cfg.root / "containers", ctx.cfg.state / "containers"):
+    for base in (ctx.root / "sandboxes", ctx.state / "sandboxes",
+                 ctx.root / "containers", ctx.state / "containers"):
         if not base.is_dir():
             continue
         for entry in base.iterdir():

@@ -67,16 +67,18 @@ def test_docker_cli_version_and_ping(daemon: DaemonProcess) -> None:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     server = json.loads(out.stdout)
-    assert server["ApiVersion"] == "1.50"
+    assert server["ApiVersion"] == "1.53" and server["MinAPIVersion"] == "1.40"
     assert {c["Name"] for c in server["Components"]} >= {"Engine", "containerd", "runc"}
     curl = ["curl", "-s", "--unix-socket", str(daemon.docker_socket)]
     head = subprocess.run([*curl, "-I", "http://d/_ping"], capture_output=True, text=True, check=True)
-    assert "200 OK" in head.stdout and "Api-Version: 1.50" in head.stdout
+    assert "200 OK" in head.stdout and "Api-Version: 1.53" in head.stdout and "Swarm: inactive" in head.stdout
     missing = subprocess.run([*curl, "-w", "%{http_code}", "http://d/v1.41/nope"],
                              capture_output=True, text=True, check=True)
     assert missing.stdout.endswith("404") and json.loads(missing.stdout[:-3])["message"]
     too_new = subprocess.run([*curl, "http://d/v9.99/version"], capture_output=True, text=True, check=True)
     assert "too new" in json.loads(too_new.stdout)["message"]
+    too_old = subprocess.run([*curl, "http://d/v1.39/version"], capture_output=True, text=True, check=True)
+    assert "too old" in json.loads(too_old.stdout)["message"]
 
 
 def test_metrics(daemon: DaemonProcess) -> None:

@@ -131,7 +131,7 @@ class DaemonProcess:
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         # The instance's (now empty) default cgroup parent in every hierarchy.
         instance = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
-        for parent in Path("/sys/fs/cgroup").glob(f"*/narwhal-{instance}"):
+        for parent in Path("/sys/fs/cgroup").glob(f"*/narwhal-{instance}*"):
             with contextlib.suppress(OSError):
                 parent.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
@@ -141,10 +141,11 @@ class DaemonProcess:
         sock = self.state / "containerd" / "containerd.sock"
         if not sock.exists():
             return
-        ctr = ["ctr", "--address", str(sock), "-n", "narwhal"]
-        listed = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30)
-        for task in listed.stdout.split():
-            subprocess.run([*ctr, "tasks", "rm", "-f", task], capture_output=True, timeout=30)
+        for namespace in ("narwhal", "narwhal-docker"):  # the CRI and Docker domains
+            ctr = ["ctr", "--address", str(sock), "-n", namespace]
+            listed = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30)
+            for task in listed.stdout.split():
+                subprocess.run([*ctr, "tasks", "rm", "-f", task], capture_output=True, timeout=30)
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -30,14 +30,13 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
     netns = d.state / "netns"
     found["netns"] = [p.name for p in netns.iterdir()] if netns.exists() else []
     for kind in ("sandboxes", "containers"):
-        for base in (d.root / kind, d.state / kind):
+        for base in (d.root / kind, d.state / kind, d.root / "docker" / kind, d.state / "docker" / kind):
             if base.exists():
                 found.setdefault(f"{kind} dirs", []).extend(p.name for p in base.iterdir())
     instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]  # as pkg.config.Config.instance_id
     cgroups = []
     for hierarchy in ("memory", "cpu,cpuacct", "pids"):
-        parent = Path("/sys/fs/cgroup", hierarchy, f"narwhal-{instance}")
-        if parent.is_dir():
+        for parent in Path("/sys/fs/cgroup", hierarchy).glob(f"narwhal-{instance}*"):  # CRI and Docker domains
             cgroups += [str(p) for p in parent.iterdir() if p.is_dir()]
     found["cgroups"] = cgroups
     return {k: v for k, v in found.items() if v}
