@@ -14,6 +14,15 @@ class PortMapping:
 
 
 @dataclass(frozen=True)
+class NetworkAttachment:
+    """One network a sandbox joins (Docker's user-defined networks); none listed = the default network."""
+
+    network: str  # the network's name as the Docker domain knows it ("bridge" = the default network)
+    aliases: tuple[str, ...] = ()  # extra DNS names on that network
+    ipv4: str = ""  # requested address, if any
+
+
+@dataclass(frozen=True)
 class PodNetworkRequest:
     """What a sandbox asks of the network: the netns to wire and the pod's identity."""
 
@@ -27,6 +36,7 @@ class PodNetworkRequest:
     bandwidth_egress: int = 0
     ips: list[str] = field(default_factory=list)  # requested pod IPs (the "ips" capability), if any
     mac: str = ""  # requested MAC of the pod's interface (the "mac" capability), if any
+    networks: tuple[NetworkAttachment, ...] = ()  # empty: the default network only
 
 
 @dataclass(frozen=True)

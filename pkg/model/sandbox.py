@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pkg.cni.model import PortMapping
+from pkg.cni.model import NetworkAttachment, PortMapping
 from pkg.model.state import SandboxState
 from pkg.runtime.etc_files import DNSConfig
 from pkg.runtime.seccomp import SecurityProfile
@@ -45,6 +45,8 @@ class SandboxConfig:
     supplemental_groups: list[int] = field(default_factory=list)
     readonly_rootfs: bool = False
     seccomp: SecurityProfile | None = None
+    # Docker domain only: the networks to join (empty: the default network); CRI never sets it.
+    networks: tuple[NetworkAttachment, ...] = ()
 
     @property
     def host_network(self) -> bool:

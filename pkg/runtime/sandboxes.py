@@ -137,6 +137,7 @@ class SandboxService:
             pod_namespace=c.namespace, pod_uid=c.uid, port_mappings=list(c.port_mappings),
             bandwidth_ingress=_bandwidth(c.annotations, "kubernetes.io/ingress-bandwidth"),
             bandwidth_egress=_bandwidth(c.annotations, "kubernetes.io/egress-bandwidth"),
+            networks=c.networks,
         )
 
     # ---------------- stop ----------------
