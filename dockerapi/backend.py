@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from pkg import errors
+from pkg.events import EventBus
 from pkg.images.service import ImageService
 from pkg.metrics import Metrics
 from pkg.runtime.containers import ContainerService
@@ -36,6 +37,7 @@ class Backends:
     engine: Any = None       # pkg.engine: Docker containers (names, restart policies) on that runtime
     volumes: Any = None      # pkg.volumes
     networks: Any = None     # pkg.networks
+    events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
 
 
 BACKENDS = web.AppKey("backends", Backends)

@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from dockerapi.handlers import system
+from dockerapi.handlers import events, system
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
 
-MODULES = [system]
+MODULES = [system, events]
 
 
 def all_routes() -> list[Route]:

@@ -31,6 +31,7 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -50,6 +51,7 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
+        self.events = EventBus()  # one bus for both domains: CRI GetContainerEvents and Docker /events
         self.supervisor = Supervisor(cfg) if cfg.owns_containerd else None
         self.client: Client | None = None
         self.images: ImageCore | None = None
@@ -99,11 +101,11 @@ class Daemon:
         system = SystemService(self.client)
         self.images = ImageCore(self.client, self.cfg)
         self.network = NetworkManager(self.cfg)
-        self.runtime = build_runtime(self.cfg, self.client, self.images, self.network)
+        self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events)
         self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace)
         self.docker_images = ImageCore(self.docker_client, self.cfg)
         self.docker_runtime = build_runtime(self.cfg, self.docker_client, self.docker_images, self.network,
-                                            domain=DOCKER_DOMAIN)
+                                            domain=DOCKER_DOMAIN, bus=self.events)
         health = HealthChecker(self.client, self.network.status)
         self._tasks += await self.runtime.start()
         self._tasks += await self.docker_runtime.start()
@@ -120,7 +122,7 @@ class Daemon:
             ExecHandlers(self.runtime.containers),
             StatsHandlers(StatsService(self.runtime.ctx)),
             StreamingHandlers(self._streaming, streaming_backend),
-            EventHandlers(self.runtime.ctx.events, self.runtime.sandboxes, self.runtime.containers),
+            EventHandlers(self.events, self.runtime.sandboxes, self.runtime.containers),
         )
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
@@ -128,6 +130,7 @@ class Daemon:
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
             sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
+            events=self.events,
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()

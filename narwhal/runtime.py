@@ -10,6 +10,7 @@ from pkg.aio import create_guarded_task
 from pkg.cni import netns
 from pkg.config import Config
 from pkg.containerd.client import Client
+from pkg.events import EventBus
 from pkg.logs.binary import write_launcher
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.context import Images, PodNetwork, RuntimeContext
@@ -46,11 +47,13 @@ class Runtime:
         return self.ctx.sandboxes.ids() | self.sandboxes.creating
 
 
-def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork, domain: str = "") -> Runtime:
-    """One runtime domain: CRI's (``domain=""``) or Docker's (own containerd namespace, dirs, cgroup parent)."""
+def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork, domain: str = "",
+                  bus: EventBus | None = None) -> Runtime:
+    """One runtime domain: CRI's (``domain=""``) or Docker's (own containerd namespace, dirs, cgroup parent).
+    Both domains publish on the daemon's one event bus, tagged with the domain."""
     ctx = RuntimeContext(cfg=cfg, client=client, network=network, netns_create=netns.create,
                          netns_remove=netns.remove, images=images, logger=write_launcher(cfg.state / "bin"),
-                         domain=domain)
+                         domain=domain, events=(bus or EventBus()).domain(domain))
     sandboxes = SandboxService(ctx)
     containers = ContainerService(ctx)
     sandboxes.containers = containers

@@ -105,7 +105,7 @@ class ContainerService:
         except BaseException:
             ctx.containers.names.release(name)
             raise
-        ctx.events.publish(container_id, sandbox_id, ContainerEventType.CREATED)
+        ctx.events.publish(container_id, sandbox_id, ContainerEventType.CREATED, metadata)
         return container_id
 
     def _target_pid(self, config: ContainerConfig) -> int:
@@ -142,7 +142,7 @@ class ContainerService:
                 raise
             await self._update(container_id, lambda s: dataclasses.replace(
                 s, state=ContainerState.RUNNING, pid=pid, started_at=time.time_ns()))
-        ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STARTED)
+        ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STARTED, metadata)
 
     async def _start_failed(self, container_id: str, exc: BaseException) -> None:
         """A failed start leaves the container EXITED with the reason, as containerd's CRI does."""
@@ -165,12 +165,14 @@ class ContainerService:
             return
         exited = self.exit_event(container_id)
         if timeout > 0:
+            ctx.events.docker_container("kill", metadata, signal=str(_signal_number(metadata.stop_signal)))
             await ctr_tasks.kill(ctx.client, container_id, _signal_number(metadata.stop_signal))
             try:
                 await asyncio.wait_for(exited.wait(), timeout)
             except TimeoutError:
                 pass
         if not exited.is_set():
+            ctx.events.docker_container("kill", metadata, signal=str(int(signal.SIGKILL)))
             await ctr_tasks.kill(ctx.client, container_id, signal.SIGKILL, all_=True)
             try:
                 await asyncio.wait_for(exited.wait(), KILL_WAIT)
@@ -180,6 +182,7 @@ class ContainerService:
         _, status = ctx.containers.get(container_id)
         if status.state == ContainerState.RUNNING:
             raise errors.DeadlineExceeded(f"container {container_id} did not exit after SIGKILL")
+        ctx.events.docker_container("stop", metadata)
 
     async def stop_all_in_sandbox(self, sandbox_id: str) -> None:
         ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]
@@ -205,6 +208,8 @@ class ContainerService:
             oom = container_id in self._oom or container_io.oom_killed(metadata)
             await ctr_tasks.delete(ctx.client, container_id)
             self._oom.discard(container_id)
+            if oom:
+                ctx.events.docker_container("oom", metadata)
             reason = "OOMKilled" if oom else ("Completed" if exit_status == 0 else "Error")
             await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")
 
@@ -217,7 +222,7 @@ class ContainerService:
         except errors.NotFound:
             return
         self._set_exited(container_id)
-        self.ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STOPPED)
+        self.ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STOPPED, metadata, code)
 
     def handle_oom(self, container_id: str) -> None:
         self._oom.add(container_id)
@@ -270,7 +275,7 @@ class ContainerService:
             self._exited.pop(container_id, None)
             ctx.containers.delete(container_id)
             ctx.containers.names.release(metadata.unique_name)
-        ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.DELETED)
+        ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.DELETED, metadata)
 
     async def remove_all_in_sandbox(self, sandbox_id: str) -> None:
         ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]

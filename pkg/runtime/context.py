@@ -10,7 +10,7 @@ from typing import Protocol
 from pkg.cni.model import PodNetworkRequest, PodNetworkStatus
 from pkg.config import Config
 from pkg.containerd.client import Client
-from pkg.events import EventBus
+from pkg.events import DomainEvents, EventBus
 from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
@@ -40,7 +40,7 @@ class RuntimeContext:
     netns_create: NetnsCreate
     netns_remove: NetnsRemove
     images: Images
-    events: EventBus = field(default_factory=EventBus)
+    events: DomainEvents = field(default_factory=lambda: EventBus().domain(""))  # the daemon's bus, tagged
     stdin: StdinKeeper = field(default_factory=StdinKeeper)
     sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
     containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))

@@ -1,0 +1,220 @@
+"""GET /events: the Docker domain's events from the daemon's bus, as moby streams them.
+
+``since`` replays the bus's history ring first; ``until`` in the past returns
+that history and closes, in the future ends the stream then.  Filters follow
+moby's ``daemon/events/filter.go``: values of one key are ORed, keys are
+ANDed; ``container``, ``network``, ``volume``, ... match an actor's ID or
+name by prefix, ``image`` exactly (with or without its tag), ``label`` by
+``key`` or ``key=value``.  A reader that falls behind the bus is cut off (the
+stream ends) rather than slowing the daemon.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi.backend import backends, need
+from pkg import errors
+from pkg.events import DockerEvent, Event
+
+ACCEPTED_FILTERS = ("config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
+                    "scope", "secret", "service", "type", "volume")
+DISCONNECT_POLL = 1.0  # seconds between checks that an idle client is still there
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+            "h": 3_600_000_000_000}
+_TIME_LAYOUTS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S",
+                 "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H%z", "%Y-%m-%dT%H", "%Y-%m-%d%z", "%Y-%m-%d")
+
+
+# ---------------- query parsing ----------------
+def parse_filters(raw: str | None) -> dict[str, list[str]]:
+    """``{"type": {"container": true}}`` (or the old ``{"type": ["container"]}``), keys checked."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter: {raw!r} is not JSON") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidArgument("invalid filter: expected a JSON object")
+    result: dict[str, list[str]] = {}
+    for key, values in data.items():
+        if key not in ACCEPTED_FILTERS:
+            raise errors.InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(values, dict):
+            result[key] = [str(v) for v, on in values.items() if on]
+        elif isinstance(values, list):
+            result[key] = [str(v) for v in values]
+        else:
+            raise errors.InvalidArgument(f"invalid filter '{key}': expected a list or a map of values")
+    return result
+
+
+def parse_time(value: str, now_ns: int) -> int:
+    """moby's timetypes.GetTimestamp: a Go duration before now, an RFC 3339 date or a Unix timestamp."""
+    value = value.strip()
+    if value != "0" and _DURATION.match(value):
+        ago = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION_PART.findall(value))
+        return now_ns - int(ago)
+    for layout in _TIME_LAYOUTS:
+        try:
+            parsed = datetime.strptime(value.replace("Z", "+0000"), layout)
+        except ValueError:
+            continue
+        return int(parsed.timestamp() * 1_000_000_000) if parsed.tzinfo is None else \
+            int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+    seconds, _, fraction = value.partition(".")
+    if seconds.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
+        return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    raise errors.InvalidArgument(f"failed to parse value as time or duration: {value!r}")
+
+
+# ---------------- matching (moby's events.Filter) ----------------
+class EventFilter:
+    def __init__(self, filters: Mapping[str, list[str]]) -> None:
+        self._f = filters
+
+    def _exact(self, key: str, value: str) -> bool:
+        values = self._f.get(key)
+        return not values or value in values
+
+    def _fuzzy(self, key: str, value: str) -> bool:
+        values = self._f.get(key)
+        return not values or any(value.startswith(v) for v in values if v)
+
+    def _fuzzy_name(self, key: str, event: DockerEvent) -> bool:
+        return self._fuzzy(key, event.actor_id) or self._fuzzy(key, event.attributes.get("name", ""))
+
+    def _labels(self, attributes: Mapping[str, str]) -> bool:
+        for want in self._f.get("label", []):
+            key, sep, value = want.partition("=")
+            if key not in attributes or (sep and attributes[key] != value):
+                return False
+        return True
+
+    def _image(self, event: DockerEvent) -> bool:
+        if not self._f.get("image"):
+            return True
+        name = event.attributes.get("name" if event.type == "image" else "image", "")
+        candidates = {event.actor_id, name, _strip_tag(event.actor_id), _strip_tag(name)}
+        return any(c in self._f["image"] for c in candidates if c)
+
+    def __call__(self, event: Event) -> bool:
+        if not isinstance(event, DockerEvent):
+            return False
+        action = event.action
+        return (
+            (self._exact("event", action) or self._exact("event", action.split(":", 1)[0]))
+            and self._exact("scope", event.scope)
+            and self._exact("type", event.type)
+            and self._fuzzy_name("daemon", event)
+            and self._fuzzy_name("container", event)
+            and self._image(event)
+            and self._labels(event.attributes)
+            and self._fuzzy_name("volume", event)
+            and self._fuzzy_name("network", event)
+            and self._fuzzy_name("plugin", event)
+            and self._fuzzy_name("service", event)
+            and self._fuzzy_name("node", event)
+            and self._fuzzy_name("secret", event)
+            and self._fuzzy_name("config", event)
+        )
+
+
+def _strip_tag(ref: str) -> str:
+    """``busybox:1.36`` -> ``busybox`` (a registry port is not a tag)."""
+    name, _, _digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+# ---------------- the JSON ----------------
+def message(event: DockerEvent) -> dict[str, Any]:
+    """moby's events.Message, with the deprecated status/id/from it still fills for containers and images."""
+    msg: dict[str, Any] = {}
+    if event.type in ("container", "image"):
+        msg["status"] = event.action
+        msg["id"] = event.actor_id
+        if event.type == "container" and event.attributes.get("image"):
+            msg["from"] = event.attributes["image"]
+    msg.update(
+        Type=event.type,
+        Action=event.action,
+        Actor={"ID": event.actor_id, "Attributes": dict(event.attributes)},
+        scope=event.scope,
+        time=event.time_ns // 1_000_000_000,
+        timeNano=event.time_ns,
+    )
+    return msg
+
+
+# ---------------- the handler ----------------
+async def get_events(request: web.Request) -> web.StreamResponse:
+    bus = need(backends(request).events, "the event bus")
+    query = request.query
+    now = time.time_ns()
+    since = parse_time(query["since"], now) if query.get("since") else None
+    until = parse_time(query["until"], now) if query.get("until") else None
+    if since is not None and until is not None and until < since:
+        raise errors.InvalidArgument("`since` time must be before `until`")
+    match = EventFilter(parse_filters(query.get("filters")))
+
+    def in_window(event: DockerEvent) -> bool:
+        return (since is None or event.time_ns >= since) and (until is None or event.time_ns <= until)
+
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    async with bus.subscribe(match) as subscription:
+        # No await between subscribing and reading the history: nothing is missed or repeated.
+        replay = [e for e in bus.history(match, since or 0) if in_window(e)] if since is not None or until else []
+        await response.prepare(request)
+        for event in replay:
+            if not await _send(response, event):
+                return response
+        if until is not None and until <= time.time_ns():
+            return response
+        while True:
+            timeout = DISCONNECT_POLL
+            if until is not None:
+                timeout = min(timeout, max(0.0, (until - time.time_ns()) / 1e9))
+            try:
+                got: Event = await asyncio.wait_for(subscription.get(), timeout)
+            except TimeoutError:
+                if (until is not None and time.time_ns() >= until) or _gone(request):
+                    return response
+                continue
+            except errors.ResourceExhausted:
+                return response  # cut off: the client sees the stream end and may reconnect with ?since
+            assert isinstance(got, DockerEvent)
+            if until is not None and got.time_ns > until:
+                return response
+            if not await _send(response, got):
+                return response
+
+
+async def _send(response: web.StreamResponse, event: DockerEvent) -> bool:
+    """False when the client has gone away."""
+    try:
+        await response.write(json.dumps(message(event)).encode() + b"\n")
+    except (ConnectionResetError, ConnectionError):
+        return False
+    return True
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+ROUTES = [
+    ("GET", "/events", get_events),
+]
