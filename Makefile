@@ -26,7 +26,9 @@ lint: setup
 	$(VENV)/bin/mypy narwhal pkg cri dockerapi
 	$(VENV)/bin/lint-imports
 
+# Not part of `make test` (hack/bench --smoke is, via test/integration/test_bench_smoke.py).
 bench: setup
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) hack/bench $(ARGS)
 
 clean:

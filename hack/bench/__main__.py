@@ -1,24 +1,134 @@
-"""`make bench`: run every benchmark script in hack/bench (or the ones named: `make bench ARGS=logs`)."""
+"""`make bench`: Narwhal side by side with what users would pick instead, same machine, same run.
+
+Starts a local registry (busybox, a locally built pause image, a ~100 MB multi-layer image), then one
+system after another, each set up here and torn down before the next (hack/bench/anchors.py):
+narwhald (CRI and Docker API), containerd 1.6 with its CRI plugin, Debian's dockerd.  Writes the
+table into docs/benchmarks.md, the raw samples to docs/bench/results.json and plots to docs/bench/.
+
+    .venv/bin/python hack/bench                # the full run (under 10 minutes on 2 cores)
+    .venv/bin/python hack/bench --smoke --out /tmp/x   # a couple of iterations, no dockerd, no plots
+    .venv/bin/python hack/bench/logs.py        # narwhal-logger against `cat` (throughput micro-benchmark)
+"""
 from __future__ import annotations
 
+import argparse
+import os
+import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(REPO / "test"), str(REPO / "hack"), str(REPO)]
+
+import anchors  # noqa: E402
+import cri_bench  # noqa: E402
+import docker_bench  # noqa: E402
+import mkimage  # noqa: E402
+import report  # noqa: E402
+from lib.registry import Registry, start_registry  # noqa: E402
+from results import Results  # noqa: E402
+
+SMOKE_CRI = cri_bench.CriPlan(pods=2, execs=2, concurrent=3, concurrent_rounds=1, log_mb=2, log_rounds=1, pulls=1,
+                              rss_pods=2)
+SMOKE_DOCKER = docker_bench.DockerPlan(runs=2, execs=2, ps_containers=3, ps_calls=2)
+BIG_LAYERS, BIG_LAYER_MB = 8, 12  # + busybox: ~100 MB in 9 layers
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def seed_registry(registry: Registry, smoke: bool) -> dict[str, str]:
+    client = mkimage.RegistryClient(registry.host)
+    client.push_image("library/busybox", "latest", mkimage.build("busybox"))
+    client.push_image("library/pause", "latest", mkimage.build("pause"))
+    layers, size = (1, 1) if smoke else (BIG_LAYERS, BIG_LAYER_MB)
+    client.push_image("bench/big", "latest", mkimage.build("busybox", filler_layers=layers, filler_mb=size))
+    return {name: f"{registry.host}/{repo}:latest"
+            for name, repo in (("busybox", "library/busybox"), ("pause", "library/pause"), ("big", "bench/big"))}
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+        return out.splitlines()[0] if out else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
 
 
 def main() -> int:
-    names = sys.argv[1:] or sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
-    failed = 0
-    for name in names:
-        script = HERE / f"{name}.py"
-        if not script.exists():
-            print(f"no benchmark {name!r} in {HERE}", file=sys.stderr)
-            return 2
-        print(f"== {name}", flush=True)
-        failed |= subprocess.run([sys.executable, str(script)], check=False).returncode != 0
-    return 1 if failed else 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a couple of iterations, no dockerd, no plots")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench", help="raw JSON and PNG plots")
+    parser.add_argument("--doc", type=Path, help="markdown to update (default: docs/benchmarks.md; "
+                        "with --smoke: <out>/benchmarks.md)")
+    parser.add_argument("--only", choices=["cri", "docker"], help="run one group only")
+    parser.add_argument("--no-dockerd", action="store_true", help="skip the dockerd anchor")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("benchmarks need root (containerd, runc, CNI)")
+    doc = args.doc or (args.out / "benchmarks.md" if args.smoke else REPO / "docs" / "benchmarks.md")
+    cri_plan = SMOKE_CRI if args.smoke else cri_bench.CriPlan()
+    docker_plan = SMOKE_DOCKER if args.smoke else docker_bench.DockerPlan()
+    want_cri, want_docker = args.only in (None, "cri"), args.only in (None, "docker")
+    with_dockerd = want_docker and not args.smoke and not args.no_dockerd
+
+    results = Results()
+    if want_cri:
+        cri_bench.declare(results, cri_plan)
+    if want_docker:
+        docker_bench.declare(results, docker_plan)
+    started = time.monotonic()
+    log("seeding the registry")
+    registry = start_registry()
+    try:
+        images = seed_registry(registry, args.smoke)
+        log("narwhal")
+        with anchors.narwhal(registry) as system:
+            if want_cri:
+                cri_bench.run(system, images, cri_plan, results, log)
+            if want_docker:
+                docker_bench.run(system, docker_plan, results, log)
+        if want_cri:
+            log("containerd (CRI plugin)")
+            with anchors.containerd_cri(registry) as system:
+                cri_bench.run(system, images, cri_plan, results, log)
+        if with_dockerd:
+            if not anchors.dockerd_available():
+                log("installing docker.io (Debian) for the dockerd anchor")
+                anchors.install_dockerd()
+            log("dockerd")
+            with anchors.dockerd(registry) as system:
+                docker_bench.run(system, docker_plan, results, log)
+    finally:
+        registry.stop()
+
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": f"{platform.node()} {platform.release()}",
+        "cpus": os.cpu_count(),
+        "mode": "smoke" if args.smoke else "full",
+        "duration_s": time.monotonic() - started,
+        "versions": ", ".join([
+            "narwhal " + _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+            _version(["containerd", "--version"]).replace("github.com/containerd/containerd ", ""),
+            _version(["runc", "--version"]),
+            _version(["dockerd", "--version"]) if with_dockerd else "dockerd not run",
+        ]),
+        "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__},
+    }
+    report.write_json(args.out / "results.json", results.rows, meta)
+    table = report.markdown(results.rows, meta)
+    report.update_doc(doc, table)
+    if not args.smoke:
+        for path in report.plots(args.out, results.rows):
+            log(f"wrote {path}")
+    print(table)
+    log(f"done in {meta['duration_s']:.0f} s; wrote {args.out / 'results.json'} and {doc}")
+    return 0
 
 
 if __name__ == "__main__":

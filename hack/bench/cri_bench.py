@@ -1,0 +1,251 @@
+"""CRI benchmarks, driven by one gRPC client against narwhald and against containerd's CRI plugin.
+
+Per system, in this order: RSS right after start; one untimed warm-up pod; ``pods`` pods one after
+another (RunPodSandbox, CreateContainer, StartContainer, StopContainer, StopPodSandbox,
+RemovePodSandbox, each timed); ExecSync on one running container; ``concurrent`` pods started at once
+(wall time from the first RunPodSandbox to the last StartContainer); a container writing ``log_mb`` MB
+to stdout (throughput until its last line is in the log file); PullImage of a multi-layer image
+(removed before each pull); RSS with ``rss_pods`` pods (and twice that) running.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from anchors import System, rss_mib
+from cri_api.v1 import api_pb2, api_pb2_grpc
+from lib import cri
+from results import Results
+
+GROUP = "CRI"
+ANCHOR = "containerd"
+CALLS = ("RunPodSandbox", "CreateContainer", "StartContainer", "StopContainer", "StopPodSandbox",
+         "RemovePodSandbox")
+TARGETS = {"RunPodSandbox": 0.7, "StartContainer": 1.0}
+# PID 1 of a container ignores SIGTERM unless it handles it: trap it, so StopContainer measures a
+# graceful stop rather than the grace period.
+STOPPABLE = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+LINE = 80
+END_MARK = b"BENCH-END"
+
+
+@dataclass(frozen=True)
+class CriPlan:
+    pods: int = 30
+    execs: int = 30
+    concurrent: int = 30
+    concurrent_rounds: int = 2
+    log_mb: int = 200
+    log_rounds: int = 1
+    pulls: int = 3
+    rss_pods: int = 50
+
+
+def declare(results: Results, plan: CriPlan) -> None:
+    for call in CALLS:
+        results.row(GROUP, call, "ms", ANCHOR, target=TARGETS.get(call))
+    results.row(GROUP, "ExecSync", "ms", ANCHOR, note="`true` in a running container")
+    results.row(GROUP, "PullImage", "s", ANCHOR, note="multi-layer image from the local registry")
+    results.row(GROUP, f"{plan.concurrent} pods started concurrently", "s", ANCHOR,
+                note="wall time, RunPodSandbox+CreateContainer+StartContainer each")
+    results.row(GROUP, f"log throughput ({plan.log_mb} MB to stdout)", "MB/s", ANCHOR, lower_is_better=False,
+                note=f"{LINE}-byte lines; until the last line is in the CRI log file")
+    results.row(GROUP, "daemon RSS idle", "MiB", ANCHOR, limit=60.0,
+                note="narwhald vs containerd (with CRI), fresh start")
+    for n in (plan.rss_pods, 2 * plan.rss_pods):
+        results.row(GROUP, f"daemon RSS with {n} pods", "MiB", ANCHOR, limit=125.0 if n == 100 else None,
+                    note="narwhald vs containerd (with CRI)")
+    results.row(GROUP, f"RSS with {plan.rss_pods} pods incl. own containerd", "MiB", ANCHOR,
+                note="narwhald + the containerd it runs vs containerd (with CRI)")
+
+
+class Driver:
+    """A thin synchronous CRI client with timing."""
+
+    def __init__(self, system: System, images: dict[str, str], results: Results) -> None:
+        assert system.cri_socket is not None
+        self.system = system
+        self.channel = grpc.insecure_channel(f"unix://{system.cri_socket}")
+        self.rs = api_pb2_grpc.RuntimeServiceStub(self.channel)
+        self.ims = api_pb2_grpc.ImageServiceStub(self.channel)
+        self.images = images
+        self.results = results
+        self.log_dir = system.base / "bench-logs"
+        self._names = itertools.count()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def timed(self, name: str | None, method: Callable[..., Any], request: object, timeout: float = 120) -> Any:
+        start = time.perf_counter()
+        reply = method(request, timeout=timeout)
+        if name is not None:
+            self.results.add(GROUP, name, self.system.name, 1000 * (time.perf_counter() - start))
+        return reply
+
+    def pull(self, ref: str, name: str | None = None) -> None:
+        request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref))
+        start = time.perf_counter()
+        self.ims.PullImage(request, timeout=600)
+        if name is not None:
+            self.results.add(GROUP, name, self.system.name, time.perf_counter() - start)
+
+    def remove_image(self, ref: str) -> None:
+        self.ims.RemoveImage(api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=120)
+
+    def pod(self, command: list[str], timed: bool = False) -> tuple[str, str, api_pb2.PodSandboxConfig]:
+        """RunPodSandbox + CreateContainer + StartContainer; returns (sandbox, container, config)."""
+        i = next(self._names)
+        config = cri.sandbox_config(name=f"bench-{i}", log_dir=self.log_dir)
+        label = (lambda call: call) if timed else (lambda call: None)
+        sid = self.timed(label("RunPodSandbox"), self.rs.RunPodSandbox,
+                         api_pb2.RunPodSandboxRequest(config=config)).pod_sandbox_id
+        cid = self.timed(label("CreateContainer"), self.rs.CreateContainer, api_pb2.CreateContainerRequest(
+            pod_sandbox_id=sid, config=cri.container_config(self.images["busybox"], command, log_path=f"{i}.log"),
+            sandbox_config=config)).container_id
+        self.timed(label("StartContainer"), self.rs.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
+        return sid, cid, config
+
+    def teardown(self, sid: str, cid: str | None = None, timed: bool = False) -> None:
+        label = (lambda call: call) if timed else (lambda call: None)
+        if cid is not None:
+            self.timed(label("StopContainer"), self.rs.StopContainer,
+                       api_pb2.StopContainerRequest(container_id=cid, timeout=10))
+        self.timed(label("StopPodSandbox"), self.rs.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
+        self.timed(label("RemovePodSandbox"), self.rs.RemovePodSandbox,
+                   api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
+
+    def rss(self) -> dict[str, float]:
+        return {name: rss_mib(pid) for name, pid in self.system.daemon_pids().items()}
+
+
+def _own_rss(system: System, rss: dict[str, float]) -> float:
+    """The daemon users would compare: narwhald alone, or containerd with its CRI plugin."""
+    return rss["narwhald"] if system.name == "narwhal" else rss["containerd"]
+
+
+def run(system: System, images: dict[str, str], plan: CriPlan, results: Results,
+        log: Callable[[str], None]) -> None:
+    d = Driver(system, images, results)
+    try:
+        _run(d, plan, results, log)
+    finally:
+        d.close()
+
+
+def _run(d: Driver, plan: CriPlan, results: Results, log: Callable[[str], None]) -> None:
+    name = d.system.name
+    time.sleep(2)  # let start-up work (GC, config writes) settle
+    results.add(GROUP, "daemon RSS idle", name, _own_rss(d.system, d.rss()))
+    d.pull(d.images["busybox"])
+    if name == ANCHOR:
+        d.pull(d.images["pause"])  # containerd would otherwise pull it inside the first RunPodSandbox
+    sid, cid, _ = d.pod(STOPPABLE)  # warm-up: first-use costs (snapshots, CNI config) are not measured
+    d.teardown(sid, cid)
+
+    log(f"  {name}: {plan.pods} pod lifecycles")
+    with results.guard(GROUP, list(CALLS), name, log):
+        for _ in range(plan.pods):
+            sid, cid, _ = d.pod(STOPPABLE, timed=True)
+            d.teardown(sid, cid, timed=True)
+
+    log(f"  {name}: {plan.execs} ExecSync")
+    with results.guard(GROUP, ["ExecSync"], name, log):
+        sid, cid, _ = d.pod(STOPPABLE)
+        try:
+            for _ in range(plan.execs):
+                reply = d.timed("ExecSync", d.rs.ExecSync,
+                                api_pb2.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
+                if reply.exit_code != 0:
+                    raise RuntimeError(f"ExecSync true exited {reply.exit_code}: {reply.stderr!r}")
+        finally:
+            d.teardown(sid, cid)
+
+    concurrent_row = f"{plan.concurrent} pods started concurrently"
+    log(f"  {name}: {plan.concurrent} concurrent pods x{plan.concurrent_rounds}")
+    with results.guard(GROUP, [concurrent_row], name, log):
+        for _ in range(plan.concurrent_rounds):
+            with ThreadPoolExecutor(plan.concurrent) as pool:
+                start = time.perf_counter()
+                pods = list(pool.map(lambda _: d.pod(STOPPABLE), range(plan.concurrent)))
+                results.add(GROUP, concurrent_row, name, time.perf_counter() - start)
+            _teardown_all(d, [(sid, None) for sid, _, _ in pods])
+
+    log_row = f"log throughput ({plan.log_mb} MB to stdout)"
+    log(f"  {name}: {plan.log_mb} MB of logs x{plan.log_rounds}")
+    with results.guard(GROUP, [log_row], name, log):
+        for _ in range(plan.log_rounds):
+            results.add(GROUP, log_row, name, _log_throughput(d, plan.log_mb))
+
+    log(f"  {name}: {plan.pulls} pulls of {d.images['big']}")
+    with results.guard(GROUP, ["PullImage"], name, log):
+        for _ in range(plan.pulls):
+            d.pull(d.images["big"], "PullImage")
+            d.remove_image(d.images["big"])
+
+    log(f"  {name}: RSS with {plan.rss_pods} and {2 * plan.rss_pods} pods")
+    names = [f"daemon RSS with {plan.rss_pods} pods", f"daemon RSS with {2 * plan.rss_pods} pods",
+             f"RSS with {plan.rss_pods} pods incl. own containerd"]
+    pods: list[tuple[str, str | None]] = []
+    with results.guard(GROUP, names, name, log):
+        try:
+            for n in (plan.rss_pods, 2 * plan.rss_pods):
+                with ThreadPoolExecutor(4) as pool:
+                    pods += [(sid, None) for sid, _, _ in
+                             pool.map(lambda _: d.pod(["sleep", "3600"]), range(n - len(pods)))]
+                time.sleep(2)
+                rss = d.rss()
+                results.add(GROUP, f"daemon RSS with {n} pods", name, _own_rss(d.system, rss))
+                if n == plan.rss_pods:
+                    results.add(GROUP, names[2], name, sum(rss.values()))
+        finally:
+            _teardown_all(d, pods)
+
+
+def _teardown_all(d: Driver, pods: list[tuple[str, str | None]]) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda p: d.teardown(*p), pods))
+
+
+def _log_throughput(d: Driver, megabytes: int) -> float:
+    """MB/s of container output, from StartContainer until the container's last line is in its log."""
+    total = megabytes * 1_000_000 // LINE * LINE
+    command = ["sh", "-c", f"yes {'x' * (LINE - 1)} | head -c {total}; echo {END_MARK.decode()}"]
+    i = next(d._names)
+    config = cri.sandbox_config(name=f"bench-log-{i}", log_dir=d.log_dir)
+    sid = d.rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
+    try:
+        cid = d.rs.CreateContainer(api_pb2.CreateContainerRequest(
+            pod_sandbox_id=sid, config=cri.container_config(d.images["busybox"], command, log_path=f"log-{i}.log"),
+            sandbox_config=config), timeout=120).container_id
+        path = d.log_dir / f"log-{i}.log"
+        start = time.perf_counter()
+        d.rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=120)
+        deadline = start + 600
+        while not _ends_with_mark(path):
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{END_MARK.decode()} not in {path} after 600 s")
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        size = path.stat().st_size
+        if size < total:
+            raise RuntimeError(f"log file {path} has {size} bytes for {total} bytes of output")
+        return total / 1e6 / elapsed
+    finally:
+        d.teardown(sid)
+
+
+def _ends_with_mark(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 256))
+            return END_MARK in f.read()
+    except OSError:
+        return False
