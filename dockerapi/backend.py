@@ -17,6 +17,7 @@ from pkg.events import EventBus
 from pkg.images.service import ImageService
 from pkg.metrics import Metrics
 from pkg.runtime.containers import ContainerService
+from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.sandboxes import SandboxService
 from pkg.system import VersionInfo
 
@@ -37,6 +38,7 @@ class Backends:
     engine: Any = None       # pkg.engine: Docker containers (names, restart policies) on that runtime
     volumes: Any = None      # pkg.volumes
     networks: Any = None     # pkg.networks
+    execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
 
 

@@ -9,12 +9,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from dockerapi.handlers import events, system
+from dockerapi.handlers import attach, events, logs, stats, system, top
+from dockerapi.handlers import exec as exec_
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
 
 MODULES = [system, events]
+MODULES += [attach, exec_, logs, stats, top]
 
 
 def all_routes() -> list[Route]:

@@ -35,6 +35,7 @@ from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.stats import StatsService
 from pkg.runtime.stream_backend import RuntimeStreaming
 from pkg.streaming.server import StreamingServer
@@ -130,6 +131,7 @@ class Daemon:
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
             sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
+            execs=ExecManager(self.docker_runtime.containers),
             events=self.events,
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))

@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,10 @@ PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 MAX_SYNC_OUTPUT = 16 << 20  # per stream, as containerd's CRI
 OUTPUT_DRAIN_TIMEOUT = 2.0  # after exit, how long a backgrounded child may keep the output open
 CLEANUP_TIMEOUT = 10.0
+
+
+# Docker's exec options (env, working dir, user, privileged) edit the process spec before it is sent.
+ProcessAdjust = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class ExecProcess:
     """One exec process: ``start()``, relay its stdio, ``wait()``, and always ``delete()``."""
 
     def __init__(self, client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
-                 tty: bool = False, stdin: bool = False) -> None:
+                 tty: bool = False, stdin: bool = False, adjust: ProcessAdjust | None = None) -> None:
         if not cmd:
             raise errors.InvalidArgument("exec needs a command")
         self._client = client
@@ -88,6 +92,7 @@ class ExecProcess:
         self.cmd = tuple(cmd)
         self.tty = tty
         self.exec_id = secrets.token_hex(16)
+        self._adjust = adjust
         self._dir = fifo_root / container_id / self.exec_id  # the layout reap_stale_execs relies on
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
@@ -129,7 +134,8 @@ class ExecProcess:
             container_spec = json.loads(resp.container.spec.value)
         except ValueError:
             raise errors.FailedPrecondition(f"container {self.container_id} has no valid OCI spec") from None
-        return process_spec(container_spec, self.cmd, self.tty)
+        process = process_spec(container_spec, self.cmd, self.tty)
+        return self._adjust(process) if self._adjust is not None else process
 
     def _path(self, name: str) -> str:
         return str(self._dir / name) if self._want[name] else ""
@@ -297,14 +303,18 @@ async def _finish(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def run_exec(client: Client, container_id: str, cmd: Sequence[str], streams: ExecStreams, *,
-                   fifo_root: Path) -> int:
+                   fifo_root: Path, adjust: ProcessAdjust | None = None,
+                   on_started: Callable[[ExecProcess], None] | None = None) -> int:
     """An interactive exec: relay ``streams`` until the process exits; its exit code.
 
     Cancelling this (the client went away) kills the process; it is always deleted.
+    ``on_started`` sees the running process (Docker's exec inspect and resize need it).
     """
     proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
-                       stdin=streams.stdin is not None)
+                       stdin=streams.stdin is not None, adjust=adjust)
     await proc.start()
+    if on_started is not None:
+        on_started(proc)
     helpers: list[asyncio.Task[None]] = []
     try:
         outputs = [asyncio.create_task(_copy_out(proc.stdout, streams.stdout)),

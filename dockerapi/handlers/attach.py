@@ -1,0 +1,132 @@
+"""POST /containers/{id}/attach (hijacked) and POST /containers/{id}/resize; the container lookup the
+streaming handlers share."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import hijack
+from dockerapi.backend import backends, need
+from pkg import errors
+from pkg.logs.reader import ReadOptions
+from pkg.runtime import docker_attach
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.docker_logs import container_logs
+from pkg.streaming.attach import relay_attach
+from pkg.streaming.backend import ExecStreams
+
+_FALSE = {"", "0", "no", "false", "none"}
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    """moby's httputils.BoolValue."""
+    if name not in request.query:
+        return default
+    return request.query[name].strip().lower() not in _FALSE
+
+
+def query_int(request: web.Request, name: str) -> int:
+    value = request.query.get(name, "")
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid value for {name}: {value!r}") from None
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; an empty body is {}."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("the request body must be a JSON object")
+    return body
+
+
+def containers(request: web.Request) -> ContainerService:
+    return need(backends(request).containers, "containers")
+
+
+async def container_ref(request: web.Request, ref: str) -> str:
+    """The Docker container ID (the core container's) of an ID, ID prefix or name."""
+    engine = backends(request).engine
+    if engine is not None:
+        found = engine.get(ref)
+        if inspect.isawaitable(found):
+            found = await found
+        return str(found.id)
+    try:
+        return containers(request).get(ref.lstrip("/"))[0].id
+    except errors.NotFound:
+        raise errors.NotFound(f"No such container: {ref}") from None
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    container_id = await container_ref(request, request.match_info["id"])
+    stdio = docker_attach.DockerAttach(containers(request), container_id)
+    want_stdin = query_bool(request, "stdin")
+    want_stdout, want_stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
+    logs, stream = query_bool(request, "logs"), query_bool(request, "stream")
+    keys = hijack.parse_detach_keys(request.query.get("detachKeys", ""))
+    response, conn = await hijack.hijack(request, tty=stdio.tty)
+    try:
+        stdout = hijack.OutputStream(conn, hijack.STDOUT, stdio.tty) if want_stdout else None
+        stderr = hijack.OutputStream(conn, hijack.STDERR, stdio.tty) if want_stderr else None
+        with contextlib.suppress(ConnectionError):
+            if logs:
+                await _replay(request, container_id, stdout, stderr, stdio.tty)
+            if stream:
+                stdin = hijack.InputStream(conn, keys if stdio.tty else b"") if want_stdin else None
+                streams = ExecStreams(tty=stdio.tty, stdin=stdin, stdout=stdout or _Discard(),
+                                      stderr=stderr or _Discard())
+                session = asyncio.ensure_future(relay_attach(stdio, streams))
+                lost = asyncio.ensure_future(conn.lost.wait())
+                try:
+                    await asyncio.wait([session, lost], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    lost.cancel()
+                    if not session.done():
+                        session.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await session
+    finally:
+        conn.close()
+    return response
+
+
+class _Discard:
+    async def write(self, data: bytes) -> None:
+        return None
+
+
+async def _replay(request: web.Request, container_id: str, stdout: hijack.OutputStream | None,
+                  stderr: hijack.OutputStream | None, tty: bool) -> None:
+    wanted = frozenset(name for name, sink in (("stdout", stdout), ("stderr", stderr)) if sink is not None)
+    if not wanted:
+        return
+    async for entry in container_logs(containers(request), container_id, ReadOptions(streams=wanted)):
+        sink = stderr if entry.stream == "stderr" and not tty else stdout
+        if sink is not None:
+            await sink.write(entry.content)
+
+
+async def resize(request: web.Request) -> web.Response:
+    container_id = await container_ref(request, request.match_info["id"])
+    height, width = query_int(request, "h"), query_int(request, "w")
+    await docker_attach.resize(containers(request), container_id, height, width)
+    return web.Response(status=200)
+
+
+ROUTES = [
+    ("POST", "/containers/{id}/attach", attach),
+    ("POST", "/containers/{id}/resize", resize),
+]

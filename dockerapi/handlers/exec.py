@@ -1,0 +1,175 @@
+"""Exec: POST /containers/{id}/exec, POST /exec/{id}/start (hijacked), GET /exec/{id}/json, POST /exec/{id}/resize."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import hijack
+from dockerapi.backend import backends, need
+from dockerapi.handlers.attach import container_ref, query_int, read_json
+from pkg import errors
+from pkg.aio import create_guarded_task
+from pkg.runtime.docker_exec import ExecConfig, ExecInstance, ExecManager
+from pkg.streaming.backend import ExecStreams
+
+log = logging.getLogger(__name__)
+
+
+def _execs(request: web.Request) -> ExecManager:
+    return need(backends(request).execs, "exec")
+
+
+def _strings(body: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = body.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument(f"{key} must be a list of strings")
+    return tuple(value)
+
+
+def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
+    size = body.get("ConsoleSize")
+    if size is None:
+        return None
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
+        raise errors.InvalidArgument("ConsoleSize must be [height, width]")
+    return size[0], size[1]
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    container_id = await container_ref(request, request.match_info["id"])
+    detach_keys = str(body.get("DetachKeys") or "")
+    if detach_keys:
+        hijack.parse_detach_keys(detach_keys)
+    config = ExecConfig(
+        cmd=_strings(body, "Cmd"), env=_strings(body, "Env"), working_dir=str(body.get("WorkingDir") or ""),
+        user=str(body.get("User") or ""), tty=bool(body.get("Tty")), attach_stdin=bool(body.get("AttachStdin")),
+        attach_stdout=bool(body.get("AttachStdout")), attach_stderr=bool(body.get("AttachStderr")),
+        privileged=bool(body.get("Privileged")), detach_keys=detach_keys, console_size=_console_size(body),
+    )
+    instance = _execs(request).create(container_id, config)
+    return web.json_response({"Id": instance.id}, status=201)
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    manager = _execs(request)
+    instance = manager.claim(request.match_info["id"])
+    console = _console_size(body)
+    if console is not None and instance.config.tty:
+        instance.config = replace(instance.config, console_size=console)
+    if body.get("Detach"):
+        await manager.run_detached(instance)
+        return web.Response(status=200)
+    raw = bool(body.get("Tty")) or instance.config.tty
+    try:
+        response, conn = await hijack.hijack(request, tty=raw)
+    except BaseException:
+        manager.unclaim(instance)  # never started: it may be started again
+        raise
+    try:
+        await _session(manager, instance, conn, raw)
+    finally:
+        conn.close()
+    return response
+
+
+class _Detachable(hijack.OutputStream):
+    """Output that stops reaching the client once it detached (the process keeps running, drained)."""
+
+    def __init__(self, conn: hijack.HijackedConnection, stream: int, raw: bool, stdin: hijack.InputStream | None):
+        super().__init__(conn, stream, raw)
+        self._stdin = stdin
+
+    async def write(self, data: bytes) -> None:
+        if self._stdin is not None and self._stdin.detached:
+            raise ConnectionResetError("detached")
+        await super().write(data)
+
+
+async def _session(manager: ExecManager, instance: ExecInstance, conn: hijack.HijackedConnection, raw: bool) -> None:
+    config = instance.config
+    stdin = None
+    if config.attach_stdin:
+        keys = hijack.parse_detach_keys(config.detach_keys) if config.tty else b""
+        stdin = hijack.InputStream(conn, keys)
+    streams = ExecStreams(
+        tty=config.tty, stdin=stdin,
+        stdout=_Detachable(conn, hijack.STDOUT, raw, stdin) if config.attach_stdout else None,
+        stderr=_Detachable(conn, hijack.STDERR, raw, stdin) if config.attach_stderr and not config.tty else None,
+    )
+    outcome: list[BaseException] = []
+
+    async def body() -> None:
+        try:
+            await manager.run(instance, streams)
+        except errors.NarwhalError as err:
+            outcome.append(err)
+
+    task = create_guarded_task(body, f"docker-exec-{instance.id[:12]}")
+    waiters: list[asyncio.Future[Any]] = [task, asyncio.ensure_future(conn.lost.wait())]
+    if stdin is not None:
+        waiters.append(asyncio.ensure_future(stdin.detach.wait()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if stdin is not None and stdin.detached:
+            return  # the process goes on; its output is drained
+        if conn.lost.is_set() and not task.done():
+            task.cancel()  # the client went away: kill the process (run_exec does on cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return
+    finally:
+        for waiter in waiters[1:]:
+            waiter.cancel()
+    if outcome and not conn.lost.is_set():
+        # As moby: the error of a process that could not start goes on the stream; the exit code says 126/127.
+        err = outcome[0]
+        message = (err.message if isinstance(err, errors.NarwhalError) else repr(err)) + "\r\n"
+        with contextlib.suppress(ConnectionError):
+            await hijack.OutputStream(conn, hijack.STDOUT, raw).write(message.encode())
+
+
+async def inspect(request: web.Request) -> web.Response:
+    instance = _execs(request).get(request.match_info["id"])
+    config = instance.config
+    return web.json_response({
+        "ID": instance.id,
+        "Running": instance.running,
+        "ExitCode": instance.exit_code,
+        "ProcessConfig": {
+            "tty": config.tty, "entrypoint": config.cmd[0], "arguments": list(config.cmd[1:]),
+            "privileged": config.privileged, "user": config.user,
+        },
+        "OpenStdin": config.attach_stdin,
+        "OpenStderr": config.attach_stderr,
+        "OpenStdout": config.attach_stdout,
+        "CanRemove": False,
+        "ContainerID": instance.container_id,
+        "DetachKeys": config.detach_keys,
+        "Pid": instance.pid,
+    })
+
+
+async def resize(request: web.Request) -> web.Response:
+    height, width = query_int(request, "h"), query_int(request, "w")
+    await _execs(request).resize(request.match_info["id"], height, width)
+    return web.Response(status=200)
+
+
+ROUTES = [
+    ("POST", "/containers/{id}/exec", create),
+    ("POST", "/exec/{id}/start", start),
+    ("GET", "/exec/{id}/json", inspect),
+    ("POST", "/exec/{id}/resize", resize),
+]

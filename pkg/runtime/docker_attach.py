@@ -1,0 +1,142 @@
+"""Docker attach: a container's own stdio, attachable before it starts.
+
+The docker CLI attaches first and starts after (``docker run``, ``docker
+start -a``), so unlike CRI's attach this one waits: output is relayed from
+the container's next start (or the current run, when it is running) until
+that run exits, and input written before the start waits for it.  The
+output comes from the container's log (the same file ``docker logs`` reads),
+followed with partial records unjoined so a prompt without a newline shows.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from pkg import errors
+from pkg.containerd import tasks as ctr_tasks
+from pkg.logs.reader import ReadOptions, read_log
+from pkg.model.container import ContainerMetadata
+from pkg.model.state import ContainerState
+from pkg.runtime.attach import output_log
+from pkg.runtime.containers import ContainerService
+from pkg.streaming.model import TerminalSize
+
+POLL = 0.05  # how often a waiting attach looks at the container's state
+
+
+class _Output:
+    """The output of the container's current (or next) run, as ``(stream, bytes)``; None at its end."""
+
+    def __init__(self, owner: DockerAttach) -> None:
+        self._owner = owner
+        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(1024)
+        self._stop = asyncio.Event()
+        self._task = asyncio.ensure_future(self._pump(time.time_ns()))
+
+    async def _pump(self, since_ns: int) -> None:
+        try:
+            exited = await self._owner.wait_started(since_ns)
+            if exited is None:
+                return
+            watcher = asyncio.ensure_future(exited.wait())
+            watcher.add_done_callback(lambda _: self._stop.set())
+            try:
+                log_path = output_log(self._owner.containers.ctx, self._owner.metadata)
+                if not log_path:
+                    await self._stop.wait()
+                    return
+                options = ReadOptions(follow=True, since_ns=since_ns, join_partial=False)
+                async for entry in read_log(log_path, options, stop=self._stop):
+                    await self._queue.put((entry.stream, entry.content))
+            finally:
+                watcher.cancel()
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+
+    async def read(self) -> tuple[str, bytes] | None:
+        if self._task.done() and self._queue.empty():
+            return None
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+
+class DockerAttach:
+    """``pkg.streaming.backend.ContainerStdio`` of a Docker container, running or about to be started."""
+
+    def __init__(self, containers: ContainerService, container_id: str) -> None:
+        self.containers = containers
+        self.metadata: ContainerMetadata = containers.get(container_id)[0]
+        self.id = self.metadata.id
+
+    @property
+    def tty(self) -> bool:
+        return self.metadata.config.tty
+
+    @property
+    def stdin(self) -> bool:
+        return self.metadata.config.stdin
+
+    @property
+    def stdin_once(self) -> bool:
+        return self.metadata.config.stdin_once
+
+    def subscribe(self) -> _Output:
+        return _Output(self)
+
+    async def wait_started(self, since_ns: int) -> asyncio.Event | None:
+        """The exit event of the run that is current, or of the first one started after ``since_ns``;
+        None if the container is removed first."""
+        while True:
+            found = self.containers.ctx.containers.find(self.id)
+            if found is None:
+                return None
+            _, status = found
+            if status.state == ContainerState.RUNNING or (
+                    status.state == ContainerState.EXITED and status.started_at >= since_ns):
+                return self.containers.exit_event(self.id)
+            await asyncio.sleep(POLL)
+
+    async def _running(self) -> bool:
+        found = self.containers.ctx.containers.find(self.id)
+        while found is not None and found[1].state == ContainerState.CREATED:
+            await asyncio.sleep(POLL)
+            found = self.containers.ctx.containers.find(self.id)
+        return found is not None and found[1].state == ContainerState.RUNNING
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Input for the container; dropped when it is not running (it exited meanwhile)."""
+        if not await self._running():
+            return
+        with contextlib.suppress(errors.FailedPrecondition):
+            await self.containers.ctx.stdin.write(self.id, data)
+
+    async def close_stdin(self) -> None:
+        if not await self._running():
+            return
+        self.containers.ctx.stdin.close(self.id)
+        with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+            await ctr_tasks.close_stdin(self.containers.ctx.client, self.id)
+
+    async def resize(self, size: TerminalSize) -> None:
+        if not await self._running():
+            return
+        with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
+            await ctr_tasks.resize_pty(self.containers.ctx.client, self.id, size.width, size.height)
+
+
+async def resize(containers: ContainerService, container_ref: str, height: int, width: int) -> None:
+    """POST /containers/{id}/resize: the running container's console."""
+    metadata, status = containers.get(container_ref)
+    if status.state != ContainerState.RUNNING:
+        raise errors.Conflict(f"container {metadata.id} is not running")
+    if height < 0 or width < 0:
+        raise errors.InvalidArgument("resize dimensions must not be negative")
+    with contextlib.suppress(errors.NotFound):
+        await ctr_tasks.resize_pty(containers.ctx.client, metadata.id, width, height)

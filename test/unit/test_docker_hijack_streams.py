@@ -1,0 +1,136 @@
+"""The pure parts of Docker exec/logs/stats/top: exec process edits, timestamps, /proc and ps parsing."""
+from __future__ import annotations
+
+import pytest
+
+from dockerapi.handlers.logs import parse_tail, parse_timestamp, rfc3339nano
+from dockerapi.handlers.stats import render
+from pkg import errors
+from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
+from pkg.runtime.docker_exec import ExecConfig, adjust_process, start_failure_code
+from pkg.runtime.docker_stats import (
+    BlkioEntry,
+    NetworkCounters,
+    Sample,
+    parse_blkio,
+    parse_io_stat,
+    parse_net_dev,
+    parse_proc_stat,
+    parse_ps,
+)
+
+PROCESS = {"args": ["sh"], "env": ["PATH=/bin", "A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+           "capabilities": {"bounding": ["CAP_CHOWN"]}, "apparmorProfile": "x"}
+
+
+def test_exec_env_overrides_by_key_and_appends() -> None:
+    out = adjust_process(PROCESS, ExecConfig(cmd=("true",), env=("A=2", "B=3")), None)
+    assert out["env"] == ["PATH=/bin", "A=2", "B=3"]
+    assert out["cwd"] == "/" and out["capabilities"] == PROCESS["capabilities"]
+    assert PROCESS["env"] == ["PATH=/bin", "A=1"]  # the input is not modified
+
+
+def test_exec_workdir_user_privileged_console() -> None:
+    config = ExecConfig(cmd=("true",), working_dir="/tmp", privileged=True, tty=True, console_size=(30, 100))
+    out = adjust_process(PROCESS, config, {"uid": 1000, "gid": 1000, "additionalGids": [1000]},
+                         ["CAP_CHOWN", "CAP_SYS_ADMIN"])
+    assert out["cwd"] == "/tmp"
+    assert out["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000]}
+    assert out["capabilities"]["effective"] == ["CAP_CHOWN", "CAP_SYS_ADMIN"]
+    assert "apparmorProfile" not in out
+    assert out["consoleSize"] == {"height": 30, "width": 100}
+
+
+def test_start_failure_exit_codes() -> None:
+    assert start_failure_code(errors.Internal('exec: "nope": executable file not found in $PATH')) == 127
+    assert start_failure_code(errors.Internal("permission denied")) == 126
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("", None), ("0", None), ("1700000000", 1_700_000_000_000_000_000),
+    ("1700000000.5", 1_700_000_000_500_000_000), ("1700000000.000000001", 1_700_000_000_000_000_001),
+])
+def test_timestamps(value: str, expected: int | None) -> None:
+    assert parse_timestamp(value, "since") == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "1.2.3", "1.0123456789"])
+def test_bad_timestamps(value: str) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        parse_timestamp(value, "since")
+
+
+def test_tail() -> None:
+    assert parse_tail("all") is None and parse_tail("") is None and parse_tail("-1") is None
+    assert parse_tail("2") == 2 and parse_tail("0") == 0
+    with pytest.raises(errors.InvalidArgument):
+        parse_tail("x")
+
+
+def test_rfc3339nano_has_nine_digits() -> None:
+    assert rfc3339nano(1_700_000_000_000_000_001) == "2023-11-14T22:13:20.000000001Z"
+
+
+NET_DEV = "\n".join([
+    "Inter-|   Receive                                                |  Transmit",
+    " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier",
+    "    lo:  100   1 0 0 0 0 0 0   100  1 0 0 0 0 0 0",
+    "  eth0: 5000  40 1 2 0 0 0 0  3000 30 3 4 0 0 0 0",
+])
+
+
+def test_net_dev_skips_loopback() -> None:
+    assert parse_net_dev(NET_DEV) == {"eth0": NetworkCounters(5000, 40, 1, 2, 3000, 30, 3, 4)}
+
+
+def test_proc_stat_total_cpu_time() -> None:
+    text = "cpu  10 20 30 40 50 60 70 80 0 0\ncpu0 1 1 1 1 1 1 1 0 0 0\n"
+    assert parse_proc_stat(text) == (10 + 20 + 30 + 40 + 50 + 60 + 70) * 10_000_000
+
+
+def test_blkio_v1_and_v2() -> None:
+    assert parse_blkio("8:0 Read 4096\n8:0 Write 0\nTotal 4096\n") == (
+        BlkioEntry(8, 0, "Read", 4096), BlkioEntry(8, 0, "Write", 0))
+    service, ops = parse_io_stat("8:16 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0\n")
+    assert service == (BlkioEntry(8, 16, "read", 10), BlkioEntry(8, 16, "write", 20))
+    assert ops == (BlkioEntry(8, 16, "read", 1), BlkioEntry(8, 16, "write", 2))
+
+
+PS = """UID          PID    PPID  C STIME TTY          TIME CMD
+root           1       0  0 10:00 ?        00:00:01 /sbin/init splash
+root        4242       1  0 10:01 ?        00:00:00 sleep 1000
+root        4243       1  0 10:01 pts/0    00:00:00 sh -c echo  two  spaces
+"""
+
+
+def test_ps_filtered_to_the_container_last_column_keeps_spaces() -> None:
+    top = parse_ps(PS, {4242, 4243})
+    assert top.titles == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    assert [p[1] for p in top.processes] == ["4242", "4243"]
+    assert top.processes[1][-1] == "sh -c echo  two  spaces"
+
+
+def test_ps_without_pid_column() -> None:
+    with pytest.raises(errors.InvalidArgument, match="PID"):
+        parse_ps("USER COMMAND\nroot sh\n", {1})
+
+
+def test_stats_render_docker_shape() -> None:
+    cpu = CpuStats(1, 5_000, user_nano_seconds=3_000, system_nano_seconds=2_000, per_cpu_nano_seconds=(4_000, 1_000))
+    memory = MemoryStats(1, usage_bytes=100, working_set_bytes=80, rss_bytes=50, cache_bytes=20, page_faults=0,
+                         major_page_faults=0, limit_bytes=None, max_usage_bytes=120, stat={"cache": 20, "rss": 50})
+    sample = Sample(read_ns=1_700_000_000_000_000_000, cgroup=ContainerStats("/c", cpu, memory, PidsStats(3)),
+                    system_cpu_ns=9_000, online_cpus=2, host_memory=1 << 30,
+                    io_service_bytes=(BlkioEntry(8, 0, "Read", 7),), networks={"eth0": NetworkCounters(rx_bytes=9)})
+    body = render(sample, None, "abc", "/c1")
+    assert body["cpu_stats"]["cpu_usage"] == {"total_usage": 5_000, "usage_in_kernelmode": 2_000,
+                                              "usage_in_usermode": 3_000, "percpu_usage": [4_000, 1_000]}
+    assert body["cpu_stats"]["system_cpu_usage"] == 9_000 and body["cpu_stats"]["online_cpus"] == 2
+    assert body["precpu_stats"]["cpu_usage"]["total_usage"] == 0
+    assert body["memory_stats"] == {"usage": 100, "max_usage": 120, "limit": 1 << 30,
+                                    "stats": {"cache": 20, "rss": 50}}
+    assert body["pids_stats"] == {"current": 3}
+    assert body["blkio_stats"]["io_service_bytes_recursive"] == [{"major": 8, "minor": 0, "op": "Read", "value": 7}]
+    assert body["networks"]["eth0"]["rx_bytes"] == 9
+    assert body["name"] == "/c1" and body["id"] == "abc"
+    assert body["read"] == "2023-11-14T22:13:20.000000000Z" and body["preread"] == "0001-01-01T00:00:00Z"
