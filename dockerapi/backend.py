@@ -20,6 +20,7 @@ from pkg.runtime.containers import ContainerService
 from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.sandboxes import SandboxService
 from pkg.system import VersionInfo
+from pkg.volumes.service import VolumeService
 
 
 class SystemBackend(Protocol):
@@ -36,7 +37,7 @@ class Backends:
     sandboxes: SandboxService | None = None   # the Docker domain's runtime
     containers: ContainerService | None = None
     engine: Any = None       # pkg.engine: Docker containers (names, restart policies) on that runtime
-    volumes: Any = None      # pkg.volumes
+    volumes: VolumeService | None = None  # Docker volumes (local driver)
     networks: Any = None     # pkg.networks
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it

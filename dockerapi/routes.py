@@ -11,12 +11,14 @@ from aiohttp import web
 
 from dockerapi.handlers import attach, events, logs, stats, system, top
 from dockerapi.handlers import exec as exec_
+from dockerapi.handlers import volumes as volume_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
 
 MODULES = [system, events]
 MODULES += [attach, exec_, logs, stats, top]
+MODULES += [volume_routes]
 
 
 def all_routes() -> list[Route]:

@@ -36,10 +36,12 @@ from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.runtime.docker_exec import ExecManager
+from pkg.runtime.rootfs_access import image_view, sweep_views
 from pkg.runtime.stats import StatsService
 from pkg.runtime.stream_backend import RuntimeStreaming
 from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
+from pkg.volumes.service import VolumeService
 
 log = logging.getLogger("narwhal")
 
@@ -63,6 +65,7 @@ class Daemon:
         self.docker_client: Client | None = None
         self.docker_images: ImageCore | None = None
         self.docker_runtime: Runtime | None = None
+        self.docker_volumes: VolumeService | None = None
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -110,6 +113,7 @@ class Daemon:
         health = HealthChecker(self.client, self.network.status)
         self._tasks += await self.runtime.start()
         self._tasks += await self.docker_runtime.start()
+        await self._start_volumes()
         await self.network.start(self._all_sandbox_ids)
 
         await self._start_metrics()
@@ -131,6 +135,7 @@ class Daemon:
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
             sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
+            volumes=self.docker_volumes,
             execs=ExecManager(self.docker_runtime.containers),
             events=self.events,
         )
@@ -139,6 +144,14 @@ class Daemon:
         if self.supervisor is not None:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
+
+    async def _start_volumes(self) -> None:
+        """Docker volumes (after the Docker runtime recovered, so references of gone containers are dropped)."""
+        assert self.docker_runtime is not None and self.docker_client is not None
+        client, ctx = self.docker_client, self.docker_runtime.ctx
+        self.docker_volumes = VolumeService(ctx.root, lambda image: image_view(client, image))
+        await self.docker_volumes.start(m.id for m, _ in self.docker_runtime.containers.list())
+        await asyncio.to_thread(sweep_views, ctx.state)
 
     async def _all_sandbox_ids(self) -> set[str]:
         """Sandboxes of both domains: they share the CNI network, so its leak GC must know all of them."""

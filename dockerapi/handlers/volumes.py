@@ -1,0 +1,207 @@
+"""/volumes: create, inspect, list, remove, prune; plus the Mounts JSON helpers the container handlers use.
+
+``mount_spec(obj)`` turns a ``HostConfig.Mounts`` entry into a pkg
+``MountSpec`` (``pkg.volumes.binds.parse_bind`` does the same for ``Binds``
+strings) and ``mount_point_json(mp)`` renders a resolved mount as the
+``Mounts`` entry of ``GET /containers/{id}/json``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import versions
+from dockerapi.backend import backends, need
+from pkg import errors
+from pkg.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
+from pkg.volumes.service import VolumeService
+
+_LIST_FILTERS = ("dangling", "driver", "label", "name")
+_PRUNE_FILTERS = ("label", "label!", "all")
+
+
+def _service(request: web.Request) -> VolumeService:
+    return need(backends(request).volumes, "volumes")
+
+
+def volume_json(v: Volume, usage: VolumeUsage | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "CreatedAt": v.created_at,
+        "Driver": v.driver,
+        "Labels": dict(v.labels),
+        "Mountpoint": v.mountpoint,
+        "Name": v.name,
+        "Options": dict(v.options) or None,
+        "Scope": v.scope,
+    }
+    if usage is not None:
+        body["UsageData"] = {"Size": usage.size, "RefCount": usage.ref_count}
+    return body
+
+
+def mount_point_json(mp: MountPoint) -> dict[str, Any]:
+    """One entry of a container's inspect ``Mounts``."""
+    body: dict[str, Any] = {"Type": mp.type.value}
+    if mp.type is MountType.VOLUME:
+        body["Name"] = mp.name
+    body.update(Source=mp.source, Destination=mp.destination)
+    if mp.type is MountType.VOLUME:
+        body["Driver"] = mp.driver
+    body.update(Mode=mp.mode, RW=mp.rw, Propagation=mp.propagation)
+    return body
+
+
+def mount_spec(obj: Any) -> MountSpec:
+    """A ``HostConfig.Mounts`` entry (``docker run --mount``) as a pkg mount request."""
+    if not isinstance(obj, dict):
+        raise errors.InvalidArgument("invalid mount config: expected an object")
+    kind = str(obj.get("Type") or "")
+    try:
+        mount_type = MountType(kind)
+    except ValueError:
+        raise errors.InvalidArgument(f'invalid mount config for type "{kind}": mount type unknown') from None
+    bind_opts = _object(obj.get("BindOptions"), "BindOptions")
+    volume_opts = _object(obj.get("VolumeOptions"), "VolumeOptions")
+    tmpfs_opts = _object(obj.get("TmpfsOptions"), "TmpfsOptions")
+    if bind_opts and mount_type is not MountType.BIND:
+        raise errors.InvalidArgument(f'invalid mount config for type "{kind}": field BindOptions must not be specified')
+    if volume_opts and mount_type is not MountType.VOLUME:
+        raise errors.InvalidArgument(
+            f'invalid mount config for type "{kind}": field VolumeOptions must not be specified')
+    if tmpfs_opts and mount_type is not MountType.TMPFS:
+        raise errors.InvalidArgument(
+            f'invalid mount config for type "{kind}": field TmpfsOptions must not be specified')
+    driver = _object(volume_opts.get("DriverConfig"), "DriverConfig")
+    return MountSpec(
+        type=mount_type,
+        target=str(obj.get("Target") or ""),
+        source=str(obj.get("Source") or ""),
+        read_only=bool(obj.get("ReadOnly")),
+        propagation=str(bind_opts.get("Propagation") or ""),
+        no_copy=bool(volume_opts.get("NoCopy")),
+        create_host_path=bool(bind_opts.get("CreateMountpoint")),
+        volume_driver=str(driver.get("Name") or ""),
+        volume_labels=_strings(volume_opts.get("Labels"), "Labels"),
+        volume_options=_strings(driver.get("Options"), "DriverConfig.Options"),
+        tmpfs_size=int(tmpfs_opts.get("SizeBytes") or 0),
+        tmpfs_mode=int(tmpfs_opts.get("Mode") or 0),
+    )
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.InvalidArgument(f"invalid mount config: {what} must be an object")
+    return value
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise errors.InvalidArgument(f"{what} must be an object of strings")
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_filters(request: web.Request, accepted: tuple[str, ...]) -> dict[str, list[str]]:
+    """The ``filters`` query parameter: {"key": ["v", ...]} or the legacy {"key": {"v": true}} form."""
+    raw = request.query.get("filters", "")
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter: {raw}") from None
+    if not isinstance(parsed, dict):
+        raise errors.InvalidArgument(f"invalid filter: {raw}")
+    out: dict[str, list[str]] = {}
+    for key, values in parsed.items():
+        if key not in accepted:
+            raise errors.InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(values, dict):
+            out[key] = [str(v) for v, on in values.items() if on]
+        elif isinstance(values, list):
+            out[key] = [str(v) for v in values]
+        else:
+            raise errors.InvalidArgument(f"invalid filter: {raw}")
+    return out
+
+
+def _bool_filter(filters: dict[str, list[str]], key: str) -> bool | None:
+    values = filters.get(key)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise errors.InvalidArgument(f"invalid filter '{key}={values}': only one value is expected")
+    value = values[0].lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise errors.InvalidArgument(f"invalid filter '{key}={values[0]}'")
+
+
+def _volume_filter(filters: dict[str, list[str]]) -> VolumeFilter:
+    return VolumeFilter(
+        names=tuple(filters.get("name", ())),
+        drivers=tuple(filters.get("driver", ())),
+        labels=tuple(filters.get("label", ())),
+        not_labels=tuple(filters.get("label!", ())),
+        dangling=_bool_filter(filters, "dangling"),
+    )
+
+
+def _query_bool(request: web.Request, key: str) -> bool:
+    """Docker's BoolValue: absent, "", 0, no, false and none are false."""
+    return request.query.get(key, "").strip().lower() not in ("", "0", "no", "false", "none")
+
+
+async def list_volumes(request: web.Request) -> web.Response:
+    flt = _volume_filter(parse_filters(request, _LIST_FILTERS))
+    volumes = _service(request).list(flt)
+    return web.json_response({"Volumes": [volume_json(v) for v in volumes], "Warnings": []})
+
+
+async def create_volume(request: web.Request) -> web.Response:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise errors.InvalidArgument("invalid JSON in the request body") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("the request body must be a JSON object")
+    volume = await _service(request).create(
+        name=str(body.get("Name") or ""),
+        driver=str(body.get("Driver") or ""),
+        options=_strings(body.get("DriverOpts"), "DriverOpts"),
+        labels=_strings(body.get("Labels"), "Labels"),
+    )
+    return web.json_response(volume_json(volume), status=201)
+
+
+async def inspect_volume(request: web.Request) -> web.Response:
+    return web.json_response(volume_json(_service(request).get(request.match_info["name"])))
+
+
+async def remove_volume(request: web.Request) -> web.Response:
+    await _service(request).remove(request.match_info["name"], force=_query_bool(request, "force"))
+    return web.Response(status=204)
+
+
+async def prune_volumes(request: web.Request) -> web.Response:
+    filters = parse_filters(request, _PRUNE_FILTERS)
+    # API < 1.42 pruned every unused volume; since then only anonymous ones unless all=true.
+    all_volumes = not versions.at_least(request, "1.42") or bool(_bool_filter(filters, "all"))
+    removed, reclaimed = await _service(request).prune(_volume_filter(filters), all_volumes=all_volumes)
+    return web.json_response({"VolumesDeleted": removed, "SpaceReclaimed": reclaimed})
+
+
+ROUTES = [
+    ("GET", "/volumes", list_volumes),
+    ("POST", "/volumes/create", create_volume),
+    ("POST", "/volumes/prune", prune_volumes),
+    ("GET", "/volumes/{name}", inspect_volume),
+    ("DELETE", "/volumes/{name}", remove_volume),
+]

@@ -1,0 +1,1 @@
+"""Docker volumes: the local driver, mount requests, reference counting (see service.py)."""
