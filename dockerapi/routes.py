@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from dockerapi.handlers import attach, events, logs, stats, system, top
+from dockerapi.handlers import attach, auth, events, images, images_archive, images_registry, logs, stats, system, top
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import volumes as volume_routes
 
@@ -17,6 +17,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
 
 MODULES = [system, events]
+MODULES += [images, images_registry, images_archive, auth]
 MODULES += [attach, exec_, logs, stats, top]
 MODULES += [volume_routes]
 

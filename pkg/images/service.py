@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from pkg.containerd.client import Client
 from pkg.images import media, reference
 from pkg.images.archive import Exporter, Importer, write_stream
 from pkg.images.content import ContentStore, list_leases, reissue_lease
+from pkg.images.detail import Describer, ImageDetail
+from pkg.images.login import SearchResult
+from pkg.images.login import login as registry_login
+from pkg.images.login import search as registry_search
 from pkg.images.model import Image, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
 from pkg.images.push import Pusher
@@ -62,6 +67,7 @@ class ImageService:
         self._pusher = Pusher(self.content, self.store, concurrency)
         self._importer = Importer(client, self.content, self.store, self.unpacker)
         self._exporter = Exporter(self.content, self.store)
+        self._describer = Describer(client, self.content, self.store, snapshotter)
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
         self._recovered = False
         self._recover_lock = asyncio.Lock()
@@ -121,6 +127,20 @@ class ImageService:
         self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
 
+    async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[Image]:
+        """docker load: spool the uploaded archive to disk under root (tar members are read by offset and
+        the archive may be large), import it, remove the spool file."""
+        spool = self._cfg.root / "tmp"
+        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="load-", suffix=".tar", dir=spool)
+        os.close(fd)
+        path = Path(name)
+        try:
+            await write_stream(chunks, path)
+            return await self.import_archive(path)
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
     async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:
         """A tar stream (OCI layout + docker-archive manifest.json) of the named images.
 
@@ -144,6 +164,14 @@ class ImageService:
 
     async def export_to(self, refs: builtins.list[str], dest: Path) -> None:
         await write_stream(await self.export(refs), dest)
+
+    # ---- registry accounts ----
+    async def login(self, auth: RegistryAuth) -> str:
+        """Check credentials against their registry (docker login); raises Unauthenticated when refused."""
+        return await registry_login(self._cfg.registry, auth)
+
+    async def search(self, term: str, limit: int = 25, auth: RegistryAuth | None = None) -> builtins.list[SearchResult]:
+        return await registry_search(self._cfg.registry, term, limit, auth)
 
     # ---- lookup ----
     async def _group(self, ref_or_id: str) -> list[Record]:
@@ -186,6 +214,27 @@ class ImageService:
 
     async def get(self, ref_or_id: str) -> Image:
         return await self.store.build(await self._group(ref_or_id))
+
+    async def records_of(self, ref_or_id: str) -> builtins.list[Record]:
+        """Every name (record) of the image ``ref_or_id`` names: Docker's rmi decides name by name."""
+        return await self._group(ref_or_id)
+
+    async def delete_names(self, names: builtins.list[str], *, collect: bool) -> None:
+        """Delete these records; ``collect`` runs containerd's GC with the last (the image's last name)."""
+        for i, name in enumerate(names):
+            await self.store.delete(name, sync=collect and i == len(names) - 1)
+        self._fs_cache = None
+
+    async def keep_by_id(self, img: Image) -> None:
+        """A record named by the image ID: keeps an image whose names all go (Docker's dangling image)."""
+        await self.store.put(img.id, img.target, img.id)
+
+    async def detail(self, img: Image) -> ImageDetail:
+        """What Docker's inspect and history show: config metadata, history, unpacked sizes."""
+        return await self._describer.describe(img)
+
+    async def unpacked_size(self, img: Image) -> int:
+        return await self._describer.unpacked_size(img)
 
     async def inspect(self, img: Image) -> dict[str, Any]:
         """Debug detail (CRI verbose ImageStatus, Docker inspect): the raw config and where things live."""

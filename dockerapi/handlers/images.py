@@ -1,0 +1,215 @@
+"""Local images: list, inspect, history, tag, remove, prune (moby's image router, local half).
+
+Registry traffic (pull, push, search) is in ``images_registry``; archives
+(save, load) in ``images_archive``; commit in ``images_commit``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import versions
+from dockerapi.backend import Backends, backends, need
+from dockerapi.handlers import images_json as j
+from pkg import errors
+from pkg.images import reference
+from pkg.images.delete import DeleteItem, ImageUser, delete_image
+from pkg.images.model import Image
+from pkg.images.service import ImageService
+from pkg.model.state import ContainerState
+
+log = logging.getLogger(__name__)
+
+LIST_FILTERS = ("dangling", "label", "reference", "before", "since", "until")
+PRUNE_FILTERS = ("dangling", "until", "label", "label!")
+
+
+def images_of(request: web.Request) -> ImageService:
+    return need(backends(request).images, "images")
+
+
+async def get_image(images: ImageService, ref: str) -> Image:
+    """The image ``ref`` names, or Docker's "No such image" (404); a malformed name is a 400."""
+    try:
+        return await images.get(ref)
+    except errors.NotFound:
+        raise j.no_such_image(ref) from None
+
+
+def image_users(b: Backends) -> list[ImageUser]:
+    """Which images the Docker domain's containers were created from (rmi and prune must keep them)."""
+    if b.containers is None:
+        return []
+    return [ImageUser(meta.id, meta.image_id, status.state == ContainerState.RUNNING)
+            for meta, status in b.containers.list()]
+
+
+def publish(request: web.Request, action: str, actor: str, **attributes: str) -> None:
+    """An image event on the daemon's bus (``docker events``), when the daemon has one."""
+    bus = backends(request).events
+    if bus is not None:
+        bus.publish_docker("image", action, actor, attributes)
+
+
+def delete_json(items: list[DeleteItem]) -> list[dict[str, str]]:
+    return [{"Untagged": i.untagged} if i.untagged else {"Deleted": i.deleted} for i in items]
+
+
+# ---- handlers ----
+async def list_images(request: web.Request) -> web.Response:
+    images = images_of(request)
+    filters = j.parse_filters(request.query.get("filters", ""), LIST_FILTERS)
+    legacy = request.query.get("filter", "")
+    if legacy and not versions.at_least(request, "1.41"):
+        filters.setdefault("reference", []).append(legacy)
+    selected = await _select(images, await images.list(), filters)
+    out = [j.summary(request, img, await images.unpacked_size(img)) for img in selected]
+    out.sort(key=lambda s: s["Created"], reverse=True)
+    return web.json_response(out)
+
+
+async def _select(images: ImageService, candidates: list[Image], filters: dict[str, list[str]]) -> list[Image]:
+    dangling = j.bool_filter(filters, "dangling")
+    before = [j.unix((await get_image(images, ref)).created) for ref in filters.get("before", [])]
+    since = [j.unix((await get_image(images, ref)).created) for ref in filters.get("since", [])]
+    until = [_until(v) for v in filters.get("until", [])]
+    out = []
+    for img in candidates:
+        created = j.unix(img.created)
+        if dangling is not None and dangling != (not img.repo_tags):
+            continue
+        if filters.get("label") and not j.labels_match(img.config.labels, filters["label"]):
+            continue
+        if filters.get("label!") and any(j.labels_match(img.config.labels, [item]) for item in filters["label!"]):
+            continue
+        if filters.get("reference") and not j.reference_matches(img, filters["reference"]):
+            continue
+        if any(created >= b for b in before) or any(created <= s for s in since):
+            continue
+        if any(created >= u for u in until):
+            continue
+        out.append(img)
+    return out
+
+
+def _until(value: str) -> int:
+    """``until``: a Unix time, an RFC 3339 time, or a duration before now (``24h``, ``90m``)."""
+    text = value.strip()
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    parsed = j.parse_time(text)
+    if parsed is not None:
+        return int(parsed.timestamp())
+    units = {"h": 3600, "m": 60, "s": 1}
+    total = 0.0
+    number = ""
+    for ch in text:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in units and number:
+            total += float(number) * units[ch]
+            number = ""
+        else:
+            raise errors.InvalidArgument(f"invalid filter 'until={value}'")
+    if number or total <= 0:
+        raise errors.InvalidArgument(f"invalid filter 'until={value}'")
+    return int(time.time() - total)
+
+
+async def inspect_image(request: web.Request) -> web.Response:
+    images = images_of(request)
+    img = await get_image(images, request.match_info["name"])
+    return web.json_response(j.inspect(request, await images.detail(img)))
+
+
+async def image_history(request: web.Request) -> web.Response:
+    images = images_of(request)
+    img = await get_image(images, request.match_info["name"])
+    return web.json_response(j.history(await images.detail(img)))
+
+
+async def tag_image(request: web.Request) -> web.Response:
+    images = images_of(request)
+    name = request.match_info["name"]
+    repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
+    if not repo:
+        raise errors.InvalidArgument("repository name must have at least one component")
+    target = f"{repo}:{tag}" if tag else repo
+    try:
+        parsed = reference.parse(target)
+    except errors.InvalidArgument:
+        raise errors.InvalidArgument(
+            f'Error parsing reference: "{target}" is not a valid repository/tag: invalid reference format') from None
+    if parsed.digest:
+        raise errors.InvalidArgument("refusing to create a tag with a digest reference")
+    img = await get_image(images, name)
+    await images.tag(img.id, str(parsed))
+    publish(request, "tag", img.id, name=parsed.familiar())
+    return web.Response(status=201)
+
+
+async def delete(request: web.Request) -> web.Response:
+    images = images_of(request)
+    name = request.match_info["name"]
+    if not name.strip():
+        raise errors.InvalidArgument("image name cannot be blank")
+    force = _flag(request, "force")
+    prune = not _flag(request, "noprune")
+    try:
+        items = await delete_image(images, name, image_users(backends(request)), force=force, prune=prune)
+    except errors.NotFound:
+        raise j.no_such_image(name) from None
+    for item in items:
+        if item.untagged:
+            publish(request, "untag", item.untagged, name=item.untagged)
+        else:
+            publish(request, "delete", item.deleted, name=item.deleted)
+    return web.json_response(delete_json(items))
+
+
+async def prune(request: web.Request) -> web.Response:
+    """POST /images/prune: unused images (dangling only unless ``dangling=false``) that no container uses."""
+    images = images_of(request)
+    filters = j.parse_filters(request.query.get("filters", ""), PRUNE_FILTERS)
+    dangling = j.bool_filter(filters, "dangling")
+    only_dangling = dangling is None or dangling
+    users = image_users(backends(request))
+    used = {u.image_id for u in users}
+    candidates = [img for img in await images.list() if img.id not in used]
+    if only_dangling:
+        candidates = [img for img in candidates if not img.repo_tags]
+    selected = await _select(images, candidates, {k: v for k, v in filters.items() if k != "dangling"})
+    deleted: list[dict[str, str]] = []
+    reclaimed = 0
+    for img in selected:
+        size = await images.unpacked_size(img)
+        try:
+            items = await delete_image(images, img.id, users, force=True)
+        except (errors.NotFound, errors.Conflict) as exc:
+            log.info("prune: keeping %s: %s", img.id, exc)
+            continue
+        reclaimed += size
+        deleted += delete_json(items)
+        publish(request, "delete", img.id, name=img.id)
+    body: dict[str, Any] = {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+    return web.json_response(body)
+
+
+def _flag(request: web.Request, key: str) -> bool:
+    """moby's httputils.BoolValue: anything but "", "0", "no", "false", "none" is true."""
+    return request.query.get(key, "").strip().lower() not in ("", "0", "no", "false", "none")
+
+
+ROUTES = [
+    ("GET", "/images/json", list_images),
+    ("POST", "/images/prune", prune),
+    ("GET", "/images/{name:.+}/json", inspect_image),
+    ("GET", "/images/{name:.+}/history", image_history),
+    ("POST", "/images/{name:.+}/tag", tag_image),
+    ("DELETE", "/images/{name:.+}", delete),
+]

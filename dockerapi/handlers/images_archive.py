@@ -1,0 +1,80 @@
+"""docker save and docker load: GET /images/{name}/get, GET /images/get?names=..., POST /images/load.
+
+save streams one tarball that is both an OCI layout and a docker-archive
+(what ``docker save`` writes since Docker 25); load accepts either, plus the
+older docker-archive layout, and keeps the image IDs.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from dockerapi.handlers import images_json as j
+from dockerapi.handlers.images import images_of, publish
+from dockerapi.progress import JSONStream
+from pkg import errors
+
+log = logging.getLogger(__name__)
+
+
+async def save(request: web.Request) -> web.StreamResponse:
+    images = images_of(request)
+    names = [request.match_info["name"]] if "name" in request.match_info else request.query.getall("names", [])
+    if not names:
+        raise errors.InvalidArgument("no images given to save (names=...)")
+    for name in names:  # unknown names are a 404 before the first byte, as in Docker
+        try:
+            await images.get(name)
+        except errors.NotFound:
+            raise j.no_such_image(name) from None
+    chunks = await images.export(names)
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+    await response.prepare(request)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except errors.NarwhalError as exc:
+        # Nothing can be said inside a tar stream: drop the connection so the client sees it cut short
+        # rather than a well-terminated, incomplete archive.
+        log.error("save %s failed mid-stream: %s", names, exc.message)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    for name in names:
+        publish(request, "save", name, name=name)
+    return response
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(1 << 20):
+        yield chunk
+
+
+async def load(request: web.Request) -> web.StreamResponse:
+    """POST /images/load: errors are reported in the stream (moby answers 200 and writes them there)."""
+    images = images_of(request)
+    stream = JSONStream(request)
+    try:
+        loaded = await images.load(_body(request))
+    except Exception as exc:
+        await stream.start()
+        return await stream.fail(exc)
+    for img in loaded:
+        names = j.tags(img)
+        if names:
+            for name in names:
+                await stream.send({"stream": f"Loaded image: {name}\n"})
+        else:
+            await stream.send({"stream": f"Loaded image ID: {img.id}\n"})
+        publish(request, "load", img.id, name=(names or [img.id])[0])
+    return await stream.finish()
+
+
+ROUTES = [
+    ("GET", "/images/get", save),
+    ("POST", "/images/load", load),
+    ("GET", "/images/{name:.+}/get", save),
+]

@@ -1,0 +1,241 @@
+"""Docker JSON for images (summary, inspect, history) and the shared bits of the image handlers:
+names in Docker's familiar form, ``filters`` parsing, "No such image" errors."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import versions
+from pkg import errors
+from pkg.images import reference
+from pkg.images.detail import ImageDetail
+from pkg.images.model import Image
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def familiar(name: str) -> str:
+    """``docker.io/library/busybox:latest`` -> ``busybox:latest`` (unparsable names are left alone)."""
+    try:
+        return reference.parse(name, default_tag=False).familiar()
+    except errors.InvalidArgument:
+        return name
+
+
+def tags(img: Image) -> list[str]:
+    return [familiar(t) for t in img.repo_tags]
+
+
+def digests(img: Image) -> list[str]:
+    return [familiar(d) for d in img.repo_digests]
+
+
+def no_such_image(ref: str) -> errors.NotFound:
+    """moby's ErrImageDoesNotExist: the reference in familiar form with its tag (``nosuch:latest``)."""
+    try:
+        shown = reference.parse(ref).familiar()
+    except errors.InvalidArgument:
+        shown = ref
+    return errors.NotFound(f"No such image: {shown}")
+
+
+def parse_time(value: str) -> dt.datetime | None:
+    """RFC 3339 with any number of fraction digits (Go writes nanoseconds; Python reads up to micro)."""
+    if not value:
+        return None
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value.strip())
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def unix(value: str) -> int:
+    parsed = parse_time(value)
+    return int(parsed.timestamp()) if parsed is not None else 0
+
+
+def descriptor(img: Image) -> dict[str, Any]:
+    return {"mediaType": img.target.media_type, "digest": img.target.digest, "size": img.target.size}
+
+
+def summary(request: web.Request, img: Image, size: int) -> dict[str, Any]:
+    """One entry of GET /images/json (moby image.Summary)."""
+    repo_tags, repo_digests = tags(img), digests(img)
+    if not versions.at_least(request, "1.44") and not repo_tags and not repo_digests:
+        repo_tags, repo_digests = ["<none>:<none>"], ["<none>@<none>"]
+    out: dict[str, Any] = {
+        "Id": img.id,
+        "ParentId": "",
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Created": unix(img.created),
+        "Size": size,
+        "SharedSize": -1,
+        "Labels": dict(img.config.labels),
+        "Containers": -1,
+    }
+    if not versions.at_least(request, "1.44"):
+        out["VirtualSize"] = size
+    if versions.at_least(request, "1.48"):
+        out["Descriptor"] = descriptor(img)
+    return out
+
+
+_CONTAINER_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+}
+
+
+def inspect(request: web.Request, detail: ImageDetail) -> dict[str, Any]:
+    """GET /images/{name}/json (moby image.InspectResponse)."""
+    img = detail.image
+    config = dict(detail.container_config)
+    if not versions.at_least(request, "1.50"):  # before 1.50 Config was a full container config
+        config = {**_CONTAINER_CONFIG_DEFAULTS, **config}
+    out: dict[str, Any] = {
+        "Id": img.id,
+        "RepoTags": tags(img),
+        "RepoDigests": digests(img),
+        "Parent": "",
+        "Comment": detail.comment,
+        "Created": img.created or ZERO_TIME,
+        "DockerVersion": detail.docker_version,
+        "Author": detail.author,
+        "Config": config,
+        "Architecture": img.architecture,
+        "Os": img.os,
+        "Size": detail.unpacked_size,
+        "GraphDriver": {"Name": img.snapshotter, "Data": None},
+        "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
+        "Metadata": {"LastTagTime": ZERO_TIME},
+    }
+    if detail.variant:
+        out["Variant"] = detail.variant
+    if detail.os_version:
+        out["OsVersion"] = detail.os_version
+    if not versions.at_least(request, "1.44"):
+        out["VirtualSize"] = detail.unpacked_size
+    if not versions.at_least(request, "1.45"):
+        out["Container"] = ""
+        out["ContainerConfig"] = dict(_CONTAINER_CONFIG_DEFAULTS)
+    if versions.at_least(request, "1.48"):
+        out["Descriptor"] = descriptor(img)
+    return out
+
+
+def history(detail: ImageDetail) -> list[dict[str, Any]]:
+    """GET /images/{name}/history: newest step first; the image's ID and tags on the newest only."""
+    out: list[dict[str, Any]] = []
+    for entry in reversed(detail.history):
+        out.append({"Id": "<missing>", "Created": unix(entry.created), "CreatedBy": entry.created_by,
+                    "Tags": None, "Size": entry.size, "Comment": entry.comment})
+    if out:
+        out[0]["Id"] = detail.image.id
+        out[0]["Tags"] = tags(detail.image) or None
+    return out
+
+
+# ---- filters ----
+def parse_filters(raw: str, allowed: Iterable[str]) -> dict[str, list[str]]:
+    """Docker's ``filters`` JSON: ``{"key": {"value": true}}`` or the older ``{"key": ["value"]}``."""
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"invalid filter: {exc}") from None
+    if not isinstance(doc, dict):
+        raise errors.InvalidArgument("invalid filter: expected a JSON object")
+    known = set(allowed)
+    out: dict[str, list[str]] = {}
+    for key, value in doc.items():
+        if key not in known:
+            raise errors.InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(value, dict):
+            out[key] = [str(k) for k, on in value.items() if on]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        else:
+            raise errors.InvalidArgument(f"invalid filter '{key}': expected a list or a map of values")
+    return out
+
+
+def bool_filter(filters: dict[str, list[str]], key: str) -> bool | None:
+    values = filters.get(key)
+    if not values:
+        return None
+    if len(set(v.lower() for v in values)) > 1:
+        raise errors.InvalidArgument(f"invalid filter '{key}': conflicting values")
+    value = values[0].lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise errors.InvalidArgument(f"Invalid filter '{key}={values[0]}'")
+
+
+def labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    """Every ``key`` or ``key=value`` (or ``key!=value``) in ``wanted`` holds for ``labels``."""
+    for item in wanted:
+        if "!=" in item:
+            key, _, value = item.partition("!=")
+            if labels.get(key) == value:
+                return False
+        elif "=" in item:
+            key, _, value = item.partition("=")
+            if labels.get(key) != value:
+                return False
+        elif item not in labels:
+            return False
+    return True
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """Go's path.Match: ``*`` and ``?`` never cross a ``/``."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                raise errors.InvalidArgument(f"invalid reference filter {pattern!r}: syntax error in pattern")
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("^") else re.escape(body).replace(r"\-", "-")) + "]")
+            i = end
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+def reference_matches(img: Image, patterns: list[str]) -> bool:
+    """moby's reference filter: a glob on the familiar name, or on name:tag when the pattern has a tag."""
+    for pattern in patterns:
+        regex = _glob(pattern)
+        for name in [*img.repo_tags, *img.repo_digests]:
+            try:
+                ref = reference.parse(name, default_tag=False)
+            except errors.InvalidArgument:
+                continue
+            repo = reference.Reference(ref.domain, ref.path).familiar()
+            if regex.match(ref.familiar()) or regex.match(repo):
+                return True
+    return False

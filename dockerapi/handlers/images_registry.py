@@ -1,0 +1,177 @@
+"""Registry traffic: POST /images/create (pull, or import with fromSrc), POST /images/{name}/push,
+GET /images/search.
+
+Pull and push answer with Docker's JSON progress stream (``dockerapi.progress``):
+what fails before the first message is an HTTP error, what fails later an
+in-stream error the CLI prints.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi.handlers import images_json as j
+from dockerapi.handlers.auth import registry_auth
+from dockerapi.handlers.images import images_of, publish
+from dockerapi.progress import (
+    JSONStream,
+    Message,
+    PullReporter,
+    PushReporter,
+    layer_status,
+    run_reporting,
+    short_id,
+    status,
+)
+from pkg import errors
+from pkg.images import reference
+from pkg.images.model import Image, Progress, RegistryAuth
+from pkg.images.service import ImageService
+
+log = logging.getLogger(__name__)
+
+SEARCH_LIMIT = 25
+
+
+def pull_reference(from_image: str, tag: str) -> reference.Reference:
+    """``fromImage`` plus ``tag`` (a tag or a digest) as one normalised reference; 400 when malformed."""
+    text = from_image
+    if tag:
+        parsed = reference.parse(from_image, default_tag=False)
+        if not parsed.tag and not parsed.digest:
+            text = f"{from_image}@{tag}" if reference.is_digest(tag) else f"{from_image}:{tag}"
+    return reference.parse(text)
+
+
+def _pull_error(exc: BaseException, ref: reference.Reference) -> BaseException:
+    """The registry's answer in Docker's words."""
+    if isinstance(exc, errors.NotFound):
+        return errors.NotFound(f"manifest for {ref.familiar()} not found: {exc.message}")
+    if isinstance(exc, errors.Unauthenticated | errors.PermissionDenied):
+        name = reference.Reference(ref.domain, ref.path).familiar()
+        return errors.NotFound(f"pull access denied for {name}, repository does not exist or may require "
+                               f"'docker login': {exc.message}")
+    return exc
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    query = request.query
+    from_image = query.get("fromImage", "")
+    if not from_image:
+        if "fromSrc" in query:
+            raise errors.NotImplementedYet("importing a filesystem tarball (fromSrc) is not supported yet")
+        raise errors.InvalidArgument("fromImage or fromSrc is required")
+    ref = pull_reference(from_image, query.get("tag", ""))
+    platform = query.get("platform") or None
+    return await pull(request, images_of(request), ref, registry_auth(request), platform)
+
+
+async def pull(request: web.Request, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
+               platform: str | None) -> web.StreamResponse:
+    before = await images.store.record(str(ref))
+    stream = JSONStream(request)
+    reporter = PullReporter()
+
+    def translate(ev: Progress) -> list[Message]:
+        if ev.status == "resolved":
+            return [status(f"Pulling from {ref.path}", ref.tag or ref.digest)]
+        return reporter.translate(ev)
+
+    async def operation(sink: Callable[[Progress], None]) -> Image:
+        return await images.pull(str(ref), auth, sink, platform=platform)
+
+    try:
+        img = await run_reporting(stream, operation, translate)
+    except Exception as exc:
+        return await stream.fail(_pull_error(exc, ref))
+    after = await images.store.record(str(ref))
+    digest = ref.digest or (after.target.digest if after is not None else img.target.digest)
+    fresh = before is None or after is None or before.target.digest != after.target.digest
+    await stream.send(status(f"Digest: {digest}"))
+    outcome = "Downloaded newer image for" if fresh else "Image is up to date for"
+    await stream.send(status(f"Status: {outcome} {ref.familiar()}"))
+    publish(request, "pull", ref.familiar(), name=ref.familiar())
+    return await stream.finish()
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    images = images_of(request)
+    name = request.match_info["name"]
+    tag = request.query.get("tag", "")
+    ref = reference.parse(f"{name}:{tag}" if tag else name, default_tag=False)
+    repo = reference.Reference(ref.domain, ref.path)
+    if ref.tag or ref.digest:
+        targets = [ref]
+    else:  # no tag: every local tag of the repository, as docker push does
+        targets = sorted({reference.parse(t) for img in await images.list() for t in img.repo_tags
+                          if reference.parse(t).name == ref.name}, key=str)
+    if not targets:
+        raise errors.NotFound(f"An image does not exist locally with the tag: {repo.familiar()}")
+    local: list[tuple[reference.Reference, Image]] = []
+    for target in targets:
+        try:
+            local.append((target, await images.get(str(target))))
+        except errors.NotFound:
+            raise errors.NotFound(f"An image does not exist locally with the tag: {target.familiar()}") from None
+
+    auth = registry_auth(request)
+    stream = JSONStream(request)
+    await stream.send(status(f"The push refers to repository [{repo.name}]"))
+    try:
+        for target, img in local:
+            detail = await images.detail(img)
+            for layer in reversed(detail.layers):
+                await stream.send(layer_status("Preparing", short_id(layer.digest)))
+            reporter = PushReporter()
+
+            async def operation(sink: Callable[[Progress], None], target: reference.Reference = target) -> str:
+                return await images.push(str(target), auth, sink)
+
+            digest = await run_reporting(stream, operation, reporter.translate)
+            size = img.target.size if digest == img.target.digest else detail.manifest.size
+            shown = target.tag or target.digest
+            await stream.send(status(f"{shown}: digest: {digest} size: {size}"))
+            await stream.send({"progressDetail": {}, "aux": {"Tag": shown, "Digest": digest, "Size": size}})
+            publish(request, "push", target.familiar(), name=target.familiar())
+    except Exception as exc:
+        return await stream.fail(exc)
+    return await stream.finish()
+
+
+async def search(request: web.Request) -> web.Response:
+    images = images_of(request)
+    query = request.query
+    limit = SEARCH_LIMIT
+    if query.get("limit"):
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid limit {query['limit']!r}: not a number") from None
+    filters = j.parse_filters(query.get("filters", ""), ("is-official", "is-automated", "stars"))
+    official = j.bool_filter(filters, "is-official")
+    automated = j.bool_filter(filters, "is-automated")
+    stars = 0
+    for value in filters.get("stars", []):
+        try:
+            stars = max(stars, int(value))
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid filter 'stars={value}'") from None
+    results = await images.search(query.get("term", ""), limit, registry_auth(request))
+    out: list[dict[str, Any]] = []
+    for r in results:
+        if (official is not None and r.is_official != official) or \
+                (automated is not None and r.is_automated != automated) or r.star_count < stars:
+            continue
+        out.append({"name": r.name, "description": r.description, "star_count": r.star_count,
+                    "is_official": r.is_official, "is_automated": r.is_automated})
+    return web.json_response(out)
+
+
+ROUTES = [
+    ("POST", "/images/create", create),
+    ("GET", "/images/search", search),
+    ("POST", "/images/{name:.+}/push", push),
+]
