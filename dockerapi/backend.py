@@ -19,12 +19,14 @@ from pkg.metrics import Metrics
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.sandboxes import SandboxService
-from pkg.system import VersionInfo
+from pkg.system import HostInfo, VersionInfo
 from pkg.volumes.service import VolumeService
 
 
 class SystemBackend(Protocol):
     async def version(self) -> VersionInfo: ...
+
+    async def info(self) -> HostInfo: ...
 
 
 @dataclass

@@ -102,7 +102,7 @@ class Daemon:
         log.info("containerd %s ready at %s", version, self.cfg.containerd_socket)
         self.metrics.containerd_up.set(1)
 
-        system = SystemService(self.client)
+        system = SystemService(self.client, self.cfg)
         self.images = ImageCore(self.client, self.cfg)
         self.network = NetworkManager(self.cfg)
         self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events)
