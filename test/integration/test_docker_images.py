@@ -1,0 +1,241 @@
+"""Docker image endpoints with the real docker CLI (and raw API calls where the CLI hides the wire format).
+
+One narwhald for the module, with docker.io mirrored to a private registry
+holding busybox, so ``docker pull busybox`` works offline.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mkimage
+import pytest
+from lib import images
+from lib.daemon import DaemonProcess, start_daemon
+from lib.registry import Registry, start_registry
+from lib.token_auth import start_token_registry
+
+
+@dataclass
+class Env:
+    daemon: DaemonProcess
+    registry: Registry
+    busybox: mkimage.Image
+    config_dir: Path
+
+    def docker(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**self.daemon.docker_env(), "DOCKER_CONFIG": str(self.config_dir)}
+        out = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=120, input=stdin)
+        if check and out.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def api(self, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = _UnixHTTPConnection(str(self.daemon.docker_socket))
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def ctr(self, *args: str) -> str:
+        sock = self.daemon.state / "containerd" / "containerd.sock"
+        return subprocess.run(["ctr", "-a", str(sock), "-n", "narwhal-docker", *args], check=True,
+                              capture_output=True, text=True, timeout=60).stdout
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=120)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(120)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def lines(body: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in body.split(b"\r\n") if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    reg = start_registry()
+    daemon = None
+    try:
+        built = images.push(reg.host, "library/busybox")
+        daemon = start_daemon(config_yaml=f"registry:\n  mirrors:\n    docker.io: [http://{reg.host}]\n")
+        yield Env(daemon, reg, built, tmp_path_factory.mktemp("docker-config"))
+    finally:
+        if daemon is not None:
+            daemon.destroy()
+        reg.stop()
+
+
+def _forget(env: Env, *refs: str) -> None:
+    for ref in refs:
+        env.docker("rmi", "-f", ref, check=False)
+
+
+def test_pull_streams_progress_then_is_up_to_date(env: Env) -> None:
+    _forget(env, "busybox")
+    status, body = env.api("POST", "/v1.53/images/create?fromImage=busybox&tag=latest")
+    assert status == 200
+    msgs = lines(body)
+    layer = env.busybox.layers[0]
+    short = layer.digest.split(":")[1][:12]
+    assert msgs[0] == {"status": "Pulling from library/busybox", "id": "latest"}
+    per_layer = [m["status"] for m in msgs if m.get("id") == short]
+    assert per_layer[0] == "Pulling fs layer"
+    assert per_layer[-1] == "Pull complete"
+    assert {"Downloading", "Download complete", "Extracting"} <= set(per_layer)
+    downloading = [m for m in msgs if m.get("id") == short and m["status"] == "Downloading"]
+    assert downloading[-1]["progressDetail"] == {"current": len(layer.data), "total": len(layer.data)}
+    assert downloading[-1]["progress"].startswith("[" + "=" * 50 + ">]")
+    assert msgs[-2] == {"status": f"Digest: {env.busybox.manifest.digest}"}
+    assert msgs[-1] == {"status": "Status: Downloaded newer image for busybox:latest"}
+
+    out = env.docker("pull", "busybox")
+    assert f"{short}: Already exists" in out.stdout
+    assert "Status: Image is up to date for busybox:latest" in out.stdout
+    assert out.stdout.strip().endswith("docker.io/library/busybox:latest")
+
+
+def test_images_inspect_and_history_as_docker_shows_them(env: Env) -> None:
+    env.docker("pull", "-q", "busybox")
+    image_id = env.busybox.config.digest
+    rows = [json.loads(line) for line in env.docker("images", "--format", "{{json .}}").stdout.splitlines()]
+    row = next(r for r in rows if r["Repository"] == "busybox")
+    assert (row["Tag"], row["ID"]) == ("latest", image_id.split(":")[1][:12])
+    header = env.docker("images").stdout.splitlines()[0].split()
+    assert header == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+
+    [inspected] = json.loads(env.docker("image", "inspect", "busybox").stdout)
+    assert inspected["Id"] == image_id
+    assert inspected["RepoTags"] == ["busybox:latest"]
+    assert inspected["RepoDigests"] == [f"busybox@{env.busybox.manifest.digest}"]
+    assert inspected["RootFS"] == {"Type": "layers", "Layers": env.busybox.diff_ids}
+    assert inspected["Config"]["Cmd"] == ["sh"]
+    assert (inspected["Os"], inspected["Architecture"]) == ("linux", "amd64")
+    assert inspected["Size"] > len(env.busybox.layers[0].data)  # unpacked, not the gzip blob
+    # the same image by ID prefix, by full ID and by digest
+    for name in (image_id[7:19], image_id, f"busybox@{env.busybox.manifest.digest}"):
+        assert json.loads(env.docker("image", "inspect", name).stdout)[0]["Id"] == image_id
+
+    history = env.docker("history", "--no-trunc", "--format", "{{.ID}}|{{.CreatedBy}}|{{.Size}}", "busybox")
+    assert history.stdout.splitlines() == [f"{image_id}|hack/mkimage.py busybox layer 0|{_size(env)}"]
+
+    missing = env.docker("image", "inspect", "nosuch", check=False)
+    assert missing.returncode == 1 and "No such image: nosuch" in missing.stderr
+
+
+def _size(env: Env) -> str:
+    """The layer's size as the CLI prints it (3 significant digits): the inspect Size of a one-layer image."""
+    size: float = json.loads(env.docker("image", "inspect", "busybox").stdout)[0]["Size"]
+    units = ["B", "kB", "MB", "GB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def test_tag_push_and_pull_back_by_digest(env: Env) -> None:
+    env.docker("pull", "-q", "busybox")
+    target = f"{env.registry.host}/me/bb:1"
+    env.docker("tag", "busybox", target)
+    pushed = env.docker("push", target).stdout
+    assert f"The push refers to repository [{env.registry.host}/me/bb]" in pushed
+    digest = env.busybox.manifest.digest
+    assert f"1: digest: {digest} size: {len(env.busybox.manifest.data)}" in pushed
+    again = env.docker("push", target).stdout
+    assert "Layer already exists" in again
+
+    assert env.docker("rmi", target).stdout.splitlines() == [f"Untagged: {target}"]
+    by_digest = f"{env.registry.host}/me/bb@{digest}"
+    env.docker("pull", by_digest)
+    assert json.loads(env.docker("image", "inspect", by_digest).stdout)[0]["Id"] == env.busybox.config.digest
+
+    status, _ = env.api("POST", "/v1.53/images/nosuch-image-here/push?tag=1", headers={"X-Registry-Auth": "e30="})
+    assert status == 404
+
+
+def test_rmi_untags_then_deletes_and_frees_content(env: Env) -> None:
+    env.docker("pull", "-q", "busybox")
+    env.docker("tag", "busybox", "extra:1")
+    assert env.docker("rmi", "extra:1").stdout.splitlines() == ["Untagged: extra:1"]
+    _forget(env, f"{env.registry.host}/me/bb@{env.busybox.manifest.digest}")
+    out = env.docker("rmi", "busybox").stdout.splitlines()
+    assert out == ["Untagged: busybox:latest", f"Untagged: busybox@{env.busybox.manifest.digest}",
+                   f"Deleted: {env.busybox.config.digest}"]
+    assert env.docker("images", "-q").stdout.strip() == ""
+    assert env.ctr("content", "ls", "-q").strip() == ""  # collected with the last name
+
+    missing = env.docker("rmi", "nosuch", check=False)
+    assert missing.returncode == 1
+    assert "Error response from daemon" in missing.stderr and "No such image: nosuch:latest" in missing.stderr
+
+
+def test_save_rmi_load_keeps_the_id_and_prune(env: Env, tmp_path: Path) -> None:
+    env.docker("pull", "-q", "busybox")
+    archive = tmp_path / "x.tar"
+    env.docker("save", "-o", str(archive), "busybox")
+    _forget(env, "busybox", f"{env.registry.host}/me/bb@{env.busybox.manifest.digest}")
+    assert env.docker("images", "-q").stdout.strip() == ""
+    loaded = env.docker("load", "-i", str(archive)).stdout
+    assert "Loaded image: busybox:latest" in loaded
+    assert json.loads(env.docker("image", "inspect", "busybox").stdout)[0]["Id"] == env.busybox.config.digest
+
+    # Moving a tag to another image leaves the old one dangling (only its digest name): prune takes it.
+    other = images.with_user(env.busybox, "nobody")
+    images.push_built(env.registry.host, "library/other", "latest", other)
+    env.docker("pull", "-q", "other")
+    env.docker("tag", "busybox", "other")
+    dangling = env.docker("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split()
+    assert dangling == [other.config.digest]
+    pruned = env.docker("image", "prune", "-f").stdout
+    assert f"deleted: {other.config.digest}" in pruned and "Total reclaimed space" in pruned
+    remaining = env.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert sorted(remaining) == ["busybox:latest", "other:latest"]
+    # -a: every image no container uses
+    env.docker("image", "prune", "-af")
+    assert env.docker("images", "-q").stdout.strip() == ""
+
+
+def test_login_and_authenticated_pull(env: Env) -> None:
+    tokens = start_token_registry({"bob": "hunter2"}, env.registry.base / "data")
+    try:
+        ok = env.docker("login", "-u", "bob", "--password-stdin", tokens.host, stdin="hunter2\n")
+        assert "Login Succeeded" in ok.stdout
+        env.docker("pull", "-q", f"{tokens.host}/library/busybox")  # X-Registry-Auth from the CLI's config
+        env.docker("logout", tokens.host)
+        anonymous = env.docker("pull", f"{tokens.host}/library/busybox:other", check=False)
+        assert anonymous.returncode == 1 and "Error response from daemon" in anonymous.stderr
+        bad = env.docker("login", "-u", "bob", "--password-stdin", tokens.host, stdin="wrong\n", check=False)
+        assert bad.returncode == 1
+        assert "wrong username or password" in bad.stderr
+    finally:
+        tokens.stop()
+
+
+def test_errors_are_docker_shaped(env: Env) -> None:
+    status, body = env.api("POST", "/v1.53/images/create?fromImage=Not/Valid&tag=latest")
+    assert status == 400 and "invalid reference format" in json.loads(body)["message"]
+    status, body = env.api("POST", f"/v1.53/images/create?fromImage={env.registry.host}/nosuch&tag=latest")
+    assert status == 404 and "not found" in json.loads(body)["message"]
+
+    pulled = env.docker("pull", "nosuch/image", check=False)
+    assert pulled.returncode == 1 and "Error response from daemon" in pulled.stderr
+    searched = env.docker("search", "x", check=False)
+    assert searched.returncode == 1
+    assert "Error response from daemon" in searched.stderr and "index.docker.io" in searched.stderr
