@@ -12,6 +12,7 @@ table into docs/benchmarks.md, the raw samples to docs/bench/results.json and pl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
@@ -86,23 +87,26 @@ def main() -> int:
     registry = start_registry()
     try:
         images = seed_registry(registry, args.smoke)
-        log("narwhal")
-        with anchors.narwhal(registry) as system:
+        with contextlib.ExitStack() as stack:
+            log("narwhal")
+            narwhal = stack.enter_context(anchors.narwhal(registry))
+            cri_bench.record_idle_rss(narwhal, results)
             if want_cri:
-                cri_bench.run(system, images, cri_plan, results, log)
+                log("containerd (CRI plugin)")
+                with anchors.containerd_cri(registry) as containerd:
+                    cri_bench.record_idle_rss(containerd, results)
+                    log("CRI benchmarks")
+                    cri_bench.run([narwhal, containerd], images, cri_plan, results, log)
             if want_docker:
-                docker_bench.run(system, docker_plan, results, log)
-        if want_cri:
-            log("containerd (CRI plugin)")
-            with anchors.containerd_cri(registry) as system:
-                cri_bench.run(system, images, cri_plan, results, log)
-        if with_dockerd:
-            if not anchors.dockerd_available():
-                log("installing docker.io (Debian) for the dockerd anchor")
-                anchors.install_dockerd()
-            log("dockerd")
-            with anchors.dockerd(registry) as system:
-                docker_bench.run(system, docker_plan, results, log)
+                systems = [narwhal]
+                if with_dockerd:
+                    if not anchors.dockerd_available():
+                        log("installing docker.io (Debian) for the dockerd anchor")
+                        anchors.install_dockerd()
+                    log("dockerd")
+                    systems.append(stack.enter_context(anchors.dockerd(registry)))
+                log("Docker benchmarks")
+                docker_bench.run(systems, docker_plan, results, log)
     finally:
         registry.stop()
 

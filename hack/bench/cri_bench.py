@@ -1,6 +1,8 @@
 """CRI benchmarks, driven by one gRPC client against narwhald and against containerd's CRI plugin.
 
-Per system, in this order: RSS right after start; one untimed warm-up pod; ``pods`` pods one after
+Every system is up at once and each benchmark runs on them in alternating turns (the host may be busy
+with other work: interleaving spreads that load over both).  In this order: RSS right after start
+(the caller measures it); one untimed warm-up pod; ``pods`` pods one after
 another (RunPodSandbox, CreateContainer, StartContainer, StopContainer, StopPodSandbox,
 RemovePodSandbox, each timed); ExecSync on one running container; ``concurrent`` pods started at once
 (wall time from the first RunPodSandbox to the last StartContainer); a container writing ``log_mb`` MB
@@ -10,9 +12,10 @@ to stdout (throughput until its last line is in the log file); PullImage of a mu
 from __future__ import annotations
 
 import itertools
+import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,82 +133,146 @@ def _own_rss(system: System, rss: dict[str, float]) -> float:
     return rss["narwhald"] if system.name == "narwhal" else rss["containerd"]
 
 
-def run(system: System, images: dict[str, str], plan: CriPlan, results: Results,
+def record_idle_rss(system: System, results: Results) -> None:
+    """Right after start (the caller's moment), once start-up work has settled."""
+    samples = []
+    for _ in range(5):
+        time.sleep(0.4)
+        samples.append(_own_rss(system, {name: rss_mib(pid) for name, pid in system.daemon_pids().items()}))
+    results.add(GROUP, "daemon RSS idle", system.name, statistics.median(samples))
+
+
+def settled_rss(d: Driver, seconds: float = 2.0) -> dict[str, float]:
+    """Median of a few samples once start-up or creation work has settled (RSS moves as arenas are trimmed)."""
+    samples = []
+    for _ in range(5):
+        time.sleep(seconds / 5)
+        samples.append(d.rss())
+    return {name: statistics.median(s[name] for s in samples) for name in samples[0]}
+
+
+def _interleaved(drivers: list[Driver], rounds: int) -> list[tuple[int, Driver]]:
+    """Round by round, alternating which system goes first, so load from elsewhere on the machine
+    (a shared CI host) falls on both alike."""
+    order = []
+    for i in range(rounds):
+        for d in drivers if i % 2 == 0 else list(reversed(drivers)):
+            order.append((i, d))
+    return order
+
+
+def run(systems: list[System], images: dict[str, str], plan: CriPlan, results: Results,
         log: Callable[[str], None]) -> None:
-    d = Driver(system, images, results)
+    """Every system is up; each benchmark runs on all of them interleaved round by round."""
+    drivers = [Driver(system, images, results) for system in systems]
     try:
-        _run(d, plan, results, log)
+        _run(drivers, plan, results, log)
     finally:
-        d.close()
+        for d in drivers:
+            d.close()
 
 
-def _run(d: Driver, plan: CriPlan, results: Results, log: Callable[[str], None]) -> None:
-    name = d.system.name
-    time.sleep(2)  # let start-up work (GC, config writes) settle
-    results.add(GROUP, "daemon RSS idle", name, _own_rss(d.system, d.rss()))
-    d.pull(d.images["busybox"])
-    if name == ANCHOR:
-        d.pull(d.images["pause"])  # containerd would otherwise pull it inside the first RunPodSandbox
-    sid, cid, _ = d.pod(STOPPABLE)  # warm-up: first-use costs (snapshots, CNI config) are not measured
-    d.teardown(sid, cid)
+def _run(drivers: list[Driver], plan: CriPlan, results: Results, log: Callable[[str], None]) -> None:
+    broken: set[str] = set()
 
-    log(f"  {name}: {plan.pods} pod lifecycles")
-    with results.guard(GROUP, list(CALLS), name, log):
-        for _ in range(plan.pods):
-            sid, cid, _ = d.pod(STOPPABLE, timed=True)
-            d.teardown(sid, cid, timed=True)
+    def each(rows: list[str], rounds: int, step: Callable[[Driver], None]) -> None:
+        for _, d in _interleaved(drivers, rounds):
+            if d.system.name in broken or any(d.system.name in results.get(GROUP, r).errors for r in rows):
+                continue
+            with results.guard(GROUP, rows, d.system.name, log):
+                step(d)
 
-    log(f"  {name}: {plan.execs} ExecSync")
-    with results.guard(GROUP, ["ExecSync"], name, log):
-        sid, cid, _ = d.pod(STOPPABLE)
+    for d in drivers:
         try:
-            for _ in range(plan.execs):
-                reply = d.timed("ExecSync", d.rs.ExecSync,
-                                api_pb2.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))
-                if reply.exit_code != 0:
-                    raise RuntimeError(f"ExecSync true exited {reply.exit_code}: {reply.stderr!r}")
-        finally:
+            d.pull(d.images["busybox"])
+            if d.system.name == ANCHOR:
+                d.pull(d.images["pause"])  # containerd would otherwise pull it inside the first RunPodSandbox
+            sid, cid, _ = d.pod(STOPPABLE)  # warm-up: first-use costs (snapshots, CNI config) are not measured
             d.teardown(sid, cid)
+        except Exception as err:  # noqa: BLE001 - the other system still runs
+            log(f"  {d.system.name}: set-up failed: {err!r}")
+            broken.add(d.system.name)
+            for row in results.rows:
+                if row.group == GROUP:
+                    results.fail(GROUP, [row.name], d.system.name, err)
+
+    log(f"  {plan.pods} pod lifecycles each")
+
+    def lifecycle(d: Driver) -> None:
+        sid, cid, _ = d.pod(STOPPABLE, timed=True)
+        d.teardown(sid, cid, timed=True)
+
+    each(list(CALLS), plan.pods, lifecycle)
+
+    log(f"  {plan.execs} ExecSync each")
+    execs = {}
+    for d in drivers:
+        if d.system.name not in broken:
+            execs[d.system.name] = d.pod(STOPPABLE)
+
+    def exec_sync(d: Driver) -> None:
+        reply = d.timed("ExecSync", d.rs.ExecSync,
+                        api_pb2.ExecSyncRequest(container_id=execs[d.system.name][1], cmd=["true"], timeout=10))
+        if reply.exit_code != 0:
+            raise RuntimeError(f"ExecSync true exited {reply.exit_code}: {reply.stderr!r}")
+
+    try:
+        each(["ExecSync"], plan.execs, exec_sync)
+    finally:
+        for d in drivers:
+            if d.system.name in execs:
+                d.teardown(*execs[d.system.name][:2])
 
     concurrent_row = f"{plan.concurrent} pods started concurrently"
-    log(f"  {name}: {plan.concurrent} concurrent pods x{plan.concurrent_rounds}")
-    with results.guard(GROUP, [concurrent_row], name, log):
-        for _ in range(plan.concurrent_rounds):
-            with ThreadPoolExecutor(plan.concurrent) as pool:
-                start = time.perf_counter()
-                pods = list(pool.map(lambda _: d.pod(STOPPABLE), range(plan.concurrent)))
-                results.add(GROUP, concurrent_row, name, time.perf_counter() - start)
-            _teardown_all(d, [(sid, None) for sid, _, _ in pods])
+    log(f"  {plan.concurrent} concurrent pods x{plan.concurrent_rounds} each")
+
+    def burst(d: Driver) -> None:
+        with ThreadPoolExecutor(plan.concurrent) as pool:
+            start = time.perf_counter()
+            futures = [pool.submit(d.pod, STOPPABLE) for _ in range(plan.concurrent)]
+            wait(futures)
+            elapsed = time.perf_counter() - start
+        started = [f.result() for f in futures if f.exception() is None]
+        _teardown_all(d, [(sid, None) for sid, _, _ in started])
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        results.add(GROUP, concurrent_row, d.system.name, elapsed)
+
+    each([concurrent_row], plan.concurrent_rounds, burst)
 
     log_row = f"log throughput ({plan.log_mb} MB to stdout)"
-    log(f"  {name}: {plan.log_mb} MB of logs x{plan.log_rounds}")
-    with results.guard(GROUP, [log_row], name, log):
-        for _ in range(plan.log_rounds):
-            results.add(GROUP, log_row, name, _log_throughput(d, plan.log_mb))
+    log(f"  {plan.log_mb} MB of logs x{plan.log_rounds} each")
+    each([log_row], plan.log_rounds,
+         lambda d: results.add(GROUP, log_row, d.system.name, _log_throughput(d, plan.log_mb)))
 
-    log(f"  {name}: {plan.pulls} pulls of {d.images['big']}")
-    with results.guard(GROUP, ["PullImage"], name, log):
-        for _ in range(plan.pulls):
-            d.pull(d.images["big"], "PullImage")
-            d.remove_image(d.images["big"])
+    log(f"  {plan.pulls} pulls of {drivers[0].images['big']} each")
 
-    log(f"  {name}: RSS with {plan.rss_pods} and {2 * plan.rss_pods} pods")
+    def pull(d: Driver) -> None:
+        d.pull(d.images["big"], "PullImage")
+        d.remove_image(d.images["big"])
+
+    each(["PullImage"], plan.pulls, pull)
+
+    log(f"  RSS with {plan.rss_pods} and {2 * plan.rss_pods} pods, one system at a time")
     names = [f"daemon RSS with {plan.rss_pods} pods", f"daemon RSS with {2 * plan.rss_pods} pods",
              f"RSS with {plan.rss_pods} pods incl. own containerd"]
-    pods: list[tuple[str, str | None]] = []
-    with results.guard(GROUP, names, name, log):
+
+    def rss_with_pods(d: Driver) -> None:
+        pods: list[tuple[str, str | None]] = []
         try:
             for n in (plan.rss_pods, 2 * plan.rss_pods):
                 with ThreadPoolExecutor(4) as pool:
                     pods += [(sid, None) for sid, _, _ in
                              pool.map(lambda _: d.pod(["sleep", "3600"]), range(n - len(pods)))]
-                time.sleep(2)
-                rss = d.rss()
-                results.add(GROUP, f"daemon RSS with {n} pods", name, _own_rss(d.system, rss))
+                rss = settled_rss(d)
+                results.add(GROUP, f"daemon RSS with {n} pods", d.system.name, _own_rss(d.system, rss))
                 if n == plan.rss_pods:
-                    results.add(GROUP, names[2], name, sum(rss.values()))
+                    results.add(GROUP, names[2], d.system.name, sum(rss.values()))
         finally:
             _teardown_all(d, pods)
+
+    each(names, 1, rss_with_pods)
 
 
 def _teardown_all(d: Driver, pods: list[tuple[str, str | None]]) -> None:

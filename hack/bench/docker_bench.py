@@ -62,40 +62,59 @@ def timed(system: System, results: Results, row: str, *args: str) -> str:
     return out
 
 
-def run(system: System, plan: DockerPlan, results: Results, log: Callable[[str], None]) -> None:
+def run(systems: list[System], plan: DockerPlan, results: Results, log: Callable[[str], None]) -> None:
+    """Each benchmark on every system in alternating turns (see cri_bench); a system whose set-up fails
+    gets "n/a (error: ...)" rows and the others go on."""
     names = rows(plan)
-    with results.guard(GROUP, list(names.values()), system.name, log):
-        docker(system, "pull", "-q", IMAGE)
-        docker(system, "run", "--rm", IMAGE, "true")  # warm-up
-    if any(system.name in results.get(GROUP, n).errors for n in names.values()):
-        return
+    live: list[System] = []
+    for system in systems:
+        with results.guard(GROUP, list(names.values()), system.name, log):
+            docker(system, "pull", "-q", IMAGE)
+            docker(system, "run", "--rm", IMAGE, "true")  # warm-up
+            live.append(system)
 
-    log(f"  {system.name}: {plan.runs} x {names['run']}")
-    with results.guard(GROUP, [names["run"]], system.name, log):
-        for _ in range(plan.runs):
-            timed(system, results, names["run"], "run", "--rm", IMAGE, "true")
+    def each(row: str, rounds: int, step: Callable[[System], None]) -> None:
+        for i in range(rounds):
+            for system in live if i % 2 == 0 else list(reversed(live)):
+                if system.name not in results.get(GROUP, row).errors:
+                    with results.guard(GROUP, [row], system.name, log):
+                        step(system)
 
-    log(f"  {system.name}: {plan.execs} x docker exec")
-    with results.guard(GROUP, [names["exec"]], system.name, log):
-        cid = docker(system, "run", "-d", IMAGE, "sleep", "3600").strip()
-        try:
-            for _ in range(plan.execs):
-                timed(system, results, names["exec"], "exec", cid, "true")
-        finally:
-            docker(system, "rm", "-f", cid)
+    log(f"  {plan.runs} x {names['run']} each")
+    each(names["run"], plan.runs, lambda s: timed(s, results, names["run"], "run", "--rm", IMAGE, "true"))
 
-    log(f"  {system.name}: docker ps -a with {plan.ps_containers} containers")
-    with results.guard(GROUP, [names["ps"]], system.name, log):
-        created: list[str] = []
-        try:
-            with ThreadPoolExecutor(4) as pool:
-                created = list(pool.map(lambda _: docker(system, "create", IMAGE, "true").strip(),
-                                        range(plan.ps_containers)))
-            for _ in range(plan.ps_calls):
-                out = timed(system, results, names["ps"], "ps", "-a")
-                listed = len(out.splitlines()) - 1  # minus the header
-                if listed < len(created):
-                    raise RuntimeError(f"docker ps -a lists {listed} containers, {len(created)} were created")
-        finally:
-            for start in range(0, len(created), 50):
-                docker(system, "rm", "-f", *created[start:start + 50])
+    log(f"  {plan.execs} x docker exec each")
+    execs: dict[str, str] = {}
+    for system in live:
+        with results.guard(GROUP, [names["exec"]], system.name, log):
+            execs[system.name] = docker(system, "run", "-d", IMAGE, "sleep", "3600").strip()
+    try:
+        each(names["exec"], plan.execs, lambda s: timed(s, results, names["exec"], "exec", execs[s.name], "true"))
+    finally:
+        for system in live:
+            if system.name in execs:
+                docker(system, "rm", "-f", execs[system.name])
+
+    log(f"  docker ps -a with {plan.ps_containers} containers each")
+    created: dict[str, list[str]] = {}
+    try:
+        for system in live:
+            with results.guard(GROUP, [names["ps"]], system.name, log):
+                ids = created[system.name] = []
+                with ThreadPoolExecutor(4) as pool:
+                    futures = [pool.submit(docker, system, "create", IMAGE, "true") for _ in range(plan.ps_containers)]
+                    for future in futures:
+                        ids.append(future.result().strip())
+
+        def ps(system: System) -> None:
+            out = timed(system, results, names["ps"], "ps", "-a")
+            listed = len(out.splitlines()) - 1  # minus the header
+            if listed < len(created[system.name]):
+                raise RuntimeError(f"docker ps -a lists {listed} containers, {len(created[system.name])} were created")
+
+        each(names["ps"], plan.ps_calls, ps)
+    finally:
+        for system in live:
+            ids = created.get(system.name, [])
+            for start in range(0, len(ids), 50):
+                docker(system, "rm", "-f", *ids[start:start + 50])
