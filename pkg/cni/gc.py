@@ -7,8 +7,9 @@ periodically.  In order:
    config and result (this releases IPs, veths, portmap/masquerade chains);
 2. network namespaces pinned under this instance's netns dir are removed;
 3. host-local allocations under this instance's IPAM dir are released;
-4. iptables rules and chains tagged for this instance's default network, and
-   firewall rules for its pod IPs that no live sandbox holds, are removed.
+4. iptables rules and chains tagged for this instance's default network (and
+   its named networks, see NetworkManager.named_networks), and firewall rules
+   for their pod IPs that no live sandbox holds, are removed.
 
 Only this instance's dirs and its own (instance-named) network are touched,
 never another instance's or another runtime's.  A sandbox is alive when it is
@@ -109,22 +110,18 @@ async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) ->
     def alive(sandbox_id: str) -> bool:
         return sandbox_id in known or sandbox_id in mgr.inflight or sandbox_id in fresh
 
-    # 1. cached attachments
+    # 1. cached attachments (every interface of a sandbox)
     for sandbox_id in await mgr.cache.ids():
-        mtime = _mtime(mgr.cache.directory / f"{sandbox_id}.json") or _mtime(mgr.cache.directory / f"{sandbox_id}.tmp")
+        mtime = await mgr.cache.mtime(sandbox_id)
         if mtime is not None and mtime > cutoff:
             fresh.add(sandbox_id)
         if alive(sandbox_id):
             continue
         with mgr._claim(sandbox_id) as lock:  # noqa: SLF001 - the manager's own GC
             async with lock:
-                att = await mgr.cache.get(sandbox_id)
                 try:
-                    if att is None:
-                        await mgr.cache.delete(sandbox_id)
-                    else:
-                        await mgr._delete(att)  # noqa: SLF001
-                    log.info("CNI GC: released the attachment of unknown sandbox %s", sandbox_id)
+                    await mgr._release(sandbox_id)  # noqa: SLF001
+                    log.info("CNI GC: released the attachments of unknown sandbox %s", sandbox_id)
                 except errors.NarwhalError as exc:
                     log.warning("CNI GC: DEL for unknown sandbox %s failed (will retry): %s", sandbox_id, exc.message)
 
@@ -156,17 +153,20 @@ async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) ->
         await asyncio.to_thread(release_allocation, alloc)
         log.info("CNI GC: released IP %s of unknown sandbox %s", alloc.ip, alloc.sandbox_id)
 
-    # 4. iptables state of our own default network
-    network = defaults.network_name(cfg)
-    subnets = [ipaddress.ip_network(s) for s in _our_subnets(mgr)]
+    # 4. iptables state of our own default network and of our named networks
+    networks = [(defaults.network_name(cfg), _our_subnets(mgr))]
+    if mgr.named_networks is not None:
+        networks += [(n.name, defaults.subnets_of(n.raw)) for n in await mgr.named_networks()]
+    for network, cidrs in networks:
+        subnets = [ipaddress.ip_network(s) for s in cidrs]
 
-    def orphan_ip(ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
-        return ip not in in_use and any(addr in s for s in subnets)
+        def orphan_ip(ip: str, subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = subnets) -> bool:
+            addr = ipaddress.ip_address(ip)
+            return ip not in in_use and any(addr in s for s in subnets)
 
-    removed = await iptables.cleanup(network, lambda cid: not alive(cid), orphan_ip if subnets else None)
-    if removed:
-        log.info("CNI GC: removed %d leftover iptables rules/chains of %s", removed, network)
+        removed = await iptables.cleanup(network, lambda cid: not alive(cid), orphan_ip if subnets else None)
+        if removed:
+            log.info("CNI GC: removed %d leftover iptables rules/chains of %s", removed, network)
 
 
 def _our_subnets(mgr: NetworkManager) -> list[str]:

@@ -1,8 +1,9 @@
 """NetworkManager: pod networking for sandboxes, the one entry point the runtime calls.
 
-    setup(req)     ADD the default network into req.netns_path → PodNetworkStatus
-    teardown(req)  DEL with the cached result (idempotent, tolerant of a missing netns)
-    check(req)     CHECK with the cached result
+    setup(req)     ADD the default network (or req.networks, eth0, eth1, ...) into req.netns_path
+    teardown(req)  DEL every attachment with its cached result (idempotent, tolerant of a missing netns)
+    check(req)     CHECK with the cached results
+    connect/disconnect  one more network in or out of a set-up sandbox (Docker's network connect)
     status()       NetworkReady, from the watched conf dir
     gc(known)      release what belongs to no known sandbox (see pkg/cni/gc.py)
 
@@ -14,26 +15,33 @@ are serialised; different sandboxes run concurrently.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import ipaddress
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pkg import errors
 from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
 from pkg.cni import config as cni_config
-from pkg.cni import defaults, gc, netns
+from pkg.cni import defaults, gc, netns, request
 from pkg.cni import result as cni_result
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.chain import Runner
 from pkg.cni.config import NetworkConfigList
 from pkg.cni.exec import Invocation
-from pkg.cni.model import PodNetworkRequest, PodNetworkStatus
+from pkg.cni.model import (
+    DEFAULT_NETWORK,
+    NO_NETWORK,
+    Endpoint,
+    NetworkAttachment,
+    PodNetworkRequest,
+    PodNetworkStatus,
+)
 from pkg.config import Config
 from pkg.health import NETWORK_READY, Condition
 
@@ -42,16 +50,19 @@ log = logging.getLogger(__name__)
 IFNAME = "eth0"
 WATCH_INTERVAL = 2.0
 GC_INTERVAL = 300.0
-MAX_INT32 = 2**31 - 1  # kubelet's burst for bandwidth limits: "no burst limit"
-_SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PROTOCOLS = ("tcp", "udp", "sctp")
 
 SandboxLister = Callable[[], Awaitable[set[str]]]
+# A named (non-default) network's conflist, with its default route when it has a way out.
+NetworkResolver = Callable[[str], Awaitable[NetworkConfigList]]
+# Every named network this instance defines (for the leak GC of their iptables state).
+NetworkLister = Callable[[], Awaitable[list[NetworkConfigList]]]
 
 
-def _arg_value(value: str) -> str:
-    """CNI_ARGS is ``K=V;K=V``: values cannot carry ';' or '='."""
-    return value.replace(";", "").replace("=", "")
+class EndpointListener(Protocol):
+    """Told the sandbox's complete endpoint list after each change ([] once it is torn down)."""
+
+    async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
+        ...
 
 
 class NetworkManager:
@@ -69,6 +80,10 @@ class NetworkManager:
         self._lock_users: dict[str, int] = {}
         self.inflight: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
+        # Named networks (Docker's user-defined ones) come from pkg.networks, which sets these.
+        self.resolver: NetworkResolver | None = None
+        self.named_networks: NetworkLister | None = None
+        self.listeners: list[EndpointListener] = []
 
     # ---- lifecycle ----
     async def start(self, sandbox_ids: SandboxLister | None = None) -> None:
@@ -167,97 +182,91 @@ class NetworkManager:
                 self.inflight.discard(sandbox_id)
 
     # ---- ADD / DEL / CHECK ----
-    def _validate(self, req: PodNetworkRequest) -> None:
-        if not _SANDBOX_ID.match(req.sandbox_id):
-            raise errors.InvalidArgument(f"invalid sandbox id {req.sandbox_id!r}")
-        for pm in req.port_mappings:
-            if pm.protocol.lower() not in _PROTOCOLS:
-                raise errors.InvalidArgument(f"port mapping protocol {pm.protocol!r}: expected tcp, udp or sctp")
-            if not 0 < pm.container_port <= 65535 or not 0 <= pm.host_port <= 65535:
-                raise errors.InvalidArgument(f"port mapping {pm.host_port}->{pm.container_port}: ports out of range")
-            if pm.host_ip:
-                try:
-                    ipaddress.ip_address(pm.host_ip)
-                except ValueError:
-                    raise errors.InvalidArgument(f"port mapping hostIP {pm.host_ip!r} is not an IP address") from None
-        if req.bandwidth_ingress < 0 or req.bandwidth_egress < 0:
-            raise errors.InvalidArgument("bandwidth limits must not be negative")
-
-    @staticmethod
-    def runtime_config(req: PodNetworkRequest) -> dict[str, Any]:
-        """The capability args (libcni's CapabilityArgs) for this pod."""
-        rc: dict[str, Any] = {}
-        mappings = [
-            {"hostPort": pm.host_port, "containerPort": pm.container_port, "protocol": pm.protocol.lower(),
-             **({"hostIP": pm.host_ip} if pm.host_ip and not ipaddress.ip_address(pm.host_ip).is_unspecified
-                else {})}  # 0.0.0.0 / :: mean every address, as "" does
-            for pm in req.port_mappings if pm.host_port > 0  # hostPort 0: nothing to publish (kubelet's rule)
-        ]
-        if mappings:
-            rc["portMappings"] = mappings
-        if req.bandwidth_ingress or req.bandwidth_egress:
-            bw: dict[str, int] = {}
-            if req.bandwidth_ingress:
-                bw.update(ingressRate=req.bandwidth_ingress, ingressBurst=MAX_INT32)
-            if req.bandwidth_egress:
-                bw.update(egressRate=req.bandwidth_egress, egressBurst=MAX_INT32)
-            rc["bandwidth"] = bw
-        if req.ips:
-            rc["ips"] = list(req.ips)
-        if req.mac:
-            rc["mac"] = req.mac
-        return rc
-
-    @staticmethod
-    def cni_args(req: PodNetworkRequest) -> str:
-        pairs = [
-            ("IgnoreUnknown", "1"),
-            ("K8S_POD_NAMESPACE", req.pod_namespace),
-            ("K8S_POD_NAME", req.pod_name),
-            ("K8S_POD_INFRA_CONTAINER_ID", req.sandbox_id),
-            ("K8S_POD_UID", req.pod_uid),
-        ]
-        return ";".join(f"{k}={_arg_value(v)}" for k, v in pairs)
+    _validate = staticmethod(request.validate)
+    runtime_config = staticmethod(request.runtime_config)
+    cni_args = staticmethod(request.cni_args)
 
     async def setup(self, req: PodNetworkRequest) -> PodNetworkStatus:
-        """ADD the default network into the pod's netns.  On any failure (cancellation
-        included) the chain is DELeted again, so nothing is left attached."""
+        """ADD the requested networks (the default one when none is named) into the pod's netns,
+        eth0, eth1, ... in order.  On any failure (cancellation included) every chain already
+        ADDed is DELeted again, so nothing is left attached."""
         self._validate(req)
+        wanted = self._wanted(req)
         with self._claim(req.sandbox_id) as lock:
             async with lock:
-                net = await self.network()
                 if not await asyncio.to_thread(netns.exists, req.netns_path):
                     raise errors.NotFound(f"network namespace {req.netns_path} not found")
-                existing = await self.cache.get(req.sandbox_id)
-                if existing is not None and existing.result is not None:
-                    return self._pod_status(existing, existing.network_name)
-                if existing is not None:  # an ADD interrupted by a crash: undo it first
-                    await self._delete(existing, req.netns_path)
-                att = Attachment(
-                    sandbox_id=req.sandbox_id, network_name=net.name, ifname=IFNAME, netns=str(req.netns_path),
-                    cni_args=self.cni_args(req), config=net.raw, runtime_config=self.runtime_config(req),
-                )
-                progress: list[dict[str, Any]] = []
-                inv = Invocation("ADD", req.sandbox_id, str(req.netns_path), IFNAME, att.cni_args)
-                async with CleanupStack(timeout=self.cfg.cni_timeout * (len(net.plugins) + 1)) as cleanup:
-                    cleanup.add(f"cni: DEL {net.name} for {req.sandbox_id}",
-                                lambda: self._rollback(att, net, progress))
-                    await self.cache.put(att)  # the intent, before any plugin runs (see cache.py)
-                    raw = await self.runner.add(net, inv, att.runtime_config, progress)
-                    done = dataclasses.replace(att, result=raw)
-                    status = self._pod_status(done, net.name)
-                    await self.cache.put(done)
+                ifnames = await self.cache.ifnames(req.sandbox_id)
+                existing = await self.cache.all(req.sandbox_id)
+                if existing and len(existing) == len(ifnames) == len(wanted) and all(a.result for a in existing):
+                    return self._sandbox_status(existing)
+                if ifnames:  # an ADD interrupted by a crash: undo it first
+                    await self._release(req.sandbox_id, req.netns_path)
+                attached: list[Attachment] = []
+                async with CleanupStack(timeout=self.cfg.cni_timeout * (4 * len(wanted) + 1)) as cleanup:
+                    for index, want in enumerate(wanted):
+                        attached.append(await self._attach(req, want, f"eth{index}", cleanup))
+                    status = self._sandbox_status(attached)
+                    await self._notify(req.sandbox_id, req.netns_path, attached)
                     cleanup.commit()
-                log.info("CNI: sandbox %s attached to %s with %s", req.sandbox_id, net.name,
-                         ", ".join([status.ip, *status.additional_ips]))
                 return status
+
+    def _wanted(self, req: PodNetworkRequest) -> list[NetworkAttachment]:
+        """The networks to ADD, in interface order; [] for a loopback-only sandbox."""
+        if not req.networks:
+            return [NetworkAttachment("")]
+        names = [a.network for a in req.networks]
+        if NO_NETWORK in names:
+            if len(names) > 1:
+                raise errors.InvalidArgument(f"network {NO_NETWORK!r} cannot be combined with other networks")
+            return []
+        if len(set(names)) != len(names):
+            raise errors.InvalidArgument(f"a sandbox joins each network once: {', '.join(names)}")
+        return [NetworkAttachment("", a.aliases, a.ipv4) if a.network == DEFAULT_NETWORK else a
+                for a in req.networks]
+
+    async def _config_for(self, network: str, primary: bool) -> NetworkConfigList:
+        """The conflist to ADD: the default network's, or a named network's from the resolver.
+        Only the first interface takes the default route (as Docker's gateway endpoint)."""
+        if not network:
+            net = await self.network()
+        elif self.resolver is None:
+            raise errors.NotFound(f"network {network} not found")
+        else:
+            net = await self.resolver(network)
+        return net if primary else _without_default_routes(net)
+
+    async def _attach(
+        self, req: PodNetworkRequest, want: NetworkAttachment, ifname: str, cleanup: CleanupStack,
+    ) -> Attachment:
+        primary = ifname == IFNAME
+        net = await self._config_for(want.network, primary)
+        runtime_config = self.runtime_config(req) if primary else {}
+        if want.ipv4:
+            runtime_config["ips"] = [want.ipv4]
+        att = Attachment(
+            sandbox_id=req.sandbox_id, network_name=net.name, ifname=ifname, netns=str(req.netns_path),
+            cni_args=self.cni_args(req), config=net.raw, runtime_config=runtime_config,
+            network=want.network, aliases=tuple(want.aliases),
+        )
+        progress: list[dict[str, Any]] = []
+        inv = Invocation("ADD", req.sandbox_id, str(req.netns_path), ifname, att.cni_args)
+        cleanup.add(f"cni: DEL {net.name} {ifname} for {req.sandbox_id}", lambda: self._rollback(att, net, progress))
+        await self.cache.put(att)  # the intent, before any plugin runs (see cache.py)
+        raw = await self.runner.add(net, inv, att.runtime_config, progress)
+        done = dataclasses.replace(att, result=raw)
+        status = self._pod_status(done, net.name)
+        await self.cache.put(done)
+        log.info("CNI: sandbox %s attached to %s as %s with %s", req.sandbox_id, net.name, ifname,
+                 ", ".join([status.ip, *status.additional_ips]))
+        return done
 
     async def _rollback(self, att: Attachment, net: NetworkConfigList, progress: list[dict[str, Any]]) -> None:
         present = await asyncio.to_thread(netns.exists, Path(att.netns))
         inv = Invocation("DEL", att.sandbox_id, att.netns if present else "", att.ifname, att.cni_args)
         await self.runner.delete(net, inv, att.runtime_config, progress[-1] if progress else None)
         await gc.cleanup_iptables({att.sandbox_id}, att.network_name)
-        await self.cache.delete(att.sandbox_id)
+        await self.cache.delete(att.sandbox_id, att.ifname)
 
     def _pod_status(self, att: Attachment, network_name: str) -> PodNetworkStatus:
         assert att.result is not None
@@ -273,15 +282,57 @@ class NetworkManager:
             network_name=network_name, mac=mac, gateway=ordered[0].gateway,
         )
 
+    def _sandbox_status(self, attachments: list[Attachment]) -> PodNetworkStatus:
+        """The pod's status is its first interface's; a loopback-only sandbox has no IP."""
+        if not attachments:
+            return PodNetworkStatus(ip="", interface="lo", network_name=NO_NETWORK)
+        return self._pod_status(attachments[0], attachments[0].network_name)
+
+    def _endpoint(self, att: Attachment) -> Endpoint:
+        status = self._pod_status(att, att.network_name)
+        res = cni_result.parse(att.result or {}, str(att.config.get("cniVersion", "")))
+        by_ip = {i.ip: ipaddress.ip_interface(i.address) for i in res.sandbox_ips(att.ifname)}
+        v6 = next((i for i in by_ip.values() if i.version == 6), None)
+        first = by_ip[status.ip]
+        return Endpoint(
+            sandbox_id=att.sandbox_id, network=att.network, cni_network=att.network_name, ifname=att.ifname,
+            ip=status.ip if first.version == 4 else "", prefix_len=first.network.prefixlen if first.version == 4 else 0,
+            mac=status.mac, gateway=status.gateway if first.version == 4 else "",
+            ipv6=str(v6.ip) if v6 else "", ipv6_prefix_len=v6.network.prefixlen if v6 else 0, aliases=att.aliases,
+        )
+
+    async def endpoints(self, sandbox_id: str) -> list[Endpoint]:
+        """The sandbox's completed attachments, eth0 first (empty when it has none)."""
+        return [self._endpoint(a) for a in await self.cache.all(sandbox_id) if a.result is not None]
+
+    async def _notify(self, sandbox_id: str, netns_path: Path | None, attachments: list[Attachment]) -> None:
+        endpoints = [self._endpoint(a) for a in attachments if a.result is not None]
+        for listener in self.listeners:
+            await listener.endpoints_changed(sandbox_id, netns_path, endpoints)
+
     async def teardown(self, req: PodNetworkRequest) -> None:
-        """DEL the pod's attachment with the config and result cached at ADD time.
+        """DEL every attachment with the config and result cached at ADD time.
         Nothing cached means nothing attached: success."""
         with self._claim(req.sandbox_id) as lock:
             async with lock:
-                att = await self.cache.get(req.sandbox_id)
-                if att is None:
-                    return
-                await self._delete(att, req.netns_path)
+                await self._release(req.sandbox_id, req.netns_path)
+
+    async def _release(self, sandbox_id: str, netns_path: Path | None = None) -> None:
+        """DEL all of a sandbox's attachments (each gets its turn; the first failure is raised)."""
+        first: errors.NarwhalError | None = None
+        ifnames = await self.cache.ifnames(sandbox_id)
+        for att in reversed(await self.cache.all(sandbox_id)):
+            try:
+                await self._delete(att, netns_path)
+            except errors.NarwhalError as exc:
+                first = first or exc
+        if first is None:
+            for ifname in ifnames:  # unreadable records: nothing to DEL with
+                await self.cache.delete(sandbox_id, ifname)
+        if ifnames:
+            await self._notify(sandbox_id, None, [])
+        if first is not None:
+            raise first
 
     async def _delete(self, att: Attachment, netns_path: Path | None = None) -> None:
         net = cni_config.from_dict(att.config, Path(f"<cached {att.network_name}>"))
@@ -293,24 +344,63 @@ class NetworkManager:
         ips: frozenset[str] = frozenset()
         if att.result is None:
             allocations = await asyncio.to_thread(gc.scan_ipam, defaults.ipam_dir(self.cfg))
-            ips = frozenset(a.ip for a in allocations if a.sandbox_id == att.sandbox_id)
+            ips = frozenset(a.ip for a in allocations
+                            if a.sandbox_id == att.sandbox_id and a.path.parent.name == att.network_name)
         await self.runner.delete(net, inv, att.runtime_config, att.result)
         # bridge learns the IPs to unmasquerade from the pod's interface: when the netns or the
         # interface is already gone its chain stays behind.  Drop whatever is tagged for this pod.
         await gc.cleanup_iptables({att.sandbox_id}, att.network_name, ips)
-        await self.cache.delete(att.sandbox_id)
-        log.info("CNI: sandbox %s detached from %s", att.sandbox_id, att.network_name)
+        await self.cache.delete(att.sandbox_id, att.ifname)
+        log.info("CNI: sandbox %s detached from %s (%s)", att.sandbox_id, att.network_name, att.ifname)
 
-    async def check(self, req: PodNetworkRequest) -> None:
-        """CHECK the attachment (plugins verify their state); NotFound when there is none."""
+    # ---- joining and leaving networks while running (Docker's network connect/disconnect) ----
+    async def connect(self, req: PodNetworkRequest, want: NetworkAttachment) -> Endpoint:
+        """ADD one more network to a sandbox that is set up, on its lowest free ethN."""
+        self._validate(req)
+        if want.network == NO_NETWORK:
+            raise errors.InvalidArgument(f"cannot connect to network {NO_NETWORK!r}")
+        network = "" if want.network == DEFAULT_NETWORK else want.network
         with self._claim(req.sandbox_id) as lock:
             async with lock:
-                att = await self.cache.get(req.sandbox_id)
-                if att is None or att.result is None:
+                if not await asyncio.to_thread(netns.exists, req.netns_path):
+                    raise errors.NotFound(f"network namespace {req.netns_path} not found")
+                existing = await self.cache.all(req.sandbox_id)
+                if any(a.network == network for a in existing):
+                    raise errors.AlreadyExists(f"sandbox {req.sandbox_id} is already on network {want.network}")
+                taken = set(await self.cache.ifnames(req.sandbox_id))
+                ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
+                async with CleanupStack(timeout=self.cfg.cni_timeout * 5) as cleanup:
+                    att = await self._attach(req, NetworkAttachment(network, want.aliases, want.ipv4), ifname,
+                                             cleanup)
+                    await self._notify(req.sandbox_id, req.netns_path, sorted(
+                        [*existing, att], key=lambda a: _ifname_key(a.ifname)))
+                    cleanup.commit()
+                return self._endpoint(att)
+
+    async def disconnect(self, sandbox_id: str, network: str, netns_path: Path | None = None) -> None:
+        """DEL one network from a sandbox; NotFound when it is not on it."""
+        network = "" if network == DEFAULT_NETWORK else network
+        with self._claim(sandbox_id) as lock:
+            async with lock:
+                existing = await self.cache.all(sandbox_id)
+                att = next((a for a in existing if a.network == network), None)
+                if att is None:
+                    raise errors.NotFound(f"sandbox {sandbox_id} is not on network {network or DEFAULT_NETWORK}")
+                await self._delete(att, netns_path)
+                await self._notify(sandbox_id, Path(att.netns) if att.netns else netns_path,
+                                   [a for a in existing if a is not att])
+
+    async def check(self, req: PodNetworkRequest) -> None:
+        """CHECK every attachment (plugins verify their state); NotFound when there is none."""
+        with self._claim(req.sandbox_id) as lock:
+            async with lock:
+                attachments = await self.cache.all(req.sandbox_id)
+                if not attachments or any(a.result is None for a in attachments):
                     raise errors.NotFound(f"sandbox {req.sandbox_id} has no network attachment")
-                net = cni_config.from_dict(att.config, Path(f"<cached {att.network_name}>"))
-                inv = Invocation("CHECK", att.sandbox_id, att.netns, att.ifname, att.cni_args)
-                await self.runner.check(net, inv, att.runtime_config, att.result)
+                for att in attachments:
+                    net = cni_config.from_dict(att.config, Path(f"<cached {att.network_name}>"))
+                    inv = Invocation("CHECK", att.sandbox_id, att.netns, att.ifname, att.cni_args)
+                    await self.runner.check(net, inv, att.runtime_config, att.result)
 
     async def attachment(self, sandbox_id: str) -> PodNetworkStatus | None:
         """The pod's network status from the cache (for recovery after a restart), or None."""
@@ -324,3 +414,19 @@ class NetworkManager:
         """Release IP allocations, cached attachments, netns and iptables state of sandboxes that
         are neither known nor in flight.  ``known_sandbox_ids`` must include sandboxes being created."""
         await gc.collect(self, known_sandbox_ids, min_age)
+
+
+def _ifname_key(ifname: str) -> tuple[int, str]:
+    digits = ifname.removeprefix("eth")
+    return (int(digits), ifname) if digits.isdigit() else (1 << 30, ifname)
+
+
+def _without_default_routes(net: NetworkConfigList) -> NetworkConfigList:
+    """The conflist with its IPAM default routes dropped (for a sandbox's further interfaces)."""
+    raw = copy.deepcopy(net.raw)
+    for plugin in raw.get("plugins") or []:
+        ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
+        if isinstance(ipam, dict) and isinstance(ipam.get("routes"), list):
+            ipam["routes"] = [r for r in ipam["routes"]
+                              if not (isinstance(r, dict) and r.get("dst") in ("0.0.0.0/0", "::/0"))]
+    return dataclasses.replace(net, plugins=list(raw.get("plugins") or []), raw=raw)

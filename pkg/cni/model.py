@@ -47,3 +47,24 @@ class PodNetworkStatus:
     network_name: str = ""
     mac: str = ""
     gateway: str = ""  # of the primary IP
+
+
+DEFAULT_NETWORK = "bridge"  # Docker's name for the default network (CRI pods only ever use it)
+NO_NETWORK = "none"  # a netns with loopback only
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One interface of a sandbox on one network, as attached (from the attachment cache)."""
+
+    sandbox_id: str
+    network: str  # as requested ("" = the default network)
+    cni_network: str  # the CNI network name (iptables tags, host-local dir)
+    ifname: str
+    ip: str = ""  # IPv4 address (or the first address) without prefix
+    prefix_len: int = 0
+    mac: str = ""
+    gateway: str = ""
+    ipv6: str = ""
+    ipv6_prefix_len: int = 0
+    aliases: tuple[str, ...] = ()

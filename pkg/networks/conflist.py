@@ -1,0 +1,117 @@
+"""A user-defined network's CNI conflist, its names and its subnet.
+
+Each network gets its own Linux bridge and CNI network name, both derived
+from the (random) network ID, so two narwhald instances never share one; its
+host-local allocations live in this instance's IPAM dir like the default
+network's (so the leak GC sees them).  An internal network has no masquerade
+and no default route; the isolation rules (firewall.py) drop whatever would
+leave its bridge.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from pkg import errors
+from pkg.cni import defaults
+from pkg.config import Config
+from pkg.networks.model import IPAMPool, Network
+
+# Auto-picked /24s come from here: clear of the default networks' 10.123/16, Docker's 172.17-31 and
+# Podman's 10.88-89.  Each instance starts at its own slot.
+SUBNET_POOL = ipaddress.IPv4Network("10.124.0.0/14")
+SUBNET_PREFIX = 24
+BRIDGE_OPTION = "com.docker.network.bridge.name"
+MAX_IFNAME = 15
+
+
+def cni_name(cfg: Config, network_id: str) -> str:
+    return f"narwhal-{cfg.instance_id}-{network_id[:12]}"
+
+
+def bridge_name(network_id: str) -> str:
+    return f"nwb{network_id[:12]}"
+
+
+def check_bridge_name(name: str) -> str:
+    if not name or len(name) > MAX_IFNAME or any(c in name for c in "/: \t\n") or name in (".", ".."):
+        raise errors.InvalidArgument(f"invalid bridge name {name!r}: at most {MAX_IFNAME} characters, no '/', ':' "
+                                     "or whitespace")
+    return name
+
+
+def pick_subnet(instance_id: str, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first free /24 from this instance's slot on; ResourceExhausted when the pool is full."""
+    slots = list(SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIX))
+    start = int(instance_id, 16) % len(slots)
+    for i in range(len(slots)):
+        candidate = slots[(start + i) % len(slots)]
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    raise errors.ResourceExhausted("could not find an available, non-overlapping IPv4 address pool among the "
+                                   "defaults to assign to the network")
+
+
+def complete_pool(pool: IPAMPool) -> IPAMPool:
+    """Validate a requested pool and fill in its gateway (the subnet's first address), as Docker does."""
+    try:
+        subnet = ipaddress.ip_network(pool.subnet, strict=False)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid subnet {pool.subnet!r}") from None
+    if subnet.version != 4:
+        raise errors.InvalidArgument(f"subnet {pool.subnet}: only IPv4 networks are supported")
+    if str(subnet) != pool.subnet and subnet.network_address != ipaddress.ip_interface(pool.subnet).ip:
+        raise errors.InvalidArgument(f"invalid subnet {pool.subnet}: it should be {subnet}")
+    if subnet.prefixlen > 30:
+        raise errors.InvalidArgument(f"subnet {subnet} is too small: at most /30")
+    gateway = pool.gateway or str(next(subnet.hosts()))
+    try:
+        gw = ipaddress.ip_address(gateway)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid gateway address {gateway!r}") from None
+    if gw not in subnet or gw in (subnet.network_address, subnet.broadcast_address):
+        raise errors.InvalidArgument(f"no matching subnet for gateway {gateway}")
+    if pool.ip_range:
+        try:
+            ip_range = ipaddress.ip_network(pool.ip_range, strict=False)
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid ip-range {pool.ip_range!r}") from None
+        if not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
+            raise errors.InvalidArgument(f"no matching subnet for range {pool.ip_range}")
+    return IPAMPool(str(subnet), str(gw), pool.ip_range)
+
+
+def _range(pool: IPAMPool) -> dict[str, str]:
+    out = {"subnet": pool.subnet, "gateway": pool.gateway}
+    if pool.ip_range:
+        subnet = ipaddress.ip_network(pool.subnet)
+        ip_range = ipaddress.ip_network(pool.ip_range, strict=False)
+        first = max(ip_range.network_address, subnet.network_address + 1)
+        last = min(ip_range.broadcast_address, subnet.broadcast_address - 1)
+        out.update(rangeStart=str(first), rangeEnd=str(last))
+    return out
+
+
+def conflist(cfg: Config, network: Network) -> dict[str, Any]:
+    routes = [] if network.internal else [{"dst": "0.0.0.0/0"}]
+    plugins: list[dict[str, Any]] = [
+        {
+            "type": "bridge",
+            "bridge": network.bridge,
+            "isGateway": True,
+            "ipMasq": not network.internal and network.options.get(
+                "com.docker.network.bridge.enable_ip_masquerade", "true") != "false",
+            "hairpinMode": True,
+            "capabilities": {"ips": True},
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[_range(p)] for p in network.ipam],
+                "routes": routes,
+                "dataDir": str(defaults.ipam_dir(cfg)),
+            },
+        },
+    ]
+    if not network.internal:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    plugins.append({"type": "firewall", "backend": "iptables", "iptablesAdminChainName": defaults.admin_chain(cfg)})
+    return {"cniVersion": defaults.CNI_VERSION, "name": network.cni_name, "plugins": plugins}

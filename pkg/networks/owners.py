@@ -1,0 +1,50 @@
+"""Who owns a Docker-domain sandbox, and where its netns and files are: the adapter between the
+Docker runtime's sandboxes (and the engine, once wired) and the NetworkService."""
+from __future__ import annotations
+
+from typing import Protocol
+
+from pkg import errors
+from pkg.networks.service import Owner
+from pkg.runtime.sandboxes import SandboxService
+
+# Set by pkg.engine on each sandbox it runs: the Docker container that owns it.
+ENGINE_LABEL = "io.narwhal.engine.container"
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class ContainerNames(Protocol):
+    def get(self, ref: str) -> _Named: ...
+
+
+class DockerSandboxes:
+    """OwnerLookup + SandboxLookup over the Docker domain's SandboxService.
+
+    The container ID comes from the engine's label on the sandbox; the name from the engine when
+    given (it follows renames), else from the sandbox config (the name at create)."""
+
+    def __init__(self, sandboxes: SandboxService, engine: ContainerNames | None = None) -> None:
+        self.sandboxes = sandboxes
+        self.engine = engine
+
+    def owner(self, sandbox_id: str) -> Owner | None:
+        found = self.sandboxes.ctx.sandboxes.find(sandbox_id)
+        if found is None:
+            return None
+        config = found[0].config
+        container_id = config.labels.get(ENGINE_LABEL) or sandbox_id
+        name = config.name
+        if self.engine is not None:
+            try:
+                name = self.engine.get(container_id).name
+            except errors.NotFound:
+                pass
+        return Owner(container_id, name.lstrip("/"))
+
+    def netns_and_dir(self, sandbox_id: str) -> tuple[str, str]:
+        metadata, _ = self.sandboxes.get(sandbox_id)
+        return metadata.netns_path, metadata.sandbox_dir

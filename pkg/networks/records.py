@@ -1,0 +1,85 @@
+"""What each sandbox's embedded DNS server answers (pkg.dns.server.Records), from the endpoint table.
+
+Docker's rules: a container on user-defined networks resolves, on each of
+those networks, the other containers' names, short IDs and aliases (also as
+``<name>.<network>``); the first network with a match answers.  Containers
+only on the default bridge get no names.  Nothing is forwarded for a
+sandbox whose networks are all internal.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from pkg.cni.model import Endpoint
+from pkg.networks.model import Network
+
+
+class _Owner(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class EndpointTable(Protocol):
+    def table(self) -> dict[str, list[Endpoint]]: ...
+
+    def owner(self, sandbox_id: str) -> _Owner | None: ...
+
+    def network_of(self, ep: Endpoint) -> Network | None: ...
+
+
+class DNSRecords:
+    def __init__(self, endpoints: EndpointTable) -> None:
+        self.endpoints = endpoints
+
+    def _user_networks_of(self, sandbox_id: str) -> list[Network]:
+        nets = []
+        for ep in self.endpoints.table().get(sandbox_id, []):
+            network = self.endpoints.network_of(ep) if ep.network else None
+            if network is not None:
+                nets.append(network)
+        return nets
+
+    def _names(self, sandbox_id: str, ep: Endpoint) -> set[str]:
+        owner = self.endpoints.owner(sandbox_id)
+        names = {a.lower() for a in ep.aliases}
+        if owner is not None:
+            if owner.name:
+                names.add(owner.name.lower().lstrip("/"))
+            names.add(owner.id[:12].lower())
+        return names
+
+    def lookup(self, sandbox_id: str, name: str) -> list[str] | None:
+        name = name.rstrip(".").lower()
+        table = self.endpoints.table()
+        for network in self._user_networks_of(sandbox_id):
+            found: list[str] = []
+            matched = False
+            for other, endpoints in table.items():
+                for ep in endpoints:
+                    if self.endpoints.network_of(ep) is not network:
+                        continue
+                    names = self._names(other, ep)
+                    if name in names or name in {f"{n}.{network.name.lower()}" for n in names}:
+                        matched = True
+                        found += [ip for ip in (ep.ip, ep.ipv6) if ip]
+            if matched:
+                return found
+        return None
+
+    def reverse(self, sandbox_id: str, ip: str) -> str | None:
+        table = self.endpoints.table()
+        for network in self._user_networks_of(sandbox_id):
+            for other, endpoints in table.items():
+                for ep in endpoints:
+                    if self.endpoints.network_of(ep) is network and ip in (ep.ip, ep.ipv6):
+                        owner = self.endpoints.owner(other)
+                        if owner is not None and owner.name:
+                            return f"{owner.name.lstrip('/')}.{network.name}"
+                        return f"{ep.aliases[0]}.{network.name}" if ep.aliases else None
+        return None
+
+    def forwards(self, sandbox_id: str) -> bool:
+        return any(not n.internal for n in self._user_networks_of(sandbox_id))

@@ -1,0 +1,531 @@
+"""NetworkService: the Docker domain's networks, their endpoints and the names the embedded DNS answers.
+
+    create/get/list/remove/prune   network objects (user-defined bridges, each its own CNI conflist)
+    connect/disconnect             a running sandbox in or out of a network (through the NetworkManager)
+    endpoints(network)             who is attached (inspect's Containers)
+    lookup/reverse/forwards        the records of each sandbox's embedded DNS server
+
+Endpoints are not stored here: the NetworkManager's attachment cache is the
+truth.  This service listens to its changes (EndpointListener) to keep an
+in-memory table, start and stop the embedded DNS servers and emit events,
+and rebuilds the table from the cache on start.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pkg import errors
+from pkg.cni import config as cni_config
+from pkg.cni import defaults
+from pkg.cni.manager import NetworkManager
+from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
+from pkg.config import Config
+from pkg.dns.server import ADDRESS as DNS_ADDRESS
+from pkg.dns.server import DNSServers, host_nameservers
+from pkg.networks import conflist
+from pkg.networks.firewall import BridgeRule, Isolation
+from pkg.networks.model import BRIDGE, DRIVERS, HOST, NONE, PREDEFINED, CreateRequest, EndpointView, IPAMPool, Network
+from pkg.networks.model import predefined_id as _predefined_id
+from pkg.networks.records import DNSRecords
+from pkg.networks.store import NetworkFiles
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
+LINK_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a sandbox is to Docker: the container's ID and name (without the leading "/")."""
+
+    id: str
+    name: str
+
+
+class OwnerLookup(Protocol):
+    def owner(self, sandbox_id: str) -> Owner | None:
+        """None: not a Docker container's sandbox (a CRI pod), left out of listings and DNS."""
+
+
+class SandboxLookup(Protocol):
+    """What connect/disconnect need of the Docker domain's sandboxes: their netns and files."""
+
+    def netns_and_dir(self, sandbox_id: str) -> tuple[str, str]:
+        """(netns path, sandbox dir); "" netns for host networking; NotFound for an unknown sandbox."""
+
+
+@dataclass(frozen=True)
+class NetworkEvent:
+    action: str  # create, connect, disconnect, destroy
+    network_id: str
+    network_name: str
+    network_type: str  # the driver
+    container: str = ""  # the container ID for connect/disconnect
+
+
+EventHook = Callable[[NetworkEvent], None]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+class NetworkService:
+    def __init__(self, cfg: Config, manager: NetworkManager, *, owners: OwnerLookup | None = None,
+                 sandboxes: SandboxLookup | None = None, dns_upstream: Callable[[], list[str]] = host_nameservers,
+                 ) -> None:
+        self.cfg = cfg
+        self.manager = manager
+        self.owners = owners
+        self.sandboxes = sandboxes
+        self.files = NetworkFiles(cfg.root / "docker" / "networks")
+        self.isolation = Isolation(cfg.instance_id, defaults.bridge_name(cfg))
+        self.dns_records = DNSRecords(self)
+        self.dns = DNSServers(self.dns_records, dns_upstream)
+        self.event_hooks: list[EventHook] = []
+        self._networks: dict[str, Network] = {}
+        self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
+        self._lock = asyncio.Lock()  # create/remove
+        manager.resolver = self._resolve_conflist
+        manager.named_networks = self._conflists
+        manager.listeners.append(self)
+
+    # ---------------- lifecycle ----------------
+    async def start(self) -> None:
+        """Load the networks (writing the predefined ones on first start), restore isolation rules,
+        the endpoint table and the DNS servers of sandboxes already on user-defined networks."""
+        for network in await self.files.load():
+            self._networks[network.id] = network
+        for name in PREDEFINED:
+            if not any(n.name == name for n in self._networks.values()):
+                network = self._predefined(name)
+                await self.files.put(network)
+                self._networks[network.id] = network
+        await self._sync_isolation()
+        for sandbox_id in await self.manager.cache.ids():
+            attachments = await self.manager.cache.all(sandbox_id)
+            endpoints = await self.manager.endpoints(sandbox_id)
+            if not endpoints:
+                continue
+            self._table[sandbox_id] = endpoints
+            netns = next((Path(a.netns) for a in attachments if a.netns), None)
+            if netns is not None and any(e.network for e in endpoints):
+                try:
+                    await self.dns.ensure(sandbox_id, netns)
+                except errors.NarwhalError as exc:
+                    log.warning("embedded DNS of sandbox %s not restored: %s", sandbox_id[:12], exc.message)
+
+    async def stop(self) -> None:
+        await self.dns.stop_all()
+
+    def _predefined(self, name: str) -> Network:
+        bridge = defaults.bridge_name(self.cfg) if name == BRIDGE else ""
+        options = {"com.docker.network.bridge.default_bridge": "true", conflist.BRIDGE_OPTION: bridge,
+                   "com.docker.network.bridge.enable_ip_masquerade": "true"} if name == BRIDGE else {}
+        return Network(id=_predefined_id(name, self.cfg.instance_id), name=name, driver=DRIVERS[name],
+                       created=_now(), bridge=bridge, cni_name=defaults.network_name(self.cfg) if name == BRIDGE
+                       else "", options=options)
+
+    # ---------------- queries ----------------
+    def all(self) -> list[Network]:
+        return sorted(self._networks.values(), key=lambda n: (n.created, n.name))
+
+    def get(self, ref: str) -> Network:
+        """By full ID, then exact name, then unique ID prefix (Docker's order)."""
+        if ref in self._networks:
+            return self._networks[ref]
+        by_name = [n for n in self._networks.values() if n.name == ref]
+        if by_name:
+            return by_name[0]
+        by_prefix = [n for n in self._networks.values() if ref and n.id.startswith(ref)]
+        if len(by_prefix) == 1:
+            return by_prefix[0]
+        if len(by_prefix) > 1:
+            raise errors.InvalidArgument(f"network {ref} is ambiguous ({len(by_prefix)} matches found based on ID "
+                                         "prefix)")
+        raise errors.NotFound(f"network {ref} not found")
+
+    async def bridge_pools(self) -> tuple[IPAMPool, ...]:
+        """The default network's subnets (its IPAM config as Docker's bridge shows it)."""
+        try:
+            net = await self.manager.network()
+        except errors.FailedPrecondition:
+            return ()
+        pools = []
+        for plugin in net.plugins:
+            ipam = plugin.get("ipam")
+            if not isinstance(ipam, dict):
+                continue
+            for rs in ipam.get("ranges") or []:
+                for r in rs if isinstance(rs, list) else []:
+                    if isinstance(r, dict) and r.get("subnet"):
+                        subnet = ipaddress.ip_network(str(r["subnet"]), strict=False)
+                        gateway = str(r.get("gateway") or next(subnet.hosts(), ""))
+                        pools.append(IPAMPool(str(subnet), gateway))
+        return tuple(pools)
+
+    def endpoints(self, network: Network) -> list[EndpointView]:
+        """Containers attached to ``network`` (Docker containers only: CRI pods are left out)."""
+        views = []
+        for sandbox_id, endpoints in self._table.items():
+            owner = self._owner(sandbox_id)
+            if owner is None:
+                continue
+            for ep in endpoints:
+                if self._network_of(ep) is network:
+                    views.append(self._view(owner, ep, network))
+        return sorted(views, key=lambda v: v.owner_name)
+
+    def sandbox_endpoints(self, sandbox_id: str) -> list[tuple[Network, EndpointView]]:
+        """A sandbox's networks with its endpoint on each (for container inspect's NetworkSettings)."""
+        owner = self._owner(sandbox_id) or Owner(sandbox_id, "")
+        out = []
+        for ep in self._table.get(sandbox_id, []):
+            network = self._network_of(ep)
+            if network is not None:
+                out.append((network, self._view(owner, ep, network)))
+        return out
+
+    def _view(self, owner: Owner, ep: Endpoint, network: Network) -> EndpointView:
+        return EndpointView(
+            owner_id=owner.id, owner_name=owner.name, endpoint_id=endpoint_id(ep.sandbox_id, network.id),
+            network_id=network.id, mac=ep.mac, ipv4=f"{ep.ip}/{ep.prefix_len}" if ep.ip else "",
+            ipv6=f"{ep.ipv6}/{ep.ipv6_prefix_len}" if ep.ipv6 else "", gateway=ep.gateway, aliases=ep.aliases,
+            ifname=ep.ifname,
+        )
+
+    def table(self) -> dict[str, list[Endpoint]]:
+        """Every sandbox's endpoints (read-only use: the DNS records)."""
+        return self._table
+
+    def owner(self, sandbox_id: str) -> Owner | None:
+        return self._owner(sandbox_id)
+
+    def network_of(self, ep: Endpoint) -> Network | None:
+        return self._network_of(ep)
+
+    def _owner(self, sandbox_id: str) -> Owner | None:
+        return self.owners.owner(sandbox_id) if self.owners is not None else None
+
+    def _network_of(self, ep: Endpoint) -> Network | None:
+        for network in self._networks.values():
+            if (not ep.network and network.name == BRIDGE) or (ep.network and ep.cni_network == network.cni_name):
+                return network
+        return None
+
+    # ---------------- create ----------------
+    async def create(self, req: CreateRequest) -> Network:
+        name = req.name
+        if not name:
+            raise errors.InvalidArgument("network name must not be empty")
+        if not _NAME.match(name):
+            raise errors.InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if name in PREDEFINED:
+            raise errors.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
+        driver = req.driver or "bridge"
+        if driver in (HOST, "null"):
+            raise errors.PermissionDenied(f'only one instance of "{driver}" network is allowed')
+        if driver != "bridge":
+            raise errors.InvalidArgument(f"network driver {driver!r} is not supported: only \"bridge\" networks "
+                                         "can be created")
+        if req.ipam_driver not in ("", "default"):
+            raise errors.InvalidArgument(f"IPAM driver {req.ipam_driver!r} is not supported: only \"default\"")
+        if req.enable_ipv6:
+            raise errors.InvalidArgument("IPv6 networks are not supported")
+        if len(req.ipam) > 1:
+            raise errors.InvalidArgument("only one IPv4 pool per network is supported")
+        async with self._lock:
+            if any(n.name == name for n in self._networks.values()):
+                raise errors.Conflict(f"network with name {name} already exists")
+            network_id = secrets.token_hex(32)
+            bridge = conflist.check_bridge_name(req.options.get(conflist.BRIDGE_OPTION) or
+                                                conflist.bridge_name(network_id))
+            if any(n.bridge == bridge for n in self._networks.values()):
+                raise errors.Conflict(f"bridge name {bridge} is already in use by another network")
+            taken = await self._taken_subnets()
+            if req.ipam and req.ipam[0].subnet:
+                pool = conflist.complete_pool(req.ipam[0])
+                subnet = ipaddress.ip_network(pool.subnet)
+                if any(subnet.overlaps(t) for t in taken):
+                    raise errors.PermissionDenied("invalid pool request: Pool overlaps with other one on this "
+                                                  "address space")
+            else:
+                if req.ipam and (req.ipam[0].gateway or req.ipam[0].ip_range):
+                    raise errors.InvalidArgument("a gateway or ip-range needs a subnet")
+                routes = await asyncio.to_thread(defaults.host_routes_v4)
+                pool = conflist.complete_pool(IPAMPool(str(conflist.pick_subnet(self.cfg.instance_id,
+                                                                                [*taken, *routes]))))
+            network = Network(
+                id=network_id, name=name, driver="bridge", created=_now(), bridge=bridge,
+                cni_name=conflist.cni_name(self.cfg, network_id), internal=req.internal, attachable=req.attachable,
+                labels=dict(req.labels), options=dict(req.options), ipam=(pool,), ipam_options=dict(req.ipam_options),
+            )
+            await self.files.put(network)
+            self._networks[network.id] = network
+            try:
+                await self._sync_isolation()
+            except BaseException:
+                self._networks.pop(network.id, None)
+                await self.files.delete(network.id)
+                raise
+        log.info("network %s (%s) created: bridge %s, subnet %s%s", name, network_id[:12], bridge, pool.subnet,
+                 ", internal" if network.internal else "")
+        self._emit("create", network)
+        return network
+
+    async def _taken_subnets(self) -> list[ipaddress.IPv4Network]:
+        taken: list[ipaddress.IPv4Network] = []
+        for network in self._networks.values():
+            pools = await self.bridge_pools() if network.name == BRIDGE else network.ipam
+            for pool in pools:
+                subnet = ipaddress.ip_network(pool.subnet)
+                if isinstance(subnet, ipaddress.IPv4Network):
+                    taken.append(subnet)
+        return taken
+
+    # ---------------- remove / prune ----------------
+    async def remove(self, ref: str) -> None:
+        network = self.get(ref)
+        if network.predefined:
+            raise errors.PermissionDenied(f"{network.name} is a pre-defined network and cannot be removed")
+        async with self._lock:
+            if network.id not in self._networks:
+                return
+            if self._in_use(network):
+                raise errors.PermissionDenied(f"error while removing network: network {network.name} id "
+                                              f"{network.id} has active endpoints")
+            await self._destroy(network)
+
+    async def _destroy(self, network: Network) -> None:
+        del self._networks[network.id]
+        try:
+            await self._sync_isolation()
+        except errors.NarwhalError as exc:
+            log.warning("isolation rules after removing %s: %s", network.name, exc.message)
+        await _delete_link(network.bridge)
+        await asyncio.to_thread(_remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
+        await self.files.delete(network.id)
+        log.info("network %s (%s) removed", network.name, network.id[:12])
+        self._emit("destroy", network)
+
+    def _in_use(self, network: Network) -> bool:
+        return any(self._network_of(ep) is network for eps in self._table.values() for ep in eps)
+
+    async def prune(self, keep: Callable[[Network], bool] = lambda n: False) -> list[str]:
+        """Remove every unused user-defined network ``keep`` does not spare; their names."""
+        removed = []
+        async with self._lock:
+            for network in list(self._networks.values()):
+                if network.predefined or keep(network) or self._in_use(network):
+                    continue
+                await self._destroy(network)
+                removed.append(network.name)
+        return removed
+
+    def dangling(self, network: Network) -> bool:
+        return not network.predefined and not self._in_use(network)
+
+    # ---------------- connect / disconnect ----------------
+    async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "") -> EndpointView:
+        network = self.get(ref)
+        owner = self._owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
+        if network.name in (HOST, NONE):
+            raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
+                                          "network" if network.name == HOST else
+                                          "container cannot be connected to network none")
+        netns, sandbox_dir = self._sandbox(sandbox_id)
+        for alias in aliases:
+            if not _DNS_NAME.match(alias):
+                raise errors.InvalidArgument(f"invalid network alias {alias!r}")
+        address = self._check_ipv4(network, ipv4) if ipv4 else ""
+        req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns))
+        try:
+            ep = await self.manager.connect(req, NetworkAttachment(self._attachment_name(network), aliases, address))
+        except errors.AlreadyExists:
+            raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
+                                          f"{network.name}") from None
+        if network.name != BRIDGE and sandbox_dir:
+            await asyncio.to_thread(_point_resolv_conf_at_dns, Path(sandbox_dir) / "resolv.conf")
+        return self._view(owner, ep, network)
+
+    async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
+        network = self.get(ref)
+        owner = self._owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
+        if network.name == HOST:
+            raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
+                                          "network")
+        netns = ""
+        if self.sandboxes is not None:
+            try:
+                netns, _ = self.sandboxes.netns_and_dir(sandbox_id)
+            except errors.NotFound:
+                if not force:
+                    raise
+        try:
+            await self.manager.disconnect(sandbox_id, self._attachment_name(network), Path(netns) if netns else None)
+        except errors.NotFound:
+            if force:
+                return
+            raise errors.PermissionDenied(f"container {owner.id} is not connected to network {network.name}") from None
+
+    def _sandbox(self, sandbox_id: str) -> tuple[str, str]:
+        if self.sandboxes is None:
+            raise errors.NotImplementedYet("network connect needs the Docker domain's sandboxes")
+        netns, sandbox_dir = self.sandboxes.netns_and_dir(sandbox_id)
+        if not netns:
+            raise errors.PermissionDenied("container sharing network namespace with another container or host cannot "
+                                          "be connected to any other network")
+        return netns, sandbox_dir
+
+    def _attachment_name(self, network: Network) -> str:
+        return "" if network.name == BRIDGE else network.name
+
+    def check_attachment(self, att: NetworkAttachment) -> NetworkAttachment:
+        """Validate what a container asks of a network at create time (engine's NetworkingConfig)."""
+        network = self.get(att.network)
+        for alias in att.aliases:
+            if not _DNS_NAME.match(alias):
+                raise errors.InvalidArgument(f"invalid network alias {alias!r}")
+        address = self._check_ipv4(network, att.ipv4) if att.ipv4 else ""
+        return NetworkAttachment(network.name, att.aliases, address)
+
+    def _check_ipv4(self, network: Network, ipv4: str) -> str:
+        try:
+            ip = ipaddress.IPv4Address(ipv4.split("/", 1)[0])
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid IPv4 address {ipv4!r}") from None
+        for pool in network.ipam:
+            if ip in ipaddress.ip_network(pool.subnet):
+                return str(ip)
+        if network.name == BRIDGE:
+            raise errors.InvalidArgument("user specified IP address is supported on user defined networks only")
+        raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP address {ip}")
+
+    # ---------------- the NetworkManager's side ----------------
+    async def _resolve_conflist(self, name: str) -> cni_config.NetworkConfigList:
+        try:
+            network = self.get(name)
+        except errors.NotFound:
+            raise errors.NotFound(f"network {name} not found") from None
+        if network.name in (HOST, NONE) or not network.cni_name:
+            raise errors.InvalidArgument(f"network {network.name} cannot be joined this way")
+        data = conflist.conflist(self.cfg, network)
+        return cni_config.from_dict(data, Path(f"<network {network.name}>"))
+
+    async def _conflists(self) -> list[cni_config.NetworkConfigList]:
+        return [cni_config.from_dict(conflist.conflist(self.cfg, n), Path(f"<network {n.name}>"))
+                for n in self._networks.values() if not n.predefined]
+
+    async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
+        old = {(e.network, e.cni_network) for e in self._table.get(sandbox_id, [])}
+        new = {(e.network, e.cni_network) for e in endpoints}
+        if endpoints:
+            self._table[sandbox_id] = endpoints
+        else:
+            self._table.pop(sandbox_id, None)
+        if any(e.network for e in endpoints) and netns_path is not None:
+            await self.dns.ensure(sandbox_id, netns_path)
+        elif not any(e.network for e in endpoints):
+            await self.dns.stop(sandbox_id)
+        owner = self._owner(sandbox_id)
+        for action, changed in (("connect", new - old), ("disconnect", old - new)):
+            for network_name, cni_name in changed:
+                network = self._network_of(Endpoint(sandbox_id, network_name, cni_name, ""))
+                if network is not None:
+                    self._emit(action, network, owner.id if owner else sandbox_id)
+
+    def _emit(self, action: str, network: Network, container: str = "") -> None:
+        event = NetworkEvent(action, network.id, network.name, network.driver, container)
+        for hook in self.event_hooks:
+            try:
+                hook(event)
+            except Exception:  # noqa: BLE001 - an observer must not break the network operation
+                log.exception("network event hook failed")
+
+    async def _sync_isolation(self) -> None:
+        await self.isolation.sync([BridgeRule(n.bridge, n.internal) for n in self._networks.values()
+                                   if not n.predefined and n.bridge])
+
+
+def endpoint_id(sandbox_id: str, network_id: str) -> str:
+    """Stable per (sandbox, network): the same across daemon restarts."""
+    return hashlib.sha256(f"{sandbox_id}:{network_id}".encode()).hexdigest()
+
+
+def resolv_conf(host_file: Path = Path("/etc/resolv.conf")) -> str:
+    """Docker's resolv.conf for a container on a user-defined network: the embedded server, with the
+    host's search domains and options (blocking read)."""
+    searches: list[str] = []
+    options: list[str] = []
+    try:
+        lines = host_file.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in ("search", "domain"):
+            searches = fields[1:]
+        elif fields and fields[0] == "options":
+            options += [o for o in fields[1:] if not o.startswith("ndots:")]
+    text = f"nameserver {DNS_ADDRESS}\n"
+    if searches:
+        text += "search " + " ".join(searches) + "\n"
+    return text + "options " + " ".join(["ndots:0", *options]) + "\n"
+
+
+def _point_resolv_conf_at_dns(path: Path) -> None:
+    """Rewrite a running sandbox's resolv.conf *in place* (containers bind-mount the file itself)."""
+    content = resolv_conf()
+    try:
+        current = path.read_text()
+    except OSError:
+        return
+    if current.startswith(f"nameserver {DNS_ADDRESS}\n"):
+        return
+    with open(path, "r+") as f:
+        f.write(content)
+        f.truncate()
+
+
+def _remove_ipam_dir(path: Path) -> None:
+    """host-local's dir of a removed network: its lock and last-reserved files (no allocations left)."""
+    try:
+        entries = list(path.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+async def _delete_link(name: str) -> None:
+    """Remove a network's bridge (the bridge plugin never does); a missing one is fine."""
+    if not name:
+        return
+    proc = await asyncio.create_subprocess_exec("ip", "link", "delete", name, "type", "bridge",
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), LINK_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise errors.DeadlineExceeded(f"ip link delete {name} did not finish") from None
+    text = err.decode(errors="replace").strip()
+    if proc.returncode and "Cannot find device" not in text:
+        log.warning("delete bridge %s: %s", name, text)
+
