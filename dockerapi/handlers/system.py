@@ -347,6 +347,12 @@ async def _df_volumes(b: Backends) -> list[dict[str, Any]]:
     return result
 
 
+# ---- build cache: Narwhal builds nothing yet, so there is none to prune ----
+async def build_prune(request: web.Request) -> web.Response:
+    """``docker system prune`` ends with this; answer as a builder with an empty cache (moby's shape)."""
+    return web.json_response({"CachesDeleted": [], "SpaceReclaimed": 0})
+
+
 # ---- Swarm, as a node that is in none answers ----
 async def swarm_inspect(request: web.Request) -> web.Response:
     raise errors.Unavailable('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
@@ -365,4 +371,5 @@ ROUTES = [
     ("GET", "/system/df", system_df),
     ("GET", "/swarm", swarm_inspect),
     ("POST", "/swarm/leave", swarm_leave),
+    ("POST", "/build/prune", build_prune),
 ]
