@@ -1,8 +1,10 @@
-"""Cross-cutting concerns of the CRI server in one place: error mapping, logging, metrics.
+"""Cross-cutting concerns of the CRI server in one place: error mapping, request ids, logging, metrics.
 
 Handlers raise ``pkg.errors`` kinds; this interceptor turns them into gRPC
 statuses exactly once.  Anything else is a bug: it is logged with its
 traceback and reported as INTERNAL, never as a bare traceback to the client.
+Every RPC runs in a request scope (``pkg.logsetup``), so each line the core
+logs for it carries its request id; the id is logged with the outcome.
 """
 from __future__ import annotations
 
@@ -16,9 +18,14 @@ import grpc
 
 from cri.errors import code_for
 from pkg import errors
+from pkg.logsetup import request_scope
 from pkg.metrics import Metrics
 
 log = logging.getLogger("narwhal.cri")
+
+# Polled every second or so by kubelet: their successes are not worth a debug line each.
+_QUIET = frozenset({"Version", "Status", "ListPodSandbox", "ListContainers", "ListContainerStats",
+                    "ListPodSandboxStats", "ListPodSandboxMetrics", "ImageFsInfo", "ListImages"})
 
 
 class ErrorMapping(grpc.aio.ServerInterceptor):
@@ -60,18 +67,22 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, method: str, behaviour: Any) -> Any:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.monotonic()
-            try:
-                response = await behaviour(request, context)
-            except (grpc.aio.AbortError, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped below
-                await self._fail(method, context, exc)
-                raise AssertionError("unreachable") from None
-            finally:
-                self._metrics.cri_latency.labels(method=method).observe(time.monotonic() - start)
-            self._metrics.cri_requests.labels(method=method, code="OK").inc()
-            return response
+            with request_scope():
+                start = time.monotonic()
+                try:
+                    response = await behaviour(request, context)
+                except (grpc.aio.AbortError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped below
+                    await self._fail(method, context, exc)
+                    raise AssertionError("unreachable") from None
+                finally:
+                    elapsed = time.monotonic() - start
+                    self._metrics.cri_latency.labels(method=method).observe(elapsed)
+                self._metrics.cri_requests.labels(method=method, code="OK").inc()
+                if method not in _QUIET:
+                    log.debug("%s -> OK in %.1f ms", method, elapsed * 1000)
+                return response
 
         return handle
 
@@ -79,23 +90,26 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(behaviour):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                try:
-                    async for item in behaviour(request, context):
-                        yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    await self._fail(method, context, exc)
-                self._metrics.cri_requests.labels(method=method, code="OK").inc()
+                with request_scope():
+                    log.debug("%s: stream opened", method)
+                    try:
+                        async for item in behaviour(request, context):
+                            yield item
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        await self._fail(method, context, exc)
+                    self._metrics.cri_requests.labels(method=method, code="OK").inc()
 
             return stream
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> None:
-            try:
-                await behaviour(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                await self._fail(method, context, exc)
+            with request_scope():
+                try:
+                    await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    await self._fail(method, context, exc)
 
         return call

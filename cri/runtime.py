@@ -91,17 +91,6 @@ class RuntimeService(api_pb2_grpc.RuntimeServiceServicer):
         as containerd does when its CNI config has no template."""
         return api_pb2.UpdateRuntimeConfigResponse()
 
-    async def ListMetricDescriptors(  # noqa: N802
-        self, request: api_pb2.ListMetricDescriptorsRequest, context: grpc.aio.ServicerContext
-    ) -> api_pb2.ListMetricDescriptorsResponse:
-        """No CRI-provided metrics (kubelet keeps using cAdvisor for them): an empty, valid answer."""
-        return api_pb2.ListMetricDescriptorsResponse()
-
-    async def ListPodSandboxMetrics(  # noqa: N802
-        self, request: api_pb2.ListPodSandboxMetricsRequest, context: grpc.aio.ServicerContext
-    ) -> api_pb2.ListPodSandboxMetricsResponse:
-        return api_pb2.ListPodSandboxMetricsResponse()
-
     async def UpdatePodSandboxResources(  # noqa: N802
         self, request: api_pb2.UpdatePodSandboxResourcesRequest, context: grpc.aio.ServicerContext
     ) -> api_pb2.UpdatePodSandboxResourcesResponse:

@@ -1,8 +1,10 @@
-"""ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats."""
+"""ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats; ListMetricDescriptors and
+ListPodSandboxMetrics (cAdvisor-style series, pkg/runtime/cri_metrics.py)."""
 from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
+from pkg.runtime.cri_metrics import CriMetricsService, MetricDescriptor, PodMetrics, Sample
 from pkg.runtime.stats import ContainerUsage, PodUsage, StatsService
 
 
@@ -61,9 +63,37 @@ def pod_stats(u: PodUsage) -> api_pb2.PodSandboxStats:
     )
 
 
+def _descriptor(d: MetricDescriptor) -> api_pb2.MetricDescriptor:
+    return api_pb2.MetricDescriptor(name=d.name, help=d.help, label_keys=d.label_keys)
+
+
+def _metric(s: Sample) -> api_pb2.Metric:
+    return api_pb2.Metric(name=s.name, timestamp=0, metric_type=api_pb2.COUNTER if s.counter else api_pb2.GAUGE,
+                          label_values=s.label_values, value=api_pb2.UInt64Value(value=s.value))
+
+
+def pod_metrics(p: PodMetrics) -> api_pb2.PodSandboxMetrics:
+    return api_pb2.PodSandboxMetrics(
+        pod_sandbox_id=p.sandbox_id, metrics=[_metric(s) for s in p.samples],
+        container_metrics=[api_pb2.ContainerMetrics(container_id=c.container_id,
+                                                     metrics=[_metric(s) for s in c.samples])
+                           for c in p.containers])
+
+
 class StatsHandlers:
     def __init__(self, stats: StatsService) -> None:
         self._stats = stats
+        self._metrics = CriMetricsService(stats.ctx)
+
+    async def ListMetricDescriptors(  # noqa: N802
+        self, request: api_pb2.ListMetricDescriptorsRequest, context: object
+    ) -> api_pb2.ListMetricDescriptorsResponse:
+        return api_pb2.ListMetricDescriptorsResponse(descriptors=[_descriptor(d) for d in self._metrics.descriptors()])
+
+    async def ListPodSandboxMetrics(  # noqa: N802
+        self, request: api_pb2.ListPodSandboxMetricsRequest, context: object
+    ) -> api_pb2.ListPodSandboxMetricsResponse:
+        return api_pb2.ListPodSandboxMetricsResponse(pod_metrics=[pod_metrics(p) for p in await self._metrics.pods()])
 
     async def ContainerStats(  # noqa: N802
         self, request: api_pb2.ContainerStatsRequest, context: object

@@ -10,6 +10,8 @@ DEB_PACKAGES=(
   # Tests only: the SPDY library kubelet and crictl use (moby/spdystream), built offline with Go,
   # drives the streaming server in test/integration/test_streaming_interop.py.
   golang-go golang-github-docker-spdystream-dev
+  # Tests only: promtool checks the /metrics exposition (test/unit/test_metrics*.py, test_observability*.py).
+  prometheus
 )
 
 missing=()
@@ -25,6 +27,10 @@ if ((${#missing[@]})); then
 fi
 # Debian's docker-registry package starts a system registry on :5000; tests run their own.
 if systemctl is-active --quiet docker-registry 2>/dev/null; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+# Likewise Debian's prometheus package starts a server (and node exporter) that the tests do not want.
+for unit in prometheus prometheus-node-exporter; do
+  if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi
+done
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3

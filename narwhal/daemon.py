@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,8 +25,10 @@ from cri.streaming import StreamingHandlers
 from dockerapi import versions as docker_versions
 from dockerapi.backend import Backends
 from dockerapi.server import DockerServer, build_app
+from narwhal.reload import reload as reload_config
 from narwhal.runtime import Runtime, build_runtime
 from pkg import errors
+from pkg import metrics as metrics_mod
 from pkg.aio import cancel_tasks, create_guarded_task
 from pkg.cni.manager import NetworkManager
 from pkg.config import Config
@@ -54,6 +57,7 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
+        metrics_mod.install(self.metrics)  # the core's call sites (containerd, CNI, pulls, lifecycle) report here
         self.events = EventBus()  # one bus for both domains: CRI GetContainerEvents and Docker /events
         self.supervisor = Supervisor(cfg) if cfg.owns_containerd else None
         self.client: Client | None = None
@@ -110,6 +114,7 @@ class Daemon:
         self.docker_images = ImageCore(self.docker_client, self.cfg)
         self.docker_runtime = build_runtime(self.cfg, self.docker_client, self.docker_images, self.network,
                                             domain=DOCKER_DOMAIN, bus=self.events)
+        self._watch_metrics()
         health = HealthChecker(self.client, self.network.status)
         self._tasks += await self.runtime.start()
         self._tasks += await self.docker_runtime.start()
@@ -157,6 +162,15 @@ class Daemon:
         """Sandboxes of both domains: they share the CNI network, so its leak GC must know all of them."""
         assert self.runtime is not None and self.docker_runtime is not None
         return await self.runtime.sandbox_ids() | await self.docker_runtime.sandbox_ids()
+
+    def _watch_metrics(self) -> None:
+        """Values the metrics read at scrape time: objects by state per front end, the event bus."""
+        assert self.runtime is not None and self.docker_runtime is not None
+        for frontend, runtime in ((metrics_mod.CRI_FRONTEND, self.runtime),
+                                  (metrics_mod.DOCKER_FRONTEND, self.docker_runtime)):
+            self.metrics.watch_states(frontend, *_state_sources(runtime))
+        self.metrics.watch_bus(lambda: self.events.published, lambda: self.events.subscribers)
+        self.events.on_overflow = self.metrics.event_overflows.inc
 
     async def _start_metrics(self) -> None:
         host, port = self.cfg.metrics_host_port()
@@ -208,6 +222,12 @@ class Daemon:
         log.info("narwhald stopped")
 
 
+def _state_sources(runtime: Runtime) -> tuple[Callable[[], list[str]], Callable[[], list[str]]]:
+    ctx = runtime.ctx
+    return (lambda: [s.state.value for _, _, s in ctx.containers],
+            lambda: [s.state.value for _, _, s in ctx.sandboxes])
+
+
 def _refuse_if_live(path: Path) -> None:
     """A socket someone still answers on belongs to another daemon: refuse rather than steal it."""
     if not path.exists():
@@ -224,11 +244,17 @@ def _refuse_if_live(path: Path) -> None:
         probe.close()
 
 
-async def run(daemon: Daemon) -> None:
+async def run(daemon: Daemon, reload: Callable[[], Config] | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reload is not None:
+        # SIGHUP: re-read the config file, apply what is safe (narwhal/reload.py), as dockerd does.
+        def on_sighup() -> None:
+            daemon.cfg = reload_config(daemon.cfg, reload, daemon.events)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         await daemon.start()
         await stop.wait()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pkg import config as config_mod
+from pkg import logsetup
 from pkg.errors import InvalidArgument
 
 FLAGS: list[tuple[str, str]] = [
@@ -21,7 +22,8 @@ FLAGS: list[tuple[str, str]] = [
     ("containerd-address", "use this existing containerd socket instead of starting one"),
     ("cni-bin-dir", "CNI plugin dirs, ':'-separated [/usr/lib/cni:/opt/cni/bin]"),
     ("cni-conf-dir", "CNI network config dir [/etc/cni/net.d]"),
-    ("log-level", "debug, info, warning or error [info]"),
+    ("log-level", "debug, info, warning or error; SIGHUP re-reads it from --config [info]"),
+    ("log-format", "text or json (one object per line) [text]"),
     ("containerd-namespace", "containerd namespace for this instance's objects [narwhal]"),
     ("stop-containerd-on-exit", "stop the owned containerd on a clean shutdown (true/false) [false]"),
     ("pod-subnet", "subnet(s) of the default CNI network, ','-separated, one per IP family [a /24 of 10.123/16]"),
@@ -31,40 +33,51 @@ FLAGS: list[tuple[str, str]] = [
 ]
 
 
-def parse_args(argv: list[str] | None) -> config_mod.Config:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="narwhald",
-        description="Narwhal: a Kubernetes CRI runtime with a Docker API facade, on containerd.",
+        description="Narwhal: a Kubernetes CRI runtime with a Docker API facade, on containerd. "
+        "SIGHUP reloads --config (log-level and log-format take effect at once).",
     )
     parser.add_argument("--config", type=Path, help="YAML file; its keys are these flags' names")
     for name, help_text in FLAGS:
         parser.add_argument(f"--{name}", dest=name.replace("-", "_"), help=help_text)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> config_mod.Config:
+    """Defaults < file < flags (InvalidArgument on a bad file or value)."""
     flags: dict[str, Any] = {name: getattr(args, name.replace("-", "_")) for name, _ in FLAGS}
+    file_values = config_mod.load_file(args.config) if args.config else {}
+    return config_mod.build(file_values, flags)
+
+
+def parse_args(argv: list[str] | None) -> config_mod.Config:
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
-        file_values = config_mod.load_file(args.config) if args.config else {}
-        return config_mod.build(file_values, flags)
+        return _config(args)
     except InvalidArgument as exc:
         parser.exit(2, f"narwhald: {exc.message}\n")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aiohttp.access", "pyroute2"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+def reloader(argv: list[str] | None) -> Callable[[], config_mod.Config]:
+    """Re-reads the config file with the same flags (flags still win), for SIGHUP."""
+    args = _parser().parse_args(argv)
+    return lambda: _config(args)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    logsetup.setup(level, fmt, sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_format)
     from narwhal.daemon import Daemon, run  # late: keep --help fast and free of grpc imports
 
     try:
-        asyncio.run(run(Daemon(cfg)))
+        asyncio.run(run(Daemon(cfg), reload=reloader(argv)))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - last resort: one clear line, no traceback spam

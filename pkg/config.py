@@ -20,6 +20,7 @@ import yaml
 from pkg.errors import InvalidArgument
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Config:
     cni_bin_dir: list[Path] = field(default_factory=lambda: [Path("/usr/lib/cni"), Path("/opt/cni/bin")])
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     log_level: str = "info"
+    log_format: str = "text"  # or json: one object per line (pkg.logsetup)
     # Not flags in DEVELOPERS.md, but settable in the file (and as flags too).
     containerd_namespace: str = "narwhal"
     stop_containerd_on_exit: bool = False
@@ -144,6 +146,12 @@ def _address(key: str, value: Any) -> str:
 def _log_level(key: str, value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise InvalidArgument(f"{key}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.lower()
+
+
+def _log_format(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
+        raise InvalidArgument(f"{key}: expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
     return value.lower()
 
 
@@ -256,6 +264,7 @@ CONVERTERS: dict[str, Any] = {
     "cni-bin-dir": _path_list,
     "cni-conf-dir": _path,
     "log-level": _log_level,
+    "log-format": _log_format,
     "containerd-namespace": _name,
     "stop-containerd-on-exit": _bool,
     "registry": _registry,

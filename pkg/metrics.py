@@ -1,42 +1,280 @@
-"""Prometheus metrics: one registry per daemon, every metric defined here.
+"""Prometheus metrics: one registry per daemon, every metric defined here (docs/metrics.md lists them).
 
 A registry per daemon (rather than prometheus_client's global one) keeps
-several daemons in one test process from colliding.
+several daemons in one test process from colliding.  Front ends get the
+daemon's ``Metrics`` injected; the core's deep call sites (containerd calls,
+CNI plugins, pulls, lifecycle methods) reach it through ``current()``, which
+the daemon sets with ``install()`` — passing it through every constructor
+would thread one more argument through code that has no other use for it.
+Until a daemon installs one, ``current()`` is a private, unscraped registry,
+so instrumented code never needs a daemon to run (unit tests).
+
+Counts of containers and sandboxes by state are read from the stores at
+scrape time (a collector), so they can never drift from the truth.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+import asyncio
+import functools
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from pkg import errors
+from pkg.model.state import ContainerState, SandboxState
 from pkg.version import narwhal_version
 
-__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "current", "install", "frontend_of", "lifecycle", "error_kind"]
+
+# Buckets (seconds): requests are milliseconds to tens of seconds; pulls and lifecycle steps can be minutes.
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+SLOW_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+# The *_created series prometheus_client adds to every counter and histogram double the exposition for
+# nothing Prometheus uses.
+disable_created_metrics()
+
+CRI_FRONTEND = "cri"
+DOCKER_FRONTEND = "docker"
+
+# A source of (state, count) pairs, read at scrape time: one per front end and object kind.
+StateSource = Callable[[], Iterable[str]]
+
+
+def frontend_of(domain: str) -> str:
+    """The front end a runtime domain serves ("" is CRI's)."""
+    return domain or CRI_FRONTEND
+
+
+def error_kind(exc: BaseException) -> str:
+    """A low-cardinality label for a failure: the pkg.errors kind, else "internal"."""
+    if isinstance(exc, errors.NarwhalError):
+        return exc.kind
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "internal"
+
+
+class _LiveCollector(Collector):
+    """Values read at scrape time: containers and sandboxes by {frontend, state} from the stores, and the
+    event bus's counters."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, StateSource] = {}
+        self.sandboxes: dict[str, StateSource] = {}
+        self.bus_published: Callable[[], int] | None = None
+        self.bus_subscribers: Callable[[], int] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.bus_published is not None and self.bus_subscribers is not None:
+            yield CounterMetricFamily("narwhal_events_published", "Events published on the daemon's bus",
+                                      value=self.bus_published())
+            yield GaugeMetricFamily("narwhal_event_subscribers", "Readers of the event bus now (CRI and Docker)",
+                                    value=self.bus_subscribers())
+        for name, doc, sources, states in (
+            ("narwhal_containers", "Containers by front end and state", self.containers,
+             [s.value for s in ContainerState]),
+            ("narwhal_sandboxes", "Pod sandboxes by front end and state", self.sandboxes,
+             [s.value for s in SandboxState]),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["frontend", "state"])
+            for frontend, source in sorted(sources.items()):
+                tally = Tally(source())
+                for state in states:
+                    family.add_metric([frontend, state], tally.get(state, 0))
+            yield family
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.build_info = Gauge(
-            "narwhal_build_info", "Narwhal build information", ["version"], registry=r
-        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge("narwhal_build_info", "Narwhal build information", ["version"], registry=r)
         self.build_info.labels(version=narwhal_version()).set(1)
-        self.containerd_up = Gauge(
-            "narwhal_containerd_up", "1 when containerd answers its health check", registry=r
-        )
+
+        # containerd
+        self.containerd_up = Gauge("narwhal_containerd_up", "1 when containerd answers its health check", registry=r)
         self.containerd_restarts = Counter(
-            "narwhal_containerd_restarts", "Times the owned containerd was restarted", registry=r
-        )
+            "narwhal_containerd_restarts", "Times the owned containerd was restarted", registry=r)
+        self.containerd_latency = Histogram(
+            "narwhal_containerd_request_duration_seconds", "containerd gRPC call latency (unary calls)",
+            ["service", "method"], buckets=REQUEST_BUCKETS, registry=r)
+        self.containerd_errors = Counter(
+            "narwhal_containerd_request_errors", "containerd gRPC calls that failed, by gRPC code",
+            ["service", "method", "code"], registry=r)
+
+        # front ends
         self.cri_requests = Counter(
-            "narwhal_cri_requests", "CRI requests by method and gRPC code", ["method", "code"], registry=r
-        )
+            "narwhal_cri_requests", "CRI requests by method and gRPC code (code!=OK: errors)", ["method", "code"],
+            registry=r)
         self.cri_latency = Histogram(
-            "narwhal_cri_request_duration_seconds", "CRI request latency", ["method"], registry=r
-        )
+            "narwhal_cri_request_duration_seconds", "CRI request latency (unary RPCs)", ["method"],
+            buckets=REQUEST_BUCKETS, registry=r)
         self.docker_requests = Counter(
-            "narwhal_docker_requests", "Docker API requests by route and status", ["route", "status"],
-            registry=r,
-        )
+            "narwhal_docker_requests", "Docker API requests by route template, method and HTTP status",
+            ["route", "method", "status"], registry=r)
+        self.docker_latency = Histogram(
+            "narwhal_docker_request_duration_seconds",
+            "Docker API request latency by route template (streams: until the stream ends)",
+            ["route", "method"], buckets=REQUEST_BUCKETS, registry=r)
+
+        # lifecycle
+        self.live = _LiveCollector()
+        r.register(self.live)
+        self.lifecycle_latency = Histogram(
+            "narwhal_lifecycle_duration_seconds", "Container and sandbox lifecycle actions, by front end",
+            ["frontend", "object", "action"], buckets=SLOW_BUCKETS, registry=r)
+        self.lifecycle_errors = Counter(
+            "narwhal_lifecycle_errors", "Lifecycle actions that failed, by front end and error kind",
+            ["frontend", "object", "action", "kind"], registry=r)
+        self.oom_kills = Counter(
+            "narwhal_container_oom_kills", "Containers whose exit was caused by the OOM killer", ["frontend"],
+            registry=r)
+        self.execs = Counter(
+            "narwhal_container_execs", "Processes exec'd in running containers (CRI Exec/ExecSync, docker exec)",
+            registry=r)
+
+        # images
+        self.pulls = Counter(
+            "narwhal_image_pulls", "Image pulls by result (success or the error kind)", ["result"], registry=r)
+        self.pull_latency = Histogram(
+            "narwhal_image_pull_duration_seconds", "Image pull duration (resolve to the last layer unpacked)",
+            buckets=SLOW_BUCKETS, registry=r)
+        self.pull_bytes = Counter(
+            "narwhal_image_pull_bytes", "Bytes of blobs (layers and configs) downloaded from registries",
+            registry=r)
+        self.pulls_in_progress = Gauge(
+            "narwhal_image_pulls_in_progress", "Image pulls running now", registry=r)
+
+        # CNI
+        self.cni_latency = Histogram(
+            "narwhal_cni_operation_duration_seconds", "CNI plugin calls by command (ADD, DEL, CHECK, ...)",
+            ["command", "plugin"], buckets=REQUEST_BUCKETS, registry=r)
+        self.cni_errors = Counter(
+            "narwhal_cni_operation_errors", "CNI plugin calls that failed", ["command", "plugin"], registry=r)
+
+        # container logs (narwhal-logger reports its counts; see pkg/logs)
+        self.log_bytes = Counter(
+            "narwhal_container_log_bytes", "Bytes of container output written to CRI log files", ["frontend"],
+            registry=r)
+        self.log_lines = Counter(
+            "narwhal_container_log_lines", "Container log records (lines, or partial-line chunks) written",
+            ["frontend"], registry=r)
+
+        # events (published and subscribers: see watch_bus)
+        self.event_overflows = Counter(
+            "narwhal_event_subscriber_overflows",
+            "Event subscribers cut off because they fell behind (a full queue)", registry=r)
+
+    # ---- wiring ----
+    def watch_states(self, frontend: str, containers: StateSource, sandboxes: StateSource) -> None:
+        """Count ``frontend``'s containers and sandboxes by state at each scrape."""
+        self.live.containers[frontend] = containers
+        self.live.sandboxes[frontend] = sandboxes
+
+    def watch_bus(self, published: Callable[[], int], subscribers: Callable[[], int]) -> None:
+        self.live.bus_published = published
+        self.live.bus_subscribers = subscribers
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    # ---- helpers for call sites ----
+    @contextmanager
+    def cni_call(self, command: str, plugin: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.cni_errors.labels(command=command, plugin=plugin).inc()
+            raise
+        finally:
+            self.cni_latency.labels(command=command, plugin=plugin).observe(time.monotonic() - start)
+
+    @contextmanager
+    def pull(self) -> Iterator[None]:
+        self.pulls_in_progress.inc()
+        start = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            self.pulls.labels(result=error_kind(exc)).inc()
+            raise
+        else:
+            self.pulls.labels(result="success").inc()
+            self.pull_latency.observe(time.monotonic() - start)
+        finally:
+            self.pulls_in_progress.dec()
+
+
+_current: Metrics | None = None
+
+
+def install(metrics: Metrics) -> None:
+    """Make ``metrics`` the one the core's call sites report to (the daemon does this once)."""
+    global _current
+    _current = metrics
+
+
+def current() -> Metrics:
+    global _current
+    if _current is None:
+        _current = Metrics()
+    return _current
+
+
+# ---- decorators for the core's lifecycle methods ----
+class _HasDomain(Protocol):
+    @property
+    def domain(self) -> str: ...
+
+
+class _Service(Protocol):
+    @property
+    def ctx(self) -> _HasDomain: ...
+
+
+S = TypeVar("S", bound=_Service)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+_Method = Callable[Concatenate[S, P], Coroutine[Any, Any, T]]
+
+
+def lifecycle(obj: str, action: str) -> Callable[[_Method[S, P, T]], _Method[S, P, T]]:
+    """Time a ContainerService/SandboxService method as ``narwhal_lifecycle_duration_seconds``,
+    labelled with the front end of the service's runtime domain; failures count by error kind."""
+
+    def decorate(fn: _Method[S, P, T]) -> _Method[S, P, T]:
+        @functools.wraps(fn)
+        async def timed(service: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            m = current()
+            frontend = frontend_of(service.ctx.domain)
+            start = time.monotonic()
+            try:
+                return await fn(service, *args, **kwargs)
+            except BaseException as exc:
+                m.lifecycle_errors.labels(frontend=frontend, object=obj, action=action, kind=error_kind(exc)).inc()
+                raise
+            finally:
+                m.lifecycle_latency.labels(frontend=frontend, object=obj, action=action).observe(
+                    time.monotonic() - start)
+
+        return timed
+
+    return decorate
+

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pkg import errors
+from pkg import metrics as metrics_mod
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,17 @@ async def invoke(
     timeout: float,
 ) -> dict[str, Any] | None:
     """Run ``plugin`` once; its decoded stdout (None when empty, as DEL may print nothing)."""
+    with metrics_mod.current().cni_call(inv.command, plugin.name):
+        return await _invoke(plugin, inv, stdin, bin_dirs, timeout)
+
+
+async def _invoke(
+    plugin: Path,
+    inv: Invocation,
+    stdin: dict[str, Any],
+    bin_dirs: list[Path],
+    timeout: float,
+) -> dict[str, Any] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update(
         CNI_COMMAND=inv.command,

@@ -7,12 +7,14 @@ interceptor, so no call site can forget it).  The generated stubs live in
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from pkg import errors
+from pkg import metrics as metrics_mod
 from pkg.containerd.errors import translate
 
 try:
@@ -71,6 +73,25 @@ class _StreamStream(_NamespaceMixin, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
+class _Timed(grpc.aio.UnaryUnaryClientInterceptor):
+    """narwhal_containerd_request_duration_seconds and _errors_total for every unary call."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        service, _, name = method.rpartition("/")
+        service = service.rsplit(".", 1)[-1]  # /containerd.services.tasks.v1.Tasks -> Tasks
+        m = metrics_mod.current()
+        start = time.monotonic()
+        call = await continuation(details, request)
+        try:
+            await call  # the caller awaits it again and gets the same response (or error)
+        except grpc.aio.AioRpcError as err:
+            m.containerd_errors.labels(service=service, method=name, code=err.code().name).inc()
+        finally:
+            m.containerd_latency.labels(service=service, method=name).observe(time.monotonic() - start)
+        return call
+
+
 class Client:
     """Connection to one containerd, with one stub per service."""
 
@@ -84,7 +105,8 @@ class Client:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.enable_http_proxy", 0),
             ],
-            interceptors=[cls(namespace) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)],
+            interceptors=[_Timed(), *(cls(namespace) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary,
+                                                                 _StreamStream))],
         )
         ch = self.channel
         self.containers = containers_pb2_grpc.ContainersStub(ch)

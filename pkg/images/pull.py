@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from pkg import errors
+from pkg import metrics as metrics_mod
 from pkg.containerd.client import Client
 from pkg.images import media
 from pkg.images.commit import commit_image
@@ -45,6 +46,11 @@ class Puller:
     async def pull(self, ref: Reference, session: RegistrySession, progress: ProgressSink | None,
                    *, pinned: bool = False, platform: tuple[str, str, str] | None = None) -> str:
         """Pull ``ref``; returns the image ID (config digest)."""
+        with metrics_mod.current().pull():
+            return await self._pull(ref, session, progress, pinned=pinned, platform=platform)
+
+    async def _pull(self, ref: Reference, session: RegistrySession, progress: ProgressSink | None,
+                    *, pinned: bool, platform: tuple[str, str, str] | None) -> str:
         emit = _emitter(str(ref), progress)
         async with lease(self._client, "pull") as lease_id:
             ep, target, body = await session.resolve()
@@ -116,6 +122,7 @@ class Puller:
                 return
             async with self._downloads:
                 await self._download(session, ep, desc, lease_id, labels, emit)
+            metrics_mod.current().pull_bytes.inc(desc.size)
             emit(desc, "downloaded", desc.size, desc.size)
         finally:
             del self._inflight[desc.digest]

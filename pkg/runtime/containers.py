@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pkg import errors
+from pkg import metrics as metrics_mod
 from pkg.aio import CleanupStack, rmtree
 from pkg.cgroups.cleanup import remove_cgroup
 from pkg.containerd import containers as ctr_containers
@@ -47,6 +48,7 @@ class ContainerService:
         self._oom: set[str] = set()
 
     # ---------------- create ----------------
+    @metrics_mod.lifecycle("container", "create")
     async def create(self, sandbox_ref: str, config: ContainerConfig) -> str:
         ctx = self.ctx
         if not config.name:
@@ -119,6 +121,7 @@ class ContainerService:
         return found[1].pid
 
     # ---------------- start ----------------
+    @metrics_mod.lifecycle("container", "start")
     async def start(self, ref: str) -> None:
         ctx = self.ctx
         container_id = ctx.containers.resolve(ref)
@@ -156,6 +159,7 @@ class ContainerService:
             reason="StartError", message=message))
 
     # ---------------- stop ----------------
+    @metrics_mod.lifecycle("container", "stop")
     async def stop(self, ref: str, timeout: float) -> None:
         """Stop signal, wait ``timeout`` seconds, then SIGKILL; idempotent on stopped containers."""
         ctx = self.ctx
@@ -209,6 +213,7 @@ class ContainerService:
             await ctr_tasks.delete(ctx.client, container_id)
             self._oom.discard(container_id)
             if oom:
+                metrics_mod.current().oom_kills.labels(frontend=metrics_mod.frontend_of(ctx.domain)).inc()
                 ctx.events.docker_container("oom", metadata)
             reason = "OOMKilled" if oom else ("Completed" if exit_status == 0 else "Error")
             await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")
@@ -257,6 +262,7 @@ class ContainerService:
                 s, state=ContainerState.RUNNING, pid=task.pid, started_at=s.started_at or time.time_ns()))
 
     # ---------------- remove ----------------
+    @metrics_mod.lifecycle("container", "remove")
     async def remove(self, ref: str) -> None:
         """Stop if running, then remove task, record, snapshot and files; missing is success."""
         ctx = self.ctx

@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from pkg import errors
+from pkg import metrics as metrics_mod
 from pkg.aio import CleanupStack
 from pkg.containerd.api.services.containers.v1 import containers_pb2
 from pkg.containerd.api.services.tasks.v1 import tasks_pb2
@@ -123,6 +124,7 @@ class ExecProcess:
                 started = await self._client.tasks.Start(tasks_pb2.StartRequest(
                     container_id=self.container_id, exec_id=self.exec_id))
             self.pid = started.pid
+            metrics_mod.current().execs.inc()
             self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
             self._close_keepers()
             cleanup.commit()

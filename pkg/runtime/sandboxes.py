@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pkg import errors
+from pkg import metrics as metrics_mod
 from pkg.aio import CleanupStack, rmtree
 from pkg.cni.model import PodNetworkRequest
 from pkg.containerd import containers as ctr_containers
@@ -43,6 +44,7 @@ class SandboxService:
         self.creating: set[str] = set()  # IDs mid-run: the network GC must not release them
 
     # ---------------- run ----------------
+    @metrics_mod.lifecycle("sandbox", "run")
     async def run(self, config: SandboxConfig, runtime_handler: str = "") -> str:
         _validate(config)
         ctx = self.ctx
@@ -141,6 +143,7 @@ class SandboxService:
         )
 
     # ---------------- stop ----------------
+    @metrics_mod.lifecycle("sandbox", "stop")
     async def stop(self, ref: str) -> None:
         """Stop every container, the infra task and the network; idempotent."""
         ctx = self.ctx
@@ -190,6 +193,7 @@ class SandboxService:
             await self._set_state(sandbox_id, SandboxState.NOTREADY)
 
     # ---------------- remove ----------------
+    @metrics_mod.lifecycle("sandbox", "remove")
     async def remove(self, ref: str) -> None:
         """Stop if needed, remove containers and every trace; a missing sandbox is success."""
         ctx = self.ctx
