@@ -16,6 +16,7 @@ from pkg import errors
 from pkg.events import EventBus
 from pkg.images.service import ImageService
 from pkg.metrics import Metrics
+from pkg.networks.service import NetworkService
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.sandboxes import SandboxService
@@ -40,7 +41,7 @@ class Backends:
     containers: ContainerService | None = None
     engine: Any = None       # pkg.engine: Docker containers (names, restart policies) on that runtime
     volumes: VolumeService | None = None  # Docker volumes (local driver)
-    networks: Any = None     # pkg.networks
+    networks: NetworkService | None = None  # Docker networks (pkg.networks)
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from dockerapi.handlers import attach, auth, events, images, images_archive, images_registry, logs, stats, system, top
 from dockerapi.handlers import exec as exec_
+from dockerapi.handlers import networks as network_routes
 from dockerapi.handlers import volumes as volume_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -20,6 +21,7 @@ MODULES = [system, events]
 MODULES += [images, images_registry, images_archive, auth]
 MODULES += [attach, exec_, logs, stats, top]
 MODULES += [volume_routes]
+MODULES += [network_routes]
 
 
 def all_routes() -> list[Route]:

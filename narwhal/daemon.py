@@ -38,6 +38,8 @@ from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.networks.owners import DockerSandboxes
+from pkg.networks.service import NetworkService
 from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.rootfs_access import image_view, sweep_views
 from pkg.runtime.stats import StatsService
@@ -70,6 +72,7 @@ class Daemon:
         self.docker_images: ImageCore | None = None
         self.docker_runtime: Runtime | None = None
         self.docker_volumes: VolumeService | None = None
+        self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -119,6 +122,7 @@ class Daemon:
         self._tasks += await self.runtime.start()
         self._tasks += await self.docker_runtime.start()
         await self._start_volumes()
+        await self._start_networks()
         await self.network.start(self._all_sandbox_ids)
 
         await self._start_metrics()
@@ -143,12 +147,25 @@ class Daemon:
             volumes=self.docker_volumes,
             execs=ExecManager(self.docker_runtime.containers),
             events=self.events,
+            networks=self.docker_networks,
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
         if self.supervisor is not None:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
+
+    async def _start_networks(self) -> None:
+        """Docker networks: named networks for the shared NetworkManager, before anything joins one."""
+        assert self.docker_runtime is not None and self.network is not None
+        self._docker_sandboxes = DockerSandboxes(self.docker_runtime.sandboxes)
+        self.docker_networks = NetworkService(self.cfg, self.network, owners=self._docker_sandboxes,
+                                              sandboxes=self._docker_sandboxes)
+        events = self.events
+        self.docker_networks.event_hooks.append(lambda e: events.publish_docker(
+            "network", e.action, e.network_id,
+            {"name": e.network_name, "type": e.network_type, **({"container": e.container} if e.container else {})}))
+        await self.docker_networks.start()
 
     async def _start_volumes(self) -> None:
         """Docker volumes (after the Docker runtime recovered, so references of gone containers are dropped)."""
@@ -202,6 +219,8 @@ class Daemon:
     # ---- shutdown ----
     async def stop(self) -> None:
         await cancel_tasks(self._tasks)
+        if self.docker_networks is not None:
+            await self.docker_networks.stop()
         if self.network is not None:
             await self.network.stop()
         if self._docker is not None:

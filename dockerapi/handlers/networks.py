@@ -1,0 +1,301 @@
+"""/networks: list, inspect, create, remove, connect, disconnect, prune (moby's network router)."""
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi import versions
+from dockerapi.backend import backends, need
+from pkg import errors
+from pkg.cni.model import NetworkAttachment
+from pkg.networks.model import BRIDGE, CreateRequest, EndpointView, IPAMPool, Network
+from pkg.networks.service import NetworkService
+
+FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
+PRUNE_FILTERS = ("until", "label", "label!")
+
+
+def _service(request: web.Request) -> NetworkService:
+    service: NetworkService = need(backends(request).networks, "networks")
+    return service
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("invalid JSON: expected an object")
+    return body
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise errors.InvalidArgument(f"{what} must be an object of strings")
+    return {str(k): v for k, v in value.items()}
+
+
+def _filters(request: web.Request, accepted: tuple[str, ...]) -> dict[str, list[str]]:
+    """``filters``: {"key": ["v", ...]} or the legacy {"key": {"v": true}} form."""
+    raw = request.query.get("filters", "")
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter: {raw}") from None
+    if not isinstance(parsed, dict):
+        raise errors.InvalidArgument(f"invalid filter: {raw}")
+    out: dict[str, list[str]] = {}
+    for key, values in parsed.items():
+        if key not in accepted:
+            raise errors.InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(values, dict):
+            out[key] = [str(v) for v, on in values.items() if on]
+        elif isinstance(values, list):
+            out[key] = [str(v) for v in values]
+        else:
+            raise errors.InvalidArgument(f"invalid filter: {raw}")
+    return out
+
+
+def _label_match(labels: dict[str, str], wanted: str) -> bool:
+    key, eq, value = wanted.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+def _bool_filter(values: list[str], key: str) -> bool | None:
+    if not values:
+        return None
+    value = values[-1].lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise errors.InvalidArgument(f"invalid filter '{key}={values[-1]}'")
+
+
+def _matches(service: NetworkService, network: Network, filters: dict[str, list[str]]) -> bool:
+    """Within a key any value may match; every key must (moby's filters.Args)."""
+    if "name" in filters and not any(v in network.name for v in filters["name"]):
+        return False
+    if "id" in filters and not any(v in network.id for v in filters["id"]):
+        return False
+    if "driver" in filters and network.driver not in filters["driver"]:
+        return False
+    if "scope" in filters and "local" not in filters["scope"]:
+        return False
+    if "label" in filters and not all(_label_match(network.labels, v) for v in filters["label"]):
+        return False
+    if "type" in filters:
+        for value in filters["type"]:
+            if value not in ("custom", "builtin"):
+                raise errors.InvalidArgument(f"invalid filter: 'type'='{value}'")
+        if ("builtin" if network.predefined else "custom") not in filters["type"]:
+            return False
+    dangling = _bool_filter(filters.get("dangling", []), "dangling")
+    return dangling is None or dangling == service.dangling(network)
+
+
+async def _json(request: web.Request, service: NetworkService, network: Network, containers: bool) -> dict[str, Any]:
+    pools = await service.bridge_pools() if network.name == BRIDGE else network.ipam
+    config = []
+    for pool in pools:
+        entry = {"Subnet": pool.subnet}
+        if pool.gateway:
+            entry["Gateway"] = pool.gateway
+        if pool.ip_range:
+            entry["IPRange"] = pool.ip_range
+        config.append(entry)
+    body: dict[str, Any] = {
+        "Name": network.name,
+        "Id": network.id,
+        "Created": network.created,
+        "Scope": "local",
+        "Driver": network.driver,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": network.ipam_options or None, "Config": config},
+        "Internal": network.internal,
+        "Attachable": network.attachable,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {v.owner_id: _endpoint(v) for v in service.endpoints(network)} if containers else {},
+        "Options": network.options,
+        "Labels": network.labels,
+    }
+    if versions.at_least(request, "1.47"):
+        body["EnableIPv4"] = network.driver == "bridge"
+    return body
+
+
+def _endpoint(view: EndpointView) -> dict[str, str]:
+    return {"Name": view.owner_name, "EndpointID": view.endpoint_id, "MacAddress": view.mac,
+            "IPv4Address": view.ipv4, "IPv6Address": view.ipv6}
+
+
+async def list_networks(request: web.Request) -> web.Response:
+    service = _service(request)
+    filters = _filters(request, FILTERS)
+    chosen = [n for n in service.all() if _matches(service, n, filters)]
+    return web.json_response([await _json(request, service, n, containers=False) for n in chosen])
+
+
+async def inspect_network(request: web.Request) -> web.Response:
+    service = _service(request)
+    scope = request.query.get("scope", "")
+    network = service.get(request.match_info["id"])
+    if scope and scope != "local":
+        raise errors.NotFound(f"network {request.match_info['id']} not found")
+    return web.json_response(await _json(request, service, network, containers=True))
+
+
+def _pools(ipam: Any) -> tuple[tuple[IPAMPool, ...], str, dict[str, str]]:
+    if ipam is None:
+        return (), "default", {}
+    if not isinstance(ipam, dict):
+        raise errors.InvalidArgument("IPAM must be an object")
+    pools = []
+    for entry in ipam.get("Config") or []:
+        if not isinstance(entry, dict):
+            raise errors.InvalidArgument("IPAM.Config entries must be objects")
+        if entry.get("AuxiliaryAddresses"):
+            raise errors.InvalidArgument("IPAM AuxiliaryAddresses are not supported")
+        pools.append(IPAMPool(str(entry.get("Subnet") or ""), str(entry.get("Gateway") or ""),
+                              str(entry.get("IPRange") or "")))
+    return tuple(pools), str(ipam.get("Driver") or "default"), _strings(ipam.get("Options"), "IPAM.Options")
+
+
+async def create_network(request: web.Request) -> web.Response:
+    service = _service(request)
+    body = await _body(request)
+    name = body.get("Name")
+    if not isinstance(name, str):
+        raise errors.InvalidArgument("network name must be a string")
+    if body.get("ConfigOnly") or body.get("ConfigFrom") and (body["ConfigFrom"] or {}).get("Network"):
+        raise errors.InvalidArgument("config-only networks are not supported")
+    if body.get("Ingress"):
+        raise errors.InvalidArgument("ingress networks are a Swarm feature and are not supported")
+    if body.get("Scope") not in (None, "", "local"):
+        raise errors.InvalidArgument(f"network scope {body['Scope']!r} is not supported: only \"local\"")
+    pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
+    network = await service.create(CreateRequest(
+        name=name, driver=str(body.get("Driver") or "bridge"), internal=bool(body.get("Internal")),
+        attachable=bool(body.get("Attachable")), labels=_strings(body.get("Labels"), "Labels"),
+        options=_strings(body.get("Options"), "Options"), ipam_driver=ipam_driver, ipam=pools,
+        ipam_options=ipam_options, enable_ipv6=bool(body.get("EnableIPv6")),
+        check_duplicate=body.get("CheckDuplicate") is not False,
+    ))
+    return web.json_response({"Id": network.id, "Warning": ""}, status=201)
+
+
+async def remove_network(request: web.Request) -> web.Response:
+    await _service(request).remove(request.match_info["id"])
+    return web.Response(status=204)
+
+
+def _container(request: web.Request, ref: Any) -> tuple[str, str, bool]:
+    """(container ID, sandbox ID, running) of the container the body names."""
+    if not isinstance(ref, str) or not ref:
+        raise errors.InvalidArgument("Container must be a container name or ID")
+    engine = need(backends(request).engine, "containers")
+    view = engine.get(ref)
+    return str(view.id), str(view.sandbox_id), bool(getattr(view, "running", True))
+
+
+async def connect_network(request: web.Request) -> web.Response:
+    service = _service(request)
+    network = service.get(request.match_info["id"])
+    body = await _body(request)
+    container_id, sandbox_id, running = _container(request, body.get("Container"))
+    config = body.get("EndpointConfig") or {}
+    if not isinstance(config, dict):
+        raise errors.InvalidArgument("EndpointConfig must be an object")
+    ipam = config.get("IPAMConfig") or {}
+    aliases = config.get("Aliases") or []
+    if not isinstance(ipam, dict) or not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise errors.InvalidArgument("EndpointConfig: IPAMConfig must be an object and Aliases a list of strings")
+    if ipam.get("IPv6Address"):
+        raise errors.InvalidArgument("IPv6 addresses are not supported")
+    ipv4 = str(ipam.get("IPv4Address") or "")
+    if not running:
+        service.check_attachment(NetworkAttachment(network.name, tuple(aliases), ipv4))
+        raise errors.FailedPrecondition(f"container {container_id} is not running: networks can only be connected "
+                                        "to running containers")
+    await service.connect(network.id, sandbox_id, tuple(dict.fromkeys(aliases)), ipv4)
+    return web.Response(status=200)
+
+
+async def disconnect_network(request: web.Request) -> web.Response:
+    service = _service(request)
+    network = service.get(request.match_info["id"])
+    body = await _body(request)
+    force = bool(body.get("Force"))
+    try:
+        _, sandbox_id, _ = _container(request, body.get("Container"))
+    except errors.NotFound:
+        if force:
+            return web.Response(status=200)
+        raise
+    await service.disconnect(network.id, sandbox_id, force=force)
+    return web.Response(status=200)
+
+
+def _until(value: str) -> float:
+    """A timestamp (seconds, RFC 3339) or a duration before now (``10m``, ``24h``)."""
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    units = {"s": 1, "m": 60, "h": 3600}
+    if value and value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return now - float(value[:-1]) * units[value[-1]]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter 'until={value}'") from None
+
+
+def _created(network: Network) -> float:
+    try:
+        return datetime.datetime.fromisoformat(network.created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+async def prune_networks(request: web.Request) -> web.Response:
+    service = _service(request)
+    filters = _filters(request, PRUNE_FILTERS)
+    until = [_until(v) for v in filters.get("until", [])]
+
+    def keep(network: Network) -> bool:
+        if until and not _created(network) < min(until):
+            return True
+        if "label" in filters and not all(_label_match(network.labels, v) for v in filters["label"]):
+            return True
+        return "label!" in filters and any(_label_match(network.labels, v) for v in filters["label!"])
+
+    removed = await service.prune(keep)
+    return web.json_response({"NetworksDeleted": removed})
+
+
+ROUTES = [
+    ("GET", "/networks", list_networks),
+    ("POST", "/networks/create", create_network),
+    ("POST", "/networks/prune", prune_networks),
+    ("GET", "/networks/{id}", inspect_network),
+    ("DELETE", "/networks/{id}", remove_network),
+    ("POST", "/networks/{id}/connect", connect_network),
+    ("POST", "/networks/{id}/disconnect", disconnect_network),
+]

@@ -1,0 +1,74 @@
+"""Host state of one narwhald's Docker networks (bridges, the isolation chain), for leak checks and teardown.
+
+Bridge names and subnets come from the network records under ``root/docker/networks``; read them
+(``NetworkHostState.of``) while the daemon's dirs exist and ``remove()`` once it is gone, as
+lib.cni_host.InstanceNetwork does for the default network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def instance_id(root: Path) -> str:
+    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]  # as pkg.config.Config.instance_id
+
+
+def isolation_chain(root: Path) -> str:
+    return f"NW-ISO-{instance_id(root)}"
+
+
+def records(root: Path) -> list[dict[str, object]]:
+    out = []
+    for path in sorted((root / "docker" / "networks").glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+
+
+def chain_exists(chain: str, table: str = "filter") -> bool:
+    return subprocess.run(["iptables", "-w", "-t", table, "-S", chain], capture_output=True).returncode == 0
+
+
+def tagged_rules(cni_name: str) -> list[str]:
+    """iptables rules the CNI plugins tagged for containers of this network."""
+    found = []
+    for table in ("nat", "filter"):
+        out = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
+        found += [line for line in out.splitlines() if f'"{cni_name}"' in line]
+    return found
+
+
+@dataclass
+class NetworkHostState:
+    root: Path
+    bridges: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, root: Path) -> NetworkHostState:
+        return cls(root, [str(r["bridge"]) for r in records(root) if r.get("bridge") and
+                          not str(r["bridge"]).startswith("nw-")])
+
+    def remove(self) -> None:
+        """Delete the user-defined networks' bridges and the isolation chain a failed test left."""
+        for bridge in self.bridges:
+            subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+        chain = isolation_chain(self.root)
+        while subprocess.run(["iptables", "-w", "-D", "FORWARD", "-j", chain], capture_output=True).returncode == 0:
+            pass
+        subprocess.run(["iptables", "-w", "-F", chain], capture_output=True)
+        subprocess.run(["iptables", "-w", "-X", chain], capture_output=True)
