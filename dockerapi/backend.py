@@ -8,11 +8,12 @@ a clear 501 rather than an AttributeError.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
 from pkg import errors
+from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images.service import ImageService
 from pkg.metrics import Metrics
@@ -39,7 +40,7 @@ class Backends:
     images: ImageService | None = None        # on the Docker containerd namespace
     sandboxes: SandboxService | None = None   # the Docker domain's runtime
     containers: ContainerService | None = None
-    engine: Any = None       # pkg.engine: Docker containers (names, restart policies) on that runtime
+    engine: Engine | None = None  # pkg.engine: Docker containers (names, restart policies) on that runtime
     volumes: VolumeService | None = None  # Docker volumes (local driver)
     networks: NetworkService | None = None  # Docker networks (pkg.networks)
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+import dockerapi.handlers.containers as container_routes
+import dockerapi.handlers.containers_lifecycle as container_lifecycle_routes
 from dockerapi.handlers import attach, auth, events, images, images_archive, images_registry, logs, stats, system, top
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import networks as network_routes
@@ -18,6 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
 
 MODULES = [system, events]
+MODULES += [container_routes, container_lifecycle_routes]
 MODULES += [images, images_registry, images_archive, auth]
 MODULES += [attach, exec_, logs, stats, top]
 MODULES += [volume_routes]

@@ -34,6 +34,7 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
@@ -71,6 +72,7 @@ class Daemon:
         self.docker_client: Client | None = None
         self.docker_images: ImageCore | None = None
         self.docker_runtime: Runtime | None = None
+        self.engine: Engine | None = None  # Docker containers on the Docker domain's runtime
         self.docker_volumes: VolumeService | None = None
         self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
         self._lock: IO[str] | None = None
@@ -124,6 +126,9 @@ class Daemon:
         await self._start_volumes()
         await self._start_networks()
         await self.network.start(self._all_sandbox_ids)
+        self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
+                             self.docker_client, network_status=self.network.attachment)
+        await self.engine.start_engine()  # after the network: recovery may restart containers
 
         await self._start_metrics()
         streaming_backend = RuntimeStreaming(self.runtime.sandboxes, self.runtime.containers)
@@ -144,6 +149,7 @@ class Daemon:
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
             sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
+            engine=self.engine,
             volumes=self.docker_volumes,
             execs=ExecManager(self.docker_runtime.containers),
             events=self.events,
@@ -218,6 +224,8 @@ class Daemon:
 
     # ---- shutdown ----
     async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.close()
         await cancel_tasks(self._tasks)
         if self.docker_networks is not None:
             await self.docker_networks.stop()

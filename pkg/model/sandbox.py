@@ -47,6 +47,8 @@ class SandboxConfig:
     seccomp: SecurityProfile | None = None
     # Docker domain only: the networks to join (empty: the default network); CRI never sets it.
     networks: tuple[NetworkAttachment, ...] = ()
+    # Docker domain only (--network none): a network namespace of its own with just lo, no CNI.
+    no_network: bool = False
 
     @property
     def host_network(self) -> bool:

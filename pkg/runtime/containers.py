@@ -49,7 +49,8 @@ class ContainerService:
 
     # ---------------- create ----------------
     @metrics_mod.lifecycle("container", "create")
-    async def create(self, sandbox_ref: str, config: ContainerConfig) -> str:
+    async def create(self, sandbox_ref: str, config: ContainerConfig, container_id: str = "") -> str:
+        """``container_id``: a caller-chosen 64-hex ID (the Docker engine names the sandbox's hostname after it)."""
         ctx = self.ctx
         if not config.name:
             raise errors.InvalidArgument("container config metadata.name must not be empty")
@@ -61,7 +62,9 @@ class ContainerService:
             raise errors.FailedPrecondition(f"sandbox {sandbox_id} is not ready")
         await _check_handler_features(ctx, config, sandbox.runtime_handler)
         image = await ctx.images.get(config.image)
-        container_id = secrets.token_hex(32)
+        container_id = container_id or secrets.token_hex(32)
+        if ctx.containers.find(container_id) is not None:
+            raise errors.AlreadyExists(f"container {container_id} already exists")
         metadata = ContainerMetadata(
             id=container_id,
             sandbox_id=sandbox_id,
@@ -122,14 +125,17 @@ class ContainerService:
 
     # ---------------- start ----------------
     @metrics_mod.lifecycle("container", "start")
-    async def start(self, ref: str) -> None:
+    async def start(self, ref: str, *, again: bool = False) -> None:
+        """``again``: an EXITED container may start once more with a new task on the same rootfs and log
+        (Docker's start of a stopped container); CRI never passes it."""
         ctx = self.ctx
         container_id = ctx.containers.resolve(ref)
         async with ctx.containers.lock(container_id):
             metadata, status = ctx.containers.get(container_id)
-            check_container(status.state, ContainerState.RUNNING, f"start {container_id}")
-            if status.state != ContainerState.CREATED:
-                raise errors.FailedPrecondition(f"container {container_id} is {status.state.value}, not created")
+            if not (again and status.state == ContainerState.EXITED):
+                check_container(status.state, ContainerState.RUNNING, f"start {container_id}")
+                if status.state != ContainerState.CREATED:
+                    raise errors.FailedPrecondition(f"container {container_id} is {status.state.value}, not created")
             _, sandbox_status = ctx.sandboxes.get(metadata.sandbox_id)
             if sandbox_status.state != SandboxState.READY:
                 raise errors.FailedPrecondition(f"sandbox {metadata.sandbox_id} is not ready")
@@ -144,7 +150,8 @@ class ContainerService:
                 await asyncio.shield(self._start_failed(container_id, exc))
                 raise
             await self._update(container_id, lambda s: dataclasses.replace(
-                s, state=ContainerState.RUNNING, pid=pid, started_at=time.time_ns()))
+                s, state=ContainerState.RUNNING, pid=pid, started_at=time.time_ns(), exit_code=0, reason="",
+                message=""))
         ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STARTED, metadata)
 
     async def _start_failed(self, container_id: str, exc: BaseException) -> None:

@@ -90,10 +90,11 @@ class SandboxService:
                     netns = Path(metadata.netns_path)
                     await ctx.netns_create(netns)
                     cleanup.add("remove netns", lambda: ctx.netns_remove(netns))
-                    request = self._network_request(metadata)
-                    result = await ctx.network.setup(request)
-                    cleanup.add("tear down pod network", lambda: ctx.network.teardown(request))
-                    ip, extra_ips = result.ip, list(result.additional_ips)
+                    if not config.no_network:
+                        request = self._network_request(metadata)
+                        result = await ctx.network.setup(request)
+                        cleanup.add("tear down pod network", lambda: ctx.network.teardown(request))
+                        ip, extra_ips = result.ip, list(result.additional_ips)
 
                 await asyncio.to_thread(_write_pod_files, root, config, ip, extra_ips)
 

@@ -1,0 +1,115 @@
+"""/containers: create, list, inspect, rename, update, remove, prune (lifecycle verbs are in
+containers_lifecycle.py, list filters in containers_filters.py)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dockerapi.backend import backends, need
+from dockerapi.handlers import containers_json as cj
+from dockerapi.handlers.containers_filters import matcher, parse_filters, prune_keeper
+from pkg import errors
+from pkg.engine.engine import Engine
+from pkg.engine.model import RestartPolicyName
+
+
+def engine(request: web.Request) -> Engine:
+    return need(backends(request).engine, "the container engine")
+
+
+def flag(request: web.Request, key: str) -> bool:
+    return request.query.get(key, "").lower() in ("1", "true", "yes")
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("invalid JSON: the body must be an object")
+    return body
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    platform = request.query.get("platform", "")
+    if platform and platform.split("/")[0] != "linux":
+        raise errors.InvalidArgument(f"unsupported platform {platform!r}: this daemon runs linux containers")
+    spec = cj.container_spec(body)
+    host = cj.host_config(body.get("HostConfig") or {})
+    container_id = await engine(request).create(spec, host, request.query.get("name", ""))
+    return web.json_response({"Id": container_id, "Warnings": []}, status=201)
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    eng = engine(request)
+    filters = parse_filters(request.query.get("filters", ""))
+    limit = int(request.query.get("limit", "0") or 0)
+    show_all = flag(request, "all") or limit > 0
+    views = eng.list()
+    keep = matcher(filters, views, eng)
+    selected = [v for v in views if (show_all or v.running or v.status.value == "paused") and keep(v)]
+    if limit > 0:
+        selected = selected[:limit]
+    out = [cj.summary_json(v) for v in selected]
+    if flag(request, "size"):
+        for item in out:
+            item["SizeRw"] = 0
+            item["SizeRootFs"] = 0
+    return web.json_response(out)
+
+
+async def inspect(request: web.Request) -> web.Response:
+    eng = engine(request)
+    view = await eng.inspect(request.match_info["id"])
+    sandbox_dir, netns = eng.sandbox_paths(view)
+    body = cj.inspect_json(view, sandbox_dir, netns)
+    if flag(request, "size"):
+        body["SizeRw"] = 0
+        body["SizeRootFs"] = 0
+    return web.json_response(body)
+
+
+async def remove(request: web.Request) -> web.Response:
+    if flag(request, "link"):
+        raise errors.InvalidArgument("legacy container links are not supported")
+    await engine(request).remove(request.match_info["id"], force=flag(request, "force"), volumes=flag(request, "v"))
+    return web.Response(status=204)
+
+
+async def prune(request: web.Request) -> web.Response:
+    filters = parse_filters(request.query.get("filters", ""))
+    removed = await engine(request).prune(prune_keeper(filters))
+    return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
+
+
+async def rename(request: web.Request) -> web.Response:
+    await engine(request).rename(request.match_info["id"], request.query.get("name", ""))
+    return web.Response(status=204)
+
+
+async def update(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    policy = cj.restart_policy(body["RestartPolicy"]) if body.get("RestartPolicy") else None
+    if policy is not None and policy.name == RestartPolicyName.NO and not body["RestartPolicy"].get("Name"):
+        policy = None
+    warnings = await engine(request).update(request.match_info["id"], cj.resources(body), policy)
+    return web.json_response({"Warnings": warnings})
+
+
+ROUTES = [
+    ("POST", "/containers/create", create),
+    ("GET", "/containers/json", list_containers),
+    ("POST", "/containers/prune", prune),
+    ("GET", "/containers/{id}/json", inspect),
+    ("DELETE", "/containers/{id}", remove),
+    ("POST", "/containers/{id}/rename", rename),
+    ("POST", "/containers/{id}/update", update),
+]

@@ -1,0 +1,178 @@
+"""The ``filters`` of GET /containers/json and POST /containers/prune (moby's filters.Args)."""
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pkg import errors
+from pkg.engine.engine import Engine
+from pkg.engine.model import EngineContainer, Status
+
+Filters = dict[str, list[str]]
+Predicate = Callable[[EngineContainer], bool]
+
+LIST_KEYS = {"id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume", "network",
+             "publish", "expose", "health", "isolation", "is-task"}
+PRUNE_KEYS = {"until", "label", "label!"}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_filters(raw: str) -> Filters:
+    """``{"status": ["running"]}`` or the older ``{"status": {"running": true}}``."""
+    if not raw:
+        return {}
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter: {raw}") from None
+    if not isinstance(data, dict):
+        raise errors.InvalidArgument(f"invalid filter: {raw}")
+    out: Filters = {}
+    for key, values in data.items():
+        if isinstance(values, dict):
+            out[key] = [str(v) for v, on in values.items() if on]
+        elif isinstance(values, list):
+            out[key] = [str(v) for v in values]
+        else:
+            raise errors.InvalidArgument(f"invalid filter: {raw}")
+    return out
+
+
+def _check_keys(filters: Filters, allowed: set[str]) -> None:
+    for key in filters:
+        if key not in allowed:
+            raise errors.InvalidArgument(f"invalid filter '{key}'")
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return pattern in text
+
+
+def _labels(values: list[str], labels: dict[str, str]) -> bool:
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if key not in labels or sep and labels[key] != wanted:
+            return False
+    return True
+
+
+def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
+    ranges = []
+    for value in values:
+        ports, _, proto = value.partition("/")
+        start, _, end = ports.partition("-")
+        if not start.isdigit() or end and not end.isdigit():
+            raise errors.InvalidArgument(f"invalid filter: unable to parse port {value!r}")
+        ranges.append((int(start), int(end or start), proto or "tcp"))
+    return lambda port, proto: any(lo <= port <= hi and p == proto for lo, hi, p in ranges)
+
+
+def matcher(filters: Filters, views: list[EngineContainer], engine: Engine) -> Predicate:
+    """One predicate for all filters: keys AND together, values of one key OR together (label: AND)."""
+    _check_keys(filters, LIST_KEYS)
+    checks: list[Predicate] = []
+    if "id" in filters:
+        checks.append(lambda c: any(_search(v, c.id) for v in filters["id"]))
+    if "name" in filters:
+        checks.append(lambda c: any(_search(v, "/" + c.name) for v in filters["name"]))
+    if "label" in filters:
+        checks.append(lambda c: _labels(filters["label"], c.config.labels))
+    if "status" in filters:
+        known = {s.value for s in Status}
+        for value in filters["status"]:
+            if value not in known:
+                raise errors.InvalidArgument(f"invalid filter 'status={value}'")
+        checks.append(lambda c: c.status.value in filters["status"])
+    if "exited" in filters:
+        try:
+            codes = {int(v) for v in filters["exited"]}
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid filter 'exited={filters['exited'][0]}'") from None
+        checks.append(lambda c: c.status == Status.EXITED and c.core.exit_code in codes)
+    if "ancestor" in filters:
+        checks.append(lambda c: any(_is_ancestor(v, c) for v in filters["ancestor"]))
+    if "before" in filters:
+        before = engine.get(filters["before"][0]).created
+        checks.append(lambda c: c.created < before)
+    if "since" in filters:
+        since = engine.get(filters["since"][0]).created
+        checks.append(lambda c: c.created > since)
+    if "volume" in filters:
+        checks.append(lambda c: any(m.source in filters["volume"] or m.target in filters["volume"]
+                                    for m in c.host_config.mounts))
+    if "network" in filters:
+        checks.append(lambda c: any(n.name in filters["network"] for n in c.networks)
+                      or c.host_config.network_mode in filters["network"])
+    if "publish" in filters:
+        published = _port_filter(filters["publish"])
+        checks.append(lambda c: any(published(b.container_port, b.protocol) for b in c.record.port_bindings))
+    if "expose" in filters:
+        exposed = _port_filter(filters["expose"])
+        checks.append(lambda c: any(exposed(int(p.partition("/")[0]), p.partition("/")[2])
+                                    for p in c.config.exposed_ports)
+                      or any(exposed(b.container_port, b.protocol) for b in c.record.port_bindings))
+    if "health" in filters:
+        for value in filters["health"]:
+            if value not in ("starting", "healthy", "unhealthy", "none"):
+                raise errors.InvalidArgument(f"Unrecognised filter value for health: {value}")
+        checks.append(lambda c: "none" in filters["health"])  # no health checks run here
+    if "isolation" in filters:
+        checks.append(lambda c: any(v in ("default", "") for v in filters["isolation"]))
+    if "is-task" in filters:
+        checks.append(lambda c: "false" in filters["is-task"])
+    return lambda c: all(check(c) for check in checks)
+
+
+def _is_ancestor(value: str, c: EngineContainer) -> bool:
+    image_id = c.image_id.removeprefix("sha256:")
+    wanted = value.removeprefix("sha256:")
+    if len(wanted) >= 12 and image_id.startswith(wanted):
+        return True
+    names = {c.config.image, _tagged(c.config.image)}
+    return value in names or _tagged(value) in names
+
+
+def _tagged(ref: str) -> str:
+    if "@" in ref or ":" in ref.rsplit("/", 1)[-1]:
+        return ref
+    return f"{ref}:latest"
+
+
+def prune_keeper(filters: Filters) -> Predicate:
+    """True for the stopped containers prune must keep (``until``, ``label``, ``label!``)."""
+    _check_keys(filters, PRUNE_KEYS)
+    checks: list[Predicate] = []
+    if "until" in filters:
+        cutoff = min(_timestamp(v) for v in filters["until"])
+        checks.append(lambda c: c.created / 1e9 >= cutoff)
+    if "label" in filters:
+        checks.append(lambda c: not _labels(filters["label"], c.config.labels))
+    if "label!" in filters:
+        checks.append(lambda c: any(_labels([v], c.config.labels) for v in filters["label!"]))
+    return lambda c: any(check(c) for check in checks)
+
+
+def _timestamp(value: str) -> float:
+    """Unix seconds, an RFC 3339 date, or a Go duration before now ("24h", "1h30m")."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    if _DURATION.fullmatch(value.replace(" ", "")) or re.fullmatch(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", value):
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value))
+        return time.time() - seconds
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid filter 'until={value}'") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()

@@ -1,0 +1,557 @@
+"""Docker container JSON: the create body into pkg.engine's typed model, and the engine's containers into
+inspect and list shapes (swagger ContainerConfig, HostConfig, ContainerInspectResponse, ContainerSummary)."""
+from __future__ import annotations
+
+import datetime
+import shlex
+import time
+from typing import Any
+
+from pkg import errors
+from pkg.engine.model import (
+    ContainerSpec,
+    DeviceMapping,
+    EndpointSpec,
+    EngineContainer,
+    HostConfig,
+    MountSpec,
+    MountType,
+    PortBinding,
+    Resources,
+    RestartPolicy,
+    RestartPolicyName,
+    Status,
+)
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+Json = dict[str, Any]
+
+
+# ---------------- request → model ----------------
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def _int(body: Json, key: str) -> int:
+    value = body.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidArgument(f"{key} must be a number")
+    return int(value)
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.InvalidArgument(f"{what} must be an object")
+    return value
+
+
+def container_spec(body: Json) -> ContainerSpec:
+    image = body.get("Image")
+    if not isinstance(image, str) or not image:
+        raise errors.InvalidArgument("config cannot be empty in order to create a container"
+                                     if not body else "no image specified")
+    stop_timeout = body.get("StopTimeout")
+    endpoints = []
+    net = _dict(_dict(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"), "EndpointsConfig")
+    for name, endpoint in net.items():
+        endpoint = _dict(endpoint, f"EndpointsConfig.{name}")
+        ipam = _dict(endpoint.get("IPAMConfig"), "IPAMConfig")
+        endpoints.append(EndpointSpec(name, _strs(endpoint.get("Aliases"), "Aliases"),
+                                      str(ipam.get("IPv4Address") or "")))
+    return ContainerSpec(
+        image=image,
+        cmd=_strs(body.get("Cmd"), "Cmd"),
+        entrypoint=_strs(body.get("Entrypoint"), "Entrypoint"),
+        env=_strs(body.get("Env"), "Env"),
+        labels={str(k): str(v) for k, v in _dict(body.get("Labels"), "Labels").items()},
+        working_dir=str(body.get("WorkingDir") or ""),
+        user=str(body.get("User") or ""),
+        hostname=str(body.get("Hostname") or ""),
+        domainname=str(body.get("Domainname") or ""),
+        tty=bool(body.get("Tty")),
+        open_stdin=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")),
+        attach_stdin=bool(body.get("AttachStdin")),
+        attach_stdout=bool(body.get("AttachStdout")),
+        attach_stderr=bool(body.get("AttachStderr")),
+        exposed_ports=tuple(_port_key(p) for p in _dict(body.get("ExposedPorts"), "ExposedPorts")),
+        volumes=tuple(_dict(body.get("Volumes"), "Volumes")),
+        stop_signal=str(body.get("StopSignal") or ""),
+        stop_timeout=int(stop_timeout) if isinstance(stop_timeout, int) else None,
+        network_disabled=bool(body.get("NetworkDisabled")),
+        mac_address=str(body.get("MacAddress") or ""),
+        endpoints=tuple(endpoints),
+    )
+
+
+def _port_key(key: str) -> str:
+    port, _, proto = key.partition("/")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.InvalidArgument(f"invalid port specification: \"{key}\"")
+    return f"{int(port)}/{(proto or 'tcp').lower()}"
+
+
+def restart_policy(value: Any) -> RestartPolicy:
+    policy = _dict(value, "RestartPolicy")
+    name = str(policy.get("Name") or "no")
+    try:
+        kind = RestartPolicyName(name)
+    except ValueError:
+        raise errors.InvalidArgument(
+            f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', or "
+            "'unless-stopped'") from None
+    return RestartPolicy(kind, _int(policy, "MaximumRetryCount"))
+
+
+def resources(body: Json) -> Resources:
+    return Resources(
+        memory=_int(body, "Memory"),
+        memory_swap=_int(body, "MemorySwap"),
+        memory_reservation=_int(body, "MemoryReservation"),
+        nano_cpus=_int(body, "NanoCpus"),
+        cpu_shares=_int(body, "CpuShares"),
+        cpu_period=_int(body, "CpuPeriod"),
+        cpu_quota=_int(body, "CpuQuota"),
+        cpuset_cpus=str(body.get("CpusetCpus") or ""),
+        cpuset_mems=str(body.get("CpusetMems") or ""),
+        pids_limit=_int(body, "PidsLimit"),
+    )
+
+
+def host_config(body: Json) -> HostConfig:
+    mounts: list[MountSpec] = []
+    binds = _strs(body.get("Binds"), "Binds")
+    mounts += [_bind(b) for b in binds]
+    for raw in body.get("Mounts") or []:
+        mounts.append(_mount(_dict(raw, "Mounts[]")))
+    for target, options in _dict(body.get("Tmpfs"), "Tmpfs").items():
+        mounts.append(_tmpfs(str(target), str(options or "")))
+    targets = [m.target for m in mounts]
+    for target in targets:
+        if targets.count(target) > 1:
+            raise errors.InvalidArgument(f"Duplicate mount point: {target}")
+    ports: list[PortBinding] = []
+    for key, bindings in _dict(body.get("PortBindings"), "PortBindings").items():
+        port, _, proto = _port_key(key).partition("/")
+        for binding in bindings or [{}]:
+            binding = _dict(binding, "PortBindings[]")
+            host_port = str(binding.get("HostPort") or "")
+            if host_port and (not host_port.isdigit() or not 0 < int(host_port) < 65536):
+                raise errors.InvalidArgument(f"invalid port specification: \"{host_port}\"")
+            ports.append(PortBinding(int(port), proto, str(binding.get("HostIp") or ""),
+                                     int(host_port) if host_port else 0))
+    devices = []
+    for raw in body.get("Devices") or []:
+        dev = _dict(raw, "Devices[]")
+        devices.append(DeviceMapping(str(dev.get("PathOnHost") or ""), str(dev.get("PathInContainer") or ""),
+                                     str(dev.get("CgroupPermissions") or "rwm")))
+    network_mode = str(body.get("NetworkMode") or "bridge")
+    init = body.get("Init")
+    return HostConfig(
+        binds=binds,
+        mounts=tuple(mounts),
+        port_bindings=tuple(ports),
+        publish_all_ports=bool(body.get("PublishAllPorts")),
+        network_mode="bridge" if network_mode == "default" else network_mode,
+        restart_policy=restart_policy(body.get("RestartPolicy")),
+        auto_remove=bool(body.get("AutoRemove")),
+        resources=resources(body),
+        cap_add=_strs(body.get("CapAdd"), "CapAdd"),
+        cap_drop=_strs(body.get("CapDrop"), "CapDrop"),
+        privileged=bool(body.get("Privileged")),
+        devices=tuple(devices),
+        init=bool(init) if init is not None else None,
+        dns=_strs(body.get("Dns"), "Dns"),
+        dns_search=_strs(body.get("DnsSearch"), "DnsSearch"),
+        dns_options=_strs(body.get("DnsOptions"), "DnsOptions"),
+        extra_hosts=_strs(body.get("ExtraHosts"), "ExtraHosts"),
+        readonly_rootfs=bool(body.get("ReadonlyRootfs")),
+        security_opt=_strs(body.get("SecurityOpt"), "SecurityOpt"),
+        shm_size=_int(body, "ShmSize"),
+        sysctls={str(k): str(v) for k, v in _dict(body.get("Sysctls"), "Sysctls").items()},
+        oom_score_adj=_int(body, "OomScoreAdj"),
+    )
+
+
+def _bind(spec: str) -> MountSpec:
+    """A -v string: "src:dst[:opts]" (src absolute: a bind; else a named volume) or "dst" (anonymous)."""
+    parts = spec.split(":")
+    if len(parts) == 1:
+        return MountSpec(MountType.VOLUME, parts[0], from_binds=True)
+    if len(parts) > 3 or not parts[0] or not parts[1]:
+        raise errors.InvalidArgument(f"invalid volume specification: '{spec}'")
+    source, target = parts[0], parts[1]
+    options = parts[2].split(",") if len(parts) == 3 else []
+    if not target.startswith("/"):
+        raise errors.InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: "
+                                     f"mount path must be absolute")
+    read_only = "ro" in options
+    propagation = next((o for o in options if o in ("private", "rprivate", "shared", "rshared", "slave",
+                                                    "rslave")), "")
+    for option in options:
+        if option not in ("ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared", "slave",
+                          "rslave"):
+            raise errors.InvalidArgument(f"invalid mode: {option}")
+    kind = MountType.BIND if source.startswith("/") else MountType.VOLUME
+    return MountSpec(kind, target, source, read_only, propagation, from_binds=True)
+
+
+def _mount(raw: Json) -> MountSpec:
+    kind_name = str(raw.get("Type") or "")
+    try:
+        kind = MountType(kind_name)
+    except ValueError:
+        raise errors.InvalidArgument(f"mount type unknown: '{kind_name}'") from None
+    target = str(raw.get("Target") or "")
+    if not target.startswith("/"):
+        raise errors.InvalidArgument("invalid mount config: mount path must be absolute" if target
+                                     else "invalid mount config: Target must not be empty")
+    source = str(raw.get("Source") or "")
+    if kind == MountType.BIND and not source:
+        raise errors.InvalidArgument("invalid mount config for type \"bind\": field Source must not be empty")
+    bind_opts = _dict(raw.get("BindOptions"), "BindOptions")
+    tmpfs_opts = _dict(raw.get("TmpfsOptions"), "TmpfsOptions")
+    return MountSpec(kind, target, source, bool(raw.get("ReadOnly")), str(bind_opts.get("Propagation") or ""),
+                     tmpfs_size=_int(tmpfs_opts, "SizeBytes"), tmpfs_mode=_int(tmpfs_opts, "Mode"))
+
+
+def _tmpfs(target: str, options: str) -> MountSpec:
+    size = 0
+    for option in filter(None, options.split(",")):
+        if option.startswith("size="):
+            size = _size(option[5:])
+    return MountSpec(MountType.TMPFS, target, read_only="ro" in options.split(","), tmpfs_size=size)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    suffix = text[-1:].lower()
+    try:
+        return int(text[:-1]) * units[suffix] if suffix in units else int(text)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid tmpfs size {text!r}") from None
+
+
+# ---------------- model → response ----------------
+def timestamp(ns: int) -> str:
+    if not ns:
+        return ZERO_TIME
+    seconds, frac = divmod(ns, 1_000_000_000)
+    base = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}Z"
+
+
+def _port_map(c: EngineContainer) -> dict[str, list[Json] | None]:
+    ports: dict[str, list[Json] | None] = {p: None for p in c.config.exposed_ports}
+    for b in c.record.port_bindings:
+        ports.setdefault(f"{b.container_port}/{b.protocol}", None)
+        bound = ports[f"{b.container_port}/{b.protocol}"] or []
+        bound.append({"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)})
+        ports[f"{b.container_port}/{b.protocol}"] = bound
+    return ports
+
+
+def config_json(c: EngineContainer) -> Json:
+    spec = c.config
+    out: Json = {
+        "Hostname": spec.hostname or ("" if c.host_config.network_mode == "host" else c.id[:12]),
+        "Domainname": spec.domainname,
+        "User": spec.user,
+        "AttachStdin": spec.attach_stdin,
+        "AttachStdout": spec.attach_stdout,
+        "AttachStderr": spec.attach_stderr,
+        "Tty": spec.tty,
+        "OpenStdin": spec.open_stdin,
+        "StdinOnce": spec.stdin_once,
+        "Env": list(spec.env),
+        "Cmd": list(spec.cmd) or None,
+        "Image": spec.image,
+        "Volumes": {v: {} for v in spec.volumes} or None,
+        "WorkingDir": spec.working_dir,
+        "Entrypoint": list(spec.entrypoint) or None,
+        "OnBuild": None,
+        "Labels": dict(spec.labels),
+    }
+    if spec.exposed_ports:
+        out["ExposedPorts"] = {p: {} for p in spec.exposed_ports}
+    if spec.stop_signal:
+        out["StopSignal"] = spec.stop_signal
+    if spec.stop_timeout is not None:
+        out["StopTimeout"] = spec.stop_timeout
+    return out
+
+
+def host_config_json(c: EngineContainer) -> Json:
+    h = c.host_config
+    r = h.resources
+    port_bindings: dict[str, list[Json]] = {}
+    for b in h.port_bindings:
+        port_bindings.setdefault(f"{b.container_port}/{b.protocol}", []).append(
+            {"HostIp": b.host_ip, "HostPort": str(b.host_port) if b.host_port else ""})
+    mounts = [_mount_json(m) for m in h.mounts if not m.from_binds and m.type != MountType.TMPFS or
+              m.type == MountType.TMPFS and m.tmpfs_mode]
+    return {
+        "Binds": list(h.binds) or None,
+        "ContainerIDFile": "",
+        "LogConfig": {"Type": "json-file", "Config": {}},
+        "NetworkMode": h.network_mode,
+        "PortBindings": port_bindings,
+        "RestartPolicy": {"Name": h.restart_policy.name.value,
+                          "MaximumRetryCount": h.restart_policy.maximum_retry_count},
+        "AutoRemove": h.auto_remove,
+        "VolumeDriver": "",
+        "VolumesFrom": None,
+        "CapAdd": list(h.cap_add) or None,
+        "CapDrop": list(h.cap_drop) or None,
+        "CgroupnsMode": "host",
+        "Dns": list(h.dns),
+        "DnsOptions": list(h.dns_options),
+        "DnsSearch": list(h.dns_search),
+        "ExtraHosts": list(h.extra_hosts) or None,
+        "GroupAdd": None,
+        "IpcMode": "private",
+        "Cgroup": "",
+        "Links": None,
+        "OomScoreAdj": h.oom_score_adj,
+        "PidMode": "",
+        "Privileged": h.privileged,
+        "PublishAllPorts": h.publish_all_ports,
+        "ReadonlyRootfs": h.readonly_rootfs,
+        "SecurityOpt": list(h.security_opt) or None,
+        "Tmpfs": {m.target: f"size={m.tmpfs_size}" if m.tmpfs_size else "" for m in h.mounts
+                  if m.type == MountType.TMPFS} or None,
+        "UTSMode": "",
+        "UsernsMode": "",
+        "ShmSize": h.shm_size or 64 << 20,
+        "Sysctls": dict(h.sysctls) or None,
+        "Runtime": "runc",
+        "Isolation": "",
+        "CpuShares": r.cpu_shares,
+        "Memory": r.memory,
+        "NanoCpus": r.nano_cpus,
+        "CgroupParent": "",
+        "BlkioWeight": 0,
+        "BlkioWeightDevice": None,
+        "BlkioDeviceReadBps": None,
+        "BlkioDeviceWriteBps": None,
+        "BlkioDeviceReadIOps": None,
+        "BlkioDeviceWriteIOps": None,
+        "CpuPeriod": r.cpu_period,
+        "CpuQuota": r.cpu_quota,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": r.cpuset_cpus,
+        "CpusetMems": r.cpuset_mems,
+        "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
+                     "CgroupPermissions": d.cgroup_permissions} for d in h.devices],
+        "DeviceCgroupRules": None,
+        "DeviceRequests": None,
+        "MemoryReservation": r.memory_reservation,
+        "MemorySwap": r.memory_swap,
+        "MemorySwappiness": None,
+        "OomKillDisable": False,
+        "PidsLimit": r.pids_limit or None,
+        "Ulimits": None,
+        "CpuCount": 0,
+        "CpuPercent": 0,
+        "IOMaximumIOps": 0,
+        "IOMaximumBandwidth": 0,
+        "Mounts": mounts or None,
+        "Init": h.init,
+        "MaskedPaths": None,
+        "ReadonlyPaths": None,
+    }
+
+
+def _mount_json(m: MountSpec) -> Json:
+    out: Json = {"Type": m.type.value, "Target": m.target}
+    if m.source:
+        out["Source"] = m.source
+    if m.read_only:
+        out["ReadOnly"] = True
+    if m.propagation:
+        out["BindOptions"] = {"Propagation": m.propagation}
+    if m.type == MountType.TMPFS and (m.tmpfs_size or m.tmpfs_mode):
+        out["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m.tmpfs_size), ("Mode", m.tmpfs_mode)) if v}
+    return out
+
+
+def mounts_json(c: EngineContainer) -> list[Json]:
+    out = []
+    for m in c.host_config.mounts:
+        if m.type == MountType.BIND:
+            out.append({"Type": "bind", "Source": m.source, "Destination": m.target, "Mode": _mode(m),
+                        "RW": not m.read_only, "Propagation": m.propagation or "rprivate"})
+        elif m.type == MountType.TMPFS:
+            out.append({"Type": "tmpfs", "Source": "", "Destination": m.target, "Mode": "", "RW": not m.read_only,
+                        "Propagation": ""})
+        else:
+            out.append({"Type": "volume", "Name": m.source, "Source": "", "Destination": m.target,
+                        "Driver": "local", "Mode": _mode(m), "RW": not m.read_only, "Propagation": ""})
+    return out
+
+
+def _mode(m: MountSpec) -> str:
+    return ",".join(o for o in ("ro" if m.read_only else "", m.propagation) if o) if m.from_binds else ""
+
+
+def state_json(c: EngineContainer) -> Json:
+    core, state = c.core, c.record.state
+    status = c.status
+    return {
+        "Status": status.value,
+        "Running": c.running,
+        "Paused": status == Status.PAUSED,
+        "Restarting": status == Status.RESTARTING,
+        "OOMKilled": core.reason == "OOMKilled",
+        "Dead": status == Status.DEAD,
+        "Pid": core.pid if c.running else 0,
+        "ExitCode": core.exit_code,
+        "Error": state.error,
+        "StartedAt": timestamp(core.started_at),
+        "FinishedAt": timestamp(core.finished_at),
+    }
+
+
+def _network_json(c: EngineContainer) -> dict[str, Json]:
+    out: dict[str, Json] = {}
+    for net in c.networks:
+        out[net.name] = {
+            "IPAMConfig": None, "Links": None, "Aliases": list(net.aliases) or None,
+            "MacAddress": net.mac, "DriverOpts": None, "NetworkID": net.name, "EndpointID": "",
+            "Gateway": net.gateway, "IPAddress": net.ip, "IPPrefixLen": net.prefix_len, "IPv6Gateway": "",
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
+        }
+    return out
+
+
+def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, driver: str = "overlayfs") -> Json:
+    first = c.networks[0] if c.networks else None
+    args = [*c.config.entrypoint, *c.config.cmd]
+    return {
+        "Id": c.id,
+        "Created": timestamp(c.created),
+        "Path": args[0] if args else "",
+        "Args": args[1:],
+        "State": state_json(c),
+        "Image": c.image_id,
+        "ResolvConfPath": f"{sandbox_dir}/resolv.conf",
+        "HostnamePath": f"{sandbox_dir}/hostname",
+        "HostsPath": f"{sandbox_dir}/hosts",
+        "LogPath": c.record.log_path,
+        "Name": "/" + c.name,
+        "RestartCount": c.restart_count,
+        "Driver": driver,
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
+        "HostConfig": host_config_json(c),
+        "GraphDriver": {"Data": None, "Name": driver},
+        "Mounts": mounts_json(c),
+        "Config": config_json(c),
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": c.sandbox_id,
+            "SandboxKey": netns,
+            "HairpinMode": False,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": _port_map(c),
+            "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None,
+            "EndpointID": "",
+            "Gateway": first.gateway if first else "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": first.ip if first else "",
+            "IPPrefixLen": first.prefix_len if first else 0,
+            "IPv6Gateway": "",
+            "MacAddress": first.mac if first else "",
+            "Networks": _network_json(c),
+        },
+    }
+
+
+def summary_json(c: EngineContainer, now: float | None = None) -> Json:
+    args = [*c.config.entrypoint, *c.config.cmd]
+    ports = []
+    for b in c.record.port_bindings:
+        ports.append({"IP": b.host_ip or "0.0.0.0", "PrivatePort": b.container_port, "PublicPort": b.host_port,
+                      "Type": b.protocol})
+    bound = {(b.container_port, b.protocol) for b in c.record.port_bindings}
+    for exposed in c.config.exposed_ports:
+        port, _, proto = exposed.partition("/")
+        if (int(port), proto) not in bound:
+            ports.append({"PrivatePort": int(port), "Type": proto})
+    return {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.config.image,
+        "ImageID": c.image_id,
+        "Command": " ".join(shlex.quote(a) if " " in a else a for a in args),
+        "Created": c.created // 1_000_000_000,
+        "Ports": ports,
+        "Labels": dict(c.config.labels),
+        "State": c.status.value,
+        "Status": status_text(c, now),
+        "HostConfig": {"NetworkMode": c.host_config.network_mode},
+        "NetworkSettings": {"Networks": _network_json(c)},
+        "Mounts": mounts_json(c),
+    }
+
+
+def status_text(c: EngineContainer, now: float | None = None) -> str:
+    """``docker ps``'s STATUS column (moby's State.String)."""
+    now = time.time() if now is None else now
+    core = c.core
+    status = c.status
+    if status in (Status.RUNNING, Status.PAUSED):
+        text = f"Up {human_duration(now - core.started_at / 1e9)}"
+        return text + " (Paused)" if status == Status.PAUSED else text
+    if status == Status.RESTARTING:
+        return f"Restarting ({core.exit_code}) {human_duration(now - core.finished_at / 1e9)} ago"
+    if status == Status.REMOVING:
+        return "Removal In Progress"
+    if status == Status.DEAD:
+        return "Dead"
+    if status == Status.CREATED or not core.finished_at:
+        return "Created"
+    return f"Exited ({core.exit_code}) {human_duration(now - core.finished_at / 1e9)} ago"
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"

@@ -1,0 +1,86 @@
+"""/containers/{id}/start, stop, kill, restart, pause, unpause, wait."""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from dockerapi.handlers.containers import engine
+from pkg import errors
+from pkg.engine.lifecycle import WaitCondition
+
+
+def _timeout(request: web.Request) -> int | None:
+    raw = request.query.get("t", request.query.get("timeout", ""))
+    if raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid value for t: {raw!r}") from None
+
+
+async def start(request: web.Request) -> web.Response:
+    if request.query.get("checkpoint"):
+        raise errors.NotImplementedYet("checkpoints are not supported")
+    started = await engine(request).start(request.match_info["id"])
+    return web.Response(status=204 if started else 304)
+
+
+async def stop(request: web.Request) -> web.Response:
+    stopped = await engine(request).stop(request.match_info["id"], request.query.get("signal") or None,
+                                         _timeout(request))
+    return web.Response(status=204 if stopped else 304)
+
+
+async def kill(request: web.Request) -> web.Response:
+    await engine(request).kill(request.match_info["id"], request.query.get("signal") or None)
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.Response:
+    await engine(request).restart(request.match_info["id"], request.query.get("signal") or None, _timeout(request))
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.Response:
+    await engine(request).pause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.Response:
+    await engine(request).unpause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    """Headers go out at once (the docker CLI waits for them before it starts the container); the body
+    once the condition is met."""
+    raw = request.query.get("condition", "") or "not-running"
+    try:
+        condition = WaitCondition(raw)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid condition: \"{raw}\"") from None
+    eng = engine(request)
+    container_id = eng.get(request.match_info["id"]).id
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        result = await eng.wait(container_id, condition)
+        body = {"StatusCode": result.status_code, "Error": {"Message": result.error} if result.error else None}
+    except errors.NarwhalError as exc:
+        body = {"StatusCode": -1, "Error": {"Message": exc.message}}
+    await response.write(json.dumps(body).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+ROUTES = [
+    ("POST", "/containers/{id}/start", start),
+    ("POST", "/containers/{id}/stop", stop),
+    ("POST", "/containers/{id}/kill", kill),
+    ("POST", "/containers/{id}/restart", restart),
+    ("POST", "/containers/{id}/pause", pause),
+    ("POST", "/containers/{id}/unpause", unpause),
+    ("POST", "/containers/{id}/wait", wait),
+]

@@ -1,0 +1,1 @@
+"""The Docker container engine: Docker containers (names, restart policies, Docker config) on the core."""

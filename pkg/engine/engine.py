@@ -1,0 +1,438 @@
+"""The Docker container engine: create, inspect, list, rename, update and remove Docker containers on
+the Docker domain's core services, and rebuild them after a narwhald restart.
+
+A Docker container is one core sandbox (its network, IPC and UTS namespaces, /etc files) plus one core
+container, whose ID is the Docker ID.  ``--network container:<x>`` puts the core container in x's sandbox
+instead.  The engine record (pkg.engine.records) is written once both exist and marked REMOVING before a
+removal starts, so a crash at any point leaves either a whole container or pieces recovery removes.
+"""
+from __future__ import annotations
+
+import asyncio
+import builtins
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from pkg import errors
+from pkg.aio import CleanupStack, cancel_tasks
+from pkg.cni.model import PodNetworkStatus
+from pkg.containerd import containers as ctr_containers
+from pkg.containerd.client import Client
+from pkg.engine import names, translate
+from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
+from pkg.engine.model import (
+    ContainerSpec,
+    EngineContainer,
+    EngineRecord,
+    HostConfig,
+    NetworkInfo,
+    Phase,
+    Resources,
+    RestartPolicy,
+    RestartPolicyName,
+)
+from pkg.engine.records import RecordStore
+from pkg.engine.registry import Registry
+from pkg.images.model import Image
+from pkg.model.container import Resources as CoreResources
+from pkg.model.state import ContainerState
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.resources import CgroupFacts, merge_resources
+from pkg.runtime.sandboxes import SandboxService
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "container.log"
+RECOVERY_TIMEOUT = 60.0  # per container
+
+
+class Images(Protocol):
+    async def get(self, ref_or_id: str) -> Image: ...
+
+
+NetworkStatus = Callable[[str], Awaitable[PodNetworkStatus | None]]
+
+
+class Engine:
+    def __init__(self, sandboxes: SandboxService, containers: ContainerService, images: Images,
+                 client: Client, network_status: NetworkStatus | None = None) -> None:
+        self.sandboxes = sandboxes
+        self.containers = containers
+        self.images = images
+        self.client = client
+        self.ctx = containers.ctx
+        self.registry = Registry(RecordStore(self.ctx.root / "engine"))
+        self.lifecycle = Lifecycle(self.registry, containers, client, self._auto_remove)
+        self._network_status = network_status
+
+    @property
+    def store(self) -> RecordStore:
+        return self.registry.store
+
+    # ---------------- queries ----------------
+    def get(self, ref: str) -> EngineContainer:
+        """By full ID, name (with or without "/") or unique ID prefix; NotFound "No such container: <ref>"."""
+        record = self.registry.get(ref)
+        return self._view(record)
+
+    def list(self) -> builtins.list[EngineContainer]:
+        views = []
+        for record in self.registry:
+            if self.ctx.containers.find(record.id) is not None:
+                views.append(self._view(record))
+        return sorted(views, key=lambda c: c.created, reverse=True)
+
+    def _view(self, record: EngineRecord) -> EngineContainer:
+        found = self.ctx.containers.find(record.id)
+        if found is None:
+            raise errors.NotFound(f"No such container: {record.id}")
+        _, status = found
+        return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING))
+
+    def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
+        mode = record.host_config.network_mode
+        if mode.startswith("container:"):
+            return ()
+        name = "bridge" if mode == "default" else mode
+        ip = ""
+        sandbox = self.ctx.sandboxes.find(record.sandbox_id)
+        if with_ip and sandbox is not None and mode not in ("host", "none"):
+            ip = sandbox[1].ip
+        aliases = next((e.aliases for e in record.config.endpoints if e.network == name), ())
+        return (NetworkInfo(name=name, ip=ip, aliases=aliases),)
+
+    async def inspect(self, ref: str) -> EngineContainer:
+        """``get`` plus what only the network manager knows (gateway, MAC, prefix length)."""
+        view = self.get(ref)
+        if not view.running or self._network_status is None or not view.networks or not view.networks[0].ip:
+            return view
+        status = await self._network_status(view.sandbox_id)
+        if status is None:
+            return view
+        first = view.networks[0]
+        ip, _, prefix = (status.ip or first.ip).partition("/")
+        detailed = dataclasses.replace(first, ip=ip, prefix_len=int(prefix) if prefix.isdigit() else 0,
+                                       gateway=status.gateway.partition("/")[0], mac=status.mac)
+        return dataclasses.replace(view, networks=(detailed, *view.networks[1:]))
+
+    def sandbox_paths(self, view: EngineContainer) -> tuple[str, str]:
+        """The dir holding the container's /etc/hosts, hostname and resolv.conf, and its netns path."""
+        found = self.ctx.sandboxes.find(view.sandbox_id)
+        if found is None:
+            return "", ""
+        return found[0].sandbox_dir, found[0].netns_path
+
+    # ---------------- create ----------------
+    async def create(self, spec: ContainerSpec, host: HostConfig, name: str = "") -> str:
+        """A new (created, not started) Docker container; returns its ID."""
+        _validate_host_config(host)
+        container_id = secrets.token_hex(32)
+        name = names.validate(name) if name else self._random_name()
+        self.registry.reserve_name(name, container_id)
+        try:
+            return await self._create(container_id, name, spec, host)
+        except BaseException:
+            self.registry.release_name(name, container_id)
+            raise
+
+    def _random_name(self) -> str:
+        for attempt in range(10):
+            name = names.random_name(attempt)
+            if not self.registry.name_taken(name):
+                return name
+        return f"{names.random_name(1)}{secrets.token_hex(3)}"
+
+    async def _create(self, container_id: str, name: str, spec: ContainerSpec, host: HostConfig) -> str:
+        try:
+            image = await self.images.get(spec.image)
+        except errors.NotFound:
+            raise errors.NotFound(f"No such image: {_with_tag(spec.image)}") from None
+        spec = translate.merge_image(spec, image.config)
+        translate.argv(spec)
+        sandbox_id, owns_sandbox = "", True
+        mode = host.network_mode
+        if mode.startswith("container:"):
+            target = self.registry.get(mode.partition(":")[2])
+            if target.host_config.network_mode.startswith("container:"):
+                target = self.registry.get(target.host_config.network_mode.partition(":")[2])
+            sandbox_id, owns_sandbox = target.sandbox_id, False
+        record = EngineRecord(
+            id=container_id, name=name, sandbox_id=sandbox_id, owns_sandbox=owns_sandbox, image_id=image.id,
+            created=time.time_ns(), config=spec, host_config=host,
+            port_bindings=translate.resolve_ports(spec, host) if owns_sandbox and mode != "host" else (),
+            log_path=str(self.store.dir(container_id) / LOG_FILE),
+        )
+        async with CleanupStack() as cleanup:
+            cleanup.add("remove engine dir", lambda: self.store.delete(container_id))
+            if owns_sandbox:
+                sandbox_id = await self.sandboxes.run(translate.sandbox_config(record, self.store.root))
+                cleanup.add("remove sandbox", lambda: self.sandboxes.remove(sandbox_id))
+                record = dataclasses.replace(record, sandbox_id=sandbox_id)
+                if host.extra_hosts:
+                    await asyncio.to_thread(_add_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts", host.extra_hosts)
+            config = translate.container_config(record, f"{container_id}/{LOG_FILE}")
+            await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
+                                         container_id=container_id)
+            cleanup.add("remove container", lambda: self.containers.remove(container_id))
+            await self.store.write(record)
+            self.registry.add(record)
+            cleanup.commit()
+        log.info("docker container %s (%s) created", container_id[:12], name)
+        return container_id
+
+    # ---------------- remove ----------------
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        container_id = self.registry.resolve(ref)
+        view = self.get(container_id)
+        if view.running and not force:
+            what = "paused" if view.record.state.paused else "running"
+            raise errors.Conflict(
+                f"cannot remove container \"/{view.name}\": container is {what}: "
+                f"stop the container before removing or force remove")
+        await self._remove(container_id)
+
+    async def _auto_remove(self, container_id: str) -> None:
+        try:
+            await self._remove(container_id)
+        except errors.NotFound:
+            pass
+
+    async def _remove(self, container_id: str) -> None:
+        async with self.registry.lock(container_id):
+            record = self.registry.find(container_id)
+            if record is None:
+                return
+            await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False)
+            await self.lifecycle._resume_quietly(container_id)
+            await self._release(record)
+        log.info("docker container %s (%s) removed", container_id[:12], record.name)
+
+    async def _release(self, record: EngineRecord) -> None:
+        """Core container, then the sandbox once nothing uses it, then the record and log; idempotent."""
+        container_id = record.id
+        found = self.ctx.containers.find(container_id)
+        exit_code = found[1].exit_code if found else 0
+        await self.containers.remove(container_id)
+        await self._remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
+        await self.store.delete(container_id)
+        self.registry.drop(container_id)
+        self.lifecycle.removed(container_id, exit_code)
+
+    async def _remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
+        if not sandbox_id:
+            return
+        in_use = any(m.sandbox_id == sandbox_id for _, m, _ in self.ctx.containers) or any(
+            r.sandbox_id == sandbox_id for r in self.registry if r.id != exclude)
+        if not in_use:
+            await self.sandboxes.remove(sandbox_id)
+
+    async def prune(self, keep: Callable[[EngineContainer], bool]) -> builtins.list[str]:
+        """Remove every stopped container ``keep`` does not keep; the removed IDs."""
+        removed = []
+        for view in self.list():
+            if view.running or view.record.state.restarting or keep(view):
+                continue
+            try:
+                await self._remove(view.id)
+            except errors.NarwhalError as exc:
+                log.warning("prune %s: %s", view.id[:12], exc.message)
+                continue
+            removed.append(view.id)
+        return removed
+
+    # ---------------- rename / update ----------------
+    async def rename(self, ref: str, new_name: str) -> None:
+        container_id = self.registry.resolve(ref)
+        if not new_name:
+            raise errors.InvalidArgument("Neither old nor new names may be empty")
+        new_name = names.validate(new_name)
+        async with self.registry.lock(container_id):
+            record = self.registry.get(container_id)
+            if record.name == new_name:
+                raise errors.InvalidArgument("Renaming a container with the same name as its current name")
+            self.registry.reserve_name(new_name, container_id)
+            try:
+                await self.registry.update(container_id, lambda r: dataclasses.replace(r, name=new_name))
+            except BaseException:
+                self.registry.release_name(new_name, container_id)
+                raise
+            self.registry.release_name(record.name, container_id)
+
+    async def update(self, ref: str, resources: Resources | None = None,
+                     restart_policy: RestartPolicy | None = None) -> builtins.list[str]:
+        """Docker's update: the resource fields given (non-zero) and the restart policy; returns warnings."""
+        container_id = self.registry.resolve(ref)
+        async with self.registry.lock(container_id):
+            record = self.registry.get(container_id)
+            host = record.host_config
+            if restart_policy is not None:
+                if host.auto_remove and restart_policy.name != RestartPolicyName.NO:
+                    raise errors.InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled "
+                                                 "for the container")
+                host = dataclasses.replace(host, restart_policy=restart_policy)
+            if resources is not None:
+                merged = _merge_resources(host.resources, resources)
+                core = translate.core_resources(merged, host.oom_score_adj)
+                await self._apply_resources(container_id, core)
+                host = dataclasses.replace(host, resources=merged)
+            await self.registry.update(container_id, lambda r: dataclasses.replace(r, host_config=host))
+        return []
+
+    async def _apply_resources(self, container_id: str, core: CoreResources) -> None:
+        _, status = self.containers.get(container_id)
+        if status.state != ContainerState.EXITED:
+            await self.containers.update_resources(container_id, core)
+            return
+        # A stopped container keeps its spec for the next start: update the stored spec only.
+        record = await ctr_containers.get(self.client, container_id)
+        spec = dict(record.spec)
+        linux = dict(spec.get("linux", {}))
+        linux["resources"] = merge_resources(linux.get("resources", {}), core, CgroupFacts.probe())
+        spec["linux"] = linux
+        await ctr_containers.update_spec(self.client, container_id, spec)
+
+    # ---------------- lifecycle (see pkg.engine.lifecycle) ----------------
+    async def start(self, ref: str) -> bool:
+        view = self.get(ref)
+        mode = view.host_config.network_mode
+        if mode.startswith("container:"):
+            target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
+            if target is None or self.ctx.containers.find(target.id) is None:
+                raise errors.Conflict(f"cannot join network namespace of container: {mode.partition(':')[2]}")
+        try:
+            return await self.lifecycle.start(view.id)
+        except errors.NarwhalError:
+            if view.host_config.auto_remove:  # as moby: a container that cannot start is not kept either
+                await self._auto_remove(view.id)
+            raise
+
+    def _sandbox_owner(self, sandbox_id: str) -> str | None:
+        return next((r.id for r in self.registry if r.sandbox_id == sandbox_id and r.owns_sandbox), None)
+
+    async def stop(self, ref: str, sig: str | None = None, timeout: int | None = None) -> bool:
+        return await self.lifecycle.stop(ref, sig, timeout)
+
+    async def kill(self, ref: str, sig: str | None = None) -> None:
+        await self.lifecycle.kill(ref, sig)
+
+    async def restart(self, ref: str, sig: str | None = None, timeout: int | None = None) -> None:
+        await self.lifecycle.restart(ref, sig, timeout)
+
+    async def pause(self, ref: str) -> None:
+        await self.lifecycle.pause(ref)
+
+    async def unpause(self, ref: str) -> None:
+        await self.lifecycle.unpause(ref)
+
+    async def wait(self, ref: str, condition: WaitCondition = WaitCondition.NOT_RUNNING) -> WaitResult:
+        return await self.lifecycle.wait(ref, condition)
+
+    # ---------------- recovery ----------------
+    async def start_engine(self) -> None:
+        """Rebuild from the records after the runtime recovered: finish cut-short creates and removes,
+        follow running containers, restart those their policy wants running, auto-remove exited ones."""
+        records, broken = await self.store.load_all()
+        for container_id in broken:
+            log.warning("docker container %s: create was cut short; removing its pieces", container_id[:12])
+            await self._release_orphan(container_id)
+        for record in records:
+            self.registry.add(record)
+        for record in records:
+            try:
+                await asyncio.wait_for(self._recover(record), RECOVERY_TIMEOUT)
+            except (errors.NarwhalError, TimeoutError) as exc:
+                log.error("recovering docker container %s: %r", record.id[:12], exc)
+        await self._remove_orphan_sandboxes()
+
+    async def _recover(self, record: EngineRecord) -> None:
+        container_id = record.id
+        found = self.ctx.containers.find(container_id)
+        if record.state.phase == Phase.REMOVING or found is None:
+            if found is None:
+                log.warning("docker container %s lost its core container; removing it", container_id[:12])
+            async with self.registry.lock(container_id):
+                await self._release(record)
+            return
+        _, status = found
+        if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+            self.lifecycle.watch(container_id)
+            return
+        if not record.state.started_once:
+            return
+        if record.host_config.auto_remove:
+            await self._remove(container_id)
+            return
+        policy = record.host_config.restart_policy.name
+        if policy == RestartPolicyName.ALWAYS and record.state.manually_stopped:
+            # Docker: "always" brings even a manually stopped container back when the daemon restarts.
+            record = await self.registry.update_state(container_id, manually_stopped=False)
+        if record.state.restarting or self.lifecycle.should_restart(record, status.exit_code):
+            await self.registry.update_state(container_id, restarting=True)
+            self.lifecycle.restart_soon(container_id)
+
+    async def _release_orphan(self, container_id: str) -> None:
+        found = self.ctx.containers.find(container_id)
+        sandbox_id = found[0].sandbox_id if found else ""
+        await self.containers.remove(container_id)
+        await self._remove_sandbox_if_unused(sandbox_id, exclude=container_id)
+        await self.store.delete(container_id)
+
+    async def _remove_orphan_sandboxes(self) -> None:
+        """Engine sandboxes and containers no record covers: pieces of creates cut short before the record."""
+        known = {r.id for r in self.registry}
+        for container_id, _, _ in self.ctx.containers:
+            if container_id not in known:
+                log.warning("removing core container %s: no docker container owns it", container_id[:12])
+                await self.containers.remove(container_id)
+        sandboxes = {r.sandbox_id for r in self.registry}
+        for sandbox_id, metadata, _ in self.ctx.sandboxes:
+            if sandbox_id not in sandboxes and translate.ENGINE_LABEL in metadata.config.labels:
+                log.warning("removing sandbox %s: no docker container owns it", sandbox_id[:12])
+                await self.sandboxes.remove(sandbox_id)
+
+    async def close(self) -> None:
+        await cancel_tasks(self.lifecycle.close())
+
+
+def _validate_host_config(host: HostConfig) -> None:
+    policy = host.restart_policy
+    if host.auto_remove and policy.name != RestartPolicyName.NO:
+        raise errors.InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    if policy.maximum_retry_count < 0:
+        raise errors.InvalidArgument("invalid value for restart policy: maximum retry count can't be negative")
+    if policy.maximum_retry_count and policy.name != RestartPolicyName.ON_FAILURE:
+        raise errors.InvalidArgument(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    mode = host.network_mode
+    if mode.startswith("container:") and not mode.partition(":")[2]:
+        raise errors.InvalidArgument("invalid container format container:<name|id>")
+    if (mode == "host" or mode.startswith("container:")) and host.port_bindings:
+        raise errors.InvalidArgument("conflicting options: port publishing and the container type network mode")
+
+
+def _merge_resources(current: Resources, update: Resources) -> Resources:
+    changes = {f.name: getattr(update, f.name) for f in dataclasses.fields(update) if getattr(update, f.name)}
+    return dataclasses.replace(current, **changes)
+
+
+def _with_tag(ref: str) -> str:
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in ref else f"{ref}:latest"
+
+
+def _add_hosts(path: Path, extra_hosts: tuple[str, ...]) -> None:
+    """Docker's --add-host "name:ip" (or "name=ip") lines, appended to the sandbox's /etc/hosts."""
+    lines = []
+    for entry in extra_hosts:
+        sep = "=" if "=" in entry else ":"
+        host, _, ip = entry.partition(sep)
+        if not host or not ip:
+            raise errors.InvalidArgument(f"invalid IP address in add-host: {entry!r}")
+        lines.append(f"{ip.strip('[]')}\t{host}\n")
+    with open(path, "a") as f:
+        f.writelines(lines)

@@ -1,0 +1,204 @@
+"""From a Docker container's config to the core's: image defaults merged in (as Docker stores them),
+then the sandbox config (network, ports, DNS, hostname) and the container config (process, mounts,
+resources, security)."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+from pathlib import Path
+
+from pkg import errors
+from pkg.cni.model import NetworkAttachment, PortMapping
+from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig, MountType, PortBinding
+from pkg.engine.model import Resources as DockerResources
+from pkg.images.model import ImageConfig
+from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Propagation, Resources
+from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
+
+DOCKER_NAMESPACE = "docker"  # SandboxConfig.namespace of every Docker sandbox
+ENGINE_LABEL = "io.narwhal.engine.container"  # on the sandbox: the Docker container that owns it
+INIT_PATH = "/sbin/docker-init"
+CPU_PERIOD = 100_000  # µs, NanoCpus are turned into a quota over this period
+
+_PROPAGATION = {
+    "": Propagation.PRIVATE, "private": Propagation.PRIVATE, "rprivate": Propagation.PRIVATE,
+    "slave": Propagation.HOST_TO_CONTAINER, "rslave": Propagation.HOST_TO_CONTAINER,
+    "shared": Propagation.BIDIRECTIONAL, "rshared": Propagation.BIDIRECTIONAL,
+}
+
+
+def merge_image(spec: ContainerSpec, image: ImageConfig) -> ContainerSpec:
+    """Docker's create-time merge: unset Cmd/Entrypoint/WorkingDir/User/StopSignal come from the image,
+    env and labels are the image's overridden by the container's, exposed ports and volumes are joined."""
+    entrypoint, cmd = spec.entrypoint, spec.cmd
+    if not entrypoint:
+        entrypoint = tuple(image.entrypoint)
+        if not cmd:
+            cmd = tuple(image.cmd)
+    env = _merge_env(image.env, spec.env)
+    return dataclasses.replace(
+        spec,
+        entrypoint=entrypoint,
+        cmd=cmd,
+        env=tuple(env),
+        labels={**image.labels, **spec.labels},
+        working_dir=spec.working_dir or image.working_dir,
+        user=spec.user or image.user,
+        stop_signal=spec.stop_signal or image.stop_signal,
+        exposed_ports=tuple(dict.fromkeys([*image.exposed_ports, *spec.exposed_ports])),
+        volumes=tuple(dict.fromkeys([*image.volumes, *spec.volumes])),
+    )
+
+
+def _merge_env(base: list[str], override: tuple[str, ...]) -> list[str]:
+    merged: dict[str, str] = {}
+    for entry in [*base, *override]:
+        merged[entry.split("=", 1)[0]] = entry
+    return list(merged.values())
+
+
+def argv(spec: ContainerSpec) -> list[str]:
+    args = [*spec.entrypoint, *spec.cmd]
+    if not args:
+        raise errors.InvalidArgument("no command specified")
+    return args
+
+
+def resolve_ports(spec: ContainerSpec, host: HostConfig) -> tuple[PortBinding, ...]:
+    """The published ports with every ephemeral host port chosen (PublishAllPorts publishes each exposed
+    port on one)."""
+    bindings = list(host.port_bindings)
+    if host.publish_all_ports:
+        bound = {(b.container_port, b.protocol) for b in bindings}
+        for exposed in spec.exposed_ports:
+            port, proto = parse_port(exposed)
+            if (port, proto) not in bound:
+                bindings.append(PortBinding(port, proto))
+    resolved = []
+    for b in bindings:
+        resolved.append(b if b.host_port else dataclasses.replace(b, host_port=_free_port(b.protocol, b.host_ip)))
+    return tuple(resolved)
+
+
+def parse_port(text: str) -> tuple[int, str]:
+    """"80/tcp" or "80" → (80, "tcp")."""
+    port, _, proto = text.partition("/")
+    try:
+        number = int(port)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid port {text!r}") from None
+    proto = (proto or "tcp").lower()
+    if not 0 < number < 65536 or proto not in ("tcp", "udp", "sctp"):
+        raise errors.InvalidArgument(f"invalid port {text!r}")
+    return number, proto
+
+
+def _free_port(protocol: str, host_ip: str) -> int:
+    """An unused host port from the kernel's ephemeral range (Docker's port allocator picks from it too)."""
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        s.bind((host_ip or "", 0))
+        return int(s.getsockname()[1])
+
+
+def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
+    spec, host = record.config, record.host_config
+    mode = host.network_mode
+    network = NamespaceMode.NODE if mode == "host" else NamespaceMode.POD
+    networks: tuple[NetworkAttachment, ...] = ()
+    if mode not in ("bridge", "default", "host", "none"):
+        aliases = next((e.aliases for e in spec.endpoints if e.network == mode), ())
+        ipv4 = next((e.ipv4_address for e in spec.endpoints if e.network == mode), "")
+        networks = (NetworkAttachment(mode, aliases, ipv4),)
+    dns = None
+    if host.dns or host.dns_search or host.dns_options:
+        dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))
+    return SandboxConfig(
+        name=record.name,
+        uid=record.id,
+        namespace=DOCKER_NAMESPACE,
+        hostname="" if mode == "host" else spec.hostname or record.id[:12],
+        log_directory=str(log_directory),
+        dns=dns,
+        port_mappings=[PortMapping(b.container_port, b.host_port, b.protocol, b.host_ip)
+                       for b in record.port_bindings] if mode != "host" else [],
+        labels={ENGINE_LABEL: record.id},
+        sysctls=dict(host.sysctls),
+        namespace_options=NamespaceOptions(network=network, pid=NamespaceMode.CONTAINER, ipc=NamespaceMode.POD),
+        privileged=host.privileged,
+        networks=networks,
+        no_network=mode == "none",
+    )
+
+
+def container_config(record: EngineRecord, log_path: str, volume_mounts: list[Mount] | None = None) -> ContainerConfig:
+    spec, host = record.config, record.host_config
+    command = argv(spec)
+    mounts: list[Mount] = []
+    if host.init:
+        init = shutil.which("catatonit") or "/usr/bin/catatonit"
+        mounts.append(Mount(INIT_PATH, init, readonly=True))
+        command = [INIT_PATH, "--", *command]
+    for m in host.mounts:
+        if m.type == MountType.BIND:
+            if m.propagation not in _PROPAGATION:
+                raise errors.InvalidArgument(f"invalid propagation mode: {m.propagation}")
+            mounts.append(Mount(m.target, m.source, readonly=m.read_only, propagation=_PROPAGATION[m.propagation]))
+        elif m.type == MountType.TMPFS:
+            raise errors.NotImplementedYet("tmpfs mounts are not supported yet")
+    mounts += volume_mounts or []
+    run_as_username = spec.user
+    return ContainerConfig(
+        name=record.name,
+        image=record.image_id,
+        command=command,
+        working_dir=spec.working_dir,
+        envs=[(e.split("=", 1)[0], e.split("=", 1)[1] if "=" in e else "") for e in spec.env],
+        mounts=mounts,
+        devices=[Device(d.path_in_container or d.path_on_host, d.path_on_host, d.cgroup_permissions or "rwm")
+                 for d in host.devices],
+        labels=dict(spec.labels),
+        log_path=log_path,
+        stdin=spec.open_stdin,
+        stdin_once=spec.stdin_once,
+        tty=spec.tty,
+        resources=core_resources(host.resources, host.oom_score_adj),
+        security=ContainerSecurity(
+            privileged=host.privileged,
+            capabilities_add=list(host.cap_add),
+            capabilities_drop=list(host.cap_drop),
+            namespace_options=NamespaceOptions(pid=NamespaceMode.CONTAINER),
+            run_as_username=run_as_username,
+            readonly_rootfs=host.readonly_rootfs,
+        ),
+    )
+
+
+def core_resources(r: DockerResources, oom_score_adj: int = 0) -> Resources:
+    period, quota = r.cpu_period, r.cpu_quota
+    if r.nano_cpus:
+        if r.cpu_quota or r.cpu_period:
+            raise errors.InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+        period = CPU_PERIOD
+        quota = r.nano_cpus * CPU_PERIOD // 1_000_000_000
+    if r.memory and 0 < r.memory < 6 * 1024 * 1024:
+        raise errors.InvalidArgument("Minimum memory limit allowed is 6MB")
+    swap = 0
+    if r.memory:
+        swap = -1 if r.memory_swap == -1 else (r.memory_swap or 2 * r.memory)
+        if 0 < swap < r.memory:
+            raise errors.InvalidArgument(
+                "Minimum memoryswap limit should be larger than memory limit, see usage")
+    return Resources(
+        cpu_period=period,
+        cpu_quota=quota,
+        cpu_shares=r.cpu_shares,
+        memory_limit_in_bytes=r.memory,
+        memory_swap_limit_in_bytes=swap,
+        cpuset_cpus=r.cpuset_cpus,
+        cpuset_mems=r.cpuset_mems,
+        pids_limit=r.pids_limit if r.pids_limit > 0 else 0,
+        oom_score_adj=oom_score_adj or None,
+    )

@@ -1,0 +1,82 @@
+"""Docker API test helpers: a narwhald whose docker.io mirror is the session registry (busybox pushed
+there, so ``busybox`` resolves offline) and a runner for the real docker CLI against it.
+
+Use from a module-scoped fixture::
+
+    @pytest.fixture(scope="module")
+    def dockerd(registry):
+        yield from docker_daemon(registry)
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lib.cni_host import InstanceNetwork
+from lib.daemon import DaemonProcess, start_daemon
+from lib.images import push
+from lib.registry import Registry
+
+DOCKER = "/usr/local/bin/docker"
+BUSYBOX = "busybox"
+
+
+@dataclass
+class DockerDaemon:
+    daemon: DaemonProcess
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120,
+               input_: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the docker CLI against this daemon; ``check`` raises with stderr on a non-zero exit."""
+        proc = subprocess.run([DOCKER, *args], env=self.daemon.docker_env(), capture_output=True, text=True,
+                              timeout=timeout, input=input_)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def out(self, *args: str) -> str:
+        return self.docker(*args).stdout.strip()
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        data = json.loads(self.out("inspect", "--type", "container", ref))
+        assert isinstance(data, list) and len(data) == 1
+        return data[0]  # type: ignore[no-any-return]
+
+    def rm_all(self) -> None:
+        ids = self.out("ps", "-aq").split()
+        if ids:
+            self.docker("rm", "-f", *ids)
+
+
+def mirror_config(registry: Registry) -> str:
+    return f'registry:\n  mirrors:\n    docker.io: ["http://{registry.host}"]\n'
+
+
+def docker_daemon(registry: Registry, *, pull: bool = True) -> Iterator[DockerDaemon]:
+    """A narwhald with the registry as docker.io's mirror and busybox pulled into its Docker domain;
+    torn down (with its network) when the generator closes."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry))
+    try:
+        dd = DockerDaemon(d)
+        if pull:
+            dd.docker("pull", BUSYBOX)
+        yield dd
+    finally:
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` passes (False): a wait, not a timed assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()

@@ -1,0 +1,253 @@
+"""pkg.engine without a daemon: names, the image merge and core translation, restart decisions and backoff,
+records on disk, and the Docker JSON of the container endpoints (parsing, filters, status text)."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from dockerapi.handlers import containers_filters as cf
+from dockerapi.handlers import containers_json as cj
+from pkg import errors
+from pkg.engine import names, translate
+from pkg.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
+from pkg.engine.model import (
+    ContainerSpec,
+    EngineContainer,
+    EngineRecord,
+    EngineState,
+    HostConfig,
+    MountType,
+    Phase,
+    PortBinding,
+    Resources,
+    RestartPolicy,
+    RestartPolicyName,
+    Status,
+)
+from pkg.engine.records import RecordStore
+from pkg.engine.registry import Registry
+from pkg.images.model import ImageConfig
+from pkg.model.container import ContainerStatus
+from pkg.model.state import ContainerState
+
+CID = "a" * 64
+
+
+def record(**changes: object) -> EngineRecord:
+    base = EngineRecord(id=CID, name="web", sandbox_id="s" * 64, owns_sandbox=True, image_id="sha256:" + "b" * 64,
+                        created=1_700_000_000 * 10**9, config=ContainerSpec(image="busybox", cmd=("sleep", "1")),
+                        host_config=HostConfig())
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def view(rec: EngineRecord | None = None, state: ContainerState = ContainerState.RUNNING,
+         **status: int) -> EngineContainer:
+    return EngineContainer(rec or record(), ContainerStatus(state, **status))  # type: ignore[arg-type]
+
+
+# ---------------- names ----------------
+def test_names_follow_dockers_rules() -> None:
+    assert names.validate("/web-1") == "web-1"
+    for bad in ("x", "-web", "a b", "web/1", ""):
+        with pytest.raises(errors.InvalidArgument, match="Invalid container name"):
+            names.validate(bad)
+    for attempt in (0, 3):
+        name = names.random_name(attempt)
+        assert names.VALID.match(name) and "_" in name and name != "boring_wozniak"
+
+
+# ---------------- translation ----------------
+def test_merge_image_as_docker_stores_it() -> None:
+    image = ImageConfig(entrypoint=["/entry"], cmd=["serve"], env=["PATH=/bin", "A=image"], working_dir="/srv",
+                        user="nobody", labels={"from": "image", "k": "image"}, exposed_ports=["80/tcp"],
+                        stop_signal="SIGQUIT")
+    merged = translate.merge_image(ContainerSpec(image="x", env=("A=mine",), labels={"k": "mine"}), image)
+    assert merged.entrypoint == ("/entry",) and merged.cmd == ("serve",)
+    assert merged.env == ("PATH=/bin", "A=mine")
+    assert merged.labels == {"from": "image", "k": "mine"}
+    assert (merged.working_dir, merged.user, merged.stop_signal) == ("/srv", "nobody", "SIGQUIT")
+    assert merged.exposed_ports == ("80/tcp",)
+    # An entrypoint of one's own drops the image's CMD (Docker's rule).
+    own = translate.merge_image(ContainerSpec(image="x", entrypoint=("sh",)), image)
+    assert own.entrypoint == ("sh",) and own.cmd == ()
+    with pytest.raises(errors.InvalidArgument, match="no command specified"):
+        translate.argv(translate.merge_image(ContainerSpec(image="x"), ImageConfig()))
+
+
+def test_sandbox_and_container_config() -> None:
+    host = HostConfig(network_mode="none", dns=("1.1.1.1",), extra_hosts=("db:10.0.0.5",), init=True,
+                      port_bindings=(PortBinding(80, "tcp", "127.0.0.1", 8080),),
+                      resources=Resources(memory=64 << 20, nano_cpus=1_500_000_000, pids_limit=-1))
+    rec = record(host_config=host, port_bindings=host.port_bindings,
+                 config=ContainerSpec(image="busybox", cmd=("top",), user="1000:1000", env=("A=b", "EMPTY")))
+    sandbox = translate.sandbox_config(rec, Path("/logs"))
+    assert sandbox.no_network and sandbox.hostname == CID[:12] and sandbox.uid == CID
+    assert sandbox.labels == {translate.ENGINE_LABEL: CID}
+    assert sandbox.dns is not None and sandbox.dns.servers == ("1.1.1.1",)
+    assert [(p.container_port, p.host_port, p.host_ip) for p in sandbox.port_mappings] == [(80, 8080, "127.0.0.1")]
+    config = translate.container_config(rec, f"{CID}/container.log")
+    assert config.command == [translate.INIT_PATH, "--", "top"]
+    assert any(m.container_path == translate.INIT_PATH and m.readonly for m in config.mounts)
+    assert config.envs == [("A", "b"), ("EMPTY", "")]
+    assert config.security.run_as_username == "1000:1000"
+    assert config.resources is not None
+    assert (config.resources.cpu_quota, config.resources.cpu_period) == (150_000, 100_000)
+    assert config.resources.memory_limit_in_bytes == 64 << 20 and config.resources.pids_limit == 0
+    host_net = translate.sandbox_config(record(host_config=HostConfig(network_mode="host")), Path("/l"))
+    assert host_net.host_network and host_net.hostname == ""
+    user_net = translate.sandbox_config(record(host_config=HostConfig(network_mode="backend")), Path("/l"))
+    assert [n.network for n in user_net.networks] == ["backend"]
+
+
+def test_resource_validation_and_ephemeral_ports() -> None:
+    with pytest.raises(errors.InvalidArgument, match="Minimum memory limit"):
+        translate.core_resources(Resources(memory=1024))
+    with pytest.raises(errors.InvalidArgument, match="Nano CPUs"):
+        translate.core_resources(Resources(nano_cpus=1, cpu_quota=1))
+    spec = ContainerSpec(image="x", exposed_ports=("80/tcp", "53/udp"))
+    resolved = translate.resolve_ports(spec, HostConfig(publish_all_ports=True,
+                                                        port_bindings=(PortBinding(80, "tcp", "", 8080),)))
+    assert {(b.container_port, b.protocol) for b in resolved} == {(80, "tcp"), (53, "udp")}
+    assert all(b.host_port > 0 for b in resolved) and resolved[0].host_port == 8080
+
+
+# ---------------- restart policy ----------------
+def _lifecycle(tmp_path: Path) -> Lifecycle:
+    async def remove(_: str) -> None:
+        return None
+
+    return Lifecycle(Registry(RecordStore(tmp_path)), None, None, remove)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("policy", "code", "count", "stopped", "expected"), [
+    (RestartPolicy(), 1, 0, False, False),
+    (RestartPolicy(RestartPolicyName.ALWAYS), 0, 5, False, True),
+    (RestartPolicy(RestartPolicyName.ALWAYS), 0, 0, True, False),
+    (RestartPolicy(RestartPolicyName.UNLESS_STOPPED), 0, 0, False, True),
+    (RestartPolicy(RestartPolicyName.ON_FAILURE), 0, 0, False, False),
+    (RestartPolicy(RestartPolicyName.ON_FAILURE), 2, 9, False, True),
+    (RestartPolicy(RestartPolicyName.ON_FAILURE, 2), 2, 1, False, True),
+    (RestartPolicy(RestartPolicyName.ON_FAILURE, 2), 2, 2, False, False),
+])
+def test_should_restart(tmp_path: Path, policy: RestartPolicy, code: int, count: int, stopped: bool,
+                        expected: bool) -> None:
+    rec = record(host_config=HostConfig(restart_policy=policy),
+                 state=EngineState(restart_count=count, manually_stopped=stopped))
+    assert _lifecycle(tmp_path).should_restart(rec, code) is expected
+
+
+def test_backoff_doubles_and_resets(tmp_path: Path) -> None:
+    life = _lifecycle(tmp_path)
+    delays = [life._next_delay(CID, 0.5) for _ in range(12)]
+    assert delays[:3] == [BACKOFF_START, BACKOFF_START * 2, BACKOFF_START * 4]
+    assert delays[-1] == BACKOFF_MAX
+    assert life._next_delay(CID, 11.0) == BACKOFF_START  # it stayed up: start over
+
+
+def test_signals() -> None:
+    assert parse_signal("KILL") == parse_signal("SIGKILL") == parse_signal("9") == 9
+    assert parse_signal(None, 15) == 15
+    with pytest.raises(errors.InvalidArgument, match="Invalid signal: NOPE"):
+        parse_signal("NOPE")
+
+
+# ---------------- records and registry ----------------
+def test_records_round_trip_and_registry(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = RecordStore(tmp_path / "engine")
+        registry = Registry(store)
+        rec = record(host_config=HostConfig(restart_policy=RestartPolicy(RestartPolicyName.ON_FAILURE, 3)))
+        await store.write(rec)
+        (tmp_path / "engine" / ("c" * 64)).mkdir()  # a create cut short before its record
+        loaded, broken = await store.load_all()
+        assert loaded == [rec] and broken == ["c" * 64]
+        registry.add(rec)
+        assert registry.resolve("web") == registry.resolve("/web") == registry.resolve("aaa") == CID
+        with pytest.raises(errors.NotFound, match="No such container: nope"):
+            registry.resolve("nope")
+        with pytest.raises(errors.Conflict, match='name "/web" is already in use by container "' + CID):
+            registry.reserve_name("web", "d" * 64)
+        await registry.update_state(CID, restart_count=2, phase=Phase.REMOVING)
+        reloaded, _ = await store.load_all()
+        assert reloaded[0].state.restart_count == 2 and reloaded[0].state.phase == Phase.REMOVING
+
+    asyncio.run(body())
+
+
+# ---------------- Docker JSON ----------------
+def test_create_body_parsing() -> None:
+    body = {"Image": "busybox", "Cmd": ["sh"], "ExposedPorts": {"80": {}}, "StopTimeout": 3,
+            "NetworkingConfig": {"EndpointsConfig": {"net": {"Aliases": ["db"],
+                                                             "IPAMConfig": {"IPv4Address": "1.2.3.4"}}}}}
+    spec = cj.container_spec(body)
+    assert spec.exposed_ports == ("80/tcp",) and spec.stop_timeout == 3
+    assert spec.endpoints[0].aliases == ("db",) and spec.endpoints[0].ipv4_address == "1.2.3.4"
+    host = cj.host_config({"Binds": ["/src:/dst:ro,rshared", "vol:/data", "/anon"], "Tmpfs": {"/run": "size=64k"},
+                           "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]}, "NetworkMode": "default",
+                           "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
+    kinds = [(m.type, m.target, m.source, m.read_only, m.propagation) for m in host.mounts]
+    assert kinds == [(MountType.BIND, "/dst", "/src", True, "rshared"), (MountType.VOLUME, "/data", "vol", False, ""),
+                     (MountType.VOLUME, "/anon", "", False, ""), (MountType.TMPFS, "/run", "", False, "")]
+    assert host.mounts[3].tmpfs_size == 64 << 10
+    assert host.port_bindings == (PortBinding(80, "tcp", "", 0),) and host.network_mode == "bridge"
+    assert host.restart_policy == RestartPolicy(RestartPolicyName.ON_FAILURE, 2)
+    for bad, message in (({"RestartPolicy": {"Name": "sometimes"}}, "unknown policy 'sometimes'"),
+                         ({"Binds": ["/a:rel"]}, "mount path must be absolute"),
+                         ({"Binds": ["/a:/b:bogus"]}, "invalid mode: bogus"),
+                         ({"Binds": ["/a:/b", "/c:/b"]}, "Duplicate mount point: /b"),
+                         ({"PortBindings": {"80/tcp": [{"HostPort": "99999"}]}}, "invalid port")):
+        with pytest.raises(errors.InvalidArgument, match=message):
+            cj.host_config(bad)
+    with pytest.raises(errors.InvalidArgument):
+        cj.container_spec({"Cmd": ["x"]})
+
+
+def test_inspect_and_summary_shapes() -> None:
+    rec = record(config=ContainerSpec(image="busybox", cmd=("sleep", "1 0"), exposed_ports=("80/tcp", "81/tcp")),
+                 port_bindings=(PortBinding(80, "tcp", "", 32768),), log_path="/l")
+    running = view(rec, pid=42, started_at=10**9)
+    body = cj.inspect_json(running, "/sb", "/netns")
+    assert body["Name"] == "/web" and body["Path"] == "sleep" and body["Args"] == ["1 0"]
+    assert body["State"]["Status"] == "running" and body["State"]["Pid"] == 42
+    assert body["State"]["FinishedAt"] == cj.ZERO_TIME and body["State"]["StartedAt"].startswith("1970-01-01T00:00:01")
+    assert body["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}], "81/tcp": None}
+    json.dumps(body)
+    summary = cj.summary_json(running, now=11.0)
+    assert summary["Names"] == ["/web"] and summary["Command"] == "sleep '1 0'" and summary["State"] == "running"
+    assert summary["Status"] == "Up 10 seconds"
+    assert {"PrivatePort": 81, "Type": "tcp"} in summary["Ports"]
+    exited = view(rec, ContainerState.EXITED, exit_code=3, started_at=10**9, finished_at=2 * 10**9)
+    assert cj.status_text(exited, now=2 + 3600 * 3) == "Exited (3) 3 hours ago"
+    assert cj.status_text(view(rec, ContainerState.CREATED)) == "Created"
+    paused = view(dataclasses.replace(rec, state=EngineState(paused=True)), started_at=10**9)
+    assert paused.status == Status.PAUSED and cj.status_text(paused, now=62).endswith("(Paused)")
+    assert cj.human_duration(90) == "About a minute" and cj.human_duration(0.5) == "Less than a second"
+
+
+def test_filters() -> None:
+    assert cf.parse_filters('{"status": {"running": true}}') == {"status": ["running"]}
+    web = view(record(config=ContainerSpec(image="busybox", labels={"k": "v"})))
+    other = view(record(id="b" * 64, name="db", created=2, config=ContainerSpec(image="redis")),
+                 ContainerState.EXITED, exit_code=1, finished_at=1)
+
+    def names_for(raw: str) -> list[str]:
+        keep = cf.matcher(cf.parse_filters(raw), [web, other], None)  # type: ignore[arg-type]
+        return [c.name for c in (web, other) if keep(c)]
+
+    assert names_for('{"label": ["k=v"]}') == ["web"]
+    assert names_for('{"label": ["k=w"]}') == []
+    assert names_for('{"status": ["exited"]}') == ["db"]
+    assert names_for('{"exited": ["1"]}') == ["db"]
+    assert names_for('{"ancestor": ["busybox:latest"]}') == ["web"]
+    assert names_for('{"name": ["^/d"]}') == ["db"]
+    for bad in ('{"colour": ["x"]}', '{"status": ["sleepy"]}', "[1]"):
+        with pytest.raises(errors.InvalidArgument):
+            names_for(bad)
+    keep = cf.prune_keeper(cf.parse_filters('{"label!": ["k=v"]}'))
+    assert keep(web) and not keep(other)
+    assert cf.prune_keeper({})(web) is False
+    assert cf._timestamp("1h") < cf._timestamp("1m") < cf._timestamp("0s") + 1
