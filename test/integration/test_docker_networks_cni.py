@@ -1,0 +1,262 @@
+"""Docker networks at the core: several CNI networks per sandbox, connect/disconnect, isolation,
+internal networks, the embedded DNS server inside the netns, and what removal leaves (nothing).
+
+The NetworkManager and NetworkService run in the test process against the real CNI plugins, with
+network namespaces the test creates (as the sandboxes of the Docker domain would).
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from lib import nsexec
+from lib.cni_host import HostGuard, request_from, start_server, stop_server
+from lib.cni_net import Net
+from lib.docker_networks import bridge_ports, chain_exists, link_exists, tagged_rules
+
+from pkg.cni import defaults, netns
+from pkg.cni.model import NetworkAttachment, PodNetworkRequest
+from pkg.dns import message
+from pkg.networks.model import CreateRequest, IPAMPool
+from pkg.networks.service import NetworkService, Owner
+
+
+@pytest.fixture(scope="module")
+def host_guard() -> Iterator[HostGuard]:
+    guard = HostGuard.take()
+    yield guard
+    guard.restore()
+
+
+class Owners:
+    """Sandbox "sb-x" belongs to container "x" (ID "x" * 12)."""
+
+    def owner(self, sandbox_id: str) -> Owner | None:
+        name = sandbox_id.removeprefix("sb-")
+        return Owner((name * 64)[:64], name)
+
+
+class Env:
+    def __init__(self, net: Net, service: NetworkService) -> None:
+        self.net, self.service = net, service
+
+    async def sandbox(self, sandbox_id: str, *networks: NetworkAttachment) -> PodNetworkRequest:
+        req = self.net.req(sandbox_id, networks=networks)
+        await netns.create(req.netns_path)
+        await self.net.manager.setup(req)
+        return req
+
+    async def remove(self, req: PodNetworkRequest) -> None:
+        await self.net.manager.teardown(req)
+        await netns.remove(req.netns_path)
+
+
+@pytest.fixture
+async def env(host_guard: HostGuard) -> AsyncIterator[Env]:
+    net = Net(Path(tempfile.mkdtemp(prefix="nwd-", dir="/tmp")), host_guard)
+    service = NetworkService(net.cfg, net.manager, owners=Owners())
+    await net.manager.start()
+    await service.start()
+    yield Env(net, service)
+    await service.stop()
+    await net.manager.stop()
+    for network in service.all():  # a failed test's leftovers
+        if not network.predefined:
+            host_guard.bridges.append(network.bridge)
+    await service.isolation.sync([])
+    shutil.rmtree(net.base, ignore_errors=True)
+
+
+def addresses(ns: Path) -> dict[str, str]:
+    """ifname -> IPv4 CIDR inside the netns."""
+    out = subprocess.run(nsexec.argv(ns, "ip", "-o", "-4", "addr", "show"), capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split()[1]: line.split()[3] for line in out.splitlines() if line.split()[1] != "lo"}
+
+
+def default_routes(ns: Path) -> list[str]:
+    out = subprocess.run(nsexec.argv(ns, "ip", "-4", "route", "show", "default"), capture_output=True, text=True,
+                         check=True).stdout
+    return out.split()
+
+
+async def resolve(ns: Path, name: str, qtype: int = message.TYPE_A, tcp: bool = False) -> tuple[int, list[str]]:
+    """Ask 127.0.0.11 inside ``ns`` (the socket is made in the netns); (rcode, addresses)."""
+    packet = message.HEADER.pack(7, message.FLAG_RD, 1, 0, 0, 0) + message.encode_name(name) + bytes(
+        [0, qtype, 0, 1])
+
+    def ask() -> bytes:
+        if tcp:
+            with socket.create_connection(("127.0.0.11", 53), timeout=5) as s:
+                s.sendall(len(packet).to_bytes(2, "big") + packet)
+                size = int.from_bytes(s.recv(2), "big")
+                data = b""
+                while len(data) < size:
+                    data += s.recv(size - len(data))
+                return data
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            s.sendto(packet, ("127.0.0.11", 53))
+            return s.recv(4096)
+
+    reply = await netns.run_in_netns(ns, ask)
+    _, flags, qd, an, _, _ = message.HEADER.unpack_from(reply)
+    offset = message.HEADER.size
+    _, offset = message._read_name(reply, offset)  # noqa: SLF001
+    offset += 4
+    found = []
+    for _ in range(an):
+        _, offset = message._read_name(reply, offset)  # noqa: SLF001
+        rtype, length = int.from_bytes(reply[offset:offset + 2], "big"), int.from_bytes(reply[offset + 8:offset + 10],
+                                                                                         "big")
+        rdata = reply[offset + 10:offset + 10 + length]
+        offset += 10 + length
+        if rtype == message.TYPE_A:
+            found.append(socket.inet_ntoa(rdata))
+    return flags & 0xF, found
+
+
+def ip_of(cidr: str) -> str:
+    return cidr.split("/")[0]
+
+
+async def test_sandbox_on_several_networks(env: Env) -> None:
+    mynet = await env.service.create(CreateRequest("mynet", ipam=(IPAMPool("10.200.5.0/24"),)))
+    other = await env.service.create(CreateRequest("other"))
+    a = await env.sandbox("sb-alpha", NetworkAttachment("mynet", ("web",)))
+    b = await env.sandbox("sb-beta", NetworkAttachment("mynet"), NetworkAttachment("bridge"))
+    c = await env.sandbox("sb-gamma", NetworkAttachment("other"))
+    d = await env.sandbox("sb-delta")  # the default network only (as a CRI pod or `docker run` without --network)
+    servers = [start_server(ns.netns_path, tok, 8080) for ns, tok in ((a, "alpha"), (c, "gamma"), (d, "delta"))]
+    try:
+        a_ips, b_ips = addresses(a.netns_path), addresses(b.netns_path)
+        assert list(a_ips) == ["eth0"] and ip_of(a_ips["eth0"]).startswith("10.200.5.")
+        assert sorted(b_ips) == ["eth0", "eth1"] and ip_of(b_ips["eth0"]).startswith("10.200.5.")
+        assert ip_of(b_ips["eth1"]).startswith(env.net.subnet_prefix())
+        assert "eth0" in default_routes(b.netns_path) and "eth1" not in default_routes(b.netns_path)
+        assert link_exists(mynet.bridge) and len(bridge_ports(mynet.bridge)) == 2
+
+        # Same network: reachable; another user-defined network: isolated, both ways.
+        assert request_from(b.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
+        gamma_ip = ip_of(addresses(c.netns_path)["eth0"])
+        assert request_from(a.netns_path, gamma_ip, 8080).startswith("ERR")
+        assert request_from(c.netns_path, ip_of(a_ips["eth0"]), 8080).startswith("ERR")
+        assert request_from(a.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080).startswith("ERR")
+        # b is on the default network too: it reaches delta there.
+        assert request_from(b.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080) == "delta"
+
+        # The embedded DNS server: names, aliases and short IDs on shared user-defined networks only.
+        assert await resolve(b.netns_path, "alpha") == (0, [ip_of(a_ips["eth0"])])
+        assert await resolve(b.netns_path, "web", tcp=True) == (0, [ip_of(a_ips["eth0"])])
+        assert await resolve(b.netns_path, "alphaalphaal") == (0, [ip_of(a_ips["eth0"])])
+        assert await resolve(a.netns_path, "beta.mynet") == (0, [ip_of(b_ips["eth0"])])
+        assert await resolve(a.netns_path, "beta", message.TYPE_AAAA) == (0, [])
+        assert not env.service.dns.running("sb-delta")  # the default bridge: no embedded DNS
+
+        # connect / disconnect while running
+        ep = await env.net.manager.connect(c, NetworkAttachment("mynet", ("g2",)))
+        assert ep.ifname == "eth1" and ep.ip.startswith("10.200.5.") and ep.aliases == ("g2",)
+        assert await resolve(a.netns_path, "g2") == (0, [ep.ip])
+        assert request_from(c.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
+        assert "eth1" not in default_routes(c.netns_path)
+        names = {v.owner_name: v.ipv4 for v in env.service.endpoints(mynet)}
+        assert names == {"alpha": a_ips["eth0"], "beta": b_ips["eth0"], "gamma": f"{ep.ip}/24"}
+        await env.service.disconnect("mynet", "sb-gamma")
+        assert list(addresses(c.netns_path)) == ["eth0"]
+        assert (await resolve(a.netns_path, "g2"))[1] == []  # forwarded now, and no answer for it
+        assert request_from(c.netns_path, ip_of(a_ips["eth0"]), 8080).startswith("ERR")
+    finally:
+        for proc in servers:
+            stop_server(proc)
+        for req in (a, b, c, d):
+            await env.remove(req)
+
+    assert not env.service.dns.running("sb-alpha")
+    assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}
+    assert tagged_rules(mynet.cni_name) == [] and tagged_rules(other.cni_name) == []
+    ipam = defaults.ipam_dir(env.net.cfg)
+    assert not [p for p in ipam.rglob("*") if p.name[0].isdigit()]
+    await env.service.remove("mynet")
+    await env.service.remove("other")
+    assert not link_exists(mynet.bridge) and not link_exists(other.bridge)
+    assert not (ipam / mynet.cni_name).exists()
+    assert not chain_exists(env.service.isolation.chain)
+
+
+async def test_internal_network_has_no_way_out(env: Env) -> None:
+    inner = await env.service.create(CreateRequest("inner", internal=True))
+    i1 = await env.sandbox("sb-in1", NetworkAttachment("inner"))
+    i2 = await env.sandbox("sb-in2", NetworkAttachment("inner"))
+    d = await env.sandbox("sb-out")
+    servers = [start_server(i1.netns_path, "in1", 8080), start_server(d.netns_path, "out", 8080)]
+    try:
+        assert default_routes(i1.netns_path) == []
+        assert request_from(i2.netns_path, ip_of(addresses(i1.netns_path)["eth0"]), 8080) == "in1"
+        assert request_from(i1.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080).startswith("ERR")
+        assert request_from(d.netns_path, ip_of(addresses(i1.netns_path)["eth0"]), 8080).startswith("ERR")
+        assert await resolve(i2.netns_path, "in1") == (0, [ip_of(addresses(i1.netns_path)["eth0"])])
+        assert (await resolve(i2.netns_path, "example.com"))[0] == message.RCODE_SERVFAIL  # nothing forwarded
+    finally:
+        for proc in servers:
+            stop_server(proc)
+        for req in (i1, i2, d):
+            await env.remove(req)
+    await env.service.remove(inner.id)
+    assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}
+
+
+async def test_requested_address_and_failed_join_rolls_back(env: Env) -> None:
+    await env.service.create(CreateRequest("fixed", ipam=(IPAMPool("10.200.7.0/24"),)))
+    a = await env.sandbox("sb-fix", NetworkAttachment("fixed", (), "10.200.7.50"))
+    try:
+        assert addresses(a.netns_path) == {"eth0": "10.200.7.50/24"}
+        # The address is taken: the second sandbox's setup fails and leaves nothing attached.
+        req = env.net.req("sb-clash", networks=(NetworkAttachment("bridge"), NetworkAttachment("fixed", (),
+                                                                                             "10.200.7.50")))
+        await netns.create(req.netns_path)
+        try:
+            with pytest.raises(Exception, match="10.200.7.50"):
+                await env.net.manager.setup(req)
+            assert await env.net.manager.cache.ifnames("sb-clash") == []
+            assert addresses(req.netns_path) == {}
+        finally:
+            await netns.remove(req.netns_path)
+        with pytest.raises(Exception, match="not found"):
+            await env.net.manager.setup(env.net.req("sb-x", networks=(NetworkAttachment("nosuch"),)))
+    finally:
+        await env.remove(a)
+    await env.service.remove("fixed")
+    assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}
+
+
+async def test_gc_and_restart(env: Env) -> None:
+    """A sandbox on two networks that nobody knows any more is released whole by the GC; a new service
+    (narwhald restarted) finds the endpoints of live ones and restarts their DNS servers."""
+    await env.service.create(CreateRequest("gcnet"))
+    keep = await env.sandbox("sb-keep", NetworkAttachment("gcnet"))
+    lost = await env.sandbox("sb-lost", NetworkAttachment("gcnet"), NetworkAttachment("bridge"))
+    await env.service.dns.stop_all()
+    again = NetworkService(env.net.cfg, env.net.manager, owners=Owners())
+    again.isolation = env.service.isolation
+    await again.start()
+    try:
+        assert again.dns.running("sb-keep") and again.dns.running("sb-lost")
+        assert await resolve(keep.netns_path, "lost") == (0, [ip_of(addresses(lost.netns_path)["eth0"])])
+        await env.net.manager.gc({"sb-keep"})
+        assert await env.net.manager.cache.ifnames("sb-lost") == []
+        assert not again.dns.running("sb-lost") and again.dns.running("sb-keep")
+        assert (await resolve(keep.netns_path, "lost"))[1] == []
+    finally:
+        await again.stop()
+        await env.remove(keep)
+        await netns.remove(lost.netns_path)
+    await again.remove("gcnet")
+    env.service = again
+    assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}
+    await asyncio.sleep(0)
