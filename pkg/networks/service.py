@@ -30,9 +30,8 @@ from pkg.cni import defaults
 from pkg.cni.manager import NetworkManager
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.config import Config
-from pkg.dns.server import ADDRESS as DNS_ADDRESS
 from pkg.dns.server import DNSServers, host_nameservers
-from pkg.networks import conflist
+from pkg.networks import conflist, resolv
 from pkg.networks.firewall import BridgeRule, Isolation
 from pkg.networks.model import BRIDGE, DRIVERS, HOST, NONE, PREDEFINED, CreateRequest, EndpointView, IPAMPool, Network
 from pkg.networks.model import predefined_id as _predefined_id
@@ -357,7 +356,7 @@ class NetworkService:
             raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
                                           f"{network.name}") from None
         if network.name != BRIDGE and sandbox_dir:
-            await asyncio.to_thread(_point_resolv_conf_at_dns, Path(sandbox_dir) / "resolv.conf")
+            await asyncio.to_thread(resolv.rewrite_in_place, Path(sandbox_dir) / "resolv.conf")
         return self._view(owner, ep, network)
 
     async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
@@ -462,41 +461,6 @@ class NetworkService:
 def endpoint_id(sandbox_id: str, network_id: str) -> str:
     """Stable per (sandbox, network): the same across daemon restarts."""
     return hashlib.sha256(f"{sandbox_id}:{network_id}".encode()).hexdigest()
-
-
-def resolv_conf(host_file: Path = Path("/etc/resolv.conf")) -> str:
-    """Docker's resolv.conf for a container on a user-defined network: the embedded server, with the
-    host's search domains and options (blocking read)."""
-    searches: list[str] = []
-    options: list[str] = []
-    try:
-        lines = host_file.read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        fields = line.split()
-        if fields and fields[0] in ("search", "domain"):
-            searches = fields[1:]
-        elif fields and fields[0] == "options":
-            options += [o for o in fields[1:] if not o.startswith("ndots:")]
-    text = f"nameserver {DNS_ADDRESS}\n"
-    if searches:
-        text += "search " + " ".join(searches) + "\n"
-    return text + "options " + " ".join(["ndots:0", *options]) + "\n"
-
-
-def _point_resolv_conf_at_dns(path: Path) -> None:
-    """Rewrite a running sandbox's resolv.conf *in place* (containers bind-mount the file itself)."""
-    content = resolv_conf()
-    try:
-        current = path.read_text()
-    except OSError:
-        return
-    if current.startswith(f"nameserver {DNS_ADDRESS}\n"):
-        return
-    with open(path, "r+") as f:
-        f.write(content)
-        f.truncate()
 
 
 def _remove_ipam_dir(path: Path) -> None:

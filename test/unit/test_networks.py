@@ -15,7 +15,9 @@ from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.config import Config, build
 from pkg.networks import conflist, firewall
 from pkg.networks.model import CreateRequest, IPAMPool, Network
-from pkg.networks.service import NetworkService, Owner, endpoint_id, resolv_conf
+from pkg.networks.resolv import embedded_dns_config, rewrite_in_place
+from pkg.networks.service import NetworkService, Owner, endpoint_id
+from pkg.runtime.etc_files import DNSConfig
 
 
 def cfg_for(tmp_path: Path) -> Config:
@@ -248,6 +250,16 @@ async def test_endpoints_and_dns_records(tmp_path: Path) -> None:
 
 
 def test_resolv_conf_for_user_networks(tmp_path: Path) -> None:
-    host = tmp_path / "resolv.conf"
+    host = tmp_path / "host-resolv.conf"
     host.write_text("nameserver 10.0.0.53\nsearch corp.example\noptions ndots:5 timeout:2\n")
-    assert resolv_conf(host) == "nameserver 127.0.0.11\nsearch corp.example\noptions ndots:0 timeout:2\n"
+    assert embedded_dns_config(host_file=host) == DNSConfig(("127.0.0.11",), ("corp.example",),
+                                                            ("ndots:0", "timeout:2"))
+    asked = DNSConfig(("1.1.1.1",), ("a.example",), ("ndots:2",))
+    assert embedded_dns_config(asked, host) == DNSConfig(("127.0.0.11",), ("a.example",), ("ndots:2",))
+    sandbox = tmp_path / "resolv.conf"
+    sandbox.write_text("nameserver 10.0.0.53\n" + "# padding\n" * 20)
+    inode = sandbox.stat().st_ino
+    assert rewrite_in_place(sandbox, host) is True
+    assert sandbox.read_text() == "search corp.example\nnameserver 127.0.0.11\noptions ndots:0 timeout:2\n"
+    assert sandbox.stat().st_ino == inode  # the same file: bind mounts of it see the change
+    assert rewrite_in_place(sandbox, host) is False and rewrite_in_place(tmp_path / "none", host) is False

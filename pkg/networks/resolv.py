@@ -1,0 +1,61 @@
+"""The DNS config of a container on a user-defined network, as Docker writes it.
+
+Such a container's resolv.conf names only the embedded server (127.0.0.11,
+see pkg.dns.server), keeps the host's (or the container's --dns-search /
+--dns-option) search domains and options, and adds ``ndots:0``.  The engine
+passes the result as the sandbox's DNSConfig when the container joins a
+user-defined network; ``rewrite_in_place`` updates a running sandbox's file
+when it joins its first one (network connect).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pkg.dns.server import ADDRESS
+from pkg.runtime.etc_files import HOST_RESOLV_CONF, DNSConfig, resolv_conf_content
+
+
+def _host_search_and_options(host_file: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    searches: tuple[str, ...] = ()
+    options: list[str] = []
+    try:
+        lines = host_file.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in ("search", "domain"):
+            searches = tuple(fields[1:])
+        elif fields and fields[0] == "options":
+            options += fields[1:]
+    return searches, tuple(options)
+
+
+def embedded_dns_config(requested: DNSConfig | None = None, host_file: Path = HOST_RESOLV_CONF) -> DNSConfig:
+    """127.0.0.11 with the requested (else the host's) search domains and options, plus ndots:0
+    unless an ndots option is given.  Blocking read of ``host_file``."""
+    host_searches, host_options = _host_search_and_options(host_file)
+    searches = requested.searches if requested is not None and requested.searches else host_searches
+    options = requested.options if requested is not None and requested.options else host_options
+    if not any(o.startswith("ndots:") for o in options):
+        options = ("ndots:0", *options)
+    elif requested is None or not requested.options:  # the host's ndots is for the host's resolver
+        options = ("ndots:0", *(o for o in options if not o.startswith("ndots:")))
+    return DNSConfig(servers=(ADDRESS,), searches=searches, options=options)
+
+
+def rewrite_in_place(path: Path, host_file: Path = HOST_RESOLV_CONF) -> bool:
+    """Point a running sandbox's resolv.conf at the embedded server, writing the file *in place*
+    (containers bind-mount the file itself, so a rename would not reach them).  False when it already
+    does or there is no file.  Blocking."""
+    try:
+        current = path.read_text()
+    except OSError:
+        return False
+    if any(line.split()[:2] == ["nameserver", ADDRESS] for line in current.splitlines() if line.strip()):
+        return False
+    content = resolv_conf_content(embedded_dns_config(host_file=host_file))
+    with open(path, "r+") as f:
+        f.write(content)
+        f.truncate()
+    return True
