@@ -11,6 +11,7 @@ from aiohttp import web
 
 import dockerapi.handlers.containers as container_routes
 import dockerapi.handlers.containers_lifecycle as container_lifecycle_routes
+from dockerapi.handlers import archive as archive_routes
 from dockerapi.handlers import attach, auth, events, images, images_archive, images_registry, logs, stats, system, top
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import networks as network_routes
@@ -25,6 +26,7 @@ MODULES += [images, images_registry, images_archive, auth]
 MODULES += [attach, exec_, logs, stats, top]
 MODULES += [volume_routes]
 MODULES += [network_routes]
+MODULES += [archive_routes]
 
 
 def all_routes() -> list[Route]:

@@ -58,6 +58,7 @@ class RootfsView:
     root: Path  # the host path that is the container's "/"
     mounts: tuple[SpecMount, ...]
     live: bool  # True: the running container's own view (/proc/<pid>/root)
+    readonly_rootfs: bool = False  # the container runs with a read-only root (docker run --read-only)
 
     def mount_at(self, container_path: str) -> SpecMount | None:
         """The innermost of the container's mounts holding ``container_path``."""
@@ -109,6 +110,7 @@ async def container_view(ctx: RuntimeContext, container_id: str, *, writable: bo
     metadata, status = ctx.containers.get(container_id)
     record = await ctr_containers.get(ctx.client, container_id)
     mounts = spec_mounts(record.spec)
+    readonly = bool((record.spec.get("root") or {}).get("readonly"))
     root = _live_root(status.state, status.pid)
     if root is None:
         async with ctx.containers.lock(container_id):
@@ -117,9 +119,9 @@ async def container_view(ctx: RuntimeContext, container_id: str, *, writable: bo
             if root is None:
                 snapshot = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
                 async with _mounted(ctx, snapshot, mounts, writable=writable) as view_root:
-                    yield RootfsView(view_root, mounts, live=False)
+                    yield RootfsView(view_root, mounts, live=False, readonly_rootfs=readonly)
                 return
-    yield RootfsView(root, mounts, live=True)
+    yield RootfsView(root, mounts, live=True, readonly_rootfs=readonly)
 
 
 @contextlib.asynccontextmanager

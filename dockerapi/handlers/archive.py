@@ -1,0 +1,171 @@
+"""A container's files: /containers/{id}/archive (HEAD stat, GET tar, PUT extract), /export and /changes.
+
+These serve ``docker cp``, ``docker export`` and ``docker diff`` for running
+and stopped containers alike (pkg.runtime.rootfs_access picks the view).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import stat
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from aiohttp import web
+
+from dockerapi.backend import backends, need
+from pkg import errors
+from pkg.runtime import rootfs_archive
+from pkg.runtime.context import RuntimeContext
+from pkg.runtime.rootfs_access import container_view, snapshot_view
+from pkg.runtime.rootfs_archive import PathStat
+from pkg.runtime.rootfs_changes import container_changes
+
+log = logging.getLogger(__name__)
+
+STAT_HEADER = "X-Docker-Container-Path-Stat"
+TAR = "application/x-tar"
+
+# Go's os.FileMode type bits, which the docker CLI decodes from the stat header.
+_GO_DIR, _GO_SYMLINK, _GO_DEVICE, _GO_PIPE, _GO_SOCKET = 1 << 31, 1 << 27, 1 << 26, 1 << 25, 1 << 24
+_GO_SETUID, _GO_SETGID, _GO_CHARDEV, _GO_STICKY = 1 << 23, 1 << 22, 1 << 21, 1 << 20
+
+
+def go_file_mode(mode: int) -> int:
+    out = stat.S_IMODE(mode) & 0o777
+    if stat.S_ISDIR(mode):
+        out |= _GO_DIR
+    elif stat.S_ISLNK(mode):
+        out |= _GO_SYMLINK
+    elif stat.S_ISBLK(mode):
+        out |= _GO_DEVICE
+    elif stat.S_ISCHR(mode):
+        out |= _GO_DEVICE | _GO_CHARDEV
+    elif stat.S_ISFIFO(mode):
+        out |= _GO_PIPE
+    elif stat.S_ISSOCK(mode):
+        out |= _GO_SOCKET
+    if mode & stat.S_ISUID:
+        out |= _GO_SETUID
+    if mode & stat.S_ISGID:
+        out |= _GO_SETGID
+    if mode & stat.S_ISVTX:
+        out |= _GO_STICKY
+    return out
+
+
+def go_time(ns: int) -> str:
+    """RFC 3339 with nanoseconds, trailing zeros trimmed (Go's time.Time JSON)."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    base = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f".{nanos:09d}".rstrip("0").rstrip(".")
+    return f"{base}{fraction}Z"
+
+
+def stat_header(st: PathStat) -> str:
+    body = {"name": st.name, "size": st.size, "mode": go_file_mode(st.mode), "mtime": go_time(st.mtime_ns),
+            "linkTarget": st.link_target}
+    return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+
+
+def _runtime(request: web.Request) -> RuntimeContext:
+    return need(backends(request).containers, "containers").ctx
+
+
+def _container_id(request: web.Request) -> str:
+    """The Docker ID (== the core container ID) of {id}: a full ID, a unique prefix or a name."""
+    ref = request.match_info["id"]
+    b = backends(request)
+    if b.engine is not None:
+        return str(b.engine.get(ref).id)
+    found = _runtime(request).containers.find(ref)
+    if found is None:
+        raise errors.NotFound(f"No such container: {ref}")
+    return found[0].id
+
+
+def _path(request: web.Request) -> str:
+    path = request.query.get("path", "")
+    if not path:
+        raise errors.InvalidArgument("Path cannot be empty")
+    return path
+
+
+def _flag(request: web.Request, key: str) -> bool:
+    return request.query.get(key, "").strip().lower() not in ("", "0", "no", "false", "none")
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, chunks: AsyncGenerator[bytes, None],
+                  what: str) -> web.StreamResponse:
+    await response.prepare(request)
+    try:
+        async with contextlib.aclosing(chunks):  # stops the tar helper however the copy ends
+            async for chunk in chunks:
+                await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client stopped reading (docker cp stops at the tar's end marker; `| head` goes away): fine.
+        log.debug("%s: the client went away", what)
+    except errors.NarwhalError as exc:
+        # Nothing can be said inside a tar stream: cut the connection so the client sees it incomplete.
+        log.error("%s failed mid-stream: %s", what, exc.message)
+        if request.transport is not None:
+            request.transport.close()
+    return response
+
+
+async def head_archive(request: web.Request) -> web.StreamResponse:
+    path, cid = _path(request), _container_id(request)
+    async with container_view(_runtime(request), cid, writable=False) as view:
+        st = await rootfs_archive.stat_path(view, path, request.match_info["id"])
+    return web.Response(status=200, headers={STAT_HEADER: stat_header(st), "Content-Type": "application/json"})
+
+
+async def get_archive(request: web.Request) -> web.StreamResponse:
+    path, cid = _path(request), _container_id(request)
+    async with container_view(_runtime(request), cid, writable=False) as view:
+        st = await rootfs_archive.stat_path(view, path, request.match_info["id"])
+        response = web.StreamResponse(status=200, headers={"Content-Type": TAR, STAT_HEADER: stat_header(st)})
+        return await _stream(request, response, rootfs_archive.tar_path(view, path), f"archive of {path}")
+
+
+async def put_archive(request: web.Request) -> web.StreamResponse:
+    path, cid = _path(request), _container_id(request)
+    ctx = _runtime(request)
+    chown = None
+    if _flag(request, "copyUIDGID"):
+        user = ctx.containers.get(cid)[0].user
+        if user is not None and (user.uid or user.gid):
+            chown = (user.uid, user.gid)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(rootfs_archive.CHUNK):
+            yield chunk
+
+    async with container_view(ctx, cid, writable=True) as view:
+        await rootfs_archive.extract(view, path, request.match_info["id"], body(),
+                                     no_overwrite_dir_non_dir=_flag(request, "noOverwriteDirNonDir"), chown=chown)
+    return web.Response(status=200)
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    cid = _container_id(request)
+    async with snapshot_view(_runtime(request), cid) as root:
+        response = web.StreamResponse(status=200, headers={"Content-Type": TAR})
+        return await _stream(request, response, rootfs_archive.export(root), f"export of {cid}")
+
+
+async def changes(request: web.Request) -> web.Response:
+    found = await container_changes(_runtime(request), _container_id(request))
+    return web.json_response([{"Path": c.path, "Kind": int(c.kind)} for c in found])
+
+
+ROUTES = [
+    ("HEAD", "/containers/{id}/archive", head_archive),
+    ("GET", "/containers/{id}/archive", get_archive),
+    ("PUT", "/containers/{id}/archive", put_archive),
+    ("GET", "/containers/{id}/export", export),
+    ("GET", "/containers/{id}/changes", changes),
+]
