@@ -88,3 +88,29 @@ def test_swarm_answers_as_a_node_in_none(client: Any) -> None:
         client.swarm.reload()
     assert exc.value.response.status_code == 503
     assert client.api.leave_swarm(force=True) is True  # docker-py treats 503 on a forced leave as done
+
+
+def test_info_and_df_count_containers(client: Any) -> None:
+    client.images.pull("busybox", tag="latest")
+    before = client.info()
+    running = client.containers.run("busybox", ["sh", "-c", "head -c 300000 /dev/zero > /big; exec sleep 300"],
+                                    detach=True, name="sys-running")
+    stopped = client.containers.create("busybox", "true", name="sys-created")
+    try:
+        for _ in range(100):
+            if running.exec_run(["test", "-s", "/big"])[0] == 0:
+                break
+        info = client.info()
+        assert info["Containers"] == before["Containers"] + 2
+        assert info["ContainersRunning"] == before["ContainersRunning"] + 1
+        assert info["ContainersStopped"] == before["ContainersStopped"] + 1
+        df = client.df()
+        entries = {c["Names"][0]: c for c in df["Containers"]}
+        assert entries["/sys-running"]["State"] == "running"
+        assert entries["/sys-running"]["SizeRw"] >= 300000  # the file written into its writable layer
+        assert entries["/sys-created"]["State"] == "created"
+        image = next(i for i in df["Images"] if i["Id"] == running.image.id)
+        assert image["Containers"] >= 2
+    finally:
+        running.remove(force=True)
+        stopped.remove(force=True)

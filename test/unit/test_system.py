@@ -1,15 +1,10 @@
-"""Host facts for /info: cgroup feature probing, os-release, the engine ID; /info's human durations."""
+"""Host facts for /info: cgroup feature probing, os-release, the engine ID."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from dockerapi.handlers.system import _human_duration, _human_status
 from pkg.cgroups import fs as cgroupfs
-from pkg.model.container import ContainerStatus
-from pkg.model.state import ContainerState
 from pkg.system import _cgroup_features, _engine_id, _os_release
-
-SECOND = 1_000_000_000
 
 
 def _touch(path: Path) -> None:
@@ -46,22 +41,3 @@ def test_engine_id_is_made_once_and_kept(tmp_path: Path) -> None:
     first = _engine_id(tmp_path / "root" / "engine-id")
     assert len(first) == 36
     assert _engine_id(tmp_path / "root" / "engine-id") == first
-
-
-def test_human_durations_as_go_units() -> None:
-    assert _human_duration(0) == "Less than a second"
-    assert _human_duration(1 * SECOND) == "1 second"
-    assert _human_duration(59 * SECOND) == "59 seconds"
-    assert _human_duration(90 * SECOND) == "About a minute"
-    assert _human_duration(3 * 60 * SECOND) == "3 minutes"
-    assert _human_duration(3600 * SECOND) == "About an hour"
-    assert _human_duration(5 * 3600 * SECOND) == "5 hours"
-    assert _human_duration(3 * 24 * 3600 * SECOND) == "3 days"
-
-
-def test_human_status() -> None:
-    assert _human_status("created", None) == "Created"
-    exited = ContainerStatus(ContainerState.EXITED, finished_at=1, exit_code=3)
-    assert _human_status("exited", exited).startswith("Exited (3) ")
-    running = ContainerStatus(ContainerState.RUNNING, started_at=1)
-    assert _human_status("paused", running).endswith("(Paused)")
