@@ -101,3 +101,20 @@ class EndpointView:
     gateway: str
     aliases: tuple[str, ...]
     ifname: str
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a sandbox is to Docker: the container's ID and name (without the leading "/")."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class NetworkEvent:
+    action: str  # create, connect, disconnect, destroy
+    network_id: str
+    network_name: str
+    network_type: str  # the driver
+    container: str = ""  # the container ID for connect/disconnect

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pkg import errors
-from pkg.networks.service import Owner
+from pkg.networks.model import Owner
 from pkg.runtime.sandboxes import SandboxService
 
 # Set by pkg.engine on each sandbox it runs: the Docker container that owns it.

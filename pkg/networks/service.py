@@ -20,7 +20,6 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,12 +27,25 @@ from pkg import errors
 from pkg.cni import config as cni_config
 from pkg.cni import defaults
 from pkg.cni.manager import NetworkManager
-from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
+from pkg.cni.model import Endpoint, NetworkAttachment
 from pkg.config import Config
 from pkg.dns.server import DNSServers, host_nameservers
-from pkg.networks import conflist, resolv
+from pkg.networks import conflist, host
+from pkg.networks import connect as connect_mod
 from pkg.networks.firewall import BridgeRule, Isolation
-from pkg.networks.model import BRIDGE, DRIVERS, HOST, NONE, PREDEFINED, CreateRequest, EndpointView, IPAMPool, Network
+from pkg.networks.model import (
+    BRIDGE,
+    DRIVERS,
+    HOST,
+    NONE,
+    PREDEFINED,
+    CreateRequest,
+    EndpointView,
+    IPAMPool,
+    Network,
+    NetworkEvent,
+    Owner,
+)
 from pkg.networks.model import predefined_id as _predefined_id
 from pkg.networks.records import DNSRecords
 from pkg.networks.store import NetworkFiles
@@ -41,16 +53,6 @@ from pkg.networks.store import NetworkFiles
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
-LINK_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who a sandbox is to Docker: the container's ID and name (without the leading "/")."""
-
-    id: str
-    name: str
 
 
 class OwnerLookup(Protocol):
@@ -63,15 +65,6 @@ class SandboxLookup(Protocol):
 
     def netns_and_dir(self, sandbox_id: str) -> tuple[str, str]:
         """(netns path, sandbox dir); "" netns for host networking; NotFound for an unknown sandbox."""
-
-
-@dataclass(frozen=True)
-class NetworkEvent:
-    action: str  # create, connect, disconnect, destroy
-    network_id: str
-    network_name: str
-    network_type: str  # the driver
-    container: str = ""  # the container ID for connect/disconnect
 
 
 EventHook = Callable[[NetworkEvent], None]
@@ -184,7 +177,7 @@ class NetworkService:
                 continue
             for ep in endpoints:
                 if self._network_of(ep) is network:
-                    views.append(self._view(owner, ep, network))
+                    views.append(self.view(owner, ep, network))
         return sorted(views, key=lambda v: v.owner_name)
 
     def sandbox_endpoints(self, sandbox_id: str) -> list[tuple[Network, EndpointView]]:
@@ -194,10 +187,10 @@ class NetworkService:
         for ep in self._table.get(sandbox_id, []):
             network = self._network_of(ep)
             if network is not None:
-                out.append((network, self._view(owner, ep, network)))
+                out.append((network, self.view(owner, ep, network)))
         return out
 
-    def _view(self, owner: Owner, ep: Endpoint, network: Network) -> EndpointView:
+    def view(self, owner: Owner, ep: Endpoint, network: Network) -> EndpointView:
         return EndpointView(
             owner_id=owner.id, owner_name=owner.name, endpoint_id=endpoint_id(ep.sandbox_id, network.id),
             network_id=network.id, mac=ep.mac, ipv4=f"{ep.ip}/{ep.prefix_len}" if ep.ip else "",
@@ -313,8 +306,8 @@ class NetworkService:
             await self._sync_isolation()
         except errors.NarwhalError as exc:
             log.warning("isolation rules after removing %s: %s", network.name, exc.message)
-        await _delete_link(network.bridge)
-        await asyncio.to_thread(_remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
+        await host.delete_bridge(network.bridge)
+        await asyncio.to_thread(host.remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
         await self.files.delete(network.id)
         log.info("network %s (%s) removed", network.name, network.id[:12])
         self._emit("destroy", network)
@@ -336,81 +329,17 @@ class NetworkService:
     def dangling(self, network: Network) -> bool:
         return not network.predefined and not self._in_use(network)
 
-    # ---------------- connect / disconnect ----------------
+    # ---------------- connect / disconnect (pkg.networks.connect) ----------------
     async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "") -> EndpointView:
-        network = self.get(ref)
-        owner = self._owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
-        if network.name in (HOST, NONE):
-            raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
-                                          "network" if network.name == HOST else
-                                          "container cannot be connected to network none")
-        netns, sandbox_dir = self._sandbox(sandbox_id)
-        for alias in aliases:
-            if not _DNS_NAME.match(alias):
-                raise errors.InvalidArgument(f"invalid network alias {alias!r}")
-        address = self._check_ipv4(network, ipv4) if ipv4 else ""
-        req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns))
-        try:
-            ep = await self.manager.connect(req, NetworkAttachment(self._attachment_name(network), aliases, address))
-        except errors.AlreadyExists:
-            raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
-                                          f"{network.name}") from None
-        if network.name != BRIDGE and sandbox_dir:
-            await asyncio.to_thread(resolv.rewrite_in_place, Path(sandbox_dir) / "resolv.conf")
-        return self._view(owner, ep, network)
+        """Join a running sandbox to a network (Docker's network connect)."""
+        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4)
 
     async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
-        network = self.get(ref)
-        owner = self._owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
-        if network.name == HOST:
-            raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
-                                          "network")
-        netns = ""
-        if self.sandboxes is not None:
-            try:
-                netns, _ = self.sandboxes.netns_and_dir(sandbox_id)
-            except errors.NotFound:
-                if not force:
-                    raise
-        try:
-            await self.manager.disconnect(sandbox_id, self._attachment_name(network), Path(netns) if netns else None)
-        except errors.NotFound:
-            if force:
-                return
-            raise errors.PermissionDenied(f"container {owner.id} is not connected to network {network.name}") from None
-
-    def _sandbox(self, sandbox_id: str) -> tuple[str, str]:
-        if self.sandboxes is None:
-            raise errors.NotImplementedYet("network connect needs the Docker domain's sandboxes")
-        netns, sandbox_dir = self.sandboxes.netns_and_dir(sandbox_id)
-        if not netns:
-            raise errors.PermissionDenied("container sharing network namespace with another container or host cannot "
-                                          "be connected to any other network")
-        return netns, sandbox_dir
-
-    def _attachment_name(self, network: Network) -> str:
-        return "" if network.name == BRIDGE else network.name
+        await connect_mod.disconnect(self, ref, sandbox_id, force)
 
     def check_attachment(self, att: NetworkAttachment) -> NetworkAttachment:
-        """Validate what a container asks of a network at create time (engine's NetworkingConfig)."""
-        network = self.get(att.network)
-        for alias in att.aliases:
-            if not _DNS_NAME.match(alias):
-                raise errors.InvalidArgument(f"invalid network alias {alias!r}")
-        address = self._check_ipv4(network, att.ipv4) if att.ipv4 else ""
-        return NetworkAttachment(network.name, att.aliases, address)
-
-    def _check_ipv4(self, network: Network, ipv4: str) -> str:
-        try:
-            ip = ipaddress.IPv4Address(ipv4.split("/", 1)[0])
-        except ValueError:
-            raise errors.InvalidArgument(f"invalid IPv4 address {ipv4!r}") from None
-        for pool in network.ipam:
-            if ip in ipaddress.ip_network(pool.subnet):
-                return str(ip)
-        if network.name == BRIDGE:
-            raise errors.InvalidArgument("user specified IP address is supported on user defined networks only")
-        raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP address {ip}")
+        """Validate what a container asks of a network at create time (the engine's NetworkingConfig)."""
+        return connect_mod.check_attachment(self, att)
 
     # ---------------- the NetworkManager's side ----------------
     async def _resolve_conflist(self, name: str) -> cni_config.NetworkConfigList:
@@ -461,35 +390,3 @@ class NetworkService:
 def endpoint_id(sandbox_id: str, network_id: str) -> str:
     """Stable per (sandbox, network): the same across daemon restarts."""
     return hashlib.sha256(f"{sandbox_id}:{network_id}".encode()).hexdigest()
-
-
-def _remove_ipam_dir(path: Path) -> None:
-    """host-local's dir of a removed network: its lock and last-reserved files (no allocations left)."""
-    try:
-        entries = list(path.iterdir())
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        entry.unlink(missing_ok=True)
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
-async def _delete_link(name: str) -> None:
-    """Remove a network's bridge (the bridge plugin never does); a missing one is fine."""
-    if not name:
-        return
-    proc = await asyncio.create_subprocess_exec("ip", "link", "delete", name, "type", "bridge",
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), LINK_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise errors.DeadlineExceeded(f"ip link delete {name} did not finish") from None
-    text = err.decode(errors="replace").strip()
-    if proc.returncode and "Cannot find device" not in text:
-        log.warning("delete bridge %s: %s", name, text)
-

@@ -23,8 +23,8 @@ from lib.docker_networks import bridge_ports, chain_exists, link_exists, tagged_
 from pkg.cni import defaults, netns
 from pkg.cni.model import NetworkAttachment, PodNetworkRequest
 from pkg.dns import message
-from pkg.networks.model import CreateRequest, IPAMPool
-from pkg.networks.service import NetworkService, Owner
+from pkg.networks.model import CreateRequest, IPAMPool, Owner
+from pkg.networks.service import NetworkService
 
 
 @pytest.fixture(scope="module")

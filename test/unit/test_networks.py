@@ -14,9 +14,9 @@ from pkg.cni.manager import NetworkManager, _without_default_routes
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.config import Config, build
 from pkg.networks import conflist, firewall
-from pkg.networks.model import CreateRequest, IPAMPool, Network
+from pkg.networks.model import CreateRequest, IPAMPool, Network, Owner
 from pkg.networks.resolv import embedded_dns_config, rewrite_in_place
-from pkg.networks.service import NetworkService, Owner, endpoint_id
+from pkg.networks.service import NetworkService, endpoint_id
 from pkg.runtime.etc_files import DNSConfig
 
 

@@ -1,0 +1,101 @@
+"""Network connect and disconnect of a running sandbox, and the checks of what a container asks of a
+network (aliases, a fixed IPv4 address), with Docker's messages."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pkg import errors
+from pkg.cni.model import NetworkAttachment, PodNetworkRequest
+from pkg.networks import resolv
+from pkg.networks.model import BRIDGE, HOST, NONE, EndpointView, Network, Owner
+
+if TYPE_CHECKING:
+    from pkg.networks.service import NetworkService
+
+DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
+
+
+async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (),
+                  ipv4: str = "") -> EndpointView:
+    network = service.get(ref)
+    owner = service.owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
+    if network.name in (HOST, NONE):
+        raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
+                                      "network" if network.name == HOST else
+                                      "container cannot be connected to network none")
+    netns, sandbox_dir = _sandbox(service, sandbox_id)
+    for alias in aliases:
+        if not DNS_NAME.match(alias):
+            raise errors.InvalidArgument(f"invalid network alias {alias!r}")
+    address = check_ipv4(network, ipv4) if ipv4 else ""
+    req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns))
+    try:
+        ep = await service.manager.connect(req, NetworkAttachment(attachment_name(network), aliases, address))
+    except errors.AlreadyExists:
+        raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
+                                      f"{network.name}") from None
+    if network.name != BRIDGE and sandbox_dir:
+        await asyncio.to_thread(resolv.rewrite_in_place, Path(sandbox_dir) / "resolv.conf")
+    return service.view(owner, ep, network)
+
+
+async def disconnect(service: NetworkService, ref: str, sandbox_id: str, force: bool = False) -> None:
+    network = service.get(ref)
+    owner = service.owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
+    if network.name == HOST:
+        raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
+                                      "network")
+    netns = ""
+    if service.sandboxes is not None:
+        try:
+            netns, _ = service.sandboxes.netns_and_dir(sandbox_id)
+        except errors.NotFound:
+            if not force:
+                raise
+    try:
+        await service.manager.disconnect(sandbox_id, attachment_name(network), Path(netns) if netns else None)
+    except errors.NotFound:
+        if force:
+            return
+        raise errors.PermissionDenied(f"container {owner.id} is not connected to network {network.name}") from None
+
+
+def _sandbox(service: NetworkService, sandbox_id: str) -> tuple[str, str]:
+    if service.sandboxes is None:
+        raise errors.NotImplementedYet("network connect needs the Docker domain's sandboxes")
+    netns, sandbox_dir = service.sandboxes.netns_and_dir(sandbox_id)
+    if not netns:
+        raise errors.PermissionDenied("container sharing network namespace with another container or host cannot "
+                                      "be connected to any other network")
+    return netns, sandbox_dir
+
+
+def attachment_name(network: Network) -> str:
+    return "" if network.name == BRIDGE else network.name
+
+
+def check_attachment(service: NetworkService, att: NetworkAttachment) -> NetworkAttachment:
+    """Validate what a container asks of a network at create time (engine's NetworkingConfig)."""
+    network = service.get(att.network)
+    for alias in att.aliases:
+        if not DNS_NAME.match(alias):
+            raise errors.InvalidArgument(f"invalid network alias {alias!r}")
+    address = check_ipv4(network, att.ipv4) if att.ipv4 else ""
+    return NetworkAttachment(network.name, att.aliases, address)
+
+
+def check_ipv4(network: Network, ipv4: str) -> str:
+    try:
+        ip = ipaddress.IPv4Address(ipv4.split("/", 1)[0])
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid IPv4 address {ipv4!r}") from None
+    for pool in network.ipam:
+        if ip in ipaddress.ip_network(pool.subnet):
+            return str(ip)
+    if network.name == BRIDGE:
+        raise errors.InvalidArgument("user specified IP address is supported on user defined networks only")
+    raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP address {ip}")
