@@ -128,6 +128,7 @@ class Daemon:
         await self.network.start(self._all_sandbox_ids)
         self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
                              self.docker_client, network_status=self.network.attachment)
+        self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
         await self.engine.start_engine()  # after the network: recovery may restart containers
 
         await self._start_metrics()
