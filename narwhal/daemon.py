@@ -41,6 +41,7 @@ from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.networks.owners import DockerSandboxes
 from pkg.networks.service import NetworkService
+from pkg.runtime.container_io import log_stats_file
 from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.rootfs_access import image_view, sweep_views
 from pkg.runtime.stats import StatsService
@@ -129,6 +130,7 @@ class Daemon:
         self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
                              self.docker_client, network_status=self.network.attachment)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
+        self.docker_runtime.ctx.events.describe = _docker_event_attributes(self.engine)
         await self.engine.start_engine()  # after the network: recovery may restart containers
 
         await self._start_metrics()
@@ -193,6 +195,7 @@ class Daemon:
         for frontend, runtime in ((metrics_mod.CRI_FRONTEND, self.runtime),
                                   (metrics_mod.DOCKER_FRONTEND, self.docker_runtime)):
             self.metrics.watch_states(frontend, *_state_sources(runtime))
+            self.metrics.watch_logs(frontend, _log_stats_files(runtime))
         self.metrics.watch_bus(lambda: self.events.published, lambda: self.events.subscribers)
         self.events.on_overflow = self.metrics.event_overflows.inc
 
@@ -248,6 +251,23 @@ class Daemon:
         if self._lock is not None:
             self._lock.close()
         log.info("narwhald stopped")
+
+
+def _docker_event_attributes(engine: Engine) -> Callable[[str], dict[str, str] | None]:
+    """Docker's attributes of a container event: its labels, the image as the user named it, its name."""
+
+    def describe(container_id: str) -> dict[str, str] | None:
+        record = engine.registry.find(container_id)
+        if record is None:
+            return None
+        return {**record.config.labels, "image": record.config.image, "name": record.name}
+
+    return describe
+
+
+def _log_stats_files(runtime: Runtime) -> Callable[[], list[Path]]:
+    ctx = runtime.ctx
+    return lambda: [log_stats_file(ctx, cid) for cid in ctx.containers.ids()]
 
 
 def _state_sources(runtime: Runtime) -> tuple[Callable[[], list[str]], Callable[[], list[str]]]:

@@ -180,11 +180,16 @@ class EventBus:
 
 class DomainEvents:
     """A runtime domain's view of the bus: core transitions tagged with the domain, and — in the
-    Docker domain — the matching Docker container events (create, start, die, destroy, oom, kill, stop)."""
+    Docker domain — the matching Docker container events (create, start, oom, die, destroy).  Actions only
+    Docker has (kill, stop, pause, restart, rename, ...) are the engine's to publish, with
+    ``docker_container()``: the core cannot tell a user's ``docker kill`` from its own clean-up."""
 
     def __init__(self, bus: EventBus, domain: str) -> None:
         self.bus = bus
         self.domain = domain
+        # Docker's own view of a container's attributes (the image name the user gave, the Docker name,
+        # labels), installed by whoever owns that view (the engine); the core's metadata is the fallback.
+        self.describe: Callable[[str], Mapping[str, str] | None] | None = None
 
     def publish(self, container_id: str, sandbox_id: str, type_: ContainerEventType,
                 metadata: ContainerMetadata | None = None, exit_code: int | None = None) -> None:
@@ -200,7 +205,10 @@ class DomainEvents:
 
     def _docker(self, action: str, container_id: str, metadata: ContainerMetadata | None,
                 extra: Mapping[str, str]) -> None:
-        self.bus.publish_docker("container", action, container_id, {**container_attributes(metadata), **extra})
+        attributes = container_attributes(metadata)
+        if self.describe is not None:
+            attributes.update(self.describe(container_id) or {})
+        self.bus.publish_docker("container", action, container_id, {**attributes, **extra})
 
 
 def container_attributes(metadata: ContainerMetadata | None) -> dict[str, str]:

@@ -20,6 +20,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
@@ -31,6 +32,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from pkg import errors
+from pkg.logs.logger import read_stats_file
 from pkg.model.state import ContainerState, SandboxState
 from pkg.version import narwhal_version
 
@@ -74,8 +76,26 @@ class _LiveCollector(Collector):
         self.sandboxes: dict[str, StateSource] = {}
         self.bus_published: Callable[[], int] | None = None
         self.bus_subscribers: Callable[[], int] | None = None
+        self.log_stats: dict[str, Callable[[], Iterable[Path]]] = {}
+        self.log_retired: dict[str, list[int]] = {}  # frontend -> [bytes, records] of removed containers
 
     def collect(self) -> Iterator[Metric]:
+        log_bytes = CounterMetricFamily("narwhal_container_log_bytes",
+                                        "Bytes written to container log files by narwhal-logger", labels=["frontend"])
+        log_lines = CounterMetricFamily("narwhal_container_log_lines",
+                                        "Container log records (lines, or chunks of overlong lines) written",
+                                        labels=["frontend"])
+        for frontend, paths in sorted(self.log_stats.items()):
+            total = list(self.log_retired.get(frontend, [0, 0]))
+            for path in paths():
+                found = read_stats_file(str(path))
+                if found is not None:
+                    total[0] += found[0]
+                    total[1] += found[1]
+            log_bytes.add_metric([frontend], total[0])
+            log_lines.add_metric([frontend], total[1])
+        yield log_bytes
+        yield log_lines
         if self.bus_published is not None and self.bus_subscribers is not None:
             yield CounterMetricFamily("narwhal_events_published", "Events published on the daemon's bus",
                                       value=self.bus_published())
@@ -166,13 +186,7 @@ class Metrics:
         self.cni_errors = Counter(
             "narwhal_cni_operation_errors", "CNI plugin calls that failed", ["command", "plugin"], registry=r)
 
-        # container logs (narwhal-logger reports its counts; see pkg/logs)
-        self.log_bytes = Counter(
-            "narwhal_container_log_bytes", "Bytes of container output written to CRI log files", ["frontend"],
-            registry=r)
-        self.log_lines = Counter(
-            "narwhal_container_log_lines", "Container log records (lines, or partial-line chunks) written",
-            ["frontend"], registry=r)
+        # container logs: narwhal-logger reports its totals in a stats file (see watch_logs)
 
         # events (published and subscribers: see watch_bus)
         self.event_overflows = Counter(
@@ -184,6 +198,21 @@ class Metrics:
         """Count ``frontend``'s containers and sandboxes by state at each scrape."""
         self.live.containers[frontend] = containers
         self.live.sandboxes[frontend] = sandboxes
+
+    def watch_logs(self, frontend: str, stats_files: Callable[[], Iterable[Path]]) -> None:
+        """Sum ``frontend``'s narwhal-logger stats files (one per container) into the log metrics."""
+        self.live.log_stats[frontend] = stats_files
+        self.live.log_retired.setdefault(frontend, [0, 0])
+
+    def retire_logs(self, frontend: str, stats_file: Path) -> None:
+        """A container is being removed: keep its log totals in the counters, and drop its stats file so it
+        is never counted twice (call before its directory goes)."""
+        found = read_stats_file(str(stats_file))
+        stats_file.unlink(missing_ok=True)
+        if found is not None:
+            retired = self.live.log_retired.setdefault(frontend, [0, 0])
+            retired[0] += found[0]
+            retired[1] += found[1]
 
     def watch_bus(self, published: Callable[[], int], subscribers: Callable[[], int]) -> None:
         self.live.bus_published = published

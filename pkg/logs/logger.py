@@ -40,6 +40,9 @@ DRAIN_AFTER_TERM = 5.0
 # quiet this long, so log followers (Attach, `logs -f`) see it; the rest of the line follows later.
 PARTIAL_FLUSH_AFTER = 0.1
 F_SETPIPE_SZ = 1031
+# Totals of bytes and records written go to ``<pid-file>.stats`` for narwhald's metrics (read_stats_file).
+STATS_SUFFIX = ".stats"
+STATS_INTERVAL = 1.0
 _IOV_BATCH = 512  # well below IOV_MAX (1024)
 
 
@@ -58,13 +61,18 @@ class _Stream:
 class LogWriter:
     """Encodes output chunks into CRI records and appends them to the log file."""
 
-    def __init__(self, path: str, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, path: str, max_line: int = DEFAULT_MAX_LINE, stats_path: str = "") -> None:
         if max_line <= 0:
             raise ValueError("max-line must be positive")
         self.path = path
         self.max_line = max_line
         self.fd = -1
         self.dropped = 0
+        # Totals for narwhald's metrics, written to stats_path at most every STATS_INTERVAL and at close.
+        self.bytes_written = 0
+        self.records = 0
+        self._stats_path = stats_path
+        self._stats_at = 0.0
         self._ts = TimestampFormatter()
         self.open()
 
@@ -85,6 +93,20 @@ class LogWriter:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self.report()
+
+    def report(self) -> None:
+        """``<bytes> <records>`` into the stats file, replaced atomically (read by narwhald's metrics)."""
+        if not self._stats_path:
+            return
+        self._stats_at = time.monotonic()
+        tmp = f"{self._stats_path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{self.bytes_written} {self.records}\n")
+            os.replace(tmp, self._stats_path)
+        except OSError:
+            pass  # metrics only: never disturb the log copy
 
     def feed(self, stream: _Stream, chunk: bytes, *, final: bool = False) -> None:
         """Encode ``chunk`` (appended to the stream's pending tail) and write every complete record."""
@@ -108,15 +130,18 @@ class LogWriter:
                 run = data if start == 0 and end == n else data[start:end]
                 out.append(full)
                 out.append(memoryview(run.replace(b"\n", b"\n" + full))[: -len(full)])
+                self.records += run.count(b"\n")
                 start = end
             if n - start > max_line:
                 out.append(part + data[start:start + max_line] + b"\n")
+                self.records += 1
                 start += max_line
                 continue
             break
         stream.pending = data[start:]
         if final and stream.pending:
             out.append(part + stream.pending + b"\n")
+            self.records += 1
             stream.pending = b""
         if out:
             self._write(out)
@@ -134,12 +159,25 @@ class LogWriter:
                     view = memoryview(b"".join(batch))[written:]
                     while view:
                         view = view[os.write(self.fd, view):]
+                self.bytes_written += total
             except OSError as err:
                 # Disk full or I/O error: drop rather than block (and so stall) the container.
                 self.dropped += total + sum(len(p) for p in parts)
                 if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                     _warn(f"write to {self.path} failed: {err}")
                 return
+        if self._stats_path and time.monotonic() - self._stats_at >= STATS_INTERVAL:
+            self.report()
+
+
+def read_stats_file(path: str) -> tuple[int, int] | None:
+    """(bytes, records) a logger reported, or None when there is no (valid) stats file."""
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+        return int(fields[0]), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class PidFile:
@@ -203,7 +241,8 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
         return 2
     try:
         max_line = int(opts.get("max-line") or DEFAULT_MAX_LINE)
-        writer = LogWriter(path, max_line)
+        stats = opts["pid-file"] + STATS_SUFFIX if opts.get("pid-file") else ""
+        writer = LogWriter(path, max_line, stats)
     except ValueError as err:
         _warn(f"bad argument: {err}")
         return 2

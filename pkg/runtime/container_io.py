@@ -22,6 +22,7 @@ from pathlib import Path
 from pkg import errors
 from pkg.cgroups.oom import was_oom_killed
 from pkg.logs import binary as log_binary
+from pkg.logs.logger import STATS_SUFFIX
 from pkg.model.container import ContainerMetadata
 from pkg.runtime import attach
 from pkg.runtime.context import RuntimeContext
@@ -38,6 +39,11 @@ class Stdio:
 
 def logger_pid_file(ctx: RuntimeContext, container_id: str) -> Path:
     return ctx.container_state(container_id) / "logger.pid"
+
+
+def log_stats_file(ctx: RuntimeContext, container_id: str) -> Path:
+    """Where the container's narwhal-logger reports its totals (for the log metrics)."""
+    return ctx.container_state(container_id) / f"logger.pid{STATS_SUFFIX}"
 
 
 @contextlib.asynccontextmanager

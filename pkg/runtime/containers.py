@@ -176,14 +176,12 @@ class ContainerService:
             return
         exited = self.exit_event(container_id)
         if timeout > 0:
-            ctx.events.docker_container("kill", metadata, signal=str(_signal_number(metadata.stop_signal)))
             await ctr_tasks.kill(ctx.client, container_id, _signal_number(metadata.stop_signal))
             try:
                 await asyncio.wait_for(exited.wait(), timeout)
             except TimeoutError:
                 pass
         if not exited.is_set():
-            ctx.events.docker_container("kill", metadata, signal=str(int(signal.SIGKILL)))
             await ctr_tasks.kill(ctx.client, container_id, signal.SIGKILL, all_=True)
             try:
                 await asyncio.wait_for(exited.wait(), KILL_WAIT)
@@ -193,7 +191,6 @@ class ContainerService:
         _, status = ctx.containers.get(container_id)
         if status.state == ContainerState.RUNNING:
             raise errors.DeadlineExceeded(f"container {container_id} did not exit after SIGKILL")
-        ctx.events.docker_container("stop", metadata)
 
     async def stop_all_in_sandbox(self, sandbox_id: str) -> None:
         ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]
@@ -369,6 +366,8 @@ async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | N
         await remove_cgroup_quietly(metadata.cgroups_path)
     await ctr_containers.delete(ctx.client, cid)
     await ctr_snapshots.remove(ctx.client, metadata.snapshot_key if metadata else cid)
+    # The logger has exited with the task: its final log totals move into the metrics before the files go.
+    metrics_mod.current().retire_logs(metrics_mod.frontend_of(ctx.domain), container_io.log_stats_file(ctx, cid))
     await rmtree(ctx.container_root(cid), ctx.container_state(cid))
 
 

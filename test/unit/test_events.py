@@ -115,3 +115,15 @@ def test_history_is_a_bounded_ring_filtered_by_time_and_match() -> None:
     assert [e.actor_id for e in kept] == ["img2", "img3", "img4"]
     assert [e.actor_id for e in bus.history(lambda e: True, since_ns=kept[1].time_ns)][0] in ("img2", "img3")
     assert bus.history(lambda e: isinstance(e, DockerEvent) and e.actor_id == "img4") == [kept[2]]
+
+
+async def test_docker_attributes_come_from_the_describe_hook_when_installed() -> None:
+    bus = EventBus()
+    docker = bus.domain(DOCKER_DOMAIN)
+    md = _metadata(labels={"a": "1"})
+    docker.describe = lambda cid: {"image": "busybox", "name": "web-1"} if cid == md.id else None
+    docker.publish(md.id, md.sandbox_id, ContainerEventType.STARTED, md)
+    docker.publish("other", md.sandbox_id, ContainerEventType.STARTED, _metadata("other"))
+    mine, other = bus.history(lambda e: True)
+    assert dict(mine.attributes) == {"a": "1", "image": "busybox", "name": "web-1"}
+    assert other.attributes["image"] == "docker.io/library/busybox:latest"  # the core's view as the fallback

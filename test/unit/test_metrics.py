@@ -97,6 +97,23 @@ def test_state_gauges_are_read_from_the_sources_at_scrape_time(metrics: Metrics)
     assert sample(metrics, "narwhal_sandboxes", frontend="cri", state="ready") == 1
 
 
+def test_log_totals_come_from_logger_stats_files_and_survive_removal(metrics: Metrics, tmp_path: Path) -> None:
+    files = {"a": tmp_path / "a.stats", "b": tmp_path / "b.stats"}
+    files["a"].write_text("100 4\n")
+    files["b"].write_text("50 1\n")
+    metrics.watch_logs("docker", lambda: list(files.values()))
+    assert sample(metrics, "narwhal_container_log_bytes_total", frontend="docker") == 150
+    assert sample(metrics, "narwhal_container_log_lines_total", frontend="docker") == 5
+    metrics.retire_logs("docker", files["a"])  # container a is removed: its totals stay counted, once
+    assert not files["a"].exists()
+    del files["a"]
+    files["b"].write_text("60 2\n")
+    assert sample(metrics, "narwhal_container_log_bytes_total", frontend="docker") == 160
+    assert sample(metrics, "narwhal_container_log_lines_total", frontend="docker") == 6
+    metrics.retire_logs("docker", tmp_path / "never-written.stats")  # a container that logged nothing
+    assert sample(metrics, "narwhal_container_log_lines_total", frontend="docker") == 6
+
+
 def test_exposition_passes_promtool_with_every_metric_in_use(metrics: Metrics) -> None:
     bus = EventBus()
     metrics.watch_states("cri", lambda: ["running"], lambda: ["ready"])
@@ -112,8 +129,7 @@ def test_exposition_passes_promtool_with_every_metric_in_use(metrics: Metrics) -
     with metrics.pull():
         metrics.pull_bytes.inc(1234)
     metrics.oom_kills.labels(frontend="cri").inc()
-    metrics.log_bytes.labels(frontend="cri").inc(10)
-    metrics.log_lines.labels(frontend="cri").inc(1)
+    metrics.watch_logs("cri", list)
     metrics.execs.inc()
     text = metrics.render()
     assert promtool_check(text) == ""

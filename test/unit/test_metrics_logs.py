@@ -92,3 +92,17 @@ def test_flags_still_win_over_the_reloaded_file(tmp_path: Path) -> None:
     load = reloader(["--config", str(config), "--log-level", "warning"])
     config.write_text("log-level: debug\n")
     assert reload(Config(log_level="warning"), load).log_level == "warning"
+
+
+def test_logger_reports_bytes_and_records_written(tmp_path: Path) -> None:
+    from pkg.logs.logger import LogWriter, _Stream, read_stats_file
+
+    log, stats = tmp_path / "c.log", tmp_path / "logger.pid.stats"
+    writer = LogWriter(str(log), max_line=8, stats_path=str(stats))
+    out = _Stream(1, b"stdout")
+    writer.feed(out, b"one\ntwo\n")  # two F records
+    writer.feed(out, b"0123456789ab\n")  # longer than max-line: a P record and an F record
+    writer.feed(out, b"tail", final=True)  # an unterminated line: one P record
+    writer.close()
+    assert read_stats_file(str(stats)) == (log.stat().st_size, 5)
+    assert len(log.read_text().splitlines()) == 5
