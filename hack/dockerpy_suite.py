@@ -125,6 +125,7 @@ def main() -> None:
 
     registry = start_registry()
     daemon = None
+    shutdown = ""
     started = time.monotonic()
     try:
         dockerpy.seed_registry(registry.host)
@@ -152,15 +153,18 @@ def main() -> None:
         subprocess.run([*cmd, "tests/integration"], cwd=suite, env=env, check=False)
         results = parse_junit(junit)
     finally:
-        if daemon is not None:
-            log = daemon.log()
-            (args.output.with_suffix(".narwhald.log")).write_text(log)
-            dockerpy.destroy(daemon)
-        registry.stop()
+        try:
+            if daemon is not None:
+                shutdown = dockerpy.stop(daemon)
+                args.output.with_suffix(".narwhald.log").write_text(daemon.log())
+                dockerpy.destroy(daemon)
+        finally:
+            registry.stop()
 
     tally = Counter(r["outcome"] for r in results.values())
     summary = {
         "elapsed_seconds": round(time.monotonic() - started),
+        "shutdown": shutdown or "clean",
         "tally": {**dict(sorted(tally.items())), "deselected": len(deselected),
                   "ignored_files": len(ignored_files)},
         "tests": dict(sorted(results.items())),

@@ -6,6 +6,7 @@ so ``busybox``, ``alpine:3.10`` or ``hello-world`` resolve offline to the same s
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -44,9 +45,20 @@ def start_docker_daemon(registry_host: str, extra_config: str = "") -> DaemonPro
     return start_daemon(config_yaml=mirror_config(registry_host) + extra_config)
 
 
+def stop(daemon: DaemonProcess) -> str:
+    """SIGTERM, then SIGKILL if narwhald is still there after 30 s; returns what went wrong ("" if nothing)."""
+    try:
+        code = daemon.stop()
+    except subprocess.TimeoutExpired:
+        daemon.kill9()
+        return "narwhald did not exit within 30 s of SIGTERM (killed)"
+    return f"narwhald exited with {code}" if code not in (0, None) else ""
+
+
 def destroy(daemon: DaemonProcess) -> None:
     """Stop the daemon and remove what it made, host-global network state included (as conftest does)."""
     network = InstanceNetwork.of(daemon.root, daemon.base / "net.d")
+    stop(daemon)
     daemon.destroy()
     network.remove()
 
