@@ -3,11 +3,11 @@
 A running container is reached through ``/proc/<pid>/root``: its own mount
 namespace, volumes and binds included, and writes land where the container
 would see them.  A stopped or created one gets its snapshot mounted under
-``<state>/views`` (read-only views stack the writable layer as a lower layer,
-so the snapshot is never mounted twice with the same upper dir) with its bind
-mounts (volumes, binds, /etc/hosts...) mounted on top, as moby mounts a
-container's volumes for archive calls.  The container's lock is held meanwhile,
-so it cannot start (or be removed) under the view.
+``<state>/views`` with its bind mounts (volumes, binds, /etc/hosts...) on top,
+as moby mounts a container's volumes for archive calls; the container's lock
+is held meanwhile, so it cannot start (or be removed) under the view.  Export
+reads the snapshot alone, read-only, with the writable layer stacked as a
+lower layer, so it never mounts an upper dir a running container is using.
 """
 from __future__ import annotations
 
@@ -118,7 +118,9 @@ async def container_view(ctx: RuntimeContext, container_id: str, *, writable: bo
             root = _live_root(status.state, status.pid)
             if root is None:
                 snapshot = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
-                async with _mounted(ctx, snapshot, mounts, writable=writable) as view_root:
+                # Held under the container's lock, so nothing else mounts this snapshot's upper dir: mount it
+                # writable even to read, and make the mount points runc would make (moby's mountVolumes does too).
+                async with _mounted(ctx, snapshot, mounts, writable=True, writable_binds=writable) as view_root:
                     yield RootfsView(view_root, mounts, live=False, readonly_rootfs=readonly)
                 return
     yield RootfsView(root, mounts, live=True, readonly_rootfs=readonly)
@@ -129,13 +131,13 @@ async def snapshot_view(ctx: RuntimeContext, container_id: str) -> AsyncIterator
     """The container's own root filesystem (image plus its changes, no volumes), read-only: for export."""
     metadata, _ = ctx.containers.get(container_id)
     snapshot = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
-    async with _mounted(ctx, snapshot, (), writable=False) as root:
+    async with _mounted(ctx, snapshot, (), writable=False, writable_binds=False) as root:
         yield root
 
 
 @contextlib.asynccontextmanager
 async def _mounted(ctx: RuntimeContext, snapshot: list[ctr_snapshots.Mount], mounts: tuple[SpecMount, ...],
-                   *, writable: bool) -> AsyncIterator[Path]:
+                   *, writable: bool, writable_binds: bool) -> AsyncIterator[Path]:
     if len(snapshot) != 1:
         raise errors.NotImplementedYet(f"cannot view a snapshot of {len(snapshot)} mounts")
     target = ctx.state / VIEWS_DIR / secrets.token_hex(8)
@@ -145,7 +147,7 @@ async def _mounted(ctx: RuntimeContext, snapshot: list[ctr_snapshots.Mount], mou
         _mount_snapshot(snapshot[0], target, writable=writable)
         stack.append(target)
         for m in sorted(mounts, key=lambda m: m.destination.count("/")):
-            point = _bind_container_mount(target, m, writable=writable)
+            point = _bind_container_mount(target, m, writable=writable_binds, make_mount_point=writable)
             if point is not None:
                 stack.append(point)
         yield target
@@ -181,16 +183,22 @@ def _mount_snapshot(m: ctr_snapshots.Mount, target: Path, *, writable: bool) -> 
     mount(m.type, target, m.type, MS_RDONLY, ",".join([f"lowerdir={layers}", *kept]))
 
 
-def _bind_container_mount(root: Path, m: SpecMount, *, writable: bool) -> Path | None:
+def _bind_container_mount(root: Path, m: SpecMount, *, writable: bool, make_mount_point: bool) -> Path | None:
     """Bind one of the container's bind mounts into the view; skipped when it cannot be placed."""
     if m.type != "bind" and "bind" not in m.type:
         return None
     try:
         src = os.stat(m.source)
         point = secure_join(root, m.destination)
+        if make_mount_point and not os.path.lexists(point):
+            if stat.S_ISDIR(src.st_mode):
+                os.makedirs(point, mode=0o755)
+            else:
+                os.makedirs(point.parent, mode=0o755, exist_ok=True)
+                point.touch(mode=0o644)
         dst = os.lstat(point)
     except OSError:
-        return None  # a source that is gone, or a mount point runc would have made: nothing to show
+        return None  # a source that is gone, or a mount point that cannot be made: nothing to show
     if stat.S_ISDIR(src.st_mode) != stat.S_ISDIR(dst.st_mode):
         return None
     mount(m.source, point, "", MS_BIND | MS_REC)

@@ -195,15 +195,20 @@ class VolumeService:
         return out
 
     # ---------------- container mounts ----------------
-    async def prepare(self, mounts: Sequence[MountSpec], image: Image | None = None) -> MountPlan:
-        """Resolve a container's mount requests (plus ``image``'s VOLUMEs) into host mounts; see the module doc."""
+    async def prepare(self, mounts: Sequence[MountSpec], image: Image | None = None,
+                      volumes: Iterable[str] = ()) -> MountPlan:
+        """Resolve a container's mount requests into host mounts; see the module doc.
+
+        Every VOLUME path of ``image`` and of ``volumes`` (the container's own Config.Volumes: ``-v /path``)
+        not mounted by a request gets an anonymous volume.
+        """
         specs = [binds.validate(m) for m in mounts]
         targets: set[str] = set()
         for spec in specs:
             if spec.target in targets:
                 raise errors.InvalidArgument(f"Duplicate mount point: {spec.target}")
             targets.add(spec.target)
-        for path in sorted(set(image.config.volumes)) if image is not None else ():
+        for path in sorted({*(image.config.volumes if image is not None else ()), *volumes}):
             spec = binds.validate(MountSpec(type=MountType.VOLUME, target=path))
             if spec.target not in targets:
                 specs.append(spec)
