@@ -7,6 +7,7 @@ the same with or without the ``/v1.xx`` prefix, so IDs never become labels.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,10 @@ MIN_VERSION_KEY = "min_api_version"
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # Exactly "application/json" (no charset): the docker CLI only decodes {"message"} for that
+    # Content-Type, and otherwise prints the raw body.
+    body = json.dumps({"message": message}).encode()
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def make_middlewares(metrics: Metrics) -> list[object]:
