@@ -160,15 +160,13 @@ async def delete(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("image name cannot be blank")
     force = _flag(request, "force")
     prune = not _flag(request, "noprune")
+    image_id = (await get_image(images, name)).id
     try:
         items = await delete_image(images, name, image_users(backends(request)), force=force, prune=prune)
     except errors.NotFound:
         raise j.no_such_image(name) from None
-    for item in items:
-        if item.untagged:
-            publish(request, "untag", item.untagged, name=item.untagged)
-        else:
-            publish(request, "delete", item.deleted, name=item.deleted)
+    for item in items:  # as moby: both name the image by its ID
+        publish(request, "untag" if item.untagged else "delete", image_id, name=image_id)
     return web.json_response(delete_json(items))
 
 

@@ -24,9 +24,10 @@ async def save(request: web.Request) -> web.StreamResponse:
     names = [request.match_info["name"]] if "name" in request.match_info else request.query.getall("names", [])
     if not names:
         raise errors.InvalidArgument("no images given to save (names=...)")
+    ids = []
     for name in names:  # unknown names are a 404 before the first byte, as in Docker
         try:
-            await images.get(name)
+            ids.append((await images.get(name)).id)
         except errors.NotFound:
             raise j.no_such_image(name) from None
     chunks = await images.export(names)
@@ -43,8 +44,8 @@ async def save(request: web.Request) -> web.StreamResponse:
             request.transport.close()
         return response
     await response.write_eof()
-    for name in names:
-        publish(request, "save", name, name=name)
+    for image_id in dict.fromkeys(ids):
+        publish(request, "save", image_id, name=image_id)
     return response
 
 
@@ -69,7 +70,7 @@ async def load(request: web.Request) -> web.StreamResponse:
                 await stream.send({"stream": f"Loaded image: {name}\n"})
         else:
             await stream.send({"stream": f"Loaded image ID: {img.id}\n"})
-        publish(request, "load", img.id, name=(names or [img.id])[0])
+        publish(request, "load", img.id, name=img.id)
     return await stream.finish()
 
 

@@ -34,6 +34,7 @@ from pkg.images.model import Image, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
 from pkg.images.push import Pusher
 from pkg.images.registry import RegistrySession
+from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker
 
@@ -68,6 +69,7 @@ class ImageService:
         self._importer = Importer(client, self.content, self.store, self.unpacker)
         self._exporter = Exporter(self.content, self.store)
         self._describer = Describer(client, self.content, self.store, snapshotter)
+        self._committer = SnapshotCommitter(client, self.content, self.store, self.unpacker)
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
         self._recovered = False
         self._recover_lock = asyncio.Lock()
@@ -140,6 +142,13 @@ class ImageService:
             return await self.import_archive(path)
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def commit(self, req: CommitRequest) -> Image:
+        """docker commit: a container's snapshot changes as a new image on top of its image."""
+        await self._ensure_recovered()
+        image_id = await self._committer.commit(req)
+        self._fs_cache = None
+        return await self.get(image_id)
 
     async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:
         """A tar stream (OCI layout + docker-archive manifest.json) of the named images.

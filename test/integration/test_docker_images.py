@@ -136,7 +136,7 @@ def test_images_inspect_and_history_as_docker_shows_them(env: Env) -> None:
     assert history.stdout.splitlines() == [f"{image_id}|hack/mkimage.py busybox layer 0|{_size(env)}"]
 
     missing = env.docker("image", "inspect", "nosuch", check=False)
-    assert missing.returncode == 1 and "No such image: nosuch" in missing.stderr
+    assert missing.returncode == 1 and "Error response from daemon: No such image: nosuch" in missing.stderr
 
 
 def _size(env: Env) -> str:
@@ -183,7 +183,7 @@ def test_rmi_untags_then_deletes_and_frees_content(env: Env) -> None:
 
     missing = env.docker("rmi", "nosuch", check=False)
     assert missing.returncode == 1
-    assert "Error response from daemon" in missing.stderr and "No such image: nosuch:latest" in missing.stderr
+    assert missing.stderr.strip() == "Error response from daemon: No such image: nosuch:latest"
 
 
 def test_save_rmi_load_keeps_the_id_and_prune(env: Env, tmp_path: Path) -> None:

@@ -1,0 +1,98 @@
+"""docker commit and rmi's container conflicts, with the real docker CLI against containers of the engine."""
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lib import images
+from lib.daemon import DaemonProcess, start_daemon
+from lib.registry import start_registry
+
+
+class Docker:
+    def __init__(self, daemon: DaemonProcess, config_dir: Path) -> None:
+        self.daemon = daemon
+        self.env = {**daemon.docker_env(), "DOCKER_CONFIG": str(config_dir)}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        if check and out.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    reg = start_registry()
+    daemon = None
+    try:
+        images.push(reg.host, "library/busybox")
+        daemon = start_daemon(config_yaml=f"registry:\n  mirrors:\n    docker.io: [http://{reg.host}]\n")
+        cli = Docker(daemon, tmp_path_factory.mktemp("docker-config"))
+        cli("pull", "-q", "busybox")
+        yield cli
+    finally:
+        if daemon is not None:
+            daemon.destroy()
+        reg.stop()
+
+
+def test_commit_makes_a_runnable_image_with_the_changes(docker: Docker) -> None:
+    docker("run", "--name", "src", "busybox", "sh", "-c", "echo hello > /greeting && rm /bin/true")
+    image_id = docker("commit", "-c", 'CMD ["cat", "/greeting"]', "-c", "ENV FOO=bar", "-c", "LABEL a=b",
+                      "-c", "EXPOSE 8080", "-m", "my comment", "-a", "me <me@example.com>",
+                      "src", "committed:1").stdout.strip()
+    [inspected] = json.loads(docker("image", "inspect", "committed:1").stdout)
+    assert inspected["Id"] == image_id
+    assert (inspected["Author"], inspected["Comment"]) == ("me <me@example.com>", "my comment")
+    config = inspected["Config"]
+    assert config["Cmd"] == ["cat", "/greeting"]
+    assert "FOO=bar" in config["Env"] and config["Labels"] == {"a": "b"}
+    assert config["ExposedPorts"] == {"8080/tcp": {}}
+    [base] = json.loads(docker("image", "inspect", "busybox").stdout)
+    assert inspected["RootFS"]["Layers"][:-1] == base["RootFS"]["Layers"]  # one layer on top
+    history = docker("history", "--format", "{{.Comment}}", "committed:1").stdout.splitlines()
+    assert history[0] == "my comment" and len(history) == len(base["RootFS"]["Layers"]) + 1
+
+    assert docker("run", "--rm", "committed:1").stdout == "hello\n"
+    gone = docker("run", "--rm", "committed:1", "ls", "/bin/true", check=False)
+    assert gone.returncode != 0  # the deletion travelled as a whiteout
+    docker("rm", "src")
+
+    missing = docker("commit", "nosuch", check=False)
+    assert missing.returncode == 1 and "No such container: nosuch" in missing.stderr
+
+
+def test_rmi_conflicts_with_containers(docker: Docker) -> None:
+    docker("tag", "busybox", "held:1")
+    image_id = json.loads(docker("image", "inspect", "held:1").stdout)[0]["Id"]
+    short = image_id.split(":")[1][:12]
+    try:
+        stopped = docker("create", "--name", "stopped-user", "held:1", "true").stdout.strip()
+        docker("rmi", "busybox")  # another name of the same image: just untagged
+        refused = docker("rmi", "held:1", check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            f'Error response from daemon: conflict: unable to remove repository reference "held:1" (must force) - '
+            f"container {stopped[:12]} is using its referenced image {short}")
+        refused = docker("rmi", short, check=False)
+        assert refused.stderr.strip() == (
+            f"Error response from daemon: conflict: unable to delete {short} (must be forced) - image is being used "
+            f"by stopped container {stopped[:12]}")
+
+        running = docker("run", "-d", "--name", "running-user", "held:1", "sleep", "300").stdout.strip()
+        refused = docker("rmi", "-f", short, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            f"Error response from daemon: conflict: unable to delete {short} (cannot be forced) - image is being "
+            f"used by running container {running[:12]}")
+        # forced by name: the name goes, the image stays (unnamed) for the running container
+        assert docker("rmi", "-f", "held:1").stdout.splitlines() == ["Untagged: held:1"]
+        listed = docker("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").stdout
+        assert f"{image_id} <none>:<none>" in listed.splitlines()
+    finally:
+        docker("rm", "-f", "running-user", "stopped-user", check=False)
+    assert docker("rmi", short).stdout.splitlines() == [f"Deleted: {image_id}"]
