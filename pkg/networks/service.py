@@ -295,7 +295,7 @@ class NetworkService:
         async with self._lock:
             if network.id not in self._networks:
                 return
-            if self._in_use(network):
+            if await self._attached(network):
                 raise errors.PermissionDenied(f"error while removing network: network {network.name} id "
                                               f"{network.id} has active endpoints")
             await self._destroy(network)
@@ -315,12 +315,21 @@ class NetworkService:
     def _in_use(self, network: Network) -> bool:
         return any(self._network_of(ep) is network for eps in self._table.values() for ep in eps)
 
+    async def _attached(self, network: Network) -> bool:
+        """In use, or being joined: an ADD in flight has written its attachment record already."""
+        if self._in_use(network):
+            return True
+        for sandbox_id in await self.manager.cache.ids():
+            if any(a.network_name == network.cni_name for a in await self.manager.cache.all(sandbox_id)):
+                return True
+        return False
+
     async def prune(self, keep: Callable[[Network], bool] = lambda n: False) -> list[str]:
         """Remove every unused user-defined network ``keep`` does not spare; their names."""
         removed = []
         async with self._lock:
             for network in list(self._networks.values()):
-                if network.predefined or keep(network) or self._in_use(network):
+                if network.predefined or keep(network) or await self._attached(network):
                     continue
                 await self._destroy(network)
                 removed.append(network.name)

@@ -263,3 +263,17 @@ def test_resolv_conf_for_user_networks(tmp_path: Path) -> None:
     assert sandbox.read_text() == "search corp.example\nnameserver 127.0.0.11\noptions ndots:0 timeout:2\n"
     assert sandbox.stat().st_ino == inode  # the same file: bind mounts of it see the change
     assert rewrite_in_place(sandbox, host) is False and rewrite_in_place(tmp_path / "none", host) is False
+
+
+async def test_a_network_being_joined_is_not_removed(tmp_path: Path) -> None:
+    """An ADD in flight writes its attachment record before any plugin runs: removal and prune see it."""
+    service, _, _ = make_service(tmp_path)
+    await service.start()
+    net = await service.create(CreateRequest("joining"))
+    record = Attachment("sb", net.cni_name, "eth0", "/ns", "", {"plugins": []}, network="joining")
+    await service.manager.cache.put(record)
+    with pytest.raises(errors.PermissionDenied, match="has active endpoints"):
+        await service.remove("joining")
+    assert await service.prune() == []
+    await service.manager.cache.delete("sb")
+    assert await service.prune() == ["joining"]
