@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from dockerapi.handlers.volumes import mount_point_json, mount_spec
 from pkg import errors
 from pkg.images.model import Descriptor, Image, ImageConfig
 from pkg.runtime.spec_options import Propagation
 from pkg.volumes.binds import parse_bind
-from pkg.volumes.model import ANONYMOUS_LABEL, MountSpec, MountType, VolumeFilter
+from pkg.volumes.model import ANONYMOUS_LABEL, MountPoint, MountSpec, MountType, VolumeFilter
 from pkg.volumes.service import VolumeService
 
 CID_A, CID_B = "a" * 64, "b" * 64
@@ -279,3 +280,24 @@ async def test_usage(service: VolumeService) -> None:
     (Path(v.mountpoint) / "f").write_bytes(b"y" * 10)
     usage = await service.usage()
     assert (usage["sized"].size, usage["sized"].ref_count) == (10, 0)
+
+
+# ---------------- the Docker JSON helpers ----------------
+def test_mount_spec_from_docker_json() -> None:
+    spec = mount_spec({"Type": "volume", "Source": "v1", "Target": "/data", "ReadOnly": True,
+                       "VolumeOptions": {"NoCopy": True, "Labels": {"a": "b"},
+                                         "DriverConfig": {"Name": "local", "Options": {"type": "tmpfs"}}}})
+    assert (spec.type, spec.source, spec.target, spec.read_only, spec.no_copy) == (
+        MountType.VOLUME, "v1", "/data", True, True)
+    assert spec.volume_labels == {"a": "b"} and spec.volume_options == {"type": "tmpfs"}
+    bind = mount_spec({"Type": "bind", "Source": "/h", "Target": "/c", "BindOptions": {"Propagation": "rslave"}})
+    assert (bind.type, bind.propagation, bind.create_host_path) == (MountType.BIND, "rslave", False)
+    tmpfs = mount_spec({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 4096, "Mode": 0o700}})
+    assert (tmpfs.tmpfs_size, tmpfs.tmpfs_mode) == (4096, 0o700)
+    with pytest.raises(errors.InvalidArgument, match="mount type unknown"):
+        mount_spec({"Type": "npipe", "Target": "/x"})
+    with pytest.raises(errors.InvalidArgument, match="BindOptions must not be specified"):
+        mount_spec({"Type": "volume", "Target": "/x", "BindOptions": {"Propagation": "shared"}})
+    assert parse_bind("/h:/c:ro").mode == "ro"
+    assert mount_point_json(MountPoint(MountType.BIND, "/c", "/h", mode="ro", rw=False, propagation="rprivate")) == {
+        "Type": "bind", "Source": "/h", "Destination": "/c", "Mode": "ro", "RW": False, "Propagation": "rprivate"}
