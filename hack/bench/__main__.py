@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
 import subprocess
@@ -68,12 +69,24 @@ def main() -> int:
                         "with --smoke: <out>/benchmarks.md)")
     parser.add_argument("--only", choices=["cri", "docker"], help="run one group only")
     parser.add_argument("--no-dockerd", action="store_true", help="skip the dockerd anchor")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=N",
+                        help="override a plan field (CriPlan/DockerPlan in cri_bench.py/docker_bench.py), e.g. pods=10")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("benchmarks need root (containerd, runc, CNI)")
+    # narwhald runs from this checkout (a git worktree too), whatever the venv's editable install points at.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     doc = args.doc or (args.out / "benchmarks.md" if args.smoke else REPO / "docs" / "benchmarks.md")
     cri_plan = SMOKE_CRI if args.smoke else cri_bench.CriPlan()
     docker_plan = SMOKE_DOCKER if args.smoke else docker_bench.DockerPlan()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key in cri_plan.__dataclass_fields__:
+            cri_plan = dataclasses.replace(cri_plan, **{key: int(value)})
+        elif key in docker_plan.__dataclass_fields__:
+            docker_plan = dataclasses.replace(docker_plan, **{key: int(value)})
+        else:
+            parser.error(f"--set {item}: no such plan field")
     want_cri, want_docker = args.only in (None, "cri"), args.only in (None, "docker")
     with_dockerd = want_docker and not args.smoke and not args.no_dockerd
 
@@ -124,8 +137,8 @@ def main() -> int:
         ]),
         "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__},
     }
-    report.write_json(args.out / "results.json", results.rows, meta)
-    table = report.markdown(results.rows, meta)
+    report.write_json(args.out / "results.json", results, meta)
+    table = report.markdown(results, meta)
     report.update_doc(doc, table)
     if not args.smoke:
         for path in report.plots(args.out, results.rows):

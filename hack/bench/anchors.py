@@ -45,6 +45,7 @@ class System:
     base: Path
     cri_socket: Path | None = None
     docker_host: str | None = None
+    metrics_url: str | None = None  # narwhald's Prometheus endpoint (hack/bench/breakdown.py)
     daemon_pids: Callable[[], dict[str, int]] = field(default=lambda: {})
 
     def docker_env(self) -> dict[str, str]:
@@ -130,7 +131,7 @@ def narwhal(registry: Registry) -> Iterator[System]:
         pid = daemon.proc.pid
         yield System(
             name="narwhal", base=daemon.base, cri_socket=daemon.cri_socket,
-            docker_host=f"unix://{daemon.docker_socket}",
+            docker_host=f"unix://{daemon.docker_socket}", metrics_url=f"http://127.0.0.1:{daemon.metrics_port}/metrics",
             daemon_pids=lambda: {"narwhald": pid, "containerd": daemon.containerd_pid},
         )
     finally:

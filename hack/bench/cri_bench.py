@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import breakdown
 import grpc
 from anchors import System, rss_mib
 from cri_api.v1 import api_pb2, api_pb2_grpc
@@ -202,7 +203,12 @@ def _run(drivers: list[Driver], plan: CriPlan, results: Results, log: Callable[[
         sid, cid, _ = d.pod(STOPPABLE, timed=True)
         d.teardown(sid, cid, timed=True)
 
+    metered = [d for d in drivers if d.system.metrics_url]
+    before = {d.system.name: breakdown.scrape(d.system.metrics_url) for d in metered}  # type: ignore[arg-type]
     each(list(CALLS), plan.pods, lifecycle)
+    for d in metered:
+        after = breakdown.scrape(d.system.metrics_url)  # type: ignore[arg-type]
+        results.breakdown[d.system.name] = breakdown.diff(before[d.system.name], after, plan.pods)
 
     log(f"  {plan.execs} ExecSync each")
     execs = {}

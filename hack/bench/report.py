@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from results import NARWHAL, Row
+import breakdown
+from results import NARWHAL, Results, Row
 
 BEGIN = "<!-- bench:begin (hack/bench writes between these markers) -->"
 END = "<!-- bench:end -->"
@@ -45,7 +46,8 @@ def _cell(row: Row, system: str) -> tuple[str, str]:
     return _fmt(row.p50(system), row.unit), _fmt(row.p95(system), row.unit)
 
 
-def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
+def markdown(results: Results, meta: dict[str, Any]) -> str:
+    rows = results.rows
     lines = [
         f"Run {meta['date']} on {meta['host']} ({meta['cpus']} CPUs), mode `{meta['mode']}`, "
         f"{meta['duration_s']:.0f} s. Versions: {meta['versions']}.",
@@ -73,12 +75,16 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
             lines.append(f"| {name} | {row.unit} | {n50} | {n95} | {a50} | {a95} | "
                          f"{'–' if ratio is None else f'{ratio:.2f}×'} | {_status(row)} |")
         lines.append("")
+    for system, calls in results.breakdown.items():
+        lines += [f"### Where {system}'s time goes (sequential pod lifecycles, from its own metrics)", "",
+                  breakdown.markdown(calls), ""]
     return "\n".join(lines)
 
 
-def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> None:
+def write_json(path: Path, results: Results, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": [r.to_json() for r in rows]}, indent=1) + "\n")
+    data = {"meta": meta, "results": results.to_json(), "breakdown": results.breakdown}
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def update_doc(doc: Path, table: str) -> None:

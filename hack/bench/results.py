@@ -57,6 +57,7 @@ class Row:
 class Results:
     def __init__(self) -> None:
         self.rows: list[Row] = []
+        self.breakdown: dict[str, list[dict[str, Any]]] = {}  # system -> per-call means (breakdown.py)
 
     def row(self, group: str, name: str, unit: str, anchor: str, **kwargs: Any) -> Row:
         for row in self.rows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import sys
 import time
@@ -24,6 +25,8 @@ from pkg import errors
 from pkg.logs.criformat import DEFAULT_MAX_LINE
 
 LOGGER_NAME = "narwhal-logger"
+STARTUP_GRACE = 3.0  # how long ReopenContainerLog waits for a just-started logger's pid file
+LOGGER_ENTRY = "narwhal-logger.py"  # the Python side of the launcher (its path names the logger in cmdlines)
 
 
 def logger_binary() -> Path:
@@ -35,25 +38,44 @@ def logger_binary() -> Path:
 
 
 def write_launcher(directory: Path) -> Path:
-    """A fast-starting narwhal-logger for the shim to run: ``python -IS`` (no site, no editable-install
-    finder) with this installation's package dir put on sys.path by hand.  The shim waits for the
-    logger before it starts the container, so its start-up time is on every container start's path."""
+    """The narwhal-logger the shim runs: a /bin/sh launcher that tells the shim "ready" at once, then execs
+    ``python -IS`` (no site, no editable-install finder) on the logger with this installation's package dir
+    on sys.path.
+
+    The shim waits for the ready signal (fd 5 closed) before it creates the container, so the
+    interpreter's start-up (~15 ms, more on a busy host) would sit on every StartContainer.  Signalling
+    early loses nothing: the stdout/stderr pipes exist already and buffer what the container writes until
+    the logger reads them, and the shim learns nothing more from waiting (it proceeds on EOF, so it never
+    detected a logger that failed to start anyway).  ReopenContainerLog waits for the pid file the logger
+    writes once it runs.  narwhald's own fifo-path launch passes ``ready-fd``: then the logger signals as
+    before (fd 5 is not open in that child, so closing it is a no-op).
+    """
     root = Path(pkg.__file__).resolve().parent.parent  # this installation's package dir, wherever it lives
-    script = (
-        f"#!{sys.executable} -IS\n"
+    entry = (
         "import sys\n"
         f"sys.path.insert(0, {str(root)!r})\n"
         "from pkg.logs.logger import main\n"
         "sys.exit(main())\n"
     )
+    script = (
+        "#!/bin/sh\n"
+        "# narwhal-logger launcher (pkg.logs.binary.write_launcher): ready for the shim now, then the logger.\n"
+        "exec 5>&-\n"
+        f"exec {shlex.quote(sys.executable)} -IS {shlex.quote(str(directory / LOGGER_ENTRY))} early-ready true \"$@\"\n"
+    )
     directory.mkdir(parents=True, exist_ok=True)
+    _replace_if_changed(directory / LOGGER_ENTRY, entry)
     path = directory / LOGGER_NAME
-    if not path.exists() or path.read_text() != script:
+    _replace_if_changed(path, script)
+    return path
+
+
+def _replace_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(script)
+        tmp.write_text(text)
         tmp.chmod(0o755)
         os.replace(tmp, path)
-    return path
 
 
 def logger_uri(
@@ -106,6 +128,12 @@ async def reopen_container_log(pid_file: str | Path, timeout: float = 5.0) -> No
     as containerd's ReopenContainerLog does.
     """
     state = read_pid_file(pid_file)
+    started_by = time.monotonic() + STARTUP_GRACE
+    while state is None and time.monotonic() < started_by:
+        # A container just started: its logger may still be starting (the launcher signals the shim
+        # before the interpreter is up) and writes the pid file once it can take SIGUSR1.
+        await asyncio.sleep(0.02)
+        state = await asyncio.to_thread(read_pid_file, pid_file)
     if state is None:
         raise errors.FailedPrecondition("container is not running: no log copier to reopen")
     try:

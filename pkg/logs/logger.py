@@ -13,6 +13,7 @@ query becomes ``key value`` argument pairs in no particular order:
 * ``tty``       ``true`` when the container has a terminal: one stream, stdout
 * ``stdout-fd``, ``stderr-fd``, ``ready-fd``  other descriptors than 3, 4, 5
                 (when narwhald runs the logger itself on fifos)
+* ``early-ready`` ``true`` from the launcher, which closed fd 5 itself (unless ``ready-fd`` is given)
 
 The logger is a child of the shim, not of narwhald, so logs keep flowing when
 narwhald dies.  It exits when every stream reaches EOF; on SIGTERM (the shim
@@ -25,12 +26,21 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import selectors
-import signal
+import select
 import sys
 import time
 
 from pkg.logs.timestamp import TimestampFormatter
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing alone costs ~20 ms at start-up
+if TYPE_CHECKING:
+    import signal
+else:
+    # The C module behind `signal`: the same functions and constants without importing enum (and
+    # collections, functools) at start-up.  The shim waits for this process to start before it starts
+    # the container, so every import here is on StartContainer's path.  For the same reason the loop
+    # below uses select.epoll rather than `selectors`.
+    import _signal as signal
 
 READ_SIZE = 256 << 10
 DEFAULT_MAX_LINE = 16 * 1024  # containerd's max_container_log_line_size (= criformat.DEFAULT_MAX_LINE)
@@ -267,12 +277,14 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
         os.close(stderr_fd)
     else:
         streams.append(_Stream(stderr_fd, b"stderr"))
-    sel = selectors.DefaultSelector()
+    poller = select.epoll()
+    by_fd: dict[int, _Stream] = {}
     for stream in streams:
         os.set_blocking(stream.fd, False)
         _set_pipe_size(stream.fd)
-        sel.register(stream.fd, selectors.EVENT_READ, stream)
-    sel.register(wake_r, selectors.EVENT_READ, None)
+        poller.register(stream.fd, select.EPOLLIN)
+        by_fd[stream.fd] = stream
+    poller.register(wake_r, select.EPOLLIN)
 
     if pid_file is not None:
         try:
@@ -290,8 +302,11 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
             deadlines = [s.pending_since + PARTIAL_FLUSH_AFTER for s in streams if s.pending_since is not None]
             if drain_deadline is not None:
                 deadlines.append(drain_deadline)
-            timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            events = sel.select(timeout)
+            timeout = max(0.0, min(deadlines) - now) if deadlines else -1.0
+            try:
+                events = poller.poll(timeout)
+            except InterruptedError:
+                events = []
             now = time.monotonic()
             for stream in streams:
                 if stream.pending_since is not None and now - stream.pending_since >= PARTIAL_FLUSH_AFTER:
@@ -299,15 +314,15 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
                     stream.pending_since = None
             if drain_deadline is not None and now >= drain_deadline:
                 break
-            for key, _ in events:
-                stream = key.data
-                if stream is None:
+            for fd, _ in events:  # readable or hung up: either way a read tells
+                if fd == wake_r:
                     try:
                         while os.read(wake_r, 512):
                             pass
                     except BlockingIOError:
                         pass
                     continue
+                stream = by_fd[fd]
                 try:
                     chunk = os.read(stream.fd, READ_SIZE)
                 except BlockingIOError:
@@ -323,7 +338,8 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
                         stream.pending_since = time.monotonic()
                 else:
                     writer.feed(stream, b"", final=True)
-                    sel.unregister(stream.fd)
+                    poller.unregister(stream.fd)
+                    del by_fd[stream.fd]
                     os.close(stream.fd)
                     open_streams -= 1
             if flags["reopen"]:
@@ -351,9 +367,11 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
 
 def main() -> int:
     opts = parse_args(sys.argv[1:])
+    # The launcher (pkg.logs.binary.write_launcher) closed fd 5 already: the number may be reused since.
+    early_ready = opts.pop("early-ready", "") == "true" and "ready-fd" not in opts
     # Started by narwhald itself (fifo stdio, for containers with stdin): it names the fds it passed.
     fds = [int(opts.pop(key, default)) for key, default in (("stdout-fd", 3), ("stderr-fd", 4), ("ready-fd", 5))]
-    return run(opts, fds[0], fds[1], fds[2])
+    return run(opts, fds[0], fds[1], None if early_ready else fds[2])
 
 
 if __name__ == "__main__":
