@@ -42,8 +42,9 @@ def make_middlewares(metrics: Metrics) -> list[object]:
             response = await _handle(request, handler, rid)
             route = route_template(request)
             elapsed = time.monotonic() - start
-            metrics.docker_requests.labels(route=route, method=request.method, status=str(response.status)).inc()
-            metrics.docker_latency.labels(route=route, method=request.method).observe(elapsed)
+            status = str(response.status)
+            metrics.docker_requests.labels(route=route, method=request.method, status=status).inc()
+            metrics.docker_latency.labels(route=route, method=request.method, status=status).observe(elapsed)
             if route not in _QUIET:
                 log.debug("%s %s -> %d in %.1f ms", request.method, request.path, response.status, elapsed * 1000)
             return response

@@ -148,8 +148,8 @@ class Metrics:
             ["route", "method", "status"], registry=r)
         self.docker_latency = Histogram(
             "narwhal_docker_request_duration_seconds",
-            "Docker API request latency by route template (streams: until the stream ends)",
-            ["route", "method"], buckets=REQUEST_BUCKETS, registry=r)
+            "Docker API request latency by route template and status (streams: until the stream ends)",
+            ["route", "method", "status"], buckets=REQUEST_BUCKETS, registry=r)
 
         # lifecycle
         self.live = _LiveCollector()

@@ -121,7 +121,7 @@ def test_exposition_passes_promtool_with_every_metric_in_use(metrics: Metrics) -
     metrics.cri_requests.labels(method="Version", code="OK").inc()
     metrics.cri_latency.labels(method="Version").observe(0.001)
     metrics.docker_requests.labels(route="/events", method="GET", status="200").inc()
-    metrics.docker_latency.labels(route="/events", method="GET").observe(0.2)
+    metrics.docker_latency.labels(route="/events", method="GET", status="200").observe(0.2)
     metrics.containerd_latency.labels(service="Tasks", method="Create").observe(0.01)
     metrics.containerd_errors.labels(service="Tasks", method="Get", code="NOT_FOUND").inc()
     with metrics.cni_call("ADD", "bridge"):
@@ -212,5 +212,6 @@ async def test_docker_requests_are_labelled_by_route_template_method_and_status(
             assert len(resp.headers["X-Request-Id"]) == 16
         await asyncio.sleep(0)
     assert sample(metrics, "narwhal_docker_requests_total", route="/events", method="GET", status="400") == 2
-    assert sample(metrics, "narwhal_docker_request_duration_seconds_count", route="/events", method="GET") == 2
+    assert sample(metrics, "narwhal_docker_request_duration_seconds_count", route="/events", method="GET",
+                  status="400") == 2
     assert sample(metrics, "narwhal_docker_requests_total", route="unmatched", method="GET", status="404") == 1
