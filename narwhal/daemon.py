@@ -73,6 +73,7 @@ class Daemon:
         self.docker_client: Client | None = None
         self.docker_images: ImageCore | None = None
         self.docker_runtime: Runtime | None = None
+        self.docker_execs: ExecManager | None = None
         self.engine: Engine | None = None  # Docker containers on the Docker domain's runtime
         self.docker_volumes: VolumeService | None = None
         self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
@@ -149,12 +150,13 @@ class Daemon:
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
         docker_versions.configure(self.cfg.docker_min_api_version)
+        self.docker_execs = ExecManager(self.docker_runtime.containers)
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
             sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
             engine=self.engine,
             volumes=self.docker_volumes,
-            execs=ExecManager(self.docker_runtime.containers),
+            execs=self.docker_execs,
             events=self.events,
             networks=self.docker_networks,
         )
@@ -228,6 +230,8 @@ class Daemon:
 
     # ---- shutdown ----
     async def stop(self) -> None:
+        if self.docker_execs is not None:
+            await self.docker_execs.close()  # exec processes of this run: their records die with it
         if self.engine is not None:
             await self.engine.close()
         await cancel_tasks(self._tasks)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -56,22 +56,39 @@ def containers(request: web.Request) -> ContainerService:
     return need(backends(request).containers, "containers")
 
 
-async def container_ref(request: web.Request, ref: str) -> str:
-    """The Docker container ID (the core container's) of an ID, ID prefix or name."""
+@dataclass(frozen=True)
+class ContainerRef:
+    id: str  # the Docker container ID, which is the core container's
+    name: str
+    paused: bool = False
+    restarting: bool = False
+
+
+def lookup(request: web.Request, ref: str) -> ContainerRef:
+    """A container by ID, unique ID prefix or name (with or without "/")."""
     engine = backends(request).engine
     if engine is not None:
         found = engine.get(ref)
-        if inspect.isawaitable(found):
-            found = await found
-        return str(found.id)
-    try:
-        return containers(request).get(ref.lstrip("/"))[0].id
+        state = found.record.state
+        return ContainerRef(found.id, found.name, paused=state.paused, restarting=state.restarting)
+    try:  # a daemon without the engine (unit tests): the core's containers
+        metadata, _ = containers(request).get(ref.lstrip("/"))
     except errors.NotFound:
         raise errors.NotFound(f"No such container: {ref}") from None
+    return ContainerRef(metadata.id, metadata.config.name)
+
+
+async def container_ref(request: web.Request, ref: str) -> str:
+    return lookup(request, ref).id
 
 
 async def attach(request: web.Request) -> web.StreamResponse:
-    container_id = await container_ref(request, request.match_info["id"])
+    found = lookup(request, request.match_info["id"])
+    if found.paused:
+        raise errors.Conflict(f"container {found.id} is paused, unpause the container before attach.")
+    if found.restarting:
+        raise errors.Conflict(f"container {found.id} is restarting, wait until the container is running")
+    container_id = found.id
     stdio = docker_attach.DockerAttach(containers(request), container_id)
     want_stdin = query_bool(request, "stdin")
     want_stdout, want_stderr = query_bool(request, "stdout"), query_bool(request, "stderr")

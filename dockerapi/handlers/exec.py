@@ -11,9 +11,8 @@ from aiohttp import web
 
 from dockerapi import hijack
 from dockerapi.backend import backends, need
-from dockerapi.handlers.attach import container_ref, query_int, read_json
+from dockerapi.handlers.attach import lookup, query_int, read_json
 from pkg import errors
-from pkg.aio import create_guarded_task
 from pkg.runtime.docker_exec import ExecConfig, ExecInstance, ExecManager
 from pkg.streaming.backend import ExecStreams
 
@@ -47,7 +46,11 @@ def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
 
 async def create(request: web.Request) -> web.Response:
     body = await read_json(request)
-    container_id = await container_ref(request, request.match_info["id"])
+    found = lookup(request, request.match_info["id"])
+    if found.paused:
+        raise errors.Conflict(f"Container {found.id} is paused, unpause the container before exec")
+    if found.restarting:
+        raise errors.Conflict(f"Container {found.id} is restarting, wait until the container is running")
     detach_keys = str(body.get("DetachKeys") or "")
     if detach_keys:
         hijack.parse_detach_keys(detach_keys)
@@ -57,7 +60,7 @@ async def create(request: web.Request) -> web.Response:
         attach_stdout=bool(body.get("AttachStdout")), attach_stderr=bool(body.get("AttachStderr")),
         privileged=bool(body.get("Privileged")), detach_keys=detach_keys, console_size=_console_size(body),
     )
-    instance = _execs(request).create(container_id, config)
+    instance = _execs(request).create(found.id, config)
     return web.json_response({"Id": instance.id}, status=201)
 
 
@@ -108,15 +111,7 @@ async def _session(manager: ExecManager, instance: ExecInstance, conn: hijack.Hi
         stdout=_Detachable(conn, hijack.STDOUT, raw, stdin) if config.attach_stdout else None,
         stderr=_Detachable(conn, hijack.STDERR, raw, stdin) if config.attach_stderr and not config.tty else None,
     )
-    outcome: list[BaseException] = []
-
-    async def body() -> None:
-        try:
-            await manager.run(instance, streams)
-        except errors.NarwhalError as err:
-            outcome.append(err)
-
-    task = create_guarded_task(body, f"docker-exec-{instance.id[:12]}")
+    task, outcome = manager.spawn(instance, streams)
     waiters: list[asyncio.Future[Any]] = [task, asyncio.ensure_future(conn.lost.wait())]
     if stdin is not None:
         waiters.append(asyncio.ensure_future(stdin.detach.wait()))

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from typing import Any
 
 from aiohttp import web
 
-from dockerapi.backend import backends
-from dockerapi.handlers.attach import container_ref, containers, query_bool
+from dockerapi.handlers.attach import containers, lookup, query_bool
 from dockerapi.handlers.logs import rfc3339nano
 from pkg import errors
 from pkg.runtime.docker_stats import BlkioEntry, Sample, sample
@@ -87,26 +85,13 @@ def render(s: Sample, previous: Sample | None, container_id: str, name: str) -> 
     return body
 
 
-async def _name(request: web.Request, container_id: str) -> str:
-    engine = backends(request).engine
-    name = ""
-    if engine is not None:
-        found = engine.get(container_id)
-        if inspect.isawaitable(found):
-            found = await found
-        name = str(found.name)
-    else:
-        name = containers(request).get(container_id)[0].config.name
-    return "/" + name.lstrip("/")
-
-
 async def stats(request: web.Request) -> web.StreamResponse:
-    container_id = await container_ref(request, request.match_info["id"])
+    found = lookup(request, request.match_info["id"])
+    container_id, name = found.id, "/" + found.name.lstrip("/")
     stream = query_bool(request, "stream", default=True)
     one_shot = query_bool(request, "one-shot")
     if one_shot and stream:
         raise errors.InvalidArgument("cannot have stream=true and one-shot=true")
-    name = await _name(request, container_id)
     service = containers(request)
     if not stream:
         first = await sample(service, container_id)

@@ -32,6 +32,7 @@ from pkg.streaming.backend import ExecStreams
 log = logging.getLogger(__name__)
 
 RESIZE_WAIT = 10.0  # as moby: a resize may arrive before the process has started
+CLOSE_TIMEOUT = 15.0
 MAX_FINISHED_PER_CONTAINER = 256  # health checks exec often: keep the newest finished records only
 
 
@@ -116,6 +117,7 @@ class ExecManager:
     def __init__(self, containers: ContainerService) -> None:
         self._containers = containers
         self._execs: dict[str, ExecInstance] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- records ----
     def create(self, container_ref: str, config: ExecConfig) -> ExecInstance:
@@ -208,17 +210,25 @@ class ExecManager:
             instance._started.set()
         return code
 
-    async def run_detached(self, instance: ExecInstance) -> None:
-        """Start a claimed exec in the background (output discarded); returns once it has started."""
+    def spawn(self, instance: ExecInstance, streams: ExecStreams) -> tuple[asyncio.Task[None], list[BaseException]]:
+        """Run a claimed exec in a background task (``close()`` cancels it, killing the process); the
+        list receives the error of a process that could not start."""
         failed: list[BaseException] = []
 
         async def body() -> None:
             try:
-                await self.run(instance, ExecStreams(tty=instance.config.tty))
+                await self.run(instance, streams)
             except errors.NarwhalError as err:
                 failed.append(err)
 
         task = create_guarded_task(body, f"docker-exec-{instance.id[:12]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task, failed
+
+    async def run_detached(self, instance: ExecInstance) -> None:
+        """Start a claimed exec in the background (output discarded); returns once it has started."""
+        task, failed = self.spawn(instance, ExecStreams(tty=instance.config.tty))
         waiter = asyncio.ensure_future(instance._started.wait())
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -226,6 +236,14 @@ class ExecManager:
             await waiter
         if failed:
             raise failed[0]
+
+    async def close(self) -> None:
+        """At shutdown: end the exec processes still running (their records die with this process)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
 
     async def _adjuster(self, instance: ExecInstance) -> Any:
         config = instance.config
