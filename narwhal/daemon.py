@@ -182,7 +182,8 @@ class Daemon:
         """Docker volumes (after the Docker runtime recovered, so references of gone containers are dropped)."""
         assert self.docker_runtime is not None and self.docker_client is not None
         client, ctx = self.docker_client, self.docker_runtime.ctx
-        self.docker_volumes = VolumeService(ctx.root, lambda image: image_view(client, image))
+        self.docker_volumes = VolumeService(ctx.root, lambda image: image_view(client, image),
+                                            events=self.events)
         await self.docker_volumes.start(m.id for m, _ in self.docker_runtime.containers.list())
         await asyncio.to_thread(sweep_views, ctx.state)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from pkg import errors
 from pkg.aio import CleanupStack
+from pkg.events import EventBus
 from pkg.images.model import Image
 from pkg.runtime.spec_mounts import _seed_volume as seed_from_rootfs
 from pkg.volumes import binds
@@ -56,10 +57,12 @@ ImageView = Callable[[Image], AbstractAsyncContextManager[Path | None]]
 
 
 class VolumeService:
-    def __init__(self, root: Path, image_view: ImageView | None = None) -> None:
-        """``root`` is the domain's persistent dir; volumes live in ``root/volumes``."""
+    def __init__(self, root: Path, image_view: ImageView | None = None, events: EventBus | None = None) -> None:
+        """``root`` is the domain's persistent dir; volumes live in ``root/volumes``.  Volume events (create,
+        destroy, prune) go to ``events`` for ``docker events``."""
         self._driver = LocalDriver(root / "volumes")
         self._image_view = image_view
+        self._events = events
         self._records: dict[str, Record] = {}
         self._pending: dict[str, set[str]] = {}  # volume name -> prepare tokens not yet attached
         self._lock = asyncio.Lock()
@@ -110,6 +113,7 @@ class VolumeService:
         record = await asyncio.to_thread(self._driver.create, name, labels, options)
         self._records[name] = record
         log.info("volume %s created", name)
+        self._publish("create", name, driver=record.volume.driver)
         return record
 
     def get(self, name: str) -> Volume:
@@ -156,6 +160,7 @@ class VolumeService:
             await asyncio.to_thread(self._driver.remove, name)
             del self._records[name]
         log.info("volume %s removed", name)
+        self._publish("destroy", name, driver=record.volume.driver)
 
     async def prune(self, flt: VolumeFilter | None = None, all_volumes: bool = False) -> tuple[builtins.list[str], int]:
         """Remove unused local volumes (only anonymous ones unless ``all_volumes``); skips volumes with mount
@@ -182,6 +187,8 @@ class VolumeService:
                     del self._records[name]
                     removed.append(name)
                     reclaimed += max(size, 0)
+                    self._publish("destroy", name, driver=v.driver)
+            self._publish("prune", "", reclaimed=str(reclaimed))
             return removed, reclaimed
         finally:
             self._prune_running = False
@@ -296,10 +303,15 @@ class VolumeService:
                 del self._records[name]
                 self._seed_locks.pop(name, None)
                 log.info("volume %s removed with its container", name)
+                self._publish("destroy", name, driver=record.volume.driver)
             else:
                 await asyncio.to_thread(self._driver.unmount, record.volume)
         except errors.NarwhalError as exc:
             log.warning("volume %s: %s", name, exc.message)
+
+    def _publish(self, action: str, name: str, **attributes: str) -> None:
+        if self._events is not None:
+            self._events.publish_docker("volume", action, name, attributes)
 
 
 def _name_matches(term: str, name: str) -> bool:

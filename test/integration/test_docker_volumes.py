@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 
 import docker
@@ -87,3 +88,13 @@ def test_volumes_survive_restart(nw: DaemonProcess) -> None:
     assert info["Labels"] == {"keep": "yes"}
     assert info["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
     cli(nw, "volume", "rm", "restart-v")
+
+
+def test_volume_events(nw: DaemonProcess) -> None:
+    since = str(int(time.time()) - 1)
+    cli(nw, "volume", "create", "ev-vol")
+    cli(nw, "volume", "rm", "ev-vol")
+    until = str(int(time.time()) + 1)
+    out = cli(nw, "events", "--since", since, "--until", until, "--filter", "type=volume",
+              "--format", "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.driver}}").stdout.splitlines()
+    assert [line for line in out if " ev-vol " in line] == ["create ev-vol local", "destroy ev-vol local"]

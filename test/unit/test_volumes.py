@@ -10,6 +10,7 @@ import pytest
 
 from dockerapi.handlers.volumes import mount_point_json, mount_spec
 from pkg import errors
+from pkg.events import EventBus
 from pkg.images.model import Descriptor, Image, ImageConfig
 from pkg.runtime.spec_options import Propagation
 from pkg.volumes.binds import parse_bind
@@ -301,3 +302,22 @@ def test_mount_spec_from_docker_json() -> None:
     assert parse_bind("/h:/c:ro").mode == "ro"
     assert mount_point_json(MountPoint(MountType.BIND, "/c", "/h", mode="ro", rw=False, propagation="rprivate")) == {
         "Type": "bind", "Source": "/h", "Destination": "/c", "Mode": "ro", "RW": False, "Propagation": "rprivate"}
+
+
+async def test_volume_events(tmp_path: Path) -> None:
+    bus = EventBus()
+    service = VolumeService(tmp_path / "root", events=bus)
+    await service.start([])
+    await service.create("ev1")
+    await service.create("ev1")  # existing: no second create event
+    anon = await service.create()
+    await service.remove("ev1")
+    await service.prune()
+    seen = [(e.type, e.action, e.actor_id, dict(e.attributes)) for e in bus.history(lambda e: True)]
+    assert seen == [
+        ("volume", "create", "ev1", {"driver": "local"}),
+        ("volume", "create", anon.name, {"driver": "local"}),
+        ("volume", "destroy", "ev1", {"driver": "local"}),
+        ("volume", "destroy", anon.name, {"driver": "local"}),
+        ("volume", "prune", "", {"reclaimed": "0"}),
+    ]
