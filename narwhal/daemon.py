@@ -206,7 +206,7 @@ class Daemon:
         host, port = self.cfg.metrics_host_port()
 
         async def handler(request: web.Request) -> web.Response:
-            response = web.Response(body=self.metrics.render())
+            response = web.Response(body=await self.metrics.render_async())
             response.headers["Content-Type"] = CONTENT_TYPE_LATEST
             return response
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -67,9 +69,23 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the live collector reads from the daemon's in-memory state, taken on the event loop."""
+
+    containers: dict[str, list[str]]
+    sandboxes: dict[str, list[str]]
+    bus: tuple[int, int] | None
+    log_files: dict[str, list[Path]]
+
+
 class _LiveCollector(Collector):
-    """Values read at scrape time: containers and sandboxes by {frontend, state} from the stores, and the
-    event bus's counters."""
+    """Values read at scrape time: containers and sandboxes by {frontend, state} from the stores, the event
+    bus's counters, and the container log totals from narwhal-logger's stats files.
+
+    ``render_async`` pins a snapshot of the stores (taken on the event loop, which owns them) and renders
+    in a worker thread, so the file reads never block the loop.  The lock keeps a scrape's reads of the
+    stats files and a removal's retirement of one (read, add, unlink) from interleaving."""
 
     def __init__(self) -> None:
         self.containers: dict[str, StateSource] = {}
@@ -78,38 +94,53 @@ class _LiveCollector(Collector):
         self.bus_subscribers: Callable[[], int] | None = None
         self.log_stats: dict[str, Callable[[], Iterable[Path]]] = {}
         self.log_retired: dict[str, list[int]] = {}  # frontend -> [bytes, records] of removed containers
+        self.lock = threading.Lock()
+        self.pinned: _Snapshot | None = None
+
+    def snapshot(self) -> _Snapshot:
+        bus = None
+        if self.bus_published is not None and self.bus_subscribers is not None:
+            bus = (self.bus_published(), self.bus_subscribers())
+        return _Snapshot(
+            containers={f: list(source()) for f, source in self.containers.items()},
+            sandboxes={f: list(source()) for f, source in self.sandboxes.items()},
+            bus=bus,
+            log_files={f: list(paths()) for f, paths in self.log_stats.items()},
+        )
 
     def collect(self) -> Iterator[Metric]:
+        snap = self.pinned or self.snapshot()
         log_bytes = CounterMetricFamily("narwhal_container_log_bytes",
                                         "Bytes written to container log files by narwhal-logger", labels=["frontend"])
         log_lines = CounterMetricFamily("narwhal_container_log_lines",
                                         "Container log records (lines, or chunks of overlong lines) written",
                                         labels=["frontend"])
-        for frontend, paths in sorted(self.log_stats.items()):
-            total = list(self.log_retired.get(frontend, [0, 0]))
-            for path in paths():
-                found = read_stats_file(str(path))
-                if found is not None:
-                    total[0] += found[0]
-                    total[1] += found[1]
+        for frontend, paths in sorted(snap.log_files.items()):
+            with self.lock:
+                total = list(self.log_retired.get(frontend, [0, 0]))
+                for path in paths:
+                    found = read_stats_file(str(path))
+                    if found is not None:
+                        total[0] += found[0]
+                        total[1] += found[1]
             log_bytes.add_metric([frontend], total[0])
             log_lines.add_metric([frontend], total[1])
         yield log_bytes
         yield log_lines
-        if self.bus_published is not None and self.bus_subscribers is not None:
+        if snap.bus is not None:
             yield CounterMetricFamily("narwhal_events_published", "Events published on the daemon's bus",
-                                      value=self.bus_published())
+                                      value=snap.bus[0])
             yield GaugeMetricFamily("narwhal_event_subscribers", "Readers of the event bus now (CRI and Docker)",
-                                    value=self.bus_subscribers())
+                                    value=snap.bus[1])
         for name, doc, sources, states in (
-            ("narwhal_containers", "Containers by front end and state", self.containers,
+            ("narwhal_containers", "Containers by front end and state", snap.containers,
              [s.value for s in ContainerState]),
-            ("narwhal_sandboxes", "Pod sandboxes by front end and state", self.sandboxes,
+            ("narwhal_sandboxes", "Pod sandboxes by front end and state", snap.sandboxes,
              [s.value for s in SandboxState]),
         ):
             family = GaugeMetricFamily(name, doc, labels=["frontend", "state"])
-            for frontend, source in sorted(sources.items()):
-                tally = Tally(source())
+            for frontend, values in sorted(sources.items()):
+                tally = Tally(values)
                 for state in states:
                     family.add_metric([frontend, state], tally.get(state, 0))
             yield family
@@ -118,6 +149,7 @@ class _LiveCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._render_lock = asyncio.Lock()
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -207,12 +239,13 @@ class Metrics:
     def retire_logs(self, frontend: str, stats_file: Path) -> None:
         """A container is being removed: keep its log totals in the counters, and drop its stats file so it
         is never counted twice (call before its directory goes)."""
-        found = read_stats_file(str(stats_file))
-        stats_file.unlink(missing_ok=True)
-        if found is not None:
-            retired = self.live.log_retired.setdefault(frontend, [0, 0])
-            retired[0] += found[0]
-            retired[1] += found[1]
+        with self.live.lock:
+            found = read_stats_file(str(stats_file))
+            if found is not None:
+                retired = self.live.log_retired.setdefault(frontend, [0, 0])
+                retired[0] += found[0]
+                retired[1] += found[1]
+            stats_file.unlink(missing_ok=True)
 
     def watch_bus(self, published: Callable[[], int], subscribers: Callable[[], int]) -> None:
         self.live.bus_published = published
@@ -220,6 +253,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """The exposition, rendered in a worker thread (files, /proc) from a snapshot of the stores taken
+        here on the event loop; one scrape at a time."""
+        async with self._render_lock:
+            self.live.pinned = self.live.snapshot()
+            try:
+                return await asyncio.to_thread(self.render)
+            finally:
+                self.live.pinned = None
 
     # ---- helpers for call sites ----
     @contextmanager

@@ -215,3 +215,25 @@ async def test_docker_requests_are_labelled_by_route_template_method_and_status(
     assert sample(metrics, "narwhal_docker_request_duration_seconds_count", route="/events", method="GET",
                   status="400") == 2
     assert sample(metrics, "narwhal_docker_requests_total", route="unmatched", method="GET", status="404") == 1
+
+
+async def test_render_async_reads_the_stores_on_the_loop_and_renders_in_a_thread(
+        metrics: Metrics, tmp_path: Path) -> None:
+    import threading
+
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def containers() -> list[str]:
+        seen.append(threading.get_ident())
+        return ["running"]
+
+    stats = tmp_path / "c.stats"
+    stats.write_text("7 1\n")
+    metrics.watch_states("cri", containers, list)
+    metrics.watch_logs("cri", lambda: [stats])
+    text = (await metrics.render_async()).decode()
+    assert seen == [loop_thread]
+    assert 'narwhal_containers{frontend="cri",state="running"} 1.0' in text
+    assert 'narwhal_container_log_bytes_total{frontend="cri"} 7.0' in text
+    assert metrics.live.pinned is None
