@@ -115,3 +115,19 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
     plugins.append({"type": "firewall", "backend": "iptables", "iptablesAdminChainName": defaults.admin_chain(cfg)})
     return {"cniVersion": defaults.CNI_VERSION, "name": network.cni_name, "plugins": plugins}
+
+
+def pools_of(data: dict[str, Any]) -> tuple[IPAMPool, ...]:
+    """The host-local ranges of a conflist as Docker's IPAM config shows them (the default network's)."""
+    pools = []
+    for plugin in data.get("plugins") or []:
+        ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
+        if not isinstance(ipam, dict):
+            continue
+        for rs in ipam.get("ranges") or []:
+            for r in rs if isinstance(rs, list) else []:
+                if isinstance(r, dict) and r.get("subnet"):
+                    subnet = ipaddress.ip_network(str(r["subnet"]), strict=False)
+                    gateway = str(r.get("gateway") or next(subnet.hosts(), ""))
+                    pools.append(IPAMPool(str(subnet), gateway))
+    return tuple(pools)

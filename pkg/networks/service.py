@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pkg import errors
+from pkg.aio import CleanupStack
 from pkg.cni import config as cni_config
 from pkg.cni import defaults
 from pkg.cni.manager import NetworkManager
@@ -84,6 +85,7 @@ class NetworkService:
         self.sandboxes = sandboxes
         self.files = NetworkFiles(cfg.root / "docker" / "networks")
         self.isolation = Isolation(cfg.instance_id, defaults.bridge_name(cfg))
+        self.bridges = host.Bridges()
         self.dns_records = DNSRecords(self)
         self.dns = DNSServers(self.dns_records, dns_upstream)
         self.event_hooks: list[EventHook] = []
@@ -105,6 +107,13 @@ class NetworkService:
                 network = self._predefined(name)
                 await self.files.put(network)
                 self._networks[network.id] = network
+        for network in self._networks.values():  # after a host reboot: as they were at create
+            if not network.predefined and network.bridge and network.ipam:
+                try:
+                    await self.bridges.ensure(network.bridge, network.ipam[0].gateway,
+                                             ipaddress.ip_network(network.ipam[0].subnet).prefixlen)
+                except errors.NarwhalError as exc:
+                    log.warning("bridge of network %s: %s", network.name, exc.message)
         await self._sync_isolation()
         for sandbox_id in await self.manager.cache.ids():
             attachments = await self.manager.cache.all(sandbox_id)
@@ -155,18 +164,7 @@ class NetworkService:
             net = await self.manager.network()
         except errors.FailedPrecondition:
             return ()
-        pools = []
-        for plugin in net.plugins:
-            ipam = plugin.get("ipam")
-            if not isinstance(ipam, dict):
-                continue
-            for rs in ipam.get("ranges") or []:
-                for r in rs if isinstance(rs, list) else []:
-                    if isinstance(r, dict) and r.get("subnet"):
-                        subnet = ipaddress.ip_network(str(r["subnet"]), strict=False)
-                        gateway = str(r.get("gateway") or next(subnet.hosts(), ""))
-                        pools.append(IPAMPool(str(subnet), gateway))
-        return tuple(pools)
+        return conflist.pools_of(net.raw)
 
     def endpoints(self, network: Network) -> list[EndpointView]:
         """Containers attached to ``network`` (Docker containers only: CRI pods are left out)."""
@@ -264,18 +262,25 @@ class NetworkService:
                 cni_name=conflist.cni_name(self.cfg, network_id), internal=req.internal, attachable=req.attachable,
                 labels=dict(req.labels), options=dict(req.options), ipam=(pool,), ipam_options=dict(req.ipam_options),
             )
-            await self.files.put(network)
-            self._networks[network.id] = network
-            try:
+            if await self.bridges.exists(bridge):
+                raise errors.Conflict(f"bridge name {bridge} is already in use on the host")
+            async with CleanupStack() as cleanup:
+                await self.files.put(network)
+                cleanup.add(f"delete network record {name}", lambda: self.files.delete(network.id))
+                self._networks[network.id] = network
+                cleanup.add(f"forget network {name}", lambda: self._forget(network))
+                cleanup.add(f"delete bridge {bridge}", lambda: self.bridges.delete(bridge))
+                await self.bridges.ensure(bridge, pool.gateway, ipaddress.ip_network(pool.subnet).prefixlen)
                 await self._sync_isolation()
-            except BaseException:
-                self._networks.pop(network.id, None)
-                await self.files.delete(network.id)
-                raise
+                cleanup.commit()
         log.info("network %s (%s) created: bridge %s, subnet %s%s", name, network_id[:12], bridge, pool.subnet,
                  ", internal" if network.internal else "")
         self._emit("create", network)
         return network
+
+    async def _forget(self, network: Network) -> None:
+        self._networks.pop(network.id, None)
+        await self._sync_isolation()
 
     async def _taken_subnets(self) -> list[ipaddress.IPv4Network]:
         taken: list[ipaddress.IPv4Network] = []
@@ -306,7 +311,7 @@ class NetworkService:
             await self._sync_isolation()
         except errors.NarwhalError as exc:
             log.warning("isolation rules after removing %s: %s", network.name, exc.message)
-        await host.delete_bridge(network.bridge)
+        await self.bridges.delete(network.bridge)
         await asyncio.to_thread(host.remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
         await self.files.delete(network.id)
         log.info("network %s (%s) removed", network.name, network.id[:12])

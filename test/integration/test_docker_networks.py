@@ -98,11 +98,16 @@ def test_create_inspect_filter_remove(dockerd: DaemonProcess) -> None:
 
 
 def test_network_host_state_follows_the_network(dockerd: DaemonProcess) -> None:
-    """Each network has its own bridge (made on first use by the bridge plugin, removed with the network)
-    and its isolation rules; after the last one goes, no chain is left."""
+    """Each network has its own bridge, up with its gateway address from create on (its route tells other
+    instances the subnet is taken) and removed with the network, and its isolation rules; after the last
+    network goes, no chain is left."""
     docker(dockerd, "network", "create", "one")
     try:
         bridge = inspect(dockerd, "one")["Id"][:12]
+        assert link_exists(f"nwb{bridge}")
+        gateway = inspect(dockerd, "one")["IPAM"]["Config"][0]["Gateway"]
+        assert f"inet {gateway}/" in subprocess.run(["ip", "-4", "addr", "show", f"nwb{bridge}"], capture_output=True,
+                                                    text=True).stdout
         chain = isolation_chain(dockerd.root)
         assert chain_exists(chain)
         rules = subprocess.run(["iptables", "-w", "-S", chain], capture_output=True, text=True).stdout

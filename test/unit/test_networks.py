@@ -149,6 +149,20 @@ class FakeDNS:
         self.running.clear()
 
 
+class FakeBridges:
+    def __init__(self) -> None:
+        self.up: dict[str, str] = {}
+
+    async def exists(self, name: str) -> bool:
+        return name in self.up
+
+    async def ensure(self, name: str, gateway: str, prefix_len: int) -> None:
+        self.up[name] = f"{gateway}/{prefix_len}"
+
+    async def delete(self, name: str) -> None:
+        self.up.pop(name, None)
+
+
 class Owners:
     def owner(self, sandbox_id: str) -> Owner | None:
         return Owner(f"{sandbox_id}-container-id", f"c-{sandbox_id}") if not sandbox_id.startswith("cri") else None
@@ -159,6 +173,7 @@ def make_service(tmp_path: Path) -> tuple[NetworkService, FakeIsolation, FakeDNS
     service = NetworkService(cfg, NetworkManager(cfg), owners=Owners())
     iso, dns = FakeIsolation(), FakeDNS()
     service.isolation = iso  # type: ignore[assignment]
+    service.bridges = FakeBridges()  # type: ignore[assignment]
     service.dns = dns  # type: ignore[assignment]
     return service, iso, dns
 
@@ -277,3 +292,29 @@ async def test_a_network_being_joined_is_not_removed(tmp_path: Path) -> None:
     assert await service.prune() == []
     await service.manager.cache.delete("sb")
     assert await service.prune() == ["joining"]
+
+
+async def test_bridges_follow_networks_and_failed_creates_roll_back(tmp_path: Path) -> None:
+    service, iso, _ = make_service(tmp_path)
+    bridges: FakeBridges = service.bridges  # type: ignore[assignment]
+    await service.start()
+    net = await service.create(CreateRequest("br", ipam=(IPAMPool("10.200.5.0/24"),)))
+    assert bridges.up == {net.bridge: "10.200.5.1/24"}  # made at create, as Docker does
+    bridges.up.clear()  # a host reboot: the next start makes it again
+    again, _, _ = make_service(tmp_path)
+    again.bridges = bridges  # type: ignore[assignment]
+    await again.start()
+    assert bridges.up == {net.bridge: "10.200.5.1/24"}
+    bridges.up["taken0"] = "10.9.9.1/24"
+    with pytest.raises(errors.Conflict, match="already in use on the host"):
+        await service.create(CreateRequest("clash", options={conflist.BRIDGE_OPTION: "taken0"}))
+
+    async def broken_sync(_: list[firewall.BridgeRule]) -> None:
+        raise errors.Internal("iptables: no")
+
+    iso.sync = broken_sync  # type: ignore[method-assign]
+    with pytest.raises(errors.Internal):
+        await service.create(CreateRequest("doomed"))
+    assert [n.name for n in service.all()] == ["bridge", "host", "none", "br"]
+    assert set(bridges.up) == {net.bridge, "taken0"}
+    assert len(list((tmp_path / "root" / "docker" / "networks").glob("*.json"))) == 4
