@@ -76,25 +76,38 @@ class SandboxService:
 
                 ipc = Path(metadata.ipc_path) if metadata.ipc_path else None
                 uts = Path(metadata.uts_path) if metadata.uts_path else None
-                await namespaces.pin(ipc, uts, _hostname(config))
-                cleanup.add("unpin ipc/uts", lambda: namespaces.unpin(ipc, uts))
 
-                if config.namespace_options.ipc != NamespaceMode.NODE:
-                    shm = state / "shm"
-                    shm.mkdir()
-                    mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={SHM_SIZE}")
-                    cleanup.add("unmount shm", lambda: asyncio.to_thread(_umount, shm))
+                async def pin_namespaces() -> None:
+                    await namespaces.pin(ipc, uts, _hostname(config))
+                    cleanup.add("unpin ipc/uts", lambda: namespaces.unpin(ipc, uts))
+                    if config.namespace_options.ipc != NamespaceMode.NODE:
+                        shm = state / "shm"
+                        shm.mkdir()
+                        mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={SHM_SIZE}")
+                        cleanup.add("unmount shm", lambda: asyncio.to_thread(_umount, shm))
 
-                ip, extra_ips = "", []
-                if metadata.netns_path:
+                async def wire_network() -> tuple[str, list[str]]:
+                    if not metadata.netns_path:
+                        return "", []
                     netns = Path(metadata.netns_path)
                     await ctx.netns_create(netns)
                     cleanup.add("remove netns", lambda: ctx.netns_remove(netns))
-                    if not config.no_network:
-                        request = self._network_request(metadata)
-                        result = await ctx.network.setup(request)
-                        cleanup.add("tear down pod network", lambda: ctx.network.teardown(request))
-                        ip, extra_ips = result.ip, list(result.additional_ips)
+                    if config.no_network:
+                        return "", []
+                    request = self._network_request(metadata)
+                    result = await ctx.network.setup(request)
+                    cleanup.add("tear down pod network", lambda: ctx.network.teardown(request))
+                    return result.ip, list(result.additional_ips)
+
+                # Independent steps side by side: the CNI chain (most of RunPodSandbox, hack/bench) need not
+                # wait for the unshare process.  Both run to the end, so each registers its own rollback
+                # before the first failure unwinds the stack.
+                pinned, wired = await asyncio.gather(pin_namespaces(), wire_network(), return_exceptions=True)
+                for outcome in (pinned, wired):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                assert not isinstance(wired, BaseException)
+                ip, extra_ips = wired
 
                 await asyncio.to_thread(_write_pod_files, root, config, ip, extra_ips)
 
