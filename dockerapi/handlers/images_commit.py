@@ -1,4 +1,5 @@
-"""POST /commit: a container's filesystem changes and config as a new image (docker commit).
+"""POST /commit: a container's filesystem changes and config as a new image (docker commit); and
+docker import (POST /images/create?fromSrc=...): a filesystem tarball as a new image.
 
 The new image's config is the container's (as Docker stores it: the image's
 config merged with the run options), then the body's Config, then each
@@ -12,12 +13,15 @@ import dataclasses
 import json
 import logging
 import shlex
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from dockerapi.backend import Backends, backends, need
-from dockerapi.handlers.images import get_image, images_of
+from dockerapi.handlers.images import get_image, images_of, publish
+from dockerapi.progress import JSONStream
 from pkg import errors
 from pkg.images import reference
 from pkg.images.model import ImageConfig
@@ -207,6 +211,51 @@ async def commit(request: web.Request) -> web.Response:
             "comment": query.get("comment", ""), "imageID": img.id,
             "imageRef": reference.parse(names[0]).familiar() if names else ""})
     return web.json_response({"Id": img.id}, status=201)
+
+
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(1 << 20):
+        yield chunk
+
+
+async def _url_chunks(url: str) -> AsyncIterator[bytes]:
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session, session.get(url) as resp:
+            if resp.status != 200:
+                raise errors.NotFound(f'Get "{url}": HTTP {resp.status}')
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise errors.Unavailable(f'Get "{url}": {exc or type(exc).__name__}') from None
+
+
+async def import_image(request: web.Request) -> web.StreamResponse:
+    """fromSrc=- (the body) or an http(s) URL; repo/tag name it, message and changes shape its config."""
+    images = images_of(request)
+    query = request.query
+    src = query.get("fromSrc", "")
+    repo, tag = query.get("repo", ""), query.get("tag", "")
+    names: tuple[str, ...] = ()
+    if repo:
+        parsed = reference.parse(f"{repo}:{tag}" if tag else repo)
+        if parsed.digest:
+            raise errors.InvalidArgument("cannot import to a digest reference")
+        names = (str(parsed),)
+    if src == "-":
+        chunks = _body_chunks(request)
+    elif src.startswith(("http://", "https://")):
+        chunks = _url_chunks(src)
+    else:
+        raise errors.InvalidArgument(f"fromSrc must be - (the request body) or an http(s) URL, not {src!r}")
+    config = apply_changes(ImageConfig(), query.getall("changes", []))
+    message = query.get("message", "") or f"Imported from {src}"
+    stream = JSONStream(request)
+    img = await images.import_rootfs(chunks, config=config, message=message, names=names,
+                                     platform=query.get("platform") or None)
+    await stream.send({"status": img.id})
+    publish(request, "import", img.id, name=img.id)
+    return await stream.finish()
 
 
 ROUTES = [

@@ -1,4 +1,4 @@
-"""Registry traffic: POST /images/create (pull, or import with fromSrc), POST /images/{name}/push,
+"""Registry traffic: POST /images/create (pull; with fromSrc an import, see images_commit), POST /images/{name}/push,
 GET /images/search.
 
 Pull and push answer with Docker's JSON progress stream (``dockerapi.progress``):
@@ -16,6 +16,7 @@ from aiohttp import web
 from dockerapi.handlers import images_json as j
 from dockerapi.handlers.auth import registry_auth
 from dockerapi.handlers.images import images_of, publish
+from dockerapi.handlers.images_commit import import_image
 from dockerapi.progress import (
     JSONStream,
     Message,
@@ -62,7 +63,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     from_image = query.get("fromImage", "")
     if not from_image:
         if "fromSrc" in query:
-            raise errors.NotImplementedYet("importing a filesystem tarball (fromSrc) is not supported yet")
+            return await import_image(request)
         raise errors.InvalidArgument("fromImage or fromSrc is required")
     ref = pull_reference(from_image, query.get("tag", ""))
     platform = query.get("platform") or None

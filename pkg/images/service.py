@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -30,10 +31,11 @@ from pkg.images.detail import Describer, ImageDetail
 from pkg.images.login import SearchResult
 from pkg.images.login import login as registry_login
 from pkg.images.login import search as registry_search
-from pkg.images.model import Image, RegistryAuth
+from pkg.images.model import Image, ImageConfig, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
 from pkg.images.push import Pusher
 from pkg.images.registry import RegistrySession
+from pkg.images.rootfs_import import import_rootfs
 from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker
@@ -129,19 +131,38 @@ class ImageService:
         self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[Image]:
-        """docker load: spool the uploaded archive to disk under root (tar members are read by offset and
-        the archive may be large), import it, remove the spool file."""
+    @contextlib.asynccontextmanager
+    async def _spooled(self, chunks: AsyncIterator[bytes], prefix: str) -> AsyncIterator[Path]:
+        """An uploaded archive on disk under root (tar members are read by offset and archives may be
+        large), removed afterwards."""
         spool = self._cfg.root / "tmp"
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="load-", suffix=".tar", dir=spool)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix=prefix, suffix=".tar", dir=spool)
         os.close(fd)
         path = Path(name)
         try:
             await write_stream(chunks, path)
-            return await self.import_archive(path)
+            yield path
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
+            await asyncio.to_thread(path.with_suffix(".plain").unlink, missing_ok=True)
+
+    async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[Image]:
+        """docker load: an OCI layout or docker-archive tarball, as uploaded."""
+        async with self._spooled(chunks, "load-") as path:
+            return await self.import_archive(path)
+
+    async def import_rootfs(self, chunks: AsyncIterator[bytes], *, config: ImageConfig, message: str = "",
+                            names: tuple[str, ...] = (), platform: str | None = None) -> Image:
+        """docker import: a filesystem tarball as a one-layer image (``platform``: its os/arch)."""
+        host_os, host_arch, _ = media.host_platform()
+        os_name, arch, _ = media.parse_platform(platform) if platform else (host_os, host_arch, "")
+        await self._ensure_recovered()
+        async with self._spooled(chunks, "import-") as path:
+            image_id = await import_rootfs(self._client, self.content, self._committer, path, config=config,
+                                           message=message, names=names, os=os_name, architecture=arch)
+        self._fs_cache = None
+        return await self.get(image_id)
 
     async def commit(self, req: CommitRequest) -> Image:
         """docker commit: a container's snapshot changes as a new image on top of its image."""

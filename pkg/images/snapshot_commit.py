@@ -45,6 +45,16 @@ class CommitRequest:
     names: tuple[str, ...] = ()  # normalised references; none: the image is kept by its ID
 
 
+@dataclass(frozen=True)
+class Base:
+    """What a new image builds on: the parent's config document, layers and diff IDs (all empty: none)."""
+
+    doc: dict[str, Any]
+    layers: list[Descriptor]
+    diff_ids: list[str]
+    docker_media: bool = False
+
+
 def _config_json(base: dict[str, Any], cfg: ImageConfig) -> dict[str, Any]:
     """The parent's config object with the new runtime fields (fields we do not model are kept)."""
     out = dict(base)
@@ -82,53 +92,62 @@ class SnapshotCommitter:
         parent = req.parent
         resolved = await self._store.resolve_target(parent.target, parent.id)
         docker_media = resolved.manifest.media_type == media.DOCKER_MANIFEST
-        layer_type = media.DOCKER_LAYER_GZIP if docker_media else media.OCI_LAYER_GZIP
         base_doc = json.loads(await self._content.read(resolved.parsed.config.digest, media.MAX_MANIFEST))
         if not isinstance(base_doc, dict):
             raise errors.InvalidArgument(f"image {parent.id}: config is not a JSON object")
+        base = Base(base_doc, list(resolved.parsed.layers), list(parent.diff_ids), docker_media)
         async with lease(self._client, "commit") as lease_id:
+            layer_type = media.DOCKER_LAYER_GZIP if docker_media else media.OCI_LAYER_GZIP
             layer, diff_id = await self._diff(req.snapshot_key, parent.chain_id, layer_type, lease_id)
-            diff_ids = [*parent.diff_ids, diff_id]
-            chains = chain_ids(diff_ids)
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            doc = dict(base_doc)
-            doc.update(created=now, config=_config_json(dict(base_doc.get("config") or {}), req.config),
-                       rootfs={"type": "layers", "diff_ids": diff_ids})
-            history = list(base_doc.get("history") or [])
-            step: dict[str, Any] = {"created": now, "created_by": req.created_by}
-            if req.comment:
-                step["comment"] = req.comment
-            history.append(step)
-            doc["history"] = history
-            for key, value in (("author", req.author), ("comment", req.comment)):
-                if value:
-                    doc[key] = value
-                else:
-                    doc.pop(key, None)
-            doc.pop("container", None)
-            doc.pop("container_config", None)
-            config_body = json.dumps(doc, separators=(",", ":")).encode()
-            config = Descriptor(media.DOCKER_CONFIG if docker_media else media.OCI_CONFIG,
-                                media.sha256(config_body), len(config_body))
-            await self._content.write_bytes(f"narwhal-commit-{config.digest}", config.digest, config_body,
-                                            lease=lease_id)
-            manifest_doc: dict[str, Any] = {
-                "schemaVersion": 2,
-                "mediaType": resolved.manifest.media_type or media.OCI_MANIFEST,
-                "config": media.descriptor_json(config),
-                "layers": [media.descriptor_json(d) for d in (*resolved.parsed.layers, layer)],
-            }
-            manifest_body = json.dumps(manifest_doc, separators=(",", ":")).encode()
-            manifest_desc = Descriptor(manifest_doc["mediaType"], media.sha256(manifest_body), len(manifest_body))
-            manifest = media.parse_manifest(manifest_body, manifest_desc.media_type)
-            for held in resolved.parsed.layers:  # the parent's blobs, for the manifest's GC references
-                await self._content.add_to_lease(held.digest, lease_id)
-            await self._unpacker.apply_layer(layer, diff_id, parent.chain_id, chains[-1], lease_id)
-            await commit_image(self._content, self._store, self._unpacker.snapshotter, target=manifest_desc,
-                               target_body=manifest_body, manifest_desc=manifest_desc, manifest_body=manifest_body,
-                               manifest=manifest, top_chain=chains[-1], names=list(req.names) or [config.digest],
-                               lease_id=lease_id)
-            return config.digest
+            return await self.write_image(base, layer, diff_id, lease_id, config=req.config, author=req.author,
+                                          comment=req.comment, created_by=req.created_by, names=req.names)
+
+    async def write_image(self, base: Base, layer: Descriptor, diff_id: str, lease_id: str, *, config: ImageConfig,
+                          author: str = "", comment: str = "", created_by: str = "",
+                          names: tuple[str, ...] = ()) -> str:
+        """``base`` plus one layer (already in the content store, under ``lease_id``) as a named image."""
+        diff_ids = [*base.diff_ids, diff_id]
+        chains = chain_ids(diff_ids)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        doc = dict(base.doc)
+        doc.update(created=now, config=_config_json(dict(base.doc.get("config") or {}), config),
+                   rootfs={"type": "layers", "diff_ids": diff_ids})
+        history = list(base.doc.get("history") or [])
+        step: dict[str, Any] = {"created": now, "created_by": created_by}
+        if comment:
+            step["comment"] = comment
+        history.append(step)
+        doc["history"] = history
+        for key, value in (("author", author), ("comment", comment)):
+            if value:
+                doc[key] = value
+            else:
+                doc.pop(key, None)
+        doc.pop("container", None)
+        doc.pop("container_config", None)
+        config_body = json.dumps(doc, separators=(",", ":")).encode()
+        config_desc = Descriptor(media.DOCKER_CONFIG if base.docker_media else media.OCI_CONFIG,
+                                 media.sha256(config_body), len(config_body))
+        await self._content.write_bytes(f"narwhal-commit-{config_desc.digest}", config_desc.digest, config_body,
+                                        lease=lease_id)
+        manifest_doc: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": media.DOCKER_MANIFEST if base.docker_media else media.OCI_MANIFEST,
+            "config": media.descriptor_json(config_desc),
+            "layers": [media.descriptor_json(d) for d in (*base.layers, layer)],
+        }
+        manifest_body = json.dumps(manifest_doc, separators=(",", ":")).encode()
+        manifest_desc = Descriptor(manifest_doc["mediaType"], media.sha256(manifest_body), len(manifest_body))
+        manifest = media.parse_manifest(manifest_body, manifest_desc.media_type)
+        for held in base.layers:  # the parent's blobs, for the manifest's GC references
+            await self._content.add_to_lease(held.digest, lease_id)
+        await self._unpacker.apply_layer(layer, diff_id, chains[-2] if len(chains) > 1 else "", chains[-1],
+                                         lease_id)
+        await commit_image(self._content, self._store, self._unpacker.snapshotter, target=manifest_desc,
+                           target_body=manifest_body, manifest_desc=manifest_desc, manifest_body=manifest_body,
+                           manifest=manifest, top_chain=chains[-1], names=list(names) or [config_desc.digest],
+                           lease_id=lease_id)
+        return config_desc.digest
 
     async def _diff(self, key: str, parent_chain: str, media_type: str, lease_id: str) -> tuple[Descriptor, str]:
         """The container snapshot's changes over ``parent_chain`` as a layer blob: (descriptor, diff ID)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
 import mkimage
 import pytest
 from lib import images
@@ -218,6 +219,7 @@ def test_login_and_authenticated_pull(env: Env) -> None:
         ok = env.docker("login", "-u", "bob", "--password-stdin", tokens.host, stdin="hunter2\n")
         assert "Login Succeeded" in ok.stdout
         env.docker("pull", "-q", f"{tokens.host}/library/busybox")  # X-Registry-Auth from the CLI's config
+        env.docker("rmi", f"{tokens.host}/library/busybox")
         env.docker("logout", tokens.host)
         anonymous = env.docker("pull", f"{tokens.host}/library/busybox:other", check=False)
         assert anonymous.returncode == 1 and "Error response from daemon" in anonymous.stderr
@@ -226,6 +228,31 @@ def test_login_and_authenticated_pull(env: Env) -> None:
         assert "wrong username or password" in bad.stderr
     finally:
         tokens.stop()
+
+
+def test_docker_py_pull_with_auth_list_save_load(env: Env) -> None:
+    client = docker.DockerClient(base_url=f"unix://{env.daemon.docker_socket}", version="1.44", timeout=120)
+    tokens = start_token_registry({"bob": "hunter2"}, env.registry.base / "data")
+    try:
+        repo = f"{tokens.host}/library/busybox"
+        with pytest.raises(docker.errors.NotFound, match="pull access denied"):
+            client.images.pull(repo, tag="latest")
+        pulled = client.images.pull(repo, tag="latest", auth_config={"username": "bob", "password": "hunter2"})
+        assert pulled.id == env.busybox.config.digest
+        assert f"{repo}:latest" in pulled.tags
+        listed = client.images.list(name=repo)
+        assert [i.id for i in listed] == [pulled.id]
+        assert client.images.list(filters={"dangling": True}) == []
+
+        data = b"".join(pulled.save(named=f"{repo}:latest"))
+        client.images.remove(f"{repo}:latest")
+        assert client.images.list(name=repo) == []
+        [loaded] = client.images.load(data)
+        assert loaded.id == pulled.id and f"{repo}:latest" in loaded.tags
+        client.images.remove(f"{repo}:latest")
+    finally:
+        tokens.stop()
+        client.close()
 
 
 def test_errors_are_docker_shaped(env: Env) -> None:

@@ -1,4 +1,4 @@
-"""docker commit and rmi's container conflicts, with the real docker CLI against containers of the engine."""
+"""docker commit, docker import and rmi's container conflicts, with the real docker CLI (containers of the engine)."""
 from __future__ import annotations
 
 import json
@@ -96,3 +96,35 @@ def test_rmi_conflicts_with_containers(docker: Docker) -> None:
     finally:
         docker("rm", "-f", "running-user", "stopped-user", check=False)
     assert docker("rmi", short).stdout.splitlines() == [f"Deleted: {image_id}"]
+
+
+@pytest.mark.parametrize("compress", ["", "gzip", "xz"])
+def test_import_a_filesystem_tarball(docker: Docker, tmp_path: Path, compress: str) -> None:
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "bin" / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (root / "bin" / "busybox").chmod(0o755)
+    (root / "etc" / "msg").write_text("imported\n")
+    archive = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
+    if compress:
+        subprocess.run([compress, "-f", str(archive)], check=True)
+        archive = archive.with_name(archive.name + {"gzip": ".gz", "xz": ".xz"}[compress])
+    name = f"imported:{compress or 'plain'}"
+    image_id = docker("import", "-c", 'CMD ["/bin/busybox", "cat", "/etc/msg"]', "-m", "hand made",
+                      str(archive), name).stdout.strip()
+    [inspected] = json.loads(docker("image", "inspect", name).stdout)
+    assert inspected["Id"] == image_id and inspected["Comment"] == "hand made"
+    assert len(inspected["RootFS"]["Layers"]) == 1
+    assert docker("run", "--rm", name).stdout == "imported\n"
+    docker("rmi", name)
+
+
+def test_import_refuses_what_is_not_a_tarball(docker: Docker, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar"
+    junk.write_text("not a tarball\n")
+    refused = docker("import", str(junk), "junk:1", check=False)
+    assert refused.returncode == 1
+    assert "Error response from daemon: the imported archive is not a (compressed) tarball" in refused.stderr
+    assert "junk" not in docker("images", "--format", "{{.Repository}}").stdout
