@@ -31,8 +31,10 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
             "h": 3_600_000_000_000}
-_TIME_LAYOUTS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S",
-                 "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H%z", "%Y-%m-%dT%H", "%Y-%m-%d%z", "%Y-%m-%d")
+# Without a zone a date is local time, as moby's timetypes.GetTimestamp.
+_TIME_LAYOUTS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M",
+                 "%Y-%m-%dT%H%z", "%Y-%m-%dT%H", "%Y-%m-%d%z", "%Y-%m-%d")
+_FRACTION = re.compile(r"(?<=T\d\d:\d\d:\d\d)\.(\d{1,9})")
 
 
 # ---------------- query parsing ----------------
@@ -65,13 +67,17 @@ def parse_time(value: str, now_ns: int) -> int:
     if value != "0" and _DURATION.match(value):
         ago = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION_PART.findall(value))
         return now_ns - int(ago)
+    nanos = 0
+    fraction = _FRACTION.search(value)
+    if fraction:  # RFC 3339 allows nanoseconds; strptime takes microseconds at most
+        nanos = int((fraction.group(1) + "000000000")[:9])
+        value = value[:fraction.start()] + value[fraction.end():]
     for layout in _TIME_LAYOUTS:
         try:
             parsed = datetime.strptime(value.replace("Z", "+0000"), layout)
         except ValueError:
             continue
-        return int(parsed.timestamp() * 1_000_000_000) if parsed.tzinfo is None else \
-            int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+        return int(parsed.timestamp()) * 1_000_000_000 + nanos
     seconds, _, fraction = value.partition(".")
     if seconds.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
         return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])

@@ -112,6 +112,7 @@ def test_parse_time_forms() -> None:
     assert parse_time("1h30m", now) == now - 5400 * 10**9
     assert parse_time("2023-11-14T22:13:20Z", now) == now
     assert parse_time("2023-11-14T22:13:20.25+00:00", now) == now + 250_000_000
+    assert parse_time("2023-11-14T23:13:20.123456789+01:00", now) == now + 123_456_789
     with pytest.raises(errors.InvalidArgument):
         parse_time("10 minutes", now)
 
