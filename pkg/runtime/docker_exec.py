@@ -106,9 +106,9 @@ def adjust_process(process: dict[str, Any], config: ExecConfig, user: dict[str, 
 
 
 def start_failure_code(err: errors.NarwhalError) -> int:
-    """moby's exit codes for a process that could not start: 127 not found, else 126."""
+    """moby's exit codes for a process that could not start: 127 when the command is missing, else 126."""
     text = err.message.lower()
-    return 127 if "not found" in text or "no such file" in text else 126
+    return 127 if "executable file not found" in text or "no such file or directory" in text else 126
 
 
 class ExecManager:

@@ -1,13 +1,24 @@
 """The pure parts of Docker exec/logs/stats/top: exec process edits, timestamps, /proc and ps parsing."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from dockerapi.handlers.logs import parse_tail, parse_timestamp, rfc3339nano
 from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
-from pkg.runtime.docker_exec import ExecConfig, adjust_process, start_failure_code
+from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
+from pkg.model.state import ContainerState
+from pkg.runtime.docker_exec import (
+    MAX_FINISHED_PER_CONTAINER,
+    ExecConfig,
+    ExecManager,
+    ExecState,
+    adjust_process,
+    start_failure_code,
+)
 from pkg.runtime.docker_stats import (
     BlkioEntry,
     NetworkCounters,
@@ -18,6 +29,7 @@ from pkg.runtime.docker_stats import (
     parse_proc_stat,
     parse_ps,
 )
+from pkg.store import Store
 
 PROCESS = {"args": ["sh"], "env": ["PATH=/bin", "A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0},
            "capabilities": {"bounding": ["CAP_CHOWN"]}, "apparmorProfile": "x"}
@@ -43,7 +55,9 @@ def test_exec_workdir_user_privileged_console() -> None:
 
 def test_start_failure_exit_codes() -> None:
     assert start_failure_code(errors.Internal('exec: "nope": executable file not found in $PATH')) == 127
+    assert start_failure_code(errors.Internal("stat /x: no such file or directory")) == 127
     assert start_failure_code(errors.Internal("permission denied")) == 126
+    assert start_failure_code(errors.InvalidArgument("user 'x' not found in the image's /etc/passwd")) == 126
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -134,3 +148,67 @@ def test_stats_render_docker_shape() -> None:
     assert body["networks"]["eth0"]["rx_bytes"] == 9
     assert body["name"] == "/c1" and body["id"] == "abc"
     assert body["read"] == "2023-11-14T22:13:20.000000000Z" and body["preread"] == "0001-01-01T00:00:00Z"
+
+
+# ---- exec records (ExecManager over a store of core containers) ----
+
+class _Containers:
+    """The slice of ContainerService that ExecManager reads: the store, by ID or prefix."""
+
+    def __init__(self) -> None:
+        self.ctx = SimpleNamespace(containers=Store[ContainerMetadata, ContainerStatus]("container"))
+
+    def add(self, container_id: str, state: ContainerState) -> None:
+        metadata = ContainerMetadata(id=container_id, sandbox_id="s", config=ContainerConfig(name="c", image="i"),
+                                     image_id="sha256:x", image_ref="i", created_at=1)
+        self.ctx.containers.add(container_id, metadata, ContainerStatus(state))
+
+    def get(self, ref: str) -> tuple[ContainerMetadata, ContainerStatus]:
+        return self.ctx.containers.get(ref)
+
+
+def _manager() -> tuple[ExecManager, _Containers]:
+    containers = _Containers()
+    containers.add("a" * 64, ContainerState.RUNNING)
+    containers.add("b" * 64, ContainerState.EXITED)
+    return ExecManager(containers), containers  # type: ignore[arg-type]
+
+
+async def test_exec_records_follow_their_container() -> None:
+    manager, containers = _manager()
+    instance = manager.create("aaaa", ExecConfig(cmd=("true",)))
+    assert instance.container_id == "a" * 64 and manager.get(instance.id) is instance
+    with pytest.raises(errors.Conflict, match=f"container {'b' * 64} is not running"):
+        manager.create("b" * 64, ExecConfig(cmd=("true",)))
+    with pytest.raises(errors.InvalidArgument, match="No exec command specified"):
+        manager.create("a" * 64, ExecConfig(cmd=()))
+    with pytest.raises(errors.NotFound, match="No such exec instance: nope"):
+        manager.get("nope")
+    containers.ctx.containers.delete("a" * 64)  # the container is removed: its execs go with it
+    with pytest.raises(errors.NotFound, match=f"No such exec instance: {instance.id}"):
+        manager.get(instance.id)
+    assert manager.for_container("a" * 64) == []
+
+
+async def test_exec_starts_once() -> None:
+    manager, _ = _manager()
+    instance = manager.create("a" * 64, ExecConfig(cmd=("true",)))
+    assert manager.claim(instance.id).state == ExecState.RUNNING
+    with pytest.raises(errors.Conflict, match="is already running"):
+        manager.claim(instance.id)
+    manager.unclaim(instance)  # the client went away before the process started: it may start again
+    assert manager.claim(instance.id) is instance
+    instance.state, instance.exit_code = ExecState.EXITED, 0
+    with pytest.raises(errors.Conflict, match="has already run"):
+        manager.claim(instance.id)
+
+
+async def test_finished_exec_records_are_bounded_per_container() -> None:
+    manager, _ = _manager()
+    first = manager.create("a" * 64, ExecConfig(cmd=("true",)))
+    first.state = ExecState.EXITED
+    for _ in range(MAX_FINISHED_PER_CONTAINER):
+        manager.create("a" * 64, ExecConfig(cmd=("true",))).state = ExecState.EXITED
+    with pytest.raises(errors.NotFound):
+        manager.get(first.id)  # the oldest finished record made room
+    assert len(manager.for_container("a" * 64)) == MAX_FINISHED_PER_CONTAINER
