@@ -68,10 +68,10 @@ def parse_time(value: str, now_ns: int) -> int:
         ago = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION_PART.findall(value))
         return now_ns - int(ago)
     nanos = 0
-    fraction = _FRACTION.search(value)
-    if fraction:  # RFC 3339 allows nanoseconds; strptime takes microseconds at most
-        nanos = int((fraction.group(1) + "000000000")[:9])
-        value = value[:fraction.start()] + value[fraction.end():]
+    sub_second = _FRACTION.search(value)
+    if sub_second:  # RFC 3339 allows nanoseconds; strptime takes microseconds at most
+        nanos = int((sub_second.group(1) + "000000000")[:9])
+        value = value[:sub_second.start()] + value[sub_second.end():]
     for layout in _TIME_LAYOUTS:
         try:
             parsed = datetime.strptime(value.replace("Z", "+0000"), layout)
