@@ -110,6 +110,22 @@ class Terminal:
             self.seen += chunk
         return self.seen
 
+    def retry(self, data: bytes, needle: bytes, timeout: float = WAIT) -> bytes:
+        """Send ``data`` until ``needle`` shows up after it (for what settles asynchronously: a resize
+        reaching the process, an attach that is not listening yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            start = len(self.seen)
+            self.send(data)
+            try:
+                self.expect(needle, timeout=1.0)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                continue
+            if needle in self.seen[start:]:
+                return self.seen
+
     def wait(self, timeout: float = WAIT) -> int:
         with contextlib.suppress(OSError):
             while self.proc.poll() is None:
@@ -156,11 +172,8 @@ def test_exec_tty_follows_terminal_size(nw: DaemonProcess, sleeper: str, termina
     terminals.append(term)
     term.send(b"stty size\r")
     term.expect(b"30 100")
-    term.resize(45, 132)
-    time.sleep(0.5)  # the CLI resizes asynchronously; stty below reads whatever size it has by then
-    term.send(b"stty size; echo marker-$((6*7))\r")
-    out = term.expect(b"marker-42")
-    assert b"45 132" in out.split(b"30 100")[-1]
+    term.resize(45, 132)  # the CLI passes it on asynchronously (SIGWINCH, then POST /exec/{id}/resize)
+    term.retry(b"stty size\r", b"45 132")
     term.send(b"exit 3\r")
     assert term.wait() == 3
 
@@ -218,9 +231,7 @@ def test_attach_and_detach_keys(nw: DaemonProcess, terminals: list[Terminal]) ->
     try:
         term = Terminal(nw, "attach", "attachee")
         terminals.append(term)
-        time.sleep(0.5)  # attach sees output from now on
-        term.send(b"echo attached-$((1+1))\r")
-        term.expect(b"attached-2")
+        term.retry(b"echo attached-$((1+1))\r", b"attached-2")  # attach relays output from when it listens
         term.send(b"\x10\x11")  # ctrl-p ctrl-q: detach, the container goes on
         term.wait()
         assert cli(nw, "inspect", "-f", "{{.State.Running}}", "attachee").stdout.strip() == "true"
