@@ -139,7 +139,12 @@ class EventBus:
         if isinstance(event, DockerEvent):
             self._history.append(event)
         for sub in list(self._subscribers):
-            if not sub._offer(event):
+            try:
+                kept = sub._offer(event)
+            except Exception:  # a reader's filter is broken: its problem, never the publisher's
+                log.exception("event subscriber's filter failed on %s", event)
+                continue
+            if not kept:
                 self._subscribers.remove(sub)
                 self.overflows += 1
                 if self.on_overflow is not None:

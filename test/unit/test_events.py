@@ -127,3 +127,14 @@ async def test_docker_attributes_come_from_the_describe_hook_when_installed() ->
     mine, other = bus.history(lambda e: True)
     assert dict(mine.attributes) == {"a": "1", "image": "busybox", "name": "web-1"}
     assert other.attributes["image"] == "docker.io/library/busybox:latest"  # the core's view as the fallback
+
+
+async def test_a_broken_reader_filter_never_reaches_the_publisher() -> None:
+    bus = EventBus()
+
+    def broken(_: Event) -> bool:
+        raise KeyError("bug")
+
+    async with bus.subscribe(broken), bus.subscribe() as healthy:
+        bus.publish("c", "s", ContainerEventType.CREATED)  # no exception here
+        assert isinstance(await healthy.get(), ContainerEvent)
