@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import replace
 from typing import Any
 
@@ -15,8 +14,6 @@ from dockerapi.handlers.attach import lookup, query_int, read_json
 from pkg import errors
 from pkg.runtime.docker_exec import ExecConfig, ExecInstance, ExecManager
 from pkg.streaming.backend import ExecStreams
-
-log = logging.getLogger(__name__)
 
 
 def _execs(request: web.Request) -> ExecManager:

@@ -25,7 +25,7 @@ from pkg.aio import create_guarded_task
 from pkg.model.state import ContainerState
 from pkg.runtime import caps
 from pkg.runtime.containers import ContainerService
-from pkg.runtime.exec import ExecProcess, run_exec
+from pkg.runtime.exec import ExecProcess, ProcessAdjust, run_exec
 from pkg.runtime.user import resolve_user
 from pkg.streaming.backend import ExecStreams
 
@@ -204,6 +204,7 @@ class ExecManager:
             raise
         else:
             instance.exit_code = code
+            log.debug("exec %s in %s exited with %d", instance.id[:12], instance.container_id[:12], code)
         finally:
             instance.state = ExecState.EXITED
             instance._process = None
@@ -245,7 +246,8 @@ class ExecManager:
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
 
-    async def _adjuster(self, instance: ExecInstance) -> Any:
+    async def _adjuster(self, instance: ExecInstance) -> ProcessAdjust:
+        """Docker's options as an edit of the process spec (the user is resolved in the container's rootfs)."""
         config = instance.config
         user: dict[str, Any] | None = None
         if config.user:
