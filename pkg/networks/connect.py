@@ -28,9 +28,7 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
                                       "network" if network.name == HOST else
                                       "container cannot be connected to network none")
     netns, sandbox_dir = _sandbox(service, sandbox_id)
-    for alias in aliases:
-        if not DNS_NAME.match(alias):
-            raise errors.InvalidArgument(f"invalid network alias {alias!r}")
+    check_aliases(network, aliases)
     address = check_ipv4(network, ipv4) if ipv4 else ""
     req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns))
     try:
@@ -81,11 +79,18 @@ def attachment_name(network: Network) -> str:
 def check_attachment(service: NetworkService, att: NetworkAttachment) -> NetworkAttachment:
     """Validate what a container asks of a network at create time (engine's NetworkingConfig)."""
     network = service.get(att.network)
-    for alias in att.aliases:
-        if not DNS_NAME.match(alias):
-            raise errors.InvalidArgument(f"invalid network alias {alias!r}")
+    check_aliases(network, att.aliases)
     address = check_ipv4(network, att.ipv4) if att.ipv4 else ""
     return NetworkAttachment(network.name, att.aliases, address)
+
+
+def check_aliases(network: Network, aliases: tuple[str, ...]) -> None:
+    if aliases and network.name == BRIDGE:
+        raise errors.InvalidArgument("network-scoped alias is supported only for containers in user defined "
+                                     "networks")
+    for alias in aliases:
+        if not DNS_NAME.match(alias):
+            raise errors.InvalidArgument(f"invalid network alias {alias!r}")
 
 
 def check_ipv4(network: Network, ipv4: str) -> str:

@@ -114,7 +114,10 @@ class NetworkService:
                                              ipaddress.ip_network(network.ipam[0].subnet).prefixlen)
                 except errors.NarwhalError as exc:
                     log.warning("bridge of network %s: %s", network.name, exc.message)
-        await self._sync_isolation()
+        try:
+            await self._sync_isolation()
+        except errors.NarwhalError as exc:  # containers still run; only isolation is missing: say so loudly
+            log.error("networks are not isolated from each other: %s", exc.message)
         for sandbox_id in await self.manager.cache.ids():
             attachments = await self.manager.cache.all(sandbox_id)
             endpoints = await self.manager.endpoints(sandbox_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,8 +140,12 @@ def test_removal_leaves_nothing(dockerd: DaemonProcess) -> None:
     net_id = out(dockerd, "network", "create", "leaky")
     cni_name = f"narwhal-{isolation_chain(dockerd.root).removeprefix('NW-ISO-')}-{net_id[:12]}"
     bridge = f"nwb{net_id[:12]}"
-    out(dockerd, "run", "-d", "--name", "l1", "--network", "leaky", "-p", "127.0.0.1::80", "busybox", *WEB)
+    cid = out(dockerd, "run", "-d", "--name", "l1", "--network", "leaky", "-p", "127.0.0.1::80", "busybox", *WEB)
     assert link_exists(bridge) and bridge_ports(bridge)
+    # Ports are published from a user-defined network too.
+    port = out(dockerd, "port", "l1", "80").split(":")[-1]
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=10).read().decode().strip() == \
+        cid[:12]
     docker(dockerd, "rm", "-f", "l1")
     docker(dockerd, "network", "rm", "leaky")
     assert not link_exists(bridge) and tagged_rules(cni_name) == []

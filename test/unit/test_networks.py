@@ -318,3 +318,20 @@ async def test_bridges_follow_networks_and_failed_creates_roll_back(tmp_path: Pa
     assert [n.name for n in service.all()] == ["bridge", "host", "none", "br"]
     assert set(bridges.up) == {net.bridge, "taken0"}
     assert len(list((tmp_path / "root" / "docker" / "networks").glob("*.json"))) == 4
+
+
+async def test_attachment_checks(tmp_path: Path) -> None:
+    service, _, _ = make_service(tmp_path)
+    await service.start()
+    await service.create(CreateRequest("checked", ipam=(IPAMPool("10.200.5.0/24"),)))
+    assert service.check_attachment(NetworkAttachment("checked", ("web",), "10.200.5.9")) == NetworkAttachment(
+        "checked", ("web",), "10.200.5.9")
+    for att, text in ((NetworkAttachment("bridge", ("web",)), "user defined networks"),
+                      (NetworkAttachment("checked", ("bad name",)), "invalid network alias"),
+                      (NetworkAttachment("checked", (), "10.200.6.9"), "no configured subnet"),
+                      (NetworkAttachment("checked", (), "nonsense"), "invalid IPv4"),
+                      (NetworkAttachment("bridge", (), "10.123.0.9"), "user defined networks only")):
+        with pytest.raises(errors.InvalidArgument, match=text):
+            service.check_attachment(att)
+    with pytest.raises(errors.NotFound):
+        service.check_attachment(NetworkAttachment("nosuch"))
