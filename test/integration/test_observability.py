@@ -179,6 +179,12 @@ def test_docker_events_through_the_cli(nw: DaemonProcess, registry: Registry) ->
     _docker(nw, "run", "-d", "--name", name, "--label", "team=obs", ref, "sh", "-c", "exit 3")
     cid = _docker(nw, "wait", name).strip() and _docker(nw, "inspect", "-f", "{{.Id}}", name).strip()
     _docker(nw, "rm", name)
+    oom = f"hog-{int(since)}"  # a memory hog in 16 MiB: the OOM killer's exit is an event and a metric
+    done = subprocess.run([DOCKER, "run", "--name", oom, "--memory", "16m", "--memory-swap", "16m", ref, "sh", "-c",
+                           "dd if=/dev/zero of=/dev/null bs=32M"], env=nw.docker_env(), capture_output=True,
+                          timeout=120)
+    assert done.returncode == 137, done.stderr
+    _docker(nw, "rm", oom)
 
     pulls = _events(nw, since, "type=image", "event=pull")
     assert [e["Actor"]["ID"] for e in pulls] == [ref]  # type: ignore[index]
@@ -188,14 +194,20 @@ def test_docker_events_through_the_cli(nw: DaemonProcess, registry: Registry) ->
     assert die["status"] == "die" and die["id"] == cid and die["from"] == ref and die["scope"] == "local"
     assert die["Actor"]["Attributes"] == {"exitCode": "3", "image": ref, "name": name, "team": "obs"}  # type: ignore[index]
     assert _events(nw, since, "type=container", "label=team=other") == []
+    hog = _events(nw, since, "type=container", f"container={oom}")
+    assert [e["Action"] for e in hog] == ["create", "start", "oom", "die", "destroy"]
+    assert hog[3]["Actor"]["Attributes"]["exitCode"] == "137"  # type: ignore[index]
     # CRI containers of the other test never reach Docker's events (one bus, two domains).
-    assert {e["Actor"]["ID"] for e in _events(nw, 0, "type=container")} == {cid}  # type: ignore[index]
+    assert {e["Actor"]["Attributes"]["name"] for e in _events(nw, 0, "type=container")} == {  # type: ignore[index]
+        name, oom}
 
     _, after = scrape(nw)
     assert delta(before, after, "narwhal_docker_requests_total", route="/images/create", method="POST",
                  status="200") == 1
     assert delta(before, after, "narwhal_lifecycle_duration_seconds_count", frontend="docker", object="container",
-                 action="start") == 1
+                 action="start") == 2
+    assert delta(before, after, "narwhal_container_oom_kills_total", frontend="docker") == 1
+    assert delta(before, after, "narwhal_container_oom_kills_total", frontend="cri") == 0
 
 
 def test_a_killed_events_reader_is_released_and_never_blocks(nw: DaemonProcess, registry: Registry) -> None:
