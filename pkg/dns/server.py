@@ -45,6 +45,9 @@ class Records(Protocol):
     def forwards(self, sandbox_id: str) -> bool:
         """False when the sandbox has no way out (internal networks only): nothing is forwarded."""
 
+    def upstreams(self, sandbox_id: str) -> tuple[str, ...]:
+        """The resolvers the container asked for (docker run --dns); empty: the host's."""
+
 
 def host_nameservers(path: Path = HOST_RESOLV_CONF) -> list[str]:
     """The host's resolvers (blocking read); Google's as Docker's last resort when none are usable."""
@@ -203,7 +206,9 @@ class SandboxDNS:
         return reply
 
     async def _forward(self, data: bytes, tcp: bool) -> bytes | None:
-        servers = await asyncio.to_thread(self.upstream)
+        servers = [s for s in self.records.upstreams(self.sandbox_id) if s != ADDRESS]
+        if not servers:
+            servers = await asyncio.to_thread(self.upstream)
         for server in servers:
             try:
                 if tcp:

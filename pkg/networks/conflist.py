@@ -22,6 +22,9 @@ from pkg.networks.model import IPAMPool, Network
 SUBNET_POOL = ipaddress.IPv4Network("10.124.0.0/14")
 SUBNET_PREFIX = 24
 BRIDGE_OPTION = "com.docker.network.bridge.name"
+MTU_OPTION = "com.docker.network.driver.mtu"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
 MAX_IFNAME = 15
 
 
@@ -81,6 +84,24 @@ def complete_pool(pool: IPAMPool) -> IPAMPool:
     return IPAMPool(str(subnet), str(gw), pool.ip_range)
 
 
+def enabled(options: dict[str, str], key: str) -> bool:
+    """A boolean driver option that defaults to true (enable_icc, enable_ip_masquerade)."""
+    return options.get(key, "true").lower() not in ("false", "0")
+
+
+def check_options(options: dict[str, str]) -> None:
+    """The driver options this bridge understands, checked at create (others are kept and ignored, as Docker)."""
+    mtu = options.get(MTU_OPTION)
+    if mtu:
+        if not mtu.isdigit() or not 68 <= int(mtu) <= 65535:
+            raise errors.InvalidArgument(f"invalid MTU {mtu!r}: a number from 68 to 65535")
+    for key in (ICC_OPTION, MASQUERADE_OPTION):
+        if options.get(key, "true").lower() not in ("true", "false", "1", "0"):
+            raise errors.InvalidArgument(f"option {key}: {options[key]!r} is not a boolean")
+    if BRIDGE_OPTION in options:
+        check_bridge_name(options[BRIDGE_OPTION])
+
+
 def _range(pool: IPAMPool) -> dict[str, str]:
     out = {"subnet": pool.subnet, "gateway": pool.gateway}
     if pool.ip_range:
@@ -99,8 +120,7 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
             "type": "bridge",
             "bridge": network.bridge,
             "isGateway": True,
-            "ipMasq": not network.internal and network.options.get(
-                "com.docker.network.bridge.enable_ip_masquerade", "true") != "false",
+            "ipMasq": not network.internal and enabled(network.options, MASQUERADE_OPTION),
             "hairpinMode": True,
             "capabilities": {"ips": True},
             "ipam": {
@@ -111,6 +131,9 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
             },
         },
     ]
+    mtu = network.options.get(MTU_OPTION)
+    if mtu:
+        plugins[0]["mtu"] = int(mtu)
     if not network.internal:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
     plugins.append({"type": "firewall", "backend": "iptables", "iptablesAdminChainName": defaults.admin_chain(cfg)})

@@ -26,6 +26,7 @@ RUN_TIMEOUT = 60.0
 class BridgeRule:
     bridge: str
     internal: bool = False
+    icc: bool = True  # containers on the bridge may talk to each other (enable_icc)
 
 
 def chain_name(instance_id: str) -> str:
@@ -38,6 +39,8 @@ def rules(default_bridge: str, bridges: list[BridgeRule]) -> list[list[str]]:
     names = [b.bridge for b in bridges]
     everyone = [default_bridge, *names] if default_bridge else names
     for b in bridges:
+        if not b.icc:
+            out.append(["-i", b.bridge, "-o", b.bridge, "-j", "DROP"])
         if b.internal:
             out.append(["-i", b.bridge, "!", "-o", b.bridge, "-j", "DROP"])
             out.append(["!", "-i", b.bridge, "-o", b.bridge, "-j", "DROP"])

@@ -48,3 +48,8 @@ class DockerSandboxes:
     def netns_and_dir(self, sandbox_id: str) -> tuple[str, str]:
         metadata, _ = self.sandboxes.get(sandbox_id)
         return metadata.netns_path, metadata.sandbox_dir
+
+    def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
+        found = self.sandboxes.ctx.sandboxes.find(sandbox_id)
+        dns = found[0].config.dns if found is not None else None
+        return tuple(dns.servers) if dns is not None else ()

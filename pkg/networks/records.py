@@ -29,6 +29,8 @@ class EndpointTable(Protocol):
 
     def network_of(self, ep: Endpoint) -> Network | None: ...
 
+    def dns_servers(self, sandbox_id: str) -> tuple[str, ...]: ...
+
 
 class DNSRecords:
     def __init__(self, endpoints: EndpointTable) -> None:
@@ -83,3 +85,6 @@ class DNSRecords:
 
     def forwards(self, sandbox_id: str) -> bool:
         return any(not n.internal for n in self._user_networks_of(sandbox_id))
+
+    def upstreams(self, sandbox_id: str) -> tuple[str, ...]:
+        return self.endpoints.dns_servers(sandbox_id)

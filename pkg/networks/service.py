@@ -67,6 +67,9 @@ class SandboxLookup(Protocol):
     def netns_and_dir(self, sandbox_id: str) -> tuple[str, str]:
         """(netns path, sandbox dir); "" netns for host networking; NotFound for an unknown sandbox."""
 
+    def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
+        """The DNS servers the sandbox was configured with (none: the host's)."""
+
 
 EventHook = Callable[[NetworkEvent], None]
 
@@ -209,6 +212,15 @@ class NetworkService:
     def network_of(self, ep: Endpoint) -> Network | None:
         return self._network_of(ep)
 
+    def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
+        """Where the sandbox's embedded server forwards: its --dns servers, else the host's (empty)."""
+        if self.sandboxes is None:
+            return ()
+        try:
+            return self.sandboxes.dns_servers(sandbox_id)
+        except errors.NotFound:
+            return ()
+
     def _owner(self, sandbox_id: str) -> Owner | None:
         return self.owners.owner(sandbox_id) if self.owners is not None else None
 
@@ -239,6 +251,7 @@ class NetworkService:
             raise errors.InvalidArgument("IPv6 networks are not supported")
         if len(req.ipam) > 1:
             raise errors.InvalidArgument("only one IPv4 pool per network is supported")
+        conflist.check_options(req.options)
         async with self._lock:
             if any(n.name == name for n in self._networks.values()):
                 raise errors.Conflict(f"network with name {name} already exists")
@@ -400,8 +413,9 @@ class NetworkService:
                 log.exception("network event hook failed")
 
     async def _sync_isolation(self) -> None:
-        await self.isolation.sync([BridgeRule(n.bridge, n.internal) for n in self._networks.values()
-                                   if not n.predefined and n.bridge])
+        await self.isolation.sync([
+            BridgeRule(n.bridge, n.internal, conflist.enabled(n.options, conflist.ICC_OPTION))
+            for n in self._networks.values() if not n.predefined and n.bridge])
 
 
 def endpoint_id(sandbox_id: str, network_id: str) -> str:

@@ -80,6 +80,11 @@ def addresses(ns: Path) -> dict[str, str]:
     return {line.split()[1]: line.split()[3] for line in out.splitlines() if line.split()[1] != "lo"}
 
 
+def link_line(ns: Path, ifname: str) -> str:
+    return subprocess.run(nsexec.argv(ns, "ip", "-o", "link", "show", ifname), capture_output=True, text=True,
+                          check=True).stdout
+
+
 def default_routes(ns: Path) -> list[str]:
     out = subprocess.run(nsexec.argv(ns, "ip", "-4", "route", "show", "default"), capture_output=True, text=True,
                          check=True).stdout
@@ -260,3 +265,21 @@ async def test_gc_and_restart(env: Env) -> None:
     env.service = again
     assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}
     await asyncio.sleep(0)
+
+
+async def test_driver_options_icc_and_mtu(env: Env) -> None:
+    await env.service.create(CreateRequest("quiet", options={"com.docker.network.bridge.enable_icc": "false",
+                                                             "com.docker.network.driver.mtu": "1400"}))
+    q1 = await env.sandbox("sb-q1", NetworkAttachment("quiet"))
+    q2 = await env.sandbox("sb-q2", NetworkAttachment("quiet"))
+    server = start_server(q1.netns_path, "q1", 8080)
+    try:
+        assert " mtu 1400 " in link_line(q1.netns_path, "eth0")
+        assert request_from(q2.netns_path, ip_of(addresses(q1.netns_path)["eth0"]), 8080).startswith("ERR")
+        assert await resolve(q2.netns_path, "q1") == (0, [ip_of(addresses(q1.netns_path)["eth0"])])  # names still
+    finally:
+        stop_server(server)
+        for req in (q1, q2):
+            await env.remove(req)
+    await env.service.remove("quiet")
+    assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}

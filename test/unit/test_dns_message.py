@@ -88,6 +88,9 @@ class Records:
     def forwards(self, sandbox_id: str) -> bool:
         return self.forward
 
+    def upstreams(self, sandbox_id: str) -> tuple[str, ...]:
+        return ("127.0.0.11", "127.0.0.1") if sandbox_id == "custom" else ()
+
 
 @pytest.fixture
 def upstream() -> Iterator[tuple[int, list[bytes]]]:
@@ -163,3 +166,11 @@ def test_host_nameservers(tmp_path: object) -> None:
     assert host_nameservers(path) == ["10.1.1.1", "fe80::1%eth0"]
     path.write_text("")
     assert host_nameservers(path) == ["8.8.8.8", "8.8.4.4"]
+
+
+async def test_a_sandbox_forwards_to_its_own_servers(upstream: tuple[int, list[bytes]]) -> None:
+    """docker run --dns X on a user-defined network: resolv.conf names 127.0.0.11, which forwards to X."""
+    port, seen = upstream
+    server = SandboxDNS("custom", Records(), lambda: ["192.0.2.99"], upstream_port=port)  # host's: unreachable
+    _, rcode, records = answers(await server.answer(query("example.org"), tcp=False) or b"")
+    assert rcode == 0 and records == [(1, bytes([192, 0, 2, 7]))] and len(seen) == 1

@@ -44,6 +44,14 @@ def test_conflist_of_a_network(tmp_path: Path) -> None:
     internal = conflist.conflist(cfg, Network(**{**net.__dict__, "internal": True}))
     assert internal["plugins"][0]["ipMasq"] is False and internal["plugins"][0]["ipam"]["routes"] == []
     assert [p["type"] for p in internal["plugins"]] == ["bridge", "firewall"]  # no published ports either
+    tuned = conflist.conflist(cfg, Network(**{**net.__dict__, "options": {
+        conflist.MTU_OPTION: "1400", conflist.MASQUERADE_OPTION: "0"}}))
+    assert tuned["plugins"][0]["mtu"] == 1400 and tuned["plugins"][0]["ipMasq"] is False
+    conflist.check_options({conflist.MTU_OPTION: "1400", conflist.ICC_OPTION: "false"})
+    for bad in ({conflist.MTU_OPTION: "huge"}, {conflist.MTU_OPTION: "10"}, {conflist.ICC_OPTION: "maybe"},
+                {conflist.BRIDGE_OPTION: "x" * 20}):
+        with pytest.raises(errors.InvalidArgument):
+            conflist.check_options(bad)
 
 
 def test_pools_are_completed_and_checked() -> None:
@@ -76,6 +84,8 @@ def test_isolation_rules() -> None:
     assert ["-i", "b1", "-o", "nw-1", "-j", "DROP"] in rules and ["-i", "nw-1", "-o", "b1", "-j", "DROP"] in rules
     assert ["-i", "b3", "!", "-o", "b3", "-j", "DROP"] in rules and ["!", "-i", "b3", "-o", "b3", "-j", "DROP"] in rules
     assert len(rules) == len({tuple(r) for r in rules})
+    no_icc = firewall.rules("nw-1", [firewall.BridgeRule("b4", icc=False)])
+    assert ["-i", "b4", "-o", "b4", "-j", "DROP"] in no_icc
     assert not any(r[1] == r[3] for r in rules if r[0] == "-i" and r[2] == "-o")  # a bridge talks to itself
 
 
