@@ -15,6 +15,8 @@ FAMILIES = {
     "narwhal_cri_request_duration_seconds": "CRI",
     "narwhal_containerd_request_duration_seconds": "containerd",
     "narwhal_cni_operation_duration_seconds": "CNI",
+    "narwhal_docker_request_duration_seconds": "Docker API",
+    "narwhal_lifecycle_duration_seconds": "lifecycle",
 }
 _LINE = re.compile(r'^(\w+)_(sum|count)\{(.*)\} (\S+)$')
 
@@ -28,7 +30,8 @@ def scrape(url: str) -> dict[tuple[str, str], tuple[float, float]]:
         if not m or m.group(1) not in FAMILIES:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3)))
-        call = "/".join(v for k, v in labels.items() if k in ("service", "method", "command", "plugin"))
+        call = "/".join(v for k, v in labels.items()
+                        if k in ("service", "method", "command", "plugin", "route", "frontend", "object", "action"))
         key = (FAMILIES[m.group(1)], call)
         pair = found.setdefault(key, [0.0, 0.0])
         pair[0 if m.group(2) == "sum" else 1] = float(m.group(4))
@@ -50,8 +53,8 @@ def diff(before: dict[tuple[str, str], tuple[float, float]], after: dict[tuple[s
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| layer | call | calls per pod lifecycle | mean ms |", "|---|---|---:|---:|"]
+def markdown(rows: list[dict[str, Any]], unit: str = "pod lifecycle") -> str:
+    lines = [f"| layer | call | calls per {unit} | mean ms |", "|---|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['layer']} | {r['call']} | {r['calls_per_lifecycle']:.1f} | {r['mean_ms']:.1f} |")
     return "\n".join(lines)

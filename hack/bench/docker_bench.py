@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import breakdown
 from anchors import DOCKER_CLI, System
 from results import Results
 
@@ -81,7 +82,12 @@ def run(systems: list[System], plan: DockerPlan, results: Results, log: Callable
                         step(system)
 
     log(f"  {plan.runs} x {names['run']} each")
+    metered = [s for s in live if s.metrics_url]
+    before = {s.name: breakdown.scrape(s.metrics_url) for s in metered}  # type: ignore[arg-type]
     each(names["run"], plan.runs, lambda s: timed(s, results, names["run"], "run", "--rm", IMAGE, "true"))
+    for s in metered:
+        calls = breakdown.diff(before[s.name], breakdown.scrape(s.metrics_url), plan.runs)  # type: ignore[arg-type]
+        results.breakdown[f"{s.name}, docker run --rm"] = {"unit": "docker run", "calls": calls}
 
     log(f"  {plan.execs} x docker exec each")
     execs: dict[str, str] = {}

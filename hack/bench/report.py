@@ -75,9 +75,9 @@ def markdown(results: Results, meta: dict[str, Any]) -> str:
             lines.append(f"| {name} | {row.unit} | {n50} | {n95} | {a50} | {a95} | "
                          f"{'–' if ratio is None else f'{ratio:.2f}×'} | {_status(row)} |")
         lines.append("")
-    for system, calls in results.breakdown.items():
-        lines += [f"### Where {system}'s time goes (sequential pod lifecycles, from its own metrics)", "",
-                  breakdown.markdown(calls), ""]
+    for title, found in results.breakdown.items():
+        lines += [f"### Where the time goes: {title} (narwhald's own metrics)", "",
+                  breakdown.markdown(found["calls"], found["unit"]), ""]
     return "\n".join(lines)
 
 

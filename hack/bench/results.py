@@ -57,7 +57,8 @@ class Row:
 class Results:
     def __init__(self) -> None:
         self.rows: list[Row] = []
-        self.breakdown: dict[str, list[dict[str, Any]]] = {}  # system -> per-call means (breakdown.py)
+        # title -> {"unit": what one "call per" counts, "calls": per-call means} (breakdown.py)
+        self.breakdown: dict[str, dict[str, Any]] = {}
 
     def row(self, group: str, name: str, unit: str, anchor: str, **kwargs: Any) -> Row:
         for row in self.rows:
