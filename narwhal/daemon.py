@@ -129,7 +129,7 @@ class Daemon:
         await self._start_networks()
         await self.network.start(self._all_sandbox_ids)
         self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
-                             self.docker_client, network_status=self.network.attachment)
+                             self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
         self.docker_runtime.ctx.events.describe = _docker_event_attributes(self.engine)
         await self.engine.start_engine()  # after the network: recovery may restart containers

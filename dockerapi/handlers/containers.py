@@ -70,11 +70,23 @@ async def inspect(request: web.Request) -> web.Response:
     eng = engine(request)
     view = await eng.inspect(request.match_info["id"])
     sandbox_dir, netns = eng.sandbox_paths(view)
-    body = cj.inspect_json(view, sandbox_dir, netns)
+    body = cj.inspect_json(view, sandbox_dir, netns, _network_ids(request, [n.name for n in view.networks]))
     if flag(request, "size"):
         body["SizeRw"] = 0
         body["SizeRootFs"] = 0
     return web.json_response(body)
+
+
+def _network_ids(request: web.Request, names: list[str]) -> dict[str, str]:
+    """Docker network IDs of these networks (when the network service knows them)."""
+    service = backends(request).networks
+    ids: dict[str, str] = {}
+    for name in names:
+        try:
+            ids[name] = service.get(name).id if service is not None else ""
+        except errors.NotFound:
+            ids[name] = ""
+    return ids
 
 
 async def remove(request: web.Request) -> web.Response:

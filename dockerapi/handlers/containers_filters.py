@@ -106,8 +106,8 @@ def matcher(filters: Filters, views: list[EngineContainer], engine: Engine) -> P
         since = engine.get(filters["since"][0]).created
         checks.append(lambda c: c.created > since)
     if "volume" in filters:
-        checks.append(lambda c: any(m.source in filters["volume"] or m.target in filters["volume"]
-                                    for m in c.host_config.mounts))
+        checks.append(lambda c: any(m.name in filters["volume"] or m.source in filters["volume"]
+                                    or m.destination in filters["volume"] for m in c.record.mount_points))
     if "network" in filters:
         checks.append(lambda c: any(n.name in filters["network"] for n in c.networks)
                       or c.host_config.network_mode in filters["network"])

@@ -7,6 +7,7 @@ import shlex
 import time
 from typing import Any
 
+from dockerapi.handlers.volumes import mount_point_json, mount_spec
 from pkg import errors
 from pkg.engine.model import (
     ContainerSpec,
@@ -14,14 +15,14 @@ from pkg.engine.model import (
     EndpointSpec,
     EngineContainer,
     HostConfig,
-    MountSpec,
-    MountType,
     PortBinding,
     Resources,
     RestartPolicy,
     RestartPolicyName,
     Status,
 )
+from pkg.networks.service import endpoint_id
+from pkg.volumes.model import MountSpec, MountType
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 Json = dict[str, Any]
@@ -127,17 +128,9 @@ def resources(body: Json) -> Resources:
 
 
 def host_config(body: Json) -> HostConfig:
-    mounts: list[MountSpec] = []
     binds = _strs(body.get("Binds"), "Binds")
-    mounts += [_bind(b) for b in binds]
-    for raw in body.get("Mounts") or []:
-        mounts.append(_mount(_dict(raw, "Mounts[]")))
-    for target, options in _dict(body.get("Tmpfs"), "Tmpfs").items():
-        mounts.append(_tmpfs(str(target), str(options or "")))
-    targets = [m.target for m in mounts]
-    for target in targets:
-        if targets.count(target) > 1:
-            raise errors.InvalidArgument(f"Duplicate mount point: {target}")
+    mounts = [mount_spec(raw) for raw in body.get("Mounts") or []]
+    tmpfs = {str(k): str(v or "") for k, v in _dict(body.get("Tmpfs"), "Tmpfs").items()}
     ports: list[PortBinding] = []
     for key, bindings in _dict(body.get("PortBindings"), "PortBindings").items():
         port, _, proto = _port_key(key).partition("/")
@@ -158,6 +151,7 @@ def host_config(body: Json) -> HostConfig:
     return HostConfig(
         binds=binds,
         mounts=tuple(mounts),
+        tmpfs=tmpfs,
         port_bindings=tuple(ports),
         publish_all_ports=bool(body.get("PublishAllPorts")),
         network_mode="bridge" if network_mode == "default" else network_mode,
@@ -179,65 +173,6 @@ def host_config(body: Json) -> HostConfig:
         sysctls={str(k): str(v) for k, v in _dict(body.get("Sysctls"), "Sysctls").items()},
         oom_score_adj=_int(body, "OomScoreAdj"),
     )
-
-
-def _bind(spec: str) -> MountSpec:
-    """A -v string: "src:dst[:opts]" (src absolute: a bind; else a named volume) or "dst" (anonymous)."""
-    parts = spec.split(":")
-    if len(parts) == 1:
-        return MountSpec(MountType.VOLUME, parts[0], from_binds=True)
-    if len(parts) > 3 or not parts[0] or not parts[1]:
-        raise errors.InvalidArgument(f"invalid volume specification: '{spec}'")
-    source, target = parts[0], parts[1]
-    options = parts[2].split(",") if len(parts) == 3 else []
-    if not target.startswith("/"):
-        raise errors.InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config: "
-                                     f"mount path must be absolute")
-    read_only = "ro" in options
-    propagation = next((o for o in options if o in ("private", "rprivate", "shared", "rshared", "slave",
-                                                    "rslave")), "")
-    for option in options:
-        if option not in ("ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "shared", "rshared", "slave",
-                          "rslave"):
-            raise errors.InvalidArgument(f"invalid mode: {option}")
-    kind = MountType.BIND if source.startswith("/") else MountType.VOLUME
-    return MountSpec(kind, target, source, read_only, propagation, from_binds=True)
-
-
-def _mount(raw: Json) -> MountSpec:
-    kind_name = str(raw.get("Type") or "")
-    try:
-        kind = MountType(kind_name)
-    except ValueError:
-        raise errors.InvalidArgument(f"mount type unknown: '{kind_name}'") from None
-    target = str(raw.get("Target") or "")
-    if not target.startswith("/"):
-        raise errors.InvalidArgument("invalid mount config: mount path must be absolute" if target
-                                     else "invalid mount config: Target must not be empty")
-    source = str(raw.get("Source") or "")
-    if kind == MountType.BIND and not source:
-        raise errors.InvalidArgument("invalid mount config for type \"bind\": field Source must not be empty")
-    bind_opts = _dict(raw.get("BindOptions"), "BindOptions")
-    tmpfs_opts = _dict(raw.get("TmpfsOptions"), "TmpfsOptions")
-    return MountSpec(kind, target, source, bool(raw.get("ReadOnly")), str(bind_opts.get("Propagation") or ""),
-                     tmpfs_size=_int(tmpfs_opts, "SizeBytes"), tmpfs_mode=_int(tmpfs_opts, "Mode"))
-
-
-def _tmpfs(target: str, options: str) -> MountSpec:
-    size = 0
-    for option in filter(None, options.split(",")):
-        if option.startswith("size="):
-            size = _size(option[5:])
-    return MountSpec(MountType.TMPFS, target, read_only="ro" in options.split(","), tmpfs_size=size)
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    suffix = text[-1:].lower()
-    try:
-        return int(text[:-1]) * units[suffix] if suffix in units else int(text)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid tmpfs size {text!r}") from None
 
 
 # ---------------- model → response ----------------
@@ -296,8 +231,7 @@ def host_config_json(c: EngineContainer) -> Json:
     for b in h.port_bindings:
         port_bindings.setdefault(f"{b.container_port}/{b.protocol}", []).append(
             {"HostIp": b.host_ip, "HostPort": str(b.host_port) if b.host_port else ""})
-    mounts = [_mount_json(m) for m in h.mounts if not m.from_binds and m.type != MountType.TMPFS or
-              m.type == MountType.TMPFS and m.tmpfs_mode]
+    mounts = [_mount_json(m) for m in h.mounts]
     return {
         "Binds": list(h.binds) or None,
         "ContainerIDFile": "",
@@ -326,8 +260,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "PublishAllPorts": h.publish_all_ports,
         "ReadonlyRootfs": h.readonly_rootfs,
         "SecurityOpt": list(h.security_opt) or None,
-        "Tmpfs": {m.target: f"size={m.tmpfs_size}" if m.tmpfs_size else "" for m in h.mounts
-                  if m.type == MountType.TMPFS} or None,
+        "Tmpfs": dict(h.tmpfs) or None,
         "UTSMode": "",
         "UsernsMode": "",
         "ShmSize": h.shm_size or 64 << 20,
@@ -372,6 +305,7 @@ def host_config_json(c: EngineContainer) -> Json:
 
 
 def _mount_json(m: MountSpec) -> Json:
+    """A HostConfig.Mounts entry as given (--mount)."""
     out: Json = {"Type": m.type.value, "Target": m.target}
     if m.source:
         out["Source"] = m.source
@@ -379,28 +313,15 @@ def _mount_json(m: MountSpec) -> Json:
         out["ReadOnly"] = True
     if m.propagation:
         out["BindOptions"] = {"Propagation": m.propagation}
-    if m.type == MountType.TMPFS and (m.tmpfs_size or m.tmpfs_mode):
+    if m.no_copy or m.volume_labels or m.volume_options:
+        out["VolumeOptions"] = {"NoCopy": m.no_copy, "Labels": dict(m.volume_labels) or None}
+    if m.type is MountType.TMPFS and (m.tmpfs_size or m.tmpfs_mode):
         out["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m.tmpfs_size), ("Mode", m.tmpfs_mode)) if v}
     return out
 
 
 def mounts_json(c: EngineContainer) -> list[Json]:
-    out = []
-    for m in c.host_config.mounts:
-        if m.type == MountType.BIND:
-            out.append({"Type": "bind", "Source": m.source, "Destination": m.target, "Mode": _mode(m),
-                        "RW": not m.read_only, "Propagation": m.propagation or "rprivate"})
-        elif m.type == MountType.TMPFS:
-            out.append({"Type": "tmpfs", "Source": "", "Destination": m.target, "Mode": "", "RW": not m.read_only,
-                        "Propagation": ""})
-        else:
-            out.append({"Type": "volume", "Name": m.source, "Source": "", "Destination": m.target,
-                        "Driver": "local", "Mode": _mode(m), "RW": not m.read_only, "Propagation": ""})
-    return out
-
-
-def _mode(m: MountSpec) -> str:
-    return ",".join(o for o in ("ro" if m.read_only else "", m.propagation) if o) if m.from_binds else ""
+    return [mount_point_json(mp) for mp in c.record.mount_points]
 
 
 def state_json(c: EngineContainer) -> Json:
@@ -421,19 +342,22 @@ def state_json(c: EngineContainer) -> Json:
     }
 
 
-def _network_json(c: EngineContainer) -> dict[str, Json]:
+def _network_json(c: EngineContainer, ids: dict[str, str] | None = None) -> dict[str, Json]:
     out: dict[str, Json] = {}
     for net in c.networks:
+        network_id = (ids or {}).get(net.name, "")
+        endpoint = endpoint_id(c.sandbox_id, network_id) if network_id else ""
         out[net.name] = {
             "IPAMConfig": None, "Links": None, "Aliases": list(net.aliases) or None,
-            "MacAddress": net.mac, "DriverOpts": None, "NetworkID": net.name, "EndpointID": "",
+            "MacAddress": net.mac, "DriverOpts": None, "NetworkID": network_id, "EndpointID": endpoint,
             "Gateway": net.gateway, "IPAddress": net.ip, "IPPrefixLen": net.prefix_len, "IPv6Gateway": "",
             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
         }
     return out
 
 
-def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, driver: str = "overlayfs") -> Json:
+def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, network_ids: dict[str, str] | None = None,
+                 driver: str = "overlayfs") -> Json:
     first = c.networks[0] if c.networks else None
     args = [*c.config.entrypoint, *c.config.cmd]
     return {
@@ -477,7 +401,7 @@ def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, driver: str =
             "IPPrefixLen": first.prefix_len if first else 0,
             "IPv6Gateway": "",
             "MacAddress": first.mac if first else "",
-            "Networks": _network_json(c),
+            "Networks": _network_json(c, network_ids),
         },
     }
 

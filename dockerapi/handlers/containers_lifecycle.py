@@ -1,6 +1,8 @@
 """/containers/{id}/start, stop, kill, restart, pause, unpause, wait."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 from aiohttp import web
@@ -8,6 +10,8 @@ from aiohttp import web
 from dockerapi.handlers.containers import engine
 from pkg import errors
 from pkg.engine.lifecycle import WaitCondition
+
+HANGUP_POLL = 1.0  # seconds between checks that the waiting client is still connected
 
 
 def _timeout(request: web.Request) -> int | None:
@@ -55,7 +59,7 @@ async def unpause(request: web.Request) -> web.Response:
 
 async def wait(request: web.Request) -> web.StreamResponse:
     """Headers go out at once (the docker CLI waits for them before it starts the container); the body
-    once the condition is met."""
+    once the condition is met.  A client that hangs up stops the wait (the CLI does when it detaches)."""
     raw = request.query.get("condition", "") or "not-running"
     try:
         condition = WaitCondition(raw)
@@ -65,13 +69,24 @@ async def wait(request: web.Request) -> web.StreamResponse:
     container_id = eng.get(request.match_info["id"]).id
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await response.prepare(request)
+    waiting = asyncio.ensure_future(eng.wait(container_id, condition))
     try:
-        result = await eng.wait(container_id, condition)
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=HANGUP_POLL)
+            if not waiting.done() and (request.transport is None or request.transport.is_closing()):
+                return response
+    finally:
+        waiting.cancel()
+    if waiting.cancelled():
+        body: dict[str, object] = {"StatusCode": -1, "Error": {"Message": "the daemon is shutting down"}}
+    elif isinstance(waiting.exception(), errors.NarwhalError):
+        body = {"StatusCode": -1, "Error": {"Message": str(waiting.exception())}}
+    else:
+        result = waiting.result()
         body = {"StatusCode": result.status_code, "Error": {"Message": result.error} if result.error else None}
-    except errors.NarwhalError as exc:
-        body = {"StatusCode": -1, "Error": {"Message": exc.message}}
-    await response.write(json.dumps(body).encode() + b"\n")
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):
+        await response.write(json.dumps(body).encode() + b"\n")
+        await response.write_eof()
     return response
 
 

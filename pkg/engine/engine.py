@@ -20,10 +20,10 @@ from typing import Protocol
 
 from pkg import errors
 from pkg.aio import CleanupStack, cancel_tasks
-from pkg.cni.model import PodNetworkStatus
+from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd.client import Client
-from pkg.engine import names, translate
+from pkg.engine import mounts, names, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
@@ -44,6 +44,7 @@ from pkg.model.state import ContainerState
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
+from pkg.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,12 @@ class Images(Protocol):
     async def get(self, ref_or_id: str) -> Image: ...
 
 
-NetworkStatus = Callable[[str], Awaitable[PodNetworkStatus | None]]
+Endpoints = Callable[[str], Awaitable[list[Endpoint]]]
 
 
 class Engine:
     def __init__(self, sandboxes: SandboxService, containers: ContainerService, images: Images,
-                 client: Client, network_status: NetworkStatus | None = None) -> None:
+                 client: Client, *, volumes: VolumeService | None = None, endpoints: Endpoints | None = None) -> None:
         self.sandboxes = sandboxes
         self.containers = containers
         self.images = images
@@ -68,7 +69,8 @@ class Engine:
         self.ctx = containers.ctx
         self.registry = Registry(RecordStore(self.ctx.root / "engine"))
         self.lifecycle = Lifecycle(self.registry, containers, client, self._auto_remove)
-        self._network_status = network_status
+        self.volumes = volumes
+        self._endpoints = endpoints
 
     @property
     def store(self) -> RecordStore:
@@ -107,18 +109,17 @@ class Engine:
         return (NetworkInfo(name=name, ip=ip, aliases=aliases),)
 
     async def inspect(self, ref: str) -> EngineContainer:
-        """``get`` plus what only the network manager knows (gateway, MAC, prefix length)."""
+        """``get`` with every network endpoint as the network manager has it (IP, prefix, gateway, MAC)."""
         view = self.get(ref)
-        if not view.running or self._network_status is None or not view.networks or not view.networks[0].ip:
+        mode = view.host_config.network_mode
+        if not view.running or self._endpoints is None or mode in ("host", "none") or mode.startswith("container:"):
             return view
-        status = await self._network_status(view.sandbox_id)
-        if status is None:
+        endpoints = await self._endpoints(view.sandbox_id)
+        if not endpoints:
             return view
-        first = view.networks[0]
-        ip, _, prefix = (status.ip or first.ip).partition("/")
-        detailed = dataclasses.replace(first, ip=ip, prefix_len=int(prefix) if prefix.isdigit() else 0,
-                                       gateway=status.gateway.partition("/")[0], mac=status.mac)
-        return dataclasses.replace(view, networks=(detailed, *view.networks[1:]))
+        networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len, gateway=e.gateway,
+                                     mac=e.mac, aliases=e.aliases) for e in endpoints)
+        return dataclasses.replace(view, networks=networks)
 
     def sandbox_paths(self, view: EngineContainer) -> tuple[str, str]:
         """The dir holding the container's /etc/hosts, hostname and resolv.conf, and its netns path."""
@@ -154,6 +155,7 @@ class Engine:
             raise errors.NotFound(f"No such image: {_with_tag(spec.image)}") from None
         spec = translate.merge_image(spec, image.config)
         translate.argv(spec)
+        requested = mounts.specs(host)
         sandbox_id, owns_sandbox = "", True
         mode = host.network_mode
         if mode.startswith("container:"):
@@ -169,16 +171,24 @@ class Engine:
         )
         async with CleanupStack() as cleanup:
             cleanup.add("remove engine dir", lambda: self.store.delete(container_id))
+            plan = await mounts.prepare(self.volumes, requested, image)
+            volumes = self.volumes
+            if volumes is not None:
+                cleanup.add("release prepared volumes", lambda: volumes.discard(plan))
+            record = dataclasses.replace(record, mount_points=tuple(plan.mounts))
             if owns_sandbox:
                 sandbox_id = await self.sandboxes.run(translate.sandbox_config(record, self.store.root))
                 cleanup.add("remove sandbox", lambda: self.sandboxes.remove(sandbox_id))
                 record = dataclasses.replace(record, sandbox_id=sandbox_id)
                 if host.extra_hosts:
                     await asyncio.to_thread(_add_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts", host.extra_hosts)
-            config = translate.container_config(record, f"{container_id}/{LOG_FILE}")
+            config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts))
             await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
                                          container_id=container_id)
             cleanup.add("remove container", lambda: self.containers.remove(container_id))
+            if volumes is not None:
+                await volumes.attach(plan, container_id)
+                cleanup.add("release volumes", lambda: volumes.release(container_id, remove_anonymous=True))
             await self.store.write(record)
             self.registry.add(record)
             cleanup.commit()
@@ -194,31 +204,34 @@ class Engine:
             raise errors.Conflict(
                 f"cannot remove container \"/{view.name}\": container is {what}: "
                 f"stop the container before removing or force remove")
-        await self._remove(container_id)
+        await self._remove(container_id, volumes)
 
     async def _auto_remove(self, container_id: str) -> None:
+        """AutoRemove (docker run --rm): the container goes with its anonymous volumes."""
         try:
-            await self._remove(container_id)
+            await self._remove(container_id, volumes=True)
         except errors.NotFound:
             pass
 
-    async def _remove(self, container_id: str) -> None:
+    async def _remove(self, container_id: str, volumes: bool = False) -> None:
         async with self.registry.lock(container_id):
             record = self.registry.find(container_id)
             if record is None:
                 return
             await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False)
             await self.lifecycle._resume_quietly(container_id)
-            await self._release(record)
+            await self._release(record, volumes)
         log.info("docker container %s (%s) removed", container_id[:12], record.name)
 
-    async def _release(self, record: EngineRecord) -> None:
-        """Core container, then the sandbox once nothing uses it, then the record and log; idempotent."""
+    async def _release(self, record: EngineRecord, volumes: bool = False) -> None:
+        """Core container, then the sandbox once nothing uses it, volumes, the record and log; idempotent."""
         container_id = record.id
         found = self.ctx.containers.find(container_id)
         exit_code = found[1].exit_code if found else 0
         await self.containers.remove(container_id)
         await self._remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
+        if self.volumes is not None:
+            await self.volumes.release(container_id, remove_anonymous=volumes)
         await self.store.delete(container_id)
         self.registry.drop(container_id)
         self.lifecycle.removed(container_id, exit_code)
@@ -262,6 +275,7 @@ class Engine:
                 self.registry.release_name(new_name, container_id)
                 raise
             self.registry.release_name(record.name, container_id)
+        self.lifecycle.event("rename", container_id, oldName="/" + record.name)
 
     async def update(self, ref: str, resources: Resources | None = None,
                      restart_policy: RestartPolicy | None = None) -> builtins.list[str]:
@@ -281,6 +295,7 @@ class Engine:
                 await self._apply_resources(container_id, core)
                 host = dataclasses.replace(host, resources=merged)
             await self.registry.update(container_id, lambda r: dataclasses.replace(r, host_config=host))
+        self.lifecycle.event("update", container_id)
         return []
 
     async def _apply_resources(self, container_id: str, core: CoreResources) -> None:
@@ -380,6 +395,8 @@ class Engine:
         sandbox_id = found[0].sandbox_id if found else ""
         await self.containers.remove(container_id)
         await self._remove_sandbox_if_unused(sandbox_id, exclude=container_id)
+        if self.volumes is not None:
+            await self.volumes.release(container_id, remove_anonymous=True)
         await self.store.delete(container_id)
 
     async def _remove_orphan_sandboxes(self) -> None:

@@ -74,7 +74,18 @@ class Lifecycle:
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
 
+    def event(self, action: str, container_id: str, **extra: str) -> None:
+        """A Docker container event the core does not publish itself (pause, kill, restart, rename, ...)."""
+        found = self.containers.ctx.containers.find(container_id)
+        if found is not None:
+            self.containers.ctx.events.docker_container(action, found[0], **extra)
+
     def close(self) -> list[asyncio.Task[None]]:
+        """Shutting down: waiters are let go (their clients see an error) and the tasks are handed back to cancel."""
+        for waiters in self._waiters.values():
+            for _, future in waiters:
+                future.cancel()
+        self._waiters.clear()
         tasks = [*self._watchers.values(), *self._restart_timers.values()]
         self._watchers.clear()
         self._restart_timers.clear()
@@ -145,14 +156,17 @@ class Lifecycle:
         await self.registry.update_state(container_id, manually_stopped=True)
         exited = self.containers.exit_event(container_id)
         if timeout != 0:
+            self.event("kill", container_id, signal=str(number))
             await self._signal(container_id, number)
             try:
                 await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
             except TimeoutError:
                 pass
         if not exited.is_set():
-            await self.containers.stop(container_id, 0)  # SIGKILL to every process, and waits
+            await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits, publishes "stop"
             await self._resume_quietly(container_id)
+        else:
+            self.event("stop", container_id)
         return True
 
     async def kill(self, ref: str, sig: str | None = None) -> None:
@@ -164,6 +178,7 @@ class Lifecycle:
         if number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
             # moby: a kill the user asked for is a manual stop, the restart policy stands down.
             await self.registry.update_state(container_id, manually_stopped=True)
+        self.event("kill", container_id, signal=str(number))
         await self._signal(container_id, number)
 
     async def _signal(self, container_id: str, number: int) -> None:
@@ -175,6 +190,7 @@ class Lifecycle:
         container_id = self.registry.resolve(ref)
         await self.stop(container_id, sig, timeout)
         await self.start(container_id)
+        self.event("restart", container_id)
 
     def _running(self, container_id: str) -> bool:
         return self.containers.get(container_id)[1].state == ContainerState.RUNNING
@@ -191,6 +207,7 @@ class Lifecycle:
             with translate("pause task"):
                 await self.client.tasks.Pause(tasks_pb2.PauseTaskRequest(container_id=container_id))
             await self.registry.update_state(container_id, paused=True)
+        self.event("pause", container_id)
 
     async def unpause(self, ref: str) -> None:
         container_id = self.registry.resolve(ref)
@@ -201,6 +218,7 @@ class Lifecycle:
             with translate("resume task"):
                 await self.client.tasks.Resume(tasks_pb2.ResumeTaskRequest(container_id=container_id))
             await self.registry.update_state(container_id, paused=False)
+        self.event("unpause", container_id)
 
     async def _resume_quietly(self, container_id: str) -> None:
         record = self.registry.find(container_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
+from pkg.volumes.model import MountPoint, MountSpec
 
 RECORD_VERSION = 1
 
@@ -38,26 +39,6 @@ class PortBinding:
     protocol: str = "tcp"
     host_ip: str = ""
     host_port: int = 0
-
-
-class MountType(enum.Enum):
-    BIND = "bind"
-    VOLUME = "volume"
-    TMPFS = "tmpfs"
-
-
-@dataclass(frozen=True)
-class MountSpec:
-    """A mount as Docker's HostConfig.Mounts (or a parsed Binds/Tmpfs entry) describes it."""
-
-    type: MountType
-    target: str
-    source: str = ""  # host path (bind) or volume name (volume; "" = anonymous)
-    read_only: bool = False
-    propagation: str = ""  # rprivate, private, rshared, shared, rslave, slave ("" = default)
-    tmpfs_size: int = 0
-    tmpfs_mode: int = 0
-    from_binds: bool = False  # spelled as a -v string (kept for inspect's HostConfig.Binds)
 
 
 @dataclass(frozen=True)
@@ -94,8 +75,9 @@ class EndpointSpec:
 
 @dataclass(frozen=True)
 class HostConfig:
-    binds: tuple[str, ...] = ()
-    mounts: tuple[MountSpec, ...] = ()  # every mount: from Binds, Mounts and Tmpfs, validated
+    binds: tuple[str, ...] = ()  # -v strings, as given
+    mounts: tuple[MountSpec, ...] = ()  # HostConfig.Mounts (--mount)
+    tmpfs: dict[str, str] = field(default_factory=dict)  # --tmpfs: target -> options
     port_bindings: tuple[PortBinding, ...] = ()
     publish_all_ports: bool = False
     network_mode: str = "bridge"  # bridge (default), host, none, container:<id>, or a network name
@@ -180,6 +162,7 @@ class EngineRecord:
     host_config: HostConfig
     port_bindings: tuple[PortBinding, ...] = ()  # resolved: ephemeral host ports filled in
     log_path: str = ""
+    mount_points: tuple[MountPoint, ...] = ()  # every mount as resolved at create (inspect's Mounts)
     state: EngineState = field(default_factory=EngineState)
     version: int = RECORD_VERSION
 

@@ -10,22 +10,16 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
-from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig, MountType, PortBinding
+from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig, PortBinding
 from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
-from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Propagation, Resources
+from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
 
 DOCKER_NAMESPACE = "docker"  # SandboxConfig.namespace of every Docker sandbox
 ENGINE_LABEL = "io.narwhal.engine.container"  # on the sandbox: the Docker container that owns it
 INIT_PATH = "/sbin/docker-init"
 CPU_PERIOD = 100_000  # µs, NanoCpus are turned into a quota over this period
-
-_PROPAGATION = {
-    "": Propagation.PRIVATE, "private": Propagation.PRIVATE, "rprivate": Propagation.PRIVATE,
-    "slave": Propagation.HOST_TO_CONTAINER, "rslave": Propagation.HOST_TO_CONTAINER,
-    "shared": Propagation.BIDIRECTIONAL, "rshared": Propagation.BIDIRECTIONAL,
-}
 
 
 def merge_image(spec: ContainerSpec, image: ImageConfig) -> ContainerSpec:
@@ -133,22 +127,15 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     )
 
 
-def container_config(record: EngineRecord, log_path: str, volume_mounts: list[Mount] | None = None) -> ContainerConfig:
+def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -> ContainerConfig:
+    """``mounts``: the container's binds, volumes and tmpfs, resolved (pkg.engine.mounts)."""
     spec, host = record.config, record.host_config
     command = argv(spec)
-    mounts: list[Mount] = []
+    mounts = list(mounts)
     if host.init:
         init = shutil.which("catatonit") or "/usr/bin/catatonit"
         mounts.append(Mount(INIT_PATH, init, readonly=True))
         command = [INIT_PATH, "--", *command]
-    for m in host.mounts:
-        if m.type == MountType.BIND:
-            if m.propagation not in _PROPAGATION:
-                raise errors.InvalidArgument(f"invalid propagation mode: {m.propagation}")
-            mounts.append(Mount(m.target, m.source, readonly=m.read_only, propagation=_PROPAGATION[m.propagation]))
-        elif m.type == MountType.TMPFS:
-            raise errors.NotImplementedYet("tmpfs mounts are not supported yet")
-    mounts += volume_mounts or []
     run_as_username = spec.user
     return ContainerConfig(
         name=record.name,

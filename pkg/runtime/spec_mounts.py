@@ -119,6 +119,9 @@ def bind_mounts(
     out: list[dict[str, Any]] = []
     rootfs_propagation = ""
     for m in ordered:
+        if m.tmpfs:
+            out.append(_tmpfs_mount(m))
+            continue
         if not isinstance(m.propagation, Propagation):
             raise InvalidArgument(f"unknown mount propagation {m.propagation!r} for {m.container_path!r}")
         if not m.host_path or not m.host_path.startswith("/"):
@@ -153,6 +156,17 @@ def bind_mounts(
         out.append({"destination": posixpath.normpath(m.container_path), "type": "bind", "source": src,
                     "options": options})
     return out, rootfs_propagation
+
+
+def _tmpfs_mount(m: Mount) -> dict[str, Any]:
+    """A tmpfs of its own (Docker's defaults: noexec, nosuid, nodev)."""
+    options = ["nosuid", "nodev", "noexec", "ro" if m.readonly else "rw"]
+    if m.tmpfs_size:
+        options.append(f"size={m.tmpfs_size}")
+    if m.tmpfs_mode:
+        options.append(f"mode={m.tmpfs_mode:o}")
+    return {"destination": posixpath.normpath(m.container_path), "type": "tmpfs", "source": "tmpfs",
+            "options": options}
 
 
 def merge_mounts(defaults: list[dict[str, Any]], binds: list[dict[str, Any]]) -> list[dict[str, Any]]:

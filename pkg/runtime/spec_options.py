@@ -67,6 +67,10 @@ class Mount:
     propagation: Propagation = Propagation.PRIVATE
     recursive_read_only: bool = False
     selinux_relabel: bool = False
+    # Docker's --tmpfs/--mount type=tmpfs: a fresh tmpfs at container_path (host_path unused); 0 = kernel default.
+    tmpfs: bool = False
+    tmpfs_size: int = 0
+    tmpfs_mode: int = 0
 
 
 @dataclass(frozen=True)

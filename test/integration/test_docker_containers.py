@@ -163,6 +163,27 @@ def test_errors(dd: DockerDaemon) -> None:
     assert dd.docker("run", "--rm", "busybox", "/no/such/binary", check=False).returncode != 0
 
 
+def test_mounts_volumes_and_tmpfs(dd: DockerDaemon, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("from-host\n")
+    out = dd.out("run", "--rm", "-v", f"{tmp_path}:/host:ro", "-v", "named:/data", "-v", "/anon",
+                 "--tmpfs", "/scratch:size=1m", "busybox", "sh", "-c",
+                 "cat /host/in.txt; echo kept > /data/f; grep -c ' /scratch tmpfs ' /proc/mounts; "
+                 "touch /host/x 2>/dev/null || echo read-only")
+    assert out.split() == ["from-host", "1", "read-only"]
+    assert dd.out("run", "--rm", "-v", "named:/data", "busybox", "cat", "/data/f") == "kept"
+    assert dd.out("volume", "ls", "-q").split() == ["named"]  # --rm took the anonymous volume along
+
+    dd.out("create", "--name", "vols", "-v", "named:/data", "--mount", "type=tmpfs,destination=/t", "busybox")
+    mounts = {m["Destination"]: m for m in dd.inspect("vols")["Mounts"]}
+    assert mounts["/data"]["Type"] == "volume" and mounts["/data"]["Name"] == "named"
+    assert mounts["/t"]["Type"] == "tmpfs"
+    in_use = dd.docker("volume", "rm", "named", check=False)
+    assert in_use.returncode != 0 and "in use" in in_use.stderr
+    assert dd.out("ps", "-a", "--filter", "volume=named", "--format", "{{.Names}}") == "vols"
+    dd.out("rm", "vols")
+    dd.out("volume", "rm", "named")
+
+
 def test_network_modes(dd: DockerDaemon) -> None:
     host = dd.out("run", "--rm", "--network", "host", "busybox", "hostname")
     assert host == os.uname().nodename

@@ -12,7 +12,7 @@ import pytest
 from dockerapi.handlers import containers_filters as cf
 from dockerapi.handlers import containers_json as cj
 from pkg import errors
-from pkg.engine import names, translate
+from pkg.engine import mounts, names, translate
 from pkg.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
 from pkg.engine.model import (
     ContainerSpec,
@@ -20,7 +20,6 @@ from pkg.engine.model import (
     EngineRecord,
     EngineState,
     HostConfig,
-    MountType,
     Phase,
     PortBinding,
     Resources,
@@ -33,6 +32,7 @@ from pkg.engine.registry import Registry
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
+from pkg.volumes.model import MountPoint, MountType
 
 CID = "a" * 64
 
@@ -89,7 +89,7 @@ def test_sandbox_and_container_config() -> None:
     assert sandbox.labels == {translate.ENGINE_LABEL: CID}
     assert sandbox.dns is not None and sandbox.dns.servers == ("1.1.1.1",)
     assert [(p.container_port, p.host_port, p.host_ip) for p in sandbox.port_mappings] == [(80, 8080, "127.0.0.1")]
-    config = translate.container_config(rec, f"{CID}/container.log")
+    config = translate.container_config(rec, f"{CID}/container.log", [])
     assert config.command == [translate.INIT_PATH, "--", "top"]
     assert any(m.container_path == translate.INIT_PATH and m.readonly for m in config.mounts)
     assert config.envs == [("A", "b"), ("EMPTY", "")]
@@ -187,21 +187,27 @@ def test_create_body_parsing() -> None:
     assert spec.exposed_ports == ("80/tcp",) and spec.stop_timeout == 3
     assert spec.endpoints[0].aliases == ("db",) and spec.endpoints[0].ipv4_address == "1.2.3.4"
     host = cj.host_config({"Binds": ["/src:/dst:ro,rshared", "vol:/data", "/anon"], "Tmpfs": {"/run": "size=64k"},
+                           "Mounts": [{"Type": "tmpfs", "Target": "/scratch", "TmpfsOptions": {"Mode": 0o700}}],
                            "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]}, "NetworkMode": "default",
                            "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
-    kinds = [(m.type, m.target, m.source, m.read_only, m.propagation) for m in host.mounts]
+    requested = mounts.specs(host)
+    kinds = [(m.type, m.target, m.source, m.read_only, m.propagation) for m in requested]
     assert kinds == [(MountType.BIND, "/dst", "/src", True, "rshared"), (MountType.VOLUME, "/data", "vol", False, ""),
-                     (MountType.VOLUME, "/anon", "", False, ""), (MountType.TMPFS, "/run", "", False, "")]
-    assert host.mounts[3].tmpfs_size == 64 << 10
+                     (MountType.VOLUME, "/anon", "", False, ""), (MountType.TMPFS, "/scratch", "", False, ""),
+                     (MountType.TMPFS, "/run", "", False, "")]
+    assert requested[4].tmpfs_size == 64 << 10 and requested[3].tmpfs_mode == 0o700
+    core = mounts.core_mounts([MountPoint(MountType.TMPFS, "/run", tmpfs_size=1024),
+                               MountPoint(MountType.BIND, "/dst", "/src", rw=False)])
+    assert core[0].tmpfs and core[0].tmpfs_size == 1024 and not core[1].tmpfs and core[1].readonly
     assert host.port_bindings == (PortBinding(80, "tcp", "", 0),) and host.network_mode == "bridge"
     assert host.restart_policy == RestartPolicy(RestartPolicyName.ON_FAILURE, 2)
     for bad, message in (({"RestartPolicy": {"Name": "sometimes"}}, "unknown policy 'sometimes'"),
-                         ({"Binds": ["/a:rel"]}, "mount path must be absolute"),
+                         ({"Binds": ["/a:rel"]}, "invalid mount path"),
                          ({"Binds": ["/a:/b:bogus"]}, "invalid mode: bogus"),
                          ({"Binds": ["/a:/b", "/c:/b"]}, "Duplicate mount point: /b"),
                          ({"PortBindings": {"80/tcp": [{"HostPort": "99999"}]}}, "invalid port")):
         with pytest.raises(errors.InvalidArgument, match=message):
-            cj.host_config(bad)
+            mounts.specs(cj.host_config(bad))
     with pytest.raises(errors.InvalidArgument):
         cj.container_spec({"Cmd": ["x"]})
 

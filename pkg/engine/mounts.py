@@ -1,0 +1,80 @@
+"""A Docker container's mounts: -v strings, --mount entries and --tmpfs resolved into the core's mounts.
+
+Named and anonymous volumes (and the image's VOLUMEs) come from pkg.volumes, which keeps them in use from
+prepare until the container is removed; binds and tmpfs need nothing from it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pkg import errors
+from pkg.engine.model import HostConfig
+from pkg.images.model import Image
+from pkg.model.container import Mount
+from pkg.volumes import binds
+from pkg.volumes.model import MountPlan, MountPoint, MountSpec, MountType
+from pkg.volumes.service import VolumeService
+
+
+def specs(host: HostConfig) -> list[MountSpec]:
+    """Every mount the container asks for, validated (Docker's messages)."""
+    out = [binds.parse_bind(raw) for raw in host.binds]
+    out += [binds.validate(m) for m in host.mounts]
+    for target, options in host.tmpfs.items():
+        out.append(binds.validate(_tmpfs(target, options)))
+    targets = [m.target for m in out]
+    for target in targets:
+        if targets.count(target) > 1:
+            raise errors.InvalidArgument(f"Duplicate mount point: {target}")
+    return out
+
+
+def _tmpfs(target: str, options: str) -> MountSpec:
+    size, mode, read_only = 0, 0, False
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key == "size":
+            size = _size(value)
+        elif key == "mode":
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise errors.InvalidArgument(f"invalid tmpfs mode {value!r}") from None
+        elif key == "ro":
+            read_only = True
+    return MountSpec(type=MountType.TMPFS, target=target, read_only=read_only, tmpfs_size=size, tmpfs_mode=mode,
+                     mode=options)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    suffix = text[-1:].lower()
+    try:
+        return int(text[:-1]) * units[suffix] if suffix in units else int(text)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid tmpfs size {text!r}") from None
+
+
+async def prepare(volumes: VolumeService | None, requested: Sequence[MountSpec], image: Image) -> MountPlan:
+    """The mount plan; without a volume service only binds and tmpfs are possible."""
+    if volumes is not None:
+        return await volumes.prepare(requested, image)
+    points = []
+    for spec in requested:
+        if spec.type is MountType.VOLUME:
+            raise errors.NotImplementedYet("volumes are not available in this daemon")
+        points.append(MountPoint(type=spec.type, destination=spec.target, source=spec.source, mode=spec.mode,
+                                 rw=not spec.read_only, propagation=spec.propagation,
+                                 tmpfs_size=spec.tmpfs_size, tmpfs_mode=spec.tmpfs_mode))
+    return MountPlan(mounts=points, token="")
+
+
+def core_mounts(points: Sequence[MountPoint]) -> list[Mount]:
+    out = []
+    for point in points:
+        mount = point.runtime_mount()
+        if mount is None:  # tmpfs
+            mount = Mount(container_path=point.destination, host_path="", readonly=not point.rw, tmpfs=True,
+                          tmpfs_size=point.tmpfs_size, tmpfs_mode=point.tmpfs_mode)
+        out.append(mount)
+    return out
