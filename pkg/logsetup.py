@@ -42,7 +42,10 @@ def request_scope(rid: str | None = None) -> Iterator[str]:
     try:
         yield rid
     finally:
-        request_id.reset(token)
+        try:
+            request_id.reset(token)
+        except ValueError:  # closed from another context (an abandoned stream finalized by the loop)
+            request_id.set("")
 
 
 class _RequestIdFilter(logging.Filter):
