@@ -203,6 +203,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             assert isinstance(got, DockerEvent)
             if until is not None and got.time_ns > until:
                 return response
+            if since is not None and got.time_ns < since:
+                continue  # a `since` in the future: nothing before it
             if not await _send(response, got):
                 return response
 

@@ -77,6 +77,17 @@ async def test_live_stream_then_until_ends_it(bus_client: tuple[EventBus, TestCl
     assert await asyncio.wait_for(resp.content.read(), 10) == b""  # closed at `until`
 
 
+async def test_since_in_the_future_holds_back_earlier_events(bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
+    bus, client = bus_client
+    now = time.time()
+    resp = await client.get("/events", params={"since": f"{now + 0.5:.9f}", "until": f"{now + 1.5:.9f}"})
+    bus.publish_docker("volume", "create", "early", {})
+    await asyncio.sleep(0.7)
+    bus.publish_docker("volume", "create", "late", {})
+    body = await asyncio.wait_for(resp.content.read(), 10)
+    assert [e["Actor"]["ID"] for e in _lines(body)] == ["late"]  # type: ignore[index]
+
+
 async def test_a_client_that_goes_away_releases_its_subscription(
         bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
     bus, client = bus_client
