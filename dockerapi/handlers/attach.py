@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +90,12 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if found.restarting:
         raise errors.Conflict(f"container {found.id} is restarting, wait until the container is running")
     container_id = found.id
-    stdio = docker_attach.DockerAttach(containers(request), container_id)
     want_stdin = query_bool(request, "stdin")
     want_stdout, want_stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     logs, stream = query_bool(request, "logs"), query_bool(request, "stream")
+    # With logs, the replay ends and the live output begins at the same instant: nothing lost or doubled.
+    cut = time.time_ns()
+    stdio = docker_attach.DockerAttach(containers(request), container_id, since_ns=cut + 1 if logs else None)
     keys = hijack.parse_detach_keys(request.query.get("detachKeys", ""))
     response, conn = await hijack.hijack(request, tty=stdio.tty)
     try:
@@ -100,7 +103,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
         stderr = hijack.OutputStream(conn, hijack.STDERR, stdio.tty) if want_stderr else None
         with contextlib.suppress(ConnectionError):
             if logs:
-                await _replay(request, container_id, stdout, stderr, stdio.tty)
+                await _replay(request, container_id, stdout, stderr, stdio.tty, cut)
             if stream:
                 stdin = hijack.InputStream(conn, keys if stdio.tty else b"") if want_stdin else None
                 streams = ExecStreams(tty=stdio.tty, stdin=stdin, stdout=stdout or _Discard(),
@@ -126,11 +129,12 @@ class _Discard:
 
 
 async def _replay(request: web.Request, container_id: str, stdout: hijack.OutputStream | None,
-                  stderr: hijack.OutputStream | None, tty: bool) -> None:
+                  stderr: hijack.OutputStream | None, tty: bool, until_ns: int) -> None:
     wanted = frozenset(name for name, sink in (("stdout", stdout), ("stderr", stderr)) if sink is not None)
     if not wanted:
         return
-    async for entry in container_logs(containers(request), container_id, ReadOptions(streams=wanted)):
+    options = ReadOptions(streams=wanted, until_ns=until_ns)
+    async for entry in container_logs(containers(request), container_id, options):
         sink = stderr if entry.stream == "stderr" and not tty else stdout
         if sink is not None:
             await sink.write(entry.content)

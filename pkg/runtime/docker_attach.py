@@ -28,11 +28,11 @@ POLL = 0.05  # how often a waiting attach looks at the container's state
 class _Output:
     """The output of the container's current (or next) run, as ``(stream, bytes)``; None at its end."""
 
-    def __init__(self, owner: DockerAttach) -> None:
+    def __init__(self, owner: DockerAttach, since_ns: int) -> None:
         self._owner = owner
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(1024)
         self._stop = asyncio.Event()
-        self._task = asyncio.ensure_future(self._pump(time.time_ns()))
+        self._task = asyncio.ensure_future(self._pump(since_ns))
 
     async def _pump(self, since_ns: int) -> None:
         try:
@@ -70,8 +70,11 @@ class _Output:
 class DockerAttach:
     """``pkg.streaming.backend.ContainerStdio`` of a Docker container, running or about to be started."""
 
-    def __init__(self, containers: ContainerService, container_id: str) -> None:
+    def __init__(self, containers: ContainerService, container_id: str, since_ns: int | None = None) -> None:
+        """``since_ns``: relay output from then on (default: from the subscription), so a client that
+        replayed the log up to a point misses nothing after it."""
         self.containers = containers
+        self._since_ns = since_ns
         self.metadata: ContainerMetadata = containers.get(container_id)[0]
         self.id = self.metadata.id
 
@@ -88,7 +91,7 @@ class DockerAttach:
         return self.metadata.config.stdin_once
 
     def subscribe(self) -> _Output:
-        return _Output(self)
+        return _Output(self, time.time_ns() if self._since_ns is None else self._since_ns)
 
     async def wait_started(self, since_ns: int) -> asyncio.Event | None:
         """The exit event of the run that is current, or of the first one started after ``since_ns``;

@@ -21,6 +21,8 @@ from lib.daemon import DaemonProcess, start_daemon
 from lib.images import push
 from lib.registry import Registry
 
+from dockerapi.hijack import parse_frames
+
 DOCKER = "/usr/local/bin/docker"
 WAIT = 30.0  # how long to wait for expected output (a wait, not a timed assertion)
 
@@ -314,3 +316,33 @@ def test_dockerpy_exec_run_and_logs(nw: DaemonProcess, sleeper: str) -> None:
         assert container.top()["Titles"][1] == "PID"
     finally:
         client.close()
+
+
+def test_dockerpy_attach_replays_logs_then_streams_without_gap(nw: DaemonProcess) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=f"unix://{nw.docker_socket}")
+    container = client.containers.run("busybox", ["sh", "-c", "i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo $i; "
+                                                  "sleep 0.05; done"], detach=True, name="counter")
+    try:
+        time.sleep(0.5)  # some lines are in the log already: the replay has something to replay
+        sock = client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
+        raw = sock._sock
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+        sock.close()
+        raw.close()
+        output = b"".join(payload for _, payload in parse_frames(data))
+        assert output.split() == [str(i).encode() for i in range(1, 61)]  # replay + live, nothing lost or doubled
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def test_privileged_exec_gets_every_capability(nw: DaemonProcess, sleeper: str) -> None:
+    def effective(*flags: str) -> int:
+        status = cli(nw, "exec", *flags, sleeper, "cat", "/proc/self/status").stdout
+        return int(next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1], 16)
+
+    plain, privileged = effective(), effective("--privileged")
+    assert plain & ~privileged == 0 and privileged != plain and privileged & (1 << 21)  # CAP_SYS_ADMIN
