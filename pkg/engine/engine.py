@@ -171,7 +171,7 @@ class Engine:
         )
         async with CleanupStack() as cleanup:
             cleanup.add("remove engine dir", lambda: self.store.delete(container_id))
-            plan = await mounts.prepare(self.volumes, requested, image)
+            plan = await mounts.prepare(self.volumes, requested, image, spec.volumes)
             volumes = self.volumes
             if volumes is not None:
                 cleanup.add("release prepared volumes", lambda: volumes.discard(plan))

@@ -55,10 +55,12 @@ def _size(text: str) -> int:
         raise errors.InvalidArgument(f"invalid tmpfs size {text!r}") from None
 
 
-async def prepare(volumes: VolumeService | None, requested: Sequence[MountSpec], image: Image) -> MountPlan:
-    """The mount plan; without a volume service only binds and tmpfs are possible."""
+async def prepare(volumes: VolumeService | None, requested: Sequence[MountSpec], image: Image,
+                  volume_paths: Sequence[str] = ()) -> MountPlan:
+    """The mount plan; without a volume service only binds and tmpfs are possible.  ``volume_paths``: the
+    container's Config.Volumes (``docker run -v /path``), which get anonymous volumes like the image's."""
     if volumes is not None:
-        return await volumes.prepare(requested, image)
+        return await volumes.prepare(requested, image, volume_paths)
     points = []
     for spec in requested:
         if spec.type is MountType.VOLUME:
