@@ -38,6 +38,15 @@ def reload(current: Config, load: Callable[[], Config], bus: EventBus | None = N
     log.info("configuration reloaded%s", f": {', '.join(applied)}" if applied else " (no change applied)")
     result = dataclasses.replace(current, log_level=new.log_level, log_format=new.log_format)
     if bus is not None:
-        bus.publish_docker("daemon", "reload", current.instance_id, {
+        bus.publish_docker("daemon", "reload", _daemon_id(current), {
             "name": socket.gethostname(), "log-level": result.log_level, "log-format": result.log_format})
     return result
+
+
+def _daemon_id(cfg: Config) -> str:
+    """The engine ID Docker's /info reports (pkg/system keeps it in <root>/engine-id), so that
+    ``docker events --filter daemon=<ID>`` finds the reload; the instance ID until /info made one."""
+    try:
+        return (cfg.root / "engine-id").read_text().strip() or cfg.instance_id
+    except OSError:
+        return cfg.instance_id

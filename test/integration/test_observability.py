@@ -238,6 +238,7 @@ def test_a_killed_events_reader_is_released_and_never_blocks(nw: DaemonProcess, 
 def test_sighup_switches_to_json_logs_with_request_ids(nw: DaemonProcess) -> None:
     assert nw.proc is not None
     config = nw.base / "narwhal.yaml"
+    daemon_id = _docker(nw, "info", "--format", "{{.ID}}").strip()
     config.write_text("log-format: json\nmax-concurrent-downloads: 7\n")
     offset = len(nw.log())
     nw.proc.send_signal(signal.SIGHUP)
@@ -254,6 +255,6 @@ def test_sighup_switches_to_json_logs_with_request_ids(nw: DaemonProcess) -> Non
     assert len(run) == 1 and len(remove) == 1
     assert len(run[0]["request_id"]) == 16 and run[0]["request_id"] != remove[0]["request_id"]
     assert run[0]["level"] == "debug" and run[0]["logger"] == "narwhal.cri"
-    reloads = _events(nw, 0, "type=daemon")
+    reloads = _events(nw, 0, "type=daemon", f"daemon={daemon_id}")
     assert [(e["Action"], e["Actor"]["Attributes"]["log-format"]) for e in reloads] == [  # type: ignore[index]
         ("reload", "json")]
