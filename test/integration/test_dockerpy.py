@@ -153,7 +153,6 @@ def test_networks_create_list_get_connect_remove(client: Any) -> None:
         client.networks.get("dp-net")
 
 
-@pytest.mark.xfail(strict=True, reason="named volumes are not mounted into containers yet (engine + volumes)")
 def test_volumes_create_list_get_use_remove(client: Any) -> None:
     volume = client.volumes.create("dp-vol", labels={"k": "v"})
     try:
