@@ -201,7 +201,8 @@ def test_docker_events_through_the_cli(nw: DaemonProcess, registry: Registry) ->
     assert {e["Actor"]["Attributes"]["name"] for e in _events(nw, 0, "type=container")} == {  # type: ignore[index]
         name, oom}
 
-    _, after = scrape(nw)
+    text, after = scrape(nw)
+    assert promtool_problems(text) == ""  # with the Docker series too
     assert delta(before, after, "narwhal_docker_requests_total", route="/images/create", method="POST",
                  status="200") == 1
     assert delta(before, after, "narwhal_lifecycle_duration_seconds_count", frontend="docker", object="container",
