@@ -178,7 +178,6 @@ def test_publish_port_and_bind_mount(docker: Docker, tmp_path: Path) -> None:
         docker.run("rm", "-f", "wf-httpd")
 
 
-@pytest.mark.xfail(strict=True, reason="named volumes are not mounted into containers yet (engine + volumes)")
 def test_volumes(docker: Docker) -> None:
     assert docker.ok("volume", "create", "wf-vol").strip() == "wf-vol"
     try:
