@@ -28,7 +28,9 @@ def build_app(backends: Backends) -> web.Application:
 class DockerServer:
     def __init__(self, socket: Path, app: web.Application) -> None:
         self.socket = socket
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Streams (logs -f, attach, events, wait) never end by themselves: give in-flight requests a moment,
+        # then cut them, or a stop would wait out aiohttp's 60 s default.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
 
     async def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)

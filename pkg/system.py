@@ -93,6 +93,7 @@ class HostInfo:
     registry_mirrors: tuple[str, ...]  # docker.io mirrors
     insecure_registries: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    debug: bool = False  # narwhald logs at debug level
 
 
 _INIT_BINARIES = ("docker-init", "tini", "catatonit")
@@ -184,7 +185,7 @@ class SystemService:
             security_options=tuple(security),
             registry_mirrors=tuple(cfg.registry.mirrors.get("docker.io", [])),
             insecure_registries=tuple(cfg.registry.insecure),
-            warnings=tuple(warnings),
+            warnings=tuple(warnings), debug=cfg.log_level == "debug",
         )
 
 

@@ -94,7 +94,7 @@ async def info(request: web.Request) -> web.Response:
         "IPv4Forwarding": host.ipv4_forwarding,
         "BridgeNfIptables": host.bridge_nf_iptables,
         "BridgeNfIp6tables": host.bridge_nf_ip6tables,
-        "Debug": False,
+        "Debug": host.debug,
         "NFd": _open_fds(),
         "NGoroutines": len(asyncio.all_tasks()),
         "SystemTime": datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="microseconds"),

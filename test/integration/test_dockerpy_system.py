@@ -51,7 +51,8 @@ def test_info_describes_this_host_and_engine(client: Any, daemon: DaemonProcess,
     assert "name=seccomp,profile=builtin" in info["SecurityOptions"]
     assert info["RegistryConfig"]["IndexConfigs"]["docker.io"]["Mirrors"] == [f"http://{registry.host}"]
     assert info["Containers"] == info["ContainersRunning"] + info["ContainersPaused"] + info["ContainersStopped"]
-    assert isinstance(info["ExperimentalBuild"], bool)
+    assert info["ExperimentalBuild"] is False
+    assert info["Debug"] is True  # test daemons log at debug level
     # The engine ID is stable across calls (kept under root).
     assert client.info()["ID"] == info["ID"] == (daemon.root / "engine-id").read_text().strip()
 
@@ -114,3 +115,26 @@ def test_info_and_df_count_containers(client: Any) -> None:
     finally:
         running.remove(force=True)
         stopped.remove(force=True)
+
+
+def test_sigterm_ends_open_streams(registry: Registry) -> None:
+    """An open ``docker logs -f`` must not hold narwhald's shutdown (aiohttp waits 60 s for requests by default)."""
+    import subprocess
+
+    dockerpy.seed_registry(registry.host, ["library/busybox:latest"])
+    with dockerpy.docker_daemon(registry.host) as d:
+        env = d.docker_env()
+        p = subprocess.run(["docker", "run", "-d", "--name", "streamer", "busybox", "sh", "-c", "echo up; sleep 300"],
+                           env=env, capture_output=True, timeout=60, text=True)
+        assert p.returncode == 0, p.stderr
+        follower = subprocess.Popen(["docker", "logs", "-f", "streamer"], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        try:
+            assert follower.stdout is not None and follower.stdout.readline() == b"up\n"  # the stream is open
+            assert dockerpy.stop(d) == ""
+            follower.wait(10)  # and the client saw it end
+        finally:
+            follower.kill()
+            follower.wait()
+            if follower.stdout is not None:
+                follower.stdout.close()
