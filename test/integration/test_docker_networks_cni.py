@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from lib import nsexec
-from lib.cni_host import HostGuard, request_from, start_server, stop_server
+from lib.cni_host import HostGuard, start_server, stop_server
 from lib.cni_net import Net
-from lib.docker_networks import bridge_ports, chain_exists, link_exists, tagged_rules
+from lib.docker_networks import bridge_ports, chain_exists, link_exists, probe, tagged_rules
 
 from pkg.cni import defaults, netns
 from pkg.cni.model import NetworkAttachment, PodNetworkRequest
@@ -32,6 +32,12 @@ def host_guard() -> Iterator[HostGuard]:
     guard = HostGuard.take()
     yield guard
     guard.restore()
+
+
+def NO_UPSTREAM() -> list[str]:  # noqa: N802 - a constant-like stand-in
+    """Forwarded queries go to loopback's port 53, where nothing listens: refused at once (the test host's
+    resolvers may be unreachable, which would make every forwarded query wait out its timeout)."""
+    return ["127.0.0.1"]
 
 
 class Owners:
@@ -60,7 +66,7 @@ class Env:
 @pytest.fixture
 async def env(host_guard: HostGuard) -> AsyncIterator[Env]:
     net = Net(Path(tempfile.mkdtemp(prefix="nwd-", dir="/tmp")), host_guard)
-    service = NetworkService(net.cfg, net.manager, owners=Owners())
+    service = NetworkService(net.cfg, net.manager, owners=Owners(), dns_upstream=NO_UPSTREAM)
     await net.manager.start()
     await service.start()
     yield Env(net, service)
@@ -148,13 +154,13 @@ async def test_sandbox_on_several_networks(env: Env) -> None:
         assert link_exists(mynet.bridge) and len(bridge_ports(mynet.bridge)) == 2
 
         # Same network: reachable; another user-defined network: isolated, both ways.
-        assert request_from(b.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
+        assert await probe(b.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
         gamma_ip = ip_of(addresses(c.netns_path)["eth0"])
-        assert request_from(a.netns_path, gamma_ip, 8080).startswith("ERR")
-        assert request_from(c.netns_path, ip_of(a_ips["eth0"]), 8080).startswith("ERR")
-        assert request_from(a.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080).startswith("ERR")
+        assert (await probe(a.netns_path, gamma_ip, 8080)).startswith("ERR")
+        assert (await probe(c.netns_path, ip_of(a_ips["eth0"]), 8080)).startswith("ERR")
+        assert (await probe(a.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080)).startswith("ERR")
         # b is on the default network too: it reaches delta there.
-        assert request_from(b.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080) == "delta"
+        assert await probe(b.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080) == "delta"
 
         # The embedded DNS server: names, aliases and short IDs on shared user-defined networks only.
         assert await resolve(b.netns_path, "alpha") == (0, [ip_of(a_ips["eth0"])])
@@ -168,14 +174,14 @@ async def test_sandbox_on_several_networks(env: Env) -> None:
         ep = await env.net.manager.connect(c, NetworkAttachment("mynet", ("g2",)))
         assert ep.ifname == "eth1" and ep.ip.startswith("10.200.5.") and ep.aliases == ("g2",)
         assert await resolve(a.netns_path, "g2") == (0, [ep.ip])
-        assert request_from(c.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
+        assert await probe(c.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
         assert "eth1" not in default_routes(c.netns_path)
         names = {v.owner_name: v.ipv4 for v in env.service.endpoints(mynet)}
         assert names == {"alpha": a_ips["eth0"], "beta": b_ips["eth0"], "gamma": f"{ep.ip}/24"}
         await env.service.disconnect("mynet", "sb-gamma")
         assert list(addresses(c.netns_path)) == ["eth0"]
         assert (await resolve(a.netns_path, "g2"))[1] == []  # forwarded now, and no answer for it
-        assert request_from(c.netns_path, ip_of(a_ips["eth0"]), 8080).startswith("ERR")
+        assert (await probe(c.netns_path, ip_of(a_ips["eth0"]), 8080)).startswith("ERR")
     finally:
         for proc in servers:
             stop_server(proc)
@@ -202,9 +208,9 @@ async def test_internal_network_has_no_way_out(env: Env) -> None:
     servers = [start_server(i1.netns_path, "in1", 8080), start_server(d.netns_path, "out", 8080)]
     try:
         assert default_routes(i1.netns_path) == []
-        assert request_from(i2.netns_path, ip_of(addresses(i1.netns_path)["eth0"]), 8080) == "in1"
-        assert request_from(i1.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080).startswith("ERR")
-        assert request_from(d.netns_path, ip_of(addresses(i1.netns_path)["eth0"]), 8080).startswith("ERR")
+        assert await probe(i2.netns_path, ip_of(addresses(i1.netns_path)["eth0"]), 8080) == "in1"
+        assert (await probe(i1.netns_path, ip_of(addresses(d.netns_path)["eth0"]), 8080)).startswith("ERR")
+        assert (await probe(d.netns_path, ip_of(addresses(i1.netns_path)["eth0"]), 8080)).startswith("ERR")
         assert await resolve(i2.netns_path, "in1") == (0, [ip_of(addresses(i1.netns_path)["eth0"])])
         assert (await resolve(i2.netns_path, "example.com"))[0] == message.RCODE_SERVFAIL  # nothing forwarded
     finally:
@@ -247,7 +253,7 @@ async def test_gc_and_restart(env: Env) -> None:
     keep = await env.sandbox("sb-keep", NetworkAttachment("gcnet"))
     lost = await env.sandbox("sb-lost", NetworkAttachment("gcnet"), NetworkAttachment("bridge"))
     await env.service.dns.stop_all()
-    again = NetworkService(env.net.cfg, env.net.manager, owners=Owners())
+    again = NetworkService(env.net.cfg, env.net.manager, owners=Owners(), dns_upstream=NO_UPSTREAM)
     again.isolation = env.service.isolation
     await again.start()
     try:
@@ -275,7 +281,7 @@ async def test_driver_options_icc_and_mtu(env: Env) -> None:
     server = start_server(q1.netns_path, "q1", 8080)
     try:
         assert " mtu 1400 " in link_line(q1.netns_path, "eth0")
-        assert request_from(q2.netns_path, ip_of(addresses(q1.netns_path)["eth0"]), 8080).startswith("ERR")
+        assert (await probe(q2.netns_path, ip_of(addresses(q1.netns_path)["eth0"]), 8080)).startswith("ERR")
         assert await resolve(q2.netns_path, "q1") == (0, [ip_of(addresses(q1.netns_path)["eth0"])])  # names still
     finally:
         stop_server(server)

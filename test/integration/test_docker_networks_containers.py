@@ -91,7 +91,7 @@ def test_names_aliases_connect_disconnect(dockerd: DaemonProcess, mynet: str) ->
     # A container on the default bridge has the host's resolvers and no names; connect gives it both.
     out(dockerd, "run", "-d", "--name", "beta", "busybox", "sleep", "300")
     assert "127.0.0.11" not in out(dockerd, "exec", "beta", "cat", "/etc/resolv.conf")
-    assert docker(dockerd, "exec", "beta", "wget", "-T", "3", "-qO-", f"http://{alpha_ip}/hostname",
+    assert docker(dockerd, "exec", "beta", "wget", "-T", "1", "-qO-", f"http://{alpha_ip}/hostname",
                   check=False).returncode != 0  # bridge -> mynet: isolated
     docker(dockerd, "network", "connect", "--alias", "b2", mynet, "beta")
     assert "nameserver 127.0.0.11" in out(dockerd, "exec", "beta", "cat", "/etc/resolv.conf")
@@ -123,14 +123,14 @@ def test_networks_are_isolated_and_internal_has_no_way_out(dockerd: DaemonProces
         ip1 = out(dockerd, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "srv1")
         assert ip1.startswith("10.200.5.")
         # Another network can neither resolve nor reach srv1.
-        assert run_rm(dockerd, "othernet", "wget", "-T", "3", "-qO-", "http://srv1/hostname").returncode != 0
-        assert run_rm(dockerd, "othernet", "wget", "-T", "3", "-qO-", f"http://{ip1}/hostname").returncode != 0
+        assert run_rm(dockerd, "othernet", "wget", "-T", "1", "-qO-", "http://srv1/hostname").returncode != 0
+        assert run_rm(dockerd, "othernet", "wget", "-T", "1", "-qO-", f"http://{ip1}/hostname").returncode != 0
         assert run_rm(dockerd, "othernet", "wget", "-qO-", "http://srv2/hostname").returncode == 0
         # Internal: names work inside, nothing leaves (no default route, other networks unreachable).
         assert run_rm(dockerd, "innernet", "wget", "-qO-", "http://srv3/hostname").returncode == 0
         routes = run_rm(dockerd, "innernet", "ip", "route").stdout
         assert "default" not in routes
-        assert run_rm(dockerd, "innernet", "wget", "-T", "3", "-qO-", f"http://{ip1}/hostname").returncode != 0
+        assert run_rm(dockerd, "innernet", "wget", "-T", "1", "-qO-", f"http://{ip1}/hostname").returncode != 0
     finally:
         docker(dockerd, "rm", "-f", "srv1", "srv2", "srv3", check=False)
         docker(dockerd, "network", "rm", "othernet", "innernet", check=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,3 +73,19 @@ class NetworkHostState:
             pass
         subprocess.run(["iptables", "-w", "-F", chain], capture_output=True)
         subprocess.run(["iptables", "-w", "-X", chain], capture_output=True)
+
+
+async def probe(netns: Path, host: str, port: int, timeout: float = 1.0) -> str:
+    """What a TCP client inside ``netns`` gets from host:port (lib.cni_host's servers answer a token);
+    "ERR ..." when it cannot connect.  The socket is made in the netns by a thread of this process (no
+    helper process to start); a short timeout, as isolation drops packets and a refusal is a wait."""
+    from pkg.cni.netns import run_in_netns
+
+    def connect() -> str:
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as conn:
+                return conn.recv(100).decode()
+        except OSError as exc:
+            return f"ERR {type(exc).__name__}"
+
+    return await run_in_netns(netns, connect)
