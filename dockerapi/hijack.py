@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from dockerapi import versions
 from pkg import errors
+
+log = logging.getLogger(__name__)
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -280,3 +284,23 @@ async def hijack(request: web.Request, *, tty: bool) -> tuple[web.StreamResponse
             handler._message_tail = b""
     transport.set_protocol(protocol)
     return response, HijackedConnection(transport, protocol)
+
+
+async def serve(request: web.Request, *, tty: bool,
+                session: Callable[[HijackedConnection], Awaitable[None]]) -> web.StreamResponse:
+    """Hijack, run ``session`` on the connection, close it.
+
+    Once the head is out, an error can no longer become an HTTP status: as
+    moby, it is written on the stream (stdout) for the client to show.
+    """
+    response, conn = await hijack(request, tty=tty)
+    try:
+        await session(conn)
+    except errors.NarwhalError as err:
+        with contextlib.suppress(ConnectionError):
+            await OutputStream(conn, STDOUT, tty).write(f"{err.message}\r\n".encode())
+    except Exception:  # noqa: BLE001 - a bug: the middleware must not write a response onto the raw stream
+        log.exception("%s %s failed after the connection was hijacked", request.method, request.path)
+    finally:
+        conn.close()
+    return response

@@ -97,8 +97,8 @@ async def attach(request: web.Request) -> web.StreamResponse:
     cut = time.time_ns()
     stdio = docker_attach.DockerAttach(containers(request), container_id, since_ns=cut + 1 if logs else None)
     keys = hijack.parse_detach_keys(request.query.get("detachKeys", ""))
-    response, conn = await hijack.hijack(request, tty=stdio.tty)
-    try:
+
+    async def session(conn: hijack.HijackedConnection) -> None:
         stdout = hijack.OutputStream(conn, hijack.STDOUT, stdio.tty) if want_stdout else None
         stderr = hijack.OutputStream(conn, hijack.STDERR, stdio.tty) if want_stderr else None
         with contextlib.suppress(ConnectionError):
@@ -108,19 +108,23 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 stdin = hijack.InputStream(conn, keys if stdio.tty else b"") if want_stdin else None
                 streams = ExecStreams(tty=stdio.tty, stdin=stdin, stdout=stdout or _Discard(),
                                       stderr=stderr or _Discard())
-                session = asyncio.ensure_future(relay_attach(stdio, streams))
-                lost = asyncio.ensure_future(conn.lost.wait())
-                try:
-                    await asyncio.wait([session, lost], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    lost.cancel()
-                    if not session.done():
-                        session.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await session
+                await _relay_until_lost(stdio, streams, conn)
+
+    return await hijack.serve(request, tty=stdio.tty, session=session)
+
+
+async def _relay_until_lost(stdio: docker_attach.DockerAttach, streams: ExecStreams,
+                            conn: hijack.HijackedConnection) -> None:
+    session = asyncio.ensure_future(relay_attach(stdio, streams))
+    lost = asyncio.ensure_future(conn.lost.wait())
+    try:
+        await asyncio.wait([session, lost], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        conn.close()
-    return response
+        lost.cancel()
+        if not session.done():
+            session.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await session
 
 
 class _Discard:

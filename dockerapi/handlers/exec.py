@@ -72,16 +72,14 @@ async def start(request: web.Request) -> web.StreamResponse:
         await manager.run_detached(instance)
         return web.Response(status=200)
     raw = bool(body.get("Tty")) or instance.config.tty
-    try:
-        response, conn = await hijack.hijack(request, tty=raw)
-    except BaseException:
-        manager.unclaim(instance)  # never started: it may be started again
-        raise
-    try:
+
+    async def session(conn: hijack.HijackedConnection) -> None:
         await _session(manager, instance, conn, raw)
+
+    try:
+        return await hijack.serve(request, tty=raw, session=session)
     finally:
-        conn.close()
-    return response
+        manager.unclaim(instance)  # a start that never happened (the client went away first) may be retried
 
 
 class _Detachable(hijack.OutputStream):
@@ -124,12 +122,8 @@ async def _session(manager: ExecManager, instance: ExecInstance, conn: hijack.Hi
     finally:
         for waiter in waiters[1:]:
             waiter.cancel()
-    if outcome and not conn.lost.is_set():
-        # As moby: the error of a process that could not start goes on the stream; the exit code says 126/127.
-        err = outcome[0]
-        message = (err.message if isinstance(err, errors.NarwhalError) else repr(err)) + "\r\n"
-        with contextlib.suppress(ConnectionError):
-            await hijack.OutputStream(conn, hijack.STDOUT, raw).write(message.encode())
+    if outcome:
+        raise outcome[0]  # the start failed: hijack.serve writes it on the stream, as moby does
 
 
 async def inspect(request: web.Request) -> web.Response:

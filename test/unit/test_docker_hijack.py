@@ -30,6 +30,17 @@ async def _echo_after_eof(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _failing(request: web.Request) -> web.StreamResponse:
+    """An error after the head goes on the stream; a bug closes the connection (no HTTP response on it)."""
+
+    async def session(conn: hijack.HijackedConnection) -> None:
+        if request.query.get("bug"):
+            raise RuntimeError("a bug")
+        raise errors.Conflict("container x is not running")
+
+    return await hijack.serve(request, tty=False, session=session)
+
+
 lost_seen: list[bool] = []
 
 
@@ -61,7 +72,7 @@ async def _version(request: web.Request, handler: Handler) -> web.StreamResponse
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Path]:
     app = web.Application(middlewares=[_version])
-    for path, handler in (("/echo", _echo_after_eof), ("/lost", _wait_for_loss)):
+    for path, handler in (("/echo", _echo_after_eof), ("/lost", _wait_for_loss), ("/fail", _failing)):
         app.router.add_post(path, handler)
         app.router.add_post(r"/v{version:[0-9][0-9.]*}" + path, handler)
     runner = web.AppRunner(app, handle_signals=False)
@@ -130,6 +141,20 @@ async def test_client_going_away_is_seen(server: Path) -> None:
             break
         await asyncio.sleep(0.05)
     assert lost_seen == [True]
+
+
+async def test_errors_after_the_head_go_on_the_stream(server: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reader, writer, head = await _request(server, "/fail")
+    assert head.startswith(b"HTTP/1.1 101 UPGRADED")
+    assert hijack.parse_frames(await asyncio.wait_for(reader.read(), 10)) == [
+        (hijack.STDOUT, b"container x is not running\r\n")]
+    writer.close()
+    await writer.wait_closed()
+    reader, writer, head = await _request(server, "/fail?bug=1")
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing after the head
+    assert "failed after the connection was hijacked" in caplog.text
+    writer.close()
+    await writer.wait_closed()
 
 
 def test_frames_round_trip_and_reject_truncation() -> None:
