@@ -158,13 +158,14 @@ class Lifecycle:
         if timeout != 0:
             self.event("kill", container_id, signal=str(number))
             await self._signal(container_id, number)
+            await self._resume_quietly(container_id)  # a frozen process gets its signal once thawed
             try:
                 await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
             except TimeoutError:
                 pass
         if not exited.is_set():
-            await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits, publishes "stop"
             await self._resume_quietly(container_id)
+            await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits, publishes "stop"
         else:
             self.event("stop", container_id)
         return True

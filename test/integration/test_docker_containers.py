@@ -123,6 +123,17 @@ def test_lifecycle_verbs(dd: DockerDaemon) -> None:
     not_running = dd.docker("kill", "life2", check=False)
     assert not_running.returncode != 0 and "is not running" in not_running.stderr
 
+    # The stop signal reaches the process (which exits on its own), also when the container was paused.
+    dd.out("run", "-d", "--name", "graceful", "busybox", "sh", "-c",
+           "trap 'exit 7' TERM; while true; do sleep 0.1; done")
+    dd.out("pause", "graceful")
+    dd.out("stop", "-t", "30", "graceful")
+    assert dd.inspect("graceful")["State"]["ExitCode"] == 7
+    dd.out("run", "-d", "--name", "quitter", "--stop-signal", "USR1", "busybox", "sh", "-c",
+           "trap 'exit 9' USR1; while true; do sleep 0.1; done")
+    dd.out("stop", "quitter")
+    assert dd.inspect("quitter")["State"]["ExitCode"] == 9
+
 
 def _cgroup_of(pid: int, controller: str) -> str:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
