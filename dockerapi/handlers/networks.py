@@ -10,7 +10,6 @@ from aiohttp import web
 from dockerapi import versions
 from dockerapi.backend import backends, need
 from pkg import errors
-from pkg.cni.model import NetworkAttachment
 from pkg.networks.model import BRIDGE, CreateRequest, EndpointView, IPAMPool, Network
 from pkg.networks.service import NetworkService
 
@@ -204,20 +203,30 @@ async def remove_network(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _container(request: web.Request, ref: Any) -> tuple[str, str, bool]:
-    """(container ID, sandbox ID, running) of the container the body names."""
+def _sandbox_of(request: web.Request, ref: Any, connecting: bool = False) -> str:
+    """The sandbox of the container the body names: it holds the network namespace from create to
+    removal, so created and stopped containers are connected too, as Docker's are."""
     if not isinstance(ref, str) or not ref:
         raise errors.InvalidArgument("Container must be a container name or ID")
     engine = need(backends(request).engine, "containers")
     view = engine.get(ref)
-    return str(view.id), str(view.sandbox_id), bool(getattr(view, "running", True))
+    mode = view.host_config.network_mode
+    if not connecting:
+        return view.sandbox_id
+    if mode == "host" or mode.startswith("container:"):
+        raise errors.PermissionDenied("container sharing network namespace with another container or host cannot "
+                                      "be connected to any other network")
+    if mode == "none":
+        raise errors.PermissionDenied("container cannot be connected to multiple networks with one of the networks "
+                                      "in private (none) mode")
+    return view.sandbox_id
 
 
 async def connect_network(request: web.Request) -> web.Response:
     service = _service(request)
     network = service.get(request.match_info["id"])
     body = await _body(request)
-    container_id, sandbox_id, running = _container(request, body.get("Container"))
+    sandbox_id = _sandbox_of(request, body.get("Container"), connecting=True)
     config = body.get("EndpointConfig") or {}
     if not isinstance(config, dict):
         raise errors.InvalidArgument("EndpointConfig must be an object")
@@ -228,10 +237,6 @@ async def connect_network(request: web.Request) -> web.Response:
     if ipam.get("IPv6Address"):
         raise errors.InvalidArgument("IPv6 addresses are not supported")
     ipv4 = str(ipam.get("IPv4Address") or "")
-    if not running:
-        service.check_attachment(NetworkAttachment(network.name, tuple(aliases), ipv4))
-        raise errors.FailedPrecondition(f"container {container_id} is not running: networks can only be connected "
-                                        "to running containers")
     await service.connect(network.id, sandbox_id, tuple(dict.fromkeys(aliases)), ipv4)
     return web.Response(status=200)
 
@@ -242,7 +247,7 @@ async def disconnect_network(request: web.Request) -> web.Response:
     body = await _body(request)
     force = bool(body.get("Force"))
     try:
-        _, sandbox_id, _ = _container(request, body.get("Container"))
+        sandbox_id = _sandbox_of(request, body.get("Container"))
     except errors.NotFound:
         if force:
             return web.Response(status=200)

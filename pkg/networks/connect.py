@@ -69,6 +69,10 @@ def _sandbox(service: NetworkService, sandbox_id: str) -> tuple[str, str]:
     if not netns:
         raise errors.PermissionDenied("container sharing network namespace with another container or host cannot "
                                       "be connected to any other network")
+    if not Path(netns).exists():
+        owner = service.owner(sandbox_id)
+        raise errors.FailedPrecondition(f"container {owner.id if owner else sandbox_id} has no network namespace "
+                                        "any more (its sandbox stopped): it cannot join networks")
     return netns, sandbox_dir
 
 

@@ -155,3 +155,25 @@ def test_removal_leaves_nothing(dockerd: DaemonProcess) -> None:
     left.pop("cgroups", None)  # the CRI side's empty parents are not ours to judge here
     assert left == {}
     assert "leaky" not in out(dockerd, "network", "ls")
+
+
+def test_connect_created_stopped_and_shared_containers(dockerd: DaemonProcess, mynet: str) -> None:
+    """A container's sandbox holds its network namespace from create to rm: created and stopped containers
+    are connected (and disconnected) too, and keep their networks across stop/start, as Docker's do."""
+    out(dockerd, "create", "--name", "early", "busybox", "sleep", "300")
+    docker(dockerd, "network", "connect", "--ip", "10.200.5.50", mynet, "early")
+    docker(dockerd, "start", "early")
+    assert "10.200.5.50/24" in out(dockerd, "exec", "early", "ip", "-o", "-4", "addr")
+    docker(dockerd, "stop", "-t", "0", "early")
+    docker(dockerd, "network", "disconnect", mynet, "early")
+    docker(dockerd, "network", "connect", "--alias", "late", mynet, "early")
+    docker(dockerd, "start", "early")
+    assert "10.200.5." in out(dockerd, "exec", "early", "ip", "-o", "-4", "addr")
+    # Containers sharing another's namespace (or the host's) join no network of their own.
+    for mode in ("host", "container:early", "none"):
+        out(dockerd, "run", "-d", "--name", f"shared-{mode.split(':')[0]}", "--network", mode, "busybox", "sleep",
+            "300")
+        refused = docker(dockerd, "network", "connect", mynet, f"shared-{mode.split(':')[0]}", check=False)
+        assert refused.returncode != 0 and "cannot be connected" in refused.stderr, mode
+    bad = docker(dockerd, "network", "connect", "--alias", "x", "bridge", "early", check=False)
+    assert bad.returncode != 0 and "network-scoped alias is supported only" in bad.stderr
