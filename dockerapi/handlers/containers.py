@@ -54,15 +54,14 @@ async def list_containers(request: web.Request) -> web.Response:
     limit = int(request.query.get("limit", "0") or 0)
     show_all = flag(request, "all") or limit > 0
     views = eng.list()
-    keep = matcher(filters, views, eng)
+    keep = matcher(filters, eng)
     selected = [v for v in views if (show_all or v.running or v.status.value == "paused") and keep(v)]
     if limit > 0:
         selected = selected[:limit]
     out = [cj.summary_json(v) for v in selected]
     if flag(request, "size"):
-        for item in out:
-            item["SizeRw"] = 0
-            item["SizeRootFs"] = 0
+        for item, v in zip(out, selected, strict=True):
+            item["SizeRw"], item["SizeRootFs"] = await eng.sizes(v)
     return web.json_response(out)
 
 
@@ -72,8 +71,7 @@ async def inspect(request: web.Request) -> web.Response:
     sandbox_dir, netns = eng.sandbox_paths(view)
     body = cj.inspect_json(view, sandbox_dir, netns, _network_ids(request, [n.name for n in view.networks]))
     if flag(request, "size"):
-        body["SizeRw"] = 0
-        body["SizeRootFs"] = 0
+        body["SizeRw"], body["SizeRootFs"] = await eng.sizes(view)
     return web.json_response(body)
 
 

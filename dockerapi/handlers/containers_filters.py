@@ -75,7 +75,7 @@ def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
     return lambda port, proto: any(lo <= port <= hi and p == proto for lo, hi, p in ranges)
 
 
-def matcher(filters: Filters, views: list[EngineContainer], engine: Engine) -> Predicate:
+def matcher(filters: Filters, engine: Engine) -> Predicate:
     """One predicate for all filters: keys AND together, values of one key OR together (label: AND)."""
     _check_keys(filters, LIST_KEYS)
     checks: list[Predicate] = []

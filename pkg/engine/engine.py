@@ -22,6 +22,7 @@ from pkg import errors
 from pkg.aio import CleanupStack, cancel_tasks
 from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
+from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
 from pkg.engine import mounts, names, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
@@ -120,6 +121,18 @@ class Engine:
         networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len, gateway=e.gateway,
                                      mac=e.mac, aliases=e.aliases) for e in endpoints)
         return dataclasses.replace(view, networks=networks)
+
+    async def sizes(self, view: EngineContainer) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs): the container's own layer, and that plus its image."""
+        try:
+            rw, _ = await ctr_snapshots.usage(self.client, view.id)
+        except errors.NarwhalError:
+            rw = 0
+        try:
+            image_size = (await self.images.get(view.image_id)).size
+        except errors.NarwhalError:
+            image_size = 0
+        return rw, rw + image_size
 
     def sandbox_paths(self, view: EngineContainer) -> tuple[str, str]:
         """The dir holding the container's /etc/hosts, hostname and resolv.conf, and its netns path."""

@@ -103,9 +103,12 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     network = NamespaceMode.NODE if mode == "host" else NamespaceMode.POD
     networks: tuple[NetworkAttachment, ...] = ()
     if mode not in ("bridge", "default", "host", "none"):
+        # The NetworkMode network first (eth0, the default route), then any other EndpointsConfig entry
+        # (API 1.44+ creates a container on several networks at once).
         aliases = next((e.aliases for e in spec.endpoints if e.network == mode), ())
         ipv4 = next((e.ipv4_address for e in spec.endpoints if e.network == mode), "")
-        networks = (NetworkAttachment(mode, aliases, ipv4),)
+        networks = (NetworkAttachment(mode, aliases, ipv4),) + tuple(
+            NetworkAttachment(e.network, e.aliases, e.ipv4_address) for e in spec.endpoints if e.network != mode)
     dns = None
     if host.dns or host.dns_search or host.dns_options:
         dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))

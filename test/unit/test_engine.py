@@ -241,7 +241,7 @@ def test_filters() -> None:
                  ContainerState.EXITED, exit_code=1, finished_at=1)
 
     def names_for(raw: str) -> list[str]:
-        keep = cf.matcher(cf.parse_filters(raw), [web, other], None)  # type: ignore[arg-type]
+        keep = cf.matcher(cf.parse_filters(raw), None)  # type: ignore[arg-type]
         return [c.name for c in (web, other) if keep(c)]
 
     assert names_for('{"label": ["k=v"]}') == ["web"]
