@@ -24,7 +24,6 @@ from pkg.version import narwhal_version
 log = logging.getLogger("narwhal.dockerapi")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MIN_VERSION_KEY = "min_api_version"
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -109,5 +108,5 @@ async def _dispatch(request: web.Request, handler: Handler) -> web.StreamRespons
                 f"client version {version} is too old. Minimum supported API version is "
                 f"{versions.MIN_API_VERSION}, please upgrade your client to a newer version"
             )
-    request["api_version"] = version or versions.API_VERSION
+    request[versions.REQUEST_KEY] = version or versions.API_VERSION
     return await handler(request)

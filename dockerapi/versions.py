@@ -13,7 +13,7 @@ API_VERSION = "1.53"
 DEFAULT_MIN_API_VERSION = "1.40"
 MIN_API_VERSION = DEFAULT_MIN_API_VERSION  # overridden at start-up by --docker-min-api-version
 
-REQUEST_KEY = "api_version"
+REQUEST_KEY = web.RequestKey("api_version", str)
 
 
 def configure(min_version: str) -> None:

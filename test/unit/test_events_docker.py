@@ -18,7 +18,6 @@ from pkg.metrics import Metrics
 from pkg.system import VersionInfo
 
 # dockerapi/middleware.py stores the API version under a str request key (not ours to change here).
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
 
 class _System:

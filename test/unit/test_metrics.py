@@ -202,7 +202,6 @@ class _System:
         raise errors.Unavailable("no")
 
 
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 async def test_docker_requests_are_labelled_by_route_template_method_and_status(metrics: Metrics) -> None:
     app = build_app(Backends(system=_System(), metrics=metrics, events=EventBus()))
     async with TestClient(TestServer(app)) as client:
