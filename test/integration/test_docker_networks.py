@@ -124,6 +124,8 @@ def test_prune_and_restart(dockerd: DaemonProcess) -> None:
     keep = docker(dockerd, "network", "create", "--label", "keep=1", "kept").stdout.strip()
     docker(dockerd, "network", "create", "gone")
     try:
+        young = docker(dockerd, "network", "prune", "-f", "--filter", "until=1h").stdout
+        assert "gone" not in young and "kept" not in young  # both made less than an hour ago
         out = docker(dockerd, "network", "prune", "-f", "--filter", "label!=keep=1").stdout
         assert "gone" in out and "kept" not in out
         assert names(dockerd, "--filter", "type=custom") == ["kept"]
