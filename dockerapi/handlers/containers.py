@@ -9,6 +9,7 @@ from aiohttp import web
 
 from dockerapi.backend import backends, need
 from dockerapi.handlers import containers_json as cj
+from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import matcher, parse_filters, prune_keeper
 from pkg import errors
 from pkg.engine.engine import Engine
@@ -42,8 +43,8 @@ async def create(request: web.Request) -> web.Response:
     platform = request.query.get("platform", "")
     if platform and platform.split("/")[0] != "linux":
         raise errors.InvalidArgument(f"unsupported platform {platform!r}: this daemon runs linux containers")
-    spec = cj.container_spec(body)
-    host = cj.host_config(body.get("HostConfig") or {})
+    spec = creq.container_spec(body)
+    host = creq.host_config(body.get("HostConfig") or {})
     container_id = await engine(request).create(spec, host, request.query.get("name", ""))
     return web.json_response({"Id": container_id, "Warnings": []}, status=201)
 
@@ -107,10 +108,10 @@ async def rename(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     body = await json_body(request)
-    policy = cj.restart_policy(body["RestartPolicy"]) if body.get("RestartPolicy") else None
+    policy = creq.restart_policy(body["RestartPolicy"]) if body.get("RestartPolicy") else None
     if policy is not None and policy.name == RestartPolicyName.NO and not body["RestartPolicy"].get("Name"):
         policy = None
-    warnings = await engine(request).update(request.match_info["id"], cj.resources(body), policy)
+    warnings = await engine(request).update(request.match_info["id"], creq.resources(body), policy)
     return web.json_response({"Warnings": warnings})
 
 

@@ -24,7 +24,7 @@ from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
-from pkg.engine import mounts, names, translate
+from pkg.engine import mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
@@ -50,7 +50,6 @@ from pkg.volumes.service import VolumeService
 log = logging.getLogger(__name__)
 
 LOG_FILE = "container.log"
-RECOVERY_TIMEOUT = 60.0  # per container
 
 
 class Images(Protocol):
@@ -217,39 +216,39 @@ class Engine:
             raise errors.Conflict(
                 f"cannot remove container \"/{view.name}\": container is {what}: "
                 f"stop the container before removing or force remove")
-        await self._remove(container_id, volumes)
+        await self.remove_now(container_id, volumes)
 
     async def _auto_remove(self, container_id: str) -> None:
         """AutoRemove (docker run --rm): the container goes with its anonymous volumes."""
         try:
-            await self._remove(container_id, volumes=True)
+            await self.remove_now(container_id, volumes=True)
         except errors.NotFound:
             pass
 
-    async def _remove(self, container_id: str, volumes: bool = False) -> None:
+    async def remove_now(self, container_id: str, volumes: bool = False) -> None:
         async with self.registry.lock(container_id):
             record = self.registry.find(container_id)
             if record is None:
                 return
             await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False)
             await self.lifecycle._resume_quietly(container_id)
-            await self._release(record, volumes)
+            await self.release(record, volumes)
         log.info("docker container %s (%s) removed", container_id[:12], record.name)
 
-    async def _release(self, record: EngineRecord, volumes: bool = False) -> None:
+    async def release(self, record: EngineRecord, volumes: bool = False) -> None:
         """Core container, then the sandbox once nothing uses it, volumes, the record and log; idempotent."""
         container_id = record.id
         found = self.ctx.containers.find(container_id)
         exit_code = found[1].exit_code if found else 0
         await self.containers.remove(container_id)
-        await self._remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
+        await self.remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
         if self.volumes is not None:
             await self.volumes.release(container_id, remove_anonymous=volumes)
         await self.store.delete(container_id)
         self.registry.drop(container_id)
         self.lifecycle.removed(container_id, exit_code)
 
-    async def _remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
+    async def remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
         if not sandbox_id:
             return
         in_use = any(m.sandbox_id == sandbox_id for _, m, _ in self.ctx.containers) or any(
@@ -264,7 +263,7 @@ class Engine:
             if view.running or view.record.state.restarting or keep(view):
                 continue
             try:
-                await self._remove(view.id)
+                await self.remove_now(view.id)
             except errors.NarwhalError as exc:
                 log.warning("prune %s: %s", view.id[:12], exc.message)
                 continue
@@ -360,70 +359,10 @@ class Engine:
     async def wait(self, ref: str, condition: WaitCondition = WaitCondition.NOT_RUNNING) -> WaitResult:
         return await self.lifecycle.wait(ref, condition)
 
-    # ---------------- recovery ----------------
+    # ---------------- recovery (pkg.engine.recover) ----------------
     async def start_engine(self) -> None:
-        """Rebuild from the records after the runtime recovered: finish cut-short creates and removes,
-        follow running containers, restart those their policy wants running, auto-remove exited ones."""
-        records, broken = await self.store.load_all()
-        for container_id in broken:
-            log.warning("docker container %s: create was cut short; removing its pieces", container_id[:12])
-            await self._release_orphan(container_id)
-        for record in records:
-            self.registry.add(record)
-        for record in records:
-            try:
-                await asyncio.wait_for(self._recover(record), RECOVERY_TIMEOUT)
-            except (errors.NarwhalError, TimeoutError) as exc:
-                log.error("recovering docker container %s: %r", record.id[:12], exc)
-        await self._remove_orphan_sandboxes()
-
-    async def _recover(self, record: EngineRecord) -> None:
-        container_id = record.id
-        found = self.ctx.containers.find(container_id)
-        if record.state.phase == Phase.REMOVING or found is None:
-            if found is None:
-                log.warning("docker container %s lost its core container; removing it", container_id[:12])
-            async with self.registry.lock(container_id):
-                await self._release(record)
-            return
-        _, status = found
-        if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
-            self.lifecycle.watch(container_id)
-            return
-        if not record.state.started_once:
-            return
-        if record.host_config.auto_remove:
-            await self._remove(container_id)
-            return
-        policy = record.host_config.restart_policy.name
-        if policy == RestartPolicyName.ALWAYS and record.state.manually_stopped:
-            # Docker: "always" brings even a manually stopped container back when the daemon restarts.
-            record = await self.registry.update_state(container_id, manually_stopped=False)
-        if record.state.restarting or self.lifecycle.should_restart(record, status.exit_code):
-            await self.registry.update_state(container_id, restarting=True)
-            self.lifecycle.restart_soon(container_id)
-
-    async def _release_orphan(self, container_id: str) -> None:
-        found = self.ctx.containers.find(container_id)
-        sandbox_id = found[0].sandbox_id if found else ""
-        await self.containers.remove(container_id)
-        await self._remove_sandbox_if_unused(sandbox_id, exclude=container_id)
-        if self.volumes is not None:
-            await self.volumes.release(container_id, remove_anonymous=True)
-        await self.store.delete(container_id)
-
-    async def _remove_orphan_sandboxes(self) -> None:
-        """Engine sandboxes and containers no record covers: pieces of creates cut short before the record."""
-        known = {r.id for r in self.registry}
-        for container_id, _, _ in self.ctx.containers:
-            if container_id not in known:
-                log.warning("removing core container %s: no docker container owns it", container_id[:12])
-                await self.containers.remove(container_id)
-        sandboxes = {r.sandbox_id for r in self.registry}
-        for sandbox_id, metadata, _ in self.ctx.sandboxes:
-            if sandbox_id not in sandboxes and translate.ENGINE_LABEL in metadata.config.labels:
-                log.warning("removing sandbox %s: no docker container owns it", sandbox_id[:12])
-                await self.sandboxes.remove(sandbox_id)
+        """Rebuild from the records after the runtime recovered (see pkg.engine.recover)."""
+        await recover.recover(self)
 
     async def close(self) -> None:
         await cancel_tasks(self.lifecycle.close())

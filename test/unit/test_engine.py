@@ -11,6 +11,7 @@ import pytest
 
 from dockerapi.handlers import containers_filters as cf
 from dockerapi.handlers import containers_json as cj
+from dockerapi.handlers import containers_request as creq
 from pkg import errors
 from pkg.engine import mounts, names, translate
 from pkg.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
@@ -183,10 +184,10 @@ def test_create_body_parsing() -> None:
     body = {"Image": "busybox", "Cmd": ["sh"], "ExposedPorts": {"80": {}}, "StopTimeout": 3,
             "NetworkingConfig": {"EndpointsConfig": {"net": {"Aliases": ["db"],
                                                              "IPAMConfig": {"IPv4Address": "1.2.3.4"}}}}}
-    spec = cj.container_spec(body)
+    spec = creq.container_spec(body)
     assert spec.exposed_ports == ("80/tcp",) and spec.stop_timeout == 3
     assert spec.endpoints[0].aliases == ("db",) and spec.endpoints[0].ipv4_address == "1.2.3.4"
-    host = cj.host_config({"Binds": ["/src:/dst:ro,rshared", "vol:/data", "/anon"], "Tmpfs": {"/run": "size=64k"},
+    host = creq.host_config({"Binds": ["/src:/dst:ro,rshared", "vol:/data", "/anon"], "Tmpfs": {"/run": "size=64k"},
                            "Mounts": [{"Type": "tmpfs", "Target": "/scratch", "TmpfsOptions": {"Mode": 0o700}}],
                            "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]}, "NetworkMode": "default",
                            "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
@@ -207,9 +208,9 @@ def test_create_body_parsing() -> None:
                          ({"Binds": ["/a:/b", "/c:/b"]}, "Duplicate mount point: /b"),
                          ({"PortBindings": {"80/tcp": [{"HostPort": "99999"}]}}, "invalid port")):
         with pytest.raises(errors.InvalidArgument, match=message):
-            mounts.specs(cj.host_config(bad))
+            mounts.specs(creq.host_config(bad))
     with pytest.raises(errors.InvalidArgument):
-        cj.container_spec({"Cmd": ["x"]})
+        creq.container_spec({"Cmd": ["x"]})
 
 
 def test_inspect_and_summary_shapes() -> None:

@@ -1,0 +1,166 @@
+"""Docker container JSON in: the create and update bodies as pkg.engine's typed model (swagger
+ContainerConfig, HostConfig, NetworkingConfig), with Docker's messages for bad input."""
+from __future__ import annotations
+
+from typing import Any
+
+from dockerapi.handlers.volumes import mount_spec
+from pkg import errors
+from pkg.engine.model import (
+    ContainerSpec,
+    DeviceMapping,
+    EndpointSpec,
+    HostConfig,
+    PortBinding,
+    Resources,
+    RestartPolicy,
+    RestartPolicyName,
+)
+
+Json = dict[str, Any]
+
+
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def _int(body: Json, key: str) -> int:
+    value = body.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidArgument(f"{key} must be a number")
+    return int(value)
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.InvalidArgument(f"{what} must be an object")
+    return value
+
+
+def container_spec(body: Json) -> ContainerSpec:
+    image = body.get("Image")
+    if not isinstance(image, str) or not image:
+        raise errors.InvalidArgument("config cannot be empty in order to create a container"
+                                     if not body else "no image specified")
+    stop_timeout = body.get("StopTimeout")
+    endpoints = []
+    net = _dict(_dict(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"), "EndpointsConfig")
+    for name, endpoint in net.items():
+        endpoint = _dict(endpoint, f"EndpointsConfig.{name}")
+        ipam = _dict(endpoint.get("IPAMConfig"), "IPAMConfig")
+        endpoints.append(EndpointSpec(name, _strs(endpoint.get("Aliases"), "Aliases"),
+                                      str(ipam.get("IPv4Address") or "")))
+    return ContainerSpec(
+        image=image,
+        cmd=_strs(body.get("Cmd"), "Cmd"),
+        entrypoint=_strs(body.get("Entrypoint"), "Entrypoint"),
+        env=_strs(body.get("Env"), "Env"),
+        labels={str(k): str(v) for k, v in _dict(body.get("Labels"), "Labels").items()},
+        working_dir=str(body.get("WorkingDir") or ""),
+        user=str(body.get("User") or ""),
+        hostname=str(body.get("Hostname") or ""),
+        domainname=str(body.get("Domainname") or ""),
+        tty=bool(body.get("Tty")),
+        open_stdin=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")),
+        attach_stdin=bool(body.get("AttachStdin")),
+        attach_stdout=bool(body.get("AttachStdout")),
+        attach_stderr=bool(body.get("AttachStderr")),
+        exposed_ports=tuple(_port_key(p) for p in _dict(body.get("ExposedPorts"), "ExposedPorts")),
+        volumes=tuple(_dict(body.get("Volumes"), "Volumes")),
+        stop_signal=str(body.get("StopSignal") or ""),
+        stop_timeout=int(stop_timeout) if isinstance(stop_timeout, int) else None,
+        network_disabled=bool(body.get("NetworkDisabled")),
+        mac_address=str(body.get("MacAddress") or ""),
+        endpoints=tuple(endpoints),
+    )
+
+
+def _port_key(key: str) -> str:
+    port, _, proto = key.partition("/")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.InvalidArgument(f"invalid port specification: \"{key}\"")
+    return f"{int(port)}/{(proto or 'tcp').lower()}"
+
+
+def restart_policy(value: Any) -> RestartPolicy:
+    policy = _dict(value, "RestartPolicy")
+    name = str(policy.get("Name") or "no")
+    try:
+        kind = RestartPolicyName(name)
+    except ValueError:
+        raise errors.InvalidArgument(
+            f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', or "
+            "'unless-stopped'") from None
+    return RestartPolicy(kind, _int(policy, "MaximumRetryCount"))
+
+
+def resources(body: Json) -> Resources:
+    return Resources(
+        memory=_int(body, "Memory"),
+        memory_swap=_int(body, "MemorySwap"),
+        memory_reservation=_int(body, "MemoryReservation"),
+        nano_cpus=_int(body, "NanoCpus"),
+        cpu_shares=_int(body, "CpuShares"),
+        cpu_period=_int(body, "CpuPeriod"),
+        cpu_quota=_int(body, "CpuQuota"),
+        cpuset_cpus=str(body.get("CpusetCpus") or ""),
+        cpuset_mems=str(body.get("CpusetMems") or ""),
+        pids_limit=_int(body, "PidsLimit"),
+    )
+
+
+def host_config(body: Json) -> HostConfig:
+    binds = _strs(body.get("Binds"), "Binds")
+    mounts = [mount_spec(raw) for raw in body.get("Mounts") or []]
+    tmpfs = {str(k): str(v or "") for k, v in _dict(body.get("Tmpfs"), "Tmpfs").items()}
+    ports: list[PortBinding] = []
+    for key, bindings in _dict(body.get("PortBindings"), "PortBindings").items():
+        port, _, proto = _port_key(key).partition("/")
+        for binding in bindings or [{}]:
+            binding = _dict(binding, "PortBindings[]")
+            host_port = str(binding.get("HostPort") or "")
+            if host_port and (not host_port.isdigit() or not 0 < int(host_port) < 65536):
+                raise errors.InvalidArgument(f"invalid port specification: \"{host_port}\"")
+            ports.append(PortBinding(int(port), proto, str(binding.get("HostIp") or ""),
+                                     int(host_port) if host_port else 0))
+    devices = []
+    for raw in body.get("Devices") or []:
+        dev = _dict(raw, "Devices[]")
+        devices.append(DeviceMapping(str(dev.get("PathOnHost") or ""), str(dev.get("PathInContainer") or ""),
+                                     str(dev.get("CgroupPermissions") or "rwm")))
+    network_mode = str(body.get("NetworkMode") or "bridge")
+    init = body.get("Init")
+    return HostConfig(
+        binds=binds,
+        mounts=tuple(mounts),
+        tmpfs=tmpfs,
+        port_bindings=tuple(ports),
+        publish_all_ports=bool(body.get("PublishAllPorts")),
+        network_mode="bridge" if network_mode == "default" else network_mode,
+        restart_policy=restart_policy(body.get("RestartPolicy")),
+        auto_remove=bool(body.get("AutoRemove")),
+        resources=resources(body),
+        cap_add=_strs(body.get("CapAdd"), "CapAdd"),
+        cap_drop=_strs(body.get("CapDrop"), "CapDrop"),
+        privileged=bool(body.get("Privileged")),
+        devices=tuple(devices),
+        init=bool(init) if init is not None else None,
+        dns=_strs(body.get("Dns"), "Dns"),
+        dns_search=_strs(body.get("DnsSearch"), "DnsSearch"),
+        dns_options=_strs(body.get("DnsOptions"), "DnsOptions"),
+        extra_hosts=_strs(body.get("ExtraHosts"), "ExtraHosts"),
+        readonly_rootfs=bool(body.get("ReadonlyRootfs")),
+        security_opt=_strs(body.get("SecurityOpt"), "SecurityOpt"),
+        shm_size=_int(body, "ShmSize"),
+        sysctls={str(k): str(v) for k, v in _dict(body.get("Sysctls"), "Sysctls").items()},
+        oom_score_adj=_int(body, "OomScoreAdj"),
+    )
