@@ -346,10 +346,14 @@ class NetworkManager:
             allocations = await asyncio.to_thread(gc.scan_ipam, defaults.ipam_dir(self.cfg))
             ips = frozenset(a.ip for a in allocations
                             if a.sandbox_id == att.sandbox_id and a.path.parent.name == att.network_name)
-        await self.runner.delete(net, inv, att.runtime_config, att.result)
         # bridge learns the IPs to unmasquerade from the pod's interface: when the netns or the
-        # interface is already gone its chain stays behind.  Drop whatever is tagged for this pod.
-        await gc.cleanup_iptables({att.sandbox_id}, att.network_name, ips)
+        # interface is already gone its chain stays behind.  Only then sweep what is tagged for this
+        # pod: the sweep dumps and parses the host's whole nat table (most of StopPodSandbox's
+        # time on a host with many rules, hack/bench), the plugins clean up after themselves otherwise.
+        sweep = att.result is None or path is None or not present or not await netns.has_link(path, att.ifname)
+        await self.runner.delete(net, inv, att.runtime_config, att.result)
+        if sweep:
+            await gc.cleanup_iptables({att.sandbox_id}, att.network_name, ips)
         await self.cache.delete(att.sandbox_id, att.ifname)
         log.info("CNI: sandbox %s detached from %s (%s)", att.sandbox_id, att.network_name, att.ifname)
 

@@ -138,6 +138,22 @@ async def remove(path: Path) -> None:
         raise errors.Internal(f"remove network namespace {path}: {exc.strerror or exc}") from None
 
 
+async def has_link(path: Path, ifname: str) -> bool:
+    """Whether the namespace pinned at ``path`` has an interface ``ifname`` (False when it is gone)."""
+    try:
+        return await run_in_netns(path, lambda: _has_link(ifname))
+    except errors.NarwhalError:
+        return False
+
+
+def _has_link(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
+
+
 def exists(path: Path) -> bool:
     """True when ``path`` is a pinned namespace (a bind mount), not just a leftover file."""
     return path.exists() and _is_mounted(path)
