@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from pkg import errors
@@ -21,6 +22,8 @@ from pkg.model.state import ContainerState
 from pkg.runtime.attach import output_log
 from pkg.runtime.containers import ContainerService
 from pkg.streaming.model import TerminalSize
+
+log = logging.getLogger(__name__)
 
 POLL = 0.05  # how often a waiting attach looks at the container's state
 
@@ -51,6 +54,8 @@ class _Output:
                     await self._queue.put((entry.stream, entry.content))
             finally:
                 watcher.cancel()
+        except Exception:  # noqa: BLE001 - the attached client sees its output end; the cause is logged
+            log.exception("attach to %s: reading the output failed", self._owner.id[:12])
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)

@@ -1,6 +1,10 @@
 """The pure parts of Docker exec/logs/stats/top: exec process edits, timestamps, /proc and ps parsing."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,8 +13,10 @@ from dockerapi.handlers.logs import parse_tail, parse_timestamp, rfc3339nano
 from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
+from pkg.logs.criformat import encode_line
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.state import ContainerState
+from pkg.runtime.docker_attach import DockerAttach
 from pkg.runtime.docker_exec import (
     MAX_FINISHED_PER_CONTAINER,
     ExecConfig,
@@ -212,3 +218,51 @@ async def test_finished_exec_records_are_bounded_per_container() -> None:
     with pytest.raises(errors.NotFound):
         manager.get(first.id)  # the oldest finished record made room
     assert len(manager.for_container("a" * 64)) == MAX_FINISHED_PER_CONTAINER
+
+
+# ---- attach before start (DockerAttach over the store and a CRI log file) ----
+
+class _AttachContainers(_Containers):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exited: dict[str, asyncio.Event] = {}
+
+    def exit_event(self, container_id: str) -> asyncio.Event:
+        return self.exited.setdefault(container_id, asyncio.Event())
+
+    async def set_state(self, container_id: str, state: ContainerState, started_at: int = 0) -> None:
+        await self.ctx.containers.update(container_id, lambda s: dataclasses.replace(
+            s, state=state, started_at=started_at or s.started_at))
+
+
+async def _next(output: object) -> tuple[str, bytes] | None:
+    return await asyncio.wait_for(output.read(), 10)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_attach_relays_the_run_that_starts_after_it(tmp_path: Path) -> None:
+    containers = _AttachContainers()
+    log_path = tmp_path / "c.log"
+    metadata = ContainerMetadata(id="c" * 64, sandbox_id="s", config=ContainerConfig(name="c", image="i"),
+                                 image_id="sha256:x", image_ref="i", created_at=1, log_path=str(log_path))
+    containers.ctx.containers.add(metadata.id, metadata, ContainerStatus(ContainerState.CREATED))
+    attach = DockerAttach(containers, metadata.id)  # type: ignore[arg-type]
+    output = attach.subscribe()
+    await asyncio.sleep(0.2)
+    assert not output._task.done()  # waiting for the start, not ended
+    await containers.set_state(metadata.id, ContainerState.RUNNING, started_at=time.time_ns())
+    log_path.write_bytes(encode_line(time.time_ns(), "stdout", b"prompt# ", partial=True)
+                         + encode_line(time.time_ns(), "stderr", b"oops"))
+    assert await _next(output) == ("stdout", b"prompt# ")  # a partial record shows at once
+    assert await _next(output) == ("stderr", b"oops\n")
+    containers.exit_event(metadata.id).set()
+    assert await _next(output) is None
+    output.close()
+
+
+async def test_attach_ends_when_the_container_is_removed_before_it_starts() -> None:
+    containers = _AttachContainers()
+    containers.add("d" * 64, ContainerState.CREATED)
+    output = DockerAttach(containers, "d" * 64).subscribe()  # type: ignore[arg-type]
+    containers.ctx.containers.delete("d" * 64)
+    assert await _next(output) is None
+    output.close()
