@@ -7,7 +7,8 @@ another (RunPodSandbox, CreateContainer, StartContainer, StopContainer, StopPodS
 RemovePodSandbox, each timed); ExecSync on one running container; ``concurrent`` pods started at once
 (wall time from the first RunPodSandbox to the last StartContainer); a container writing ``log_mb`` MB
 to stdout (throughput until its last line is in the log file); PullImage of a multi-layer image
-(removed before each pull); RSS with ``rss_pods`` pods (and twice that) running.
+(removed before each pull).  RSS with ``rss_pods`` pods (and twice that) running is taken before the
+bursts, logs and pulls, whose buffers would otherwise still be counted.
 """
 from __future__ import annotations
 
@@ -236,6 +237,26 @@ def _run(drivers: list[Driver], plan: CriPlan, results: Results, log: Callable[[
             if d.system.name in execs:
                 d.teardown(*execs[d.system.name][:2])
 
+    log(f"  RSS with {plan.rss_pods} and {2 * plan.rss_pods} pods, one system at a time")
+    names = [f"daemon RSS with {plan.rss_pods} pods", f"daemon RSS with {2 * plan.rss_pods} pods",
+             f"RSS with {plan.rss_pods} pods incl. own containerd"]
+
+    def rss_with_pods(d: Driver) -> None:
+        pods: list[tuple[str, str | None]] = []
+        try:
+            for n in (plan.rss_pods, 2 * plan.rss_pods):
+                with ThreadPoolExecutor(8) as pool:
+                    pods += [(sid, None) for sid, _, _ in
+                             pool.map(lambda _: d.pod(["sleep", "3600"]), range(n - len(pods)))]
+                rss = settled_rss(d)
+                results.add(GROUP, f"daemon RSS with {n} pods", d.system.name, _own_rss(d.system, rss))
+                if n == plan.rss_pods:
+                    results.add(GROUP, names[2], d.system.name, sum(rss.values()))
+        finally:
+            _teardown_all(d, pods)
+
+    each(names, 1, rss_with_pods)
+
     concurrent_row = f"{plan.concurrent} pods started concurrently"
     log(f"  {plan.concurrent} concurrent pods x{plan.concurrent_rounds} each")
 
@@ -267,29 +288,10 @@ def _run(drivers: list[Driver], plan: CriPlan, results: Results, log: Callable[[
 
     each(["PullImage"], plan.pulls, pull)
 
-    log(f"  RSS with {plan.rss_pods} and {2 * plan.rss_pods} pods, one system at a time")
-    names = [f"daemon RSS with {plan.rss_pods} pods", f"daemon RSS with {2 * plan.rss_pods} pods",
-             f"RSS with {plan.rss_pods} pods incl. own containerd"]
-
-    def rss_with_pods(d: Driver) -> None:
-        pods: list[tuple[str, str | None]] = []
-        try:
-            for n in (plan.rss_pods, 2 * plan.rss_pods):
-                with ThreadPoolExecutor(4) as pool:
-                    pods += [(sid, None) for sid, _, _ in
-                             pool.map(lambda _: d.pod(["sleep", "3600"]), range(n - len(pods)))]
-                rss = settled_rss(d)
-                results.add(GROUP, f"daemon RSS with {n} pods", d.system.name, _own_rss(d.system, rss))
-                if n == plan.rss_pods:
-                    results.add(GROUP, names[2], d.system.name, sum(rss.values()))
-        finally:
-            _teardown_all(d, pods)
-
-    each(names, 1, rss_with_pods)
 
 
 def _teardown_all(d: Driver, pods: list[tuple[str, str | None]]) -> None:
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda p: d.teardown(*p), pods))
 
 

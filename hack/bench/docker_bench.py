@@ -107,7 +107,7 @@ def run(systems: list[System], plan: DockerPlan, results: Results, log: Callable
         for system in live:
             with results.guard(GROUP, [names["ps"]], system.name, log):
                 ids = created[system.name] = []
-                with ThreadPoolExecutor(4) as pool:
+                with ThreadPoolExecutor(8) as pool:
                     futures = [pool.submit(docker, system, "create", IMAGE, "true") for _ in range(plan.ps_containers)]
                     for future in futures:
                         ids.append(future.result().strip())
