@@ -3,7 +3,8 @@
 Docker answers container names, short IDs and aliases on 127.0.0.11 and
 forwards everything else to the host's resolvers.  Here the UDP and TCP
 sockets are created *inside* the sandbox's network namespace (on a thread
-that joined it, see pkg.cni.netns.run_in_netns) and then served by
+that joined it, see pkg.cni.netns.run_in_netns), on random ports that a NAT
+rule there maps 127.0.0.11:53 to (redirect.py), and then served by
 narwhald's event loop; forwarded queries leave from narwhald's own
 namespace, so host resolvers on loopback (systemd-resolved) work too.
 """
@@ -22,7 +23,7 @@ from typing import Any, Protocol, cast
 from pkg import errors
 from pkg.aio import create_guarded_task
 from pkg.cni.netns import run_in_netns
-from pkg.dns import message
+from pkg.dns import message, redirect
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,11 @@ def host_nameservers(path: Path = HOST_RESOLV_CONF) -> list[str]:
     return servers or ["8.8.8.8", "8.8.4.4"]
 
 
-def _bind(kind: int) -> socket.socket:
+def _bind(kind: int, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((ADDRESS, PORT))
+        sock.bind((ADDRESS, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(64)
         sock.setblocking(False)
@@ -79,6 +80,16 @@ def _bind(kind: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _bind_both(port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on ``port`` (0: each its own random port), on the calling thread's netns."""
+    udp = _bind(socket.SOCK_DGRAM, port)
+    try:
+        return udp, _bind(socket.SOCK_STREAM, port)
+    except BaseException:
+        udp.close()
+        raise
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -112,11 +123,19 @@ class SandboxDNS:
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def start(self, netns_path: Path) -> None:
-        udp_sock = await run_in_netns(netns_path, lambda: _bind(socket.SOCK_DGRAM))
+        """Listen in the sandbox's netns: on random ports that a NAT rule there maps 127.0.0.11:53 to (so
+        port 53 stays free for the container), or on port 53 itself where iptables is missing."""
+        udp_sock, tcp_sock = await run_in_netns(netns_path, lambda: _bind_both(0))
         try:
-            tcp_sock = await run_in_netns(netns_path, lambda: _bind(socket.SOCK_STREAM))
+            if redirect.available():
+                await redirect.install(netns_path, ADDRESS, udp_sock.getsockname()[1], tcp_sock.getsockname()[1])
+            else:
+                udp_sock.close()
+                tcp_sock.close()
+                udp_sock, tcp_sock = await run_in_netns(netns_path, lambda: _bind_both(PORT))
         except BaseException:
             udp_sock.close()
+            tcp_sock.close()
             raise
         loop = asyncio.get_running_loop()
         try:

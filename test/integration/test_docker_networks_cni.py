@@ -86,9 +86,12 @@ def addresses(ns: Path) -> dict[str, str]:
     return {line.split()[1]: line.split()[3] for line in out.splitlines() if line.split()[1] != "lo"}
 
 
+def in_netns(ns: Path, *cmd: str) -> str:
+    return subprocess.run(nsexec.argv(ns, *cmd), capture_output=True, text=True, check=True).stdout
+
+
 def link_line(ns: Path, ifname: str) -> str:
-    return subprocess.run(nsexec.argv(ns, "ip", "-o", "link", "show", ifname), capture_output=True, text=True,
-                          check=True).stdout
+    return in_netns(ns, "ip", "-o", "link", "show", ifname)
 
 
 def default_routes(ns: Path) -> list[str]:
@@ -289,3 +292,33 @@ async def test_driver_options_icc_and_mtu(env: Env) -> None:
             await env.remove(req)
     await env.service.remove("quiet")
     assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}
+
+
+async def test_port_53_stays_free_for_the_container(env: Env) -> None:
+    """The embedded server listens on random ports that a NAT rule in the netns maps 127.0.0.11:53 to, as
+    Docker's does: a DNS server in the container can still bind 0.0.0.0:53."""
+    await env.service.create(CreateRequest("dnsfree"))
+    req = await env.sandbox("sb-dnsfree", NetworkAttachment("dnsfree"))
+
+    def bind53() -> tuple[socket.socket, socket.socket]:
+        tcp = socket.socket()
+        tcp.bind(("0.0.0.0", 53))
+        tcp.listen()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("0.0.0.0", 53))
+        return tcp, udp
+
+    try:
+        tcp, udp = await netns.run_in_netns(req.netns_path, bind53)
+        try:
+            own = ip_of(addresses(req.netns_path)["eth0"])
+            assert await resolve(req.netns_path, "dnsfree") == (0, [own])
+            assert await resolve(req.netns_path, "dnsfree", tcp=True) == (0, [own])
+        finally:
+            tcp.close()
+            udp.close()
+        nat = in_netns(req.netns_path, "iptables", "-w", "-t", "nat", "-S")
+        assert "-A OUTPUT -d 127.0.0.11/32 -j NARWHAL-DNS" in nat and nat.count("DNAT") == 2
+    finally:
+        await env.remove(req)
+    await env.service.remove("dnsfree")
