@@ -12,6 +12,7 @@ from pkg import errors
 from pkg.logs.reader import ReadOptions
 from pkg.runtime.docker_logs import container_logs
 
+FLUSH_BYTES = 64 << 10
 _TIMESTAMP = re.compile(r"^(-?\d+)(?:\.(\d{1,9}))?$")
 
 
@@ -64,13 +65,21 @@ async def logs(request: web.Request) -> web.StreamResponse:
     entries = container_logs(containers(request), container_id, options)
     response = web.StreamResponse(status=200, headers={"Content-Type": hijack.content_type(request, tty)})
     await response.prepare(request)
+    # A dump is written in large pieces (a 100k-line log is not 100k writes); followed output line by line.
+    flush_at = 1 if options.follow else FLUSH_BYTES
+    pending = bytearray()
     try:
         async for entry in entries:
             data = entry.content
             if timestamps:
                 data = rfc3339nano(entry.timestamp_ns).encode() + b" " + data
             stream = hijack.STDERR if entry.stream == "stderr" else hijack.STDOUT
-            await response.write(data if tty else hijack.frame(stream, data))
+            pending += data if tty else hijack.frame(stream, data)
+            if len(pending) >= flush_at:
+                await response.write(bytes(pending))
+                pending.clear()
+        if pending:
+            await response.write(bytes(pending))
         await response.write_eof()
     except ConnectionError:
         pass  # the client went away (docker logs -f interrupted)
