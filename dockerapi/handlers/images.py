@@ -66,7 +66,8 @@ async def list_images(request: web.Request) -> web.Response:
     if legacy and not versions.at_least(request, "1.41"):
         filters.setdefault("reference", []).append(legacy)
     selected = await _select(images, await images.list(), filters)
-    out = [j.summary(request, img, await images.unpacked_size(img)) for img in selected]
+    out = [j.summary(request, img, await images.unpacked_size(img), filters.get("reference"))
+           for img in selected]
     out.sort(key=lambda s: s["Created"], reverse=True)
     return web.json_response(out)
 

@@ -63,12 +63,11 @@ async def load(request: web.Request) -> web.StreamResponse:
     except Exception as exc:
         await stream.start()
         return await stream.fail(exc)
-    for img in loaded:
-        names = j.tags(img)
-        if names:
-            for name in names:
-                await stream.send({"stream": f"Loaded image: {name}\n"})
-        else:
+    for img, names in loaded:
+        tagged = [j.familiar(n) for n in names if "@" not in n]
+        for name in tagged:
+            await stream.send({"stream": f"Loaded image: {name}\n"})
+        if not tagged:
             await stream.send({"stream": f"Loaded image ID: {img.id}\n"})
         publish(request, "load", img.id, name=img.id)
     return await stream.finish()

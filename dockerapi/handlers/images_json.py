@@ -66,9 +66,14 @@ def descriptor(img: Image) -> dict[str, Any]:
     return {"mediaType": img.target.media_type, "digest": img.target.digest, "size": img.target.size}
 
 
-def summary(request: web.Request, img: Image, size: int) -> dict[str, Any]:
-    """One entry of GET /images/json (moby image.Summary)."""
+def summary(request: web.Request, img: Image, size: int, patterns: list[str] | None = None) -> dict[str, Any]:
+    """One entry of GET /images/json (moby image.Summary); with ``reference`` filter ``patterns`` only the
+    names that match are listed, as moby does."""
     repo_tags, repo_digests = tags(img), digests(img)
+    if patterns:
+        wanted = {familiar(n) for n in matching_names(img, patterns)}
+        repo_tags = [t for t in repo_tags if t in wanted]
+        repo_digests = [d for d in repo_digests if d in wanted]
     if not versions.at_least(request, "1.44") and not repo_tags and not repo_digests:
         repo_tags, repo_digests = ["<none>:<none>"], ["<none>@<none>"]
     out: dict[str, Any] = {
@@ -226,16 +231,20 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + "$")
 
 
+def matching_names(img: Image, patterns: list[str]) -> list[str]:
+    """moby's reference filter: the image's names whose familiar form (or familiar repository) a glob matches."""
+    regexes = [_glob(p) for p in patterns]
+    out = []
+    for name in [*img.repo_tags, *img.repo_digests]:
+        try:
+            ref = reference.parse(name, default_tag=False)
+        except errors.InvalidArgument:
+            continue
+        repo = reference.Reference(ref.domain, ref.path).familiar()
+        if any(r.match(ref.familiar()) or r.match(repo) for r in regexes):
+            out.append(name)
+    return out
+
+
 def reference_matches(img: Image, patterns: list[str]) -> bool:
-    """moby's reference filter: a glob on the familiar name, or on name:tag when the pattern has a tag."""
-    for pattern in patterns:
-        regex = _glob(pattern)
-        for name in [*img.repo_tags, *img.repo_digests]:
-            try:
-                ref = reference.parse(name, default_tag=False)
-            except errors.InvalidArgument:
-                continue
-            repo = reference.Reference(ref.domain, ref.path).familiar()
-            if regex.match(ref.familiar()) or regex.match(repo):
-                return True
-    return False
+    return bool(matching_names(img, patterns))

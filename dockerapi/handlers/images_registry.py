@@ -65,15 +65,56 @@ async def create(request: web.Request) -> web.StreamResponse:
         if "fromSrc" in query:
             return await import_image(request)
         raise errors.InvalidArgument("fromImage or fromSrc is required")
-    ref = pull_reference(from_image, query.get("tag", ""))
+    tag = query.get("tag", "")
     platform = query.get("platform") or None
-    return await pull(request, images_of(request), ref, registry_auth(request), platform)
+    images, auth = images_of(request), registry_auth(request)
+    name = reference.parse(from_image.rstrip(":"), default_tag=False)
+    if not tag and not name.tag and not name.digest:  # a bare name: every tag (docker pull -a)
+        return await pull_all(request, images, name, auth, platform)
+    return await pull(request, images, pull_reference(from_image, tag), auth, platform)
 
 
 async def pull(request: web.Request, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
                platform: str | None) -> web.StreamResponse:
-    before = await images.store.record(str(ref))
     stream = JSONStream(request)
+    try:
+        fresh = await _pull_one(stream, images, ref, auth, platform)
+    except Exception as exc:
+        return await stream.fail(_pull_error(exc, ref))
+    outcome = "Downloaded newer image for" if fresh else "Image is up to date for"
+    await stream.send(status(f"Status: {outcome} {ref.familiar()}"))
+    publish(request, "pull", ref.familiar(), name=ref.familiar())
+    return await stream.finish()
+
+
+async def pull_all(request: web.Request, images: ImageService, name: reference.Reference,
+                   auth: RegistryAuth | None, platform: str | None) -> web.StreamResponse:
+    """Every tag of the repository, one after the other; one final status for the repository."""
+    try:
+        tags = await images.list_tags(str(name), auth)
+    except Exception as exc:
+        raise _pull_error(exc, name) from None
+    if not tags:
+        raise errors.NotFound(f"repository {name.familiar()} has no tags")
+    stream = JSONStream(request)
+    fresh = False
+    for tag in tags:
+        ref = name.with_tag(tag)
+        try:
+            fresh = await _pull_one(stream, images, ref, auth, platform) or fresh
+        except Exception as exc:
+            return await stream.fail(_pull_error(exc, ref))
+        publish(request, "pull", ref.familiar(), name=ref.familiar())
+    outcome = "Downloaded newer image for" if fresh else "Image is up to date for"
+    await stream.send(status(f"Status: {outcome} {name.familiar()}"))
+    return await stream.finish()
+
+
+async def _pull_one(stream: JSONStream, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
+                    platform: str | None) -> bool:
+    """Pull one tag or digest with its progress and Digest line; True when the name now points at an image
+    it did not point at before (moby's "Downloaded newer image")."""
+    before = await images.store.record(str(ref))
     reporter = PullReporter()
 
     def translate(ev: Progress) -> list[Message]:
@@ -84,18 +125,11 @@ async def pull(request: web.Request, images: ImageService, ref: reference.Refere
     async def operation(sink: Callable[[Progress], None]) -> Image:
         return await images.pull(str(ref), auth, sink, platform=platform)
 
-    try:
-        img = await run_reporting(stream, operation, translate)
-    except Exception as exc:
-        return await stream.fail(_pull_error(exc, ref))
+    img = await run_reporting(stream, operation, translate)
     after = await images.store.record(str(ref))
     digest = ref.digest or (after.target.digest if after is not None else img.target.digest)
-    fresh = before is None or after is None or before.target.digest != after.target.digest
     await stream.send(status(f"Digest: {digest}"))
-    outcome = "Downloaded newer image for" if fresh else "Image is up to date for"
-    await stream.send(status(f"Status: {outcome} {ref.familiar()}"))
-    publish(request, "pull", ref.familiar(), name=ref.familiar())
-    return await stream.finish()
+    return before is None or before.config_digest != img.id
 
 
 async def push(request: web.Request) -> web.StreamResponse:

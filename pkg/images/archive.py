@@ -75,7 +75,8 @@ class _TarReader:
             self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed in close()
             self._members = {_clean(m.name): m for m in self._tar.getmembers() if m.isfile()}
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise errors.InvalidArgument(f"archive {path.name}: not a readable tar: {exc}") from None
+            reason = str(exc).strip().splitlines()[-1].strip(" -") if str(exc).strip() else type(exc).__name__
+            raise errors.InvalidArgument(f"archive is not a readable (compressed) tarball: {reason}") from None
 
     def exists(self, path: str) -> bool:
         return _clean(path) in self._members
@@ -160,6 +161,11 @@ class Importer:
     async def import_archive(self, source: Path, name: str | None = None, pinned: bool = False) -> list[str]:
         """Import every image in ``source``; returns their IDs.  ``name`` names an image the archive leaves
         unnamed (a repository for a bare tag annotation, or a full reference)."""
+        return [image_id for image_id, _ in await self.import_named(source, name, pinned)]
+
+    async def import_named(self, source: Path, name: str | None = None,
+                           pinned: bool = False) -> list[tuple[str, list[str]]]:
+        """Like import_archive, with the names each image got from the archive (docker load reports them)."""
         reader = await asyncio.to_thread(_open_reader, source)
         try:
             if await asyncio.to_thread(reader.exists, "index.json"):
@@ -171,11 +177,11 @@ class Importer:
                                              "nor a docker-archive (manifest.json)")
             if not planned:
                 raise errors.InvalidArgument("archive contains no images")
-            ids = []
+            out = []
             async with lease(self._client, "import") as lease_id:
                 for plan in planned:
-                    ids.append(await self._import_one(reader, plan, lease_id, pinned))
-            return ids
+                    out.append((await self._import_one(reader, plan, lease_id, pinned), list(plan.names)))
+            return out
         finally:
             reader.close()
 

@@ -171,6 +171,7 @@ class ParsedConfig:
     os: str
     architecture: str
     created: str
+    variant: str = ""
 
 
 def parse_config(data: bytes) -> ParsedConfig:
@@ -199,7 +200,8 @@ def parse_config(data: bytes) -> ParsedConfig:
         stop_signal=str(cfg.get("StopSignal") or ""),
     )
     return ParsedConfig(config, list(diff_ids), str(doc.get("os") or "linux"),
-                        str(doc.get("architecture") or "amd64"), str(doc.get("created") or ""))
+                        str(doc.get("architecture") or "amd64"), str(doc.get("created") or ""),
+                        str(doc.get("variant") or ""))
 
 
 def is_gzip_layer(media_type: str) -> bool:

@@ -66,6 +66,8 @@ class Puller:
             # The config first: it names the diff IDs every layer is checked against.
             await self._fetch(session, ep, manifest.config, lease_id, {}, emit)
             config = media.parse_config(await self._content.read(manifest.config.digest, media.MAX_MANIFEST))
+            if platform and target.media_type not in media.INDEXES:
+                _check_platform(ref, config, platform)
             if len(config.diff_ids) != len(manifest.layers):
                 raise errors.InvalidArgument(
                     f"image {ref}: {len(manifest.layers)} layers but {len(config.diff_ids)} diff IDs in its config")
@@ -160,6 +162,16 @@ class Puller:
                     await asyncio.sleep(BLOB_RETRY_DELAY * (attempt + 1))
         assert last is not None
         raise last
+
+
+def _check_platform(ref: Reference, config: media.ParsedConfig, wanted: tuple[str, str, str]) -> None:
+    """A single-platform image asked for another platform (Docker's --platform): refused before its layers."""
+    os_name, arch, variant = wanted
+    if (config.os, config.architecture) != (os_name, arch) or (variant and config.variant not in ("", variant)):
+        actual = "/".join(p for p in (config.os, config.architecture, config.variant) if p)
+        asked = "/".join(p for p in wanted if p)
+        raise errors.NotFound(f"image with reference {ref} was found but its platform ({actual}) does not match "
+                              f"the specified platform ({asked})")
 
 
 def _emitter(ref: str, sink: ProgressSink | None) -> Callable[[Descriptor, str, int, int], None]:

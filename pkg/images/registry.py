@@ -33,6 +33,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0  # a blob stream may stall this long between reads
 API_TIMEOUT = 30.0  # a whole manifest / HEAD / upload-session request
 READ_CHUNK = 1 << 20
+MAX_TAG_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,44 @@ class RegistrySession:
             raise errors.InvalidArgument(f"manifest {self.ref.name}@{obj}: registry served content with digest "
                                          f"{digest}")
         return Descriptor(media_type_of(body, declared), digest, len(body)), body
+
+    async def list_tags(self) -> list[str]:
+        """The repository's tags (``/tags/list``, following ``Link`` pages), from the first endpoint that
+        answers: docker pull of a bare name pulls them all."""
+        last: errors.NarwhalError | None = None
+        for ep in self.endpoints:
+            try:
+                return await self._tags_at(ep)
+            except (errors.NotFound, errors.Unavailable, errors.Unauthenticated, errors.PermissionDenied) as exc:
+                log.debug("list tags of %s at %s: %s", self.ref.name, ep.base, exc)
+                if last is None or not ep.mirror:
+                    last = exc
+        assert last is not None
+        raise last
+
+    async def _tags_at(self, ep: Endpoint) -> list[str]:
+        tags: list[str] = []
+        url: str | None = ep.url(f"{self.repo}/tags/list")
+        for _ in range(MAX_TAG_PAGES):
+            if url is None:
+                return tags
+            resp = await self.request(ep, "GET", url)
+            async with resp:
+                with network_errors(ep, "tags"):
+                    if resp.status != 200:
+                        raise registry_error(resp.status, await resp.read(), f"{self.ref.name}: tags")
+                    body = await resp.content.read(MAX_MANIFEST + 1)
+                link = resp.headers.get("Link", "")
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                raise errors.Unavailable(f"registry {ep.base}: tags of {self.ref.name}: not JSON") from None
+            page = doc.get("tags") if isinstance(doc, dict) else None
+            tags += [str(t) for t in page or [] if isinstance(t, str)]
+            url = None
+            if 'rel="next"' in link and link.startswith("<"):
+                url = urljoin(ep.base + "/", link[1:link.index(">")])
+        return tags
 
     # ---- blobs ----
     async def open_blob(self, ep: Endpoint, digest: str, offset: int = 0) -> tuple[int, AsyncIterator[bytes]]:

@@ -109,6 +109,14 @@ class ImageService:
         self._fs_cache = None
         return await self.get(image_id)
 
+    async def list_tags(self, repository: str, auth: RegistryAuth | None = None) -> builtins.list[str]:
+        """The tags ``repository`` has in its registry (mirrors first), sorted."""
+        parsed = reference.parse(repository, default_tag=False)
+        if parsed.tag or parsed.digest:
+            raise errors.InvalidArgument(f"{repository}: a repository name without a tag or digest is needed")
+        async with RegistrySession(parsed, self._cfg.registry, auth) as session:
+            return sorted(set(await session.list_tags()))
+
     # ---- push, import, export ----
     async def push(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None) -> str:
         """Push the local image named ``ref`` to its registry; returns the pushed manifest digest."""
@@ -147,10 +155,17 @@ class ImageService:
             await asyncio.to_thread(path.unlink, missing_ok=True)
             await asyncio.to_thread(path.with_suffix(".plain").unlink, missing_ok=True)
 
-    async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[Image]:
-        """docker load: an OCI layout or docker-archive tarball, as uploaded."""
+    async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[tuple[Image, builtins.list[str]]]:
+        """docker load: an OCI layout or docker-archive tarball, as uploaded; each image with the names the
+        archive gave it (normalised references; none: loaded by ID only)."""
+        await self._ensure_recovered()
         async with self._spooled(chunks, "load-") as path:
-            return await self.import_archive(path)
+            loaded = await self._importer.import_named(path)
+        self._fs_cache = None
+        merged: dict[str, builtins.list[str]] = {}
+        for image_id, names in loaded:
+            merged.setdefault(image_id, []).extend(n for n in names if n not in merged.get(image_id, []))
+        return [(await self.get(image_id), names) for image_id, names in merged.items()]
 
     async def import_rootfs(self, chunks: AsyncIterator[bytes], *, config: ImageConfig, message: str = "",
                             names: tuple[str, ...] = (), platform: str | None = None) -> Image:

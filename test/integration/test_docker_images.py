@@ -171,6 +171,18 @@ def test_tag_push_and_pull_back_by_digest(env: Env) -> None:
     assert status == 404
 
 
+def test_pull_all_tags(env: Env) -> None:
+    for tag in ("a", "b"):
+        images.push_built(env.registry.host, "library/multi", tag, env.busybox)
+    out = env.docker("pull", "--all-tags", "multi").stdout
+    assert "a: Pulling from library/multi" in out and "b: Pulling from library/multi" in out
+    assert "Status: Downloaded newer image for multi" in out
+    tags = env.docker("images", "--format", "{{.Tag}}", "multi").stdout.split()
+    assert sorted(tags) == ["a", "b"]
+    assert "Status: Image is up to date for multi" in env.docker("pull", "-a", "multi").stdout
+    env.docker("rmi", "multi:a", "multi:b")
+
+
 def test_rmi_untags_then_deletes_and_frees_content(env: Env) -> None:
     env.docker("pull", "-q", "busybox")
     env.docker("tag", "busybox", "extra:1")
@@ -260,6 +272,16 @@ def test_errors_are_docker_shaped(env: Env) -> None:
     assert status == 400 and "invalid reference format" in json.loads(body)["message"]
     status, body = env.api("POST", f"/v1.53/images/create?fromImage={env.registry.host}/nosuch&tag=latest")
     assert status == 404 and "not found" in json.loads(body)["message"]
+
+    env.docker("pull", "-q", "busybox")
+    other_platform = env.docker("pull", "--platform", "linux/arm64", "busybox", check=False)
+    assert other_platform.returncode == 1
+    assert "its platform (linux/amd64) does not match the specified platform (linux/arm64)" in other_platform.stderr
+
+    junk = env.config_dir / "junk.tar"
+    junk.write_text("not a tarball\n")
+    loaded = env.docker("load", "-i", str(junk), check=False)
+    assert loaded.returncode == 1 and "archive is not a readable (compressed) tarball" in loaded.stderr
 
     pulled = env.docker("pull", "nosuch/image", check=False)
     assert pulled.returncode == 1 and "Error response from daemon" in pulled.stderr
