@@ -327,11 +327,12 @@ class Engine:
     async def start(self, ref: str) -> bool:
         view = self.get(ref)
         mode = view.host_config.network_mode
-        if mode.startswith("container:"):
-            target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
-            if target is None or self.ctx.containers.find(target.id) is None:
-                raise errors.Conflict(f"cannot join network namespace of container: {mode.partition(':')[2]}")
         try:
+            if mode.startswith("container:"):
+                target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
+                found = self.ctx.containers.find(target.id) if target is not None else None
+                if found is None or found[1].state != ContainerState.RUNNING:
+                    raise errors.Conflict(f"cannot join network of a non running container: {mode.partition(':')[2]}")
             return await self.lifecycle.start(view.id)
         except errors.NarwhalError:
             if view.host_config.auto_remove:  # as moby: a container that cannot start is not kept either

@@ -15,6 +15,7 @@ from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
+from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, SecurityProfile
 
 DOCKER_NAMESPACE = "docker"  # SandboxConfig.namespace of every Docker sandbox
 ENGINE_LABEL = "io.narwhal.engine.container"  # on the sandbox: the Docker container that owns it
@@ -140,6 +141,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -
         mounts.append(Mount(INIT_PATH, init, readonly=True))
         command = [INIT_PATH, "--", *command]
     run_as_username = spec.user
+    no_new_privs, seccomp_profile = security_options(host)
     return ContainerConfig(
         name=record.name,
         image=record.image_id,
@@ -162,8 +164,32 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -
             namespace_options=NamespaceOptions(pid=NamespaceMode.CONTAINER),
             run_as_username=run_as_username,
             readonly_rootfs=host.readonly_rootfs,
+            no_new_privs=no_new_privs,
+            seccomp=seccomp_profile,
         ),
     )
+
+
+def security_options(host: HostConfig) -> tuple[bool, SecurityProfile | None]:
+    """(no_new_privs, seccomp) from --security-opt; Docker confines with its default seccomp profile unless
+    the container is privileged or asks for seccomp=unconfined."""
+    no_new_privs = False
+    seccomp: SecurityProfile | None = None if host.privileged else RUNTIME_DEFAULT
+    for option in host.security_opt:
+        key, sep, value = option.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges":
+            if value not in ("", "true", "false"):
+                raise errors.InvalidArgument(f"invalid --security-opt 2: {option!r}")
+            no_new_privs = value != "false"
+        elif key == "seccomp":
+            if value != "unconfined":
+                raise errors.InvalidArgument("custom seccomp profiles are not supported (only seccomp=unconfined)")
+            seccomp = UNCONFINED
+        elif key in ("apparmor", "label", "systempaths", "writable-cgroups") and sep:
+            continue  # no AppArmor or SELinux here; accepted and ignored as Docker does where they are off
+        else:
+            raise errors.InvalidArgument(f"invalid --security-opt 1: {option!r}")
+    return no_new_privs, seccomp
 
 
 def core_resources(r: DockerResources, oom_score_adj: int = 0) -> Resources:

@@ -206,6 +206,9 @@ def test_network_modes(dd: DockerDaemon) -> None:
     shared = dd.out("run", "--rm", "--network", "container:base", "busybox", "ip", "-o", "-4", "addr")
     assert ip and f"inet {ip}/" in shared
     assert dd.inspect("base")["NetworkSettings"]["IPAddress"] == ip
+    dd.out("stop", "-t", "0", "base")
+    refused = dd.docker("run", "--rm", "--network", "container:base", "busybox", "true", check=False)
+    assert refused.returncode != 0 and "cannot join network of a non running container" in refused.stderr
 
 
 def test_restart_policy_survives_daemon_kill(dd: DockerDaemon) -> None:

@@ -33,6 +33,7 @@ from pkg.engine.registry import Registry
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
+from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED
 from pkg.volumes.model import MountPoint, MountType
 
 CID = "a" * 64
@@ -258,3 +259,14 @@ def test_filters() -> None:
     assert keep(web) and not keep(other)
     assert cf.prune_keeper({})(web) is False
     assert cf._timestamp("1h") < cf._timestamp("1m") < cf._timestamp("0s") + 1
+
+
+def test_security_options() -> None:
+    assert translate.security_options(HostConfig()) == (False, RUNTIME_DEFAULT)
+    assert translate.security_options(HostConfig(privileged=True)) == (False, None)
+    assert translate.security_options(HostConfig(security_opt=("no-new-privileges", "seccomp=unconfined",
+                                                               "apparmor=unconfined"))) == (True, UNCONFINED)
+    assert translate.security_options(HostConfig(security_opt=("no-new-privileges:false",)))[0] is False
+    for bad in ("seccomp=/some/profile.json", "bogus", "no-new-privileges=maybe"):
+        with pytest.raises(errors.InvalidArgument):
+            translate.security_options(HostConfig(security_opt=(bad,)))
