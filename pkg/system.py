@@ -96,7 +96,8 @@ class HostInfo:
     debug: bool = False  # narwhald logs at debug level
 
 
-_INIT_BINARIES = ("docker-init", "tini", "catatonit")
+# The engine runs catatonit for --init (pkg.engine.translate); the others only if it is missing.
+_INIT_BINARIES = ("catatonit", "docker-init", "tini")
 
 
 class SystemService:
@@ -108,7 +109,7 @@ class SystemService:
         self._static: _Static | None = None
 
     async def _init_version(self, binary: str) -> str:
-        """``docker-init --version`` says e.g. "tini version 0.19.0 - git.de40ad0": /info's InitCommit."""
+        """/info's InitCommit: "tini version 0.19.0 - git.de40ad0" -> de40ad0, catatonit's -> 0.1.7_catatonit."""
         if self._init is None:
             self._init = ""
             if binary:
@@ -216,8 +217,13 @@ async def _first_line_of(*cmd: str) -> str:
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    except OSError:
+        return ""
+    try:
         out, _ = await asyncio.wait_for(proc.communicate(), 5)
-    except (TimeoutError, OSError):
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
         return ""
     lines = out.decode(errors="replace").splitlines()
     return lines[0].strip() if lines else ""
