@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,14 @@ def test_tag_push_and_pull_back_by_digest(env: Env) -> None:
 
     status, _ = env.api("POST", "/v1.53/images/nosuch-image-here/push?tag=1", headers={"X-Registry-Auth": "e30="})
     assert status == 404
+
+    until = str(int(time.time()) + 1)
+    events = env.docker("events", "--since", "0", "--until", until, "--filter", "type=image",
+                        "--format", "{{.Action}} {{.Actor.ID}}").stdout.splitlines()
+    assert f"tag {env.busybox.config.digest}" in events
+    assert f"push {target}" in events
+    assert f"untag {env.busybox.config.digest}" in events
+    assert f"pull {by_digest}" in events
 
 
 def test_pull_all_tags(env: Env) -> None:

@@ -8,12 +8,14 @@ from typing import Any, cast
 
 import pytest
 
+from dockerapi import versions
 from dockerapi.handlers import images_json as j
 from dockerapi.handlers.auth import auth_from_json, registry_auth
 from dockerapi.handlers.images_registry import pull_reference
 from pkg import errors
 from pkg.images import reference
 from pkg.images.delete import ImageUser, delete_image
+from pkg.images.detail import HistoryEntry, ImageDetail
 from pkg.images.login import registry_host
 from pkg.images.model import Descriptor, Image, ImageConfig
 from pkg.images.service import ImageService
@@ -214,3 +216,41 @@ async def test_rmi_of_the_last_name_of_a_running_containers_image_keeps_the_imag
 async def test_rmi_unknown_is_not_found() -> None:
     with pytest.raises(errors.NotFound):
         await _rmi(FakeImages(), "nosuch")
+
+
+# ---- JSON shapes per API version ----
+def _req(version: str) -> Any:
+    """What versions.at_least reads of a request: its API version."""
+    return {versions.REQUEST_KEY: version}
+
+
+def test_summary_shapes_by_version() -> None:
+    dangling = _image(ID_A, [], labels={"k": "v"}, created="2024-05-01T10:00:00Z")
+    old = j.summary(_req("1.43"), dangling, 42)
+    assert old["RepoTags"] == ["<none>:<none>"] and old["RepoDigests"] == ["<none>@<none>"]
+    assert old["VirtualSize"] == 42 and "Descriptor" not in old
+    new = j.summary(_req("1.53"), dangling, 42)
+    assert new["RepoTags"] == [] and "VirtualSize" not in new
+    assert new["Descriptor"] == {"mediaType": "m", "digest": MANIFEST, "size": 1}
+    assert (new["Created"], new["Size"], new["Labels"], new["SharedSize"]) == (1714557600, 42, {"k": "v"}, -1)
+    named = _image(ID_A, [BUSYBOX, OTHER, BUSYBOX_DIGEST])
+    assert j.summary(_req("1.53"), named, 1)["RepoTags"] == ["busybox:latest", "127.0.0.1:5000/me/bb:1"]
+    assert j.summary(_req("1.53"), named, 1, ["busy*"])["RepoTags"] == ["busybox:latest"]
+
+
+def test_inspect_and_history_shapes() -> None:
+    img = _image(ID_A, [BUSYBOX, BUSYBOX_DIGEST], created="2024-05-01T10:00:00Z")
+    detail = ImageDetail(
+        image=img, author="me", comment="c", docker_version="", variant="", os_version="",
+        container_config={"Cmd": ["sh"]}, manifest=Descriptor("m", MANIFEST, 1), layers=[], unpacked_size=7,
+        history=[HistoryEntry("2024-05-01T10:00:00Z", "base", "", False, 5),
+                 HistoryEntry("2024-05-02T10:00:00Z", "ENV x", "", True, 0)])
+    new = j.inspect(_req("1.53"), detail)
+    assert new["Config"] == {"Cmd": ["sh"]} and new["Size"] == 7 and "ContainerConfig" not in new
+    assert new["RepoTags"] == ["busybox:latest"] and new["RepoDigests"] == [f"busybox@{MANIFEST}"]
+    old = j.inspect(_req("1.43"), detail)
+    assert old["Config"]["Hostname"] == "" and old["Config"]["Cmd"] == ["sh"] and old["VirtualSize"] == 7
+    assert "Descriptor" not in old and old["ContainerConfig"]["Image"] == ""
+    history = j.history(detail)
+    assert [(h["Id"], h["CreatedBy"], h["Size"], h["Tags"]) for h in history] == [
+        (ID_A, "ENV x", 0, ["busybox:latest"]), ("<missing>", "base", 5, None)]
