@@ -15,9 +15,7 @@ are serialised; different sandboxes run concurrently.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
-import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,7 +27,7 @@ from pkg import errors
 from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
 from pkg.cni import config as cni_config
 from pkg.cni import defaults, gc, netns, request
-from pkg.cni import result as cni_result
+from pkg.cni import status as status_mod
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.chain import Runner
 from pkg.cni.config import NetworkConfigList
@@ -199,14 +197,14 @@ class NetworkManager:
                 ifnames = await self.cache.ifnames(req.sandbox_id)
                 existing = await self.cache.all(req.sandbox_id)
                 if existing and len(existing) == len(ifnames) == len(wanted) and all(a.result for a in existing):
-                    return self._sandbox_status(existing)
+                    return status_mod.sandbox_status(existing)
                 if ifnames:  # an ADD interrupted by a crash: undo it first
                     await self._release(req.sandbox_id, req.netns_path)
                 attached: list[Attachment] = []
                 async with CleanupStack(timeout=self.cfg.cni_timeout * (4 * len(wanted) + 1)) as cleanup:
                     for index, want in enumerate(wanted):
                         attached.append(await self._attach(req, want, f"eth{index}", cleanup))
-                    status = self._sandbox_status(attached)
+                    status = status_mod.sandbox_status(attached)
                     await self._notify(req.sandbox_id, req.netns_path, attached)
                     cleanup.commit()
                 return status
@@ -234,7 +232,7 @@ class NetworkManager:
             raise errors.NotFound(f"network {network} not found")
         else:
             net = await self.resolver(network)
-        return net if primary else _without_default_routes(net)
+        return net if primary else status_mod.without_default_routes(net)
 
     async def _attach(
         self, req: PodNetworkRequest, want: NetworkAttachment, ifname: str, cleanup: CleanupStack,
@@ -255,7 +253,7 @@ class NetworkManager:
         await self.cache.put(att)  # the intent, before any plugin runs (see cache.py)
         raw = await self.runner.add(net, inv, att.runtime_config, progress)
         done = dataclasses.replace(att, result=raw)
-        status = self._pod_status(done, net.name)
+        status = status_mod.pod_status(done, net.name)
         await self.cache.put(done)
         log.info("CNI: sandbox %s attached to %s as %s with %s", req.sandbox_id, net.name, ifname,
                  ", ".join([status.ip, *status.additional_ips]))
@@ -268,45 +266,12 @@ class NetworkManager:
         await gc.cleanup_iptables({att.sandbox_id}, att.network_name)
         await self.cache.delete(att.sandbox_id, att.ifname)
 
-    def _pod_status(self, att: Attachment, network_name: str) -> PodNetworkStatus:
-        assert att.result is not None
-        res = cni_result.parse(att.result, str(att.config.get("cniVersion", "")))
-        ips = res.sandbox_ips(att.ifname)
-        if not ips:
-            raise errors.Internal(f"CNI network {network_name} returned no IP for {att.ifname}")
-        # IPv4 first, as containerd does: the primary pod IP, the rest for dual stack.
-        ordered = sorted(ips, key=lambda i: i.version)
-        mac = next((i.mac for i in res.interfaces if i.name == att.ifname and i.sandbox), "")
-        return PodNetworkStatus(
-            ip=ordered[0].ip, additional_ips=[i.ip for i in ordered[1:]], interface=att.ifname,
-            network_name=network_name, mac=mac, gateway=ordered[0].gateway,
-        )
-
-    def _sandbox_status(self, attachments: list[Attachment]) -> PodNetworkStatus:
-        """The pod's status is its first interface's; a loopback-only sandbox has no IP."""
-        if not attachments:
-            return PodNetworkStatus(ip="", interface="lo", network_name=NO_NETWORK)
-        return self._pod_status(attachments[0], attachments[0].network_name)
-
-    def _endpoint(self, att: Attachment) -> Endpoint:
-        status = self._pod_status(att, att.network_name)
-        res = cni_result.parse(att.result or {}, str(att.config.get("cniVersion", "")))
-        by_ip = {i.ip: ipaddress.ip_interface(i.address) for i in res.sandbox_ips(att.ifname)}
-        v6 = next((i for i in by_ip.values() if i.version == 6), None)
-        first = by_ip[status.ip]
-        return Endpoint(
-            sandbox_id=att.sandbox_id, network=att.network, cni_network=att.network_name, ifname=att.ifname,
-            ip=status.ip if first.version == 4 else "", prefix_len=first.network.prefixlen if first.version == 4 else 0,
-            mac=status.mac, gateway=status.gateway if first.version == 4 else "",
-            ipv6=str(v6.ip) if v6 else "", ipv6_prefix_len=v6.network.prefixlen if v6 else 0, aliases=att.aliases,
-        )
-
     async def endpoints(self, sandbox_id: str) -> list[Endpoint]:
         """The sandbox's completed attachments, eth0 first (empty when it has none)."""
-        return [self._endpoint(a) for a in await self.cache.all(sandbox_id) if a.result is not None]
+        return [status_mod.endpoint(a) for a in await self.cache.all(sandbox_id) if a.result is not None]
 
     async def _notify(self, sandbox_id: str, netns_path: Path | None, attachments: list[Attachment]) -> None:
-        endpoints = [self._endpoint(a) for a in attachments if a.result is not None]
+        endpoints = [status_mod.endpoint(a) for a in attachments if a.result is not None]
         for listener in self.listeners:
             await listener.endpoints_changed(sandbox_id, netns_path, endpoints)
 
@@ -377,9 +342,9 @@ class NetworkManager:
                     att = await self._attach(req, NetworkAttachment(network, want.aliases, want.ipv4), ifname,
                                              cleanup)
                     await self._notify(req.sandbox_id, req.netns_path, sorted(
-                        [*existing, att], key=lambda a: _ifname_key(a.ifname)))
+                        [*existing, att], key=lambda a: status_mod.ifname_key(a.ifname)))
                     cleanup.commit()
-                return self._endpoint(att)
+                return status_mod.endpoint(att)
 
     async def disconnect(self, sandbox_id: str, network: str, netns_path: Path | None = None) -> None:
         """DEL one network from a sandbox; NotFound when it is not on it."""
@@ -411,7 +376,7 @@ class NetworkManager:
         att = await self.cache.get(sandbox_id)
         if att is None or att.result is None:
             return None
-        return self._pod_status(att, att.network_name)
+        return status_mod.pod_status(att, att.network_name)
 
     # ---- leak GC ----
     async def gc(self, known_sandbox_ids: set[str], min_age: float = 0.0) -> None:
@@ -419,18 +384,3 @@ class NetworkManager:
         are neither known nor in flight.  ``known_sandbox_ids`` must include sandboxes being created."""
         await gc.collect(self, known_sandbox_ids, min_age)
 
-
-def _ifname_key(ifname: str) -> tuple[int, str]:
-    digits = ifname.removeprefix("eth")
-    return (int(digits), ifname) if digits.isdigit() else (1 << 30, ifname)
-
-
-def _without_default_routes(net: NetworkConfigList) -> NetworkConfigList:
-    """The conflist with its IPAM default routes dropped (for a sandbox's further interfaces)."""
-    raw = copy.deepcopy(net.raw)
-    for plugin in raw.get("plugins") or []:
-        ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
-        if isinstance(ipam, dict) and isinstance(ipam.get("routes"), list):
-            ipam["routes"] = [r for r in ipam["routes"]
-                              if not (isinstance(r, dict) and r.get("dst") in ("0.0.0.0/0", "::/0"))]
-    return dataclasses.replace(net, plugins=list(raw.get("plugins") or []), raw=raw)

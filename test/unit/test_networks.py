@@ -10,8 +10,9 @@ from pkg import errors
 from pkg.cni import defaults
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.config import from_dict
-from pkg.cni.manager import NetworkManager, _without_default_routes
+from pkg.cni.manager import NetworkManager
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
+from pkg.cni.status import without_default_routes
 from pkg.config import Config, build
 from pkg.networks import conflist, firewall
 from pkg.networks.model import CreateRequest, IPAMPool, Network, Owner
@@ -109,7 +110,7 @@ def test_further_interfaces_take_no_default_route() -> None:
     net = from_dict({"cniVersion": "1.0.0", "name": "n", "plugins": [
         {"type": "bridge", "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.9.0.0/16"}]}},
         {"type": "portmap"}]}, Path("n"))
-    stripped = _without_default_routes(net)
+    stripped = without_default_routes(net)
     assert stripped.plugins[0]["ipam"]["routes"] == [{"dst": "10.9.0.0/16"}]
     assert net.plugins[0]["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "10.9.0.0/16"}]  # the original stays
 
