@@ -263,6 +263,16 @@ def test_docker_py_pull_with_auth_list_save_load(env: Env) -> None:
         assert f"{repo}:latest" in pulled.tags
         listed = client.images.list(name=repo)
         assert [i.id for i in listed] == [pulled.id]
+
+        assert pulled.tag(repo, "pushed")
+        denied = client.images.push(repo, tag="pushed", stream=True, decode=True)
+        assert any("errorDetail" in m for m in denied)  # an in-stream error: the head went out already
+        pushed = list(client.images.push(repo, tag="pushed", stream=True, decode=True,
+                                         auth_config={"username": "bob", "password": "hunter2"}))
+        assert not any("errorDetail" in m for m in pushed), pushed
+        assert {"Tag": "pushed", "Digest": env.busybox.manifest.digest,
+                "Size": len(env.busybox.manifest.data)} in [m.get("aux") for m in pushed]
+        client.images.remove(f"{repo}:pushed")
         assert client.images.list(filters={"dangling": True}) == []
 
         data = b"".join(pulled.save(named=f"{repo}:latest"))
