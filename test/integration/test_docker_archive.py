@@ -10,6 +10,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from lib.daemon import mounts_under
 from lib.docker import DockerDaemon, docker_daemon
 from lib.registry import Registry
 
@@ -102,3 +103,11 @@ def test_docker_py_archive_round_trip(dd: DockerDaemon) -> None:
         container.remove(force=True)
     finally:
         client.close()
+
+
+def test_nothing_left_mounted(dd: DockerDaemon) -> None:
+    """Views of stopped containers are unmounted and their dirs removed once each call ends."""
+    dd.rm_all()
+    views = dd.daemon.state / "docker" / "views"
+    assert [m for m in mounts_under(dd.daemon.base) if m.startswith(str(views))] == []
+    assert not views.exists() or list(views.iterdir()) == []
