@@ -241,6 +241,7 @@ class NetworkManager:
         net = await self._config_for(want.network, primary)
         runtime_config = self.runtime_config(req) if primary else {}
         if want.ipv4:
+            request.check_address(want.ipv4, defaults.subnets_of(net.raw), want.network or DEFAULT_NETWORK)
             runtime_config["ips"] = [want.ipv4]
         att = Attachment(
             sandbox_id=req.sandbox_id, network_name=net.name, ifname=ifname, netns=str(req.netns_path),

@@ -75,3 +75,11 @@ def cni_args(req: PodNetworkRequest) -> str:
         ("K8S_POD_UID", req.pod_uid),
     ]
     return ";".join(f"{k}={_arg_value(v)}" for k, v in pairs)
+
+
+def check_address(ip: str, subnets: list[str], network: str) -> None:
+    """A requested address must lie in one of the network's subnets (else host-local's error is obscure)."""
+    addr = ipaddress.ip_address(ip.split("/", 1)[0])
+    if subnets and not any(addr in ipaddress.ip_network(s, strict=False) for s in subnets):
+        raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP address {addr} "
+                                     f"(network {network})")

@@ -177,3 +177,18 @@ def test_connect_created_stopped_and_shared_containers(dockerd: DaemonProcess, m
         assert refused.returncode != 0 and "cannot be connected" in refused.stderr, mode
     bad = docker(dockerd, "network", "connect", "--alias", "x", "bridge", "early", check=False)
     assert bad.returncode != 0 and "network-scoped alias is supported only" in bad.stderr
+
+
+def test_run_errors_and_default_bridge_inspect(dockerd: DaemonProcess, mynet: str) -> None:
+    missing = docker(dockerd, "run", "--rm", "--network", "nosuch", "busybox", "true", check=False)
+    assert missing.returncode != 0 and "network nosuch not found" in missing.stderr
+    outside = docker(dockerd, "run", "--rm", "--network", mynet, "--ip", "10.200.6.5", "busybox", "true",
+                     check=False)
+    assert outside.returncode != 0 and "no configured subnet or ip-range contain the IP address" in outside.stderr
+    fixed = out(dockerd, "run", "--rm", "--network", mynet, "--ip", "10.200.5.99", "busybox", "ip", "-o", "-4",
+                "addr", "show", "eth0")
+    assert "10.200.5.99/24" in fixed
+    on_bridge = out(dockerd, "run", "-d", "--name", "plain", "busybox", "sleep", "300")
+    containers = inspect_network(dockerd, "bridge")["Containers"]
+    assert containers[on_bridge]["Name"] == "plain" and containers[on_bridge]["IPv4Address"].startswith("10.123.")
+    assert inspect_network(dockerd, mynet)["Containers"] == {}

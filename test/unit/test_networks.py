@@ -346,3 +346,12 @@ async def test_attachment_checks(tmp_path: Path) -> None:
             service.check_attachment(att)
     with pytest.raises(errors.NotFound):
         service.check_attachment(NetworkAttachment("nosuch"))
+
+
+def test_requested_addresses_are_checked_against_the_subnets() -> None:
+    from pkg.cni.request import check_address
+
+    check_address("10.200.5.9", ["10.200.5.0/24"], "n")
+    check_address("10.200.5.9", [], "n")  # a foreign IPAM: its plugin judges
+    with pytest.raises(errors.InvalidArgument, match="no configured subnet or ip-range contain the IP address"):
+        check_address("10.200.6.9", ["10.200.5.0/24", "fd00::/64"], "n")
