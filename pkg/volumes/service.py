@@ -277,7 +277,9 @@ class VolumeService:
     async def discard(self, plan: MountPlan) -> None:
         """Undo a prepare whose container was not created: drop its references and its new anonymous volumes."""
         async with self._lock:
-            for name in sorted({mp.name for mp in plan.mounts if mp.type is MountType.VOLUME} | set(plan.created)):
+            # Every volume the plan's token holds, including one whose mount or copy-up failed halfway.
+            held = {name for name, tokens in self._pending.items() if plan.token in tokens}
+            for name in sorted(held | set(plan.created)):
                 self._pending.get(name, set()).discard(plan.token)
                 await self._drop_if_unused(name, remove=name in plan.created)
 

@@ -321,3 +321,19 @@ async def test_volume_events(tmp_path: Path) -> None:
         ("volume", "destroy", anon.name, {"driver": "local"}),
         ("volume", "prune", "", {"reclaimed": "0"}),
     ]
+
+
+async def test_a_failed_copy_up_leaves_nothing_held(tmp_path: Path) -> None:
+    @contextlib.asynccontextmanager
+    async def broken_view(image: Image) -> AsyncIterator[Path | None]:
+        raise errors.Unavailable("containerd is away")
+        yield None  # pragma: no cover
+
+    service = VolumeService(tmp_path / "root", broken_view)
+    await service.start([])
+    await service.create("named")
+    with pytest.raises(errors.Unavailable):
+        await service.prepare([parse_bind("named:/data"), parse_bind("/anon")], _image([]))
+    assert [v.name for v in service.list()] == ["named"]  # the anonymous one went, the named one stays
+    assert service.users("named") == []
+    await service.remove("named")
