@@ -260,6 +260,7 @@ def test_logs_tail_since_timestamps_follow(nw: DaemonProcess) -> None:
         assert cli(nw, "logs", "--tail", "2", "logger").stdout == "three\nno-newline"
         stamped = cli(nw, "logs", "-t", "--tail", "1", "logger").stdout
         assert stamped.endswith(" no-newline") and stamped[:4].isdigit() and "T" in stamped.split(" ")[0]
+        assert cli(nw, "logs", "--since", "1h", "logger").stdout == "one\nthree\nno-newline"
         assert cli(nw, "logs", "--since", "2099-01-01T00:00:00Z", "logger").stdout == ""
         assert cli(nw, "logs", "--until", "2000-01-01T00:00:00Z", "logger").stdout == ""
     finally:
