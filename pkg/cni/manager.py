@@ -205,6 +205,8 @@ class NetworkManager:
                     for index, want in enumerate(wanted):
                         attached.append(await self._attach(req, want, f"eth{index}", cleanup))
                     status = status_mod.sandbox_status(attached)
+                    cleanup.add(f"forget the endpoints of {req.sandbox_id}",
+                                lambda: self._notify(req.sandbox_id, None, []))
                     await self._notify(req.sandbox_id, req.netns_path, attached)
                     cleanup.commit()
                 return status
@@ -342,6 +344,8 @@ class NetworkManager:
                 async with CleanupStack(timeout=self.cfg.cni_timeout * 5) as cleanup:
                     att = await self._attach(req, NetworkAttachment(network, want.aliases, want.ipv4), ifname,
                                              cleanup)
+                    cleanup.add(f"restore the endpoints of {req.sandbox_id}",
+                                lambda: self._notify(req.sandbox_id, req.netns_path, existing))
                     await self._notify(req.sandbox_id, req.netns_path, sorted(
                         [*existing, att], key=lambda a: status_mod.ifname_key(a.ifname)))
                     cleanup.commit()

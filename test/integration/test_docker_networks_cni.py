@@ -20,8 +20,9 @@ from lib.cni_host import HostGuard, start_server, stop_server
 from lib.cni_net import Net
 from lib.docker_networks import bridge_ports, chain_exists, link_exists, probe, tagged_rules
 
+from pkg import errors
 from pkg.cni import defaults, netns
-from pkg.cni.model import NetworkAttachment, PodNetworkRequest
+from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.dns import message
 from pkg.networks.model import CreateRequest, IPAMPool, Owner
 from pkg.networks.service import NetworkService
@@ -38,6 +39,15 @@ def NO_UPSTREAM() -> list[str]:  # noqa: N802 - a constant-like stand-in
     """Forwarded queries go to loopback's port 53, where nothing listens: refused at once (the test host's
     resolvers may be unreachable, which would make every forwarded query wait out its timeout)."""
     return ["127.0.0.1"]
+
+
+class FailingListener:
+    def __init__(self, sandbox_id: str) -> None:
+        self.sandbox_id = sandbox_id
+
+    async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
+        if sandbox_id == self.sandbox_id and endpoints:
+            raise errors.Internal("listener says no")
 
 
 class Owners:
@@ -243,6 +253,18 @@ async def test_requested_address_and_failed_join_rolls_back(env: Env) -> None:
             await netns.remove(req.netns_path)
         with pytest.raises(Exception, match="not found"):
             await env.net.manager.setup(env.net.req("sb-x", networks=(NetworkAttachment("nosuch"),)))
+        # A listener that fails (say, the DNS server cannot start) undoes the whole setup, listeners included.
+        env.net.manager.listeners.append(FailingListener("sb-fail"))
+        failing = env.net.req("sb-fail", networks=(NetworkAttachment("fixed"),))
+        await netns.create(failing.netns_path)
+        try:
+            with pytest.raises(errors.Internal, match="listener says no"):
+                await env.net.manager.setup(failing)
+            assert await env.net.manager.cache.ifnames("sb-fail") == []
+            assert "sb-fail" not in env.service.table() and not env.service.dns.running("sb-fail")
+        finally:
+            env.net.manager.listeners.pop()
+            await netns.remove(failing.netns_path)
     finally:
         await env.remove(a)
     await env.service.remove("fixed")
