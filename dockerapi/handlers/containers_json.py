@@ -132,7 +132,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "MemorySwappiness": None,
         "OomKillDisable": False,
         "PidsLimit": r.pids_limit or None,
-        "Ulimits": None,
+        "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in h.ulimits] or None,
         "CpuCount": 0,
         "CpuPercent": 0,
         "IOMaximumIOps": 0,

@@ -15,6 +15,7 @@ from pkg.engine.model import (
     Resources,
     RestartPolicy,
     RestartPolicyName,
+    Ulimit,
 )
 
 Json = dict[str, Any]
@@ -163,4 +164,12 @@ def host_config(body: Json) -> HostConfig:
         shm_size=_int(body, "ShmSize"),
         sysctls={str(k): str(v) for k, v in _dict(body.get("Sysctls"), "Sysctls").items()},
         oom_score_adj=_int(body, "OomScoreAdj"),
+        ulimits=tuple(_ulimit(_dict(u, "Ulimits[]")) for u in body.get("Ulimits") or []),
     )
+
+
+def _ulimit(raw: Json) -> Ulimit:
+    name = str(raw.get("Name") or "")
+    if not name:
+        raise errors.InvalidArgument("invalid ulimit: Name must not be empty")
+    return Ulimit(name, _int(raw, "Soft"), _int(raw, "Hard"))

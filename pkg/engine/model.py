@@ -65,6 +65,13 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Ulimit:
+    name: str  # "nofile", ...
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
 class EndpointSpec:
     """A network the container joins (NetworkingConfig.EndpointsConfig), with aliases and a fixed IP."""
 
@@ -98,6 +105,7 @@ class HostConfig:
     shm_size: int = 0
     sysctls: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int = 0
+    ulimits: tuple[Ulimit, ...] = ()
 
 
 @dataclass(frozen=True)

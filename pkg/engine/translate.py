@@ -15,6 +15,7 @@ from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
+from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, SecurityProfile
 
 DOCKER_NAMESPACE = "docker"  # SandboxConfig.namespace of every Docker sandbox
@@ -128,6 +129,7 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
         privileged=host.privileged,
         networks=networks,
         no_network=mode == "none",
+        shm_size=host.shm_size,
     )
 
 
@@ -167,6 +169,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -
             no_new_privs=no_new_privs,
             seccomp=seccomp_profile,
         ),
+        rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )
 
 

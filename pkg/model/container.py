@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pkg.model.sandbox import NamespaceOptions, SecurityProfile
 from pkg.model.state import ContainerState
-from pkg.runtime.resources import HugepageLimit, Resources
+from pkg.runtime.resources import HugepageLimit, Resources, Rlimit
 from pkg.runtime.spec_options import Device, Mount, Propagation
 
 __all__ = ["ContainerConfig", "ContainerMetadata", "ContainerSecurity", "ContainerStatus", "Device", "HugepageLimit",
@@ -53,6 +53,7 @@ class ContainerConfig:
     tty: bool = False
     resources: Resources | None = None
     security: ContainerSecurity = field(default_factory=ContainerSecurity)
+    rlimits: list[Rlimit] = field(default_factory=list)  # Docker's --ulimit; CRI never sets it
 
 
 @dataclass(frozen=True)

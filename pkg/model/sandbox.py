@@ -49,6 +49,7 @@ class SandboxConfig:
     networks: tuple[NetworkAttachment, ...] = ()
     # Docker domain only (--network none): a network namespace of its own with just lo, no CNI.
     no_network: bool = False
+    shm_size: int = 0  # Docker domain only (--shm-size): bytes of the pod's /dev/shm; 0 = the default 64 MiB
 
     @property
     def host_network(self) -> bool:

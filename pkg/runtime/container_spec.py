@@ -97,6 +97,7 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
             # start applies them to the pod's pinned namespaces (re-applying the same values is harmless).
             sysctls=sandbox.config.sysctls,
             resources=config.resources,
+            rlimits=tuple(config.rlimits),
             cgroups_path=metadata.cgroups_path,
             annotations={**config.annotations, "io.kubernetes.cri.container-type": "container",
                          "io.kubernetes.cri.sandbox-id": sandbox.id},

@@ -83,7 +83,8 @@ class SandboxService:
                     if config.namespace_options.ipc != NamespaceMode.NODE:
                         shm = state / "shm"
                         shm.mkdir()
-                        mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={SHM_SIZE}")
+                        shm_size = config.shm_size or SHM_SIZE
+                        mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={shm_size}")
                         cleanup.add("unmount shm", lambda: asyncio.to_thread(_umount, shm))
 
                 async def wire_network() -> tuple[str, list[str]]:

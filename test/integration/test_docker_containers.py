@@ -155,6 +155,12 @@ def test_run_rm_exit_codes_and_wait(dd: DockerDaemon) -> None:
     dd.out("run", "-d", "--name", "later", "busybox", "sh", "-c", "sleep 1; exit 5")
     assert dd.out("wait", "later") == "5"
 
+    limits = dd.out("run", "--rm", "--ulimit", "nofile=1024:2048", "--shm-size", "16m", "--init", "busybox", "sh",
+                    "-c", "ulimit -n; ulimit -Hn; df -k /dev/shm | tail -1; cat /proc/1/cmdline | tr '\\0' ' '")
+    soft, hard, shm, init = limits.splitlines()
+    assert (soft, hard, shm.split()[1]) == ("1024", "2048", "16384")
+    assert init.startswith("/sbin/docker-init -- sh")
+
 
 def test_errors(dd: DockerDaemon) -> None:
     missing = dd.docker("rm", "nosuch", check=False)

@@ -27,12 +27,14 @@ from pkg.engine.model import (
     RestartPolicy,
     RestartPolicyName,
     Status,
+    Ulimit,
 )
 from pkg.engine.records import RecordStore
 from pkg.engine.registry import Registry
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
+from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED
 from pkg.volumes.model import MountPoint, MountType
 
@@ -99,6 +101,9 @@ def test_sandbox_and_container_config() -> None:
     assert config.resources is not None
     assert (config.resources.cpu_quota, config.resources.cpu_period) == (150_000, 100_000)
     assert config.resources.memory_limit_in_bytes == 64 << 20 and config.resources.pids_limit == 0
+    limited = record(host_config=HostConfig(shm_size=1 << 20, ulimits=(Ulimit("nofile", 10, 20),)))
+    assert translate.sandbox_config(limited, Path("/l")).shm_size == 1 << 20
+    assert translate.container_config(limited, "l", []).rlimits == [Rlimit("nofile", 10, 20)]
     host_net = translate.sandbox_config(record(host_config=HostConfig(network_mode="host")), Path("/l"))
     assert host_net.host_network and host_net.hostname == ""
     user_net = translate.sandbox_config(record(host_config=HostConfig(network_mode="backend")), Path("/l"))
