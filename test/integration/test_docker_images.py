@@ -66,6 +66,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def assert_no_leftovers(env: Env) -> None:
+    """What failed operations must not leave: leases, ingests, active snapshots, spooled uploads."""
+    assert env.ctr("leases", "ls", "-q").split() == []
+    assert env.ctr("content", "active").splitlines()[1:] == []
+    assert [line for line in env.ctr("snapshots", "ls").splitlines()[1:] if "Active" in line] == []
+    spool = env.daemon.root / "tmp"
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+
 def lines(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.split(b"\r\n") if line.strip()]
 
@@ -302,8 +311,11 @@ def test_errors_are_docker_shaped(env: Env) -> None:
     loaded = env.docker("load", "-i", str(junk), check=False)
     assert loaded.returncode == 1 and "archive is not a readable (compressed) tarball" in loaded.stderr
 
+    assert_no_leftovers(env)
+
     pulled = env.docker("pull", "nosuch/image", check=False)
     assert pulled.returncode == 1 and "Error response from daemon" in pulled.stderr
     searched = env.docker("search", "x", check=False)
     assert searched.returncode == 1
     assert "Error response from daemon" in searched.stderr and "index.docker.io" in searched.stderr
+    assert_no_leftovers(env)

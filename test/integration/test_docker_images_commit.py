@@ -128,3 +128,9 @@ def test_import_refuses_what_is_not_a_tarball(docker: Docker, tmp_path: Path) ->
     assert refused.returncode == 1
     assert "Error response from daemon: the imported archive is not a (compressed) tarball" in refused.stderr
     assert "junk" not in docker("images", "--format", "{{.Repository}}").stdout
+    sock = docker.daemon.state / "containerd" / "containerd.sock"
+    ctr = ["ctr", "-a", str(sock), "-n", "narwhal-docker"]
+    leases = subprocess.run([*ctr, "leases", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    assert leases.split() == []  # the import's lease went, and its blob with it
+    spool = docker.daemon.root / "tmp"
+    assert not spool.exists() or list(spool.iterdir()) == []
