@@ -6,6 +6,7 @@ so ``busybox``, ``alpine:3.10`` or ``hello-world`` resolve offline to the same s
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,13 +28,36 @@ HUB_NAMES = (
 
 
 def seed_registry(registry_host: str, names: Iterable[str] = HUB_NAMES) -> mkimage.Image:
-    """Push one busybox image under every ``repo:tag`` of ``names``; returns it (its config digest is the ID)."""
+    """Push busybox under every ``repo:tag`` of ``names`` (alpine names get the alpine-like variant);
+    returns the plain busybox image (its config digest is the ID)."""
     image = mkimage.build("busybox")
+    alpine = alpine_like(image)
     client = mkimage.RegistryClient(registry_host)
     for name in names:
         repo, _, tag = name.rpartition(":")
-        client.push_image(repo, tag, image)
+        client.push_image(repo, tag, alpine if repo.endswith("/alpine") else image)
     return image
+
+
+def alpine_like(base: mkimage.Image) -> mkimage.Image:
+    """busybox plus the bits of alpine's filesystem docker-py's suite relies on: its system users
+    (``postgres``, uid 70) and directories (/var/opt), in one more layer."""
+    layer = mkimage.LayerBuilder()
+    layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n"
+                             b"postgres:x:70:70::/var/lib/postgresql:/bin/sh\n")
+    layer.file("etc/group", b"root:x:0:root\nnogroup:x:65533:\nnobody:x:65534:\npostgres:x:70:\n")
+    layer.dir("var/opt")
+    layer.dir("var/lib/postgresql")
+    blob, diff_id = layer.finish(base.layers[0].media_type)
+    config = json.loads(base.config.data)
+    config["rootfs"]["diff_ids"].append(diff_id)
+    config["history"].append({"created": config["history"][-1]["created"], "created_by": "alpine-like users"})
+    config_blob = mkimage.Blob(base.config.media_type, json.dumps(config, sort_keys=True).encode())
+    manifest = json.loads(base.manifest.data)
+    manifest["config"] = config_blob.descriptor()
+    manifest["layers"].append(blob.descriptor())
+    manifest_blob = mkimage.Blob(base.manifest.media_type, json.dumps(manifest, indent=2).encode())
+    return mkimage.Image(config_blob, [*base.layers, blob], manifest_blob, [*base.diff_ids, diff_id])
 
 
 def mirror_config(registry_host: str) -> str:
