@@ -149,7 +149,8 @@ async def tag_image(request: web.Request) -> web.Response:
     if parsed.digest:
         raise errors.InvalidArgument("refusing to create a tag with a digest reference")
     img = await get_image(images, name)
-    await images.tag(img.id, str(parsed))
+    async with images.keeping_displaced([str(parsed)]):  # the image the tag leaves stays, dangling
+        await images.tag(img.id, str(parsed))
     publish(request, "tag", img.id, name=parsed.familiar())
     return web.Response(status=201)
 

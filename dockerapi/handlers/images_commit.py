@@ -197,9 +197,10 @@ async def commit(request: web.Request) -> web.Response:
         await engine.pause(container_id)
         paused = True
     try:
-        img = await images.commit(CommitRequest(
-            snapshot_key=container_id, parent=parent, config=cfg, author=query.get("author", ""),
-            comment=query.get("comment", ""), names=names))
+        async with images.keeping_displaced(list(names)):
+            img = await images.commit(CommitRequest(
+                snapshot_key=container_id, parent=parent, config=cfg, author=query.get("author", ""),
+                comment=query.get("comment", ""), names=names))
     finally:
         if paused and engine is not None:
             try:
@@ -251,8 +252,9 @@ async def import_image(request: web.Request) -> web.StreamResponse:
     config = apply_changes(ImageConfig(), query.getall("changes", []))
     message = query.get("message", "") or f"Imported from {src}"
     stream = JSONStream(request)
-    img = await images.import_rootfs(chunks, config=config, message=message, names=names,
-                                     platform=query.get("platform") or None)
+    async with images.keeping_displaced(list(names)):
+        img = await images.import_rootfs(chunks, config=config, message=message, names=names,
+                                         platform=query.get("platform") or None)
     await stream.send({"status": img.id})
     publish(request, "import", img.id, name=img.id)
     return await stream.finish()

@@ -125,7 +125,8 @@ async def _pull_one(stream: JSONStream, images: ImageService, ref: reference.Ref
     async def operation(sink: Callable[[Progress], None]) -> Image:
         return await images.pull(str(ref), auth, sink, platform=platform)
 
-    img = await run_reporting(stream, operation, translate)
+    async with images.keeping_displaced([str(ref)]):  # the image a moved tag leaves stays, dangling
+        img = await run_reporting(stream, operation, translate)
     after = await images.store.record(str(ref))
     digest = ref.digest or (after.target.digest if after is not None else img.target.digest)
     await stream.send(status(f"Digest: {digest}"))

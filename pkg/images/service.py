@@ -270,6 +270,32 @@ class ImageService:
             await self.store.delete(name, sync=collect and i == len(names) - 1)
         self._fs_cache = None
 
+    @contextlib.asynccontextmanager
+    async def keeping_displaced(self, names: builtins.list[str]) -> AsyncIterator[None]:
+        """Docker semantics for names about to move to another image (tag, pull, commit, import): an image
+        whose every name is among ``names`` stays, unnamed (dangling), instead of being collected.
+
+        It gets a record named by its ID before the operation; afterwards that record goes again when the
+        image still has a name (the operation failed, or named the same image).
+        """
+        wanted = set(names)
+        kept: builtins.list[str] = []
+        for image_id, records in (await self.store.groups()).items():
+            named = [r for r in records if r.name != image_id]
+            if named and len(named) == len(records) and all(r.name in wanted for r in named):
+                await self.store.put(image_id, records[0].target, image_id)
+                kept.append(image_id)
+        try:
+            yield
+        finally:
+            for image_id in kept:
+                try:
+                    records = await self._group(image_id)
+                except errors.NotFound:
+                    continue
+                if any(r.name != image_id for r in records):
+                    await self.store.delete(image_id, sync=False)
+
     async def keep_by_id(self, img: Image) -> None:
         """A record named by the image ID: keeps an image whose names all go (Docker's dangling image)."""
         await self.store.put(img.id, img.target, img.id)
