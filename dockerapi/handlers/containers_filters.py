@@ -123,7 +123,7 @@ def matcher(filters: Filters, engine: Engine) -> Predicate:
         for value in filters["health"]:
             if value not in ("starting", "healthy", "unhealthy", "none"):
                 raise errors.InvalidArgument(f"Unrecognised filter value for health: {value}")
-        checks.append(lambda c: "none" in filters["health"])  # no health checks run here
+        checks.append(lambda c: (c.health.status.value if c.health is not None else "none") in filters["health"])
     if "isolation" in filters:
         checks.append(lambda c: any(v in ("default", "") for v in filters["isolation"]))
     if "is-task" in filters:

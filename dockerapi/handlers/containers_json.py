@@ -61,6 +61,10 @@ def config_json(c: EngineContainer) -> Json:
         out["StopSignal"] = spec.stop_signal
     if spec.stop_timeout is not None:
         out["StopTimeout"] = spec.stop_timeout
+    if spec.healthcheck is not None:
+        hc = spec.healthcheck
+        out["Healthcheck"] = {"Test": list(hc.test), "Interval": hc.interval_ns, "Timeout": hc.timeout_ns,
+                              "Retries": hc.retries, "StartPeriod": hc.start_period_ns}
     return out
 
 
@@ -167,7 +171,7 @@ def mounts_json(c: EngineContainer) -> list[Json]:
 def state_json(c: EngineContainer) -> Json:
     core, state = c.core, c.record.state
     status = c.status
-    return {
+    out: Json = {
         "Status": status.value,
         "Running": c.running,
         "Paused": status == Status.PAUSED,
@@ -180,6 +184,14 @@ def state_json(c: EngineContainer) -> Json:
         "StartedAt": timestamp(core.started_at),
         "FinishedAt": timestamp(core.finished_at),
     }
+    if c.health is not None:
+        out["Health"] = {
+            "Status": c.health.status.value,
+            "FailingStreak": c.health.failing_streak,
+            "Log": [{"Start": timestamp(r.start), "End": timestamp(r.end), "ExitCode": r.exit_code,
+                     "Output": r.output} for r in c.health.log],
+        }
+    return out
 
 
 def _network_json(c: EngineContainer, ids: dict[str, str] | None = None) -> dict[str, Json]:
@@ -281,7 +293,12 @@ def status_text(c: EngineContainer, now: float | None = None) -> str:
     status = c.status
     if status in (Status.RUNNING, Status.PAUSED):
         text = f"Up {human_duration(now - core.started_at / 1e9)}"
-        return text + " (Paused)" if status == Status.PAUSED else text
+        if status == Status.PAUSED:
+            return text + " (Paused)"
+        if c.health is not None:
+            value = c.health.status.value
+            return text + (" (health: starting)" if value == "starting" else f" ({value})")
+        return text
     if status == Status.RESTARTING:
         return f"Restarting ({core.exit_code}) {human_duration(now - core.finished_at / 1e9)} ago"
     if status == Status.REMOVING:

@@ -10,6 +10,7 @@ from pkg.engine.model import (
     ContainerSpec,
     DeviceMapping,
     EndpointSpec,
+    HealthConfig,
     HostConfig,
     PortBinding,
     Resources,
@@ -82,7 +83,21 @@ def container_spec(body: Json) -> ContainerSpec:
         network_disabled=bool(body.get("NetworkDisabled")),
         mac_address=str(body.get("MacAddress") or ""),
         endpoints=tuple(endpoints),
+        healthcheck=_healthcheck(body.get("Healthcheck")),
     )
+
+
+def _healthcheck(value: Any) -> HealthConfig | None:
+    if value is None:
+        return None
+    raw = _dict(value, "Healthcheck")
+    for key in ("Interval", "Timeout", "StartPeriod"):
+        if _int(raw, key) < 0 or 0 < _int(raw, key) < 1_000_000:
+            raise errors.InvalidArgument(f"{key} in Healthcheck cannot be less than 1ms")
+    if _int(raw, "Retries") < 0:
+        raise errors.InvalidArgument("Retries in Healthcheck cannot be negative")
+    return HealthConfig(_strs(raw.get("Test"), "Healthcheck.Test"), _int(raw, "Interval"), _int(raw, "Timeout"),
+                        _int(raw, "Retries"), _int(raw, "StartPeriod"))
 
 
 def _port_key(key: str) -> str:

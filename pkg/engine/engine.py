@@ -94,7 +94,8 @@ class Engine:
         if found is None:
             raise errors.NotFound(f"No such container: {record.id}")
         _, status = found
-        return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING))
+        return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
+                               self.lifecycle.health.get(record.id))
 
     def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
         mode = record.host_config.network_mode

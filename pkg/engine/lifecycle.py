@@ -19,7 +19,8 @@ from pkg.containerd import tasks as ctr_tasks
 from pkg.containerd.api.services.tasks.v1 import tasks_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
-from pkg.engine.model import EngineRecord, Phase, RestartPolicyName
+from pkg.engine.health import HealthMonitor
+from pkg.engine.model import EngineRecord, HealthStatus, Phase, RestartPolicyName
 from pkg.engine.registry import Registry
 from pkg.model.state import ContainerState
 from pkg.runtime.containers import ContainerService
@@ -73,6 +74,10 @@ class Lifecycle:
         self._waiters: dict[str, list[tuple[WaitCondition, asyncio.Future[WaitResult]]]] = {}
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
+        self.health = HealthMonitor(containers, self._health_changed)
+
+    def _health_changed(self, container_id: str, status: HealthStatus) -> None:
+        self.event(f"health_status: {status.value}", container_id)
 
     def event(self, action: str, container_id: str, **extra: str) -> None:
         """A Docker container event the core does not publish itself (pause, kill, restart, rename, ...)."""
@@ -86,7 +91,7 @@ class Lifecycle:
             for _, future in waiters:
                 future.cancel()
         self._waiters.clear()
-        tasks = [*self._watchers.values(), *self._restart_timers.values()]
+        tasks = [*self._watchers.values(), *self._restart_timers.values(), *self.health.close()]
         self._watchers.clear()
         self._restart_timers.clear()
         return tasks
@@ -124,6 +129,7 @@ class Lifecycle:
         if not record.state.started_once or record.state.error:
             await self.registry.update_state(container_id, started_once=True, error="")
         self.watch(container_id)
+        self.health.start(container_id, record.config.healthcheck)
 
     def watch(self, container_id: str) -> None:
         """Follow the current task's exit (after a start, and for running containers found at recovery)."""
@@ -135,6 +141,7 @@ class Lifecycle:
         async def watcher() -> None:
             await event.wait()
             self._watchers.pop(container_id, None)
+            self.health.stop(container_id)
             await self._exited(container_id)
 
         self._watchers[container_id] = create_guarded_task(watcher, f"engine-exit-{container_id[:12]}")
@@ -262,6 +269,7 @@ class Lifecycle:
     def removed(self, container_id: str, exit_code: int) -> None:
         """The engine removed the container: every waiter is answered."""
         self._cancel_restart(container_id)
+        self.health.stop(container_id, forget=True)
         watcher = self._watchers.pop(container_id, None)
         if watcher is not None:
             watcher.cancel()

@@ -109,6 +109,38 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """Config.Healthcheck: Test is ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]; durations in ns (0 = default)."""
+
+    test: tuple[str, ...] = ()
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    retries: int = 0
+    start_period_ns: int = 0
+
+
+class HealthStatus(enum.Enum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    start: int  # ns since the epoch
+    end: int
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class Health:
+    status: HealthStatus = HealthStatus.STARTING
+    failing_streak: int = 0
+    log: tuple[ProbeResult, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Docker's container Config, merged with the image's config at create (as Docker stores it)."""
 
@@ -134,6 +166,7 @@ class ContainerSpec:
     network_disabled: bool = False
     mac_address: str = ""
     endpoints: tuple[EndpointSpec, ...] = ()  # NetworkingConfig
+    healthcheck: HealthConfig | None = None
 
 
 class Phase(enum.Enum):
@@ -206,6 +239,7 @@ class EngineContainer:
     record: EngineRecord
     core: ContainerStatus
     networks: tuple[NetworkInfo, ...] = ()
+    health: Health | None = None  # only for a container with a health check that has run since its start
 
     @property
     def id(self) -> str:

@@ -162,6 +162,16 @@ def test_run_rm_exit_codes_and_wait(dd: DockerDaemon) -> None:
     assert init.startswith("/sbin/docker-init -- sh")
 
 
+def test_health_check(dd: DockerDaemon) -> None:
+    dd.out("run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms",
+           "--health-retries", "2", "busybox", "sh", "-c", "touch /tmp/ok; sleep 3; rm /tmp/ok; sleep 1000")
+    assert eventually(lambda: dd.inspect("hc")["State"]["Health"]["Status"] == "healthy")
+    assert dd.out("ps", "--filter", "health=healthy", "--format", "{{.Names}} {{.Status}}").endswith("(healthy)")
+    assert eventually(lambda: dd.inspect("hc")["State"]["Health"]["Status"] == "unhealthy")
+    health = dd.inspect("hc")["State"]["Health"]
+    assert health["FailingStreak"] >= 2 and health["Log"][-1]["ExitCode"] == 1
+
+
 def test_errors(dd: DockerDaemon) -> None:
     missing = dd.docker("rm", "nosuch", check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == "Error response from daemon: No such container: nosuch"

@@ -13,16 +13,20 @@ from dockerapi.handlers import containers_filters as cf
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
 from pkg import errors
-from pkg.engine import mounts, names, translate
+from pkg.engine import health, mounts, names, translate
 from pkg.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
 from pkg.engine.model import (
     ContainerSpec,
     EngineContainer,
     EngineRecord,
     EngineState,
+    Health,
+    HealthConfig,
+    HealthStatus,
     HostConfig,
     Phase,
     PortBinding,
+    ProbeResult,
     Resources,
     RestartPolicy,
     RestartPolicyName,
@@ -275,3 +279,28 @@ def test_security_options() -> None:
     for bad in ("seccomp=/some/profile.json", "bogus", "no-new-privileges=maybe"):
         with pytest.raises(errors.InvalidArgument):
             translate.security_options(HostConfig(security_opt=(bad,)))
+
+
+def test_health_transitions() -> None:
+    assert health.command(HealthConfig(("CMD-SHELL", "test -f /ok"))) == ["/bin/sh", "-c", "test -f /ok"]
+    assert health.command(HealthConfig(("CMD", "true"))) == ["true"]
+    assert health.command(HealthConfig(("NONE",))) is None
+    with pytest.raises(errors.InvalidArgument):
+        health.command(HealthConfig(("SHELL", "x")))
+    ok, bad = ProbeResult(1, 2, 0, ""), ProbeResult(1, 2, 1, "no")
+    state = Health()
+    state = health.next_health(state, bad, retries=2, in_start_period=True)
+    assert state.status == HealthStatus.STARTING and state.failing_streak == 0  # the start period forgives
+    state = health.next_health(state, ok, retries=2, in_start_period=True)
+    assert state.status == HealthStatus.HEALTHY
+    state = health.next_health(state, bad, retries=2, in_start_period=False)
+    assert state.status == HealthStatus.HEALTHY and state.failing_streak == 1
+    state = health.next_health(state, bad, retries=2, in_start_period=False)
+    assert state.status == HealthStatus.UNHEALTHY and len(state.log) == 4
+    for _ in range(5):
+        state = health.next_health(state, bad, retries=2, in_start_period=False)
+    assert len(state.log) == health.KEEP_RESULTS
+    running = view(record(config=ContainerSpec(image="x", healthcheck=HealthConfig(("CMD", "true")))),
+                   started_at=10**9)
+    assert cj.status_text(dataclasses.replace(running, health=state), now=3.0) == "Up 2 seconds (unhealthy)"
+    assert cj.state_json(dataclasses.replace(running, health=state))["Health"]["FailingStreak"] == 7
