@@ -19,6 +19,7 @@ import docker
 import mkimage
 import pytest
 from lib import images
+from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
 from lib.registry import Registry, start_registry
 from lib.token_auth import start_token_registry
@@ -89,7 +90,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield Env(daemon, reg, built, tmp_path_factory.mktemp("docker-config"))
     finally:
         if daemon is not None:
+            network = InstanceNetwork.of(daemon.root, daemon.base / "net.d")  # before destroy() removes the dirs
             daemon.destroy()
+            network.remove()  # the instance's bridge and iptables state are host-global
         reg.stop()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from lib import images
+from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
 from lib.registry import start_registry
 
@@ -36,7 +37,9 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
         yield cli
     finally:
         if daemon is not None:
+            network = InstanceNetwork.of(daemon.root, daemon.base / "net.d")  # before destroy() removes the dirs
             daemon.destroy()
+            network.remove()  # the instance's bridge and iptables state are host-global
         reg.stop()
 
 
