@@ -24,6 +24,7 @@ from pkg import errors
 from pkg.cni import defaults, netns
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.dns import message
+from pkg.networks import conflist
 from pkg.networks.model import CreateRequest, IPAMPool, Owner
 from pkg.networks.service import NetworkService
 
@@ -344,3 +345,33 @@ async def test_port_53_stays_free_for_the_container(env: Env) -> None:
     finally:
         await env.remove(req)
     await env.service.remove("dnsfree")
+
+
+async def test_two_instances_never_share_subnets_bridges_or_chains(env: Env, host_guard: HostGuard,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another narwhald on the host: its auto-picked subnets skip ours (our bridges are up with their
+    gateway from create on, so their routes show), and its bridges and isolation chain are its own."""
+    pick = conflist.pick_subnet
+    # Both instances start from the same slot, so only the host's routes can keep them apart.
+    monkeypatch.setattr(conflist, "pick_subnet", lambda _instance, taken: pick("00000000", taken))
+    other_net = Net(Path(tempfile.mkdtemp(prefix="nwd-", dir="/tmp")), host_guard)
+    other = NetworkService(other_net.cfg, other_net.manager, owners=Owners(), dns_upstream=NO_UPSTREAM)
+    await other.start()
+    ours: list[str] = []
+    try:
+        for i in range(3):
+            ours.append((await env.service.create(CreateRequest(f"mine{i}"))).ipam[0].subnet)
+        theirs = [(await other.create(CreateRequest(f"theirs{i}"))).ipam[0].subnet for i in range(3)]
+        assert not set(ours) & set(theirs)
+        mine, yours = env.service.get("mine0"), other.get("theirs0")
+        assert mine.bridge != yours.bridge and mine.cni_name != yours.cni_name
+        assert env.service.isolation.chain != other.isolation.chain
+        assert chain_exists(env.service.isolation.chain) and chain_exists(other.isolation.chain)
+    finally:
+        for n in list(other.all()):
+            if not n.predefined:
+                await other.remove(n.id)
+        for i in range(len(ours)):
+            await env.service.remove(f"mine{i}")
+        shutil.rmtree(other_net.base, ignore_errors=True)
+    assert not chain_exists(other.isolation.chain)
