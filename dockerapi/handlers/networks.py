@@ -10,8 +10,8 @@ from aiohttp import web
 from dockerapi import versions
 from dockerapi.backend import backends, need
 from pkg import errors
-from pkg.networks.model import BRIDGE, CreateRequest, EndpointView, IPAMPool, Network
-from pkg.networks.service import NetworkService
+from pkg.networks.model import BRIDGE, HOST, NONE, CreateRequest, EndpointView, IPAMPool, Network
+from pkg.networks.service import NetworkService, endpoint_id
 
 FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 PRUNE_FILTERS = ("until", "label", "label!")
@@ -129,13 +129,26 @@ async def _json(request: web.Request, service: NetworkService, network: Network,
         "Ingress": False,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
-        "Containers": {v.owner_id: _endpoint(v) for v in service.endpoints(network)} if containers else {},
+        "Containers": _containers(request, service, network) if containers else {},
         "Options": network.options,
         "Labels": network.labels,
     }
     if versions.at_least(request, "1.47"):
         body["EnableIPv4"] = network.driver == "bridge"
     return body
+
+
+def _containers(request: web.Request, service: NetworkService, network: Network) -> dict[str, Any]:
+    """inspect's Containers: the endpoints on the network; for host and none, the running containers in
+    that mode (they have no endpoint of their own, and no addresses to show)."""
+    if network.name not in (HOST, NONE):
+        return {v.owner_id: _endpoint(v) for v in service.endpoints(network)}
+    engine = backends(request).engine
+    if engine is None:
+        return {}
+    return {c.id: {"Name": c.name, "EndpointID": endpoint_id(c.sandbox_id, network.id), "MacAddress": "",
+                   "IPv4Address": "", "IPv6Address": ""}
+            for c in engine.list() if c.running and c.host_config.network_mode == network.name}
 
 
 def _endpoint(view: EndpointView) -> dict[str, str]:

@@ -309,6 +309,8 @@ def test_connect_created_stopped_and_shared_containers(dockerd: DaemonProcess, m
             "300")
         refused = docker(dockerd, "network", "connect", mynet, f"shared-{mode.split(':')[0]}", check=False)
         assert refused.returncode != 0 and "cannot be connected" in refused.stderr, mode
+    assert [c["Name"] for c in inspect_network(dockerd, "host")["Containers"].values()] == ["shared-host"]
+    assert [c["Name"] for c in inspect_network(dockerd, "none")["Containers"].values()] == ["shared-none"]
     bad = docker(dockerd, "network", "connect", "--alias", "x", "bridge", "early", check=False)
     assert bad.returncode != 0 and "network-scoped alias is supported only" in bad.stderr
 
