@@ -176,6 +176,7 @@ class Engine:
             if target.host_config.network_mode.startswith("container:"):
                 target = self.registry.get(target.host_config.network_mode.partition(":")[2])
             sandbox_id, owns_sandbox = target.sandbox_id, False
+            host = dataclasses.replace(host, network_mode=f"container:{target.id}")  # as moby stores it
         record = EngineRecord(
             id=container_id, name=name, sandbox_id=sandbox_id, owns_sandbox=owns_sandbox, image_id=image.id,
             created=time.time_ns(), config=spec, host_config=host,
@@ -231,7 +232,8 @@ class Engine:
             record = self.registry.find(container_id)
             if record is None:
                 return
-            await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False)
+            await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False,
+                                             remove_volumes=volumes)
             await self.lifecycle._resume_quietly(container_id)
             await self.release(record, volumes)
         log.info("docker container %s (%s) removed", container_id[:12], record.name)

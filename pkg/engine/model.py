@@ -187,6 +187,7 @@ class EngineState:
     restarting: bool = False  # waiting out the restart backoff
     paused: bool = False
     error: str = ""  # the last start error (State.Error)
+    remove_volumes: bool = False  # with REMOVING: the removal takes the anonymous volumes along (rm -v, --rm)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ async def _recover(engine: Engine, record: EngineRecord) -> None:
         if found is None:
             log.warning("docker container %s lost its core container; removing it", container_id[:12])
         async with engine.registry.lock(container_id):
-            await engine.release(record)
+            await engine.release(record, record.state.remove_volumes)
         return
     _, status = found
     if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
@@ -89,6 +89,8 @@ async def _remove_orphan_sandboxes(engine: Engine) -> None:
         if container_id not in known:
             log.warning("removing core container %s: no docker container owns it", container_id[:12])
             await engine.containers.remove(container_id)
+            if engine.volumes is not None:  # the create may have got as far as taking its volumes
+                await engine.volumes.release(container_id, remove_anonymous=True)
     sandboxes = {r.sandbox_id for r in engine.registry}
     for sandbox_id, metadata, _ in engine.ctx.sandboxes:
         if sandbox_id not in sandboxes and translate.ENGINE_LABEL in metadata.config.labels:

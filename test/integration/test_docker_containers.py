@@ -238,7 +238,7 @@ def test_restart_policy_survives_daemon_kill(dd: DockerDaemon) -> None:
 
     # Two containers whose create / remove a crash cuts short: one loses its record (the create died before
     # writing it), the other is left marked REMOVING.  Recovery removes both, every piece.
-    half = dd.out("run", "-d", "--name", "half", "-p", "80", "busybox", "sleep", "1000")
+    half = dd.out("run", "-d", "--name", "half", "-p", "80", "-v", "halfvol:/data", "busybox", "sleep", "1000")
     going = dd.out("create", "--name", "going", "busybox", "true")
     half_sandbox = dd.inspect("half")["NetworkSettings"]["SandboxID"]
 
@@ -260,6 +260,7 @@ def test_restart_policy_survives_daemon_kill(dd: DockerDaemon) -> None:
     assert half not in core and going not in core and half_sandbox not in core
     assert not (d.state / "netns" / half_sandbox).exists()
     assert sorted(p.name for p in engine_dir.iterdir()) == sorted([cid, dd.inspect("once")["Id"]])
+    dd.out("volume", "rm", "halfvol")  # no longer held by the removed half-created container
 
 
 def _running_with_restarts(dd: DockerDaemon, name: str, count: int) -> bool:
