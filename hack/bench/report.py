@@ -114,14 +114,14 @@ def plots(out_dir: Path, rows: list[Row]) -> list[Path]:
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
         for ax, row in zip(axes.flat, latency, strict=False):
             systems = [s for s in (NARWHAL, row.anchor) if row.samples.get(s)]
-            ax.boxplot([row.samples[s] for s in systems], whis=(5, 95), showfliers=True)
+            ax.boxplot([row.samples[s] for s in systems], whis=(5, 95), showfliers=False)
             ax.set_xticks(range(1, len(systems) + 1), systems)
             ax.set_title(row.name, fontsize=9)
             ax.set_ylabel("ms")
             ax.set_ylim(bottom=0)
         for ax in list(axes.flat)[len(latency):]:
             ax.axis("off")
-        fig.suptitle("Latency per call (box: p25–p75, whiskers: p5–p95)")
+        fig.suptitle("Latency per call (box: p25–p75, line: p50, whiskers: p5–p95; samples beyond not drawn)")
         fig.tight_layout()
         path = out_dir / "latency.png"
         fig.savefig(path, dpi=90)
@@ -142,6 +142,7 @@ def plots(out_dir: Path, rows: list[Row]) -> list[Path]:
                 ax.plot([r.target, r.target], [i - 0.4, i + 0.4], color="black", linewidth=2)
             ax.text(values[i], i, f" {values[i]:.2f}×", va="center", fontsize=8)
         ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0, max(values) * 1.15)
         ax.set_yticks(range(len(rated)), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("Narwhal p50 / anchor p50 (black tick: target; green: Narwhal better)")
