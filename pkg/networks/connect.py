@@ -36,8 +36,10 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
     except errors.AlreadyExists:
         raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
                                       f"{network.name}") from None
-    if network.name != BRIDGE and sandbox_dir:
-        await asyncio.to_thread(resolv.rewrite_in_place, Path(sandbox_dir) / "resolv.conf")
+    if sandbox_dir:
+        await asyncio.to_thread(resolv.hosts_add, Path(sandbox_dir), ep.ip)
+        if network.name != BRIDGE:
+            await asyncio.to_thread(resolv.rewrite_in_place, Path(sandbox_dir) / "resolv.conf")
     return service.view(owner, ep, network)
 
 
@@ -47,19 +49,24 @@ async def disconnect(service: NetworkService, ref: str, sandbox_id: str, force: 
     if network.name == HOST:
         raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
                                       "network")
-    netns = ""
+    netns, sandbox_dir = "", ""
     if service.sandboxes is not None:
         try:
-            netns, _ = service.sandboxes.netns_and_dir(sandbox_id)
+            netns, sandbox_dir = service.sandboxes.netns_and_dir(sandbox_id)
         except errors.NotFound:
             if not force:
                 raise
+    name = attachment_name(network)
+    ips = [e.ip for e in await service.manager.endpoints(sandbox_id) if e.network == name and e.ip]
     try:
-        await service.manager.disconnect(sandbox_id, attachment_name(network), Path(netns) if netns else None)
+        await service.manager.disconnect(sandbox_id, name, Path(netns) if netns else None)
     except errors.NotFound:
         if force:
             return
         raise errors.PermissionDenied(f"container {owner.id} is not connected to network {network.name}") from None
+    if sandbox_dir:
+        for ip in ips:
+            await asyncio.to_thread(resolv.hosts_remove, Path(sandbox_dir), ip)
 
 
 def _sandbox(service: NetworkService, sandbox_id: str) -> tuple[str, str]:

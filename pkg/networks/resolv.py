@@ -1,4 +1,5 @@
-"""The DNS config of a container on a user-defined network, as Docker writes it.
+"""The DNS config of a container on a user-defined network, as Docker writes it, and the in-place edits of a
+running sandbox's resolv.conf and hosts when it joins or leaves a network.
 
 Such a container's resolv.conf names only the embedded server (127.0.0.11,
 see pkg.dns.server), keeps the host's (or the container's --dns-search /
@@ -59,3 +60,35 @@ def rewrite_in_place(path: Path, host_file: Path = HOST_RESOLV_CONF) -> bool:
         f.write(content)
         f.truncate()
     return True
+
+
+def _write_in_place(path: Path, content: str) -> None:
+    with open(path, "r+") as f:
+        f.write(content)
+        f.truncate()
+
+
+def hosts_add(sandbox_dir: Path, ip: str) -> None:
+    """``ip hostname`` in a running sandbox's /etc/hosts for an address it gained (network connect), as
+    Docker adds it; in place, as the file is bind-mounted.  Blocking."""
+    hosts = sandbox_dir / "hosts"
+    try:
+        hostname = (sandbox_dir / "hostname").read_text().strip()
+        lines = hosts.read_text().splitlines()
+    except OSError:
+        return
+    if not ip or not hostname or any(line.split()[:1] == [ip] for line in lines):
+        return
+    _write_in_place(hosts, "".join(f"{line}\n" for line in [*lines, f"{ip}\t{hostname}"]))
+
+
+def hosts_remove(sandbox_dir: Path, ip: str) -> None:
+    """Drop the lines for an address the sandbox lost (network disconnect).  Blocking."""
+    hosts = sandbox_dir / "hosts"
+    try:
+        lines = hosts.read_text().splitlines()
+    except OSError:
+        return
+    kept = [line for line in lines if line.split()[:1] != [ip]]
+    if ip and kept != lines:
+        _write_in_place(hosts, "".join(f"{line}\n" for line in kept))

@@ -232,6 +232,8 @@ def test_names_aliases_connect_disconnect(dockerd: DaemonProcess, mynet: str) ->
     assert out(dockerd, "exec", "beta", "wget", "-qO-", "http://alpha/hostname") == web_id[:12]
     addrs = out(dockerd, "exec", "beta", "ip", "-o", "-4", "addr")
     assert " eth0 " in addrs and " eth1 " in addrs and "10.200.5." in addrs
+    beta_ip = next(w.split("/")[0] for w in addrs.split() if w.startswith("10.200.5."))
+    assert beta_ip in out(dockerd, "exec", "beta", "cat", "/etc/hosts")
     assert sorted(inspect_network(dockerd, mynet)["Containers"]) == sorted([web_id, out(dockerd, "inspect", "-f",
                                                                                          "{{.Id}}", "beta")])
     again = docker(dockerd, "network", "connect", mynet, "beta", check=False)
@@ -241,6 +243,7 @@ def test_names_aliases_connect_disconnect(dockerd: DaemonProcess, mynet: str) ->
 
     docker(dockerd, "network", "disconnect", mynet, "beta")
     assert "10.200.5." not in out(dockerd, "exec", "beta", "ip", "-o", "-4", "addr")
+    assert beta_ip not in out(dockerd, "exec", "beta", "cat", "/etc/hosts")
     gone = docker(dockerd, "network", "disconnect", mynet, "beta", check=False)
     assert gone.returncode != 0 and "is not connected" in gone.stderr
     docker(dockerd, "network", "disconnect", "--force", mynet, "beta")

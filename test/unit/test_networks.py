@@ -355,3 +355,18 @@ def test_requested_addresses_are_checked_against_the_subnets() -> None:
     check_address("10.200.5.9", [], "n")  # a foreign IPAM: its plugin judges
     with pytest.raises(errors.InvalidArgument, match="no configured subnet or ip-range contain the IP address"):
         check_address("10.200.6.9", ["10.200.5.0/24", "fd00::/64"], "n")
+
+
+def test_hosts_entries_follow_connect_and_disconnect(tmp_path: Path) -> None:
+    from pkg.networks.resolv import hosts_add, hosts_remove
+
+    (tmp_path / "hostname").write_text("box\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost\n10.123.0.5\tbox\n")
+    inode = hosts.stat().st_ino
+    hosts_add(tmp_path, "10.200.5.7")
+    hosts_add(tmp_path, "10.200.5.7")
+    assert hosts.read_text() == "127.0.0.1\tlocalhost\n10.123.0.5\tbox\n10.200.5.7\tbox\n"
+    hosts_remove(tmp_path, "10.200.5.7")
+    assert hosts.read_text() == "127.0.0.1\tlocalhost\n10.123.0.5\tbox\n" and hosts.stat().st_ino == inode
+    hosts_add(tmp_path / "missing", "10.0.0.1")  # no sandbox files: nothing to do
