@@ -72,7 +72,7 @@ def write_launcher(directory: Path) -> Path:
 
 def _replace_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.tmp")
         tmp.write_text(text)
         tmp.chmod(0o755)
         os.replace(tmp, path)
