@@ -189,6 +189,7 @@ async def commit(request: web.Request) -> web.Response:
     parent = await get_image(images, image_id)
     if cfg is None:
         cfg = parent.config
+    created_by = " ".join(cfg.cmd)  # moby: the history step shows the container's command
     cfg = apply_changes(apply_body(cfg, body), query.getall("changes", []))
     pause = query.get("pause", "1").strip().lower() not in ("0", "false", "no")
     engine = b.engine
@@ -200,7 +201,7 @@ async def commit(request: web.Request) -> web.Response:
         async with images.keeping_displaced(list(names)):
             img = await images.commit(CommitRequest(
                 snapshot_key=container_id, parent=parent, config=cfg, author=query.get("author", ""),
-                comment=query.get("comment", ""), names=names))
+                comment=query.get("comment", ""), created_by=created_by, names=names))
     finally:
         if paused and engine is not None:
             try:

@@ -320,6 +320,29 @@ class Importer:
             fobj.close()
 
 
+def archive_names(source: Path) -> list[str]:
+    """Blocking: the names an archive would give its images (index.json annotations, manifest.json
+    RepoTags), read without touching the blobs; so a load can keep the images those names leave."""
+    reader = _open_reader(source)
+    try:
+        names: list[str] = []
+        if reader.exists("index.json"):
+            index = _read_json(reader, "index.json")
+            for raw in index.get("manifests") or [] if isinstance(index, dict) else []:
+                if isinstance(raw, dict):
+                    names += Importer._oci_names(media.descriptor(raw, "index.json entry"), None)
+            for tags in Importer._docker_tags(reader).values():
+                names += [str(reference.parse(t)) for t in tags]
+        elif reader.exists("manifest.json"):
+            doc = _read_json(reader, "manifest.json")
+            for entry in doc if isinstance(doc, list) else []:
+                if isinstance(entry, dict):
+                    names += [str(reference.parse(str(t))) for t in entry.get("RepoTags") or []]
+        return list(dict.fromkeys(names))
+    finally:
+        reader.close()
+
+
 # ---- export ----
 def _tar_header(name: str, size: int, directory: bool = False) -> bytes:
     info = tarfile.TarInfo(name)

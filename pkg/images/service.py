@@ -25,7 +25,7 @@ from pkg import errors
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.images import media, reference
-from pkg.images.archive import Exporter, Importer, write_stream
+from pkg.images.archive import Exporter, Importer, archive_names, write_stream
 from pkg.images.content import ContentStore, list_leases, reissue_lease
 from pkg.images.detail import Describer, ImageDetail
 from pkg.images.login import SearchResult
@@ -160,7 +160,9 @@ class ImageService:
         archive gave it (normalised references; none: loaded by ID only)."""
         await self._ensure_recovered()
         async with self._spooled(chunks, "load-") as path:
-            loaded = await self._importer.import_named(path)
+            names = await asyncio.to_thread(archive_names, path)
+            async with self.keeping_displaced(names):  # an image a loaded name leaves stays, dangling
+                loaded = await self._importer.import_named(path)
         self._fs_cache = None
         merged: dict[str, builtins.list[str]] = {}
         for image_id, names in loaded:

@@ -246,20 +246,30 @@ def test_save_rmi_load_keeps_the_id_and_prune(env: Env, tmp_path: Path) -> None:
     assert env.docker("images", "-q").stdout.strip() == ""
 
 
-def test_a_tag_moved_away_leaves_its_image_dangling(env: Env) -> None:
+def test_a_name_moved_away_leaves_its_image_dangling(env: Env, tmp_path: Path) -> None:
     env.docker("pull", "-q", "busybox")
     other = images.with_user(env.busybox, "daemon")
     images.push_built(env.registry.host, "library/solo", "latest", other)
     env.docker("pull", "-q", "solo")
     env.docker("tag", "solo", "only:1")
     env.docker("rmi", "solo")  # now "only:1" is its one name
-    env.docker("tag", "busybox", "only:1")  # moved: the image stays, unnamed, as in Docker
+    env.docker("tag", "busybox", "only:1")  # moved by tag: the image stays, unnamed, as in Docker
     dangling = env.docker("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split()
     assert dangling == [other.config.digest]
     env.docker("tag", "busybox", "only:1")  # the same image again: nothing else changes
     assert env.docker("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split() == dangling
+
+    # moved by load: an archive that names busybox's image "only:2" while "only:2" is the other image's
+    env.docker("tag", "busybox", "only:2")
+    archive = tmp_path / "only2.tar"
+    env.docker("save", "-o", str(archive), "only:2")
+    env.docker("tag", other.config.digest, "only:2")
+    assert env.docker("images", "-q", "--filter", "dangling=true").stdout.strip() == ""
+    env.docker("load", "-i", str(archive))
+    assert env.docker("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split() == dangling
+
     assert env.docker("rmi", other.config.digest).stdout.splitlines() == [f"Deleted: {other.config.digest}"]
-    env.docker("rmi", "only:1")
+    env.docker("rmi", "only:1", "only:2")
 
 
 def test_login_and_authenticated_pull(env: Env) -> None:

@@ -57,8 +57,10 @@ def test_commit_makes_a_runnable_image_with_the_changes(docker: Docker) -> None:
     assert config["ExposedPorts"] == {"8080/tcp": {}}
     [base] = json.loads(docker("image", "inspect", "busybox").stdout)
     assert inspected["RootFS"]["Layers"][:-1] == base["RootFS"]["Layers"]  # one layer on top
-    history = docker("history", "--format", "{{.Comment}}", "committed:1").stdout.splitlines()
-    assert history[0] == "my comment" and len(history) == len(base["RootFS"]["Layers"]) + 1
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Comment}}", "committed:1").stdout
+    steps = history.splitlines()
+    assert steps[0] == "sh -c echo hello > /greeting && rm /bin/true|my comment"
+    assert len(steps) == len(base["RootFS"]["Layers"]) + 1
 
     assert docker("run", "--rm", "committed:1").stdout == "hello\n"
     gone = docker("run", "--rm", "committed:1", "ls", "/bin/true", check=False)
