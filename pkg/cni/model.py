@@ -68,3 +68,5 @@ class Endpoint:
     ipv6: str = ""
     ipv6_prefix_len: int = 0
     aliases: tuple[str, ...] = ()
+    pod_name: str = ""  # the pod's identity as the runtime gave it at ADD (PodNetworkRequest)
+    pod_uid: str = ""

@@ -42,12 +42,14 @@ def endpoint(att: Attachment) -> Endpoint:
     res = cni_result.parse(att.result or {}, str(att.config.get("cniVersion", "")))
     by_ip = {i.ip: ipaddress.ip_interface(i.address) for i in res.sandbox_ips(att.ifname)}
     v6 = next((i for i in by_ip.values() if i.version == 6), None)
+    args = dict(pair.partition("=")[::2] for pair in att.cni_args.split(";") if "=" in pair)
     first = by_ip[status.ip]
     return Endpoint(
         sandbox_id=att.sandbox_id, network=att.network, cni_network=att.network_name, ifname=att.ifname,
         ip=status.ip if first.version == 4 else "", prefix_len=first.network.prefixlen if first.version == 4 else 0,
         mac=status.mac, gateway=status.gateway if first.version == 4 else "",
         ipv6=str(v6.ip) if v6 else "", ipv6_prefix_len=v6.network.prefixlen if v6 else 0, aliases=att.aliases,
+        pod_name=args.get("K8S_POD_NAME", ""), pod_uid=args.get("K8S_POD_UID", ""),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pkg import errors
+from pkg.cni.model import Endpoint
 from pkg.networks.model import Owner
 from pkg.runtime.sandboxes import SandboxService
 
@@ -31,9 +32,13 @@ class DockerSandboxes:
         self.sandboxes = sandboxes
         self.engine = engine
 
-    def owner(self, sandbox_id: str) -> Owner | None:
+    def owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
         found = self.sandboxes.ctx.sandboxes.find(sandbox_id)
         if found is None:
+            # Still being made (not in the store before its network is up): the engine runs each sandbox
+            # as pod uid = container ID, pod name = container name, and the endpoint remembers them.
+            if hint is not None and hint.pod_uid and sandbox_id in self.sandboxes.creating:
+                return Owner(hint.pod_uid, hint.pod_name)
             return None
         config = found[0].config
         container_id = config.labels.get(ENGINE_LABEL) or sandbox_id

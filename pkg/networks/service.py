@@ -57,8 +57,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class OwnerLookup(Protocol):
-    def owner(self, sandbox_id: str) -> Owner | None:
-        """None: not a Docker container's sandbox (a CRI pod), left out of listings and DNS."""
+    def owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
+        """None: not a Docker container's sandbox (a CRI pod), left out of listings and DNS.  ``hint``,
+        one of the sandbox's endpoints, names its pod as the runtime did (for a sandbox still being made)."""
 
 
 class SandboxLookup(Protocol):
@@ -221,8 +222,11 @@ class NetworkService:
         except errors.NotFound:
             return ()
 
-    def _owner(self, sandbox_id: str) -> Owner | None:
-        return self.owners.owner(sandbox_id) if self.owners is not None else None
+    def _owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
+        if self.owners is None:
+            return None
+        hint = hint or next(iter(self._table.get(sandbox_id, [])), None)
+        return self.owners.owner(sandbox_id, hint)
 
     def _network_of(self, ep: Endpoint) -> Network | None:
         for network in self._networks.values():
@@ -387,7 +391,8 @@ class NetworkService:
                 for n in self._networks.values() if not n.predefined]
 
     async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
-        old = {(e.network, e.cni_network) for e in self._table.get(sandbox_id, [])}
+        previous = self._table.get(sandbox_id, [])
+        old = {(e.network, e.cni_network) for e in previous}
         new = {(e.network, e.cni_network) for e in endpoints}
         if endpoints:
             self._table[sandbox_id] = endpoints
@@ -397,12 +402,15 @@ class NetworkService:
             await self.dns.ensure(sandbox_id, netns_path)
         elif not any(e.network for e in endpoints):
             await self.dns.stop(sandbox_id)
-        owner = self._owner(sandbox_id)
-        for action, changed in (("connect", new - old), ("disconnect", old - new)):
-            for network_name, cni_name in changed:
-                network = self._network_of(Endpoint(sandbox_id, network_name, cni_name, ""))
-                if network is not None:
-                    self._emit(action, network, owner.id if owner else sandbox_id)
+        owner = self._owner(sandbox_id, next(iter([*endpoints, *previous]), None))
+        if owner is None:
+            return  # a CRI pod: no Docker events
+        changes = [("connect", e) for e in endpoints if (e.network, e.cni_network) not in old]
+        changes += [("disconnect", e) for e in previous if (e.network, e.cni_network) not in new]
+        for action, ep in changes:  # in interface order
+            network = self._network_of(ep)
+            if network is not None:
+                self._emit(action, network, owner.id)
 
     def _emit(self, action: str, network: Network, container: str = "") -> None:
         event = NetworkEvent(action, network.id, network.name, network.driver, container)

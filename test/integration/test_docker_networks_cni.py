@@ -54,7 +54,7 @@ class FailingListener:
 class Owners:
     """Sandbox "sb-x" belongs to container "x" (ID "x" * 12)."""
 
-    def owner(self, sandbox_id: str) -> Owner | None:
+    def owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
         name = sandbox_id.removeprefix("sb-")
         return Owner((name * 64)[:64], name)
 

@@ -88,12 +88,16 @@ def test_network_events(client: Any) -> None:
     box = client.containers.run("busybox", ["sleep", "300"], detach=True)
     net.connect(box)
     net.disconnect(box)
+    joined = client.containers.run("busybox", ["sleep", "300"], detach=True, network="evnet")
+    joined.remove(force=True)
     net.remove()
     events = list(client.events(since=since, until=time.time() + 1, filters={"type": "network"}, decode=True))
     mine = [(e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"].get("container", ""))
             for e in events if e["Actor"]["Attributes"].get("name") == "evnet"]
     assert mine == [("create", net.id, ""), ("connect", net.id, box.id), ("disconnect", net.id, box.id),
-                    ("destroy", net.id, "")]
+                    ("connect", net.id, joined.id), ("disconnect", net.id, joined.id), ("destroy", net.id, "")]
+    bridge = [e for e in events if e["Actor"]["Attributes"].get("name") == "bridge"]
+    assert [(e["Action"], e["Actor"]["Attributes"]["container"]) for e in bridge][:1] == [("connect", box.id)]
     assert all(e["Type"] == "network" and e["Actor"]["Attributes"]["type"] == "bridge" for e in events
                if e["Actor"]["Attributes"].get("name") == "evnet")
 

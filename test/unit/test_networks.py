@@ -175,7 +175,7 @@ class FakeBridges:
 
 
 class Owners:
-    def owner(self, sandbox_id: str) -> Owner | None:
+    def owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
         return Owner(f"{sandbox_id}-container-id", f"c-{sandbox_id}") if not sandbox_id.startswith("cri") else None
 
 
@@ -370,3 +370,19 @@ def test_hosts_entries_follow_connect_and_disconnect(tmp_path: Path) -> None:
     hosts_remove(tmp_path, "10.200.5.7")
     assert hosts.read_text() == "127.0.0.1\tlocalhost\n10.123.0.5\tbox\n" and hosts.stat().st_ino == inode
     hosts_add(tmp_path / "missing", "10.0.0.1")  # no sandbox files: nothing to do
+
+
+async def test_events_only_for_docker_containers(tmp_path: Path) -> None:
+    service, _, _ = make_service(tmp_path)
+    seen: list[tuple[str, str, str]] = []
+    service.event_hooks.append(lambda e: seen.append((e.action, e.network_name, e.container)))
+    await service.start()
+    net = await service.create(CreateRequest("evnet"))
+    await service.endpoints_changed("cri1", Path("/ns"), [ep("cri1", None, "10.123.0.9")])  # a kubelet pod
+    await service.endpoints_changed("cri1", None, [])
+    await service.endpoints_changed("a", Path("/ns"), [ep("a", None, "10.123.0.2"), ep("a", net, "10.1.0.2", "eth1")])
+    await service.endpoints_changed("a", Path("/ns"), [ep("a", None, "10.123.0.2")])
+    await service.remove("evnet")
+    assert seen == [("create", "evnet", ""), ("connect", "bridge", "a-container-id"),
+                    ("connect", "evnet", "a-container-id"), ("disconnect", "evnet", "a-container-id"),
+                    ("destroy", "evnet", "")]
