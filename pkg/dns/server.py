@@ -32,6 +32,7 @@ PORT = 53
 FORWARD_TIMEOUT = 3.0
 TCP_IDLE_TIMEOUT = 10.0
 MAX_INFLIGHT = 256  # per sandbox: a flood is dropped, not queued without bound
+MAX_TCP_CLIENTS = 64  # per sandbox
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 
 
@@ -121,6 +122,7 @@ class SandboxDNS:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._tcp_clients = 0
 
     async def start(self, netns_path: Path) -> None:
         """Listen in the sandbox's netns: on random ports that a NAT rule there maps 127.0.0.11:53 to (so
@@ -174,6 +176,10 @@ class SandboxDNS:
         task.add_done_callback(self._inflight.discard)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_clients >= MAX_TCP_CLIENTS:  # a container opening connections without end
+            writer.close()
+            return
+        self._tcp_clients += 1
         try:
             while True:
                 try:
@@ -189,6 +195,7 @@ class SandboxDNS:
         except ConnectionError:
             return
         finally:
+            self._tcp_clients -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
