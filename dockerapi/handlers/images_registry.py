@@ -206,8 +206,31 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def distribution(request: web.Request) -> web.Response:
+    """GET /distribution/{name}/json: what the registry serves for a name (docker manifest inspect's
+    daemon side; docker-py inspect_distribution)."""
+    images = images_of(request)
+    ref = reference.parse(request.match_info["name"])
+    try:
+        info = await images.distribution(str(ref), registry_auth(request))
+    except errors.NotFound as exc:
+        raise _pull_error(exc, ref) from None
+    except (errors.Unauthenticated, errors.PermissionDenied) as exc:
+        raise errors.Unauthenticated(exc.message) from None
+    platforms = []
+    for os_name, arch, variant in info.platforms:
+        entry = {"architecture": arch, "os": os_name}
+        if variant:
+            entry["variant"] = variant
+        platforms.append(entry)
+    desc = info.descriptor
+    return web.json_response({"Descriptor": {"mediaType": desc.media_type, "digest": desc.digest,
+                                             "size": desc.size}, "Platforms": platforms})
+
+
 ROUTES = [
     ("POST", "/images/create", create),
     ("GET", "/images/search", search),
     ("POST", "/images/{name:.+}/push", push),
+    ("GET", "/distribution/{name:.+}/json", distribution),
 ]

@@ -79,3 +79,12 @@ class Progress:
     status: str
     current: int = 0
     total: int = 0
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """What a registry serves for a reference (Docker's /distribution/{name}/json): the manifest or index
+    descriptor and the platforms it holds, as (os, architecture, variant)."""
+
+    descriptor: Descriptor
+    platforms: list[tuple[str, str, str]]

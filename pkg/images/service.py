@@ -31,7 +31,7 @@ from pkg.images.detail import Describer, ImageDetail
 from pkg.images.login import SearchResult
 from pkg.images.login import login as registry_login
 from pkg.images.login import search as registry_search
-from pkg.images.model import Image, ImageConfig, RegistryAuth
+from pkg.images.model import Distribution, Image, ImageConfig, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
 from pkg.images.push import Pusher
 from pkg.images.registry import RegistrySession
@@ -116,6 +116,26 @@ class ImageService:
             raise errors.InvalidArgument(f"{repository}: a repository name without a tag or digest is needed")
         async with RegistrySession(parsed, self._cfg.registry, auth) as session:
             return sorted(set(await session.list_tags()))
+
+    async def distribution(self, ref: str, auth: RegistryAuth | None = None) -> Distribution:
+        """The registry's manifest (or index) for ``ref`` and its platforms, without pulling anything."""
+        parsed = reference.parse(ref)
+        async with RegistrySession(parsed, self._cfg.registry, auth) as session:
+            ep, target, body = await session.resolve()
+            if target.media_type in media.INDEXES:
+                platforms = [(e.os, e.architecture, e.variant) for e in media.parse_index(body)
+                             if e.os or e.architecture]
+            else:
+                manifest = media.parse_manifest(body, target.media_type)
+                if manifest.config.size > media.MAX_MANIFEST:
+                    raise errors.InvalidArgument(f"image config {manifest.config.digest} is too large")
+                _, chunks = await session.open_blob(ep, manifest.config.digest)
+                data = b"".join([chunk async for chunk in chunks])
+                if media.sha256(data) != manifest.config.digest:
+                    raise errors.InvalidArgument(f"config {manifest.config.digest}: the registry served other bytes")
+                config = media.parse_config(data)
+                platforms = [(config.os, config.architecture, config.variant)]
+        return Distribution(target, platforms)
 
     # ---- push, import, export ----
     async def push(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None) -> str:

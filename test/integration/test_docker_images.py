@@ -289,11 +289,19 @@ def test_login_and_authenticated_pull(env: Env) -> None:
         tokens.stop()
 
 
-def test_docker_py_pull_with_auth_list_save_load(env: Env) -> None:
+def test_docker_py_distribution_pull_with_auth_list_save_load(env: Env) -> None:
     client = docker.DockerClient(base_url=f"unix://{env.daemon.docker_socket}", version="1.44", timeout=120)
     tokens = start_token_registry({"bob": "hunter2"}, env.registry.base / "data")
     try:
+        data = client.api.inspect_distribution("busybox:latest")
+        assert data["Descriptor"]["digest"] == env.busybox.manifest.digest
+        assert data["Platforms"] == [{"os": "linux", "architecture": "amd64"}]
+        with pytest.raises(docker.errors.NotFound):
+            client.api.inspect_distribution(f"{env.registry.host}/nosuch:1")
+
         repo = f"{tokens.host}/library/busybox"
+        assert client.api.inspect_distribution(f"{repo}:latest", auth_config={
+            "username": "bob", "password": "hunter2"})["Descriptor"]["digest"] == env.busybox.manifest.digest
         with pytest.raises(docker.errors.NotFound, match="pull access denied"):
             client.images.pull(repo, tag="latest")
         pulled = client.images.pull(repo, tag="latest", auth_config={"username": "bob", "password": "hunter2"})
