@@ -69,6 +69,15 @@ def test_run_publish_ps_inspect(dd: DockerDaemon) -> None:
     assert f"127.0.0.1:{port}->80/tcp" in dd.out("ps", "--format", "{{.Ports}}")
     bad = dd.docker("ps", "--filter", "colour=blue", check=False)
     assert bad.returncode != 0 and "invalid filter 'colour'" in bad.stderr
+    assert dd.out("ps", "-a", "--filter", "since=web", "--format", "{{.Names}}") == "idle"
+    assert dd.out("ps", "-a", "--filter", "before=idle", "--format", "{{.Names}}") == "web"
+    assert dd.out("ps", "-a", "-n", "1", "--format", "{{.Names}}") == "idle"
+
+    dd.out("create", "--name", "keepme", "-l", "keep=1", "busybox", "true")
+    idle = dd.inspect("idle")["Id"]
+    pruned = dd.out("container", "prune", "-f", "--filter", "label!=keep=1")
+    assert idle in pruned  # stopped and not labelled keep=1; the running one and the labelled one stay
+    assert set(dd.out("ps", "-a", "--format", "{{.Names}}").split()) == {"web", "keepme"}
 
 
 def _try_get(url: str) -> str | None:
