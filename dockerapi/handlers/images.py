@@ -17,6 +17,7 @@ from dockerapi.handlers import images_json as j
 from pkg import errors
 from pkg.images import reference
 from pkg.images.delete import DeleteItem, ImageUser, delete_image
+from pkg.images.detail import ImageDetail
 from pkg.images.model import Image
 from pkg.images.service import ImageService
 from pkg.model.state import ContainerState
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LIST_FILTERS = ("dangling", "label", "reference", "before", "since", "until")
 PRUNE_FILTERS = ("dangling", "until", "label", "label!")
+MAX_PARENTS = 128
 
 
 def images_of(request: web.Request) -> ImageService:
@@ -131,7 +133,17 @@ async def inspect_image(request: web.Request) -> web.Response:
 async def image_history(request: web.Request) -> web.Response:
     images = images_of(request)
     img = await get_image(images, request.match_info["name"])
-    return web.json_response(j.history(await images.detail(img)))
+    detail = await images.detail(img)
+    parents: list[ImageDetail] = []
+    parent_id = detail.parent
+    while parent_id and len(parents) < MAX_PARENTS:  # commits on commits: the local part of the chain
+        try:
+            parent = await images.detail(await images.get(parent_id))
+        except errors.NotFound:
+            break
+        parents.append(parent)
+        parent_id = parent.parent
+    return web.json_response(j.history(detail, parents))
 
 
 async def tag_image(request: web.Request) -> web.Response:

@@ -195,8 +195,13 @@ async def commit(request: web.Request) -> web.Response:
     engine = b.engine
     paused = False
     if pause and running and engine is not None:
-        await engine.pause(container_id)
-        paused = True
+        try:
+            await engine.pause(container_id)
+            paused = True
+        except errors.NarwhalError as exc:
+            # Typically it exited between our look and the pause (its exit not recorded yet): nothing
+            # runs that could change the filesystem, so the snapshot is diffed as it is.
+            log.info("commit: container %s not paused: %s", container_id, exc.message)
     try:
         async with images.keeping_displaced(list(names)):
             img = await images.commit(CommitRequest(

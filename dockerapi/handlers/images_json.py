@@ -111,7 +111,7 @@ def inspect(request: web.Request, detail: ImageDetail) -> dict[str, Any]:
         "Id": img.id,
         "RepoTags": tags(img),
         "RepoDigests": digests(img),
-        "Parent": "",
+        "Parent": detail.parent,
         "Comment": detail.comment,
         "Created": img.created or ZERO_TIME,
         "DockerVersion": detail.docker_version,
@@ -138,15 +138,19 @@ def inspect(request: web.Request, detail: ImageDetail) -> dict[str, Any]:
     return out
 
 
-def history(detail: ImageDetail) -> list[dict[str, Any]]:
-    """GET /images/{name}/history: newest step first; the image's ID and tags on the newest only."""
+def history(detail: ImageDetail, parents: list[ImageDetail] | None = None) -> list[dict[str, Any]]:
+    """GET /images/{name}/history: newest step first.  The newest step carries the image's ID and tags;
+    with the local ``parents`` (a commit's parent chain, nearest first) their newest steps carry theirs,
+    as moby walks the parent chain; every other step is "<missing>"."""
     out: list[dict[str, Any]] = []
     for entry in reversed(detail.history):
         out.append({"Id": "<missing>", "Created": unix(entry.created), "CreatedBy": entry.created_by,
                     "Tags": None, "Size": entry.size, "Comment": entry.comment})
-    if out:
-        out[0]["Id"] = detail.image.id
-        out[0]["Tags"] = tags(detail.image) or None
+    for owner in [detail, *(parents or [])]:
+        index = len(detail.history) - len(owner.history)
+        if 0 <= index < len(out):
+            out[index]["Id"] = owner.image.id
+            out[index]["Tags"] = tags(owner.image) or None
     return out
 
 

@@ -52,6 +52,7 @@ class ImageDetail:
     layers: list[Descriptor]
     unpacked_size: int
     labels: dict[str, str] = field(default_factory=dict)
+    parent: str = ""  # the image a commit was made on (the config's "parent"), "" otherwise
 
 
 class Describer:
@@ -108,6 +109,7 @@ class Describer:
             layers=list(resolved.parsed.layers),
             unpacked_size=sum(layer_sizes) if all(layer_sizes) or not layer_sizes else img.size,
             labels=dict(img.config.labels),
+            parent=str(doc.get("parent") or ""),
         )
 
 

@@ -100,12 +100,14 @@ class SnapshotCommitter:
             layer_type = media.DOCKER_LAYER_GZIP if docker_media else media.OCI_LAYER_GZIP
             layer, diff_id = await self._diff(req.snapshot_key, parent.chain_id, layer_type, lease_id)
             return await self.write_image(base, layer, diff_id, lease_id, config=req.config, author=req.author,
-                                          comment=req.comment, created_by=req.created_by, names=req.names)
+                                          comment=req.comment, created_by=req.created_by, names=req.names,
+                                          parent_id=parent.id)
 
     async def write_image(self, base: Base, layer: Descriptor, diff_id: str, lease_id: str, *, config: ImageConfig,
                           author: str = "", comment: str = "", created_by: str = "",
-                          names: tuple[str, ...] = ()) -> str:
-        """``base`` plus one layer (already in the content store, under ``lease_id``) as a named image."""
+                          names: tuple[str, ...] = (), parent_id: str = "") -> str:
+        """``base`` plus one layer (already in the content store, under ``lease_id``) as a named image;
+        ``parent_id`` is recorded as the config's ``parent``, as moby's commit does (inspect's Parent)."""
         diff_ids = [*base.diff_ids, diff_id]
         chains = chain_ids(diff_ids)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -125,6 +127,10 @@ class SnapshotCommitter:
                 doc.pop(key, None)
         doc.pop("container", None)
         doc.pop("container_config", None)
+        if parent_id:
+            doc["parent"] = parent_id
+        else:
+            doc.pop("parent", None)
         config_body = json.dumps(doc, separators=(",", ":")).encode()
         config_desc = Descriptor(media.DOCKER_CONFIG if base.docker_media else media.OCI_CONFIG,
                                  media.sha256(config_body), len(config_body))

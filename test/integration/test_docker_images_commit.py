@@ -61,6 +61,9 @@ def test_commit_makes_a_runnable_image_with_the_changes(docker: Docker) -> None:
     steps = history.splitlines()
     assert steps[0] == "sh -c echo hello > /greeting && rm /bin/true|my comment"
     assert len(steps) == len(base["RootFS"]["Layers"]) + 1
+    assert inspected["Parent"] == base["Id"]  # as moby records a commit's parent
+    ids = docker("history", "--no-trunc", "--format", "{{.ID}}", "committed:1").stdout.splitlines()
+    assert ids == [image_id, base["Id"]]
 
     assert docker("run", "--rm", "committed:1").stdout == "hello\n"
     gone = docker("run", "--rm", "committed:1", "ls", "/bin/true", check=False)
