@@ -1,9 +1,9 @@
 """NetworkService: the Docker domain's networks, their endpoints and the names the embedded DNS answers.
 
-    create/get/list/remove/prune   network objects (user-defined bridges, each its own CNI conflist)
-    connect/disconnect             a running sandbox in or out of a network (through the NetworkManager)
+    create/get/all/remove/prune    network objects (user-defined bridges, each its own CNI conflist)
+    connect/disconnect             a sandbox in or out of a network (connect.py, through the NetworkManager)
     endpoints(network)             who is attached (inspect's Containers)
-    lookup/reverse/forwards        the records of each sandbox's embedded DNS server
+    dns_records                    what each sandbox's embedded DNS server answers (records.py)
 
 Endpoints are not stored here: the NetworkManager's attachment cache is the
 truth.  This service listens to its changes (EndpointListener) to keep an
