@@ -13,6 +13,7 @@ Docker ones through a ``docker.io`` mirror, so ``busybox`` means the offline bus
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -30,11 +31,13 @@ from lib.daemon import DaemonProcess, mounts_under, start_daemon
 from lib.registry import Registry
 
 DOCKER_CLI = "/usr/local/bin/docker"  # the same client (28.2) for both Docker daemons
-CTR_BRIDGE = "nwbench-ctr0"
-CTR_SUBNET = "10.124.250.0/24"
-CTR_ADMIN_CHAIN = "NWBENCH-ADMIN"
-DOCKERD_BRIDGE = "nwbench-dkr0"
-DOCKERD_BIP = "10.124.251.1/24"
+
+
+def _run_tag(base: Path) -> tuple[str, int]:
+    """Per-run names and subnet numbers from the anchor's temp dir: two runs (say, the smoke test and a
+    `make bench`) never share a bridge, a chain or a subnet (10.124.0.0/16; narwhald uses 10.123.0.0/16)."""
+    digest = hashlib.sha256(base.name.encode()).hexdigest()
+    return digest[:6], int(digest[6:10], 16) % 250
 
 
 @dataclass
@@ -140,15 +143,15 @@ def narwhal(registry: Registry) -> Iterator[System]:
         network.remove()
 
 
-def _ctr_conflist(base: Path) -> dict[str, object]:
+def _ctr_conflist(base: Path, bridge: str, subnet: str, admin_chain: str) -> dict[str, object]:
     """narwhald's default chain (pkg.cni.defaults), on a bridge and subnet of the anchor's own."""
     return {
-        "cniVersion": "1.0.0", "name": "nwbench-ctr", "plugins": [
-            {"type": "bridge", "bridge": CTR_BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": CTR_SUBNET}]],
+        "cniVersion": "1.0.0", "name": f"nwbench-{bridge}", "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(base / "ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-            {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": CTR_ADMIN_CHAIN},
+            {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": admin_chain},
             {"type": "bandwidth", "capabilities": {"bandwidth": True}},
         ]}
 
@@ -159,7 +162,10 @@ def containerd_cri(registry: Registry) -> Iterator[System]:
     base = Path(tempfile.mkdtemp(prefix="nwb-ctr-", dir="/tmp"))
     conf_dir = base / "net.d"
     conf_dir.mkdir()
-    (conf_dir / "10-bench.conflist").write_text(json.dumps(_ctr_conflist(base)))
+    tag, octet = _run_tag(base)
+    bridge, admin_chain = f"nwb-c-{tag}", f"NWB-ADMIN-{tag}"
+    (conf_dir / "10-bench.conflist").write_text(
+        json.dumps(_ctr_conflist(base, bridge, f"10.124.{octet}.0/24", admin_chain)))
     sock = base / "containerd.sock"
     config = base / "config.toml"
     config.write_text(f"""version = 2
@@ -194,7 +200,7 @@ state = "{base}/state"
         _kill_group(proc)
         _kill_processes_under(base)
         _unmount_under(base)
-        HostGuard(bridges=[CTR_BRIDGE], admin_chains=[CTR_ADMIN_CHAIN]).restore_instance()
+        HostGuard(bridges=[bridge], admin_chains=[admin_chain]).restore_instance()
         _cgroups_remove("k8s.io")  # containerd's CRI puts pods without a cgroup parent under /<namespace>
         shutil.rmtree(base, ignore_errors=True)
 
@@ -217,15 +223,17 @@ def dockerd(registry: Registry) -> Iterator[System]:
     touches the host's FORWARD policy nor narwhald's rules."""
     base = Path(tempfile.mkdtemp(prefix="nwb-dkr-", dir="/tmp"))
     sock = base / "docker.sock"
-    subprocess.run(["ip", "link", "add", DOCKERD_BRIDGE, "type", "bridge"], check=True, capture_output=True)
-    subprocess.run(["ip", "addr", "add", DOCKERD_BIP, "dev", DOCKERD_BRIDGE], check=True, capture_output=True)
-    subprocess.run(["ip", "link", "set", DOCKERD_BRIDGE, "up"], check=True, capture_output=True)
+    tag, octet = _run_tag(base)
+    bridge = f"nwb-d-{tag}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
+    subprocess.run(["ip", "addr", "add", f"10.124.{octet}.1/24", "dev", bridge], check=True, capture_output=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True, capture_output=True)
     forward = HostGuard.take().forward_policy
     log = base / "dockerd.log"
     cmd = [
         "dockerd", "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
         "-H", f"unix://{sock}", "--pidfile", str(base / "dockerd.pid"),
-        "--bridge", DOCKERD_BRIDGE, "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+        "--bridge", bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false",
         "--registry-mirror", f"http://{registry.host}", "--insecure-registry", registry.host,
         "--storage-driver", "overlay2", "--log-level", "warn", "--cgroup-parent", f"/nwbench-dkr-{base.name[-6:]}",
         "--config-file", str(base / "daemon.json"),
@@ -251,7 +259,7 @@ def dockerd(registry: Registry) -> Iterator[System]:
         _kill_group(proc, timeout=60)
         _kill_processes_under(base)
         _unmount_under(base)
-        subprocess.run(["ip", "link", "del", DOCKERD_BRIDGE], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
         subprocess.run(["iptables", "-w", "-P", "FORWARD", forward], check=False, capture_output=True)
         _cgroups_remove(f"nwbench-dkr-{base.name[-6:]}")
         shutil.rmtree(base, ignore_errors=True)

@@ -180,11 +180,17 @@ def _run(drivers: list[Driver], plan: CriPlan, results: Results, log: Callable[[
     broken: set[str] = set()
 
     def each(rows: list[str], rounds: int, step: Callable[[Driver], None]) -> None:
-        for _, d in _interleaved(drivers, rounds):
-            if d.system.name in broken or any(d.system.name in results.get(GROUP, r).errors for r in rows):
+        """A failing round is counted against its rows (shown in the table) without discarding the
+        samples of the rounds that worked; rows with no sample at all for a system are n/a for it."""
+        for i, d in _interleaved(drivers, rounds):
+            if d.system.name in broken:
                 continue
-            with results.guard(GROUP, rows, d.system.name, log):
+            try:
                 step(d)
+            except Exception as err:  # noqa: BLE001 - recorded, the run goes on
+                log(f"  {d.system.name} {', '.join(rows)}: round {i} failed: {err!r}")
+                for row in rows:
+                    results.get(GROUP, row).failed(d.system.name, err)
 
     for d in drivers:
         try:

@@ -52,7 +52,8 @@ def docker(system: System, *args: str, timeout: float = 300) -> str:
     proc = subprocess.run([DOCKER_CLI, *args], env=system.docker_env(), capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
-        raise CLIError(f"docker {' '.join(args[:3])}: {(proc.stderr or proc.stdout).strip()[:160]}")
+        output = (proc.stderr or proc.stdout).strip()[:160] or "no output"
+        raise CLIError(f"docker {' '.join(args[:3])}: exit {proc.returncode}: {output}")
     return proc.stdout
 
 
@@ -75,11 +76,15 @@ def run(systems: list[System], plan: DockerPlan, results: Results, log: Callable
             live.append(system)
 
     def each(row: str, rounds: int, step: Callable[[System], None]) -> None:
+        """A failing round is counted (and shown) but does not discard the other rounds' samples; a
+        system whose every round fails gets "n/a (error: ...)"."""
         for i in range(rounds):
             for system in live if i % 2 == 0 else list(reversed(live)):
-                if system.name not in results.get(GROUP, row).errors:
-                    with results.guard(GROUP, [row], system.name, log):
-                        step(system)
+                try:
+                    step(system)
+                except Exception as err:  # noqa: BLE001 - recorded, the run goes on
+                    log(f"  {system.name} {row}: round {i} failed: {err}")
+                    results.get(GROUP, row).failed(system.name, err)
 
     log(f"  {plan.runs} x {names['run']} each")
     metered = [s for s in live if s.metrics_url]

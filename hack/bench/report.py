@@ -41,9 +41,14 @@ def _status(row: Row) -> str:
 
 
 def _cell(row: Row, system: str) -> tuple[str, str]:
-    if system in row.errors:
+    if system in row.errors and not row.samples.get(system):
         return f"n/a (error: {row.errors[system].replace('|', '/')})", ""
-    return _fmt(row.p50(system), row.unit), _fmt(row.p95(system), row.unit)
+    p50 = _fmt(row.p50(system), row.unit)
+    failures = row.failures.get(system)
+    if failures:
+        n = len(row.samples.get(system, [])) + len(failures)
+        p50 += f" <br><sub>{len(failures)} of {n} failed: {failures[0].replace('|', '/')}</sub>"
+    return p50, _fmt(row.p95(system), row.unit)
 
 
 def markdown(results: Results, meta: dict[str, Any]) -> str:

@@ -32,6 +32,13 @@ class Row:
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, list[str]] = field(default_factory=dict)  # rounds that failed, when others did not
+
+    def failed(self, system: str, err: BaseException) -> None:
+        """One round failed: counted; the row is n/a for ``system`` only if no round succeeds."""
+        self.failures.setdefault(system, []).append(_message(err))
+        if not self.samples.get(system):
+            self.errors[system] = self.failures[system][0]
 
     def p50(self, system: str) -> float | None:
         values = self.samples.get(system)
@@ -79,7 +86,7 @@ class Results:
 
     def fail(self, group: str, names: list[str], system: str, err: BaseException) -> None:
         """Record ``n/a (error: ...)`` for these rows and system instead of crashing the run."""
-        message = f"{type(err).__name__}: {err}".strip().splitlines()[0][:200] if str(err) else type(err).__name__
+        message = _message(err)
         for name in names:
             row = self.get(group, name)
             row.samples.pop(system, None)
@@ -95,3 +102,7 @@ class Results:
 
     def to_json(self) -> list[dict[str, Any]]:
         return [row.to_json() for row in self.rows]
+
+
+def _message(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".strip().splitlines()[0][:200] if str(err) else type(err).__name__
