@@ -48,7 +48,7 @@ def write_launcher(directory: Path) -> Path:
     the logger reads them, and the shim learns nothing more from waiting (it proceeds on EOF, so it never
     detected a logger that failed to start anyway).  ReopenContainerLog waits for the pid file the logger
     writes once it runs.  narwhald's own fifo-path launch passes ``ready-fd``: then the logger signals as
-    before (fd 5 is not open in that child, so closing it is a no-op).
+    before and the launcher leaves fd 5 alone.
     """
     root = Path(pkg.__file__).resolve().parent.parent  # this installation's package dir, wherever it lives
     entry = (
@@ -60,7 +60,8 @@ def write_launcher(directory: Path) -> Path:
     script = (
         "#!/bin/sh\n"
         "# narwhal-logger launcher (pkg.logs.binary.write_launcher): ready for the shim now, then the logger.\n"
-        "exec 5>&-\n"
+        "# narwhald's own fifo-path launch names its ready fd: then the logger signals, and fd 5 may be in use.\n"
+        'case " $* " in *" ready-fd "*) ;; *) exec 5>&- ;; esac\n'
         f"exec {shlex.quote(sys.executable)} -IS {shlex.quote(str(directory / LOGGER_ENTRY))} early-ready true \"$@\"\n"
     )
     directory.mkdir(parents=True, exist_ok=True)
