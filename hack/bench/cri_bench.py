@@ -236,8 +236,13 @@ def _run(drivers: list[Driver], plan: CriPlan, results: Results, log: Callable[[
         if reply.exit_code != 0:
             raise RuntimeError(f"ExecSync true exited {reply.exit_code}: {reply.stderr!r}")
 
+    before = {d.system.name: breakdown.scrape(d.system.metrics_url) for d in metered}  # type: ignore[arg-type]
     try:
         each(["ExecSync"], plan.execs, exec_sync)
+        for d in metered:
+            after = breakdown.scrape(d.system.metrics_url)  # type: ignore[arg-type]
+            results.breakdown[f"{d.system.name}, ExecSync"] = {
+                "unit": "ExecSync", "calls": breakdown.diff(before[d.system.name], after, plan.execs)}
     finally:
         for d in drivers:
             if d.system.name in execs:
