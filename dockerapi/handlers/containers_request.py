@@ -180,6 +180,8 @@ def host_config(body: Json) -> HostConfig:
         sysctls={str(k): str(v) for k, v in _dict(body.get("Sysctls"), "Sysctls").items()},
         oom_score_adj=_int(body, "OomScoreAdj"),
         ulimits=tuple(_ulimit(_dict(u, "Ulimits[]")) for u in body.get("Ulimits") or []),
+        pid_mode=str(body.get("PidMode") or ""),
+        ipc_mode=str(body.get("IpcMode") or ""),
     )
 
 

@@ -381,6 +381,10 @@ def _validate_host_config(host: HostConfig) -> None:
     if policy.maximum_retry_count and policy.name != RestartPolicyName.ON_FAILURE:
         raise errors.InvalidArgument(
             "invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if host.pid_mode not in ("", "host"):
+        raise errors.NotImplementedYet(f"PID mode {host.pid_mode!r} is not supported (only host or the default)")
+    if host.ipc_mode not in ("", "private", "shareable", "host"):
+        raise errors.NotImplementedYet(f"IPC mode {host.ipc_mode!r} is not supported (host, private, shareable)")
     mode = host.network_mode
     if mode.startswith("container:") and not mode.partition(":")[2]:
         raise errors.InvalidArgument("invalid container format container:<name|id>")

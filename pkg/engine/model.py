@@ -106,6 +106,8 @@ class HostConfig:
     sysctls: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int = 0
     ulimits: tuple[Ulimit, ...] = ()
+    pid_mode: str = ""  # "" (own) or "host"
+    ipc_mode: str = ""  # "", "private", "shareable" (own) or "host"
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,9 @@ def test_mounts_volumes_and_tmpfs(dd: DockerDaemon, tmp_path: Path) -> None:
 def test_network_modes(dd: DockerDaemon) -> None:
     host = dd.out("run", "--rm", "--network", "host", "busybox", "hostname")
     assert host == os.uname().nodename
+    namespaces = dd.out("run", "--rm", "--pid", "host", "--ipc", "host", "busybox", "sh", "-c",
+                        "readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc")
+    assert namespaces.split() == [os.readlink("/proc/self/ns/pid"), os.readlink("/proc/self/ns/ipc")]
     links = dd.out("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
     assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
 
