@@ -135,6 +135,9 @@ def resources(body: Json) -> Resources:
 
 
 def host_config(body: Json) -> HostConfig:
+    for key, what in (("VolumesFrom", "--volumes-from"), ("Links", "legacy --link")):
+        if body.get(key):
+            raise errors.NotImplementedYet(f"{what} is not supported: use named volumes or a user-defined network")
     binds = _strs(body.get("Binds"), "Binds")
     mounts = [mount_spec(raw) for raw in body.get("Mounts") or []]
     tmpfs = {str(k): str(v or "") for k, v in _dict(body.get("Tmpfs"), "Tmpfs").items()}
