@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
-from lib.docker_networks import NetworkHostState, bridge_ports, chain_exists, isolation_chain, link_exists, tagged_rules
+from lib.docker_networks import bridge_ports, chain_exists, isolation_chain, link_exists, tagged_rules
 from lib.images import push
 from lib.leaks import leftovers
 from lib.registry import Registry
@@ -32,11 +32,9 @@ def dockerd(registry: Registry) -> Iterator[DaemonProcess]:
         docker(d, "pull", "busybox")
         yield d
     finally:
-        host = NetworkHostState.of(d.root)
         network = InstanceNetwork.of(d.root, d.base / "net.d")
         d.destroy()
         network.remove()
-        host.remove()
 
 
 def docker(d: DaemonProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -331,3 +329,18 @@ def test_run_errors_and_default_bridge_inspect(dockerd: DaemonProcess, mynet: st
     containers = inspect_network(dockerd, "bridge")["Containers"]
     assert containers[on_bridge]["Name"] == "plain" and containers[on_bridge]["IPv4Address"].startswith("10.123.")
     assert inspect_network(dockerd, mynet)["Containers"] == {}
+
+
+def test_teardown_of_a_daemon_with_networks_leaves_nothing() -> None:
+    """Networks outlive narwhald (as Docker's outlive dockerd); the tests' teardown helper
+    (lib.cni_host.InstanceNetwork) removes their bridges and the isolation chain with the daemon."""
+    d = start_daemon()
+    try:
+        net_id = out(d, "network", "create", "orphan")
+        assert link_exists(f"nwb{net_id[:12]}") and chain_exists(isolation_chain(d.root))
+    finally:
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        chain = isolation_chain(d.root)
+        d.destroy()
+        network.remove()
+    assert not link_exists(f"nwb{net_id[:12]}") and not chain_exists(chain)

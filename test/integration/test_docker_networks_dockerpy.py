@@ -12,7 +12,6 @@ import docker
 import pytest
 from lib import dockerpy
 from lib.daemon import DaemonProcess
-from lib.docker_networks import NetworkHostState
 from lib.registry import Registry
 
 WEB = ["httpd", "-f", "-p", "80", "-h", "/etc"]
@@ -25,9 +24,7 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
     try:
         yield d
     finally:
-        host = NetworkHostState.of(d.root)
         dockerpy.destroy(d)
-        host.remove()
 
 
 @pytest.fixture

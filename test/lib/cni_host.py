@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib import nsexec
+from lib.docker_networks import NetworkHostState
 
 SHARED_NAT = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-SNAT")
 
@@ -236,6 +237,7 @@ class InstanceNetwork:
 
     instance_id: str
     subnets: list[str]
+    docker_networks: NetworkHostState | None = None  # its user-defined Docker networks (bridges, chains)
 
     @classmethod
     def of(cls, root: Path, conf_dir: Path) -> InstanceNetwork:
@@ -247,7 +249,7 @@ class InstanceNetwork:
         except (OSError, ValueError):
             data = {}
         own = isinstance(data, dict) and data.get("name") == f"narwhal-{instance_id}"
-        return cls(instance_id, defaults.subnets_of(data) if own else [])
+        return cls(instance_id, defaults.subnets_of(data) if own else [], NetworkHostState.of(root))
 
     def remove(self) -> None:
         import asyncio
@@ -264,5 +266,7 @@ class InstanceNetwork:
             iptables.cleanup(f"narwhal-{self.instance_id}", lambda _: True, in_subnets if nets else None)))
         worker.start()
         worker.join()
+        if self.docker_networks is not None:  # networks outlive narwhald (as Docker's): gone with the test
+            self.docker_networks.remove()
         HostGuard(bridges=[f"nw-{self.instance_id}"],
                   admin_chains=[f"NARWHAL-ADMIN-{self.instance_id}"]).restore_instance()

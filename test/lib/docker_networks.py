@@ -56,16 +56,49 @@ def tagged_rules(cni_name: str) -> list[str]:
 
 @dataclass
 class NetworkHostState:
+    """A (possibly dead) instance's user-defined networks as the host holds them: bridges, the CNI rules
+    their containers left (tagged with each network's CNI name), the isolation chain."""
+
     root: Path
     bridges: list[str] = field(default_factory=list)
+    cni_names: list[str] = field(default_factory=list)
+    subnets: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, root: Path) -> NetworkHostState:
-        return cls(root, [str(r["bridge"]) for r in records(root) if r.get("bridge") and
-                          not str(r["bridge"]).startswith("nw-")])
+        state = cls(root)
+        for r in records(root):
+            bridge = str(r.get("bridge") or "")
+            if not bridge or bridge.startswith("nw-") or r.get("name") in ("bridge", "host", "none"):
+                continue
+            state.bridges.append(bridge)
+            state.cni_names.append(str(r.get("cniName") or ""))
+            ipam = r.get("ipam")
+            state.subnets += [str(p["subnet"]) for p in ipam if isinstance(p, dict)] if isinstance(ipam, list) else []
+        return state
 
     def remove(self) -> None:
-        """Delete the user-defined networks' bridges and the isolation chain a failed test left."""
+        """Delete what the instance's user-defined networks left on the host once it is gone."""
+        import asyncio
+        import ipaddress
+        import threading
+
+        from pkg.cni import iptables
+
+        nets = [ipaddress.ip_network(n) for n in self.subnets]
+
+        def in_subnets(ip: str) -> bool:
+            return any(ipaddress.ip_address(ip) in n for n in nets)
+
+        async def sweep() -> None:
+            for name in self.cni_names:
+                if name:
+                    await iptables.cleanup(name, lambda _: True, in_subnets if nets else None)
+
+        if self.cni_names:  # on a thread of its own: the caller may be inside a running event loop
+            worker = threading.Thread(target=lambda: asyncio.run(sweep()))
+            worker.start()
+            worker.join()
         for bridge in self.bridges:
             subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
         chain = isolation_chain(self.root)
