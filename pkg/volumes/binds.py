@@ -39,9 +39,11 @@ def parse_bind(raw: str) -> MountSpec:
     kind = MountType.BIND if source.startswith("/") else MountType.VOLUME
     propagation = next((w for w in words if w in PROPAGATIONS), "")
     if kind is MountType.VOLUME and propagation:
-        raise errors.InvalidArgument(f"invalid mode: {mode}")
+        raise errors.InvalidArgument(f"invalid volume specification: '{raw}': invalid mount config for type "
+                                     '"volume": field BindOptions must not be specified')
     if kind is MountType.BIND and "nocopy" in words:
-        raise errors.InvalidArgument(f"invalid mode: {mode}")
+        raise errors.InvalidArgument(f"invalid volume specification: '{raw}': invalid mount config for type "
+                                     '"bind": field VolumeOptions must not be specified')
     spec = MountSpec(
         type=kind, target=target, source=source, read_only="ro" in words, propagation=propagation,
         no_copy="nocopy" in words, mode=mode, create_host_path=True,
@@ -97,6 +99,9 @@ def validate(spec: MountSpec) -> MountSpec:
             raise errors.InvalidArgument('invalid mount config for type "bind": field VolumeOptions must not be '
                                          "specified")
     elif spec.type is MountType.VOLUME:
+        if spec.read_only and not spec.source:
+            raise errors.InvalidArgument('invalid mount config for type "volume": must not set ReadOnly mode when '
+                                         "using anonymous volumes")
         if spec.propagation:
             raise errors.InvalidArgument('invalid mount config for type "volume": field BindOptions must not be '
                                          "specified")

@@ -13,7 +13,7 @@ from pkg import errors
 from pkg.events import EventBus
 from pkg.images.model import Descriptor, Image, ImageConfig
 from pkg.runtime.spec_options import Propagation
-from pkg.volumes.binds import parse_bind
+from pkg.volumes.binds import parse_bind, validate
 from pkg.volumes.model import ANONYMOUS_LABEL, MountPoint, MountSpec, MountType, VolumeFilter
 from pkg.volumes.service import VolumeService
 
@@ -67,8 +67,9 @@ def test_parse_bind(raw: str, kind: MountType, source: str, target: str, ro: boo
     ("/host:rw", "invalid volume specification: '/host:rw'"),
     ("/host:/mnt:bogus", "invalid mode: bogus"),
     ("/host:/mnt:ro,rw", "invalid mode: ro,rw"),
-    ("v1:/mnt:rshared", "invalid mode: rshared"),
-    ("/host:/mnt:nocopy", "invalid mode: nocopy"),
+    ("v1:/mnt:rshared", "field BindOptions must not be specified"),
+    ("/host:/mnt:nocopy", "field VolumeOptions must not be specified"),
+    ("/anon:ro", "invalid volume specification: '/anon:ro'"),
     ("v1:relative", "mount path must be absolute"),
     ("v1:/", "destination can't be '/'"),
     ("", "invalid volume specification"),
@@ -337,3 +338,9 @@ async def test_a_failed_copy_up_leaves_nothing_held(tmp_path: Path) -> None:
     assert [v.name for v in service.list()] == ["named"]  # the anonymous one went, the named one stays
     assert service.users("named") == []
     await service.remove("named")
+
+
+def test_anonymous_volumes_cannot_be_read_only() -> None:
+    with pytest.raises(errors.InvalidArgument, match="must not set ReadOnly mode when using anonymous volumes"):
+        validate(MountSpec(MountType.VOLUME, "/x", read_only=True))
+    assert validate(MountSpec(MountType.VOLUME, "/x/", source="named", read_only=True)).target == "/x"
