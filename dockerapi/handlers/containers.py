@@ -13,7 +13,7 @@ from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import matcher, parse_filters, prune_keeper
 from pkg import errors
 from pkg.engine.engine import Engine
-from pkg.engine.model import RestartPolicyName
+from pkg.engine.model import RestartPolicyName, Status
 
 
 def engine(request: web.Request) -> Engine:
@@ -52,11 +52,16 @@ async def create(request: web.Request) -> web.Response:
 async def list_containers(request: web.Request) -> web.Response:
     eng = engine(request)
     filters = parse_filters(request.query.get("filters", ""))
-    limit = int(request.query.get("limit", "0") or 0)
+    raw_limit = request.query.get("limit", "") or "0"
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid limit {raw_limit!r}") from None
     show_all = flag(request, "all") or limit > 0
     views = eng.list()
     keep = matcher(filters, eng)
-    selected = [v for v in views if (show_all or v.running or v.status.value == "paused") and keep(v)]
+    shown = (Status.RUNNING, Status.PAUSED, Status.RESTARTING)
+    selected = [v for v in views if (show_all or v.status in shown) and keep(v)]
     if limit > 0:
         selected = selected[:limit]
     out = [cj.summary_json(v) for v in selected]

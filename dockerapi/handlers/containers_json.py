@@ -173,7 +173,7 @@ def state_json(c: EngineContainer) -> Json:
     status = c.status
     out: Json = {
         "Status": status.value,
-        "Running": c.running,
+        "Running": c.running or status == Status.RESTARTING,  # moby: a restarting container counts as running
         "Paused": status == Status.PAUSED,
         "Restarting": status == Status.RESTARTING,
         "OOMKilled": core.reason == "OOMKilled",

@@ -243,6 +243,11 @@ def test_inspect_and_summary_shapes() -> None:
     exited = view(rec, ContainerState.EXITED, exit_code=3, started_at=10**9, finished_at=2 * 10**9)
     assert cj.status_text(exited, now=2 + 3600 * 3) == "Exited (3) 3 hours ago"
     assert cj.status_text(view(rec, ContainerState.CREATED)) == "Created"
+    restarting = view(dataclasses.replace(rec, state=EngineState(restarting=True)), ContainerState.EXITED,
+                      exit_code=1, finished_at=10**9)
+    state = cj.state_json(restarting)
+    assert state["Status"] == "restarting" and state["Running"] and state["Restarting"] and state["Pid"] == 0
+    assert cj.status_text(restarting, now=3.0) == "Restarting (1) 2 seconds ago"
     paused = view(dataclasses.replace(rec, state=EngineState(paused=True)), started_at=10**9)
     assert paused.status == Status.PAUSED and cj.status_text(paused, now=62).endswith("(Paused)")
     assert cj.human_duration(90) == "About a minute" and cj.human_duration(0.5) == "Less than a second"
