@@ -74,6 +74,18 @@ def test_df_reports_images_and_empty_build_cache(client: Any) -> None:
     assert df["LayersSize"] > 0
 
 
+def test_info_and_df_at_the_oldest_api_version(daemon: DaemonProcess) -> None:
+    old = dockerpy.client(daemon, version="1.40")
+    try:
+        info = old.info()
+        assert info["ContainerdCommit"]["Expected"] == info["ContainerdCommit"]["ID"]
+        image = old.images.pull("busybox", tag="latest")
+        entry = next(i for i in old.df()["Images"] if i["Id"] == image.id)
+        assert entry["VirtualSize"] == entry["Size"]  # gone from 1.44 on
+    finally:
+        old.close()
+
+
 def test_df_type_filter_and_bad_type(client: Any) -> None:
     only_volumes = client.api._result(client.api._get(client.api._url("/system/df"), params={"type": "volume"}), True)
     assert set(only_volumes) == {"Volumes"}
