@@ -313,6 +313,9 @@ def _cgroup_features(h: cgroupfs.Hierarchies) -> CgroupFeatures:
     )
 
 
+_USAGE_CONCURRENCY = 4
+
+
 async def writable_layer_sizes(containers: ContainerService,
                                metadata: Iterable[ContainerMetadata]) -> dict[str, int]:
     """Bytes in each container's writable layer (its snapshot's own usage), for /system/df's SizeRw.
@@ -320,12 +323,14 @@ async def writable_layer_sizes(containers: ContainerService,
     A container whose snapshot is gone (being removed) counts 0 rather than failing the whole answer."""
     client = containers.ctx.client
     items = [m for m in metadata if m.snapshot_key]
+    limit = asyncio.Semaphore(_USAGE_CONCURRENCY)  # each is a directory walk in containerd
 
     async def one(meta: ContainerMetadata) -> tuple[str, int]:
-        try:
-            size, _ = await snapshots.usage(client, meta.snapshot_key)
-        except errors.NarwhalError:
-            size = 0
+        async with limit:
+            try:
+                size, _ = await snapshots.usage(client, meta.snapshot_key)
+            except errors.NarwhalError:
+                size = 0
         return meta.id, size
 
     return dict(await asyncio.gather(*(one(m) for m in items)))
