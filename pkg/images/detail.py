@@ -63,8 +63,8 @@ class Describer:
         self._snapshotter = snapshotter
         self._usage: dict[str, int] = {}
 
-    async def snapshot_size(self, chain_id: str) -> int:
-        """Bytes the committed snapshot ``chain_id`` adds on disk (0 when it is not unpacked)."""
+    async def snapshot_size(self, chain_id: str) -> int | None:
+        """Bytes the committed snapshot ``chain_id`` adds on disk; None when it is not unpacked."""
         cached = self._usage.get(chain_id)
         if cached is not None:
             return cached
@@ -73,15 +73,20 @@ class Describer:
                 snapshots_pb2.UsageRequest(snapshotter=self._snapshotter, key=chain_id), timeout=60)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
-                return 0
+                return None
             raise from_grpc(err, f"snapshot usage {chain_id}") from err
         self._usage[chain_id] = int(resp.size)
         return int(resp.size)
 
+    async def _layer_sizes(self, img: Image) -> tuple[list[int], bool]:
+        """Each layer's unpacked size (0 when not unpacked) and whether all of them are unpacked."""
+        sizes = [await self.snapshot_size(c) for c in chain_ids(img.diff_ids)]
+        return [s or 0 for s in sizes], all(s is not None for s in sizes)
+
     async def unpacked_size(self, img: Image) -> int:
         """The image's size as Docker shows it: its unpacked layers, else (not unpacked) its blobs."""
-        sizes = [await self.snapshot_size(c) for c in chain_ids(img.diff_ids)]
-        return sum(sizes) if all(sizes) or not sizes else img.size
+        sizes, unpacked = await self._layer_sizes(img)
+        return sum(sizes) if unpacked else img.size
 
     async def describe(self, img: Image) -> ImageDetail:
         resolved = await self._store.resolve_target(img.target, img.id)
@@ -92,8 +97,7 @@ class Describer:
             raise errors.InvalidArgument(f"image {img.id}: config is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise errors.InvalidArgument(f"image {img.id}: config is not a JSON object")
-        chains = chain_ids(img.diff_ids)
-        layer_sizes = [await self.snapshot_size(c) for c in chains]
+        layer_sizes, unpacked = await self._layer_sizes(img)
         history = _history(doc.get("history"), layer_sizes)
         container_config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
         return ImageDetail(
@@ -107,7 +111,7 @@ class Describer:
             history=history,
             manifest=resolved.manifest,
             layers=list(resolved.parsed.layers),
-            unpacked_size=sum(layer_sizes) if all(layer_sizes) or not layer_sizes else img.size,
+            unpacked_size=sum(layer_sizes) if unpacked else img.size,
             labels=dict(img.config.labels),
             parent=str(doc.get("parent") or ""),
         )

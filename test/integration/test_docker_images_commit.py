@@ -70,6 +70,18 @@ def test_commit_makes_a_runnable_image_with_the_changes(docker: Docker) -> None:
     assert gone.returncode != 0  # the deletion travelled as a whiteout
     docker("rm", "src")
 
+    # a container that changed nothing (never started): an empty layer, sized as its base
+    docker("create", "--name", "idle", "busybox", "true")
+    try:
+        docker("commit", "idle", "idle:1")
+        [idle] = json.loads(docker("image", "inspect", "idle:1").stdout)
+        assert len(idle["RootFS"]["Layers"]) == len(base["RootFS"]["Layers"]) + 1
+        assert base["Size"] <= idle["Size"] < base["Size"] + 65536
+        assert docker("run", "--rm", "idle:1", "echo", "ok").stdout == "ok\n"
+    finally:
+        docker("rm", "-f", "idle", check=False)
+    docker("rmi", "idle:1")
+
     missing = docker("commit", "nosuch", check=False)
     assert missing.returncode == 1 and "No such container: nosuch" in missing.stderr
 
