@@ -71,7 +71,9 @@ async def start(request: web.Request) -> web.StreamResponse:
     if body.get("Detach"):
         await manager.run_detached(instance)
         return web.Response(status=200)
-    raw = bool(body.get("Tty")) or instance.config.tty
+    # moby frames by the start request's Tty, not the exec's: a tty exec started with Tty false (docker-py's
+    # default) gets its terminal output in stdout frames.
+    raw = bool(body.get("Tty"))
 
     async def session(conn: hijack.HijackedConnection) -> None:
         await _session(manager, instance, conn, raw)

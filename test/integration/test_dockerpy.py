@@ -168,3 +168,13 @@ def test_volumes_create_list_get_use_remove(client: Any) -> None:
         volume.remove(force=True)
     with pytest.raises(docker.errors.NotFound):
         client.volumes.get("dp-vol")
+
+
+def test_exec_start_frames_by_its_own_tty_flag(client: Any) -> None:
+    """moby multiplexes an exec's output unless the *start* request says Tty, whatever the exec was created
+    with; docker-py starts with Tty false unless asked, and demultiplexes."""
+    container = client.containers.run("busybox", ["sleep", "300"], detach=True, labels=LABELS)
+    framed = client.api.exec_create(container.id, ["echo", "hi"], tty=True)
+    assert client.api.exec_start(framed, tty=False) == b"hi\r\n"
+    assert client.api.exec_start(client.api.exec_create(container.id, ["echo", "hi"], tty=True), tty=True) == b"hi\r\n"
+    container.remove(force=True)
