@@ -41,7 +41,7 @@ from pkg.engine.records import RecordStore
 from pkg.engine.registry import Registry
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
-from pkg.model.state import ContainerState
+from pkg.model.state import ContainerState, SandboxState
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
@@ -336,6 +336,11 @@ class Engine:
                 found = self.ctx.containers.find(target.id) if target is not None else None
                 if found is None or found[1].state != ContainerState.RUNNING:
                     raise errors.Conflict(f"cannot join network of a non running container: {mode.partition(':')[2]}")
+            sandbox = self.ctx.sandboxes.find(view.sandbox_id)
+            if sandbox is None or sandbox[1].state != SandboxState.READY:
+                # Its namespaces went away under it (a host reboot wipes them); the core cannot re-home a container.
+                raise errors.FailedPrecondition(f"the network sandbox of container {view.id[:12]} is gone (host "
+                                                "rebooted?): remove the container and create it again")
             return await self.lifecycle.start(view.id)
         except errors.NarwhalError:
             if view.host_config.auto_remove:  # as moby: a container that cannot start is not kept either
