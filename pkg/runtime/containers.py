@@ -250,20 +250,32 @@ class ContainerService:
         self.exit_event(container_id).set()
 
     async def reconcile(self, container_id: str) -> None:
-        """Bring a container's status in line with its containerd task (after restarts or lost events)."""
-        _, status = self.ctx.containers.get(container_id)
-        if status.state not in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+        """Bring a container's status in line with its containerd task (after restarts or lost events).
+
+        Under the container's lock, as handle_exit: otherwise an exit handled meanwhile (task deleted,
+        exit code recorded) looked like a vanished task and its exit code was overwritten with 255
+        (seen as `docker run --rm busybox true` exiting 255 about once in 25 runs, hack/bench)."""
+        try:
+            lock = self.ctx.containers.lock(container_id)
+        except errors.NotFound:
             return
-        task = await ctr_tasks.get(self.ctx.client, container_id)
-        if task is None:
-            # No task and no exit status to read: containerd's CRI reports exit code 255, "Unknown".
-            await self._mark_exited(container_id, UNKNOWN_EXIT_CODE, time.time_ns(), "Unknown",
-                                    "the container's task was gone when narwhald reconciled it")
-        elif task.status == ctr_tasks.TaskStatus.STOPPED:
-            await self.handle_exit(container_id, task.exit_status, task.exited_at_ns)
-        elif status.state == ContainerState.UNKNOWN:
-            await self._update(container_id, lambda s: dataclasses.replace(
-                s, state=ContainerState.RUNNING, pid=task.pid, started_at=s.started_at or time.time_ns()))
+        stopped: ctr_tasks.TaskInfo | None = None
+        async with lock:
+            found = self.ctx.containers.find(container_id)
+            if found is None or found[1].state not in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+                return
+            task = await ctr_tasks.get(self.ctx.client, container_id)
+            if task is None:
+                # No task and no exit status to read: containerd's CRI reports exit code 255, "Unknown".
+                await self._mark_exited(container_id, UNKNOWN_EXIT_CODE, time.time_ns(), "Unknown",
+                                        "the container's task was gone when narwhald reconciled it")
+            elif task.status == ctr_tasks.TaskStatus.STOPPED:
+                stopped = task  # handle_exit takes the lock itself
+            elif found[1].state == ContainerState.UNKNOWN:
+                await self._update(container_id, lambda s: dataclasses.replace(
+                    s, state=ContainerState.RUNNING, pid=task.pid, started_at=s.started_at or time.time_ns()))
+        if stopped is not None:
+            await self.handle_exit(container_id, stopped.exit_status, stopped.exited_at_ns)
 
     # ---------------- remove ----------------
     @metrics_mod.lifecycle("container", "remove")
