@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from dockerapi import filters
 from dockerapi.backend import backends, need
 from pkg import errors
 from pkg.events import DockerEvent, Event
@@ -27,67 +26,12 @@ from pkg.events import DockerEvent, Event
 ACCEPTED_FILTERS = ("config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
                     "scope", "secret", "service", "type", "volume")
 DISCONNECT_POLL = 1.0  # seconds between checks that an idle client is still there
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "h": 3_600_000_000_000}
-# Without a zone a date is local time, as moby's timetypes.GetTimestamp.
-_TIME_LAYOUTS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M",
-                 "%Y-%m-%dT%H%z", "%Y-%m-%dT%H", "%Y-%m-%d%z", "%Y-%m-%d")
-_FRACTION = re.compile(r"(?<=T\d\d:\d\d:\d\d)\.(\d{1,9})")
-
-
-# ---------------- query parsing ----------------
-def parse_filters(raw: str | None) -> dict[str, list[str]]:
-    """``{"type": {"container": true}}`` (or the old ``{"type": ["container"]}``), keys checked."""
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid filter: {raw!r} is not JSON") from None
-    if not isinstance(data, dict):
-        raise errors.InvalidArgument("invalid filter: expected a JSON object")
-    result: dict[str, list[str]] = {}
-    for key, values in data.items():
-        if key not in ACCEPTED_FILTERS:
-            raise errors.InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(values, dict):
-            result[key] = [str(v) for v, on in values.items() if on]
-        elif isinstance(values, list):
-            result[key] = [str(v) for v in values]
-        else:
-            raise errors.InvalidArgument(f"invalid filter '{key}': expected a list or a map of values")
-    return result
-
-
-def parse_time(value: str, now_ns: int) -> int:
-    """moby's timetypes.GetTimestamp: a Go duration before now, an RFC 3339 date or a Unix timestamp."""
-    value = value.strip()
-    if value != "0" and _DURATION.match(value):
-        ago = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION_PART.findall(value))
-        return now_ns - int(ago)
-    nanos = 0
-    sub_second = _FRACTION.search(value)
-    if sub_second:  # RFC 3339 allows nanoseconds; strptime takes microseconds at most
-        nanos = int((sub_second.group(1) + "000000000")[:9])
-        value = value[:sub_second.start()] + value[sub_second.end():]
-    for layout in _TIME_LAYOUTS:
-        try:
-            parsed = datetime.strptime(value.replace("Z", "+0000"), layout)
-        except ValueError:
-            continue
-        return int(parsed.timestamp()) * 1_000_000_000 + nanos
-    seconds, _, fraction = value.partition(".")
-    if seconds.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
-        return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
-    raise errors.InvalidArgument(f"failed to parse value as time or duration: {value!r}")
 
 
 # ---------------- matching (moby's events.Filter) ----------------
 class EventFilter:
-    def __init__(self, filters: Mapping[str, list[str]]) -> None:
-        self._f = filters
+    def __init__(self, wanted: Mapping[str, list[str]]) -> None:
+        self._f = wanted
 
     def _exact(self, key: str, value: str) -> bool:
         values = self._f.get(key)
@@ -101,11 +45,7 @@ class EventFilter:
         return self._fuzzy(key, event.actor_id) or self._fuzzy(key, event.attributes.get("name", ""))
 
     def _labels(self, attributes: Mapping[str, str]) -> bool:
-        for want in self._f.get("label", []):
-            key, sep, value = want.partition("=")
-            if key not in attributes or (sep and attributes[key] != value):
-                return False
-        return True
+        return filters.labels_match(attributes, self._f.get("label", ()))
 
     def _image(self, event: DockerEvent) -> bool:
         if not self._f.get("image"):
@@ -169,11 +109,11 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     bus = need(backends(request).events, "the event bus")
     query = request.query
     now = time.time_ns()
-    since = parse_time(query["since"], now) if query.get("since") else None
-    until = parse_time(query["until"], now) if query.get("until") else None
+    since = filters.timestamp(query["since"], now) if query.get("since") else None
+    until = filters.timestamp(query["until"], now) if query.get("until") else None
     if since is not None and until is not None and until < since:
         raise errors.InvalidArgument("`since` time must be before `until`")
-    match = EventFilter(parse_filters(query.get("filters")))
+    match = EventFilter(filters.parse(query.get("filters"), ACCEPTED_FILTERS))
 
     def in_window(event: DockerEvent) -> bool:
         return (since is None or event.time_ns >= since) and (until is None or event.time_ns <= until)

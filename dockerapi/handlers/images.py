@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi import versions
+from dockerapi import filters, versions
 from dockerapi.backend import Backends, backends, need
 from dockerapi.handlers import images_json as j
 from pkg import errors
@@ -63,32 +63,31 @@ def delete_json(items: list[DeleteItem]) -> list[dict[str, str]]:
 # ---- handlers ----
 async def list_images(request: web.Request) -> web.Response:
     images = images_of(request)
-    filters = j.parse_filters(request.query.get("filters", ""), LIST_FILTERS)
+    wanted = filters.query(request, LIST_FILTERS)
     legacy = request.query.get("filter", "")
     if legacy and not versions.at_least(request, "1.41"):
-        filters.setdefault("reference", []).append(legacy)
-    selected = await _select(images, await images.list(), filters)
-    out = [j.summary(request, img, await images.unpacked_size(img), filters.get("reference"))
+        wanted.setdefault("reference", []).append(legacy)
+    selected = await _select(images, await images.list(), wanted)
+    out = [j.summary(request, img, await images.unpacked_size(img), wanted.get("reference"))
            for img in selected]
     out.sort(key=lambda s: s["Created"], reverse=True)
     return web.json_response(out)
 
 
-async def _select(images: ImageService, candidates: list[Image], filters: dict[str, list[str]]) -> list[Image]:
-    dangling = j.bool_filter(filters, "dangling")
-    before = [j.unix((await get_image(images, ref)).created) for ref in filters.get("before", [])]
-    since = [j.unix((await get_image(images, ref)).created) for ref in filters.get("since", [])]
-    until = [_until(v) for v in filters.get("until", [])]
+async def _select(images: ImageService, candidates: list[Image], wanted: filters.Filters) -> list[Image]:
+    dangling = filters.bool_value(wanted, "dangling")
+    before = [j.unix((await get_image(images, ref)).created) for ref in wanted.get("before", [])]
+    since = [j.unix((await get_image(images, ref)).created) for ref in wanted.get("since", [])]
+    now = time.time_ns()
+    until = [filters.timestamp(v, now) / 1e9 for v in wanted.get("until", [])]
     out = []
     for img in candidates:
         created = j.unix(img.created)
         if dangling is not None and dangling != (not img.repo_tags):
             continue
-        if filters.get("label") and not j.labels_match(img.config.labels, filters["label"]):
+        if not filters.labels_selected(wanted, img.config.labels):
             continue
-        if filters.get("label!") and any(j.labels_match(img.config.labels, [item]) for item in filters["label!"]):
-            continue
-        if filters.get("reference") and not j.reference_matches(img, filters["reference"]):
+        if wanted.get("reference") and not j.reference_matches(img, wanted["reference"]):
             continue
         if any(created >= b for b in before) or any(created <= s for s in since):
             continue
@@ -96,32 +95,6 @@ async def _select(images: ImageService, candidates: list[Image], filters: dict[s
             continue
         out.append(img)
     return out
-
-
-def _until(value: str) -> int:
-    """``until``: a Unix time, an RFC 3339 time, or a duration before now (``24h``, ``90m``)."""
-    text = value.strip()
-    try:
-        return int(float(text))
-    except ValueError:
-        pass
-    parsed = j.parse_time(text)
-    if parsed is not None:
-        return int(parsed.timestamp())
-    units = {"h": 3600, "m": 60, "s": 1}
-    total = 0.0
-    number = ""
-    for ch in text:
-        if ch.isdigit() or ch == ".":
-            number += ch
-        elif ch in units and number:
-            total += float(number) * units[ch]
-            number = ""
-        else:
-            raise errors.InvalidArgument(f"invalid filter 'until={value}'")
-    if number or total <= 0:
-        raise errors.InvalidArgument(f"invalid filter 'until={value}'")
-    return int(time.time() - total)
 
 
 async def inspect_image(request: web.Request) -> web.Response:
@@ -187,15 +160,15 @@ async def delete(request: web.Request) -> web.Response:
 async def prune(request: web.Request) -> web.Response:
     """POST /images/prune: unused images (dangling only unless ``dangling=false``) that no container uses."""
     images = images_of(request)
-    filters = j.parse_filters(request.query.get("filters", ""), PRUNE_FILTERS)
-    dangling = j.bool_filter(filters, "dangling")
+    wanted = filters.query(request, PRUNE_FILTERS)
+    dangling = filters.bool_value(wanted, "dangling")
     only_dangling = dangling is None or dangling
     users = image_users(backends(request))
     used = {u.image_id for u in users}
     candidates = [img for img in await images.list() if img.id not in used]
     if only_dangling:
         candidates = [img for img in candidates if not img.repo_tags]
-    selected = await _select(images, candidates, {k: v for k, v in filters.items() if k != "dangling"})
+    selected = await _select(images, candidates, {k: v for k, v in wanted.items() if k != "dangling"})
     deleted: list[dict[str, str]] = []
     reclaimed = 0
     for img in selected:

@@ -1,11 +1,9 @@
 """Docker JSON for images (summary, inspect, history) and the shared bits of the image handlers:
-names in Docker's familiar form, ``filters`` parsing, "No such image" errors."""
+names in Docker's familiar form, the ``reference`` filter, "No such image" errors."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -154,61 +152,7 @@ def history(detail: ImageDetail, parents: list[ImageDetail] | None = None) -> li
     return out
 
 
-# ---- filters ----
-def parse_filters(raw: str, allowed: Iterable[str]) -> dict[str, list[str]]:
-    """Docker's ``filters`` JSON: ``{"key": {"value": true}}`` or the older ``{"key": ["value"]}``."""
-    if not raw:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise errors.InvalidArgument(f"invalid filter: {exc}") from None
-    if not isinstance(doc, dict):
-        raise errors.InvalidArgument("invalid filter: expected a JSON object")
-    known = set(allowed)
-    out: dict[str, list[str]] = {}
-    for key, value in doc.items():
-        if key not in known:
-            raise errors.InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(value, dict):
-            out[key] = [str(k) for k, on in value.items() if on]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            raise errors.InvalidArgument(f"invalid filter '{key}': expected a list or a map of values")
-    return out
-
-
-def bool_filter(filters: dict[str, list[str]], key: str) -> bool | None:
-    values = filters.get(key)
-    if not values:
-        return None
-    if len(set(v.lower() for v in values)) > 1:
-        raise errors.InvalidArgument(f"invalid filter '{key}': conflicting values")
-    value = values[0].lower()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise errors.InvalidArgument(f"Invalid filter '{key}={values[0]}'")
-
-
-def labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    """Every ``key`` or ``key=value`` (or ``key!=value``) in ``wanted`` holds for ``labels``."""
-    for item in wanted:
-        if "!=" in item:
-            key, _, value = item.partition("!=")
-            if labels.get(key) == value:
-                return False
-        elif "=" in item:
-            key, _, value = item.partition("=")
-            if labels.get(key) != value:
-                return False
-        elif item not in labels:
-            return False
-    return True
-
-
+# ---- the reference filter ----
 def _glob(pattern: str) -> re.Pattern[str]:
     """Go's path.Match: ``*`` and ``?`` never cross a ``/``."""
     out = []

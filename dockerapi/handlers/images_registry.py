@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi.handlers import images_json as j
+from dockerapi import filters
 from dockerapi.handlers.auth import registry_auth
 from dockerapi.handlers.images import images_of, publish
 from dockerapi.handlers.images_commit import import_image
@@ -186,11 +186,11 @@ async def search(request: web.Request) -> web.Response:
             limit = int(query["limit"])
         except ValueError:
             raise errors.InvalidArgument(f"invalid limit {query['limit']!r}: not a number") from None
-    filters = j.parse_filters(query.get("filters", ""), ("is-official", "is-automated", "stars"))
-    official = j.bool_filter(filters, "is-official")
-    automated = j.bool_filter(filters, "is-automated")
+    wanted = filters.parse(query.get("filters"), ("is-official", "is-automated", "stars"))
+    official = filters.bool_value(wanted, "is-official")
+    automated = filters.bool_value(wanted, "is-automated")
     stars = 0
-    for value in filters.get("stars", []):
+    for value in wanted.get("stars", []):
         try:
             stars = max(stars, int(value))
         except ValueError:

@@ -7,12 +7,11 @@ strings) and ``mount_point_json(mp)`` renders a resolved mount as the
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from dockerapi import versions
+from dockerapi import filters, versions
 from dockerapi.backend import backends, need
 from pkg import errors
 from pkg.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
@@ -106,51 +105,13 @@ def _strings(value: Any, what: str) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
-def parse_filters(request: web.Request, accepted: tuple[str, ...]) -> dict[str, list[str]]:
-    """The ``filters`` query parameter: {"key": ["v", ...]} or the legacy {"key": {"v": true}} form."""
-    raw = request.query.get("filters", "")
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid filter: {raw}") from None
-    if not isinstance(parsed, dict):
-        raise errors.InvalidArgument(f"invalid filter: {raw}")
-    out: dict[str, list[str]] = {}
-    for key, values in parsed.items():
-        if key not in accepted:
-            raise errors.InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(values, dict):
-            out[key] = [str(v) for v, on in values.items() if on]
-        elif isinstance(values, list):
-            out[key] = [str(v) for v in values]
-        else:
-            raise errors.InvalidArgument(f"invalid filter: {raw}")
-    return out
-
-
-def _bool_filter(filters: dict[str, list[str]], key: str) -> bool | None:
-    values = filters.get(key)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise errors.InvalidArgument(f"invalid filter '{key}={values}': only one value is expected")
-    value = values[0].lower()
-    if value in ("1", "true"):
-        return True
-    if value in ("0", "false"):
-        return False
-    raise errors.InvalidArgument(f"invalid filter '{key}={values[0]}'")
-
-
-def _volume_filter(filters: dict[str, list[str]]) -> VolumeFilter:
+def _volume_filter(wanted: filters.Filters) -> VolumeFilter:
     return VolumeFilter(
-        names=tuple(filters.get("name", ())),
-        drivers=tuple(filters.get("driver", ())),
-        labels=tuple(filters.get("label", ())),
-        not_labels=tuple(filters.get("label!", ())),
-        dangling=_bool_filter(filters, "dangling"),
+        names=tuple(wanted.get("name", ())),
+        drivers=tuple(wanted.get("driver", ())),
+        labels=tuple(wanted.get("label", ())),
+        not_labels=tuple(wanted.get("label!", ())),
+        dangling=filters.bool_value(wanted, "dangling"),
     )
 
 
@@ -160,7 +121,7 @@ def _query_bool(request: web.Request, key: str) -> bool:
 
 
 async def list_volumes(request: web.Request) -> web.Response:
-    flt = _volume_filter(parse_filters(request, _LIST_FILTERS))
+    flt = _volume_filter(filters.query(request, _LIST_FILTERS))
     volumes = _service(request).list(flt)
     return web.json_response({"Volumes": [volume_json(v) for v in volumes], "Warnings": []})
 
@@ -191,10 +152,10 @@ async def remove_volume(request: web.Request) -> web.Response:
 
 
 async def prune_volumes(request: web.Request) -> web.Response:
-    filters = parse_filters(request, _PRUNE_FILTERS)
+    wanted = filters.query(request, _PRUNE_FILTERS)
     # API < 1.42 pruned every unused volume; since then only anonymous ones unless all=true.
-    all_volumes = not versions.at_least(request, "1.42") or bool(_bool_filter(filters, "all"))
-    removed, reclaimed = await _service(request).prune(_volume_filter(filters), all_volumes=all_volumes)
+    all_volumes = not versions.at_least(request, "1.42") or bool(filters.bool_value(wanted, "all"))
+    removed, reclaimed = await _service(request).prune(_volume_filter(wanted), all_volumes=all_volumes)
     return web.json_response({"VolumesDeleted": removed, "SpaceReclaimed": reclaimed})
 
 

@@ -79,18 +79,6 @@ def test_pull_reference_joins_tag_or_digest() -> None:
         pull_reference("Not/Valid", "")
 
 
-def test_filters_both_shapes_and_unknown_keys() -> None:
-    assert j.parse_filters('{"dangling": {"true": true}}', ["dangling"]) == {"dangling": ["true"]}
-    assert j.parse_filters('{"label": ["a=b", "c"]}', ["label"]) == {"label": ["a=b", "c"]}
-    with pytest.raises(errors.InvalidArgument, match="invalid filter 'nope'"):
-        j.parse_filters('{"nope": ["x"]}', ["dangling"])
-    with pytest.raises(errors.InvalidArgument):
-        j.bool_filter({"dangling": ["maybe"]}, "dangling")
-    assert j.labels_match({"a": "b", "c": ""}, ["a=b", "c"])
-    assert not j.labels_match({"a": "b"}, ["a=x"])
-    assert not j.labels_match({"a": "b"}, ["a!=b"])
-
-
 def _image(image_id: str, names: list[str], labels: dict[str, str] | None = None, created: str = "") -> Image:
     tags = [n for n in names if "@" not in n]
     digests = [n for n in names if "@" in n]

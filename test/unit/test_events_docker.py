@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from dockerapi import filters as docker_filters
 from dockerapi.backend import Backends
-from dockerapi.handlers.events import EventFilter, parse_filters, parse_time
+from dockerapi.handlers.events import ACCEPTED_FILTERS, EventFilter
 from dockerapi.server import build_app
 from pkg import errors
 from pkg.events import DockerEvent, EventBus
@@ -116,15 +117,15 @@ async def test_bad_queries_are_400_with_a_message(bus_client: tuple[EventBus, Te
 
 def test_parse_time_forms() -> None:
     now = 1_700_000_000 * 10**9
-    assert parse_time("1700000000", now) == now
-    assert parse_time("1700000000.5", now) == now + 500_000_000
-    assert parse_time("10m", now) == now - 600 * 10**9
-    assert parse_time("1h30m", now) == now - 5400 * 10**9
-    assert parse_time("2023-11-14T22:13:20Z", now) == now
-    assert parse_time("2023-11-14T22:13:20.25+00:00", now) == now + 250_000_000
-    assert parse_time("2023-11-14T23:13:20.123456789+01:00", now) == now + 123_456_789
+    assert docker_filters.timestamp("1700000000", now) == now
+    assert docker_filters.timestamp("1700000000.5", now) == now + 500_000_000
+    assert docker_filters.timestamp("10m", now) == now - 600 * 10**9
+    assert docker_filters.timestamp("1h30m", now) == now - 5400 * 10**9
+    assert docker_filters.timestamp("2023-11-14T22:13:20Z", now) == now
+    assert docker_filters.timestamp("2023-11-14T22:13:20.25+00:00", now) == now + 250_000_000
+    assert docker_filters.timestamp("2023-11-14T23:13:20.123456789+01:00", now) == now + 123_456_789
     with pytest.raises(errors.InvalidArgument):
-        parse_time("10 minutes", now)
+        docker_filters.timestamp("10 minutes", now)
 
 
 def test_filter_semantics_follow_moby() -> None:
@@ -144,5 +145,5 @@ def test_filter_semantics_follow_moby() -> None:
     assert f(label=["tier"])(started) and f(label=["tier=front"])(started) and not f(label=["tier=back"])(started)
     assert f(event=["exec_start"])(exec_start) and not f(event=["start"])(exec_start)
     assert f(type=["image", "volume"])(pulled) and not f(type=["container"])(pulled)
-    assert parse_filters('{"type": ["container"], "event": {"die": true, "start": false}}') == {
-        "type": ["container"], "event": ["die"]}
+    raw = '{"type": ["container"], "event": {"die": true, "start": false}}'
+    assert docker_filters.parse(raw, ACCEPTED_FILTERS) == {"type": ["container"], "event": ["die"]}
