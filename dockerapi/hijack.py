@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,13 +26,13 @@ from aiohttp import web
 
 from dockerapi import versions
 from pkg import errors
+from pkg.streaming.hijack import ReadBuffer
 
 log = logging.getLogger(__name__)
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
-READ_LIMIT = 1 << 20  # pause the socket when this much client input is buffered and unread
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _MAX_FRAME = 1 << 20
 
@@ -85,33 +84,28 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, previous: asyncio.BaseProtocol | None) -> None:
         self._previous = previous
         self.transport: asyncio.Transport | None = None
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.eof = False
+        self.input = ReadBuffer(self._pause_reading, self._resume_reading)
         self.lost = asyncio.Event()
-        self.readable = asyncio.Event()
-        self._paused_reading = False
         self._write_resumed: asyncio.Event = asyncio.Event()
         self._write_resumed.set()
 
-    def data_received(self, data: bytes) -> None:
-        if not data:
-            return
-        self.chunks.append(bytes(data))
-        self.buffered += len(data)
-        self.readable.set()
-        if self.buffered >= READ_LIMIT and not self._paused_reading and self.transport is not None:
-            self._paused_reading = True
+    def _pause_reading(self) -> None:
+        if self.transport is not None:
             self.transport.pause_reading()
 
+    def _resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.input.feed(data)
+
     def eof_received(self) -> bool:
-        self.eof = True
-        self.readable.set()
+        self.input.feed_eof()
         return True  # keep the write side open: output flows until the process exits
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.readable.set()
+        self.input.feed_eof()
         self.lost.set()
         self._write_resumed.set()
         if self._previous is not None:
@@ -124,11 +118,6 @@ class _Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_resumed.set()
-
-    def maybe_resume_reading(self) -> None:
-        if self._paused_reading and self.buffered < READ_LIMIT // 2 and self.transport is not None:
-            self._paused_reading = False
-            self.transport.resume_reading()
 
     async def drain(self) -> None:
         await self._write_resumed.wait()
@@ -148,16 +137,7 @@ class HijackedConnection:
 
     async def read(self) -> bytes:
         """The next chunk from the client; b"" once it closed its write side (or went away)."""
-        p = self._protocol
-        while not p.chunks:
-            if p.eof:
-                return b""
-            p.readable.clear()
-            await p.readable.wait()
-        chunk = p.chunks.popleft()
-        p.buffered -= len(chunk)
-        p.maybe_resume_reading()
-        return chunk
+        return await self._protocol.input.read()
 
     async def write(self, data: bytes) -> None:
         """Raises ConnectionResetError once the client is gone."""
