@@ -28,6 +28,7 @@ from pkg.runtime.containers import ContainerService
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 10
+KILL_WAIT = 10  # seconds a kill with SIGKILL waits for the exit (moby waits as long)
 BACKOFF_START = 0.1  # moby: 100 ms, doubled after each restart ...
 BACKOFF_MAX = 60.0  # ... up to a minute,
 BACKOFF_RESET_AFTER = 10.0  # and back to 100 ms once a container stayed up this long
@@ -187,7 +188,14 @@ class Lifecycle:
             # moby: a kill the user asked for is a manual stop, the restart policy stands down.
             await self.registry.update_state(container_id, manually_stopped=True)
         self.event("kill", container_id, signal=str(number))
+        exited = self.containers.exit_event(container_id)
         await self._signal(container_id, number)
+        if number == signal.SIGKILL:
+            # moby's Kill (daemon/kill.go): SIGKILL, then wait for the exit, so what follows sees it stopped.
+            try:
+                await asyncio.wait_for(exited.wait(), KILL_WAIT)
+            except TimeoutError:
+                log.warning("container %s did not exit within %d s of SIGKILL", container_id[:12], KILL_WAIT)
 
     async def _signal(self, container_id: str, number: int) -> None:
         await ctr_tasks.kill(self.client, container_id, number)
@@ -287,8 +295,9 @@ class Lifecycle:
         if record.state.paused:
             await self.registry.update_state(container_id, paused=False)
         restart = self.should_restart(record, status.exit_code) and record.state.phase != Phase.REMOVING
-        self._wake(container_id, {WaitCondition.NOT_RUNNING, WaitCondition.NEXT_EXIT} if not restart
-                   else {WaitCondition.NEXT_EXIT}, WaitResult(status.exit_code, ""))
+        # Waiters for not-running are answered even when the restart policy brings it back: moby fires them
+        # when it sets Restarting (container/state.go), so `docker wait` returns at each exit.
+        self._wake(container_id, {WaitCondition.NOT_RUNNING, WaitCondition.NEXT_EXIT}, WaitResult(status.exit_code, ""))
         if record.state.phase == Phase.REMOVING:
             return
         if restart:

@@ -178,3 +178,20 @@ def test_exec_start_frames_by_its_own_tty_flag(client: Any) -> None:
     assert client.api.exec_start(framed, tty=False) == b"hi\r\n"
     assert client.api.exec_start(client.api.exec_create(container.id, ["echo", "hi"], tty=True), tty=True) == b"hi\r\n"
     container.remove(force=True)
+
+
+def test_kill_returns_once_the_container_is_dead(client: Any) -> None:
+    """moby's kill without a signal (SIGKILL) waits for the exit: inspect and remove right after see it stopped."""
+    container = client.containers.run("busybox", ["sleep", "300"], detach=True, labels=LABELS)
+    container.kill()
+    container.reload()
+    assert (container.status, container.attrs["State"]["ExitCode"]) == ("exited", 137)
+    container.remove()  # no force needed
+
+
+def test_wait_returns_at_the_exit_of_a_container_that_restarts(client: Any) -> None:
+    """moby answers not-running waiters when the restart policy restarts the container, not only at the end."""
+    container = client.containers.run("busybox", ["sh", "-c", "sleep 1; exit 3"], detach=True, labels=LABELS,
+                                      restart_policy={"Name": "always"})
+    assert container.wait(timeout=60)["StatusCode"] == 3
+    container.remove(force=True)
