@@ -15,6 +15,7 @@ from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
+from pkg.networks.resolv import embedded_dns_config
 from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, SecurityProfile
 
@@ -114,6 +115,10 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     dns = None
     if host.dns or host.dns_search or host.dns_options:
         dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))
+    if networks:
+        # On a user-defined network the embedded DNS server answers (names, aliases; the rest it
+        # forwards to the --dns servers or the host's), as Docker's 127.0.0.11.
+        dns = embedded_dns_config(dns)
     return SandboxConfig(
         name=record.name,
         uid=record.id,

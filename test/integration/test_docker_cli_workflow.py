@@ -190,7 +190,6 @@ def test_volumes(docker: Docker) -> None:
     assert "wf-vol" not in docker.ok("volume", "ls", "-q").split()
 
 
-@pytest.mark.xfail(strict=True, reason="container names do not resolve on user-defined networks yet (DNS)")
 def test_networks_and_dns(docker: Docker) -> None:
     docker.ok("network", "create", "wf-net")
     try:

@@ -54,13 +54,8 @@ def inspect_network(d: DaemonProcess, ref: str) -> dict[str, Any]:
 
 
 
-# The engine does not yet give containers created on a user-defined network the embedded server's
-# resolv.conf (pkg.networks.resolv.embedded_dns_config); until it does, ask for it with --dns.
-EMBEDDED_DNS = ("--dns", "127.0.0.11")
-
-
 def run_rm(d: DaemonProcess, network: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return docker(d, "run", "--rm", "--network", network, *EMBEDDED_DNS, "busybox", *cmd, check=False)
+    return docker(d, "run", "--rm", "--network", network, "busybox", *cmd, check=False)
 
 
 def names(d: DaemonProcess, *args: str) -> list[str]:
@@ -254,7 +249,7 @@ def test_networks_are_isolated_and_internal_has_no_way_out(dockerd: DaemonProces
     docker(dockerd, "network", "create", "--internal", "innernet")
     try:
         for name, network in (("srv1", mynet), ("srv2", "othernet"), ("srv3", "innernet")):
-            out(dockerd, "run", "-d", "--name", name, "--network", network, *EMBEDDED_DNS, "busybox", *WEB)
+            out(dockerd, "run", "-d", "--name", name, "--network", network, "busybox", *WEB)
         ip1 = out(dockerd, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "srv1")
         assert ip1.startswith("10.200.5.")
         # Another network can neither resolve nor reach srv1.

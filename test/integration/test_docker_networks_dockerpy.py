@@ -57,7 +57,7 @@ def test_networks_api(client: Any) -> None:
         client.networks.get("bridge").remove()
     assert builtin.value.status_code == 403
 
-    web = client.containers.run("busybox", WEB, name="pyweb", detach=True, network="pynet", dns=["127.0.0.11"])
+    web = client.containers.run("busybox", WEB, name="pyweb", detach=True, network="pynet")
     other = client.containers.run("busybox", ["sleep", "300"], name="pyother", detach=True)
     net.connect(other, aliases=["friend"], ipv4_address="10.200.8.77")
     net.reload()
@@ -102,10 +102,8 @@ def test_network_events(client: Any) -> None:
 
 def test_kill9_restart_keeps_networks_endpoints_and_dns(client: Any, daemon: DaemonProcess) -> None:
     net = client.networks.create("keepnet")
-    web = client.containers.run("busybox", WEB, name="keepweb", detach=True, network="keepnet",
-                                dns=["127.0.0.11"])
-    peer = client.containers.run("busybox", ["sleep", "300"], name="keeppeer", detach=True, network="keepnet",
-                                 dns=["127.0.0.11"])
+    web = client.containers.run("busybox", WEB, name="keepweb", detach=True, network="keepnet")
+    peer = client.containers.run("busybox", ["sleep", "300"], name="keeppeer", detach=True, network="keepnet")
     before = client.networks.get("keepnet").attrs
     daemon.kill9()  # the DNS servers' sockets die with it; containers and their netns live on
     daemon.start()
