@@ -27,7 +27,7 @@ from pkg import errors
 from pkg.containerd.client import Client
 from pkg.images import media, reference
 from pkg.images.commit import commit_image
-from pkg.images.content import WRITE_CHUNK, ContentStore, lease
+from pkg.images.content import WRITE_CHUNK, ContentStore, file_source, lease
 from pkg.images.model import Descriptor, Image
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids
@@ -308,13 +308,7 @@ class Importer:
             return
         fobj = await asyncio.to_thread(reader.open, path)
         try:
-            async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
-                async def chunks() -> AsyncIterator[bytes]:
-                    while data := await asyncio.to_thread(fobj.read, WRITE_CHUNK):
-                        yield data
-                return 0, chunks()
-
-            await self._content.write(f"narwhal-import-{desc.digest}", desc.digest, desc.size, source,
+            await self._content.write(f"narwhal-import-{desc.digest}", desc.digest, desc.size, file_source(fobj),
                                       labels=labels, lease=lease_id)
         finally:
             fobj.close()

@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -70,6 +70,19 @@ async def run_to_completion(step: Awaitable[T]) -> T:
 
 def lease_md(lease: str | None) -> Metadata:
     return ((LEASE_HEADER, lease),) if lease else ()
+
+
+def file_source(fobj: IO[bytes]) -> Source:
+    """A ``Source`` reading an open, seekable file from the offset containerd already holds, so a resumed
+    or retried write (another writer held the ingest) sends only what is missing."""
+    async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
+        await asyncio.to_thread(fobj.seek, offset)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while data := await asyncio.to_thread(fobj.read, WRITE_CHUNK):
+                yield data
+        return offset, chunks()
+    return source
 
 
 class ContentStore:

@@ -14,7 +14,6 @@ import lzma
 import shutil
 import tarfile
 import zlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -22,7 +21,7 @@ from typing import IO
 from pkg import errors
 from pkg.containerd.client import Client
 from pkg.images import media
-from pkg.images.content import WRITE_CHUNK, ContentStore, lease
+from pkg.images.content import WRITE_CHUNK, ContentStore, file_source, lease
 from pkg.images.model import Descriptor, ImageConfig
 from pkg.images.snapshot_commit import Base, SnapshotCommitter
 
@@ -105,13 +104,7 @@ async def import_rootfs(client: Client, content: ContentStore, committer: Snapsh
     async with lease(client, "import") as lease_id:
         fobj = await asyncio.to_thread(open, layer.path, "rb")
         try:
-            async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
-                async def chunks() -> AsyncIterator[bytes]:
-                    while data := await asyncio.to_thread(fobj.read, WRITE_CHUNK):
-                        yield data
-                return 0, chunks()
-
-            await content.write(f"narwhal-import-{layer.digest}", layer.digest, layer.size, source,
+            await content.write(f"narwhal-import-{layer.digest}", layer.digest, layer.size, file_source(fobj),
                                 labels={media.LABEL_UNCOMPRESSED: layer.diff_id}, lease=lease_id)
             await content.add_to_lease(layer.digest, lease_id)  # also when it was there already
         finally:
