@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -157,6 +157,17 @@ async def _container(b: Backends, ref: str) -> tuple[str, str, ImageConfig | Non
     return meta.id, meta.image_id, None, status.state == ContainerState.RUNNING
 
 
+def _target_names(query: Mapping[str, str], verb: str) -> tuple[str, ...]:
+    """The new image's name from ``repo`` and ``tag`` (none without ``repo``); never a digest."""
+    repo, tag = query.get("repo", ""), query.get("tag", "")
+    if not repo:
+        return ()
+    parsed = reference.parse(f"{repo}:{tag}" if tag else repo)
+    if parsed.digest:
+        raise errors.InvalidArgument(f"cannot {verb} to a digest reference")
+    return (str(parsed),)
+
+
 async def commit(request: web.Request) -> web.Response:
     b = backends(request)
     images = images_of(request)
@@ -164,15 +175,9 @@ async def commit(request: web.Request) -> web.Response:
     ref = query.get("container", "")
     if not ref:
         raise errors.InvalidArgument("container is required")
-    repo, tag = query.get("repo", ""), query.get("tag", "")
-    names: tuple[str, ...] = ()
-    if repo:
-        parsed = reference.parse(f"{repo}:{tag}" if tag else repo)
-        if parsed.digest:
-            raise errors.InvalidArgument("cannot commit to a digest reference")
-        names = (str(parsed),)
-    elif tag:
+    if query.get("tag") and not query.get("repo"):
         raise errors.InvalidArgument("tag is not allowed without a repository")
+    names = _target_names(query, "commit")
     body: dict[str, Any] = {}
     if request.can_read_body:
         raw = await request.read()
@@ -242,13 +247,7 @@ async def import_image(request: web.Request) -> web.StreamResponse:
     images = images_of(request)
     query = request.query
     src = query.get("fromSrc", "")
-    repo, tag = query.get("repo", ""), query.get("tag", "")
-    names: tuple[str, ...] = ()
-    if repo:
-        parsed = reference.parse(f"{repo}:{tag}" if tag else repo)
-        if parsed.digest:
-            raise errors.InvalidArgument("cannot import to a digest reference")
-        names = (str(parsed),)
+    names = _target_names(query, "import")
     if src == "-":
         chunks = _body_chunks(request)
     elif src.startswith(("http://", "https://")):

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lib import images
-from lib.cni_host import InstanceNetwork
-from lib.daemon import DaemonProcess, start_daemon
-from lib.registry import start_registry
+from lib.daemon import DaemonProcess
+from lib.docker import docker_daemon
+from lib.registry import Registry
 
 
 class Docker:
@@ -26,21 +25,12 @@ class Docker:
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
-    reg = start_registry()
-    daemon = None
+def docker(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    daemons = docker_daemon(registry)  # busybox pulled; torn down with its network on close
     try:
-        images.push(reg.host, "library/busybox")
-        daemon = start_daemon(config_yaml=f"registry:\n  mirrors:\n    docker.io: [http://{reg.host}]\n")
-        cli = Docker(daemon, tmp_path_factory.mktemp("docker-config"))
-        cli("pull", "-q", "busybox")
-        yield cli
+        yield Docker(next(daemons).daemon, tmp_path_factory.mktemp("docker-config"))
     finally:
-        if daemon is not None:
-            network = InstanceNetwork.of(daemon.root, daemon.base / "net.d")  # before destroy() removes the dirs
-            daemon.destroy()
-            network.remove()  # the instance's bridge and iptables state are host-global
-        reg.stop()
+        daemons.close()
 
 
 def test_commit_makes_a_runnable_image_with_the_changes(docker: Docker) -> None:
