@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
-from lib.logger import spawn_logger
+from lib.logger import records, spawn_logger, wait_until
 
 from pkg.logs.binary import LOGGER_NAME, read_pid_file, reopen_container_log, write_launcher
-from pkg.logs.criformat import decode_line
-
-
-def records(path: Path) -> list[tuple[str, bool, bytes]]:
-    return [(r.stream, r.partial, r.content) for r in map(decode_line, path.read_bytes().split(b"\n")[:-1])]
-
-
-def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.01)
 
 
 def test_launcher_is_a_shell_script_that_execs_the_logger(tmp_path: Path) -> None:

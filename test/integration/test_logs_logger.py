@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lib.logger import LOGGER, LoggerProcess, spawn_logger
+from lib.logger import LOGGER, LoggerProcess, records, spawn_logger, wait_until
 
 from pkg import errors
 from pkg.logs.binary import read_pid_file, reopen_container_log
-from pkg.logs.criformat import decode_line
 
 
 @pytest.fixture
@@ -22,18 +21,6 @@ def loggers() -> Iterator[list[LoggerProcess]]:
     yield started
     for lp in started:
         lp.kill()
-
-
-def records(path: Path) -> list[tuple[str, bool, bytes]]:
-    return [(r.stream, r.partial, r.content) for r in map(decode_line, path.read_bytes().split(b"\n")[:-1])]
-
-
-def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.01)
 
 
 def test_streams_partials_and_exit_on_eof(tmp_path: Path, loggers: list[LoggerProcess]) -> None:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pkg.logs.criformat import decode_line
 
 REPO = Path(__file__).resolve().parents[2]
 LOGGER = REPO / ".venv" / "bin" / "narwhal-logger"
@@ -69,3 +73,17 @@ def spawn_logger(args: list[str], logger: Path = LOGGER) -> LoggerProcess:
     ready = os.read(ready_r, 1)
     os.close(ready_r)
     return LoggerProcess(proc, out_w, err_w, ready)
+
+
+def records(path: Path) -> list[tuple[str, bool, bytes]]:
+    """The CRI log file's records as (stream, partial, content)."""
+    return [(r.stream, r.partial, r.content) for r in map(decode_line, path.read_bytes().split(b"\n")[:-1])]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll until ``predicate()`` is truthy; TimeoutError after ``timeout`` (a wait, not a timed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.01)
