@@ -21,6 +21,9 @@ class Registry:
         self._records: dict[str, EngineRecord] = {}
         self._names: dict[str, str] = {}  # name (no "/") -> id; reserved before the record exists
         self._locks: dict[str, asyncio.Lock] = {}
+        # Record writes, one at a time per container (a restart timer and a remove may update at once):
+        # separate from ``lock()``, which lifecycle verbs hold while they update.
+        self._write_locks: dict[str, asyncio.Lock] = {}
 
     # ---- names ----
     def reserve_name(self, name: str, container_id: str) -> None:
@@ -49,6 +52,7 @@ class Registry:
         if record is not None:
             self.release_name(record.name, container_id)
         self._locks.pop(container_id, None)
+        self._write_locks.pop(container_id, None)
 
     def resolve(self, ref: str) -> str:
         """The full ID of ``ref``; NotFound with Docker's message."""
@@ -79,15 +83,19 @@ class Registry:
         return iter(list(self._records.values()))
 
     async def update(self, container_id: str, fn: Callable[[EngineRecord], EngineRecord]) -> EngineRecord:
-        """Persist ``fn(record)`` then make it current (on a persist error the old one stays)."""
-        old = self._records.get(container_id)
-        if old is None:
-            raise errors.NotFound(f"No such container: {container_id}")
-        new = fn(old)
-        await self.store.write(new)
-        if container_id in self._records:
-            self._records[container_id] = new
-        return new
+        """Persist ``fn(record)`` then make it current (on a persist error the old one stays).
+
+        Serialised per container, so concurrent updates neither lose each other's changes nor race on
+        the record file."""
+        async with self._write_locks.setdefault(container_id, asyncio.Lock()):
+            old = self._records.get(container_id)
+            if old is None:
+                raise errors.NotFound(f"No such container: {container_id}")
+            new = fn(old)
+            await self.store.write(new)
+            if container_id in self._records:
+                self._records[container_id] = new
+            return new
 
     async def update_state(self, container_id: str, **changes: object) -> EngineRecord:
         return await self.update(container_id, lambda r: dataclasses.replace(

@@ -1,0 +1,36 @@
+"""Engine registry: concurrent updates of one record (a restart timer and a remove) lose nothing."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig
+from pkg.engine.records import RecordStore
+from pkg.engine.registry import Registry
+
+CID = "c" * 64
+
+
+class SlowStore(RecordStore):
+    """Writes that take a while (as the thread doing fsync does), so updates overlap."""
+
+    async def write(self, record: EngineRecord) -> None:
+        await asyncio.sleep(0.01)
+        await super().write(record)
+
+
+async def test_concurrent_updates_are_serialised(tmp_path: Path) -> None:
+    registry = Registry(SlowStore(tmp_path))
+    registry.add(EngineRecord(id=CID, name="web", sandbox_id="s" * 64, owns_sandbox=True, image_id="sha256:" + "b" * 64,
+                              created=1, config=ContainerSpec(image="busybox"), host_config=HostConfig()))
+    await asyncio.gather(
+        registry.update_state(CID, restarting=True),
+        registry.update_state(CID, restart_count=3),
+        registry.update(CID, lambda r: dataclasses.replace(r, log_path="/x")),
+    )
+    current = registry.get(CID)
+    assert (current.state.restarting, current.state.restart_count, current.log_path) == (True, 3, "/x")
+    (on_disk,), broken = await RecordStore(tmp_path).load_all()
+    assert broken == [] and on_disk == current
+    assert sorted(p.name for p in (tmp_path / CID).iterdir()) == ["record.json"]  # no temp file left
