@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from aiohttp import web
 
 from dockerapi.backend import backends, need
+from dockerapi.params import query_bool
 from pkg import errors
 from pkg.runtime import rootfs_archive
 from pkg.runtime.context import RuntimeContext
@@ -93,10 +94,6 @@ def _path(request: web.Request) -> str:
     return path
 
 
-def _flag(request: web.Request, key: str) -> bool:
-    return request.query.get(key, "").strip().lower() not in ("", "0", "no", "false", "none")
-
-
 async def _stream(request: web.Request, response: web.StreamResponse, chunks: AsyncGenerator[bytes, None],
                   what: str) -> web.StreamResponse:
     await response.prepare(request)
@@ -135,7 +132,7 @@ async def put_archive(request: web.Request) -> web.StreamResponse:
     path, cid = _path(request), _container_id(request)
     ctx = _runtime(request)
     chown = None
-    if _flag(request, "copyUIDGID"):
+    if query_bool(request, "copyUIDGID"):
         user = ctx.containers.get(cid)[0].user
         if user is not None and (user.uid or user.gid):
             chown = (user.uid, user.gid)
@@ -146,7 +143,7 @@ async def put_archive(request: web.Request) -> web.StreamResponse:
 
     async with container_view(ctx, cid, writable=True) as view:
         await rootfs_archive.extract(view, path, request.match_info["id"], body(),
-                                     no_overwrite_dir_non_dir=_flag(request, "noOverwriteDirNonDir"), chown=chown)
+                                     no_overwrite_dir_non_dir=query_bool(request, "noOverwriteDirNonDir"), chown=chown)
     return web.Response(status=200)
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from dockerapi import hijack
 from dockerapi.backend import backends, need
+from dockerapi.params import query_bool, query_int
 from pkg import errors
 from pkg.logs.reader import ReadOptions
 from pkg.runtime import docker_attach
@@ -20,37 +19,6 @@ from pkg.runtime.containers import ContainerService
 from pkg.runtime.docker_logs import container_logs
 from pkg.streaming.attach import relay_attach
 from pkg.streaming.backend import ExecStreams
-
-_FALSE = {"", "0", "no", "false", "none"}
-
-
-def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
-    """moby's httputils.BoolValue."""
-    if name not in request.query:
-        return default
-    return request.query[name].strip().lower() not in _FALSE
-
-
-def query_int(request: web.Request, name: str) -> int:
-    value = request.query.get(name, "")
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid value for {name}: {value!r}") from None
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; an empty body is {}."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("the request body must be a JSON object")
-    return body
 
 
 def containers(request: web.Request) -> ContainerService:

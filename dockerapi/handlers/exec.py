@@ -10,7 +10,8 @@ from aiohttp import web
 
 from dockerapi import hijack
 from dockerapi.backend import backends, need
-from dockerapi.handlers.attach import lookup, query_int, read_json
+from dockerapi.handlers.attach import lookup
+from dockerapi.params import json_object, query_int, string_list
 from pkg import errors
 from pkg.runtime.docker_exec import ExecConfig, ExecInstance, ExecManager
 from pkg.streaming.backend import ExecStreams
@@ -18,17 +19,6 @@ from pkg.streaming.backend import ExecStreams
 
 def _execs(request: web.Request) -> ExecManager:
     return need(backends(request).execs, "exec")
-
-
-def _strings(body: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = body.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise errors.InvalidArgument(f"{key} must be a list of strings")
-    return tuple(value)
 
 
 def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
@@ -42,17 +32,19 @@ def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
 
 
 async def create(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await json_object(request)
     found = lookup(request, request.match_info["id"])
     if found.paused:
         raise errors.Conflict(f"Container {found.id} is paused, unpause the container before exec")
     if found.restarting:
         raise errors.Conflict(f"Container {found.id} is restarting, wait until the container is running")
-    detach_keys = str(body.get("DetachKeys") or "")
+    # Go decodes JSON field names case-insensitively, and docker-py sends "detachKeys".
+    detach_keys = str(body.get("DetachKeys") or body.get("detachKeys") or "")
     if detach_keys:
         hijack.parse_detach_keys(detach_keys)
     config = ExecConfig(
-        cmd=_strings(body, "Cmd"), env=_strings(body, "Env"), working_dir=str(body.get("WorkingDir") or ""),
+        cmd=string_list(body.get("Cmd"), "Cmd"), env=string_list(body.get("Env"), "Env"),
+        working_dir=str(body.get("WorkingDir") or ""),
         user=str(body.get("User") or ""), tty=bool(body.get("Tty")), attach_stdin=bool(body.get("AttachStdin")),
         attach_stdout=bool(body.get("AttachStdout")), attach_stderr=bool(body.get("AttachStderr")),
         privileged=bool(body.get("Privileged")), detach_keys=detach_keys, console_size=_console_size(body),
@@ -62,7 +54,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def start(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+    body = await json_object(request)
     manager = _execs(request)
     instance = manager.claim(request.match_info["id"])
     console = _console_size(body)

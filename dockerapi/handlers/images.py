@@ -14,6 +14,7 @@ from aiohttp import web
 from dockerapi import filters, versions
 from dockerapi.backend import Backends, backends, need
 from dockerapi.handlers import images_json as j
+from dockerapi.params import query_bool
 from pkg import errors
 from pkg.images import reference
 from pkg.images.delete import DeleteItem, ImageUser, delete_image
@@ -145,8 +146,8 @@ async def delete(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if not name.strip():
         raise errors.InvalidArgument("image name cannot be blank")
-    force = _flag(request, "force")
-    prune = not _flag(request, "noprune")
+    force = query_bool(request, "force")
+    prune = not query_bool(request, "noprune")
     image_id = (await get_image(images, name)).id
     try:
         items = await delete_image(images, name, image_users(backends(request)), force=force, prune=prune)
@@ -183,11 +184,6 @@ async def prune(request: web.Request) -> web.Response:
         publish(request, "delete", img.id, name=img.id)
     body: dict[str, Any] = {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
     return web.json_response(body)
-
-
-def _flag(request: web.Request, key: str) -> bool:
-    """moby's httputils.BoolValue: anything but "", "0", "no", "false", "none" is true."""
-    return request.query.get(key, "").strip().lower() not in ("", "0", "no", "false", "none")
 
 
 ROUTES = [

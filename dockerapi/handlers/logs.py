@@ -7,7 +7,8 @@ import re
 from aiohttp import web
 
 from dockerapi import hijack
-from dockerapi.handlers.attach import container_ref, containers, query_bool
+from dockerapi.handlers.attach import container_ref, containers
+from dockerapi.params import query_bool
 from pkg import errors
 from pkg.logs.reader import ReadOptions
 from pkg.runtime.docker_logs import container_logs

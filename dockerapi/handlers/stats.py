@@ -7,8 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi.handlers.attach import containers, lookup, query_bool
+from dockerapi.handlers.attach import containers, lookup
 from dockerapi.handlers.logs import rfc3339nano
+from dockerapi.params import query_bool
 from pkg import errors
 from pkg.runtime.docker_stats import BlkioEntry, Sample, sample
 

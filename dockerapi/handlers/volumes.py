@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi import filters, versions
+from dockerapi import filters, params, versions
 from dockerapi.backend import backends, need
 from pkg import errors
 from pkg.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
@@ -61,9 +61,9 @@ def mount_spec(obj: Any) -> MountSpec:
         mount_type = MountType(kind)
     except ValueError:
         raise errors.InvalidArgument(f'invalid mount config for type "{kind}": mount type unknown') from None
-    bind_opts = _object(obj.get("BindOptions"), "BindOptions")
-    volume_opts = _object(obj.get("VolumeOptions"), "VolumeOptions")
-    tmpfs_opts = _object(obj.get("TmpfsOptions"), "TmpfsOptions")
+    bind_opts = params.mapping(obj.get("BindOptions"), "invalid mount config: BindOptions")
+    volume_opts = params.mapping(obj.get("VolumeOptions"), "invalid mount config: VolumeOptions")
+    tmpfs_opts = params.mapping(obj.get("TmpfsOptions"), "invalid mount config: TmpfsOptions")
     if bind_opts and mount_type is not MountType.BIND:
         raise errors.InvalidArgument(f'invalid mount config for type "{kind}": field BindOptions must not be specified')
     if volume_opts and mount_type is not MountType.VOLUME:
@@ -72,7 +72,7 @@ def mount_spec(obj: Any) -> MountSpec:
     if tmpfs_opts and mount_type is not MountType.TMPFS:
         raise errors.InvalidArgument(
             f'invalid mount config for type "{kind}": field TmpfsOptions must not be specified')
-    driver = _object(volume_opts.get("DriverConfig"), "DriverConfig")
+    driver = params.mapping(volume_opts.get("DriverConfig"), "invalid mount config: DriverConfig")
     return MountSpec(
         type=mount_type,
         target=str(obj.get("Target") or ""),
@@ -82,27 +82,11 @@ def mount_spec(obj: Any) -> MountSpec:
         no_copy=bool(volume_opts.get("NoCopy")),
         create_host_path=bool(bind_opts.get("CreateMountpoint")),
         volume_driver=str(driver.get("Name") or ""),
-        volume_labels=_strings(volume_opts.get("Labels"), "Labels"),
-        volume_options=_strings(driver.get("Options"), "DriverConfig.Options"),
+        volume_labels=params.string_map(volume_opts.get("Labels"), "Labels"),
+        volume_options=params.string_map(driver.get("Options"), "DriverConfig.Options"),
         tmpfs_size=int(tmpfs_opts.get("SizeBytes") or 0),
         tmpfs_mode=int(tmpfs_opts.get("Mode") or 0),
     )
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise errors.InvalidArgument(f"invalid mount config: {what} must be an object")
-    return value
-
-
-def _strings(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise errors.InvalidArgument(f"{what} must be an object of strings")
-    return {str(k): v for k, v in value.items()}
 
 
 def _volume_filter(wanted: filters.Filters) -> VolumeFilter:
@@ -115,11 +99,6 @@ def _volume_filter(wanted: filters.Filters) -> VolumeFilter:
     )
 
 
-def _query_bool(request: web.Request, key: str) -> bool:
-    """Docker's BoolValue: absent, "", 0, no, false and none are false."""
-    return request.query.get(key, "").strip().lower() not in ("", "0", "no", "false", "none")
-
-
 async def list_volumes(request: web.Request) -> web.Response:
     flt = _volume_filter(filters.query(request, _LIST_FILTERS))
     volumes = _service(request).list(flt)
@@ -127,17 +106,12 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 
 async def create_volume(request: web.Request) -> web.Response:
-    try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise errors.InvalidArgument("invalid JSON in the request body") from None
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("the request body must be a JSON object")
+    doc = await params.json_object(request)
     volume = await _service(request).create(
-        name=str(body.get("Name") or ""),
-        driver=str(body.get("Driver") or ""),
-        options=_strings(body.get("DriverOpts"), "DriverOpts"),
-        labels=_strings(body.get("Labels"), "Labels"),
+        name=str(doc.get("Name") or ""),
+        driver=str(doc.get("Driver") or ""),
+        options=params.string_map(doc.get("DriverOpts"), "DriverOpts"),
+        labels=params.string_map(doc.get("Labels"), "Labels"),
     )
     return web.json_response(volume_json(volume), status=201)
 
@@ -147,7 +121,7 @@ async def inspect_volume(request: web.Request) -> web.Response:
 
 
 async def remove_volume(request: web.Request) -> web.Response:
-    await _service(request).remove(request.match_info["name"], force=_query_bool(request, "force"))
+    await _service(request).remove(request.match_info["name"], force=params.query_bool(request, "force"))
     return web.Response(status=204)
 
 

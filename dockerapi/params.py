@@ -1,0 +1,79 @@
+"""What a Docker API request carries: query parameters, the JSON body and the typed pieces inside it.
+
+Every handler reads its parameters through these, so bad input gets the same 400 with the same words
+whatever the endpoint, a flag means what moby's BoolValue makes of it, and a missing, blank or ``null``
+body means "no options" everywhere.  (``filters`` has its own module, filters.py.)
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from pkg import errors
+
+_FALSE = {"", "0", "no", "false", "none"}
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    """moby's httputils.BoolValue: anything but "", "0", "no", "false" and "none" is true; absent is ``default``."""
+    if name not in request.query:
+        return default
+    return request.query[name].strip().lower() not in _FALSE
+
+
+def query_int(request: web.Request, name: str) -> int:
+    """An integer parameter; absent or empty is 0."""
+    value = request.query.get(name, "")
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid value for {name}: {value!r}") from None
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; no body, a blank one or ``null`` is {}."""
+    if not request.can_read_body:
+        return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("invalid JSON: the request body must be an object")
+    return body
+
+
+def mapping(value: Any, what: str) -> dict[str, Any]:
+    """A nested object (``HostConfig``, ``IPAM``, ...); absent or null is {}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.InvalidArgument(f"{what} must be an object")
+    return value
+
+
+def string_map(value: Any, what: str) -> dict[str, str]:
+    """``Labels``, ``Options``, ``DriverOpts``: an object of strings; absent or null is {}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise errors.InvalidArgument(f"{what} must be an object of strings")
+    return {str(k): v for k, v in value.items()}
+
+
+def string_list(value: Any, what: str) -> tuple[str, ...]:
+    """``Cmd``, ``Env``, ...: a list of strings, or one string (Docker accepts both); absent or null is ()."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument(f"{what} must be a list of strings")
+    return tuple(value)
