@@ -195,3 +195,24 @@ def test_wait_returns_at_the_exit_of_a_container_that_restarts(client: Any) -> N
                                       restart_policy={"Name": "always"})
     assert container.wait(timeout=60)["StatusCode"] == 3
     container.remove(force=True)
+
+
+def test_exec_detach_keys_as_docker_py_sends_them(client: Any) -> None:
+    """docker-py puts ``detachKeys`` (lower-case d) in the exec create body; moby's Go decoder accepts it."""
+    container = client.containers.run("busybox", ["sleep", "300"], detach=True, labels=LABELS)
+    exec_id = client.api.exec_create(container.id, "cat", stdin=True, tty=True, detach_keys="ctrl-x")
+    sock = client.api.exec_start(exec_id, tty=True, socket=True)
+    raw = sock._sock
+    try:
+        raw.settimeout(30)  # a guard against hanging, not a measurement
+        raw.sendall(b"\x18")  # ctrl-x: detach
+        while True:
+            try:
+                if raw.recv(4096) == b"":
+                    break  # the daemon closed the stream: detached
+            except TimeoutError:
+                pytest.fail("the detach keys did not detach")
+    finally:
+        sock.close()
+        raw.close()
+        container.remove(force=True)
