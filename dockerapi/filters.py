@@ -1,4 +1,4 @@
-"""Docker's ``filters`` query parameter (moby's api/types/filters) and its time values (api/types/time).
+"""Docker's ``filters`` query parameter (moby's api/types/filters).
 
 Every list and prune endpoint reads ``filters`` through :func:`parse`, so they all accept the same two
 JSON forms, refuse unknown keys with Docker's ``invalid filter 'x'`` and match labels alike.  What each
@@ -7,27 +7,16 @@ key means for a resource stays with its handler.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from dockerapi import times
 from pkg import errors
 
 Filters = dict[str, list[str]]
-
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "h": 3_600_000_000_000}
-# Without a zone a date is local time, as moby's timetypes.GetTimestamp.
-_TIME_LAYOUTS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M",
-                 "%Y-%m-%dT%H%z", "%Y-%m-%dT%H", "%Y-%m-%d%z", "%Y-%m-%d")
-_FRACTION = re.compile(r"(?<=T\d\d:\d\d:\d\d)\.(\d{1,9})")
-
 
 def parse(raw: str | None, allowed: Iterable[str]) -> Filters:
     """``{"key": {"value": true}}`` or the older ``{"key": ["value"]}``; a key outside ``allowed`` is refused
@@ -101,28 +90,4 @@ def until(filters: Mapping[str, list[str]], now_ns: int | None = None) -> float 
         return None
     if len(values) > 1:
         raise errors.InvalidArgument("more than one until filter specified")
-    return timestamp(values[0], time.time_ns() if now_ns is None else now_ns) / 1e9
-
-
-def timestamp(value: str, now_ns: int) -> int:
-    """moby's timetypes.GetTimestamp, in ns: a Go duration before now, an RFC 3339 date (local time without a
-    zone) or a Unix timestamp with up to nine fraction digits."""
-    value = value.strip()
-    if value != "0" and _DURATION.match(value):
-        ago = sum(float(n) * _UNIT_NS[unit] for n, unit in _DURATION_PART.findall(value))
-        return now_ns - int(ago)
-    nanos = 0
-    sub_second = _FRACTION.search(value)
-    if sub_second:  # RFC 3339 allows nanoseconds; strptime takes microseconds at most
-        nanos = int((sub_second.group(1) + "000000000")[:9])
-        value = value[:sub_second.start()] + value[sub_second.end():]
-    for layout in _TIME_LAYOUTS:
-        try:
-            parsed = datetime.strptime(value.replace("Z", "+0000"), layout)
-        except ValueError:
-            continue
-        return int(parsed.timestamp()) * 1_000_000_000 + nanos
-    seconds, _, fraction = value.partition(".")
-    if seconds.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
-        return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
-    raise errors.InvalidArgument(f"failed to parse value as time or duration: {value!r}")
+    return times.timestamp(values[0], time.time_ns() if now_ns is None else now_ns) / 1e9

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import json
 import logging
 import stat
@@ -15,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from aiohttp import web
 
+from dockerapi import times
 from dockerapi.backend import backends, need
 from dockerapi.params import query_bool
 from pkg import errors
@@ -57,16 +57,8 @@ def go_file_mode(mode: int) -> int:
     return out
 
 
-def go_time(ns: int) -> str:
-    """RFC 3339 with nanoseconds, trailing zeros trimmed (Go's time.Time JSON)."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    base = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    fraction = f".{nanos:09d}".rstrip("0").rstrip(".")
-    return f"{base}{fraction}Z"
-
-
 def stat_header(st: PathStat) -> str:
-    body = {"name": st.name, "size": st.size, "mode": go_file_mode(st.mode), "mtime": go_time(st.mtime_ns),
+    body = {"name": st.name, "size": st.size, "mode": go_file_mode(st.mode), "mtime": times.rfc3339(st.mtime_ns),
             "linkTarget": st.link_target}
     return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi import filters
+from dockerapi import filters, times
 from dockerapi.backend import backends, need
 from pkg import errors
 from pkg.events import DockerEvent, Event
@@ -109,8 +109,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     bus = need(backends(request).events, "the event bus")
     query = request.query
     now = time.time_ns()
-    since = filters.timestamp(query["since"], now) if query.get("since") else None
-    until = filters.timestamp(query["until"], now) if query.get("until") else None
+    since = times.timestamp(query["since"], now) if query.get("since") else None
+    until = times.timestamp(query["until"], now) if query.get("until") else None
     if since is not None and until is not None and until < since:
         raise errors.InvalidArgument("`since` time must be before `until`")
     match = EventFilter(filters.parse(query.get("filters"), ACCEPTED_FILTERS))

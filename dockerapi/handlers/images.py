@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockerapi import filters, versions
+from dockerapi import filters, times, versions
 from dockerapi.backend import Backends, backends, need
 from dockerapi.handlers import images_json as j
 from dockerapi.params import query_bool
@@ -77,13 +77,13 @@ async def list_images(request: web.Request) -> web.Response:
 
 async def _select(images: ImageService, candidates: list[Image], wanted: filters.Filters) -> list[Image]:
     dangling = filters.bool_value(wanted, "dangling")
-    before = [j.unix((await get_image(images, ref)).created) for ref in wanted.get("before", [])]
-    since = [j.unix((await get_image(images, ref)).created) for ref in wanted.get("since", [])]
+    before = [times.unix((await get_image(images, ref)).created) for ref in wanted.get("before", [])]
+    since = [times.unix((await get_image(images, ref)).created) for ref in wanted.get("since", [])]
     now = time.time_ns()
-    until = [filters.timestamp(v, now) / 1e9 for v in wanted.get("until", [])]
+    until = [times.timestamp(v, now) / 1e9 for v in wanted.get("until", [])]
     out = []
     for img in candidates:
-        created = j.unix(img.created)
+        created = times.unix(img.created)
         if dangling is not None and dangling != (not img.repo_tags):
             continue
         if not filters.labels_selected(wanted, img.config.labels):

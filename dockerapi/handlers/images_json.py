@@ -2,20 +2,16 @@
 names in Docker's familiar form, the ``reference`` filter, "No such image" errors."""
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
 from aiohttp import web
 
-from dockerapi import versions
+from dockerapi import times, versions
 from pkg import errors
 from pkg.images import reference
 from pkg.images.detail import ImageDetail
 from pkg.images.model import Image
-
-ZERO_TIME = "0001-01-01T00:00:00Z"
-_FRACTION = re.compile(r"\.(\d+)")
 
 
 def familiar(name: str) -> str:
@@ -43,23 +39,6 @@ def no_such_image(ref: str) -> errors.NotFound:
     return errors.NotFound(f"No such image: {shown}")
 
 
-def parse_time(value: str) -> dt.datetime | None:
-    """RFC 3339 with any number of fraction digits (Go writes nanoseconds; Python reads up to micro)."""
-    if not value:
-        return None
-    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value.strip())
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def unix(value: str) -> int:
-    parsed = parse_time(value)
-    return int(parsed.timestamp()) if parsed is not None else 0
-
-
 def descriptor(img: Image) -> dict[str, Any]:
     return {"mediaType": img.target.media_type, "digest": img.target.digest, "size": img.target.size}
 
@@ -79,7 +58,7 @@ def summary(request: web.Request, img: Image, size: int, patterns: list[str] | N
         "ParentId": "",
         "RepoTags": repo_tags,
         "RepoDigests": repo_digests,
-        "Created": unix(img.created),
+        "Created": times.unix(img.created),
         "Size": size,
         "SharedSize": -1,
         "Labels": dict(img.config.labels),
@@ -111,7 +90,7 @@ def inspect(request: web.Request, detail: ImageDetail) -> dict[str, Any]:
         "RepoDigests": digests(img),
         "Parent": detail.parent,
         "Comment": detail.comment,
-        "Created": img.created or ZERO_TIME,
+        "Created": img.created or times.ZERO_TIME,
         "DockerVersion": detail.docker_version,
         "Author": detail.author,
         "Config": config,
@@ -120,7 +99,7 @@ def inspect(request: web.Request, detail: ImageDetail) -> dict[str, Any]:
         "Size": detail.unpacked_size,
         "GraphDriver": {"Name": img.snapshotter, "Data": None},
         "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
-        "Metadata": {"LastTagTime": ZERO_TIME},
+        "Metadata": {"LastTagTime": times.ZERO_TIME},
     }
     if detail.variant:
         out["Variant"] = detail.variant
@@ -142,7 +121,7 @@ def history(detail: ImageDetail, parents: list[ImageDetail] | None = None) -> li
     as moby walks the parent chain; every other step is "<missing>"."""
     out: list[dict[str, Any]] = []
     for entry in reversed(detail.history):
-        out.append({"Id": "<missing>", "Created": unix(entry.created), "CreatedBy": entry.created_by,
+        out.append({"Id": "<missing>", "Created": times.unix(entry.created), "CreatedBy": entry.created_by,
                     "Tags": None, "Size": entry.size, "Comment": entry.comment})
     for owner in [detail, *(parents or [])]:
         index = len(detail.history) - len(owner.history)

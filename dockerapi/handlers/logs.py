@@ -1,12 +1,9 @@
 """GET /containers/{id}/logs: the container's log, multiplexed (no TTY) or raw (TTY), optionally followed."""
 from __future__ import annotations
 
-import datetime
-import re
-
 from aiohttp import web
 
-from dockerapi import hijack
+from dockerapi import hijack, times
 from dockerapi.handlers.attach import container_ref, containers
 from dockerapi.params import query_bool
 from pkg import errors
@@ -14,21 +11,6 @@ from pkg.logs.reader import ReadOptions
 from pkg.runtime.docker_logs import container_logs
 
 FLUSH_BYTES = 64 << 10
-_TIMESTAMP = re.compile(r"^(-?\d+)(?:\.(\d{1,9}))?$")
-
-
-def parse_timestamp(value: str, name: str) -> int | None:
-    """Docker's ``seconds[.nanoseconds]`` (what the CLI sends for --since/--until) → ns; "" or 0 → None."""
-    value = value.strip()
-    if not value:
-        return None
-    match = _TIMESTAMP.match(value)
-    if match is None:
-        raise errors.InvalidArgument(f"invalid value for {name}: {value!r}")
-    seconds = int(match.group(1))
-    nanos = int((match.group(2) or "").ljust(9, "0"))
-    total = seconds * 1_000_000_000 + (nanos if seconds >= 0 else -nanos)
-    return total if total > 0 else None
 
 
 def parse_tail(value: str) -> int | None:
@@ -42,20 +24,13 @@ def parse_tail(value: str) -> int | None:
     return tail if tail >= 0 else None
 
 
-def rfc3339nano(ns: int) -> str:
-    """moby's RFC3339NanoFixed: always nine fractional digits, UTC ``Z``."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    stamp = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
-
-
 async def logs(request: web.Request) -> web.StreamResponse:
     container_id = await container_ref(request, request.match_info["id"])
     stdout, stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     if not stdout and not stderr:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
-    since = parse_timestamp(request.query.get("since", ""), "since")
-    until = parse_timestamp(request.query.get("until", ""), "until")
+    since = times.unix_ns(request.query.get("since", ""), "since")
+    until = times.unix_ns(request.query.get("until", ""), "until")
     options = ReadOptions(
         follow=query_bool(request, "follow"), tail=parse_tail(request.query.get("tail", "")),
         since_ns=since, until_ns=until,
@@ -73,7 +48,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         async for entry in entries:
             data = entry.content
             if timestamps:
-                data = rfc3339nano(entry.timestamp_ns).encode() + b" " + data
+                data = times.rfc3339_fixed(entry.timestamp_ns).encode() + b" " + data
             stream = hijack.STDERR if entry.stream == "stderr" else hijack.STDOUT
             pending += data if tty else hijack.frame(stream, data)
             if len(pending) >= flush_at:

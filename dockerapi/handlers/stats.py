@@ -7,14 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
+from dockerapi import times
 from dockerapi.handlers.attach import containers, lookup
-from dockerapi.handlers.logs import rfc3339nano
 from dockerapi.params import query_bool
 from pkg import errors
 from pkg.runtime.docker_stats import BlkioEntry, Sample, sample
 
 INTERVAL = 1.0  # moby's collector period
-ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def _cpu(s: Sample | None) -> dict[str, Any]:
@@ -58,8 +57,9 @@ def _blkio(entries: tuple[BlkioEntry, ...]) -> list[dict[str, Any]] | None:
 def render(s: Sample, previous: Sample | None, container_id: str, name: str) -> dict[str, Any]:
     pids = s.cgroup.pids if s.cgroup is not None else None
     body: dict[str, Any] = {
-        "read": rfc3339nano(s.read_ns) if s.cgroup is not None else ZERO_TIME,
-        "preread": rfc3339nano(previous.read_ns) if previous is not None and previous.cgroup else ZERO_TIME,
+        "read": times.rfc3339_fixed(s.read_ns) if s.cgroup is not None else times.ZERO_TIME,
+        "preread": (times.rfc3339_fixed(previous.read_ns) if previous is not None and previous.cgroup
+                    else times.ZERO_TIME),
         "pids_stats": ({"current": pids.current, **({"limit": pids.limit} if pids.limit else {})}
                        if pids is not None else {}),
         "blkio_stats": {

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dockerapi.handlers.logs import parse_tail, parse_timestamp, rfc3339nano
+from dockerapi import times
+from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
@@ -71,13 +72,13 @@ def test_start_failure_exit_codes() -> None:
     ("1700000000.5", 1_700_000_000_500_000_000), ("1700000000.000000001", 1_700_000_000_000_000_001),
 ])
 def test_timestamps(value: str, expected: int | None) -> None:
-    assert parse_timestamp(value, "since") == expected
+    assert times.unix_ns(value, "since") == expected
 
 
 @pytest.mark.parametrize("value", ["yesterday", "1.2.3", "1.0123456789"])
 def test_bad_timestamps(value: str) -> None:
     with pytest.raises(errors.InvalidArgument):
-        parse_timestamp(value, "since")
+        times.unix_ns(value, "since")
 
 
 def test_tail() -> None:
@@ -88,7 +89,7 @@ def test_tail() -> None:
 
 
 def test_rfc3339nano_has_nine_digits() -> None:
-    assert rfc3339nano(1_700_000_000_000_000_001) == "2023-11-14T22:13:20.000000001Z"
+    assert times.rfc3339_fixed(1_700_000_000_000_000_001) == "2023-11-14T22:13:20.000000001Z"
 
 
 NET_DEV = "\n".join([

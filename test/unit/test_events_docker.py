@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from dockerapi import filters as docker_filters
+from dockerapi import times
 from dockerapi.backend import Backends
 from dockerapi.handlers.events import ACCEPTED_FILTERS, EventFilter
 from dockerapi.server import build_app
@@ -117,15 +118,15 @@ async def test_bad_queries_are_400_with_a_message(bus_client: tuple[EventBus, Te
 
 def test_parse_time_forms() -> None:
     now = 1_700_000_000 * 10**9
-    assert docker_filters.timestamp("1700000000", now) == now
-    assert docker_filters.timestamp("1700000000.5", now) == now + 500_000_000
-    assert docker_filters.timestamp("10m", now) == now - 600 * 10**9
-    assert docker_filters.timestamp("1h30m", now) == now - 5400 * 10**9
-    assert docker_filters.timestamp("2023-11-14T22:13:20Z", now) == now
-    assert docker_filters.timestamp("2023-11-14T22:13:20.25+00:00", now) == now + 250_000_000
-    assert docker_filters.timestamp("2023-11-14T23:13:20.123456789+01:00", now) == now + 123_456_789
+    assert times.timestamp("1700000000", now) == now
+    assert times.timestamp("1700000000.5", now) == now + 500_000_000
+    assert times.timestamp("10m", now) == now - 600 * 10**9
+    assert times.timestamp("1h30m", now) == now - 5400 * 10**9
+    assert times.timestamp("2023-11-14T22:13:20Z", now) == now
+    assert times.timestamp("2023-11-14T22:13:20.25+00:00", now) == now + 250_000_000
+    assert times.timestamp("2023-11-14T23:13:20.123456789+01:00", now) == now + 123_456_789
     with pytest.raises(errors.InvalidArgument):
-        docker_filters.timestamp("10 minutes", now)
+        times.timestamp("10 minutes", now)
 
 
 def test_filter_semantics_follow_moby() -> None:

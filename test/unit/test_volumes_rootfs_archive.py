@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dockerapi.handlers.archive import go_file_mode, go_time, stat_header
+from dockerapi import times
+from dockerapi.handlers.archive import go_file_mode, stat_header
 from pkg import errors
 from pkg.runtime import rootfs_archive
 from pkg.runtime.rootfs_access import RootfsView, SpecMount
@@ -220,8 +221,8 @@ def test_stat_header_uses_go_file_modes() -> None:
     assert go_file_mode(stat.S_IFLNK | 0o777) == (1 << 27) | 0o777
     assert go_file_mode(stat.S_IFREG | stat.S_ISUID | 0o4755) == (1 << 23) | 0o755
     assert go_file_mode(stat.S_IFCHR | 0o666) == (1 << 26) | (1 << 21) | 0o666
-    assert go_time(1_700_000_000_500_000_000) == "2023-11-14T22:13:20.5Z"
-    assert go_time(1_700_000_000_000_000_000) == "2023-11-14T22:13:20Z"
+    assert times.rfc3339(1_700_000_000_500_000_000) == "2023-11-14T22:13:20.5Z"
+    assert times.rfc3339(1_700_000_000_000_000_000) == "2023-11-14T22:13:20Z"
     header = stat_header(PathStat("f", 3, stat.S_IFREG | 0o644, 0, ""))
     assert json.loads(base64.b64decode(header)) == {"name": "f", "size": 3, "mode": 0o644,
                                                     "mtime": "1970-01-01T00:00:00Z", "linkTarget": ""}
