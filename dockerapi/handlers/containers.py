@@ -14,6 +14,8 @@ from dockerapi.handlers.containers_filters import matcher, parse_filters, prune_
 from pkg import errors
 from pkg.engine.engine import Engine
 from pkg.engine.model import RestartPolicyName, Status
+from pkg.model.state import ContainerState
+from pkg.system import writable_layer_sizes
 
 
 def engine(request: web.Request) -> Engine:
@@ -102,8 +104,20 @@ async def remove(request: web.Request) -> web.Response:
 
 async def prune(request: web.Request) -> web.Response:
     filters = parse_filters(request.query.get("filters", ""))
+    sizes = await _stopped_layer_sizes(request)
     removed = await engine(request).prune(prune_keeper(filters))
-    return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
+    # moby reclaims each pruned container's writable layer (daemon/prune.go).
+    return web.json_response({"ContainersDeleted": removed or None,
+                              "SpaceReclaimed": sum(sizes.get(cid, 0) for cid in removed)})
+
+
+async def _stopped_layer_sizes(request: web.Request) -> dict[str, int]:
+    """Writable-layer bytes of every container that is not running (what a prune may remove)."""
+    core = backends(request).containers
+    if core is None:
+        return {}
+    stopped = [meta for meta, status in core.list() if status.state != ContainerState.RUNNING]
+    return await writable_layer_sizes(core, stopped)
 
 
 async def rename(request: web.Request) -> web.Response:

@@ -216,3 +216,14 @@ def test_exec_detach_keys_as_docker_py_sends_them(client: Any) -> None:
         sock.close()
         raw.close()
         container.remove(force=True)
+
+
+def test_prune_reports_the_space_of_the_writable_layers(client: Any) -> None:
+    kept = client.containers.run("busybox", ["sleep", "300"], detach=True, labels=LABELS)
+    done = client.containers.run("busybox", ["sh", "-c", "head -c 200000 /dev/zero > /blob"], detach=True,
+                                 labels=LABELS)
+    done.wait()
+    result = client.containers.prune(filters={"label": "test=dockerpy"})
+    assert result["ContainersDeleted"] == [done.id]
+    assert result["SpaceReclaimed"] >= 200000
+    kept.remove(force=True)
