@@ -6,11 +6,10 @@ and stopped containers alike (pkg.runtime.rootfs_access picks the view).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import stat
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -86,23 +85,29 @@ def _path(request: web.Request) -> str:
     return path
 
 
-async def _stream(request: web.Request, response: web.StreamResponse, chunks: AsyncGenerator[bytes, None],
-                  what: str) -> web.StreamResponse:
+async def stream_tar(request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes],
+                     what: str) -> bool:
+    """Send ``response``'s head, then the tar; True when all of it went out.  Once the head is out an error
+    cannot become a status: the connection is cut so the client sees the archive incomplete."""
     await response.prepare(request)
     try:
-        async with contextlib.aclosing(chunks):  # stops the tar helper however the copy ends
+        try:
             async for chunk in chunks:
                 await response.write(chunk)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()  # stops the producer (a tar helper, an image export) however the copy ends
         await response.write_eof()
+        return True
     except ConnectionResetError:
         # The client stopped reading (docker cp stops at the tar's end marker; `| head` goes away): fine.
         log.debug("%s: the client went away", what)
     except errors.NarwhalError as exc:
-        # Nothing can be said inside a tar stream: cut the connection so the client sees it incomplete.
         log.error("%s failed mid-stream: %s", what, exc.message)
         if request.transport is not None:
             request.transport.close()
-    return response
+    return False
 
 
 async def head_archive(request: web.Request) -> web.StreamResponse:
@@ -117,7 +122,8 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     async with container_view(_runtime(request), cid, writable=False) as view:
         st = await rootfs_archive.stat_path(view, path, request.match_info["id"])
         response = web.StreamResponse(status=200, headers={"Content-Type": TAR, STAT_HEADER: stat_header(st)})
-        return await _stream(request, response, rootfs_archive.tar_path(view, path), f"archive of {path}")
+        await stream_tar(request, response, rootfs_archive.tar_path(view, path), f"archive of {path}")
+        return response
 
 
 async def put_archive(request: web.Request) -> web.StreamResponse:
@@ -143,7 +149,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     cid = _container_id(request)
     async with snapshot_view(_runtime(request), cid) as root:
         response = web.StreamResponse(status=200, headers={"Content-Type": TAR})
-        return await _stream(request, response, rootfs_archive.export(root), f"export of {cid}")
+        await stream_tar(request, response, rootfs_archive.export(root), f"export of {cid}")
+        return response
 
 
 async def changes(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dockerapi.handlers import images_json as j
+from dockerapi.handlers.archive import stream_tar
 from dockerapi.handlers.images import images_of, publish
 from dockerapi.progress import JSONStream
 from pkg import errors
@@ -32,20 +33,9 @@ async def save(request: web.Request) -> web.StreamResponse:
             raise j.no_such_image(name) from None
     chunks = await images.export(names)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
-    await response.prepare(request)
-    try:
-        async for chunk in chunks:
-            await response.write(chunk)
-    except errors.NarwhalError as exc:
-        # Nothing can be said inside a tar stream: drop the connection so the client sees it cut short
-        # rather than a well-terminated, incomplete archive.
-        log.error("save %s failed mid-stream: %s", names, exc.message)
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
-    for image_id in dict.fromkeys(ids):
-        publish(request, "save", image_id, name=image_id)
+    if await stream_tar(request, response, chunks, f"save {names}"):
+        for image_id in dict.fromkeys(ids):
+            publish(request, "save", image_id, name=image_id)
     return response
 
 
