@@ -152,7 +152,7 @@ def ip_of(cidr: str) -> str:
 
 
 async def test_sandbox_on_several_networks(env: Env) -> None:
-    mynet = await env.service.create(CreateRequest("mynet", ipam=(IPAMPool("10.200.5.0/24"),)))
+    mynet = await env.service.create(CreateRequest("mynet", ipam=(IPAMPool("10.201.5.0/24"),)))
     other = await env.service.create(CreateRequest("other"))
     a = await env.sandbox("sb-alpha", NetworkAttachment("mynet", ("web",)))
     b = await env.sandbox("sb-beta", NetworkAttachment("mynet"), NetworkAttachment("bridge"))
@@ -161,8 +161,8 @@ async def test_sandbox_on_several_networks(env: Env) -> None:
     servers = [start_server(ns.netns_path, tok, 8080) for ns, tok in ((a, "alpha"), (c, "gamma"), (d, "delta"))]
     try:
         a_ips, b_ips = addresses(a.netns_path), addresses(b.netns_path)
-        assert list(a_ips) == ["eth0"] and ip_of(a_ips["eth0"]).startswith("10.200.5.")
-        assert sorted(b_ips) == ["eth0", "eth1"] and ip_of(b_ips["eth0"]).startswith("10.200.5.")
+        assert list(a_ips) == ["eth0"] and ip_of(a_ips["eth0"]).startswith("10.201.5.")
+        assert sorted(b_ips) == ["eth0", "eth1"] and ip_of(b_ips["eth0"]).startswith("10.201.5.")
         assert ip_of(b_ips["eth1"]).startswith(env.net.subnet_prefix())
         assert "eth0" in default_routes(b.netns_path) and "eth1" not in default_routes(b.netns_path)
         assert link_exists(mynet.bridge) and len(bridge_ports(mynet.bridge)) == 2
@@ -186,7 +186,7 @@ async def test_sandbox_on_several_networks(env: Env) -> None:
 
         # connect / disconnect while running
         ep = await env.net.manager.connect(c, NetworkAttachment("mynet", ("g2",)))
-        assert ep.ifname == "eth1" and ep.ip.startswith("10.200.5.") and ep.aliases == ("g2",)
+        assert ep.ifname == "eth1" and ep.ip.startswith("10.201.5.") and ep.aliases == ("g2",)
         assert await resolve(a.netns_path, "g2") == (0, [ep.ip])
         assert await probe(c.netns_path, ip_of(a_ips["eth0"]), 8080) == "alpha"
         assert "eth1" not in default_routes(c.netns_path)
@@ -237,16 +237,16 @@ async def test_internal_network_has_no_way_out(env: Env) -> None:
 
 
 async def test_requested_address_and_failed_join_rolls_back(env: Env) -> None:
-    await env.service.create(CreateRequest("fixed", ipam=(IPAMPool("10.200.7.0/24"),)))
-    a = await env.sandbox("sb-fix", NetworkAttachment("fixed", (), "10.200.7.50"))
+    await env.service.create(CreateRequest("fixed", ipam=(IPAMPool("10.201.7.0/24"),)))
+    a = await env.sandbox("sb-fix", NetworkAttachment("fixed", (), "10.201.7.50"))
     try:
-        assert addresses(a.netns_path) == {"eth0": "10.200.7.50/24"}
+        assert addresses(a.netns_path) == {"eth0": "10.201.7.50/24"}
         # The address is taken: the second sandbox's setup fails and leaves nothing attached.
         req = env.net.req("sb-clash", networks=(NetworkAttachment("bridge"), NetworkAttachment("fixed", (),
-                                                                                             "10.200.7.50")))
+                                                                                             "10.201.7.50")))
         await netns.create(req.netns_path)
         try:
-            with pytest.raises(Exception, match="10.200.7.50"):
+            with pytest.raises(Exception, match="10.201.7.50"):
                 await env.net.manager.setup(req)
             assert await env.net.manager.cache.ifnames("sb-clash") == []
             assert addresses(req.netns_path) == {}
