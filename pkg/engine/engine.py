@@ -213,8 +213,9 @@ class Engine:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         container_id = self.registry.resolve(ref)
         view = self.get(container_id)
-        if view.running and not force:
-            what = "paused" if view.record.state.paused else "running"
+        restarting = view.record.state.restarting  # moby counts it as running (container/state.go)
+        if (view.running or restarting) and not force:
+            what = "paused" if view.record.state.paused else "restarting" if restarting else "running"
             raise errors.Conflict(
                 f"cannot remove container \"/{view.name}\": container is {what}: "
                 f"stop the container before removing or force remove")

@@ -295,15 +295,17 @@ class Lifecycle:
         if record.state.paused:
             await self.registry.update_state(container_id, paused=False)
         restart = self.should_restart(record, status.exit_code) and record.state.phase != Phase.REMOVING
-        # Waiters for not-running are answered even when the restart policy brings it back: moby fires them
-        # when it sets Restarting (container/state.go), so `docker wait` returns at each exit.
+        if restart:
+            await self.registry.update_state(container_id, restarting=True)
+        # Waiters for not-running are answered even when the restart policy brings it back: moby sets
+        # Restarting, then fires them (container/state.go), so `docker wait` returns at each exit and what
+        # the client does next already sees the container restarting.
         self._wake(container_id, {WaitCondition.NOT_RUNNING, WaitCondition.NEXT_EXIT}, WaitResult(status.exit_code, ""))
         if record.state.phase == Phase.REMOVING:
             return
         if restart:
             ran = (status.finished_at - status.started_at) / 1e9 if status.finished_at else 0.0
             delay = self._next_delay(container_id, ran)
-            await self.registry.update_state(container_id, restarting=True)
             self._restart_timers[container_id] = create_guarded_task(
                 lambda: self._restart_after(container_id, delay), f"engine-restart-{container_id[:12]}")
         elif record.host_config.auto_remove:

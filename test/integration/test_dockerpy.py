@@ -227,3 +227,14 @@ def test_prune_reports_the_space_of_the_writable_layers(client: Any) -> None:
     assert result["ContainersDeleted"] == [done.id]
     assert result["SpaceReclaimed"] >= 200000
     kept.remove(force=True)
+
+
+def test_a_restarting_container_needs_force_to_be_removed(client: Any) -> None:
+    container = client.containers.run("busybox", ["sh", "-c", "exit 1"], detach=True, labels=LABELS,
+                                      restart_policy={"Name": "always"})
+    container.wait(timeout=60)  # its first exit: from here on it is restarting or running again
+    with pytest.raises(docker.errors.APIError) as exc:
+        container.remove()
+    assert exc.value.status_code == 409
+    assert "stop the container before removing or force remove" in str(exc.value)
+    container.remove(force=True)
