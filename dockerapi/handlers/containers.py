@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockerapi import versions
 from dockerapi.backend import backends, need
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
@@ -77,7 +78,8 @@ async def inspect(request: web.Request) -> web.Response:
     eng = engine(request)
     view = await eng.inspect(request.match_info["id"])
     sandbox_dir, netns = eng.sandbox_paths(view)
-    body = cj.inspect_json(view, sandbox_dir, netns, _network_ids(request, [n.name for n in view.networks]))
+    body = cj.inspect_json(view, sandbox_dir, netns, _network_ids(request, [n.name for n in view.networks]),
+                           dns_names=versions.at_least(request, "1.44"))
     if flag(request, "size"):
         body["SizeRw"], body["SizeRootFs"] = await eng.sizes(view)
     return web.json_response(body)

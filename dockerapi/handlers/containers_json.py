@@ -79,13 +79,13 @@ def host_config_json(c: EngineContainer) -> Json:
     return {
         "Binds": list(h.binds) or None,
         "ContainerIDFile": "",
-        "LogConfig": {"Type": "json-file", "Config": {}},
+        "LogConfig": {"Type": h.log_config.type, "Config": dict(h.log_config.config)},
         "NetworkMode": h.network_mode,
         "PortBindings": port_bindings,
         "RestartPolicy": {"Name": h.restart_policy.name.value,
                           "MaximumRetryCount": h.restart_policy.maximum_retry_count},
         "AutoRemove": h.auto_remove,
-        "VolumeDriver": "",
+        "VolumeDriver": h.volume_driver,
         "VolumesFrom": None,
         "CapAdd": list(h.cap_add) or None,
         "CapDrop": list(h.cap_drop) or None,
@@ -110,7 +110,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "ShmSize": h.shm_size or 64 << 20,
         "Sysctls": dict(h.sysctls) or None,
         "Runtime": "runc",
-        "Isolation": "",
+        "Isolation": h.isolation,
         "CpuShares": r.cpu_shares,
         "Memory": r.memory,
         "NanoCpus": r.nano_cpus,
@@ -194,22 +194,41 @@ def state_json(c: EngineContainer) -> Json:
     return out
 
 
-def _network_json(c: EngineContainer, ids: dict[str, str] | None = None) -> dict[str, Json]:
+def _network_json(c: EngineContainer, ids: dict[str, str] | None = None, dns_names: bool = False) -> dict[str, Json]:
+    """NetworkSettings.Networks; ``dns_names`` (API 1.44+): moby's DNSNames on user-defined networks."""
     out: dict[str, Json] = {}
     for net in c.networks:
         network_id = (ids or {}).get(net.name, "")
         endpoint = endpoint_id(c.sandbox_id, network_id) if network_id else ""
+        names = None
+        if dns_names and net.name not in ("bridge", "host", "none"):
+            names = list(dict.fromkeys([c.name, *net.aliases, c.id[:12], c.config.hostname or c.id[:12]]))
         out[net.name] = {
-            "IPAMConfig": None, "Links": None, "Aliases": list(net.aliases) or None,
+            "IPAMConfig": _ipam_json(c, net.name), "Links": None, "Aliases": list(net.aliases) or None,
             "MacAddress": net.mac, "DriverOpts": None, "NetworkID": network_id, "EndpointID": endpoint,
             "Gateway": net.gateway, "IPAddress": net.ip, "IPPrefixLen": net.prefix_len, "IPv6Gateway": "",
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": names,
         }
     return out
 
 
+def _ipam_json(c: EngineContainer, network: str) -> Json | None:
+    """The endpoint's IPAMConfig as requested at create (moby: each field omitted when empty; none = null)."""
+    spec = next((e for e in c.config.endpoints if e.network == network), None)
+    if spec is None or not (spec.ipv4_address or spec.ipv6_address or spec.link_local_ips):
+        return None
+    out: Json = {}
+    if spec.ipv4_address:
+        out["IPv4Address"] = spec.ipv4_address
+    if spec.ipv6_address:
+        out["IPv6Address"] = spec.ipv6_address
+    if spec.link_local_ips:
+        out["LinkLocalIPs"] = list(spec.link_local_ips)
+    return out
+
+
 def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, network_ids: dict[str, str] | None = None,
-                 driver: str = "overlayfs") -> Json:
+                 driver: str = "overlayfs", dns_names: bool = True) -> Json:
     first = c.networks[0] if c.networks else None
     args = [*c.config.entrypoint, *c.config.cmd]
     return {
@@ -253,7 +272,7 @@ def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, network_ids: 
             "IPPrefixLen": first.prefix_len if first else 0,
             "IPv6Gateway": "",
             "MacAddress": first.mac if first else "",
-            "Networks": _network_json(c, network_ids),
+            "Networks": _network_json(c, network_ids, dns_names),
         },
     }
 

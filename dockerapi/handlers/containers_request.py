@@ -12,6 +12,7 @@ from pkg.engine.model import (
     EndpointSpec,
     HealthConfig,
     HostConfig,
+    LogConfig,
     PortBinding,
     Resources,
     RestartPolicy,
@@ -59,7 +60,8 @@ def container_spec(body: Json) -> ContainerSpec:
         endpoint = _dict(endpoint, f"EndpointsConfig.{name}")
         ipam = _dict(endpoint.get("IPAMConfig"), "IPAMConfig")
         endpoints.append(EndpointSpec(name, _strs(endpoint.get("Aliases"), "Aliases"),
-                                      str(ipam.get("IPv4Address") or "")))
+                                      str(ipam.get("IPv4Address") or ""), str(ipam.get("IPv6Address") or ""),
+                                      _strs(ipam.get("LinkLocalIPs"), "LinkLocalIPs")))
     return ContainerSpec(
         image=image,
         cmd=_strs(body.get("Cmd"), "Cmd"),
@@ -185,7 +187,38 @@ def host_config(body: Json) -> HostConfig:
         ulimits=tuple(_ulimit(_dict(u, "Ulimits[]")) for u in body.get("Ulimits") or []),
         pid_mode=str(body.get("PidMode") or ""),
         ipc_mode=str(body.get("IpcMode") or ""),
+        log_config=log_config(body.get("LogConfig")),
+        isolation=_isolation(body.get("Isolation")),
+        volume_driver=str(body.get("VolumeDriver") or ""),
     )
+
+
+# The options each log driver takes (moby daemon/logger/<driver>: ValidateLogOpt); "none" takes any.
+LOG_OPTS = {
+    "json-file": frozenset({"max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex",
+                            "tag"}),
+    "local": frozenset({"max-file", "max-size", "compress"}),
+}
+
+
+def log_config(value: Any) -> LogConfig:
+    """HostConfig.LogConfig checked as moby's ValidateLogOpts does; no type = the daemon's default, json-file."""
+    raw = _dict(value, "LogConfig")
+    kind = str(raw.get("Type") or "json-file")
+    options = {str(k): str(v) for k, v in _dict(raw.get("Config"), "LogConfig.Config").items()}
+    if kind != "none" and kind not in LOG_OPTS:
+        raise errors.InvalidArgument(f"logger: no log driver named '{kind}' is registered")
+    for key in options:
+        if kind != "none" and key not in LOG_OPTS[kind] and key not in ("mode", "max-buffer-size"):
+            raise errors.InvalidArgument(f"unknown log opt '{key}' for {kind} log driver")
+    return LogConfig(kind, options)
+
+
+def _isolation(value: Any) -> str:
+    isolation = str(value or "")
+    if isolation.lower() not in ("", "default"):
+        raise errors.InvalidArgument(f"invalid isolation '{isolation}' on linux")
+    return isolation
 
 
 def _ulimit(raw: Json) -> Ulimit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockerapi import hijack, times
+from dockerapi.backend import backends
 from dockerapi.handlers.attach import container_ref, containers
 from dockerapi.params import query_bool
 from pkg import errors
@@ -26,6 +27,9 @@ def parse_tail(value: str) -> int | None:
 
 async def logs(request: web.Request) -> web.StreamResponse:
     container_id = await container_ref(request, request.match_info["id"])
+    engine = backends(request).engine
+    if engine is not None and engine.get(container_id).host_config.log_config.type == "none":
+        raise errors.NotImplementedYet("configured logging driver does not support reading")  # moby's 501
     stdout, stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     if not stdout and not stderr:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")

@@ -78,6 +78,16 @@ class EndpointSpec:
     network: str
     aliases: tuple[str, ...] = ()
     ipv4_address: str = ""
+    ipv6_address: str = ""  # echoed in inspect's IPAMConfig only (IPv6 networks are refused)
+    link_local_ips: tuple[str, ...] = ()  # echoed in inspect's IPAMConfig only
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """HostConfig.LogConfig: the driver (json-file, local or none) and its options, as given."""
+
+    type: str = "json-file"
+    config: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,9 @@ class HostConfig:
     ulimits: tuple[Ulimit, ...] = ()
     pid_mode: str = ""  # "" (own) or "host"
     ipc_mode: str = ""  # "", "private", "shareable" (own) or "host"
+    log_config: LogConfig = field(default_factory=LogConfig)
+    isolation: str = ""  # only "" or "default" on Linux: echoed
+    volume_driver: str = ""  # the default driver of the container's volumes: echoed (only "local" exists)
 
 
 @dataclass(frozen=True)

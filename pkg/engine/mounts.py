@@ -5,6 +5,7 @@ prepare until the container is removed; binds and tmpfs need nothing from it.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from pkg import errors
@@ -19,6 +20,9 @@ from pkg.volumes.service import VolumeService
 def specs(host: HostConfig) -> list[MountSpec]:
     """Every mount the container asks for, validated (Docker's messages)."""
     out = [binds.parse_bind(raw) for raw in host.binds]
+    if host.volume_driver:  # moby: HostConfig.VolumeDriver is the driver of the -v volumes
+        out = [dataclasses.replace(m, volume_driver=host.volume_driver) if m.type is MountType.VOLUME else m
+               for m in out]
     out += [binds.validate(m) for m in host.mounts]
     for target, options in host.tmpfs.items():
         out.append(binds.validate(_tmpfs(target, options)))

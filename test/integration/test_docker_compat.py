@@ -1,0 +1,113 @@
+"""Docker semantics docker-py's upstream suite checks, through docker-py 7 against one narwhald: the endpoint
+settings inspect shows (IPAMConfig as requested, DNSNames), HostConfig fields echoed as given (Isolation,
+VolumeDriver, LogConfig) and the log drivers' checks."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+from lib import dockerpy
+from lib.daemon import DaemonProcess
+from lib.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def daemon(registry: Registry) -> Iterator[DaemonProcess]:
+    dockerpy.seed_registry(registry.host, ["library/busybox:latest"])
+    d = dockerpy.start_docker_daemon(registry.host)
+    try:
+        yield d
+    finally:
+        dockerpy.destroy(d)
+
+
+@pytest.fixture(scope="module")
+def client(daemon: DaemonProcess) -> Iterator[Any]:
+    c = dockerpy.client(daemon)
+    c.images.pull("busybox", tag="latest")
+    yield c
+    for container in c.containers.list(all=True):
+        container.remove(force=True)
+    c.networks.prune()
+    c.close()
+
+
+def test_endpoint_settings_in_inspect(client: Any, daemon: DaemonProcess) -> None:
+    api = client.api
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.202.3.0/24")])
+    net = client.networks.create("compatnet", ipam=ipam)
+    try:
+        created = api.create_container(
+            "busybox", ["sleep", "300"], name="compat-ep", hostname="compat-host",
+            host_config=api.create_host_config(network_mode="compatnet"),
+            networking_config=api.create_networking_config({"compatnet": api.create_endpoint_config(
+                ipv4_address="10.202.3.23", aliases=["web"], link_local_ips=["169.254.8.8"])}))
+        api.start(created)
+        ep = api.inspect_container(created)["NetworkSettings"]["Networks"]["compatnet"]
+        assert ep["IPAMConfig"] == {"IPv4Address": "10.202.3.23", "LinkLocalIPs": ["169.254.8.8"]}
+        assert ep["IPAddress"] == "10.202.3.23"
+        assert ep["NetworkID"] == net.id and len(ep["EndpointID"]) == 64
+        assert ep["DNSNames"] == ["compat-ep", "web", created["Id"][:12], "compat-host"]
+        assert ep["Links"] is None
+
+        plain = client.containers.run("busybox", ["sleep", "300"], detach=True)
+        bridge = api.inspect_container(plain.id)["NetworkSettings"]["Networks"]["bridge"]
+        assert bridge["IPAMConfig"] is None and bridge["DNSNames"] is None and bridge["IPAddress"]
+        old = dockerpy.client(daemon, version="1.43")
+        try:
+            assert old.api.inspect_container(created)["NetworkSettings"]["Networks"]["compatnet"]["DNSNames"] is None
+        finally:
+            old.close()
+    finally:
+        for c in client.containers.list(all=True):
+            c.remove(force=True)
+        net.remove()
+
+
+
+def test_host_config_echoed(client: Any) -> None:
+    c = client.containers.create("busybox", ["true"], isolation="default", volume_driver="foo",
+                                 log_config={"Type": "json-file", "Config": {"max-file": "100"}})
+    try:
+        host = c.attrs["HostConfig"]
+        assert host["Isolation"] == "default" and host["VolumeDriver"] == "foo"
+        assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "100"}}
+    finally:
+        c.remove(force=True)
+    # no type: the daemon's default driver, with the options given
+    c = client.containers.create("busybox", ["true"], log_config={"Type": "", "Config": {"max-size": "1m"}})
+    try:
+        assert c.attrs["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m"}}
+    finally:
+        c.remove(force=True)
+
+
+@pytest.mark.parametrize(("log_config", "message"), [
+    ({"Type": "asdf-nope"}, "logger: no log driver named 'asdf-nope' is registered"),
+    ({"Type": "local", "Config": {"labels": "x"}}, "unknown log opt 'labels' for local log driver"),
+])
+def test_log_config_refused(client: Any, log_config: dict[str, Any], message: str) -> None:
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.containers.create("busybox", ["true"], log_config=log_config)
+    assert refused.value.status_code == 400 and refused.value.explanation == message
+
+
+def test_isolation_refused(client: Any) -> None:
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.containers.create("busybox", ["true"], isolation="hyperv")
+    assert refused.value.status_code == 400 and refused.value.explanation == "invalid isolation 'hyperv' on linux"
+
+
+def test_none_log_driver_has_no_logs(client: Any) -> None:
+    assert client.containers.run("busybox", ["echo", "hello"], log_config={"Type": "none"}, remove=True) is None
+    c = client.containers.run("busybox", ["echo", "hello"], log_config={"Type": "none"}, detach=True)
+    try:
+        c.wait()
+        with pytest.raises(docker.errors.APIError) as refused:
+            c.logs()
+        assert refused.value.status_code == 501
+        assert refused.value.explanation == "configured logging driver does not support reading"
+    finally:
+        c.remove(force=True)
