@@ -94,7 +94,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "DnsOptions": list(h.dns_options),
         "DnsSearch": list(h.dns_search),
         "ExtraHosts": list(h.extra_hosts) or None,
-        "GroupAdd": None,
+        "GroupAdd": list(h.group_add) or None,
         "IpcMode": h.ipc_mode or "private",
         "Cgroup": "",
         "Links": None,

@@ -188,6 +188,7 @@ def host_config(body: Json) -> HostConfig:
         pid_mode=str(body.get("PidMode") or ""),
         ipc_mode=str(body.get("IpcMode") or ""),
         log_config=log_config(body.get("LogConfig")),
+        group_add=tuple(str(g) for g in _strs(body.get("GroupAdd"), "GroupAdd")),
         isolation=_isolation(body.get("Isolation")),
         volume_driver=str(body.get("VolumeDriver") or ""),
     )

@@ -172,12 +172,24 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -
             namespace_options=NamespaceOptions(
                 pid=NamespaceMode.NODE if host.pid_mode == "host" else NamespaceMode.CONTAINER),
             run_as_username=run_as_username,
+            supplemental_groups=group_ids(host.group_add),
             readonly_rootfs=host.readonly_rootfs,
             no_new_privs=no_new_privs,
             seccomp=seccomp_profile,
         ),
         rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )
+
+
+def group_ids(groups: tuple[str, ...]) -> list[int]:
+    """HostConfig.GroupAdd as gids; moby also looks names up in the container's /etc/group, which the core's
+    spec builder cannot do for supplementary groups yet, so a name is refused rather than dropped."""
+    out = []
+    for group in groups:
+        if not group.isdigit():
+            raise errors.NotImplementedYet(f"GroupAdd {group!r}: only numeric group IDs are supported")
+        out.append(int(group))
+    return out
 
 
 def security_options(host: HostConfig) -> tuple[bool, SecurityProfile | None]:

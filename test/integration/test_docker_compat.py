@@ -111,3 +111,18 @@ def test_none_log_driver_has_no_logs(client: Any) -> None:
         assert refused.value.explanation == "configured logging driver does not support reading"
     finally:
         c.remove(force=True)
+
+
+def test_group_add(client: Any) -> None:
+    out = client.containers.run("busybox", ["id", "-G"], group_add=["1000", "1001"], remove=True)
+    assert {"1000", "1001"} <= set(out.decode().split())
+    c = client.containers.create("busybox", ["true"], group_add=["1002"])
+    try:
+        assert c.attrs["HostConfig"]["GroupAdd"] == ["1002"]
+    finally:
+        c.remove(force=True)
+    before = len(client.containers.list(all=True))
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.containers.create("busybox", ["true"], group_add=["users"])
+    assert refused.value.status_code == 501
+    assert len(client.containers.list(all=True)) == before  # nothing left of the refused create
