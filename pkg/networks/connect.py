@@ -50,18 +50,22 @@ async def disconnect(service: NetworkService, ref: str, sandbox_id: str, force: 
         raise errors.PermissionDenied("container cannot be disconnected from host network or connected to host "
                                       "network")
     netns, sandbox_dir = "", ""
+    sandbox_gone = False
     if service.sandboxes is not None:
         try:
             netns, sandbox_dir = service.sandboxes.netns_and_dir(sandbox_id)
         except errors.NotFound:
             if not force:
                 raise
+            sandbox_gone = True
     name = attachment_name(network)
     ips = [e.ip for e in await service.manager.endpoints(sandbox_id) if e.network == name and e.ip]
     try:
         await service.manager.disconnect(sandbox_id, name, Path(netns) if netns else None)
     except errors.NotFound:
-        if force:
+        # moby (DisconnectFromNetwork): force only excuses what cannot be found any more; a container that
+        # exists but is not on the network is "not connected", forced or not.
+        if sandbox_gone:
             return
         raise errors.PermissionDenied(f"container {owner.id} is not connected to network {network.name}") from None
     if sandbox_dir:

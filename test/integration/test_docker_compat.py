@@ -126,3 +126,20 @@ def test_group_add(client: Any) -> None:
         client.containers.create("busybox", ["true"], group_add=["users"])
     assert refused.value.status_code == 501
     assert len(client.containers.list(all=True)) == before  # nothing left of the refused create
+
+
+def test_forced_disconnect_of_a_container_not_on_the_network(client: Any) -> None:
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.202.4.0/24")])
+    net = client.networks.create("compatnet2", ipam=ipam)
+    c = client.containers.run("busybox", ["sleep", "300"], detach=True)
+    try:
+        net.connect(c)
+        net.disconnect(c, force=True)
+        net.reload()
+        assert not net.attrs.get("Containers")
+        with pytest.raises(docker.errors.APIError) as refused:
+            net.disconnect(c, force=True)
+        assert "is not connected to network compatnet2" in refused.value.explanation
+    finally:
+        c.remove(force=True)
+        net.remove()
