@@ -21,6 +21,7 @@ from pkg.images.delete import DeleteItem, ImageUser, delete_image
 from pkg.images.detail import ImageDetail
 from pkg.images.model import Image
 from pkg.images.service import ImageService
+from pkg.images.unpack import chain_ids
 from pkg.model.state import ContainerState
 
 log = logging.getLogger(__name__)
@@ -172,18 +173,39 @@ async def prune(request: web.Request) -> web.Response:
     selected = await _select(images, candidates, {k: v for k, v in wanted.items() if k != "dangling"})
     deleted: list[dict[str, str]] = []
     reclaimed = 0
+    layers: dict[str, int] = {}  # chain ID -> bytes on disk, of the layers of the images deleted
     for img in selected:
-        size = await images.unpacked_size(img)
+        try:
+            detail = await images.detail(img)
+        except errors.NotFound:
+            continue
         try:
             items = await delete_image(images, img.id, users, force=True)
         except (errors.NotFound, errors.Conflict) as exc:
             log.info("prune: keeping %s: %s", img.id, exc)
             continue
-        reclaimed += size
+        reclaimed += detail.manifest.size
+        layers.update(_layer_bytes(detail))
         deleted += delete_json(items)
         publish(request, "delete", img.id, name=img.id)
+    if layers:  # a layer another image still has is not reclaimed (moby counts only what is really gone)
+        kept = {chain for img in await images.list() for chain in chain_ids(img.diff_ids)}
+        reclaimed += sum(size for chain, size in layers.items() if chain not in kept)
     body: dict[str, Any] = {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
     return web.json_response(body)
+
+
+def _layer_bytes(detail: ImageDetail) -> dict[str, int]:
+    """Each layer's bytes on disk by chain ID: its unpacked size, or its blob's when it was never unpacked."""
+    diff_ids = detail.image.diff_ids
+    unpacked = [e.size for e in detail.history if not e.empty_layer]
+    out = {}
+    for i, chain in enumerate(chain_ids(diff_ids)):
+        size = unpacked[i] if i < len(unpacked) else 0
+        if not size and i < len(detail.layers):
+            size = detail.layers[i].size
+        out[chain] = size
+    return out
 
 
 ROUTES = [

@@ -15,7 +15,8 @@ from lib.registry import Registry
 
 @pytest.fixture(scope="module")
 def daemon(registry: Registry) -> Iterator[DaemonProcess]:
-    dockerpy.seed_registry(registry.host, ["library/busybox:latest"])
+    dockerpy.seed_registry(registry.host, ["library/busybox:latest", "library/alpine:3.10",
+                                           "library/hello-world:latest"])
     d = dockerpy.start_docker_daemon(registry.host)
     try:
         yield d
@@ -143,3 +144,28 @@ def test_forced_disconnect_of_a_container_not_on_the_network(client: Any) -> Non
     finally:
         c.remove(force=True)
         net.remove()
+
+
+def test_image_prune_reports_space_reclaimed(client: Any) -> None:
+    """Last in the module: pruning unused images also takes busybox (hello-world is the same image here).
+    Only what is really gone counts: busybox's one layer is also alpine's (in use), so it is not reclaimed."""
+    api = client.api
+    api.pull("alpine", tag="3.10")
+    keep = api.create_container("alpine:3.10", ["sleep", "300"])
+    try:
+        api.pull("hello-world", tag="latest")
+        image = api.inspect_image("hello-world")
+        assert image["Id"] not in [i.get("Deleted") for i in api.prune_images()["ImagesDeleted"] or []]
+        result = api.prune_images({"dangling": False})
+        assert "hello-world:latest" in [i.get("Untagged") for i in result["ImagesDeleted"]]
+        assert image["Id"] in [i.get("Deleted") for i in result["ImagesDeleted"]]
+        assert 0 < result["SpaceReclaimed"] < image["Size"]  # its manifest, not the shared layer
+        alpine = api.inspect_image("alpine:3.10")  # in use: kept
+        api.remove_container(keep, force=True)
+        result = api.prune_images({"dangling": False})
+        assert alpine["Id"] in [i.get("Deleted") for i in result["ImagesDeleted"]]
+        assert result["SpaceReclaimed"] > alpine["Size"]  # both its layers now, and its manifest
+    finally:
+        for c in api.containers(all=True):
+            api.remove_container(c["Id"], force=True)
+        client.images.pull("busybox", tag="latest")
