@@ -1,0 +1,43 @@
+"""Docker create-body pieces the engine keeps as given: log config (moby's ValidateLogOpts), isolation,
+supplementary groups."""
+from __future__ import annotations
+
+import pytest
+
+from dockerapi.handlers import containers_request as creq
+from pkg import errors
+from pkg.engine.model import LogConfig
+from pkg.engine.translate import group_ids
+
+
+def test_log_config_defaults_to_json_file_and_keeps_options() -> None:
+    assert creq.log_config(None) == LogConfig("json-file", {})
+    assert creq.log_config({"Type": "", "Config": {"max-file": "3"}}) == LogConfig("json-file", {"max-file": "3"})
+    assert creq.log_config({"Type": "local", "Config": {"max-size": "1m", "mode": "non-blocking"}}).config == {
+        "max-size": "1m", "mode": "non-blocking"}
+    assert creq.log_config({"Type": "none", "Config": {"anything": "x"}}).type == "none"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"Type": "syslog"}, "logger: no log driver named 'syslog' is registered"),
+    ({"Type": "json-file", "Config": {"max-sise": "1m"}}, "unknown log opt 'max-sise' for json-file log driver"),
+    ({"Type": "local", "Config": {"tag": "x"}}, "unknown log opt 'tag' for local log driver"),
+])
+def test_log_config_refused_with_mobys_messages(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as refused:
+        creq.log_config(raw)
+    assert refused.value.message == message
+
+
+def test_isolation_only_default_on_linux() -> None:
+    assert creq.host_config({"Isolation": "default"}).isolation == "default"
+    assert creq.host_config({}).isolation == ""
+    with pytest.raises(errors.InvalidArgument):
+        creq.host_config({"Isolation": "process"})
+
+
+def test_group_add() -> None:
+    assert creq.host_config({"GroupAdd": ["1000", "1001"]}).group_add == ("1000", "1001")
+    assert group_ids(("1000", "0")) == [1000, 0]
+    with pytest.raises(errors.NotImplementedYet):
+        group_ids(("wheel",))
