@@ -241,7 +241,7 @@ def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, network_ids: 
         "ResolvConfPath": f"{sandbox_dir}/resolv.conf",
         "HostnamePath": f"{sandbox_dir}/hostname",
         "HostsPath": f"{sandbox_dir}/hosts",
-        "LogPath": c.record.log_path,
+        "LogPath": "" if c.host_config.log_config.type == "none" else c.record.log_path,
         "Name": "/" + c.name,
         "RestartCount": c.restart_count,
         "Driver": driver,

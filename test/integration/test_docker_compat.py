@@ -106,6 +106,8 @@ def test_none_log_driver_has_no_logs(client: Any) -> None:
     c = client.containers.run("busybox", ["echo", "hello"], log_config={"Type": "none"}, detach=True)
     try:
         c.wait()
+        c.reload()
+        assert c.attrs["LogPath"] == "" and c.attrs["HostConfig"]["LogConfig"] == {"Type": "none", "Config": {}}
         with pytest.raises(docker.errors.APIError) as refused:
             c.logs()
         assert refused.value.status_code == 501
