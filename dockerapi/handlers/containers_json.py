@@ -129,7 +129,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "CpusetMems": r.cpuset_mems,
         "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
                      "CgroupPermissions": d.cgroup_permissions} for d in h.devices],
-        "DeviceCgroupRules": None,
+        "DeviceCgroupRules": list(h.device_cgroup_rules) or None,
         "DeviceRequests": None,
         "MemoryReservation": r.memory_reservation,
         "MemorySwap": r.memory_swap,

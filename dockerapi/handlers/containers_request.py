@@ -19,6 +19,7 @@ from pkg.engine.model import (
     RestartPolicyName,
     Ulimit,
 )
+from pkg.runtime.spec_mounts import cgroup_rule
 
 Json = dict[str, Any]
 
@@ -189,6 +190,7 @@ def host_config(body: Json) -> HostConfig:
         ipc_mode=str(body.get("IpcMode") or ""),
         log_config=log_config(body.get("LogConfig")),
         group_add=tuple(str(g) for g in _strs(body.get("GroupAdd"), "GroupAdd")),
+        device_cgroup_rules=_cgroup_rules(body.get("DeviceCgroupRules")),
         isolation=_isolation(body.get("Isolation")),
         volume_driver=str(body.get("VolumeDriver") or ""),
     )
@@ -213,6 +215,13 @@ def log_config(value: Any) -> LogConfig:
         if kind != "none" and key not in LOG_OPTS[kind] and key not in ("mode", "max-buffer-size"):
             raise errors.InvalidArgument(f"unknown log opt '{key}' for {kind} log driver")
     return LogConfig(kind, options)
+
+
+def _cgroup_rules(value: Any) -> tuple[str, ...]:
+    rules = _strs(value, "DeviceCgroupRules")
+    for rule in rules:
+        cgroup_rule(rule)  # moby's format check, at create
+    return rules
 
 
 def _isolation(value: Any) -> str:

@@ -119,6 +119,7 @@ class HostConfig:
     pid_mode: str = ""  # "" (own) or "host"
     ipc_mode: str = ""  # "", "private", "shareable" (own) or "host"
     log_config: LogConfig = field(default_factory=LogConfig)
+    device_cgroup_rules: tuple[str, ...] = ()  # "c 7:128 rwm": allowed in the devices cgroup, no node made
     group_add: tuple[str, ...] = ()  # supplementary groups, as given (numbers only for now)
     isolation: str = ""  # only "" or "default" on Linux: echoed
     volume_driver: str = ""  # the default driver of the container's volumes: echoed (only "local" exists)

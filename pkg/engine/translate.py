@@ -158,7 +158,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -
         envs=[(e.split("=", 1)[0], e.split("=", 1)[1] if "=" in e else "") for e in spec.env],
         mounts=mounts,
         devices=[Device(d.path_in_container or d.path_on_host, d.path_on_host, d.cgroup_permissions or "rwm")
-                 for d in host.devices],
+                 for d in host.devices] + [Device("", "", cgroup_rule=rule) for rule in host.device_cgroup_rules],
         labels=dict(spec.labels),
         log_path=log_path,
         stdin=spec.open_stdin,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,6 +209,9 @@ def devices(devs: Iterable[Device]) -> tuple[list[dict[str, Any]], list[dict[str
     nodes: list[dict[str, Any]] = []
     rules: list[dict[str, Any]] = []
     for d in devs:
+        if d.cgroup_rule:
+            rules.append(cgroup_rule(d.cgroup_rule))
+            continue
         access = d.permissions or "rwm"
         if any(ch not in "rwm" for ch in access):
             raise InvalidArgument(f"device {d.host_path!r}: permissions {d.permissions!r} must be a subset of rwm")
@@ -233,6 +237,23 @@ def devices(devs: Iterable[Device]) -> tuple[list[dict[str, Any]], list[dict[str
         nodes.append(_linux_device(dest, node))
         rules.append(_cgroup_rule(node, access))
     return nodes, rules
+
+
+_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+
+
+def cgroup_rule(text: str) -> dict[str, Any]:
+    """A Docker device cgroup rule as a ``resources.devices`` allow entry ("*" = any major or minor)."""
+    match = _CGROUP_RULE.match(text.strip())
+    if match is None:
+        raise InvalidArgument(f"invalid device cgroup format '{text}'")
+    kind, major, minor, access = match.groups()
+    rule: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+    if major != "*":
+        rule["major"] = int(major)
+    if minor != "*":
+        rule["minor"] = int(minor)
+    return rule
 
 
 _SKIP_DEV_DIRS = {"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"}

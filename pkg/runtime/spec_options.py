@@ -80,6 +80,8 @@ class Device:
     container_path: str
     host_path: str
     permissions: str = "rwm"
+    # Docker's --device-cgroup-rule ("c 7:128 rwm", "a *:* m"): only a cgroup allow rule, no node; CRI never sets it.
+    cgroup_rule: str = ""
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,24 @@ def test_forced_disconnect_of_a_container_not_on_the_network(client: Any) -> Non
         net.remove()
 
 
+
+def test_device_cgroup_rules(client: Any) -> None:
+    rule = "c 7:128 rwm"
+    c = client.containers.create("busybox", ["cat", "/sys/fs/cgroup/devices/devices.list"],
+                                 device_cgroup_rules=[rule, "b *:* m"])
+    try:
+        assert c.attrs["HostConfig"]["DeviceCgroupRules"] == [rule, "b *:* m"]
+        c.start()
+        c.wait()
+        allowed = c.logs().decode().splitlines()
+        assert rule in allowed and "b *:* m" in allowed
+    finally:
+        c.remove(force=True)
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.containers.create("busybox", ["true"], device_cgroup_rules=["c 7 rwm"])
+    assert refused.value.status_code == 400
+    assert refused.value.explanation == "invalid device cgroup format 'c 7 rwm'"
+
 def test_image_prune_reports_space_reclaimed(client: Any) -> None:
     """Last in the module: pruning unused images also takes busybox (hello-world is the same image here).
     Only what is really gone counts: busybox's one layer is also alpine's (in use), so it is not reclaimed."""

@@ -1,5 +1,5 @@
 """Docker create-body pieces the engine keeps as given: log config (moby's ValidateLogOpts), isolation,
-supplementary groups."""
+supplementary groups, device cgroup rules."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,8 @@ from dockerapi.handlers import containers_request as creq
 from pkg import errors
 from pkg.engine.model import LogConfig
 from pkg.engine.translate import group_ids
+from pkg.runtime.spec_mounts import cgroup_rule, devices
+from pkg.runtime.spec_options import Device
 
 
 def test_log_config_defaults_to_json_file_and_keeps_options() -> None:
@@ -41,3 +43,13 @@ def test_group_add() -> None:
     assert group_ids(("1000", "0")) == [1000, 0]
     with pytest.raises(errors.NotImplementedYet):
         group_ids(("wheel",))
+
+
+def test_device_cgroup_rules() -> None:
+    assert cgroup_rule("c 7:128 rwm") == {"allow": True, "type": "c", "major": 7, "minor": 128, "access": "rwm"}
+    assert cgroup_rule("a *:* m") == {"allow": True, "type": "a", "access": "m"}
+    assert devices([Device("", "", cgroup_rule="b 8:* r")]) == ([], [{"allow": True, "type": "b", "major": 8,
+                                                                       "access": "r"}])
+    for bad in ("c 7 rwm", "x 1:2 r", "c 1:2 rwx", ""):
+        with pytest.raises(errors.InvalidArgument):
+            creq.host_config({"DeviceCgroupRules": [bad]})
