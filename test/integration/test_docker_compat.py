@@ -77,6 +77,12 @@ def test_host_config_echoed(client: Any) -> None:
         assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "100"}}
     finally:
         c.remove(force=True)
+    # VolumeDriver is the driver of the -v volumes: there is only "local"
+    before = len(client.containers.list(all=True))
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.containers.create("busybox", ["true"], volume_driver="foo", volumes=["vdvol:/data"])
+    assert refused.value.status_code < 500 and "foo" in refused.value.explanation
+    assert len(client.containers.list(all=True)) == before and not client.volumes.list(filters={"name": "vdvol"})
     # no type: the daemon's default driver, with the options given
     c = client.containers.create("busybox", ["true"], log_config={"Type": "", "Config": {"max-size": "1m"}})
     try:
