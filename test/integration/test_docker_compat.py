@@ -3,6 +3,7 @@ settings inspect shows (IPAMConfig as requested, DNSNames), HostConfig fields ec
 VolumeDriver, LogConfig) and the log drivers' checks."""
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import docker
 import pytest
 from lib import dockerpy
 from lib.daemon import DaemonProcess
+from lib.docker import DOCKER
 from lib.registry import Registry
 
 
@@ -171,6 +173,27 @@ def test_device_cgroup_rules(client: Any) -> None:
         client.containers.create("busybox", ["true"], device_cgroup_rules=["c 7 rwm"])
     assert refused.value.status_code == 400
     assert refused.value.explanation == "invalid device cgroup format 'c 7 rwm'"
+
+
+def test_docker_cli(daemon: DaemonProcess, client: Any) -> None:
+    """The same through the docker CLI: --group-add, --device-cgroup-rule, --log-driver/--log-opt (``client``
+    pulled busybox)."""
+    def docker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([DOCKER, *args], env=daemon.docker_env(), capture_output=True, text=True, timeout=60)
+
+    run = docker("run", "--rm", "--group-add", "1234", "--device-cgroup-rule", "c 7:128 rwm", "busybox", "sh", "-c",
+                 "id -G; cat /sys/fs/cgroup/devices/devices.list")
+    assert run.returncode == 0, run.stderr
+    assert "1234" in run.stdout.splitlines()[0].split() and "c 7:128 rwm" in run.stdout.splitlines()[1:]
+    bad = docker("create", "--log-driver", "json-file", "--log-opt", "max-sise=1m", "busybox")
+    assert bad.returncode != 0 and "unknown log opt 'max-sise' for json-file log driver" in bad.stderr
+    created = docker("run", "-d", "--log-driver", "none", "busybox", "echo", "hi")
+    assert created.returncode == 0, created.stderr
+    try:
+        logs = docker("logs", created.stdout.strip())
+        assert logs.returncode != 0 and "configured logging driver does not support reading" in logs.stderr
+    finally:
+        docker("rm", "-f", created.stdout.strip())
 
 def test_image_prune_reports_space_reclaimed(client: Any) -> None:
     """Last in the module: pruning unused images also takes busybox (hello-world is the same image here).
