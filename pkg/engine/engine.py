@@ -24,7 +24,7 @@ from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
-from pkg.engine import mounts, names, recover, translate
+from pkg.engine import groups, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
@@ -168,6 +168,7 @@ class Engine:
             raise errors.NotFound(f"No such image: {_with_tag(spec.image)}") from None
         spec = translate.merge_image(spec, image.config)
         translate.argv(spec)
+        gids = await groups.group_ids(self.client, image, host.group_add)
         requested = mounts.specs(host)
         sandbox_id, owns_sandbox = "", True
         mode = host.network_mode
@@ -196,7 +197,8 @@ class Engine:
                 record = dataclasses.replace(record, sandbox_id=sandbox_id)
                 if host.extra_hosts:
                     await asyncio.to_thread(_add_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts", host.extra_hosts)
-            config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts))
+            config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts),
+                                                gids)
             await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
                                          container_id=container_id)
             cleanup.add("remove container", lambda: self.containers.remove(container_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from pkg import errors
@@ -139,8 +140,10 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     )
 
 
-def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -> ContainerConfig:
-    """``mounts``: the container's binds, volumes and tmpfs, resolved (pkg.engine.mounts)."""
+def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
+                     groups: Sequence[int] = ()) -> ContainerConfig:
+    """``mounts``: the container's binds, volumes and tmpfs, resolved (pkg.engine.mounts); ``groups``: its
+    GroupAdd as gids (pkg.engine.groups)."""
     spec, host = record.config, record.host_config
     command = argv(spec)
     mounts = list(mounts)
@@ -172,24 +175,13 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount]) -
             namespace_options=NamespaceOptions(
                 pid=NamespaceMode.NODE if host.pid_mode == "host" else NamespaceMode.CONTAINER),
             run_as_username=run_as_username,
-            supplemental_groups=group_ids(host.group_add),
+            supplemental_groups=list(groups),
             readonly_rootfs=host.readonly_rootfs,
             no_new_privs=no_new_privs,
             seccomp=seccomp_profile,
         ),
         rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )
-
-
-def group_ids(groups: tuple[str, ...]) -> list[int]:
-    """HostConfig.GroupAdd as gids; moby also looks names up in the container's /etc/group, which the core's
-    spec builder cannot do for supplementary groups yet, so a name is refused rather than dropped."""
-    out = []
-    for group in groups:
-        if not group.isdigit():
-            raise errors.NotImplementedYet(f"GroupAdd {group!r}: only numeric group IDs are supported")
-        out.append(int(group))
-    return out
 
 
 def security_options(host: HostConfig) -> tuple[bool, SecurityProfile | None]:

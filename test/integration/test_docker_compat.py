@@ -132,10 +132,14 @@ def test_group_add(client: Any) -> None:
         assert c.attrs["HostConfig"]["GroupAdd"] == ["1002"]
     finally:
         c.remove(force=True)
+    client.images.pull("alpine", tag="3.10")
+    out = client.containers.run("alpine:3.10", ["id", "-G"], group_add=["postgres", "1003"], remove=True)
+    assert {"70", "1003"} <= set(out.decode().split())  # by name from the image's /etc/group
     before = len(client.containers.list(all=True))
     with pytest.raises(docker.errors.APIError) as refused:
-        client.containers.create("busybox", ["true"], group_add=["users"])
-    assert refused.value.status_code == 501
+        client.containers.create("alpine:3.10", ["true"], group_add=["nosuch"])
+    assert refused.value.status_code == 400
+    assert refused.value.explanation == "Unable to find group nosuch: no matching entries in group file"
     assert len(client.containers.list(all=True)) == before  # nothing left of the refused create
 
 

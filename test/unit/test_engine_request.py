@@ -2,12 +2,17 @@
 supplementary groups, device cgroup rules."""
 from __future__ import annotations
 
+import asyncio
+from typing import cast
+
 import pytest
 
 from dockerapi.handlers import containers_request as creq
 from pkg import errors
+from pkg.containerd.client import Client
+from pkg.engine.groups import group_ids
 from pkg.engine.model import LogConfig
-from pkg.engine.translate import group_ids
+from pkg.images.model import Image
 from pkg.runtime.spec_mounts import cgroup_rule, devices
 from pkg.runtime.spec_options import Device
 
@@ -40,9 +45,8 @@ def test_isolation_only_default_on_linux() -> None:
 
 def test_group_add() -> None:
     assert creq.host_config({"GroupAdd": ["1000", "1001"]}).group_add == ("1000", "1001")
-    assert group_ids(("1000", "0")) == [1000, 0]
-    with pytest.raises(errors.NotImplementedYet):
-        group_ids(("wheel",))
+    no_client = cast(Client, None)  # numbers need no look-up in the image
+    assert asyncio.run(group_ids(no_client, cast(Image, None), ("1000", "0"))) == [1000, 0]
 
 
 def test_device_cgroup_rules() -> None:
