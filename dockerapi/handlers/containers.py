@@ -2,16 +2,14 @@
 containers_lifecycle.py, list filters in containers_filters.py)."""
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
-from dockerapi import versions
+from dockerapi import filters as docker_filters
+from dockerapi import params, versions
 from dockerapi.backend import backends, need
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
-from dockerapi.handlers.containers_filters import matcher, parse_filters, prune_keeper
+from dockerapi.handlers.containers_filters import LIST_KEYS, PRUNE_KEYS, matcher, prune_keeper
 from pkg import errors
 from pkg.engine.engine import Engine
 from pkg.engine.model import RestartPolicyName, Status
@@ -23,26 +21,8 @@ def engine(request: web.Request) -> Engine:
     return need(backends(request).engine, "the container engine")
 
 
-def flag(request: web.Request, key: str) -> bool:
-    return request.query.get(key, "").lower() in ("1", "true", "yes")
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except ValueError as exc:
-        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("invalid JSON: the body must be an object")
-    return body
-
-
 async def create(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = await params.json_object(request)
     platform = request.query.get("platform", "")
     if platform and platform.split("/")[0] != "linux":
         raise errors.InvalidArgument(f"unsupported platform {platform!r}: this daemon runs linux containers")
@@ -54,13 +34,13 @@ async def create(request: web.Request) -> web.Response:
 
 async def list_containers(request: web.Request) -> web.Response:
     eng = engine(request)
-    filters = parse_filters(request.query.get("filters", ""))
+    filters = docker_filters.query(request, LIST_KEYS)
     raw_limit = request.query.get("limit", "") or "0"
     try:
         limit = int(raw_limit)
     except ValueError:
         raise errors.InvalidArgument(f"invalid limit {raw_limit!r}") from None
-    show_all = flag(request, "all") or limit > 0
+    show_all = params.query_bool(request, "all") or limit > 0
     views = eng.list()
     keep = matcher(filters, eng)
     shown = (Status.RUNNING, Status.PAUSED, Status.RESTARTING)
@@ -68,7 +48,7 @@ async def list_containers(request: web.Request) -> web.Response:
     if limit > 0:
         selected = selected[:limit]
     out = [cj.summary_json(v) for v in selected]
-    if flag(request, "size"):
+    if params.query_bool(request, "size"):
         for item, v in zip(out, selected, strict=True):
             item["SizeRw"], item["SizeRootFs"] = await eng.sizes(v)
     return web.json_response(out)
@@ -80,7 +60,7 @@ async def inspect(request: web.Request) -> web.Response:
     sandbox_dir, netns = eng.sandbox_paths(view)
     body = cj.inspect_json(view, sandbox_dir, netns, _network_ids(request, [n.name for n in view.networks]),
                            dns_names=versions.at_least(request, "1.44"))
-    if flag(request, "size"):
+    if params.query_bool(request, "size"):
         body["SizeRw"], body["SizeRootFs"] = await eng.sizes(view)
     return web.json_response(body)
 
@@ -98,14 +78,15 @@ def _network_ids(request: web.Request, names: list[str]) -> dict[str, str]:
 
 
 async def remove(request: web.Request) -> web.Response:
-    if flag(request, "link"):
+    if params.query_bool(request, "link"):
         raise errors.InvalidArgument("legacy container links are not supported")
-    await engine(request).remove(request.match_info["id"], force=flag(request, "force"), volumes=flag(request, "v"))
+    await engine(request).remove(request.match_info["id"], force=params.query_bool(request, "force"),
+                                 volumes=params.query_bool(request, "v"))
     return web.Response(status=204)
 
 
 async def prune(request: web.Request) -> web.Response:
-    filters = parse_filters(request.query.get("filters", ""))
+    filters = docker_filters.query(request, PRUNE_KEYS)
     sizes = await _stopped_layer_sizes(request)
     removed = await engine(request).prune(prune_keeper(filters))
     # moby reclaims each pruned container's writable layer (daemon/prune.go).
@@ -128,7 +109,7 @@ async def rename(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = await params.json_object(request)
     policy = creq.restart_policy(body["RestartPolicy"]) if body.get("RestartPolicy") else None
     if policy is not None and policy.name == RestartPolicyName.NO and not body["RestartPolicy"].get("Name"):
         policy = None

@@ -1,52 +1,20 @@
 """The ``filters`` of GET /containers/json and POST /containers/prune (moby's filters.Args)."""
 from __future__ import annotations
 
-import datetime
-import json
 import re
-import time
 from collections.abc import Callable
-from typing import Any
 
+from dockerapi import filters as docker_filters
+from dockerapi.filters import Filters
 from pkg import errors
 from pkg.engine.engine import Engine
 from pkg.engine.model import EngineContainer, Status
 
-Filters = dict[str, list[str]]
 Predicate = Callable[[EngineContainer], bool]
 
 LIST_KEYS = {"id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume", "network",
              "publish", "expose", "health", "isolation", "is-task"}
 PRUNE_KEYS = {"until", "label", "label!"}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_filters(raw: str) -> Filters:
-    """``{"status": ["running"]}`` or the older ``{"status": {"running": true}}``."""
-    if not raw:
-        return {}
-    try:
-        data: Any = json.loads(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid filter: {raw}") from None
-    if not isinstance(data, dict):
-        raise errors.InvalidArgument(f"invalid filter: {raw}")
-    out: Filters = {}
-    for key, values in data.items():
-        if isinstance(values, dict):
-            out[key] = [str(v) for v, on in values.items() if on]
-        elif isinstance(values, list):
-            out[key] = [str(v) for v in values]
-        else:
-            raise errors.InvalidArgument(f"invalid filter: {raw}")
-    return out
-
-
-def _check_keys(filters: Filters, allowed: set[str]) -> None:
-    for key in filters:
-        if key not in allowed:
-            raise errors.InvalidArgument(f"invalid filter '{key}'")
 
 
 def _search(pattern: str, text: str) -> bool:
@@ -54,14 +22,6 @@ def _search(pattern: str, text: str) -> bool:
         return re.search(pattern, text) is not None
     except re.error:
         return pattern in text
-
-
-def _labels(values: list[str], labels: dict[str, str]) -> bool:
-    for value in values:
-        key, sep, wanted = value.partition("=")
-        if key not in labels or sep and labels[key] != wanted:
-            return False
-    return True
 
 
 def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
@@ -76,15 +36,15 @@ def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
 
 
 def matcher(filters: Filters, engine: Engine) -> Predicate:
-    """One predicate for all filters: keys AND together, values of one key OR together (label: AND)."""
-    _check_keys(filters, LIST_KEYS)
+    """One predicate for all filters (parsed with LIST_KEYS): keys AND together, values of one key OR together
+    (label: AND)."""
     checks: list[Predicate] = []
     if "id" in filters:
         checks.append(lambda c: any(_search(v, c.id) for v in filters["id"]))
     if "name" in filters:
         checks.append(lambda c: any(_search(v, "/" + c.name) for v in filters["name"]))
     if "label" in filters:
-        checks.append(lambda c: _labels(filters["label"], c.config.labels))
+        checks.append(lambda c: docker_filters.labels_match(c.config.labels, filters["label"]))
     if "status" in filters:
         known = {s.value for s in Status}
         for value in filters["status"]:
@@ -147,32 +107,12 @@ def _tagged(ref: str) -> str:
 
 
 def prune_keeper(filters: Filters) -> Predicate:
-    """True for the stopped containers prune must keep (``until``, ``label``, ``label!``)."""
-    _check_keys(filters, PRUNE_KEYS)
-    checks: list[Predicate] = []
-    if "until" in filters:
-        cutoff = min(_timestamp(v) for v in filters["until"])
-        checks.append(lambda c: c.created / 1e9 >= cutoff)
-    if "label" in filters:
-        checks.append(lambda c: not _labels(filters["label"], c.config.labels))
-    if "label!" in filters:
-        checks.append(lambda c: any(_labels([v], c.config.labels) for v in filters["label!"]))
-    return lambda c: any(check(c) for check in checks)
+    """True for the stopped containers prune must keep (filters parsed with PRUNE_KEYS: ``until``, ``label``,
+    ``label!``)."""
+    cutoff = docker_filters.until(filters)
 
-
-def _timestamp(value: str) -> float:
-    """Unix seconds, an RFC 3339 date, or a Go duration before now ("24h", "1h30m")."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    if _DURATION.fullmatch(value.replace(" ", "")) or re.fullmatch(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", value):
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value))
-        return time.time() - seconds
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid filter 'until={value}'") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    def keep(c: EngineContainer) -> bool:
+        if cutoff is not None and c.created / 1e9 >= cutoff:
+            return True
+        return not docker_filters.labels_selected(filters, c.config.labels)
+    return keep

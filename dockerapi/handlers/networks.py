@@ -1,16 +1,23 @@
 """/networks: list, inspect, create, remove, connect, disconnect, prune (moby's network router)."""
 from __future__ import annotations
 
-import datetime
-import json
 from typing import Any
 
 from aiohttp import web
 
-from dockerapi import versions
+from dockerapi import filters as docker_filters
+from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
 from pkg import errors
-from pkg.networks.model import BRIDGE, HOST, NONE, CreateRequest, EndpointView, IPAMPool, Network
+from pkg.networks.model import (
+    BRIDGE,
+    HOST,
+    NONE,
+    CreateRequest,
+    EndpointView,
+    IPAMPool,
+    Network,
+)
 from pkg.networks.service import NetworkService, endpoint_id
 
 FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
@@ -20,68 +27,6 @@ PRUNE_FILTERS = ("until", "label", "label!")
 def _service(request: web.Request) -> NetworkService:
     service: NetworkService = need(backends(request).networks, "networks")
     return service
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("invalid JSON: expected an object")
-    return body
-
-
-def _strings(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise errors.InvalidArgument(f"{what} must be an object of strings")
-    return {str(k): v for k, v in value.items()}
-
-
-def _filters(request: web.Request, accepted: tuple[str, ...]) -> dict[str, list[str]]:
-    """``filters``: {"key": ["v", ...]} or the legacy {"key": {"v": true}} form."""
-    raw = request.query.get("filters", "")
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid filter: {raw}") from None
-    if not isinstance(parsed, dict):
-        raise errors.InvalidArgument(f"invalid filter: {raw}")
-    out: dict[str, list[str]] = {}
-    for key, values in parsed.items():
-        if key not in accepted:
-            raise errors.InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(values, dict):
-            out[key] = [str(v) for v, on in values.items() if on]
-        elif isinstance(values, list):
-            out[key] = [str(v) for v in values]
-        else:
-            raise errors.InvalidArgument(f"invalid filter: {raw}")
-    return out
-
-
-def _label_match(labels: dict[str, str], wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    return key in labels and (not eq or labels[key] == value)
-
-
-def _bool_filter(values: list[str], key: str) -> bool | None:
-    if not values:
-        return None
-    value = values[-1].lower()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise errors.InvalidArgument(f"invalid filter '{key}={values[-1]}'")
 
 
 def _matches(service: NetworkService, network: Network, filters: dict[str, list[str]]) -> bool:
@@ -94,7 +39,7 @@ def _matches(service: NetworkService, network: Network, filters: dict[str, list[
         return False
     if "scope" in filters and "local" not in filters["scope"]:
         return False
-    if "label" in filters and not all(_label_match(network.labels, v) for v in filters["label"]):
+    if not docker_filters.labels_match(network.labels, filters.get("label", ())):
         return False
     if "type" in filters:
         for value in filters["type"]:
@@ -102,7 +47,7 @@ def _matches(service: NetworkService, network: Network, filters: dict[str, list[
                 raise errors.InvalidArgument(f"invalid filter: 'type'='{value}'")
         if ("builtin" if network.predefined else "custom") not in filters["type"]:
             return False
-    dangling = _bool_filter(filters.get("dangling", []), "dangling")
+    dangling = docker_filters.bool_value(filters, "dangling")
     return dangling is None or dangling == service.dangling(network)
 
 
@@ -158,7 +103,7 @@ def _endpoint(view: EndpointView) -> dict[str, str]:
 
 async def list_networks(request: web.Request) -> web.Response:
     service = _service(request)
-    filters = _filters(request, FILTERS)
+    filters = docker_filters.query(request, FILTERS)
     chosen = [n for n in service.all() if _matches(service, n, filters)]
     return web.json_response([await _json(request, service, n, containers=False) for n in chosen])
 
@@ -185,12 +130,12 @@ def _pools(ipam: Any) -> tuple[tuple[IPAMPool, ...], str, dict[str, str]]:
             raise errors.InvalidArgument("IPAM AuxiliaryAddresses are not supported")
         pools.append(IPAMPool(str(entry.get("Subnet") or ""), str(entry.get("Gateway") or ""),
                               str(entry.get("IPRange") or "")))
-    return tuple(pools), str(ipam.get("Driver") or "default"), _strings(ipam.get("Options"), "IPAM.Options")
+    return tuple(pools), str(ipam.get("Driver") or "default"), params.string_map(ipam.get("Options"), "IPAM.Options")
 
 
 async def create_network(request: web.Request) -> web.Response:
     service = _service(request)
-    body = await _body(request)
+    body = await params.json_object(request)
     name = body.get("Name")
     if not isinstance(name, str):
         raise errors.InvalidArgument("network name must be a string")
@@ -203,8 +148,8 @@ async def create_network(request: web.Request) -> web.Response:
     pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
     network = await service.create(CreateRequest(
         name=name, driver=str(body.get("Driver") or "bridge"), internal=bool(body.get("Internal")),
-        attachable=bool(body.get("Attachable")), labels=_strings(body.get("Labels"), "Labels"),
-        options=_strings(body.get("Options"), "Options"), ipam_driver=ipam_driver, ipam=pools,
+        attachable=bool(body.get("Attachable")), labels=params.string_map(body.get("Labels"), "Labels"),
+        options=params.string_map(body.get("Options"), "Options"), ipam_driver=ipam_driver, ipam=pools,
         ipam_options=ipam_options, enable_ipv6=bool(body.get("EnableIPv6")),
         check_duplicate=body.get("CheckDuplicate") is not False,
     ))
@@ -238,7 +183,7 @@ def _sandbox_of(request: web.Request, ref: Any, connecting: bool = False) -> str
 async def connect_network(request: web.Request) -> web.Response:
     service = _service(request)
     network = service.get(request.match_info["id"])
-    body = await _body(request)
+    body = await params.json_object(request)
     sandbox_id = _sandbox_of(request, body.get("Container"), connecting=True)
     config = body.get("EndpointConfig") or {}
     if not isinstance(config, dict):
@@ -257,7 +202,7 @@ async def connect_network(request: web.Request) -> web.Response:
 async def disconnect_network(request: web.Request) -> web.Response:
     service = _service(request)
     network = service.get(request.match_info["id"])
-    body = await _body(request)
+    body = await params.json_object(request)
     force = bool(body.get("Force"))
     try:
         sandbox_id = _sandbox_of(request, body.get("Container"))
@@ -269,40 +214,20 @@ async def disconnect_network(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def _until(value: str) -> float:
-    """A timestamp (seconds, RFC 3339) or a duration before now (``10m``, ``24h``)."""
-    now = datetime.datetime.now(datetime.UTC).timestamp()
-    units = {"s": 1, "m": 60, "h": 3600}
-    if value and value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
-        return now - float(value[:-1]) * units[value[-1]]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid filter 'until={value}'") from None
-
-
 def _created(network: Network) -> float:
-    try:
-        return datetime.datetime.fromisoformat(network.created.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
+    parsed = times.parse_rfc3339(network.created)
+    return parsed.timestamp() if parsed is not None else 0.0
 
 
 async def prune_networks(request: web.Request) -> web.Response:
     service = _service(request)
-    filters = _filters(request, PRUNE_FILTERS)
-    until = [_until(v) for v in filters.get("until", [])]
+    filters = docker_filters.query(request, PRUNE_FILTERS)
+    until = docker_filters.until(filters)
 
     def keep(network: Network) -> bool:
-        if until and not _created(network) < min(until):
+        if until is not None and not _created(network) < until:
             return True
-        if "label" in filters and not all(_label_match(network.labels, v) for v in filters["label"]):
-            return True
-        return "label!" in filters and any(_label_match(network.labels, v) for v in filters["label!"])
+        return not docker_filters.labels_selected(filters, network.labels)
 
     removed = await service.prune(keep)
     return web.json_response({"NetworksDeleted": removed})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dockerapi import filters as docker_filters
 from dockerapi.handlers import containers_filters as cf
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
@@ -233,7 +234,8 @@ def test_inspect_and_summary_shapes() -> None:
     body = cj.inspect_json(running, "/sb", "/netns")
     assert body["Name"] == "/web" and body["Path"] == "sleep" and body["Args"] == ["1 0"]
     assert body["State"]["Status"] == "running" and body["State"]["Pid"] == 42
-    assert body["State"]["FinishedAt"] == cj.ZERO_TIME and body["State"]["StartedAt"].startswith("1970-01-01T00:00:01")
+    assert body["State"]["FinishedAt"] == "0001-01-01T00:00:00Z"  # Go's zero time: never
+    assert body["State"]["StartedAt"].startswith("1970-01-01T00:00:01")
     assert body["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}], "81/tcp": None}
     json.dumps(body)
     summary = cj.summary_json(running, now=11.0)
@@ -254,13 +256,12 @@ def test_inspect_and_summary_shapes() -> None:
 
 
 def test_filters() -> None:
-    assert cf.parse_filters('{"status": {"running": true}}') == {"status": ["running"]}
     web = view(record(config=ContainerSpec(image="busybox", labels={"k": "v"})))
     other = view(record(id="b" * 64, name="db", created=2, config=ContainerSpec(image="redis")),
                  ContainerState.EXITED, exit_code=1, finished_at=1)
 
     def names_for(raw: str) -> list[str]:
-        keep = cf.matcher(cf.parse_filters(raw), None)  # type: ignore[arg-type]
+        keep = cf.matcher(docker_filters.parse(raw, cf.LIST_KEYS), None)  # type: ignore[arg-type]
         return [c.name for c in (web, other) if keep(c)]
 
     assert names_for('{"label": ["k=v"]}') == ["web"]
@@ -272,10 +273,11 @@ def test_filters() -> None:
     for bad in ('{"colour": ["x"]}', '{"status": ["sleepy"]}', "[1]"):
         with pytest.raises(errors.InvalidArgument):
             names_for(bad)
-    keep = cf.prune_keeper(cf.parse_filters('{"label!": ["k=v"]}'))
+    keep = cf.prune_keeper(docker_filters.parse('{"label!": ["k=v"]}', cf.PRUNE_KEYS))
     assert keep(web) and not keep(other)
     assert cf.prune_keeper({})(web) is False
-    assert cf._timestamp("1h") < cf._timestamp("1m") < cf._timestamp("0s") + 1
+    assert not cf.prune_keeper({"until": ["1h"]})(web)  # created (2023) before an hour ago: pruned
+    assert cf.prune_keeper({"until": ["0"]})(web)  # created after the epoch: kept
 
 
 def test_security_options() -> None:
