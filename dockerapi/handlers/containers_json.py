@@ -2,26 +2,22 @@
 HostConfig, ContainerInspectResponse, ContainerSummary).  Request bodies are read in containers_request.py."""
 from __future__ import annotations
 
-import datetime
 import shlex
 import time
 from typing import Any
 
+from dockerapi import times
 from dockerapi.handlers.volumes import mount_point_json
 from pkg.engine.model import EngineContainer, Status
 from pkg.networks.service import endpoint_id
 from pkg.volumes.model import MountSpec, MountType
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 Json = dict[str, Any]
 
 
 def timestamp(ns: int) -> str:
-    if not ns:
-        return ZERO_TIME
-    seconds, frac = divmod(ns, 1_000_000_000)
-    base = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z"
+    """A container time; 0 (never) is Go's zero time."""
+    return times.rfc3339_fixed(ns) if ns else times.ZERO_TIME
 
 
 def _port_map(c: EngineContainer) -> dict[str, list[Json] | None]:

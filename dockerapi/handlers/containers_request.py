@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockerapi.handlers.volumes import mount_spec
+from dockerapi.params import mapping, string_list
 from pkg import errors
 from pkg.engine.model import (
     ContainerSpec,
@@ -24,29 +25,11 @@ from pkg.runtime.spec_mounts import cgroup_rule
 Json = dict[str, Any]
 
 
-def _strs(value: Any, what: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise errors.InvalidArgument(f"{what} must be a list of strings")
-    return tuple(value)
-
-
 def _int(body: Json, key: str) -> int:
     value = body.get(key) or 0
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.InvalidArgument(f"{key} must be a number")
     return int(value)
-
-
-def _dict(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise errors.InvalidArgument(f"{what} must be an object")
-    return value
 
 
 def container_spec(body: Json) -> ContainerSpec:
@@ -56,19 +39,19 @@ def container_spec(body: Json) -> ContainerSpec:
                                      if not body else "no image specified")
     stop_timeout = body.get("StopTimeout")
     endpoints = []
-    net = _dict(_dict(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"), "EndpointsConfig")
+    net = mapping(mapping(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"), "EndpointsConfig")
     for name, endpoint in net.items():
-        endpoint = _dict(endpoint, f"EndpointsConfig.{name}")
-        ipam = _dict(endpoint.get("IPAMConfig"), "IPAMConfig")
-        endpoints.append(EndpointSpec(name, _strs(endpoint.get("Aliases"), "Aliases"),
+        endpoint = mapping(endpoint, f"EndpointsConfig.{name}")
+        ipam = mapping(endpoint.get("IPAMConfig"), "IPAMConfig")
+        endpoints.append(EndpointSpec(name, string_list(endpoint.get("Aliases"), "Aliases"),
                                       str(ipam.get("IPv4Address") or ""), str(ipam.get("IPv6Address") or ""),
-                                      _strs(ipam.get("LinkLocalIPs"), "LinkLocalIPs")))
+                                      string_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs")))
     return ContainerSpec(
         image=image,
-        cmd=_strs(body.get("Cmd"), "Cmd"),
-        entrypoint=_strs(body.get("Entrypoint"), "Entrypoint"),
-        env=_strs(body.get("Env"), "Env"),
-        labels={str(k): str(v) for k, v in _dict(body.get("Labels"), "Labels").items()},
+        cmd=string_list(body.get("Cmd"), "Cmd"),
+        entrypoint=string_list(body.get("Entrypoint"), "Entrypoint"),
+        env=string_list(body.get("Env"), "Env"),
+        labels={str(k): str(v) for k, v in mapping(body.get("Labels"), "Labels").items()},
         working_dir=str(body.get("WorkingDir") or ""),
         user=str(body.get("User") or ""),
         hostname=str(body.get("Hostname") or ""),
@@ -79,8 +62,8 @@ def container_spec(body: Json) -> ContainerSpec:
         attach_stdin=bool(body.get("AttachStdin")),
         attach_stdout=bool(body.get("AttachStdout")),
         attach_stderr=bool(body.get("AttachStderr")),
-        exposed_ports=tuple(_port_key(p) for p in _dict(body.get("ExposedPorts"), "ExposedPorts")),
-        volumes=tuple(_dict(body.get("Volumes"), "Volumes")),
+        exposed_ports=tuple(_port_key(p) for p in mapping(body.get("ExposedPorts"), "ExposedPorts")),
+        volumes=tuple(mapping(body.get("Volumes"), "Volumes")),
         stop_signal=str(body.get("StopSignal") or ""),
         stop_timeout=int(stop_timeout) if isinstance(stop_timeout, int) else None,
         network_disabled=bool(body.get("NetworkDisabled")),
@@ -93,13 +76,13 @@ def container_spec(body: Json) -> ContainerSpec:
 def _healthcheck(value: Any) -> HealthConfig | None:
     if value is None:
         return None
-    raw = _dict(value, "Healthcheck")
+    raw = mapping(value, "Healthcheck")
     for key in ("Interval", "Timeout", "StartPeriod"):
         if _int(raw, key) < 0 or 0 < _int(raw, key) < 1_000_000:
             raise errors.InvalidArgument(f"{key} in Healthcheck cannot be less than 1ms")
     if _int(raw, "Retries") < 0:
         raise errors.InvalidArgument("Retries in Healthcheck cannot be negative")
-    return HealthConfig(_strs(raw.get("Test"), "Healthcheck.Test"), _int(raw, "Interval"), _int(raw, "Timeout"),
+    return HealthConfig(string_list(raw.get("Test"), "Healthcheck.Test"), _int(raw, "Interval"), _int(raw, "Timeout"),
                         _int(raw, "Retries"), _int(raw, "StartPeriod"))
 
 
@@ -111,7 +94,7 @@ def _port_key(key: str) -> str:
 
 
 def restart_policy(value: Any) -> RestartPolicy:
-    policy = _dict(value, "RestartPolicy")
+    policy = mapping(value, "RestartPolicy")
     name = str(policy.get("Name") or "no")
     try:
         kind = RestartPolicyName(name)
@@ -141,14 +124,14 @@ def host_config(body: Json) -> HostConfig:
     for key, what in (("VolumesFrom", "--volumes-from"), ("Links", "legacy --link")):
         if body.get(key):
             raise errors.NotImplementedYet(f"{what} is not supported: use named volumes or a user-defined network")
-    binds = _strs(body.get("Binds"), "Binds")
+    binds = string_list(body.get("Binds"), "Binds")
     mounts = [mount_spec(raw) for raw in body.get("Mounts") or []]
-    tmpfs = {str(k): str(v or "") for k, v in _dict(body.get("Tmpfs"), "Tmpfs").items()}
+    tmpfs = {str(k): str(v or "") for k, v in mapping(body.get("Tmpfs"), "Tmpfs").items()}
     ports: list[PortBinding] = []
-    for key, bindings in _dict(body.get("PortBindings"), "PortBindings").items():
+    for key, bindings in mapping(body.get("PortBindings"), "PortBindings").items():
         port, _, proto = _port_key(key).partition("/")
         for binding in bindings or [{}]:
-            binding = _dict(binding, "PortBindings[]")
+            binding = mapping(binding, "PortBindings[]")
             host_port = str(binding.get("HostPort") or "")
             if host_port and (not host_port.isdigit() or not 0 < int(host_port) < 65536):
                 raise errors.InvalidArgument(f"invalid port specification: \"{host_port}\"")
@@ -156,7 +139,7 @@ def host_config(body: Json) -> HostConfig:
                                      int(host_port) if host_port else 0))
     devices = []
     for raw in body.get("Devices") or []:
-        dev = _dict(raw, "Devices[]")
+        dev = mapping(raw, "Devices[]")
         devices.append(DeviceMapping(str(dev.get("PathOnHost") or ""), str(dev.get("PathInContainer") or ""),
                                      str(dev.get("CgroupPermissions") or "rwm")))
     network_mode = str(body.get("NetworkMode") or "bridge")
@@ -171,25 +154,25 @@ def host_config(body: Json) -> HostConfig:
         restart_policy=restart_policy(body.get("RestartPolicy")),
         auto_remove=bool(body.get("AutoRemove")),
         resources=resources(body),
-        cap_add=_strs(body.get("CapAdd"), "CapAdd"),
-        cap_drop=_strs(body.get("CapDrop"), "CapDrop"),
+        cap_add=string_list(body.get("CapAdd"), "CapAdd"),
+        cap_drop=string_list(body.get("CapDrop"), "CapDrop"),
         privileged=bool(body.get("Privileged")),
         devices=tuple(devices),
         init=bool(init) if init is not None else None,
-        dns=_strs(body.get("Dns"), "Dns"),
-        dns_search=_strs(body.get("DnsSearch"), "DnsSearch"),
-        dns_options=_strs(body.get("DnsOptions"), "DnsOptions"),
-        extra_hosts=_strs(body.get("ExtraHosts"), "ExtraHosts"),
+        dns=string_list(body.get("Dns"), "Dns"),
+        dns_search=string_list(body.get("DnsSearch"), "DnsSearch"),
+        dns_options=string_list(body.get("DnsOptions"), "DnsOptions"),
+        extra_hosts=string_list(body.get("ExtraHosts"), "ExtraHosts"),
         readonly_rootfs=bool(body.get("ReadonlyRootfs")),
-        security_opt=_strs(body.get("SecurityOpt"), "SecurityOpt"),
+        security_opt=string_list(body.get("SecurityOpt"), "SecurityOpt"),
         shm_size=_int(body, "ShmSize"),
-        sysctls={str(k): str(v) for k, v in _dict(body.get("Sysctls"), "Sysctls").items()},
+        sysctls={str(k): str(v) for k, v in mapping(body.get("Sysctls"), "Sysctls").items()},
         oom_score_adj=_int(body, "OomScoreAdj"),
-        ulimits=tuple(_ulimit(_dict(u, "Ulimits[]")) for u in body.get("Ulimits") or []),
+        ulimits=tuple(_ulimit(mapping(u, "Ulimits[]")) for u in body.get("Ulimits") or []),
         pid_mode=str(body.get("PidMode") or ""),
         ipc_mode=str(body.get("IpcMode") or ""),
         log_config=log_config(body.get("LogConfig")),
-        group_add=tuple(str(g) for g in _strs(body.get("GroupAdd"), "GroupAdd")),
+        group_add=tuple(str(g) for g in string_list(body.get("GroupAdd"), "GroupAdd")),
         device_cgroup_rules=_cgroup_rules(body.get("DeviceCgroupRules")),
         isolation=_isolation(body.get("Isolation")),
         volume_driver=str(body.get("VolumeDriver") or ""),
@@ -206,9 +189,9 @@ LOG_OPTS = {
 
 def log_config(value: Any) -> LogConfig:
     """HostConfig.LogConfig checked as moby's ValidateLogOpts does; no type = the daemon's default, json-file."""
-    raw = _dict(value, "LogConfig")
+    raw = mapping(value, "LogConfig")
     kind = str(raw.get("Type") or "json-file")
-    options = {str(k): str(v) for k, v in _dict(raw.get("Config"), "LogConfig.Config").items()}
+    options = {str(k): str(v) for k, v in mapping(raw.get("Config"), "LogConfig.Config").items()}
     if kind != "none" and kind not in LOG_OPTS:
         raise errors.InvalidArgument(f"logger: no log driver named '{kind}' is registered")
     for key in options:
@@ -218,7 +201,7 @@ def log_config(value: Any) -> LogConfig:
 
 
 def _cgroup_rules(value: Any) -> tuple[str, ...]:
-    rules = _strs(value, "DeviceCgroupRules")
+    rules = string_list(value, "DeviceCgroupRules")
     for rule in rules:
         cgroup_rule(rule)  # moby's format check, at create
     return rules
