@@ -68,16 +68,27 @@ def host_routes_v4() -> list[ipaddress.IPv4Network]:
     return routes
 
 
-def pick_subnet(instance_id: str, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
-    """This instance's /24: a stable slot from the instance id, skipping slots that overlap
-    an existing route (another instance's bridge, a VPN, the LAN)."""
-    slots = list(SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIX))
+def free_slot(pool: ipaddress.IPv4Network, prefix: int, instance_id: str,
+              taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network | None:
+    """The first subnet of ``pool`` from this instance's stable slot on (by its id) that overlaps nothing
+    ``taken``; None when every one does.  The default network and Docker's user-defined ones both pick so."""
+    slots = list(pool.subnets(new_prefix=prefix))
     start = int(instance_id, 16) % len(slots)
     for i in range(len(slots)):
         candidate = slots[(start + i) % len(slots)]
         if not any(candidate.overlaps(t) for t in taken):
             return candidate
-    return slots[start]
+    return None
+
+
+def pick_subnet(instance_id: str, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """This instance's /24: a stable slot from the instance id, skipping slots that overlap
+    an existing route (another instance's bridge, a VPN, the LAN); its own slot when all do."""
+    free = free_slot(SUBNET_POOL, SUBNET_PREFIX, instance_id, taken)
+    if free is not None:
+        return free
+    slots = list(SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIX))
+    return slots[int(instance_id, 16) % len(slots)]
 
 
 def subnets(cfg: Config) -> list[str]:

@@ -45,12 +45,9 @@ def check_bridge_name(name: str) -> str:
 
 def pick_subnet(instance_id: str, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
     """The first free /24 from this instance's slot on; ResourceExhausted when the pool is full."""
-    slots = list(SUBNET_POOL.subnets(new_prefix=SUBNET_PREFIX))
-    start = int(instance_id, 16) % len(slots)
-    for i in range(len(slots)):
-        candidate = slots[(start + i) % len(slots)]
-        if not any(candidate.overlaps(t) for t in taken):
-            return candidate
+    free = defaults.free_slot(SUBNET_POOL, SUBNET_PREFIX, instance_id, taken)
+    if free is not None:
+        return free
     raise errors.ResourceExhausted("could not find an available, non-overlapping IPv4 address pool among the "
                                    "defaults to assign to the network")
 
