@@ -28,13 +28,7 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
 
 @pytest.fixture(scope="module")
 def client(daemon: DaemonProcess) -> Iterator[Any]:
-    c = dockerpy.client(daemon)
-    c.images.pull("busybox", tag="latest")
-    yield c
-    for container in c.containers.list(all=True):
-        container.remove(force=True)
-    c.networks.prune()
-    c.close()
+    yield from dockerpy.busybox_session(daemon)
 
 
 def test_endpoint_settings_in_inspect(client: Any, daemon: DaemonProcess) -> None:

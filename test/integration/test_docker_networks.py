@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
+from lib.docker import docker_daemon
 from lib.docker_networks import bridge_ports, chain_exists, isolation_chain, link_exists, tagged_rules
-from lib.images import push
 from lib.leaks import leftovers
 from lib.registry import Registry
 
@@ -26,15 +26,8 @@ DOCKER = "/usr/local/bin/docker"
 
 @pytest.fixture(scope="module")
 def dockerd(registry: Registry) -> Iterator[DaemonProcess]:
-    push(registry.host, "library/busybox")
-    d = start_daemon(f'registry:\n  mirrors:\n    docker.io: ["http://{registry.host}"]\n')
-    try:
-        docker(d, "pull", "busybox")
-        yield d
-    finally:
-        network = InstanceNetwork.of(d.root, d.base / "net.d")
-        d.destroy()
-        network.remove()
+    for dd in docker_daemon(registry):
+        yield dd.daemon
 
 
 def docker(d: DaemonProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

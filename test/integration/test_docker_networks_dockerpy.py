@@ -29,13 +29,7 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
 
 @pytest.fixture
 def client(daemon: DaemonProcess) -> Iterator[Any]:
-    c = dockerpy.client(daemon)
-    c.images.pull("busybox", tag="latest")
-    yield c
-    for container in c.containers.list(all=True):
-        container.remove(force=True)
-    c.networks.prune()
-    c.close()
+    yield from dockerpy.busybox_session(daemon)
 
 
 def test_networks_api(client: Any) -> None:

@@ -16,9 +16,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from lib.cni_host import InstanceNetwork
-from lib.daemon import DaemonProcess, start_daemon
-from lib.images import push
+from lib.daemon import DaemonProcess
+from lib.docker import docker_daemon
 from lib.registry import Registry
 
 from dockerapi.hijack import parse_frames
@@ -29,18 +28,8 @@ WAIT = 30.0  # how long to wait for expected output (a wait, not a timed asserti
 
 @pytest.fixture(scope="module")
 def nw(registry: Registry) -> Iterator[DaemonProcess]:
-    push(registry.host, "library/busybox")
-    d = start_daemon(f'registry:\n  mirrors:\n    docker.io: ["http://{registry.host}"]\n')
-    try:
-        cli(d, "pull", "busybox")
-        yield d
-    finally:
-        leftover = cli(d, "ps", "-aq", ok=False).stdout.split()
-        if leftover:
-            cli(d, "rm", "-f", *leftover, ok=False)
-        network = InstanceNetwork.of(d.root, d.base / "net.d")
-        d.destroy()
-        network.remove()
+    for dd in docker_daemon(registry):  # its teardown removes the containers first
+        yield dd.daemon
 
 
 @pytest.fixture(scope="module")

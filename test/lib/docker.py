@@ -47,26 +47,29 @@ class DockerDaemon:
         return data[0]  # type: ignore[no-any-return]
 
     def rm_all(self) -> None:
-        ids = self.out("ps", "-aq").split()
+        """Remove every container; tolerant (also used in teardown, where the daemon may be gone)."""
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
         if ids:
-            self.docker("rm", "-f", *ids)
+            self.docker("rm", "-f", *ids, check=False)
 
 
-def mirror_config(registry: Registry) -> str:
-    return f'registry:\n  mirrors:\n    docker.io: ["http://{registry.host}"]\n'
+def mirror_config(registry_host: str) -> str:
+    """narwhald config making ``registry_host`` docker.io's mirror (so ``busybox`` resolves offline)."""
+    return f'registry:\n  mirrors:\n    docker.io: ["http://{registry_host}"]\n'
 
 
 def docker_daemon(registry: Registry, *, pull: bool = True) -> Iterator[DockerDaemon]:
     """A narwhald with the registry as docker.io's mirror and busybox pulled into its Docker domain;
     torn down (with its network) when the generator closes."""
     push(registry.host, "library/busybox")
-    d = start_daemon(mirror_config(registry))
+    d = start_daemon(mirror_config(registry.host))
     try:
         dd = DockerDaemon(d)
         if pull:
             dd.docker("pull", BUSYBOX)
         yield dd
     finally:
+        dd.rm_all()
         network = InstanceNetwork.of(d.root, d.base / "net.d")
         d.destroy()
         network.remove()

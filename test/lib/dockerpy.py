@@ -15,6 +15,7 @@ import mkimage
 
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
+from lib.docker import mirror_config
 
 # Docker Hub names (repository:tag under docker.io) that resolve to the busybox test image.
 HUB_NAMES = (
@@ -60,10 +61,6 @@ def alpine_like(base: mkimage.Image) -> mkimage.Image:
     return mkimage.Image(config_blob, [*base.layers, blob], manifest_blob, [*base.diff_ids, diff_id])
 
 
-def mirror_config(registry_host: str) -> str:
-    return f"registry:\n  mirrors:\n    docker.io: ['http://{registry_host}']\n"
-
-
 def start_docker_daemon(registry_host: str, extra_config: str = "") -> DaemonProcess:
     """A narwhald whose docker.io pulls go to ``registry_host``."""
     return start_daemon(config_yaml=mirror_config(registry_host) + extra_config)
@@ -101,3 +98,18 @@ def client(daemon: DaemonProcess, version: str | None = None) -> Any:
     import docker
 
     return docker.DockerClient(base_url=f"unix://{daemon.docker_socket}", version=version, timeout=120)
+
+
+def busybox_session(daemon: DaemonProcess) -> Iterator[Any]:
+    """A docker-py client with busybox pulled; on close every container is removed and unused networks pruned.
+
+    For fixtures: ``yield from dockerpy.busybox_session(daemon)``."""
+    c = client(daemon)
+    try:
+        c.images.pull("busybox", tag="latest")
+        yield c
+        for container in c.containers.list(all=True):
+            container.remove(force=True)
+        c.networks.prune()
+    finally:
+        c.close()
