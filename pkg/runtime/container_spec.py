@@ -17,13 +17,27 @@ from typing import Any
 from pkg.containerd.snapshots import Mount as SnapshotMount
 from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerUser
-from pkg.model.sandbox import NamespaceMode, SandboxMetadata
+from pkg.model.sandbox import NamespaceMode, SandboxConfig, SandboxMetadata
 from pkg.mount import MS_BIND, MS_RDONLY, MS_REC, mount, umount
 from pkg.runtime import spec
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.spec_options import ContainerSpecOptions, Namespace, SandboxFiles
 
 HOSTNAME, HOSTS, RESOLV_CONF = "hostname", "hosts", "resolv.conf"
+
+
+def sandbox_hostname(config: SandboxConfig) -> str:
+    """The one hostname of a pod: its UTS name, /etc/hostname, /etc/hosts' own line and every container's HOSTNAME.
+
+    As containerd's CRI: the config's ``hostname``, or the node's own when it is empty (kubelet leaves it
+    empty for host-network pods, critest for most of its pods). Never derived from the pod's name, which may
+    be far longer than the kernel's 64 bytes. A host-network pod shares the node's UTS namespace, so its
+    name is the node's whatever the config says (containerd would write the config's into /etc/hostname
+    while ``hostname`` answered the node's).
+    """
+    if config.host_network:
+        return socket.gethostname()
+    return config.hostname or socket.gethostname()
 
 
 def sandbox_files(ctx: RuntimeContext, sandbox: SandboxMetadata) -> SandboxFiles:
@@ -60,8 +74,7 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
     config = metadata.config
     sec = config.security
     ns = pod_namespaces(sandbox, sec.namespace_options.pid, infra_pid, target_pid)
-    # containerd: a host-network pod's HOSTNAME is the node's.
-    hostname = socket.gethostname() if sandbox.config.host_network else sandbox.config.hostname or sandbox.config.name
+    hostname = sandbox_hostname(sandbox.config)
     async with readonly_view(mounts) as rootfs:
         opts = ContainerSpecOptions(
             id=metadata.id,

@@ -54,7 +54,7 @@ def sandbox_spec(ctx: RuntimeContext, metadata: SandboxMetadata) -> dict[str, An
     opts = SandboxSpecOptions(
         id=metadata.id,
         image=PAUSE_CONFIG,
-        hostname=c.hostname or c.name,
+        hostname=container_spec.sandbox_hostname(c),
         network=Namespace.join(metadata.netns_path) if metadata.netns_path else Namespace.host(),
         ipc=Namespace.join(metadata.ipc_path) if metadata.ipc_path else Namespace.host(),
         uts=Namespace.join(metadata.uts_path) if metadata.uts_path else Namespace.host(),

@@ -26,7 +26,7 @@ from pkg.model.codec import to_dict
 from pkg.model.sandbox import NamespaceMode, SandboxConfig, SandboxMetadata, SandboxStatus
 from pkg.model.state import SandboxState, check_sandbox
 from pkg.mount import MS_NODEV, MS_NOEXEC, MS_NOSUID, mount, umount
-from pkg.runtime import checkpoint, container_spec, etc_files, infra, namespaces, spec_mounts
+from pkg.runtime import checkpoint, container_spec, etc_files, infra, namespaces, spec, spec_mounts
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.spec_options import Namespace
 
@@ -60,10 +60,10 @@ class SandboxService:
             async with CleanupStack() as cleanup:
                 metadata = self._metadata(sandbox_id, config, runtime_handler or "runc")
                 meta_dict = to_dict(metadata)
-                spec = await asyncio.to_thread(infra.sandbox_spec, ctx, metadata) if metadata.infra else {
+                infra_spec = await asyncio.to_thread(infra.sandbox_spec, ctx, metadata) if metadata.infra else {
                     "ociVersion": "1.0.2"}
                 await ctr_containers.create(
-                    ctx.client, sandbox_id, spec=spec, metadata=meta_dict,
+                    ctx.client, sandbox_id, spec=infra_spec, metadata=meta_dict,
                     labels={ctr_containers.KIND_LABEL: KIND},
                     runc_root=str(ctx.cfg.runc_root), runc_binary=handlers[metadata.runtime_handler],
                     image=infra.IMAGE_NAME if metadata.infra else "",
@@ -78,7 +78,7 @@ class SandboxService:
                 uts = Path(metadata.uts_path) if metadata.uts_path else None
 
                 async def pin_namespaces() -> None:
-                    await namespaces.pin(ipc, uts, _hostname(config))
+                    await namespaces.pin(ipc, uts, container_spec.sandbox_hostname(config))
                     cleanup.add("unpin ipc/uts", lambda: namespaces.unpin(ipc, uts))
                     if config.namespace_options.ipc != NamespaceMode.NODE:
                         shm = state / "shm"
@@ -269,6 +269,8 @@ def _validate(config: SandboxConfig) -> None:
     for field_name in ("name", "uid", "namespace"):
         if not getattr(config, field_name):
             raise errors.InvalidArgument(f"sandbox config metadata.{field_name} must not be empty")
+    if config.hostname:
+        spec.check_hostname(config.hostname)  # refused before anything exists, not when the spec is built
     if config.namespace_options.network == NamespaceMode.TARGET or config.namespace_options.ipc == NamespaceMode.TARGET:
         raise errors.InvalidArgument("TARGET namespace mode is only valid for the PID namespace")
     ns = config.namespace_options
@@ -287,7 +289,7 @@ def _validate(config: SandboxConfig) -> None:
 
 def _write_pod_files(root: Path, config: SandboxConfig, ip: str, extra_ips: list[str]) -> None:
     """hostname, hosts and resolv.conf, bind-mounted into every container of the pod."""
-    hostname = _hostname(config)
+    hostname = container_spec.sandbox_hostname(config)
     etc_files.write_hostname(root / container_spec.HOSTNAME, hostname)
     etc_files.write_hosts(root / container_spec.HOSTS, hostname=hostname, ips=[i for i in (ip, *extra_ips) if i],
                           host_network=config.host_network)
@@ -312,10 +314,6 @@ def _bandwidth(annotations: dict[str, str], key: str) -> int:
     if suffix not in _QUANTITY or amount <= 0:
         raise errors.InvalidArgument(f"annotation {key}: {value!r} is not a positive quantity")
     return int(amount * _QUANTITY[suffix])
-
-
-def _hostname(config: SandboxConfig) -> str:
-    return config.hostname or config.name[:63]
 
 
 def _umount(path: Path) -> None:

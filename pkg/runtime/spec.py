@@ -64,7 +64,7 @@ def merge_env(base: Iterable[str], overrides: Iterable[str]) -> list[str]:
     return [e for e in out if e is not None]
 
 
-def _check_hostname(hostname: str) -> str:
+def check_hostname(hostname: str) -> str:
     """The UTS hostname must fit the kernel's 64 bytes (HOST_NAME_MAX) and be a plain name."""
     if len(hostname.encode()) > 64 or any(ch.isspace() or ch in "/\0" for ch in hostname):
         raise InvalidArgument(f"invalid hostname {hostname!r}: at most 64 bytes, no spaces or slashes")
@@ -185,7 +185,7 @@ def build_container_spec(opts: ContainerSpecOptions, host: HostInfo | None = Non
         "linux": linux,
     }
     if opts.hostname and opts.uts.mode == "new":
-        spec["hostname"] = _check_hostname(opts.hostname)
+        spec["hostname"] = check_hostname(opts.hostname)
     if opts.annotations:
         spec["annotations"] = dict(opts.annotations)
     return spec
@@ -244,7 +244,7 @@ def build_sandbox_spec(opts: SandboxSpecOptions, host: HostInfo | None = None) -
         "linux": linux,
     }
     if opts.hostname and opts.uts.mode != "host":
-        spec["hostname"] = _check_hostname(opts.hostname)
+        spec["hostname"] = check_hostname(opts.hostname)
     if opts.annotations:
         spec["annotations"] = dict(opts.annotations)
     return spec
