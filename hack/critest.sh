@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Run the real critest (cri-tools v1.29.0) against a private narwhald, offline (docs/critest.md).
 #
-#   hack/critest.sh [--src DIR] [--bin DIR] [--out DIR] [--benchmark] [--build-only] [-- CRITEST FLAGS...]
+#   hack/critest.sh [--src DIR] [--bin DIR] [--out DIR] [--benchmark] [--anchor] [--build-only] [-- CRITEST FLAGS...]
 #
 # --src DIR     cri-tools source (default $CRI_TOOLS_SRC or /tmp/cri-tools-src): a `git archive v1.29.0`
 #               of kubernetes-sigs/cri-tools. It is only read, never copied into this repository.
 # --bin DIR     where crictl and critest are (built there when missing; default $CRITOOLS_BIN or
 #               /tmp/critools/bin). test/integration/test_crictl.py uses the crictl found there.
 # --out DIR     critest's log, JUnit report and narwhald's log (default /tmp/critest-run)
-# --benchmark   run `critest -benchmark` instead of the validation suite; with --anchor also against
-#               containerd 1.6's own CRI plugin, side by side
+# --benchmark   run `critest -benchmark` instead of the validation suite (median per operation printed
+#               and written to OUT/benchmark.md)
+# --anchor      also run the same against containerd 1.6's own CRI plugin (hack/bench/anchors.py), side by side
 # --build-only  build the binaries and stop
 # After `--`: more critest flags, e.g. -ginkgo.focus='HostPID'.
 #
@@ -21,7 +22,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 src=${CRI_TOOLS_SRC:-/tmp/cri-tools-src}
 bin=${CRITOOLS_BIN:-/tmp/critools/bin}
 out=/tmp/critest-run
-benchmark=()
+benchmark=0
 anchor=0
 build_only=0
 while [ $# -gt 0 ]; do
@@ -29,11 +30,11 @@ while [ $# -gt 0 ]; do
     --src) src=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    --benchmark) benchmark=(--benchmark); shift ;;
+    --benchmark) benchmark=1; shift ;;
     --anchor) anchor=1; shift ;;
     --build-only) build_only=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,10 +65,7 @@ build
 py="$repo/.venv/bin/python"
 [ -x "$py" ] || { echo "no $py: run make setup first" >&2; exit 3; }
 
-status=0
-"$py" "$repo/test/lib/critest_run.py" --critest "$bin/critest" --out "$out" "${benchmark[@]}" -- "$@" || status=$?
-if [ "$anchor" = 1 ] && [ ${#benchmark[@]} -gt 0 ]; then
-  "$py" "$repo/test/lib/critest_run.py" --critest "$bin/critest" --out "$out/containerd" --anchor "${benchmark[@]}" \
-    -- "$@" || status=$?
-fi
-exit $status
+args=(--critest "$bin/critest" --out "$out")
+[ "$benchmark" = 1 ] && args+=(--benchmark)
+[ "$anchor" = 1 ] && args+=(--anchor)
+exec "$py" "$repo/test/lib/critest_run.py" "${args[@]}" -- "$@"

@@ -157,8 +157,9 @@ def _ctr_conflist(base: Path, bridge: str, subnet: str, admin_chain: str) -> dic
 
 
 @contextlib.contextmanager
-def containerd_cri(registry: Registry) -> Iterator[System]:
-    """containerd 1.6 with its CRI plugin: private root/state, a mirror for the local registry."""
+def containerd_cri(registry: Registry, mirrored_hosts: tuple[str, ...] = ()) -> Iterator[System]:
+    """containerd 1.6 with its CRI plugin: private root/state, a mirror for the local registry (and for
+    ``mirrored_hosts``, e.g. the public registries critest pulls from, served by the same registry)."""
     base = Path(tempfile.mkdtemp(prefix="nwb-ctr-", dir="/tmp"))
     conf_dir = base / "net.d"
     conf_dir.mkdir()
@@ -187,7 +188,9 @@ state = "{base}/state"
     conf_dir = "{conf_dir}"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry.host}"]
     endpoint = ["http://{registry.host}"]
-""")
+""" + "".join(f"""  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]
+    endpoint = ["http://{registry.host}"]
+""" for host in mirrored_hosts))
     log = base / "containerd.log"
     with open(log, "wb") as logfile:
         proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=subprocess.DEVNULL,

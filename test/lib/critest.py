@@ -33,6 +33,9 @@ DEFAULT_LOG = "hello World"
 PAUSE_CMD = ["sh", "-c", "top"]  # critest's pauseCmd
 DEFAULT_CMD = ["top"]  # framework.DefaultContainerCommand
 DEFAULT_POD_LABELS = {"io.kubernetes.container.name": "critest"}  # framework.DefaultPodLabels' key
+POD_FOR_CONTAINER = "create-PodSandbox-for-container"  # framework.CreatePodSandboxForContainer's name prefix
+UID_PREFIX, NAMESPACE_PREFIX = "cri-test-uid", "cri-test-namespace"  # framework.DefaultUIDPrefix / ...NamespacePrefix
+DEFAULT_ATTEMPT = 2  # framework.DefaultAttempt
 LOG_LINE = re.compile(r"^(\S+) (stdout|stderr) ([PF]) (.*)$")
 
 
@@ -67,12 +70,15 @@ class Crit:
         self.dirs.append(path)
         return path
 
-    def pod_config(self, prefix: str = "pod", *, log_dir: Path | None = None,
+    def pod_config(self, prefix: str = POD_FOR_CONTAINER, *, log_dir: Path | None = None,
                    namespaces: api_pb2.NamespaceOption | None = None, **kwargs: object) -> api_pb2.PodSandboxConfig:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        """framework.BuildPodSandboxMetadata as critest fills it: ``<prefix>-<uuid>`` (68 bytes for
+        CreatePodSandboxForContainer's pods, more than a hostname may hold), uid and namespace with
+        critest's prefixes, attempt 2, no hostname unless the spec gives one."""
         config = api_pb2.PodSandboxConfig(
-            metadata=api_pb2.PodSandboxMetadata(name=name, uid=f"uid-{uuid.uuid4().hex}",
-                                                namespace=f"ns-{uuid.uuid4().hex[:8]}", attempt=0),
+            metadata=api_pb2.PodSandboxMetadata(name=f"{prefix}-{uuid.uuid4()}", uid=f"{UID_PREFIX}{uuid.uuid4()}",
+                                                namespace=f"{NAMESPACE_PREFIX}{uuid.uuid4()}",
+                                                attempt=DEFAULT_ATTEMPT),
             labels=DEFAULT_POD_LABELS,
             log_directory=str(log_dir) if log_dir else "",
             **kwargs,  # type: ignore[arg-type]
@@ -86,12 +92,12 @@ class Crit:
         self.pods.append(pod_id)
         return str(pod_id)
 
-    def pod_for_container(self, prefix: str = "pod") -> tuple[str, api_pb2.PodSandboxConfig]:
+    def pod_for_container(self, prefix: str = POD_FOR_CONTAINER) -> tuple[str, api_pb2.PodSandboxConfig]:
         """framework.CreatePodSandboxForContainer."""
         config = self.pod_config(prefix)
         return self.run_pod(config), config
 
-    def pod_with_log_dir(self, prefix: str = "pod") -> tuple[str, api_pb2.PodSandboxConfig]:
+    def pod_with_log_dir(self, prefix: str = "PodSandbox-with-log-directory") -> tuple[str, api_pb2.PodSandboxConfig]:
         """createPodSandboxWithLogDirectory: a log directory under a fresh temp dir."""
         config = self.pod_config(prefix)
         log_dir = self.tempdir("podLogTest") / config.metadata.name
@@ -102,7 +108,7 @@ class Crit:
     def container_config(self, prefix: str = "c", command: list[str] | None = None, *, image: str = "",
                          **kwargs: object) -> api_pb2.ContainerConfig:
         return api_pb2.ContainerConfig(
-            metadata=api_pb2.ContainerMetadata(name=f"{prefix}{uuid.uuid4().hex[:8]}", attempt=0),
+            metadata=api_pb2.ContainerMetadata(name=f"{prefix}{uuid.uuid4()}", attempt=DEFAULT_ATTEMPT),
             image=api_pb2.ImageSpec(image=image or self.image),
             command=DEFAULT_CMD if command is None else command,
             **kwargs,  # type: ignore[arg-type]

@@ -207,6 +207,7 @@ def substitutes(tools: Path, busybox: Path) -> list[Substitute]:
         Substitute(f"{CRI_TOOLS}/test-image-tags", ("1", "2", "3"), marked("test-image-tags")),
         *(Substitute(f"{CRI_TOOLS}/test-image-{i}", ("latest",), marked(f"test-image-{i}")) for i in (1, 2, 3)),
         Substitute("pause", ("3.9",), mkimage.build("pause")),
+        Substitute("library/pause", ("latest",), mkimage.build("pause")),  # hack/bench's containerd sandbox_image
         Substitute("library/busybox", ("latest", "1.36"), base),
         Substitute(f"{ECR}/busybox", ("1.35.0-glibc", "1-uclibc", "1", "1-glibc", "1-musl", "latest"), base),
     ]
