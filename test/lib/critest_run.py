@@ -81,9 +81,11 @@ def run_critest(critest: Path, socket: Path, out: Path, extra: list[str], benchm
     out.mkdir(parents=True, exist_ok=True)
     report = out / "junit.xml"
     report.unlink(missing_ok=True)
-    args = [str(critest), "-runtime-endpoint", endpoint, "-image-endpoint", endpoint, "-ginkgo.v",
+    args = [str(critest), "-runtime-endpoint", endpoint, "-image-endpoint", endpoint,
             "-ginkgo.no-color", f"-ginkgo.junit-report={report}", "-config", "/dev/null"]
-    if benchmark:
+    if not benchmark:
+        args.append("-ginkgo.v")  # -benchmark sets its own (succinct) verbosity and refuses a second one
+    else:
         (out / "benchmark").mkdir(exist_ok=True)
         (out / "benchmark-params.yaml").write_text(BENCHMARK_PARAMS)
         args += ["-benchmark", "-benchmarking-output-dir", str(out / "benchmark"),
