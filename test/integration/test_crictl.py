@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lib import cri
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
