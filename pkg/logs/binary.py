@@ -151,3 +151,28 @@ async def reopen_container_log(pid_file: str | Path, timeout: float = 5.0) -> No
         if time.monotonic() > deadline:
             raise errors.DeadlineExceeded(f"log copier (pid {state.pid}) did not reopen its log in {timeout}s")
         await asyncio.sleep(0.01)
+
+
+async def wait_logger_exit(pid_file: str | Path, timeout: float) -> bool:
+    """Wait until the logger behind ``pid_file`` has exited (its last record written); False on timeout.
+
+    Event-driven through a pidfd: the logger is not narwhald's child when the shim runs it.
+    """
+    state = await asyncio.to_thread(read_pid_file, pid_file)
+    if state is None:
+        return True
+    try:
+        fd = os.pidfd_open(state.pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await asyncio.wait_for(gone, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -181,8 +181,14 @@ async def read_log(
     *,
     stop: asyncio.Event | None = None,
     poll_interval: float = 0.1,
+    opened: Callable[[], None] | None = None,
 ) -> AsyncIterator[LogEntry]:
-    """Yield the log's entries; with ``follow``, keep yielding until ``stop`` is set (or the caller stops)."""
+    """Yield the log's entries; with ``follow``, keep yielding until ``stop`` is set (or the caller stops).
+
+    ``stop`` means the writer is done: everything it wrote before is still read (one more pass to the end
+    after it is seen), never cut at an end of file read just before the last write.  ``opened`` is called
+    once the file is open (or known missing without follow): from then on its removal loses nothing.
+    """
     options = options or ReadOptions()
     path = Path(path)
     f: BinaryIO | None
@@ -190,8 +196,13 @@ async def read_log(
         f = await asyncio.to_thread(open, path, "rb")
     except FileNotFoundError:
         if not options.follow:
+            if opened is not None:
+                opened()
             raise errors.NotFound(f"log file {path} does not exist") from None
         f = None
+    if f is not None and opened is not None:
+        opened()
+    stopping = False  # stop was seen at an end of file: one more pass reads what was written before it
     assembler = _Assembler(options)
     remaining = options.limit_bytes
     carry = b""
@@ -231,9 +242,14 @@ async def read_log(
                 if f is not None:
                     f.close()
                 f, carry = rotated, b""
+                if opened is not None:
+                    opened()
                 continue
-            if stop is not None and stop.is_set():
+            if stopping:
                 break
+            if stop is not None and stop.is_set():
+                stopping = True
+                continue
             if stop is not None:
                 try:
                     await asyncio.wait_for(stop.wait(), poll_interval)

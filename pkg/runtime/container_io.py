@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -27,7 +28,12 @@ from pkg.model.container import ContainerMetadata
 from pkg.runtime import attach
 from pkg.runtime.context import RuntimeContext
 
+log = logging.getLogger(__name__)
+
 LOGGER_READY_TIMEOUT = 10.0
+# After the task is deleted, how long its logger may take to write what is left (it drains for up to
+# logger.DRAIN_AFTER_TERM after the shim's SIGTERM; the shim itself waits for it up to 12 s).
+LOGGER_EXIT_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,16 @@ def _high(fd: int) -> int:
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
     os.close(fd)
     return high
+
+
+async def logger_exited(ctx: RuntimeContext, container_id: str) -> None:
+    """Wait until the container's logger has exited, so its log is complete.
+
+    The shim waits for the logger it runs when the task is deleted; the one narwhald starts on fifos
+    (stdin without a TTY) sees EOF only then and still has to write what it read."""
+    if not await log_binary.wait_logger_exit(logger_pid_file(ctx, container_id), LOGGER_EXIT_WAIT):
+        log.warning("container %s: its logger still runs %.0f s after the exit", container_id[:12],
+                    LOGGER_EXIT_WAIT)
 
 
 async def reopen_log(ctx: RuntimeContext, metadata: ContainerMetadata) -> None:

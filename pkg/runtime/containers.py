@@ -32,6 +32,7 @@ from pkg.runtime import checkpoint, container_io, container_spec, features
 from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import CgroupFacts, cgroups_path, merge_resources
+from pkg.runtime.runs import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ContainerService:
         self.ctx = ctx
         self._exited: dict[str, asyncio.Event] = {}
         self._oom: set[str] = set()
+        self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
 
     # ---------------- create ----------------
     @metrics_mod.lifecycle("container", "create")
@@ -139,7 +141,7 @@ class ContainerService:
             _, sandbox_status = ctx.sandboxes.get(metadata.sandbox_id)
             if sandbox_status.state != SandboxState.READY:
                 raise errors.FailedPrecondition(f"sandbox {metadata.sandbox_id} is not ready")
-            self._exited[container_id] = asyncio.Event()
+            exited = self._exited[container_id] = asyncio.Event()
             try:
                 rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
                 async with container_io.task_stdio(ctx, metadata) as stdio:
@@ -152,6 +154,7 @@ class ContainerService:
             await self._update(container_id, lambda s: dataclasses.replace(
                 s, state=ContainerState.RUNNING, pid=pid, started_at=time.time_ns(), exit_code=0, reason="",
                 message=""))
+            self.runs.started(container_id, exited)  # under the lock: before its exit can be handled
         ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STARTED, metadata)
 
     async def _start_failed(self, container_id: str, exc: BaseException) -> None:
@@ -215,6 +218,9 @@ class ContainerService:
             # Before Tasks.Delete: runc removes the cgroup that holds the OOM-kill counter.
             oom = container_id in self._oom or container_io.oom_killed(metadata)
             await ctr_tasks.delete(ctx.client, container_id)
+            # The exit is the end of the output only once the logger has written its last record: every
+            # follower of the exit event (attach, logs -f, wait + logs, AutoRemove) reads a complete log.
+            await container_io.logger_exited(ctx, container_id)
             self._oom.discard(container_id)
             if oom:
                 metrics_mod.current().oom_kills.labels(frontend=metrics_mod.frontend_of(ctx.domain)).inc()
@@ -289,9 +295,11 @@ class ContainerService:
         metadata, status = ctx.containers.get(container_id)
         if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
             await self.stop(container_id, 0)
+        await self.runs.readers_done(container_id)  # attached readers have the log open: it may go
         async with ctx.containers.lock(container_id):
             if ctx.containers.find(container_id) is None:
                 return
+            self.runs.forget(container_id)
             await release_resources(ctx, metadata)
             ctx.stdin.close(container_id)
             self._exited.pop(container_id, None)

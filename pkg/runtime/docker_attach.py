@@ -6,6 +6,12 @@ the container's next start (or the current run, when it is running) until
 that run exits, and input written before the start waits for it.  The
 output comes from the container's log (the same file ``docker logs`` reads),
 followed with partial records unjoined so a prompt without a newline shows.
+
+Nothing of a short run is lost: the subscription is registered with the
+container's run tracker before the start, so the start hands over that run's
+exit event however fast it ends; the exit event is set only once the logger
+has written its last record; and a removal (``--rm``) waits until this reader
+has the log open.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from pkg.model.container import ContainerMetadata
 from pkg.model.state import ContainerState
 from pkg.runtime.attach import output_log
 from pkg.runtime.containers import ContainerService
+from pkg.runtime.runs import Run
 from pkg.streaming.model import TerminalSize
 
 log = logging.getLogger(__name__)
@@ -35,30 +42,44 @@ class _Output:
         self._owner = owner
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(1024)
         self._stop = asyncio.Event()
+        # Decided now, synchronously: the start that follows cannot slip past this subscription, nor a
+        # removal delete the log of the run to relay before the pump has opened it.
+        self._run = owner.run_to_relay(since_ns)
         self._task = asyncio.ensure_future(self._pump(since_ns))
 
     async def _pump(self, since_ns: int) -> None:
         try:
-            exited = await self._owner.wait_started(since_ns)
-            if exited is None:
-                return
-            watcher = asyncio.ensure_future(exited.wait())
+            run = await self._run
+            if run is None:
+                return  # removed before it started
+            watcher = asyncio.ensure_future(run.exited.wait())
             watcher.add_done_callback(lambda _: self._stop.set())
             try:
                 log_path = output_log(self._owner.containers.ctx, self._owner.metadata)
                 if not log_path:
+                    run.hold.release()
                     await self._stop.wait()
                     return
                 options = ReadOptions(follow=True, since_ns=since_ns, join_partial=False)
-                async for entry in read_log(log_path, options, stop=self._stop):
+                async for entry in read_log(log_path, options, stop=self._stop, opened=run.hold.release):
                     await self._queue.put((entry.stream, entry.content))
             finally:
                 watcher.cancel()
+        except asyncio.CancelledError:
+            raise
         except Exception:  # noqa: BLE001 - the attached client sees its output end; the cause is logged
             log.exception("attach to %s: reading the output failed", self._owner.id[:12])
         finally:
+            self._let_go()
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)
+
+    def _let_go(self) -> None:
+        """The hold on the container's files (if a run was handed over) or the wait for one ends."""
+        if not self._run.done():
+            self._run.cancel()
+        elif not self._run.cancelled() and (run := self._run.result()) is not None:
+            run.hold.release()
 
     async def read(self) -> tuple[str, bytes] | None:
         if self._task.done() and self._queue.empty():
@@ -68,6 +89,7 @@ class _Output:
     def close(self) -> None:
         self._stop.set()
         self._task.cancel()
+        self._let_go()
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
 
@@ -98,18 +120,22 @@ class DockerAttach:
     def subscribe(self) -> _Output:
         return _Output(self, time.time_ns() if self._since_ns is None else self._since_ns)
 
-    async def wait_started(self, since_ns: int) -> asyncio.Event | None:
-        """The exit event of the run that is current, or of the first one started after ``since_ns``;
-        None if the container is removed first."""
-        while True:
-            found = self.containers.ctx.containers.find(self.id)
-            if found is None:
-                return None
-            _, status = found
-            if status.state == ContainerState.RUNNING or (
-                    status.state == ContainerState.EXITED and status.started_at >= since_ns):
-                return self.containers.exit_event(self.id)
-            await asyncio.sleep(POLL)
+    def run_to_relay(self, since_ns: int) -> asyncio.Future[Run | None]:
+        """The run that is current or was started after ``since_ns``, else the next one; None (at once or
+        when it comes to that) if the container is removed first."""
+        runs = self.containers.runs
+        found = self.containers.ctx.containers.find(self.id)
+        if found is None:
+            gone: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
+            gone.set_result(None)
+            return gone
+        _, status = found
+        if status.state == ContainerState.RUNNING or (
+                status.state == ContainerState.EXITED and status.started_at >= since_ns):
+            current: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
+            current.set_result(Run(self.containers.exit_event(self.id), runs.reader(self.id)))
+            return current
+        return runs.next_run(self.id)
 
     async def _running(self) -> bool:
         found = self.containers.ctx.containers.find(self.id)

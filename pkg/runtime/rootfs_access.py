@@ -97,11 +97,18 @@ async def image_view(client: Client, image: Image) -> AsyncIterator[Path | None]
             await ctr_snapshots.remove(client, key, image.snapshotter)
 
 
-def _live_root(state: ContainerState, pid: int) -> Path | None:
+def _pin_live_root(state: ContainerState, pid: int) -> int | None:
+    """An O_PATH descriptor of the running container's root, or None when it is not running (any more).
+
+    Held for the whole operation: a container that exits meanwhile (``docker cp`` right after a short
+    command) takes its mount namespace, and ``/proc/<pid>/root`` with it, but not a root we hold open.
+    """
     if state != ContainerState.RUNNING or pid <= 0:
         return None
-    root = Path(f"/proc/{pid}/root")
-    return root if os.path.exists(root) else None
+    try:
+        return os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 @contextlib.asynccontextmanager
@@ -111,19 +118,23 @@ async def container_view(ctx: RuntimeContext, container_id: str, *, writable: bo
     record = await ctr_containers.get(ctx.client, container_id)
     mounts = spec_mounts(record.spec)
     readonly = bool((record.spec.get("root") or {}).get("readonly"))
-    root = _live_root(status.state, status.pid)
-    if root is None:
+    pinned = _pin_live_root(status.state, status.pid)
+    if pinned is None:
         async with ctx.containers.lock(container_id):
             metadata, status = ctx.containers.get(container_id)
-            root = _live_root(status.state, status.pid)
-            if root is None:
+            pinned = _pin_live_root(status.state, status.pid)
+            if pinned is None:
                 snapshot = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
                 # Held under the container's lock, so nothing else mounts this snapshot's upper dir: mount it
                 # writable even to read, and make the mount points runc would make (moby's mountVolumes does too).
                 async with _mounted(ctx, snapshot, mounts, writable=True, writable_binds=writable) as view_root:
                     yield RootfsView(view_root, mounts, live=False, readonly_rootfs=readonly)
                 return
-    yield RootfsView(root, mounts, live=True, readonly_rootfs=readonly)
+    try:
+        # The descriptor's path in narwhald's /proc: the tar helper (root, a child) resolves it too.
+        yield RootfsView(Path(f"/proc/{os.getpid()}/fd/{pinned}"), mounts, live=True, readonly_rootfs=readonly)
+    finally:
+        os.close(pinned)
 
 
 @contextlib.asynccontextmanager

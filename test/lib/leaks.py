@@ -9,8 +9,8 @@ from pathlib import Path
 from lib.daemon import DaemonProcess, mounts_under
 
 
-def ctr(d: DaemonProcess, *args: str) -> str:
-    out = subprocess.run(["ctr", "--address", str(d.state / "containerd" / "containerd.sock"), "-n", "narwhal",
+def ctr(d: DaemonProcess, *args: str, namespace: str = "narwhal") -> str:
+    out = subprocess.run(["ctr", "--address", str(d.state / "containerd" / "containerd.sock"), "-n", namespace,
                           *args], capture_output=True, text=True, check=True)
     return out.stdout
 
@@ -19,10 +19,11 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
     """Every runtime object still present; all lists are empty when nothing leaked."""
     found: dict[str, list[str]] = {}
     found["mounts"] = [str(m) for m in mounts_under(d.base)]
-    found["containers"] = ctr(d, "containers", "ls", "-q").split()
-    found["tasks"] = [line.split()[0] for line in ctr(d, "tasks", "ls").splitlines()[1:]]
-    found["active snapshots"] = [line.split()[0] for line in ctr(d, "snapshots", "ls").splitlines()[1:]
-                                 if "Active" in line]
+    for ns, suffix in (("narwhal", ""), ("narwhal-docker", " (docker)")):  # the CRI and Docker domains
+        found["containers" + suffix] = ctr(d, "containers", "ls", "-q", namespace=ns).split()
+        found["tasks" + suffix] = [line.split()[0] for line in ctr(d, "tasks", "ls", namespace=ns).splitlines()[1:]]
+        found["active snapshots" + suffix] = [
+            line.split()[0] for line in ctr(d, "snapshots", "ls", namespace=ns).splitlines()[1:] if "Active" in line]
     ipam = d.state / "cni" / "ipam"
     found["ip allocations"] = [p.name for p in ipam.rglob("*") if p.is_file() and _is_ip(p.name)]
     results = d.state / "cni" / "results"

@@ -18,6 +18,7 @@ from pkg.logs.criformat import encode_line
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.state import ContainerState
 from pkg.runtime.docker_attach import DockerAttach
+from pkg.runtime.runs import RunTracker
 from pkg.runtime.docker_exec import (
     MAX_FINISHED_PER_CONTAINER,
     ExecConfig,
@@ -224,9 +225,12 @@ async def test_finished_exec_records_are_bounded_per_container() -> None:
 # ---- attach before start (DockerAttach over the store and a CRI log file) ----
 
 class _AttachContainers(_Containers):
+    """The start and removal as ContainerService tells the run tracker about them."""
+
     def __init__(self) -> None:
         super().__init__()
         self.exited: dict[str, asyncio.Event] = {}
+        self.runs = RunTracker()
 
     def exit_event(self, container_id: str) -> asyncio.Event:
         return self.exited.setdefault(container_id, asyncio.Event())
@@ -234,6 +238,13 @@ class _AttachContainers(_Containers):
     async def set_state(self, container_id: str, state: ContainerState, started_at: int = 0) -> None:
         await self.ctx.containers.update(container_id, lambda s: dataclasses.replace(
             s, state=state, started_at=started_at or s.started_at))
+        if state == ContainerState.RUNNING:
+            self.runs.started(container_id, self.exit_event(container_id))
+
+    async def remove(self, container_id: str) -> None:
+        await self.runs.readers_done(container_id)
+        self.runs.forget(container_id)
+        self.ctx.containers.delete(container_id)
 
 
 async def _next(output: object) -> tuple[str, bytes] | None:
@@ -264,6 +275,34 @@ async def test_attach_ends_when_the_container_is_removed_before_it_starts() -> N
     containers = _AttachContainers()
     containers.add("d" * 64, ContainerState.CREATED)
     output = DockerAttach(containers, "d" * 64).subscribe()  # type: ignore[arg-type]
-    containers.ctx.containers.delete("d" * 64)
+    await asyncio.wait_for(containers.remove("d" * 64), 5)  # nothing to wait for: no run was handed over
     assert await _next(output) is None
     output.close()
+
+
+async def test_attach_gets_a_run_that_ends_and_is_removed_at_once(tmp_path: Path) -> None:
+    """docker run --rm of a short command: start, exit and removal all before the attach's pump runs."""
+    containers = _AttachContainers()
+    log_path = tmp_path / "c.log"
+    metadata = ContainerMetadata(id="e" * 64, sandbox_id="s", config=ContainerConfig(name="c", image="i"),
+                                 image_id="sha256:x", image_ref="i", created_at=1, log_path=str(log_path))
+    containers.ctx.containers.add(metadata.id, metadata, ContainerStatus(ContainerState.CREATED))
+    output = DockerAttach(containers, metadata.id).subscribe()  # type: ignore[arg-type]
+    await containers.set_state(metadata.id, ContainerState.RUNNING, started_at=time.time_ns())
+    log_path.write_bytes(encode_line(time.time_ns(), "stdout", b"out") + encode_line(time.time_ns(), "stderr", b"err"))
+    await containers.set_state(metadata.id, ContainerState.EXITED)
+    containers.exit_event(metadata.id).set()
+    removal = asyncio.ensure_future(containers.remove(metadata.id))
+    await asyncio.sleep(0)
+    assert not removal.done()  # held until the attach has the log open
+    log_path_gone = asyncio.ensure_future(_unlink_after(removal, log_path))
+    assert await _next(output) == ("stdout", b"out\n")
+    assert await _next(output) == ("stderr", b"err\n")
+    assert await _next(output) is None
+    await asyncio.wait_for(log_path_gone, 5)
+    output.close()
+
+
+async def _unlink_after(removal: asyncio.Future[None], path: Path) -> None:
+    await removal
+    path.unlink()
