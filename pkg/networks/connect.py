@@ -30,7 +30,11 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
     netns, sandbox_dir = _sandbox(service, sandbox_id)
     check_aliases(network, aliases)
     address = check_ipv4(network, ipv4) if ipv4 else ""
-    req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns))
+    # The sandbox's published ports go along: they are set up only if this network becomes eth0 (the
+    # gateway endpoint, as moby publishes them), as when Compose disconnects and reconnects a created container.
+    req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns),
+                            port_mappings=list(service.sandboxes.port_mappings(sandbox_id)
+                                               if service.sandboxes is not None else ()))
     try:
         ep = await service.manager.connect(req, NetworkAttachment(attachment_name(network), aliases, address))
     except errors.AlreadyExists:

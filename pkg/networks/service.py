@@ -28,7 +28,7 @@ from pkg.aio import CleanupStack
 from pkg.cni import config as cni_config
 from pkg.cni import defaults
 from pkg.cni.manager import NetworkManager
-from pkg.cni.model import Endpoint, NetworkAttachment
+from pkg.cni.model import Endpoint, NetworkAttachment, PortMapping
 from pkg.config import Config
 from pkg.dns.server import DNSServers, host_nameservers
 from pkg.networks import conflist, host
@@ -70,6 +70,9 @@ class SandboxLookup(Protocol):
 
     def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
         """The DNS servers the sandbox was configured with (none: the host's)."""
+
+    def port_mappings(self, sandbox_id: str) -> tuple[PortMapping, ...]:
+        """The ports the sandbox publishes (on whichever network is its eth0, the gateway endpoint)."""
 
 
 EventHook = Callable[[NetworkEvent], None]

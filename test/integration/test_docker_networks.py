@@ -281,6 +281,38 @@ def test_removal_leaves_nothing(dockerd: DaemonProcess) -> None:
     assert "leaky" not in out(dockerd, "network", "ls")
 
 
+def _get(port: int, path: str = "/hostname") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        return resp.read().decode().strip()  # type: ignore[no-any-return]
+
+
+def _host_port(d: DaemonProcess, ctr: str) -> int:
+    return int(out(d, "port", ctr, "80/tcp").splitlines()[0].rsplit(":", 1)[1])
+
+
+def test_published_ports_answer_on_user_networks(dockerd: DaemonProcess, mynet: str) -> None:
+    """Ports answer over HTTP from a user-defined network: run with -p; a container on two networks; and a
+    created container disconnected from its network and connected again before start (docker-compose 1.29
+    does this to every service container)."""
+    docker(dockerd, "network", "create", "second")
+    try:
+        one = out(dockerd, "run", "-d", "--name", "p1", "--network", mynet, "-p", "127.0.0.1::80", "busybox", *WEB)
+        two = out(dockerd, "create", "--name", "p2", "--network", mynet, "-p", "127.0.0.1::80", "busybox", *WEB)
+        docker(dockerd, "network", "connect", "second", "p2")
+        docker(dockerd, "start", "p2")
+        three = out(dockerd, "create", "--name", "p3", "--network", mynet, "-p", "127.0.0.1::80", "busybox", *WEB)
+        docker(dockerd, "network", "disconnect", mynet, "p3")
+        docker(dockerd, "network", "connect", "--alias", "web", mynet, "p3")
+        docker(dockerd, "network", "connect", "second", "p3")
+        docker(dockerd, "start", "p3")
+        for name, cid in (("p1", one), ("p2", two), ("p3", three)):
+            assert _get(_host_port(dockerd, name)) == cid[:12], name
+        assert sorted(inspect_network(dockerd, "second")["Containers"]) == sorted([two, three])
+    finally:
+        docker(dockerd, "rm", "-f", "p1", "p2", "p3", check=False)
+        docker(dockerd, "network", "rm", "second", check=False)
+
+
 def test_connect_created_stopped_and_shared_containers(dockerd: DaemonProcess, mynet: str) -> None:
     """A container's sandbox holds its network namespace from create to rm: created and stopped containers
     are connected (and disconnected) too, and keep their networks across stop/start, as Docker's do."""
