@@ -367,9 +367,10 @@ class NetworkService:
         return not network.predefined and not self._in_use(network)
 
     # ---------------- connect / disconnect (pkg.networks.connect) ----------------
-    async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "") -> EndpointView:
+    async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "",
+                      links: tuple[str, ...] = ()) -> EndpointView:
         """Join a running sandbox to a network (Docker's network connect)."""
-        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4)
+        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4, links)
 
     async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
         await connect_mod.disconnect(self, ref, sandbox_id, force)
