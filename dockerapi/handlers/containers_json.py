@@ -287,7 +287,7 @@ def summary_json(c: EngineContainer, now: float | None = None) -> Json:
             ports.append({"PrivatePort": int(port), "Type": proto})
     return {
         "Id": c.id,
-        "Names": ["/" + c.name],
+        "Names": ["/" + c.name, *c.link_names],
         "Image": c.config.image,
         "ImageID": c.image_id,
         "Command": " ".join(shlex.quote(a) if " " in a else a for a in args),

@@ -95,7 +95,8 @@ class Engine:
             raise errors.NotFound(f"No such container: {record.id}")
         _, status = found
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
-                               self.lifecycle.health.get(record.id), links.shown(record, self.registry))
+                               self.lifecycle.health.get(record.id), links.shown(record, self.registry),
+                               links.names_of(record.id, self.registry))
 
     def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
         mode = record.host_config.network_mode
@@ -279,6 +280,10 @@ class Engine:
                 continue
             removed.append(view.id)
         return removed
+
+    async def remove_link(self, path: str) -> None:
+        """DELETE /containers/<linking>/<alias>?link=1 (pkg.engine.links.remove)."""
+        await links.remove(self.registry, path)
 
     # ---------------- rename / update ----------------
     async def rename(self, ref: str, new_name: str) -> None:

@@ -9,6 +9,7 @@ the endpoint's own Links (NetworkingConfig) are names the embedded DNS resolves 
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,17 @@ def _port_key(port: str) -> tuple[int, bool]:
     return int(number), (proto or "tcp").lower() != "tcp"  # by number, tcp first (moby's nat.Sort)
 
 
+def _run_end(ports: Sequence[tuple[int, bool, str]], index: int) -> int:
+    """The last index of the run starting at ``index`` (moby's nextContiguous: each next entry may be at most
+    one more than the run's count so far, so a port listed for two protocols also continues it)."""
+    value = ports[index][0]
+    for i in range(index + 1, len(ports)):
+        if ports[i][0] > value + 1:
+            return i - 1
+        value += 1
+    return len(ports) - 1
+
+
 def link_env(link_name: str, child_ip: str, child_env: Sequence[str], exposed_ports: Sequence[str]) -> list[str]:
     """The variables a link puts in the linking container's environment (moby's links.Link.ToEnv).
 
@@ -52,9 +64,7 @@ def link_env(link_name: str, child_ip: str, child_env: Sequence[str], exposed_po
         out.append(f"{alias}_PORT={proto}://{child_ip}:{number}")
     i = 0
     while i < len(ports):  # runs of consecutive port numbers are also given as a range
-        j = i
-        while j + 1 < len(ports) and ports[j + 1][0] == ports[j][0] + 1:
-            j += 1
+        j = _run_end(ports, i)
         if j > i:
             (first, _, proto), (last, _, last_proto) = ports[i], ports[j]
             key = f"{alias}_PORT_{first}_{proto.upper()}"
@@ -161,3 +171,25 @@ def check_running(record: EngineRecord, registry: Registry, running: Callable[[s
 def append_hosts(path: Path, lines: Sequence[str]) -> None:
     with open(path, "a") as f:
         f.writelines(lines)
+
+
+def names_of(container_id: str, registry: Registry) -> tuple[str, ...]:
+    """The link names a container is also known by, "/<linking>/<alias>" (moby's ps Names lists them)."""
+    return tuple(f"/{r.name}/{link.alias}" for r in registry for link in r.links if link.container_id == container_id)
+
+
+async def remove(registry: Registry, path: str) -> None:
+    """DELETE /containers/<linking>/<alias>?link=1: drop that link and keep both containers (moby's rmLink);
+    a running container's environment and /etc/hosts stay as they were."""
+    parent_ref, _, alias = path.strip("/").rpartition("/")
+    if not parent_ref:
+        raise errors.Internal("Conflict, cannot remove the default link name of the container")
+    try:
+        parent: EngineRecord | None = registry.get(parent_ref)
+    except errors.NotFound:
+        parent = None
+    if parent is None or not any(link.alias == alias for link in parent.links):
+        raise errors.NotFound(f"No such container: {path.strip('/')}")
+    async with registry.lock(parent.id):
+        await registry.update(parent.id, lambda r: dataclasses.replace(
+            r, links=tuple(link for link in r.links if link.alias != alias)))

@@ -271,6 +271,7 @@ class EngineContainer:
     networks: tuple[NetworkInfo, ...] = ()
     health: Health | None = None  # only for a container with a health check that has run since its start
     links: tuple[str, ...] = ()  # HostConfig.Links as moby shows them: "/<linked>:/<this>/<alias>"
+    link_names: tuple[str, ...] = ()  # "/<linking>/<alias>": the names other containers' links give it
 
     @property
     def id(self) -> str:
