@@ -9,6 +9,8 @@
 Layers are built deterministically (fixed mtimes, sorted entries), so the same
 inputs give the same digests.  Output goes to an OCI image layout directory,
 or straight to a registry (``--push 127.0.0.1:5000/library/busybox:latest``).
+``--docker-media`` writes Docker schema 2 media types instead of OCI's,
+``--uncompressed`` plain tar layers instead of gzip.
 ``--filler-layers N --filler-mb M`` appends N layers of M MiB of random bytes
 (for large, multi-layer pull tests).
 
@@ -39,10 +41,12 @@ from typing import Any
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 EPOCH = 946684800  # 2000-01-01: fixed mtime for reproducible layers
@@ -80,7 +84,7 @@ class Image:
 
 
 class LayerBuilder:
-    """Accumulates tar entries and produces a gzip layer with its diff ID."""
+    """Accumulates tar entries and produces a layer (gzip or plain tar) with its diff ID."""
 
     def __init__(self) -> None:
         self._raw = io.BytesIO()
@@ -118,11 +122,11 @@ class LayerBuilder:
         info.linkname = target
         self._tar.addfile(info)
 
-    def finish(self, media_type: str) -> tuple[Blob, str]:
+    def finish(self, media_type: str, compress: bool = True) -> tuple[Blob, str]:
         self._tar.close()
         raw = self._raw.getvalue()
-        compressed = gzip.compress(raw, compresslevel=6, mtime=0)
-        return Blob(media_type, compressed), sha256(raw)
+        data = gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+        return Blob(media_type, data), sha256(raw)
 
 
 def _busybox_layer(busybox: Path) -> LayerBuilder:
@@ -164,6 +168,7 @@ def build(
     kind: str,
     *,
     docker_media: bool = False,
+    compress: bool = True,
     filler_layers: int = 0,
     filler_mb: int = 0,
     arch: str = "amd64",
@@ -171,7 +176,10 @@ def build(
     catatonit: Path = Path("/usr/bin/catatonit"),
     labels: dict[str, str] | None = None,
 ) -> Image:
-    layer_type = DOCKER_LAYER_GZIP if docker_media else OCI_LAYER_GZIP
+    if compress:
+        layer_type = DOCKER_LAYER_GZIP if docker_media else OCI_LAYER_GZIP
+    else:
+        layer_type = DOCKER_LAYER if docker_media else OCI_LAYER
     if kind == "busybox":
         builders = [_busybox_layer(busybox)]
         container_config: dict[str, Any] = {
@@ -193,7 +201,7 @@ def build(
         container_config["Labels"] = dict(labels)
     layers, diff_ids = [], []
     for builder in builders:
-        blob, diff_id = builder.finish(layer_type)
+        blob, diff_id = builder.finish(layer_type, compress)
         layers.append(blob)
         diff_ids.append(diff_id)
     config = {
@@ -325,13 +333,14 @@ def main() -> None:
     parser.add_argument("--push", metavar="HOST:PORT/REPO[:TAG]", help="push to this registry reference")
     parser.add_argument("--oci-dir", type=Path, help="write an OCI image layout here")
     parser.add_argument("--docker-media", action="store_true", help="Docker schema 2 media types instead of OCI")
+    parser.add_argument("--uncompressed", action="store_true", help="plain tar layers instead of gzip")
     parser.add_argument("--multi-arch", action="store_true", help="push an index with amd64 and arm64 entries")
     parser.add_argument("--filler-layers", type=int, default=0)
     parser.add_argument("--filler-mb", type=int, default=0)
     parser.add_argument("--username")
     parser.add_argument("--password")
     args = parser.parse_args()
-    image = build(args.kind, docker_media=args.docker_media,
+    image = build(args.kind, docker_media=args.docker_media, compress=not args.uncompressed,
                   filler_layers=args.filler_layers, filler_mb=args.filler_mb)
     if args.oci_dir:
         if args.oci_dir.exists():

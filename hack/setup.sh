@@ -12,6 +12,8 @@ DEB_PACKAGES=(
   golang-go golang-github-docker-spdystream-dev
   # Tests only: promtool checks the /metrics exposition (test/unit/test_metrics*.py, test_observability*.py).
   prometheus
+  # Tests only: Compose v1 (docker-py underneath) as a real client of the Docker API (test/integration/test_compose.py).
+  docker-compose
 )
 
 missing=()

@@ -79,7 +79,8 @@ def _network_ids(request: web.Request, names: list[str]) -> dict[str, str]:
 
 async def remove(request: web.Request) -> web.Response:
     if params.query_bool(request, "link"):
-        raise errors.InvalidArgument("legacy container links are not supported")
+        await engine(request).remove_link(request.match_info["id"])
+        return web.Response(status=204)
     await engine(request).remove(request.match_info["id"], force=params.query_bool(request, "force"),
                                  volumes=params.query_bool(request, "v"))
     return web.Response(status=204)
@@ -123,6 +124,7 @@ ROUTES = [
     ("POST", "/containers/prune", prune),
     ("GET", "/containers/{id}/json", inspect),
     ("DELETE", "/containers/{id}", remove),
+    ("DELETE", "/containers/{id:[^/]+/[^/]+}", remove),  # a link name, "<linking>/<alias>" (?link=1)
     ("POST", "/containers/{id}/rename", rename),
     ("POST", "/containers/{id}/update", update),
 ]

@@ -93,7 +93,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "GroupAdd": list(h.group_add) or None,
         "IpcMode": h.ipc_mode or "private",
         "Cgroup": "",
-        "Links": None,
+        "Links": list(c.links) or None,
         "OomScoreAdj": h.oom_score_adj,
         "PidMode": h.pid_mode,
         "Privileged": h.privileged,
@@ -200,7 +200,8 @@ def _network_json(c: EngineContainer, ids: dict[str, str] | None = None, dns_nam
         if dns_names and net.name not in ("bridge", "host", "none"):
             names = list(dict.fromkeys([c.name, *net.aliases, c.id[:12], c.config.hostname or c.id[:12]]))
         out[net.name] = {
-            "IPAMConfig": _ipam_json(c, net.name), "Links": None, "Aliases": list(net.aliases) or None,
+            "IPAMConfig": _ipam_json(c, net.name), "Links": list(net.links) or None,
+            "Aliases": list(net.aliases) or None,
             "MacAddress": net.mac, "DriverOpts": None, "NetworkID": network_id, "EndpointID": endpoint,
             "Gateway": net.gateway, "IPAddress": net.ip, "IPPrefixLen": net.prefix_len, "IPv6Gateway": "",
             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": names,
@@ -286,7 +287,7 @@ def summary_json(c: EngineContainer, now: float | None = None) -> Json:
             ports.append({"PrivatePort": int(port), "Type": proto})
     return {
         "Id": c.id,
-        "Names": ["/" + c.name],
+        "Names": ["/" + c.name, *c.link_names],
         "Image": c.config.image,
         "ImageID": c.image_id,
         "Command": " ".join(shlex.quote(a) if " " in a else a for a in args),

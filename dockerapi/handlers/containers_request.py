@@ -7,6 +7,7 @@ from typing import Any
 from dockerapi.handlers.volumes import mount_spec
 from dockerapi.params import mapping, string_list
 from pkg import errors
+from pkg.engine.links import check_links
 from pkg.engine.model import (
     ContainerSpec,
     DeviceMapping,
@@ -45,7 +46,8 @@ def container_spec(body: Json) -> ContainerSpec:
         ipam = mapping(endpoint.get("IPAMConfig"), "IPAMConfig")
         endpoints.append(EndpointSpec(name, string_list(endpoint.get("Aliases"), "Aliases"),
                                       str(ipam.get("IPv4Address") or ""), str(ipam.get("IPv6Address") or ""),
-                                      string_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs")))
+                                      string_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs"),
+                                      check_links(string_list(endpoint.get("Links"), "Links"))))
     return ContainerSpec(
         image=image,
         cmd=string_list(body.get("Cmd"), "Cmd"),
@@ -121,9 +123,10 @@ def resources(body: Json) -> Resources:
 
 
 def host_config(body: Json) -> HostConfig:
-    for key, what in (("VolumesFrom", "--volumes-from"), ("Links", "legacy --link")):
+    for key, what in (("VolumesFrom", "--volumes-from"),):
         if body.get(key):
             raise errors.NotImplementedYet(f"{what} is not supported: use named volumes or a user-defined network")
+    links = check_links(string_list(body.get("Links"), "Links"))
     binds = string_list(body.get("Binds"), "Binds")
     mounts = [mount_spec(raw) for raw in body.get("Mounts") or []]
     tmpfs = {str(k): str(v or "") for k, v in mapping(body.get("Tmpfs"), "Tmpfs").items()}
@@ -176,6 +179,7 @@ def host_config(body: Json) -> HostConfig:
         device_cgroup_rules=_cgroup_rules(body.get("DeviceCgroupRules")),
         isolation=_isolation(body.get("Isolation")),
         volume_driver=str(body.get("VolumeDriver") or ""),
+        links=links,
     )
 
 

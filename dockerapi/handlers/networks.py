@@ -9,6 +9,7 @@ from dockerapi import filters as docker_filters
 from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
 from pkg import errors
+from pkg.engine.links import check_links
 from pkg.networks.model import (
     BRIDGE,
     HOST,
@@ -195,7 +196,8 @@ async def connect_network(request: web.Request) -> web.Response:
     if ipam.get("IPv6Address"):
         raise errors.InvalidArgument("IPv6 addresses are not supported")
     ipv4 = str(ipam.get("IPv4Address") or "")
-    await service.connect(network.id, sandbox_id, tuple(dict.fromkeys(aliases)), ipv4)
+    links = check_links(params.string_list(config.get("Links"), "Links"))
+    await service.connect(network.id, sandbox_id, tuple(dict.fromkeys(aliases)), ipv4, links)
     return web.Response(status=200)
 
 

@@ -40,6 +40,7 @@ class Attachment:
     result: dict[str, Any] | None = field(default=None, repr=False)  # null while ADD is in flight
     network: str = ""  # the network as the caller named it (Docker's name; "" = the default network)
     aliases: tuple[str, ...] = ()  # DNS names on that network besides the container's own
+    links: tuple[str, ...] = ()  # Docker's endpoint Links ("name:alias"), resolved by this sandbox only
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class Attachment:
             "result": self.result,
             "network": self.network,
             "aliases": list(self.aliases),
+            "links": list(self.links),
         }
 
     @classmethod
@@ -69,6 +71,7 @@ class Attachment:
             result=data.get("result"),
             network=str(data.get("network") or ""),
             aliases=tuple(str(a) for a in data.get("aliases") or ()),
+            links=tuple(str(a) for a in data.get("links") or ()),
         )
 
 

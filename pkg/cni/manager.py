@@ -222,7 +222,7 @@ class NetworkManager:
             return []
         if len(set(names)) != len(names):
             raise errors.InvalidArgument(f"a sandbox joins each network once: {', '.join(names)}")
-        return [NetworkAttachment("", a.aliases, a.ipv4) if a.network == DEFAULT_NETWORK else a
+        return [NetworkAttachment("", a.aliases, a.ipv4, a.links) if a.network == DEFAULT_NETWORK else a
                 for a in req.networks]
 
     async def _config_for(self, network: str, primary: bool) -> NetworkConfigList:
@@ -248,7 +248,7 @@ class NetworkManager:
         att = Attachment(
             sandbox_id=req.sandbox_id, network_name=net.name, ifname=ifname, netns=str(req.netns_path),
             cni_args=self.cni_args(req), config=net.raw, runtime_config=runtime_config,
-            network=want.network, aliases=tuple(want.aliases),
+            network=want.network, aliases=tuple(want.aliases), links=tuple(want.links),
         )
         progress: list[dict[str, Any]] = []
         inv = Invocation("ADD", req.sandbox_id, str(req.netns_path), ifname, att.cni_args)
@@ -342,7 +342,7 @@ class NetworkManager:
                 taken = set(await self.cache.ifnames(req.sandbox_id))
                 ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
                 async with CleanupStack(timeout=self.cfg.cni_timeout * 5) as cleanup:
-                    att = await self._attach(req, NetworkAttachment(network, want.aliases, want.ipv4), ifname,
+                    att = await self._attach(req, dataclasses.replace(want, network=network), ifname,
                                              cleanup)
                     cleanup.add(f"restore the endpoints of {req.sandbox_id}",
                                 lambda: self._notify(req.sandbox_id, req.netns_path, existing))

@@ -20,6 +20,7 @@ class NetworkAttachment:
     network: str  # the network's name as the Docker domain knows it ("bridge" = the default network)
     aliases: tuple[str, ...] = ()  # extra DNS names on that network
     ipv4: str = ""  # requested address, if any
+    links: tuple[str, ...] = ()  # Docker's endpoint Links ("name:alias"): names only this sandbox resolves
 
 
 @dataclass(frozen=True)
@@ -68,5 +69,6 @@ class Endpoint:
     ipv6: str = ""
     ipv6_prefix_len: int = 0
     aliases: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()  # as NetworkAttachment.links
     pod_name: str = ""  # the pod's identity as the runtime gave it at ADD (PodNetworkRequest)
     pod_uid: str = ""

@@ -49,7 +49,7 @@ def endpoint(att: Attachment) -> Endpoint:
         ip=status.ip if first.version == 4 else "", prefix_len=first.network.prefixlen if first.version == 4 else 0,
         mac=status.mac, gateway=status.gateway if first.version == 4 else "",
         ipv6=str(v6.ip) if v6 else "", ipv6_prefix_len=v6.network.prefixlen if v6 else 0, aliases=att.aliases,
-        pod_name=args.get("K8S_POD_NAME", ""), pod_uid=args.get("K8S_POD_UID", ""),
+        links=att.links, pod_name=args.get("K8S_POD_NAME", ""), pod_uid=args.get("K8S_POD_UID", ""),
     )
 
 

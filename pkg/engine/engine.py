@@ -24,7 +24,7 @@ from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
-from pkg.engine import groups, mounts, names, recover, translate
+from pkg.engine import groups, links, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
@@ -95,7 +95,8 @@ class Engine:
             raise errors.NotFound(f"No such container: {record.id}")
         _, status = found
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
-                               self.lifecycle.health.get(record.id))
+                               self.lifecycle.health.get(record.id), links.shown(record, self.registry),
+                               links.names_of(record.id, self.registry))
 
     def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
         mode = record.host_config.network_mode
@@ -106,8 +107,8 @@ class Engine:
         sandbox = self.ctx.sandboxes.find(record.sandbox_id)
         if with_ip and sandbox is not None and mode not in ("host", "none"):
             ip = sandbox[1].ip
-        aliases = next((e.aliases for e in record.config.endpoints if e.network == name), ())
-        return (NetworkInfo(name=name, ip=ip, aliases=aliases),)
+        spec = next((e for e in record.config.endpoints if e.network == name), None)
+        return (NetworkInfo(name=name, ip=ip, aliases=spec.aliases if spec else (), links=spec.links if spec else ()),)
 
     async def inspect(self, ref: str) -> EngineContainer:
         """``get`` with every network endpoint as the network manager has it (IP, prefix, gateway, MAC)."""
@@ -119,7 +120,7 @@ class Engine:
         if not endpoints:
             return view
         networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len, gateway=e.gateway,
-                                     mac=e.mac, aliases=e.aliases) for e in endpoints)
+                                     mac=e.mac, aliases=e.aliases, links=e.links) for e in endpoints)
         return dataclasses.replace(view, networks=networks)
 
     async def sizes(self, view: EngineContainer) -> tuple[int, int]:
@@ -178,11 +179,12 @@ class Engine:
                 target = self.registry.get(target.host_config.network_mode.partition(":")[2])
             sandbox_id, owns_sandbox = target.sandbox_id, False
             host = dataclasses.replace(host, network_mode=f"container:{target.id}")  # as moby stores it
+        linked = links.plan(self.registry, self._sandbox_ip, host, name)
         record = EngineRecord(
             id=container_id, name=name, sandbox_id=sandbox_id, owns_sandbox=owns_sandbox, image_id=image.id,
             created=time.time_ns(), config=spec, host_config=host,
             port_bindings=translate.resolve_ports(spec, host) if owns_sandbox and mode != "host" else (),
-            log_path=str(self.store.dir(container_id) / LOG_FILE),
+            log_path=str(self.store.dir(container_id) / LOG_FILE), links=linked.links,
         )
         async with CleanupStack() as cleanup:
             cleanup.add("remove engine dir", lambda: self.store.delete(container_id))
@@ -197,8 +199,11 @@ class Engine:
                 record = dataclasses.replace(record, sandbox_id=sandbox_id)
                 if host.extra_hosts:
                     await asyncio.to_thread(_add_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts", host.extra_hosts)
+                if linked.hosts:
+                    await asyncio.to_thread(links.append_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts",
+                                            linked.hosts)
             config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts),
-                                                gids)
+                                                gids, linked.env)
             await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
                                          container_id=container_id)
             cleanup.add("remove container", lambda: self.containers.remove(container_id))
@@ -276,6 +281,10 @@ class Engine:
             removed.append(view.id)
         return removed
 
+    async def remove_link(self, path: str) -> None:
+        """DELETE /containers/<linking>/<alias>?link=1 (pkg.engine.links.remove)."""
+        await links.remove(self.registry, path)
+
     # ---------------- rename / update ----------------
     async def rename(self, ref: str, new_name: str) -> None:
         container_id = self.registry.resolve(ref)
@@ -344,11 +353,20 @@ class Engine:
                 # Its namespaces went away under it (a host reboot wipes them); the core cannot re-home a container.
                 raise errors.FailedPrecondition(f"the network sandbox of container {view.id[:12]} is gone (host "
                                                 "rebooted?): remove the container and create it again")
+            links.check_running(view.record, self.registry, self._running)
             return await self.lifecycle.start(view.id)
         except errors.NarwhalError:
             if view.host_config.auto_remove:  # as moby: a container that cannot start is not kept either
                 await self._auto_remove(view.id)
             raise
+
+    def _sandbox_ip(self, sandbox_id: str) -> str:
+        found = self.ctx.sandboxes.find(sandbox_id)
+        return found[1].ip if found is not None else ""
+
+    def _running(self, container_id: str) -> bool:
+        found = self.ctx.containers.find(container_id)
+        return found is not None and found[1].state == ContainerState.RUNNING
 
     def _sandbox_owner(self, sandbox_id: str) -> str | None:
         return next((r.id for r in self.registry if r.sandbox_id == sandbox_id and r.owns_sandbox), None)
@@ -398,6 +416,7 @@ def _validate_host_config(host: HostConfig) -> None:
         raise errors.InvalidArgument("invalid container format container:<name|id>")
     if (mode == "host" or mode.startswith("container:")) and host.port_bindings:
         raise errors.InvalidArgument("conflicting options: port publishing and the container type network mode")
+    links.check_mode(host)
 
 
 def _merge_resources(current: Resources, update: Resources) -> Resources:

@@ -80,6 +80,7 @@ class EndpointSpec:
     ipv4_address: str = ""
     ipv6_address: str = ""  # echoed in inspect's IPAMConfig only (IPv6 networks are refused)
     link_local_ips: tuple[str, ...] = ()  # echoed in inspect's IPAMConfig only
+    links: tuple[str, ...] = ()  # endpoint Links ("name:alias"): DNS names for this container only
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class HostConfig:
     group_add: tuple[str, ...] = ()  # supplementary groups, as given (numbers only for now)
     isolation: str = ""  # only "" or "default" on Linux: echoed
     volume_driver: str = ""  # the default driver of the container's volumes: echoed (only "local" exists)
+    links: tuple[str, ...] = ()  # legacy --link "name[:alias]", as given (pkg.engine.links)
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,14 @@ class EngineState:
 
 
 @dataclass(frozen=True)
+class LegacyLink:
+    """A default-bridge --link (pkg.engine.links): the linked container, by ID, and its alias here."""
+
+    container_id: str
+    alias: str
+
+
+@dataclass(frozen=True)
 class EngineRecord:
     """Everything the engine persists about one Docker container."""
 
@@ -222,6 +232,7 @@ class EngineRecord:
     port_bindings: tuple[PortBinding, ...] = ()  # resolved: ephemeral host ports filled in
     log_path: str = ""
     mount_points: tuple[MountPoint, ...] = ()  # every mount as resolved at create (inspect's Mounts)
+    links: tuple[LegacyLink, ...] = ()  # default-bridge links, resolved at create
     state: EngineState = field(default_factory=EngineState)
     version: int = RECORD_VERSION
 
@@ -248,6 +259,7 @@ class NetworkInfo:
     gateway: str = ""
     mac: str = ""
     aliases: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()  # the endpoint's Links ("name:alias")
 
 
 @dataclass(frozen=True)
@@ -258,6 +270,8 @@ class EngineContainer:
     core: ContainerStatus
     networks: tuple[NetworkInfo, ...] = ()
     health: Health | None = None  # only for a container with a health check that has run since its start
+    links: tuple[str, ...] = ()  # HostConfig.Links as moby shows them: "/<linked>:/<this>/<alias>"
+    link_names: tuple[str, ...] = ()  # "/<linking>/<alias>": the names other containers' links give it
 
     @property
     def id(self) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
+from pkg.engine.links import merge_env
 from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig, PortBinding
 from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
@@ -109,10 +110,11 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     if mode not in ("bridge", "default", "host", "none"):
         # The NetworkMode network first (eth0, the default route), then any other EndpointsConfig entry
         # (API 1.44+ creates a container on several networks at once).
-        aliases = next((e.aliases for e in spec.endpoints if e.network == mode), ())
-        ipv4 = next((e.ipv4_address for e in spec.endpoints if e.network == mode), "")
-        networks = (NetworkAttachment(mode, aliases, ipv4),) + tuple(
-            NetworkAttachment(e.network, e.aliases, e.ipv4_address) for e in spec.endpoints if e.network != mode)
+        own = next((e for e in spec.endpoints if e.network == mode), None)
+        networks = (NetworkAttachment(mode, own.aliases, own.ipv4_address, own.links) if own is not None
+                    else NetworkAttachment(mode),) + tuple(
+            NetworkAttachment(e.network, e.aliases, e.ipv4_address, e.links) for e in spec.endpoints
+            if e.network != mode)
     dns = None
     if host.dns or host.dns_search or host.dns_options:
         dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))
@@ -141,9 +143,10 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
 
 
 def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
-                     groups: Sequence[int] = ()) -> ContainerConfig:
+                     groups: Sequence[int] = (), link_env: Sequence[str] = ()) -> ContainerConfig:
     """``mounts``: the container's binds, volumes and tmpfs, resolved (pkg.engine.mounts); ``groups``: its
-    GroupAdd as gids (pkg.engine.groups)."""
+    GroupAdd as gids (pkg.engine.groups); ``link_env``: its legacy links' variables (pkg.engine.links), which
+    its own Env overrides and inspect does not show."""
     spec, host = record.config, record.host_config
     command = argv(spec)
     mounts = list(mounts)
@@ -158,7 +161,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
         image=record.image_id,
         command=command,
         working_dir=spec.working_dir,
-        envs=[(e.split("=", 1)[0], e.split("=", 1)[1] if "=" in e else "") for e in spec.env],
+        envs=[(e.split("=", 1)[0], e.split("=", 1)[1] if "=" in e else "") for e in merge_env(link_env, spec.env)],
         mounts=mounts,
         devices=[Device(d.path_in_container or d.path_on_host, d.path_on_host, d.cgroup_permissions or "rwm")
                  for d in host.devices] + [Device("", "", cgroup_rule=rule) for rule in host.device_cgroup_rules],

@@ -204,5 +204,13 @@ def parse_config(data: bytes) -> ParsedConfig:
                         str(doc.get("variant") or ""))
 
 
+_DOCKER_LAYER_OF = {OCI_LAYER: DOCKER_LAYER, OCI_LAYER_GZIP: DOCKER_LAYER_GZIP}
+
+
+def docker_layer_type(media_type: str) -> str:
+    """The Docker schema 2 name of an OCI layer type (tar, tar+gzip); others are returned unchanged."""
+    return _DOCKER_LAYER_OF.get(media_type, media_type)
+
+
 def is_gzip_layer(media_type: str) -> bool:
     return media_type.endswith("gzip")

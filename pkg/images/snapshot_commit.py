@@ -2,7 +2,11 @@
 
 containerd's diff service compares a read-only view of the parent chain with
 the container's snapshot and writes the difference as a gzip layer into the
-content store (labelled with its uncompressed digest).  The new config is the
+content store (labelled with its uncompressed digest).  containerd 1.6's
+differ writes only OCI layer types, so the diff is asked for as an OCI gzip
+layer and, when the parent's manifest is Docker schema 2, described with
+Docker's gzip layer type (the bytes are the same; a manifest keeps one family
+of media types, as moby's and containerd's commits do).  The new config is the
 parent's with the given runtime config, one more diff ID and one more history
 step; the manifest is the parent's layers plus the new one.  The layer is
 then unpacked like a pulled one, so containers can start from the new image
@@ -97,8 +101,9 @@ class SnapshotCommitter:
             raise errors.InvalidArgument(f"image {parent.id}: config is not a JSON object")
         base = Base(base_doc, list(resolved.parsed.layers), list(parent.diff_ids), docker_media)
         async with lease(self._client, "commit") as lease_id:
-            layer_type = media.DOCKER_LAYER_GZIP if docker_media else media.OCI_LAYER_GZIP
-            layer, diff_id = await self._diff(req.snapshot_key, parent.chain_id, layer_type, lease_id)
+            layer, diff_id = await self._diff(req.snapshot_key, parent.chain_id, media.OCI_LAYER_GZIP, lease_id)
+            if docker_media:
+                layer = Descriptor(media.docker_layer_type(layer.media_type), layer.digest, layer.size)
             return await self.write_image(base, layer, diff_id, lease_id, config=req.config, author=req.author,
                                           comment=req.comment, created_by=req.created_by, names=req.names,
                                           parent_id=parent.id)

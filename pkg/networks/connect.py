@@ -20,7 +20,7 @@ DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
 
 
 async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (),
-                  ipv4: str = "") -> EndpointView:
+                  ipv4: str = "", links: tuple[str, ...] = ()) -> EndpointView:
     network = service.get(ref)
     owner = service.owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
     if network.name in (HOST, NONE):
@@ -30,9 +30,13 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
     netns, sandbox_dir = _sandbox(service, sandbox_id)
     check_aliases(network, aliases)
     address = check_ipv4(network, ipv4) if ipv4 else ""
-    req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns))
+    # The sandbox's published ports go along: they are set up only if this network becomes eth0 (the
+    # gateway endpoint, as moby publishes them), as when Compose disconnects and reconnects a created container.
+    req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns),
+                            port_mappings=list(service.sandboxes.port_mappings(sandbox_id)
+                                               if service.sandboxes is not None else ()))
     try:
-        ep = await service.manager.connect(req, NetworkAttachment(attachment_name(network), aliases, address))
+        ep = await service.manager.connect(req, NetworkAttachment(attachment_name(network), aliases, address, links))
     except errors.AlreadyExists:
         raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
                                       f"{network.name}") from None
@@ -96,7 +100,7 @@ def check_attachment(service: NetworkService, att: NetworkAttachment) -> Network
     network = service.get(att.network)
     check_aliases(network, att.aliases)
     address = check_ipv4(network, att.ipv4) if att.ipv4 else ""
-    return NetworkAttachment(network.name, att.aliases, address)
+    return NetworkAttachment(network.name, att.aliases, address, att.links)
 
 
 def check_aliases(network: Network, aliases: tuple[str, ...]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pkg import errors
-from pkg.cni.model import Endpoint
+from pkg.cni.model import Endpoint, PortMapping
 from pkg.networks.model import Owner
 from pkg.runtime.sandboxes import SandboxService
 
@@ -58,3 +58,7 @@ class DockerSandboxes:
         found = self.sandboxes.ctx.sandboxes.find(sandbox_id)
         dns = found[0].config.dns if found is not None else None
         return tuple(dns.servers) if dns is not None else ()
+
+    def port_mappings(self, sandbox_id: str) -> tuple[PortMapping, ...]:
+        found = self.sandboxes.ctx.sandboxes.find(sandbox_id)
+        return tuple(found[0].config.port_mappings) if found is not None else ()

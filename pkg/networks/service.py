@@ -28,7 +28,7 @@ from pkg.aio import CleanupStack
 from pkg.cni import config as cni_config
 from pkg.cni import defaults
 from pkg.cni.manager import NetworkManager
-from pkg.cni.model import Endpoint, NetworkAttachment
+from pkg.cni.model import Endpoint, NetworkAttachment, PortMapping
 from pkg.config import Config
 from pkg.dns.server import DNSServers, host_nameservers
 from pkg.networks import conflist, host
@@ -70,6 +70,9 @@ class SandboxLookup(Protocol):
 
     def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
         """The DNS servers the sandbox was configured with (none: the host's)."""
+
+    def port_mappings(self, sandbox_id: str) -> tuple[PortMapping, ...]:
+        """The ports the sandbox publishes (on whichever network is its eth0, the gateway endpoint)."""
 
 
 EventHook = Callable[[NetworkEvent], None]
@@ -364,9 +367,10 @@ class NetworkService:
         return not network.predefined and not self._in_use(network)
 
     # ---------------- connect / disconnect (pkg.networks.connect) ----------------
-    async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "") -> EndpointView:
+    async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "",
+                      links: tuple[str, ...] = ()) -> EndpointView:
         """Join a running sandbox to a network (Docker's network connect)."""
-        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4)
+        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4, links)
 
     async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
         await connect_mod.disconnect(self, ref, sandbox_id, force)

@@ -41,6 +41,10 @@ def out(d: DaemonProcess, *args: str) -> str:
     return docker(d, *args).stdout.strip()
 
 
+def inspect(d: DaemonProcess, ref: str) -> dict[str, Any]:
+    return json.loads(out(d, "inspect", "--type", "container", ref))[0]  # type: ignore[no-any-return]
+
+
 def inspect_network(d: DaemonProcess, ref: str) -> dict[str, Any]:
     return json.loads(out(d, "network", "inspect", ref))[0]  # type: ignore[no-any-return]
 
@@ -279,6 +283,83 @@ def test_removal_leaves_nothing(dockerd: DaemonProcess) -> None:
     left.pop("cgroups", None)  # the CRI side's empty parents are not ours to judge here
     assert left == {}
     assert "leaky" not in out(dockerd, "network", "ls")
+
+
+def _get(port: int, path: str = "/hostname") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        return resp.read().decode().strip()  # type: ignore[no-any-return]
+
+
+def _host_port(d: DaemonProcess, ctr: str) -> int:
+    return int(out(d, "port", ctr, "80/tcp").splitlines()[0].rsplit(":", 1)[1])
+
+
+def test_published_ports_answer_on_user_networks(dockerd: DaemonProcess, mynet: str) -> None:
+    """Ports answer over HTTP from a user-defined network: run with -p; a container on two networks; and a
+    created container disconnected from its network and connected again before start (docker-compose 1.29
+    does this to every service container)."""
+    docker(dockerd, "network", "create", "second")
+    try:
+        one = out(dockerd, "run", "-d", "--name", "p1", "--network", mynet, "-p", "127.0.0.1::80", "busybox", *WEB)
+        two = out(dockerd, "create", "--name", "p2", "--network", mynet, "-p", "127.0.0.1::80", "busybox", *WEB)
+        docker(dockerd, "network", "connect", "second", "p2")
+        docker(dockerd, "start", "p2")
+        three = out(dockerd, "create", "--name", "p3", "--network", mynet, "-p", "127.0.0.1::80", "busybox", *WEB)
+        docker(dockerd, "network", "disconnect", mynet, "p3")
+        docker(dockerd, "network", "connect", "--alias", "web", mynet, "p3")
+        docker(dockerd, "network", "connect", "second", "p3")
+        docker(dockerd, "start", "p3")
+        for name, cid in (("p1", one), ("p2", two), ("p3", three)):
+            assert _get(_host_port(dockerd, name)) == cid[:12], name
+        assert sorted(inspect_network(dockerd, "second")["Containers"]) == sorted([two, three])
+    finally:
+        docker(dockerd, "rm", "-f", "p1", "p2", "p3", check=False)
+        docker(dockerd, "network", "rm", "second", check=False)
+
+
+def test_legacy_links(dockerd: DaemonProcess, mynet: str) -> None:
+    """--link on the default bridge: hosts entries, moby's variables, inspect's Links, ps's link names, a start
+    refused while the linked container is stopped, link removal; on a user network: a DNS name for the
+    linking container only, shown as the endpoint's Links."""
+    try:
+        db = out(dockerd, "run", "-d", "--name", "ldb", "-e", "SECRET=s3", "--expose", "5432", "busybox", *WEB)
+        proc = docker(dockerd, "run", "--name", "lme", "--link", "ldb:data", "busybox", "sh", "-c",
+                      "env; cat /etc/hosts; wget -q -O - http://data/hostname")
+        ip = inspect_network(dockerd, "bridge")["Containers"][db]["IPv4Address"].split("/")[0]
+        lines = proc.stdout.splitlines()
+        assert {f"DATA_PORT=tcp://{ip}:5432", f"DATA_PORT_5432_TCP=tcp://{ip}:5432", f"DATA_PORT_5432_TCP_ADDR={ip}",
+                "DATA_NAME=/lme/data", "DATA_ENV_SECRET=s3"} <= set(lines)
+        assert f"{ip}\tdata {db[:12]} ldb" in lines and lines[-1] == db[:12]
+        me = inspect(dockerd, "lme")
+        assert me["HostConfig"]["Links"] == ["/ldb:/lme/data"]
+        assert not any(e.startswith("DATA_") for e in me["Config"]["Env"])  # not in Config.Env, as moby
+        names = docker(dockerd, "ps", "-a", "--no-trunc", "--filter", f"id={db}", "--format", "{{.Names}}").stdout
+        assert set(names.strip().split(",")) == {"ldb", "lme/data"}
+        docker(dockerd, "stop", "ldb")
+        refused = docker(dockerd, "start", "lme", check=False)
+        assert "Cannot link to a non running container: /ldb AS /lme/data" in refused.stderr
+        docker(dockerd, "rm", "--link", "lme/data")
+        assert inspect(dockerd, "lme")["HostConfig"]["Links"] is None
+        assert out(dockerd, "ps", "-aq", "--no-trunc", "--filter", f"id={db}") == db  # both containers stay
+        for args, message in ((["--link", "nothere:x"], "could not get container for nothere: No such container"),
+                              (["--network", "host", "--link", "ldb"], "host type networking can't be used with "
+                                                                       "links"),
+                              (["--link", "a:b:c"], "bad format for links: a:b:c")):
+            bad = docker(dockerd, "create", *args, "busybox", check=False)
+            assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+
+        # A user network: the alias is a name in the linking container's DNS only.
+        udb = out(dockerd, "run", "-d", "--name", "udb", "--network", mynet, "busybox", *WEB)
+        out(dockerd, "run", "-d", "--name", "ume", "--network", mynet, "--link", "udb:store", "busybox", "sleep", "300")
+        assert out(dockerd, "exec", "ume", "wget", "-q", "-O", "-", "http://store/hostname") == udb[:12]
+        assert out(dockerd, "exec", "ume", "sh", "-c", "env | grep -c ^STORE_ || true") == "0"
+        other = docker(dockerd, "run", "--rm", "--network", mynet, "busybox", "nslookup", "store", check=False)
+        assert other.returncode != 0
+        ume = inspect(dockerd, "ume")
+        assert ume["NetworkSettings"]["Networks"][mynet]["Links"] == ["udb:store"]
+        assert ume["HostConfig"]["Links"] is None
+    finally:
+        docker(dockerd, "rm", "-f", "lme", "ldb", "ume", "udb", check=False)
 
 
 def test_connect_created_stopped_and_shared_containers(dockerd: DaemonProcess, mynet: str) -> None:

@@ -143,3 +143,18 @@ def test_pull_bad_input(daemon: DaemonProcess, registry: Registry) -> None:
         if code == grpc.StatusCode.NOT_FOUND:
             assert "unknown" in err.value.details()  # the registry's own message
     assert images.leases(daemon) == set() and images.snapshots(daemon) == set()
+
+
+@pytest.mark.parametrize("kind", list(images.IMAGE_KINDS))
+def test_cri_pull_of_every_image_kind(daemon: DaemonProcess, registry: Registry, kind: str) -> None:
+    """CRI pulls OCI and Docker schema 2 images with gzip or plain tar layers alike (the Docker paths:
+    test_docker_image_kinds.py): unpacked, listed with their digest, removed without a trace."""
+    built = images.push_kind(registry.host, f"kinds/{kind}", kind)
+    ref = f"{registry.host}/kinds/{kind}:latest"
+    assert pull(daemon, ref) == built.config.digest
+    assert built.diff_ids[0] in images.snapshots(daemon)
+    img = status(daemon, ref).image
+    assert list(img.repo_digests) == [f"{registry.host}/kinds/{kind}@{built.manifest.digest}"]
+    assert img.size > 0
+    daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec(ref)), timeout=60)
+    assert images.content(daemon) == set() and images.snapshots(daemon) == set()

@@ -60,3 +60,22 @@ def with_user(image: mkimage.Image, user: str) -> mkimage.Image:
 
 def push_built(registry_host: str, repo: str, tag: str, image: mkimage.Image) -> str:
     return mkimage.RegistryClient(registry_host).push_image(repo, tag, image)
+
+
+# The image kinds every image path is tested with: OCI and Docker schema 2 media types, gzip and plain tar
+# layers.  Each gets its own label, so the four have four configs (four image IDs) and none is found as another.
+IMAGE_KINDS: dict[str, dict[str, object]] = {
+    "oci-gzip": {},
+    "oci-tar": {"compress": False},
+    "v2s2-gzip": {"docker_media": True},
+    "v2s2-tar": {"docker_media": True, "compress": False},
+}
+
+
+def push_kind(registry_host: str, repo: str, kind: str, tag: str = "latest") -> mkimage.Image:
+    """A busybox image of one of IMAGE_KINDS pushed as ``registry_host/repo:tag``."""
+    return push(registry_host, repo, tag, labels={"narwhal.test.kind": kind}, **IMAGE_KINDS[kind])
+
+
+def is_docker_media(media_type: str) -> bool:
+    return media_type.startswith("application/vnd.docker.")

@@ -222,9 +222,12 @@ def test_create_body_parsing() -> None:
             mounts.specs(creq.host_config(bad))
     with pytest.raises(errors.InvalidArgument):
         creq.container_spec({"Cmd": ["x"]})
-    for unsupported in ({"VolumesFrom": ["other"]}, {"Links": ["db:db"]}):
+    for unsupported in ({"VolumesFrom": ["other"]},):
         with pytest.raises(errors.NotImplementedYet, match="not supported"):
             creq.host_config(unsupported)
+    assert creq.host_config({"Links": ["db:alias", "/cache"]}).links == ("db:alias", "/cache")
+    with pytest.raises(errors.InvalidArgument, match="bad format for links: a:b:c"):
+        creq.host_config({"Links": ["a:b:c"]})
 
 
 def test_inspect_and_summary_shapes() -> None:
