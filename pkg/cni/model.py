@@ -20,6 +20,8 @@ class NetworkAttachment:
     network: str  # the network's name as the Docker domain knows it ("bridge" = the default network)
     aliases: tuple[str, ...] = ()  # extra DNS names on that network
     ipv4: str = ""  # requested address, if any
+    mac: str = ""  # requested MAC address of this interface (the tuning plugin's "mac" capability), if any
+    ipv6: str = ""  # requested IPv6 address, if any
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pkg.engine import groups, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
+    EndpointSpec,
     EngineContainer,
     EngineRecord,
     HostConfig,
@@ -113,14 +114,32 @@ class Engine:
         """``get`` with every network endpoint as the network manager has it (IP, prefix, gateway, MAC)."""
         view = self.get(ref)
         mode = view.host_config.network_mode
-        if not view.running or self._endpoints is None or mode in ("host", "none") or mode.startswith("container:"):
+        if self._endpoints is None or mode in ("host", "none") or mode.startswith("container:"):
             return view
         endpoints = await self._endpoints(view.sandbox_id)
         if not endpoints:
             return view
-        networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len, gateway=e.gateway,
-                                     mac=e.mac, aliases=e.aliases) for e in endpoints)
+        if not view.running:  # moby: the networks a stopped container is on, with what was asked, no addresses
+            asked = {e.network: e.mac_address for e in view.config.endpoints}
+            networks = tuple(NetworkInfo(name=e.network or "bridge", mac=asked.get(e.network or "bridge", ""),
+                                         aliases=e.aliases) for e in endpoints)
+        else:
+            networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len,
+                                         gateway=e.gateway, mac=e.mac, aliases=e.aliases, ipv6=e.ipv6,
+                                         ipv6_prefix_len=e.ipv6_prefix_len) for e in endpoints)
         return dataclasses.replace(view, networks=networks)
+
+    async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
+        """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
+        aliases, MAC, DriverOpts, shown by inspect), or forget it (``None``: disconnect)."""
+        container_id = self.registry.resolve(ref)
+
+        def change(record: EngineRecord) -> EngineRecord:
+            kept = tuple(e for e in record.config.endpoints if e.network != network)
+            return dataclasses.replace(record, config=dataclasses.replace(
+                record.config, endpoints=kept + ((spec,) if spec is not None else ())))
+
+        await self.registry.update(container_id, change)
 
     async def sizes(self, view: EngineContainer) -> tuple[int, int]:
         """(SizeRw, SizeRootFs): the container's own layer, and that plus its image."""
@@ -145,6 +164,10 @@ class Engine:
     async def create(self, spec: ContainerSpec, host: HostConfig, name: str = "") -> str:
         """A new (created, not started) Docker container; returns its ID."""
         _validate_host_config(host)
+        if host.uts_mode == "host" and spec.hostname:
+            raise errors.InvalidArgument("conflicting options: hostname and the UTS mode")
+        if not host.cgroupns_mode:  # moby stores the daemon's default: private on cgroup v2, host on v1
+            host = dataclasses.replace(host, cgroupns_mode="private" if CgroupFacts.probe().v2 else "host")
         container_id = secrets.token_hex(32)
         name = names.validate(name) if name else self._random_name()
         self.registry.reserve_name(name, container_id)
@@ -170,6 +193,9 @@ class Engine:
         translate.argv(spec)
         gids = await groups.group_ids(self.client, image, host.group_add)
         requested = mounts.specs(host)
+        for entry in host.volumes_from:  # moby: the container's own mounts win over inherited ones
+            source, read_write = mounts.parse_volumes_from(entry)
+            requested += mounts.inherited(requested, self.registry.get(source).mount_points, read_write)
         sandbox_id, owns_sandbox = "", True
         mode = host.network_mode
         if mode.startswith("container:"):
@@ -391,6 +417,10 @@ def _validate_host_config(host: HostConfig) -> None:
             "invalid restart policy: maximum retry count can only be used with 'on-failure'")
     if host.pid_mode not in ("", "host"):
         raise errors.NotImplementedYet(f"PID mode {host.pid_mode!r} is not supported (only host or the default)")
+    if host.cgroupns_mode not in ("", "private", "host"):
+        raise errors.InvalidArgument(f"invalid cgroup namespace mode: {host.cgroupns_mode}")
+    if host.uts_mode not in ("", "host"):
+        raise errors.InvalidArgument(f"invalid UTS mode: {host.uts_mode}")
     if host.ipc_mode not in ("", "private", "shareable", "host"):
         raise errors.NotImplementedYet(f"IPC mode {host.ipc_mode!r} is not supported (host, private, shareable)")
     mode = host.network_mode

@@ -78,8 +78,10 @@ class EndpointSpec:
     network: str
     aliases: tuple[str, ...] = ()
     ipv4_address: str = ""
-    ipv6_address: str = ""  # echoed in inspect's IPAMConfig only (IPv6 networks are refused)
+    ipv6_address: str = ""
     link_local_ips: tuple[str, ...] = ()  # echoed in inspect's IPAMConfig only
+    mac_address: str = ""  # the interface's MAC address (the tuning plugin sets it)
+    driver_opts: dict[str, str] = field(default_factory=dict)  # echoed in inspect (the bridge driver reads none)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class HostConfig:
     group_add: tuple[str, ...] = ()  # supplementary groups, as given (numbers only for now)
     isolation: str = ""  # only "" or "default" on Linux: echoed
     volume_driver: str = ""  # the default driver of the container's volumes: echoed (only "local" exists)
+    cgroupns_mode: str = ""  # "private" or "host"; "" is resolved at create to the daemon's default
+    uts_mode: str = ""  # "" (own) or "host"
+    volumes_from: tuple[str, ...] = ()  # "<container>[:ro|:rw]", as given
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,9 @@ class NetworkInfo:
     gateway: str = ""
     mac: str = ""
     aliases: tuple[str, ...] = ()
+    ipv6: str = ""
+    ipv6_prefix_len: int = 0
+    ipv6_gateway: str = ""
 
 
 @dataclass(frozen=True)

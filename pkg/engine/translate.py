@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
-from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig, PortBinding
+from pkg.engine.model import ContainerSpec, EndpointSpec, EngineRecord, HostConfig, PortBinding
 from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
@@ -106,17 +106,22 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     mode = host.network_mode
     network = NamespaceMode.NODE if mode == "host" else NamespaceMode.POD
     networks: tuple[NetworkAttachment, ...] = ()
+    primary = "bridge" if mode == "default" else mode
+    own = next((e for e in spec.endpoints if e.network == primary), EndpointSpec(primary))
+    # Config.MacAddress (deprecated in API 1.44) is the NetworkMode endpoint's MAC, as moby migrates it.
+    mac = own.mac_address or spec.mac_address
     if mode not in ("bridge", "default", "host", "none"):
         # The NetworkMode network first (eth0, the default route), then any other EndpointsConfig entry
         # (API 1.44+ creates a container on several networks at once).
-        aliases = next((e.aliases for e in spec.endpoints if e.network == mode), ())
-        ipv4 = next((e.ipv4_address for e in spec.endpoints if e.network == mode), "")
-        networks = (NetworkAttachment(mode, aliases, ipv4),) + tuple(
-            NetworkAttachment(e.network, e.aliases, e.ipv4_address) for e in spec.endpoints if e.network != mode)
+        networks = (NetworkAttachment(mode, own.aliases, own.ipv4_address, mac, own.ipv6_address),) + tuple(
+            NetworkAttachment(e.network, e.aliases, e.ipv4_address, e.mac_address, e.ipv6_address)
+            for e in spec.endpoints if e.network != mode)
+    elif primary == "bridge" and mac:
+        networks = (NetworkAttachment("bridge", mac=mac),)
     dns = None
     if host.dns or host.dns_search or host.dns_options:
         dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))
-    if networks:
+    if networks and primary != "bridge":
         # On a user-defined network the embedded DNS server answers (names, aliases; the rest it
         # forwards to the --dns servers or the host's), as Docker's 127.0.0.11.
         dns = embedded_dns_config(dns)
@@ -132,7 +137,8 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
         labels={ENGINE_LABEL: record.id},
         sysctls=dict(host.sysctls),
         namespace_options=NamespaceOptions(network=network, pid=NamespaceMode.CONTAINER,
-                                           ipc=NamespaceMode.NODE if host.ipc_mode == "host" else NamespaceMode.POD),
+                                           ipc=NamespaceMode.NODE if host.ipc_mode == "host" else NamespaceMode.POD,
+                                           uts=NamespaceMode.NODE if host.uts_mode == "host" else NamespaceMode.POD),
         privileged=host.privileged,
         networks=networks,
         no_network=mode == "none",
@@ -179,6 +185,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
             readonly_rootfs=host.readonly_rootfs,
             no_new_privs=no_new_privs,
             seccomp=seccomp_profile,
+            cgroupns=host.cgroupns_mode == "private" if host.cgroupns_mode else None,
         ),
         rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )

@@ -32,6 +32,7 @@ class ContainerSecurity:
     masked_paths: list[str] | None = None  # None: runtime defaults
     readonly_paths: list[str] | None = None
     seccomp: SecurityProfile | None = None
+    cgroupns: bool | None = None  # own cgroup namespace; None: the runtime's default (own on cgroup v2)
 
 
 @dataclass(frozen=True)
