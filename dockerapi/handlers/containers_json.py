@@ -153,8 +153,10 @@ def _mount_json(m: MountSpec) -> Json:
         out["ReadOnly"] = True
     if m.propagation:
         out["BindOptions"] = {"Propagation": m.propagation}
-    if m.no_copy or m.volume_labels or m.volume_options:
+    if m.no_copy or m.volume_labels or m.volume_options or m.subpath:
         out["VolumeOptions"] = {"NoCopy": m.no_copy, "Labels": dict(m.volume_labels) or None}
+        if m.subpath:
+            out["VolumeOptions"]["Subpath"] = m.subpath
     if m.type is MountType.TMPFS and (m.tmpfs_size or m.tmpfs_mode):
         out["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m.tmpfs_size), ("Mode", m.tmpfs_mode)) if v}
     return out

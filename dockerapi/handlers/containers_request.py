@@ -42,7 +42,9 @@ def container_spec(body: Json) -> ContainerSpec:
     endpoints = []
     net = mapping(mapping(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"), "EndpointsConfig")
     for name, endpoint in net.items():
-        endpoints.append(endpoint_spec(str(name), endpoint, f"EndpointsConfig.{name}"))
+        # "default" is the bridge network on Linux (the docker CLI names it so for --mac-address, --ip).
+        endpoints.append(endpoint_spec("bridge" if name == "default" else str(name), endpoint,
+                                       f"EndpointsConfig.{name}"))
     return ContainerSpec(
         image=image,
         cmd=string_list(body.get("Cmd"), "Cmd"),

@@ -4,6 +4,7 @@ resources, security)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import socket
 from collections.abc import Sequence
@@ -11,10 +12,10 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
-from pkg.engine.model import ContainerSpec, EndpointSpec, EngineRecord, HostConfig, PortBinding
+from pkg.engine.model import ContainerSpec, EndpointSpec, EngineRecord, HostConfig, LogConfig, PortBinding
 from pkg.engine.model import Resources as DockerResources
 from pkg.images.model import ImageConfig
-from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
+from pkg.model.container import ContainerConfig, ContainerSecurity, Device, LogRotation, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
 from pkg.networks.resolv import embedded_dns_config
 from pkg.runtime.resources import Rlimit
@@ -170,6 +171,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
                  for d in host.devices] + [Device("", "", cgroup_rule=rule) for rule in host.device_cgroup_rules],
         labels=dict(spec.labels),
         log_path=log_path,
+        log_rotation=log_rotation(host.log_config),
         stdin=spec.open_stdin,
         stdin_once=spec.stdin_once,
         tty=spec.tty,
@@ -189,6 +191,48 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
         ),
         rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )
+
+
+# The local driver rotates by default (moby daemon/logger/local: 20 MB, 5 files, compressed).
+LOCAL_DEFAULTS = {"max-size": "20m", "max-file": "5", "compress": "true"}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def log_rotation(config: LogConfig) -> LogRotation | None:
+    """The json-file/local ``max-size``/``max-file``/``compress`` options checked as moby's drivers do;
+    None when the log is one growing file."""
+    if config.type not in ("json-file", "local"):
+        return None
+    opts = {**(LOCAL_DEFAULTS if config.type == "local" else {}), **config.config}
+    max_size = _ram_in_bytes(opts["max-size"]) if opts.get("max-size") else 0
+    try:
+        max_files = int(opts.get("max-file") or 1)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid max-file: {opts['max-file']!r}") from None
+    if max_files < 1:
+        raise errors.InvalidArgument("max-file cannot be less than 1")
+    compress = _bool(opts.get("compress") or "false", "compress")
+    if compress and (max_files < 2 or not max_size):
+        raise errors.InvalidArgument("compress cannot be true when max-file is less than 2 or max-size is not set")
+    return LogRotation(max_size, max_files, compress) if max_size else None
+
+
+def _ram_in_bytes(text: str) -> int:
+    """go-units RAMInBytes: "10m", "1.5g", "512k", "100" (binary multiples)."""
+    match = _SIZE.match(text.strip())
+    if match is None:
+        raise errors.InvalidArgument(f"invalid size: '{text}'")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * 1024 ** " kmgtp".index(unit or " "))
+
+
+def _bool(text: str, what: str) -> bool:
+    """Go's strconv.ParseBool."""
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise errors.InvalidArgument(f"{what}: strconv.ParseBool: parsing {text!r}: invalid syntax")
 
 
 def security_options(host: HostConfig) -> tuple[bool, SecurityProfile | None]:
