@@ -43,6 +43,7 @@ from pkg.engine.registry import Registry
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
 from pkg.model.state import ContainerState, SandboxState
+from pkg.networks import resolv
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
@@ -96,7 +97,7 @@ class Engine:
             raise errors.NotFound(f"No such container: {record.id}")
         _, status = found
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
-                               self.lifecycle.health.get(record.id))
+                               self.lifecycle.health.get(record.id) or record.state.health)
 
     def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
         mode = record.host_config.network_mode
@@ -128,6 +129,23 @@ class Engine:
                                          gateway=e.gateway, mac=e.mac, aliases=e.aliases, ipv6=e.ipv6,
                                          ipv6_prefix_len=e.ipv6_prefix_len) for e in endpoints)
         return dataclasses.replace(view, networks=networks)
+
+    async def _write_hosts(self, record: EngineRecord, sandbox_id: str) -> None:
+        """/etc/hosts as moby writes it (pkg.networks.resolv.docker_hosts); a host-network container keeps
+        the host's, with its --add-host lines appended."""
+        path = self.ctx.sandbox_root(sandbox_id) / "hosts"
+        extra = _extra_hosts(record.host_config.extra_hosts)
+        if record.host_config.network_mode == "host":
+            if extra:
+                await asyncio.to_thread(_add_hosts, path, extra)
+            return
+        ips: builtins.list[str] = []
+        if self._endpoints is not None:
+            for endpoint in await self._endpoints(sandbox_id):
+                ips += [ip for ip in (endpoint.ip, endpoint.ipv6) if ip]
+        spec = record.config
+        content = resolv.docker_hosts(spec.hostname or record.id[:12], spec.domainname, ips, extra)
+        await asyncio.to_thread(resolv.write_in_place, path, content)
 
     async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
         """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
@@ -221,8 +239,7 @@ class Engine:
                 sandbox_id = await self.sandboxes.run(translate.sandbox_config(record, self.store.root))
                 cleanup.add("remove sandbox", lambda: self.sandboxes.remove(sandbox_id))
                 record = dataclasses.replace(record, sandbox_id=sandbox_id)
-                if host.extra_hosts:
-                    await asyncio.to_thread(_add_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts", host.extra_hosts)
+                await self._write_hosts(record, sandbox_id)
             config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts),
                                                 gids)
             await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
@@ -440,14 +457,19 @@ def _with_tag(ref: str) -> str:
     return ref if ":" in last or "@" in ref else f"{ref}:latest"
 
 
-def _add_hosts(path: Path, extra_hosts: tuple[str, ...]) -> None:
-    """Docker's --add-host "name:ip" (or "name=ip") lines, appended to the sandbox's /etc/hosts."""
-    lines = []
+def _extra_hosts(extra_hosts: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Docker's --add-host "name:ip" (or "name=ip") entries as (ip, name)."""
+    out = []
     for entry in extra_hosts:
         sep = "=" if "=" in entry else ":"
         host, _, ip = entry.partition(sep)
         if not host or not ip:
             raise errors.InvalidArgument(f"invalid IP address in add-host: {entry!r}")
-        lines.append(f"{ip.strip('[]')}\t{host}\n")
+        out.append((ip.strip("[]"), host))
+    return out
+
+
+def _add_hosts(path: Path, extra: list[tuple[str, str]]) -> None:
+    """--add-host lines appended to a host-network container's /etc/hosts (the host's own)."""
     with open(path, "a") as f:
-        f.writelines(lines)
+        f.writelines(f"{ip}\t{name}\n" for ip, name in extra)

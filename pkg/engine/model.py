@@ -210,6 +210,7 @@ class EngineState:
     paused: bool = False
     error: str = ""  # the last start error (State.Error)
     remove_volumes: bool = False  # with REMOVING: the removal takes the anonymous volumes along (rm -v, --rm)
+    health: Health | None = None  # the health check's last state (kept across narwhald restarts)
 
 
 @dataclass(frozen=True)

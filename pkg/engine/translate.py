@@ -12,12 +12,20 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
-from pkg.engine.model import ContainerSpec, EndpointSpec, EngineRecord, HostConfig, LogConfig, PortBinding
+from pkg.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    EngineRecord,
+    HealthConfig,
+    HostConfig,
+    LogConfig,
+    PortBinding,
+)
 from pkg.engine.model import Resources as DockerResources
-from pkg.images.model import ImageConfig
+from pkg.images.model import ImageConfig, ImageHealthcheck
 from pkg.model.container import ContainerConfig, ContainerSecurity, Device, LogRotation, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
-from pkg.networks.resolv import embedded_dns_config
+from pkg.networks.resolv import docker_dns_config, embedded_dns_config
 from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, SecurityProfile
 
@@ -47,7 +55,20 @@ def merge_image(spec: ContainerSpec, image: ImageConfig) -> ContainerSpec:
         stop_signal=spec.stop_signal or image.stop_signal,
         exposed_ports=tuple(dict.fromkeys([*image.exposed_ports, *spec.exposed_ports])),
         volumes=tuple(dict.fromkeys([*image.volumes, *spec.volumes])),
+        healthcheck=_merge_healthcheck(spec.healthcheck, image.healthcheck),
     )
+
+
+def _merge_healthcheck(own: HealthConfig | None, image: ImageHealthcheck | None) -> HealthConfig | None:
+    """moby's merge: no check asked for -> the image's; one asked for -> its unset fields from the image's."""
+    if image is None:
+        return own
+    if own is None:
+        return HealthConfig(tuple(image.test), image.interval_ns, image.timeout_ns, image.retries,
+                            image.start_period_ns)
+    return HealthConfig(own.test or tuple(image.test), own.interval_ns or image.interval_ns,
+                        own.timeout_ns or image.timeout_ns, own.retries or image.retries,
+                        own.start_period_ns or image.start_period_ns)
 
 
 def _merge_env(base: list[str], override: tuple[str, ...]) -> list[str]:
@@ -122,7 +143,9 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     dns = None
     if host.dns or host.dns_search or host.dns_options:
         dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))
-    if networks and primary != "bridge":
+    if mode in ("bridge", "default", "none"):
+        dns = docker_dns_config(dns)  # the host's, minus what a container cannot reach, as moby writes it
+    elif networks and primary != "bridge":
         # On a user-defined network the embedded DNS server answers (names, aliases; the rest it
         # forwards to the --dns servers or the host's), as Docker's 127.0.0.11.
         dns = embedded_dns_config(dns)

@@ -72,10 +72,10 @@ def test_volumes_from(dd: DockerDaemon, tmp_path: Path) -> None:
     assert out.split() == ["n", "a", "from-the-host"]
     assert dd.inspect("reader")["HostConfig"]["VolumesFrom"] == ["src"]
     # :ro makes every inherited mount read-only; the container's own mount at a path wins.
-    ro = dd.docker("run", "--rm", "--volumes-from", "src:ro", "busybox", "sh", "-c", "echo x > /named/g",
+    ro = dd.docker("run", "--volumes-from", "src:ro", "busybox", "sh", "-c", "echo x > /named/g",
                    check=False)
     assert ro.returncode != 0 and "Read-only file system" in ro.stderr
-    own = dd.out("run", "--rm", "--volumes-from", "src", "-v", "other-vf:/named", "busybox", "ls", "/named")
+    own = dd.out("run", "--volumes-from", "src", "-v", "other-vf:/named", "busybox", "ls", "/named")
     assert own == ""
     # The anonymous volume is the source's: removing the reader with -v leaves it.
     anon = next(m["Name"] for m in dd.inspect("src")["Mounts"] if m["Destination"] == "/anon")
@@ -90,7 +90,7 @@ def test_volumes_from(dd: DockerDaemon, tmp_path: Path) -> None:
 def test_uts_and_cgroupns_modes(dd: DockerDaemon) -> None:
     assert dd.out("run", "--name", "uts", "--uts", "host", "busybox", "hostname") == socket.gethostname()
     assert dd.inspect("uts")["HostConfig"]["UTSMode"] == "host"
-    assert dd.out("run", "--rm", "busybox", "hostname") != socket.gethostname()
+    assert dd.out("run", "busybox", "hostname") != socket.gethostname()
     conflict = dd.docker("run", "--uts", "host", "-h", "x", "busybox", "true", check=False)
     assert conflict.returncode != 0 and "conflicting options: hostname and the UTS mode" in conflict.stderr
 
@@ -153,8 +153,8 @@ def test_network_names_as_moby_takes_them(dd: DockerDaemon) -> None:
 
 def test_volume_subpath(dd: DockerDaemon) -> None:
     dd.out("volume", "create", "sub-vol")
-    dd.out("run", "--rm", "-v", "sub-vol:/vol", "busybox", "sh", "-c", "mkdir -p /vol/a/b && echo deep > /vol/a/b/f")
-    out = dd.out("run", "--rm", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=a/b,readonly",
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "sh", "-c", "mkdir -p /vol/a/b && echo deep > /vol/a/b/f")
+    out = dd.out("run", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=a/b,readonly",
                  "busybox", "cat", "/m/f")
     assert out == "deep"
     bad = dd.docker("run", "--rm", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=../x", "busybox", "true",
