@@ -16,19 +16,25 @@ and each deselected test with the reason.
 ``--python`` is an interpreter with docker, pytest, pytest-timeout, websocket-client (and whatever the
 copy imports: six, paramiko); the default is this one.  ``DOCKER_HOST`` is ``tcp://127.0.0.1:<port>``,
 forwarded to the daemon's unix socket, as upstream's CI runs it (docker-py builds its websocket attach
-URL from an http one only); ``--unix`` uses the socket directly.
+URL from an http one only); ``--unix`` uses the socket directly.  The suite's temporary dirs (``TMPDIR``)
+are on a bind mount of their own made shared, as / is on a systemd host (the rshared bind test needs a
+shared mount under its source, exactly as with dockerd).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +79,21 @@ def collect(python: str, suite: Path, env: dict[str, str], ignores: list[str]) -
     if not ids:
         raise SystemExit(f"nothing collected:\n{out.stdout}\n{out.stderr}")
     return ids
+
+
+@contextlib.contextmanager
+def shared_tmpdir() -> Iterator[Path]:
+    """A temporary dir bind-mounted onto itself and made shared (mount propagation), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="narwhal-dockerpy-"))
+    try:
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+        try:
+            subprocess.run(["mount", "--make-shared", str(path)], check=True)
+            yield path
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def first_line(text: str | None) -> str:
@@ -162,7 +183,8 @@ def main() -> None:
                *(f"--deselect={node}" for node in deselected)]
         if args.keyword:
             cmd += ["-k", args.keyword]
-        subprocess.run([*cmd, "tests/integration"], cwd=suite, env=suite_env, check=False)
+        with shared_tmpdir() as tmp:
+            subprocess.run([*cmd, "tests/integration"], cwd=suite, env={**suite_env, "TMPDIR": str(tmp)}, check=False)
         results = parse_junit(junit)
     finally:
         try:
