@@ -12,7 +12,19 @@ from aiohttp import web
 import dockerapi.handlers.containers as container_routes
 import dockerapi.handlers.containers_lifecycle as container_lifecycle_routes
 from dockerapi.handlers import archive as archive_routes
-from dockerapi.handlers import attach, auth, events, images, images_archive, images_registry, logs, stats, system, top
+from dockerapi.handlers import (
+    attach,
+    attach_ws,
+    auth,
+    events,
+    images,
+    images_archive,
+    images_registry,
+    logs,
+    stats,
+    system,
+    top,
+)
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import images_commit as commit_routes
 from dockerapi.handlers import networks as network_routes
@@ -24,7 +36,7 @@ Route = tuple[str, str, Handler]
 MODULES = [system, events]
 MODULES += [container_routes, container_lifecycle_routes]
 MODULES += [images, images_registry, images_archive, commit_routes, auth]
-MODULES += [attach, exec_, logs, stats, top]
+MODULES += [attach, attach_ws, exec_, logs, stats, top]
 MODULES += [volume_routes]
 MODULES += [network_routes]
 MODULES += [archive_routes]

@@ -150,7 +150,7 @@ class Daemon:
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
         docker_versions.configure(self.cfg.docker_min_api_version)
-        self.docker_execs = ExecManager(self.docker_runtime.containers)
+        self.docker_execs = ExecManager(self.docker_runtime.containers, self.docker_runtime.ctx.root / "execs")
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
             sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
@@ -232,7 +232,7 @@ class Daemon:
     # ---- shutdown ----
     async def stop(self) -> None:
         if self.docker_execs is not None:
-            await self.docker_execs.close()  # exec processes of this run: their records die with it
+            await self.docker_execs.close()  # exec processes of this run end; their records stay, exited
         if self.engine is not None:
             await self.engine.close()
         await cancel_tasks(self._tasks)

@@ -82,10 +82,10 @@ def host_config_json(c: EngineContainer) -> Json:
                           "MaximumRetryCount": h.restart_policy.maximum_retry_count},
         "AutoRemove": h.auto_remove,
         "VolumeDriver": h.volume_driver,
-        "VolumesFrom": None,
+        "VolumesFrom": list(h.volumes_from) or None,
         "CapAdd": list(h.cap_add) or None,
         "CapDrop": list(h.cap_drop) or None,
-        "CgroupnsMode": "host",
+        "CgroupnsMode": h.cgroupns_mode or "host",
         "Dns": list(h.dns),
         "DnsOptions": list(h.dns_options),
         "DnsSearch": list(h.dns_search),
@@ -101,7 +101,7 @@ def host_config_json(c: EngineContainer) -> Json:
         "ReadonlyRootfs": h.readonly_rootfs,
         "SecurityOpt": list(h.security_opt) or None,
         "Tmpfs": dict(h.tmpfs) or None,
-        "UTSMode": "",
+        "UTSMode": h.uts_mode,
         "UsernsMode": "",
         "ShmSize": h.shm_size or 64 << 20,
         "Sysctls": dict(h.sysctls) or None,
@@ -153,8 +153,10 @@ def _mount_json(m: MountSpec) -> Json:
         out["ReadOnly"] = True
     if m.propagation:
         out["BindOptions"] = {"Propagation": m.propagation}
-    if m.no_copy or m.volume_labels or m.volume_options:
+    if m.no_copy or m.volume_labels or m.volume_options or m.subpath:
         out["VolumeOptions"] = {"NoCopy": m.no_copy, "Labels": dict(m.volume_labels) or None}
+        if m.subpath:
+            out["VolumeOptions"]["Subpath"] = m.subpath
     if m.type is MountType.TMPFS and (m.tmpfs_size or m.tmpfs_mode):
         out["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m.tmpfs_size), ("Mode", m.tmpfs_mode)) if v}
     return out
@@ -199,12 +201,14 @@ def _network_json(c: EngineContainer, ids: dict[str, str] | None = None, dns_nam
         names = None
         if dns_names and net.name not in ("bridge", "host", "none"):
             names = list(dict.fromkeys([c.name, *net.aliases, c.id[:12], c.config.hostname or c.id[:12]]))
+        spec = next((e for e in c.config.endpoints if e.network == net.name), None)
         out[net.name] = {
             "IPAMConfig": _ipam_json(c, net.name), "Links": list(net.links) or None,
             "Aliases": list(net.aliases) or None,
-            "MacAddress": net.mac, "DriverOpts": None, "NetworkID": network_id, "EndpointID": endpoint,
-            "Gateway": net.gateway, "IPAddress": net.ip, "IPPrefixLen": net.prefix_len, "IPv6Gateway": "",
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": names,
+            "MacAddress": net.mac, "DriverOpts": dict(spec.driver_opts) if spec and spec.driver_opts else None,
+            "NetworkID": network_id, "EndpointID": endpoint, "Gateway": net.gateway, "IPAddress": net.ip,
+            "IPPrefixLen": net.prefix_len, "IPv6Gateway": net.ipv6_gateway, "GlobalIPv6Address": net.ipv6,
+            "GlobalIPv6PrefixLen": net.ipv6_prefix_len, "DNSNames": names,
         }
     return out
 

@@ -2,6 +2,7 @@
 ContainerConfig, HostConfig, NetworkingConfig), with Docker's messages for bad input."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dockerapi.handlers.volumes import mount_spec
@@ -42,12 +43,9 @@ def container_spec(body: Json) -> ContainerSpec:
     endpoints = []
     net = mapping(mapping(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"), "EndpointsConfig")
     for name, endpoint in net.items():
-        endpoint = mapping(endpoint, f"EndpointsConfig.{name}")
-        ipam = mapping(endpoint.get("IPAMConfig"), "IPAMConfig")
-        endpoints.append(EndpointSpec(name, string_list(endpoint.get("Aliases"), "Aliases"),
-                                      str(ipam.get("IPv4Address") or ""), str(ipam.get("IPv6Address") or ""),
-                                      string_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs"),
-                                      check_links(string_list(endpoint.get("Links"), "Links"))))
+        # "default" is the bridge network on Linux (the docker CLI names it so for --mac-address, --ip).
+        endpoints.append(endpoint_spec("bridge" if name == "default" else str(name), endpoint,
+                                       f"EndpointsConfig.{name}"))
     return ContainerSpec(
         image=image,
         cmd=string_list(body.get("Cmd"), "Cmd"),
@@ -69,10 +67,34 @@ def container_spec(body: Json) -> ContainerSpec:
         stop_signal=str(body.get("StopSignal") or ""),
         stop_timeout=int(stop_timeout) if isinstance(stop_timeout, int) else None,
         network_disabled=bool(body.get("NetworkDisabled")),
-        mac_address=str(body.get("MacAddress") or ""),
+        mac_address=mac_address(body.get("MacAddress")),
         endpoints=tuple(endpoints),
         healthcheck=_healthcheck(body.get("Healthcheck")),
     )
+
+
+def endpoint_spec(network: str, value: Any, what: str = "EndpointConfig") -> EndpointSpec:
+    """An EndpointSettings body (create's EndpointsConfig entries, connect's EndpointConfig)."""
+    endpoint = mapping(value, what)
+    ipam = mapping(endpoint.get("IPAMConfig"), "IPAMConfig")
+    return EndpointSpec(network, tuple(dict.fromkeys(string_list(endpoint.get("Aliases"), "Aliases"))),
+                        str(ipam.get("IPv4Address") or ""), str(ipam.get("IPv6Address") or ""),
+                        string_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs"),
+                        check_links(string_list(endpoint.get("Links"), "Links")),
+                        mac_address=mac_address(endpoint.get("MacAddress")),
+                        driver_opts={str(k): str(v)
+                                     for k, v in mapping(endpoint.get("DriverOpts"), "DriverOpts").items()})
+
+
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
+
+
+def mac_address(value: Any) -> str:
+    """A MAC address as moby's net.ParseMAC takes it (6 bytes), normalised to lower case with colons."""
+    mac = str(value or "")
+    if mac and not _MAC.match(mac):
+        raise errors.InvalidArgument(f"invalid MAC address {mac}")
+    return mac.lower().replace("-", ":")
 
 
 def _healthcheck(value: Any) -> HealthConfig | None:
@@ -123,9 +145,6 @@ def resources(body: Json) -> Resources:
 
 
 def host_config(body: Json) -> HostConfig:
-    for key, what in (("VolumesFrom", "--volumes-from"),):
-        if body.get(key):
-            raise errors.NotImplementedYet(f"{what} is not supported: use named volumes or a user-defined network")
     links = check_links(string_list(body.get("Links"), "Links"))
     binds = string_list(body.get("Binds"), "Binds")
     mounts = [mount_spec(raw) for raw in body.get("Mounts") or []]
@@ -180,6 +199,9 @@ def host_config(body: Json) -> HostConfig:
         isolation=_isolation(body.get("Isolation")),
         volume_driver=str(body.get("VolumeDriver") or ""),
         links=links,
+        cgroupns_mode=str(body.get("CgroupnsMode") or ""),
+        uts_mode=str(body.get("UTSMode") or ""),
+        volumes_from=string_list(body.get("VolumesFrom"), "VolumesFrom"),
     )
 
 

@@ -1,6 +1,7 @@
 """/networks: list, inspect, create, remove, connect, disconnect, prune (moby's network router)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -8,8 +9,8 @@ from aiohttp import web
 from dockerapi import filters as docker_filters
 from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
+from dockerapi.handlers.containers_request import endpoint_spec
 from pkg import errors
-from pkg.engine.links import check_links
 from pkg.networks.model import (
     BRIDGE,
     HOST,
@@ -61,14 +62,14 @@ async def _json(request: web.Request, service: NetworkService, network: Network,
             entry["Gateway"] = pool.gateway
         if pool.ip_range:
             entry["IPRange"] = pool.ip_range
-        config.append(entry)
+        config.append({**entry, "AuxiliaryAddresses": dict(pool.aux)} if pool.aux else entry)
     body: dict[str, Any] = {
         "Name": network.name,
         "Id": network.id,
         "Created": network.created,
         "Scope": "local",
         "Driver": network.driver,
-        "EnableIPv6": False,
+        "EnableIPv6": network.enable_ipv6,
         "IPAM": {"Driver": "default", "Options": network.ipam_options or None, "Config": config},
         "Internal": network.internal,
         "Attachable": network.attachable,
@@ -127,10 +128,9 @@ def _pools(ipam: Any) -> tuple[tuple[IPAMPool, ...], str, dict[str, str]]:
     for entry in ipam.get("Config") or []:
         if not isinstance(entry, dict):
             raise errors.InvalidArgument("IPAM.Config entries must be objects")
-        if entry.get("AuxiliaryAddresses"):
-            raise errors.InvalidArgument("IPAM AuxiliaryAddresses are not supported")
         pools.append(IPAMPool(str(entry.get("Subnet") or ""), str(entry.get("Gateway") or ""),
-                              str(entry.get("IPRange") or "")))
+                              str(entry.get("IPRange") or ""),
+                              params.string_map(entry.get("AuxiliaryAddresses"), "AuxiliaryAddresses")))
     return tuple(pools), str(ipam.get("Driver") or "default"), params.string_map(ipam.get("Options"), "IPAM.Options")
 
 
@@ -186,18 +186,11 @@ async def connect_network(request: web.Request) -> web.Response:
     network = service.get(request.match_info["id"])
     body = await params.json_object(request)
     sandbox_id = _sandbox_of(request, body.get("Container"), connecting=True)
-    config = body.get("EndpointConfig") or {}
-    if not isinstance(config, dict):
-        raise errors.InvalidArgument("EndpointConfig must be an object")
-    ipam = config.get("IPAMConfig") or {}
-    aliases = config.get("Aliases") or []
-    if not isinstance(ipam, dict) or not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-        raise errors.InvalidArgument("EndpointConfig: IPAMConfig must be an object and Aliases a list of strings")
-    if ipam.get("IPv6Address"):
-        raise errors.InvalidArgument("IPv6 addresses are not supported")
-    ipv4 = str(ipam.get("IPv4Address") or "")
-    links = check_links(params.string_list(config.get("Links"), "Links"))
-    await service.connect(network.id, sandbox_id, tuple(dict.fromkeys(aliases)), ipv4, links)
+    spec = endpoint_spec(network.name, body.get("EndpointConfig"))
+    await service.connect(network.id, sandbox_id, spec.aliases, spec.ipv4_address, spec.links,
+                          mac=spec.mac_address, ipv6=spec.ipv6_address)
+    engine = need(backends(request).engine, "containers")
+    await engine.set_endpoint(str(body["Container"]), network.name, spec)
     return web.Response(status=200)
 
 
@@ -213,6 +206,8 @@ async def disconnect_network(request: web.Request) -> web.Response:
             return web.Response(status=200)
         raise
     await service.disconnect(network.id, sandbox_id, force=force)
+    with contextlib.suppress(errors.NotFound):  # removed meanwhile: nothing to forget
+        await need(backends(request).engine, "containers").set_endpoint(str(body["Container"]), network.name, None)
     return web.Response(status=200)
 
 

@@ -86,6 +86,7 @@ def mount_spec(obj: Any) -> MountSpec:
         volume_options=params.string_map(driver.get("Options"), "DriverConfig.Options"),
         tmpfs_size=int(tmpfs_opts.get("SizeBytes") or 0),
         tmpfs_mode=int(tmpfs_opts.get("Mode") or 0),
+        subpath=str(volume_opts.get("Subpath") or ""),
     )
 
 

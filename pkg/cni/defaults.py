@@ -47,6 +47,12 @@ def ipam_dir(cfg: Config) -> Path:
     return cfg.state / "cni" / "ipam"
 
 
+def tuning_plugin(cfg: Config) -> dict[str, Any]:
+    """The tuning plugin, for a requested MAC address (the "mac" capability: Docker's --mac-address); it keeps
+    its restore-on-DEL backups under this instance's state dir."""
+    return {"type": "tuning", "capabilities": {"mac": True}, "dataDir": str(cfg.state / "cni" / "tuning")}
+
+
 def host_routes_v4() -> list[ipaddress.IPv4Network]:
     """Destinations of the host's IPv4 routes (from /proc: no netlink socket needed)."""
     routes = []
@@ -113,6 +119,7 @@ def conflist(cfg: Config, pod_subnets: list[str]) -> dict[str, Any]:
                 "capabilities": {"ips": True},
                 "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": str(ipam_dir(cfg))},
             },
+            tuning_plugin(cfg),
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
             {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": admin_chain(cfg)},
             {"type": "bandwidth", "capabilities": {"bandwidth": True}},

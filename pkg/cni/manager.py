@@ -222,8 +222,7 @@ class NetworkManager:
             return []
         if len(set(names)) != len(names):
             raise errors.InvalidArgument(f"a sandbox joins each network once: {', '.join(names)}")
-        return [NetworkAttachment("", a.aliases, a.ipv4, a.links) if a.network == DEFAULT_NETWORK else a
-                for a in req.networks]
+        return [dataclasses.replace(a, network="") if a.network == DEFAULT_NETWORK else a for a in req.networks]
 
     async def _config_for(self, network: str, primary: bool) -> NetworkConfigList:
         """The conflist to ADD: the default network's, or a named network's from the resolver.
@@ -242,9 +241,13 @@ class NetworkManager:
         primary = ifname == IFNAME
         net = await self._config_for(want.network, primary)
         runtime_config = self.runtime_config(req) if primary else {}
-        if want.ipv4:
-            request.check_address(want.ipv4, defaults.subnets_of(net.raw), want.network or DEFAULT_NETWORK)
-            runtime_config["ips"] = [want.ipv4]
+        asked = [ip for ip in (want.ipv4, want.ipv6) if ip]
+        for ip in asked:
+            request.check_address(ip, defaults.subnets_of(net.raw), want.network or DEFAULT_NETWORK)
+        if asked:
+            runtime_config["ips"] = asked
+        if want.mac:
+            runtime_config["mac"] = want.mac
         att = Attachment(
             sandbox_id=req.sandbox_id, network_name=net.name, ifname=ifname, netns=str(req.netns_path),
             cni_args=self.cni_args(req), config=net.raw, runtime_config=runtime_config,
@@ -342,8 +345,7 @@ class NetworkManager:
                 taken = set(await self.cache.ifnames(req.sandbox_id))
                 ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
                 async with CleanupStack(timeout=self.cfg.cni_timeout * 5) as cleanup:
-                    att = await self._attach(req, dataclasses.replace(want, network=network), ifname,
-                                             cleanup)
+                    att = await self._attach(req, dataclasses.replace(want, network=network), ifname, cleanup)
                     cleanup.add(f"restore the endpoints of {req.sandbox_id}",
                                 lambda: self._notify(req.sandbox_id, req.netns_path, existing))
                     await self._notify(req.sandbox_id, req.netns_path, sorted(

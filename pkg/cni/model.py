@@ -21,6 +21,8 @@ class NetworkAttachment:
     aliases: tuple[str, ...] = ()  # extra DNS names on that network
     ipv4: str = ""  # requested address, if any
     links: tuple[str, ...] = ()  # Docker's endpoint Links ("name:alias"): names only this sandbox resolves
+    mac: str = ""  # requested MAC address of this interface (the tuning plugin's "mac" capability), if any
+    ipv6: str = ""  # requested IPv6 address, if any
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,14 @@ def validate(req: PodNetworkRequest) -> None:
     if req.bandwidth_ingress < 0 or req.bandwidth_egress < 0:
         raise errors.InvalidArgument("bandwidth limits must not be negative")
     for att in req.networks:
-        if att.ipv4:
+        for value, kind in ((att.ipv4, ipaddress.IPv4Interface), (att.ipv6, ipaddress.IPv6Interface)):
+            if not value:
+                continue
             try:
-                ipaddress.IPv4Interface(att.ipv4)
+                kind(value)
             except ValueError:
-                raise errors.InvalidArgument(f"invalid IPv4 address {att.ipv4!r} for network {att.network}") from None
+                family = "IPv4" if kind is ipaddress.IPv4Interface else "IPv6"
+                raise errors.InvalidArgument(f"invalid {family} address {value!r} for network {att.network}") from None
 
 
 def runtime_config(req: PodNetworkRequest) -> dict[str, Any]:

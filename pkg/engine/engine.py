@@ -28,6 +28,7 @@ from pkg.engine import groups, links, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
+    EndpointSpec,
     EngineContainer,
     EngineRecord,
     HostConfig,
@@ -42,6 +43,7 @@ from pkg.engine.registry import Registry
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
 from pkg.model.state import ContainerState, SandboxState
+from pkg.networks import resolv
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
@@ -95,8 +97,8 @@ class Engine:
             raise errors.NotFound(f"No such container: {record.id}")
         _, status = found
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
-                               self.lifecycle.health.get(record.id), links.shown(record, self.registry),
-                               links.names_of(record.id, self.registry))
+                               self.lifecycle.health.get(record.id) or record.state.health,
+                               links.shown(record, self.registry), links.names_of(record.id, self.registry))
 
     def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
         mode = record.host_config.network_mode
@@ -114,14 +116,50 @@ class Engine:
         """``get`` with every network endpoint as the network manager has it (IP, prefix, gateway, MAC)."""
         view = self.get(ref)
         mode = view.host_config.network_mode
-        if not view.running or self._endpoints is None or mode in ("host", "none") or mode.startswith("container:"):
+        if self._endpoints is None or mode in ("host", "none") or mode.startswith("container:"):
             return view
         endpoints = await self._endpoints(view.sandbox_id)
         if not endpoints:
             return view
-        networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len, gateway=e.gateway,
-                                     mac=e.mac, aliases=e.aliases, links=e.links) for e in endpoints)
+        if not view.running:  # moby: the networks a stopped container is on, with what was asked, no addresses
+            asked = {e.network: e.mac_address for e in view.config.endpoints}
+            networks = tuple(NetworkInfo(name=e.network or "bridge", mac=asked.get(e.network or "bridge", ""),
+                                         aliases=e.aliases, links=e.links) for e in endpoints)
+        else:
+            networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len,
+                                         gateway=e.gateway, mac=e.mac, aliases=e.aliases, links=e.links,
+                                         ipv6=e.ipv6,
+                                         ipv6_prefix_len=e.ipv6_prefix_len) for e in endpoints)
         return dataclasses.replace(view, networks=networks)
+
+    async def _write_hosts(self, record: EngineRecord, sandbox_id: str) -> None:
+        """/etc/hosts as moby writes it (pkg.networks.resolv.docker_hosts); a host-network container keeps
+        the host's, with its --add-host lines appended."""
+        path = self.ctx.sandbox_root(sandbox_id) / "hosts"
+        extra = _extra_hosts(record.host_config.extra_hosts)
+        if record.host_config.network_mode == "host":
+            if extra:
+                await asyncio.to_thread(_add_hosts, path, extra)
+            return
+        ips: builtins.list[str] = []
+        if self._endpoints is not None:
+            for endpoint in await self._endpoints(sandbox_id):
+                ips += [ip for ip in (endpoint.ip, endpoint.ipv6) if ip]
+        spec = record.config
+        content = resolv.docker_hosts(spec.hostname or record.id[:12], spec.domainname, ips, extra)
+        await asyncio.to_thread(resolv.write_in_place, path, content)
+
+    async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
+        """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
+        aliases, MAC, DriverOpts, shown by inspect), or forget it (``None``: disconnect)."""
+        container_id = self.registry.resolve(ref)
+
+        def change(record: EngineRecord) -> EngineRecord:
+            kept = tuple(e for e in record.config.endpoints if e.network != network)
+            return dataclasses.replace(record, config=dataclasses.replace(
+                record.config, endpoints=kept + ((spec,) if spec is not None else ())))
+
+        await self.registry.update(container_id, change)
 
     async def sizes(self, view: EngineContainer) -> tuple[int, int]:
         """(SizeRw, SizeRootFs): the container's own layer, and that plus its image."""
@@ -146,6 +184,10 @@ class Engine:
     async def create(self, spec: ContainerSpec, host: HostConfig, name: str = "") -> str:
         """A new (created, not started) Docker container; returns its ID."""
         _validate_host_config(host)
+        if host.uts_mode == "host" and spec.hostname:
+            raise errors.InvalidArgument("conflicting options: hostname and the UTS mode")
+        if not host.cgroupns_mode:  # moby stores the daemon's default: private on cgroup v2, host on v1
+            host = dataclasses.replace(host, cgroupns_mode="private" if CgroupFacts.probe().v2 else "host")
         container_id = secrets.token_hex(32)
         name = names.validate(name) if name else self._random_name()
         self.registry.reserve_name(name, container_id)
@@ -171,6 +213,9 @@ class Engine:
         translate.argv(spec)
         gids = await groups.group_ids(self.client, image, host.group_add)
         requested = mounts.specs(host)
+        for entry in host.volumes_from:  # moby: the container's own mounts win over inherited ones
+            source, read_write = mounts.parse_volumes_from(entry)
+            requested += mounts.inherited(requested, self.registry.get(source).mount_points, read_write)
         sandbox_id, owns_sandbox = "", True
         mode = host.network_mode
         if mode.startswith("container:"):
@@ -197,8 +242,7 @@ class Engine:
                 sandbox_id = await self.sandboxes.run(translate.sandbox_config(record, self.store.root))
                 cleanup.add("remove sandbox", lambda: self.sandboxes.remove(sandbox_id))
                 record = dataclasses.replace(record, sandbox_id=sandbox_id)
-                if host.extra_hosts:
-                    await asyncio.to_thread(_add_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts", host.extra_hosts)
+                await self._write_hosts(record, sandbox_id)
                 if linked.hosts:
                     await asyncio.to_thread(links.append_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts",
                                             linked.hosts)
@@ -409,6 +453,10 @@ def _validate_host_config(host: HostConfig) -> None:
             "invalid restart policy: maximum retry count can only be used with 'on-failure'")
     if host.pid_mode not in ("", "host"):
         raise errors.NotImplementedYet(f"PID mode {host.pid_mode!r} is not supported (only host or the default)")
+    if host.cgroupns_mode not in ("", "private", "host"):
+        raise errors.InvalidArgument(f"invalid cgroup namespace mode: {host.cgroupns_mode}")
+    if host.uts_mode not in ("", "host"):
+        raise errors.InvalidArgument(f"invalid UTS mode: {host.uts_mode}")
     if host.ipc_mode not in ("", "private", "shareable", "host"):
         raise errors.NotImplementedYet(f"IPC mode {host.ipc_mode!r} is not supported (host, private, shareable)")
     mode = host.network_mode
@@ -429,14 +477,19 @@ def _with_tag(ref: str) -> str:
     return ref if ":" in last or "@" in ref else f"{ref}:latest"
 
 
-def _add_hosts(path: Path, extra_hosts: tuple[str, ...]) -> None:
-    """Docker's --add-host "name:ip" (or "name=ip") lines, appended to the sandbox's /etc/hosts."""
-    lines = []
+def _extra_hosts(extra_hosts: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Docker's --add-host "name:ip" (or "name=ip") entries as (ip, name)."""
+    out = []
     for entry in extra_hosts:
         sep = "=" if "=" in entry else ":"
         host, _, ip = entry.partition(sep)
         if not host or not ip:
             raise errors.InvalidArgument(f"invalid IP address in add-host: {entry!r}")
-        lines.append(f"{ip.strip('[]')}\t{host}\n")
+        out.append((ip.strip("[]"), host))
+    return out
+
+
+def _add_hosts(path: Path, extra: list[tuple[str, str]]) -> None:
+    """--add-host lines appended to a host-network container's /etc/hosts (the host's own)."""
     with open(path, "a") as f:
-        f.writelines(lines)
+        f.writelines(f"{ip}\t{name}\n" for ip, name in extra)

@@ -1,8 +1,9 @@
 """Docker health checks: while a container with a HEALTHCHECK runs, its test command is executed in it
 every interval; the last results decide starting / healthy / unhealthy (moby's daemon/health.go).
 
-The state lives in memory: after a restart of narwhald (or of the container) a check starts over at
-"starting", as it does in Docker after a container restart.
+The state is kept in memory and, after every probe, in the container's record: a restart of narwhald
+resumes a running container's check where it was (and inspect of a stopped one shows its last state), while
+a restart of the container starts over at "starting", as Docker does.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pkg import errors
 from pkg.aio import create_guarded_task
@@ -52,22 +53,25 @@ def next_health(old: Health, result: ProbeResult, retries: int, in_start_period:
 
 
 class HealthMonitor:
-    def __init__(self, containers: ContainerService, on_change: Callable[[str, HealthStatus], None]) -> None:
+    def __init__(self, containers: ContainerService, on_change: Callable[[str, HealthStatus], None],
+                 persist: Callable[[str, Health], Awaitable[None]] | None = None) -> None:
         self.containers = containers
         self._on_change = on_change
+        self._persist = persist
         self._health: dict[str, Health] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def get(self, container_id: str) -> Health | None:
         return self._health.get(container_id)
 
-    def start(self, container_id: str, config: HealthConfig | None) -> None:
-        """Begin probing a container that just started (again)."""
+    def start(self, container_id: str, config: HealthConfig | None, resume: Health | None = None) -> None:
+        """Begin probing a container that just started (again); ``resume``: the state it had when narwhald
+        stopped, for a container that kept running meanwhile."""
         self.stop(container_id)
         argv = command(config) if config is not None else None
         if config is None or argv is None:
             return
-        self._health[container_id] = Health()
+        self._health[container_id] = resume or Health()
         self._tasks[container_id] = create_guarded_task(lambda: self._probe_loop(container_id, config, argv),
                                                         f"health-{container_id[:12]}")
 
@@ -106,6 +110,11 @@ class HealthMonitor:
             in_start = time.monotonic() - started < config.start_period_ns / 1e9
             new = next_health(old, probe, retries, in_start)
             self._health[container_id] = new
+            if self._persist is not None:
+                try:
+                    await self._persist(container_id, new)
+                except errors.NarwhalError as exc:  # removed meanwhile: nothing to keep
+                    log.debug("health of %s not recorded: %s", container_id[:12], exc.message)
             if new.status != old.status:
                 log.info("container %s is %s", container_id[:12], new.status.value)
                 self._on_change(container_id, new.status)

@@ -20,7 +20,7 @@ from pkg.containerd.api.services.tasks.v1 import tasks_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
 from pkg.engine.health import HealthMonitor
-from pkg.engine.model import EngineRecord, HealthStatus, Phase, RestartPolicyName
+from pkg.engine.model import EngineRecord, Health, HealthStatus, Phase, RestartPolicyName
 from pkg.engine.registry import Registry
 from pkg.model.state import ContainerState
 from pkg.runtime.containers import ContainerService
@@ -75,7 +75,10 @@ class Lifecycle:
         self._waiters: dict[str, list[tuple[WaitCondition, asyncio.Future[WaitResult]]]] = {}
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
-        self.health = HealthMonitor(containers, self._health_changed)
+        self.health = HealthMonitor(containers, self._health_changed, self._record_health)
+
+    async def _record_health(self, container_id: str, health: Health) -> None:
+        await self.registry.update_state(container_id, health=health)
 
     def _health_changed(self, container_id: str, status: HealthStatus) -> None:
         self.event(f"health_status: {status.value}", container_id)

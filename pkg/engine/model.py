@@ -78,9 +78,11 @@ class EndpointSpec:
     network: str
     aliases: tuple[str, ...] = ()
     ipv4_address: str = ""
-    ipv6_address: str = ""  # echoed in inspect's IPAMConfig only (IPv6 networks are refused)
+    ipv6_address: str = ""
     link_local_ips: tuple[str, ...] = ()  # echoed in inspect's IPAMConfig only
     links: tuple[str, ...] = ()  # endpoint Links ("name:alias"): DNS names for this container only
+    mac_address: str = ""  # the interface's MAC address (the tuning plugin sets it)
+    driver_opts: dict[str, str] = field(default_factory=dict)  # echoed in inspect (the bridge driver reads none)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class HostConfig:
     isolation: str = ""  # only "" or "default" on Linux: echoed
     volume_driver: str = ""  # the default driver of the container's volumes: echoed (only "local" exists)
     links: tuple[str, ...] = ()  # legacy --link "name[:alias]", as given (pkg.engine.links)
+    cgroupns_mode: str = ""  # "private" or "host"; "" is resolved at create to the daemon's default
+    uts_mode: str = ""  # "" (own) or "host"
+    volumes_from: tuple[str, ...] = ()  # "<container>[:ro|:rw]", as given
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ class EngineState:
     paused: bool = False
     error: str = ""  # the last start error (State.Error)
     remove_volumes: bool = False  # with REMOVING: the removal takes the anonymous volumes along (rm -v, --rm)
+    health: Health | None = None  # the health check's last state (kept across narwhald restarts)
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,9 @@ class NetworkInfo:
     mac: str = ""
     aliases: tuple[str, ...] = ()
     links: tuple[str, ...] = ()  # the endpoint's Links ("name:alias")
+    ipv6: str = ""
+    ipv6_prefix_len: int = 0
+    ipv6_gateway: str = ""
 
 
 @dataclass(frozen=True)

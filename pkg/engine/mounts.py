@@ -33,6 +33,41 @@ def specs(host: HostConfig) -> list[MountSpec]:
     return out
 
 
+def parse_volumes_from(entry: str) -> tuple[str, bool]:
+    """``container[:mode]`` -> (container, read-write); the mode is moby's: ro, rw, plus SELinux/propagation
+    flags accepted and ignored.  An unset mode keeps each inherited mount's own RW."""
+    if not entry:
+        raise errors.InvalidArgument("volume-from specification cannot be an empty string")
+    name, _, mode = entry.partition(":")
+    flags = [f for f in mode.split(",") if f] if mode else []
+    if not name or any(f not in ("ro", "rw", "z", "Z", "nocopy", *_PROPAGATIONS) for f in flags) or (
+            "ro" in flags and "rw" in flags):
+        raise errors.InvalidArgument(f"invalid mode: {mode}")
+    return name, "ro" not in flags
+
+
+_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+
+
+def inherited(own: Sequence[MountSpec], points: Sequence[MountPoint], read_write: bool) -> list[MountSpec]:
+    """--volumes-from: another container's volumes and binds at the same paths (as moby: not its tmpfs, no
+    copy-up), except where the container mounts something of its own."""
+    taken = {m.target for m in own}
+    out = []
+    for point in points:
+        if point.destination in taken or point.type is MountType.TMPFS:
+            continue
+        taken.add(point.destination)
+        rw = point.rw and read_write
+        if point.type is MountType.VOLUME:
+            out.append(MountSpec(type=MountType.VOLUME, target=point.destination, source=point.name,
+                                 read_only=not rw, no_copy=True, volume_driver=point.driver or "local"))
+        else:
+            out.append(MountSpec(type=MountType.BIND, target=point.destination, source=point.source,
+                                 read_only=not rw, propagation=point.propagation))
+    return out
+
+
 def _tmpfs(target: str, options: str) -> MountSpec:
     size, mode, read_only = 0, 0, False
     for option in filter(None, options.split(",")):

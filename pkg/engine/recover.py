@@ -56,7 +56,7 @@ async def _recover(engine: Engine, record: EngineRecord) -> None:
     _, status = found
     if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
         engine.lifecycle.watch(container_id)
-        engine.lifecycle.health.start(container_id, record.config.healthcheck)
+        engine.lifecycle.health.start(container_id, record.config.healthcheck, resume=record.state.health)
         return
     if not record.state.started_once:
         return

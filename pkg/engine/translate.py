@@ -4,6 +4,7 @@ resources, security)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import socket
 from collections.abc import Sequence
@@ -12,12 +13,20 @@ from pathlib import Path
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
 from pkg.engine.links import merge_env
-from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig, PortBinding
+from pkg.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    EngineRecord,
+    HealthConfig,
+    HostConfig,
+    LogConfig,
+    PortBinding,
+)
 from pkg.engine.model import Resources as DockerResources
-from pkg.images.model import ImageConfig
-from pkg.model.container import ContainerConfig, ContainerSecurity, Device, Mount, Resources
+from pkg.images.model import ImageConfig, ImageHealthcheck
+from pkg.model.container import ContainerConfig, ContainerSecurity, Device, LogRotation, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
-from pkg.networks.resolv import embedded_dns_config
+from pkg.networks.resolv import docker_dns_config, embedded_dns_config
 from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, SecurityProfile
 
@@ -47,7 +56,20 @@ def merge_image(spec: ContainerSpec, image: ImageConfig) -> ContainerSpec:
         stop_signal=spec.stop_signal or image.stop_signal,
         exposed_ports=tuple(dict.fromkeys([*image.exposed_ports, *spec.exposed_ports])),
         volumes=tuple(dict.fromkeys([*image.volumes, *spec.volumes])),
+        healthcheck=_merge_healthcheck(spec.healthcheck, image.healthcheck),
     )
+
+
+def _merge_healthcheck(own: HealthConfig | None, image: ImageHealthcheck | None) -> HealthConfig | None:
+    """moby's merge: no check asked for -> the image's; one asked for -> its unset fields from the image's."""
+    if image is None:
+        return own
+    if own is None:
+        return HealthConfig(tuple(image.test), image.interval_ns, image.timeout_ns, image.retries,
+                            image.start_period_ns)
+    return HealthConfig(own.test or tuple(image.test), own.interval_ns or image.interval_ns,
+                        own.timeout_ns or image.timeout_ns, own.retries or image.retries,
+                        own.start_period_ns or image.start_period_ns)
 
 
 def _merge_env(base: list[str], override: tuple[str, ...]) -> list[str]:
@@ -107,18 +129,26 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
     mode = host.network_mode
     network = NamespaceMode.NODE if mode == "host" else NamespaceMode.POD
     networks: tuple[NetworkAttachment, ...] = ()
+    primary = "bridge" if mode == "default" else mode
+    own = next((e for e in spec.endpoints if e.network == primary), EndpointSpec(primary))
+    # Config.MacAddress (deprecated in API 1.44) is the NetworkMode endpoint's MAC, as moby migrates it.
+    mac = own.mac_address or spec.mac_address
     if mode not in ("bridge", "default", "host", "none"):
         # The NetworkMode network first (eth0, the default route), then any other EndpointsConfig entry
         # (API 1.44+ creates a container on several networks at once).
-        own = next((e for e in spec.endpoints if e.network == mode), None)
-        networks = (NetworkAttachment(mode, own.aliases, own.ipv4_address, own.links) if own is not None
-                    else NetworkAttachment(mode),) + tuple(
-            NetworkAttachment(e.network, e.aliases, e.ipv4_address, e.links) for e in spec.endpoints
-            if e.network != mode)
+        networks = (NetworkAttachment(mode, own.aliases, own.ipv4_address, own.links, mac=mac,
+                                      ipv6=own.ipv6_address),) + tuple(
+            NetworkAttachment(e.network, e.aliases, e.ipv4_address, e.links, mac=e.mac_address,
+                              ipv6=e.ipv6_address)
+            for e in spec.endpoints if e.network != mode)
+    elif primary == "bridge" and mac:
+        networks = (NetworkAttachment("bridge", mac=mac),)
     dns = None
     if host.dns or host.dns_search or host.dns_options:
         dns = DNSConfig(tuple(host.dns), tuple(host.dns_search), tuple(host.dns_options))
-    if networks:
+    if mode in ("bridge", "default", "none"):
+        dns = docker_dns_config(dns)  # the host's, minus what a container cannot reach, as moby writes it
+    elif networks and primary != "bridge":
         # On a user-defined network the embedded DNS server answers (names, aliases; the rest it
         # forwards to the --dns servers or the host's), as Docker's 127.0.0.11.
         dns = embedded_dns_config(dns)
@@ -134,7 +164,8 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
         labels={ENGINE_LABEL: record.id},
         sysctls=dict(host.sysctls),
         namespace_options=NamespaceOptions(network=network, pid=NamespaceMode.CONTAINER,
-                                           ipc=NamespaceMode.NODE if host.ipc_mode == "host" else NamespaceMode.POD),
+                                           ipc=NamespaceMode.NODE if host.ipc_mode == "host" else NamespaceMode.POD,
+                                           uts=NamespaceMode.NODE if host.uts_mode == "host" else NamespaceMode.POD),
         privileged=host.privileged,
         networks=networks,
         no_network=mode == "none",
@@ -167,6 +198,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
                  for d in host.devices] + [Device("", "", cgroup_rule=rule) for rule in host.device_cgroup_rules],
         labels=dict(spec.labels),
         log_path=log_path,
+        log_rotation=log_rotation(host.log_config),
         stdin=spec.open_stdin,
         stdin_once=spec.stdin_once,
         tty=spec.tty,
@@ -182,9 +214,52 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
             readonly_rootfs=host.readonly_rootfs,
             no_new_privs=no_new_privs,
             seccomp=seccomp_profile,
+            cgroupns=host.cgroupns_mode == "private" if host.cgroupns_mode else None,
         ),
         rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )
+
+
+# The local driver rotates by default (moby daemon/logger/local: 20 MB, 5 files, compressed).
+LOCAL_DEFAULTS = {"max-size": "20m", "max-file": "5", "compress": "true"}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def log_rotation(config: LogConfig) -> LogRotation | None:
+    """The json-file/local ``max-size``/``max-file``/``compress`` options checked as moby's drivers do;
+    None when the log is one growing file."""
+    if config.type not in ("json-file", "local"):
+        return None
+    opts = {**(LOCAL_DEFAULTS if config.type == "local" else {}), **config.config}
+    max_size = _ram_in_bytes(opts["max-size"]) if opts.get("max-size") else 0
+    try:
+        max_files = int(opts.get("max-file") or 1)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid max-file: {opts['max-file']!r}") from None
+    if max_files < 1:
+        raise errors.InvalidArgument("max-file cannot be less than 1")
+    compress = _bool(opts.get("compress") or "false", "compress")
+    if compress and (max_files < 2 or not max_size):
+        raise errors.InvalidArgument("compress cannot be true when max-file is less than 2 or max-size is not set")
+    return LogRotation(max_size, max_files, compress) if max_size else None
+
+
+def _ram_in_bytes(text: str) -> int:
+    """go-units RAMInBytes: "10m", "1.5g", "512k", "100" (binary multiples)."""
+    match = _SIZE.match(text.strip())
+    if match is None:
+        raise errors.InvalidArgument(f"invalid size: '{text}'")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * 1024 ** " kmgtp".index(unit or " "))
+
+
+def _bool(text: str, what: str) -> bool:
+    """Go's strconv.ParseBool."""
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise errors.InvalidArgument(f"{what}: strconv.ParseBool: parsing {text!r}: invalid syntax")
 
 
 def security_options(host: HostConfig) -> tuple[bool, SecurityProfile | None]:

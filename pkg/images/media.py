@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pkg.errors import InvalidArgument, NotFound
-from pkg.images.model import Descriptor, ImageConfig
+from pkg.images.model import Descriptor, ImageConfig, ImageHealthcheck
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -198,6 +198,7 @@ def parse_config(data: bytes) -> ParsedConfig:
         exposed_ports=sorted(str(p) for p in (cfg.get("ExposedPorts") or {})),
         volumes=sorted(str(v) for v in (cfg.get("Volumes") or {})),
         stop_signal=str(cfg.get("StopSignal") or ""),
+        healthcheck=_healthcheck(cfg.get("Healthcheck")),
     )
     return ParsedConfig(config, list(diff_ids), str(doc.get("os") or "linux"),
                         str(doc.get("architecture") or "amd64"), str(doc.get("created") or ""),
@@ -210,6 +211,19 @@ _DOCKER_LAYER_OF = {OCI_LAYER: DOCKER_LAYER, OCI_LAYER_GZIP: DOCKER_LAYER_GZIP}
 def docker_layer_type(media_type: str) -> str:
     """The Docker schema 2 name of an OCI layer type (tar, tar+gzip); others are returned unchanged."""
     return _DOCKER_LAYER_OF.get(media_type, media_type)
+
+
+def _healthcheck(raw: Any) -> ImageHealthcheck | None:
+    if not isinstance(raw, dict):
+        return None
+
+    def ns(key: str) -> int:
+        value = raw.get(key)
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+    test = raw.get("Test")
+    return ImageHealthcheck([str(t) for t in test] if isinstance(test, list) else [], ns("Interval"), ns("Timeout"),
+                            ns("StartPeriod"), ns("Retries"))
 
 
 def is_gzip_layer(media_type: str) -> bool:

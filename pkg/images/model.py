@@ -13,6 +13,17 @@ class Descriptor:
 
 
 @dataclass(frozen=True)
+class ImageHealthcheck:
+    """The image's HEALTHCHECK (config.Healthcheck): Test as Docker stores it, durations in ns (0 = unset)."""
+
+    test: list[str] = field(default_factory=list)
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    start_period_ns: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
 class ImageConfig:
     """The runtime-relevant part of an OCI image config ("config" object)."""
 
@@ -25,6 +36,7 @@ class ImageConfig:
     exposed_ports: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     stop_signal: str = ""
+    healthcheck: ImageHealthcheck | None = None
 
 
 @dataclass(frozen=True)

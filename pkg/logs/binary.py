@@ -79,6 +79,14 @@ def _replace_if_changed(path: Path, text: str) -> None:
         os.replace(tmp, path)
 
 
+def rotation_args(rotation: tuple[int, int, bool] | None) -> dict[str, str]:
+    """narwhal-logger's rotation arguments for (max-size, max-file, compress); none for no rotation."""
+    if rotation is None or rotation[0] <= 0:
+        return {}
+    max_size, max_files, compress = rotation
+    return {"max-size": str(max_size), "max-file": str(max_files), "compress": "true" if compress else "false"}
+
+
 def logger_uri(
     log_path: str | Path,
     *,
@@ -86,6 +94,7 @@ def logger_uri(
     max_line: int = DEFAULT_MAX_LINE,
     tty: bool = False,
     binary: str | Path | None = None,
+    rotation: tuple[int, int, bool] | None = None,
 ) -> str:
     """``binary:///…/narwhal-logger?path=…&max-line=…&pid-file=…&tty=…`` for a task's stdout (and stderr)."""
     log_path = Path(log_path)
@@ -98,6 +107,7 @@ def logger_uri(
         query["pid-file"] = str(pid_file)
     if tty:
         query["tty"] = "true"
+    query.update(rotation_args(rotation))
     exe = Path(binary) if binary is not None else logger_binary()
     args = "&".join(f"{key}={urllib.parse.quote(value, safe='/')}" for key, value in query.items())
     return f"binary://{urllib.parse.quote(str(exe))}?{args}"

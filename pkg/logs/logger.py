@@ -14,6 +14,9 @@ query becomes ``key value`` argument pairs in no particular order:
 * ``stdout-fd``, ``stderr-fd``, ``ready-fd``  other descriptors than 3, 4, 5
                 (when narwhald runs the logger itself on fifos)
 * ``early-ready`` ``true`` from the launcher, which closed fd 5 itself (unless ``ready-fd`` is given)
+* ``max-size``  rotate once the file would grow past this many bytes (Docker's ``--log-opt max-size``)
+* ``max-file``  how many files to keep, the current one included (``path.1`` is the newest rotated one)
+* ``compress``  ``true``: rotated files are gzipped (``path.1.gz``, ...)
 
 The logger is a child of the shim, not of narwhald, so logs keep flowing when
 narwhald dies.  It exits when every stream reaches EOF; on SIGTERM (the shim
@@ -71,11 +74,18 @@ class _Stream:
 class LogWriter:
     """Encodes output chunks into CRI records and appends them to the log file."""
 
-    def __init__(self, path: str, max_line: int = DEFAULT_MAX_LINE, stats_path: str = "") -> None:
+    def __init__(self, path: str, max_line: int = DEFAULT_MAX_LINE, stats_path: str = "", *,
+                 max_size: int = 0, max_files: int = 1, compress: bool = False) -> None:
         if max_line <= 0:
             raise ValueError("max-line must be positive")
+        if max_size < 0 or max_files < 1:
+            raise ValueError("max-size must not be negative and max-file must be at least 1")
         self.path = path
         self.max_line = max_line
+        self.max_size = max_size  # 0: never rotate
+        self.max_files = max_files
+        self.compress = compress
+        self.size = 0  # of the current file
         self.fd = -1
         self.dropped = 0
         # Totals for narwhald's metrics, written to stats_path at most every STATS_INTERVAL and at close.
@@ -94,6 +104,7 @@ class LogWriter:
             if parent:
                 os.makedirs(parent, exist_ok=True)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self.size = os.fstat(self.fd).st_size
         except OSError as err:
             _warn(f"cannot open log file {self.path}: {err}")
         if old >= 0:
@@ -156,7 +167,49 @@ class LogWriter:
         if out:
             self._write(out)
 
+    def rotate(self) -> None:
+        """Start a new file: the current one becomes ``path.1`` (gzipped to ``path.1.gz`` with compress), older
+        ones move up one number and the one past ``max-file`` goes, as Docker's json-file and local drivers.
+        Renames, never a truncate: a reader following the old file reads it to its end, then finds the new
+        one (pkg.logs.reader)."""
+        ext = ".gz" if self.compress else ""
+        try:
+            if self.max_files < 2:
+                os.unlink(self.path)
+            else:
+                for n in range(self.max_files - 1, 1, -1):
+                    if os.path.exists(f"{self.path}.{n - 1}{ext}"):
+                        os.replace(f"{self.path}.{n - 1}{ext}", f"{self.path}.{n}{ext}")
+                os.replace(self.path, f"{self.path}.1")
+        except OSError as err:
+            _warn(f"rotating {self.path} failed: {err}")
+        self.open()
+        if self.compress and self.max_files >= 2:
+            _gzip(f"{self.path}.1")
+
     def _write(self, parts: list[bytes | memoryview]) -> None:
+        if not self.max_size or self.fd < 0:
+            self._append(parts)
+            return
+        # Rotation: whole records only, and no file grows past max-size unless one record alone does.
+        data = b"".join(parts)
+        while data:
+            room = self.max_size - self.size
+            if len(data) <= room:
+                self._append([data])
+                return
+            cut = data.rfind(b"\n", 0, max(room, 0)) + 1
+            if cut == 0 and self.size:
+                self.rotate()
+                continue
+            if cut == 0:
+                cut = data.find(b"\n") + 1 or len(data)
+            self._append([data[:cut]])
+            data = data[cut:]
+            if data:
+                self.rotate()
+
+    def _append(self, parts: list[bytes | memoryview]) -> None:
         if self.fd < 0:
             self.dropped += sum(len(p) for p in parts)
             return
@@ -170,6 +223,7 @@ class LogWriter:
                     while view:
                         view = view[os.write(self.fd, view):]
                 self.bytes_written += total
+                self.size += total
             except OSError as err:
                 # Disk full or I/O error: drop rather than block (and so stall) the container.
                 self.dropped += total + sum(len(p) for p in parts)
@@ -178,6 +232,21 @@ class LogWriter:
                 return
         if self._stats_path and time.monotonic() - self._stats_at >= STATS_INTERVAL:
             self.report()
+
+
+def _gzip(path: str) -> None:
+    """``path`` -> ``path.gz`` (written aside, then renamed), then ``path`` goes."""
+    import gzip
+    import shutil
+
+    try:
+        with open(path, "rb") as src, gzip.open(f"{path}.gz.tmp", "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(f"{path}.gz.tmp", 0o640)
+        os.replace(f"{path}.gz.tmp", f"{path}.gz")
+        os.unlink(path)
+    except OSError as err:
+        _warn(f"compressing {path} failed: {err}")
 
 
 def read_stats_file(path: str) -> tuple[int, int] | None:
@@ -252,7 +321,8 @@ def run(opts: dict[str, str], stdout_fd: int = 3, stderr_fd: int = 4, ready_fd: 
     try:
         max_line = int(opts.get("max-line") or DEFAULT_MAX_LINE)
         stats = opts["pid-file"] + STATS_SUFFIX if opts.get("pid-file") else ""
-        writer = LogWriter(path, max_line, stats)
+        writer = LogWriter(path, max_line, stats, max_size=int(opts.get("max-size") or 0),
+                           max_files=int(opts.get("max-file") or 1), compress=opts.get("compress") == "true")
     except ValueError as err:
         _warn(f"bad argument: {err}")
         return 2

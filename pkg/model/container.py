@@ -32,6 +32,16 @@ class ContainerSecurity:
     masked_paths: list[str] | None = None  # None: runtime defaults
     readonly_paths: list[str] | None = None
     seccomp: SecurityProfile | None = None
+    cgroupns: bool | None = None  # own cgroup namespace; None: the runtime's default (own on cgroup v2)
+
+
+@dataclass(frozen=True)
+class LogRotation:
+    """Docker's json-file/local ``max-size``, ``max-file`` and ``compress``, enforced by narwhal-logger."""
+
+    max_size: int = 0  # bytes; 0: never rotate
+    max_files: int = 1  # files kept, the current one included
+    compress: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class ContainerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     log_path: str = ""  # relative to the sandbox's log_directory
+    log_rotation: LogRotation | None = None  # None: one file that grows (CRI: the kubelet rotates)
     stdin: bool = False
     stdin_once: bool = False
     tty: bool = False

@@ -22,6 +22,7 @@ class NamespaceOptions:
     pid: NamespaceMode = NamespaceMode.CONTAINER
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""
+    uts: NamespaceMode = NamespaceMode.POD  # NODE: the host's UTS namespace (Docker's --uts host); CRI never sets it
 
 
 @dataclass(frozen=True)

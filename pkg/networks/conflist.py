@@ -52,18 +52,24 @@ def pick_subnet(instance_id: str, taken: list[ipaddress.IPv4Network]) -> ipaddre
                                    "defaults to assign to the network")
 
 
+def ula_subnet(network_id: str) -> ipaddress.IPv6Network:
+    """An IPv6 network's /64 when none is asked for: a unique local prefix (RFC 4193, fd00::/8) whose 40-bit
+    global ID and subnet ID come from the network ID, as moby picks one from its default ULA pool."""
+    bits = int(network_id[:14], 16)
+    return ipaddress.IPv6Network(((0xFD << 120) | (bits << 64), 64))
+
+
 def complete_pool(pool: IPAMPool) -> IPAMPool:
-    """Validate a requested pool and fill in its gateway (the subnet's first address), as Docker does."""
+    """Validate a requested pool (IPv4 or IPv6) and fill in its gateway (the subnet's first address), as
+    Docker does; auxiliary addresses must lie in the subnet."""
     try:
         subnet = ipaddress.ip_network(pool.subnet, strict=False)
     except ValueError:
         raise errors.InvalidArgument(f"invalid subnet {pool.subnet!r}") from None
-    if subnet.version != 4:
-        raise errors.InvalidArgument(f"subnet {pool.subnet}: only IPv4 networks are supported")
     if str(subnet) != pool.subnet and subnet.network_address != ipaddress.ip_interface(pool.subnet).ip:
         raise errors.InvalidArgument(f"invalid subnet {pool.subnet}: it should be {subnet}")
-    if subnet.prefixlen > 30:
-        raise errors.InvalidArgument(f"subnet {subnet} is too small: at most /30")
+    if subnet.prefixlen > subnet.max_prefixlen - 2:
+        raise errors.InvalidArgument(f"subnet {subnet} is too small: at most /{subnet.max_prefixlen - 2}")
     gateway = pool.gateway or str(next(subnet.hosts()))
     try:
         gw = ipaddress.ip_address(gateway)
@@ -76,9 +82,17 @@ def complete_pool(pool: IPAMPool) -> IPAMPool:
             ip_range = ipaddress.ip_network(pool.ip_range, strict=False)
         except ValueError:
             raise errors.InvalidArgument(f"invalid ip-range {pool.ip_range!r}") from None
-        if not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
+        if ip_range.version != subnet.version or not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
             raise errors.InvalidArgument(f"no matching subnet for range {pool.ip_range}")
-    return IPAMPool(str(subnet), str(gw), pool.ip_range)
+    for name, address in pool.aux.items():
+        try:
+            aux = ipaddress.ip_address(address)
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid auxiliary address {name}={address!r}") from None
+        if aux not in subnet:
+            raise errors.InvalidArgument(f"auxiliary address: ({name}:{address}) must belong to the master pool: "
+                                         f"{subnet}")
+    return IPAMPool(str(subnet), str(gw), pool.ip_range, dict(pool.aux))
 
 
 def enabled(options: dict[str, str], key: str) -> bool:
@@ -99,19 +113,29 @@ def check_options(options: dict[str, str]) -> None:
         check_bridge_name(options[BRIDGE_OPTION])
 
 
-def _range(pool: IPAMPool) -> dict[str, str]:
-    out = {"subnet": pool.subnet, "gateway": pool.gateway}
-    if pool.ip_range:
-        subnet = ipaddress.ip_network(pool.subnet)
-        ip_range = ipaddress.ip_network(pool.ip_range, strict=False)
-        first = max(ip_range.network_address, subnet.network_address + 1)
-        last = min(ip_range.broadcast_address, subnet.broadcast_address - 1)
-        out.update(rangeStart=str(first), rangeEnd=str(last))
+def _ranges(pool: IPAMPool) -> list[dict[str, str]]:
+    """host-local's range set for a pool: the ip-range (else the subnet) cut around the auxiliary addresses,
+    which host-local must never hand out."""
+    subnet = ipaddress.ip_network(pool.subnet)
+    scope = ipaddress.ip_network(pool.ip_range, strict=False) if pool.ip_range else subnet
+    first = max(int(scope.network_address), int(subnet.network_address) + 1)
+    last = min(int(scope.broadcast_address), int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0))
+    holes = sorted(n for n in (int(ipaddress.ip_address(v)) for v in pool.aux.values()) if first <= n <= last)
+    if not pool.ip_range and not holes:
+        return [{"subnet": pool.subnet, "gateway": pool.gateway}]
+    address = type(subnet.network_address)
+    out = []
+    for hole in [*holes, last + 1]:
+        if first <= hole - 1:
+            out.append({"subnet": pool.subnet, "gateway": pool.gateway, "rangeStart": str(address(first)),
+                        "rangeEnd": str(address(hole - 1))})
+        first = hole + 1
     return out
 
 
 def conflist(cfg: Config, network: Network) -> dict[str, Any]:
-    routes = [] if network.internal else [{"dst": "0.0.0.0/0"}]
+    families = {p.version for p in network.ipam}
+    routes = [] if network.internal else [{"dst": "0.0.0.0/0" if v == 4 else "::/0"} for v in sorted(families)]
     plugins: list[dict[str, Any]] = [
         {
             "type": "bridge",
@@ -122,7 +146,7 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
             "capabilities": {"ips": True},
             "ipam": {
                 "type": "host-local",
-                "ranges": [[_range(p)] for p in network.ipam],
+                "ranges": [_ranges(p) for p in network.ipam],
                 "routes": routes,
                 "dataDir": str(defaults.ipam_dir(cfg)),
             },
@@ -131,6 +155,7 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
     mtu = network.options.get(MTU_OPTION)
     if mtu:
         plugins[0]["mtu"] = int(mtu)
+    plugins.append(defaults.tuning_plugin(cfg))
     if not network.internal:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
     plugins.append({"type": "firewall", "backend": "iptables", "iptablesAdminChainName": defaults.admin_chain(cfg)})

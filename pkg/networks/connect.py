@@ -3,6 +3,7 @@ network (aliases, a fixed IPv4 address), with Docker's messages."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
 
 
 async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (),
-                  ipv4: str = "", links: tuple[str, ...] = ()) -> EndpointView:
+                  ipv4: str = "", links: tuple[str, ...] = (), *, mac: str = "", ipv6: str = "") -> EndpointView:
     network = service.get(ref)
     owner = service.owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
     if network.name in (HOST, NONE):
@@ -30,13 +31,15 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
     netns, sandbox_dir = _sandbox(service, sandbox_id)
     check_aliases(network, aliases)
     address = check_ipv4(network, ipv4) if ipv4 else ""
+    address6 = check_ipv6(network, ipv6) if ipv6 else ""
     # The sandbox's published ports go along: they are set up only if this network becomes eth0 (the
     # gateway endpoint, as moby publishes them), as when Compose disconnects and reconnects a created container.
     req = PodNetworkRequest(sandbox_id=sandbox_id, netns_path=Path(netns),
                             port_mappings=list(service.sandboxes.port_mappings(sandbox_id)
                                                if service.sandboxes is not None else ()))
     try:
-        ep = await service.manager.connect(req, NetworkAttachment(attachment_name(network), aliases, address, links))
+        ep = await service.manager.connect(req, NetworkAttachment(attachment_name(network), aliases, address, links,
+                                                                  mac=mac, ipv6=address6))
     except errors.AlreadyExists:
         raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
                                       f"{network.name}") from None
@@ -100,7 +103,8 @@ def check_attachment(service: NetworkService, att: NetworkAttachment) -> Network
     network = service.get(att.network)
     check_aliases(network, att.aliases)
     address = check_ipv4(network, att.ipv4) if att.ipv4 else ""
-    return NetworkAttachment(network.name, att.aliases, address, att.links)
+    address6 = check_ipv6(network, att.ipv6) if att.ipv6 else ""
+    return dataclasses.replace(att, network=network.name, ipv4=address, ipv6=address6)
 
 
 def check_aliases(network: Network, aliases: tuple[str, ...]) -> None:
@@ -122,4 +126,17 @@ def check_ipv4(network: Network, ipv4: str) -> str:
             return str(ip)
     if network.name == BRIDGE:
         raise errors.InvalidArgument("user specified IP address is supported on user defined networks only")
+    raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP address {ip}")
+
+
+def check_ipv6(network: Network, ipv6: str) -> str:
+    try:
+        ip = ipaddress.IPv6Address(ipv6.split("/", 1)[0])
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid IPv6 address {ipv6!r}") from None
+    if not network.enable_ipv6:
+        raise errors.InvalidArgument(f"IPv6 address {ip} requested on network {network.name}, which has no IPv6")
+    for pool in network.ipam:
+        if ip in ipaddress.ip_network(pool.subnet):
+            return str(ip)
     raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP address {ip}")

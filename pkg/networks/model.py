@@ -6,6 +6,7 @@ the record is one frozen dataclass, persisted as JSON under the Docker root.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,11 @@ class IPAMPool:
     subnet: str
     gateway: str = ""
     ip_range: str = ""
+    aux: dict[str, str] = field(default_factory=dict)  # AuxiliaryAddresses: name -> address, never handed out
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_network(self.subnet, strict=False).version
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Network:
     options: dict[str, str] = field(default_factory=dict)
     ipam: tuple[IPAMPool, ...] = ()
     ipam_options: dict[str, str] = field(default_factory=dict)
+    enable_ipv6: bool = False
 
     @property
     def predefined(self) -> bool:
@@ -47,8 +54,9 @@ class Network:
             "version": FORMAT_VERSION, "id": self.id, "name": self.name, "driver": self.driver,
             "created": self.created, "bridge": self.bridge, "cniName": self.cni_name, "internal": self.internal,
             "attachable": self.attachable, "labels": self.labels, "options": self.options,
-            "ipam": [{"subnet": p.subnet, "gateway": p.gateway, "ipRange": p.ip_range} for p in self.ipam],
-            "ipamOptions": self.ipam_options,
+            "ipam": [{"subnet": p.subnet, "gateway": p.gateway, "ipRange": p.ip_range, "aux": p.aux}
+                     for p in self.ipam],
+            "ipamOptions": self.ipam_options, "enableIPv6": self.enable_ipv6,
         }
 
     @classmethod
@@ -59,9 +67,11 @@ class Network:
             internal=bool(data.get("internal")), attachable=bool(data.get("attachable")),
             labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
             options={str(k): str(v) for k, v in (data.get("options") or {}).items()},
-            ipam=tuple(IPAMPool(str(p["subnet"]), str(p.get("gateway") or ""), str(p.get("ipRange") or ""))
+            ipam=tuple(IPAMPool(str(p["subnet"]), str(p.get("gateway") or ""), str(p.get("ipRange") or ""),
+                                {str(k): str(v) for k, v in (p.get("aux") or {}).items()})
                        for p in data.get("ipam") or ()),
             ipam_options={str(k): str(v) for k, v in (data.get("ipamOptions") or {}).items()},
+            enable_ipv6=bool(data.get("enableIPv6")),
         )
 
 

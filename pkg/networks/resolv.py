@@ -10,6 +10,8 @@ when it joins its first one (network connect).
 """
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from pathlib import Path
 
 from pkg.dns.server import ADDRESS
@@ -92,3 +94,64 @@ def hosts_remove(sandbox_dir: Path, ip: str) -> None:
     kept = [line for line in lines if line.split()[:1] != [ip]]
     if ip and kept != lines:
         _write_in_place(hosts, "".join(f"{line}\n" for line in kept))
+
+
+# moby's defaults when the host names no nameserver a container can reach (libnetwork/resolvconf).
+DEFAULT_SERVERS = ("8.8.8.8", "8.8.4.4")
+DEFAULT_SERVERS_V6 = ("2001:4860:4860::8888", "2001:4860:4860::8844")
+# moby's /etc/hosts defaults (libnetwork/etchosts), not containerd CRI's.
+DOCKER_HOSTS_DEFAULTS = (
+    ("127.0.0.1", "localhost"),
+    ("::1", "localhost ip6-localhost ip6-loopback"),
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+)
+
+
+def _host_nameservers(host_file: Path) -> tuple[str, ...]:
+    try:
+        lines = host_file.read_text().splitlines()
+    except OSError:
+        return ()
+    return tuple(f[1] for f in (line.split() for line in lines) if len(f) >= 2 and f[0] == "nameserver")
+
+
+def _is_loopback(server: str) -> bool:
+    try:
+        return ipaddress.ip_address(server.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True  # not an address: unusable too
+
+
+def docker_dns_config(requested: DNSConfig | None, host_file: Path = HOST_RESOLV_CONF,
+                      ipv6: bool = False) -> DNSConfig:
+    """resolv.conf of a container on the default bridge (or none), as moby writes it: the host's, with the
+    nameservers a container cannot reach (loopback ones, e.g. systemd-resolved's) dropped and Google's
+    put in when none is left; --dns, --dns-search and --dns-option each replace their part (a search of
+    "." means none).  Blocking read of ``host_file``."""
+    host_searches, host_options = _host_search_and_options(host_file)
+    servers = requested.servers if requested is not None and requested.servers else tuple(
+        s for s in _host_nameservers(host_file) if not _is_loopback(s))
+    if not servers:
+        servers = DEFAULT_SERVERS + (DEFAULT_SERVERS_V6 if ipv6 else ())
+    searches = requested.searches if requested is not None and requested.searches else host_searches
+    options = requested.options if requested is not None and requested.options else host_options
+    return DNSConfig(servers=servers, searches=tuple(s for s in searches if s != "."), options=options)
+
+
+def docker_hosts(hostname: str, domainname: str, ips: Iterable[str], extra: Iterable[tuple[str, str]] = ()) -> str:
+    """A container's /etc/hosts as moby writes it: its defaults, the --add-host entries, then one line per
+    address of the container naming its hostname (``host.domain host`` with a domain name)."""
+    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    lines = [f"{ip}\t{n}" for ip, n in DOCKER_HOSTS_DEFAULTS]
+    lines += [f"{ip}\t{n}" for ip, n in extra]
+    lines += [f"{ip}\t{names}" for ip in ips if ip and hostname]
+    return "".join(line + "\n" for line in lines)
+
+
+def write_in_place(path: Path, content: str) -> None:
+    """Replace a sandbox file's content keeping its inode (containers may bind-mount it already).  Blocking."""
+    with open(path, "w") as f:
+        f.write(content)

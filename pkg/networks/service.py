@@ -17,7 +17,6 @@ import datetime
 import hashlib
 import ipaddress
 import logging
-import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +52,6 @@ from pkg.networks.store import NetworkFiles
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class OwnerLookup(Protocol):
@@ -117,8 +115,9 @@ class NetworkService:
         for network in self._networks.values():  # after a host reboot: as they were at create
             if not network.predefined and network.bridge and network.ipam:
                 try:
-                    await self.bridges.ensure(network.bridge, network.ipam[0].gateway,
-                                             ipaddress.ip_network(network.ipam[0].subnet).prefixlen)
+                    for pool in network.ipam:
+                        await self.bridges.ensure(network.bridge, pool.gateway,
+                                                 ipaddress.ip_network(pool.subnet).prefixlen)
                 except errors.NarwhalError as exc:
                     log.warning("bridge of network %s: %s", network.name, exc.message)
         try:
@@ -242,8 +241,8 @@ class NetworkService:
         name = req.name
         if not name:
             raise errors.InvalidArgument("network name must not be empty")
-        if not _NAME.match(name):
-            raise errors.InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        # moby checks nothing more than non-empty ("test 01" is a valid name): names only key records and
+        # lookups here; bridges, CNI names and chains derive from the network ID.
         if name in PREDEFINED:
             raise errors.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
         driver = req.driver or "bridge"
@@ -254,10 +253,9 @@ class NetworkService:
                                          "can be created")
         if req.ipam_driver not in ("", "default"):
             raise errors.InvalidArgument(f"IPAM driver {req.ipam_driver!r} is not supported: only \"default\"")
-        if req.enable_ipv6:
-            raise errors.InvalidArgument("IPv6 networks are not supported")
-        if len(req.ipam) > 1:
-            raise errors.InvalidArgument("only one IPv4 pool per network is supported")
+        requested = _by_family(req.ipam)
+        if 6 in requested and not req.enable_ipv6:
+            raise errors.InvalidArgument(f"subnet {requested[6].subnet}: IPv6 pools need EnableIPv6 (--ipv6)")
         conflist.check_options(req.options)
         async with self._lock:
             if any(n.name == name for n in self._networks.values()):
@@ -268,22 +266,30 @@ class NetworkService:
             if any(n.bridge == bridge for n in self._networks.values()):
                 raise errors.Conflict(f"bridge name {bridge} is already in use by another network")
             taken = await self._taken_subnets()
-            if req.ipam and req.ipam[0].subnet:
-                pool = conflist.complete_pool(req.ipam[0])
-                subnet = ipaddress.ip_network(pool.subnet)
-                if any(subnet.overlaps(t) for t in taken):
-                    raise errors.PermissionDenied("invalid pool request: Pool overlaps with other one on this "
-                                                  "address space")
-            else:
-                if req.ipam and (req.ipam[0].gateway or req.ipam[0].ip_range):
-                    raise errors.InvalidArgument("a gateway or ip-range needs a subnet")
-                routes = await asyncio.to_thread(defaults.host_routes_v4)
-                pool = conflist.complete_pool(IPAMPool(str(conflist.pick_subnet(self.cfg.instance_id,
-                                                                                [*taken, *routes]))))
+            pools = []
+            for version in (4, 6) if req.enable_ipv6 else (4,):
+                asked = requested.get(version)
+                if asked is not None and asked.subnet:
+                    pool = conflist.complete_pool(asked)
+                    subnet = ipaddress.ip_network(pool.subnet)
+                    if any(subnet.overlaps(t) for t in taken if t.version == version):
+                        raise errors.PermissionDenied("invalid pool request: Pool overlaps with other one on this "
+                                                      "address space")
+                elif asked is not None and (asked.gateway or asked.ip_range or asked.aux):
+                    raise errors.InvalidArgument("a gateway, ip-range or auxiliary address needs a subnet")
+                elif version == 6:
+                    pool = conflist.complete_pool(IPAMPool(str(conflist.ula_subnet(network_id))))
+                else:
+                    routes = await asyncio.to_thread(defaults.host_routes_v4)
+                    pool = conflist.complete_pool(IPAMPool(str(conflist.pick_subnet(
+                        self.cfg.instance_id, [t for t in [*taken, *routes] if isinstance(t, ipaddress.IPv4Network)]))))
+                pools.append(pool)
+            pool = pools[0]
             network = Network(
                 id=network_id, name=name, driver="bridge", created=_now(), bridge=bridge,
                 cni_name=conflist.cni_name(self.cfg, network_id), internal=req.internal, attachable=req.attachable,
-                labels=dict(req.labels), options=dict(req.options), ipam=(pool,), ipam_options=dict(req.ipam_options),
+                labels=dict(req.labels), options=dict(req.options), ipam=tuple(pools),
+                ipam_options=dict(req.ipam_options), enable_ipv6=req.enable_ipv6,
             )
             if await self.bridges.exists(bridge):
                 raise errors.Conflict(f"bridge name {bridge} is already in use on the host")
@@ -293,7 +299,8 @@ class NetworkService:
                 self._networks[network.id] = network
                 cleanup.add(f"forget network {name}", lambda: self._forget(network))
                 cleanup.add(f"delete bridge {bridge}", lambda: self.bridges.delete(bridge))
-                await self.bridges.ensure(bridge, pool.gateway, ipaddress.ip_network(pool.subnet).prefixlen)
+                for each in pools:
+                    await self.bridges.ensure(bridge, each.gateway, ipaddress.ip_network(each.subnet).prefixlen)
                 await self._sync_isolation()
                 cleanup.commit()
         log.info("network %s (%s) created: bridge %s, subnet %s%s", name, network_id[:12], bridge, pool.subnet,
@@ -305,14 +312,11 @@ class NetworkService:
         self._networks.pop(network.id, None)
         await self._sync_isolation()
 
-    async def _taken_subnets(self) -> list[ipaddress.IPv4Network]:
-        taken: list[ipaddress.IPv4Network] = []
+    async def _taken_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for network in self._networks.values():
             pools = await self.bridge_pools() if network.name == BRIDGE else network.ipam
-            for pool in pools:
-                subnet = ipaddress.ip_network(pool.subnet)
-                if isinstance(subnet, ipaddress.IPv4Network):
-                    taken.append(subnet)
+            taken += [ipaddress.ip_network(pool.subnet) for pool in pools]
         return taken
 
     # ---------------- remove / prune ----------------
@@ -368,9 +372,9 @@ class NetworkService:
 
     # ---------------- connect / disconnect (pkg.networks.connect) ----------------
     async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "",
-                      links: tuple[str, ...] = ()) -> EndpointView:
+                      links: tuple[str, ...] = (), *, mac: str = "", ipv6: str = "") -> EndpointView:
         """Join a running sandbox to a network (Docker's network connect)."""
-        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4, links)
+        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4, links, mac=mac, ipv6=ipv6)
 
     async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
         await connect_mod.disconnect(self, ref, sandbox_id, force)
@@ -433,3 +437,17 @@ class NetworkService:
 def endpoint_id(sandbox_id: str, network_id: str) -> str:
     """Stable per (sandbox, network): the same across daemon restarts."""
     return hashlib.sha256(f"{sandbox_id}:{network_id}".encode()).hexdigest()
+
+
+def _by_family(pools: tuple[IPAMPool, ...]) -> dict[int, IPAMPool]:
+    """At most one requested pool per address family (a pool without a subnet counts as IPv4)."""
+    out: dict[int, IPAMPool] = {}
+    for pool in pools:
+        try:
+            version = ipaddress.ip_network(pool.subnet, strict=False).version if pool.subnet else 4
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid subnet {pool.subnet!r}") from None
+        if version in out:
+            raise errors.InvalidArgument(f"only one IPv{version} pool per network is supported")
+        out[version] = pool
+    return out

@@ -24,7 +24,7 @@ from pkg import errors
 from pkg.cgroups.oom import was_oom_killed
 from pkg.logs import binary as log_binary
 from pkg.logs.logger import STATS_SUFFIX
-from pkg.model.container import ContainerMetadata
+from pkg.model.container import ContainerConfig, ContainerMetadata
 from pkg.runtime import attach
 from pkg.runtime.context import RuntimeContext
 
@@ -68,16 +68,17 @@ async def task_stdio(ctx: RuntimeContext, metadata: ContainerMetadata) -> AsyncI
     pid_file = logger_pid_file(ctx, metadata.id)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     if config.tty or not config.stdin:
-        uri = log_binary.logger_uri(log_path, pid_file=pid_file, tty=config.tty, binary=ctx.logger)
+        uri = log_binary.logger_uri(log_path, pid_file=pid_file, tty=config.tty, binary=ctx.logger,
+                                    rotation=_rotation(config))
         yield Stdio(stdin=stdin, stdout=uri, stderr="" if config.tty else uri)
         return
-    async with _fifo_logger(ctx, log_path, metadata.id, pid_file) as (stdout, stderr):
+    async with _fifo_logger(ctx, log_path, metadata.id, pid_file, _rotation(config)) as (stdout, stderr):
         yield Stdio(stdin=stdin, stdout=stdout, stderr=stderr)
 
 
 @contextlib.asynccontextmanager
-async def _fifo_logger(ctx: RuntimeContext, log_path: str, container_id: str,
-                       pid_file: Path) -> AsyncIterator[tuple[str, str]]:
+async def _fifo_logger(ctx: RuntimeContext, log_path: str, container_id: str, pid_file: Path,
+                       rotation: tuple[int, int, bool] | None = None) -> AsyncIterator[tuple[str, str]]:
     directory = ctx.container_state(container_id)
     fifos = [directory / "stdout", directory / "stderr"]
     fds: list[int] = []
@@ -96,6 +97,8 @@ async def _fifo_logger(ctx: RuntimeContext, log_path: str, container_id: str,
         out_fd, err_fd = fds[0], fds[1]
         args = [str(ctx.logger or log_binary.logger_binary()), "path", log_path, "pid-file", str(pid_file),
                 "stdout-fd", str(out_fd), "stderr-fd", str(err_fd), "ready-fd", str(ready_w)]
+        for key, value in log_binary.rotation_args(rotation).items():
+            args += [key, value]
         # Its own session: the logger outlives narwhald, as the shim-run one does.
         proc = await asyncio.create_subprocess_exec(
             *args, pass_fds=(out_fd, err_fd, ready_w), start_new_session=True,
@@ -118,6 +121,11 @@ async def _fifo_logger(ctx: RuntimeContext, log_path: str, container_id: str,
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _rotation(config: ContainerConfig) -> tuple[int, int, bool] | None:
+    r = config.log_rotation
+    return (r.max_size, r.max_files, r.compress) if r is not None else None
 
 
 def _high(fd: int) -> int:

@@ -112,6 +112,7 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
             resources=config.resources,
             rlimits=tuple(config.rlimits),
             cgroups_path=metadata.cgroups_path,
+            cgroupns=sec.cgroupns,
             annotations={**config.annotations, "io.kubernetes.cri.container-type": "container",
                          "io.kubernetes.cri.sandbox-id": sandbox.id},
             sandbox_files=sandbox_files(ctx, sandbox),

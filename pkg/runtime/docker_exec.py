@@ -3,7 +3,10 @@
 Docker splits exec into create (an ID and a config), start and inspect, so
 unlike CRI's one-shot exec the instance outlives its process: the exit code
 stays readable until the container is removed (records of removed
-containers are dropped when next looked at).  The process itself is
+containers are dropped when next looked at).  With a records dir, each
+instance is also a small JSON file there, so ``docker exec inspect`` still
+answers after narwhald restarts (an exec that was running then is shown
+exited, its exit code unknown unless narwhald ended it itself).  The process itself is
 ``pkg.runtime.exec``'s; Docker's options (env, working dir, user,
 privileged, console size) edit its process spec.
 """
@@ -12,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -114,10 +119,66 @@ def start_failure_code(err: errors.NarwhalError) -> int:
 class ExecManager:
     """The Docker domain's exec instances, tied to its containers."""
 
-    def __init__(self, containers: ContainerService) -> None:
+    def __init__(self, containers: ContainerService, records_dir: Path | None = None) -> None:
         self._containers = containers
         self._execs: dict[str, ExecInstance] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dir = records_dir
+        if records_dir is not None:
+            self._load(records_dir)
+
+    # ---- persistence (small files, written synchronously: one per state change) ----
+    def _load(self, directory: Path) -> None:
+        """The records of a previous run, for containers that still exist; a RUNNING one's process did not
+        survive narwhald with it attached, so it is EXITED now."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in directory.glob("*.json"):
+            try:
+                raw = json.loads(path.read_text())
+                instance = ExecInstance(
+                    str(raw["id"]), str(raw["container_id"]),
+                    ExecConfig(**{**raw["config"], "cmd": tuple(raw["config"]["cmd"]),
+                                  "env": tuple(raw["config"]["env"]),
+                                  "console_size": tuple(raw["config"]["console_size"])
+                                  if raw["config"].get("console_size") else None}),
+                    created_at=int(raw["created_at"]), state=ExecState(raw["state"]),
+                    exit_code=raw.get("exit_code"), pid=int(raw.get("pid") or 0))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("dropping unreadable exec record %s: %r", path.name, exc)
+                path.unlink(missing_ok=True)
+                continue
+            if self._containers.ctx.containers.find(instance.container_id) is None:
+                path.unlink(missing_ok=True)
+                continue
+            if instance.state == ExecState.RUNNING:
+                instance.state = ExecState.EXITED
+                self._save(instance)
+            instance._started.set()
+            self._execs[instance.id] = instance
+
+    def _save(self, instance: ExecInstance) -> None:
+        if self._dir is None:
+            return
+        c = instance.config
+        raw = {"id": instance.id, "container_id": instance.container_id, "created_at": instance.created_at,
+               "state": instance.state.value, "exit_code": instance.exit_code, "pid": instance.pid,
+               "config": {"cmd": list(c.cmd), "env": list(c.env), "working_dir": c.working_dir, "user": c.user,
+                          "tty": c.tty, "attach_stdin": c.attach_stdin, "attach_stdout": c.attach_stdout,
+                          "attach_stderr": c.attach_stderr, "privileged": c.privileged,
+                          "detach_keys": c.detach_keys,
+                          "console_size": list(c.console_size) if c.console_size else None}}
+        path = self._dir / f"{instance.id}.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(raw))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("exec record %s not saved: %r", instance.id[:12], exc)
+
+    def _drop(self, exec_id: str) -> None:
+        self._execs.pop(exec_id, None)
+        if self._dir is not None:
+            (self._dir / f"{exec_id}.json").unlink(missing_ok=True)
 
     # ---- records ----
     def create(self, container_ref: str, config: ExecConfig) -> ExecInstance:
@@ -127,6 +188,7 @@ class ExecManager:
         self._prune(container_id)
         instance = ExecInstance(secrets.token_hex(32), container_id, config)
         self._execs[instance.id] = instance
+        self._save(instance)
         return instance
 
     def get(self, exec_id: str) -> ExecInstance:
@@ -149,7 +211,7 @@ class ExecManager:
 
     def _forget_container(self, container_id: str) -> None:
         for exec_id in self.for_container(container_id):
-            del self._execs[exec_id]
+            self._drop(exec_id)
 
     def _prune(self, container_id: str) -> None:
         gone = {i.container_id for i in self._execs.values()
@@ -160,7 +222,7 @@ class ExecManager:
                            if i.container_id == container_id and i.state == ExecState.EXITED),
                           key=lambda i: i.created_at)
         for instance in finished[:max(0, len(finished) - MAX_FINISHED_PER_CONTAINER + 1)]:
-            del self._execs[instance.id]
+            self._drop(instance.id)
 
     # ---- start ----
     def claim(self, exec_id: str) -> ExecInstance:
@@ -172,12 +234,14 @@ class ExecManager:
             raise errors.Conflict(f"Error: Exec command {exec_id} has already run")
         self._running(instance.container_id)
         instance.state = ExecState.RUNNING
+        self._save(instance)
         return instance
 
     def unclaim(self, instance: ExecInstance) -> None:
         """A claimed exec whose start never happened (the client went away first) may start again."""
         if instance.state == ExecState.RUNNING and not instance._started.is_set():
             instance.state = ExecState.CREATED
+            self._save(instance)
 
     async def run(self, instance: ExecInstance, streams: ExecStreams) -> int:
         """Run a claimed exec with ``streams`` until it exits; its exit code (also kept on the record).
@@ -193,6 +257,7 @@ class ExecManager:
                 instance._process = proc
                 instance.pid = proc.pid
                 instance._started.set()
+                self._save(instance)
 
             code = await run_exec(ctx.client, instance.container_id, list(instance.config.cmd), streams,
                                   fifo_root=ctx.exec_dir, adjust=adjust, on_started=started)
@@ -209,6 +274,7 @@ class ExecManager:
             instance.state = ExecState.EXITED
             instance._process = None
             instance._started.set()
+            self._save(instance)
         return code
 
     def spawn(self, instance: ExecInstance, streams: ExecStreams) -> tuple[asyncio.Task[None], list[BaseException]]:
@@ -239,7 +305,7 @@ class ExecManager:
             raise failed[0]
 
     async def close(self) -> None:
-        """At shutdown: end the exec processes still running (their records die with this process)."""
+        """At shutdown: end the exec processes still running (their records stay, exited with 137)."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -141,7 +141,7 @@ class SandboxService:
             created_at=time.time_ns(),
             netns_path="" if ns.network == NamespaceMode.NODE else str(ctx.netns_path(sandbox_id)),
             ipc_path="" if ns.ipc == NamespaceMode.NODE else str(state / "ipc"),
-            uts_path="" if ns.network == NamespaceMode.NODE else str(state / "uts"),
+            uts_path="" if NamespaceMode.NODE in (ns.network, ns.uts) else str(state / "uts"),
             infra=ns.pid == NamespaceMode.POD,
             cgroup_parent=config.cgroup_parent or ctx.default_cgroup_parent,
             sandbox_dir=str(ctx.sandbox_root(sandbox_id)),
@@ -278,7 +278,7 @@ def _validate(config: SandboxConfig) -> None:
         config.sysctls,
         network=Namespace.host() if ns.network == NamespaceMode.NODE else Namespace.new(),
         ipc=Namespace.host() if ns.ipc == NamespaceMode.NODE else Namespace.new(),
-        uts=Namespace.host() if ns.network == NamespaceMode.NODE else Namespace.new(),
+        uts=Namespace.host() if NamespaceMode.NODE in (ns.network, ns.uts) else Namespace.new(),
     )
     for key in ("kubernetes.io/ingress-bandwidth", "kubernetes.io/egress-bandwidth"):
         _bandwidth(config.annotations, key)

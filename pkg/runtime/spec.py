@@ -156,7 +156,7 @@ def build_container_spec(opts: ContainerSpecOptions, host: HostInfo | None = Non
     spec_mounts.validate_sysctls(opts.sysctls, network=opts.network, ipc=opts.ipc, uts=opts.uts)
     namespaces = _namespaces([("pid", opts.pid), ("ipc", opts.ipc), ("uts", opts.uts), ("mount", Namespace.new()),
                               ("network", opts.network)])
-    if host.cgroups.v2 and not opts.privileged:
+    if opts.cgroupns if opts.cgroupns is not None else host.cgroups.v2 and not opts.privileged:
         namespaces.append({"type": "cgroup"})
     linux: dict[str, Any] = {"resources": resources, "namespaces": namespaces}
     if opts.cgroups_path:

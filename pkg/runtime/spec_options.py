@@ -173,6 +173,7 @@ class ContainerSpecOptions:
     sysctls: Mapping[str, str] = field(default_factory=dict)
     resources: Resources | None = None
     cgroups_path: str = ""
+    cgroupns: bool | None = None  # None: own cgroup namespace on cgroup v2 unless privileged (containerd's rule)
     rlimits: tuple[Rlimit, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     sandbox_files: SandboxFiles = field(default_factory=SandboxFiles)

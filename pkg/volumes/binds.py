@@ -99,6 +99,10 @@ def validate(spec: MountSpec) -> MountSpec:
             raise errors.InvalidArgument('invalid mount config for type "bind": field VolumeOptions must not be '
                                          "specified")
     elif spec.type is MountType.VOLUME:
+        if spec.subpath and (spec.subpath.startswith("/") or "\0" in spec.subpath
+                             or posixpath.normpath(spec.subpath).split("/")[0] == ".."):
+            raise errors.InvalidArgument('invalid mount config for type "volume": subpath must be a relative path '
+                                         "within the volume")
         if spec.read_only and not spec.source:
             raise errors.InvalidArgument('invalid mount config for type "volume": must not set ReadOnly mode when '
                                          "using anonymous volumes")

@@ -82,6 +82,7 @@ class MountSpec:
     volume_options: dict[str, str] = field(default_factory=dict)
     tmpfs_size: int = 0  # bytes; 0 = the kernel default
     tmpfs_mode: int = 0  # 0 = the kernel default (1777)
+    subpath: str = ""  # volumes (API 1.45): mount this directory of the volume instead of its root
 
 
 @dataclass(frozen=True)

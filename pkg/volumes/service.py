@@ -24,6 +24,7 @@ import builtins
 import contextlib
 import logging
 import os
+import posixpath
 import re
 import secrets
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -259,7 +260,10 @@ class VolumeService:
             if root is not None:
                 async with self._seed_locks.setdefault(name, asyncio.Lock()):
                     await asyncio.to_thread(_seed_if_empty, root, spec.target, Path(record.volume.mountpoint))
-        return MountPoint(type=MountType.VOLUME, destination=spec.target, source=record.volume.mountpoint,
+        source = record.volume.mountpoint
+        if spec.subpath:
+            source = await asyncio.to_thread(_subpath, Path(source), spec.subpath)
+        return MountPoint(type=MountType.VOLUME, destination=spec.target, source=source,
                           name=name, driver=record.volume.driver, mode=spec.mode, rw=not spec.read_only,
                           anonymous=not spec.source)
 
@@ -344,3 +348,13 @@ def _seed_if_empty(rootfs: Path, target: str, data: Path) -> None:
     if any(data.iterdir()):
         return
     seed_from_rootfs(rootfs, target, data)
+
+
+def _subpath(root: Path, subpath: str) -> str:
+    """A volume's subdirectory to mount (VolumeOptions.Subpath), which must stay inside the volume even
+    through symlinks; one that does not exist yet is refused when the container starts (as moby)."""
+    path = root / posixpath.normpath(subpath)
+    resolved = path.resolve()
+    if resolved != root.resolve() and root.resolve() not in resolved.parents:
+        raise errors.InvalidArgument(f"subpath {subpath!r} leaves the volume")
+    return str(path)

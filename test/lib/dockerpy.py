@@ -113,3 +113,63 @@ def busybox_session(daemon: DaemonProcess) -> Iterator[Any]:
         c.networks.prune()
     finally:
         c.close()
+
+
+class TcpForward:
+    """127.0.0.1:<port> forwarded byte for byte to a unix socket (the daemon's Docker socket), half-closes
+    included: for clients that need a TCP ``DOCKER_HOST`` (docker-py's websocket attach builds a ``ws://``
+    URL only from an http one)."""
+
+    def __init__(self, unix_path: str) -> None:
+        import socket
+        import threading
+
+        self._unix_path = unix_path
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._threading = threading
+        self._thread = threading.Thread(target=self._accept, name="tcp-forward", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.socket(socket.AF_UNIX)
+            try:
+                upstream.connect(self._unix_path)
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            self._threading.Thread(target=self._serve, args=(client, upstream), daemon=True).start()
+
+    def _serve(self, client: Any, upstream: Any) -> None:
+        back = self._threading.Thread(target=self._pump, args=(upstream, client), daemon=True)
+        back.start()
+        self._pump(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                src.shutdown(socket.SHUT_RD)
+
+    def close(self) -> None:
+        self._listener.close()

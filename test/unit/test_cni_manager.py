@@ -48,9 +48,11 @@ def test_default_network_is_per_instance(tmp_path: Path) -> None:
         assert get(a) != get(b)
     assert len(defaults.bridge_name(a)) <= 15 and len(defaults.admin_chain(a)) <= 28
     data = defaults.conflist(a, ["10.123.7.0/24"])
-    assert [p["type"] for p in data["plugins"]] == ["bridge", "portmap", "firewall", "bandwidth"]
+    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap", "firewall", "bandwidth"]
     assert data["plugins"][0]["ipam"]["dataDir"].startswith(str(a.state))
-    assert data["plugins"][2] == {"type": "firewall", "backend": "iptables",
+    assert data["plugins"][1] == {"type": "tuning", "capabilities": {"mac": True},
+                                  "dataDir": str(a.state / "cni" / "tuning")}
+    assert data["plugins"][3] == {"type": "firewall", "backend": "iptables",
                                   "iptablesAdminChainName": defaults.admin_chain(a)}
 
 

@@ -222,12 +222,10 @@ def test_create_body_parsing() -> None:
             mounts.specs(creq.host_config(bad))
     with pytest.raises(errors.InvalidArgument):
         creq.container_spec({"Cmd": ["x"]})
-    for unsupported in ({"VolumesFrom": ["other"]},):
-        with pytest.raises(errors.NotImplementedYet, match="not supported"):
-            creq.host_config(unsupported)
     assert creq.host_config({"Links": ["db:alias", "/cache"]}).links == ("db:alias", "/cache")
     with pytest.raises(errors.InvalidArgument, match="bad format for links: a:b:c"):
         creq.host_config({"Links": ["a:b:c"]})
+    assert creq.host_config({"VolumesFrom": ["other:ro"]}).volumes_from == ("other:ro",)
 
 
 def test_inspect_and_summary_shapes() -> None:

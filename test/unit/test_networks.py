@@ -40,11 +40,11 @@ def test_conflist_of_a_network(tmp_path: Path) -> None:
                                           "rangeStart": "10.200.5.128", "rangeEnd": "10.200.5.254"}]]
     assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}]
     assert bridge["ipam"]["dataDir"] == str(defaults.ipam_dir(cfg))
-    assert [p["type"] for p in data["plugins"]] == ["bridge", "portmap", "firewall"]
+    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap", "firewall"]
     from_dict(data, Path("x"))  # a valid conflist
     internal = conflist.conflist(cfg, Network(**{**net.__dict__, "internal": True}))
     assert internal["plugins"][0]["ipMasq"] is False and internal["plugins"][0]["ipam"]["routes"] == []
-    assert [p["type"] for p in internal["plugins"]] == ["bridge", "firewall"]  # no published ports either
+    assert [p["type"] for p in internal["plugins"]] == ["bridge", "tuning", "firewall"]  # no published ports
     tuned = conflist.conflist(cfg, Network(**{**net.__dict__, "options": {
         conflist.MTU_OPTION: "1400", conflist.MASQUERADE_OPTION: "0"}}))
     assert tuned["plugins"][0]["mtu"] == 1400 and tuned["plugins"][0]["ipMasq"] is False
@@ -61,7 +61,7 @@ def test_pools_are_completed_and_checked() -> None:
     for bad, why in ((IPAMPool("10.200.5.0/33"), "invalid subnet"), (IPAMPool("10.200.5.7/24"), "should be"),
                      (IPAMPool("10.200.5.0/24", "10.200.6.1"), "gateway"),
                      (IPAMPool("10.200.5.0/24", "", "10.201.0.0/25"), "range"),
-                     (IPAMPool("fd00::/64"), "IPv4"), (IPAMPool("10.0.0.0/31"), "too small")):
+                     (IPAMPool("fd00::/127"), "too small"), (IPAMPool("10.0.0.0/31"), "too small")):
         with pytest.raises(errors.InvalidArgument, match=why):
             conflist.complete_pool(bad)
 
@@ -213,7 +213,6 @@ async def test_networks_lifecycle(tmp_path: Path) -> None:
         (CreateRequest("ov", driver="overlay"), errors.InvalidArgument, "not supported"),
         (CreateRequest("h", driver="host"), errors.PermissionDenied, "only one instance"),
         (CreateRequest(""), errors.InvalidArgument, "empty"),
-        (CreateRequest("bad/name"), errors.InvalidArgument, "invalid network name"),
         (CreateRequest("b2", options={conflist.BRIDGE_OPTION: net.bridge}), errors.Conflict, "in use"),
     ):
         with pytest.raises(kind, match=text):
