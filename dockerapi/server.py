@@ -13,12 +13,18 @@ from dockerapi.middleware import error_response, make_middlewares
 log = logging.getLogger(__name__)
 
 
+MAX_JSON_BODY = 16 << 20
+
+
 async def _not_found(request: web.Request) -> web.Response:
     return error_response(404, f"page not found: {request.method} {request.path}")
 
 
 def build_app(backends: Backends) -> web.Application:
-    app = web.Application(middlewares=make_middlewares(backends.metrics), client_max_size=0)  # type: ignore[arg-type]
+    # Bodies read whole (JSON) are bounded; archives and image tarballs stream through request.content,
+    # which client_max_size does not limit.  moby has no general limit; 16 MiB is far above any real config.
+    app = web.Application(middlewares=make_middlewares(backends.metrics),  # type: ignore[arg-type]
+                          client_max_size=MAX_JSON_BODY)
     app[BACKENDS] = backends
     routes.register(app)
     app.router.add_route("*", "/{tail:.*}", _not_found)

@@ -24,6 +24,7 @@ from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
+from pkg.engine import extra_hosts as extra_hosts_entries
 from pkg.engine import groups, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
@@ -398,6 +399,7 @@ def _validate_host_config(host: HostConfig) -> None:
         raise errors.InvalidArgument("invalid container format container:<name|id>")
     if (mode == "host" or mode.startswith("container:")) and host.port_bindings:
         raise errors.InvalidArgument("conflicting options: port publishing and the container type network mode")
+    extra_hosts_entries.validate(host.extra_hosts)
 
 
 def _merge_resources(current: Resources, update: Resources) -> Resources:
@@ -414,10 +416,7 @@ def _add_hosts(path: Path, extra_hosts: tuple[str, ...]) -> None:
     """Docker's --add-host "name:ip" (or "name=ip") lines, appended to the sandbox's /etc/hosts."""
     lines = []
     for entry in extra_hosts:
-        sep = "=" if "=" in entry else ":"
-        host, _, ip = entry.partition(sep)
-        if not host or not ip:
-            raise errors.InvalidArgument(f"invalid IP address in add-host: {entry!r}")
-        lines.append(f"{ip.strip('[]')}\t{host}\n")
+        host, ip = extra_hosts_entries.parse(entry)
+        lines.append(f"{ip}\t{host}\n")
     with open(path, "a") as f:
         f.writelines(lines)

@@ -238,7 +238,7 @@ def devices(devs: Iterable[Device]) -> tuple[list[dict[str, Any]], list[dict[str
     return nodes, rules
 
 
-_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})\Z")
 
 
 def cgroup_rule(text: str) -> dict[str, Any]:
