@@ -9,6 +9,7 @@ from aiohttp import web
 from dockerapi import routes
 from dockerapi.backend import BACKENDS, Backends
 from dockerapi.middleware import error_response, make_middlewares
+from pkg import sockets
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,9 @@ class DockerServer:
 
     async def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        self.socket.unlink(missing_ok=True)
         await self._runner.setup()
-        site = web.UnixSite(self._runner, str(self.socket))
+        site = web.SockSite(self._runner, sockets.bind_unix(self.socket))  # 0660 from the moment it exists
         await site.start()
-        self.socket.chmod(0o660)
         log.info("Docker API listening on %s", self.socket)
 
     async def stop(self) -> None:
