@@ -32,6 +32,7 @@ class ContainerSecurity:
     masked_paths: list[str] | None = None  # None: runtime defaults
     readonly_paths: list[str] | None = None
     seccomp: SecurityProfile | None = None
+    apparmor: SecurityProfile | None = None  # None: RuntimeDefault where AppArmor is enabled
 
 
 @dataclass(frozen=True)

@@ -36,3 +36,50 @@ def test_sockets_are_born_0660_under_any_umask(tmp_path: Path) -> None:
         s.close()
     finally:
         os.umask(old)
+
+
+def test_default_seccomp_profile_has_no_io_uring() -> None:
+    from pkg.runtime.seccomp import default_profile
+
+    profile = default_profile(["CAP_SYS_ADMIN"], "amd64", (6, 1))
+    allowed = {name for rule in profile["syscalls"] for name in rule["names"] if rule["action"] == "SCMP_ACT_ALLOW"}
+    assert "read" in allowed and not allowed & {"io_uring_setup", "io_uring_enter", "io_uring_register"}
+
+
+def test_apparmor_where_enabled_and_where_not() -> None:
+    import pytest
+
+    from pkg.errors import InvalidArgument
+    from pkg.runtime import apparmor
+    from pkg.runtime.seccomp import UNCONFINED, ProfileType, SecurityProfile, apparmor_profile
+
+    custom = SecurityProfile(ProfileType.LOCALHOST, "my-profile")
+    # Off (this kernel): nothing applied, an explicit profile refused.
+    assert apparmor_profile(None, privileged=False, enabled=False) == ""
+    assert apparmor_profile(UNCONFINED, privileged=False, enabled=False) == ""
+    with pytest.raises(InvalidArgument, match="AppArmor is not enabled"):
+        apparmor_profile(custom, privileged=False, enabled=False)
+    # On: the default profile unless unconfined or privileged.
+    loads: list[str] = []
+
+    def load() -> str:
+        loads.append(apparmor.DEFAULT_PROFILE)
+        return apparmor.DEFAULT_PROFILE
+
+    assert apparmor_profile(None, privileged=False, enabled=True, load_default=load) == "narwhal-default"
+    assert apparmor_profile(UNCONFINED, privileged=False, enabled=True, load_default=load) == ""
+    assert apparmor_profile(None, privileged=True, enabled=True, load_default=load) == ""
+    assert apparmor_profile(custom, privileged=False, enabled=True, load_default=load) == "my-profile"
+    assert loads == ["narwhal-default"]
+    text = apparmor.profile_text()
+    assert text.count("{") == text.count("}") and "profile narwhal-default" in text and "deny mount," in text
+
+
+def test_docker_security_opt_apparmor_is_carried() -> None:
+    from pkg.engine.model import HostConfig
+    from pkg.engine.translate import apparmor_option
+    from pkg.runtime.seccomp import UNCONFINED, ProfileType, SecurityProfile
+
+    assert apparmor_option(HostConfig()) is None
+    assert apparmor_option(HostConfig(security_opt=("apparmor=unconfined",))) == UNCONFINED
+    assert apparmor_option(HostConfig(security_opt=("apparmor:x",))) == SecurityProfile(ProfileType.LOCALHOST, "x")
