@@ -121,6 +121,7 @@ def container_config(c: api_pb2.ContainerConfig) -> model_container.ContainerCon
             masked_paths=list(sec.masked_paths) if sec.masked_paths else None,
             readonly_paths=list(sec.readonly_paths) if sec.readonly_paths else None,
             seccomp=_profile(sec.seccomp if sec.HasField("seccomp") else None, sec.seccomp_profile_path),
+            apparmor=_profile(sec.apparmor if sec.HasField("apparmor") else None, sec.apparmor_profile),
         ),
     )
 

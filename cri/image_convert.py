@@ -22,7 +22,7 @@ def image(img: Image) -> api_pb2.Image:
     )
     # The image's USER: a numeric uid goes to uid, a name to username (the group part is not CRI's business).
     user = img.config.user.split(":", 1)[0]
-    if user.isdigit():
+    if (user.isascii() and user.isdigit()):
         msg.uid.value = int(user)
     elif user:
         msg.username = user

@@ -11,6 +11,7 @@ from cri import unimplemented
 from cri.image import ImageService
 from cri.interceptors import ErrorMapping
 from cri.runtime import RuntimeService
+from pkg import sockets
 from pkg.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,9 @@ class CRIServer:
 
     async def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        self._server.add_insecure_port(f"unix://{self.socket}")
+        with sockets.staged(self.socket) as private:  # gRPC binds here, in a 0700 directory
+            self._server.add_insecure_port(f"unix://{private}")
         await self._server.start()
-        self.socket.chmod(0o660)
         log.info("CRI server listening on %s", self.socket)
 
     async def stop(self, grace: float = 5.0) -> None:

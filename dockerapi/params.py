@@ -7,6 +7,7 @@ body means "no options" everywhere.  (``filters`` has its own module, filters.py
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,31 @@ from aiohttp import web
 from pkg import errors
 
 _FALSE = {"", "0", "no", "false", "none"}
+# Go decodes Docker's numbers into int64/uint64/float64: anything outside is a 400 there, never a 500 here.
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"number {text} overflows")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"number {text} overflows")
+    return value
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON as Go's encoding/json reads it: no NaN/Infinity, no number beyond 64 bits (ValueError)."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
@@ -40,7 +66,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as exc:
         raise errors.InvalidArgument(f"invalid JSON: {exc}") from None
     if body is None:

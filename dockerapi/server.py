@@ -9,8 +9,12 @@ from aiohttp import web
 from dockerapi import routes
 from dockerapi.backend import BACKENDS, Backends
 from dockerapi.middleware import error_response, make_middlewares
+from pkg import sockets
 
 log = logging.getLogger(__name__)
+
+
+MAX_JSON_BODY = 16 << 20
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -18,7 +22,10 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 def build_app(backends: Backends) -> web.Application:
-    app = web.Application(middlewares=make_middlewares(backends.metrics), client_max_size=0)  # type: ignore[arg-type]
+    # Bodies read whole (JSON) are bounded; archives and image tarballs stream through request.content,
+    # which client_max_size does not limit.  moby has no general limit; 16 MiB is far above any real config.
+    app = web.Application(middlewares=make_middlewares(backends.metrics),  # type: ignore[arg-type]
+                          client_max_size=MAX_JSON_BODY)
     app[BACKENDS] = backends
     routes.register(app)
     app.router.add_route("*", "/{tail:.*}", _not_found)
@@ -34,11 +41,9 @@ class DockerServer:
 
     async def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        self.socket.unlink(missing_ok=True)
         await self._runner.setup()
-        site = web.UnixSite(self._runner, str(self.socket))
+        site = web.SockSite(self._runner, sockets.bind_unix(self.socket))  # 0660 from the moment it exists
         await site.start()
-        self.socket.chmod(0o660)
         log.info("Docker API listening on %s", self.socket)
 
     async def stop(self) -> None:

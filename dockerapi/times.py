@@ -8,16 +8,16 @@ import re
 from pkg import errors
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time: "never" in Docker's JSON
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+\Z", re.ASCII)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
             "h": 3_600_000_000_000}
 # Without a zone a date is local time, as moby's timetypes.GetTimestamp.
 _TIME_LAYOUTS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M",
                  "%Y-%m-%dT%H%z", "%Y-%m-%dT%H", "%Y-%m-%d%z", "%Y-%m-%d")
-_FRACTION = re.compile(r"(?<=T\d\d:\d\d:\d\d)\.(\d{1,9})")
-_SECONDS = re.compile(r"^(-?\d+)(?:\.(\d{1,9}))?$")
-_ANY_FRACTION = re.compile(r"\.(\d+)")
+_FRACTION = re.compile(r"(?<=T\d\d:\d\d:\d\d)\.(\d{1,9})", re.ASCII)
+_SECONDS = re.compile(r"^(-?\d+)(?:\.(\d{1,9}))?\Z", re.ASCII)
+_ANY_FRACTION = re.compile(r"\.(\d+)", re.ASCII)
 
 
 def timestamp(value: str, now_ns: int) -> int:
@@ -39,7 +39,8 @@ def timestamp(value: str, now_ns: int) -> int:
             continue
         return int(parsed.timestamp()) * 1_000_000_000 + nanos
     whole, _, fraction = value.partition(".")
-    if whole.lstrip("-").isdigit() and (not fraction or fraction.isdigit()):
+    digits = whole.lstrip("-") + fraction
+    if whole.lstrip("-") and digits.isascii() and digits.isdigit():
         return int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
     raise errors.InvalidArgument(f"failed to parse value as time or duration: {value!r}")
 

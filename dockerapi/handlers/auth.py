@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockerapi import params
 from dockerapi.backend import backends, need
 from pkg import errors
 from pkg.images.model import RegistryAuth
@@ -55,7 +56,7 @@ def registry_auth(request: web.Request) -> RegistryAuth | None:
 
 async def login(request: web.Request) -> web.Response:
     try:
-        doc = await request.json()
+        doc = params.loads(await request.read())
     except ValueError:
         raise errors.InvalidArgument("invalid auth configuration: the body is not JSON") from None
     if not isinstance(doc, dict):

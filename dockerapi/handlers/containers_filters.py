@@ -1,12 +1,11 @@
 """The ``filters`` of GET /containers/json and POST /containers/prune (moby's filters.Args)."""
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from dockerapi import filters as docker_filters
 from dockerapi.filters import Filters
-from pkg import errors
+from pkg import errors, goregexp
 from pkg.engine.engine import Engine
 from pkg.engine.model import EngineContainer, Status
 
@@ -18,10 +17,9 @@ PRUNE_KEYS = {"until", "label", "label!"}
 
 
 def _search(pattern: str, text: str) -> bool:
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return pattern in text
+    """Go regexp semantics in linear time (pkg.goregexp); an invalid pattern matches as a substring."""
+    found = goregexp.search(pattern, text)
+    return pattern in text if found is None else found
 
 
 def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
@@ -29,7 +27,7 @@ def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
     for value in values:
         ports, _, proto = value.partition("/")
         start, _, end = ports.partition("-")
-        if not start.isdigit() or end and not end.isdigit():
+        if not (start.isascii() and start.isdigit()) or end and not (end.isascii() and end.isdigit()):
             raise errors.InvalidArgument(f"invalid filter: unable to parse port {value!r}")
         ranges.append((int(start), int(end or start), proto or "tcp"))
     return lambda port, proto: any(lo <= port <= hi and p == proto for lo, hi, p in ranges)

@@ -31,6 +31,9 @@ def _int(body: Json, key: str) -> int:
     value = body.get(key) or 0
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.InvalidArgument(f"{key} must be a number")
+    if isinstance(value, float) and not value.is_integer() or not -(1 << 63) <= value < (1 << 63):
+        # Go decodes these fields as int64.
+        raise errors.InvalidArgument(f"json: cannot unmarshal number {value} into Go struct field {key} of type int64")
     return int(value)
 
 
@@ -112,7 +115,7 @@ def _healthcheck(value: Any) -> HealthConfig | None:
 
 def _port_key(key: str) -> str:
     port, _, proto = key.partition("/")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise errors.InvalidArgument(f"invalid port specification: \"{key}\"")
     return f"{int(port)}/{(proto or 'tcp').lower()}"
 
@@ -155,7 +158,7 @@ def host_config(body: Json) -> HostConfig:
         for binding in bindings or [{}]:
             binding = mapping(binding, "PortBindings[]")
             host_port = str(binding.get("HostPort") or "")
-            if host_port and (not host_port.isdigit() or not 0 < int(host_port) < 65536):
+            if host_port and (not (host_port.isascii() and host_port.isdigit()) or not 0 < int(host_port) < 65536):
                 raise errors.InvalidArgument(f"invalid port specification: \"{host_port}\"")
             ports.append(PortBinding(int(port), proto, str(binding.get("HostIp") or ""),
                                      int(host_port) if host_port else 0))

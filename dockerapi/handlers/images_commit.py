@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from dockerapi import params
 from dockerapi.backend import Backends, backends, need
 from dockerapi.handlers.images import get_image, images_of, publish
 from dockerapi.progress import JSONStream
@@ -183,7 +184,7 @@ async def commit(request: web.Request) -> web.Response:
         raw = await request.read()
         if raw.strip() and raw.strip() != b"null":
             try:
-                doc = json.loads(raw)
+                doc = params.loads(raw)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"invalid container config: {exc}") from None
             if not isinstance(doc, dict):

@@ -155,7 +155,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("^" + "".join(out) + "$")
+    return re.compile("^" + "".join(out) + r"\Z")
 
 
 def matching_names(img: Image, patterns: list[str]) -> list[str]:

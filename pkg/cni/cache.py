@@ -178,4 +178,4 @@ class AttachmentCache:
 def _ifname_order(ifname: str) -> tuple[int, str]:
     """eth2 before eth10."""
     digits = ifname.lstrip("abcdefghijklmnopqrstuvwxyz")
-    return (int(digits), ifname) if digits.isdigit() else (1 << 30, ifname)
+    return (int(digits), ifname) if (digits.isascii() and digits.isdigit()) else (1 << 30, ifname)

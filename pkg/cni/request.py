@@ -9,7 +9,7 @@ from pkg import errors
 from pkg.cni.model import PodNetworkRequest
 
 MAX_INT32 = 2**31 - 1  # kubelet's burst for bandwidth limits: "no burst limit"
-_SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SANDBOX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 
 

@@ -55,7 +55,7 @@ def endpoint(att: Attachment) -> Endpoint:
 
 def ifname_key(ifname: str) -> tuple[int, str]:
     digits = ifname.removeprefix("eth")
-    return (int(digits), ifname) if digits.isdigit() else (1 << 30, ifname)
+    return (int(digits), ifname) if (digits.isascii() and digits.isdigit()) else (1 << 30, ifname)
 
 
 def without_default_routes(net: NetworkConfigList) -> NetworkConfigList:

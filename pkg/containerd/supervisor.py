@@ -111,7 +111,10 @@ class Supervisor:
         sock = self.cfg.containerd_socket
         for stale in (sock, Path(f"{sock}.ttrpc")):
             stale.unlink(missing_ok=True)
-        logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        # containerd's log names images, registries and errors: root's only (0600), even when it already exists.
+        logfile = open(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),  # noqa: SIM115
+                       "ab")
+        os.fchmod(logfile.fileno(), 0o600)
         try:
             self._proc = subprocess.Popen(
                 [self.binary, "--config", str(self.config_path)],

@@ -24,6 +24,7 @@ from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
+from pkg.engine import extra_hosts as extra_hosts_entries
 from pkg.engine import groups, links, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
@@ -465,6 +466,7 @@ def _validate_host_config(host: HostConfig) -> None:
     if (mode == "host" or mode.startswith("container:")) and host.port_bindings:
         raise errors.InvalidArgument("conflicting options: port publishing and the container type network mode")
     links.check_mode(host)
+    extra_hosts_entries.validate(host.extra_hosts)
 
 
 def _merge_resources(current: Resources, update: Resources) -> Resources:
@@ -481,11 +483,8 @@ def _extra_hosts(extra_hosts: tuple[str, ...]) -> list[tuple[str, str]]:
     """Docker's --add-host "name:ip" (or "name=ip") entries as (ip, name)."""
     out = []
     for entry in extra_hosts:
-        sep = "=" if "=" in entry else ":"
-        host, _, ip = entry.partition(sep)
-        if not host or not ip:
-            raise errors.InvalidArgument(f"invalid IP address in add-host: {entry!r}")
-        out.append((ip.strip("[]"), host))
+        host, ip = extra_hosts_entries.parse(entry)
+        out.append((ip, host))
     return out
 
 

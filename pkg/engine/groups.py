@@ -13,14 +13,14 @@ from pkg.runtime.user import parse_group, read_rootfs_file
 
 async def group_ids(client: Client, image: Image, groups: tuple[str, ...]) -> list[int]:
     """The gids of ``groups``; the image's files are read only when a name is among them."""
-    if all(g.isdigit() for g in groups):
+    if all((g.isascii() and g.isdigit()) for g in groups):
         return [int(g) for g in groups]
     async with image_view(client, image) as root:
         text = await asyncio.to_thread(read_rootfs_file, root, "/etc/group") if root is not None else None
     by_name = {entry.name: entry.gid for entry in parse_group(text or "")}
     out = []
     for group in groups:
-        if group.isdigit():
+        if (group.isascii() and group.isdigit()):
             out.append(int(group))
         elif group in by_name:
             out.append(by_name[group])

@@ -51,7 +51,7 @@ def parse_signal(value: str | int | None, default: int = int(signal.SIGKILL)) ->
     if value is None or value == "":
         return default
     text = str(value).strip()
-    if text.isdigit():
+    if (text.isascii() and text.isdigit()):
         number = int(text)
         if 0 < number < 65:
             return number

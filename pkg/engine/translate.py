@@ -28,7 +28,7 @@ from pkg.model.container import ContainerConfig, ContainerSecurity, Device, LogR
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
 from pkg.networks.resolv import docker_dns_config, embedded_dns_config
 from pkg.runtime.resources import Rlimit
-from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, SecurityProfile
+from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, ProfileType, SecurityProfile
 
 DOCKER_NAMESPACE = "docker"  # SandboxConfig.namespace of every Docker sandbox
 ENGINE_LABEL = "io.narwhal.engine.container"  # on the sandbox: the Docker container that owns it
@@ -215,6 +215,7 @@ def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
             no_new_privs=no_new_privs,
             seccomp=seccomp_profile,
             cgroupns=host.cgroupns_mode == "private" if host.cgroupns_mode else None,
+            apparmor=apparmor_option(host),
         ),
         rlimits=[Rlimit(u.name, u.soft, u.hard) for u in host.ulimits],
     )
@@ -282,6 +283,16 @@ def security_options(host: HostConfig) -> tuple[bool, SecurityProfile | None]:
         else:
             raise errors.InvalidArgument(f"invalid --security-opt 1: {option!r}")
     return no_new_privs, seccomp
+
+
+def apparmor_option(host: HostConfig) -> SecurityProfile | None:
+    """``--security-opt apparmor=X``: Unconfined, a profile by name (refused where AppArmor is off, see
+    seccomp.apparmor_profile), or None for the default profile where AppArmor is on."""
+    for option in host.security_opt:
+        key, sep, value = option.replace(":", "=", 1).partition("=")
+        if key == "apparmor" and sep:
+            return UNCONFINED if value == "unconfined" else SecurityProfile(ProfileType.LOCALHOST, value)
+    return None
 
 
 def core_resources(r: DockerResources, oom_score_adj: int = 0) -> Resources:

@@ -9,13 +9,17 @@ request with ``Authorization: Bearer <token>``.  Tokens are cached per
 from __future__ import annotations
 
 import base64
+import ipaddress
+import json
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from pkg import errors
+from pkg.images.bounded import MAX_TOKEN_BODY, read_head
 from pkg.images.model import RegistryAuth
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
@@ -52,6 +56,21 @@ def parse_challenges(header: str) -> list[Challenge]:
             rest = rest[1:].lstrip()  # next param, or (when it does not parse as one) the next challenge
         out.append(Challenge(scheme, params))
     return out
+
+
+def _safe_realm(realm: str) -> bool:
+    url = urlsplit(realm)
+    if url.scheme == "https":
+        return True
+    if url.scheme != "http":
+        return False
+    host = url.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def basic_header(username: str, password: str) -> str:
@@ -106,29 +125,33 @@ class Authorizer:
                            scope: str) -> tuple[str, int]:
         realm = challenge.params["realm"]
         service = challenge.params.get("service", "")
+        # The registry names its token server: credentials never travel to it in clear text (anonymous then).
+        auth = self._auth if _safe_realm(realm) else None
         scopes = [s for s in {scope, challenge.params.get("scope", "")} if s]
         try:
-            if self._auth is not None and self._auth.identity_token:
-                form = {"grant_type": "refresh_token", "refresh_token": self._auth.identity_token,
+            if auth is not None and auth.identity_token:
+                form = {"grant_type": "refresh_token", "refresh_token": auth.identity_token,
                         "service": service, "client_id": "narwhal", "scope": " ".join(scopes)}
                 resp_cm = session.post(realm, data=form, timeout=TOKEN_TIMEOUT)
             else:
                 params = [("service", service)] if service else []
                 params += [("scope", s) for s in scopes]
                 headers = {}
-                basic = self._basic()
+                basic = self._basic() if auth is not None else None
                 if basic:
                     headers["Authorization"] = basic
                 resp_cm = session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT)
             async with resp_cm as resp:
-                body = await resp.read()
+                body = await read_head(resp, MAX_TOKEN_BODY + 1)
+                if len(body) > MAX_TOKEN_BODY:
+                    raise errors.Unavailable(f"token server {realm}: the response is larger than {MAX_TOKEN_BODY}")
                 if resp.status in (401, 403):
                     raise errors.Unauthenticated(f"token server {realm}: authentication failed: "
                                                  f"{body[:200].decode(errors='replace').strip()}")
                 if resp.status != 200:
                     raise errors.Unavailable(f"token server {realm}: HTTP {resp.status}")
                 try:
-                    doc = await resp.json(content_type=None)
+                    doc = json.loads(body)
                 except ValueError:
                     raise errors.Unavailable(f"token server {realm}: response is not JSON") from None
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -7,6 +7,7 @@ the registry's v1 search endpoint (``index.docker.io`` for Docker Hub).
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -16,6 +17,7 @@ import aiohttp
 from pkg import errors
 from pkg.config import RegistryConfig
 from pkg.images.auth import Authorizer, basic_header
+from pkg.images.bounded import IDENTITY, MAX_TOKEN_BODY, read_body
 from pkg.images.model import RegistryAuth
 from pkg.images.reference import DEFAULT_DOMAIN, LEGACY_DOMAIN
 from pkg.images.registry import Endpoint, endpoints, registry_error
@@ -49,7 +51,8 @@ def registry_host(server_address: str) -> str:
 
 def _session(ep: Endpoint) -> aiohttp.ClientSession:
     connector = None if ep.verify_tls else aiohttp.TCPConnector(ssl=False)
-    return aiohttp.ClientSession(timeout=TIMEOUT, trust_env=False, connector=connector)
+    return aiohttp.ClientSession(timeout=TIMEOUT, trust_env=False, connector=connector, auto_decompress=False,
+                                 headers=IDENTITY)
 
 
 async def login(cfg: RegistryConfig, auth: RegistryAuth) -> str:
@@ -71,7 +74,7 @@ async def _login_at(ep: Endpoint, auth: RegistryAuth) -> None:
     try:
         async with _session(ep) as session:
             async with session.get(url) as resp:
-                body = await resp.read()
+                body = await read_body(resp, MAX_TOKEN_BODY, f'Get "{url}"')
                 if resp.status == 200:
                     return
                 challenge = resp.headers.get("WWW-Authenticate", "")
@@ -81,7 +84,7 @@ async def _login_at(ep: Endpoint, auth: RegistryAuth) -> None:
             if answer is None:
                 raise errors.Unauthenticated(f'Get "{url}": unauthorized: no credentials given')
             async with session.get(url, headers={"Authorization": answer}) as resp:
-                body = await resp.read()
+                body = await read_body(resp, MAX_TOKEN_BODY, f'Get "{url}"')
                 if resp.status == 200:
                     return
                 raise registry_error(resp.status, body, f'Get "{url}"')
@@ -112,10 +115,10 @@ async def search(cfg: RegistryConfig, term: str, limit: int, auth: RegistryAuth 
         headers["Authorization"] = basic_header(auth.username, auth.password)
     try:
         async with _session(ep) as session, session.get(url, headers=headers) as resp:
-            body = await resp.read()
+            body = await read_body(resp, MAX_TOKEN_BODY, f'Get "{url}"')
             if resp.status != 200:
                 raise registry_error(resp.status, body, f'Get "{url}"')
-            doc = await resp.json(content_type=None)
+            doc = json.loads(body)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise errors.Unavailable(f'Get "{url}": {exc or type(exc).__name__}') from None
     except ValueError:

@@ -22,6 +22,7 @@ import aiohttp
 from pkg import errors
 from pkg.config import RegistryConfig
 from pkg.images.auth import Authorizer
+from pkg.images.bounded import IDENTITY, read_body, read_head
 from pkg.images.media import ACCEPT, MAX_MANIFEST, media_type_of, sha256
 from pkg.images.model import Descriptor, RegistryAuth
 from pkg.images.reference import DEFAULT_DOMAIN, Reference
@@ -81,6 +82,12 @@ def endpoints(domain: str, cfg: RegistryConfig) -> list[Endpoint]:
     return out
 
 
+def may_carry_credentials(ep: Endpoint) -> bool:
+    """Credentials are for the registry they were given for (containerd's rule): never sent to a mirror,
+    nor in clear text (plain HTTP) to anything but a loopback host."""
+    return not ep.mirror and (ep.base.startswith("https://") or is_loopback(ep.host))
+
+
 def registry_error(status: int, body: bytes, what: str) -> errors.NarwhalError:
     """Map an HTTP failure to a pkg error, keeping the registry's message (distribution error JSON)."""
     message = ""
@@ -124,15 +131,19 @@ class RegistrySession:
         self.endpoints = endpoints(ref.domain, cfg)
         self.scope = f"repository:{ref.path}:pull" + (",push" if push else "")
         self._authorizer = Authorizer(auth)
+        self._anonymous = Authorizer(None)  # for endpoints the credentials were not given for
         self._session: aiohttp.ClientSession | None = None
         self._insecure_session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> RegistrySession:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                         sock_connect=self.connect_timeout, sock_read=self.read_timeout)
-        self._session = aiohttp.ClientSession(timeout=timeout, trust_env=False)
+        # No transparent decompression: a registry's gzip bomb would otherwise inflate inside aiohttp.
+        self._session = aiohttp.ClientSession(timeout=timeout, trust_env=False, auto_decompress=False,
+                                              headers=IDENTITY)
         self._insecure_session = aiohttp.ClientSession(
-            timeout=timeout, trust_env=False, connector=aiohttp.TCPConnector(ssl=False))
+            timeout=timeout, trust_env=False, connector=aiohttp.TCPConnector(ssl=False), auto_decompress=False,
+            headers=IDENTITY)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -157,16 +168,16 @@ class RegistrySession:
             total=self.api_timeout, connect=self.connect_timeout, sock_read=self.read_timeout)}
         session = self._client(ep)
         hdrs = dict(headers or {})
-        auth = self._authorizer.header_for(ep.host, self.scope)
+        authorizer = self._authorizer if may_carry_credentials(ep) else self._anonymous
+        auth = authorizer.header_for(ep.host, self.scope)
         if auth:
             hdrs["Authorization"] = auth
         try:
             resp = await session.request(method, url, headers=hdrs, data=data, allow_redirects=allow_redirects,
                                          **extra)
             if resp.status == 401 and "WWW-Authenticate" in resp.headers:
-                await resp.read()  # keeps the body (the error message, if we cannot do better); frees the connection
-                answer = await self._authorizer.answer(session, ep.host, resp.headers["WWW-Authenticate"],
-                                                       self.scope)
+                await read_head(resp)  # keeps (the head of) the error message, if we cannot do better
+                answer = await authorizer.answer(session, ep.host, resp.headers["WWW-Authenticate"], self.scope)
                 if answer is not None and answer != auth and _replayable(data):
                     hdrs["Authorization"] = answer
                     resp = await session.request(method, url, headers=hdrs, data=data,
@@ -199,8 +210,8 @@ class RegistrySession:
         async with resp:
             with network_errors(ep, f"manifest {obj}"):
                 if resp.status != 200:
-                    raise registry_error(resp.status, await resp.read(), f"{self.ref.name}:{obj}")
-                body = await resp.content.read(MAX_MANIFEST + 1)
+                    raise registry_error(resp.status, await read_head(resp), f"{self.ref.name}:{obj}")
+                body = await read_head(resp, MAX_MANIFEST + 1)
             declared = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if len(body) > MAX_MANIFEST:
             raise errors.InvalidArgument(f"manifest {self.ref.name}:{obj} is larger than {MAX_MANIFEST} bytes")
@@ -234,8 +245,8 @@ class RegistrySession:
             async with resp:
                 with network_errors(ep, "tags"):
                     if resp.status != 200:
-                        raise registry_error(resp.status, await resp.read(), f"{self.ref.name}: tags")
-                    body = await resp.content.read(MAX_MANIFEST + 1)
+                        raise registry_error(resp.status, await read_head(resp), f"{self.ref.name}: tags")
+                    body = await read_body(resp, MAX_MANIFEST, f"tags of {self.ref.name}")
                 link = resp.headers.get("Link", "")
             try:
                 doc = json.loads(body)
@@ -258,7 +269,7 @@ class RegistrySession:
             return await self.open_blob(ep, digest, 0)
         if resp.status not in (200, 206):
             with network_errors(ep, f"blob {digest}"):
-                body = await resp.read()
+                body = await read_head(resp)
             resp.release()
             raise registry_error(resp.status, body, f"blob {digest}")
         start = offset if resp.status == 206 else 0
@@ -290,7 +301,7 @@ class RegistrySession:
         async with resp:
             if resp.status != 202 or "Location" not in resp.headers:
                 with network_errors(ep, f"upload {digest}"):
-                    raise registry_error(resp.status, await resp.read(), f"start upload of {digest}")
+                    raise registry_error(resp.status, await read_head(resp), f"start upload of {digest}")
             location = urljoin(ep.base + "/", resp.headers["Location"])
         sep = "&" if "?" in location else "?"
         url = f"{location}{sep}digest={digest}"
@@ -299,7 +310,7 @@ class RegistrySession:
         async with resp:
             if resp.status not in (201, 204):
                 with network_errors(ep, f"upload {digest}"):
-                    raise registry_error(resp.status, await resp.read(), f"upload {digest}")
+                    raise registry_error(resp.status, await read_head(resp), f"upload {digest}")
 
     async def put_manifest(self, ep: Endpoint, reference: str, media_type: str, body: bytes) -> None:
         resp = await self.request(ep, "PUT", ep.url(f"{self.repo}/manifests/{reference}"), data=body,
@@ -307,7 +318,8 @@ class RegistrySession:
         async with resp:
             if resp.status not in (200, 201):
                 with network_errors(ep, f"manifest {reference}"):
-                    raise registry_error(resp.status, await resp.read(), f"put manifest {self.ref.name}:{reference}")
+                    raise registry_error(resp.status, await read_head(resp),
+                                         f"put manifest {self.ref.name}:{reference}")
 
 
 def _replayable(data: Any) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 from pkg import errors
 from pkg.config import Config
 from pkg.containerd.client import Client
-from pkg.images import media, reference
+from pkg.images import bounded, media, reference
 from pkg.images.archive import Exporter, Importer, archive_names, write_stream
 from pkg.images.content import ContentStore, list_leases, reissue_lease
 from pkg.images.detail import Describer, ImageDetail
@@ -130,7 +130,7 @@ class ImageService:
                 if manifest.config.size > media.MAX_MANIFEST:
                     raise errors.InvalidArgument(f"image config {manifest.config.digest} is too large")
                 _, chunks = await session.open_blob(ep, manifest.config.digest)
-                data = b"".join([chunk async for chunk in chunks])
+                data = await bounded.join_chunks(chunks, manifest.config.size, f"config {manifest.config.digest}")
                 if media.sha256(data) != manifest.config.digest:
                     raise errors.InvalidArgument(f"config {manifest.config.digest}: the registry served other bytes")
                 config = media.parse_config(data)

@@ -22,6 +22,9 @@ from pkg.logs.criformat import FULL, STREAMS, LogFormatError, decode_line
 log = logging.getLogger(__name__)
 
 _BLOCK = 256 * 1024
+# A line longer than this is handed out in pieces of this size (moby's 16 KiB log chunks): a container that
+# prints gigabytes without a newline never becomes one entry in memory.
+MAX_JOINED = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +80,12 @@ class _Assembler:
         ts, chunks = self.pending.pop(line.stream, (line.timestamp_ns, []))
         chunks.append(line.content)
         if line.partial:
-            self.pending[line.stream] = (ts, chunks)
-            return None
+            if sum(map(len, chunks)) < MAX_JOINED:
+                self.pending[line.stream] = (ts, chunks)
+                return None
+            if line.stream in self.skip:
+                return None  # still the entry that began before the read: its pieces are skipped too
+            return self._filter(LogEntry(ts, line.stream, b"".join(chunks), partial=True))
         if line.stream in self.skip:
             self.skip.discard(line.stream)
             return None

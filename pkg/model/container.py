@@ -33,6 +33,7 @@ class ContainerSecurity:
     readonly_paths: list[str] | None = None
     seccomp: SecurityProfile | None = None
     cgroupns: bool | None = None  # own cgroup namespace; None: the runtime's default (own on cgroup v2)
+    apparmor: SecurityProfile | None = None  # None: RuntimeDefault where AppArmor is enabled
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def check_options(options: dict[str, str]) -> None:
     """The driver options this bridge understands, checked at create (others are kept and ignored, as Docker)."""
     mtu = options.get(MTU_OPTION)
     if mtu:
-        if not mtu.isdigit() or not 68 <= int(mtu) <= 65535:
+        if not (mtu.isascii() and mtu.isdigit()) or not 68 <= int(mtu) <= 65535:
             raise errors.InvalidArgument(f"invalid MTU {mtu!r}: a number from 68 to 65535")
     for key in (ICC_OPTION, MASQUERADE_OPTION):
         if options.get(key, "true").lower() not in ("true", "false", "1", "0"):

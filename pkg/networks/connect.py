@@ -17,7 +17,7 @@ from pkg.networks.model import BRIDGE, HOST, NONE, EndpointView, Network, Owner
 if TYPE_CHECKING:
     from pkg.networks.service import NetworkService
 
-DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
+DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?\Z")
 
 
 async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (),

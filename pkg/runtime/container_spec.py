@@ -102,6 +102,7 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
             masked_paths=tuple(sec.masked_paths) if sec.masked_paths is not None else None,
             readonly_paths=tuple(sec.readonly_paths) if sec.readonly_paths is not None else None,
             seccomp=sec.seccomp,
+            apparmor=sec.apparmor,
             network=ns["network"],
             ipc=ns["ipc"],
             uts=ns["uts"],

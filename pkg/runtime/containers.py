@@ -404,7 +404,7 @@ def _signal_number(name: str) -> int:
     if not name:
         return int(signal.SIGTERM)
     name = name.upper()
-    if name.isdigit():
+    if (name.isascii() and name.isdigit()):
         return int(name)
     try:
         return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])

@@ -240,7 +240,7 @@ def _processes(h: Hierarchies, cgroup: str) -> _Processes | None:
     procs = _read(base / "cgroup.procs") if base is not None else None
     if procs is None:
         return None
-    pids = [int(p) for p in procs.split() if p.isdigit()]
+    pids = [int(p) for p in procs.split() if (p.isascii() and p.isdigit())]
     threads = fds = sockets = 0
     for pid in pids:
         try:

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 MAX_SYNC_OUTPUT = 16 << 20  # per stream, as containerd's CRI
+# ...but both streams travel in one ExecSyncResponse, and gRPC refuses to send more than 16 MiB in total
+# (RESOURCE_EXHAUSTED): their sum stays below that, with room for the message's own framing.
+MAX_SYNC_TOTAL = (16 << 20) - (64 << 10)
 OUTPUT_DRAIN_TIMEOUT = 2.0  # after exit, how long a backgrounded child may keep the output open
 CLEANUP_TIMEOUT = 10.0
 
@@ -352,27 +355,40 @@ async def _resizes(proc: ExecProcess, streams: ExecStreams) -> None:
         await proc.resize(size.width, size.height)
 
 
-class _Capture:
-    """An OutputStream that keeps the first ``limit`` bytes and drops the rest."""
+class _Budget:
+    """What both streams of one ExecSync may still keep together."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+
+class _Capture:
+    """An OutputStream that keeps the first ``limit`` bytes (within the shared budget) and drops the rest."""
+
+    def __init__(self, limit: int, budget: _Budget) -> None:
         self.data = bytearray()
         self._limit = limit
+        self._budget = budget
 
     async def write(self, data: bytes) -> None:
-        room = self._limit - len(self.data)
+        room = min(self._limit - len(self.data), self._budget.left)
         if room > 0:
-            self.data += data[:room]
+            kept = data[:room]
+            self.data += kept
+            self._budget.left -= len(kept)
 
 
 async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
-                    timeout: float | None = None, max_output: int = MAX_SYNC_OUTPUT) -> ExecResult:
-    """Run ``cmd`` to completion and capture its output (each stream bounded by ``max_output``).
+                    timeout: float | None = None, max_output: int = MAX_SYNC_OUTPUT,
+                    max_total: int = MAX_SYNC_TOTAL) -> ExecResult:
+    """Run ``cmd`` to completion and capture its output (each stream bounded by ``max_output``, both together
+    by ``max_total``: a chatty probe gets truncated output, never a response gRPC cannot send).
 
     With a ``timeout`` (seconds; None or 0 for none) the process is killed when
     it runs out and DeadlineExceeded is raised, as containerd's CRI does.
     """
-    out, err = _Capture(max_output), _Capture(max_output)
+    budget = _Budget(max_total)
+    out, err = _Capture(max_output, budget), _Capture(max_output, budget)
     streams = ExecStreams(tty=False, stdout=out, stderr=err)
     work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root))
     try:

@@ -38,7 +38,7 @@ from pkg.runtime.context import RuntimeContext
 log = logging.getLogger(__name__)
 
 ITEM_TIMEOUT = 10.0
-_ID = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 async def recover(ctx: RuntimeContext) -> None:

@@ -20,8 +20,8 @@ from pkg.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
-_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-_PAGE_SIZE = re.compile(r"^\d+(B|KB|MB|GB|TB|PB)$")
+_CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*\Z", re.ASCII)
+_PAGE_SIZE = re.compile(r"^\d+(B|KB|MB|GB|TB|PB)\Z", re.ASCII)
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 

@@ -195,7 +195,12 @@ def _mount_snapshot(m: ctr_snapshots.Mount, target: Path, *, writable: bool) -> 
 
 
 def _bind_container_mount(root: Path, m: SpecMount, *, writable: bool, make_mount_point: bool) -> Path | None:
-    """Bind one of the container's bind mounts into the view; skipped when it cannot be placed."""
+    """Bind one of the container's bind mounts into the view; skipped when it cannot be placed.
+
+    The mount point is opened component by component (``O_PATH|O_NOFOLLOW``) and mounted on through
+    ``/proc/self/fd/N``: a directory of a shared volume swapped for a symlink after it was resolved makes
+    the open fail, it never moves the mount onto a host path.
+    """
     if m.type != "bind" and "bind" not in m.type:
         return None
     try:
@@ -207,15 +212,45 @@ def _bind_container_mount(root: Path, m: SpecMount, *, writable: bool, make_moun
             else:
                 os.makedirs(point.parent, mode=0o755, exist_ok=True)
                 point.touch(mode=0o644)
-        dst = os.lstat(point)
-    except OSError:
+        if point == root:
+            return None
+        parent_fd = _open_beneath(root, point.parent.relative_to(root).parts)
+    except (OSError, ValueError):
         return None  # a source that is gone, or a mount point that cannot be made: nothing to show
-    if stat.S_ISDIR(src.st_mode) != stat.S_ISDIR(dst.st_mode):
-        return None
-    mount(m.source, point, "", MS_BIND | MS_REC)
-    if m.readonly or not writable:
-        mount("", point, "", MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT)
+    try:
+        try:
+            fd = os.open(point.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        except OSError:
+            return None
+        try:
+            if stat.S_ISDIR(src.st_mode) != stat.S_ISDIR(os.fstat(fd).st_mode) or \
+                    stat.S_ISLNK(os.fstat(fd).st_mode):
+                return None
+            mount(m.source, Path(f"/proc/self/fd/{fd}"), "", MS_BIND | MS_REC)
+        finally:
+            os.close(fd)
+        if m.readonly or not writable:
+            # Looked up again from the held parent: the name now crosses into the new mount.
+            top = os.open(point.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            try:
+                mount("", Path(f"/proc/self/fd/{top}"), "", MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT)
+            finally:
+                os.close(top)
+    finally:
+        os.close(parent_fd)
     return point
+
+
+def _open_beneath(root: Path, parts: tuple[str, ...]) -> int:
+    """An ``O_PATH`` fd of root/parts, refusing any symlink on the way (the path was already resolved)."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    for part in parts:
+        try:
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
 
 
 def sweep_views(state: Path) -> None:

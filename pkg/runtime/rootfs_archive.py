@@ -32,7 +32,11 @@ _KERNEL_FS = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue")
 _KINDS: dict[str, type[errors.NarwhalError]] = {
     "not_found": errors.NotFound, "invalid_argument": errors.InvalidArgument,
     "permission_denied": errors.PermissionDenied, "resource_exhausted": errors.ResourceExhausted,
+    "conflict": errors.Conflict,
 }
+# The helper must take what a client sends and finish once it has it; one that stops (a FIFO, a hung
+# filesystem the container set up) is killed rather than holding the request and a process forever.
+HELPER_STALL_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -167,11 +171,16 @@ async def extract(view: RootfsView, path: str, container: str, body: AsyncIterab
         try:
             async for chunk in body:
                 proc.stdin.write(chunk)
-                await proc.stdin.drain()
+                await asyncio.wait_for(proc.stdin.drain(), HELPER_STALL_SECONDS)
             proc.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the helper stopped reading: its exit status says why
-        await _check(proc)
+        except TimeoutError:
+            raise errors.DeadlineExceeded("archive helper stopped reading the archive") from None
+        try:
+            await asyncio.wait_for(_check(proc), HELPER_STALL_SECONDS)
+        except TimeoutError:
+            raise errors.DeadlineExceeded("archive helper did not finish extracting") from None
     finally:
         await _reap(proc)
 

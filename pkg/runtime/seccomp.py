@@ -14,13 +14,13 @@ import functools
 import json
 import os
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from pkg.errors import InvalidArgument, NotFound
+from pkg.runtime import apparmor
 
 # Go (and Docker profile) architecture names of the machines Python reports.
 _GOARCH = {
@@ -195,20 +195,27 @@ def seccomp_spec(profile: SecurityProfile | None, *, privileged: bool, caps: Ite
     return load_localhost(profile.localhost_ref, caps, arch, kernel)
 
 
-def apparmor_profile(profile: SecurityProfile | None, *, privileged: bool, enabled: bool | None = None) -> str:
-    """``process.apparmorProfile``: a Localhost profile by name where AppArmor is on, else none.
+def apparmor_profile(profile: SecurityProfile | None, *, privileged: bool, enabled: bool | None = None,
+                     load_default: Callable[[], str] | None = None) -> str:
+    """``process.apparmorProfile``.
 
-    As containerd with AppArmor disabled, asking for a Localhost profile fails
-    loudly; RuntimeDefault and Unconfined are accepted and apply nothing
-    (Narwhal ships no AppArmor profile of its own).
+    Where AppArmor is on (containerd's rules): privileged or Unconfined run unconfined, a Localhost profile
+    by name, and RuntimeDefault or nothing at all ``narwhal-default`` (loaded on first use).  Where it is
+    off, nothing is applied, and an explicit Localhost profile fails loudly (containerd: "apparmor is not
+    supported") instead of being ignored.
     """
     if enabled is None:
-        enabled = Path("/sys/kernel/security/apparmor").exists()
-    if privileged or profile is None or profile.type is not ProfileType.LOCALHOST:
+        enabled = apparmor.enabled()
+    if privileged:
         return ""
-    if not enabled:
-        raise InvalidArgument(f"AppArmor profile {profile.localhost_ref!r} requested, but AppArmor is not enabled")
-    name = profile.localhost_ref.removeprefix("localhost/")
-    if not name:
-        raise InvalidArgument("localhost AppArmor profile name must not be empty")
-    return name
+    if profile is not None and profile.type is ProfileType.LOCALHOST:
+        name = profile.localhost_ref.removeprefix("localhost/")
+        if not name:
+            raise InvalidArgument("localhost AppArmor profile name must not be empty")
+        if not enabled:
+            raise InvalidArgument(f"apparmor is not supported: AppArmor profile {name!r} requested, "
+                                  "but AppArmor is not enabled on this host")
+        return name
+    if not enabled or (profile is not None and profile.type is ProfileType.UNCONFINED):
+        return ""
+    return (load_default or apparmor.ensure_default)()

@@ -9,15 +9,14 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pkg.errors import InvalidArgument, NotFound
+from pkg.runtime.copy_up import seed_volume
 from pkg.runtime.spec_options import Device, Mount, Namespace, Propagation, SandboxFiles
-from pkg.runtime.user import secure_join
 
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -239,7 +238,7 @@ def devices(devs: Iterable[Device]) -> tuple[list[dict[str, Any]], list[dict[str
     return nodes, rules
 
 
-_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})\Z")
 
 
 def cgroup_rule(text: str) -> dict[str, Any]:
@@ -326,40 +325,5 @@ def image_volume_mounts(volumes: Iterable[str], user_mounts: Sequence[Mount], vo
 
 
 def _seed_volume(rootfs: Path, dest: str, target: Path) -> None:
-    src = secure_join(rootfs, dest)
-    try:
-        st = os.lstat(src)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    _copy_attrs(src, target, st)
-    _copy_tree(src, target)
-
-
-def _copy_attrs(src: Path, dst: Path, st: os.stat_result) -> None:
-    os.lchown(dst, st.st_uid, st.st_gid)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    with os.scandir(src) as entries:
-        for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            target = dst / entry.name
-            if stat.S_ISDIR(st.st_mode):
-                target.mkdir()
-                _copy_tree(Path(entry.path), target)
-                _copy_attrs(Path(entry.path), target, st)
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(entry.path, target, follow_symlinks=False)
-                _copy_attrs(Path(entry.path), target, st)
-            elif stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(entry.path), target)
-                _copy_attrs(Path(entry.path), target, st)
-            elif stat.S_ISFIFO(st.st_mode):
-                os.mkfifo(target)
-                _copy_attrs(Path(entry.path), target, st)
-            # Device nodes and sockets in an image volume are not carried over.
+    """Copy-up without following symlinks on either side (see pkg.runtime.copy_up)."""
+    seed_volume(rootfs, dest, target)

@@ -148,7 +148,7 @@ def parse_group(text: str) -> list[GroupEntry]:
 
 def _parse_id(value: str, what: str) -> int | None:
     """A numeric id, None for a name; out-of-range numbers are InvalidArgument."""
-    if not value.lstrip("-").isdigit():
+    if not (value.lstrip("-").isascii() and value.lstrip("-").isdigit()):
         return None
     number = int(value)
     if not 0 <= number <= _MAX_ID:

@@ -22,7 +22,7 @@ from pkg.volumes.model import LOCAL_DRIVER, Volume
 
 DATA_DIR = "_data"
 RECORD = "volume.json"
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 _VALID_OPTIONS = ("type", "device", "o", "size")
 # An option that needs others (moby's mandatoryOpts).
 _REQUIRES = {"device": ("type",), "type": ("device",), "o": ("device", "type")}

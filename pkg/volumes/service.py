@@ -25,14 +25,13 @@ import contextlib
 import logging
 import os
 import posixpath
-import re
 import secrets
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from pkg import errors
+from pkg import errors, goregexp
 from pkg.aio import CleanupStack
 from pkg.events import EventBus
 from pkg.images.model import Image
@@ -323,10 +322,7 @@ class VolumeService:
 def _name_matches(term: str, name: str) -> bool:
     if term == name:
         return True
-    try:
-        return re.search(term, name) is not None
-    except re.error:
-        return False
+    return bool(goregexp.search(term, name))  # Go regexp semantics, linear time; invalid: no match
 
 
 def _label_matches(term: str, labels: dict[str, str]) -> bool:
