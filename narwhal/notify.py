@@ -20,6 +20,8 @@ from collections.abc import MutableMapping
 log = logging.getLogger(__name__)
 
 ENV_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+# A datagram to a receiver whose queue is full blocks: the event loop must never wait on systemd for long.
+SEND_TIMEOUT = 0.2
 
 
 def _address(value: str) -> str | None:
@@ -72,6 +74,7 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.settimeout(SEND_TIMEOUT)
             self._sock.sendto(message, self.address)
         except OSError as exc:
             log.debug("sd_notify %s: %s", self.address.replace("\0", "@"), exc)
