@@ -12,6 +12,8 @@ DEB_PACKAGES=(
   golang-go golang-github-docker-spdystream-dev
   # Tests only: promtool checks the /metrics exposition (test/unit/test_metrics*.py, test_observability*.py).
   prometheus
+  # Tests only: systemd-analyze verifies the package's unit (test/integration/test_deb.py); dpkg-deb is dpkg's.
+  systemd
 )
 
 missing=()
