@@ -85,7 +85,8 @@ def test_venv_runs_on_debians_python(tree: Path) -> None:
     python = tree / "opt/narwhal/bin/python"
     probe = ("import sys, grpc, aiohttp, yaml, cri_api.v1.api_pb2, pkg.containerd.api.services.tasks.v1.tasks_pb2, "
              "narwhal.daemon; print(sys.base_prefix, sys.version_info[:2])")
-    proc = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["/usr", "(3,", "11)"]
     helped = subprocess.run([str(python), "-I", "-c", "from narwhal.main import main; main(['cleanup', '--help'])"],
