@@ -96,7 +96,15 @@ class Cleanup:
                 lock.close()
                 raise Refused(f"narwhald (pid {pid or '?'}) is running with root {self.cfg.root}: "
                               "stop it first, or pass --force") from None
-            self._stop_daemon(lock, pid)
+            unit = _service_of(pid)
+            if unit:  # Restart=always would start it again behind our back
+                lock.close()
+                raise Refused(f"narwhald (pid {pid}) runs as systemd's {unit}: `systemctl stop {unit}` first") from None
+            try:
+                self._stop_daemon(lock, pid)
+            except BaseException:
+                lock.close()
+                raise
         self._lock = lock
 
     def _stop_daemon(self, lock: IO[str], pid: str) -> None:
@@ -262,6 +270,23 @@ async def _iptables(cmd: str, *args: str) -> bool:
     if proc.returncode and b"No chain" not in err and b"does not exist" not in err:
         log.warning("%s %s: %s", cmd, " ".join(args), err.decode(errors="replace").strip())
     return proc.returncode == 0
+
+
+def _service_of(pid: str) -> str:
+    try:
+        return service_in(Path(f"/proc/{pid}/cgroup").read_text())
+    except OSError:
+        return ""
+
+
+def service_in(proc_cgroup: str) -> str:
+    """The systemd service of a ``/proc/<pid>/cgroup`` ("" when none, or not under systemd)."""
+    for line in proc_cgroup.splitlines():  # "0::/system.slice/narwhald.service" or "1:name=systemd:/system.slice/..."
+        _, _, path = line.partition(":")[2].partition(":")
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if (line.startswith("0::") or ":name=systemd:" in line) and name.endswith(".service"):
+            return name
+    return ""
 
 
 def _shims_of(socket: Path) -> list[int]:
