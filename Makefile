@@ -1,7 +1,7 @@
 # Two commands on a fresh Debian bookworm machine, as root:
 #   make run    install what is missing, start narwhald with its defaults
 #   make test   install what is missing, run the unit and integration tests
-.PHONY: setup run test unit integration lint bench clean
+.PHONY: setup run test unit integration lint bench deb clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -34,6 +34,10 @@ lint: setup
 bench: setup
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) hack/bench $(ARGS)
+
+# narwhal_<version>_amd64.deb in build/ (docs/install.md); dependency wheels are cached in build/wheels.
+deb: setup
+	packaging/build-deb.sh build
 
 clean:
 	rm -rf $(VENV) pkg/containerd/api build *.egg-info

@@ -14,6 +14,8 @@ DEB_PACKAGES=(
   prometheus
   # Tests only: Compose v1 (docker-py underneath) as a real client of the Docker API (test/integration/test_compose.py).
   docker-compose
+  # Tests only: systemd-analyze verifies the package's unit (test/integration/test_deb.py); dpkg-deb is dpkg's.
+  systemd
 )
 
 missing=()

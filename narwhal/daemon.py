@@ -25,6 +25,7 @@ from cri.streaming import StreamingHandlers
 from dockerapi import versions as docker_versions
 from dockerapi.backend import Backends
 from dockerapi.server import DockerServer, build_app
+from narwhal.notify import Notifier
 from narwhal.reload import reload as reload_config
 from narwhal.runtime import Runtime, build_runtime
 from pkg import errors
@@ -58,8 +59,9 @@ WATCHDOG_INTERVAL = 2.0
 
 
 class Daemon:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
+        self.notifier = notifier or Notifier()  # systemd's Type=notify (no-op without NOTIFY_SOCKET)
         self.metrics = Metrics()
         metrics_mod.install(self.metrics)  # the core's call sites (containerd, CNI, pulls, lifecycle) report here
         self.events = EventBus()  # one bus for both domains: CRI GetContainerEvents and Docker /events
@@ -105,7 +107,9 @@ class Daemon:
         self._take_instance_lock()
         for sock in (self.cfg.cri_socket, self.cfg.docker_socket):
             _refuse_if_live(sock)
+        status = self.notifier.status
         if self.supervisor is not None:
+            status("starting containerd")
             self.supervisor.ensure_started()
         self.client = Client(self.cfg.containerd_socket, self.cfg.containerd_namespace)
         await self.client.wait_ready(START_TIMEOUT)
@@ -123,8 +127,11 @@ class Daemon:
                                             domain=DOCKER_DOMAIN, bus=self.events)
         self._watch_metrics()
         health = HealthChecker(self.client, self.network.status)
+        status("recovering CRI sandboxes and containers")
         self._tasks += await self.runtime.start()
+        status("recovering Docker containers")
         self._tasks += await self.docker_runtime.start()
+        status("recovering Docker volumes and networks")
         await self._start_volumes()
         await self._start_networks()
         await self.network.start(self._all_sandbox_ids)
@@ -132,6 +139,7 @@ class Daemon:
                              self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
         self.docker_runtime.ctx.events.describe = _docker_event_attributes(self.engine)
+        status("restarting Docker containers by their restart policies")
         await self.engine.start_engine()  # after the network: recovery may restart containers
 
         await self._start_metrics()
@@ -165,6 +173,7 @@ class Daemon:
         if self.supervisor is not None:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
+        self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
 
     async def _start_networks(self) -> None:
         """Docker networks: named networks for the shared NetworkManager, before anything joins one."""
@@ -231,6 +240,7 @@ class Daemon:
 
     # ---- shutdown ----
     async def stop(self) -> None:
+        self.notifier.stopping("stopping")
         if self.docker_execs is not None:
             await self.docker_execs.close()  # exec processes of this run end; their records stay, exited
         if self.engine is not None:
@@ -305,11 +315,20 @@ async def run(daemon: Daemon, reload: Callable[[], Config] | None = None) -> Non
     if reload is not None:
         # SIGHUP: re-read the config file, apply what is safe (narwhal/reload.py), as dockerd does.
         def on_sighup() -> None:
+            daemon.notifier.reloading()
             daemon.cfg = reload_config(daemon.cfg, reload, daemon.events)
+            daemon.notifier.ready()
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    # Pinged from the start: recovering many containers may take longer than the watchdog period.
+    watchdog = create_guarded_task(daemon.notifier.watchdog, "sd-watchdog")
     try:
         await daemon.start()
         await stop.wait()
+    except errors.NarwhalError as exc:
+        daemon.notifier.status(f"failed: {exc.message}")
+        raise
     finally:
         await daemon.stop()
+        await cancel_tasks([watchdog])
+        daemon.notifier.close()

@@ -1,8 +1,13 @@
-"""``narwhald``: command-line flags, config file, logging, and the daemon's lifetime."""
+"""``narwhald``: command-line flags, config file, logging, and the daemon's lifetime.
+
+``narwhald cleanup [--force] [--remove-dirs] FLAGS`` removes what the instance named by the same
+flags (or ``--config``) left on the host (narwhal/cleanup.py).
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,12 +38,27 @@ FLAGS: list[tuple[str, str]] = [
 ]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="narwhald",
-        description="Narwhal: a Kubernetes CRI runtime with a Docker API facade, on containerd. "
-        "SIGHUP reloads --config (log-level and log-format take effect at once).",
-    )
+CLEANUP = "cleanup"
+
+
+def _parser(cleanup: bool = False) -> argparse.ArgumentParser:
+    if cleanup:
+        parser = argparse.ArgumentParser(
+            prog="narwhald cleanup",
+            description="Remove what a narwhald instance (named by the same flags or --config) made on the host: "
+            "its bridges, firewall chains, CNI state, cgroup parents and mounts. Refuses while its narwhald "
+            "or its containers run.",
+        )
+        parser.add_argument("--force", action="store_true", help="stop the instance's narwhald (SIGTERM) and "
+                            "kill its containers first")
+        parser.add_argument("--remove-dirs", action="store_true", help="also remove the root and state dirs")
+    else:
+        parser = argparse.ArgumentParser(
+            prog="narwhald",
+            description="Narwhal: a Kubernetes CRI runtime with a Docker API facade, on containerd. "
+            "SIGHUP reloads --config (log-level and log-format take effect at once). "
+            "`narwhald cleanup --help`: remove an instance's host state.",
+        )
     parser.add_argument("--config", type=Path, help="YAML file; its keys are these flags' names")
     for name, help_text in FLAGS:
         parser.add_argument(f"--{name}", dest=name.replace("-", "_"), help=help_text)
@@ -71,13 +91,49 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     logsetup.setup(level, fmt, sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
-    setup_logging(cfg.log_level, cfg.log_format)
-    from narwhal.daemon import Daemon, run  # late: keep --help fast and free of grpc imports
+def raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (as Go programs do): containerd and the shims inherit it.
+
+    The unit asks for LimitNOFILE=infinity; where narwhald runs without it (by hand, or where root lacks
+    CAP_SYS_RESOURCE) the hard limit is the ceiling, never a reason to fail."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def cleanup_main(argv: list[str]) -> None:
+    parser = _parser(cleanup=True)
+    args = parser.parse_args(argv)
+    try:
+        cfg = _config(args)
+    except InvalidArgument as exc:
+        parser.exit(2, f"narwhald cleanup: {exc.message}\n")
+    setup_logging("warning" if cfg.log_level == "info" else cfg.log_level, cfg.log_format)
+    from narwhal.cleanup import Cleanup
+    from pkg.errors import NarwhalError
 
     try:
-        asyncio.run(run(Daemon(cfg), reload=reloader(argv)))
+        asyncio.run(Cleanup(cfg, force=args.force, remove_dirs=args.remove_dirs).run())
+    except NarwhalError as exc:
+        sys.exit(f"narwhald cleanup: {exc.message}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == [CLEANUP]:
+        cleanup_main(args[1:])
+        return
+    cfg = parse_args(argv)
+    setup_logging(cfg.log_level, cfg.log_format)
+    raise_nofile_limit()
+    from narwhal.daemon import Daemon, run  # late: keep --help fast and free of grpc imports
+    from narwhal.notify import Notifier
+
+    try:
+        asyncio.run(run(Daemon(cfg, Notifier.from_env()), reload=reloader(argv)))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - last resort: one clear line, no traceback spam

@@ -92,6 +92,13 @@ class Supervisor:
         return self.pid is not None and _is_our_containerd(self.pid, self.config_path)
 
     # ---- lifecycle ----
+    def adopt(self) -> bool:
+        """Adopt our running containerd, never starting one (``narwhald cleanup``); True if there is one."""
+        pid = self._owned_pid()
+        if pid is not None:
+            self.pid, self._proc = pid, None
+        return pid is not None
+
     def ensure_started(self) -> bool:
         """Adopt our running containerd or start one; returns True when adopted."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o711)

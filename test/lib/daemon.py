@@ -62,10 +62,10 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
         offset = len(self.log())
         with open(self.log_path, "ab") as logfile:
-            self.proc = subprocess.Popen([str(NARWHALD), *self.args], stdout=logfile, stderr=logfile)
+            self.proc = subprocess.Popen([str(NARWHALD), *self.args], stdout=logfile, stderr=logfile, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -113,8 +113,10 @@ class DaemonProcess:
         """Stop narwhald and its containerd, then remove every file and mount it made.
 
         Containers a failed test left running are killed first (through containerd, so their
-        shims exit too): nothing outlives the test."""
+        shims exit too): nothing outlives the test.  ``narwhald cleanup`` removes the instance's
+        host objects (bridges, firewall chains, cgroup parents); the steps after it are a fallback."""
         self.stop()
+        self.cleanup("--force", "--remove-dirs")
         self._kill_tasks()
         pid_file = self.state / "containerd" / "containerd.pid"
         if pid_file.exists():
@@ -136,6 +138,14 @@ class DaemonProcess:
                 parent.rmdir()
         shutil.rmtree(self.base, ignore_errors=True)
 
+
+    def cleanup(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        """``narwhald cleanup`` of this instance (same flags as the daemon); its failure is reported, not raised."""
+        result = subprocess.run([str(NARWHALD), "cleanup", *flags, *self.args], capture_output=True, text=True,
+                                timeout=180)
+        if result.returncode != 0:
+            print(f"narwhald cleanup of {self.base} failed ({result.returncode}): {result.stderr}")
+        return result
 
     def _kill_tasks(self) -> None:
         sock = self.state / "containerd" / "containerd.sock"

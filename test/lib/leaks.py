@@ -49,3 +49,23 @@ def _is_ip(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def host_leftovers(d: DaemonProcess, bridges: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """What of a stopped and cleaned-up instance is still on the host (``narwhald cleanup`` removes it): its
+    firewall admin and isolation chains, its default bridge (and ``bridges``, e.g. its Docker networks'),
+    rules tagged for its networks, cgroup parents, mounts and dirs.  Empty lists when nothing is left."""
+    instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]
+    chains = (f"NARWHAL-ADMIN-{instance}", f"NW-ISO-{instance}")
+    found: dict[str, list[str]] = {"chains": [], "rules": []}
+    for save in ("iptables-save", "ip6tables-save"):
+        out = subprocess.run([save], capture_output=True, text=True, check=False).stdout
+        found["chains"] += [f"{save}: {c}" for c in chains if f":{c} " in out]
+        mine = (f'"narwhal-{instance}', *chains)  # tagged for one of its networks, or jumping to its chains
+        found["rules"] += [line for line in out.splitlines() if line.startswith("-A ") and any(m in line for m in mine)]
+    found["bridges"] = [b for b in (f"nw-{instance}", *bridges) if Path("/sys/class/net", b).exists()]
+    found["cgroups"] = [str(p) for pattern in (f"narwhal-{instance}*", f"*/narwhal-{instance}*")
+                        for p in Path("/sys/fs/cgroup").glob(pattern)]
+    found["mounts"] = mounts_under(d.base)
+    found["dirs"] = [str(p) for p in (d.root, d.state) if p.exists()]
+    return {k: v for k, v in found.items() if v}

@@ -1,0 +1,97 @@
+"""``narwhald cleanup`` on a real instance: it refuses while narwhald or its containers run, ``--force``
+stops both, and afterwards nothing of the instance is on the host (chains, bridges, rules, cgroups,
+mounts, dirs, processes) while a second instance running beside it keeps all of its own."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lib.daemon import DaemonProcess, free_port, start_daemon
+from lib.docker import BUSYBOX, DockerDaemon, eventually, mirror_config
+from lib.docker_networks import records
+from lib.images import push
+from lib.leaks import host_leftovers
+from lib.registry import Registry
+
+
+@pytest.fixture
+def pair(registry: Registry) -> Iterator[tuple[DockerDaemon, DockerDaemon]]:
+    push(registry.host, "library/busybox")
+    started: list[DaemonProcess] = []
+    try:
+        for _ in range(2):
+            started.append(start_daemon(mirror_config(registry.host)))
+        yield DockerDaemon(started[0]), DockerDaemon(started[1])
+    finally:
+        for d in started:
+            d.destroy()
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def admin_chain_exists(d: DaemonProcess) -> bool:
+    import hashlib
+    import subprocess
+
+    instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]
+    return subprocess.run(["iptables", "-w", "-S", f"NARWHAL-ADMIN-{instance}"], capture_output=True).returncode == 0
+
+
+def test_cleanup_refuses_while_in_use_then_force_leaves_nothing(pair: tuple[DockerDaemon, DockerDaemon]) -> None:
+    a, b = pair
+    for dd in pair:
+        dd.docker("pull", BUSYBOX)
+    a.docker("network", "create", "cleanup-net")
+    on_net = a.out("run", "-d", "--network", "cleanup-net", "-p", f"127.0.0.1:{free_port()}:80",
+                   BUSYBOX, "sleep", "1000")
+    on_bridge = a.out("run", "-d", "-p", f"127.0.0.1:{free_port()}:80", BUSYBOX, "sleep", "1000")
+    b.out("run", "-d", BUSYBOX, "sleep", "1000")
+    pids = [int(a.inspect(c)["State"]["Pid"]) for c in (on_net, on_bridge)]
+    bridges = tuple(str(r["bridge"]) for r in records(a.daemon.root) if r.get("name") == "cleanup-net")
+    assert bridges and all(Path("/sys/class/net", br).exists() for br in bridges)
+    assert host_leftovers(a.daemon, bridges).keys() >= {"chains", "bridges", "rules", "cgroups", "dirs"}
+    containerd = a.daemon.containerd_pid
+
+    # narwhald running: refused, nothing touched.
+    refused = a.daemon.cleanup()
+    assert refused.returncode != 0
+    assert f"narwhald (pid {a.daemon.proc.pid}) is running" in refused.stderr  # type: ignore[union-attr]
+    assert a.daemon.proc is not None and a.daemon.proc.poll() is None
+
+    # narwhald stopped, containers still running (containerd outlives narwhald): refused.
+    assert a.daemon.stop() == 0
+    refused = a.daemon.cleanup()
+    assert refused.returncode != 0 and "2 container(s) still run" in refused.stderr, refused.stderr
+    assert all(alive(p) for p in pids) and alive(containerd)
+
+    done = a.daemon.cleanup("--force", "--remove-dirs")
+    assert done.returncode == 0, done.stderr
+    assert f"removed bridge {bridges[0]}" in done.stdout
+    assert not any(alive(p) for p in [*pids, containerd])
+    assert host_leftovers(a.daemon, bridges) == {}
+
+    # The other instance keeps its chain, bridge and running container.
+    assert admin_chain_exists(b.daemon)
+    assert host_leftovers(b.daemon).get("bridges")
+    assert b.out("ps", "-q")
+
+
+def test_cleanup_of_a_stopped_instance_without_containers(daemon: DaemonProcess) -> None:
+    """The common case (package purge): narwhald stopped, nothing running; containerd is stopped too."""
+    containerd = daemon.containerd_pid
+    assert daemon.stop() == 0
+    done = daemon.cleanup()
+    assert done.returncode == 0, done.stderr
+    assert eventually(lambda: not alive(containerd), timeout=30)
+    assert daemon.root.exists() and daemon.state.exists()  # without --remove-dirs the data stays
+    assert not daemon.cri_socket.exists() and not daemon.docker_socket.exists()
+    assert host_leftovers(daemon).keys() <= {"dirs"}
+    assert os.listdir(daemon.base / "net.d") == []  # the default conflist it wrote is gone too
