@@ -25,6 +25,7 @@ from dockerapi.handlers import (
     system,
     top,
 )
+from dockerapi.handlers import build as build_routes
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import images_commit as commit_routes
 from dockerapi.handlers import networks as network_routes
@@ -40,6 +41,7 @@ MODULES += [attach, attach_ws, exec_, logs, stats, top]
 MODULES += [volume_routes]
 MODULES += [network_routes]
 MODULES += [archive_routes]
+MODULES += [build_routes]
 
 
 def all_routes() -> list[Route]:
