@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 
 from aiohttp import web
 
+from dockerapi.swarm_backend import SwarmBackend
 from pkg import errors
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
@@ -45,6 +46,7 @@ class Backends:
     networks: NetworkService | None = None  # Docker networks (pkg.networks)
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
+    swarm: SwarmBackend | None = None  # Swarm mode (pkg.docker.swarm.api.SwarmAPI)
 
 
 BACKENDS = web.AppKey("backends", Backends)

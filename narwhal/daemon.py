@@ -34,6 +34,9 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.docker.swarm.api import SwarmAPI
+from pkg.docker.swarm.cluster import Cluster
+from pkg.docker.swarm.executor import Executor
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.health import HealthChecker
@@ -77,6 +80,7 @@ class Daemon:
         self.engine: Engine | None = None  # Docker containers on the Docker domain's runtime
         self.docker_volumes: VolumeService | None = None
         self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
+        self.swarm: Cluster | None = None  # Swarm mode (pkg.docker.swarm): its etcd, manager and agent
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -150,6 +154,12 @@ class Daemon:
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
         docker_versions.configure(self.cfg.docker_min_api_version)
+        host = await system.info()
+        self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker",
+                             Executor(self.engine, self.docker_images),
+                             external_endpoints=self.cfg.swarm_etcd_endpoints, engine_version=host.server_version,
+                             ncpu=host.ncpu, mem_total=host.mem_total)
+        await self.swarm.start()  # a node in a swarm before the restart is back in it
         self.docker_execs = ExecManager(self.docker_runtime.containers)
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
@@ -159,6 +169,7 @@ class Daemon:
             execs=self.docker_execs,
             events=self.events,
             networks=self.docker_networks,
+            swarm=SwarmAPI(self.swarm),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
@@ -231,6 +242,8 @@ class Daemon:
 
     # ---- shutdown ----
     async def stop(self) -> None:
+        if self.swarm is not None:
+            await self.swarm.close()  # before the engine: the agent uses it
         if self.docker_execs is not None:
             await self.docker_execs.close()  # exec processes of this run: their records die with it
         if self.engine is not None:
