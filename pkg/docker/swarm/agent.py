@@ -58,9 +58,10 @@ class Agent:
         self.store = store
         self.node_id = node_id
         self.executor = executor
-        self.files = state_dir / "files"  # secrets and configs of running tasks, on a tmpfs
+        self.files = state_dir / "files"  # secrets and configs of running tasks, on a tmpfs (unmount_files)
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
 
     # ---- files (secrets, configs) ----
     def _mount_files(self) -> None:
@@ -68,10 +69,6 @@ class Agent:
         if not mountlib.is_mounted(self.files):
             mountlib.mount("tmpfs", self.files, "tmpfs", 0, "mode=0700")
 
-    def unmount_files(self) -> None:
-        if self.files.exists():
-            mountlib.umount(self.files)
-            shutil.rmtree(self.files, ignore_errors=True)
 
     async def _task_files(self, task: Obj) -> list[MountSpec]:
         """Write the task's secrets and configs to its tmpfs dir; their read-only binds."""
@@ -100,23 +97,33 @@ class Agent:
         self._wake.set()
 
     async def run(self) -> None:
+        """Reconcile until ``stop``: a pass is never cancelled half-way (a container create or remove
+        cut short would leave its sandbox behind)."""
         await asyncio.to_thread(self._mount_files)
-        while True:
+        while not self._stopping:
             try:
                 await self.reconcile()
-            except errors.NarwhalError as exc:
+            except Exception as exc:  # noqa: BLE001 - etcd or engine trouble: log, try again next pass
                 log.warning("agent: %s", exc)
             self._wake.clear()
+            if self._stopping:
+                break
             try:
                 await asyncio.wait_for(self._wake.wait(), POLL)
             except TimeoutError:
                 pass
 
-    async def close(self) -> None:
-        jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+    async def stop(self, runner: asyncio.Task[None] | None, timeout: float = 60.0) -> None:
+        """Let the current pass and the task starts in flight finish, then stop (cancel after ``timeout``)."""
+        self._stopping = True
+        self.wake()
+        pending = [t for t in (runner, *self._jobs.values()) if t is not None]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
         self._jobs.clear()
 
     async def reconcile(self) -> None:
@@ -182,7 +189,7 @@ class Agent:
 
     async def _run_task(self, task: Obj) -> None:
         service = await self.store.get("services", task["ServiceID"])
-        if service is None:
+        if service is None or self._stopping:
             return
         image = (task["Spec"].get("ContainerSpec") or {}).get("Image", "")
         await self._report(task["ID"], "accepted", "accepted")
@@ -233,6 +240,14 @@ class Agent:
             return True
 
         await update_with_retry(self.store, "tasks", task_id, change)
+
+
+def unmount_files(state_dir: Path) -> None:
+    """Leaving the swarm: the tmpfs of secrets and configs goes."""
+    files = state_dir / "files"
+    if files.exists():
+        mountlib.umount(files)
+        shutil.rmtree(files, ignore_errors=True)
 
 
 def _write_file(path: Path, data: bytes, mode: int, uid: int, gid: int) -> None:

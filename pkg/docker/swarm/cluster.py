@@ -21,7 +21,7 @@ from typing import Any
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
 from pkg.docker.swarm import objects
-from pkg.docker.swarm.agent import Agent, update_with_retry
+from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.orchestrator import Orchestrator
@@ -80,6 +80,7 @@ class Cluster:
         self.store: Store | None = None
         self.orchestrator: Orchestrator | None = None
         self.agent: Agent | None = None
+        self._agent_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock = asyncio.Lock()
 
@@ -136,7 +137,7 @@ class Cluster:
         await store.connect()
         self.store, self.node = store, node
         self.agent = Agent(store, node.node_id, self.executor, self.state_dir)
-        self._tasks.append(create_guarded_task(self.agent.run, "swarm-agent", restart_delay=1.0))
+        self._agent_task = create_guarded_task(self.agent.run, "swarm-agent")
         if node.role == "manager":
             self.orchestrator = Orchestrator(store, node.node_id)
             self._tasks.append(create_guarded_task(self.orchestrator.run, "swarm-orchestrator", restart_delay=1.0))
@@ -145,10 +146,11 @@ class Cluster:
             self._tasks.append(create_guarded_task(self._etcd_watchdog, "swarm-etcd-watchdog", restart_delay=1.0))
 
     async def _deactivate(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop(self._agent_task)
+        self._agent_task = None
         await cancel_tasks(self._tasks)
         self._tasks = []
-        if self.agent is not None:
-            await self.agent.close()
         if self.store is not None:
             await self.store.close()
         self.store, self.agent, self.orchestrator, self.node = None, None, None, None
@@ -251,7 +253,7 @@ class Cluster:
             await self._deactivate()
             for container_id in self.executor.containers().values():
                 await self.executor.remove(container_id)
-            await asyncio.to_thread(Agent(Store([]), node.node_id, self.executor, self.state_dir).unmount_files)
+            await asyncio.to_thread(unmount_files, self.state_dir)
             if not node.external:
                 await self.member.destroy()
             self.node_file.unlink(missing_ok=True)

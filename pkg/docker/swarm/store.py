@@ -14,10 +14,11 @@ sequence").  Every write is one etcd transaction, so a name and its object never
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import aetcd
 import aetcd.exceptions
@@ -31,6 +32,23 @@ Obj = dict[str, Any]
 KINDS = ("nodes", "services", "tasks", "secrets", "configs")
 DEFAULT_PREFIX = "/narwhal/swarm"
 OUT_OF_SEQUENCE = "update out of sequence"
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def etcd_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """etcd client failures -> 503 (the control plane is unreachable), at the client edge."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except aetcd.exceptions.ClientError as exc:
+            raise errors.Unavailable(f"the swarm's etcd is unavailable: {exc}") from None
+
+    return wrapper
 
 
 class Store:
@@ -94,18 +112,22 @@ class Store:
         obj["Version"] = {"Index": mod_revision}
         return obj
 
+    @etcd_errors
     async def get_cluster(self) -> Obj | None:
         kv = await self.c.get(self._key("cluster"))
         return None if kv is None else self._decode(kv.value, kv.mod_revision)
 
+    @etcd_errors
     async def get(self, kind: str, obj_id: str) -> Obj | None:
         kv = await self.c.get(self.obj_key(kind, obj_id))
         return None if kv is None else self._decode(kv.value, kv.mod_revision)
 
+    @etcd_errors
     async def list(self, kind: str) -> list[Obj]:
         result = await self.c.get_prefix(self.obj_key(kind, ""))
         return [self._decode(kv.value, kv.mod_revision) for kv in result]
 
+    @etcd_errors
     async def id_by_name(self, kind: str, name: str) -> str | None:
         kv = await self.c.get(self.name_key(kind, name))
         return None if kv is None else kv.value.decode()
@@ -115,6 +137,7 @@ class Store:
     def _encode(obj: Obj) -> bytes:
         return json.dumps({k: v for k, v in obj.items() if k != "Version"}, sort_keys=True).encode()
 
+    @etcd_errors
     async def put_cluster(self, obj: Obj, version: int | None) -> None:
         """Write the cluster object; ``version`` None creates it (refused if one exists)."""
         tx = self.c.transactions
@@ -124,6 +147,7 @@ class Store:
         if not ok:
             raise errors.Internal(OUT_OF_SEQUENCE)
 
+    @etcd_errors
     async def create(self, kind: str, obj: Obj, name: str | None = None) -> Obj:
         """Create ``obj`` (its ``ID`` is the key); with ``name``, also claim the name (409 when taken)."""
         tx = self.c.transactions
@@ -138,6 +162,7 @@ class Store:
             raise errors.AlreadyExists("rpc error: code = AlreadyExists desc = name conflicts with an existing object")
         return self._decode(self._encode(obj), int(responses[0].response_put.header.revision))
 
+    @etcd_errors
     async def update(self, kind: str, obj: Obj, version: int | None = None,
                      rename: tuple[str, str] | None = None) -> Obj:
         """Replace ``obj``; ``version`` (default: the one it carries) must be its current mod revision."""
@@ -161,6 +186,7 @@ class Store:
             raise errors.AlreadyExists("rpc error: code = AlreadyExists desc = name conflicts with an existing object")
         return self._decode(self._encode(obj), int(responses[0].response_put.header.revision))
 
+    @etcd_errors
     async def delete(self, kind: str, obj_id: str, name: str | None = None, version: int | None = None) -> bool:
         """Delete an object (and its name); with ``version``, only if unchanged since. False if it was gone."""
         tx = self.c.transactions
@@ -172,6 +198,7 @@ class Store:
         ok, _ = await self.c.transaction(compare=compare, success=success, failure=[])
         return bool(ok)
 
+    @etcd_errors
     async def delete_all(self) -> None:
         """Every key of this swarm (the last manager leaving, or an external cluster's prefix)."""
         await self.c.delete_prefix(self._key(""))
@@ -189,6 +216,7 @@ class Store:
             await watch.cancel()
 
     # ---- leases (leader election, node liveness) ----
+    @etcd_errors
     async def campaign(self, node_id: str, ttl: int) -> aetcd.Lease | None:
         """Take the leader key on a fresh lease if nobody holds it; the lease, or None when another leads."""
         lease = await self.c.lease(ttl)
@@ -201,6 +229,7 @@ class Store:
         await lease.revoke()
         return None
 
+    @etcd_errors
     async def leader(self) -> str:
         kv = await self.c.get(self._key("leader"))
         return "" if kv is None else kv.value.decode()
