@@ -6,6 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi.backend import backends
+from dockerapi.gokeys import canonical
 from dockerapi.params import json_object, mapping, query_bool, string_list
 from dockerapi.swarm_backend import SwarmBackend
 from pkg import errors
@@ -34,7 +35,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def init(request: web.Request) -> web.Response:
-    body = await json_object(request)
+    body = canonical(await json_object(request))
     spec = mapping(body.get("Spec"), "Spec")
     req = InitRequest(
         listen_addr=str(body.get("ListenAddr") or "0.0.0.0:2377"),
@@ -67,7 +68,7 @@ async def leave(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     version = version_param(request)
-    spec = await json_object(request)
+    spec = canonical(await json_object(request))
     await swarm(request).update(
         version, spec, rotate_worker=query_bool(request, "rotateWorkerToken"),
         rotate_manager=query_bool(request, "rotateManagerToken"),

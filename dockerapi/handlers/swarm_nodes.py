@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockerapi import filters
+from dockerapi.gokeys import canonical
 from dockerapi.handlers.swarm import swarm, version_param
 from dockerapi.params import json_object, query_bool
 
@@ -21,7 +22,7 @@ async def node_inspect(request: web.Request) -> web.Response:
 
 async def node_update(request: web.Request) -> web.Response:
     version = version_param(request)
-    spec = await json_object(request)
+    spec = canonical(await json_object(request))
     await swarm(request).node_update(request.match_info["id"], version, spec)
     return web.Response(status=200)
 

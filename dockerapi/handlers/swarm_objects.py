@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dockerapi import filters
+from dockerapi.gokeys import canonical
 from dockerapi.handlers.swarm import swarm, version_param
 from dockerapi.params import json_object
 
@@ -16,7 +17,7 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 def _handlers(kind: str) -> list[tuple[str, str, Handler]]:
     async def create(request: web.Request) -> web.Response:
-        spec = await json_object(request)
+        spec = canonical(await json_object(request))
         object_id = await swarm(request).object_create(kind, spec)
         return web.json_response({"ID": object_id}, status=201)
 
@@ -29,7 +30,7 @@ def _handlers(kind: str) -> list[tuple[str, str, Handler]]:
 
     async def update(request: web.Request) -> web.Response:
         version = version_param(request)
-        spec = await json_object(request)
+        spec = canonical(await json_object(request))
         await swarm(request).object_update(kind, request.match_info["id"], version, spec)
         return web.Response(status=200)
 

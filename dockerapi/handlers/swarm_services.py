@@ -6,6 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import filters, hijack, times
+from dockerapi.gokeys import canonical
 from dockerapi.handlers.attach import containers
 from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.swarm import swarm, version_param
@@ -20,7 +21,7 @@ TASK_FILTERS = ("desired-state", "id", "label", "name", "node", "service", "runt
 
 
 async def service_create(request: web.Request) -> web.Response:
-    spec = await json_object(request)
+    spec = canonical(await json_object(request))
     service_id = await swarm(request).service_create(spec)
     return web.json_response({"ID": service_id, "Warnings": None}, status=201)
 
@@ -41,7 +42,7 @@ async def service_inspect(request: web.Request) -> web.Response:
 
 async def service_update(request: web.Request) -> web.Response:
     version = version_param(request)
-    spec = await json_object(request)
+    spec = canonical(await json_object(request))
     rollback = request.query.get("rollback", "")
     if rollback not in ("", "previous"):
         raise errors.InvalidArgument(f"unrecognized rollback option {rollback}")

@@ -173,10 +173,19 @@ def service_defaults(spec: Obj) -> Obj:
     return spec
 
 
-def replicas(service: Obj) -> int | None:
-    """Desired replicas of a replicated service; None for a global one."""
+def mode_kind(service: Obj) -> str:
+    """replicated, global, replicated-job or global-job."""
     mode = service["Spec"].get("Mode", {})
-    if "Global" in mode:
+    for key, kind in (("ReplicatedJob", "replicated-job"), ("GlobalJob", "global-job"), ("Global", "global")):
+        if key in mode:
+            return kind
+    return "replicated"
+
+
+def replicas(service: Obj) -> int | None:
+    """Desired replicas of a replicated service; None for any other mode."""
+    mode = service["Spec"].get("Mode", {})
+    if "Replicated" not in mode:
         return None
     return int(mode.get("Replicated", {}).get("Replicas", 1) or 0)
 

@@ -115,10 +115,13 @@ class Orchestrator:
         eligible_ids = {n["ID"] for n in eligible}
         for service in services.values():
             mine = by_service.get(service["ID"], [])
-            if objects.replicas(service) is None:
-                await self._global(service, mine, eligible_ids)
-            else:
+            kind = objects.mode_kind(service)
+            if kind == "replicated":
                 await self._replicated(service, mine, eligible_ids)
+            elif kind == "replicated-job":
+                await self._replicated_job(service, mine, eligible_ids)
+            else:
+                await self._global(service, mine, eligible_ids, job=kind == "global-job")
             await self._reap(mine, limit)
         await self._schedule(eligible)
 
@@ -136,13 +139,29 @@ class Orchestrator:
                     if task["DesiredState"] != "remove":
                         await self._set_desired(task, "remove")
 
-    async def _global(self, service: Obj, tasks: list[Obj], eligible: set[str]) -> None:
+    async def _replicated_job(self, service: Obj, tasks: list[Obj], eligible: set[str]) -> None:
+        """TotalCompletions slots, each done once one of its tasks completed; MaxConcurrent run at a time."""
+        job = service["Spec"]["Mode"]["ReplicatedJob"]
+        total, concurrent = int(job["TotalCompletions"]), int(job["MaxConcurrent"])
+        slots: dict[int, list[Obj]] = defaultdict(list)
+        for task in tasks:
+            slots[int(task.get("Slot", 0))].append(task)
+        active = sum(1 for t in tasks if t["DesiredState"] == "running" and not _ended(t))
+        for slot in range(1, total + 1):
+            slot_tasks = slots.get(slot, [])
+            if slot_tasks or active < concurrent:
+                if not slot_tasks:
+                    active += 1
+                await self._converge_slot(service, slot_tasks, slot, "", eligible, 0, job=True)
+
+    async def _global(self, service: Obj, tasks: list[Obj], eligible: set[str], job: bool = False) -> None:
         per_node: dict[str, list[Obj]] = defaultdict(list)
         for task in tasks:
             per_node[task["NodeID"]].append(task)
         budget = self._update_budget(service, tasks)
         for node_id in sorted(eligible):
-            budget -= await self._converge_slot(service, per_node.get(node_id, []), 0, node_id, eligible, budget)
+            budget -= await self._converge_slot(service, per_node.get(node_id, []), 0, node_id, eligible, budget,
+                                                job=job)
         for node_id, node_tasks in per_node.items():
             if node_id not in eligible:
                 for task in node_tasks:
@@ -160,8 +179,10 @@ class Orchestrator:
         return max(0, parallelism - in_flight)
 
     async def _converge_slot(self, service: Obj, tasks: list[Obj], slot: int, node_id: str,
-                             eligible: set[str], budget: int) -> int:
+                             eligible: set[str], budget: int, job: bool = False) -> int:
         """Make one slot (or one node of a global service) right; returns the update budget it used."""
+        if job and any(t["Status"]["State"] == "complete" for t in tasks):
+            return 0  # a job's slot is done once it completed
         current = [t for t in tasks if t["DesiredState"] == "running"]
         current.sort(key=lambda t: t["CreatedAt"])
         for extra in current[:-1]:

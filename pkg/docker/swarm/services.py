@@ -34,10 +34,17 @@ async def validate_spec(store: Store, spec: Obj) -> Obj:
     container = template.get("ContainerSpec")
     if not container or not container.get("Image"):
         raise _invalid("ContainerSpec: image reference must be provided")
+    spec.setdefault("Labels", {})
+    template.setdefault("ForceUpdate", 0)  # moby's TaskSpec always carries it
     mode = spec.get("Mode") or {"Replicated": {"Replicas": 1}}
-    if "ReplicatedJob" in mode or "GlobalJob" in mode:
-        raise errors.NotImplementedYet("job services (replicated-job, global-job) are not supported yet")
-    if "Replicated" in mode:
+    if "ReplicatedJob" in mode:
+        job = mode["ReplicatedJob"] or {}
+        job["MaxConcurrent"] = int(job.get("MaxConcurrent") or 1)
+        job["TotalCompletions"] = int(job.get("TotalCompletions") or job["MaxConcurrent"])
+        mode = {"ReplicatedJob": job}
+    elif "GlobalJob" in mode:
+        mode = {"GlobalJob": {}}
+    elif "Replicated" in mode:
         replicated = mode["Replicated"] or {}
         if replicated.get("Replicas") is None:
             replicated["Replicas"] = 1
@@ -76,7 +83,7 @@ async def update(store: Store, ref: str, version: int, spec: Obj, rollback: bool
     old = service["Spec"]
     if spec["Name"] != old["Name"]:
         raise errors.NotImplementedYet("rpc error: code = Unimplemented desc = renaming services is not supported")
-    if ("Global" in spec["Mode"]) != ("Global" in old["Mode"]):
+    if set(spec["Mode"]) != set(old["Mode"]):
         raise _invalid("service mode change is not allowed")
     service["PreviousSpec"] = old
     service["Spec"] = spec
@@ -128,9 +135,15 @@ async def list_services(store: Store, filters: dict[str, list[str]], status: boo
         for service in out:
             mine = [t for t in tasks if t["ServiceID"] == service["ID"]]
             running = sum(1 for t in mine if t["Status"]["State"] == "running" and t["DesiredState"] == "running")
-            wanted = objects.replicas(service)
-            desired = len(ready) if wanted is None else wanted
-            service["ServiceStatus"] = {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": 0}
+            completed = sum(1 for t in mine if t["Status"]["State"] == "complete")
+            kind = objects.mode_kind(service)
+            if kind == "replicated-job":
+                desired = int(service["Spec"]["Mode"]["ReplicatedJob"]["TotalCompletions"])
+            elif kind in ("global", "global-job"):
+                desired = len(ready)
+            else:
+                desired = objects.replicas(service) or 0
+            service["ServiceStatus"] = {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": completed}
     return out
 
 
