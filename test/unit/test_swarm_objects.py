@@ -58,7 +58,8 @@ def test_task_container_config() -> None:
     assert objects.task_name("web", task) == f"web.2.{task['ID']}"
     spec, host = container_config(task, service, "node1", [])
     assert spec.entrypoint == ("sh",) and spec.cmd == ("-c", "true") and spec.env == ("A=1",)
-    assert spec.labels["com.docker.swarm.task.id"] == task["ID"] and spec.labels["com.docker.swarm.task.name"] == "web.2"
+    assert spec.labels["com.docker.swarm.task.id"] == task["ID"]
+    assert spec.labels["com.docker.swarm.task.name"] == "web.2"
     assert spec.stop_timeout == 3 and host.extra_hosts == ("db:10.0.0.1",) and host.resources.memory == 1 << 20
 
 
