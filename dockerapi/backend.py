@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from aiohttp import web
-
-from pkg import errors
 from pkg.docker.build.builder import Builder
+
+from dockerapi.swarm_backend import SwarmBackend
+from pkg import errors
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images.service import ImageService
@@ -47,6 +48,7 @@ class Backends:
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
     builder: Builder | None = None  # docker build (pkg.docker.build) on the Docker domain
+    swarm: SwarmBackend | None = None  # Swarm mode (pkg.docker.swarm.api.SwarmAPI)
 
 
 BACKENDS = web.AppKey("backends", Backends)

@@ -29,6 +29,10 @@ from dockerapi.handlers import build as build_routes
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import images_commit as commit_routes
 from dockerapi.handlers import networks as network_routes
+from dockerapi.handlers import swarm as swarm_routes
+from dockerapi.handlers import swarm_nodes as swarm_node_routes
+from dockerapi.handlers import swarm_objects as swarm_object_routes
+from dockerapi.handlers import swarm_services as swarm_service_routes
 from dockerapi.handlers import volumes as volume_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,7 +45,7 @@ MODULES += [attach, attach_ws, exec_, logs, stats, top]
 MODULES += [volume_routes]
 MODULES += [network_routes]
 MODULES += [archive_routes]
-MODULES += [build_routes]
+MODULES += [build_routes, swarm_routes, swarm_node_routes, swarm_service_routes, swarm_object_routes]
 
 
 def all_routes() -> list[Route]:

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
   containerd runc containernetworking-plugins iptables iproute2 catatonit busybox-static
   docker-registry apache2-utils golang-github-containerd-containerd-dev
+  # Swarm mode: each manager runs a private etcd member (pkg/docker/swarm/etcd.py).
+  etcd-server
   # Tests only: the SPDY library kubelet and crictl use (moby/spdystream), built offline with Go,
   # drives the streaming server in test/integration/test_streaming_interop.py.
   golang-go golang-github-docker-spdystream-dev
@@ -31,6 +33,8 @@ if ((${#missing[@]})); then
 fi
 # Debian's docker-registry package starts a system registry on :5000; tests run their own.
 if systemctl is-active --quiet docker-registry 2>/dev/null; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+# Debian's etcd-server package starts a system etcd on :2379; narwhald runs its own members.
+if systemctl is-active --quiet etcd 2>/dev/null; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 # Likewise Debian's prometheus package starts a server (and node exporter) that the tests do not want.
 for unit in prometheus prometheus-node-exporter; do
   if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl disable --now "$unit" >/dev/null 2>&1 || true; fi

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
+from pkg.docker.build.builder import Builder
 
 from cri.container import ContainerHandlers
 from cri.events import EventHandlers
@@ -35,7 +36,9 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
-from pkg.docker.build.builder import Builder
+from pkg.docker.swarm.api import SwarmAPI
+from pkg.docker.swarm.cluster import Cluster
+from pkg.docker.swarm.executor import Executor
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.health import HealthChecker
@@ -80,6 +83,7 @@ class Daemon:
         self.engine: Engine | None = None  # Docker containers on the Docker domain's runtime
         self.docker_volumes: VolumeService | None = None
         self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
+        self.swarm: Cluster | None = None  # Swarm mode (pkg.docker.swarm): its etcd, manager and agent
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -159,6 +163,12 @@ class Daemon:
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
         docker_versions.configure(self.cfg.docker_min_api_version)
+        host = await system.info()
+        self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker",
+                             Executor(self.engine, self.docker_images),
+                             external_endpoints=self.cfg.swarm_etcd_endpoints, engine_version=host.server_version,
+                             ncpu=host.ncpu, mem_total=host.mem_total)
+        await self.swarm.start()  # a node in a swarm before the restart is back in it
         self.docker_execs = ExecManager(self.docker_runtime.containers, self.docker_runtime.ctx.root / "execs")
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
@@ -170,6 +180,7 @@ class Daemon:
             networks=self.docker_networks,
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
+            swarm=SwarmAPI(self.swarm),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
@@ -244,6 +255,8 @@ class Daemon:
     # ---- shutdown ----
     async def stop(self) -> None:
         self.notifier.stopping("stopping")
+        if self.swarm is not None:
+            await self.swarm.close()  # before the engine: the agent uses it
         if self.docker_execs is not None:
             await self.docker_execs.close()  # exec processes of this run end; their records stay, exited
         if self.engine is not None:

@@ -35,6 +35,7 @@ FLAGS: list[tuple[str, str]] = [
     ("cni-bridge", "bridge of the default CNI network [nw-<instance id>]"),
     ("cni-timeout", "seconds a CNI plugin call may take before it is killed [60]"),
     ("docker-min-api-version", "oldest Docker API version served [1.40]"),
+    ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port), ','-separated [own etcd member]"),
 ]
 
 

@@ -57,6 +57,8 @@ class Config:
     runtime_handlers: dict[str, str] = field(default_factory=lambda: {"runc": "runc"})
     # Docker API: the oldest API version served (clients negotiate down to what /_ping advertises).
     docker_min_api_version: str = "1.40"
+    # Swarm mode: an external etcd cluster ("host:port" or "http://host:port") instead of a private member.
+    swarm_etcd_endpoints: list[str] = field(default_factory=list)
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -245,6 +247,20 @@ def _runtime_handlers(key: str, value: Any) -> dict[str, str]:
     return handlers
 
 
+def _endpoints(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{key}: expected a list of etcd endpoints (host:port or http://host:port)")
+    out = []
+    for v in value:
+        if v.startswith("https://"):
+            raise InvalidArgument(f"{key}: TLS to etcd is not supported yet, got {v!r}")
+        parse_address(v.removeprefix("http://").rstrip("/"), key)
+        out.append(v)
+    return out
+
+
 def _api_version(key: str, value: Any) -> str:
     text = str(value)
     parts = text.split(".")
@@ -274,6 +290,7 @@ CONVERTERS: dict[str, Any] = {
     "cni-timeout": _seconds,
     "runtime-handlers": _runtime_handlers,
     "docker-min-api-version": _api_version,
+    "swarm-etcd-endpoints": _endpoints,
 }
 
 

@@ -1,4 +1,4 @@
-"""/_ping, /version, /info, /system/df, and the Swarm answers of a node that is in none."""
+"""/_ping, /version, /info, /system/df (the Swarm header and section come from the swarm backend)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,6 @@ from aiohttp import web
 from dockerapi import versions
 from dockerapi.backend import Backends, backends
 from dockerapi.handlers import system_df
-from pkg import errors
 from pkg.system import HostInfo
 from pkg.version import narwhal_version
 
@@ -26,7 +25,9 @@ _PING_HEADERS = {
 
 async def ping(request: web.Request) -> web.Response:
     body = None if request.method == "HEAD" else "OK"
-    headers = {**_PING_HEADERS, "Api-Version": versions.API_VERSION, "Swarm": "inactive"}
+    swarm = backends(request).swarm
+    headers = {**_PING_HEADERS, "Api-Version": versions.API_VERSION,
+               "Swarm": swarm.ping_state() if swarm is not None else "inactive"}
     return web.Response(text=body, content_type="text/plain", headers=headers)
 
 
@@ -58,6 +59,9 @@ async def version(request: web.Request) -> web.Response:
         }
     )
 
+
+_NO_SWARM = {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False, "Error": "",
+             "RemoteManagers": None}
 
 # What a Docker client may see in Plugins; only what Narwhal serves.
 _NETWORK_DRIVERS = ["bridge", "host", "null"]
@@ -121,8 +125,7 @@ async def info(request: web.Request) -> web.Response:
         "ServerVersion": host.server_version,
         "Runtimes": {name: {"path": path} for name, path in sorted(host.runtimes.items())},
         "DefaultRuntime": host.default_runtime,
-        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                  "Error": "", "RemoteManagers": None},
+        "Swarm": await b.swarm.info() if b.swarm is not None else _NO_SWARM,
         "LiveRestoreEnabled": True,  # containers outlive narwhald (containerd keeps them)
         "Isolation": "",
         "InitBinary": host.init_binary,
@@ -179,23 +182,11 @@ async def build_prune(request: web.Request) -> web.Response:
     return web.json_response({"CachesDeleted": [], "SpaceReclaimed": 0})
 
 
-# ---- Swarm, as a node that is in none answers ----
-async def swarm_inspect(request: web.Request) -> web.Response:
-    raise errors.Unavailable('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
-                             "connect this node to swarm and try again.")
-
-
-async def swarm_leave(request: web.Request) -> web.Response:
-    raise errors.Unavailable("This node is not part of a swarm")
-
-
 ROUTES = [
     ("GET", "/_ping", ping),
     ("HEAD", "/_ping", ping),
     ("GET", "/version", version),
     ("GET", "/info", info),
     ("GET", "/system/df", system_df.system_df),
-    ("GET", "/swarm", swarm_inspect),
-    ("POST", "/swarm/leave", swarm_leave),
     ("POST", "/build/prune", build_prune),
 ]

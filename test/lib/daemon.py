@@ -118,17 +118,8 @@ class DaemonProcess:
         self.stop()
         self.cleanup("--force", "--remove-dirs")
         self._kill_tasks()
-        pid_file = self.state / "containerd" / "containerd.pid"
-        if pid_file.exists():
-            try:
-                pid = int(pid_file.read_text())
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
+        for pid_file in (self.state / "docker" / "swarm" / "etcd.pid", self.state / "containerd" / "containerd.pid"):
+            _terminate(pid_file)
         for mount in reversed(mounts_under(self.base)):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         # The instance's (now empty) default cgroup parent in every hierarchy.
@@ -156,6 +147,21 @@ class DaemonProcess:
             listed = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30)
             for task in listed.stdout.split():
                 subprocess.run([*ctr, "tasks", "rm", "-f", task], capture_output=True, timeout=30)
+
+
+def _terminate(pid_file: Path) -> None:
+    """SIGTERM the process of a pid file (containerd, a swarm's etcd member), SIGKILL after 5 s."""
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, ValueError):
+        pass
 
 
 def mounts_under(path: Path) -> list[str]:

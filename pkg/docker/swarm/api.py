@@ -1,0 +1,124 @@
+"""SwarmAPI: the one object the Docker handlers call for everything Swarm (the narrow backend).
+
+Each call checks the node's role as moby does (a manager-only call on a node in no swarm is a
+503 "not a swarm manager"), then hands over to the module owning the resource.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pkg.docker.swarm import nodes, secrets, services
+from pkg.docker.swarm.cluster import Cluster, InitRequest
+from pkg.docker.swarm.lookup import find
+
+Obj = dict[str, Any]
+Filters = dict[str, list[str]]
+
+
+class SwarmAPI:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def _self_id(self) -> str:
+        return self.cluster.node.node_id if self.cluster.node is not None else ""
+
+    # ---- the swarm ----
+    def ping_state(self) -> str:
+        return self.cluster.ping_state()
+
+    async def info(self) -> Obj:
+        return await self.cluster.info()
+
+    async def init(self, req: InitRequest) -> str:
+        return await self.cluster.init(req)
+
+    async def leave(self, force: bool) -> None:
+        await self.cluster.leave(force)
+
+    async def inspect(self) -> Obj:
+        return await self.cluster.inspect()
+
+    async def update(self, version: int, spec: Obj, *, rotate_worker: bool, rotate_manager: bool,
+                     rotate_unlock: bool) -> None:
+        await self.cluster.update(version, spec, rotate_worker=rotate_worker, rotate_manager=rotate_manager,
+                                  rotate_unlock=rotate_unlock)
+
+    async def unlock_key(self) -> str:
+        return await self.cluster.unlock_key()
+
+    # ---- nodes ----
+    async def node_list(self, filters: Filters) -> list[Obj]:
+        return await nodes.list_nodes(self.cluster.manager_store(), filters, self._self_id())
+
+    async def node_get(self, ref: str) -> Obj:
+        return await nodes.get(self.cluster.manager_store(), ref, self._self_id())
+
+    async def node_update(self, ref: str, version: int, spec: Obj) -> None:
+        await nodes.update(self.cluster.manager_store(), ref, version, spec, self._self_id())
+        self._wake()
+
+    async def node_remove(self, ref: str, force: bool) -> None:
+        await nodes.remove(self.cluster.manager_store(), ref, force, self._self_id())
+
+    # ---- services and tasks ----
+    async def service_create(self, spec: Obj) -> str:
+        service = await services.create(self.cluster.manager_store(), spec)
+        self._wake()
+        return str(service["ID"])
+
+    async def service_list(self, filters: Filters, status: bool) -> list[Obj]:
+        return await services.list_services(self.cluster.manager_store(), filters, status)
+
+    async def service_get(self, ref: str, insert_defaults: bool) -> Obj:
+        return services.service_view(await find(self.cluster.manager_store(), "services", ref), insert_defaults)
+
+    async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> None:
+        await services.update(self.cluster.manager_store(), ref, version, spec, rollback)
+        self._wake()
+
+    async def service_remove(self, ref: str) -> None:
+        await services.remove(self.cluster.manager_store(), ref)
+        self._wake()
+
+    async def service_containers(self, ref: str) -> list[str]:
+        """IDs of the containers (on this node) of a service's tasks, oldest task first: for its logs."""
+        store = self.cluster.manager_store()
+        service = await find(store, "services", ref)
+        tasks = await services.list_tasks(store, {"service": [service["ID"]]})
+        ids = []
+        for task in tasks:
+            cid = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+            if cid:
+                ids.append(str(cid))
+        return ids
+
+    async def task_list(self, filters: Filters) -> list[Obj]:
+        if "node" in filters:
+            filters = {**filters, "node": [self._self_id() if n == "self" else n for n in filters["node"]]}
+        return await services.list_tasks(self.cluster.manager_store(), filters)
+
+    async def task_get(self, ref: str) -> Obj:
+        return await services.get_task(self.cluster.manager_store(), ref)
+
+    # ---- secrets and configs ----
+    async def object_create(self, kind: str, spec: Obj) -> str:
+        obj = await secrets.create(self.cluster.manager_store(), kind, spec)
+        return str(obj["ID"])
+
+    async def object_list(self, kind: str, filters: Filters) -> list[Obj]:
+        return await secrets.list_objects(self.cluster.manager_store(), kind, filters)
+
+    async def object_get(self, kind: str, ref: str) -> Obj:
+        return await secrets.inspect(self.cluster.manager_store(), kind, ref)
+
+    async def object_update(self, kind: str, ref: str, version: int, spec: Obj) -> None:
+        await secrets.update(self.cluster.manager_store(), kind, ref, version, spec)
+
+    async def object_remove(self, kind: str, ref: str) -> None:
+        await secrets.remove(self.cluster.manager_store(), kind, ref)
+
+    def _wake(self) -> None:
+        if self.cluster.orchestrator is not None:
+            self.cluster.orchestrator.wake()
+        if self.cluster.agent is not None:
+            self.cluster.agent.wake()

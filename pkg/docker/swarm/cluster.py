@@ -1,0 +1,368 @@
+"""This node's part in a swarm: init/leave, the etcd it owns or uses, the manager and agent it runs.
+
+``Cluster`` is the Docker domain's swarm backend (moby's daemon/cluster.Cluster).  What says
+"this node is in a swarm" is ``<root>/swarm/node.json`` (its node ID, role, addresses, whether
+the store is external); on a daemon restart that file brings the swarm back: the private etcd
+member is adopted or restarted, the node is marked ready, the leader election, orchestrator and
+agent start again and converge to what etcd holds.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pkg import errors
+from pkg.aio import cancel_tasks, create_guarded_task
+from pkg.docker.swarm import objects
+from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
+from pkg.docker.swarm.etcd import EtcdMember
+from pkg.docker.swarm.executor import Executor
+from pkg.docker.swarm.orchestrator import Orchestrator
+from pkg.docker.swarm.store import Store
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
+               "node to swarm and try again.")
+ALREADY_IN_SWARM = ('This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and join '
+                    "another one.")
+NOT_IN_SWARM = "This node is not part of a swarm"
+LEAVE_LAST_MANAGER = ("You are attempting to leave the swarm on a node that is participating as a manager. "
+                      "Removing the last manager erases all current state of the swarm. Use `--force` to ignore "
+                      "this message. ")
+DEFAULT_PORT = 2377
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What this node remembers of its swarm membership (``<root>/swarm/node.json``)."""
+
+    node_id: str
+    role: str
+    advertise_addr: str  # host:port other nodes reach this one at
+    listen_addr: str
+    external: bool  # the store is the configured external etcd, not our own member
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    listen_addr: str = "0.0.0.0:2377"
+    advertise_addr: str = ""
+    data_path_port: int = 0
+    default_addr_pool: tuple[str, ...] = ()
+    subnet_size: int = 0
+    force_new_cluster: bool = False
+    availability: str = "active"
+    autolock: bool = False
+    spec: Obj | None = None
+
+
+class Cluster:
+    def __init__(self, root: Path, state: Path, executor: Executor, *, external_endpoints: list[str],
+                 engine_version: str, ncpu: int, mem_total: int) -> None:
+        self.root = root / "swarm"
+        self.state_dir = state / "swarm"
+        self.executor = executor
+        self.external = [_endpoint(e) for e in external_endpoints]
+        self.engine_version = engine_version
+        self.resources = {"NanoCPUs": ncpu * 1_000_000_000, "MemoryBytes": mem_total}
+        self.member = EtcdMember(self.root, self.state_dir)
+        self.node: NodeState | None = None
+        self.store: Store | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.agent: Agent | None = None
+        self._agent_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lock = asyncio.Lock()
+
+    @property
+    def node_file(self) -> Path:
+        return self.root / "node.json"
+
+    # ---- state ----
+    @property
+    def active(self) -> bool:
+        return self.node is not None and self.store is not None
+
+    @property
+    def is_manager(self) -> bool:
+        return self.active and self.node is not None and self.node.role == "manager"
+
+    def manager_store(self) -> Store:
+        """The store, for calls only a manager serves (503 otherwise, as moby)."""
+        if not self.is_manager or self.store is None:
+            raise errors.Unavailable(NOT_MANAGER)
+        return self.store
+
+    # ---- start / stop with the daemon ----
+    async def start(self) -> None:
+        """Bring back the swarm this node was in before the daemon (re)started."""
+        try:
+            node = NodeState(**json.loads(self.node_file.read_text()))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("swarm: unreadable %s (%s): not rejoining", self.node_file, exc)
+            return
+        log.info("swarm: node %s rejoining its swarm", node.node_id)
+        await self._activate(node)
+        await self._mark_node(node, "ready")
+
+    async def close(self) -> None:
+        """Daemon shutdown: stop our loops; etcd keeps running (adopted on the next start)."""
+        await self._deactivate()
+
+    async def _activate(self, node: NodeState) -> None:
+        if node.external:
+            endpoints = self.external
+            if not endpoints:
+                raise errors.InvalidArgument("this node's swarm uses an external etcd, but swarm-etcd-endpoints "
+                                             "is not set")
+        else:
+            member = self.member.load()
+            if member is None:
+                raise errors.Internal(f"swarm: {self.member.config_path} is missing")
+            await asyncio.to_thread(self.member.ensure_started, member)
+            endpoints = [("127.0.0.1", member.client_port)]
+        store = Store(endpoints)
+        await store.connect()
+        self.store, self.node = store, node
+        self.agent = Agent(store, node.node_id, self.executor, self.state_dir)
+        self._agent_task = create_guarded_task(self.agent.run, "swarm-agent")
+        if node.role == "manager":
+            self.orchestrator = Orchestrator(store, node.node_id)
+            self._tasks.append(create_guarded_task(self.orchestrator.run, "swarm-orchestrator", restart_delay=1.0))
+        self._tasks.append(create_guarded_task(self._watch, "swarm-watch", restart_delay=1.0))
+        if not node.external:
+            self._tasks.append(create_guarded_task(self._etcd_watchdog, "swarm-etcd-watchdog", restart_delay=1.0))
+
+    async def _deactivate(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop(self._agent_task)
+        self._agent_task = None
+        await cancel_tasks(self._tasks)
+        self._tasks = []
+        if self.store is not None:
+            await self.store.close()
+        self.store, self.agent, self.orchestrator, self.node = None, None, None, None
+
+    async def _watch(self) -> None:
+        """Every store change wakes the reconcilers (they also poll, so a lost watch only slows them)."""
+        assert self.store is not None
+        async for kind in self.store.changes():
+            if self.orchestrator is not None and kind in ("services", "tasks", "nodes", "cluster"):
+                self.orchestrator.wake()
+            if self.agent is not None and kind in ("tasks", "services"):
+                self.agent.wake()
+
+    async def _etcd_watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            member = self.member.load()
+            if member is not None:
+                await self.member.restart_if_dead(member)
+
+    async def _mark_node(self, node: NodeState, state: str) -> None:
+        assert self.store is not None
+
+        def change(obj: Obj) -> bool:
+            obj["Status"]["State"] = state
+            return True
+
+        await update_with_retry(self.store, "nodes", node.node_id, change)
+
+    # ---- init / leave ----
+    async def init(self, req: InitRequest) -> str:
+        async with self._lock:
+            if self.node is not None:
+                raise errors.Unavailable(ALREADY_IN_SWARM)
+            listen_host, listen_port = _split_addr(req.listen_addr or "0.0.0.0:2377", DEFAULT_PORT)
+            advertise = req.advertise_addr or (listen_host if listen_host not in ("0.0.0.0", "::") else "")
+            adv_host, adv_port = _split_addr(advertise or _default_address(), listen_port)
+            node = NodeState(node_id=objects.new_id(), role="manager", advertise_addr=_join(adv_host, adv_port),
+                             listen_addr=_join(listen_host, listen_port), external=bool(self.external))
+            try:
+                await self._create(node, req, adv_host)
+            except BaseException:
+                await self._deactivate()
+                if not node.external:
+                    await self.member.destroy()
+                self.node_file.unlink(missing_ok=True)
+                raise
+            log.info("swarm: initialised; node %s is the manager", node.node_id)
+            return node.node_id
+
+    async def _create(self, node: NodeState, req: InitRequest, peer_host: str) -> None:
+        if not node.external:
+            await asyncio.to_thread(self.member.create, node.node_id, peer_host)
+        else:
+            probe = Store(self.external)
+            await probe.connect()
+            try:
+                if await probe.get_cluster() is not None:
+                    raise errors.FailedPrecondition(
+                        "the external etcd (swarm-etcd-endpoints) already holds a swarm: joining it is not "
+                        "supported yet")
+            finally:
+                await probe.close()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.node_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(node)))
+        os.replace(tmp, self.node_file)
+        await self._activate(node)
+        assert self.store is not None
+        spec = objects.merge_spec(objects.default_cluster_spec(), req.spec)
+        if req.autolock:
+            spec["EncryptionConfig"] = {"AutoLockManagers": True}
+        cluster = objects.new_cluster(
+            spec, secrets.token_bytes(32), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
+            subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
+        await self.store.put_cluster(cluster, None)
+        await self.store.create("nodes", objects.new_node(node.node_id, "manager", req.availability or "active",
+                                                          node.advertise_addr,
+                                                          self.resources, self.engine_version))
+
+    async def leave(self, force: bool) -> None:
+        async with self._lock:
+            node = self.node
+            if node is None:
+                raise errors.Unavailable(NOT_IN_SWARM)
+            last_manager = False
+            if node.role == "manager" and self.store is not None:
+                managers = [n for n in await self.store.list("nodes") if n["Spec"].get("Role") == "manager"]
+                last_manager = len(managers) <= 1
+                if not force:
+                    raise errors.Unavailable(LEAVE_LAST_MANAGER if last_manager else (
+                        "You are attempting to leave the swarm on a node that is participating as a manager. "
+                        "Use `--force` to ignore this message."))
+            store = self.store
+            if node.external and store is not None:
+                if last_manager:
+                    await store.delete_all()
+                else:
+                    await store.delete("nodes", node.node_id)
+            await self._deactivate()
+            for container_id in self.executor.containers().values():
+                await self.executor.remove(container_id)
+            await asyncio.to_thread(unmount_files, self.state_dir)
+            if not node.external:
+                await self.member.destroy()
+            self.node_file.unlink(missing_ok=True)
+            log.info("swarm: node %s left the swarm", node.node_id)
+
+    # ---- the swarm object ----
+    async def inspect(self) -> Obj:
+        store = self.manager_store()
+        cluster = await store.get_cluster()
+        if cluster is None:
+            raise errors.Unavailable(NOT_MANAGER)
+        return public_cluster(cluster)
+
+    async def update(self, version: int, spec: Obj, *, rotate_worker: bool, rotate_manager: bool,
+                     rotate_unlock: bool) -> None:
+        store = self.manager_store()
+        cluster = await store.get_cluster()
+        if cluster is None:
+            raise errors.Unavailable(NOT_MANAGER)
+        if cluster["Version"]["Index"] != version:
+            raise errors.Internal("rpc error: code = Unknown desc = update out of sequence")
+        cluster["Spec"] = objects.merge_spec(objects.default_cluster_spec(), spec)
+        digest = cluster["CADigest"]
+        if rotate_worker:
+            cluster["JoinTokens"]["Worker"] = objects.join_token(digest)
+        if rotate_manager:
+            cluster["JoinTokens"]["Manager"] = objects.join_token(digest)
+        autolock = bool(cluster["Spec"].get("EncryptionConfig", {}).get("AutoLockManagers"))
+        if not autolock:
+            cluster["UnlockKey"] = ""
+        elif rotate_unlock or not cluster.get("UnlockKey"):
+            cluster["UnlockKey"] = objects.unlock_key()
+        cluster["UpdatedAt"] = objects.now()
+        await store.put_cluster(cluster, version)
+
+    async def unlock_key(self) -> str:
+        store = self.manager_store()
+        cluster = await store.get_cluster()
+        return "" if cluster is None else str(cluster.get("UnlockKey", ""))
+
+    async def info(self) -> Obj:
+        """/info's Swarm section."""
+        node = self.node
+        if node is None or self.store is None:
+            return {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                    "Error": "", "RemoteManagers": None}
+        section: Obj = {"NodeID": node.node_id, "NodeAddr": node.advertise_addr.rpartition(":")[0],
+                        "LocalNodeState": "active", "ControlAvailable": node.role == "manager", "Error": ""}
+        try:
+            nodes = await self.store.list("nodes")
+            managers = [n for n in nodes if n["Spec"].get("Role") == "manager"]
+            section["RemoteManagers"] = [{"NodeID": n["ID"], "Addr": n.get("ManagerStatus", {}).get("Addr", "")}
+                                         for n in managers]
+            section["Nodes"], section["Managers"] = len(nodes), len(managers)
+            if node.role == "manager":
+                cluster = await self.store.get_cluster()
+                if cluster is not None:
+                    section["Cluster"] = {k: v for k, v in public_cluster(cluster).items() if k != "JoinTokens"}
+        except errors.NarwhalError as exc:
+            section["Error"] = str(exc)
+        return section
+
+    def ping_state(self) -> str:
+        """The Swarm header of /_ping: inactive, active/manager or active/worker."""
+        if self.node is None:
+            return "inactive"
+        return f"active/{self.node.role}"
+
+
+def public_cluster(cluster: Obj) -> Obj:
+    return {k: v for k, v in cluster.items() if k not in objects.PRIVATE_CLUSTER_KEYS}
+
+
+def _split_addr(value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.InvalidArgument(f"invalid listen address {value}")
+    if host and not _is_ip(host):
+        raise errors.InvalidArgument(f"advertise address must be a non-zero IP address or network interface "
+                                     f"(with optional port number), got {host!r}")
+    return host, int(port)
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+def _default_address() -> str:
+    """The address of the interface of the default route (no packet is sent), else loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def _endpoint(value: str) -> tuple[str, int]:
+    text = value.split("://", 1)[-1].rstrip("/")
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)

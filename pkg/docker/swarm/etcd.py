@@ -1,0 +1,181 @@
+"""Start, adopt and stop the private etcd member a swarm manager owns.
+
+Like containerd (pkg/containerd/supervisor.py), the member runs in its own session so a crash or
+``kill -9`` of narwhald leaves it running; the next narwhald adopts it through its pid file.  Its
+data dir lives under narwhald's root (``<root>/swarm/etcd``), the client URL is a 127.0.0.1 port
+chosen free at ``swarm init`` (only this narwhald talks to it), the peer URL is on the advertise
+address so later managers (issue 18) can join the Raft group.  The ports are kept in
+``<root>/swarm/etcd.json`` so a restart reuses them (the peer URL is part of the membership).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pkg import errors
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    """What identifies this node's member: its name, data dir and URLs."""
+
+    name: str
+    client_port: int
+    peer_host: str
+    peer_port: int
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        host = f"[{self.peer_host}]" if ":" in self.peer_host else self.peer_host
+        return f"http://{host}:{self.peer_port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EtcdMember:
+    """One etcd process owned by this narwhald, identified by its pid file and data dir."""
+
+    def __init__(self, root: Path, state: Path, binary: str = "etcd") -> None:
+        self.root = root  # <root>/swarm
+        self.state = state  # <state>/swarm
+        self.binary = binary
+        self.data_dir = root / "etcd"
+        self.config_path = root / "etcd.json"
+        self.pid_path = state / "etcd.pid"
+        self.log_path = state / "etcd.log"
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # ---- config ----
+    def load(self) -> MemberConfig | None:
+        try:
+            return MemberConfig(**json.loads(self.config_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def create(self, name: str, peer_host: str) -> MemberConfig:
+        """A new single-member cluster's config (``swarm init``); the data dir must not exist yet."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            peer_port = free_port(peer_host)
+        except OSError as exc:
+            raise errors.InvalidArgument(f"cannot listen on advertise address {peer_host}: {exc.strerror}") from None
+        member = MemberConfig(name=name, client_port=free_port(), peer_host=peer_host, peer_port=peer_port)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(member)))
+        os.replace(tmp, self.config_path)
+        return member
+
+    # ---- lifecycle ----
+    def alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self.pid is not None and _is_our_etcd(self.pid, self.data_dir)
+
+    def ensure_started(self, member: MemberConfig) -> bool:
+        """Adopt our running etcd or start it; True when adopted."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and _is_our_etcd(pid, self.data_dir):
+            log.info("adopting running etcd pid %d", pid)
+            self.pid, self._proc = pid, None
+            return True
+        self._start(member)
+        return False
+
+    def _start(self, member: MemberConfig) -> None:
+        if shutil.which(self.binary) is None:
+            raise errors.Unavailable(f"{self.binary} not found on PATH: install Debian's etcd-server (make setup)")
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        args = [
+            self.binary, "--name", member.name, "--data-dir", str(self.data_dir),
+            "--listen-client-urls", member.client_url, "--advertise-client-urls", member.client_url,
+            "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
+            "--initial-cluster", f"{member.name}={member.peer_url}", "--initial-cluster-state", "new",
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]
+        logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                                          start_new_session=True, close_fds=True)
+        finally:
+            logfile.close()
+        self.pid = self._proc.pid
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(f"{self.pid}\n")
+        os.replace(tmp, self.pid_path)
+        log.info("started etcd pid %d (data %s, client %s, peer %s)", self.pid, self.data_dir,
+                 member.client_url, member.peer_url)
+
+    async def restart_if_dead(self, member: MemberConfig) -> bool:
+        if self.alive():
+            return False
+        log.error("etcd pid %s is gone; restarting", self.pid)
+        self._start(member)
+        return True
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        pid = self.pid
+        if pid is not None and self.alive():
+            _signal(pid, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while self.alive() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if self.alive():
+                _signal(pid, signal.SIGKILL)
+                while self.alive() and loop.time() < deadline + 5:
+                    await asyncio.sleep(0.05)
+        if self._proc is not None:
+            self._proc.poll()
+        self.pid, self._proc = None, None
+        self.pid_path.unlink(missing_ok=True)
+
+    async def destroy(self) -> None:
+        """Stop the member and forget it (``swarm leave``): data dir, config, log."""
+        await self.stop()
+        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        self.log_path.unlink(missing_ok=True)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _is_our_etcd(pid: int, data_dir: Path) -> bool:
+    """True if ``pid`` is a live (non-zombie) etcd serving ``data_dir``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    return bool(cmdline) and os.path.basename(cmdline[0]) == b"etcd" and str(data_dir).encode() in cmdline

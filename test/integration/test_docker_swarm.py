@@ -1,0 +1,257 @@
+"""Swarm mode on a single node through the real docker CLI (and docker-py for raw API answers):
+init/inspect/update/leave, services converging to their replicas as containers in ``docker ps``,
+scale/update/rm, restart policies, global services, secrets and configs in task containers, and
+the swarm coming back after ``kill -9`` of narwhald and of its etcd.
+
+One narwhald for the module (docker.io mirrored by the session registry); each test inits a swarm
+and leaves it with --force, after which nothing may be left: no containers, no etcd, no mounts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from lib.docker import DockerDaemon, docker_daemon, eventually
+from lib.leaks import leftovers
+from lib.registry import Registry
+
+NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
+               "node to swarm and try again.")
+
+
+@pytest.fixture(scope="module")
+def dd(registry: Registry) -> Iterator[DockerDaemon]:
+    yield from docker_daemon(registry)
+
+
+def etcd_pid(dd: DockerDaemon) -> int | None:
+    try:
+        pid = int((dd.daemon.state / "docker" / "swarm" / "etcd.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+@pytest.fixture
+def swarm(dd: DockerDaemon) -> Iterator[str]:
+    """A single-node swarm for one test; left with --force after it, leaving nothing behind."""
+    node_id = dd.out("swarm", "init", "--advertise-addr", "127.0.0.1").split("(")[1].split(")")[0]
+    pid = etcd_pid(dd)
+    assert pid is not None
+    try:
+        yield node_id
+    finally:
+        dd.docker("swarm", "leave", "--force", check=False)
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), "etcd still runs after swarm leave"
+        assert not (dd.daemon.root / "docker" / "swarm").exists()
+        assert dd.out("ps", "-aq") == ""
+        assert leftovers(dd.daemon) == {}
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def api(dd: DockerDaemon) -> docker.APIClient:
+    return docker.APIClient(base_url=f"unix://{dd.daemon.docker_socket}", version="1.43", timeout=60)
+
+
+def replicas(dd: DockerDaemon, name: str) -> str:
+    return dd.docker("service", "ls", "--filter", f"name={name}", "--format", "{{.Replicas}}").stdout.strip()
+
+
+def tasks(dd: DockerDaemon, service: str) -> list[dict[str, Any]]:
+    client = api(dd)
+    try:
+        return list(client.tasks(filters={"service": service}))
+    finally:
+        client.close()
+
+
+def test_not_in_a_swarm(dd: DockerDaemon) -> None:
+    proc = dd.docker("service", "ls", check=False)
+    assert proc.returncode != 0 and NOT_MANAGER in proc.stderr
+    proc = dd.docker("swarm", "leave", check=False)
+    assert "This node is not part of a swarm" in proc.stderr
+    client = api(dd)
+    try:
+        response = client._get(client._url("/_ping"))
+        assert response.headers["Swarm"] == "inactive"
+        with pytest.raises(docker.errors.APIError) as err:
+            client.inspect_swarm()
+        assert err.value.response.status_code == 503
+    finally:
+        client.close()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "inactive"
+
+
+def test_init_inspect_update_tokens(dd: DockerDaemon, swarm: str) -> None:
+    proc = dd.docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=False)
+    assert proc.returncode != 0 and "This node is already part of a swarm" in proc.stderr
+    info = json.loads(dd.out("info", "--format", "{{json .Swarm}}"))
+    assert info["LocalNodeState"] == "active" and info["ControlAvailable"] and info["NodeID"] == swarm
+    assert info["Nodes"] == 1 and info["Managers"] == 1
+    worker = dd.out("swarm", "join-token", "-q", "worker")
+    assert worker.startswith("SWMTKN-1-") and len(worker.split("-")[2]) == 50 and len(worker.split("-")[3]) == 25
+    rotated = dd.out("swarm", "join-token", "--rotate", "-q", "worker")
+    assert rotated != worker and rotated.split("-")[2] == worker.split("-")[2]  # same CA digest, new secret
+    nodes = dd.out("node", "ls", "--format", "{{.ID}} {{.Status}} {{.Availability}} {{.ManagerStatus}}")
+    assert nodes.split() == [swarm, "Ready", "Active", "Leader"]
+    dd.docker("swarm", "update", "--task-history-limit", "2")
+    client = api(dd)
+    try:
+        inspected = client.inspect_swarm()
+        assert inspected["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 2
+        assert inspected["Spec"]["Raft"]["ElectionTick"] == 10  # zeros sent by the CLI keep the defaults
+        with pytest.raises(docker.errors.APIError) as err:  # a stale version is refused
+            client.update_swarm(version=inspected["Version"]["Index"] - 1, swarm_spec={})
+        assert "update out of sequence" in err.value.explanation
+        response = client._get(client._url("/_ping"))
+        assert response.headers["Swarm"] == "active/manager"
+    finally:
+        client.close()
+    out = dd.out("swarm", "update", "--autolock=true")
+    assert "SWMKEY-1-" in out
+    key = dd.out("swarm", "unlock-key", "-q")
+    assert key.startswith("SWMKEY-1-") and key in out
+
+
+def test_replicated_service_lifecycle(dd: DockerDaemon, swarm: str) -> None:
+    created = dd.out("service", "create", "--replicas", "3", "--name", "web", "busybox", "sleep", "1d")
+    service_id = created.splitlines()[0]
+    assert "verify: Service" in created and "converged" in created  # the CLI's progress monitor saw 3/3
+    assert replicas(dd, "web") == "3/3"  # the CLI waited for convergence
+    names = dd.out("ps", "--format", "{{.Names}}").split()
+    assert len(names) == 3 and all(n.startswith("web.") for n in names)
+    assert sorted(n.split(".")[1] for n in names) == ["1", "2", "3"]
+    task_ids = {t["ID"] for t in tasks(dd, "web")}
+    assert {n.split(".")[2] for n in names} == task_ids
+    inspected = json.loads(dd.out("service", "inspect", "web"))[0]
+    assert inspected["ID"] == service_id and inspected["Spec"]["Mode"]["Replicated"]["Replicas"] == 3
+    labels = dd.inspect(names[0])["Config"]["Labels"]
+    assert labels["com.docker.swarm.service.name"] == "web" and labels["com.docker.swarm.node.id"] == swarm
+    # exec works in a task container
+    assert dd.out("exec", names[0], "echo", "hi") == "hi"
+    ps = dd.out("service", "ps", "web", "--format", "{{.Name}} {{.DesiredState}} {{.CurrentState}}")
+    assert sorted(line.split()[0] for line in ps.splitlines()) == ["web.1", "web.2", "web.3"]
+    assert all(" Running Running" in line for line in ps.splitlines())
+
+    proc = dd.docker("service", "create", "--name", "web", "busybox", "true", check=False)
+    assert proc.returncode != 0 and "name conflicts with an existing object" in proc.stderr
+
+    dd.out("service", "scale", "web=1")
+    assert eventually(lambda: len(dd.out("ps", "-aq").split()) == 1, 60)
+    assert replicas(dd, "web") == "1/1"
+
+    dd.out("service", "update", "--env-add", "COLOR=blue", "web")
+    assert eventually(lambda: replicas(dd, "web") == "1/1", 60)
+    running = dd.out("ps", "--format", "{{.Names}}").split()
+    assert len(running) == 1 and "COLOR=blue" in dd.inspect(running[0])["Config"]["Env"]
+    history = [t for t in tasks(dd, "web") if t.get("Slot") == 1]
+    assert {t["DesiredState"] for t in history} == {"running", "shutdown"}
+
+    dd.out("service", "rollback", "web")
+    assert eventually(lambda: any("COLOR=blue" not in dd.inspect(n)["Config"]["Env"]
+                                  for n in dd.out("ps", "--format", "{{.Names}}").split()), 60)
+
+    dd.out("service", "rm", "web")
+    assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
+    assert eventually(lambda: not tasks_all(dd), 30)
+    proc = dd.docker("service", "inspect", "web", check=False)
+    assert proc.returncode != 0 and "no such service: web" in proc.stderr.lower()
+
+
+def tasks_all(dd: DockerDaemon) -> list[dict[str, Any]]:
+    client = api(dd)
+    try:
+        return list(client.tasks())
+    finally:
+        client.close()
+
+
+def test_restart_policy_and_global_mode(dd: DockerDaemon, swarm: str) -> None:
+    dd.out("service", "create", "--detach", "--name", "failing", "--restart-condition", "on-failure",
+           "--restart-max-attempts", "2", "--restart-delay", "100ms", "busybox", "sh", "-c", "exit 3")
+    # the first run and two restarts fail, then the orchestrator stops restarting
+    assert eventually(lambda: sum(t["Status"]["State"] == "failed" for t in tasks(dd, "failing")) == 3, 60)
+    failed = tasks(dd, "failing")
+    assert all(t["Status"]["Err"] == "task: non-zero exit (3)" for t in failed)
+    assert all(t["Status"]["ContainerStatus"]["ExitCode"] == 3 for t in failed)
+    dd.out("service", "create", "--detach", "--name", "done", "--restart-condition", "none", "busybox", "true")
+    assert eventually(lambda: [t["Status"]["State"] for t in tasks(dd, "done")] == ["complete"], 60)
+
+    dd.out("service", "create", "--mode", "global", "--name", "agent", "busybox", "sleep", "1d")
+    global_tasks = tasks(dd, "agent")
+    assert len(global_tasks) == 1 and global_tasks[0]["NodeID"] == swarm and "Slot" not in global_tasks[0]
+    proc = dd.docker("service", "scale", "agent=2", check=False)
+    assert proc.returncode != 0 and "scale can only be used with replicated" in proc.stderr
+    assert sum(t["Status"]["State"] == "failed" for t in tasks(dd, "failing")) == 3  # still no 4th attempt
+    for name in ("failing", "done", "agent"):
+        dd.out("service", "rm", name)
+
+
+def test_secrets_and_configs(dd: DockerDaemon, swarm: str) -> None:
+    secret_id = dd.docker("secret", "create", "--label", "a=b", "pw", "-", input_="s3cret").stdout.strip()
+    proc = dd.docker("secret", "create", "pw", "-", input_="x", check=False)
+    assert proc.returncode != 0 and "secret pw already exists" in proc.stderr
+    assert dd.out("secret", "ls", "--format", "{{.ID}} {{.Name}}") == f"{secret_id} pw"
+    inspected = json.loads(dd.out("secret", "inspect", "pw"))[0]
+    assert "Data" not in inspected["Spec"] and inspected["Spec"]["Labels"] == {"a": "b"}
+    dd.docker("config", "create", "app.conf", "-", input_="key=value\n")
+    assert json.loads(dd.out("config", "inspect", "app.conf"))[0]["Spec"]["Data"] == "a2V5PXZhbHVlCg=="
+
+    dd.out("service", "create", "--name", "consumer", "--secret", "source=pw,mode=0400,uid=1000,gid=1001",
+           "--config", "source=app.conf,target=/etc/app.conf", "busybox", "sleep", "1d")
+    name = dd.out("ps", "--format", "{{.Names}}")
+    assert dd.out("exec", name, "cat", "/run/secrets/pw") == "s3cret"
+    assert dd.out("exec", name, "stat", "-c", "%a %u %g", "/run/secrets/pw") == "400 1000 1001"
+    assert dd.out("exec", name, "cat", "/etc/app.conf") == "key=value"
+    proc = dd.docker("secret", "rm", "pw", check=False)
+    assert proc.returncode != 0 and "secret 'pw' is in use by the following service: consumer" in proc.stderr
+    proc = dd.docker("config", "rm", "app.conf", check=False)
+    assert "config 'app.conf' is in use by the following service: consumer" in proc.stderr
+    dd.out("service", "rm", "consumer")
+    assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
+    dd.out("secret", "rm", "pw")
+    dd.out("config", "rm", "app.conf")
+    assert dd.out("secret", "ls", "-q") == "" and dd.out("config", "ls", "-q") == ""
+    tmpfs = dd.daemon.state / "docker" / "swarm" / "files"
+    assert eventually(lambda: not any(tmpfs.iterdir()), 30)  # the task's secret files go with its container
+
+
+def test_swarm_survives_kill9_of_narwhald_and_etcd(dd: DockerDaemon, swarm: str) -> None:
+    dd.out("service", "create", "--replicas", "2", "--name", "durable", "busybox", "sleep", "1d")
+    before = set(dd.out("ps", "-q").split())
+    dd.daemon.kill9()
+    dd.daemon.start()
+    info = json.loads(dd.out("info", "--format", "{{json .Swarm}}"))
+    assert info["LocalNodeState"] == "active" and info["NodeID"] == swarm
+    assert eventually(lambda: replicas(dd, "durable") == "2/2", 60)
+    assert set(dd.out("ps", "-q").split()) == before  # the running tasks were adopted, not replaced
+
+    pid = etcd_pid(dd)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: etcd_pid(dd) not in (None, pid), 30)  # the watchdog started it again
+    assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)  # and it serves
+    dd.out("service", "scale", "durable=3")
+    assert replicas(dd, "durable") == "3/3"
+    dd.out("service", "rm", "durable")
+    assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
+
+
+def test_swarm_cli_not_manager_commands_hidden_when_inactive(dd: DockerDaemon) -> None:
+    """The docker CLI shows `service` only when /_ping says active/manager."""
+    proc = subprocess.run(["/usr/local/bin/docker", "--help"], env=dd.daemon.docker_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert "service" not in [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
