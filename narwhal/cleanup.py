@@ -138,30 +138,34 @@ class Cleanup:
             supervisor.ensure_started()  # it reconnects to the shims, so their tasks can be killed
             up = True
         if up:
-            for namespace in (cfg.containerd_namespace, cfg.docker_namespace):  # the CRI and Docker domains
-                client = Client(cfg.containerd_socket, namespace)
-                try:
-                    await client.wait_ready(START_TIMEOUT)
-                    await self._tasks(client)
-                finally:
+            clients = [Client(cfg.containerd_socket, ns) for ns in (cfg.containerd_namespace, cfg.docker_namespace)]
+            try:
+                await self._tasks(clients)  # the CRI and Docker domains
+            finally:
+                for client in clients:
                     await client.close()
         if supervisor is not None:
             await supervisor.stop()
             self.say("stopped containerd")
 
-    async def _tasks(self, client: Client) -> None:
-        found = await tasks.list_all(client)
-        running = sorted(t.id for t in found.values() if t.status != tasks.TaskStatus.STOPPED)
+    async def _tasks(self, clients: list[Client]) -> None:
+        """Refuse (touching nothing) while any task runs, unless forced; then kill and delete them all."""
+        found: list[tuple[Client, tasks.TaskInfo]] = []
+        for client in clients:
+            await client.wait_ready(START_TIMEOUT)
+            found += [(client, t) for t in (await tasks.list_all(client)).values()]
+        running = [(c, t) for c, t in found if t.status != tasks.TaskStatus.STOPPED]
         if running and not self.force:
-            raise Refused(f"{len(running)} container(s) still run in containerd namespace {client.namespace} "
-                          f"({', '.join(r[:12] for r in running[:5])}): stop them first, or pass --force")
-        for task_id in running:
-            await tasks.kill(client, task_id, signal.SIGKILL, all_=True)
+            names = ", ".join(f"{t.id[:12]} ({c.namespace})" for c, t in running[:5])
+            raise Refused(f"{len(running)} container(s) of this instance still run ({names}): stop them first, "
+                          "or pass --force")
+        for client, task in running:
+            await tasks.kill(client, task.id, signal.SIGKILL, all_=True)
             with contextlib.suppress(TimeoutError, errors.NarwhalError):
-                await asyncio.wait_for(tasks.wait(client, task_id), KILL_TIMEOUT)
-            self.say(f"killed container {task_id[:12]} ({client.namespace})")
-        for task_id in found:
-            await tasks.delete(client, task_id)
+                await asyncio.wait_for(tasks.wait(client, task.id), KILL_TIMEOUT)
+            self.say(f"killed container {task.id[:12]} ({client.namespace})")
+        for client, task in found:
+            await tasks.delete(client, task.id)
 
     # ---- network ----
     def _docker_networks(self) -> list[Network]:

@@ -332,8 +332,10 @@ async def run(daemon: Daemon, reload: Callable[[], Config] | None = None) -> Non
         # SIGHUP: re-read the config file, apply what is safe (narwhal/reload.py), as dockerd does.
         def on_sighup() -> None:
             daemon.notifier.reloading()
-            daemon.cfg = reload_config(daemon.cfg, reload, daemon.events)
-            daemon.notifier.ready()
+            try:
+                daemon.cfg = reload_config(daemon.cfg, reload, daemon.events)
+            finally:
+                daemon.notifier.ready()  # systemd leaves "reloading" only on READY=1
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
     # Pinged from the start: recovering many containers may take longer than the watchdog period.

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "test"))
 
 from lib.cni_host import InstanceNetwork  # noqa: E402
 from lib.daemon import DaemonProcess, start_daemon  # noqa: E402
+from lib.leaks import host_leftovers  # noqa: E402
 from lib.registry import Registry, start_registry  # noqa: E402
 
 
@@ -42,10 +43,14 @@ def daemon_factory() -> Iterator[object]:
         return d
 
     yield factory
+    left = {}
     for d in reversed(started):
         network = InstanceNetwork.of(d.root, d.base / "net.d")  # read before destroy() removes the dirs
-        d.destroy()
+        d.destroy()  # runs `narwhald cleanup`: nothing of the instance may be left on the host after it
+        bridges = tuple(network.docker_networks.bridges) if network.docker_networks else ()
+        left.update({f"{d.base} {kind}": found for kind, found in host_leftovers(d, bridges).items()})
         network.remove()  # the instance's bridge and iptables state are host-global
+    assert left == {}
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_cleanup_refuses_while_in_use_then_force_leaves_nothing(pair: tuple[Dock
     # narwhald stopped, containers still running (containerd outlives narwhald): refused.
     assert a.daemon.stop() == 0
     refused = a.daemon.cleanup()
-    assert refused.returncode != 0 and "2 container(s) still run" in refused.stderr, refused.stderr
+    assert refused.returncode != 0 and "2 container(s) of this instance still run" in refused.stderr, refused.stderr
     assert all(alive(p) for p in pids) and alive(containerd)
 
     done = a.daemon.cleanup("--force", "--remove-dirs")
