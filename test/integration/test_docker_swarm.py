@@ -255,3 +255,33 @@ def test_swarm_cli_not_manager_commands_hidden_when_inactive(dd: DockerDaemon) -
     proc = subprocess.run(["/usr/local/bin/docker", "--help"], env=dd.daemon.docker_env(), capture_output=True,
                           text=True, timeout=60)
     assert "service" not in [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
+
+
+def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) -> None:
+    dd.out("service", "create", "--detach", "--name", "nowhere", "--constraint", "node.labels.zone==moon",
+           "busybox", "sleep", "1d")
+    assert eventually(lambda: [t["Status"].get("Err") for t in tasks(dd, "nowhere")] == [
+        "no suitable node (scheduling constraints not satisfied on 1 node)"], 30)
+    dd.out("node", "update", "--label-add", "zone=moon", "self")
+    assert eventually(lambda: replicas(dd, "nowhere") == "1/1", 60)
+    proc = dd.docker("service", "create", "--name", "bad", "--constraint", "node.zone~moon", "busybox", check=False)
+    assert proc.returncode != 0 and "invalid constraint" in proc.stderr
+    dd.out("service", "create", "--detach", "--name", "big", "--reserve-memory", "1000000G", "busybox", "true")
+    assert eventually(lambda: [t["Status"].get("Err") for t in tasks(dd, "big")] == [
+        "no suitable node (insufficient resources on 1 node)"], 30)
+
+    dd.out("service", "create", "--name", "talker", "busybox", "sh", "-c", "echo hello from $HOSTNAME; sleep 1d")
+    logs = dd.out("service", "logs", "talker")
+    assert logs.startswith("talker.1.") and "| hello from " in logs
+    dd.out("service", "update", "--env-add", "X=1", "talker")  # waits on UpdateStatus, as with dockerd
+    status = json.loads(dd.out("service", "inspect", "talker"))[0]["UpdateStatus"]
+    assert status["State"] == "completed" and status["Message"] == "update completed"
+
+    dd.out("node", "update", "--availability", "drain", "self")
+    assert eventually(lambda: dd.out("ps", "-q") == "", 60)  # drained: every task shut down
+    pending = [t for t in tasks(dd, "talker") if t["DesiredState"] == "running"]
+    assert [t["Status"]["State"] for t in pending] == ["pending"]
+    dd.out("node", "update", "--availability", "active", "self")
+    assert eventually(lambda: replicas(dd, "talker") == "1/1", 60)
+    for name in ("nowhere", "big", "talker"):
+        dd.out("service", "rm", name)
