@@ -12,12 +12,15 @@ import json
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from lib.daemon import free_port
 from lib.docker import DockerDaemon, docker_daemon, eventually
 from lib.leaks import leftovers
 from lib.registry import Registry
@@ -76,6 +79,16 @@ def tasks(dd: DockerDaemon, service: str) -> list[dict[str, Any]]:
         return list(client.tasks(filters={"service": service}))
     finally:
         client.close()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
 
 
 def test_not_in_a_swarm(dd: DockerDaemon) -> None:
@@ -285,3 +298,17 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
     assert eventually(lambda: replicas(dd, "talker") == "1/1", 60)
     for name in ("nowhere", "big", "talker"):
         dd.out("service", "rm", name)
+
+
+def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
+    """mode=host binds the port on the node like -p; ingress (the routing mesh) is issue 18: a warning."""
+    port = free_port()
+    dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={port}",
+           "busybox", "httpd", "-f", "-p", "80")
+    name = dd.out("ps", "--format", "{{.Names}}")
+    assert dd.out("port", name).startswith(f"80/tcp -> 0.0.0.0:{port}")
+    assert eventually(lambda: http_status(f"http://127.0.0.1:{port}/") in (200, 403, 404), 30)  # httpd answers
+    proc = dd.docker("service", "create", "--detach", "--name", "meshed", "-p", f"{free_port()}:80", "busybox",
+                     "sleep", "1d")
+    assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
+    dd.out("service", "rm", "httpd", "meshed")

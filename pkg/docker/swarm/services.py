@@ -62,6 +62,14 @@ async def validate_spec(store: Store, spec: Obj) -> Obj:
     return spec
 
 
+def warnings(spec: Obj) -> list[str]:
+    """What the create/update answer warns about: ingress ports are not published (routing mesh: issue 18)."""
+    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
+    return [f"port {p.get('PublishedPort') or ''}:{p.get('TargetPort')}/{p.get('Protocol') or 'tcp'} is not "
+            "published: the ingress routing mesh is not supported yet (use mode=host)"
+            for p in ports if (p.get("PublishMode") or "ingress") == "ingress"]
+
+
 async def create(store: Store, spec: Obj) -> Obj:
     spec = await validate_spec(store, spec)
     stamp = objects.now()
