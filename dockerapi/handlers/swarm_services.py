@@ -22,8 +22,8 @@ TASK_FILTERS = ("desired-state", "id", "label", "name", "node", "service", "runt
 
 async def service_create(request: web.Request) -> web.Response:
     spec = canonical(await json_object(request))
-    service_id = await swarm(request).service_create(spec)
-    return web.json_response({"ID": service_id, "Warnings": None}, status=201)
+    service_id, warnings = await swarm(request).service_create(spec)
+    return web.json_response({"ID": service_id, "Warnings": warnings or None}, status=201)
 
 
 async def service_list(request: web.Request) -> web.Response:
@@ -46,8 +46,8 @@ async def service_update(request: web.Request) -> web.Response:
     rollback = request.query.get("rollback", "")
     if rollback not in ("", "previous"):
         raise errors.InvalidArgument(f"unrecognized rollback option {rollback}")
-    await swarm(request).service_update(request.match_info["id"], version, spec, rollback == "previous")
-    return web.json_response({"Warnings": None})
+    warnings = await swarm(request).service_update(request.match_info["id"], version, spec, rollback == "previous")
+    return web.json_response({"Warnings": warnings or None})
 
 
 async def service_delete(request: web.Request) -> web.Response:

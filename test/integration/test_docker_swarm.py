@@ -12,12 +12,15 @@ import json
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from lib.daemon import free_port
 from lib.docker import DockerDaemon, docker_daemon, eventually
 from lib.leaks import leftovers
 from lib.registry import Registry
@@ -76,6 +79,16 @@ def tasks(dd: DockerDaemon, service: str) -> list[dict[str, Any]]:
         return list(client.tasks(filters={"service": service}))
     finally:
         client.close()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
 
 
 def test_not_in_a_swarm(dd: DockerDaemon) -> None:
@@ -255,3 +268,47 @@ def test_swarm_cli_not_manager_commands_hidden_when_inactive(dd: DockerDaemon) -
     proc = subprocess.run(["/usr/local/bin/docker", "--help"], env=dd.daemon.docker_env(), capture_output=True,
                           text=True, timeout=60)
     assert "service" not in [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
+
+
+def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) -> None:
+    dd.out("service", "create", "--detach", "--name", "nowhere", "--constraint", "node.labels.zone==moon",
+           "busybox", "sleep", "1d")
+    assert eventually(lambda: [t["Status"].get("Err") for t in tasks(dd, "nowhere")] == [
+        "no suitable node (scheduling constraints not satisfied on 1 node)"], 30)
+    dd.out("node", "update", "--label-add", "zone=moon", "self")
+    assert eventually(lambda: replicas(dd, "nowhere") == "1/1", 60)
+    proc = dd.docker("service", "create", "--name", "bad", "--constraint", "node.zone~moon", "busybox", check=False)
+    assert proc.returncode != 0 and "invalid constraint" in proc.stderr
+    dd.out("service", "create", "--detach", "--name", "big", "--reserve-memory", "1000000G", "busybox", "true")
+    assert eventually(lambda: [t["Status"].get("Err") for t in tasks(dd, "big")] == [
+        "no suitable node (insufficient resources on 1 node)"], 30)
+
+    dd.out("service", "create", "--name", "talker", "busybox", "sh", "-c", "echo hello from $HOSTNAME; sleep 1d")
+    logs = dd.out("service", "logs", "talker")
+    assert logs.startswith("talker.1.") and "| hello from " in logs
+    dd.out("service", "update", "--env-add", "X=1", "talker")  # waits on UpdateStatus, as with dockerd
+    status = json.loads(dd.out("service", "inspect", "talker"))[0]["UpdateStatus"]
+    assert status["State"] == "completed" and status["Message"] == "update completed"
+
+    dd.out("node", "update", "--availability", "drain", "self")
+    assert eventually(lambda: dd.out("ps", "-q") == "", 60)  # drained: every task shut down
+    pending = [t for t in tasks(dd, "talker") if t["DesiredState"] == "running"]
+    assert [t["Status"]["State"] for t in pending] == ["pending"]
+    dd.out("node", "update", "--availability", "active", "self")
+    assert eventually(lambda: replicas(dd, "talker") == "1/1", 60)
+    for name in ("nowhere", "big", "talker"):
+        dd.out("service", "rm", name)
+
+
+def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
+    """mode=host binds the port on the node like -p; ingress (the routing mesh) is issue 18: a warning."""
+    port = free_port()
+    dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={port}",
+           "busybox", "httpd", "-f", "-p", "80")
+    name = dd.out("ps", "--format", "{{.Names}}")
+    assert dd.out("port", name).startswith(f"80/tcp -> 0.0.0.0:{port}")
+    assert eventually(lambda: http_status(f"http://127.0.0.1:{port}/") in (200, 403, 404), 30)  # httpd answers
+    proc = dd.docker("service", "create", "--detach", "--name", "meshed", "-p", f"{free_port()}:80", "busybox",
+                     "sleep", "1d")
+    assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
+    dd.out("service", "rm", "httpd", "meshed")

@@ -102,3 +102,22 @@ def test_swarm_etcd_endpoints_config() -> None:
         build({"swarm-etcd-endpoints": ["https://10.0.0.5:2379"]}, {})
     with pytest.raises(errors.InvalidArgument, match="swarm-etcd-endpoints"):
         build({"swarm-etcd-endpoints": ["10.0.0.5"]}, {})
+
+
+def test_placement_constraints() -> None:
+    from pkg.docker.swarm import placement
+
+    node = {"ID": "n1", "Spec": {"Role": "manager", "Labels": {"zone": "Moon"}},
+            "Description": {"Hostname": "vm", "Platform": {"OS": "linux", "Architecture": "x86_64"},
+                            "Resources": {"NanoCPUs": 2_000_000_000, "MemoryBytes": 1 << 30}},
+            "Status": {"Addr": "127.0.0.1"}}
+    assert placement.satisfies(node, placement.parse(["node.role == Manager", "node.hostname!=other"]))
+    assert placement.satisfies(node, placement.parse(["node.labels.zone==Moon"]))
+    assert not placement.satisfies(node, placement.parse(["node.labels.zone==moon"]))  # label values: exact
+    assert not placement.satisfies(node, placement.parse(["node.labels.missing==x"]))
+    with pytest.raises(errors.InvalidArgument, match="invalid constraint"):
+        placement.parse(["node.role=manager"])
+    task = {"Spec": {"Resources": {"Reservations": {"MemoryBytes": 1 << 29}}}}
+    assert placement.fits(node, task, (0, 0)) and not placement.fits(node, task, (0, 1 << 30))
+    assert placement.no_node_reason([node], {"Spec": {"Placement": {"Constraints": ["node.role==worker"]}}}) == \
+        "no suitable node (scheduling constraints not satisfied on 1 node)"

@@ -61,10 +61,11 @@ class SwarmAPI:
         await nodes.remove(self.cluster.manager_store(), ref, force, self._self_id())
 
     # ---- services and tasks ----
-    async def service_create(self, spec: Obj) -> str:
+    async def service_create(self, spec: Obj) -> tuple[str, list[str]]:
+        """The new service's ID and the create answer's warnings."""
         service = await services.create(self.cluster.manager_store(), spec)
         self._wake()
-        return str(service["ID"])
+        return str(service["ID"]), services.warnings(service["Spec"])
 
     async def service_list(self, filters: Filters, status: bool) -> list[Obj]:
         return await services.list_services(self.cluster.manager_store(), filters, status)
@@ -72,9 +73,10 @@ class SwarmAPI:
     async def service_get(self, ref: str, insert_defaults: bool) -> Obj:
         return services.service_view(await find(self.cluster.manager_store(), "services", ref), insert_defaults)
 
-    async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> None:
-        await services.update(self.cluster.manager_store(), ref, version, spec, rollback)
+    async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> list[str]:
+        service = await services.update(self.cluster.manager_store(), ref, version, spec, rollback)
         self._wake()
+        return services.warnings(service["Spec"])
 
     async def service_remove(self, ref: str) -> None:
         await services.remove(self.cluster.manager_store(), ref)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pkg import errors
 from pkg.engine.engine import Engine
-from pkg.engine.model import ContainerSpec, HealthConfig, HostConfig, Resources, Status
+from pkg.engine.model import ContainerSpec, HealthConfig, HostConfig, PortBinding, Resources, Status
 from pkg.images.service import ImageService
 from pkg.volumes.model import MountSpec, MountType
 
@@ -123,12 +123,14 @@ def container_config(task: Obj, service: Obj, node_id: str,
         stop_signal=cs.get("StopSignal", ""),
         stop_timeout=grace // 1_000_000_000,
         healthcheck=healthcheck,
+        exposed_ports=tuple(f"{b.container_port}/{b.protocol}" for b in host_ports(service)),
     )
     limits = (task["Spec"].get("Resources") or {}).get("Limits") or {}
     dns = cs.get("DNSConfig") or {}
     mounts = [_mount(m) for m in cs.get("Mounts") or ()] + extra_mounts
     host = HostConfig(
         mounts=tuple(mounts),
+        port_bindings=host_ports(service),
         init=cs.get("Init"),
         readonly_rootfs=bool(cs.get("ReadOnly")),
         cap_add=tuple(cs.get("CapabilityAdd") or ()),
@@ -142,6 +144,14 @@ def container_config(task: Obj, service: Obj, node_id: str,
                             pids_limit=int(limits.get("Pids", 0))),
     )
     return spec, host
+
+
+def host_ports(service: Obj) -> tuple[PortBinding, ...]:
+    """Ports published in host mode: bound on the node running the task, as a container's -p."""
+    ports = ((service["Spec"].get("EndpointSpec") or {}).get("Ports") or [])
+    return tuple(PortBinding(container_port=int(p["TargetPort"]), protocol=p.get("Protocol") or "tcp",
+                             host_port=int(p.get("PublishedPort") or 0))
+                 for p in ports if p.get("PublishMode") == "host" and p.get("TargetPort"))
 
 
 def task_display_name(service: Obj, task: Obj) -> str:

@@ -23,7 +23,7 @@ from collections import defaultdict
 from typing import Any
 
 from pkg import errors
-from pkg.docker.swarm import objects
+from pkg.docker.swarm import objects, placement
 from pkg.docker.swarm.store import Store
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,10 @@ class Orchestrator:
             elif kind == "replicated-job":
                 await self._replicated_job(service, mine, eligible_ids)
             else:
-                await self._global(service, mine, eligible_ids, job=kind == "global-job")
+                constraints = placement.constraints_of(service["Spec"]["TaskTemplate"])
+                nodes_for = {n["ID"] for n in eligible if placement.satisfies(n, constraints)}
+                await self._global(service, mine, nodes_for, job=kind == "global-job")
+            await self._finish_update(service, mine)
             await self._reap(mine, limit)
         await self._schedule(eligible)
 
@@ -257,25 +260,53 @@ class Orchestrator:
             for task in old[:max(0, len(old) - keep)]:
                 await self._set_desired(task, "remove")
 
+    async def _finish_update(self, service: Obj, tasks: list[Obj]) -> None:
+        """An update (or rollback) is complete once no task of the old spec is wanted and the new ones run."""
+        status = service.get("UpdateStatus") or {}
+        if status.get("State") not in ("updating", "rollback_started"):
+            return
+        wanted = [t for t in tasks if t["DesiredState"] == "running"]
+        if any(_dirty(t, service) or t["Status"]["State"] not in ("running", "complete") for t in wanted):
+            return
+        rollback = status["State"] == "rollback_started"
+        service["UpdateStatus"] = {**status, "State": "rollback_completed" if rollback else "completed",
+                                   "CompletedAt": objects.now(),
+                                   "Message": "rollback completed" if rollback else "update completed"}
+        try:
+            await self.store.update("services", service)
+        except (errors.Internal, errors.NotFound):
+            self.wake()
+
     async def _schedule(self, eligible: list[Obj]) -> None:
-        """Pending tasks -> the eligible node running the fewest tasks (single node: this one)."""
+        """Pending tasks -> among the nodes their constraints and reservations allow, the one running the
+        fewest tasks."""
         tasks = await self.store.list("tasks")
         pending = [t for t in tasks if not t["NodeID"] and t["DesiredState"] == "running"]
         if not pending:
             return
+        nodes = {n["ID"]: n for n in eligible}
         load = {n["ID"]: 0 for n in eligible}
+        used = {n["ID"]: (0, 0) for n in eligible}
         for task in tasks:
             if task["NodeID"] in load and task["DesiredState"] == "running":
                 load[task["NodeID"]] += 1
+                cpus, memory = placement.reservations(task)
+                used[task["NodeID"]] = (used[task["NodeID"]][0] + cpus, used[task["NodeID"]][1] + memory)
         for task in pending:
-            if not load:
-                if task["Status"].get("Err") != "no suitable node":
+            constraints = placement.constraints_of(task["Spec"])
+            candidates = [n for n in load if placement.satisfies(nodes[n], constraints)
+                          and placement.fits(nodes[n], task, used[n])]
+            if not candidates:
+                reason = placement.no_node_reason(list(nodes.values()), task)
+                if task["Status"].get("Err") != reason:
                     task["Status"] = {"Timestamp": objects.now(), "State": "pending",
-                                      "Message": "pending task scheduling", "Err": "no suitable node"}
+                                      "Message": "pending task scheduling", "Err": reason}
                     await self._write(task)
                 continue
-            node_id = min(load, key=lambda n: (load[n], n))
+            node_id = min(candidates, key=lambda n: (load[n], n))
             load[node_id] += 1
+            cpus, memory = placement.reservations(task)
+            used[node_id] = (used[node_id][0] + cpus, used[node_id][1] + memory)
             task["NodeID"] = node_id
             task["Status"] = {"Timestamp": objects.now(), "State": "assigned",
                               "Message": "scheduler assigned task to node"}

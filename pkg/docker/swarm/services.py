@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from pkg import errors
-from pkg.docker.swarm import objects
+from pkg.docker.swarm import objects, placement
 from pkg.docker.swarm.lookup import find, labels_match
 from pkg.docker.swarm.store import Store
 
@@ -34,6 +34,7 @@ async def validate_spec(store: Store, spec: Obj) -> Obj:
     container = template.get("ContainerSpec")
     if not container or not container.get("Image"):
         raise _invalid("ContainerSpec: image reference must be provided")
+    placement.constraints_of(template)  # refused here, not at scheduling
     spec.setdefault("Labels", {})
     template.setdefault("ForceUpdate", 0)  # moby's TaskSpec always carries it
     mode = spec.get("Mode") or {"Replicated": {"Replicas": 1}}
@@ -59,6 +60,14 @@ async def validate_spec(store: Store, spec: Obj) -> Obj:
             if obj is None:
                 raise _invalid(f"{kind[:-1]} reference {ref.get(name_key) or ref.get(id_key)!r} not found")
     return spec
+
+
+def warnings(spec: Obj) -> list[str]:
+    """What the create/update answer warns about: ingress ports are not published (routing mesh: issue 18)."""
+    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
+    return [f"port {p.get('PublishedPort') or ''}:{p.get('TargetPort')}/{p.get('Protocol') or 'tcp'} is not "
+            "published: the ingress routing mesh is not supported yet (use mode=host)"
+            for p in ports if (p.get("PublishMode") or "ingress") == "ingress"]
 
 
 async def create(store: Store, spec: Obj) -> Obj:
@@ -91,9 +100,9 @@ async def update(store: Store, ref: str, version: int, spec: Obj, rollback: bool
     stamp = objects.now()
     service["UpdatedAt"] = stamp
     if spec.get("TaskTemplate") != old.get("TaskTemplate"):
-        service["UpdateStatus"] = {"State": "rollback_completed" if rollback else "completed", "StartedAt": stamp,
-                                   "CompletedAt": stamp,
-                                   "Message": "rollback completed" if rollback else "update completed"}
+        # The orchestrator completes it once every task runs the new spec (the CLI's progress waits on it).
+        service["UpdateStatus"] = {"State": "rollback_started" if rollback else "updating", "StartedAt": stamp,
+                                   "Message": "manually requested rollback" if rollback else "update in progress"}
     return await store.update("services", service, version)
 
 
