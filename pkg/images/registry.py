@@ -109,6 +109,17 @@ def registry_error(status: int, body: bytes, what: str) -> errors.NarwhalError:
     return errors.Unavailable(text)
 
 
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or its first ``limit`` bytes when it is longer. (``content.read(n)`` answers with
+    whatever has arrived, so a manifest sent in several segments would come back cut short.)"""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(READ_CHUNK):
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
 class RegistrySession:
     """One operation's connection pool and credentials for one registry host."""
 
@@ -118,7 +129,10 @@ class RegistrySession:
     api_timeout = API_TIMEOUT
 
     def __init__(self, ref: Reference, cfg: RegistryConfig, auth: RegistryAuth | None = None,
-                 push: bool = False) -> None:
+                 push: bool = False, read_timeout: float | None = None) -> None:
+        """``read_timeout``: how long a response may go without a byte (a pull's progress deadline)."""
+        if read_timeout is not None:
+            self.read_timeout = read_timeout
         self.ref = ref
         self.repo = ref.path
         self.endpoints = endpoints(ref.domain, cfg)
@@ -200,7 +214,7 @@ class RegistrySession:
             with network_errors(ep, f"manifest {obj}"):
                 if resp.status != 200:
                     raise registry_error(resp.status, await resp.read(), f"{self.ref.name}:{obj}")
-                body = await resp.content.read(MAX_MANIFEST + 1)
+                body = await read_limited(resp, MAX_MANIFEST + 1)
             declared = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if len(body) > MAX_MANIFEST:
             raise errors.InvalidArgument(f"manifest {self.ref.name}:{obj} is larger than {MAX_MANIFEST} bytes")
@@ -235,7 +249,7 @@ class RegistrySession:
                 with network_errors(ep, "tags"):
                     if resp.status != 200:
                         raise registry_error(resp.status, await resp.read(), f"{self.ref.name}: tags")
-                    body = await resp.content.read(MAX_MANIFEST + 1)
+                    body = await read_limited(resp, MAX_MANIFEST + 1)
                 link = resp.headers.get("Link", "")
             try:
                 doc = json.loads(body)

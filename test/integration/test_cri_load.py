@@ -4,6 +4,8 @@
   concurrently over 10 pods reach a subscriber, none lost, none duplicated, in order per container.
 * ListContainers and ListPodSandbox with 500 objects answer complete; their latency is printed (run
   with ``-s``) and recorded in docs/critest.md, never asserted (speed lives in hack/bench).
+* A stalled pull is cancelled (kubelet's --image-pull-progress-deadline, narwhald's
+  image-pull-progress-timeout) and leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import mkimage
 import pytest
 from cri_api.v1 import api_pb2
 from lib import cri
@@ -22,6 +25,7 @@ from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
 from lib.leaks import leftovers
 from lib.registry import Registry
+from lib.slowproxy import SlowProxy
 
 PODS, CONTAINERS_PER_POD = 10, 50
 WORKERS = 8
@@ -131,3 +135,25 @@ def test_list_pod_sandbox_with_500_pods(loaded: tuple[DaemonProcess, str]) -> No
         list(pool.map(lambda p: rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=p), timeout=120),
                       pods))
     assert rs.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=60).items == []
+
+
+def test_stalled_pull_is_cancelled(registry: Registry, daemon_factory: Callable[..., DaemonProcess]) -> None:
+    """A registry that stops sending mid-layer: each attempt is cut after the progress timeout, resumed from
+    what arrived while that grows, and the pull fails UNAVAILABLE well before the client's deadline."""
+    image = mkimage.build("busybox", filler_layers=1, filler_mb=2)
+    mkimage.RegistryClient(registry.host).push_image("load/stalled", "latest", image)
+    # One byte per second: the proxy sends a first KiB, then sleeps ~17 minutes before the next.
+    proxy = SlowProxy(("127.0.0.1", registry.port), bytes_per_second=1).start()
+    try:
+        d = daemon_factory(config_yaml="image-pull-progress-timeout: 1\n")
+        ref = f"{proxy.host}/load/stalled:latest"
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failed:
+            d.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=120)
+        elapsed = time.monotonic() - start
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+        assert elapsed < 100, f"the pull took {elapsed:.0f} s: the progress timeout did not cut it"
+        assert d.images().ListImages(api_pb2.ListImagesRequest(), timeout=30).images == []
+        assert leftovers(d) == {}
+    finally:
+        proxy.stop()
