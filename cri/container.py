@@ -9,7 +9,7 @@ from cri_api.v1 import api_pb2
 
 from cri import convert
 from pkg import errors
-from pkg.runtime import container_info
+from pkg.runtime import verbose_info
 from pkg.runtime.containers import ContainerService
 
 
@@ -54,7 +54,7 @@ class ContainerHandlers:
         metadata, status = self._containers.get(request.container_id)
         response = api_pb2.ContainerStatusResponse(status=convert.container_status(metadata, status))
         if request.verbose:
-            info = await container_info.verbose_info(self._containers.ctx, metadata, status)
+            info = await verbose_info.container_info(self._containers.ctx, metadata, status)
             response.info["info"] = json.dumps(info)
         return response
 

@@ -156,6 +156,9 @@ def test_pod_and_container_lifecycle(c: Crictl) -> None:
     assert sandbox["status"]["state"] == "SANDBOX_READY"
     assert sandbox["status"]["metadata"]["name"] == LONG_NAME
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", sandbox["status"]["network"]["ip"])
+    pod_info = sandbox["info"]  # containerd's keys (toCRISandboxInfo)
+    assert pod_info["netNamespaceClosed"] is False and pod_info["runtimeType"] == "io.containerd.runc.v2"
+    assert pod_info["config"]["name"] == LONG_NAME and pod_info["config"]["hostname"] == ""
 
     wait_state(c, cid, "CONTAINER_RUNNING")
     ps = c.out("ps")
