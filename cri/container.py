@@ -9,7 +9,7 @@ from cri_api.v1 import api_pb2
 
 from cri import convert
 from pkg import errors
-from pkg.model.codec import to_dict
+from pkg.runtime import verbose_info
 from pkg.runtime.containers import ContainerService
 
 
@@ -54,14 +54,8 @@ class ContainerHandlers:
         metadata, status = self._containers.get(request.container_id)
         response = api_pb2.ContainerStatusResponse(status=convert.container_status(metadata, status))
         if request.verbose:
-            response.info["info"] = json.dumps(
-                {
-                    "metadata": to_dict(metadata),
-                    "status": to_dict(status),
-                    "pid": status.pid,
-                    "sandboxID": metadata.sandbox_id,
-                }
-            )
+            info = await verbose_info.container_info(self._containers.ctx, metadata, status)
+            response.info["info"] = json.dumps(info)
         return response
 
     async def ListContainers(

@@ -8,7 +8,7 @@ from cri_api.v1 import api_pb2
 
 from cri import convert
 from pkg import errors
-from pkg.model.codec import to_dict
+from pkg.runtime import verbose_info
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.sandboxes import SandboxService
 
@@ -49,15 +49,8 @@ class SandboxHandlers:
         metadata, status = self._sandboxes.get(request.pod_sandbox_id)
         response = api_pb2.PodSandboxStatusResponse(status=convert.pod_sandbox_status(metadata, status))
         if request.verbose:
-            response.info["info"] = json.dumps(
-                {
-                    "metadata": to_dict(metadata),
-                    "status": to_dict(status),
-                    "netNamespacePath": metadata.netns_path,
-                    "runtimeHandler": metadata.runtime_handler,
-                    "pid": status.infra_pid,
-                }
-            )
+            info = await verbose_info.sandbox_info(self._sandboxes.ctx, metadata, status)
+            response.info["info"] = json.dumps(info)
         return response
 
     async def ListPodSandbox(

@@ -34,6 +34,8 @@ FLAGS: list[tuple[str, str]] = [
     ("pod-subnet", "subnet(s) of the default CNI network, ','-separated, one per IP family [a /24 of 10.123/16]"),
     ("cni-bridge", "bridge of the default CNI network [nw-<instance id>]"),
     ("cni-timeout", "seconds a CNI plugin call may take before it is killed [60]"),
+    ("image-pull-progress-timeout", "seconds a pull's download may go without receiving a byte before it is "
+                                    "cut (resumed while it makes progress, else the pull fails) [60]"),
     ("docker-min-api-version", "oldest Docker API version served [1.40]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port), ','-separated [own etcd member]"),
 ]

@@ -53,6 +53,9 @@ class Config:
     pod_subnet: list[str] = field(default_factory=list)  # empty: a per-instance /24 of 10.123.0.0/16
     cni_bridge: str = ""  # empty: nw-<instance_id>
     cni_timeout: float = 60.0  # seconds per plugin call
+    # A pull's blob stream that delivers no byte for this long is cut (kubelet's --image-pull-progress-deadline,
+    # containerd's image_pull_progress_timeout): it resumes while it makes progress, else the pull fails.
+    image_pull_progress_timeout: float = 60.0
     # CRI runtime handlers: name -> the runc-compatible binary containerd's runc v2 shim runs.
     runtime_handlers: dict[str, str] = field(default_factory=lambda: {"runc": "runc"})
     # Docker API: the oldest API version served (clients negotiate down to what /_ping advertises).
@@ -288,6 +291,7 @@ CONVERTERS: dict[str, Any] = {
     "pod-subnet": _subnets,
     "cni-bridge": _ifname,
     "cni-timeout": _seconds,
+    "image-pull-progress-timeout": _seconds,
     "runtime-handlers": _runtime_handlers,
     "docker-min-api-version": _api_version,
     "swarm-etcd-endpoints": _endpoints,

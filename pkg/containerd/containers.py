@@ -7,7 +7,7 @@ recovery after a restart needs nothing but containerd.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import any_pb2, field_mask_pb2
@@ -33,6 +33,9 @@ class Record:
     snapshot_key: str
     spec: dict[str, Any]
     metadata: dict[str, Any]
+    snapshotter: str = ""
+    runtime: str = ""  # the shim, e.g. io.containerd.runc.v2
+    runtime_options: dict[str, Any] = field(default_factory=dict)  # runc's options, as containerd prints them
 
 
 def _any_json(type_url: str, value: Any) -> any_pb2.Any:
@@ -51,7 +54,12 @@ def _record(c: pb.Container) -> Record:
     if ext is not None and ext.value:
         meta = json.loads(ext.value)
     spec = json.loads(c.spec.value) if c.spec.value else {}
-    return Record(c.id, dict(c.labels), c.image, c.snapshot_key, spec, meta)
+    options: dict[str, Any] = {}
+    if c.runtime.options.type_url == "containerd.runc.v1.Options":
+        runc = oci_pb2.Options.FromString(c.runtime.options.value)
+        options = {k: v for k, v in (("binary_name", runc.binary_name), ("root", runc.root)) if v}
+    return Record(c.id, dict(c.labels), c.image, c.snapshot_key, spec, meta, snapshotter=c.snapshotter,
+                  runtime=c.runtime.name, runtime_options=options)
 
 
 async def create(

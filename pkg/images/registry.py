@@ -125,7 +125,10 @@ class RegistrySession:
     api_timeout = API_TIMEOUT
 
     def __init__(self, ref: Reference, cfg: RegistryConfig, auth: RegistryAuth | None = None,
-                 push: bool = False) -> None:
+                 push: bool = False, read_timeout: float | None = None) -> None:
+        """``read_timeout``: how long a response may go without a byte (a pull's progress deadline)."""
+        if read_timeout is not None:
+            self.read_timeout = read_timeout
         self.ref = ref
         self.repo = ref.path
         self.endpoints = endpoints(ref.domain, cfg)

@@ -104,7 +104,8 @@ class ImageService:
         parsed = reference.parse(ref)
         wanted = media.parse_platform(platform) if platform else None
         await self._ensure_recovered()
-        async with RegistrySession(parsed, self._cfg.registry, auth) as session:
+        async with RegistrySession(parsed, self._cfg.registry, auth,
+                                   read_timeout=self._cfg.image_pull_progress_timeout) as session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned, platform=wanted)
         self._fs_cache = None
         return await self.get(image_id)

@@ -156,6 +156,9 @@ def test_pod_and_container_lifecycle(c: Crictl) -> None:
     assert sandbox["status"]["state"] == "SANDBOX_READY"
     assert sandbox["status"]["metadata"]["name"] == LONG_NAME
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", sandbox["status"]["network"]["ip"])
+    pod_info = sandbox["info"]  # containerd's keys (toCRISandboxInfo)
+    assert pod_info["netNamespaceClosed"] is False and pod_info["runtimeType"] == "io.containerd.runc.v2"
+    assert pod_info["config"]["name"] == LONG_NAME and pod_info["config"]["hostname"] == ""
 
     wait_state(c, cid, "CONTAINER_RUNNING")
     ps = c.out("ps")
@@ -164,7 +167,12 @@ def test_pod_and_container_lifecycle(c: Crictl) -> None:
     inspected = c.json("inspect", cid)
     assert inspected["status"]["logPath"] == f"{log_dir}/ticker.log"
     assert inspected["status"]["imageRef"].startswith("sha256:")
-    assert inspected["info"]["sandboxID"] == pod and inspected["info"]["pid"] > 0
+    info = inspected["info"]  # containerd's keys (toCRIContainerInfo)
+    assert info["sandboxID"] == pod and info["pid"] > 0 and info["removing"] is False
+    assert (info["snapshotKey"], info["snapshotter"]) == (cid, "overlayfs")
+    assert info["runtimeType"] == "io.containerd.runc.v2"
+    assert info["runtimeSpec"]["process"]["args"] == ["sh", "-c", TICKER]
+    assert info["config"]["name"] == "ticker"
 
     # The pod's hostname is the node's: critest's pods leave it empty and their names do not fit.
     assert c.out("exec", cid, "hostname") == socket.gethostname()

@@ -70,13 +70,14 @@ def test_runtime_should_support_execsync_with_timeout(crit: Crit) -> None:
     """critest: runtime should support execSync with timeout [Conformance].
 
     Stricter than critest: the client deadline is generous, so narwhald itself must report the timeout.
-    critest's ``pgrep sleep`` becomes ``pidof sleep``: Debian's busybox-static has no pgrep applet.
+    ``pgrep`` comes from test/lib/critest_tools.c (Debian's busybox-static has none).
     """
+    crit.require_tools()
     pod_id, pod_config = crit.pod_for_container()
     cid = crit.create_default(pod_id, pod_config, "container-for-execSync-timeout-test-")
     crit.start(cid)
     assert crit.exec(cid, ["sleep", "4321"], timeout=1).failed
-    result = crit.exec(cid, ["sh", "-c", "pidof sleep || true"])
+    result = crit.exec(cid, ["sh", "-c", "pgrep sleep || true"])
     assert not result.failed and result.stderr == "" and result.stdout.strip() == ""
 
 

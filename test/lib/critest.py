@@ -7,7 +7,6 @@ over our offline busybox (hack/mkimage.py) pushed to the session registry.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ import mkimage
 import pytest
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
-from lib import cri
+from lib import cri, critest_images
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
 from lib.registry import Registry
@@ -58,12 +57,18 @@ class Crit:
 
     daemon: DaemonProcess
     image: str
+    has_tools: bool = False  # the image has pgrep, pkill, ipcs, ipcrm (push_tools_busybox)
     pods: list[str] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
 
     @property
     def rs(self) -> api_pb2_grpc.RuntimeServiceStub:
         return self.daemon.runtime()
+
+    def require_tools(self) -> None:
+        """Skip a spec that runs pgrep or ipcs where they could not be built (no gcc)."""
+        if not self.has_tools:
+            pytest.skip("pgrep/ipcs for the test image are built with gcc (test/lib/critest_tools.c); none here")
 
     def tempdir(self, prefix: str = "critest") -> Path:
         path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -221,25 +226,28 @@ def check_main_page(crit: Crit, pod_id: str, host_port: int, container_port: int
     assert codes[-1] == 200
 
 
-def image_with_layer(base: mkimage.Image, layer: mkimage.LayerBuilder, **config: object) -> mkimage.Image:
-    """``base`` plus one more layer (and container-config overrides): critest's purpose-built test images,
-    rebuilt offline on top of our busybox."""
-    blob, diff_id = layer.finish(mkimage.OCI_LAYER_GZIP)
-    image_config = json.loads(base.config.data)
-    image_config["rootfs"]["diff_ids"].append(diff_id)
-    image_config["history"].append({"created": image_config["created"], "created_by": "test/lib/critest.py"})
-    image_config["config"].update(config)
-    config_blob = mkimage.Blob(mkimage.OCI_CONFIG, json.dumps(image_config, sort_keys=True).encode())
-    layers = [*base.layers, blob]
-    manifest = {"schemaVersion": 2, "mediaType": mkimage.OCI_MANIFEST, "config": config_blob.descriptor(),
-                "layers": [b.descriptor() for b in layers]}
-    return mkimage.Image(config_blob, layers, mkimage.Blob(mkimage.OCI_MANIFEST, json.dumps(manifest).encode()),
-                         [*base.diff_ids, diff_id])
+def push_tools_busybox(registry: Registry) -> str:
+    """mkimage's busybox plus critest's missing applets (pgrep, pkill, ipcs, ipcrm from
+    test/lib/critest_tools.c), pushed once per registry; "" where there is no gcc to build them."""
+    if registry.port not in _TOOLS_IMAGES:
+        with tempfile.TemporaryDirectory(prefix="critest-tools-") as tmp:
+            try:
+                tools = critest_images.build_tools(Path(tmp)).read_bytes()
+            except RuntimeError:
+                _TOOLS_IMAGES[registry.port] = ""
+            else:
+                image = critest_images.image_with_layer(mkimage.build("busybox"), critest_images.tools_layer(tools))
+                mkimage.RegistryClient(registry.host).push_image("critest/busybox", "tools", image)
+                _TOOLS_IMAGES[registry.port] = f"{registry.host}/critest/busybox:tools"
+    return _TOOLS_IMAGES[registry.port]
+
+
+_TOOLS_IMAGES: dict[int, str] = {}
 
 
 def push_variant(crit: Crit, registry: Registry, repo: str, layer: mkimage.LayerBuilder, **config: object) -> str:
     """Push and pull a busybox variant; returns its reference."""
-    image = image_with_layer(mkimage.build("busybox"), layer, **config)
+    image = critest_images.image_with_layer(mkimage.build("busybox"), layer, **config)
     mkimage.RegistryClient(registry.host).push_image(repo, "latest", image)
     ref = f"{registry.host}/{repo}:latest"
     cri.pull(crit.daemon.images(), ref)
@@ -269,8 +277,9 @@ def crit_daemon_fixture(registry: Registry) -> Iterator[DaemonProcess]:
     """One narwhald for a whole critest module (critest too runs every spec against one runtime)."""
     d = start_daemon()
     try:
-        ref = cri.push_busybox(registry)
-        cri.pull(d.images(), ref)
+        for ref in (cri.push_busybox(registry), push_tools_busybox(registry)):
+            if ref:
+                cri.pull(d.images(), ref)
         yield d
     finally:
         network = InstanceNetwork.of(d.root, d.base / "net.d")
@@ -280,7 +289,8 @@ def crit_daemon_fixture(registry: Registry) -> Iterator[DaemonProcess]:
 
 @pytest.fixture(name="crit")
 def crit_fixture(crit_daemon: DaemonProcess, registry: Registry) -> Iterator[Crit]:
-    c = Crit(crit_daemon, cri.push_busybox(registry))
+    tools = push_tools_busybox(registry)
+    c = Crit(crit_daemon, tools or cri.push_busybox(registry), has_tools=bool(tools))
     try:
         yield c
     finally:

@@ -142,7 +142,7 @@ def busybox_image(busybox: Path) -> mkimage.Image:
                          [diff_id])
 
 
-def _tools_layer(tools: bytes) -> mkimage.LayerBuilder:
+def tools_layer(tools: bytes) -> mkimage.LayerBuilder:
     layer = mkimage.LayerBuilder()
     layer.file(TOOLS_PATH, tools, 0o755)
     for applet in APPLETS:
@@ -160,7 +160,7 @@ class Substitute:
 def substitutes(tools: Path, busybox: Path) -> list[Substitute]:
     """Every image critest v1.29's validation suite and benchmarks pull (but the pinned digest)."""
     code = tools.read_bytes()
-    base = image_with_layer(busybox_image(busybox), _tools_layer(code))
+    base = image_with_layer(busybox_image(busybox), tools_layer(code))
 
     def variant(files: dict[str, tuple[bytes, int]], **config: object) -> mkimage.Image:
         layer = mkimage.LayerBuilder()
