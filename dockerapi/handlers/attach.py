@@ -88,7 +88,10 @@ async def attach(request: web.Request) -> web.StreamResponse:
         finally:
             stdio.discard_prepared()
 
-    return await hijack.serve(request, tty=stdio.tty, session=session)
+    try:
+        return await hijack.serve(request, tty=stdio.tty, session=session)
+    finally:
+        stdio.discard_prepared()  # the hijack failed before the session took it
 
 
 def _event(request: web.Request, action: str, container_id: str) -> None:
