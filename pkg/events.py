@@ -195,13 +195,18 @@ class DomainEvents:
         # Docker's own view of a container's attributes (the image name the user gave, the Docker name,
         # labels), installed by whoever owns that view (the engine); the core's metadata is the fallback.
         self.describe: Callable[[str], Mapping[str, str] | None] | None = None
+        # What the Docker engine publishes at an exit before "die" (moby's Cleanup: volume unmounts).
+        self.before_die: Callable[[str], None] | None = None
 
     def publish(self, container_id: str, sandbox_id: str, type_: ContainerEventType,
-                metadata: ContainerMetadata | None = None, exit_code: int | None = None) -> None:
+                metadata: ContainerMetadata | None = None, exit_code: int | None = None, **extra: str) -> None:
+        """``extra``: more Docker attributes (``die`` has moby's ``execDuration``, whole seconds run)."""
         self.bus.publish(container_id, sandbox_id, type_, self.domain)
         if self.domain == DOCKER_DOMAIN:
-            extra = {"exitCode": str(exit_code)} if exit_code is not None else {}
-            self._docker(_DOCKER_ACTIONS[type_], container_id, metadata, extra)
+            attributes = {"exitCode": str(exit_code)} if exit_code is not None else {}
+            if type_ == ContainerEventType.STOPPED and self.before_die is not None:
+                self.before_die(container_id)
+            self._docker(_DOCKER_ACTIONS[type_], container_id, metadata, {**attributes, **extra})
 
     def docker_container(self, action: str, metadata: ContainerMetadata, **extra: str) -> None:
         """A Docker-only container action (kill, stop, oom, ...); nothing in the CRI domain."""

@@ -65,20 +65,39 @@ async def attach(request: web.Request) -> web.StreamResponse:
     cut = time.time_ns()
     stdio = docker_attach.DockerAttach(containers(request), container_id, since_ns=cut + 1 if logs else None)
     keys = hijack.parse_detach_keys(request.query.get("detachKeys", ""))
+    if stream:
+        # Subscribed before the client hears the attach is ready: the start it sends next (docker run) can
+        # neither begin nor end before this attach follows it.
+        stdio.prepare()
 
     async def session(conn: hijack.HijackedConnection) -> None:
         stdout = hijack.OutputStream(conn, hijack.STDOUT, stdio.tty) if want_stdout else None
         stderr = hijack.OutputStream(conn, hijack.STDERR, stdio.tty) if want_stderr else None
-        with contextlib.suppress(ConnectionError):
-            if logs:
-                await _replay(request, container_id, stdout, stderr, stdio.tty, cut)
-            if stream:
-                stdin = hijack.InputStream(conn, keys if stdio.tty else b"") if want_stdin else None
-                streams = ExecStreams(tty=stdio.tty, stdin=stdin, stdout=stdout or _Discard(),
-                                      stderr=stderr or _Discard())
-                await _relay_until_lost(stdio, streams, conn)
+        try:
+            with contextlib.suppress(ConnectionError):
+                if logs:
+                    await _replay(request, container_id, stdout, stderr, stdio.tty, cut)
+                _event(request, "attach", container_id)  # moby: once the log replay is done
+                if stream:
+                    stdin = hijack.InputStream(conn, keys if stdio.tty else b"") if want_stdin else None
+                    streams = ExecStreams(tty=stdio.tty, stdin=stdin, stdout=stdout or _Discard(),
+                                          stderr=stderr or _Discard())
+                    await _relay_until_lost(stdio, streams, conn)
+                    if stdin is not None and stdin.detached:
+                        _event(request, "detach", container_id)
+        finally:
+            stdio.discard_prepared()
 
-    return await hijack.serve(request, tty=stdio.tty, session=session)
+    try:
+        return await hijack.serve(request, tty=stdio.tty, session=session)
+    finally:
+        stdio.discard_prepared()  # the hijack failed before the session took it
+
+
+def _event(request: web.Request, action: str, container_id: str) -> None:
+    found = containers(request).ctx.containers.find(container_id)
+    if found is not None:
+        containers(request).ctx.events.docker_container(action, found[0])
 
 
 async def _relay_until_lost(stdio: docker_attach.DockerAttach, streams: ExecStreams,

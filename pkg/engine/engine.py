@@ -72,6 +72,7 @@ class Engine:
         self.ctx = containers.ctx
         self.registry = Registry(RecordStore(self.ctx.root / "engine"))
         self.lifecycle = Lifecycle(self.registry, containers, client, self._auto_remove)
+        containers.ctx.events.before_die = self.lifecycle.unmounts
         self.volumes = volumes
         self._endpoints = endpoints
 
@@ -271,6 +272,8 @@ class Engine:
             raise errors.Conflict(
                 f"cannot remove container \"/{view.name}\": container is {what}: "
                 f"stop the container before removing or force remove")
+        if view.running:
+            self.lifecycle.event("kill", container_id, signal="9")  # moby's forced remove kills first
         await self.remove_now(container_id, volumes)
 
     async def _auto_remove(self, container_id: str) -> None:

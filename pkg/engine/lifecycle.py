@@ -24,6 +24,7 @@ from pkg.engine.model import EngineRecord, Health, HealthStatus, Phase, RestartP
 from pkg.engine.registry import Registry
 from pkg.model.state import ContainerState
 from pkg.runtime.containers import ContainerService
+from pkg.volumes.model import MountType
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,24 @@ class Lifecycle:
         if found is not None:
             self.containers.ctx.events.docker_container(action, found[0], **extra)
 
+    def unmounts(self, container_id: str) -> None:
+        """The volume ``unmount`` events of an exit (moby's Cleanup, before it logs \"die\")."""
+        record = self.registry.find(container_id)
+        if record is not None:
+            self._volume_events(record, "unmount")
+
+    def _volume_events(self, record: EngineRecord, action: str) -> None:
+        """moby's volume ``mount`` (at each start) and ``unmount`` (at each exit) of the container's volumes."""
+        bus = self.containers.ctx.events.bus
+        for mp in record.mount_points:
+            if mp.type is not MountType.VOLUME:
+                continue
+            attributes = {"driver": mp.driver, "container": record.id}
+            if action == "mount":
+                attributes.update({"destination": mp.destination, "read/write": str(mp.rw).lower(),
+                                   "propagation": mp.propagation})
+            bus.publish_docker("volume", action, mp.name, attributes)
+
     def close(self) -> list[asyncio.Task[None]]:
         """Shutting down: waiters are let go (their clients see an error) and the tasks are handed back to cancel."""
         for waiters in self._waiters.values():
@@ -122,9 +141,11 @@ class Lifecycle:
         """The core start (a new task for a container that ran before); called with the lock held."""
         record = self.registry.get(container_id)
         _, status = self.containers.get(container_id)
+        self._volume_events(record, "mount")  # moby: while the start sets up the mounts, before "start"
         try:
             await self.containers.start(container_id, again=status.state == ContainerState.EXITED)
         except errors.NarwhalError as exc:
+            self._volume_events(record, "unmount")
             await self.registry.update_state(container_id, error=exc.message, started_once=True)
             code = self.containers.get(container_id)[1].exit_code
             self._wake(container_id, {WaitCondition.NOT_RUNNING, WaitCondition.NEXT_EXIT},
@@ -166,19 +187,21 @@ class Lifecycle:
             timeout = record.config.stop_timeout if record.config.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
         await self.registry.update_state(container_id, manually_stopped=True)
         exited = self.containers.exit_event(container_id)
+        # moby's containerStop: the stop signal (a "kill" event), the wait (none with -t 0), then Kill: SIGKILL
+        # (a second "kill"); "die" comes with the exit, "stop" once it is over.
+        self.event("kill", container_id, signal=str(number))
+        await self._signal(container_id, number)
+        await self._resume_quietly(container_id)  # a frozen process gets its signal once thawed
         if timeout != 0:
-            self.event("kill", container_id, signal=str(number))
-            await self._signal(container_id, number)
-            await self._resume_quietly(container_id)  # a frozen process gets its signal once thawed
             try:
                 await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
             except TimeoutError:
                 pass
         if not exited.is_set():
+            self.event("kill", container_id, signal=str(int(signal.SIGKILL)))
             await self._resume_quietly(container_id)
-            await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits, publishes "stop"
-        else:
-            self.event("stop", container_id)
+            await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits for the exit
+        self.event("stop", container_id)
         return True
 
     async def kill(self, ref: str, sig: str | None = None) -> None:

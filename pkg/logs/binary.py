@@ -177,7 +177,12 @@ async def wait_logger_exit(pid_file: str | Path, timeout: float) -> bool:
         return True
     loop = asyncio.get_running_loop()
     gone: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, readable)
     try:
         await asyncio.wait_for(gone, timeout)
         return True

@@ -230,14 +230,16 @@ class ContainerService:
 
     async def _mark_exited(self, container_id: str, code: int, finished: int, reason: str, message: str) -> None:
         try:
-            metadata, _ = self.ctx.containers.get(container_id)
+            metadata, before = self.ctx.containers.get(container_id)
             await self._update(container_id, lambda s: dataclasses.replace(
                 s, state=ContainerState.EXITED, exit_code=code, finished_at=finished, reason=reason,
                 message=message, pid=0))
         except errors.NotFound:
             return
         self._set_exited(container_id)
-        self.ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STOPPED, metadata, code)
+        ran_for = max(0, finished - before.started_at) // 1_000_000_000 if before.started_at else 0
+        self.ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STOPPED, metadata, code,
+                                execDuration=str(ran_for))
 
     def handle_oom(self, container_id: str) -> None:
         self._oom.add(container_id)

@@ -102,6 +102,7 @@ class DockerAttach:
         replayed the log up to a point misses nothing after it."""
         self.containers = containers
         self._since_ns = since_ns
+        self._prepared: _Output | None = None
         self.metadata: ContainerMetadata = containers.get(container_id)[0]
         self.id = self.metadata.id
 
@@ -117,7 +118,20 @@ class DockerAttach:
     def stdin_once(self) -> bool:
         return self.metadata.config.stdin_once
 
+    def prepare(self) -> None:
+        """Subscribe now; the next ``subscribe()`` returns this subscription (see ``discard_prepared``)."""
+        self._prepared = _Output(self, time.time_ns() if self._since_ns is None else self._since_ns)
+
+    def discard_prepared(self) -> None:
+        """A prepared subscription nobody took (the session ended first) is closed."""
+        if self._prepared is not None:
+            self._prepared.close()
+            self._prepared = None
+
     def subscribe(self) -> _Output:
+        if self._prepared is not None:
+            prepared, self._prepared = self._prepared, None
+            return prepared
         return _Output(self, time.time_ns() if self._since_ns is None else self._since_ns)
 
     def run_to_relay(self, since_ns: int) -> asyncio.Future[Run | None]:

@@ -110,6 +110,11 @@ def adjust_process(process: dict[str, Any], config: ExecConfig, user: dict[str, 
     return process
 
 
+def _command_line(cmd: Sequence[str]) -> str:
+    """The command as moby's exec events spell it: entrypoint, a space, the arguments joined by spaces."""
+    return f"{cmd[0]} {' '.join(cmd[1:])}"
+
+
 def start_failure_code(err: errors.NarwhalError) -> int:
     """moby's exit codes for a process that could not start: 127 when the command is missing, else 126."""
     text = err.message.lower()
@@ -189,7 +194,14 @@ class ExecManager:
         instance = ExecInstance(secrets.token_hex(32), container_id, config)
         self._execs[instance.id] = instance
         self._save(instance)
+        self._event(instance, "exec_create: " + _command_line(config.cmd))
         return instance
+
+    def _event(self, instance: ExecInstance, action: str, **extra: str) -> None:
+        """moby's exec events: ``exec_create: CMD``, ``exec_start: CMD`` and ``exec_die``, each with execID."""
+        found = self._containers.ctx.containers.find(instance.container_id)
+        if found is not None:
+            self._containers.ctx.events.docker_container(action, found[0], execID=instance.id, **extra)
 
     def get(self, exec_id: str) -> ExecInstance:
         instance = self._execs.get(exec_id)
@@ -259,6 +271,7 @@ class ExecManager:
                 instance._started.set()
                 self._save(instance)
 
+            self._event(instance, "exec_start: " + _command_line(instance.config.cmd))
             code = await run_exec(ctx.client, instance.container_id, list(instance.config.cmd), streams,
                                   fifo_root=ctx.exec_dir, adjust=adjust, on_started=started)
         except errors.NarwhalError as err:
@@ -273,6 +286,8 @@ class ExecManager:
         finally:
             instance.state = ExecState.EXITED
             instance._process = None
+            if instance._started.is_set():  # a process that ran (moby: the exit event of the exec)
+                self._event(instance, "exec_die", exitCode=str(instance.exit_code))
             instance._started.set()
             self._save(instance)
         return code

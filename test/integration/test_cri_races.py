@@ -94,7 +94,7 @@ def test_attach_and_log_of_short_containers(nw: DaemonProcess, pod: tuple[str, s
     failures: list[str] = []
     with cpuhog.load(load):
         for i in range(CONTAINERS):
-            cid = _start(nw, sid, ref, ["sh", "-c", f"read x; echo got$x; echo err$x >&2; exit 3"], f"att{i}",
+            cid = _start(nw, sid, ref, ["sh", "-c", "read x; echo got$x; echo err$x >&2; exit 3"], f"att{i}",
                          stdin=True, stdin_once=True)
             url = rs.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True),
                             timeout=30).url

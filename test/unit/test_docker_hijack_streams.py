@@ -14,11 +14,11 @@ from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
+from pkg.events import DOCKER_DOMAIN, EventBus
 from pkg.logs.criformat import encode_line
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.state import ContainerState
 from pkg.runtime.docker_attach import DockerAttach
-from pkg.runtime.runs import RunTracker
 from pkg.runtime.docker_exec import (
     MAX_FINISHED_PER_CONTAINER,
     ExecConfig,
@@ -37,6 +37,7 @@ from pkg.runtime.docker_stats import (
     parse_proc_stat,
     parse_ps,
 )
+from pkg.runtime.runs import RunTracker
 from pkg.store import Store
 
 PROCESS = {"args": ["sh"], "env": ["PATH=/bin", "A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0},
@@ -164,7 +165,8 @@ class _Containers:
     """The slice of ContainerService that ExecManager reads: the store, by ID or prefix."""
 
     def __init__(self) -> None:
-        self.ctx = SimpleNamespace(containers=Store[ContainerMetadata, ContainerStatus]("container"))
+        self.ctx = SimpleNamespace(containers=Store[ContainerMetadata, ContainerStatus]("container"),
+                                   events=EventBus().domain(DOCKER_DOMAIN))
 
     def add(self, container_id: str, state: ContainerState) -> None:
         metadata = ContainerMetadata(id=container_id, sandbox_id="s", config=ContainerConfig(name="c", image="i"),

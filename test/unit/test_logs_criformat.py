@@ -5,11 +5,12 @@ import asyncio
 import calendar
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from pkg import errors
-from pkg.logs import criformat
+from pkg.logs import criformat, reader
 from pkg.logs.binary import logger_uri
 from pkg.logs.criformat import LogFormatError, LogLine, decode_line, encode_line, parse_timestamp, split_output
 from pkg.logs.logger import LogWriter, _Stream, parse_args
@@ -276,3 +277,27 @@ async def test_reader_without_follow_stops_at_the_size_it_found(tmp_path: Path) 
     data = log.read_bytes()
     offset, _ = tail_offset(log, 1, size=len(data) - len(late))
     assert data[offset:].startswith(encode_line(T0 + 8, "stdout", b"second"))
+
+
+async def test_follow_reads_what_was_written_before_stop_even_past_its_last_eof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's last record lands, and stop is set, between the reader's end-of-file read and its look
+    at stop (a container's exit): the record is still read (issue 13: attach lost the last output)."""
+    path = tmp_path / "c.log"
+    path.write_bytes(encode_line(1, "stdout", b"first"))
+    stop = asyncio.Event()
+    real_rotated = reader._rotated
+
+    def rotated_then_finish(p: Path, current: BinaryIO | None) -> BinaryIO | None:
+        if not stop.is_set():
+            with open(path, "ab") as f:
+                f.write(encode_line(2, "stderr", b"last"))
+            stop.set()
+        return real_rotated(p, current)
+
+    monkeypatch.setattr(reader, "_rotated", rotated_then_finish)
+    opened: list[bool] = []
+    entries = [e async for e in reader.read_log(path, reader.ReadOptions(follow=True), stop=stop,
+                                                opened=lambda: opened.append(True))]
+    assert [(e.stream, e.content) for e in entries] == [("stdout", b"first\n"), ("stderr", b"last\n")]
+    assert opened == [True]

@@ -22,7 +22,8 @@ class FakeEvents:
     def __init__(self) -> None:
         self.published: list[tuple[str, int]] = []
 
-    def publish(self, container_id: str, sandbox_id: str, kind: object, metadata: object, code: int = 0) -> None:
+    def publish(self, container_id: str, sandbox_id: str, kind: object, metadata: object, code: int = 0,
+                **extra: str) -> None:
         self.published.append((container_id, code))
 
     def docker_container(self, *args: object, **kwargs: object) -> None:
@@ -64,7 +65,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ContainerS
                    ContainerStatus(ContainerState.RUNNING, pid=42))
     events = FakeEvents()
     ctx = SimpleNamespace(containers=containers, events=events, stdin=FakeStdin(), client=object(),
-                          container_root=lambda cid: tmp_path / cid, domain="cri")
+                          container_root=lambda cid: tmp_path / cid, container_state=lambda cid: tmp_path / "s" / cid,
+                          domain="cri")
     return ContainerService(ctx), fake, events  # type: ignore[arg-type]
 
 
