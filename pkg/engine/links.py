@@ -175,7 +175,16 @@ def append_hosts(path: Path, lines: Sequence[str]) -> None:
 
 def names_of(container_id: str, registry: Registry) -> tuple[str, ...]:
     """The link names a container is also known by, "/<linking>/<alias>" (moby's ps Names lists them)."""
-    return tuple(f"/{r.name}/{link.alias}" for r in registry for link in r.links if link.container_id == container_id)
+    return names_by_container(registry).get(container_id, ())
+
+
+def names_by_container(registry: Registry) -> dict[str, tuple[str, ...]]:
+    """``names_of`` for every linked container at once (a listing asks for all of them)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for record in registry:
+        for link in record.links:
+            out[link.container_id] = (*out.get(link.container_id, ()), f"/{record.name}/{link.alias}")
+    return out
 
 
 async def remove(registry: Registry, path: str) -> None:
