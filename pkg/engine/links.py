@@ -160,12 +160,13 @@ def shown(record: EngineRecord, registry: Registry) -> tuple[str, ...]:
 
 
 def check_running(record: EngineRecord, registry: Registry, running: Callable[[str], bool]) -> None:
-    """A container starts only while the containers it links to run (moby fails its start with a 500)."""
+    """A container starts only while the containers it links to run (moby fails its start with a 500); a
+    linked container that was removed took its link along (moby's linkIndex.delete)."""
     for link in record.links:
         child = registry.find(link.container_id)
-        if child is None or not running(child.id):
-            name = f"/{child.name}" if child is not None else link.container_id[:12]
-            raise errors.Internal(f"Cannot link to a non running container: {name} AS /{record.name}/{link.alias}")
+        if child is not None and not running(child.id):
+            raise errors.Internal(f"Cannot link to a non running container: /{child.name} AS "
+                                  f"/{record.name}/{link.alias}")
 
 
 def append_hosts(path: Path, lines: Sequence[str]) -> None:

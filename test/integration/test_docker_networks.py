@@ -367,6 +367,10 @@ def test_legacy_links(dockerd: DaemonProcess, mynet: str) -> None:
         assert inspect(dockerd, "lme2")["HostConfig"]["Links"] == ["/ldb:/lme2/again"]
         assert inspect(dockerd, "ume")["NetworkSettings"]["Networks"][mynet]["Links"] == ["udb:store"]
         assert out(dockerd, "exec", "ume", "wget", "-q", "-O", "-", "http://store/hostname") == udb[:12]
+        # A linked container that is removed takes the link along: the linking one starts again.
+        docker(dockerd, "rm", "-f", "ldb")
+        assert inspect(dockerd, "lme2")["HostConfig"]["Links"] is None
+        docker(dockerd, "start", "lme2")
     finally:
         docker(dockerd, "rm", "-f", "lme", "lme2", "ldb", "ume", "udb", check=False)
 
