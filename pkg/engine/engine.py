@@ -88,19 +88,21 @@ class Engine:
 
     def list(self) -> builtins.list[EngineContainer]:
         views = []
+        link_names = links.names_by_container(self.registry)  # once, not once per container
         for record in self.registry:
             if self.ctx.containers.find(record.id) is not None:
-                views.append(self._view(record))
+                views.append(self._view(record, link_names.get(record.id, ())))
         return sorted(views, key=lambda c: c.created, reverse=True)
 
-    def _view(self, record: EngineRecord) -> EngineContainer:
+    def _view(self, record: EngineRecord, link_names: tuple[str, ...] | None = None) -> EngineContainer:
         found = self.ctx.containers.find(record.id)
         if found is None:
             raise errors.NotFound(f"No such container: {record.id}")
         _, status = found
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
                                self.lifecycle.health.get(record.id) or record.state.health,
-                               links.shown(record, self.registry), links.names_of(record.id, self.registry))
+                               links.shown(record, self.registry),
+                               links.names_of(record.id, self.registry) if link_names is None else link_names)
 
     def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
         mode = record.host_config.network_mode

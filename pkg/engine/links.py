@@ -160,12 +160,13 @@ def shown(record: EngineRecord, registry: Registry) -> tuple[str, ...]:
 
 
 def check_running(record: EngineRecord, registry: Registry, running: Callable[[str], bool]) -> None:
-    """A container starts only while the containers it links to run (moby fails its start with a 500)."""
+    """A container starts only while the containers it links to run (moby fails its start with a 500); a
+    linked container that was removed took its link along (moby's linkIndex.delete)."""
     for link in record.links:
         child = registry.find(link.container_id)
-        if child is None or not running(child.id):
-            name = f"/{child.name}" if child is not None else link.container_id[:12]
-            raise errors.Internal(f"Cannot link to a non running container: {name} AS /{record.name}/{link.alias}")
+        if child is not None and not running(child.id):
+            raise errors.Internal(f"Cannot link to a non running container: /{child.name} AS "
+                                  f"/{record.name}/{link.alias}")
 
 
 def append_hosts(path: Path, lines: Sequence[str]) -> None:
@@ -175,7 +176,16 @@ def append_hosts(path: Path, lines: Sequence[str]) -> None:
 
 def names_of(container_id: str, registry: Registry) -> tuple[str, ...]:
     """The link names a container is also known by, "/<linking>/<alias>" (moby's ps Names lists them)."""
-    return tuple(f"/{r.name}/{link.alias}" for r in registry for link in r.links if link.container_id == container_id)
+    return names_by_container(registry).get(container_id, ())
+
+
+def names_by_container(registry: Registry) -> dict[str, tuple[str, ...]]:
+    """``names_of`` for every linked container at once (a listing asks for all of them)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for record in registry:
+        for link in record.links:
+            out[link.container_id] = (*out.get(link.container_id, ()), f"/{record.name}/{link.alias}")
+    return out
 
 
 async def remove(registry: Registry, path: str) -> None:

@@ -358,8 +358,21 @@ def test_legacy_links(dockerd: DaemonProcess, mynet: str) -> None:
         ume = inspect(dockerd, "ume")
         assert ume["NetworkSettings"]["Networks"][mynet]["Links"] == ["udb:store"]
         assert ume["HostConfig"]["Links"] is None
+
+        # Both kinds of link survive a daemon restart.
+        docker(dockerd, "start", "ldb")
+        out(dockerd, "create", "--name", "lme2", "--link", "ldb:again", "busybox", "true")
+        dockerd.stop()
+        dockerd.start()
+        assert inspect(dockerd, "lme2")["HostConfig"]["Links"] == ["/ldb:/lme2/again"]
+        assert inspect(dockerd, "ume")["NetworkSettings"]["Networks"][mynet]["Links"] == ["udb:store"]
+        assert out(dockerd, "exec", "ume", "wget", "-q", "-O", "-", "http://store/hostname") == udb[:12]
+        # A linked container that is removed takes the link along: the linking one starts again.
+        docker(dockerd, "rm", "-f", "ldb")
+        assert inspect(dockerd, "lme2")["HostConfig"]["Links"] is None
+        docker(dockerd, "start", "lme2")
     finally:
-        docker(dockerd, "rm", "-f", "lme", "ldb", "ume", "udb", check=False)
+        docker(dockerd, "rm", "-f", "lme", "lme2", "ldb", "ume", "udb", check=False)
 
 
 def test_connect_created_stopped_and_shared_containers(dockerd: DaemonProcess, mynet: str) -> None:
