@@ -62,7 +62,6 @@ DESELECTED = [
      "services on overlay networks: overlay networks are issue 18"),
     (r"test_run_with_image_that_does_not_exist",
      "pulls an unknown docker.io name: the daemon falls back from the mirror to Docker Hub (no internet)"),
-    (r"test_import_from_url", "needs a URL reachable from the daemon by hostname (skipped upstream too)"),
     (r"test_create_inspect_network_with_scope", "initialises a Swarm (swarm-scoped networks)"),
     (r"test_pull_with_sha", "pulls one digest of Docker Hub's hello-world (not in the offline mirror)"),
 ]

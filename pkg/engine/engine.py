@@ -15,7 +15,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Protocol
 
 from pkg import errors
@@ -25,7 +24,7 @@ from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
 from pkg.engine import extra_hosts as extra_hosts_entries
-from pkg.engine import groups, links, mounts, names, recover, translate
+from pkg.engine import groups, hosts, links, mounts, names, recover, translate
 from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
 from pkg.engine.model import (
     ContainerSpec,
@@ -44,7 +43,6 @@ from pkg.engine.registry import Registry
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
 from pkg.model.state import ContainerState, SandboxState
-from pkg.networks import resolv
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
@@ -139,19 +137,11 @@ class Engine:
     async def _write_hosts(self, record: EngineRecord, sandbox_id: str) -> None:
         """/etc/hosts as moby writes it (pkg.networks.resolv.docker_hosts); a host-network container keeps
         the host's, with its --add-host lines appended."""
-        path = self.ctx.sandbox_root(sandbox_id) / "hosts"
-        extra = _extra_hosts(record.host_config.extra_hosts)
-        if record.host_config.network_mode == "host":
-            if extra:
-                await asyncio.to_thread(_add_hosts, path, extra)
-            return
         ips: builtins.list[str] = []
-        if self._endpoints is not None:
+        if self._endpoints is not None and record.host_config.network_mode != "host":
             for endpoint in await self._endpoints(sandbox_id):
                 ips += [ip for ip in (endpoint.ip, endpoint.ipv6) if ip]
-        spec = record.config
-        content = resolv.docker_hosts(spec.hostname or record.id[:12], spec.domainname, ips, extra)
-        await asyncio.to_thread(resolv.write_in_place, path, content)
+        await hosts.write(self.ctx.sandbox_root(sandbox_id) / "hosts", record, ips)
 
     async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
         """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
@@ -482,18 +472,3 @@ def _merge_resources(current: Resources, update: Resources) -> Resources:
 def _with_tag(ref: str) -> str:
     last = ref.rsplit("/", 1)[-1]
     return ref if ":" in last or "@" in ref else f"{ref}:latest"
-
-
-def _extra_hosts(extra_hosts: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Docker's --add-host "name:ip" (or "name=ip") entries as (ip, name)."""
-    out = []
-    for entry in extra_hosts:
-        host, ip = extra_hosts_entries.parse(entry)
-        out.append((ip, host))
-    return out
-
-
-def _add_hosts(path: Path, extra: list[tuple[str, str]]) -> None:
-    """--add-host lines appended to a host-network container's /etc/hosts (the host's own)."""
-    with open(path, "a") as f:
-        f.writelines(f"{ip}\t{name}\n" for ip, name in extra)
