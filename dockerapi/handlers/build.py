@@ -21,6 +21,7 @@ from dockerapi.backend import backends, need
 from dockerapi.handlers.auth import auth_from_json
 from dockerapi.params import query_bool, query_int
 from dockerapi.progress import JSONStream
+from dockerapi.times import rfc3339
 from pkg import errors
 from pkg.docker.build.builder import Builder
 from pkg.docker.build.model import BuildFailed, BuildOptions
@@ -151,6 +152,23 @@ async def prune(request: web.Request) -> web.Response:
     removed, reclaimed = await builder.prune(prune_all=prune_all, until=filters.until(wanted),
                                              keep_storage=keep_storage)
     return web.json_response({"CachesDeleted": removed or None, "SpaceReclaimed": reclaimed})
+
+
+async def cache_records(request: web.Request) -> list[dict[str, Any]]:
+    """The build cache as /system/df lists it (moby's BuildCache records)."""
+    builder = backends(request).builder
+    if builder is None:
+        return []
+    out = []
+    for entry in await builder.usage():
+        out.append({
+            "ID": entry.image_id.removeprefix("sha256:"), "Parent": entry.parent.removeprefix("sha256:"),
+            "Parents": [entry.parent.removeprefix("sha256:")] if entry.parent else [], "Type": "regular",
+            "Description": entry.description, "InUse": False, "Shared": entry.shared, "Size": entry.size,
+            "CreatedAt": rfc3339(entry.created_ns), "LastUsedAt": rfc3339(entry.used_ns),
+            "UsageCount": 0,
+        })
+    return out
 
 
 ROUTES = [
