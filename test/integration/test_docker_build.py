@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lib.docker import DockerDaemon, docker_daemon
+from lib.daemon import mounts_under
+from lib.docker import DockerDaemon, docker_daemon, eventually
 from lib.registry import Registry
 
 
@@ -243,3 +244,26 @@ def test_cache_survives_a_restart_and_prune_empties_it(dockerd: DockerDaemon, tm
     assert steps_using_cache(build(dockerd, ctx).stdout) == 0
     base = dockerd.daemon.root / "docker" / "build" / "tmp"
     assert not base.exists() or not list(base.iterdir())  # every build's scratch space is gone
+    assert "narwhal-build-" not in ctr(dockerd, "snapshots", "ls")  # no step snapshot left active
+
+
+def test_a_client_that_goes_away_leaves_nothing_behind(dockerd: DockerDaemon, tmp_path: Path) -> None:
+    ctx = write(tmp_path, {"Dockerfile": "FROM busybox\nRUN sleep 300\n"})
+    cli = subprocess.Popen(["/usr/local/bin/docker", "build", "--no-cache", str(ctx)], env=dockerd.daemon.docker_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert eventually(lambda: dockerd.docker("ps", "-q").stdout.strip() != "", timeout=60)
+    finally:
+        cli.kill()
+        cli.wait()
+    assert eventually(lambda: dockerd.docker("ps", "-aq").stdout.strip() == "", timeout=60)
+    scratch = dockerd.daemon.root / "docker" / "build" / "tmp"
+    assert eventually(lambda: not scratch.exists() or not list(scratch.iterdir()), timeout=30)
+    assert not [lease for lease in ctr(dockerd, "leases", "ls", "-q").split() if lease.startswith("narwhal-build-")]
+    assert "narwhal-build-" not in ctr(dockerd, "snapshots", "ls")
+    assert not mounts_under(dockerd.daemon.base / "root")
+
+
+def ctr(dd: DockerDaemon, *args: str) -> str:
+    return subprocess.run(["ctr", "--address", str(dd.daemon.state / "containerd" / "containerd.sock"),
+                           "-n", "narwhal-docker", *args], capture_output=True, text=True, check=True).stdout
