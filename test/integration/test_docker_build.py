@@ -267,3 +267,27 @@ def test_a_client_that_goes_away_leaves_nothing_behind(dockerd: DockerDaemon, tm
 def ctr(dd: DockerDaemon, *args: str) -> str:
     return subprocess.run(["ctr", "--address", str(dd.daemon.state / "containerd" / "containerd.sock"),
                            "-n", "narwhal-docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(not Path("/usr/bin/docker-compose").exists(), reason="Debian's docker-compose is not installed")
+def test_docker_compose_build_and_up(dockerd: DockerDaemon, tmp_path: Path) -> None:
+    write(tmp_path, {
+        "docker-compose.yml": "version: \"3\"\nservices:\n  web:\n    build:\n      context: ./web\n"
+                              "      args:\n        MSG: from-compose\n    image: compose-built:1\n"
+                              "    command: [\"sh\", \"-c\", \"cat /msg && sleep 1\"]\n",
+        "web/Dockerfile": "FROM busybox\nARG MSG=default\nRUN echo \"$MSG\" > /msg\n"})
+    project = f"nwbuild{tmp_path.name[-6:].lower().replace('_', '')}"
+
+    def compose(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/usr/bin/docker-compose", "-p", project, *args], cwd=tmp_path,
+                              env=dockerd.daemon.docker_env(), capture_output=True, text=True, timeout=300)
+
+    built = compose("build")
+    assert built.returncode == 0, built.stderr
+    assert "Successfully tagged compose-built:1" in built.stdout + built.stderr
+    try:
+        up = compose("up", "--build", "--exit-code-from", "web")
+        assert up.returncode == 0, up.stderr
+        assert "from-compose" in up.stdout
+    finally:
+        compose("down", "--rmi", "all")
