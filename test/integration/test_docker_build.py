@@ -3,12 +3,15 @@ narwhald: tags, -f, --target, --build-arg, --no-cache, -q, --iidfile, --label, m
 content-keyed cache (across a restart too), errors with moby's words, unsafe contexts, prune and df."""
 from __future__ import annotations
 
+import functools
 import http.client
+import http.server
 import io
 import json
 import socket
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -291,3 +294,31 @@ def test_docker_compose_build_and_up(dockerd: DockerDaemon, tmp_path: Path) -> N
         assert "from-compose" in up.stdout
     finally:
         compose("down", "--rmi", "all")
+
+
+def test_add_url_and_copy_heredoc(dockerd: DockerDaemon, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "payload.txt").write_text("downloaded\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ctx = write(tmp_path / "ctx", {"Dockerfile": (
+            f"FROM busybox\nADD {url}/payload.txt /srv/\n"
+            "COPY <<EOF /etc/greeting\nhello from a heredoc\nEOF\n"
+            "RUN stat -c '%a' /srv/payload.txt && cat /srv/payload.txt /etc/greeting\n")})
+        out = build(dockerd, ctx, "-t", "remote:1").stdout
+        assert "600\ndownloaded\nhello from a heredoc" in out
+        assert steps_using_cache(build(dockerd, ctx, "-t", "remote:1").stdout) == 3  # same content: cached
+        (served / "payload.txt").write_text("changed\n")
+        assert "changed" in build(dockerd, ctx, "-t", "remote:1").stdout
+        missing = build(dockerd, write(tmp_path / "bad", {"Dockerfile": f"FROM busybox\nADD {url}/nope /x\n"}),
+                        check=False)
+        assert missing.returncode != 0 and "failed to GET" in missing.stderr and "404" in missing.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+        dockerd.docker("rmi", "remote:1", check=False)
