@@ -7,8 +7,10 @@ parse error is a 400 the CLI prints as "Error response from daemon"); later ones
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from dockerapi.backend import backends, need
 from dockerapi.handlers.auth import auth_from_json
 from dockerapi.params import query_bool, query_int
 from dockerapi.progress import JSONStream
+from dockerapi.times import rfc3339
 from pkg import errors
 from pkg.docker.build.builder import Builder
 from pkg.docker.build.model import BuildFailed, BuildOptions
@@ -30,6 +33,7 @@ from pkg.images.model import RegistryAuth
 
 log = logging.getLogger(__name__)
 
+DISCONNECT_POLL = 1.0  # seconds between two looks at the client's connection during a build
 PRUNE_FILTERS = {"until", "label", "label!", "type", "id", "parent", "description", "inuse", "shared", "private"}
 
 
@@ -115,12 +119,31 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _until_done_or_gone(request: web.Request, task: asyncio.Task[str]) -> str:
+    """Wait for the build; cancel it when the client goes away (aiohttp does not cancel handlers itself), so a
+    dropped ``docker build`` leaves no container, snapshot or lease behind."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+        if done:
+            return task.result()
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, errors.NarwhalError):
+                await task
+            raise errors.Cancelled("the client went away")
+
+
 async def build(request: web.Request) -> web.StreamResponse:
     builder = builder_of(request)
     opts = options(request)
     stream = JSONStream(request)
+    task = asyncio.ensure_future(builder.build(_body(request), opts, stream.send, request.query.get("buildid", "")))
     try:
-        await builder.build(_body(request), opts, stream.send, request.query.get("buildid", ""))
+        await _until_done_or_gone(request, task)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
     except BuildFailed as exc:
         if not stream.started:
             raise
@@ -151,6 +174,23 @@ async def prune(request: web.Request) -> web.Response:
     removed, reclaimed = await builder.prune(prune_all=prune_all, until=filters.until(wanted),
                                              keep_storage=keep_storage)
     return web.json_response({"CachesDeleted": removed or None, "SpaceReclaimed": reclaimed})
+
+
+async def cache_records(request: web.Request) -> list[dict[str, Any]]:
+    """The build cache as /system/df lists it (moby's BuildCache records)."""
+    builder = backends(request).builder
+    if builder is None:
+        return []
+    out = []
+    for entry in await builder.usage():
+        out.append({
+            "ID": entry.image_id.removeprefix("sha256:"), "Parent": entry.parent.removeprefix("sha256:"),
+            "Parents": [entry.parent.removeprefix("sha256:")] if entry.parent else [], "Type": "regular",
+            "Description": entry.description, "InUse": False, "Shared": entry.shared, "Size": entry.size,
+            "CreatedAt": rfc3339(entry.created_ns), "LastUsedAt": rfc3339(entry.used_ns),
+            "UsageCount": 0,
+        })
+    return out
 
 
 ROUTES = [

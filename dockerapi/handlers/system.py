@@ -176,10 +176,6 @@ async def _container_counts(b: Backends) -> dict[str, int]:
     return counts
 
 
-# ---- build cache: Narwhal builds nothing yet, so there is none to prune ----
-async def build_prune(request: web.Request) -> web.Response:
-    """``docker system prune`` ends with this; answer as a builder with an empty cache (moby's shape)."""
-    return web.json_response({"CachesDeleted": [], "SpaceReclaimed": 0})
 
 
 ROUTES = [
@@ -188,5 +184,4 @@ ROUTES = [
     ("GET", "/version", version),
     ("GET", "/info", info),
     ("GET", "/system/df", system_df.system_df),
-    ("POST", "/build/prune", build_prune),
 ]
