@@ -76,6 +76,7 @@ def test_cleanup_refuses_while_in_use_then_force_leaves_nothing(pair: tuple[Dock
     assert done.returncode == 0, done.stderr
     assert f"removed bridge {bridges[0]}" in done.stdout
     assert not any(alive(p) for p in [*pids, containerd])
+    assert eventually(lambda: not processes_of(a.daemon))
     assert host_leftovers(a.daemon, bridges) == {}
 
     # The other instance keeps its chain, bridge and running container.
@@ -95,3 +96,46 @@ def test_cleanup_of_a_stopped_instance_without_containers(daemon: DaemonProcess)
     assert not daemon.cri_socket.exists() and not daemon.docker_socket.exists()
     assert host_leftovers(daemon).keys() <= {"dirs"}
     assert os.listdir(daemon.base / "net.d") == []  # the default conflist it wrote is gone too
+
+
+def processes_of(d: DaemonProcess) -> list[str]:
+    """Live processes whose command line names the instance's dirs: narwhald, containerd, shims, loggers."""
+    base = str(d.base).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and base in (proc / "cmdline").read_bytes() and alive(int(proc.name)):
+                found.append(proc.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_cleanup_after_a_crash_of_narwhald_and_containerd(daemon: DaemonProcess, registry: Registry) -> None:
+    """narwhald and its containerd killed -9 under a running pod with a hostPort: the shims still hold the
+    containers.  Cleanup refuses; --force restarts containerd to kill them, then removes everything."""
+    from cri_api.v1 import api_pb2
+    from lib import cri
+
+    image = cri.pull(daemon.images(), cri.push_busybox(registry))
+    rs = daemon.runtime()
+    config = cri.sandbox_config(port_mappings=[api_pb2.PortMapping(
+        protocol=api_pb2.TCP, container_port=80, host_port=free_port(), host_ip="127.0.0.1")])
+    pod = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
+    cid = rs.CreateContainer(api_pb2.CreateContainerRequest(
+        pod_sandbox_id=pod, config=cri.container_config(image, ["sleep", "1000"]), sandbox_config=config),
+        timeout=60).container_id
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=60)
+    assert host_leftovers(daemon).keys() >= {"chains", "rules", "bridges"}
+    containerd = daemon.containerd_pid
+    daemon.kill9()
+    os.kill(containerd, 9)
+    assert eventually(lambda: not alive(containerd))
+    assert processes_of(daemon)  # the shims (and the loggers)
+
+    refused = daemon.cleanup()
+    assert refused.returncode != 0 and "while its containerd is down" in refused.stderr, refused.stderr
+    done = daemon.cleanup("--force", "--remove-dirs")
+    assert done.returncode == 0, done.stderr
+    assert eventually(lambda: not processes_of(daemon))  # containerd too, which cleanup had to start again
+    assert host_leftovers(daemon) == {}
