@@ -4,7 +4,6 @@ are printed (and appended to $NARWHAL_FUZZ_REPORT) for docs/security.md.  `hack/
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import socket
@@ -29,8 +28,7 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def dd(registry: Registry) -> Iterator[DockerDaemon]:
-    for d in docker_daemon(registry):
-        yield d
+    yield from docker_daemon(registry)
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -211,8 +209,8 @@ def test_a_line_without_newline(dd: DockerDaemon) -> None:
         conn.close()
     assert total == LOG_BYTES and largest <= 32 * 1024, (total, frames, largest)
     dd.out("rm", cid)
-    _report("line_without_newline", bytes=LOG_BYTES, frames=frames, largest_frame=largest, rss_growth_mib=peak.growth // MiB,
-            rss_peak_mib=peak.peak // MiB)
+    _report("line_without_newline", bytes=LOG_BYTES, frames=frames, largest_frame=largest,
+            rss_growth_mib=peak.growth // MiB, rss_peak_mib=peak.peak // MiB)
     assert peak.growth < 64 * MiB
 
 

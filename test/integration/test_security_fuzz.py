@@ -21,8 +21,7 @@ EXAMPLES = int(os.environ.get("NARWHAL_FUZZ_EXAMPLES", "6"))
 
 @pytest.fixture(scope="module")
 def dd(registry: Registry) -> Iterator[DockerDaemon]:
-    for d in docker_daemon(registry):
-        yield d
+    yield from docker_daemon(registry)
 
 
 def _report(name: str, data: dict[str, object]) -> None:
