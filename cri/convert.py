@@ -28,12 +28,19 @@ _PROFILE_TYPES = {
 def _profile(field: api_pb2.SecurityProfile | None, legacy_path: str) -> SecurityProfile | None:
     """The typed profile wins; otherwise kubelet's legacy path form (runtime/default, localhost/<path>)."""
     if field is not None:
+        if field.profile_type not in _PROFILE_TYPES:
+            raise errors.InvalidArgument(f"unknown security profile type {field.profile_type}")
         return SecurityProfile(_PROFILE_TYPES[field.profile_type], field.localhost_ref)
     return profile_from_path(legacy_path)
 
 
 def _namespaces(opt: api_pb2.NamespaceOption) -> model_sandbox.NamespaceOptions:
-    mode = model_sandbox.NamespaceMode
+    def mode(value: int) -> model_sandbox.NamespaceMode:
+        try:
+            return model_sandbox.NamespaceMode(value)
+        except ValueError:
+            raise errors.InvalidArgument(f"unknown namespace mode {value}") from None
+
     return model_sandbox.NamespaceOptions(
         network=mode(opt.network), pid=mode(opt.pid), ipc=mode(opt.ipc), target_id=opt.target_id
     )

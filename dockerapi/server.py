@@ -42,7 +42,9 @@ class DockerServer:
     async def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         await self._runner.setup()
-        site = web.SockSite(self._runner, sockets.bind_unix(self.socket))  # 0660 from the moment it exists
+        # 0660 from the moment it exists; Go's listeners (dockerd) use the kernel's somaxconn backlog, not
+        # aiohttp's 128: a burst of clients must queue, not get EAGAIN on connect.
+        site = web.SockSite(self._runner, sockets.bind_unix(self.socket), backlog=4096)
         await site.start()
         log.info("Docker API listening on %s", self.socket)
 

@@ -25,10 +25,8 @@ async def test_a_line_without_end_is_handed_out_in_bounded_pieces(tmp_path: Path
     """A container printing megabytes without a newline: never one joined entry (moby's 16 KiB chunks)."""
     log = tmp_path / "0.log"
     piece = b"x" * 16384
-    with open(log, "wb") as f:
-        for i in range(256):  # 4 MiB on one line
-            f.write(encode_line(i, "stdout", piece, partial=True))
-        f.write(encode_line(999, "stdout", b"end"))
+    records = [encode_line(i, "stdout", piece, partial=True) for i in range(256)]  # 4 MiB on one line
+    log.write_bytes(b"".join(records) + encode_line(999, "stdout", b"end"))
     entries = await _entries(log, ReadOptions())
     assert b"".join(content for _, content, _ in entries) == piece * 256 + b"end\n"
     assert max(len(content) for _, content, _ in entries) <= 2 * 16384
