@@ -231,3 +231,5 @@ def test_nothing_left_behind(dockerd: DockerDaemon) -> None:
     dockerd.docker("network", "prune", "-f", check=False)
     dockerd.docker("volume", "prune", "-af", check=False)
     assert eventually(lambda: not leftovers(dockerd.daemon)), leftovers(dockerd.daemon)
+    tuning = dockerd.daemon.state / "cni" / "tuning"  # the tuning plugin's restore-on-DEL backups
+    assert not (list(tuning.iterdir()) if tuning.exists() else [])
