@@ -8,6 +8,7 @@ removal starts, so a crash at any point leaves either a whole container or piece
 """
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import logging
@@ -366,6 +367,7 @@ class Engine:
         view = self.get(ref)
         mode = view.host_config.network_mode
         try:
+            await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
             if mode.startswith("container:"):
                 target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
                 found = self.ctx.containers.find(target.id) if target is not None else None

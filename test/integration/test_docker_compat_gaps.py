@@ -160,6 +160,21 @@ def test_volume_subpath(dd: DockerDaemon) -> None:
     bad = dd.docker("run", "--rm", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=../x", "busybox", "true",
                     check=False)
     assert bad.returncode != 0 and "subpath must be a relative path" in bad.stderr
+    missing = dd.docker("create", "--name", "later", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=not/yet",
+                        "busybox", "true", check=False)
+    assert missing.returncode != 0 and "cannot access path" in missing.stderr  # moby: at start; here at create
+    assert "later" not in dd.out("ps", "-a", "--format", "{{.Names}}").split()
+    # Swapped for a symlink out of the volume after create: refused at start.
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "mkdir", "/vol/swap")
+    dd.out("create", "--name", "swapped", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=swap", "busybox",
+           "true")
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "sh", "-c", "rmdir /vol/swap && ln -s /etc /vol/swap")
+    swapped = dd.docker("start", "swapped", check=False)
+    assert swapped.returncode != 0 and "leaves the volume" in swapped.stderr
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "ln", "-s", "/etc", "/vol/escape")
+    escape = dd.docker("run", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=escape", "busybox", "true",
+                       check=False)
+    assert escape.returncode != 0 and "leaves the volume" in escape.stderr
 
 
 def _log_files(log_path: str) -> list[str]:
