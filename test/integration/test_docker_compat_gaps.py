@@ -117,6 +117,14 @@ def test_ipv6_and_dual_stack_networks(dd: DockerDaemon) -> None:
     ping = dd.docker("run", "--rm", "--network", "dual", "busybox", "ping", "-6", "-c", "1", "-W", "5",
                      "fd00:209:1::10", check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+    # Connected later with a fixed IPv6 address: shown, in /etc/hosts, gone again with disconnect.
+    dd.out("run", "-d", "--name", "late6", "busybox", "sleep", "60")
+    dd.out("network", "connect", "--ip6", "fd00:209:1::20", "dual", "late6")
+    late = dd.inspect("late6")["NetworkSettings"]["Networks"]["dual"]
+    assert late["IPAMConfig"] == {"IPv6Address": "fd00:209:1::20"} and late["GlobalIPv6Address"] == "fd00:209:1::20"
+    assert "fd00:209:1::20\t" in dd.out("exec", "late6", "cat", "/etc/hosts")
+    dd.out("network", "disconnect", "dual", "late6")
+    assert "fd00:209:1::20" not in dd.out("exec", "late6", "cat", "/etc/hosts")
 
     # --ipv6 without a subnet: a unique local /64 is picked, beside the IPv4 one.
     dd.out("network", "create", "--ipv6", "auto6")
