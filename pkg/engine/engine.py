@@ -138,10 +138,12 @@ class Engine:
         """/etc/hosts as moby writes it (pkg.networks.resolv.docker_hosts); a host-network container keeps
         the host's, with its --add-host lines appended."""
         ips: builtins.list[str] = []
+        gateway = ""  # what --add-host name:host-gateway names: the host, seen from the container's network
         if self._endpoints is not None and record.host_config.network_mode != "host":
             for endpoint in await self._endpoints(sandbox_id):
                 ips += [ip for ip in (endpoint.ip, endpoint.ipv6) if ip]
-        await hosts.write(self.ctx.sandbox_root(sandbox_id) / "hosts", record, ips)
+                gateway = gateway or endpoint.gateway
+        await hosts.write(self.ctx.sandbox_root(sandbox_id) / "hosts", record, ips, gateway)
 
     async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
         """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
@@ -383,6 +385,7 @@ class Engine:
         view = self.get(ref)
         mode = view.host_config.network_mode
         try:
+            await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
             if mode.startswith("container:"):
                 target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
                 found = self.ctx.containers.find(target.id) if target is not None else None

@@ -6,7 +6,9 @@ prepare until the container is removed; binds and tmpfs need nothing from it.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from collections.abc import Sequence
+from pathlib import Path
 
 from pkg import errors
 from pkg.engine.model import HostConfig
@@ -14,7 +16,7 @@ from pkg.images.model import Image
 from pkg.model.container import Mount
 from pkg.volumes import binds
 from pkg.volumes.model import MountPlan, MountPoint, MountSpec, MountType
-from pkg.volumes.service import VolumeService
+from pkg.volumes.service import VolumeService, check_subpath
 
 
 def specs(host: HostConfig) -> list[MountSpec]:
@@ -108,6 +110,17 @@ async def prepare(volumes: VolumeService | None, requested: Sequence[MountSpec],
                                  rw=not spec.read_only, propagation=spec.propagation,
                                  tmpfs_size=spec.tmpfs_size, tmpfs_mode=spec.tmpfs_mode))
     return MountPlan(mounts=points, token="")
+
+
+def check_subpaths(points: Sequence[MountPoint]) -> None:
+    """Before a start: every volume subpath exists and stays inside its volume (moby checks at start, when
+    the volume may have been filled since create).  Blocking."""
+    for point in points:
+        if point.type is MountType.VOLUME and point.subpath:
+            root = Path(point.source)
+            for _ in Path(posixpath.normpath(point.subpath)).parts:
+                root = root.parent
+            check_subpath(root, point.subpath)
 
 
 def core_mounts(points: Sequence[MountPoint]) -> list[Mount]:

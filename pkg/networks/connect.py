@@ -44,7 +44,8 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
         raise errors.PermissionDenied(f"endpoint with name {owner.name} already exists in network "
                                       f"{network.name}") from None
     if sandbox_dir:
-        await asyncio.to_thread(resolv.hosts_add, Path(sandbox_dir), ep.ip)
+        for ip in (ep.ip, ep.ipv6):
+            await asyncio.to_thread(resolv.hosts_add, Path(sandbox_dir), ip)
         if network.name != BRIDGE:
             await asyncio.to_thread(resolv.rewrite_in_place, Path(sandbox_dir) / "resolv.conf")
     return service.view(owner, ep, network)
@@ -66,7 +67,7 @@ async def disconnect(service: NetworkService, ref: str, sandbox_id: str, force: 
                 raise
             sandbox_gone = True
     name = attachment_name(network)
-    ips = [e.ip for e in await service.manager.endpoints(sandbox_id) if e.network == name and e.ip]
+    ips = [ip for e in await service.manager.endpoints(sandbox_id) if e.network == name for ip in (e.ip, e.ipv6) if ip]
     try:
         await service.manager.disconnect(sandbox_id, name, Path(netns) if netns else None)
     except errors.NotFound:

@@ -53,7 +53,6 @@ from pkg.networks.store import NetworkFiles
 log = logging.getLogger(__name__)
 
 
-
 class OwnerLookup(Protocol):
     def owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
         """None: not a Docker container's sandbox (a CRI pod), left out of listings and DNS.  ``hint``,

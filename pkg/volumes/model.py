@@ -100,6 +100,7 @@ class MountPoint:
     anonymous: bool = False  # a volume made for this container (removed by ``docker rm -v``)
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
+    subpath: str = ""  # the volume's directory mounted (``source`` is the volume root joined with it)
 
     def runtime_mount(self) -> Mount | None:
         """The core's bind mount for this entry (None for tmpfs, which is not a host path)."""

@@ -261,8 +261,8 @@ class VolumeService:
                     await asyncio.to_thread(_seed_if_empty, root, spec.target, Path(record.volume.mountpoint))
         source = record.volume.mountpoint
         if spec.subpath:
-            source = await asyncio.to_thread(_subpath, Path(source), spec.subpath)
-        return MountPoint(type=MountType.VOLUME, destination=spec.target, source=source,
+            source = await asyncio.to_thread(check_subpath, Path(source), spec.subpath)
+        return MountPoint(type=MountType.VOLUME, destination=spec.target, source=source, subpath=spec.subpath,
                           name=name, driver=record.volume.driver, mode=spec.mode, rw=not spec.read_only,
                           anonymous=not spec.source)
 
@@ -346,11 +346,14 @@ def _seed_if_empty(rootfs: Path, target: str, data: Path) -> None:
     seed_from_rootfs(rootfs, target, data)
 
 
-def _subpath(root: Path, subpath: str) -> str:
-    """A volume's subdirectory to mount (VolumeOptions.Subpath), which must stay inside the volume even
-    through symlinks; one that does not exist yet is refused when the container starts (as moby)."""
+def check_subpath(root: Path, subpath: str, must_exist: bool = True) -> str:
+    """A volume's subdirectory to mount (VolumeOptions.Subpath), which must exist and stay inside the volume
+    even through symlinks.  Checked at create (moby checks only at start, but the container's spec, made
+    at create, would create a missing directory) and again at each start.  Blocking."""
     path = root / posixpath.normpath(subpath)
     resolved = path.resolve()
     if resolved != root.resolve() and root.resolve() not in resolved.parents:
         raise errors.InvalidArgument(f"subpath {subpath!r} leaves the volume")
+    if must_exist and not resolved.exists():
+        raise errors.InvalidArgument(f"cannot access path {path}: no such file or directory")
     return str(path)

@@ -117,6 +117,14 @@ def test_ipv6_and_dual_stack_networks(dd: DockerDaemon) -> None:
     ping = dd.docker("run", "--rm", "--network", "dual", "busybox", "ping", "-6", "-c", "1", "-W", "5",
                      "fd00:209:1::10", check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+    # Connected later with a fixed IPv6 address: shown, in /etc/hosts, gone again with disconnect.
+    dd.out("run", "-d", "--name", "late6", "busybox", "sleep", "60")
+    dd.out("network", "connect", "--ip6", "fd00:209:1::20", "dual", "late6")
+    late = dd.inspect("late6")["NetworkSettings"]["Networks"]["dual"]
+    assert late["IPAMConfig"] == {"IPv6Address": "fd00:209:1::20"} and late["GlobalIPv6Address"] == "fd00:209:1::20"
+    assert "fd00:209:1::20\t" in dd.out("exec", "late6", "cat", "/etc/hosts")
+    dd.out("network", "disconnect", "dual", "late6")
+    assert "fd00:209:1::20" not in dd.out("exec", "late6", "cat", "/etc/hosts")
 
     # --ipv6 without a subnet: a unique local /64 is picked, beside the IPv4 one.
     dd.out("network", "create", "--ipv6", "auto6")
@@ -160,6 +168,21 @@ def test_volume_subpath(dd: DockerDaemon) -> None:
     bad = dd.docker("run", "--rm", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=../x", "busybox", "true",
                     check=False)
     assert bad.returncode != 0 and "subpath must be a relative path" in bad.stderr
+    missing = dd.docker("create", "--name", "later", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=not/yet",
+                        "busybox", "true", check=False)
+    assert missing.returncode != 0 and "cannot access path" in missing.stderr  # moby: at start; here at create
+    assert "later" not in dd.out("ps", "-a", "--format", "{{.Names}}").split()
+    # Swapped for a symlink out of the volume after create: refused at start.
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "mkdir", "/vol/swap")
+    dd.out("create", "--name", "swapped", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=swap", "busybox",
+           "true")
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "sh", "-c", "rmdir /vol/swap && ln -s /etc /vol/swap")
+    swapped = dd.docker("start", "swapped", check=False)
+    assert swapped.returncode != 0 and "leaves the volume" in swapped.stderr
+    dd.out("run", "-v", "sub-vol:/vol", "busybox", "ln", "-s", "/etc", "/vol/escape")
+    escape = dd.docker("run", "--mount", "type=volume,src=sub-vol,dst=/m,volume-subpath=escape", "busybox", "true",
+                       check=False)
+    assert escape.returncode != 0 and "leaves the volume" in escape.stderr
 
 
 def _log_files(log_path: str) -> list[str]:
@@ -231,3 +254,5 @@ def test_nothing_left_behind(dockerd: DockerDaemon) -> None:
     dockerd.docker("network", "prune", "-f", check=False)
     dockerd.docker("volume", "prune", "-af", check=False)
     assert eventually(lambda: not leftovers(dockerd.daemon)), leftovers(dockerd.daemon)
+    tuning = dockerd.daemon.state / "cni" / "tuning"  # the tuning plugin's restore-on-DEL backups
+    assert not (list(tuning.iterdir()) if tuning.exists() else [])

@@ -64,8 +64,9 @@ def test_process_environment(dd: DockerDaemon) -> None:
 
 def test_etc_hosts_as_moby_writes_it(dd: DockerDaemon) -> None:
     dd.out("run", "-d", "--name", "hosts", "-h", "web", "--domainname", "example.com", "--add-host",
-           "db:10.1.2.3", "busybox", "sleep", "60")
-    ip = dd.inspect("hosts")["NetworkSettings"]["IPAddress"]
+           "db:10.1.2.3", "--add-host", "host.docker.internal:host-gateway", "busybox", "sleep", "60")
+    settings = dd.inspect("hosts")["NetworkSettings"]
+    ip, gateway = settings["IPAddress"], settings["Gateway"]
     assert dd.out("exec", "hosts", "cat", "/etc/hosts").splitlines() == [
         "127.0.0.1\tlocalhost",
         "::1\tlocalhost ip6-localhost ip6-loopback",
@@ -74,6 +75,7 @@ def test_etc_hosts_as_moby_writes_it(dd: DockerDaemon) -> None:
         "ff02::1\tip6-allnodes",
         "ff02::2\tip6-allrouters",
         "10.1.2.3\tdb",
+        f"{gateway}\thost.docker.internal",
         f"{ip}\tweb.example.com web",
     ]
     none = dd.out("run", "--network", "none", "busybox", "cat", "/etc/hosts").splitlines()

@@ -47,3 +47,41 @@ def test_deselection_rules_name_a_reason() -> None:
     assert reason("tests/integration/api_client_test.py::ConnectionTimeoutTest::test_timeout") is not None
     assert reason("tests/integration/models_images_test.py::ImageCollectionTest::test_build") is None  # builds run
     assert reason("tests/integration/api_container_test.py::KillTest::test_kill") is None
+
+
+def test_tcp_forward_carries_half_closes(tmp_path: Path) -> None:
+    """The loopback forward the suite runs over: bytes both ways, and the client's EOF reaches the daemon
+    side (an attach's stdin close) while the answer still comes back."""
+    import socket
+    import threading
+
+    from lib.dockerpy import TcpForward
+
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        data = b""
+        while chunk := conn.recv(1024):
+            data += chunk
+        conn.sendall(b"got:" + data)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    forward = TcpForward(path)
+    try:
+        with socket.create_connection(("127.0.0.1", forward.port), timeout=10) as client:
+            client.sendall(b"hello")
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(1024):
+                reply += chunk
+        assert reply == b"got:hello"
+    finally:
+        forward.close()
+        server.close()
+        thread.join(10)
