@@ -140,7 +140,8 @@ def test_init_inspect_update_tokens(dd: DockerDaemon, swarm: str) -> None:
 
 
 def test_replicated_service_lifecycle(dd: DockerDaemon, swarm: str) -> None:
-    created = dd.out("service", "create", "--replicas", "3", "--name", "web", "busybox", "sleep", "1d")
+    created = dd.out("service", "create", "--replicas", "3", "--name", "web", "--stop-grace-period", "1s",
+                     "busybox", "sleep", "1d")
     service_id = created.splitlines()[0]
     assert "verify: Service" in created and "converged" in created  # the CLI's progress monitor saw 3/3
     assert replicas(dd, "web") == "3/3"  # the CLI waited for convergence
@@ -173,9 +174,19 @@ def test_replicated_service_lifecycle(dd: DockerDaemon, swarm: str) -> None:
     history = [t for t in tasks(dd, "web") if t.get("Slot") == 1]
     assert {t["DesiredState"] for t in history} == {"running", "shutdown"}
 
+    dd.docker("swarm", "update", "--task-history-limit", "2")
+    for n in range(3):
+        dd.out("service", "update", "--env-add", f"N={n}", "web")
+    # the running task and one old one per slot are kept; older ones go, their containers too
+    assert eventually(lambda: len([t for t in tasks(dd, "web") if t.get("Slot") == 1]) == 2, 30)
+    assert eventually(lambda: len(dd.out("ps", "-aq").split()) == 2, 30)
+
     dd.out("service", "rollback", "web")
-    assert eventually(lambda: any("COLOR=blue" not in dd.inspect(n)["Config"]["Env"]
-                                  for n in dd.out("ps", "--format", "{{.Names}}").split()), 60)
+    def rolled_back() -> bool:  # the previous spec: N=1 without N=2
+        envs = [dd.inspect(n)["Config"]["Env"] for n in dd.out("ps", "--format", "{{.Names}}").split()]
+        return bool(envs) and all("N=1" in env and "N=2" not in env for env in envs)
+
+    assert eventually(rolled_back, 60)
 
     dd.out("service", "rm", "web")
     assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
@@ -312,3 +323,17 @@ def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
                      "sleep", "1d")
     assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
     dd.out("service", "rm", "httpd", "meshed")
+
+
+def test_update_order_start_first(dd: DockerDaemon, swarm: str) -> None:
+    """start-first: the replacement runs before the old task is told to stop (stop-first: the other way round)."""
+    dd.out("service", "create", "--name", "sf", "--update-order", "start-first", "--stop-grace-period", "1s",
+           "busybox", "sleep", "1d")
+    dd.out("service", "update", "--env-add", "V=2", "sf")
+    assert eventually(lambda: sorted(t["Status"]["State"] for t in tasks(dd, "sf")) == ["running", "shutdown"], 30)
+    by_state = {t["Status"]["State"]: t for t in tasks(dd, "sf")}
+    new, old = by_state["running"], by_state["shutdown"]
+    assert new["CreatedAt"] > old["CreatedAt"]
+    # the old task was stopped only after its successor ran: its shutdown is later than the new one's start
+    assert old["Status"]["Timestamp"] > new["Status"]["Timestamp"]
+    dd.out("service", "rm", "sf")
