@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,8 +22,10 @@ from typing import Any
 
 import docker
 import pytest
-from lib.daemon import free_port
-from lib.docker import DockerDaemon, docker_daemon, eventually
+from lib.cni_host import InstanceNetwork
+from lib.daemon import free_port, start_daemon
+from lib.docker import DockerDaemon, docker_daemon, eventually, mirror_config
+from lib.images import push
 from lib.leaks import leftovers
 from lib.registry import Registry
 
@@ -337,3 +341,62 @@ def test_update_order_start_first(dd: DockerDaemon, swarm: str) -> None:
     # the old task was stopped only after its successor ran: its shutdown is later than the new one's start
     assert old["Status"]["Timestamp"] > new["Status"]["Timestamp"]
     dd.out("service", "rm", "sf")
+
+
+@pytest.fixture
+def external_etcd() -> Iterator[int]:
+    """A standalone etcd (as a user's control plane would run), on free loopback ports."""
+    base = Path(tempfile.mkdtemp(prefix="nw-etcd-"))
+    client, peer = free_port(), free_port()
+    proc = subprocess.Popen(
+        ["etcd", "--name", "ext", "--data-dir", str(base / "data"),
+         "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"ext=http://127.0.0.1:{peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def etcd_keys(port: int) -> list[str]:
+    import asyncio
+
+    import aetcd
+
+    async def keys() -> list[str]:
+        async with aetcd.Client(host="127.0.0.1", port=port) as client:
+            return [kv.key.decode() for kv in await client.get_prefix(b"/narwhal/swarm/")]
+
+    return asyncio.run(keys())
+
+
+def test_external_etcd(registry: Registry, external_etcd: int) -> None:
+    """swarm-etcd-endpoints: no private member; the swarm lives under /narwhal/swarm of the given cluster,
+    comes back after kill -9, and leaving as the last manager deletes it there."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry.host) + f'swarm-etcd-endpoints: ["127.0.0.1:{external_etcd}"]\n')
+    dd = DockerDaemon(d)
+    try:
+        assert eventually(lambda: dd.docker("version", check=False).returncode == 0, 30)
+        dd.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+        assert etcd_pid(dd) is None and not (d.root / "docker" / "swarm" / "etcd").exists()
+        dd.out("service", "create", "--name", "ext", "--stop-grace-period", "1s", "busybox", "sleep", "1d")
+        keys = etcd_keys(external_etcd)
+        assert "/narwhal/swarm/cluster" in keys and any(k.startswith("/narwhal/swarm/objects/services/") for k in keys)
+        d.kill9()
+        d.start()
+        assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)
+        assert eventually(lambda: replicas(dd, "ext") == "1/1", 60)
+        dd.out("swarm", "leave", "--force")
+        assert etcd_keys(external_etcd) == []
+        assert dd.out("ps", "-aq") == ""
+        assert leftovers(d) == {}
+    finally:
+        dd.rm_all()
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()
