@@ -169,7 +169,7 @@ class Daemon:
             execs=self.docker_execs,
             events=self.events,
             networks=self.docker_networks,
-            swarm=SwarmAPI(self.swarm),
+            swarm=SwarmAPI(self.swarm, self.events),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -317,6 +318,7 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
 
 def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
     """mode=host binds the port on the node like -p; ingress (the routing mesh) is issue 18: a warning."""
+    started = int(time.time())
     port = free_port()
     dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={port}",
            "busybox", "httpd", "-f", "-p", "80")
@@ -327,6 +329,15 @@ def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
                      "sleep", "1d")
     assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
     dd.out("service", "rm", "httpd", "meshed")
+    client = api(dd)
+    try:
+        events = [f"{e['Type']} {e['Action']} {e['scope']} {e['Actor']['Attributes']['name']}"
+                  for e in client.events(since=started, until=int(time.time()) + 1, decode=True,
+                                         filters={"type": "service"})]
+    finally:
+        client.close()
+    assert events == ["service create swarm httpd", "service create swarm meshed",
+                      "service remove swarm httpd", "service remove swarm meshed"]
 
 
 def test_update_order_start_first(dd: DockerDaemon, swarm: str) -> None:
