@@ -180,7 +180,7 @@ class Daemon:
             networks=self.docker_networks,
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
-            swarm=SwarmAPI(self.swarm),
+            swarm=SwarmAPI(self.swarm, self.events),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,8 +23,10 @@ from typing import Any
 
 import docker
 import pytest
-from lib.daemon import free_port
-from lib.docker import DockerDaemon, docker_daemon, eventually
+from lib.cni_host import InstanceNetwork
+from lib.daemon import free_port, start_daemon
+from lib.docker import DockerDaemon, docker_daemon, eventually, mirror_config
+from lib.images import push
 from lib.leaks import leftovers
 from lib.registry import Registry
 
@@ -140,7 +145,8 @@ def test_init_inspect_update_tokens(dd: DockerDaemon, swarm: str) -> None:
 
 
 def test_replicated_service_lifecycle(dd: DockerDaemon, swarm: str) -> None:
-    created = dd.out("service", "create", "--replicas", "3", "--name", "web", "busybox", "sleep", "1d")
+    created = dd.out("service", "create", "--replicas", "3", "--name", "web", "--stop-grace-period", "1s",
+                     "busybox", "sleep", "1d")
     service_id = created.splitlines()[0]
     assert "verify: Service" in created and "converged" in created  # the CLI's progress monitor saw 3/3
     assert replicas(dd, "web") == "3/3"  # the CLI waited for convergence
@@ -173,9 +179,19 @@ def test_replicated_service_lifecycle(dd: DockerDaemon, swarm: str) -> None:
     history = [t for t in tasks(dd, "web") if t.get("Slot") == 1]
     assert {t["DesiredState"] for t in history} == {"running", "shutdown"}
 
+    dd.docker("swarm", "update", "--task-history-limit", "2")
+    for n in range(3):
+        dd.out("service", "update", "--env-add", f"N={n}", "web")
+    # the running task and one old one per slot are kept; older ones go, their containers too
+    assert eventually(lambda: len([t for t in tasks(dd, "web") if t.get("Slot") == 1]) == 2, 30)
+    assert eventually(lambda: len(dd.out("ps", "-aq").split()) == 2, 30)
+
     dd.out("service", "rollback", "web")
-    assert eventually(lambda: any("COLOR=blue" not in dd.inspect(n)["Config"]["Env"]
-                                  for n in dd.out("ps", "--format", "{{.Names}}").split()), 60)
+    def rolled_back() -> bool:  # the previous spec: N=1 without N=2
+        envs = [dd.inspect(n)["Config"]["Env"] for n in dd.out("ps", "--format", "{{.Names}}").split()]
+        return bool(envs) and all("N=1" in env and "N=2" not in env for env in envs)
+
+    assert eventually(rolled_back, 60)
 
     dd.out("service", "rm", "web")
     assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
@@ -302,6 +318,7 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
 
 def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
     """mode=host binds the port on the node like -p; ingress (the routing mesh) is issue 18: a warning."""
+    started = int(time.time())
     port = free_port()
     dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={port}",
            "busybox", "httpd", "-f", "-p", "80")
@@ -312,3 +329,85 @@ def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
                      "sleep", "1d")
     assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
     dd.out("service", "rm", "httpd", "meshed")
+    client = api(dd)
+    try:
+        events = [f"{e['Type']} {e['Action']} {e['scope']} {e['Actor']['Attributes']['name']}"
+                  for e in client.events(since=started, until=int(time.time()) + 1, decode=True,
+                                         filters={"type": "service"})]
+    finally:
+        client.close()
+    assert events == ["service create swarm httpd", "service create swarm meshed",
+                      "service remove swarm httpd", "service remove swarm meshed"]
+
+
+def test_update_order_start_first(dd: DockerDaemon, swarm: str) -> None:
+    """start-first: the replacement runs before the old task is told to stop (stop-first: the other way round)."""
+    dd.out("service", "create", "--name", "sf", "--update-order", "start-first", "--stop-grace-period", "1s",
+           "busybox", "sleep", "1d")
+    dd.out("service", "update", "--env-add", "V=2", "sf")
+    assert eventually(lambda: sorted(t["Status"]["State"] for t in tasks(dd, "sf")) == ["running", "shutdown"], 30)
+    by_state = {t["Status"]["State"]: t for t in tasks(dd, "sf")}
+    new, old = by_state["running"], by_state["shutdown"]
+    assert new["CreatedAt"] > old["CreatedAt"]
+    # the old task was stopped only after its successor ran: its shutdown is later than the new one's start
+    assert old["Status"]["Timestamp"] > new["Status"]["Timestamp"]
+    dd.out("service", "rm", "sf")
+
+
+@pytest.fixture
+def external_etcd() -> Iterator[int]:
+    """A standalone etcd (as a user's control plane would run), on free loopback ports."""
+    base = Path(tempfile.mkdtemp(prefix="nw-etcd-"))
+    client, peer = free_port(), free_port()
+    proc = subprocess.Popen(
+        ["etcd", "--name", "ext", "--data-dir", str(base / "data"),
+         "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"ext=http://127.0.0.1:{peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def etcd_keys(port: int) -> list[str]:
+    import asyncio
+
+    import aetcd
+
+    async def keys() -> list[str]:
+        async with aetcd.Client(host="127.0.0.1", port=port) as client:
+            return [kv.key.decode() for kv in await client.get_prefix(b"/narwhal/swarm/")]
+
+    return asyncio.run(keys())
+
+
+def test_external_etcd(registry: Registry, external_etcd: int) -> None:
+    """swarm-etcd-endpoints: no private member; the swarm lives under /narwhal/swarm of the given cluster,
+    comes back after kill -9, and leaving as the last manager deletes it there."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry.host) + f'swarm-etcd-endpoints: ["127.0.0.1:{external_etcd}"]\n')
+    dd = DockerDaemon(d)
+    try:
+        assert eventually(lambda: dd.docker("version", check=False).returncode == 0, 30)
+        dd.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+        assert etcd_pid(dd) is None and not (d.root / "docker" / "swarm" / "etcd").exists()
+        dd.out("service", "create", "--name", "ext", "--stop-grace-period", "1s", "busybox", "sleep", "1d")
+        keys = etcd_keys(external_etcd)
+        assert "/narwhal/swarm/cluster" in keys and any(k.startswith("/narwhal/swarm/objects/services/") for k in keys)
+        d.kill9()
+        d.start()
+        assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)
+        assert eventually(lambda: replicas(dd, "ext") == "1/1", 60)
+        dd.out("swarm", "leave", "--force")
+        assert etcd_keys(external_etcd) == []
+        assert dd.out("ps", "-aq") == ""
+        assert leftovers(d) == {}
+    finally:
+        dd.rm_all()
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()

@@ -13,7 +13,7 @@ import base64
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +149,11 @@ class Agent:
             await self.store.delete("tasks", task["ID"])
             return
         if objects.state_index(desired) > objects.state_index("running"):
-            if container_id is not None:
-                observed = self.executor.observe(container_id)
-                if observed is not None and observed.running:
-                    grace = int((task["Spec"].get("ContainerSpec") or {}).get("StopGracePeriod", 10_000_000_000))
-                    await self.executor.stop(container_id, grace)
-            if state not in objects.TERMINAL:
+            observed = self.executor.observe(container_id) if container_id is not None else None
+            if observed is not None and observed.running:
+                running_id = observed.container_id
+                self._spawn(task["ID"], lambda: self._stop_task(task, running_id))
+            elif state not in objects.TERMINAL:
                 await self._report(task["ID"], "shutdown", "shutdown")
             return
         if state in objects.TERMINAL:
@@ -176,16 +175,24 @@ class Agent:
                                pid=observed.pid)
 
     def _start_job(self, task: Obj) -> None:
-        task_id = task["ID"]
+        self._spawn(task["ID"], lambda: self._run_task(task))
+
+    def _spawn(self, task_id: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Start or stop one task in the background (a stop waits out the grace period): the pass goes on."""
 
         async def job() -> None:
             try:
-                await self._run_task(task)
+                await work()
             finally:
                 self._jobs.pop(task_id, None)
                 self.wake()
 
         self._jobs[task_id] = create_guarded_task(job, f"swarm-task-{task_id}")
+
+    async def _stop_task(self, task: Obj, container_id: str) -> None:
+        grace = int((task["Spec"].get("ContainerSpec") or {}).get("StopGracePeriod", 10_000_000_000))
+        await self.executor.stop(container_id, grace)
+        await self._report(task["ID"], "shutdown", "shutdown")
 
     async def _run_task(self, task: Obj) -> None:
         service = await self.store.get("services", task["ServiceID"])

@@ -5,19 +5,27 @@ Each call checks the node's role as moby does (a manager-only call on a node in 
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pkg.docker.swarm import nodes, secrets, services
 from pkg.docker.swarm.cluster import Cluster, InitRequest
 from pkg.docker.swarm.lookup import find
+from pkg.events import DockerEvent, EventBus
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
 
 
 class SwarmAPI:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, bus: EventBus | None = None) -> None:
         self.cluster = cluster
+        self._bus = bus
+
+    def _event(self, type_: str, action: str, obj_id: str, name: str) -> None:
+        """moby's cluster events on /events (service, node, secret, config: create/update/remove), scope swarm."""
+        if self._bus is not None:
+            self._bus.publish_event(DockerEvent(type_, action, obj_id, {"name": name}, time.time_ns(), scope="swarm"))
 
     def _self_id(self) -> str:
         return self.cluster.node.node_id if self.cluster.node is not None else ""
@@ -54,16 +62,21 @@ class SwarmAPI:
         return await nodes.get(self.cluster.manager_store(), ref, self._self_id())
 
     async def node_update(self, ref: str, version: int, spec: Obj) -> None:
-        await nodes.update(self.cluster.manager_store(), ref, version, spec, self._self_id())
+        node = await nodes.get(self.cluster.manager_store(), ref, self._self_id())
+        await nodes.update(self.cluster.manager_store(), node["ID"], version, spec, self._self_id())
+        self._event("node", "update", node["ID"], node["Description"].get("Hostname", ""))
         self._wake()
 
     async def node_remove(self, ref: str, force: bool) -> None:
-        await nodes.remove(self.cluster.manager_store(), ref, force, self._self_id())
+        node = await nodes.get(self.cluster.manager_store(), ref, self._self_id())
+        await nodes.remove(self.cluster.manager_store(), node["ID"], force, self._self_id())
+        self._event("node", "remove", node["ID"], node["Description"].get("Hostname", ""))
 
     # ---- services and tasks ----
     async def service_create(self, spec: Obj) -> tuple[str, list[str]]:
         """The new service's ID and the create answer's warnings."""
         service = await services.create(self.cluster.manager_store(), spec)
+        self._event("service", "create", service["ID"], service["Spec"]["Name"])
         self._wake()
         return str(service["ID"]), services.warnings(service["Spec"])
 
@@ -75,11 +88,13 @@ class SwarmAPI:
 
     async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> list[str]:
         service = await services.update(self.cluster.manager_store(), ref, version, spec, rollback)
+        self._event("service", "update", service["ID"], service["Spec"]["Name"])
         self._wake()
         return services.warnings(service["Spec"])
 
     async def service_remove(self, ref: str) -> None:
-        await services.remove(self.cluster.manager_store(), ref)
+        service = await services.remove(self.cluster.manager_store(), ref)
+        self._event("service", "remove", service["ID"], service["Spec"]["Name"])
         self._wake()
 
     async def service_containers(self, ref: str) -> list[str]:
@@ -105,6 +120,7 @@ class SwarmAPI:
     # ---- secrets and configs ----
     async def object_create(self, kind: str, spec: Obj) -> str:
         obj = await secrets.create(self.cluster.manager_store(), kind, spec)
+        self._event(kind[:-1], "create", obj["ID"], obj["Spec"]["Name"])
         return str(obj["ID"])
 
     async def object_list(self, kind: str, filters: Filters) -> list[Obj]:
@@ -114,10 +130,12 @@ class SwarmAPI:
         return await secrets.inspect(self.cluster.manager_store(), kind, ref)
 
     async def object_update(self, kind: str, ref: str, version: int, spec: Obj) -> None:
-        await secrets.update(self.cluster.manager_store(), kind, ref, version, spec)
+        obj = await secrets.update(self.cluster.manager_store(), kind, ref, version, spec)
+        self._event(kind[:-1], "update", obj["ID"], obj["Spec"]["Name"])
 
     async def object_remove(self, kind: str, ref: str) -> None:
-        await secrets.remove(self.cluster.manager_store(), kind, ref)
+        obj = await secrets.remove(self.cluster.manager_store(), kind, ref)
+        self._event(kind[:-1], "remove", obj["ID"], obj["Spec"]["Name"])
 
     def _wake(self) -> None:
         if self.cluster.orchestrator is not None:

@@ -38,6 +38,10 @@ def _dirty(task: Obj, service: Obj) -> bool:
     return bool(task["Spec"] != service["Spec"].get("TaskTemplate"))
 
 
+def _order(service: Obj) -> str:
+    return str((service["Spec"].get("UpdateConfig") or {}).get("Order") or "stop-first")
+
+
 def _ended(task: Obj) -> bool:
     return task["Status"]["State"] in objects.TERMINAL
 
@@ -177,8 +181,9 @@ class Orchestrator:
         parallelism = int((service["Spec"].get("UpdateConfig") or {}).get("Parallelism", 1) or 0)
         if parallelism == 0:
             return 1 << 30
-        in_flight = sum(1 for t in tasks if t["DesiredState"] == "running" and not _ended(t)
-                        and t["Status"]["State"] != "running" and not _dirty(t, service))
+        in_flight = sum(1 for t in tasks if not _ended(t) and (
+            (t["DesiredState"] == "running" and t["Status"]["State"] != "running" and not _dirty(t, service))
+            or t["DesiredState"] == "shutdown"))
         return max(0, parallelism - in_flight)
 
     async def _converge_slot(self, service: Obj, tasks: list[Obj], slot: int, node_id: str,
@@ -188,17 +193,21 @@ class Orchestrator:
             return 0  # a job's slot is done once it completed
         current = [t for t in tasks if t["DesiredState"] == "running"]
         current.sort(key=lambda t: t["CreatedAt"])
-        for extra in current[:-1]:
-            await self._set_desired(extra, "shutdown")
+        if len(current) > 1:
+            newest = current[-1]
+            # start-first: the old task runs on until its replacement does
+            if _order(service) != "start-first" or newest["Status"]["State"] == "running" or _ended(newest):
+                for extra in current[:-1]:
+                    await self._set_desired(extra, "shutdown")
         task = current[-1] if current else None
         if task is None:
-            if tasks and all(_ended(t) for t in tasks) and not self._may_restart(service, tasks, max(
-                    tasks, key=lambda t: t["CreatedAt"])):
+            # Every task of the slot was told to stop (replaced): stop-first starts the next once they have.
+            if _order(service) != "start-first" and any(not _ended(t) for t in tasks):
                 return 0
             await self._new_task(service, slot, node_id)
             return 0
         if task["NodeID"] and task["NodeID"] not in eligible and not node_id:
-            await self._replace(service, task, slot, node_id)  # its node was drained or is down
+            await self._replace(service, task, slot, node_id, stop_first=True)  # its node was drained or is down
             return 0
         if _dirty(task, service):
             if budget <= 0:
@@ -232,9 +241,14 @@ class Orchestrator:
                 return False
         return True
 
-    async def _replace(self, service: Obj, task: Obj, slot: int, node_id: str) -> None:
+    async def _replace(self, service: Obj, task: Obj, slot: int, node_id: str, stop_first: bool = False) -> None:
+        """stop-first: stop it now, its successor comes once it stopped; start-first: the successor first."""
+        if _order(service) == "start-first" and not _ended(task) and not stop_first:
+            await self._new_task(service, slot, node_id or "")
+            return
         await self._set_desired(task, "shutdown")
-        await self._new_task(service, slot, node_id or "")
+        if _ended(task):
+            await self._new_task(service, slot, node_id or "")
 
     async def _new_task(self, service: Obj, slot: int, node_id: str) -> None:
         task = objects.new_task(service, slot, node_id)
@@ -252,10 +266,11 @@ class Orchestrator:
         """Keep ``limit`` tasks per slot (the running one included); older ended ones are removed."""
         groups: dict[str, list[Obj]] = defaultdict(list)
         for task in tasks:
-            groups[str(task.get("Slot") or task["NodeID"])].append(task)
+            if task["DesiredState"] != "remove":  # those are on their way out already
+                groups[str(task.get("Slot") or task["NodeID"])].append(task)
         for group in groups.values():
-            old = sorted((t for t in group if t["DesiredState"] != "running" and _ended(t)
-                          and t["DesiredState"] != "remove"), key=lambda t: t["CreatedAt"])
+            old = sorted((t for t in group if t["DesiredState"] != "running" and _ended(t)),
+                         key=lambda t: t["CreatedAt"])
             keep = max(0, limit - (len(group) - len(old)))
             for task in old[:max(0, len(old) - keep)]:
                 await self._set_desired(task, "remove")
@@ -267,6 +282,11 @@ class Orchestrator:
             return
         wanted = [t for t in tasks if t["DesiredState"] == "running"]
         if any(_dirty(t, service) or t["Status"]["State"] not in ("running", "complete") for t in wanted):
+            return
+        if any(t["DesiredState"] == "shutdown" and not _ended(t) for t in tasks):
+            return  # an old task is still stopping (stop-first: its successor is not there yet)
+        count = objects.replicas(service)
+        if count is not None and len(wanted) < count:
             return
         rollback = status["State"] == "rollback_started"
         service["UpdateStatus"] = {**status, "State": "rollback_completed" if rollback else "completed",

@@ -87,7 +87,7 @@ async def list_objects(store: Store, kind: str, filters: dict[str, list[str]]) -
     return out
 
 
-async def update(store: Store, kind: str, ref: str, version: int, spec: Obj) -> None:
+async def update(store: Store, kind: str, ref: str, version: int, spec: Obj) -> Obj:
     obj = await find(store, kind, ref)
     if obj["Version"]["Index"] != version:
         raise errors.Internal("rpc error: code = Unknown desc = update out of sequence")
@@ -102,10 +102,10 @@ async def update(store: Store, kind: str, ref: str, version: int, spec: Obj) -> 
             raise _invalid("only updates to Labels are allowed")
     obj["Spec"]["Labels"] = given.get("Labels") or {}
     obj["UpdatedAt"] = objects.now()
-    await store.update(kind, obj, version)
+    return await store.update(kind, obj, version)
 
 
-async def remove(store: Store, kind: str, ref: str) -> None:
+async def remove(store: Store, kind: str, ref: str) -> Obj:
     obj = await find(store, kind, ref)
     key, id_key = _REF_KEY[kind]
     users = sorted(s["Spec"]["Name"] for s in await store.list("services")
@@ -115,3 +115,4 @@ async def remove(store: Store, kind: str, ref: str) -> None:
         noun = "service" if len(users) == 1 else "services"
         raise _invalid(f"{kind[:-1]} '{obj['Spec']['Name']}' is in use by the following {noun}: {', '.join(users)}")
     await store.delete(kind, obj["ID"], name=obj["Spec"]["Name"])
+    return obj

@@ -106,9 +106,10 @@ async def update(store: Store, ref: str, version: int, spec: Obj, rollback: bool
     return await store.update("services", service, version)
 
 
-async def remove(store: Store, ref: str) -> None:
+async def remove(store: Store, ref: str) -> Obj:
     service = await find(store, "services", ref)
     await store.delete("services", service["ID"], name=service["Spec"]["Name"])
+    return service
 
 
 def service_view(service: Obj, insert_defaults: bool) -> Obj:
