@@ -220,6 +220,15 @@ def test_log_rotation_is_enforced(dd: DockerDaemon, compress: bool) -> None:
         assert proc.returncode != 0 and why in proc.stderr
 
 
+def test_log_rotation_with_stdin_open(dd: DockerDaemon) -> None:
+    # -i: narwhald runs the logger itself on fifos; the rotation options reach it too.
+    dd.docker("run", "-i", "--name", "roti", "--log-opt", "max-size=1k", "--log-opt", "max-file=2", "busybox",
+              "sh", "-c", "while read l; do echo $l; done", input_="".join(f"in{i}\n" for i in range(1, 151)))
+    log_path = dd.inspect("roti")["LogPath"]
+    assert _log_files(log_path) == sorted([Path(log_path).name, f"{Path(log_path).name}.1"])
+    assert dd.out("logs", "roti").split()[-1] == "in150"
+
+
 def test_local_log_driver_rotates_by_default(dd: DockerDaemon) -> None:
     dd.out("run", "--name", "loc", "--log-driver", "local", "--log-opt", "max-size=1k", "busybox", "sh", "-c",
            "i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo row$i; done")
