@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,27 @@ def _high(fd: int) -> int:
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
     os.close(fd)
     return high
+
+
+async def logger_running(ctx: RuntimeContext, metadata: ContainerMetadata) -> None:
+    """Before the exited task is deleted: wait (bounded) until the container's logger runs.
+
+    The shim starts the container as soon as the launcher says "ready", before the logger is up
+    (``log_binary.write_launcher``), and deleting the task sends the logger SIGTERM: a container
+    that was over within the logger's start-up lost all its output, log file included (seen with a
+    12-container CRI loop on an idle machine).  The pid file is written once the log file is open
+    and SIGTERM is handled, so from then on the SIGTERM only makes it drain.
+    """
+    if not attach.output_log(ctx, metadata):
+        return
+    pid_file = logger_pid_file(ctx, metadata.id)
+    deadline = time.monotonic() + log_binary.STARTUP_GRACE
+    while await asyncio.to_thread(log_binary.read_pid_file, pid_file) is None:
+        if time.monotonic() > deadline:
+            log.warning("container %s: its logger did not start within %.0f s", metadata.id[:12],
+                        log_binary.STARTUP_GRACE)
+            return
+        await asyncio.sleep(0.01)
 
 
 async def logger_exited(ctx: RuntimeContext, container_id: str) -> None:

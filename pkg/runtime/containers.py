@@ -217,6 +217,7 @@ class ContainerService:
                 return
             # Before Tasks.Delete: runc removes the cgroup that holds the OOM-kill counter.
             oom = container_id in self._oom or container_io.oom_killed(metadata)
+            await container_io.logger_running(ctx, metadata)  # the delete must not kill a logger still starting
             await ctr_tasks.delete(ctx.client, container_id)
             # The exit is the end of the output only once the logger has written its last record: every
             # follower of the exit event (attach, logs -f, wait + logs, AutoRemove) reads a complete log.

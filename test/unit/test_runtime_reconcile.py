@@ -61,7 +61,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ContainerS
     monkeypatch.setattr(ctr_tasks, "delete", fake.delete)
     monkeypatch.setattr(container_io, "oom_killed", lambda metadata: False)
     containers: Store[object, ContainerStatus] = Store("container")
-    containers.add(CID, SimpleNamespace(id=CID, sandbox_id="s" * 64, cgroups_path=""),
+    containers.add(CID, SimpleNamespace(id=CID, sandbox_id="s" * 64, cgroups_path="", log_path="",
+                                                 config=SimpleNamespace(stdin=False, tty=False)),
                    ContainerStatus(ContainerState.RUNNING, pid=42))
     events = FakeEvents()
     ctx = SimpleNamespace(containers=containers, events=events, stdin=FakeStdin(), client=object(),
