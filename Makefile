@@ -1,7 +1,7 @@
 # Two commands on a fresh Debian bookworm machine, as root:
 #   make run    install what is missing, start narwhald with its defaults
 #   make test   install what is missing, run the unit and integration tests
-.PHONY: setup run test unit integration lint bench clean
+.PHONY: setup run test unit integration lint bench fuzz clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -34,6 +34,10 @@ lint: setup
 bench: setup
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) hack/bench $(ARGS)
+
+# The long fuzz/abuse run (issue 15; `make test` runs the same modules with small budgets): docs/security.md.
+fuzz: setup
+	$(PY) hack/fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) pkg/containerd/api build *.egg-info
