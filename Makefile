@@ -1,7 +1,7 @@
 # Two commands on a fresh Debian bookworm machine, as root:
 #   make run    install what is missing, start narwhald with its defaults
 #   make test   install what is missing, run the unit and integration tests
-.PHONY: setup run test unit integration lint bench deb clean
+.PHONY: setup run test unit integration lint bench deb fuzz clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -38,6 +38,10 @@ bench: setup
 # narwhal_<version>_amd64.deb in build/ (docs/install.md); dependency wheels are cached in build/wheels.
 deb: setup
 	packaging/build-deb.sh build
+
+# The long fuzz/abuse run (issue 15; `make test` runs the same modules with small budgets): docs/security.md.
+fuzz: setup
+	$(PY) hack/fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) pkg/containerd/api build *.egg-info

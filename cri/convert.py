@@ -1,6 +1,9 @@
 """pkg dataclasses -> CRI protobufs.  The only module that builds CRI messages from pkg models."""
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
 from cri_api.v1 import api_pb2
 
 from pkg import errors
@@ -34,12 +37,21 @@ def _profile(field: api_pb2.SecurityProfile | None, legacy_path: str) -> Securit
     return profile_from_path(legacy_path)
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum(cls: type[E], value: int, what: str) -> E:
+    """A request's enum value as the model's enum: an unknown value (proto3 enums are open) is the caller's
+    error, never an internal one."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise errors.InvalidArgument(f"unknown {what} {value}") from None
+
+
 def _namespaces(opt: api_pb2.NamespaceOption) -> model_sandbox.NamespaceOptions:
     def mode(value: int) -> model_sandbox.NamespaceMode:
-        try:
-            return model_sandbox.NamespaceMode(value)
-        except ValueError:
-            raise errors.InvalidArgument(f"unknown namespace mode {value}") from None
+        return _enum(model_sandbox.NamespaceMode, value, "namespace mode")
 
     return model_sandbox.NamespaceOptions(
         network=mode(opt.network), pid=mode(opt.pid), ipc=mode(opt.ipc), target_id=opt.target_id
@@ -100,7 +112,8 @@ def container_config(c: api_pb2.ContainerConfig) -> model_container.ContainerCon
         working_dir=c.working_dir,
         envs=[(e.key, e.value) for e in c.envs],
         mounts=[
-            model_container.Mount(m.container_path, m.host_path, m.readonly, model_container.Propagation(m.propagation),
+            model_container.Mount(m.container_path, m.host_path, m.readonly,
+                                  _enum(model_container.Propagation, m.propagation, "mount propagation"),
                                   recursive_read_only=m.recursive_read_only, selinux_relabel=m.selinux_relabel)
             for m in c.mounts
         ],

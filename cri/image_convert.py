@@ -34,7 +34,7 @@ def auth(cfg: api_pb2.AuthConfig) -> RegistryAuth | None:
     if cfg.auth and not username:
         try:
             decoded = base64.b64decode(cfg.auth, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII input (UnicodeDecodeError is one too)
             raise errors.InvalidArgument("auth: not base64 of 'username:password'") from None
         username, sep, password = decoded.partition(":")
         if not sep:
