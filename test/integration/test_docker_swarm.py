@@ -411,3 +411,26 @@ def test_external_etcd(registry: Registry, external_etcd: int) -> None:
         network = InstanceNetwork.of(d.root, d.base / "net.d")
         d.destroy()
         network.remove()
+
+
+def test_update_failure_actions(dd: DockerDaemon, swarm: str) -> None:
+    """A new task failing during an update: pause stops the rollout, rollback brings the previous spec back."""
+    def update_status(name: str) -> dict[str, Any]:
+        return json.loads(dd.out("service", "inspect", name))[0].get("UpdateStatus") or {}
+
+    dd.out("service", "create", "--name", "up", "--stop-grace-period", "1s", "--restart-delay", "100ms",
+           "busybox", "sleep", "1d")
+    dd.out("service", "update", "--detach", "--args", "false", "--update-failure-action", "pause", "up")
+    assert eventually(lambda: update_status("up").get("State") == "paused", 60)
+    assert update_status("up")["Message"].startswith("update paused due to failure or early termination of task ")
+
+    dd.out("service", "update", "--detach", "--args", "sleep 1d", "up")  # a new update resumes from there
+    assert eventually(lambda: update_status("up").get("State") == "completed", 60)
+
+    dd.out("service", "update", "--detach", "--args", "false", "--update-failure-action", "rollback", "up")
+    assert eventually(lambda: update_status("up").get("State") == "rollback_completed", 60)
+    assert update_status("up")["Message"] == "rollback completed"
+    spec = json.loads(dd.out("service", "inspect", "up"))[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert spec["Args"] == ["sleep", "1d"]
+    assert eventually(lambda: replicas(dd, "up") == "1/1", 60)
+    dd.out("service", "rm", "up")
