@@ -434,3 +434,23 @@ def test_update_failure_actions(dd: DockerDaemon, swarm: str) -> None:
     assert spec["Args"] == ["sleep", "1d"]
     assert eventually(lambda: replicas(dd, "up") == "1/1", 60)
     dd.out("service", "rm", "up")
+
+
+def test_service_logs_follow(dd: DockerDaemon, swarm: str, tmp_path: Path) -> None:
+    dd.out("service", "create", "--name", "chatty", "--replicas", "2", "--stop-grace-period", "1s", "busybox",
+           "sh", "-c", "echo first; sleep 15; echo second; sleep 1d")
+    out = tmp_path / "logs"
+    with open(out, "w") as sink:
+        follower = subprocess.Popen(["/usr/local/bin/docker", "service", "logs", "--follow", "chatty"],
+                                    env=dd.daemon.docker_env(), stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        assert eventually(lambda: out.read_text().count("| first") == 2, 30), out.read_text()
+        assert "| second" not in out.read_text()  # (the create returned well before the tasks wrote it)
+        # lines written after the follow began arrive too, from both replicas, each with its task's name
+        assert eventually(lambda: out.read_text().count("| second") == 2, 60), out.read_text()
+        lines = out.read_text().splitlines()
+        assert sorted(line.split(".")[1] for line in lines if line.endswith("| first")) == ["1", "2"]
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    dd.out("service", "rm", "chatty")
