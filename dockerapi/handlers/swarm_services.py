@@ -1,6 +1,7 @@
 """/services and /tasks: create, list, inspect, update, delete, logs (moby's router/swarm)."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -77,37 +78,60 @@ async def task_logs(request: web.Request) -> web.StreamResponse:
 
 
 async def _logs(request: web.Request, tasks: list[dict[str, Any]]) -> web.StreamResponse:
-    """The logs of the tasks' containers on this node, one after the other, each line with moby's details."""
+    """The logs of the tasks' containers on this node, read side by side (``follow`` keeps every one open),
+    each line with moby's details when asked (the docker CLI always asks: it prints the task name from them)."""
     stdout, stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     if not stdout and not stderr:
         raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
     options = ReadOptions(
-        follow=False, tail=parse_tail(request.query.get("tail", "")),
+        follow=query_bool(request, "follow"), tail=parse_tail(request.query.get("tail", "")),
         since_ns=times.unix_ns(request.query.get("since", ""), "since"), until_ns=None,
         streams=frozenset(name for name, on in (("stdout", stdout), ("stderr", stderr)) if on))
     details, timestamps = query_bool(request, "details"), query_bool(request, "timestamps")
     service = containers(request)
-    response = web.StreamResponse(status=200, headers={"Content-Type": hijack.content_type(request, False)})
-    await response.prepare(request)
-    try:
-        for task in tasks:
-            container_id = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
-            if not container_id:
-                continue
-            try:
+    sources = []
+    for task in tasks:
+        container_id = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+        try:
+            if container_id:
                 service.get(container_id)
-            except errors.NotFound:
-                continue  # removed already (or on another node)
-            prefix = (f"com.docker.swarm.node.id={task['NodeID']},com.docker.swarm.service.id={task['ServiceID']},"
-                      f"com.docker.swarm.task.id={task['ID']} ").encode() if details else b""
+                sources.append((task, str(container_id)))
+        except errors.NotFound:
+            continue  # removed already (or on another node)
+    frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1024)
+
+    async def read(task: dict[str, Any], container_id: str) -> None:
+        prefix = (f"com.docker.swarm.node.id={task['NodeID']},com.docker.swarm.service.id={task['ServiceID']},"
+                  f"com.docker.swarm.task.id={task['ID']} ").encode() if details else b""
+        try:
             async for entry in container_logs(service, container_id, options):
                 data = prefix + entry.content
                 if timestamps:
                     data = times.rfc3339_fixed(entry.timestamp_ns).encode() + b" " + data
-                await response.write(hijack.frame(hijack.STDERR if entry.stream == "stderr" else hijack.STDOUT, data))
+                await frames.put(hijack.frame(hijack.STDERR if entry.stream == "stderr" else hijack.STDOUT, data))
+        except errors.NarwhalError:
+            pass  # the container went away while read
+        finally:
+            await frames.put(None)
+
+    response = web.StreamResponse(status=200, headers={"Content-Type": hijack.content_type(request, False)})
+    await response.prepare(request)
+    readers = [asyncio.create_task(read(task, cid)) for task, cid in sources]
+    try:
+        open_readers = len(readers)
+        while open_readers:
+            frame = await frames.get()
+            if frame is None:
+                open_readers -= 1
+            else:
+                await response.write(frame)
         await response.write_eof()
     except ConnectionError:
-        pass
+        pass  # the client went away (docker service logs -f interrupted)
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
     return response
 
 

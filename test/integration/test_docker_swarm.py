@@ -411,3 +411,46 @@ def test_external_etcd(registry: Registry, external_etcd: int) -> None:
         network = InstanceNetwork.of(d.root, d.base / "net.d")
         d.destroy()
         network.remove()
+
+
+def test_update_failure_actions(dd: DockerDaemon, swarm: str) -> None:
+    """A new task failing during an update: pause stops the rollout, rollback brings the previous spec back."""
+    def update_status(name: str) -> dict[str, Any]:
+        return json.loads(dd.out("service", "inspect", name))[0].get("UpdateStatus") or {}
+
+    dd.out("service", "create", "--name", "up", "--stop-grace-period", "1s", "--restart-delay", "100ms",
+           "busybox", "sleep", "1d")
+    dd.out("service", "update", "--detach", "--args", "false", "--update-failure-action", "pause", "up")
+    assert eventually(lambda: update_status("up").get("State") == "paused", 60)
+    assert update_status("up")["Message"].startswith("update paused due to failure or early termination of task ")
+
+    dd.out("service", "update", "--detach", "--args", "sleep 1d", "up")  # a new update resumes from there
+    assert eventually(lambda: update_status("up").get("State") == "completed", 60)
+
+    dd.out("service", "update", "--detach", "--args", "false", "--update-failure-action", "rollback", "up")
+    assert eventually(lambda: update_status("up").get("State") == "rollback_completed", 60)
+    assert update_status("up")["Message"] == "rollback completed"
+    spec = json.loads(dd.out("service", "inspect", "up"))[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert spec["Args"] == ["sleep", "1d"]
+    assert eventually(lambda: replicas(dd, "up") == "1/1", 60)
+    dd.out("service", "rm", "up")
+
+
+def test_service_logs_follow(dd: DockerDaemon, swarm: str, tmp_path: Path) -> None:
+    dd.out("service", "create", "--name", "chatty", "--replicas", "2", "--stop-grace-period", "1s", "busybox",
+           "sh", "-c", "echo first; sleep 15; echo second; sleep 1d")
+    out = tmp_path / "logs"
+    with open(out, "w") as sink:
+        follower = subprocess.Popen(["/usr/local/bin/docker", "service", "logs", "--follow", "chatty"],
+                                    env=dd.daemon.docker_env(), stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        assert eventually(lambda: out.read_text().count("| first") == 2, 30), out.read_text()
+        assert "| second" not in out.read_text()  # (the create returned well before the tasks wrote it)
+        # lines written after the follow began arrive too, from both replicas, each with its task's name
+        assert eventually(lambda: out.read_text().count("| second") == 2, 60), out.read_text()
+        lines = out.read_text().splitlines()
+        assert sorted(line.split(".")[1] for line in lines if line.endswith("| first")) == ["1", "2"]
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    dd.out("service", "rm", "chatty")

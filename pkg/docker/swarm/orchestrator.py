@@ -6,7 +6,7 @@ tasks and nodes and writes only differences, so a pass after a crash or restart 
 
 - replicated services: one task with desired state running per slot 1..Replicas; extra slots get
   desired state remove; a task whose spec differs from the service's template is replaced
-  (UpdateConfig.Parallelism slots at a time, stop-first);
+  (pace and failure handling: updates.py; UpdateConfig.Order stop-first or start-first);
 - global services: one such task per ready, active node;
 - a task that ended is replaced per its RestartPolicy (condition any/on-failure/none, delay,
   max attempts within a window);
@@ -23,7 +23,7 @@ from collections import defaultdict
 from typing import Any
 
 from pkg import errors
-from pkg.docker.swarm import objects, placement
+from pkg.docker.swarm import objects, placement, updates
 from pkg.docker.swarm.store import Store
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,12 @@ LEASE_TTL = 10
 POLL = 1.0
 
 
-def _dirty(task: Obj, service: Obj) -> bool:
-    return bool(task["Spec"] != service["Spec"].get("TaskTemplate"))
+_dirty = updates.dirty
+_ended = updates.ended
 
 
 def _order(service: Obj) -> str:
     return str((service["Spec"].get("UpdateConfig") or {}).get("Order") or "stop-first")
-
-
-def _ended(task: Obj) -> bool:
-    return task["Status"]["State"] in objects.TERMINAL
 
 
 class Orchestrator:
@@ -128,7 +124,7 @@ class Orchestrator:
                 constraints = placement.constraints_of(service["Spec"]["TaskTemplate"])
                 nodes_for = {n["ID"] for n in eligible if placement.satisfies(n, constraints)}
                 await self._global(service, mine, nodes_for, job=kind == "global-job")
-            await self._finish_update(service, mine)
+            await self._supervise_update(service, mine)
             await self._reap(mine, limit)
         await self._schedule(eligible)
 
@@ -137,7 +133,7 @@ class Orchestrator:
         slots: dict[int, list[Obj]] = defaultdict(list)
         for task in tasks:
             slots[int(task.get("Slot", 0))].append(task)
-        budget = self._update_budget(service, tasks)
+        budget = self._budget(service, tasks)
         for slot in range(1, wanted + 1):
             budget -= await self._converge_slot(service, slots.get(slot, []), slot, "", eligible, budget)
         for slot, slot_tasks in slots.items():
@@ -165,7 +161,7 @@ class Orchestrator:
         per_node: dict[str, list[Obj]] = defaultdict(list)
         for task in tasks:
             per_node[task["NodeID"]].append(task)
-        budget = self._update_budget(service, tasks)
+        budget = self._budget(service, tasks)
         for node_id in sorted(eligible):
             budget -= await self._converge_slot(service, per_node.get(node_id, []), 0, node_id, eligible, budget,
                                                 job=job)
@@ -175,16 +171,11 @@ class Orchestrator:
                     if task["DesiredState"] == "running":
                         await self._set_desired(task, "shutdown")
 
-    @staticmethod
-    def _update_budget(service: Obj, tasks: list[Obj]) -> int:
-        """How many slots may start a replacement for a spec change now (Parallelism; 0 = all)."""
-        parallelism = int((service["Spec"].get("UpdateConfig") or {}).get("Parallelism", 1) or 0)
-        if parallelism == 0:
-            return 1 << 30
-        in_flight = sum(1 for t in tasks if not _ended(t) and (
-            (t["DesiredState"] == "running" and t["Status"]["State"] != "running" and not _dirty(t, service))
-            or t["DesiredState"] == "shutdown"))
-        return max(0, parallelism - in_flight)
+    def _budget(self, service: Obj, tasks: list[Obj]) -> int:
+        allowed, wake_at = updates.budget(service, tasks)
+        if wake_at is not None:
+            self._next = wake_at if self._next is None else min(self._next, wake_at)
+        return allowed
 
     async def _converge_slot(self, service: Obj, tasks: list[Obj], slot: int, node_id: str,
                              eligible: set[str], budget: int, job: bool = False) -> int:
@@ -275,26 +266,16 @@ class Orchestrator:
             for task in old[:max(0, len(old) - keep)]:
                 await self._set_desired(task, "remove")
 
-    async def _finish_update(self, service: Obj, tasks: list[Obj]) -> None:
-        """An update (or rollback) is complete once no task of the old spec is wanted and the new ones run."""
-        status = service.get("UpdateStatus") or {}
-        if status.get("State") not in ("updating", "rollback_started"):
-            return
-        wanted = [t for t in tasks if t["DesiredState"] == "running"]
-        if any(_dirty(t, service) or t["Status"]["State"] not in ("running", "complete") for t in wanted):
-            return
-        if any(t["DesiredState"] == "shutdown" and not _ended(t) for t in tasks):
-            return  # an old task is still stopping (stop-first: its successor is not there yet)
-        count = objects.replicas(service)
-        if count is not None and len(wanted) < count:
-            return
-        rollback = status["State"] == "rollback_started"
-        service["UpdateStatus"] = {**status, "State": "rollback_completed" if rollback else "completed",
-                                   "CompletedAt": objects.now(),
-                                   "Message": "rollback completed" if rollback else "update completed"}
-        try:
-            await self.store.update("services", service)
-        except (errors.Internal, errors.NotFound):
+    async def _supervise_update(self, service: Obj, tasks: list[Obj]) -> None:
+        changed, wake_at = updates.supervise(service, tasks)
+        if wake_at is not None:
+            self._next = wake_at if self._next is None else min(self._next, wake_at)
+        if changed:
+            service["UpdatedAt"] = objects.now()
+            try:
+                await self.store.update("services", service)
+            except (errors.Internal, errors.NotFound):
+                pass
             self.wake()
 
     async def _schedule(self, eligible: list[Obj]) -> None:

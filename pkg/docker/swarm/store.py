@@ -46,6 +46,10 @@ def etcd_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         try:
             return await fn(*args, **kwargs)
         except aetcd.exceptions.ClientError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # grpc turns our own cancellation into a CANCELLED RPC error: keep it a cancellation
+                raise asyncio.CancelledError from None
             raise errors.Unavailable(f"the swarm's etcd is unavailable: {exc}") from None
 
     return wrapper
