@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 
 from pkg import errors
+from pkg.docker.build.builder import Builder
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images.service import ImageService
@@ -45,6 +46,7 @@ class Backends:
     networks: NetworkService | None = None  # Docker networks (pkg.networks)
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
+    builder: Builder | None = None  # docker build (pkg.docker.build) on the Docker domain
 
 
 BACKENDS = web.AppKey("backends", Backends)

@@ -13,6 +13,7 @@ import dockerapi.handlers.containers as container_routes
 import dockerapi.handlers.containers_lifecycle as container_lifecycle_routes
 from dockerapi.handlers import archive as archive_routes
 from dockerapi.handlers import attach, auth, events, images, images_archive, images_registry, logs, stats, system, top
+from dockerapi.handlers import build as build_routes
 from dockerapi.handlers import exec as exec_
 from dockerapi.handlers import images_commit as commit_routes
 from dockerapi.handlers import networks as network_routes
@@ -28,6 +29,7 @@ MODULES += [attach, exec_, logs, stats, top]
 MODULES += [volume_routes]
 MODULES += [network_routes]
 MODULES += [archive_routes]
+MODULES += [build_routes]
 
 
 def all_routes() -> list[Route]:

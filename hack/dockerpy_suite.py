@@ -37,7 +37,6 @@ from lib.registry import start_registry  # noqa: E402
 
 # Whole files of features Narwhal does not serve (yet): (path regex, reason).
 IGNORED_FILES = [
-    (r"(api_)?build_test\.py$", "docker build is a later issue"),
     (r"(api_swarm|models_swarm|swarm)_test\.py$", "Swarm is not served"),
     (r"(api_service|models_services|service)_test\.py$", "Swarm services are not served"),
     (r"(api_secret|api_config)_test\.py$", "Swarm secrets/configs are not served"),
@@ -50,7 +49,6 @@ IGNORED_FILES = [
 
 # Single tests: (node id regex, reason).
 DESELECTED = [
-    (r"::test_\w*build\w*|test_443_handle_nonchunked", "docker build is a later issue"),
     (r"ConnectionTimeoutTest", "connects to 192.168.10.2 (test traffic must stay on loopback)"),
     (r"test_create_network_attachable|test_create_network_ingress", "overlay networks need Swarm"),
     (r"test_run_with_image_that_does_not_exist",

@@ -34,6 +34,7 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.docker.build.builder import Builder
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.health import HealthChecker
@@ -159,6 +160,8 @@ class Daemon:
             execs=self.docker_execs,
             events=self.events,
             networks=self.docker_networks,
+            builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
+                            self.docker_runtime.ctx.root / "build"),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()

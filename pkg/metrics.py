@@ -211,6 +211,16 @@ class Metrics:
         self.pulls_in_progress = Gauge(
             "narwhal_image_pulls_in_progress", "Image pulls running now", registry=r)
 
+        # docker build (pkg.docker.build)
+        self.builds = Counter(
+            "narwhal_build_builds", "docker builds by result (success or the error kind)", ["result"], registry=r)
+        self.build_latency = Histogram(
+            "narwhal_build_duration_seconds", "docker build duration (context received to image named)",
+            buckets=SLOW_BUCKETS, registry=r)
+        self.build_steps = Counter(
+            "narwhal_build_steps", "Build steps (Dockerfile instructions after FROM) by how they ended: executed or "
+            "cached", ["result"], registry=r)
+
         # CNI
         self.cni_latency = Histogram(
             "narwhal_cni_operation_duration_seconds", "CNI plugin calls by command (ADD, DEL, CHECK, ...)",

@@ -173,12 +173,6 @@ async def _container_counts(b: Backends) -> dict[str, int]:
     return counts
 
 
-# ---- build cache: Narwhal builds nothing yet, so there is none to prune ----
-async def build_prune(request: web.Request) -> web.Response:
-    """``docker system prune`` ends with this; answer as a builder with an empty cache (moby's shape)."""
-    return web.json_response({"CachesDeleted": [], "SpaceReclaimed": 0})
-
-
 # ---- Swarm, as a node that is in none answers ----
 async def swarm_inspect(request: web.Request) -> web.Response:
     raise errors.Unavailable('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
@@ -197,5 +191,4 @@ ROUTES = [
     ("GET", "/system/df", system_df.system_df),
     ("GET", "/swarm", swarm_inspect),
     ("POST", "/swarm/leave", swarm_leave),
-    ("POST", "/build/prune", build_prune),
 ]

@@ -6,7 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi.backend import Backends, backends
-from dockerapi.handlers import containers_json, images_json
+from dockerapi.handlers import build, containers_json, images_json
 from pkg import errors
 from pkg.images.model import Image
 from pkg.system import writable_layer_sizes
@@ -32,7 +32,7 @@ async def system_df(request: web.Request) -> web.Response:
     if "volume" in want:
         body["Volumes"] = await _volumes(b)
     if "build-cache" in want:
-        body["BuildCache"] = []
+        body["BuildCache"] = await build.cache_records(request)
     return web.json_response(body)
 
 

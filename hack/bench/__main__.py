@@ -26,6 +26,7 @@ REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(REPO / "test"), str(REPO / "hack"), str(REPO)]
 
 import anchors  # noqa: E402
+import build_bench  # noqa: E402
 import cri_bench  # noqa: E402
 import docker_bench  # noqa: E402
 import mkimage  # noqa: E402
@@ -36,6 +37,7 @@ from results import Results  # noqa: E402
 SMOKE_CRI = cri_bench.CriPlan(pods=2, execs=2, concurrent=3, concurrent_rounds=1, log_mb=2, log_rounds=1, pulls=1,
                               rss_pods=2)
 SMOKE_DOCKER = docker_bench.DockerPlan(runs=2, execs=2, ps_containers=3, ps_calls=2)
+SMOKE_BUILD = build_bench.BuildPlan(builds=1, sleep=1)
 BIG_LAYERS, BIG_LAYER_MB = 8, 12  # + busybox: ~100 MB in 9 layers
 
 
@@ -79,12 +81,15 @@ def main() -> int:
     doc = args.doc or (args.out / "benchmarks.md" if args.smoke else REPO / "docs" / "benchmarks.md")
     cri_plan = SMOKE_CRI if args.smoke else cri_bench.CriPlan()
     docker_plan = SMOKE_DOCKER if args.smoke else docker_bench.DockerPlan()
+    build_plan = SMOKE_BUILD if args.smoke else build_bench.BuildPlan()
     for item in args.set:
         key, _, value = item.partition("=")
         if key in cri_plan.__dataclass_fields__:
             cri_plan = dataclasses.replace(cri_plan, **{key: int(value)})
         elif key in docker_plan.__dataclass_fields__:
             docker_plan = dataclasses.replace(docker_plan, **{key: int(value)})
+        elif key in build_plan.__dataclass_fields__:
+            build_plan = dataclasses.replace(build_plan, **{key: int(value)})
         else:
             parser.error(f"--set {item}: no such plan field")
     want_cri, want_docker = args.only in (None, "cri"), args.only in (None, "docker")
@@ -95,6 +100,7 @@ def main() -> int:
         cri_bench.declare(results, cri_plan)
     if want_docker:
         docker_bench.declare(results, docker_plan)
+        build_bench.declare(results, build_plan)
     started = time.monotonic()
     log("seeding the registry")
     registry = start_registry()
@@ -120,6 +126,8 @@ def main() -> int:
                     systems.append(stack.enter_context(anchors.dockerd(registry)))
                 log("Docker benchmarks")
                 docker_bench.run(systems, docker_plan, results, log)
+                log("build benchmarks")
+                build_bench.run(systems, build_plan, results, log)
     finally:
         registry.stop()
 
@@ -135,7 +143,7 @@ def main() -> int:
             _version(["runc", "--version"]),
             _version(["dockerd", "--version"]) if with_dockerd else "dockerd not run",
         ]),
-        "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__},
+        "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__, "build": build_plan.__dict__},
     }
     report.write_json(args.out / "results.json", results, meta)
     table = report.markdown(results, meta)

@@ -31,7 +31,7 @@ from pkg.images.detail import Describer, ImageDetail
 from pkg.images.login import SearchResult
 from pkg.images.login import login as registry_login
 from pkg.images.login import search as registry_search
-from pkg.images.model import Distribution, Image, ImageConfig, RegistryAuth
+from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
 from pkg.images.pull import ProgressSink, Puller
 from pkg.images.push import Pusher
 from pkg.images.registry import RegistrySession
@@ -207,6 +207,12 @@ class ImageService:
         image_id = await self._committer.commit(req)
         self._fs_cache = None
         return await self.get(image_id)
+
+    async def diff_snapshot(self, key: str, parent_chain: str, lease_id: str,
+                            media_type: str = media.OCI_LAYER_GZIP) -> tuple[Descriptor, str]:
+        """The changes of the active snapshot ``key`` over the committed ``parent_chain`` as a layer blob in the
+        content store, held by ``lease_id``: (descriptor, diff ID).  The builder commits its steps with it."""
+        return await self._committer._diff(key, parent_chain, media_type, lease_id)
 
     async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:
         """A tar stream (OCI layout + docker-archive manifest.json) of the named images.

@@ -1,0 +1,1 @@
+"""The Docker domain's own packages (architecture-next.md): build/ so far."""
