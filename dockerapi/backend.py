@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from aiohttp import web
-from pkg.docker.build.builder import Builder
 
 from dockerapi.swarm_backend import SwarmBackend
 from pkg import errors
+from pkg.docker.build.builder import Builder
 from pkg.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images.service import ImageService

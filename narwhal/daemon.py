@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
-from pkg.docker.build.builder import Builder
 
 from cri.container import ContainerHandlers
 from cri.events import EventHandlers
@@ -36,6 +35,7 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.docker.build.builder import Builder
 from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor

@@ -125,6 +125,8 @@ async def _until_done_or_gone(request: web.Request, task: asyncio.Task[str]) -> 
     while True:
         done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
         if done:
+            if task.cancelled():  # POST /build/cancel
+                raise BuildFailed("context canceled")
             return task.result()
         transport = request.transport
         if transport is None or transport.is_closing():

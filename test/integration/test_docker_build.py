@@ -12,8 +12,10 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lib.daemon import mounts_under
@@ -322,3 +324,52 @@ def test_add_url_and_copy_heredoc(dockerd: DockerDaemon, tmp_path: Path) -> None
         server.shutdown()
         server.server_close()
         dockerd.docker("rmi", "remote:1", check=False)
+
+
+def test_build_cancel_by_id(dockerd: DockerDaemon) -> None:
+    context = tar_of([file_member("Dockerfile", b"FROM busybox\nRUN sleep 300\n")])
+    answer: dict[str, Any] = {}
+
+    def client() -> None:
+        answer["status"], answer["body"] = post_build(dockerd, "buildid=cancel-me&nocache=1", context)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        assert eventually(lambda: dockerd.docker("ps", "-q").stdout.strip() != "", timeout=60)
+        conn = _UnixConnection(dockerd.daemon.docker_socket)
+        conn.request("POST", "/v1.45/build/cancel?id=cancel-me")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        thread.join(timeout=60)
+    assert answer["status"] == 200 and "context canceled" in answer["body"]
+    assert eventually(lambda: dockerd.docker("ps", "-aq").stdout.strip() == "", timeout=60)
+    status, body = post_build(dockerd, "", b"")  # an empty body is no context
+    assert status == 400
+
+
+def test_copy_follows_symlinked_directories_of_the_image(dockerd: DockerDaemon, tmp_path: Path) -> None:
+    ctx = write(tmp_path, {"Dockerfile": (
+        "FROM busybox\nRUN mkdir -p /real && ln -s /real /lnk && mkdir -m 0700 /keep\n"
+        "COPY f.txt /lnk/\nCOPY tree/ /lnk/\nCOPY f.txt /keep/\n"
+        "RUN test -L /lnk && ls /real && stat -c '%a' /keep\n"), "f.txt": "f", "tree/sub/g.txt": "g"})
+    out = build(dockerd, ctx, "--no-cache").stdout
+    assert "f.txt\nsub\n700" in out  # into the link's target; the link and the existing dir's mode stay
+
+
+def test_network_add_host_and_image_events(dockerd: DockerDaemon, tmp_path: Path) -> None:
+    since = str(int(time.time()) - 1)
+    ctx = write(tmp_path, {"Dockerfile": (
+        "FROM busybox\nRUN grep -q 'myhost' /etc/hosts && grep -q 10.1.2.3 /etc/hosts\n"
+        "RUN ls /sys/class/net > /nets\n")})
+    out = build(dockerd, ctx, "--network", "none", "--add-host", "myhost:10.1.2.3", "--no-cache",
+                "-t", "events:1").stdout
+    image_id = json.loads(dockerd.out("image", "inspect", "events:1"))[0]["Id"]
+    assert run_output(dockerd, "events:1", "cat", "/nets").split() == ["lo"]  # no interface but loopback
+    assert "Successfully tagged events:1" in out
+    events = dockerd.out("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter", "type=image",
+                         "--format", "{{.Action}} {{.Actor.ID}} {{index .Actor.Attributes \"name\"}}").splitlines()
+    assert f"create {image_id} {image_id}" in events
+    assert f"tag {image_id} events:1" in events
+    dockerd.docker("rmi", "events:1")
