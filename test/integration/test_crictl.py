@@ -333,3 +333,63 @@ def test_errors_and_idempotence(c: Crictl) -> None:
     refused = c.run("runp", bad, check=False)
     assert refused.returncode == 1 and "InvalidArgument" in refused.stderr and "64 bytes" in refused.stderr
     assert c.out("pods", "-q") == ""
+
+
+def test_runtime_config_and_imagefsinfo(c: Crictl) -> None:
+    assert c.out("runtime-config").split() == ["cgroup", "driver:", "CGROUPFS"]
+    fs = c.json("imagefsinfo")["status"]
+    assert fs["imageFilesystems"][0]["fsId"]["mountpoint"].endswith("overlayfs")
+    assert int(fs["imageFilesystems"][0]["usedBytes"]["value"]) > 0
+
+
+def test_update_resources(c: Crictl) -> None:
+    _, cid, _ = run_pod_with(c, "limited", ["sleep", "3600"])
+    wait_state(c, cid, "CONTAINER_RUNNING")
+    assert c.out("update", "--memory", str(64 << 20), "--cpu-quota", "20000", cid) == cid
+    resources = c.json("inspect", cid)["status"]["resources"]["linux"]
+    assert int(resources["memoryLimitInBytes"]) == 64 << 20 and int(resources["cpuQuota"]) == 20000
+    assert c.out("exec", cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes") == str(64 << 20)
+
+
+def test_run_and_events(c: Crictl) -> None:
+    """``crictl run`` (runp + create + start in one) while ``crictl events`` streams the container's events."""
+    c.run("pull", "busybox")
+    with c.popen("events", "-o", "json", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as events:
+        assert events.stdout is not None
+        try:
+            pod_file, _ = pod_config(c)
+            cid = c.out("run", container_config(c, "oneshot", ["sh", "-c", "exit 0"]), pod_file)
+            wait_state(c, cid, "CONTAINER_EXITED")
+            pod = c.json("inspect", cid)["info"]["sandboxID"]
+            c.run("rmp", "-f", pod)
+            kinds: list[str] = []
+            buffer = ""
+            deadline = time.monotonic() + 30
+            while "CONTAINER_DELETED_EVENT" not in kinds and time.monotonic() < deadline:
+                ready, _, _ = select.select([events.stdout], [], [], 1)
+                if not ready:
+                    continue
+                chunk = os.read(events.stdout.fileno(), 65536).decode()
+                if not chunk:
+                    break
+                buffer += chunk
+                kinds = [e["containerEventType"] for e in _json_objects(buffer) if e.get("containerId") == cid]
+        finally:
+            events.kill()
+    assert kinds == ["CONTAINER_CREATED_EVENT", "CONTAINER_STARTED_EVENT", "CONTAINER_STOPPED_EVENT",
+                     "CONTAINER_DELETED_EVENT"], kinds
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """The complete JSON objects in a stream of pretty-printed ones (crictl events -o json)."""
+    decoder, index = json.JSONDecoder(), 0
+    objects: list[dict[str, Any]] = []
+    while True:
+        start = text.find("{", index)
+        if start < 0:
+            return objects
+        try:
+            obj, index = decoder.raw_decode(text, start)
+        except ValueError:
+            return objects
+        objects.append(obj)

@@ -178,7 +178,12 @@ def main() -> int:
     status = 0
     medians: dict[str, dict[str, float]] = {}
     try:
-        pushed = critest_images.push_all(registry.host)
+        try:
+            pushed = critest_images.push_all(registry.host)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"cannot build critest's substitute images: {exc}\n(they need gcc with libc6-dev, and Debian's "
+                  "busybox package from apt's cache or `apt-get download busybox`)", file=sys.stderr)
+            return 3
         print(f"registry {registry.host}: {len(pushed)} substitute images", flush=True)
         for name, system in systems.items():
             out = args.out if len(systems) == 1 else args.out / name
