@@ -56,10 +56,12 @@ class SwarmAPI:
 
     # ---- nodes ----
     async def node_list(self, filters: Filters) -> list[Obj]:
-        return await nodes.list_nodes(self.cluster.manager_store(), filters, self._self_id())
+        store = self.cluster.manager_store()
+        return nodes.with_leader(await nodes.list_nodes(store, filters, self._self_id()), await store.leader())
 
     async def node_get(self, ref: str) -> Obj:
-        return await nodes.get(self.cluster.manager_store(), ref, self._self_id())
+        store = self.cluster.manager_store()
+        return nodes.with_leader([await nodes.get(store, ref, self._self_id())], await store.leader())[0]
 
     async def node_update(self, ref: str, version: int, spec: Obj) -> None:
         node = await nodes.get(self.cluster.manager_store(), ref, self._self_id())

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
 from pkg.docker.swarm import objects
+from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
 from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
@@ -72,7 +72,7 @@ class Cluster:
         self.root = root / "swarm"
         self.state_dir = state / "swarm"
         self.executor = executor
-        self.external = [_endpoint(e) for e in external_endpoints]
+        self.external = [endpoint(e) for e in external_endpoints]
         self.engine_version = engine_version
         self.resources = {"NanoCPUs": ncpu * 1_000_000_000, "MemoryBytes": mem_total}
         self.member = EtcdMember(self.root, self.state_dir)
@@ -83,6 +83,8 @@ class Cluster:
         self._agent_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock = asyncio.Lock()
+        self.error = ""  # why a node in a swarm could not rejoin it (retried in the background)
+        self._rejoin: asyncio.Task[None] | None = None
 
     @property
     def node_file(self) -> Path:
@@ -99,6 +101,8 @@ class Cluster:
 
     def manager_store(self) -> Store:
         """The store, for calls only a manager serves (503 otherwise, as moby)."""
+        if self.node is not None and self.store is None and self.error:
+            raise errors.Unavailable(f"this node's swarm is not reachable: {self.error}")
         if not self.is_manager or self.store is None:
             raise errors.Unavailable(NOT_MANAGER)
         return self.store
@@ -114,14 +118,34 @@ class Cluster:
             log.error("swarm: unreadable %s (%s): not rejoining", self.node_file, exc)
             return
         log.info("swarm: node %s rejoining its swarm", node.node_id)
-        await self._activate(node)
-        await self._mark_node(node, "ready")
+        self.node = node  # in a swarm even while its store is unreachable: init is refused, leave works
+        if not await self._try_rejoin(node):
+            self._rejoin = create_guarded_task(lambda: self._rejoin_loop(node), "swarm-rejoin")
+
+    async def _try_rejoin(self, node: NodeState) -> bool:
+        """One attempt; an unreachable etcd must not keep the daemon from starting."""
+        try:
+            await self._activate(node, connect_timeout=5.0)  # the daemon's start waits on this one
+            await self._mark_node(node, "ready")
+        except errors.NarwhalError as exc:
+            self.error = exc.message
+            log.error("swarm: cannot rejoin the swarm yet: %s", exc.message)
+            await self._deactivate(keep_node=True)
+            return False
+        self.error = ""
+        return True
+
+    async def _rejoin_loop(self, node: NodeState) -> None:
+        while not await self._try_rejoin(node):
+            await asyncio.sleep(5)
 
     async def close(self) -> None:
         """Daemon shutdown: stop our loops; etcd keeps running (adopted on the next start)."""
-        await self._deactivate()
+        if self._rejoin is not None:
+            await cancel_tasks([self._rejoin])
+        await self._deactivate(agent_timeout=20.0)
 
-    async def _activate(self, node: NodeState) -> None:
+    async def _activate(self, node: NodeState, connect_timeout: float = 30.0) -> None:
         if node.external:
             endpoints = self.external
             if not endpoints:
@@ -134,7 +158,7 @@ class Cluster:
             await asyncio.to_thread(self.member.ensure_started, member)
             endpoints = [("127.0.0.1", member.client_port)]
         store = Store(endpoints)
-        await store.connect()
+        await store.connect(connect_timeout)
         self.store, self.node = store, node
         self.agent = Agent(store, node.node_id, self.executor, self.state_dir)
         self._agent_task = create_guarded_task(self.agent.run, "swarm-agent")
@@ -145,15 +169,16 @@ class Cluster:
         if not node.external:
             self._tasks.append(create_guarded_task(self._etcd_watchdog, "swarm-etcd-watchdog", restart_delay=1.0))
 
-    async def _deactivate(self) -> None:
+    async def _deactivate(self, keep_node: bool = False, agent_timeout: float = 60.0) -> None:
+        node = self.node
         if self.agent is not None:
-            await self.agent.stop(self._agent_task)
+            await self.agent.stop(self._agent_task, agent_timeout)
         self._agent_task = None
         await cancel_tasks(self._tasks)
         self._tasks = []
         if self.store is not None:
             await self.store.close()
-        self.store, self.agent, self.orchestrator, self.node = None, None, None, None
+        self.store, self.agent, self.orchestrator, self.node = None, None, None, node if keep_node else None
 
     async def _watch(self) -> None:
         """Every store change wakes the reconcilers (they also poll, so a lost watch only slows them)."""
@@ -185,11 +210,11 @@ class Cluster:
         async with self._lock:
             if self.node is not None:
                 raise errors.Unavailable(ALREADY_IN_SWARM)
-            listen_host, listen_port = _split_addr(req.listen_addr or "0.0.0.0:2377", DEFAULT_PORT)
+            listen_host, listen_port = split_addr(req.listen_addr or "0.0.0.0:2377", DEFAULT_PORT)
             advertise = req.advertise_addr or (listen_host if listen_host not in ("0.0.0.0", "::") else "")
-            adv_host, adv_port = _split_addr(advertise or _default_address(), listen_port)
-            node = NodeState(node_id=objects.new_id(), role="manager", advertise_addr=_join(adv_host, adv_port),
-                             listen_addr=_join(listen_host, listen_port), external=bool(self.external))
+            adv_host, adv_port = split_addr(advertise or default_address(), listen_port)
+            node = NodeState(node_id=objects.new_id(), role="manager", advertise_addr=join_addr(adv_host, adv_port),
+                             listen_addr=join_addr(listen_host, listen_port), external=bool(self.external))
             try:
                 await self._create(node, req, adv_host)
             except BaseException:
@@ -236,20 +261,30 @@ class Cluster:
             node = self.node
             if node is None:
                 raise errors.Unavailable(NOT_IN_SWARM)
-            last_manager = False
+            last_manager = True
             if node.role == "manager" and self.store is not None:
-                managers = [n for n in await self.store.list("nodes") if n["Spec"].get("Role") == "manager"]
-                last_manager = len(managers) <= 1
-                if not force:
-                    raise errors.Unavailable(LEAVE_LAST_MANAGER if last_manager else (
-                        "You are attempting to leave the swarm on a node that is participating as a manager. "
-                        "Use `--force` to ignore this message."))
+                try:
+                    managers = [n for n in await self.store.list("nodes") if n["Spec"].get("Role") == "manager"]
+                    last_manager = len(managers) <= 1
+                except errors.Unavailable:
+                    if not force:
+                        raise
+            if node.role == "manager" and not force:
+                raise errors.Unavailable(LEAVE_LAST_MANAGER if last_manager else (
+                    "You are attempting to leave the swarm on a node that is participating as a manager. "
+                    "Use `--force` to ignore this message."))
+            if self._rejoin is not None:
+                await cancel_tasks([self._rejoin])
+                self._rejoin = None
             store = self.store
             if node.external and store is not None:
-                if last_manager:
-                    await store.delete_all()
-                else:
-                    await store.delete("nodes", node.node_id)
+                try:
+                    if last_manager:
+                        await store.delete_all()
+                    else:
+                        await store.delete("nodes", node.node_id)
+                except errors.Unavailable as exc:  # forced: leave anyway, the records stay behind
+                    log.warning("swarm: leaving without cleaning the external etcd: %s", exc.message)
             await self._deactivate()
             for container_id in self.executor.containers().values():
                 await self.executor.remove(container_id)
@@ -297,11 +332,14 @@ class Cluster:
     async def info(self) -> Obj:
         """/info's Swarm section."""
         node = self.node
-        if node is None or self.store is None:
+        if node is None:
             return {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
                     "Error": "", "RemoteManagers": None}
         section: Obj = {"NodeID": node.node_id, "NodeAddr": node.advertise_addr.rpartition(":")[0],
                         "LocalNodeState": "active", "ControlAvailable": node.role == "manager", "Error": ""}
+        if self.store is None:
+            return {**section, "LocalNodeState": "error", "ControlAvailable": False, "Error": self.error,
+                    "RemoteManagers": None}
         try:
             nodes = await self.store.list("nodes")
             managers = [n for n in nodes if n["Spec"].get("Role") == "manager"]
@@ -325,44 +363,3 @@ class Cluster:
 
 def public_cluster(cluster: Obj) -> Obj:
     return {k: v for k, v in cluster.items() if k not in objects.PRIVATE_CLUSTER_KEYS}
-
-
-def _split_addr(value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or "]" in port:
-        host, port = value, str(default_port)
-    host = host.strip("[]")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise errors.InvalidArgument(f"invalid listen address {value}")
-    if host and not _is_ip(host):
-        raise errors.InvalidArgument(f"advertise address must be a non-zero IP address or network interface "
-                                     f"(with optional port number), got {host!r}")
-    return host, int(port)
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return False
-    return True
-
-
-def _default_address() -> str:
-    """The address of the interface of the default route (no packet is sent), else loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))
-            return str(s.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
-def _endpoint(value: str) -> tuple[str, int]:
-    text = value.split("://", 1)[-1].rstrip("/")
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)

@@ -40,6 +40,14 @@ async def list_nodes(store: Store, filters: dict[str, list[str]], self_id: str) 
     return out
 
 
+def with_leader(found: list[Obj], leader: str) -> list[Obj]:
+    """ManagerStatus.Leader as the leader key says (only the manager holding it is the leader)."""
+    for node in found:
+        if "ManagerStatus" in node:
+            node["ManagerStatus"]["Leader"] = node["ID"] == leader
+    return found
+
+
 async def update(store: Store, ref: str, version: int, spec: Obj, self_id: str) -> None:
     node = await get(store, ref, self_id)
     if node["Version"]["Index"] != version:
