@@ -193,6 +193,7 @@ async def remove(registry: Registry, path: str) -> None:
     a running container's environment and /etc/hosts stay as they were."""
     parent_ref, _, alias = path.strip("/").rpartition("/")
     if not parent_ref:
+        registry.resolve(alias)  # moby looks the container up first: an unknown name is its 404
         raise errors.Internal("Conflict, cannot remove the default link name of the container")
     try:
         parent: EngineRecord | None = registry.get(parent_ref)
