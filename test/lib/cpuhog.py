@@ -3,7 +3,6 @@ hides or reveals are exercised both ways (idle and loaded variants of the same t
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,15 +11,15 @@ LOADS = ("idle", "loaded")  # pytest ids of the two variants
 
 
 @contextlib.contextmanager
-def load(kind: str, processes: int | None = None) -> Iterator[None]:
-    """``kind`` "loaded": one busy loop per CPU (or ``processes``) for the block; "idle": nothing."""
+def load(kind: str, processes: int = 1) -> Iterator[None]:
+    """``kind`` "loaded": ``processes`` busy loops for the block (one keeps a core of the 2-core test machine
+    busy without doubling the suite's time); "idle": nothing."""
     if kind == "idle":
         yield
         return
     assert kind == "loaded", kind
-    count = processes or os.cpu_count() or 1
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
-            for _ in range(count)]
+            for _ in range(processes)]
     try:
         yield
     finally:
