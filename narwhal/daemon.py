@@ -40,6 +40,7 @@ from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor
 from pkg.engine.engine import Engine
+from pkg.engine.pods_view import PodsView
 from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.service import ImageService as ImageCore
@@ -181,6 +182,7 @@ class Daemon:
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
             swarm=SwarmAPI(self.swarm, self.events),
+            **self._pods_view(),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
@@ -188,6 +190,14 @@ class Daemon:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
+
+    def _pods_view(self) -> dict[str, Any]:
+        """docker-shows-pods: kubelet's containers in the Docker API (pkg.engine.pods_view), off by default."""
+        if not self.cfg.docker_shows_pods:
+            return {}
+        assert self.runtime is not None
+        return {"pods": PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods),
+                "pod_execs": ExecManager(self.runtime.containers)}
 
     async def _start_networks(self) -> None:
         """Docker networks: named networks for the shared NetworkManager, before anything joins one."""
