@@ -51,6 +51,7 @@ class Backends:
     builder: Builder | None = None  # docker build (pkg.docker.build) on the Docker domain
     swarm: SwarmBackend | None = None  # Swarm mode (pkg.docker.swarm.api.SwarmAPI)
     pods: PodsView | None = None  # docker-shows-pods: kubelet's containers (the CRI domain's), read-mostly
+    pod_containers: ContainerService | None = None  # docker-images-for-pods: rmi counts pods' containers as users
     pod_execs: ExecManager | None = None  # exec instances in kubelet's containers (docker-shows-pods)
 
 

@@ -43,6 +43,7 @@ from pkg.engine.engine import Engine
 from pkg.engine.pods_view import PodsView
 from pkg.events import EventBus
 from pkg.health import HealthChecker
+from pkg.images.mirror import ImageMirror, docker_users_guard
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.networks.owners import DockerSandboxes
@@ -145,6 +146,7 @@ class Daemon:
                              self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
         self.docker_runtime.ctx.events.describe = _docker_event_attributes(self.engine)
+        await self._share_images()
         status("restarting Docker containers by their restart policies")
         await self.engine.start_engine()  # after the network: recovery may restart containers
 
@@ -191,13 +193,30 @@ class Daemon:
         log.info("narwhald ready")
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
 
+    async def _share_images(self) -> None:
+        """docker-images-for-pods: Docker's image names mirrored into the CRI image store (pkg.images.mirror),
+        and removal through either face refused while the other face's containers use the image."""
+        if not self.cfg.docker_images_for_pods:
+            return
+        assert self.images is not None and self.docker_images is not None
+        assert self.runtime is not None and self.docker_runtime is not None
+        cri_containers, docker_containers = self.runtime.containers, self.docker_runtime.containers
+        mirror = ImageMirror(self.docker_images, self.images,
+                             lambda: {m.image_id for m, _ in cri_containers.list()})
+        self.docker_images.store.watcher = mirror
+        self.images.remove_guard = docker_users_guard(lambda: {m.id: m.image_id for m, _ in docker_containers.list()})
+        await mirror.sync()
+
     def _pods_view(self) -> dict[str, Any]:
         """docker-shows-pods: kubelet's containers in the Docker API (pkg.engine.pods_view), off by default."""
-        if not self.cfg.docker_shows_pods:
-            return {}
         assert self.runtime is not None
-        return {"pods": PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods),
-                "pod_execs": ExecManager(self.runtime.containers)}
+        view: dict[str, Any] = {}
+        if self.cfg.docker_images_for_pods:  # docker rmi counts pods' containers as the image's users
+            view["pod_containers"] = self.runtime.containers
+        if self.cfg.docker_shows_pods:
+            view["pods"] = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
+            view["pod_execs"] = ExecManager(self.runtime.containers)
+        return view
 
     async def _start_networks(self) -> None:
         """Docker networks: named networks for the shared NetworkManager, before anything joins one."""

@@ -41,6 +41,8 @@ FLAGS: list[tuple[str, str]] = [
                           "(true/false) [false]"),
     ("docker-may-stop-pods", "with docker-shows-pods: docker stop/kill/rm may act on kubelet's containers "
                              "(true/false) [false]"),
+    ("docker-images-for-pods", "image names made through the Docker API are also the CRI image store's, "
+                               "content shared, not copied (true/false) [false]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port), ','-separated [own etcd member]"),
 ]
 

@@ -67,6 +67,9 @@ class Config:
     docker_shows_pods: bool = False
     # With docker-shows-pods: `docker stop/kill/rm` may act on kubelet's containers (as with dockershim).
     docker_may_stop_pods: bool = False
+    # Every image name the Docker API makes (pull, load, build, commit, tag) is given to the CRI image store too,
+    # its content linked, not copied: a pod can use `docker build -t app:dev` with imagePullPolicy Never.
+    docker_images_for_pods: bool = False
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -302,6 +305,7 @@ CONVERTERS: dict[str, Any] = {
     "swarm-etcd-endpoints": _endpoints,
     "docker-shows-pods": _bool,
     "docker-may-stop-pods": _bool,
+    "docker-images-for-pods": _bool,
 }
 
 
