@@ -11,6 +11,7 @@ written as a pull writes them, and the records are named, all under one lease.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from pkg.containerd.client import Client
@@ -21,11 +22,18 @@ from pkg.images.model import Descriptor, Image
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids
 
+log = logging.getLogger(__name__)
 
-def _source(content: ContentStore, digest: str) -> Source:
-    """Read the blob from the other namespace (only used when containerd does not share content)."""
+
+def _source(content: ContentStore, digest: str, streamed: list[int]) -> Source:
+    """Read the blob from the other namespace from the offset containerd asks for: with shared content that
+    offset is already the blob's size (nothing to send); ``streamed`` counts what did go over."""
     async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
-        return offset, content.stream(digest, offset)
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in content.stream(digest, offset):
+                streamed[0] += len(chunk)
+                yield chunk
+        return offset, chunks()
     return source
 
 
@@ -70,7 +78,10 @@ class Sharer:
                 await self._content.update_labels(desc.digest, missing)
             await self._content.add_to_lease(desc.digest, lease_id)
             return
+        streamed = [0]
         written = await self._content.write(f"narwhal-share-{desc.digest}", desc.digest, desc.size,
-                                            _source(src_content, desc.digest), labels=labels, lease=lease_id)
-        if not written:  # linked from the shared store: make sure our lease holds it until the records do
+                                            _source(src_content, desc.digest, streamed), labels=labels,
+                                            lease=lease_id)
+        if not written:  # already ours meanwhile: make sure our lease holds it until the records do
             await self._content.add_to_lease(desc.digest, lease_id)
+        log.debug("blob %s shared: %d of %d bytes streamed", desc.digest, streamed[0], desc.size)

@@ -60,8 +60,10 @@ def test_docker_loaded_image_runs_in_a_pod_without_a_pull(shared: DaemonProcess,
     assert found is not None and found.id == image_id and APP in found.repo_tags
     listed = d.images().ListImages(api_pb2.ListImagesRequest(), timeout=30).images
     assert [i.id for i in listed if APP in i.repo_tags] == [image_id]
-    # The blobs were linked into the CRI namespace by digest, not streamed again.
+    # The blobs were linked into the CRI namespace by digest (containerd's shared content), not streamed again.
     assert image_id in ctr(d, "content", "ls", "-q", namespace="narwhal").split()
+    shared = [line.split("shared: ", 1)[1] for line in d.log().splitlines() if "pkg.images.share" in line]
+    assert len(shared) == 2 and all(line.startswith("0 of ") for line in shared), shared  # config and layer
 
     rs = d.runtime()
     config = cri.sandbox_config(log_dir=tmp_path / "logs", host_network=True)

@@ -89,7 +89,8 @@ def test_pods_containers_listed_with_dockershim_names(shown: Pod) -> None:
     meta = shown.config.metadata
     by_pod = ok(d, "ps", "-a", "--filter", f"label=io.kubernetes.pod.uid={meta.uid}", "--format", "{{.Names}}")
     assert sorted(by_pod.split()) == sorted([web, sidecar])
-    assert ok(d, "ps", "--filter", "name=k8s_sidecar_", "--format", "{{.ID}}").split() == [shown.containers["sidecar"][:12]]
+    by_name = ok(d, "ps", "--filter", "name=k8s_sidecar_", "--format", "{{.ID}}").split()
+    assert by_name == [shown.containers["sidecar"][:12]]
     assert ok(d, "ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}").split() == []
     rows = [json.loads(line) for line in ok(d, "ps", "--format", "{{json .}}").splitlines()]
     labels = {r["Names"]: r["Labels"] for r in rows}
