@@ -214,7 +214,10 @@ class Daemon:
         if self.cfg.docker_images_for_pods:  # docker rmi counts pods' containers as the image's users
             view["pod_containers"] = self.runtime.containers
         if self.cfg.docker_shows_pods:
-            view["pods"] = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
+            pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
+            events = self.runtime.ctx.events  # kubelet's containers' create/start/die/destroy in docker events
+            events.describe, events.shown_to_docker = pods.describe, True
+            view["pods"] = pods
             view["pod_execs"] = ExecManager(self.runtime.containers)
         return view
 

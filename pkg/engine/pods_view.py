@@ -64,6 +64,7 @@ class PodsView:
         self.sandboxes = sandboxes
         self.containers = containers  # the CRI domain's: logs, top, stats and exec run on it
         self.may_stop = may_stop
+        self._described: dict[str, dict[str, str]] = {}  # ID -> event attributes, for events after removal
 
     # ---- lookups ----
     def find(self, ref: str) -> str | None:
@@ -126,6 +127,17 @@ class PodsView:
             ip = found[1].ip if found is not None else ""
             networks = (NetworkInfo(name="pod", ip=ip),) if ip else ()
         return EngineContainer(record, status, networks)
+
+    def describe(self, container_id: str) -> dict[str, str] | None:
+        """Docker event attributes of a pod's container (labels, image, dockershim name), remembered for its
+        ``destroy`` event, which comes after the store forgot it."""
+        found = self.containers.ctx.containers.find(container_id)
+        if found is None:
+            return self._described.pop(container_id, None)
+        view = self._view(*found)
+        attributes = {**view.config.labels, "image": view.config.image, "name": view.name}
+        self._described[container_id] = attributes
+        return attributes
 
     # ---- guarded verbs ----
     def guard(self, container_id: str, verb: str) -> None:

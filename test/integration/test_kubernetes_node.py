@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,20 @@ def test_exec_top_stats(shown: Pod) -> None:
     assert row[0] == name and int(row[1]) >= 1
 
 
+def events(d: DaemonProcess) -> list[str]:
+    """Every container event so far, as "<action> <name>"."""
+    out = ok(d, "events", "--since", "0", "--until", str(int(time.time()) + 1), "--filter", "type=container",
+             "--format", "{{.Action}} {{.Actor.Attributes.name}}")
+    return out.splitlines()
+
+
+def test_events(shown: Pod) -> None:
+    seen = events(shown.daemon)
+    for container in ("web", "sidecar"):
+        name = shown.shim_name(container)
+        assert f"create {name}" in seen and f"start {name}" in seen
+
+
 @pytest.mark.parametrize("args", [("rm", "-f"), ("stop",), ("kill",), ("pause",), ("restart",),
                                   ("rename", "@", "x"), ("update", "--memory", "64m"), ("commit",)])
 def test_mutations_refused(shown: Pod, args: tuple[str, ...]) -> None:
@@ -181,17 +196,19 @@ def test_may_stop_pods_kill_is_seen_by_kubelet(registry: Registry, tmp_path: Pat
     try:
         pod = run_pod(d, registry, tmp_path)
         rs = d.runtime()
-        events = rs.GetContainerEvents(api_pb2.GetEventsRequest(), timeout=60)
+        stream = rs.GetContainerEvents(api_pb2.GetEventsRequest(), timeout=60)
         ok(d, "kill", pod.shim_name("sidecar"))
         status = cri.container_state(rs, pod.containers["sidecar"])
         assert status.state == api_pb2.CONTAINER_EXITED and status.exit_code == 137
-        stopped = next(e for e in events if e.container_id == pod.containers["sidecar"]
+        stopped = next(e for e in stream if e.container_id == pod.containers["sidecar"]
                        and e.container_event_type == api_pb2.CONTAINER_STOPPED_EVENT)
         assert stopped.pod_sandbox_status.id == pod.id
-        events.cancel()
+        stream.cancel()
         ok(d, "stop", "-t", "1", pod.shim_name("web"))
         assert cri.container_state(rs, pod.containers["web"]).state == api_pb2.CONTAINER_EXITED
         ok(d, "rm", pod.shim_name("web"))
+        seen = events(d)
+        assert f"die {pod.shim_name('sidecar')}" in seen and f"destroy {pod.shim_name('web')}" in seen
         listed = rs.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers
         assert [c.id for c in listed] == [pod.containers["sidecar"]]
         p = docker(d, "rename", pod.shim_name("sidecar"), "x")  # still refused: only stop/kill/rm are allowed
