@@ -130,6 +130,18 @@ def test_logs_and_follow(shown: Pod) -> None:
             follow.kill()
 
 
+def test_attach(shown: Pod) -> None:
+    d = shown.daemon
+    with subprocess.Popen([DOCKER, "attach", "--no-stdin", shown.shim_name("web")], env=d.docker_env(),
+                          stdout=subprocess.PIPE, text=True) as attached:
+        try:
+            assert attached.stdout is not None
+            assert attached.stdout.readline().startswith("tick ")  # live output of the running container
+        finally:
+            attached.kill()
+    assert cri.container_state(d.runtime(), shown.containers["web"]).state == api_pb2.CONTAINER_RUNNING
+
+
 def test_exec_top_stats(shown: Pod) -> None:
     d = shown.daemon
     name = shown.shim_name("sidecar")
