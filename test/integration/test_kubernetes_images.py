@@ -103,6 +103,38 @@ def test_docker_loaded_image_runs_in_a_pod_without_a_pull(shared: DaemonProcess,
     assert leftovers(d) == {}
 
 
+def test_docker_build_then_pod(shared: DaemonProcess, tmp_path: Path) -> None:
+    """minikube's docker-env workflow: docker build -t app:dev, then a pod runs it (no pull), then cleanup."""
+    d = shared
+    ok(d, "load", "-i", str(app_archive(tmp_path)))
+    ok(d, "tag", "app:dev", "base:1")
+    ok(d, "rmi", "app:dev")
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM base:1\nRUN echo built by docker > /built\nCMD [\"cat\", \"/built\"]\n")
+    ok(d, "build", "-t", "app:dev", str(context))
+    image_id = json.loads(ok(d, "image", "inspect", "app:dev"))[0]["Id"]
+    found = cri_image(d, "app:dev")
+    assert found is not None and found.id == image_id
+
+    rs = d.runtime()
+    config = cri.sandbox_config(log_dir=tmp_path / "logs", host_network=True)
+    pod = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
+    cid = rs.CreateContainer(api_pb2.CreateContainerRequest(
+        pod_sandbox_id=pod, config=cri.container_config(APP, [], name="app", log_path="app.log"),
+        sandbox_config=config), timeout=60).container_id
+    rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=60)
+    cri.wait_for(lambda: cri.container_state(rs, cid).state == api_pb2.CONTAINER_EXITED, what="the pod's exit")
+    assert "built by docker" in (tmp_path / "logs" / "app.log").read_text()
+    assert cri.container_state(rs, cid).exit_code == 0
+    rs.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    ok(d, "rmi", "app:dev", "base:1")
+    ok(d, "builder", "prune", "-af")
+    assert cri_image(d, "app:dev") is None and cri_image(d, "base:1") is None
+    assert leftovers(d) == {}
+
+
 def test_tag_and_cri_pulled_names(shared: DaemonProcess, tmp_path: Path) -> None:
     """A tag is mirrored; a CRI-side removal of an image no Docker container uses goes (Docker keeps its own)."""
     d = shared
@@ -116,11 +148,18 @@ def test_tag_and_cri_pulled_names(shared: DaemonProcess, tmp_path: Path) -> None
     assert leftovers(d) == {}
 
 
-def test_switch_off_keeps_images_apart(tmp_path: Path) -> None:
+def test_switch_off_keeps_images_apart_and_turning_it_on_shares_them(tmp_path: Path) -> None:
     d = start_daemon()
     try:
         ok(d, "load", "-i", str(app_archive(tmp_path)))
         assert cri_image(d, "app:dev") is None
+        d.stop()
+        d.args += ["--docker-images-for-pods", "true"]
+        d.start()
+        found = cri_image(d, "app:dev")  # mirrored at start: images Docker had before the switch
+        assert found is not None and found.id == json.loads(ok(d, "image", "inspect", "app:dev"))[0]["Id"]
         ok(d, "rmi", "app:dev")
+        assert cri_image(d, "app:dev") is None
+        assert leftovers(d) == {}
     finally:
         d.destroy()
