@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,11 +123,14 @@ def test_logs_and_follow(shown: Pod) -> None:
     last = max(int(line.split()[1]) for line in p.stdout.splitlines() if line.startswith("tick "))
     with subprocess.Popen([DOCKER, "logs", "-f", "--tail", "0", name], env=d.docker_env(),
                           stdout=subprocess.PIPE, text=True) as follow:
+        deadline = threading.Timer(30, follow.kill)  # a follow that never delivers fails instead of hanging
+        deadline.start()
         try:
             assert follow.stdout is not None
             line = follow.stdout.readline()  # a line written after the follow began
             assert line.startswith("tick ") and int(line.split()[1]) > last
         finally:
+            deadline.cancel()
             follow.kill()
 
 
@@ -134,10 +138,13 @@ def test_attach(shown: Pod) -> None:
     d = shown.daemon
     with subprocess.Popen([DOCKER, "attach", "--no-stdin", shown.shim_name("web")], env=d.docker_env(),
                           stdout=subprocess.PIPE, text=True) as attached:
+        deadline = threading.Timer(30, attached.kill)
+        deadline.start()
         try:
             assert attached.stdout is not None
             assert attached.stdout.readline().startswith("tick ")  # live output of the running container
         finally:
+            deadline.cancel()
             attached.kill()
     assert cri.container_state(d.runtime(), shown.containers["web"]).state == api_pb2.CONTAINER_RUNNING
 
