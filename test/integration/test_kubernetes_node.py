@@ -187,6 +187,11 @@ def test_mutations_refused(shown: Pod, args: tuple[str, ...]) -> None:
     assert state.state == api_pb2.CONTAINER_RUNNING
 
 
+def test_system_df_counts_pods_containers_once(shown: Pod) -> None:
+    rows = ok(shown.daemon, "system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}").splitlines()
+    assert "Containers 2 2" in rows, rows  # the pod's two running containers, nothing else on this daemon
+
+
 def test_docker_prune_leaves_pods_alone(shown: Pod) -> None:
     d = shown.daemon
     ok(d, "container", "prune", "-f")
