@@ -20,7 +20,7 @@ import signal
 
 from pkg import errors
 from pkg.containerd import tasks as ctr_tasks
-from pkg.engine.lifecycle import parse_signal
+from pkg.engine.lifecycle import WaitCondition, WaitResult, parse_signal
 from pkg.engine.model import (
     ContainerSpec,
     EngineContainer,
@@ -138,6 +138,20 @@ class PodsView:
         attributes = {**view.config.labels, "image": view.config.image, "name": view.name}
         self._described[container_id] = attributes
         return attributes
+
+    async def wait(self, container_id: str, condition: WaitCondition) -> WaitResult:
+        """``docker wait``: a kubelet container never runs again once exited (kubelet makes a new attempt), so
+        not-running and next-exit both end at its exit; removed is not offered (kubelet decides that)."""
+        if condition == WaitCondition.REMOVED:
+            raise errors.NotImplementedYet("wait condition removed is not supported for kubelet's containers")
+        _, status = self.containers.get(container_id)
+        if status.state == ContainerState.RUNNING:
+            await self.containers.exit_event(container_id).wait()
+            found = self.containers.ctx.containers.find(container_id)
+            if found is None:
+                return WaitResult(-1, "the container was removed")
+            status = found[1]
+        return WaitResult(status.exit_code)
 
     # ---- guarded verbs ----
     def guard(self, container_id: str, verb: str) -> None:

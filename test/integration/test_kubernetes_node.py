@@ -221,7 +221,12 @@ def test_may_stop_pods_kill_is_seen_by_kubelet(registry: Registry, tmp_path: Pat
         pod = run_pod(d, registry, tmp_path)
         rs = d.runtime()
         stream = rs.GetContainerEvents(api_pb2.GetEventsRequest(), timeout=60)
-        ok(d, "kill", pod.shim_name("sidecar"))
+        with subprocess.Popen([DOCKER, "wait", pod.shim_name("sidecar")], env=d.docker_env(),
+                              stdout=subprocess.PIPE, text=True) as waiting:
+            ok(d, "kill", pod.shim_name("sidecar"))
+            out, _ = waiting.communicate(timeout=30)
+        assert out == "137\n"
+        assert ok(d, "wait", pod.shim_name("sidecar")) == "137\n"  # already exited: at once
         status = cri.container_state(rs, pod.containers["sidecar"])
         assert status.state == api_pb2.CONTAINER_EXITED and status.exit_code == 137
         stopped = next(e for e in stream if e.container_id == pod.containers["sidecar"]
