@@ -16,6 +16,7 @@ from dockerapi.swarm_backend import SwarmBackend
 from pkg import errors
 from pkg.docker.build.builder import Builder
 from pkg.engine.engine import Engine
+from pkg.engine.pods_view import PodsView
 from pkg.events import EventBus
 from pkg.images.service import ImageService
 from pkg.metrics import Metrics
@@ -49,6 +50,9 @@ class Backends:
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
     builder: Builder | None = None  # docker build (pkg.docker.build) on the Docker domain
     swarm: SwarmBackend | None = None  # Swarm mode (pkg.docker.swarm.api.SwarmAPI)
+    pods: PodsView | None = None  # docker-shows-pods: kubelet's containers (the CRI domain's), read-mostly
+    pod_containers: ContainerService | None = None  # docker-images-for-pods: rmi counts pods' containers as users
+    pod_execs: ExecManager | None = None  # exec instances in kubelet's containers (docker-shows-pods)
 
 
 BACKENDS = web.AppKey("backends", Backends)

@@ -21,6 +21,7 @@ from dockerapi.handlers import (
     images_archive,
     images_registry,
     logs,
+    pods,
     stats,
     system,
     top,
@@ -51,7 +52,7 @@ MODULES += [build_routes, swarm_routes, swarm_node_routes, swarm_service_routes,
 def all_routes() -> list[Route]:
     routes: list[Route] = []
     for module in MODULES:
-        routes += module.ROUTES
+        routes += [(m, p, pods.guarded(m, p, h)) for m, p, h in module.ROUTES]
     return routes
 
 

@@ -40,8 +40,10 @@ from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor
 from pkg.engine.engine import Engine
+from pkg.engine.pods_view import PodsView
 from pkg.events import EventBus
 from pkg.health import HealthChecker
+from pkg.images.mirror import ImageMirror, docker_users_guard
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.networks.owners import DockerSandboxes
@@ -144,6 +146,7 @@ class Daemon:
                              self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
         self.docker_runtime.ctx.events.describe = _docker_event_attributes(self.engine)
+        await self._share_images()
         status("restarting Docker containers by their restart policies")
         await self.engine.start_engine()  # after the network: recovery may restart containers
 
@@ -181,6 +184,7 @@ class Daemon:
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
             swarm=SwarmAPI(self.swarm, self.events),
+            **self._pods_view(),
         )
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
@@ -188,6 +192,34 @@ class Daemon:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
+
+    async def _share_images(self) -> None:
+        """docker-images-for-pods: Docker's image names mirrored into the CRI image store (pkg.images.mirror),
+        and removal through either face refused while the other face's containers use the image."""
+        if not self.cfg.docker_images_for_pods:
+            return
+        assert self.images is not None and self.docker_images is not None
+        assert self.runtime is not None and self.docker_runtime is not None
+        cri_containers, docker_containers = self.runtime.containers, self.docker_runtime.containers
+        mirror = ImageMirror(self.docker_images, self.images,
+                             lambda: {m.image_id for m, _ in cri_containers.list()})
+        self.docker_images.store.watcher = mirror
+        self.images.remove_guard = docker_users_guard(lambda: {m.id: m.image_id for m, _ in docker_containers.list()})
+        await mirror.sync()
+
+    def _pods_view(self) -> dict[str, Any]:
+        """docker-shows-pods: kubelet's containers in the Docker API (pkg.engine.pods_view), off by default."""
+        assert self.runtime is not None
+        view: dict[str, Any] = {}
+        if self.cfg.docker_images_for_pods:  # docker rmi counts pods' containers as the image's users
+            view["pod_containers"] = self.runtime.containers
+        if self.cfg.docker_shows_pods:
+            pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
+            events = self.runtime.ctx.events  # kubelet's containers' create/start/die/destroy in docker events
+            events.describe, events.shown_to_docker = pods.describe, True
+            view["pods"] = pods
+            view["pod_execs"] = ExecManager(self.runtime.containers)
+        return view
 
     async def _start_networks(self) -> None:
         """Docker networks: named networks for the shared NetworkManager, before anything joins one."""

@@ -37,6 +37,12 @@ FLAGS: list[tuple[str, str]] = [
     ("image-pull-progress-timeout", "seconds a pull's download may go without receiving a byte before it is "
                                     "cut (resumed while it makes progress, else the pull fails) [60]"),
     ("docker-min-api-version", "oldest Docker API version served [1.40]"),
+    ("docker-shows-pods", "the Docker API also lists and serves kubelet's containers, dockershim-named "
+                          "(true/false) [false]"),
+    ("docker-may-stop-pods", "with docker-shows-pods: docker stop/kill/rm may act on kubelet's containers "
+                             "(true/false) [false]"),
+    ("docker-images-for-pods", "image names made through the Docker API are also the CRI image store's, "
+                               "content shared, not copied (true/false) [false]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port), ','-separated [own etcd member]"),
 ]
 

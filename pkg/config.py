@@ -62,6 +62,14 @@ class Config:
     docker_min_api_version: str = "1.40"
     # Swarm mode: an external etcd cluster ("host:port" or "http://host:port") instead of a private member.
     swarm_etcd_endpoints: list[str] = field(default_factory=list)
+    # One node, two faces (docs/kubernetes-node.md): the Docker API also shows kubelet's containers, with
+    # dockershim's names; off by default, so Docker clients see only their own objects unless asked.
+    docker_shows_pods: bool = False
+    # With docker-shows-pods: `docker stop/kill/rm` may act on kubelet's containers (as with dockershim).
+    docker_may_stop_pods: bool = False
+    # Every image name the Docker API makes (pull, load, build, commit, tag) is given to the CRI image store too,
+    # its content linked, not copied: a pod can use `docker build -t app:dev` with imagePullPolicy Never.
+    docker_images_for_pods: bool = False
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -295,6 +303,9 @@ CONVERTERS: dict[str, Any] = {
     "runtime-handlers": _runtime_handlers,
     "docker-min-api-version": _api_version,
     "swarm-etcd-endpoints": _endpoints,
+    "docker-shows-pods": _bool,
+    "docker-may-stop-pods": _bool,
+    "docker-images-for-pods": _bool,
 }
 
 

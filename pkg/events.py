@@ -197,12 +197,14 @@ class DomainEvents:
         self.describe: Callable[[str], Mapping[str, str] | None] | None = None
         # What the Docker engine publishes at an exit before "die" (moby's Cleanup: volume unmounts).
         self.before_die: Callable[[str], None] | None = None
+        # The CRI domain under docker-shows-pods: its transitions are Docker container events too.
+        self.shown_to_docker = False
 
     def publish(self, container_id: str, sandbox_id: str, type_: ContainerEventType,
                 metadata: ContainerMetadata | None = None, exit_code: int | None = None, **extra: str) -> None:
         """``extra``: more Docker attributes (``die`` has moby's ``execDuration``, whole seconds run)."""
         self.bus.publish(container_id, sandbox_id, type_, self.domain)
-        if self.domain == DOCKER_DOMAIN:
+        if self.domain == DOCKER_DOMAIN or self.shown_to_docker:
             attributes = {"exitCode": str(exit_code)} if exit_code is not None else {}
             if type_ == ContainerEventType.STOPPED and self.before_die is not None:
                 self.before_die(container_id)

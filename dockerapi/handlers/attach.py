@@ -11,6 +11,7 @@ from aiohttp import web
 
 from dockerapi import hijack
 from dockerapi.backend import backends, need
+from dockerapi.handlers import pods
 from dockerapi.params import query_bool, query_int
 from pkg import errors
 from pkg.logs.reader import ReadOptions
@@ -20,9 +21,13 @@ from pkg.runtime.docker_logs import container_logs
 from pkg.streaming.attach import relay_attach
 from pkg.streaming.backend import ExecStreams
 
+POD_CORE = "narwhal.pod_core"  # request key: set when the request's container is kubelet's (docker-shows-pods)
+
 
 def containers(request: web.Request) -> ContainerService:
-    return need(backends(request).containers, "containers")
+    """The core service holding the request's container: the Docker domain's, or the CRI domain's for a pod's."""
+    core: ContainerService | None = request.get(POD_CORE)
+    return core if core is not None else need(backends(request).containers, "containers")
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,18 @@ class ContainerRef:
     name: str
     paused: bool = False
     restarting: bool = False
+    pod: bool = False  # kubelet's container (docker-shows-pods): served from the CRI domain
 
 
 def lookup(request: web.Request, ref: str) -> ContainerRef:
     """A container by ID, unique ID prefix or name (with or without "/")."""
     engine = backends(request).engine
+    pod_id = pods.pod_container(request, ref)
+    if pod_id is not None:
+        view = need(pods.view(request), "pods")
+        request[POD_CORE] = view.containers
+        shown = view.get(pod_id)
+        return ContainerRef(shown.id, shown.name, pod=True)
     if engine is not None:
         found = engine.get(ref)
         state = found.record.state

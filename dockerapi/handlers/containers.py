@@ -10,6 +10,7 @@ from dockerapi.backend import backends, need
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import LIST_KEYS, PRUNE_KEYS, matcher, prune_keeper
+from dockerapi.handlers.pods import pod_container
 from pkg import errors
 from pkg.engine.engine import Engine
 from pkg.engine.model import RestartPolicyName, Status
@@ -42,6 +43,9 @@ async def list_containers(request: web.Request) -> web.Response:
         raise errors.InvalidArgument(f"invalid limit {raw_limit!r}") from None
     show_all = params.query_bool(request, "all") or limit > 0
     views = eng.list()
+    pods = backends(request).pods
+    if pods is not None:  # docker-shows-pods: kubelet's containers too, newest first with the rest
+        views = sorted(views + pods.list(), key=lambda c: c.created, reverse=True)
     keep = matcher(filters, eng)
     shown = (Status.RUNNING, Status.PAUSED, Status.RESTARTING)
     selected = [v for v in views if (show_all or v.status in shown) and keep(v)]
@@ -56,8 +60,14 @@ async def list_containers(request: web.Request) -> web.Response:
 
 async def inspect(request: web.Request) -> web.Response:
     eng = engine(request)
-    view = await eng.inspect(request.match_info["id"])
-    sandbox_dir, netns = eng.sandbox_paths(view)
+    pod_id = pod_container(request, request.match_info["id"])
+    pods = backends(request).pods
+    if pod_id is not None and pods is not None:
+        view = pods.get(pod_id)
+        sandbox_dir, netns = pods.sandbox_paths(view)
+    else:
+        view = await eng.inspect(request.match_info["id"])
+        sandbox_dir, netns = eng.sandbox_paths(view)
     body = cj.inspect_json(view, sandbox_dir, netns, _network_ids(request, [n.name for n in view.networks]),
                            dns_names=versions.at_least(request, "1.44"))
     if params.query_bool(request, "size"):

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from dockerapi.backend import backends
 from dockerapi.handlers.containers import engine
+from dockerapi.handlers.pods import pod_container
 from pkg import errors
-from pkg.engine.lifecycle import WaitCondition
+from pkg.engine.lifecycle import WaitCondition, WaitResult
 
 HANGUP_POLL = 1.0  # seconds between checks that the waiting client is still connected
 
@@ -66,10 +70,17 @@ async def wait(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise errors.InvalidArgument(f"invalid condition: \"{raw}\"") from None
     eng = engine(request)
-    container_id = eng.get(request.match_info["id"]).id
+    pod_id = pod_container(request, request.match_info["id"])
+    pods = backends(request).pods
+    if pod_id is not None and pods is not None:  # docker-shows-pods: a kubelet container's exit
+        if condition == WaitCondition.REMOVED:
+            raise errors.NotImplementedYet("wait condition removed is not supported for kubelet's containers")
+        waiter: Callable[[], Awaitable[WaitResult]] = functools.partial(pods.wait, pod_id, condition)
+    else:
+        waiter = functools.partial(eng.wait, eng.get(request.match_info["id"]).id, condition)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await response.prepare(request)
-    waiting = asyncio.ensure_future(eng.wait(container_id, condition))
+    waiting = asyncio.ensure_future(waiter())
     try:
         while not waiting.done():
             await asyncio.wait({waiting}, timeout=HANGUP_POLL)

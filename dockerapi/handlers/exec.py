@@ -17,8 +17,24 @@ from pkg.runtime.docker_exec import ExecConfig, ExecInstance, ExecManager
 from pkg.streaming.backend import ExecStreams
 
 
-def _execs(request: web.Request) -> ExecManager:
+def _execs(request: web.Request, pod: bool = False) -> ExecManager:
+    """The exec manager of the container's domain (kubelet's containers have their own: docker-shows-pods)."""
+    if pod:
+        return need(backends(request).pod_execs, "exec in kubelet's containers")
     return need(backends(request).execs, "exec")
+
+
+def _owner(request: web.Request, exec_id: str) -> ExecManager:
+    """The manager that knows ``exec_id``: the Docker domain's, else the pods' (its NotFound otherwise)."""
+    manager = _execs(request)
+    pod_execs = backends(request).pod_execs
+    if pod_execs is None:
+        return manager
+    try:
+        manager.get(exec_id)
+        return manager
+    except errors.NotFound:
+        return pod_execs
 
 
 def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
@@ -49,13 +65,13 @@ async def create(request: web.Request) -> web.Response:
         attach_stdout=bool(body.get("AttachStdout")), attach_stderr=bool(body.get("AttachStderr")),
         privileged=bool(body.get("Privileged")), detach_keys=detach_keys, console_size=_console_size(body),
     )
-    instance = _execs(request).create(found.id, config)
+    instance = _execs(request, found.pod).create(found.id, config)
     return web.json_response({"Id": instance.id}, status=201)
 
 
 async def start(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
-    manager = _execs(request)
+    manager = _owner(request, request.match_info["id"])
     instance = manager.claim(request.match_info["id"])
     console = _console_size(body)
     if console is not None and instance.config.tty:
@@ -121,7 +137,7 @@ async def _session(manager: ExecManager, instance: ExecInstance, conn: hijack.Hi
 
 
 async def inspect(request: web.Request) -> web.Response:
-    instance = _execs(request).get(request.match_info["id"])
+    instance = _owner(request, request.match_info["id"]).get(request.match_info["id"])
     config = instance.config
     return web.json_response({
         "ID": instance.id,
@@ -143,7 +159,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 async def resize(request: web.Request) -> web.Response:
     height, width = query_int(request, "h"), query_int(request, "w")
-    await _execs(request).resize(request.match_info["id"], height, width)
+    await _owner(request, request.match_info["id"]).resize(request.match_info["id"], height, width)
     return web.Response(status=200)
 
 

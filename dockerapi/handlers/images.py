@@ -44,11 +44,14 @@ async def get_image(images: ImageService, ref: str) -> Image:
 
 
 def image_users(b: Backends) -> list[ImageUser]:
-    """Which images the Docker domain's containers were created from (rmi and prune must keep them)."""
-    if b.containers is None:
-        return []
-    return [ImageUser(meta.id, meta.image_id, status.state == ContainerState.RUNNING)
-            for meta, status in b.containers.list()]
+    """Which images the Docker domain's containers were created from (rmi and prune must keep them); with
+    docker-images-for-pods, the pods' containers too (the image is one for both faces)."""
+    users = []
+    for service in (b.containers, b.pod_containers):
+        if service is not None:
+            users += [ImageUser(meta.id, meta.image_id, status.state == ContainerState.RUNNING)
+                      for meta, status in service.list()]
+    return users
 
 
 def publish(request: web.Request, action: str, actor: str, **attributes: str) -> None:

@@ -22,6 +22,7 @@ from aiohttp import web
 from dockerapi import params
 from dockerapi.backend import Backends, backends, need
 from dockerapi.handlers.images import get_image, images_of, publish
+from dockerapi.handlers.pods import pod_container
 from dockerapi.progress import JSONStream
 from pkg import errors
 from pkg.images import reference
@@ -191,6 +192,9 @@ async def commit(request: web.Request) -> web.Response:
                 raise errors.InvalidArgument("invalid container config: expected a JSON object")
             body = doc
 
+    pod_id = pod_container(request, ref)
+    if pod_id is not None:
+        need(b.pods, "pods").guard(pod_id, "commit")  # kubelet's container: always refused
     container_id, image_id, cfg, running = await _container(b, ref)
     parent = await get_image(images, image_id)
     if cfg is None:

@@ -5,7 +5,7 @@ from aiohttp import web
 
 from dockerapi import hijack, times
 from dockerapi.backend import backends
-from dockerapi.handlers.attach import container_ref, containers
+from dockerapi.handlers.attach import containers, lookup
 from dockerapi.params import query_bool
 from pkg import errors
 from pkg.logs.reader import ReadOptions
@@ -26,9 +26,10 @@ def parse_tail(value: str) -> int | None:
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
-    container_id = await container_ref(request, request.match_info["id"])
+    found = lookup(request, request.match_info["id"])
+    container_id = found.id
     engine = backends(request).engine
-    if engine is not None and engine.get(container_id).host_config.log_config.type == "none":
+    if engine is not None and not found.pod and engine.get(container_id).host_config.log_config.type == "none":
         raise errors.NotImplementedYet("configured logging driver does not support reading")  # moby's 501
     stdout, stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     if not stdout and not stderr:

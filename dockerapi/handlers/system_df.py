@@ -8,7 +8,9 @@ from aiohttp import web
 from dockerapi.backend import Backends, backends
 from dockerapi.handlers import build, containers_json, images_json
 from pkg import errors
+from pkg.engine.model import EngineContainer
 from pkg.images.model import Image
+from pkg.runtime.containers import ContainerService
 from pkg.system import writable_layer_sizes
 
 TYPES = ("container", "image", "volume", "build-cache")
@@ -37,14 +39,21 @@ async def system_df(request: web.Request) -> web.Response:
 
 
 async def _containers(b: Backends) -> list[dict[str, Any]]:
-    """ps entries plus SizeRw: the bytes in each container's writable layer."""
+    """ps entries plus SizeRw: the bytes in each container's writable layer.  With docker-shows-pods,
+    kubelet's containers too (each counted once, from the CRI domain), as dockershim's df counted them."""
     if b.engine is None or b.containers is None:
         return []
-    engine_containers = b.engine.list()
-    core = {meta.id: meta for meta, _ in b.containers.list()}
-    sizes = await writable_layer_sizes(b.containers, [core[c.id] for c in engine_containers if c.id in core])
+    result = await _sized(b.containers, b.engine.list())
+    if b.pods is not None:
+        result += await _sized(b.pods.containers, b.pods.list())
+    return result
+
+
+async def _sized(core: ContainerService, shown: list[EngineContainer]) -> list[dict[str, Any]]:
+    metadata = {meta.id: meta for meta, _ in core.list()}
+    sizes = await writable_layer_sizes(core, [metadata[c.id] for c in shown if c.id in metadata])
     result = []
-    for c in engine_containers:
+    for c in shown:
         entry = containers_json.summary_json(c)
         entry["SizeRw"] = sizes.get(c.id, 0)
         entry["SizeRootFs"] = 0  # moby computes it only for ps --size; df leaves it out too

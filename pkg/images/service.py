@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from pkg.images.pull import ProgressSink, Puller
 from pkg.images.push import Pusher
 from pkg.images.registry import RegistrySession
 from pkg.images.rootfs_import import import_rootfs
+from pkg.images.share import Sharer
 from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker
@@ -72,6 +73,10 @@ class ImageService:
         self._exporter = Exporter(self.content, self.store)
         self._describer = Describer(client, self.content, self.store, snapshotter)
         self._committer = SnapshotCommitter(client, self.content, self.store, self.unpacker)
+        self._sharer = Sharer(client, self.content, self.store, self.unpacker)
+        # Refuses the removal of an image something outside this service still uses (the daemon wires it:
+        # CRI RemoveImage of an image a Docker container runs from, when images are shared).
+        self.remove_guard: Callable[[Image], None] | None = None
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
         self._recovered = False
         self._recover_lock = asyncio.Lock()
@@ -387,8 +392,18 @@ class ImageService:
             records = await self._group(ref_or_id)
         except errors.NotFound:
             return
+        if self.remove_guard is not None:
+            self.remove_guard(await self.store.build(records))
         for i, rec in enumerate(records):
             await self.store.delete(rec.name, sync=i == len(records) - 1)
+        self._fs_cache = None
+
+    async def share_from(self, source: ImageService, image: Image, names: builtins.list[str],
+                         labels: dict[str, str]) -> None:
+        """Make ``image`` of ``source`` (another namespace) present here under ``names``, its blobs linked
+        through containerd's shared content store rather than copied (pkg.images.share)."""
+        await self._ensure_recovered()
+        await self._sharer.share(source.content, source.store, image, names, labels)
         self._fs_cache = None
 
     # ---- disk usage ----

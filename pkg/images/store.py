@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 
@@ -51,12 +52,21 @@ class Resolved:
     config: media.ParsedConfig
 
 
+class NameWatcher(Protocol):
+    """Told of every name this store gives or takes (pkg.images.mirror: Docker's names into CRI's store)."""
+
+    async def named(self, name: str, config_digest: str) -> None: ...
+
+    async def unnamed(self, name: str) -> None: ...
+
+
 class ImageStore:
     def __init__(self, client: Client, content: ContentStore, snapshotter: str) -> None:
         self._client = client
         self._content = content
         self.snapshotter = snapshotter
         self._resolved: dict[tuple[str, str], Resolved] = {}
+        self.watcher: NameWatcher | None = None
 
     # ---- records ----
     async def records(self) -> list[Record]:
@@ -73,9 +83,16 @@ class ImageStore:
             raise from_grpc(err, f"get image {name}") from err
         return _record(resp.image)
 
-    async def put(self, name: str, target: Descriptor, config_digest: str, *, pinned: bool = False) -> None:
+    async def put(self, name: str, target: Descriptor, config_digest: str, *, pinned: bool = False,
+                  extra_labels: dict[str, str] | None = None) -> None:
         """Create or repoint the record ``name`` (a tag moves to the new image, as in Docker)."""
-        labels = {LABEL_CONFIG: config_digest, LABEL_MANAGED: "managed"}
+        await self._put(name, target, config_digest, pinned, extra_labels or {})
+        if self.watcher is not None:
+            await self.watcher.named(name, config_digest)
+
+    async def _put(self, name: str, target: Descriptor, config_digest: str, pinned: bool,
+                   extra_labels: dict[str, str]) -> None:
+        labels = {**extra_labels, LABEL_CONFIG: config_digest, LABEL_MANAGED: "managed"}
         if pinned:
             labels[LABEL_PINNED] = "pinned"
         img = images_pb2.Image(name=name, labels=labels, target=descriptor_pb2.Descriptor(
@@ -98,6 +115,8 @@ class ImageStore:
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 raise from_grpc(err, f"delete image {name}") from err
+        if self.watcher is not None:
+            await self.watcher.unnamed(name)
 
     # ---- content ----
     async def resolve_target(self, target: Descriptor, config_digest: str = "") -> Resolved:
