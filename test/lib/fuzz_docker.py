@@ -3,8 +3,8 @@
 Each route gets path parameters (a real container/image/volume/network name, or hostile strings), query
 parameters drawn from the names Docker's API uses with hostile values (regexps that backtrack, numbers past
 64 bits, non-ASCII digits, newlines), and bodies (JSON built from Docker's field names with hostile values,
-raw non-JSON, NaN/1e400 literals, random bytes).  Schemathesis over moby's swagger.yaml was the plan, but
-this machine has neither the Debian swagger nor schemathesis offline: the route table is narwhald's own.
+raw non-JSON, NaN/1e400 literals, random bytes).  It walks narwhald's own route table; schemathesis over
+moby's swagger.yaml (Debian's golang-github-docker-docker-dev) would add schema-aware bodies: not done yet.
 
 Pass criteria: no 500 (an unexpected exception or an Internal error), no hang past the client timeout,
 narwhald alive.  501 (not implemented here), 503 and 504 (a registry or runtime unavailable, as moby also

@@ -83,3 +83,22 @@ def test_docker_security_opt_apparmor_is_carried() -> None:
     assert apparmor_option(HostConfig()) is None
     assert apparmor_option(HostConfig(security_opt=("apparmor=unconfined",))) == UNCONFINED
     assert apparmor_option(HostConfig(security_opt=("apparmor:x",))) == SecurityProfile(ProfileType.LOCALHOST, "x")
+
+
+def test_apparmor_profile_parses(tmp_path: Path) -> None:
+    """apparmor_parser (Debian's apparmor package, optional here) accepts narwhal-default without loading it."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from pkg.runtime import apparmor
+
+    parser = shutil.which("apparmor_parser")
+    if parser is None:
+        pytest.skip("apparmor_parser is not installed")
+    profile = tmp_path / "narwhal-default"
+    profile.write_text(apparmor.profile_text())
+    proc = subprocess.run([parser, "--skip-kernel-load", "--skip-cache", "--skip-read-cache", str(profile)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
