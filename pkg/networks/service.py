@@ -238,9 +238,10 @@ class NetworkService:
     # ---------------- create ----------------
     async def create(self, req: CreateRequest) -> Network:
         name = req.name
-        if not name:
+        if not name.strip():
             raise errors.InvalidArgument("network name must not be empty")
-        # moby checks nothing more than non-empty ("test 01" is a valid name): names only key records and
+        # moby checks nothing more than non-blank (libnetwork's IsValidName: "test 01" is a valid name, and so
+        # is one with a trailing newline): names only key records and
         # lookups here; bridges, CNI names and chains derive from the network ID.
         if name in PREDEFINED:
             raise errors.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
