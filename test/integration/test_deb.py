@@ -18,7 +18,8 @@ import pytest
 from lib.daemon import REPO
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-NEEDS = ("python3.11", "containerd", "runc", "containernetworking-plugins", "iptables", "iproute2", "catatonit")
+NEEDS = ("python3.11", "containerd", "runc", "containernetworking-plugins", "iptables", "iproute2", "catatonit",
+         "etcd-server")  # docker swarm init starts a private etcd member (docs/swarm.md)
 SITE = "opt/narwhal/lib/python3.11/site-packages"
 
 
