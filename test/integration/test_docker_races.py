@@ -7,9 +7,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 
+import docker
 import pytest
+from docker.utils.socket import consume_socket_output, demux_adaptor, frames_iter
 from lib import cpuhog
-from lib.docker import BUSYBOX, DOCKER, DockerDaemon, docker_daemon
+from lib.docker import BUSYBOX, DOCKER, DockerDaemon, docker_daemon, eventually
 from lib.leaks import leftovers
 from lib.registry import Registry
 
@@ -101,3 +103,30 @@ def test_exec_output_and_exit_codes(dd: DockerDaemon, load: str) -> None:
     assert not failures, f"{len(failures)} of {RUNS} execs lost something:\n" + "\n".join(failures[:10])
     _assert_clean(dd)
 
+
+
+def test_dockerpy_attach_before_start_loses_nothing(dd: DockerDaemon) -> None:
+    """docker-py's own order for an attached run (docker-compose's and dockerpty's too when they attach first):
+    attach with stream=1 to a created container, then start it; the socket must carry every byte of a command
+    that exits at once, framed per stream, and then end."""
+    client = docker.APIClient(base_url=f"unix://{dd.daemon.docker_socket}", timeout=60)
+    failures: list[str] = []
+    try:
+        for i in range(20):
+            cid = client.create_container(BUSYBOX, ["sh", "-c", f"echo out{i}; echo err{i} >&2; exit 3"],
+                                          host_config=client.create_host_config(auto_remove=True))["Id"]
+            sock = client.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
+            client.start(cid)
+            frames = frames_iter(sock, tty=False)
+            out, err = consume_socket_output((demux_adaptor(*f) for f in frames), demux=True)
+            raw = getattr(sock, "_sock", sock)  # the SocketIO and the socket under it
+            sock.close()
+            raw.close()
+            got = (out or b"", err or b"")
+            if got != (f"out{i}\n".encode(), f"err{i}\n".encode()):
+                failures.append(f"run {i}: {got!r}")
+    finally:
+        client.close()
+    assert not failures, "\n".join(failures)
+    # AutoRemove ends after the attach stream does, the sandbox's teardown last
+    assert eventually(lambda: dd.out("ps", "-aq") == "" and leftovers(dd.daemon) == {})
