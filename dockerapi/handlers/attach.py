@@ -15,6 +15,7 @@ from dockerapi.handlers import pods
 from dockerapi.params import query_bool, query_int
 from pkg import errors
 from pkg.logs.reader import ReadOptions
+from pkg.model.state import ContainerState
 from pkg.runtime import docker_attach
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.docker_logs import container_logs
@@ -73,9 +74,13 @@ async def attach(request: web.Request) -> web.StreamResponse:
     want_stdin = query_bool(request, "stdin")
     want_stdout, want_stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     logs, stream = query_bool(request, "logs"), query_bool(request, "stream")
-    # With logs, the replay ends and the live output begins at the same instant: nothing lost or doubled.
+    # logs + stream on a running container: one reader from the start of its log, followed, so the replay
+    # and the live output cannot part (a logger that lags under load has lines older than any cut still
+    # unwritten).  Otherwise the replay ends and the live output (the next run) begins at one instant.
+    continuous = logs and stream and _running(request, container_id)
     cut = time.time_ns()
-    stdio = docker_attach.DockerAttach(containers(request), container_id, since_ns=cut + 1 if logs else None)
+    since_ns = 0 if continuous else cut + 1 if logs else None
+    stdio = docker_attach.DockerAttach(containers(request), container_id, since_ns=since_ns)
     keys = hijack.parse_detach_keys(request.query.get("detachKeys", ""))
     if stream:
         # Subscribed before the client hears the attach is ready: the start it sends next (docker run) can
@@ -87,7 +92,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
         stderr = hijack.OutputStream(conn, hijack.STDERR, stdio.tty) if want_stderr else None
         try:
             with contextlib.suppress(ConnectionError):
-                if logs:
+                if logs and not continuous:
                     await _replay(request, container_id, stdout, stderr, stdio.tty, cut)
                 _event(request, "attach", container_id)  # moby: once the log replay is done
                 if stream:
@@ -104,6 +109,11 @@ async def attach(request: web.Request) -> web.StreamResponse:
         return await hijack.serve(request, tty=stdio.tty, session=session)
     finally:
         stdio.discard_prepared()  # the hijack failed before the session took it
+
+
+def _running(request: web.Request, container_id: str) -> bool:
+    found = containers(request).ctx.containers.find(container_id)
+    return found is not None and found[1].state == ContainerState.RUNNING
 
 
 def _event(request: web.Request, action: str, container_id: str) -> None:
