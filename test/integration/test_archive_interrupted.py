@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import http.client
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lib.docker import DockerDaemon, docker_daemon, eventually
+from lib.docker import DOCKER, DockerDaemon, docker_daemon, eventually
 from lib.leaks import leftovers
 from lib.registry import Registry
 
@@ -56,14 +57,19 @@ def _helpers(dd: DockerDaemon) -> list[int]:
     """The tar helpers narwhald has running (its children running rootfs_tar.py)."""
     assert dd.daemon.proc is not None
     out = []
-    with open(f"/proc/{dd.daemon.proc.pid}/task/{dd.daemon.proc.pid}/children") as f:
-        for pid in f.read().split():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as c:
-                    if b"rootfs_tar.py" in c.read():
-                        out.append(int(pid))
-            except FileNotFoundError:
-                pass
+    pid = dd.daemon.proc.pid
+    children: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += task.read_text().split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    for child in children:
+        try:
+            if b"rootfs_tar.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(int(child))
+        except FileNotFoundError:
+            pass
     return out
 
 
@@ -88,6 +94,13 @@ def test_interrupted_export_and_cp_leave_nothing(dd: DockerDaemon, running: bool
                 _interrupt(dd, url)
                 assert eventually(lambda: _nothing_running(dd), timeout=30), \
                     f"round {i}, {url}: views {_views(dd)}, helpers {_helpers(dd)}"
+        # The real CLI, cut off by `head`: docker export, and docker cp to stdout.
+        for args in (f"export {name}", f"cp {name}:/ -"):
+            for i in range(3):
+                subprocess.run(f"{DOCKER} {args} | head -c 65536 > /dev/null", shell=True, check=True,
+                               env=dd.daemon.docker_env(), timeout=120)
+                assert eventually(lambda: _nothing_running(dd), timeout=30), \
+                    f"docker {args} | head, round {i}: views {_views(dd)}, helpers {_helpers(dd)}"
         # The daemon still serves the same container completely afterwards.
         dd.out("export", "-o", str(tmp_path / "out.tar"), name)
         assert (tmp_path / "out.tar").stat().st_size > 2 * 8388608
