@@ -100,8 +100,9 @@ async def stream_tar(request: web.Request, response: web.StreamResponse, chunks:
                 await aclose()  # stops the producer (a tar helper, an image export) however the copy ends
         await response.write_eof()
         return True
-    except ConnectionResetError:
-        # The client stopped reading (docker cp stops at the tar's end marker; `| head` goes away): fine.
+    except ConnectionError:
+        # The client went away (docker cp stops at the tar's end marker; `| head` exits): fine.  aiohttp raises
+        # ConnectionResetError for a closed transport, ConnectionError when it closes during a paused write.
         log.debug("%s: the client went away", what)
     except errors.NarwhalError as exc:
         log.error("%s failed mid-stream: %s", what, exc.message)

@@ -2,12 +2,11 @@
 names in Docker's familiar form, the ``reference`` filter, "No such image" errors."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 
-from dockerapi import times, versions
+from dockerapi import pathmatch, times, versions
 from pkg import errors
 from pkg.images import reference
 from pkg.images.detail import ImageDetail
@@ -132,35 +131,17 @@ def history(detail: ImageDetail, parents: list[ImageDetail] | None = None) -> li
 
 
 # ---- the reference filter ----
-def _glob(pattern: str) -> re.Pattern[str]:
-    """Go's path.Match: ``*`` and ``?`` never cross a ``/``."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                raise errors.InvalidArgument(f"invalid reference filter {pattern!r}: syntax error in pattern")
-            body = pattern[i + 1:end]
-            out.append("[" + ("^" + body[1:] if body.startswith("^") else re.escape(body).replace(r"\-", "-")) + "]")
-            i = end
-        elif c == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("^" + "".join(out) + r"\Z")
+def _checked(pattern: str) -> str:
+    try:
+        pathmatch.match(pattern, "")
+    except pathmatch.BadPattern:
+        raise errors.InvalidArgument(f"invalid reference filter {pattern!r}: syntax error in pattern") from None
+    return pattern
 
 
 def matching_names(img: Image, patterns: list[str]) -> list[str]:
     """moby's reference filter: the image's names whose familiar form (or familiar repository) a glob matches."""
-    regexes = [_glob(p) for p in patterns]
+    globs = [_checked(p) for p in patterns]
     out = []
     for name in [*img.repo_tags, *img.repo_digests]:
         try:
@@ -168,7 +149,7 @@ def matching_names(img: Image, patterns: list[str]) -> list[str]:
         except errors.InvalidArgument:
             continue
         repo = reference.Reference(ref.domain, ref.path).familiar()
-        if any(r.match(ref.familiar()) or r.match(repo) for r in regexes):
+        if any(pathmatch.match(g, ref.familiar()) or pathmatch.match(g, repo) for g in globs):
             out.append(name)
     return out
 

@@ -200,6 +200,18 @@ async def _check(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill the helper (if it still runs) and wait for it, its pipes drained.
+
+    Draining is what makes the wait end: asyncio (3.11) wakes ``wait()`` only once every pipe of the
+    process saw EOF, and a stdout the caller stopped reading (a client gone mid-export) has its reading
+    paused with a full buffer, so it never sees EOF; the handler then hung forever with the container's
+    view mounted.  The helper is dead by then, so what is left is at most a pipe's capacity.
+    """
     if proc.returncode is None:
         proc.kill()
-        await proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):  # a pipe that failed is disconnected already
+                while await stream.read(CHUNK):
+                    pass
+    await proc.wait()

@@ -2,6 +2,7 @@
 rootfs, tar naming as Docker names it, safe extraction, overlay changes, and the stat header encoding."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -226,3 +227,28 @@ def test_stat_header_uses_go_file_modes() -> None:
     header = stat_header(PathStat("f", 3, stat.S_IFREG | 0o644, 0, ""))
     assert json.loads(base64.b64decode(header)) == {"name": "f", "size": 3, "mode": 0o644,
                                                     "mtime": "1970-01-01T00:00:00Z", "linkTarget": ""}
+
+
+@needs_root
+async def test_abandoned_tar_stream_ends_its_helper(tmp_path: Path) -> None:
+    """A consumer that stops after one chunk (a client gone mid-export) and closes the stream: the helper is
+    killed and reaped at once, even with its stdout paused on a full buffer (asyncio's wait() needs EOF)."""
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    for i in range(4):
+        (root / f"big{i}").write_bytes(os.urandom(4 * 1024 * 1024))
+    for _ in range(5):
+        stream = rootfs_archive.export(root)
+        first = await anext(stream)
+        assert first
+        # The helper fills the pipe and the reader's buffer until asyncio pauses reading the pipe: the state
+        # the fuzzer's interrupted exports hung in (seen through asyncio's transport, the one place it shows).
+        proc = stream.ag_frame.f_locals["proc"]  # type: ignore[attr-defined]
+        pipe = proc._transport.get_pipe_transport(1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while pipe.is_reading() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        assert not pipe.is_reading()
+        await asyncio.wait_for(stream.aclose(), 10)
+        assert proc.returncode is not None
