@@ -22,15 +22,14 @@ from typing import Any
 
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lib import fuzz_docker
 from lib.docker import DockerDaemon, docker_daemon
 from lib.dockerpy import TcpForward
 from lib.leaks import leftovers
 from lib.registry import Registry
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 SWAGGER = Path("/usr/share/gocode/src/github.com/docker/docker/api/swagger.yaml")
 EXAMPLES = int(os.environ.get("NARWHAL_SCHEMATHESIS_EXAMPLES", "20"))
