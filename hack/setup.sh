@@ -18,6 +18,8 @@ DEB_PACKAGES=(
   docker-compose
   # Tests only: systemd-analyze verifies the package's unit (test/integration/test_deb.py); dpkg-deb is dpkg's.
   systemd
+  # Tests only: moby's swagger.yaml (API v1.41), which test/integration/test_security_schemathesis.py fuzzes.
+  golang-github-docker-docker-dev
 )
 
 missing=()

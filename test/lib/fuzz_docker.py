@@ -4,7 +4,7 @@ Each route gets path parameters (a real container/image/volume/network name, or 
 parameters drawn from the names Docker's API uses with hostile values (regexps that backtrack, numbers past
 64 bits, non-ASCII digits, newlines), and bodies (JSON built from Docker's field names with hostile values,
 raw non-JSON, NaN/1e400 literals, random bytes).  It walks narwhald's own route table; schemathesis over
-moby's swagger.yaml (Debian's golang-github-docker-docker-dev) would add schema-aware bodies: not done yet.
+moby's swagger.yaml: test_security_schemathesis.py.
 
 Pass criteria: no 500 (an unexpected exception or an Internal error), no hang past the client timeout,
 narwhald alive.  501 (not implemented here), 503 and 504 (a registry or runtime unavailable, as moby also
