@@ -99,7 +99,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                     stdin = hijack.InputStream(conn, keys if stdio.tty else b"") if want_stdin else None
                     streams = ExecStreams(tty=stdio.tty, stdin=stdin, stdout=stdout or _Discard(),
                                           stderr=stderr or _Discard())
-                    await _relay_until_lost(stdio, streams, conn)
+                    await relay_until_lost(stdio, streams, conn.lost)
                     if stdin is not None and stdin.detached:
                         _event(request, "detach", container_id)
         finally:
@@ -122,10 +122,11 @@ def _event(request: web.Request, action: str, container_id: str) -> None:
         containers(request).ctx.events.docker_container(action, found[0])
 
 
-async def _relay_until_lost(stdio: docker_attach.DockerAttach, streams: ExecStreams,
-                            conn: hijack.HijackedConnection) -> None:
+async def relay_until_lost(stdio: docker_attach.DockerAttach, streams: ExecStreams, gone: asyncio.Event) -> None:
+    """Relay the container's output (and the client's input) until the run ends or the client is ``gone``
+    (hijacked connection or WebSocket)."""
     session = asyncio.ensure_future(relay_attach(stdio, streams))
-    lost = asyncio.ensure_future(conn.lost.wait())
+    lost = asyncio.ensure_future(gone.wait())
     try:
         await asyncio.wait([session, lost], return_when=asyncio.FIRST_COMPLETED)
     finally:

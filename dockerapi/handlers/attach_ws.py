@@ -15,13 +15,12 @@ import time
 from aiohttp import WSMsgType, web
 
 from dockerapi import versions
-from dockerapi.handlers.attach import containers, lookup
+from dockerapi.handlers.attach import containers, lookup, relay_until_lost
 from dockerapi.params import query_bool
 from pkg import errors
 from pkg.logs.reader import ReadOptions
 from pkg.runtime import docker_attach
 from pkg.runtime.docker_logs import container_logs
-from pkg.streaming.attach import relay_attach
 from pkg.streaming.backend import ExecStreams
 
 
@@ -89,16 +88,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
                 streams = ExecStreams(tty=stdio.tty, stdin=sock if want_stdin else None,
                                       stdout=sock if want_stdout else _Discard(),
                                       stderr=sock if want_stderr else _Discard())
-                session = asyncio.ensure_future(relay_attach(stdio, streams))
-                lost = asyncio.ensure_future(sock.lost.wait())
-                try:
-                    await asyncio.wait([session, lost], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    lost.cancel()
-                    if not session.done():
-                        session.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await session
+                await relay_until_lost(stdio, streams, sock.lost)
     finally:
         await ws.close()
         pump.cancel()

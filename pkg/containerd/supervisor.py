@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.config import Config
+from pkg.procs import is_live, signal_quietly
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,12 @@ class Supervisor:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _is_our_containerd(pid, self.config_path) else None
+        return pid if is_live(pid, b"containerd", self.config_path) else None
 
     def alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self.pid is not None and _is_our_containerd(self.pid, self.config_path)
+        return self.pid is not None and is_live(self.pid, b"containerd", self.config_path)
 
     # ---- lifecycle ----
     def adopt(self) -> bool:
@@ -156,34 +157,14 @@ class Supervisor:
         pid = self.pid
         if pid is None or not self.alive():
             return
-        _signal(pid, signal.SIGTERM)
+        signal_quietly(pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.alive() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.alive():
-            _signal(pid, signal.SIGKILL)
+            signal_quietly(pid, signal.SIGKILL)
             await asyncio.sleep(0.1)
         if self._proc is not None:
             self._proc.poll()
         self.pid_path.unlink(missing_ok=True)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _is_our_containerd(pid: int, config_path: Path) -> bool:
-    """True if ``pid`` is a live (non-zombie) containerd started with ``config_path``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    if state in ("Z", "X"):
-        return False
-    return bool(cmdline) and os.path.basename(cmdline[0]) == b"containerd" and str(config_path).encode() in cmdline

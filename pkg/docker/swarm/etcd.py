@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pkg import errors
+from pkg.procs import is_live, signal_quietly
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class EtcdMember:
     def alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self.pid is not None and _is_our_etcd(self.pid, self.data_dir)
+        return self.pid is not None and is_live(self.pid, b"etcd", self.data_dir)
 
     def ensure_started(self, member: MemberConfig) -> bool:
         """Adopt our running etcd or start it; True when adopted."""
@@ -99,7 +100,7 @@ class EtcdMember:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and _is_our_etcd(pid, self.data_dir):
+        if pid and is_live(pid, b"etcd", self.data_dir):
             log.info("adopting running etcd pid %d", pid)
             self.pid, self._proc = pid, None
             return True
@@ -141,13 +142,13 @@ class EtcdMember:
     async def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid
         if pid is not None and self.alive():
-            _signal(pid, signal.SIGTERM)
+            signal_quietly(pid, signal.SIGTERM)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while self.alive() and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             if self.alive():
-                _signal(pid, signal.SIGKILL)
+                signal_quietly(pid, signal.SIGKILL)
                 while self.alive() and loop.time() < deadline + 5:
                     await asyncio.sleep(0.05)
         if self._proc is not None:
@@ -160,22 +161,3 @@ class EtcdMember:
         await self.stop()
         await asyncio.to_thread(shutil.rmtree, self.root, True)
         self.log_path.unlink(missing_ok=True)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _is_our_etcd(pid: int, data_dir: Path) -> bool:
-    """True if ``pid`` is a live (non-zombie) etcd serving ``data_dir``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        return False
-    return bool(cmdline) and os.path.basename(cmdline[0]) == b"etcd" and str(data_dir).encode() in cmdline
