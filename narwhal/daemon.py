@@ -40,6 +40,7 @@ from pkg.cri.stream_backend import RuntimeStreaming
 from pkg.docker.build.builder import Builder
 from pkg.docker.engine.engine import Engine
 from pkg.docker.engine.pods_view import PodsView
+from pkg.docker.events import docker_events
 from pkg.docker.networks.owners import DockerSandboxes
 from pkg.docker.networks.service import NetworkService
 from pkg.docker.swarm.api import SwarmAPI
@@ -145,7 +146,7 @@ class Daemon:
         self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
                              self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
-        self.docker_runtime.ctx.events.describe = _docker_event_attributes(self.engine)
+        docker_events(self.docker_runtime.ctx.events).describe = _docker_event_attributes(self.engine)
         await self._share_images()
         status("restarting Docker containers by their restart policies")
         await self.engine.start_engine()  # after the network: recovery may restart containers
@@ -215,7 +216,7 @@ class Daemon:
             view["pod_containers"] = self.runtime.containers
         if self.cfg.docker_shows_pods:
             pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
-            events = self.runtime.ctx.events  # kubelet's containers' create/start/die/destroy in docker events
+            events = docker_events(self.runtime.ctx.events)  # kubelet's containers' create/start/die/destroy
             events.describe, events.shown_to_docker = pods.describe, True
             view["pods"] = pods
             view["pod_execs"] = ExecManager(self.runtime.containers)

@@ -48,7 +48,7 @@ OUTPUT_DRAIN_TIMEOUT = 2.0  # after exit, how long a backgrounded child may keep
 CLEANUP_TIMEOUT = 10.0
 
 
-# Docker's exec options (env, working dir, user, privileged) edit the process spec before it is sent.
+# A front end's exec options (env, working dir, user, privileged) edit the process spec before it is sent.
 ProcessAdjust = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -313,7 +313,7 @@ async def run_exec(client: Client, container_id: str, cmd: Sequence[str], stream
     """An interactive exec: relay ``streams`` until the process exits; its exit code.
 
     Cancelling this (the client went away) kills the process; it is always deleted.
-    ``on_started`` sees the running process (Docker's exec inspect and resize need it).
+    ``on_started`` sees the running process (an exec's inspect and resize need it).
     """
     proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
                        stdin=streams.stdin is not None, adjust=adjust)

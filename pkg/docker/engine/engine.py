@@ -40,6 +40,7 @@ from pkg.docker.engine.model import (
 )
 from pkg.docker.engine.records import RecordStore
 from pkg.docker.engine.registry import Registry
+from pkg.docker.events import docker_events
 from pkg.docker.volumes.service import VolumeService
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
@@ -70,7 +71,7 @@ class Engine:
         self.ctx = containers.ctx
         self.registry = Registry(RecordStore(self.ctx.root / "engine"))
         self.lifecycle = Lifecycle(self.registry, containers, client, self._auto_remove)
-        containers.ctx.events.before_die = self.lifecycle.unmounts
+        docker_events(containers.ctx.events).before_die = self.lifecycle.unmounts
         self.volumes = volumes
         self._endpoints = endpoints
 

@@ -22,6 +22,7 @@ from pkg.containerd.errors import translate
 from pkg.docker.engine.health import HealthMonitor
 from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, Phase, RestartPolicyName
 from pkg.docker.engine.registry import Registry
+from pkg.docker.events import docker_events
 from pkg.docker.volumes.model import MountType
 from pkg.model.state import ContainerState
 from pkg.runtime.containers import ContainerService
@@ -88,7 +89,7 @@ class Lifecycle:
         """A Docker container event the core does not publish itself (pause, kill, restart, rename, ...)."""
         found = self.containers.ctx.containers.find(container_id)
         if found is not None:
-            self.containers.ctx.events.docker_container(action, found[0], **extra)
+            docker_events(self.containers.ctx.events).container(action, found[0], **extra)
 
     def unmounts(self, container_id: str) -> None:
         """The volume ``unmount`` events of an exit (moby's Cleanup, before it logs \"die\")."""

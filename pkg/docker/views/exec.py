@@ -27,6 +27,7 @@ from typing import Any
 
 from pkg import errors
 from pkg.aio import create_guarded_task
+from pkg.docker.events import docker_events
 from pkg.model.state import ContainerState
 from pkg.runtime import caps
 from pkg.runtime.containers import ContainerService
@@ -201,7 +202,7 @@ class ExecManager:
         """moby's exec events: ``exec_create: CMD``, ``exec_start: CMD`` and ``exec_die``, each with execID."""
         found = self._containers.ctx.containers.find(instance.container_id)
         if found is not None:
-            self._containers.ctx.events.docker_container(action, found[0], execID=instance.id, **extra)
+            docker_events(self._containers.ctx.events).container(action, found[0], execID=instance.id, **extra)
 
     def get(self, exec_id: str) -> ExecInstance:
         instance = self._execs.get(exec_id)
