@@ -26,9 +26,7 @@ from typing import Any
 from pkg import errors
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
-from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2
 from pkg.containerd.client import Client
-from pkg.containerd.errors import translate
 from pkg.images import content
 from pkg.images.model import Image
 from pkg.model.state import ContainerState
@@ -86,11 +84,9 @@ async def image_view(client: Client, image: Image) -> AsyncIterator[Path | None]
     """An image's root filesystem, read-only, for the duration (a containerd View under a short lease)."""
     key = f"narwhal-view-{secrets.token_hex(8)}"
     async with content.lease(client, "view", expire=dt.timedelta(hours=1)) as lease_id:
-        request = snapshots_pb2.ViewSnapshotRequest(snapshotter=image.snapshotter, key=key, parent=image.chain_id)
-        with translate(f"view of image {image.id}"):
-            resp = await client.snapshots.View(request, metadata=content.lease_md(lease_id), timeout=60)
+        mounts = await ctr_snapshots.view(client, key, image.chain_id, image.snapshotter,
+                                          metadata=content.lease_md(lease_id), what=f"view of image {image.id}")
         try:
-            mounts = [ctr_snapshots.Mount(m.type, m.source, list(m.options)) for m in resp.mounts]
             async with readonly_view(mounts) as root:
                 yield root
         finally:
