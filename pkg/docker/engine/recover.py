@@ -20,7 +20,7 @@ from pkg.docker.engine.model import EngineRecord, Phase, RestartPolicyName
 from pkg.model.state import ContainerState
 
 if TYPE_CHECKING:
-    from pkg.docker.engine.engine import Engine
+    from pkg.docker.engine.recoverable import Engine
 
 log = logging.getLogger(__name__)
 
