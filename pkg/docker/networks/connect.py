@@ -15,12 +15,12 @@ from pkg.docker.networks import resolv
 from pkg.docker.networks.model import BRIDGE, HOST, NONE, EndpointView, Network, Owner
 
 if TYPE_CHECKING:
-    from pkg.docker.networks.service import NetworkService
+    from pkg.docker.networks.connectable import Networks
 
 DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?\Z")
 
 
-async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (),
+async def connect(service: Networks, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (),
                   ipv4: str = "", links: tuple[str, ...] = (), *, mac: str = "", ipv6: str = "") -> EndpointView:
     network = service.get(ref)
     owner = service.owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
@@ -51,7 +51,7 @@ async def connect(service: NetworkService, ref: str, sandbox_id: str, aliases: t
     return service.view(owner, ep, network)
 
 
-async def disconnect(service: NetworkService, ref: str, sandbox_id: str, force: bool = False) -> None:
+async def disconnect(service: Networks, ref: str, sandbox_id: str, force: bool = False) -> None:
     network = service.get(ref)
     owner = service.owner(sandbox_id) or Owner(sandbox_id, sandbox_id[:12])
     if network.name == HOST:
@@ -81,7 +81,7 @@ async def disconnect(service: NetworkService, ref: str, sandbox_id: str, force: 
             await asyncio.to_thread(resolv.hosts_remove, Path(sandbox_dir), ip)
 
 
-def _sandbox(service: NetworkService, sandbox_id: str) -> tuple[str, str]:
+def _sandbox(service: Networks, sandbox_id: str) -> tuple[str, str]:
     if service.sandboxes is None:
         raise errors.NotImplementedYet("network connect needs the Docker domain's sandboxes")
     netns, sandbox_dir = service.sandboxes.netns_and_dir(sandbox_id)
@@ -99,7 +99,7 @@ def attachment_name(network: Network) -> str:
     return "" if network.name == BRIDGE else network.name
 
 
-def check_attachment(service: NetworkService, att: NetworkAttachment) -> NetworkAttachment:
+def check_attachment(service: Networks, att: NetworkAttachment) -> NetworkAttachment:
     """Validate what a container asks of a network at create time (engine's NetworkingConfig)."""
     network = service.get(att.network)
     check_aliases(network, att.aliases)
