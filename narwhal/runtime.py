@@ -10,6 +10,7 @@ from pkg.aio import create_guarded_task
 from pkg.cni import netns
 from pkg.config import Config
 from pkg.containerd.client import Client
+from pkg.docker.events import docker_events
 from pkg.events import EventBus
 from pkg.logs.binary import write_launcher
 from pkg.runtime.containers import ContainerService
@@ -54,6 +55,7 @@ def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwo
     ctx = RuntimeContext(cfg=cfg, client=client, network=network, netns_create=netns.create,
                          netns_remove=netns.remove, images=images, logger=write_launcher(cfg.state / "bin"),
                          domain=domain, events=(bus or EventBus()).domain(domain))
+    docker_events(ctx.events)  # Docker's container events from the core's facts (inert in CRI's but for shown pods)
     sandboxes = SandboxService(ctx)
     containers = ContainerService(ctx)
     sandboxes.containers = containers

@@ -1,8 +1,10 @@
 """The daemon's one event bus: CRI GetContainerEvents and Docker ``/events`` both read it.
 
 Publishers are the core's own transitions (``pkg.runtime``: create, start,
-exit, remove, OOM — which follow containerd's task events) and the Docker
-facade's services (images, networks, volumes, the engine).  Every event is
+exit, remove, OOM — which follow containerd's task events), published as
+neutral facts through a domain's ``DomainEvents`` (pkg.docker.events turns
+them into Docker container events), and the Docker domain's services (images,
+networks, volumes, the engine).  Every event is
 tagged with its runtime *domain* (``""`` for CRI, ``"docker"``), so CRI sees
 only CRI containers and Docker only Docker objects.
 
@@ -71,15 +73,6 @@ class DockerEvent:
 
 Event = ContainerEvent | DockerEvent
 Match = Callable[[Event], bool]
-
-# Core transitions as Docker container actions.
-_DOCKER_ACTIONS = {
-    ContainerEventType.CREATED: "create",
-    ContainerEventType.STARTED: "start",
-    ContainerEventType.STOPPED: "die",
-    ContainerEventType.DELETED: "destroy",
-}
-
 
 class Subscription:
     """One reader's bounded queue.  Reading after an overflow raises ResourceExhausted."""
@@ -183,51 +176,60 @@ class EventBus:
         return len(self._subscribers)
 
 
+class ContainerFact(enum.Enum):
+    """What happened to a container, in no front end's words (each domain's own layer names it)."""
+
+    CREATED = "created"
+    STARTED = "started"
+    EXITED = "exited"
+    DELETED = "deleted"
+    OOM_KILLED = "oom-killed"  # before its EXITED; CRI has no event for it
+
+
+_FACT_OF = {
+    ContainerEventType.CREATED: ContainerFact.CREATED,
+    ContainerEventType.STARTED: ContainerFact.STARTED,
+    ContainerEventType.STOPPED: ContainerFact.EXITED,
+    ContainerEventType.DELETED: ContainerFact.DELETED,
+}
+
+
+@dataclass(frozen=True)
+class ContainerNews:
+    """One container fact as a domain's listeners receive it, synchronously at the moment it is published."""
+
+    fact: ContainerFact
+    container_id: str
+    sandbox_id: str
+    metadata: ContainerMetadata | None
+    exit_code: int | None = None
+    ran_for_s: int | None = None  # EXITED: whole seconds since its start (0 when it never started)
+
+
+Listener = Callable[[ContainerNews], None]
+
+
 class DomainEvents:
-    """A runtime domain's view of the bus: core transitions tagged with the domain, and — in the
-    Docker domain — the matching Docker container events (create, start, oom, die, destroy).  Actions only
-    Docker has (kill, stop, pause, restart, rename, ...) are the engine's to publish, with
-    ``docker_container()``: the core cannot tell a user's ``docker kill`` from its own clean-up."""
+    """A runtime domain's view of the bus.  The core publishes neutral facts here: the CRI-shaped
+    ContainerEvent goes on the bus tagged with the domain, and every listener a front end's layer installed
+    (pkg.docker.events turns them into Docker's create/start/oom/die/destroy) hears the fact first-hand and
+    in order, with the metadata the bus event does not carry."""
 
     def __init__(self, bus: EventBus, domain: str) -> None:
         self.bus = bus
         self.domain = domain
-        # Docker's own view of a container's attributes (the image name the user gave, the Docker name,
-        # labels), installed by whoever owns that view (the engine); the core's metadata is the fallback.
-        self.describe: Callable[[str], Mapping[str, str] | None] | None = None
-        # What the Docker engine publishes at an exit before "die" (moby's Cleanup: volume unmounts).
-        self.before_die: Callable[[str], None] | None = None
-        # The CRI domain under docker-shows-pods: its transitions are Docker container events too.
-        self.shown_to_docker = False
+        self.listeners: list[Listener] = []
 
     def publish(self, container_id: str, sandbox_id: str, type_: ContainerEventType,
-                metadata: ContainerMetadata | None = None, exit_code: int | None = None, **extra: str) -> None:
-        """``extra``: more Docker attributes (``die`` has moby's ``execDuration``, whole seconds run)."""
+                metadata: ContainerMetadata | None = None, exit_code: int | None = None,
+                ran_for_s: int | None = None) -> None:
         self.bus.publish(container_id, sandbox_id, type_, self.domain)
-        if self.domain == DOCKER_DOMAIN or self.shown_to_docker:
-            attributes = {"exitCode": str(exit_code)} if exit_code is not None else {}
-            if type_ == ContainerEventType.STOPPED and self.before_die is not None:
-                self.before_die(container_id)
-            self._docker(_DOCKER_ACTIONS[type_], container_id, metadata, {**attributes, **extra})
+        self._tell(ContainerNews(_FACT_OF[type_], container_id, sandbox_id, metadata, exit_code, ran_for_s))
 
-    def docker_container(self, action: str, metadata: ContainerMetadata, **extra: str) -> None:
-        """A Docker-only container action (kill, stop, oom, ...); nothing in the CRI domain."""
-        if self.domain == DOCKER_DOMAIN:
-            self._docker(action, metadata.id, metadata, extra)
+    def oom_killed(self, metadata: ContainerMetadata) -> None:
+        """The kernel OOM-killed a process of this container (published before its exit)."""
+        self._tell(ContainerNews(ContainerFact.OOM_KILLED, metadata.id, metadata.sandbox_id, metadata))
 
-    def _docker(self, action: str, container_id: str, metadata: ContainerMetadata | None,
-                extra: Mapping[str, str]) -> None:
-        attributes = container_attributes(metadata)
-        if self.describe is not None:
-            attributes.update(self.describe(container_id) or {})
-        self.bus.publish_docker("container", action, container_id, {**attributes, **extra})
-
-
-def container_attributes(metadata: ContainerMetadata | None) -> dict[str, str]:
-    """Docker's Actor.Attributes of a container event: its labels, then image and name (moby's order)."""
-    if metadata is None:
-        return {}
-    attrs = dict(metadata.config.labels)
-    attrs["image"] = metadata.image_ref or metadata.image_id
-    attrs["name"] = metadata.config.name.lstrip("/")
-    return attrs
+    def _tell(self, news: ContainerNews) -> None:
+        for listener in list(self.listeners):
+            listener(news)

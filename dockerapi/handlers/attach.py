@@ -14,11 +14,12 @@ from dockerapi.backend import backends, need
 from dockerapi.handlers import pods
 from dockerapi.params import query_bool, query_int
 from pkg import errors
+from pkg.docker.events import docker_events
+from pkg.docker.views import attach as docker_attach
+from pkg.docker.views.logs import container_logs
 from pkg.logs.reader import ReadOptions
 from pkg.model.state import ContainerState
-from pkg.runtime import docker_attach
 from pkg.runtime.containers import ContainerService
-from pkg.runtime.docker_logs import container_logs
 from pkg.streaming.attach import relay_attach
 from pkg.streaming.backend import ExecStreams
 
@@ -119,7 +120,7 @@ def _running(request: web.Request, container_id: str) -> bool:
 def _event(request: web.Request, action: str, container_id: str) -> None:
     found = containers(request).ctx.containers.find(container_id)
     if found is not None:
-        containers(request).ctx.events.docker_container(action, found[0])
+        docker_events(containers(request).ctx.events).container(action, found[0])
 
 
 async def relay_until_lost(stdio: docker_attach.DockerAttach, streams: ExecStreams, gone: asyncio.Event) -> None:

@@ -23,15 +23,16 @@ import fcntl
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pkg import errors
 from pkg.cni import defaults, iptables, netns
-
-if TYPE_CHECKING:
-    from pkg.cni.manager import NetworkManager
+from pkg.cni.cache import AttachmentCache
+from pkg.cni.config import NetworkConfigList
+from pkg.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,20 @@ async def cleanup_iptables(
         log.info("CNI: removed %d leftover iptables rules/chains of %s", removed, ", ".join(sorted(sandbox_ids)))
 
 
-async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) -> None:
+class Collectable(Protocol):
+    """What the GC needs of the NetworkManager (which imports this module, so it is named here by shape)."""
+
+    cfg: Config
+    cache: AttachmentCache
+    inflight: set[str]  # sandboxes being set up or torn down right now: never collected
+    named_networks: Callable[[], Awaitable[list[NetworkConfigList]]] | None
+
+    def own_subnets(self) -> list[str]: ...
+
+    async def release_unknown(self, sandbox_id: str) -> None: ...
+
+
+async def collect(mgr: Collectable, known: set[str], min_age: float = 0.0) -> None:
     cfg = mgr.cfg
     started = time.time()
     cutoff = started - max(min_age, 0.0)
@@ -117,13 +131,11 @@ async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) ->
             fresh.add(sandbox_id)
         if alive(sandbox_id):
             continue
-        with mgr._claim(sandbox_id) as lock:  # noqa: SLF001 - the manager's own GC
-            async with lock:
-                try:
-                    await mgr._release(sandbox_id)  # noqa: SLF001
-                    log.info("CNI GC: released the attachments of unknown sandbox %s", sandbox_id)
-                except errors.NarwhalError as exc:
-                    log.warning("CNI GC: DEL for unknown sandbox %s failed (will retry): %s", sandbox_id, exc.message)
+        try:
+            await mgr.release_unknown(sandbox_id)
+            log.info("CNI GC: released the attachments of unknown sandbox %s", sandbox_id)
+        except errors.NarwhalError as exc:
+            log.warning("CNI GC: DEL for unknown sandbox %s failed (will retry): %s", sandbox_id, exc.message)
 
     # 2. network namespaces under our netns dir
     try:
@@ -154,7 +166,7 @@ async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) ->
         log.info("CNI GC: released IP %s of unknown sandbox %s", alloc.ip, alloc.sandbox_id)
 
     # 4. iptables state of our own default network and of our named networks
-    networks = [(defaults.network_name(cfg), _our_subnets(mgr))]
+    networks = [(defaults.network_name(cfg), mgr.own_subnets())]
     if mgr.named_networks is not None:
         networks += [(n.name, defaults.subnets_of(n.raw)) for n in await mgr.named_networks()]
     for network, cidrs in networks:
@@ -168,10 +180,3 @@ async def collect(mgr: NetworkManager, known: set[str], min_age: float = 0.0) ->
         if removed:
             log.info("CNI GC: removed %d leftover iptables rules/chains of %s", removed, network)
 
-
-def _our_subnets(mgr: NetworkManager) -> list[str]:
-    """The pod subnets of this instance's own default network (empty when another config is in use)."""
-    net = mgr._network  # noqa: SLF001
-    if net is None or net.name != defaults.network_name(mgr.cfg):
-        return []
-    return defaults.subnets_of(net.raw)

@@ -78,7 +78,7 @@ class NetworkManager:
         self._lock_users: dict[str, int] = {}
         self.inflight: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
-        # Named networks (Docker's user-defined ones) come from pkg.networks, which sets these.
+        # Named networks (Docker's user-defined ones) come from pkg.docker.networks, which sets these.
         self.resolver: NetworkResolver | None = None
         self.named_networks: NetworkLister | None = None
         self.listeners: list[EndpointListener] = []
@@ -390,4 +390,17 @@ class NetworkManager:
         """Release IP allocations, cached attachments, netns and iptables state of sandboxes that
         are neither known nor in flight.  ``known_sandbox_ids`` must include sandboxes being created."""
         await gc.collect(self, known_sandbox_ids, min_age)
+
+    def own_subnets(self) -> list[str]:
+        """The pod subnets of this instance's own default network (empty when another config is in use)."""
+        net = self._network
+        if net is None or net.name != defaults.network_name(self.cfg):
+            return []
+        return defaults.subnets_of(net.raw)
+
+    async def release_unknown(self, sandbox_id: str) -> None:
+        """GC: DEL the attachments of a sandbox nobody knows, under its lock (in flight meanwhile)."""
+        with self._claim(sandbox_id) as lock:
+            async with lock:
+                await self._release(sandbox_id)
 

@@ -119,3 +119,10 @@ async def delete(client: Client, id_: str) -> None:
             await client.containers.Delete(pb.DeleteContainerRequest(id=id_), timeout=30)
     except errors.NotFound:
         pass
+
+
+async def spec_bytes(client: Client, id_: str, *, what: str) -> bytes:
+    """The container's OCI spec as stored (JSON bytes; the caller decides what an invalid one means)."""
+    with translate(what):
+        resp = await client.containers.Get(pb.GetContainerRequest(id=id_))
+    return bytes(resp.container.spec.value)

@@ -1,6 +1,7 @@
 """containerd snapshots: prepare a container's writable layer, mounts, usage, removal."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pkg import errors
@@ -29,6 +30,15 @@ async def prepare(
     request = pb.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent, labels=labels or {})
     with translate(f"prepare snapshot {key}"):
         resp = await client.snapshots.Prepare(request, timeout=60)
+    return _mounts(list(resp.mounts))
+
+
+async def view(client: Client, key: str, parent: str, snapshotter: str = DEFAULT_SNAPSHOTTER, *,
+               metadata: Sequence[tuple[str, str]] = (), what: str = "") -> list[Mount]:
+    """A read-only view of ``parent`` under ``key`` (``metadata``: e.g. the lease that holds it)."""
+    request = pb.ViewSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent)
+    with translate(what or f"view of snapshot {parent}"):
+        resp = await client.snapshots.View(request, metadata=metadata, timeout=60)
     return _mounts(list(resp.mounts))
 
 

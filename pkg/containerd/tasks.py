@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import signal as signals
 from dataclasses import dataclass
 
@@ -116,8 +117,6 @@ async def delete(client: Client, container_id: str) -> None:
 
 
 async def update_resources(client: Client, container_id: str, resources: dict[str, object]) -> None:
-    import json
-
     value = any_pb2.Any(
         type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
         value=json.dumps(resources).encode(),
@@ -144,3 +143,65 @@ async def close_stdin(client: Client, container_id: str, exec_id: str = "") -> N
     with translate(f"close stdin of {container_id}"):
         await client.tasks.CloseIO(pb.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
                                    timeout=10)
+
+
+# ---- exec processes (a second process in a running task), as pkg.runtime.exec drives them ----
+# ``what`` is the caller's wording for errors; no timeout where the caller waits on the process itself.
+PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+
+
+async def exec_process(client: Client, container_id: str, exec_id: str, spec: dict[str, object], *,
+                       terminal: bool, stdin: str, stdout: str, stderr: str, what: str) -> None:
+    """Create an exec process (OCI process ``spec``; stdio fifo paths, "" = none); Start runs it."""
+    request = pb.ExecProcessRequest(
+        container_id=container_id, exec_id=exec_id, terminal=terminal, stdin=stdin, stdout=stdout, stderr=stderr,
+        spec=any_pb2.Any(type_url=PROCESS_SPEC_TYPE, value=json.dumps(spec).encode()))
+    with translate(what):
+        await client.tasks.Exec(request)
+
+
+async def start_process(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+    """Start a created exec process: its pid."""
+    with translate(what):
+        resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id))
+    return int(resp.pid)
+
+
+async def wait_process(client: Client, container_id: str, exec_id: str, *, what: str,
+                       timeout: float | None = None) -> int:
+    """Block until the exec process exits: its exit status."""
+    with translate(what):
+        resp = await client.tasks.Wait(pb.WaitRequest(container_id=container_id, exec_id=exec_id), timeout=timeout)
+    return int(resp.exit_status)
+
+
+async def kill_process(client: Client, container_id: str, exec_id: str, sig: int, *, what: str) -> None:
+    with translate(what):
+        await client.tasks.Kill(pb.KillRequest(container_id=container_id, exec_id=exec_id, signal=sig))
+
+
+async def delete_process(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+    with translate(what):
+        await client.tasks.DeleteProcess(pb.DeleteProcessRequest(container_id=container_id, exec_id=exec_id))
+
+
+async def close_process_stdin(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+    with translate(what):
+        await client.tasks.CloseIO(pb.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True))
+
+
+async def resize_process_pty(client: Client, container_id: str, exec_id: str, width: int, height: int, *,
+                             what: str) -> None:
+    with translate(what):
+        await client.tasks.ResizePty(pb.ResizePtyRequest(container_id=container_id, exec_id=exec_id, width=width,
+                                                         height=height))
+
+
+async def pause(client: Client, container_id: str, *, what: str) -> None:
+    with translate(what):
+        await client.tasks.Pause(pb.PauseTaskRequest(container_id=container_id))
+
+
+async def resume(client: Client, container_id: str, *, what: str) -> None:
+    with translate(what):
+        await client.tasks.Resume(pb.ResumeTaskRequest(container_id=container_id))

@@ -91,11 +91,10 @@ class ContentStore:
 
     async def info(self, digest: str) -> ContentInfo | None:
         try:
-            resp = await self._client.content.Info(content_pb2.InfoRequest(digest=digest), timeout=30)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise from_grpc(err, f"content info {digest}") from err
+            with translate(f"content info {digest}"):
+                resp = await self._client.content.Info(content_pb2.InfoRequest(digest=digest), timeout=30)
+        except errors.NotFound:
+            return None
         return ContentInfo(resp.info.digest, resp.info.size, dict(resp.info.labels))
 
     async def read(self, digest: str, limit: int = 64 << 20) -> bytes:
@@ -123,20 +122,16 @@ class ContentStore:
             await self._client.content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), timeout=30)
 
     async def delete(self, digest: str) -> None:
-        try:
+        with contextlib.suppress(errors.NotFound), translate(f"delete content {digest}"):
             await self._client.content.Delete(content_pb2.DeleteContentRequest(digest=digest), timeout=30)
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise from_grpc(err, f"delete content {digest}") from err
 
     async def status(self, ref: str) -> int | None:
         """How many bytes of the ingest ``ref`` containerd holds (None: no such ingest)."""
         try:
-            resp = await self._client.content.Status(content_pb2.StatusRequest(ref=ref), timeout=30)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise from_grpc(err, f"content status {ref}") from err
+            with translate(f"content status {ref}"):
+                resp = await self._client.content.Status(content_pb2.StatusRequest(ref=ref), timeout=30)
+        except errors.NotFound:
+            return None
         return int(resp.status.offset)
 
     async def add_to_lease(self, digest: str, lease: str) -> None:
@@ -147,10 +142,12 @@ class ContentStore:
 
     async def abort(self, ref: str) -> None:
         try:
-            await run_to_completion(self._client.content.Abort(content_pb2.AbortRequest(ref=ref), timeout=30))
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                log.warning("abort ingest %s: %s", ref, err.details())
+            with translate(f"abort ingest {ref}"):
+                await run_to_completion(self._client.content.Abort(content_pb2.AbortRequest(ref=ref), timeout=30))
+        except errors.NotFound:
+            pass
+        except errors.NarwhalError as exc:
+            log.warning("%s", exc.message)
 
     async def write_bytes(self, ref: str, digest: str, data: bytes, labels: dict[str, str] | None = None,
                           lease: str | None = None) -> None:
@@ -264,11 +261,13 @@ async def lease(client: Client, purpose: str, expire: dt.timedelta = dt.timedelt
     finally:
         try:
             # After a failure, collect what the lease held right away: nothing half-done stays behind.
-            await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id, sync=failed),
-                                                         timeout=60))
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                log.warning("delete lease %s: %s", lease_id, err.details())
+            with translate(f"delete lease {lease_id}"):
+                await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id, sync=failed),
+                                                             timeout=60))
+        except errors.NotFound:
+            pass
+        except errors.NarwhalError as exc:
+            log.warning("%s", exc.message)
 
 
 async def list_leases(client: Client, prefix: str) -> list[str]:

@@ -13,15 +13,13 @@ import hashlib
 import logging
 import secrets
 
-import grpc
-
 from pkg import errors
 from pkg.containerd.api.services.diff.v1 import diff_pb2
 from pkg.containerd.api.services.leases.v1 import leases_pb2
 from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2
 from pkg.containerd.api.types import descriptor_pb2
 from pkg.containerd.client import Client
-from pkg.containerd.errors import from_grpc, translate
+from pkg.containerd.errors import translate
 from pkg.images.content import lease_md, run_to_completion
 from pkg.images.model import Descriptor
 
@@ -49,12 +47,11 @@ class Unpacker:
 
     async def committed(self, key: str) -> bool:
         try:
-            resp = await self._client.snapshots.Stat(
-                snapshots_pb2.StatSnapshotRequest(snapshotter=self.snapshotter, key=key), timeout=30)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return False
-            raise from_grpc(err, f"stat snapshot {key}") from err
+            with translate(f"stat snapshot {key}"):
+                resp = await self._client.snapshots.Stat(
+                    snapshots_pb2.StatSnapshotRequest(snapshotter=self.snapshotter, key=key), timeout=30)
+        except errors.NotFound:
+            return False
         return bool(resp.info.kind == snapshots_pb2.COMMITTED)
 
     async def apply_layer(self, layer: Descriptor, diff_id: str, parent: str, chain_id: str,
@@ -66,17 +63,18 @@ class Unpacker:
             return
         key = f"extract-{secrets.token_hex(8)} {chain_id}"
         try:
-            prepared = await self._client.snapshots.Prepare(
-                snapshots_pb2.PrepareSnapshotRequest(
-                    snapshotter=self.snapshotter, key=key, parent=parent, labels={LABEL_SNAPSHOT_REF: chain_id}),
-                metadata=md, timeout=60)
-        except grpc.aio.AioRpcError as err:
+            with translate(f"prepare snapshot for layer {layer.digest}"):
+                prepared = await self._client.snapshots.Prepare(
+                    snapshots_pb2.PrepareSnapshotRequest(
+                        snapshotter=self.snapshotter, key=key, parent=parent, labels={LABEL_SNAPSHOT_REF: chain_id}),
+                    metadata=md, timeout=60)
+        except errors.AlreadyExists:
             # With the snapshot.ref label, containerd answers AlreadyExists when the target got committed
             # meanwhile (a concurrent pull of a shared layer won the race): that is our result too.
-            if err.code() == grpc.StatusCode.ALREADY_EXISTS and await self.committed(chain_id):
+            if await self.committed(chain_id):
                 await self._hold(chain_id, lease)
                 return
-            raise from_grpc(err, f"prepare snapshot for layer {layer.digest}") from err
+            raise
         try:
             desc = descriptor_pb2.Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size)
             with translate(f"apply layer {layer.digest}"):
@@ -87,12 +85,11 @@ class Unpacker:
                     f"layer {layer.digest}: uncompressed digest {applied.applied.digest} does not match the "
                     f"image config's diff ID {diff_id}")
             try:
-                await self._client.snapshots.Commit(
-                    snapshots_pb2.CommitSnapshotRequest(snapshotter=self.snapshotter, name=chain_id, key=key),
-                    metadata=md, timeout=60)
-            except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # a concurrent unpack won the race
-                    raise from_grpc(err, f"commit snapshot {chain_id}") from err
+                with translate(f"commit snapshot {chain_id}"):
+                    await self._client.snapshots.Commit(
+                        snapshots_pb2.CommitSnapshotRequest(snapshotter=self.snapshotter, name=chain_id, key=key),
+                        metadata=md, timeout=60)
+            except errors.AlreadyExists:  # a concurrent unpack won the race
                 await self._remove(key)
         except BaseException:
             await self._remove(key)
@@ -109,8 +106,10 @@ class Unpacker:
 
     async def _remove(self, key: str) -> None:
         try:
-            await run_to_completion(self._client.snapshots.Remove(
-                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key), timeout=60))
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                log.warning("remove snapshot %s: %s", key, err.details())
+            with translate(f"remove snapshot {key}"):
+                await run_to_completion(self._client.snapshots.Remove(
+                    snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key), timeout=60))
+        except errors.NotFound:
+            pass
+        except errors.NarwhalError as exc:
+            log.warning("%s", exc.message)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pkg.model.sandbox import NamespaceOptions, SecurityProfile
+from pkg.model.spec import Device, HugepageLimit, Mount, Propagation, Resources, Rlimit
 from pkg.model.state import ContainerState
-from pkg.runtime.resources import HugepageLimit, Resources, Rlimit
-from pkg.runtime.spec_options import Device, Mount, Propagation
 
 __all__ = ["ContainerConfig", "ContainerMetadata", "ContainerSecurity", "ContainerStatus", "Device", "HugepageLimit",
            "Mount", "Propagation", "Resources"]

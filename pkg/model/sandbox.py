@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pkg.cni.model import NetworkAttachment, PortMapping
+from pkg.model.network import NetworkAttachment, PortMapping
+from pkg.model.spec import DNSConfig, NamespaceMode, SecurityProfile
 from pkg.model.state import SandboxState
-from pkg.runtime.etc_files import DNSConfig
-from pkg.runtime.seccomp import SecurityProfile
-from pkg.runtime.spec_options import NamespaceMode
 
 __all__ = ["DNSConfig", "NamespaceMode", "NamespaceOptions", "SandboxConfig", "SandboxMetadata", "SandboxStatus",
            "SecurityProfile"]
@@ -46,11 +44,12 @@ class SandboxConfig:
     supplemental_groups: list[int] = field(default_factory=list)
     readonly_rootfs: bool = False
     seccomp: SecurityProfile | None = None
-    # Docker domain only: the networks to join (empty: the default network); CRI never sets it.
+    # Capabilities of the core that only one front end uses so far (CRI never sets them), neutral on purpose:
+    # the named networks to join (empty: the default network; pkg.cni attaches them), ...
     networks: tuple[NetworkAttachment, ...] = ()
-    # Docker domain only (--network none): a network namespace of its own with just lo, no CNI.
+    # ... a network namespace of its own with just lo and no CNI (--network none), ...
     no_network: bool = False
-    shm_size: int = 0  # Docker domain only (--shm-size): bytes of the pod's /dev/shm; 0 = the default 64 MiB
+    shm_size: int = 0  # ... and the bytes of the pod's /dev/shm (--shm-size); 0 = the default 64 MiB
 
     @property
     def host_network(self) -> bool:

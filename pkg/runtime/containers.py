@@ -52,7 +52,7 @@ class ContainerService:
     # ---------------- create ----------------
     @metrics_mod.lifecycle("container", "create")
     async def create(self, sandbox_ref: str, config: ContainerConfig, container_id: str = "") -> str:
-        """``container_id``: a caller-chosen 64-hex ID (the Docker engine names the sandbox's hostname after it)."""
+        """``container_id``: a caller-chosen 64-hex ID (a front end may name the sandbox's hostname after it)."""
         ctx = self.ctx
         if not config.name:
             raise errors.InvalidArgument("container config metadata.name must not be empty")
@@ -129,7 +129,7 @@ class ContainerService:
     @metrics_mod.lifecycle("container", "start")
     async def start(self, ref: str, *, again: bool = False) -> None:
         """``again``: an EXITED container may start once more with a new task on the same rootfs and log
-        (Docker's start of a stopped container); CRI never passes it."""
+        (a front end's start of a stopped container); CRI never passes it."""
         ctx = self.ctx
         container_id = ctx.containers.resolve(ref)
         async with ctx.containers.lock(container_id):
@@ -225,7 +225,7 @@ class ContainerService:
             self._oom.discard(container_id)
             if oom:
                 metrics_mod.current().oom_kills.labels(frontend=metrics_mod.frontend_of(ctx.domain)).inc()
-                ctx.events.docker_container("oom", metadata)
+                ctx.events.oom_killed(metadata)
             reason = "OOMKilled" if oom else ("Completed" if exit_status == 0 else "Error")
             await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")
 
@@ -240,7 +240,7 @@ class ContainerService:
         self._set_exited(container_id)
         ran_for = max(0, finished - before.started_at) // 1_000_000_000 if before.started_at else 0
         self.ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STOPPED, metadata, code,
-                                execDuration=str(ran_for))
+                                ran_for_s=ran_for)
 
     def handle_oom(self, container_id: str) -> None:
         self._oom.add(container_id)
@@ -263,7 +263,7 @@ class ContainerService:
 
         Under the container's lock, as handle_exit: otherwise an exit handled meanwhile (task deleted,
         exit code recorded) looked like a vanished task and its exit code was overwritten with 255
-        (seen as `docker run --rm busybox true` exiting 255 about once in 25 runs, hack/bench)."""
+        (seen as a `--rm` container running `true` exiting 255 about once in 25 runs, hack/bench)."""
         try:
             lock = self.ctx.containers.lock(container_id)
         except errors.NotFound:

@@ -14,7 +14,7 @@ from pkg.events import DomainEvents, EventBus
 from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
-from pkg.runtime.attach import StdinKeeper
+from pkg.runtime.stdin import StdinKeeper
 from pkg.store import Store
 
 
@@ -45,7 +45,7 @@ class RuntimeContext:
     sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
     containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))
     logger: Path | None = None  # narwhal-logger for the shim (pkg.logs.binary.write_launcher); None: the script
-    # A runtime "domain" (CRI's or Docker's) has its own containerd namespace (via ``client``), its own
+    # A runtime "domain" (one per front end) has its own containerd namespace (via ``client``), its own
     # dirs and cgroup parent, so recovery and GC of one never touch the other's objects.
     domain: str = ""
 

@@ -11,10 +11,10 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pkg.errors import InvalidArgument
+from pkg.model.spec import DNSConfig as DNSConfig  # re-exported: defined with the models
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
@@ -27,13 +27,6 @@ _LOCALHOST_ENTRIES = (
     ("fe00::1", "ip6-allnodes"),
     ("fe00::2", "ip6-allrouters"),
 )
-
-
-@dataclass(frozen=True)
-class DNSConfig:
-    servers: tuple[str, ...] = ()
-    searches: tuple[str, ...] = ()
-    options: tuple[str, ...] = ()
 
 
 def _clean(value: str, what: str) -> str:

@@ -26,20 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import any_pb2
-
 from pkg import errors
 from pkg import metrics as metrics_mod
 from pkg.aio import CleanupStack
-from pkg.containerd.api.services.containers.v1 import containers_pb2
-from pkg.containerd.api.services.tasks.v1 import tasks_pb2
+from pkg.containerd import containers as ctr_containers
+from pkg.containerd import tasks as ctr_tasks
 from pkg.containerd.client import Client
-from pkg.containerd.errors import translate
 from pkg.streaming.backend import ExecStreams, OutputStream
 
 log = logging.getLogger(__name__)
 
-PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 MAX_SYNC_OUTPUT = 16 << 20  # per stream, as containerd's CRI
 # ...but both streams travel in one ExecSyncResponse, and gRPC refuses to send more than 16 MiB in total
 # (RESOURCE_EXHAUSTED): their sum stays below that, with room for the message's own framing.
@@ -48,7 +44,7 @@ OUTPUT_DRAIN_TIMEOUT = 2.0  # after exit, how long a backgrounded child may keep
 CLEANUP_TIMEOUT = 10.0
 
 
-# Docker's exec options (env, working dir, user, privileged) edit the process spec before it is sent.
+# A front end's exec options (env, working dir, user, privileged) edit the process spec before it is sent.
 ProcessAdjust = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -118,25 +114,21 @@ class ExecProcess:
             spec = await self._spec()
             await asyncio.to_thread(self._make_fifos)
             await self._open_fifos()
-            with translate(f"exec in {self.container_id}"):
-                await self._client.tasks.Exec(tasks_pb2.ExecProcessRequest(
-                    container_id=self.container_id, exec_id=self.exec_id, terminal=self.tty,
-                    stdin=self._path("stdin"), stdout=self._path("stdout"), stderr=self._path("stderr"),
-                    spec=any_pb2.Any(type_url=PROCESS_SPEC_TYPE, value=json.dumps(spec).encode())))
-                self._created = True
-                started = await self._client.tasks.Start(tasks_pb2.StartRequest(
-                    container_id=self.container_id, exec_id=self.exec_id))
-            self.pid = started.pid
+            what = f"exec in {self.container_id}"
+            await ctr_tasks.exec_process(
+                self._client, self.container_id, self.exec_id, spec, terminal=self.tty, stdin=self._path("stdin"),
+                stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
+            self._created = True
+            self.pid = await ctr_tasks.start_process(self._client, self.container_id, self.exec_id, what=what)
             metrics_mod.current().execs.inc()
             self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
             self._close_keepers()
             cleanup.commit()
 
     async def _spec(self) -> dict[str, Any]:
-        with translate(f"container {self.container_id}"):
-            resp = await self._client.containers.Get(containers_pb2.GetContainerRequest(id=self.container_id))
+        raw = await ctr_containers.spec_bytes(self._client, self.container_id, what=f"container {self.container_id}")
         try:
-            container_spec = json.loads(resp.container.spec.value)
+            container_spec = json.loads(raw)
         except ValueError:
             raise errors.FailedPrecondition(f"container {self.container_id} has no valid OCI spec") from None
         process = process_spec(container_spec, self.cmd, self.tty)
@@ -180,10 +172,8 @@ class ExecProcess:
         self._keepers.clear()
 
     async def _wait_exit(self) -> int:
-        with translate(f"wait for exec in {self.container_id}"):
-            resp = await self._client.tasks.Wait(tasks_pb2.WaitRequest(
-                container_id=self.container_id, exec_id=self.exec_id))
-        return int(resp.exit_status)
+        return await ctr_tasks.wait_process(self._client, self.container_id, self.exec_id,
+                                            what=f"wait for exec in {self.container_id}")
 
     async def wait(self) -> int:
         if self._wait is None:
@@ -209,25 +199,22 @@ class ExecProcess:
             self._stdin.close()
         if self._want["stdin"] and not self.exited:
             with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
-                with translate("close exec stdin"):
-                    await self._client.tasks.CloseIO(tasks_pb2.CloseIORequest(
-                        container_id=self.container_id, exec_id=self.exec_id, stdin=True))
+                await ctr_tasks.close_process_stdin(self._client, self.container_id, self.exec_id,
+                                                    what="close exec stdin")
 
     async def resize(self, width: int, height: int) -> None:
         if not self.tty or self.exited:
             return
         with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
-            with translate("resize exec tty"):
-                await self._client.tasks.ResizePty(tasks_pb2.ResizePtyRequest(
-                    container_id=self.container_id, exec_id=self.exec_id, width=width, height=height))
+            await ctr_tasks.resize_process_pty(self._client, self.container_id, self.exec_id, width, height,
+                                               what="resize exec tty")
 
     async def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.exited:
             return
         with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
-            with translate("kill exec process"):
-                await self._client.tasks.Kill(tasks_pb2.KillRequest(
-                    container_id=self.container_id, exec_id=self.exec_id, signal=sig))
+            await ctr_tasks.kill_process(self._client, self.container_id, self.exec_id, sig,
+                                         what="kill exec process")
 
     async def delete(self) -> None:
         """Kill if still running, delete the exec process, close and remove the fifos. Idempotent."""
@@ -241,9 +228,8 @@ class ExecProcess:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(self._wait), CLEANUP_TIMEOUT)
             with contextlib.suppress(errors.NotFound):
-                with translate("delete exec process"):
-                    await self._client.tasks.DeleteProcess(tasks_pb2.DeleteProcessRequest(
-                        container_id=self.container_id, exec_id=self.exec_id))
+                await ctr_tasks.delete_process(self._client, self.container_id, self.exec_id,
+                                               what="delete exec process")
         if self._wait is not None and not self._wait.done():
             self._wait.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -271,16 +257,11 @@ async def reap_stale_execs(client: Client, fifo_root: Path) -> int:
     for exec_dir in stale:
         container_id, exec_id = exec_dir.parent.name, exec_dir.name
         with contextlib.suppress(errors.NarwhalError):
-            with translate("kill stale exec"):
-                await client.tasks.Kill(tasks_pb2.KillRequest(container_id=container_id, exec_id=exec_id,
-                                                              signal=signal.SIGKILL))
-            with translate("wait for stale exec"):
-                await client.tasks.Wait(tasks_pb2.WaitRequest(container_id=container_id, exec_id=exec_id),
-                                        timeout=CLEANUP_TIMEOUT)
+            await ctr_tasks.kill_process(client, container_id, exec_id, signal.SIGKILL, what="kill stale exec")
+            await ctr_tasks.wait_process(client, container_id, exec_id, what="wait for stale exec",
+                                         timeout=CLEANUP_TIMEOUT)
         with contextlib.suppress(errors.NarwhalError):
-            with translate("delete stale exec"):
-                await client.tasks.DeleteProcess(tasks_pb2.DeleteProcessRequest(
-                    container_id=container_id, exec_id=exec_id))
+            await ctr_tasks.delete_process(client, container_id, exec_id, what="delete stale exec")
         await asyncio.to_thread(_remove_exec_dir, exec_dir)
     if stale:
         log.info("reaped %d exec process(es) left by a previous run", len(stale))
@@ -313,7 +294,7 @@ async def run_exec(client: Client, container_id: str, cmd: Sequence[str], stream
     """An interactive exec: relay ``streams`` until the process exits; its exit code.
 
     Cancelling this (the client went away) kills the process; it is always deleted.
-    ``on_started`` sees the running process (Docker's exec inspect and resize need it).
+    ``on_started`` sees the running process (an exec's inspect and resize need it).
     """
     proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
                        stdin=streams.stdin is not None, adjust=adjust)

@@ -12,40 +12,20 @@ import logging
 import re
 import resource
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pkg.errors import InvalidArgument
+from pkg.model.spec import HugepageLimit as HugepageLimit  # re-exported: defined with the models
+from pkg.model.spec import Resources as Resources
+from pkg.model.spec import Rlimit as Rlimit
 
 log = logging.getLogger(__name__)
 
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*\Z", re.ASCII)
 _PAGE_SIZE = re.compile(r"^\d+(B|KB|MB|GB|TB|PB)\Z", re.ASCII)
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-@dataclass(frozen=True)
-class HugepageLimit:
-    page_size: str  # "2MB", "1GB" — the cgroup file's spelling
-    limit: int
-
-
-@dataclass(frozen=True)
-class Resources:
-    """LinuxContainerResources (plus Docker's pids limit); 0 / "" / empty = not set."""
-
-    cpu_period: int = 0
-    cpu_quota: int = 0
-    cpu_shares: int = 0
-    memory_limit_in_bytes: int = 0
-    memory_swap_limit_in_bytes: int = 0
-    cpuset_cpus: str = ""
-    cpuset_mems: str = ""
-    hugepage_limits: tuple[HugepageLimit, ...] = ()
-    unified: Mapping[str, str] = field(default_factory=dict)
-    pids_limit: int = 0
-    oom_score_adj: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,13 +149,6 @@ def clamp_oom_score_adj(value: int, floor: int | None = None) -> int:
     _check(-1000 <= value <= 1000, f"oom_score_adj must be in [-1000, 1000]: {value}")
     floor = current_oom_score_adj() if floor is None else floor
     return max(value, floor)
-
-
-@dataclass(frozen=True)
-class Rlimit:
-    type: str  # "RLIMIT_NOFILE" or "nofile"
-    soft: int
-    hard: int
 
 
 _RLIMITS = {

@@ -1,6 +1,6 @@
 """Who follows a container's runs: clients waiting for its next start, and readers of its output.
 
-A Docker attach subscribes before the start (``docker run`` attaches, then
+An attach may subscribe before the start (a ``run`` that attaches, then
 starts) and must see that run even when it is over in a millisecond and
 ``--rm`` removes the container right after: so a start hands its exit event
 to every waiter at once (no polling that a short run slips between), and a

@@ -9,17 +9,17 @@ same way.
 """
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import os
 import platform
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from pkg.errors import InvalidArgument, NotFound
+from pkg.model.spec import ProfileType as ProfileType  # re-exported: defined with the models
+from pkg.model.spec import SecurityProfile as SecurityProfile
 from pkg.runtime import apparmor
 
 # Go (and Docker profile) architecture names of the machines Python reports.
@@ -34,20 +34,6 @@ _SCMP_NATIVE = {
     "mips64": "SCMP_ARCH_MIPS64",
 }
 _MAX_PROFILE_BYTES = 4 << 20
-
-
-class ProfileType(enum.Enum):
-    RUNTIME_DEFAULT = "RuntimeDefault"
-    UNCONFINED = "Unconfined"
-    LOCALHOST = "Localhost"
-
-
-@dataclass(frozen=True)
-class SecurityProfile:
-    """A CRI SecurityProfile (seccomp or AppArmor): the kind, and for Localhost the node-local reference."""
-
-    type: ProfileType
-    localhost_ref: str = ""
 
 
 RUNTIME_DEFAULT = SecurityProfile(ProfileType.RUNTIME_DEFAULT)

@@ -159,7 +159,7 @@ def bind_mounts(
 
 
 def _tmpfs_mount(m: Mount) -> dict[str, Any]:
-    """A tmpfs of its own (Docker's defaults: noexec, nosuid, nodev)."""
+    """A tmpfs of its own (by default noexec, nosuid, nodev)."""
     options = ["nosuid", "nodev", "noexec", "ro" if m.readonly else "rw"]
     if m.tmpfs_size:
         options.append(f"size={m.tmpfs_size}")
@@ -242,7 +242,7 @@ _CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})\Z")
 
 
 def cgroup_rule(text: str) -> dict[str, Any]:
-    """A Docker device cgroup rule as a ``resources.devices`` allow entry ("*" = any major or minor)."""
+    """A device cgroup rule ("c 7:128 rwm") as a ``resources.devices`` allow entry ("*" = any major or minor)."""
     match = _CGROUP_RULE.match(text.strip())
     if match is None:
         raise InvalidArgument(f"invalid device cgroup format '{text}'")

@@ -1,12 +1,11 @@
 """Typed inputs of the OCI spec builders (``spec.py``): what a container or pod infra container asks for.
 
-The front ends convert their requests (CRI protobufs, Docker JSON) into these;
+The front ends convert their requests (protobufs, JSON) into these;
 nothing here knows either wire format.  ``HostInfo`` carries the host facts
 the rules depend on, probed once and replaceable in tests.
 """
 from __future__ import annotations
 
-import enum
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,19 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 from pkg.images.model import ImageConfig
+from pkg.model.spec import Device as Device
+from pkg.model.spec import Mount as Mount
+from pkg.model.spec import NamespaceMode as NamespaceMode  # re-exported: defined with the models
+from pkg.model.spec import Propagation as Propagation
 from pkg.runtime import caps as capabilities
 from pkg.runtime import seccomp
 from pkg.runtime.resources import CgroupFacts, Resources, Rlimit, current_oom_score_adj
 from pkg.runtime.seccomp import SecurityProfile
-
-
-class NamespaceMode(enum.Enum):
-    """CRI NamespaceMode: where a pod's or container's namespace comes from."""
-
-    POD = 0
-    CONTAINER = 1
-    NODE = 2
-    TARGET = 3
 
 
 @dataclass(frozen=True)
@@ -47,41 +41,6 @@ class Namespace:
     @classmethod
     def join(cls, path: str) -> Namespace:
         return cls("join", path)
-
-
-class Propagation(enum.Enum):
-    """CRI MountPropagation."""
-
-    PRIVATE = 0
-    HOST_TO_CONTAINER = 1
-    BIDIRECTIONAL = 2
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A host path bind-mounted into the container (CRI Mount; SELinux relabel is not supported and ignored)."""
-
-    container_path: str
-    host_path: str
-    readonly: bool = False
-    propagation: Propagation = Propagation.PRIVATE
-    recursive_read_only: bool = False
-    selinux_relabel: bool = False
-    # Docker's --tmpfs/--mount type=tmpfs: a fresh tmpfs at container_path (host_path unused); 0 = kernel default.
-    tmpfs: bool = False
-    tmpfs_size: int = 0
-    tmpfs_mode: int = 0
-
-
-@dataclass(frozen=True)
-class Device:
-    """A host device node (or a directory of them) exposed in the container, with cgroup access ``rwm``."""
-
-    container_path: str
-    host_path: str
-    permissions: str = "rwm"
-    # Docker's --device-cgroup-rule ("c 7:128 rwm", "a *:* m"): only a cgroup allow rule, no node; CRI never sets it.
-    cgroup_rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,7 +92,7 @@ class ContainerSpecOptions:
     """Everything ``build_container_spec`` needs, as containerd's CRI reads it from a ContainerConfig.
 
     ``command`` None means "not given" (the image ENTRYPOINT applies); an empty
-    tuple clears the entrypoint (Docker's ``--entrypoint ""``).  CRI callers
+    tuple clears the entrypoint (``--entrypoint ""``).  CRI callers
     pass None for an empty command, as protobuf cannot tell the two apart.
     ``masked_paths``/``readonly_paths`` None mean containerd's defaults.
     ``rootfs_path`` is a readable view of the container's rootfs, used only to

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from pkg import errors
+from pkg.docker.events import docker_events
 from pkg.events import (
     CRI_DOMAIN,
     DOCKER_DOMAIN,
@@ -86,8 +87,9 @@ async def test_docker_domain_publishes_docker_container_events_with_attributes()
     md = _metadata(labels={"com.example": "x"})
     async with bus.subscribe(lambda e: isinstance(e, DockerEvent)) as sub:
         docker = bus.domain(DOCKER_DOMAIN)
+        docker_events(docker)
         docker.publish(md.id, md.sandbox_id, ContainerEventType.CREATED, md)
-        docker.docker_container("kill", md, signal="15")
+        docker_events(docker).container("kill", md, signal="15")
         docker.publish(md.id, md.sandbox_id, ContainerEventType.STOPPED, md, 137)
         docker.publish(md.id, md.sandbox_id, ContainerEventType.DELETED, md)
         got = [await sub.get() for _ in range(4)]
@@ -102,9 +104,50 @@ async def test_cri_domain_publishes_no_docker_events() -> None:
     bus = EventBus()
     cri = bus.domain(CRI_DOMAIN)
     md = _metadata()
+    docker_events(cri)
     cri.publish(md.id, md.sandbox_id, ContainerEventType.CREATED, md)
-    cri.docker_container("kill", md, signal="9")
+    cri.oom_killed(md)
+    docker_events(cri).container("kill", md, signal="9")
     assert bus.history(lambda e: True) == []
+
+
+def test_the_core_publishes_no_docker_event_itself() -> None:
+    """Without the Docker domain's translator a domain's facts are CRI events only (the core is neutral)."""
+    bus = EventBus()
+    docker = bus.domain(DOCKER_DOMAIN)
+    heard: list[tuple[str, str]] = []
+    docker.listeners.append(lambda news: heard.append((news.fact.value, news.container_id)))
+    md = _metadata()
+    docker.publish(md.id, md.sandbox_id, ContainerEventType.CREATED, md)
+    docker.oom_killed(md)
+    assert bus.history(lambda e: True) == []
+    assert heard == [("created", md.id), ("oom-killed", md.id)]
+
+
+def test_an_exit_is_oom_then_the_unmounts_then_die_with_its_code_and_run_time() -> None:
+    bus = EventBus()
+    docker = bus.domain(DOCKER_DOMAIN)
+    translator = docker_events(docker)
+    assert docker_events(docker) is translator  # one per domain: it hears each fact once
+    translator.before_die = lambda cid: bus.publish_docker("volume", "unmount", "v1", {"container": cid})
+    md = _metadata()
+    docker.oom_killed(md)
+    docker.publish(md.id, md.sandbox_id, ContainerEventType.STOPPED, md, 137, ran_for_s=3)
+    got = [(e.type, e.action, dict(e.attributes)) for e in bus.history(lambda e: True)]
+    base = {"image": "docker.io/library/busybox:latest", "name": "web"}
+    assert got == [("container", "oom", base), ("volume", "unmount", {"container": md.id}),
+                   ("container", "die", {**base, "exitCode": "137", "execDuration": "3"})]
+
+
+def test_pods_shown_to_docker_have_their_lifecycle_but_no_docker_only_actions() -> None:
+    bus = EventBus()
+    cri = bus.domain(CRI_DOMAIN)
+    docker_events(cri).shown_to_docker = True
+    md = _metadata()
+    cri.publish(md.id, md.sandbox_id, ContainerEventType.STARTED, md)
+    cri.oom_killed(md)
+    docker_events(cri).container("kill", md, signal="9")
+    assert [e.action for e in bus.history(lambda e: True)] == ["start"]
 
 
 def test_history_is_a_bounded_ring_filtered_by_time_and_match() -> None:
@@ -121,7 +164,7 @@ async def test_docker_attributes_come_from_the_describe_hook_when_installed() ->
     bus = EventBus()
     docker = bus.domain(DOCKER_DOMAIN)
     md = _metadata(labels={"a": "1"})
-    docker.describe = lambda cid: {"image": "busybox", "name": "web-1"} if cid == md.id else None
+    docker_events(docker).describe = lambda cid: {"image": "busybox", "name": "web-1"} if cid == md.id else None
     docker.publish(md.id, md.sandbox_id, ContainerEventType.STARTED, md)
     docker.publish("other", md.sandbox_id, ContainerEventType.STARTED, _metadata("other"))
     mine, other = bus.history(lambda e: True)

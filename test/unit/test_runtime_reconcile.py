@@ -23,10 +23,10 @@ class FakeEvents:
         self.published: list[tuple[str, int]] = []
 
     def publish(self, container_id: str, sandbox_id: str, kind: object, metadata: object, code: int = 0,
-                **extra: str) -> None:
+                ran_for_s: int | None = None) -> None:
         self.published.append((container_id, code))
 
-    def docker_container(self, *args: object, **kwargs: object) -> None:
+    def oom_killed(self, *args: object) -> None:
         pass
 
 

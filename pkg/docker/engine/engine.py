@@ -1,0 +1,478 @@
+"""The Docker container engine: create, inspect, list, rename, update and remove Docker containers on
+the Docker domain's core services, and rebuild them after a narwhald restart.
+
+A Docker container is one core sandbox (its network, IPC and UTS namespaces, /etc files) plus one core
+container, whose ID is the Docker ID.  ``--network container:<x>`` puts the core container in x's sandbox
+instead.  The engine record (pkg.docker.engine.records) is written once both exist and marked REMOVING before a
+removal starts, so a crash at any point leaves either a whole container or pieces recovery removes.
+"""
+from __future__ import annotations
+
+import asyncio
+import builtins
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from pkg import errors
+from pkg.aio import CleanupStack, cancel_tasks
+from pkg.cni.model import Endpoint
+from pkg.containerd import containers as ctr_containers
+from pkg.containerd import snapshots as ctr_snapshots
+from pkg.containerd.client import Client
+from pkg.docker.engine import extra_hosts as extra_hosts_entries
+from pkg.docker.engine import groups, hosts, links, mounts, names, recover, translate
+from pkg.docker.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
+from pkg.docker.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    EngineContainer,
+    EngineRecord,
+    HostConfig,
+    NetworkInfo,
+    Phase,
+    Resources,
+    RestartPolicy,
+    RestartPolicyName,
+)
+from pkg.docker.engine.records import RecordStore
+from pkg.docker.engine.registry import Registry
+from pkg.docker.events import docker_events
+from pkg.docker.volumes.service import VolumeService
+from pkg.images.model import Image
+from pkg.model.container import Resources as CoreResources
+from pkg.model.state import ContainerState, SandboxState
+from pkg.runtime.containers import ContainerService
+from pkg.runtime.resources import CgroupFacts, merge_resources
+from pkg.runtime.sandboxes import SandboxService
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "container.log"
+
+
+class Images(Protocol):
+    async def get(self, ref_or_id: str) -> Image: ...
+
+
+Endpoints = Callable[[str], Awaitable[list[Endpoint]]]
+
+
+class Engine:
+    def __init__(self, sandboxes: SandboxService, containers: ContainerService, images: Images,
+                 client: Client, *, volumes: VolumeService | None = None, endpoints: Endpoints | None = None) -> None:
+        self.sandboxes = sandboxes
+        self.containers = containers
+        self.images = images
+        self.client = client
+        self.ctx = containers.ctx
+        self.registry = Registry(RecordStore(self.ctx.root / "engine"))
+        self.lifecycle = Lifecycle(self.registry, containers, client, self._auto_remove)
+        docker_events(containers.ctx.events).before_die = self.lifecycle.unmounts
+        self.volumes = volumes
+        self._endpoints = endpoints
+
+    @property
+    def store(self) -> RecordStore:
+        return self.registry.store
+
+    # ---------------- queries ----------------
+    def get(self, ref: str) -> EngineContainer:
+        """By full ID, name (with or without "/") or unique ID prefix; NotFound "No such container: <ref>"."""
+        record = self.registry.get(ref)
+        return self._view(record)
+
+    def list(self) -> builtins.list[EngineContainer]:
+        views = []
+        link_names = links.names_by_container(self.registry)  # once, not once per container
+        for record in self.registry:
+            if self.ctx.containers.find(record.id) is not None:
+                views.append(self._view(record, link_names.get(record.id, ())))
+        return sorted(views, key=lambda c: c.created, reverse=True)
+
+    def _view(self, record: EngineRecord, link_names: tuple[str, ...] | None = None) -> EngineContainer:
+        found = self.ctx.containers.find(record.id)
+        if found is None:
+            raise errors.NotFound(f"No such container: {record.id}")
+        _, status = found
+        return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
+                               self.lifecycle.health.get(record.id) or record.state.health,
+                               links.shown(record, self.registry),
+                               links.names_of(record.id, self.registry) if link_names is None else link_names)
+
+    def _networks(self, record: EngineRecord, with_ip: bool) -> tuple[NetworkInfo, ...]:
+        mode = record.host_config.network_mode
+        if mode.startswith("container:"):
+            return ()
+        name = "bridge" if mode == "default" else mode
+        ip = ""
+        sandbox = self.ctx.sandboxes.find(record.sandbox_id)
+        if with_ip and sandbox is not None and mode not in ("host", "none"):
+            ip = sandbox[1].ip
+        spec = next((e for e in record.config.endpoints if e.network == name), None)
+        return (NetworkInfo(name=name, ip=ip, aliases=spec.aliases if spec else (), links=spec.links if spec else ()),)
+
+    async def inspect(self, ref: str) -> EngineContainer:
+        """``get`` with every network endpoint as the network manager has it (IP, prefix, gateway, MAC)."""
+        view = self.get(ref)
+        mode = view.host_config.network_mode
+        if self._endpoints is None or mode in ("host", "none") or mode.startswith("container:"):
+            return view
+        endpoints = await self._endpoints(view.sandbox_id)
+        if not endpoints:
+            return view
+        if not view.running:  # moby: the networks a stopped container is on, with what was asked, no addresses
+            asked = {e.network: e.mac_address for e in view.config.endpoints}
+            networks = tuple(NetworkInfo(name=e.network or "bridge", mac=asked.get(e.network or "bridge", ""),
+                                         aliases=e.aliases, links=e.links) for e in endpoints)
+        else:
+            networks = tuple(NetworkInfo(name=e.network or "bridge", ip=e.ip, prefix_len=e.prefix_len,
+                                         gateway=e.gateway, mac=e.mac, aliases=e.aliases, links=e.links,
+                                         ipv6=e.ipv6,
+                                         ipv6_prefix_len=e.ipv6_prefix_len) for e in endpoints)
+        return dataclasses.replace(view, networks=networks)
+
+    async def _write_hosts(self, record: EngineRecord, sandbox_id: str) -> None:
+        """/etc/hosts as moby writes it (pkg.docker.networks.resolv.docker_hosts); a host-network container keeps
+        the host's, with its --add-host lines appended."""
+        ips: builtins.list[str] = []
+        gateway = ""  # what --add-host name:host-gateway names: the host, seen from the container's network
+        if self._endpoints is not None and record.host_config.network_mode != "host":
+            for endpoint in await self._endpoints(sandbox_id):
+                ips += [ip for ip in (endpoint.ip, endpoint.ipv6) if ip]
+                gateway = gateway or endpoint.gateway
+        await hosts.write(self.ctx.sandbox_root(sandbox_id) / "hosts", record, ips, gateway)
+
+    async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
+        """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
+        aliases, MAC, DriverOpts, shown by inspect), or forget it (``None``: disconnect)."""
+        container_id = self.registry.resolve(ref)
+
+        def change(record: EngineRecord) -> EngineRecord:
+            kept = tuple(e for e in record.config.endpoints if e.network != network)
+            return dataclasses.replace(record, config=dataclasses.replace(
+                record.config, endpoints=kept + ((spec,) if spec is not None else ())))
+
+        await self.registry.update(container_id, change)
+
+    async def sizes(self, view: EngineContainer) -> tuple[int, int]:
+        """(SizeRw, SizeRootFs): the container's own layer, and that plus its image."""
+        try:
+            rw, _ = await ctr_snapshots.usage(self.client, view.id)
+        except errors.NarwhalError:
+            rw = 0
+        try:
+            image_size = (await self.images.get(view.image_id)).size
+        except errors.NarwhalError:
+            image_size = 0
+        return rw, rw + image_size
+
+    def sandbox_paths(self, view: EngineContainer) -> tuple[str, str]:
+        """The dir holding the container's /etc/hosts, hostname and resolv.conf, and its netns path."""
+        found = self.ctx.sandboxes.find(view.sandbox_id)
+        if found is None:
+            return "", ""
+        return found[0].sandbox_dir, found[0].netns_path
+
+    # ---------------- create ----------------
+    async def create(self, spec: ContainerSpec, host: HostConfig, name: str = "") -> str:
+        """A new (created, not started) Docker container; returns its ID."""
+        _validate_host_config(host)
+        if host.uts_mode == "host" and spec.hostname:
+            raise errors.InvalidArgument("conflicting options: hostname and the UTS mode")
+        if not host.cgroupns_mode:  # moby stores the daemon's default: private on cgroup v2, host on v1
+            host = dataclasses.replace(host, cgroupns_mode="private" if CgroupFacts.probe().v2 else "host")
+        container_id = secrets.token_hex(32)
+        name = names.validate(name) if name else self._random_name()
+        self.registry.reserve_name(name, container_id)
+        try:
+            return await self._create(container_id, name, spec, host)
+        except BaseException:
+            self.registry.release_name(name, container_id)
+            raise
+
+    def _random_name(self) -> str:
+        for attempt in range(10):
+            name = names.random_name(attempt)
+            if not self.registry.name_taken(name):
+                return name
+        return f"{names.random_name(1)}{secrets.token_hex(3)}"
+
+    async def _create(self, container_id: str, name: str, spec: ContainerSpec, host: HostConfig) -> str:
+        try:
+            image = await self.images.get(spec.image)
+        except errors.NotFound:
+            raise errors.NotFound(f"No such image: {_with_tag(spec.image)}") from None
+        spec = translate.merge_image(spec, image.config)
+        translate.argv(spec)
+        gids = await groups.group_ids(self.client, image, host.group_add)
+        requested = mounts.specs(host)
+        for entry in host.volumes_from:  # moby: the container's own mounts win over inherited ones
+            source, read_write = mounts.parse_volumes_from(entry)
+            requested += mounts.inherited(requested, self.registry.get(source).mount_points, read_write)
+        sandbox_id, owns_sandbox = "", True
+        mode = host.network_mode
+        if mode.startswith("container:"):
+            target = self.registry.get(mode.partition(":")[2])
+            if target.host_config.network_mode.startswith("container:"):
+                target = self.registry.get(target.host_config.network_mode.partition(":")[2])
+            sandbox_id, owns_sandbox = target.sandbox_id, False
+            host = dataclasses.replace(host, network_mode=f"container:{target.id}")  # as moby stores it
+        linked = links.plan(self.registry, self._sandbox_ip, host, name)
+        record = EngineRecord(
+            id=container_id, name=name, sandbox_id=sandbox_id, owns_sandbox=owns_sandbox, image_id=image.id,
+            created=time.time_ns(), config=spec, host_config=host,
+            port_bindings=translate.resolve_ports(spec, host) if owns_sandbox and mode != "host" else (),
+            log_path=str(self.store.dir(container_id) / LOG_FILE), links=linked.links,
+        )
+        async with CleanupStack() as cleanup:
+            cleanup.add("remove engine dir", lambda: self.store.delete(container_id))
+            plan = await mounts.prepare(self.volumes, requested, image, spec.volumes)
+            volumes = self.volumes
+            if volumes is not None:
+                cleanup.add("release prepared volumes", lambda: volumes.discard(plan))
+            record = dataclasses.replace(record, mount_points=tuple(plan.mounts))
+            if owns_sandbox:
+                sandbox_id = await self.sandboxes.run(translate.sandbox_config(record, self.store.root))
+                cleanup.add("remove sandbox", lambda: self.sandboxes.remove(sandbox_id))
+                record = dataclasses.replace(record, sandbox_id=sandbox_id)
+                await self._write_hosts(record, sandbox_id)
+                if linked.hosts:
+                    await asyncio.to_thread(links.append_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts",
+                                            linked.hosts)
+            config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts),
+                                                gids, linked.env)
+            await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
+                                         container_id=container_id)
+            cleanup.add("remove container", lambda: self.containers.remove(container_id))
+            if volumes is not None:
+                await volumes.attach(plan, container_id)
+                cleanup.add("release volumes", lambda: volumes.release(container_id, remove_anonymous=True))
+            await self.store.write(record)
+            self.registry.add(record)
+            cleanup.commit()
+        log.info("docker container %s (%s) created", container_id[:12], name)
+        return container_id
+
+    # ---------------- remove ----------------
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        container_id = self.registry.resolve(ref)
+        view = self.get(container_id)
+        restarting = view.record.state.restarting  # moby counts it as running (container/state.go)
+        if (view.running or restarting) and not force:
+            what = "paused" if view.record.state.paused else "restarting" if restarting else "running"
+            raise errors.Conflict(
+                f"cannot remove container \"/{view.name}\": container is {what}: "
+                f"stop the container before removing or force remove")
+        if view.running:
+            self.lifecycle.event("kill", container_id, signal="9")  # moby's forced remove kills first
+        await self.remove_now(container_id, volumes)
+
+    async def _auto_remove(self, container_id: str) -> None:
+        """AutoRemove (docker run --rm): the container goes with its anonymous volumes."""
+        try:
+            await self.remove_now(container_id, volumes=True)
+        except errors.NotFound:
+            pass
+
+    async def remove_now(self, container_id: str, volumes: bool = False) -> None:
+        async with self.registry.lock(container_id):
+            record = self.registry.find(container_id)
+            if record is None:
+                return
+            await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False,
+                                             remove_volumes=volumes)
+            await self.lifecycle._resume_quietly(container_id)
+            await self.release(record, volumes)
+        log.info("docker container %s (%s) removed", container_id[:12], record.name)
+
+    async def release(self, record: EngineRecord, volumes: bool = False) -> None:
+        """Core container, then the sandbox once nothing uses it, volumes, the record and log; idempotent."""
+        container_id = record.id
+        found = self.ctx.containers.find(container_id)
+        exit_code = found[1].exit_code if found else 0
+        await self.containers.remove(container_id)
+        await self.remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
+        if self.volumes is not None:
+            await self.volumes.release(container_id, remove_anonymous=volumes)
+        await self.store.delete(container_id)
+        self.registry.drop(container_id)
+        self.lifecycle.removed(container_id, exit_code)
+
+    async def remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
+        if not sandbox_id:
+            return
+        in_use = any(m.sandbox_id == sandbox_id for _, m, _ in self.ctx.containers) or any(
+            r.sandbox_id == sandbox_id for r in self.registry if r.id != exclude)
+        if not in_use:
+            await self.sandboxes.remove(sandbox_id)
+
+    async def prune(self, keep: Callable[[EngineContainer], bool]) -> builtins.list[str]:
+        """Remove every stopped container ``keep`` does not keep; the removed IDs."""
+        removed = []
+        for view in self.list():
+            if view.running or view.record.state.restarting or keep(view):
+                continue
+            try:
+                await self.remove_now(view.id)
+            except errors.NarwhalError as exc:
+                log.warning("prune %s: %s", view.id[:12], exc.message)
+                continue
+            removed.append(view.id)
+        return removed
+
+    async def remove_link(self, path: str) -> None:
+        """DELETE /containers/<linking>/<alias>?link=1 (pkg.docker.engine.links.remove)."""
+        await links.remove(self.registry, path)
+
+    # ---------------- rename / update ----------------
+    async def rename(self, ref: str, new_name: str) -> None:
+        container_id = self.registry.resolve(ref)
+        if not new_name:
+            raise errors.InvalidArgument("Neither old nor new names may be empty")
+        new_name = names.validate(new_name)
+        async with self.registry.lock(container_id):
+            record = self.registry.get(container_id)
+            if record.name == new_name:
+                raise errors.InvalidArgument("Renaming a container with the same name as its current name")
+            self.registry.reserve_name(new_name, container_id)
+            try:
+                await self.registry.update(container_id, lambda r: dataclasses.replace(r, name=new_name))
+            except BaseException:
+                self.registry.release_name(new_name, container_id)
+                raise
+            self.registry.release_name(record.name, container_id)
+        self.lifecycle.event("rename", container_id, oldName="/" + record.name)
+
+    async def update(self, ref: str, resources: Resources | None = None,
+                     restart_policy: RestartPolicy | None = None) -> builtins.list[str]:
+        """Docker's update: the resource fields given (non-zero) and the restart policy; returns warnings."""
+        container_id = self.registry.resolve(ref)
+        async with self.registry.lock(container_id):
+            record = self.registry.get(container_id)
+            host = record.host_config
+            if restart_policy is not None:
+                if host.auto_remove and restart_policy.name != RestartPolicyName.NO:
+                    raise errors.InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled "
+                                                 "for the container")
+                host = dataclasses.replace(host, restart_policy=restart_policy)
+            if resources is not None:
+                merged = _merge_resources(host.resources, resources)
+                core = translate.core_resources(merged, host.oom_score_adj)
+                await self._apply_resources(container_id, core)
+                host = dataclasses.replace(host, resources=merged)
+            await self.registry.update(container_id, lambda r: dataclasses.replace(r, host_config=host))
+        self.lifecycle.event("update", container_id)
+        return []
+
+    async def _apply_resources(self, container_id: str, core: CoreResources) -> None:
+        _, status = self.containers.get(container_id)
+        if status.state != ContainerState.EXITED:
+            await self.containers.update_resources(container_id, core)
+            return
+        # A stopped container keeps its spec for the next start: update the stored spec only.
+        record = await ctr_containers.get(self.client, container_id)
+        spec = dict(record.spec)
+        linux = dict(spec.get("linux", {}))
+        linux["resources"] = merge_resources(linux.get("resources", {}), core, CgroupFacts.probe())
+        spec["linux"] = linux
+        await ctr_containers.update_spec(self.client, container_id, spec)
+
+    # ---------------- lifecycle (see pkg.docker.engine.lifecycle) ----------------
+    async def start(self, ref: str) -> bool:
+        view = self.get(ref)
+        mode = view.host_config.network_mode
+        try:
+            await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
+            if mode.startswith("container:"):
+                target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
+                found = self.ctx.containers.find(target.id) if target is not None else None
+                if found is None or found[1].state != ContainerState.RUNNING:
+                    raise errors.Conflict(f"cannot join network of a non running container: {mode.partition(':')[2]}")
+            sandbox = self.ctx.sandboxes.find(view.sandbox_id)
+            if sandbox is None or sandbox[1].state != SandboxState.READY:
+                # Its namespaces went away under it (a host reboot wipes them); the core cannot re-home a container.
+                raise errors.FailedPrecondition(f"the network sandbox of container {view.id[:12]} is gone (host "
+                                                "rebooted?): remove the container and create it again")
+            links.check_running(view.record, self.registry, self._running)
+            return await self.lifecycle.start(view.id)
+        except errors.NarwhalError:
+            if view.host_config.auto_remove:  # as moby: a container that cannot start is not kept either
+                await self._auto_remove(view.id)
+            raise
+
+    def _sandbox_ip(self, sandbox_id: str) -> str:
+        found = self.ctx.sandboxes.find(sandbox_id)
+        return found[1].ip if found is not None else ""
+
+    def _running(self, container_id: str) -> bool:
+        found = self.ctx.containers.find(container_id)
+        return found is not None and found[1].state == ContainerState.RUNNING
+
+    def _sandbox_owner(self, sandbox_id: str) -> str | None:
+        return next((r.id for r in self.registry if r.sandbox_id == sandbox_id and r.owns_sandbox), None)
+
+    async def stop(self, ref: str, sig: str | None = None, timeout: int | None = None) -> bool:
+        return await self.lifecycle.stop(ref, sig, timeout)
+
+    async def kill(self, ref: str, sig: str | None = None) -> None:
+        await self.lifecycle.kill(ref, sig)
+
+    async def restart(self, ref: str, sig: str | None = None, timeout: int | None = None) -> None:
+        await self.lifecycle.restart(ref, sig, timeout)
+
+    async def pause(self, ref: str) -> None:
+        await self.lifecycle.pause(ref)
+
+    async def unpause(self, ref: str) -> None:
+        await self.lifecycle.unpause(ref)
+
+    async def wait(self, ref: str, condition: WaitCondition = WaitCondition.NOT_RUNNING) -> WaitResult:
+        return await self.lifecycle.wait(ref, condition)
+
+    # ---------------- recovery (pkg.docker.engine.recover) ----------------
+    async def start_engine(self) -> None:
+        """Rebuild from the records after the runtime recovered (see pkg.docker.engine.recover)."""
+        await recover.recover(self)
+
+    async def close(self) -> None:
+        await cancel_tasks(self.lifecycle.close())
+
+
+def _validate_host_config(host: HostConfig) -> None:
+    policy = host.restart_policy
+    if host.auto_remove and policy.name != RestartPolicyName.NO:
+        raise errors.InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    if policy.maximum_retry_count < 0:
+        raise errors.InvalidArgument("invalid value for restart policy: maximum retry count can't be negative")
+    if policy.maximum_retry_count and policy.name != RestartPolicyName.ON_FAILURE:
+        raise errors.InvalidArgument(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if host.pid_mode not in ("", "host"):
+        raise errors.NotImplementedYet(f"PID mode {host.pid_mode!r} is not supported (only host or the default)")
+    if host.cgroupns_mode not in ("", "private", "host"):
+        raise errors.InvalidArgument(f"invalid cgroup namespace mode: {host.cgroupns_mode}")
+    if host.uts_mode not in ("", "host"):
+        raise errors.InvalidArgument(f"invalid UTS mode: {host.uts_mode}")
+    if host.ipc_mode not in ("", "private", "shareable", "host"):
+        raise errors.NotImplementedYet(f"IPC mode {host.ipc_mode!r} is not supported (host, private, shareable)")
+    mode = host.network_mode
+    if mode.startswith("container:") and not mode.partition(":")[2]:
+        raise errors.InvalidArgument("invalid container format container:<name|id>")
+    if (mode == "host" or mode.startswith("container:")) and host.port_bindings:
+        raise errors.InvalidArgument("conflicting options: port publishing and the container type network mode")
+    links.check_mode(host)
+    extra_hosts_entries.validate(host.extra_hosts)
+
+
+def _merge_resources(current: Resources, update: Resources) -> Resources:
+    changes = {f.name: getattr(update, f.name) for f in dataclasses.fields(update) if getattr(update, f.name)}
+    return dataclasses.replace(current, **changes)
+
+
+def _with_tag(ref: str) -> str:
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in ref else f"{ref}:latest"

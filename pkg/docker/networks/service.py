@@ -1,0 +1,453 @@
+"""NetworkService: the Docker domain's networks, their endpoints and the names the embedded DNS answers.
+
+    create/get/all/remove/prune    network objects (user-defined bridges, each its own CNI conflist)
+    connect/disconnect             a sandbox in or out of a network (connect.py, through the NetworkManager)
+    endpoints(network)             who is attached (inspect's Containers)
+    dns_records                    what each sandbox's embedded DNS server answers (records.py)
+
+Endpoints are not stored here: the NetworkManager's attachment cache is the
+truth.  This service listens to its changes (EndpointListener) to keep an
+in-memory table, start and stop the embedded DNS servers and emit events,
+and rebuilds the table from the cache on start.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import ipaddress
+import logging
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from pkg import errors
+from pkg.aio import CleanupStack
+from pkg.cni import config as cni_config
+from pkg.cni import defaults
+from pkg.cni.manager import NetworkManager
+from pkg.cni.model import Endpoint, NetworkAttachment, PortMapping
+from pkg.config import Config
+from pkg.docker.dns.server import DNSServers, host_nameservers
+from pkg.docker.networks import conflist, host
+from pkg.docker.networks import connect as connect_mod
+from pkg.docker.networks.firewall import BridgeRule, Isolation
+from pkg.docker.networks.model import (
+    BRIDGE,
+    DRIVERS,
+    HOST,
+    NONE,
+    PREDEFINED,
+    CreateRequest,
+    EndpointView,
+    IPAMPool,
+    Network,
+    NetworkEvent,
+    Owner,
+)
+from pkg.docker.networks.model import predefined_id as _predefined_id
+from pkg.docker.networks.records import DNSRecords
+from pkg.docker.networks.store import NetworkFiles
+
+log = logging.getLogger(__name__)
+
+
+class OwnerLookup(Protocol):
+    def owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
+        """None: not a Docker container's sandbox (a CRI pod), left out of listings and DNS.  ``hint``,
+        one of the sandbox's endpoints, names its pod as the runtime did (for a sandbox still being made)."""
+
+
+class SandboxLookup(Protocol):
+    """What connect/disconnect need of the Docker domain's sandboxes: their netns and files."""
+
+    def netns_and_dir(self, sandbox_id: str) -> tuple[str, str]:
+        """(netns path, sandbox dir); "" netns for host networking; NotFound for an unknown sandbox."""
+
+    def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
+        """The DNS servers the sandbox was configured with (none: the host's)."""
+
+    def port_mappings(self, sandbox_id: str) -> tuple[PortMapping, ...]:
+        """The ports the sandbox publishes (on whichever network is its eth0, the gateway endpoint)."""
+
+
+EventHook = Callable[[NetworkEvent], None]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+class NetworkService:
+    def __init__(self, cfg: Config, manager: NetworkManager, *, owners: OwnerLookup | None = None,
+                 sandboxes: SandboxLookup | None = None, dns_upstream: Callable[[], list[str]] = host_nameservers,
+                 ) -> None:
+        self.cfg = cfg
+        self.manager = manager
+        self.owners = owners
+        self.sandboxes = sandboxes
+        self.files = NetworkFiles(cfg.root / "docker" / "networks")
+        self.isolation = Isolation(cfg.instance_id, defaults.bridge_name(cfg))
+        self.bridges = host.Bridges()
+        self.dns_records = DNSRecords(self)
+        self.dns = DNSServers(self.dns_records, dns_upstream)
+        self.event_hooks: list[EventHook] = []
+        self._networks: dict[str, Network] = {}
+        self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
+        self._lock = asyncio.Lock()  # create/remove
+        manager.resolver = self._resolve_conflist
+        manager.named_networks = self._conflists
+        manager.listeners.append(self)
+
+    # ---------------- lifecycle ----------------
+    async def start(self) -> None:
+        """Load the networks (writing the predefined ones on first start), restore isolation rules,
+        the endpoint table and the DNS servers of sandboxes already on user-defined networks."""
+        for network in await self.files.load():
+            self._networks[network.id] = network
+        for name in PREDEFINED:
+            if not any(n.name == name for n in self._networks.values()):
+                network = self._predefined(name)
+                await self.files.put(network)
+                self._networks[network.id] = network
+        for network in self._networks.values():  # after a host reboot: as they were at create
+            if not network.predefined and network.bridge and network.ipam:
+                try:
+                    for pool in network.ipam:
+                        await self.bridges.ensure(network.bridge, pool.gateway,
+                                                 ipaddress.ip_network(pool.subnet).prefixlen)
+                except errors.NarwhalError as exc:
+                    log.warning("bridge of network %s: %s", network.name, exc.message)
+        try:
+            await self._sync_isolation()
+        except errors.NarwhalError as exc:  # containers still run; only isolation is missing: say so loudly
+            log.error("networks are not isolated from each other: %s", exc.message)
+        for sandbox_id in await self.manager.cache.ids():
+            attachments = await self.manager.cache.all(sandbox_id)
+            endpoints = await self.manager.endpoints(sandbox_id)
+            if not endpoints:
+                continue
+            self._table[sandbox_id] = endpoints
+            netns = next((Path(a.netns) for a in attachments if a.netns), None)
+            if netns is not None and any(e.network for e in endpoints):
+                try:
+                    await self.dns.ensure(sandbox_id, netns)
+                except errors.NarwhalError as exc:
+                    log.warning("embedded DNS of sandbox %s not restored: %s", sandbox_id[:12], exc.message)
+
+    async def stop(self) -> None:
+        await self.dns.stop_all()
+
+    def _predefined(self, name: str) -> Network:
+        bridge = defaults.bridge_name(self.cfg) if name == BRIDGE else ""
+        options = {"com.docker.network.bridge.default_bridge": "true", conflist.BRIDGE_OPTION: bridge,
+                   "com.docker.network.bridge.enable_ip_masquerade": "true"} if name == BRIDGE else {}
+        return Network(id=_predefined_id(name, self.cfg.instance_id), name=name, driver=DRIVERS[name],
+                       created=_now(), bridge=bridge, cni_name=defaults.network_name(self.cfg) if name == BRIDGE
+                       else "", options=options)
+
+    # ---------------- queries ----------------
+    def all(self) -> list[Network]:
+        return sorted(self._networks.values(), key=lambda n: (n.created, n.name))
+
+    def get(self, ref: str) -> Network:
+        """By full ID, then exact name, then unique ID prefix (Docker's order)."""
+        if ref in self._networks:
+            return self._networks[ref]
+        by_name = [n for n in self._networks.values() if n.name == ref]
+        if by_name:
+            return by_name[0]
+        by_prefix = [n for n in self._networks.values() if ref and n.id.startswith(ref)]
+        if len(by_prefix) == 1:
+            return by_prefix[0]
+        if len(by_prefix) > 1:
+            raise errors.InvalidArgument(f"network {ref} is ambiguous ({len(by_prefix)} matches found based on ID "
+                                         "prefix)")
+        raise errors.NotFound(f"network {ref} not found")
+
+    async def bridge_pools(self) -> tuple[IPAMPool, ...]:
+        """The default network's subnets (its IPAM config as Docker's bridge shows it)."""
+        try:
+            net = await self.manager.network()
+        except errors.FailedPrecondition:
+            return ()
+        return conflist.pools_of(net.raw)
+
+    def endpoints(self, network: Network) -> list[EndpointView]:
+        """Containers attached to ``network`` (Docker containers only: CRI pods are left out)."""
+        views = []
+        for sandbox_id, endpoints in self._table.items():
+            owner = self._owner(sandbox_id)
+            if owner is None:
+                continue
+            for ep in endpoints:
+                if self._network_of(ep) is network:
+                    views.append(self.view(owner, ep, network))
+        return sorted(views, key=lambda v: v.owner_name)
+
+    def sandbox_endpoints(self, sandbox_id: str) -> list[tuple[Network, EndpointView]]:
+        """A sandbox's networks with its endpoint on each (for container inspect's NetworkSettings)."""
+        owner = self._owner(sandbox_id) or Owner(sandbox_id, "")
+        out = []
+        for ep in self._table.get(sandbox_id, []):
+            network = self._network_of(ep)
+            if network is not None:
+                out.append((network, self.view(owner, ep, network)))
+        return out
+
+    def view(self, owner: Owner, ep: Endpoint, network: Network) -> EndpointView:
+        return EndpointView(
+            owner_id=owner.id, owner_name=owner.name, endpoint_id=endpoint_id(ep.sandbox_id, network.id),
+            network_id=network.id, mac=ep.mac, ipv4=f"{ep.ip}/{ep.prefix_len}" if ep.ip else "",
+            ipv6=f"{ep.ipv6}/{ep.ipv6_prefix_len}" if ep.ipv6 else "", gateway=ep.gateway, aliases=ep.aliases,
+            ifname=ep.ifname,
+        )
+
+    def table(self) -> dict[str, list[Endpoint]]:
+        """Every sandbox's endpoints (read-only use: the DNS records)."""
+        return self._table
+
+    def owner(self, sandbox_id: str) -> Owner | None:
+        return self._owner(sandbox_id)
+
+    def network_of(self, ep: Endpoint) -> Network | None:
+        return self._network_of(ep)
+
+    def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
+        """Where the sandbox's embedded server forwards: its --dns servers, else the host's (empty)."""
+        if self.sandboxes is None:
+            return ()
+        try:
+            return self.sandboxes.dns_servers(sandbox_id)
+        except errors.NotFound:
+            return ()
+
+    def _owner(self, sandbox_id: str, hint: Endpoint | None = None) -> Owner | None:
+        if self.owners is None:
+            return None
+        hint = hint or next(iter(self._table.get(sandbox_id, [])), None)
+        return self.owners.owner(sandbox_id, hint)
+
+    def _network_of(self, ep: Endpoint) -> Network | None:
+        for network in self._networks.values():
+            if (not ep.network and network.name == BRIDGE) or (ep.network and ep.cni_network == network.cni_name):
+                return network
+        return None
+
+    # ---------------- create ----------------
+    async def create(self, req: CreateRequest) -> Network:
+        name = req.name
+        if not name.strip():
+            raise errors.InvalidArgument("network name must not be empty")
+        # moby checks nothing more than non-blank (libnetwork's IsValidName: "test 01" is a valid name, and so
+        # is one with a trailing newline): names only key records and
+        # lookups here; bridges, CNI names and chains derive from the network ID.
+        if name in PREDEFINED:
+            raise errors.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
+        driver = req.driver or "bridge"
+        if driver in (HOST, "null"):
+            raise errors.PermissionDenied(f'only one instance of "{driver}" network is allowed')
+        if driver != "bridge":
+            raise errors.InvalidArgument(f"network driver {driver!r} is not supported: only \"bridge\" networks "
+                                         "can be created")
+        if req.ipam_driver not in ("", "default"):
+            raise errors.InvalidArgument(f"IPAM driver {req.ipam_driver!r} is not supported: only \"default\"")
+        requested = _by_family(req.ipam)
+        if 6 in requested and not req.enable_ipv6:
+            raise errors.InvalidArgument(f"subnet {requested[6].subnet}: IPv6 pools need EnableIPv6 (--ipv6)")
+        conflist.check_options(req.options)
+        async with self._lock:
+            if any(n.name == name for n in self._networks.values()):
+                raise errors.Conflict(f"network with name {name} already exists")
+            network_id = secrets.token_hex(32)
+            bridge = conflist.check_bridge_name(req.options.get(conflist.BRIDGE_OPTION) or
+                                                conflist.bridge_name(network_id))
+            if any(n.bridge == bridge for n in self._networks.values()):
+                raise errors.Conflict(f"bridge name {bridge} is already in use by another network")
+            taken = await self._taken_subnets()
+            pools = []
+            for version in (4, 6) if req.enable_ipv6 else (4,):
+                asked = requested.get(version)
+                if asked is not None and asked.subnet:
+                    pool = conflist.complete_pool(asked)
+                    subnet = ipaddress.ip_network(pool.subnet)
+                    if any(subnet.overlaps(t) for t in taken if t.version == version):
+                        raise errors.PermissionDenied("invalid pool request: Pool overlaps with other one on this "
+                                                      "address space")
+                elif asked is not None and (asked.gateway or asked.ip_range or asked.aux):
+                    raise errors.InvalidArgument("a gateway, ip-range or auxiliary address needs a subnet")
+                elif version == 6:
+                    pool = conflist.complete_pool(IPAMPool(str(conflist.ula_subnet(network_id))))
+                else:
+                    routes = await asyncio.to_thread(defaults.host_routes_v4)
+                    pool = conflist.complete_pool(IPAMPool(str(conflist.pick_subnet(
+                        self.cfg.instance_id, [t for t in [*taken, *routes] if isinstance(t, ipaddress.IPv4Network)]))))
+                pools.append(pool)
+            pool = pools[0]
+            network = Network(
+                id=network_id, name=name, driver="bridge", created=_now(), bridge=bridge,
+                cni_name=conflist.cni_name(self.cfg, network_id), internal=req.internal, attachable=req.attachable,
+                labels=dict(req.labels), options=dict(req.options), ipam=tuple(pools),
+                ipam_options=dict(req.ipam_options), enable_ipv6=req.enable_ipv6,
+            )
+            if await self.bridges.exists(bridge):
+                raise errors.Conflict(f"bridge name {bridge} is already in use on the host")
+            async with CleanupStack() as cleanup:
+                await self.files.put(network)
+                cleanup.add(f"delete network record {name}", lambda: self.files.delete(network.id))
+                self._networks[network.id] = network
+                cleanup.add(f"forget network {name}", lambda: self._forget(network))
+                cleanup.add(f"delete bridge {bridge}", lambda: self.bridges.delete(bridge))
+                for each in pools:
+                    await self.bridges.ensure(bridge, each.gateway, ipaddress.ip_network(each.subnet).prefixlen)
+                await self._sync_isolation()
+                cleanup.commit()
+        log.info("network %s (%s) created: bridge %s, subnet %s%s", name, network_id[:12], bridge, pool.subnet,
+                 ", internal" if network.internal else "")
+        self._emit("create", network)
+        return network
+
+    async def _forget(self, network: Network) -> None:
+        self._networks.pop(network.id, None)
+        await self._sync_isolation()
+
+    async def _taken_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for network in self._networks.values():
+            pools = await self.bridge_pools() if network.name == BRIDGE else network.ipam
+            taken += [ipaddress.ip_network(pool.subnet) for pool in pools]
+        return taken
+
+    # ---------------- remove / prune ----------------
+    async def remove(self, ref: str) -> None:
+        network = self.get(ref)
+        if network.predefined:
+            raise errors.PermissionDenied(f"{network.name} is a pre-defined network and cannot be removed")
+        async with self._lock:
+            if network.id not in self._networks:
+                return
+            if await self._attached(network):
+                raise errors.PermissionDenied(f"error while removing network: network {network.name} id "
+                                              f"{network.id} has active endpoints")
+            await self._destroy(network)
+
+    async def _destroy(self, network: Network) -> None:
+        del self._networks[network.id]
+        try:
+            await self._sync_isolation()
+        except errors.NarwhalError as exc:
+            log.warning("isolation rules after removing %s: %s", network.name, exc.message)
+        await self.bridges.delete(network.bridge)
+        await asyncio.to_thread(host.remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
+        await self.files.delete(network.id)
+        log.info("network %s (%s) removed", network.name, network.id[:12])
+        self._emit("destroy", network)
+
+    def _in_use(self, network: Network) -> bool:
+        return any(self._network_of(ep) is network for eps in self._table.values() for ep in eps)
+
+    async def _attached(self, network: Network) -> bool:
+        """In use, or being joined: an ADD in flight has written its attachment record already."""
+        if self._in_use(network):
+            return True
+        for sandbox_id in await self.manager.cache.ids():
+            if any(a.network_name == network.cni_name for a in await self.manager.cache.all(sandbox_id)):
+                return True
+        return False
+
+    async def prune(self, keep: Callable[[Network], bool] = lambda n: False) -> list[str]:
+        """Remove every unused user-defined network ``keep`` does not spare; their names."""
+        removed = []
+        async with self._lock:
+            for network in list(self._networks.values()):
+                if network.predefined or keep(network) or await self._attached(network):
+                    continue
+                await self._destroy(network)
+                removed.append(network.name)
+        return removed
+
+    def dangling(self, network: Network) -> bool:
+        return not network.predefined and not self._in_use(network)
+
+    # ---------------- connect / disconnect (pkg.docker.networks.connect) ----------------
+    async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "",
+                      links: tuple[str, ...] = (), *, mac: str = "", ipv6: str = "") -> EndpointView:
+        """Join a running sandbox to a network (Docker's network connect)."""
+        return await connect_mod.connect(self, ref, sandbox_id, aliases, ipv4, links, mac=mac, ipv6=ipv6)
+
+    async def disconnect(self, ref: str, sandbox_id: str, force: bool = False) -> None:
+        await connect_mod.disconnect(self, ref, sandbox_id, force)
+
+    def check_attachment(self, att: NetworkAttachment) -> NetworkAttachment:
+        """Validate what a container asks of a network at create time (the engine's NetworkingConfig)."""
+        return connect_mod.check_attachment(self, att)
+
+    # ---------------- the NetworkManager's side ----------------
+    async def _resolve_conflist(self, name: str) -> cni_config.NetworkConfigList:
+        try:
+            network = self.get(name)
+        except errors.NotFound:
+            raise errors.NotFound(f"network {name} not found") from None
+        if network.name in (HOST, NONE) or not network.cni_name:
+            raise errors.InvalidArgument(f"network {network.name} cannot be joined this way")
+        data = conflist.conflist(self.cfg, network)
+        return cni_config.from_dict(data, Path(f"<network {network.name}>"))
+
+    async def _conflists(self) -> list[cni_config.NetworkConfigList]:
+        return [cni_config.from_dict(conflist.conflist(self.cfg, n), Path(f"<network {n.name}>"))
+                for n in self._networks.values() if not n.predefined]
+
+    async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
+        previous = self._table.get(sandbox_id, [])
+        old = {(e.network, e.cni_network) for e in previous}
+        new = {(e.network, e.cni_network) for e in endpoints}
+        if endpoints:
+            self._table[sandbox_id] = endpoints
+        else:
+            self._table.pop(sandbox_id, None)
+        if any(e.network for e in endpoints) and netns_path is not None:
+            await self.dns.ensure(sandbox_id, netns_path)
+        elif not any(e.network for e in endpoints):
+            await self.dns.stop(sandbox_id)
+        owner = self._owner(sandbox_id, next(iter([*endpoints, *previous]), None))
+        if owner is None:
+            return  # a CRI pod: no Docker events
+        changes = [("connect", e) for e in endpoints if (e.network, e.cni_network) not in old]
+        changes += [("disconnect", e) for e in previous if (e.network, e.cni_network) not in new]
+        for action, ep in changes:  # in interface order
+            network = self._network_of(ep)
+            if network is not None:
+                self._emit(action, network, owner.id)
+
+    def _emit(self, action: str, network: Network, container: str = "") -> None:
+        event = NetworkEvent(action, network.id, network.name, network.driver, container)
+        for hook in self.event_hooks:
+            try:
+                hook(event)
+            except Exception:  # noqa: BLE001 - an observer must not break the network operation
+                log.exception("network event hook failed")
+
+    async def _sync_isolation(self) -> None:
+        await self.isolation.sync([
+            BridgeRule(n.bridge, n.internal, conflist.enabled(n.options, conflist.ICC_OPTION))
+            for n in self._networks.values() if not n.predefined and n.bridge])
+
+
+def endpoint_id(sandbox_id: str, network_id: str) -> str:
+    """Stable per (sandbox, network): the same across daemon restarts."""
+    return hashlib.sha256(f"{sandbox_id}:{network_id}".encode()).hexdigest()
+
+
+def _by_family(pools: tuple[IPAMPool, ...]) -> dict[int, IPAMPool]:
+    """At most one requested pool per address family (a pool without a subnet counts as IPv4)."""
+    out: dict[int, IPAMPool] = {}
+    for pool in pools:
+        try:
+            version = ipaddress.ip_network(pool.subnet, strict=False).version if pool.subnet else 4
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid subnet {pool.subnet!r}") from None
+        if version in out:
+            raise errors.InvalidArgument(f"only one IPv{version} pool per network is supported")
+        out[version] = pool
+    return out
