@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from dockerapi import times
+from dockerapi.backends import endpoint_id
 from dockerapi.handlers.volumes import mount_point_json
 from pkg.engine.model import EngineContainer, Status
-from pkg.networks.service import endpoint_id
 from pkg.volumes.model import MountSpec, MountType
 
 Json = dict[str, Any]

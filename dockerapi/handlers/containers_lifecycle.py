@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dockerapi.backend import backends
+from dockerapi.backends import WaitCondition, WaitResult
 from dockerapi.handlers.containers import engine
 from dockerapi.handlers.pods import pod_container
 from pkg import errors
-from pkg.engine.lifecycle import WaitCondition, WaitResult
 
 HANGUP_POLL = 1.0  # seconds between checks that the waiting client is still connected
 

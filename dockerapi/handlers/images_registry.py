@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import filters
+from dockerapi.backends import ImageBackend
 from dockerapi.handlers.auth import registry_auth
 from dockerapi.handlers.images import images_of, publish
 from dockerapi.handlers.images_commit import import_image
@@ -30,7 +31,6 @@ from dockerapi.progress import (
 from pkg import errors
 from pkg.images import reference
 from pkg.images.model import Image, Progress, RegistryAuth
-from pkg.images.service import ImageService
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     return await pull(request, images, pull_reference(from_image, tag), auth, platform)
 
 
-async def pull(request: web.Request, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
+async def pull(request: web.Request, images: ImageBackend, ref: reference.Reference, auth: RegistryAuth | None,
                platform: str | None) -> web.StreamResponse:
     stream = JSONStream(request)
     try:
@@ -87,7 +87,7 @@ async def pull(request: web.Request, images: ImageService, ref: reference.Refere
     return await stream.finish()
 
 
-async def pull_all(request: web.Request, images: ImageService, name: reference.Reference,
+async def pull_all(request: web.Request, images: ImageBackend, name: reference.Reference,
                    auth: RegistryAuth | None, platform: str | None) -> web.StreamResponse:
     """Every tag of the repository, one after the other; one final status for the repository."""
     try:
@@ -110,11 +110,11 @@ async def pull_all(request: web.Request, images: ImageService, name: reference.R
     return await stream.finish()
 
 
-async def _pull_one(stream: JSONStream, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
+async def _pull_one(stream: JSONStream, images: ImageBackend, ref: reference.Reference, auth: RegistryAuth | None,
                     platform: str | None) -> bool:
     """Pull one tag or digest with its progress and Digest line; True when the name now points at an image
     it did not point at before (moby's "Downloaded newer image")."""
-    before = await images.store.record(str(ref))
+    before = await images.record(str(ref))
     reporter = PullReporter()
 
     def translate(ev: Progress) -> list[Message]:
@@ -127,7 +127,7 @@ async def _pull_one(stream: JSONStream, images: ImageService, ref: reference.Ref
 
     async with images.keeping_displaced([str(ref)]):  # the image a moved tag leaves stays, dangling
         img = await run_reporting(stream, operation, translate)
-    after = await images.store.record(str(ref))
+    after = await images.record(str(ref))
     digest = ref.digest or (after.target.digest if after is not None else img.target.digest)
     await stream.send(status(f"Digest: {digest}"))
     return before is None or before.config_digest != img.id

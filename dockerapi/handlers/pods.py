@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dockerapi.backend import backends
+from dockerapi.backends import PodsBackend
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.engine.pods_view import PodsView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,7 +30,7 @@ MUTATIONS = {
 }
 
 
-def view(request: web.Request) -> PodsView | None:
+def view(request: web.Request) -> PodsBackend | None:
     return backends(request).pods
 
 
@@ -57,7 +57,7 @@ def _timeout(request: web.Request) -> int | None:
         raise errors.InvalidArgument(f"invalid value for t: {raw!r}") from None
 
 
-async def _allowed(request: web.Request, pods: PodsView, container_id: str, verb: str) -> web.Response:
+async def _allowed(request: web.Request, pods: PodsBackend, container_id: str, verb: str) -> web.Response:
     pods.guard(container_id, verb)
     if verb == "stop":
         return web.Response(status=204 if await pods.stop(container_id, _timeout(request)) else 304)
