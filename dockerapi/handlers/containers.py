@@ -34,11 +34,7 @@ async def create(request: web.Request) -> web.Response:
 async def list_containers(request: web.Request) -> web.Response:
     eng = engine(request)
     filters = docker_filters.query(request, LIST_KEYS)
-    raw_limit = request.query.get("limit", "") or "0"
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid limit {raw_limit!r}") from None
+    limit = params.query_int(request, "limit")
     show_all = params.query_bool(request, "all") or limit > 0
     views = eng.list()
     pods = backends(request).pods

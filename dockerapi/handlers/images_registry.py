@@ -18,6 +18,7 @@ from dockerapi.backends import ImageBackend
 from dockerapi.handlers.auth import registry_auth
 from dockerapi.handlers.images import images_of, publish
 from dockerapi.handlers.images_commit import import_image
+from dockerapi.params import query_opt_int
 from dockerapi.progress import (
     JSONStream,
     Message,
@@ -180,12 +181,9 @@ async def push(request: web.Request) -> web.StreamResponse:
 async def search(request: web.Request) -> web.Response:
     images = images_of(request)
     query = request.query
-    limit = SEARCH_LIMIT
-    if query.get("limit"):
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            raise errors.InvalidArgument(f"invalid limit {query['limit']!r}: not a number") from None
+    limit = query_opt_int(request, "limit")
+    if limit is None:
+        limit = SEARCH_LIMIT
     wanted = filters.parse(query.get("filters"), ("is-official", "is-automated", "stars"))
     official = filters.bool_value(wanted, "is-official")
     automated = filters.bool_value(wanted, "is-automated")

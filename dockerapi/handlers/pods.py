@@ -10,7 +10,7 @@ from aiohttp import web
 
 from dockerapi.backend import backends
 from dockerapi.backends import PodsBackend
-from dockerapi.params import query_bool
+from dockerapi.params import query_bool, query_opt_int
 from pkg import errors
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,11 +50,7 @@ def pod_container(request: web.Request, ref: str) -> str | None:
 
 
 def _timeout(request: web.Request) -> int | None:
-    raw = request.query.get("t", request.query.get("timeout", ""))
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid value for t: {raw!r}") from None
+    return query_opt_int(request, "t", "timeout")
 
 
 async def _allowed(request: web.Request, pods: PodsBackend, container_id: str, verb: str) -> web.Response:
