@@ -18,9 +18,16 @@ from typing import Protocol
 from dockerapi.swarm_backend import SwarmBackend
 from pkg.docker.build.cache import Entry as BuildCacheEntry
 from pkg.docker.build.model import BuildOptions, Emit
-from pkg.engine.lifecycle import WaitCondition, WaitResult
-from pkg.engine.links import check_links
-from pkg.engine.model import ContainerSpec, EndpointSpec, EngineContainer, HostConfig, Resources, RestartPolicy
+from pkg.docker.engine.lifecycle import WaitCondition, WaitResult
+from pkg.docker.engine.links import check_links
+from pkg.docker.engine.model import ContainerSpec, EndpointSpec, EngineContainer, HostConfig, Resources, RestartPolicy
+from pkg.docker.networks.model import CreateRequest, EndpointView, IPAMPool, Network
+from pkg.docker.networks.service import endpoint_id
+from pkg.docker.views.exec import ExecConfig, ExecInstance
+from pkg.docker.views.rootfs_archive import PathStat
+from pkg.docker.views.rootfs_changes import Change
+from pkg.docker.views.stats import BlkioEntry, Sample, Top
+from pkg.docker.volumes.model import Volume, VolumeFilter, VolumeUsage
 from pkg.events import DockerEvent, Event, Subscription
 from pkg.images.delete import DeleteItem, ImageUser
 from pkg.images.detail import ImageDetail
@@ -31,16 +38,9 @@ from pkg.images.snapshot_commit import CommitRequest
 from pkg.images.store import Record as ImageRecord
 from pkg.images.unpack import chain_ids
 from pkg.logs.reader import LogEntry, ReadOptions
-from pkg.networks.model import CreateRequest, EndpointView, IPAMPool, Network
-from pkg.networks.service import endpoint_id
-from pkg.runtime.docker_exec import ExecConfig, ExecInstance
-from pkg.runtime.docker_stats import BlkioEntry, Sample, Top
-from pkg.runtime.rootfs_archive import PathStat
-from pkg.runtime.rootfs_changes import Change
 from pkg.runtime.spec_mounts import cgroup_rule
 from pkg.streaming.backend import ExecStreams
 from pkg.system import HostInfo, VersionInfo
-from pkg.volumes.model import Volume, VolumeFilter, VolumeUsage
 
 # The data types the Protocols speak, and four pure functions of pkg the handlers call to check or name
 # things (no state, no I/O): re-exported here so dockerapi.handlers imports pkg only through this module
@@ -64,7 +64,7 @@ class SystemBackend(Protocol):
 
 
 class ContainerBackend(Protocol):
-    """Docker containers: create/inspect/list/rename/update/remove and their lifecycle (pkg.engine.Engine)."""
+    """Docker containers: create/inspect/list/rename/update/remove and their lifecycle (pkg.docker.engine.Engine)."""
 
     def get(self, ref: str) -> EngineContainer: ...
 
@@ -168,7 +168,7 @@ class ArchiveBackend(Protocol):
 
 
 class ExecBackend(Protocol):
-    """Exec instances of one container domain (pkg.runtime.docker_exec.ExecManager)."""
+    """Exec instances of one container domain (pkg.docker.views.exec.ExecManager)."""
 
     def create(self, container_ref: str, config: ExecConfig) -> ExecInstance: ...
 
@@ -242,7 +242,7 @@ class ImageRemovalBackend(Protocol):
 
 
 class VolumeBackend(Protocol):
-    """Docker volumes (pkg.volumes.service.VolumeService)."""
+    """Docker volumes (pkg.docker.volumes.service.VolumeService)."""
 
     async def create(self, name: str = "", driver: str = "", options: dict[str, str] | None = None,
                      labels: dict[str, str] | None = None) -> Volume: ...
@@ -260,7 +260,7 @@ class VolumeBackend(Protocol):
 
 
 class NetworkBackend(Protocol):
-    """Docker networks (pkg.networks.service.NetworkService)."""
+    """Docker networks (pkg.docker.networks.service.NetworkService)."""
 
     def all(self) -> builtins.list[Network]: ...
 
@@ -313,7 +313,7 @@ class BuildBackend(Protocol):
 
 
 class PodsBackend(Protocol):
-    """docker-shows-pods: kubelet's containers as Docker shows them (pkg.engine.pods_view.PodsView)."""
+    """docker-shows-pods: kubelet's containers as Docker shows them (pkg.docker.engine.pods_view.PodsView)."""
 
     def find(self, ref: str) -> str | None: ...
 

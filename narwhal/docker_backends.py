@@ -24,14 +24,16 @@ from dockerapi.backends import (
     Sample,
     Top,
 )
+from pkg.docker.views import attach as docker_attach
+from pkg.docker.views import rootfs_archive
+from pkg.docker.views import stats as docker_stats
+from pkg.docker.views.logs import container_logs
+from pkg.docker.views.rootfs_access import container_view, snapshot_view
+from pkg.docker.views.rootfs_changes import container_changes
 from pkg.images.delete import delete_image
 from pkg.images.service import ImageService
 from pkg.model.state import ContainerState
-from pkg.runtime import docker_attach, docker_stats, rootfs_archive
 from pkg.runtime.containers import ContainerService
-from pkg.runtime.docker_logs import container_logs
-from pkg.runtime.rootfs_access import container_view, snapshot_view
-from pkg.runtime.rootfs_changes import container_changes
 from pkg.streaming.attach import relay_attach
 from pkg.system import writable_layer_sizes
 

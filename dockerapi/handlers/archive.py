@@ -1,7 +1,7 @@
 """A container's files: /containers/{id}/archive (HEAD stat, GET tar, PUT extract), /export and /changes.
 
 These serve ``docker cp``, ``docker export`` and ``docker diff`` for running
-and stopped containers alike (pkg.runtime.rootfs_access picks the view).
+and stopped containers alike (pkg.docker.views.rootfs_access picks the view).
 """
 from __future__ import annotations
 

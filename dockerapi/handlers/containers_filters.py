@@ -7,7 +7,7 @@ from dockerapi import filters as docker_filters
 from dockerapi.backends import ContainerBackend
 from dockerapi.filters import Filters
 from pkg import errors, goregexp
-from pkg.engine.model import EngineContainer, Status
+from pkg.docker.engine.model import EngineContainer, Status
 
 Predicate = Callable[[EngineContainer], bool]
 

@@ -12,7 +12,7 @@ from dockerapi.backend import backends, need
 from dockerapi.backends import NetworkBackend, endpoint_id
 from dockerapi.handlers.containers_request import endpoint_spec
 from pkg import errors
-from pkg.networks.model import (
+from pkg.docker.networks.model import (
     BRIDGE,
     HOST,
     NONE,

@@ -9,7 +9,7 @@ from dockerapi.backend import Backends, backends
 from dockerapi.backends import ContainerIOBackend
 from dockerapi.handlers import build, containers_json, images_json
 from pkg import errors
-from pkg.engine.model import EngineContainer
+from pkg.docker.engine.model import EngineContainer
 from pkg.images.model import Image
 
 TYPES = ("container", "image", "volume", "build-cache")

@@ -1,7 +1,7 @@
 """/volumes: create, inspect, list, remove, prune; plus the Mounts JSON helpers the container handlers use.
 
 ``mount_spec(obj)`` turns a ``HostConfig.Mounts`` entry into a pkg
-``MountSpec`` (``pkg.volumes.binds.parse_bind`` does the same for ``Binds``
+``MountSpec`` (``pkg.docker.volumes.binds.parse_bind`` does the same for ``Binds``
 strings) and ``mount_point_json(mp)`` renders a resolved mount as the
 ``Mounts`` entry of ``GET /containers/{id}/json``.
 """
@@ -15,7 +15,7 @@ from dockerapi import filters, params, versions
 from dockerapi.backend import backends, need
 from dockerapi.backends import VolumeBackend
 from pkg import errors
-from pkg.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
+from pkg.docker.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
 
 _LIST_FILTERS = ("dangling", "driver", "label", "name")
 _PRUNE_FILTERS = ("label", "label!", "all")
