@@ -188,8 +188,11 @@ class Daemon:
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
             swarm=SwarmAPI(self.swarm, self.events),
-            **self._pods_view(pod_io),
         )
+        if self.cfg.docker_shows_pods:
+            backends.pods = self._pods_view()
+            backends.pod_io = pod_io
+            backends.pod_execs = ExecManager(self.runtime.containers)
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
         if self.supervisor is not None:
@@ -211,18 +214,14 @@ class Daemon:
         self.images.remove_guard = docker_users_guard(lambda: {m.id: m.image_id for m, _ in docker_containers.list()})
         await mirror.sync()
 
-    def _pods_view(self, pod_io: DomainIO) -> dict[str, Any]:
-        """docker-shows-pods: kubelet's containers in the Docker API (pkg.docker.engine.pods_view), off by default."""
+    def _pods_view(self) -> PodsView:
+        """docker-shows-pods (off by default): kubelet's containers in the Docker API (pkg.docker.engine.pods_view),
+        and in docker events."""
         assert self.runtime is not None
-        view: dict[str, Any] = {}
-        if self.cfg.docker_shows_pods:
-            pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
-            events = self.runtime.ctx.events  # kubelet's containers' create/start/die/destroy in docker events
-            events.describe, events.shown_to_docker = pods.describe, True
-            view["pods"] = pods
-            view["pod_io"] = pod_io
-            view["pod_execs"] = ExecManager(self.runtime.containers)
-        return view
+        pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
+        events = self.runtime.ctx.events  # kubelet's containers' create/start/die/destroy in docker events
+        events.describe, events.shown_to_docker = pods.describe, True
+        return pods
 
     async def _start_networks(self) -> None:
         """Docker networks: named networks for the shared NetworkManager, before anything joins one."""
