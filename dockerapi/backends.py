@@ -56,7 +56,7 @@ __all__ = [
 
 
 class SystemBackend(Protocol):
-    """/version and /info (pkg.system.SystemInfo)."""
+    """/version and /info (pkg.system.SystemService)."""
 
     async def version(self) -> VersionInfo: ...
 

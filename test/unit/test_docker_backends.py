@@ -7,18 +7,43 @@ its answers and errors come back (JSON shapes, status codes, a backend the daemo
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dockerapi.backend import Backends
-from dockerapi.backends import SystemBackend, VolumeBackend
+from dockerapi.backends import (
+    AttachStdio,
+    ContainerBackend,
+    ContainerIOBackend,
+    ImageUser,
+    LogEntry,
+    ReadOptions,
+    Sample,
+    SystemBackend,
+    Top,
+    VolumeBackend,
+    WaitCondition,
+    WaitResult,
+)
+from dockerapi.hijack import parse_frames
 from dockerapi.server import build_app
 from pkg import errors
+from pkg.docker.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    EngineContainer,
+    EngineRecord,
+    HostConfig,
+    Resources,
+    RestartPolicy,
+)
 from pkg.docker.volumes.model import Volume, VolumeFilter, VolumeUsage
 from pkg.metrics import Metrics
+from pkg.model.container import ContainerStatus
+from pkg.model.state import ContainerState
 from pkg.system import HostInfo, VersionInfo
 
 Client = TestClient[web.Request, web.Application]
@@ -123,3 +148,165 @@ async def test_prune_default_follows_the_api_version(client: Client, volumes: Fa
 async def test_a_backend_the_daemon_did_not_wire_is_501(client: Client) -> None:
     resp = await client.get("/v1.44/networks")
     assert resp.status == 501 and (await resp.json()) == {"message": "networks is not available in this daemon"}
+
+
+# ---- one container's running side: the engine looks it up, the domain's IO backend serves it ----
+CID = "c" * 64
+
+
+class FakeEngine:
+    """A ContainerBackend that knows one running container, "web"; the verbs these tests do not use refuse."""
+
+    def __init__(self) -> None:
+        self.container = EngineContainer(
+            EngineRecord(id=CID, name="web", sandbox_id="s" * 64, owns_sandbox=True, image_id="sha256:" + "i" * 64,
+                         created=1, config=ContainerSpec(image="busybox"), host_config=HostConfig()),
+            ContainerStatus(ContainerState.RUNNING))
+
+    def get(self, ref: str) -> EngineContainer:
+        if ref.lstrip("/") not in ("web", CID):
+            raise errors.NotFound(f"No such container: {ref}")
+        return self.container
+
+    def list(self) -> builtins.list[EngineContainer]:
+        return [self.container]
+
+    async def inspect(self, ref: str) -> EngineContainer:
+        return self.get(ref)
+
+    async def sizes(self, view: EngineContainer) -> tuple[int, int]:
+        return 0, 0
+
+    def sandbox_paths(self, view: EngineContainer) -> tuple[str, str]:
+        return "", ""
+
+    async def create(self, spec: ContainerSpec, host: HostConfig, name: str = "") -> str:
+        raise errors.NotImplementedYet("create")
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        raise errors.NotImplementedYet("remove")
+
+    async def remove_link(self, path: str) -> None:
+        raise errors.NotImplementedYet("remove_link")
+
+    async def prune(self, keep: Callable[[EngineContainer], bool]) -> builtins.list[str]:
+        return []
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        raise errors.NotImplementedYet("rename")
+
+    async def update(self, ref: str, resources: Resources | None = None,
+                     restart_policy: RestartPolicy | None = None) -> builtins.list[str]:
+        raise errors.NotImplementedYet("update")
+
+    async def start(self, ref: str) -> bool:
+        raise errors.NotImplementedYet("start")
+
+    async def stop(self, ref: str, sig: str | None = None, timeout: int | None = None) -> bool:
+        raise errors.NotImplementedYet("stop")
+
+    async def kill(self, ref: str, sig: str | None = None) -> None:
+        raise errors.NotImplementedYet("kill")
+
+    async def restart(self, ref: str, sig: str | None = None, timeout: int | None = None) -> None:
+        raise errors.NotImplementedYet("restart")
+
+    async def pause(self, ref: str) -> None:
+        raise errors.NotImplementedYet("pause")
+
+    async def unpause(self, ref: str) -> None:
+        raise errors.NotImplementedYet("unpause")
+
+    async def wait(self, ref: str, condition: WaitCondition = WaitCondition.NOT_RUNNING) -> WaitResult:
+        raise errors.NotImplementedYet("wait")
+
+    async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
+        raise errors.NotImplementedYet("set_endpoint")
+
+
+class FakeIO:
+    """A ContainerIOBackend with a two-line log, a fixed ps table, and a record of resizes."""
+
+    def __init__(self) -> None:
+        self.resized: builtins.list[tuple[str, int, int]] = []
+        self.read_with: builtins.list[ReadOptions] = []
+
+    def exists(self, container_id: str) -> bool:
+        return container_id == CID
+
+    def running(self, container_id: str) -> bool:
+        return True
+
+    def tty(self, container_id: str) -> bool:
+        return False
+
+    def image_of(self, container_id: str) -> str:
+        return "sha256:" + "i" * 64
+
+    def event(self, action: str, container_id: str) -> None:
+        return None
+
+    def attach(self, container_id: str, since_ns: int | None) -> AttachStdio:
+        raise errors.NotImplementedYet("attach")
+
+    async def logs(self, container_id: str, options: ReadOptions) -> AsyncIterator[LogEntry]:
+        self.read_with.append(options)
+        for entry in (LogEntry(1, "stdout", b"out\n"), LogEntry(2, "stderr", b"err\n")):
+            if entry.stream in options.streams:
+                yield entry
+
+    async def resize(self, container_id: str, height: int, width: int) -> None:
+        self.resized.append((container_id, height, width))
+
+    async def stats(self, container_id: str) -> Sample:
+        raise errors.NotImplementedYet("stats")
+
+    async def top(self, container_id: str, ps_args: str) -> Top:
+        return Top(["PID", "CMD", "ARGS"], [["1", "sleep", ps_args]])
+
+    def image_users(self) -> builtins.list[ImageUser]:
+        return []
+
+    def stopped(self) -> builtins.list[str]:
+        return []
+
+    async def layer_sizes(self, container_ids: builtins.list[str]) -> dict[str, int]:
+        return {}
+
+
+def _conforms_io(engine: FakeEngine, io: FakeIO) -> tuple[ContainerBackend, ContainerIOBackend]:
+    return engine, io
+
+
+@pytest.fixture
+def io() -> FakeIO:
+    return FakeIO()
+
+
+@pytest.fixture
+async def running(io: FakeIO) -> AsyncIterator[Client]:
+    engine, core = _conforms_io(FakeEngine(), io)
+    backends = Backends(system=_System(), metrics=Metrics(), engine=engine, io=core)
+    async with TestClient(TestServer(build_app(backends))) as c:
+        yield c
+
+
+async def test_top_logs_resize_reach_the_io_backend_by_the_engines_id(running: Client, io: FakeIO) -> None:
+    top = await (await running.get("/v1.44/containers/web/top?ps_args=-ef")).json()
+    assert top == {"Titles": ["PID", "CMD", "ARGS"], "Processes": [["1", "sleep", "-ef"]]}
+    resp = await running.get("/v1.44/containers/web/logs?stdout=1&stderr=1&tail=5")
+    assert resp.status == 200
+    assert parse_frames(await resp.read()) == [(1, b"out\n"), (2, b"err\n")]  # stdcopy-framed: no TTY
+    assert io.read_with[0].tail == 5 and io.read_with[0].streams == frozenset({"stdout", "stderr"})
+    assert (await running.post("/v1.44/containers/web/resize?h=24&w=80")).status == 200
+    assert io.resized == [(CID, 24, 80)]
+
+
+async def test_unknown_container_and_bad_numbers_never_reach_the_io_backend(running: Client, io: FakeIO) -> None:
+    resp = await running.get("/v1.44/containers/nope/top")
+    assert resp.status == 404 and (await resp.json()) == {"message": "No such container: nope"}
+    resp = await running.post("/v1.44/containers/web/resize?h=tall&w=80")
+    assert resp.status == 400 and (await resp.json()) == {"message": "invalid value for h: 'tall'"}
+    resp = await running.get("/v1.44/containers/web/logs")
+    assert resp.status == 400 and "choose at least one stream" in (await resp.json())["message"]
+    assert io.resized == [] and io.read_with == []
