@@ -153,7 +153,8 @@ def write_conflist(net: Net, plugins: list[dict[str, object]], name: str = "test
 
 def bridge_plugin(net: Net) -> dict[str, object]:
     data = json.loads((net.cfg.cni_conf_dir / defaults.FILE_NAME).read_text())
-    return data["plugins"][0]  # type: ignore[no-any-return]
+    plugin: dict[str, object] = data["plugins"][0]
+    return plugin
 
 
 async def test_broken_config_is_reported_and_refused(net: Net, tmp_path: Path) -> None:
