@@ -3,12 +3,10 @@
 moby hijacks the net.Conn after validation (``postContainersAttach``); we do
 the same late: the handler checks everything, then ``hijack()`` writes the
 response head (``101 UPGRADED`` when the client sent ``Upgrade: tcp``, as the
-docker CLI and docker-py do, else ``200 OK``) and takes the transport away
-from aiohttp with ``transport.set_protocol``.  Taking the protocol (rather
-than plugging a payload parser into aiohttp's) matters for the half-close:
-aiohttp's protocol lets the transport close when the client shuts its write
-side, but Docker clients do exactly that when their stdin ends and keep
-reading output until the process exits.
+docker CLI and docker-py do, else ``200 OK``) and takes the connection from
+aiohttp with pkg.streaming.hijack (CRI streaming's hijacker too), which keeps
+the write side open after the client's half-close: Docker clients shut their
+write side when their stdin ends and keep reading output until the process exits.
 
 Without a TTY, output is multiplexed: an 8-byte header (stream type, three
 zero bytes, big-endian length) before each chunk; with a TTY it is raw.
@@ -20,13 +18,14 @@ import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Protocol
 
 from aiohttp import web
 
 from dockerapi import versions
 from pkg import errors
-from pkg.streaming.hijack import ReadBuffer
+from pkg.streaming.hijack import HijackedConnection as HijackedConnection  # re-exported: the handlers type it
+from pkg.streaming.hijack import take_over
 
 log = logging.getLogger(__name__)
 
@@ -78,80 +77,6 @@ def parse_detach_keys(spec: str) -> bytes:
     return bytes(out)
 
 
-class _Protocol(asyncio.Protocol):
-    """The connection's protocol once hijacked: buffers input, keeps writing after the client's half-close."""
-
-    def __init__(self, previous: asyncio.BaseProtocol | None) -> None:
-        self._previous = previous
-        self.transport: asyncio.Transport | None = None
-        self.input = ReadBuffer(self._pause_reading, self._resume_reading)
-        self.lost = asyncio.Event()
-        self._write_resumed: asyncio.Event = asyncio.Event()
-        self._write_resumed.set()
-
-    def _pause_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        self.input.feed(data)
-
-    def eof_received(self) -> bool:
-        self.input.feed_eof()
-        return True  # keep the write side open: output flows until the process exits
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.input.feed_eof()
-        self.lost.set()
-        self._write_resumed.set()
-        if self._previous is not None:
-            # aiohttp's protocol still tracks this connection (server shutdown waits for it).
-            previous, self._previous = self._previous, None
-            previous.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._write_resumed.clear()
-
-    def resume_writing(self) -> None:
-        self._write_resumed.set()
-
-    async def drain(self) -> None:
-        await self._write_resumed.wait()
-
-
-class HijackedConnection:
-    """The raw connection after the response head: ``read``/``write`` bytes, ``close``."""
-
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-
-    @property
-    def lost(self) -> asyncio.Event:
-        """Set when the connection is gone (not on a mere half-close)."""
-        return self._protocol.lost
-
-    async def read(self) -> bytes:
-        """The next chunk from the client; b"" once it closed its write side (or went away)."""
-        return await self._protocol.input.read()
-
-    async def write(self, data: bytes) -> None:
-        """Raises ConnectionResetError once the client is gone."""
-        if self._protocol.lost.is_set() or self._transport.is_closing():
-            raise ConnectionResetError("connection lost")
-        self._transport.write(data)
-        await self._protocol.drain()
-        if self._protocol.lost.is_set():
-            raise ConnectionResetError("connection lost")
-
-    def close(self) -> None:
-        self._transport.close()
-
-
 class OutputStream:
     """``pkg.streaming.backend.OutputStream`` for one of stdout/stderr: framed unless TTY."""
 
@@ -170,6 +95,12 @@ class OutputStream:
             await self._conn.write(frame(self._stream, data[start:start + _MAX_FRAME]))
 
 
+class ByteSource(Protocol):
+    """What InputStream reads: the hijacked connection (or, in tests, any source of chunks)."""
+
+    async def read(self) -> bytes: ...
+
+
 class InputStream:
     """``pkg.streaming.backend.InputStream`` of the client's bytes; with detach keys, the sequence ends it.
 
@@ -177,7 +108,7 @@ class InputStream:
     back until it is clear they do not; ``detached`` tells a detach from EOF.
     """
 
-    def __init__(self, conn: HijackedConnection, detach_keys: bytes = b"") -> None:
+    def __init__(self, conn: ByteSource, detach_keys: bytes = b"") -> None:
         self._conn = conn
         self._keys = detach_keys
         self._matched = 0
@@ -235,7 +166,7 @@ class _HeadResponse(web.StreamResponse):
 
 
 async def hijack(request: web.Request, *, tty: bool) -> tuple[web.StreamResponse, HijackedConnection]:
-    """Send the response head and take over the connection.
+    """Send the response head and take over the connection (pkg.streaming.hijack).
 
     The handler must keep running while the connection is used, then
     ``close()`` it and return the response (aiohttp finishes nothing more).
@@ -246,24 +177,8 @@ async def hijack(request: web.Request, *, tty: bool) -> tuple[web.StreamResponse
             **headers, "Connection": "Upgrade", "Upgrade": "tcp"})
     else:
         response = _HeadResponse(status=200, headers=headers)
-    response.force_close()
-    await response.prepare(request)
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        raise errors.Cancelled("the client went away")
-    assert isinstance(transport, asyncio.Transport)
-    handler: Any = request.protocol
-    handler.keep_alive(False)
-    protocol = _Protocol(transport.get_protocol())
-    protocol.transport = transport
-    # Bytes aiohttp read past the request (a client that did not wait for the head) come first.
-    tail = getattr(handler, "_message_tail", b"")
-    if tail:
-        protocol.data_received(tail)
-        with contextlib.suppress(AttributeError):
-            handler._message_tail = b""
-    transport.set_protocol(protocol)
-    return response, HijackedConnection(transport, protocol)
+    conn = await take_over(request, response)
+    return response, conn
 
 
 async def serve(request: web.Request, *, tty: bool,

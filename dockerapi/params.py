@@ -51,9 +51,17 @@ def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
 
 def query_int(request: web.Request, name: str) -> int:
     """An integer parameter; absent or empty is 0."""
-    value = request.query.get(name, "")
+    value = query_opt_int(request, name)
+    return 0 if value is None else value
+
+
+def query_opt_int(request: web.Request, name: str, *aliases: str) -> int | None:
+    """An integer parameter, or None when absent or empty; ``aliases`` are older names read when ``name`` is
+    absent (stop's ``t`` and ``timeout``)."""
+    key = next((k for k in (name, *aliases) if k in request.query), name)
+    value = request.query.get(key, "")
     try:
-        return int(value) if value else 0
+        return int(value) if value else None
     except ValueError:
         raise errors.InvalidArgument(f"invalid value for {name}: {value!r}") from None
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pkg.docker.swarm.cluster import InitRequest
+from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, NOT_MANAGER, InitRequest
+
+__all__ = ["ALREADY_IN_SWARM", "NOT_MANAGER", "InitRequest", "SwarmBackend"]
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]

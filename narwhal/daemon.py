@@ -25,6 +25,7 @@ from cri.streaming import StreamingHandlers
 from dockerapi import versions as docker_versions
 from dockerapi.backend import Backends
 from dockerapi.server import DockerServer, build_app
+from narwhal.docker_backends import DomainArchive, DomainIO, ImageRemoval
 from narwhal.notify import Notifier
 from narwhal.reload import reload as reload_config
 from narwhal.runtime import Runtime, build_runtime
@@ -174,10 +175,13 @@ class Daemon:
                              ncpu=host.ncpu, mem_total=host.mem_total)
         await self.swarm.start()  # a node in a swarm before the restart is back in it
         self.docker_execs = ExecManager(self.docker_runtime.containers, self.docker_runtime.ctx.root / "execs")
+        docker_io = DomainIO(self.docker_runtime.containers)
+        pod_io = DomainIO(self.runtime.containers)
+        image_users = [docker_io, pod_io] if self.cfg.docker_images_for_pods else [docker_io]
         backends = Backends(
             system=system, metrics=self.metrics, images=self.docker_images,
-            sandboxes=self.docker_runtime.sandboxes, containers=self.docker_runtime.containers,
-            engine=self.engine,
+            image_removal=ImageRemoval(self.docker_images, image_users),
+            engine=self.engine, io=docker_io, archive=DomainArchive(self.docker_runtime.containers),
             volumes=self.docker_volumes,
             execs=self.docker_execs,
             events=self.events,
@@ -185,8 +189,11 @@ class Daemon:
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
             swarm=SwarmAPI(self.swarm, self.events),
-            **self._pods_view(),
         )
+        if self.cfg.docker_shows_pods:
+            backends.pods = self._pods_view()
+            backends.pod_io = pod_io
+            backends.pod_execs = ExecManager(self.runtime.containers)
         self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
         await self._docker.start()
         if self.supervisor is not None:
@@ -208,19 +215,14 @@ class Daemon:
         self.images.remove_guard = docker_users_guard(lambda: {m.id: m.image_id for m, _ in docker_containers.list()})
         await mirror.sync()
 
-    def _pods_view(self) -> dict[str, Any]:
-        """docker-shows-pods: kubelet's containers in the Docker API (pkg.docker.engine.pods_view), off by default."""
+    def _pods_view(self) -> PodsView:
+        """docker-shows-pods (off by default): kubelet's containers in the Docker API (pkg.docker.engine.pods_view),
+        and in docker events."""
         assert self.runtime is not None
-        view: dict[str, Any] = {}
-        if self.cfg.docker_images_for_pods:  # docker rmi counts pods' containers as the image's users
-            view["pod_containers"] = self.runtime.containers
-        if self.cfg.docker_shows_pods:
-            pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
-            events = docker_events(self.runtime.ctx.events)  # kubelet's containers' create/start/die/destroy
-            events.describe, events.shown_to_docker = pods.describe, True
-            view["pods"] = pods
-            view["pod_execs"] = ExecManager(self.runtime.containers)
-        return view
+        pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
+        events = docker_events(self.runtime.ctx.events)  # kubelet's containers' create/start/die/destroy in docker events
+        events.describe, events.shown_to_docker = pods.describe, True
+        return pods
 
     async def _start_networks(self) -> None:
         """Docker networks: named networks for the shared NetworkManager, before anything joins one."""

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "test"))
 
 from lib.cni_host import InstanceNetwork  # noqa: E402
-from lib.daemon import DaemonProcess, start_daemon  # noqa: E402
+from lib.daemon import DaemonFactory, DaemonProcess, start_daemon  # noqa: E402
 from lib.leaks import host_leftovers  # noqa: E402
 from lib.registry import Registry, start_registry  # noqa: E402
 
@@ -33,12 +34,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def daemon_factory() -> Iterator[object]:
+def daemon_factory() -> Iterator[DaemonFactory]:
     """Start narwhald instances; all are stopped (with their containerd) at teardown."""
     started: list[DaemonProcess] = []
 
-    def factory(**kwargs: object) -> DaemonProcess:
-        d = start_daemon(**kwargs)  # type: ignore[arg-type]
+    def factory(**kwargs: Any) -> DaemonProcess:
+        d = start_daemon(**kwargs)
         started.append(d)
         return d
 
@@ -54,8 +55,8 @@ def daemon_factory() -> Iterator[object]:
 
 
 @pytest.fixture
-def daemon(daemon_factory: object) -> DaemonProcess:
-    return daemon_factory()  # type: ignore[operator,no-any-return]
+def daemon(daemon_factory: DaemonFactory) -> DaemonProcess:
+    return daemon_factory()
 
 
 @pytest.fixture(scope="session")

@@ -15,18 +15,15 @@ from aiohttp import web
 
 from dockerapi import times
 from dockerapi.backend import backends, need
+from dockerapi.backends import ArchiveBackend, PathStat
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.docker.views import rootfs_archive
-from pkg.docker.views.rootfs_access import container_view, snapshot_view
-from pkg.docker.views.rootfs_archive import PathStat
-from pkg.docker.views.rootfs_changes import container_changes
-from pkg.runtime.context import RuntimeContext
 
 log = logging.getLogger(__name__)
 
 STAT_HEADER = "X-Docker-Container-Path-Stat"
 TAR = "application/x-tar"
+CHUNK = 256 * 1024  # bytes of the request body read at a time into the tar helper (as rootfs_archive)
 
 # Go's os.FileMode type bits, which the docker CLI decodes from the stat header.
 _GO_DIR, _GO_SYMLINK, _GO_DEVICE, _GO_PIPE, _GO_SOCKET = 1 << 31, 1 << 27, 1 << 26, 1 << 25, 1 << 24
@@ -62,20 +59,13 @@ def stat_header(st: PathStat) -> str:
     return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
 
 
-def _runtime(request: web.Request) -> RuntimeContext:
-    return need(backends(request).containers, "containers").ctx
+def _archive(request: web.Request) -> ArchiveBackend:
+    return need(backends(request).archive, "container archives")
 
 
 def _container_id(request: web.Request) -> str:
     """The Docker ID (== the core container ID) of {id}: a full ID, a unique prefix or a name."""
-    ref = request.match_info["id"]
-    b = backends(request)
-    if b.engine is not None:
-        return str(b.engine.get(ref).id)
-    found = _runtime(request).containers.find(ref)
-    if found is None:
-        raise errors.NotFound(f"No such container: {ref}")
-    return found[0].id
+    return str(need(backends(request).engine, "the container engine").get(request.match_info["id"]).id)
 
 
 def _path(request: web.Request) -> str:
@@ -113,49 +103,41 @@ async def stream_tar(request: web.Request, response: web.StreamResponse, chunks:
 
 async def head_archive(request: web.Request) -> web.StreamResponse:
     path, cid = _path(request), _container_id(request)
-    async with container_view(_runtime(request), cid, writable=False) as view:
-        st = await rootfs_archive.stat_path(view, path, request.match_info["id"])
+    st = await _archive(request).stat(cid, path, request.match_info["id"])
     return web.Response(status=200, headers={STAT_HEADER: stat_header(st), "Content-Type": "application/json"})
 
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
     path, cid = _path(request), _container_id(request)
-    async with container_view(_runtime(request), cid, writable=False) as view:
-        st = await rootfs_archive.stat_path(view, path, request.match_info["id"])
+    async with _archive(request).read(cid, path, request.match_info["id"]) as (st, chunks):
         response = web.StreamResponse(status=200, headers={"Content-Type": TAR, STAT_HEADER: stat_header(st)})
-        await stream_tar(request, response, rootfs_archive.tar_path(view, path), f"archive of {path}")
+        await stream_tar(request, response, chunks, f"archive of {path}")
         return response
 
 
 async def put_archive(request: web.Request) -> web.StreamResponse:
     path, cid = _path(request), _container_id(request)
-    ctx = _runtime(request)
-    chown = None
-    if query_bool(request, "copyUIDGID"):
-        user = ctx.containers.get(cid)[0].user
-        if user is not None and (user.uid or user.gid):
-            chown = (user.uid, user.gid)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(rootfs_archive.CHUNK):
+        async for chunk in request.content.iter_chunked(CHUNK):
             yield chunk
 
-    async with container_view(ctx, cid, writable=True) as view:
-        await rootfs_archive.extract(view, path, request.match_info["id"], body(),
-                                     no_overwrite_dir_non_dir=query_bool(request, "noOverwriteDirNonDir"), chown=chown)
+    await _archive(request).extract(cid, path, request.match_info["id"], body(),
+                                    no_overwrite_dir_non_dir=query_bool(request, "noOverwriteDirNonDir"),
+                                    copy_uid_gid=query_bool(request, "copyUIDGID"))
     return web.Response(status=200)
 
 
 async def export(request: web.Request) -> web.StreamResponse:
     cid = _container_id(request)
-    async with snapshot_view(_runtime(request), cid) as root:
+    async with _archive(request).export(cid) as chunks:
         response = web.StreamResponse(status=200, headers={"Content-Type": TAR})
-        await stream_tar(request, response, rootfs_archive.export(root), f"export of {cid}")
+        await stream_tar(request, response, chunks, f"export of {cid}")
         return response
 
 
 async def changes(request: web.Request) -> web.Response:
-    found = await container_changes(_runtime(request), _container_id(request))
+    found = await _archive(request).changes(_container_id(request))
     return web.json_response([{"Path": c.path, "Kind": int(c.kind)} for c in found])
 
 

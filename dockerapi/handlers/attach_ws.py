@@ -15,13 +15,10 @@ import time
 from aiohttp import WSMsgType, web
 
 from dockerapi import versions
-from dockerapi.handlers.attach import containers, lookup, relay_until_lost
+from dockerapi.backends import ExecStreams, ReadOptions
+from dockerapi.handlers.attach import containers, lookup
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.docker.views import attach as docker_attach
-from pkg.docker.views.logs import container_logs
-from pkg.logs.reader import ReadOptions
-from pkg.streaming.backend import ExecStreams
 
 
 class _Socket:
@@ -72,7 +69,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
     want_stdout, want_stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
     logs, stream = query_bool(request, "logs"), query_bool(request, "stream")
     cut = time.time_ns()
-    stdio = docker_attach.DockerAttach(containers(request), found.id, since_ns=cut + 1 if logs else None)
+    stdio = containers(request).attach(found.id, cut + 1 if logs else None)
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     sock = _Socket(ws, binary=versions.at_least(request, "1.42"))
@@ -81,14 +78,13 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionError):
             wanted = frozenset(n for n, want in (("stdout", want_stdout), ("stderr", want_stderr)) if want)
             if logs and wanted:  # the log up to the cut, then the live output from it: nothing lost or doubled
-                async for entry in container_logs(containers(request), found.id,
-                                                  ReadOptions(streams=wanted, until_ns=cut)):
+                async for entry in containers(request).logs(found.id, ReadOptions(streams=wanted, until_ns=cut)):
                     await sock.write(entry.content)
             if stream:
                 streams = ExecStreams(tty=stdio.tty, stdin=sock if want_stdin else None,
                                       stdout=sock if want_stdout else _Discard(),
                                       stderr=sock if want_stderr else _Discard())
-                await relay_until_lost(stdio, streams, sock.lost)
+                await stdio.relay_until_lost(streams, sock.lost)
     finally:
         await ws.close()
         pump.cancel()

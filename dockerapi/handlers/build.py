@@ -20,12 +20,12 @@ from aiohttp import web
 
 from dockerapi import filters
 from dockerapi.backend import backends, need
+from dockerapi.backends import BuildBackend
 from dockerapi.handlers.auth import auth_from_json
 from dockerapi.params import query_bool, query_int
 from dockerapi.progress import JSONStream
 from dockerapi.times import rfc3339
 from pkg import errors
-from pkg.docker.build.builder import Builder
 from pkg.docker.build.model import BuildFailed, BuildOptions
 from pkg.docker.engine.model import Resources, Ulimit
 from pkg.images import media, reference
@@ -37,7 +37,7 @@ DISCONNECT_POLL = 1.0  # seconds between two looks at the client's connection du
 PRUNE_FILTERS = {"until", "label", "label!", "type", "id", "parent", "description", "inuse", "shared", "private"}
 
 
-def builder_of(request: web.Request) -> Builder:
+def builder_of(request: web.Request) -> BuildBackend:
     return need(backends(request).builder, "the builder")
 
 

@@ -7,18 +7,16 @@ from aiohttp import web
 from dockerapi import filters as docker_filters
 from dockerapi import params, versions
 from dockerapi.backend import backends, need
+from dockerapi.backends import ContainerBackend
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import LIST_KEYS, PRUNE_KEYS, matcher, prune_keeper
 from dockerapi.handlers.pods import pod_container
 from pkg import errors
-from pkg.docker.engine.engine import Engine
 from pkg.docker.engine.model import RestartPolicyName, Status
-from pkg.model.state import ContainerState
-from pkg.system import writable_layer_sizes
 
 
-def engine(request: web.Request) -> Engine:
+def engine(request: web.Request) -> ContainerBackend:
     return need(backends(request).engine, "the container engine")
 
 
@@ -36,11 +34,7 @@ async def create(request: web.Request) -> web.Response:
 async def list_containers(request: web.Request) -> web.Response:
     eng = engine(request)
     filters = docker_filters.query(request, LIST_KEYS)
-    raw_limit = request.query.get("limit", "") or "0"
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid limit {raw_limit!r}") from None
+    limit = params.query_int(request, "limit")
     show_all = params.query_bool(request, "all") or limit > 0
     views = eng.list()
     pods = backends(request).pods
@@ -107,11 +101,10 @@ async def prune(request: web.Request) -> web.Response:
 
 async def _stopped_layer_sizes(request: web.Request) -> dict[str, int]:
     """Writable-layer bytes of every container that is not running (what a prune may remove)."""
-    core = backends(request).containers
+    core = backends(request).io
     if core is None:
         return {}
-    stopped = [meta for meta, status in core.list() if status.state != ContainerState.RUNNING]
-    return await writable_layer_sizes(core, stopped)
+    return await core.layer_sizes(core.stopped())
 
 
 async def rename(request: web.Request) -> web.Response:

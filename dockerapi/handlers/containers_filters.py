@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dockerapi import filters as docker_filters
+from dockerapi.backends import ContainerBackend
 from dockerapi.filters import Filters
 from pkg import errors, goregexp
-from pkg.docker.engine.engine import Engine
 from pkg.docker.engine.model import EngineContainer, Status
 
 Predicate = Callable[[EngineContainer], bool]
@@ -33,7 +33,7 @@ def _port_filter(values: list[str]) -> Callable[[int, str], bool]:
     return lambda port, proto: any(lo <= port <= hi and p == proto for lo, hi, p in ranges)
 
 
-def matcher(filters: Filters, engine: Engine) -> Predicate:
+def matcher(filters: Filters, engine: ContainerBackend) -> Predicate:
     """One predicate for all filters (parsed with LIST_KEYS): keys AND together, values of one key OR together
     (label: AND)."""
     checks: list[Predicate] = []

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from dockerapi import times
+from dockerapi.backends import endpoint_id
 from dockerapi.handlers.volumes import mount_point_json
 from pkg.docker.engine.model import EngineContainer, Status
-from pkg.docker.networks.service import endpoint_id
 from pkg.docker.volumes.model import MountSpec, MountType
 
 Json = dict[str, Any]

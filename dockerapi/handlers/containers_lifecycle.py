@@ -10,22 +10,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dockerapi.backend import backends
+from dockerapi.backends import WaitCondition, WaitResult
 from dockerapi.handlers.containers import engine
 from dockerapi.handlers.pods import pod_container
+from dockerapi.params import query_opt_int
 from pkg import errors
-from pkg.docker.engine.lifecycle import WaitCondition, WaitResult
 
 HANGUP_POLL = 1.0  # seconds between checks that the waiting client is still connected
 
 
 def _timeout(request: web.Request) -> int | None:
-    raw = request.query.get("t", request.query.get("timeout", ""))
-    if raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid value for t: {raw!r}") from None
+    return query_opt_int(request, "t", "timeout")
 
 
 async def start(request: web.Request) -> web.Response:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from dockerapi.backends import cgroup_rule, check_links
 from dockerapi.handlers.volumes import mount_spec
 from dockerapi.params import mapping, string_list
 from pkg import errors
-from pkg.docker.engine.links import check_links
 from pkg.docker.engine.model import (
     ContainerSpec,
     DeviceMapping,
@@ -22,7 +22,6 @@ from pkg.docker.engine.model import (
     RestartPolicyName,
     Ulimit,
 )
-from pkg.runtime.spec_mounts import cgroup_rule
 
 Json = dict[str, Any]
 

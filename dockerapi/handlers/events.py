@@ -20,8 +20,8 @@ from aiohttp import web
 
 from dockerapi import filters, times
 from dockerapi.backend import backends, need
+from dockerapi.backends import DockerEvent, Event
 from pkg import errors
-from pkg.events import DockerEvent, Event
 
 ACCEPTED_FILTERS = ("config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
                     "scope", "secret", "service", "type", "volume")

@@ -10,21 +10,20 @@ from aiohttp import web
 
 from dockerapi import hijack
 from dockerapi.backend import backends, need
+from dockerapi.backends import ExecBackend, ExecConfig, ExecInstance, ExecStreams
 from dockerapi.handlers.attach import lookup
 from dockerapi.params import json_object, query_int, string_list
 from pkg import errors
-from pkg.docker.views.exec import ExecConfig, ExecInstance, ExecManager
-from pkg.streaming.backend import ExecStreams
 
 
-def _execs(request: web.Request, pod: bool = False) -> ExecManager:
+def _execs(request: web.Request, pod: bool = False) -> ExecBackend:
     """The exec manager of the container's domain (kubelet's containers have their own: docker-shows-pods)."""
     if pod:
         return need(backends(request).pod_execs, "exec in kubelet's containers")
     return need(backends(request).execs, "exec")
 
 
-def _owner(request: web.Request, exec_id: str) -> ExecManager:
+def _owner(request: web.Request, exec_id: str) -> ExecBackend:
     """The manager that knows ``exec_id``: the Docker domain's, else the pods' (its NotFound otherwise)."""
     manager = _execs(request)
     pod_execs = backends(request).pod_execs
@@ -105,7 +104,7 @@ class _Detachable(hijack.OutputStream):
         await super().write(data)
 
 
-async def _session(manager: ExecManager, instance: ExecInstance, conn: hijack.HijackedConnection, raw: bool) -> None:
+async def _session(manager: ExecBackend, instance: ExecInstance, conn: hijack.HijackedConnection, raw: bool) -> None:
     config = instance.config
     stdin = None
     if config.attach_stdin:

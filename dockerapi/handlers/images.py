@@ -12,17 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import filters, times, versions
-from dockerapi.backend import Backends, backends, need
+from dockerapi.backend import backends, need
+from dockerapi.backends import DeleteItem, ImageBackend, ImageDetail, ImageRemovalBackend, chain_ids
 from dockerapi.handlers import images_json as j
 from dockerapi.params import query_bool
 from pkg import errors
 from pkg.images import reference
-from pkg.images.delete import DeleteItem, ImageUser, delete_image
-from pkg.images.detail import ImageDetail
 from pkg.images.model import Image
-from pkg.images.service import ImageService
-from pkg.images.unpack import chain_ids
-from pkg.model.state import ContainerState
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +27,22 @@ PRUNE_FILTERS = ("dangling", "until", "label", "label!")
 MAX_PARENTS = 128
 
 
-def images_of(request: web.Request) -> ImageService:
+def images_of(request: web.Request) -> ImageBackend:
     return need(backends(request).images, "images")
 
 
-async def get_image(images: ImageService, ref: str) -> Image:
+def removal(request: web.Request) -> ImageRemovalBackend:
+    """docker rmi's rules, which know the containers using each image (of both faces with
+    docker-images-for-pods: the image is one for both)."""
+    return need(backends(request).image_removal, "image removal")
+
+
+async def get_image(images: ImageBackend, ref: str) -> Image:
     """The image ``ref`` names, or Docker's "No such image" (404); a malformed name is a 400."""
     try:
         return await images.get(ref)
     except errors.NotFound:
         raise j.no_such_image(ref) from None
-
-
-def image_users(b: Backends) -> list[ImageUser]:
-    """Which images the Docker domain's containers were created from (rmi and prune must keep them); with
-    docker-images-for-pods, the pods' containers too (the image is one for both faces)."""
-    users = []
-    for service in (b.containers, b.pod_containers):
-        if service is not None:
-            users += [ImageUser(meta.id, meta.image_id, status.state == ContainerState.RUNNING)
-                      for meta, status in service.list()]
-    return users
 
 
 def publish(request: web.Request, action: str, actor: str, **attributes: str) -> None:
@@ -79,7 +70,7 @@ async def list_images(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-async def _select(images: ImageService, candidates: list[Image], wanted: filters.Filters) -> list[Image]:
+async def _select(images: ImageBackend, candidates: list[Image], wanted: filters.Filters) -> list[Image]:
     dangling = filters.bool_value(wanted, "dangling")
     before = [times.unix((await get_image(images, ref)).created) for ref in wanted.get("before", [])]
     since = [times.unix((await get_image(images, ref)).created) for ref in wanted.get("since", [])]
@@ -154,7 +145,8 @@ async def delete(request: web.Request) -> web.Response:
     prune = not query_bool(request, "noprune")
     image_id = (await get_image(images, name)).id
     try:
-        items = await delete_image(images, name, image_users(backends(request)), force=force, prune=prune)
+        rules = removal(request)
+        items = await rules.delete(name, rules.users(), force=force, prune=prune)
     except errors.NotFound:
         raise j.no_such_image(name) from None
     for item in items:  # as moby: both name the image by its ID
@@ -168,7 +160,8 @@ async def prune(request: web.Request) -> web.Response:
     wanted = filters.query(request, PRUNE_FILTERS)
     dangling = filters.bool_value(wanted, "dangling")
     only_dangling = dangling is None or dangling
-    users = image_users(backends(request))
+    rules = removal(request)
+    users = rules.users()
     used = {u.image_id for u in users}
     candidates = [img for img in await images.list() if img.id not in used]
     if only_dangling:
@@ -183,7 +176,7 @@ async def prune(request: web.Request) -> web.Response:
         except errors.NotFound:
             continue
         try:
-            items = await delete_image(images, img.id, users, force=True)
+            items = await rules.delete(img.id, users, force=True)
         except (errors.NotFound, errors.Conflict) as exc:
             log.info("prune: keeping %s: %s", img.id, exc)
             continue

@@ -21,14 +21,13 @@ from aiohttp import web
 
 from dockerapi import params
 from dockerapi.backend import Backends, backends, need
+from dockerapi.backends import CommitRequest
 from dockerapi.handlers.images import get_image, images_of, publish
 from dockerapi.handlers.pods import pod_container
 from dockerapi.progress import JSONStream
 from pkg import errors
 from pkg.images import reference
 from pkg.images.model import ImageConfig
-from pkg.images.snapshot_commit import CommitRequest
-from pkg.model.state import ContainerState
 
 log = logging.getLogger(__name__)
 
@@ -140,23 +139,16 @@ def apply_body(cfg: ImageConfig, body: dict[str, Any]) -> ImageConfig:
 
 
 async def _container(b: Backends, ref: str) -> tuple[str, str, ImageConfig | None, bool]:
-    """(container ID, image ID, its Docker config if the engine knows it, running?)."""
-    containers = need(b.containers, "containers")
-    engine = b.engine
-    if engine is not None:
-        found = engine.get(ref)  # Docker's "No such container" when unknown
-        spec = found.config
-        cfg = ImageConfig(entrypoint=list(spec.entrypoint), cmd=list(spec.cmd), env=list(spec.env),
-                          working_dir=spec.working_dir, user=spec.user, labels=dict(spec.labels),
-                          exposed_ports=list(spec.exposed_ports), volumes=list(spec.volumes),
-                          stop_signal=spec.stop_signal)
-        meta, status = containers.get(str(found.id))
-        return meta.id, meta.image_id, cfg, status.state == ContainerState.RUNNING
-    try:
-        meta, status = containers.get(ref)
-    except errors.NotFound:
-        raise errors.NotFound(f"No such container: {ref}") from None
-    return meta.id, meta.image_id, None, status.state == ContainerState.RUNNING
+    """(container ID, image ID, its Docker config, running?)."""
+    io = need(b.io, "containers")
+    found = need(b.engine, "the container engine").get(ref)  # Docker's "No such container" when unknown
+    spec = found.config
+    cfg = ImageConfig(entrypoint=list(spec.entrypoint), cmd=list(spec.cmd), env=list(spec.env),
+                      working_dir=spec.working_dir, user=spec.user, labels=dict(spec.labels),
+                      exposed_ports=list(spec.exposed_ports), volumes=list(spec.volumes),
+                      stop_signal=spec.stop_signal)
+    container_id = str(found.id)
+    return container_id, io.image_of(container_id), cfg, io.running(container_id)
 
 
 def _target_names(query: Mapping[str, str], verb: str) -> tuple[str, ...]:

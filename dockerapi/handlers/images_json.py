@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import pathmatch, times, versions
+from dockerapi.backends import ImageDetail
 from pkg import errors
 from pkg.images import reference
-from pkg.images.detail import ImageDetail
 from pkg.images.model import Image
 
 

@@ -14,9 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import filters
+from dockerapi.backends import ImageBackend
 from dockerapi.handlers.auth import registry_auth
 from dockerapi.handlers.images import images_of, publish
 from dockerapi.handlers.images_commit import import_image
+from dockerapi.params import query_opt_int
 from dockerapi.progress import (
     JSONStream,
     Message,
@@ -30,7 +32,6 @@ from dockerapi.progress import (
 from pkg import errors
 from pkg.images import reference
 from pkg.images.model import Image, Progress, RegistryAuth
-from pkg.images.service import ImageService
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     return await pull(request, images, pull_reference(from_image, tag), auth, platform)
 
 
-async def pull(request: web.Request, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
+async def pull(request: web.Request, images: ImageBackend, ref: reference.Reference, auth: RegistryAuth | None,
                platform: str | None) -> web.StreamResponse:
     stream = JSONStream(request)
     try:
@@ -87,7 +88,7 @@ async def pull(request: web.Request, images: ImageService, ref: reference.Refere
     return await stream.finish()
 
 
-async def pull_all(request: web.Request, images: ImageService, name: reference.Reference,
+async def pull_all(request: web.Request, images: ImageBackend, name: reference.Reference,
                    auth: RegistryAuth | None, platform: str | None) -> web.StreamResponse:
     """Every tag of the repository, one after the other; one final status for the repository."""
     try:
@@ -110,11 +111,11 @@ async def pull_all(request: web.Request, images: ImageService, name: reference.R
     return await stream.finish()
 
 
-async def _pull_one(stream: JSONStream, images: ImageService, ref: reference.Reference, auth: RegistryAuth | None,
+async def _pull_one(stream: JSONStream, images: ImageBackend, ref: reference.Reference, auth: RegistryAuth | None,
                     platform: str | None) -> bool:
     """Pull one tag or digest with its progress and Digest line; True when the name now points at an image
     it did not point at before (moby's "Downloaded newer image")."""
-    before = await images.store.record(str(ref))
+    before = await images.record(str(ref))
     reporter = PullReporter()
 
     def translate(ev: Progress) -> list[Message]:
@@ -127,7 +128,7 @@ async def _pull_one(stream: JSONStream, images: ImageService, ref: reference.Ref
 
     async with images.keeping_displaced([str(ref)]):  # the image a moved tag leaves stays, dangling
         img = await run_reporting(stream, operation, translate)
-    after = await images.store.record(str(ref))
+    after = await images.record(str(ref))
     digest = ref.digest or (after.target.digest if after is not None else img.target.digest)
     await stream.send(status(f"Digest: {digest}"))
     return before is None or before.config_digest != img.id
@@ -180,12 +181,9 @@ async def push(request: web.Request) -> web.StreamResponse:
 async def search(request: web.Request) -> web.Response:
     images = images_of(request)
     query = request.query
-    limit = SEARCH_LIMIT
-    if query.get("limit"):
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            raise errors.InvalidArgument(f"invalid limit {query['limit']!r}: not a number") from None
+    limit = query_opt_int(request, "limit")
+    if limit is None:
+        limit = SEARCH_LIMIT
     wanted = filters.parse(query.get("filters"), ("is-official", "is-automated", "stars"))
     official = filters.bool_value(wanted, "is-official")
     automated = filters.bool_value(wanted, "is-automated")

@@ -5,11 +5,10 @@ from aiohttp import web
 
 from dockerapi import hijack, times
 from dockerapi.backend import backends
+from dockerapi.backends import ReadOptions
 from dockerapi.handlers.attach import containers, lookup
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.docker.views.logs import container_logs
-from pkg.logs.reader import ReadOptions
 
 FLUSH_BYTES = 64 << 10
 
@@ -42,8 +41,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
         streams=frozenset(name for name, on in (("stdout", stdout), ("stderr", stderr)) if on),
     )
     timestamps = query_bool(request, "timestamps")
-    tty = containers(request).get(container_id)[0].config.tty
-    entries = container_logs(containers(request), container_id, options)
+    tty = containers(request).tty(container_id)
+    entries = containers(request).logs(container_id, options)
     response = web.StreamResponse(status=200, headers={"Content-Type": hijack.content_type(request, tty)})
     await response.prepare(request)
     # A dump is written in large pieces (a 100k-line log is not 100k writes); followed output line by line.

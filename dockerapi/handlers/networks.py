@@ -9,6 +9,7 @@ from aiohttp import web
 from dockerapi import filters as docker_filters
 from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
+from dockerapi.backends import NetworkBackend, endpoint_id
 from dockerapi.handlers.containers_request import endpoint_spec
 from pkg import errors
 from pkg.docker.networks.model import (
@@ -20,18 +21,17 @@ from pkg.docker.networks.model import (
     IPAMPool,
     Network,
 )
-from pkg.docker.networks.service import NetworkService, endpoint_id
 
 FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 PRUNE_FILTERS = ("until", "label", "label!")
 
 
-def _service(request: web.Request) -> NetworkService:
-    service: NetworkService = need(backends(request).networks, "networks")
+def _service(request: web.Request) -> NetworkBackend:
+    service: NetworkBackend = need(backends(request).networks, "networks")
     return service
 
 
-def _matches(service: NetworkService, network: Network, filters: dict[str, list[str]]) -> bool:
+def _matches(service: NetworkBackend, network: Network, filters: dict[str, list[str]]) -> bool:
     """Within a key any value may match; every key must (moby's filters.Args)."""
     if "name" in filters and not any(v in network.name for v in filters["name"]):
         return False
@@ -53,7 +53,7 @@ def _matches(service: NetworkService, network: Network, filters: dict[str, list[
     return dangling is None or dangling == service.dangling(network)
 
 
-async def _json(request: web.Request, service: NetworkService, network: Network, containers: bool) -> dict[str, Any]:
+async def _json(request: web.Request, service: NetworkBackend, network: Network, containers: bool) -> dict[str, Any]:
     pools = await service.bridge_pools() if network.name == BRIDGE else network.ipam
     config = []
     for pool in pools:
@@ -85,7 +85,7 @@ async def _json(request: web.Request, service: NetworkService, network: Network,
     return body
 
 
-def _containers(request: web.Request, service: NetworkService, network: Network) -> dict[str, Any]:
+def _containers(request: web.Request, service: NetworkBackend, network: Network) -> dict[str, Any]:
     """inspect's Containers: the endpoints on the network; for host and none, the running containers in
     that mode (they have no endpoint of their own, and no addresses to show)."""
     if network.name not in (HOST, NONE):

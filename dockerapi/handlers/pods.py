@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dockerapi.backend import backends
-from dockerapi.params import query_bool
+from dockerapi.backends import PodsBackend
+from dockerapi.params import query_bool, query_opt_int
 from pkg import errors
-from pkg.docker.engine.pods_view import PodsView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,7 +30,7 @@ MUTATIONS = {
 }
 
 
-def view(request: web.Request) -> PodsView | None:
+def view(request: web.Request) -> PodsBackend | None:
     return backends(request).pods
 
 
@@ -50,14 +50,10 @@ def pod_container(request: web.Request, ref: str) -> str | None:
 
 
 def _timeout(request: web.Request) -> int | None:
-    raw = request.query.get("t", request.query.get("timeout", ""))
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        raise errors.InvalidArgument(f"invalid value for t: {raw!r}") from None
+    return query_opt_int(request, "t", "timeout")
 
 
-async def _allowed(request: web.Request, pods: PodsView, container_id: str, verb: str) -> web.Response:
+async def _allowed(request: web.Request, pods: PodsBackend, container_id: str, verb: str) -> web.Response:
     pods.guard(container_id, verb)
     if verb == "stop":
         return web.Response(status=204 if await pods.stop(container_id, _timeout(request)) else 304)

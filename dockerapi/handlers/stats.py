@@ -8,10 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import times
+from dockerapi.backends import BlkioEntry, Sample
 from dockerapi.handlers.attach import containers, lookup
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.docker.views.stats import BlkioEntry, Sample, sample
 
 INTERVAL = 1.0  # moby's collector period
 
@@ -95,18 +95,18 @@ async def stats(request: web.Request) -> web.StreamResponse:
         raise errors.InvalidArgument("cannot have stream=true and one-shot=true")
     service = containers(request)
     if not stream:
-        first = await sample(service, container_id)
+        first = await service.stats(container_id)
         previous = None
         if not one_shot and first.cgroup is not None:
             await asyncio.sleep(INTERVAL)  # a second sample, so clients can compute CPU %
-            previous, first = first, await sample(service, container_id)
+            previous, first = first, await service.stats(container_id)
         return web.json_response(render(first, previous, container_id, name))
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await response.prepare(request)
     previous = None
     try:
-        while service.ctx.containers.find(container_id) is not None:
-            current = await sample(service, container_id)
+        while service.exists(container_id):
+            current = await service.stats(container_id)
             line = json.dumps(render(current, previous, container_id, name)) + "\n"
             await response.write(line.encode())
             previous = current

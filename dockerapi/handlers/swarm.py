@@ -8,9 +8,8 @@ from aiohttp import web
 from dockerapi.backend import backends
 from dockerapi.gokeys import canonical
 from dockerapi.params import json_object, mapping, query_bool, string_list
-from dockerapi.swarm_backend import SwarmBackend
+from dockerapi.swarm_backend import ALREADY_IN_SWARM, NOT_MANAGER, InitRequest, SwarmBackend
 from pkg import errors
-from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, NOT_MANAGER, InitRequest
 
 
 def swarm(request: web.Request) -> SwarmBackend:

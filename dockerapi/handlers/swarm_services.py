@@ -7,14 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi import filters, hijack, times
+from dockerapi.backends import ReadOptions
 from dockerapi.gokeys import canonical
 from dockerapi.handlers.attach import containers
 from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.swarm import swarm, version_param
 from dockerapi.params import json_object, query_bool
 from pkg import errors
-from pkg.docker.views.logs import container_logs
-from pkg.logs.reader import ReadOptions
 
 SERVICE_FILTERS = ("id", "label", "mode", "name")
 # "_up-to-date" is the docker CLI's own (its progress monitor): tasks running the service's current spec.
@@ -92,19 +91,15 @@ async def _logs(request: web.Request, tasks: list[dict[str, Any]]) -> web.Stream
     sources = []
     for task in tasks:
         container_id = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
-        try:
-            if container_id:
-                service.get(container_id)
-                sources.append((task, str(container_id)))
-        except errors.NotFound:
-            continue  # removed already (or on another node)
+        if container_id and service.exists(str(container_id)):  # else removed already (or on another node)
+            sources.append((task, str(container_id)))
     frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1024)
 
     async def read(task: dict[str, Any], container_id: str) -> None:
         prefix = (f"com.docker.swarm.node.id={task['NodeID']},com.docker.swarm.service.id={task['ServiceID']},"
                   f"com.docker.swarm.task.id={task['ID']} ").encode() if details else b""
         try:
-            async for entry in container_logs(service, container_id, options):
+            async for entry in service.logs(container_id, options):
                 data = prefix + entry.content
                 if timestamps:
                     data = times.rfc3339_fixed(entry.timestamp_ns).encode() + b" " + data

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from dockerapi import versions
 from dockerapi.backend import Backends, backends
+from dockerapi.backends import HostInfo
 from dockerapi.handlers import system_df
-from pkg.system import HostInfo
 from pkg.version import narwhal_version
 
 _PING_HEADERS = {

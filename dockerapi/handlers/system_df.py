@@ -6,12 +6,11 @@ from typing import Any
 from aiohttp import web
 
 from dockerapi.backend import Backends, backends
+from dockerapi.backends import ContainerIOBackend
 from dockerapi.handlers import build, containers_json, images_json
 from pkg import errors
 from pkg.docker.engine.model import EngineContainer
 from pkg.images.model import Image
-from pkg.runtime.containers import ContainerService
-from pkg.system import writable_layer_sizes
 
 TYPES = ("container", "image", "volume", "build-cache")
 
@@ -41,17 +40,16 @@ async def system_df(request: web.Request) -> web.Response:
 async def _containers(b: Backends) -> list[dict[str, Any]]:
     """ps entries plus SizeRw: the bytes in each container's writable layer.  With docker-shows-pods,
     kubelet's containers too (each counted once, from the CRI domain), as dockershim's df counted them."""
-    if b.engine is None or b.containers is None:
+    if b.engine is None or b.io is None:
         return []
-    result = await _sized(b.containers, b.engine.list())
-    if b.pods is not None:
-        result += await _sized(b.pods.containers, b.pods.list())
+    result = await _sized(b.io, b.engine.list())
+    if b.pods is not None and b.pod_io is not None:
+        result += await _sized(b.pod_io, b.pods.list())
     return result
 
 
-async def _sized(core: ContainerService, shown: list[EngineContainer]) -> list[dict[str, Any]]:
-    metadata = {meta.id: meta for meta, _ in core.list()}
-    sizes = await writable_layer_sizes(core, [metadata[c.id] for c in shown if c.id in metadata])
+async def _sized(core: ContainerIOBackend, shown: list[EngineContainer]) -> list[dict[str, Any]]:
+    sizes = await core.layer_sizes([c.id for c in shown])
     result = []
     for c in shown:
         entry = containers_json.summary_json(c)

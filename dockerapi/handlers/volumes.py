@@ -13,15 +13,15 @@ from aiohttp import web
 
 from dockerapi import filters, params, versions
 from dockerapi.backend import backends, need
+from dockerapi.backends import VolumeBackend
 from pkg import errors
 from pkg.docker.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
-from pkg.docker.volumes.service import VolumeService
 
 _LIST_FILTERS = ("dangling", "driver", "label", "name")
 _PRUNE_FILTERS = ("label", "label!", "all")
 
 
-def _service(request: web.Request) -> VolumeService:
+def _service(request: web.Request) -> VolumeBackend:
     return need(backends(request).volumes, "volumes")
 
 

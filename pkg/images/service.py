@@ -294,6 +294,10 @@ class ImageService:
     async def get(self, ref_or_id: str) -> Image:
         return await self.store.build(await self._group(ref_or_id))
 
+    async def record(self, name: str) -> Record | None:
+        """The record ``name`` points at (None when it names no image): a pull compares it before and after."""
+        return await self.store.record(name)
+
     async def records_of(self, ref_or_id: str) -> builtins.list[Record]:
         """Every name (record) of the image ``ref_or_id`` names: Docker's rmi decides name by name."""
         return await self._group(ref_or_id)

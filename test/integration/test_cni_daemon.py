@@ -24,7 +24,7 @@ from lib.cni_host import (
     stop_server,
     tagged_rules,
 )
-from lib.daemon import DaemonProcess
+from lib.daemon import DaemonFactory, DaemonProcess
 
 from pkg.cni import defaults
 from pkg.config import Config, build
@@ -69,8 +69,8 @@ def network_condition(d: DaemonProcess) -> api_pb2.RuntimeCondition:
     return next(c for c in status.conditions if c.type == "NetworkReady")
 
 
-def test_kill_9_during_10_concurrent_run_pod_sandbox(daemon_factory: object, host_guard: HostGuard) -> None:
-    d: DaemonProcess = daemon_factory()  # type: ignore[operator]
+def test_kill_9_during_10_concurrent_run_pod_sandbox(daemon_factory: DaemonFactory, host_guard: HostGuard) -> None:
+    d: DaemonProcess = daemon_factory()
     cfg = instance(d, host_guard)
     prefix = subnet_prefix(cfg)
     rs = d.runtime()
@@ -117,9 +117,9 @@ def test_kill_9_during_10_concurrent_run_pod_sandbox(daemon_factory: object, hos
                  what=f"no network leftovers: {leftovers(cfg, prefix)}")
 
 
-def test_broken_conflist_makes_network_not_ready_and_pods_fail(daemon_factory: object,
+def test_broken_conflist_makes_network_not_ready_and_pods_fail(daemon_factory: DaemonFactory,
                                                                 host_guard: HostGuard) -> None:
-    d: DaemonProcess = daemon_factory()  # type: ignore[operator]
+    d: DaemonProcess = daemon_factory()
     cfg = instance(d, host_guard)
     assert network_condition(d).status
     default = cfg.cni_conf_dir / defaults.FILE_NAME
@@ -131,8 +131,8 @@ def test_broken_conflist_makes_network_not_ready_and_pods_fail(daemon_factory: o
     rs = d.runtime()
     with pytest.raises(grpc.RpcError) as info:
         rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cri.sandbox_config()), timeout=60)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    assert "InvalidNetworkConfig" in info.value.details()  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "InvalidNetworkConfig" in info.value.details()
     assert not cfg.netns_dir.exists() or list(cfg.netns_dir.iterdir()) == []
     # fixed without a restart: the conf dir is watched
     (cfg.cni_conf_dir / "00-broken.conflist").unlink()

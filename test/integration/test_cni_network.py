@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,8 +44,11 @@ def host_guard() -> Iterator[HostGuard]:
     guard.restore()
 
 
+NetFactory = Callable[..., Awaitable[Net]]  # net_factory: Net's keyword options in, a started Net out
+
+
 @pytest.fixture
-async def net_factory(host_guard: HostGuard) -> AsyncIterator[object]:
+async def net_factory(host_guard: HostGuard) -> AsyncIterator[NetFactory]:
     made: list[Net] = []
 
     async def make(**options: object) -> Net:
@@ -65,8 +68,8 @@ async def net_factory(host_guard: HostGuard) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def net(net_factory: object) -> Net:
-    return await net_factory()  # type: ignore[operator,no-any-return]
+async def net(net_factory: NetFactory) -> Net:
+    return await net_factory()
 
 
 async def test_two_pods_talk_to_each_other_the_host_and_hostports(net: Net, host_guard: HostGuard) -> None:
@@ -150,7 +153,8 @@ def write_conflist(net: Net, plugins: list[dict[str, object]], name: str = "test
 
 def bridge_plugin(net: Net) -> dict[str, object]:
     data = json.loads((net.cfg.cni_conf_dir / defaults.FILE_NAME).read_text())
-    return data["plugins"][0]  # type: ignore[no-any-return]
+    plugin: dict[str, object] = data["plugins"][0]
+    return plugin
 
 
 async def test_broken_config_is_reported_and_refused(net: Net, tmp_path: Path) -> None:
@@ -196,8 +200,8 @@ async def test_plugin_error_rolls_back_and_carries_the_message(net: Net, tmp_pat
     assert net.leftovers() == clean(net)
 
 
-async def test_hanging_plugin_is_killed_at_its_timeout(net_factory: object, tmp_path: Path) -> None:
-    net: Net = await net_factory(cni_timeout=2)  # type: ignore[operator]
+async def test_hanging_plugin_is_killed_at_its_timeout(net_factory: NetFactory, tmp_path: Path) -> None:
+    net: Net = await net_factory(cni_timeout=2)
     bin_dir = tmp_path / "bin"
     cni_failpoint.install(bin_dir)
     net.manager.runner = type(net.manager.runner)([*net.cfg.cni_bin_dir, bin_dir], net.cfg.cni_timeout)
@@ -213,9 +217,9 @@ async def test_hanging_plugin_is_killed_at_its_timeout(net_factory: object, tmp_
     assert net.leftovers() == clean(net)
 
 
-async def test_gc_releases_what_a_crash_left(net_factory: object) -> None:
-    net: Net = await net_factory()  # type: ignore[operator]
-    other: Net = await net_factory()  # type: ignore[operator]  # another instance side by side
+async def test_gc_releases_what_a_crash_left(net_factory: NetFactory) -> None:
+    net: Net = await net_factory()
+    other: Net = await net_factory()  # another instance side by side
     assert other.bridge != net.bridge and other.subnet_prefix() != net.subnet_prefix()
     keep, keep_ip = await net.pod("keep")
     other_req, other_ip = await other.pod("theirs", port_mappings=[PortMapping(80, free_port())])
@@ -276,8 +280,8 @@ async def test_netns_is_separate_with_lo_up(tmp_path: Path) -> None:
         await netns.run_in_netns(path, lambda: None)
 
 
-async def test_dual_stack_bandwidth_and_check(net_factory: object) -> None:
-    net: Net = await net_factory(pod_subnet="10.124.77.0/24,fd00:77::/64")  # type: ignore[operator]
+async def test_dual_stack_bandwidth_and_check(net_factory: NetFactory) -> None:
+    net: Net = await net_factory(pod_subnet="10.124.77.0/24,fd00:77::/64")
     req = net.req("ds", bandwidth_ingress=10_000_000, bandwidth_egress=20_000_000)
     await netns.create(req.netns_path)
     status = await net.manager.setup(req)

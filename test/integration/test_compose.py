@@ -86,7 +86,8 @@ class Compose:
 
 def http_get(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-        return resp.read().decode()  # type: ignore[no-any-return]
+        body: bytes = resp.read()
+        return body.decode()
 
 
 def test_compose_project_lifecycle(dd: DockerDaemon, tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def _exit_code(status: dict[str, object] | None) -> int:
     if status is None or status.get("status") == "Success":
         return 0
     causes = status["details"]["causes"]  # type: ignore[index]
-    return int(next(c["message"] for c in causes if c["reason"] == "ExitCode"))  # type: ignore[union-attr]
+    return int(next(c["message"] for c in causes if c["reason"] == "ExitCode"))
 
 
 @pytest.mark.parametrize("load", cpuhog.LOADS)

@@ -12,6 +12,7 @@ import pytest
 from cri_api.v1 import api_pb2
 from lib import cri
 from lib.critest import DEFAULT_LOG, PAUSE_CMD, Crit, crit_daemon_fixture, crit_fixture, log_contains, parse_log  # noqa: F401
+from lib.daemon import DaemonFactory
 from lib.registry import Registry
 
 
@@ -324,14 +325,14 @@ exec runc "$@"
 """
 
 
-def test_recursive_readonly_mount_rejected_by_a_handler_without_rro(daemon_factory: object, registry: Registry,
+def test_recursive_readonly_mount_rejected_by_a_handler_without_rro(daemon_factory: DaemonFactory, registry: Registry,
                                                                      tmp_path: Path) -> None:
     """The other side of critest's runtimeSupportsRRO: a handler that does not advertise recursive read-only
     mounts must refuse them at CreateContainer (critest never sends them there; kubelet neither)."""
     wrapper = tmp_path / "norro-runc"
     wrapper.write_text(NO_RRO_RUNC)
     wrapper.chmod(0o755)
-    d = daemon_factory(config_yaml=f"runtime-handlers:\n  norro: {wrapper}\n")  # type: ignore[operator]
+    d = daemon_factory(config_yaml=f"runtime-handlers:\n  norro: {wrapper}\n")
     ref = cri.push_busybox(registry)
     cri.pull(d.images(), ref)
     rs = d.runtime()

@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 from cri_api.v1 import api_pb2
-from lib.daemon import DaemonProcess, mounts_under, start_daemon
+from lib.daemon import DaemonFactory, DaemonProcess, mounts_under, start_daemon
 
 
 def containerd_pids_for(d: DaemonProcess) -> list[int]:
@@ -119,9 +119,9 @@ def test_watchdog_restarts_dead_containerd(daemon: DaemonProcess) -> None:
         pytest.fail("RuntimeReady did not come back")
 
 
-def test_two_daemons_side_by_side(daemon_factory: object) -> None:
-    a = daemon_factory()  # type: ignore[operator]
-    b = daemon_factory()  # type: ignore[operator]
+def test_two_daemons_side_by_side(daemon_factory: DaemonFactory) -> None:
+    a = daemon_factory()
+    b = daemon_factory()
     assert a.containerd_pid != b.containerd_pid
     for d in (a, b):
         assert d.runtime().Version(api_pb2.VersionRequest(), timeout=10).runtime_name == "narwhal"
@@ -147,8 +147,8 @@ def test_bad_config_is_refused_clearly() -> None:
         d.destroy()
 
 
-def test_clean_shutdown_leaves_nothing(daemon_factory: object) -> None:
-    d = daemon_factory(extra_args=["--stop-containerd-on-exit", "true"])  # type: ignore[operator]
+def test_clean_shutdown_leaves_nothing(daemon_factory: DaemonFactory) -> None:
+    d = daemon_factory(extra_args=["--stop-containerd-on-exit", "true"])
     assert d.stop() == 0
     assert containerd_pids_for(d) == []
     assert not d.cri_socket.exists() and not d.docker_socket.exists()

@@ -35,8 +35,9 @@ def _actions(events: list[dict[str, Any]], type_: str = "container") -> list[str
 
 
 def _attrs(events: list[dict[str, Any]], action: str) -> dict[str, str]:
-    [found] = [e["Actor"]["Attributes"] for e in events if e["Action"] == action]
-    return found  # type: ignore[no-any-return]
+    found: list[dict[str, str]] = [e["Actor"]["Attributes"] for e in events if e["Action"] == action]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_stop_kill_restart_sequences(dd: DockerDaemon) -> None:

@@ -30,7 +30,8 @@ def dd(registry: Registry) -> Iterator[DockerDaemon]:
 def registry_manifest(registry: Registry, repo: str, tag: str) -> dict[str, Any]:
     req = urllib.request.Request(f"http://{registry.host}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT})
     with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
+        manifest: dict[str, Any] = json.loads(resp.read())
+        return manifest
 
 
 def assert_one_family(manifest: dict[str, Any], docker_media: bool) -> None:

@@ -42,11 +42,13 @@ def out(d: DaemonProcess, *args: str) -> str:
 
 
 def inspect(d: DaemonProcess, ref: str) -> dict[str, Any]:
-    return json.loads(out(d, "inspect", "--type", "container", ref))[0]  # type: ignore[no-any-return]
+    found: dict[str, Any] = json.loads(out(d, "inspect", "--type", "container", ref))[0]
+    return found
 
 
 def inspect_network(d: DaemonProcess, ref: str) -> dict[str, Any]:
-    return json.loads(out(d, "network", "inspect", ref))[0]  # type: ignore[no-any-return]
+    found: dict[str, Any] = json.loads(out(d, "network", "inspect", ref))[0]
+    return found
 
 
 
@@ -287,7 +289,8 @@ def test_removal_leaves_nothing(dockerd: DaemonProcess) -> None:
 
 def _get(port: int, path: str = "/hostname") -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-        return resp.read().decode().strip()  # type: ignore[no-any-return]
+        body: bytes = resp.read()
+        return body.decode().strip()
 
 
 def _answers(port: int) -> str:

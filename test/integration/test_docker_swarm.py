@@ -305,7 +305,8 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
     dd.out("service", "update", "--env-add", "X=1", "talker")
 
     def update_status() -> dict[str, Any]:
-        return json.loads(dd.out("service", "inspect", "talker"))[0]["UpdateStatus"]  # type: ignore[no-any-return]
+        status: dict[str, Any] = json.loads(dd.out("service", "inspect", "talker"))[0]["UpdateStatus"]
+        return status
 
     # the CLI's own convergence check may return a moment before the Monitor period of the update ends
     assert eventually(lambda: update_status()["State"] == "completed", 30)

@@ -10,16 +10,16 @@ import mkimage
 import pytest
 from cri_api.v1 import api_pb2
 from lib import images
-from lib.daemon import DaemonProcess
+from lib.daemon import DaemonFactory, DaemonProcess
 from lib.registry import Registry
 
 UPSTREAM = "registry.k8s.io/e2e-test-images"
 
 
 @pytest.fixture
-def mirrored(daemon_factory: object, registry: Registry) -> DaemonProcess:
+def mirrored(daemon_factory: DaemonFactory, registry: Registry) -> DaemonProcess:
     config = f'registry:\n  mirrors:\n    registry.k8s.io: ["http://{registry.host}"]\n'
-    return daemon_factory(config_yaml=config)  # type: ignore[operator,no-any-return]
+    return daemon_factory(config_yaml=config)
 
 
 def spec(ref: str) -> api_pb2.ImageSpec:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 from lib import images
-from lib.daemon import DaemonProcess, free_port
+from lib.daemon import DaemonFactory, DaemonProcess, free_port
 from lib.registry import Registry, start_registry
 from lib.slowproxy import SlowProxy
 from lib.token_auth import start_token_registry
@@ -41,11 +41,11 @@ def private_registry() -> Iterator[Registry]:
     reg.stop()
 
 
-def test_mirrors_tried_in_order(daemon_factory: object, registry: Registry) -> None:
+def test_mirrors_tried_in_order(daemon_factory: DaemonFactory, registry: Registry) -> None:
     built = images.push(registry.host, "library/busybox", "mirrored")
     dead = f"http://127.0.0.1:{free_port()}"
     config = f'registry:\n  mirrors:\n    docker.io: ["{dead}", "http://{registry.host}"]\n'
-    daemon: DaemonProcess = daemon_factory(config_yaml=config)  # type: ignore[operator]
+    daemon: DaemonProcess = daemon_factory(config_yaml=config)
     assert pull(daemon, "busybox:mirrored") == built.config.digest
     img = daemon.images().ImageStatus(api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image="busybox:mirrored")))
     assert list(img.image.repo_tags) == ["docker.io/library/busybox:mirrored"]
@@ -151,18 +151,18 @@ def _wait_for_partial_ingest(daemon: DaemonProcess, timeout: float = 60) -> None
     raise AssertionError("the pull never started writing a blob")
 
 
-def test_insecure_registry_over_self_signed_https(daemon_factory: object, private_registry: Registry) -> None:
+def test_insecure_registry_over_self_signed_https(daemon_factory: DaemonFactory, private_registry: Registry) -> None:
     from lib.tls_registry import start_tls_registry
 
     built = images.push(private_registry.host, "tls/box", "1")
     tls = start_tls_registry(private_registry.base / "data")
     try:
         ref = f"{tls.host}/tls/box:1"
-        plain: DaemonProcess = daemon_factory()  # type: ignore[operator]
+        plain: DaemonProcess = daemon_factory()
         # Not listed as insecure: a loopback host is spoken to in plain HTTP, which a TLS server refuses.
         refused = pull_error(plain, ref)
         assert "HTTPS server" in refused.details(), refused.details()  # Go's own answer, passed on
-        trusting: DaemonProcess = daemon_factory(  # type: ignore[operator]
+        trusting: DaemonProcess = daemon_factory(
             config_yaml=f'registry:\n  insecure: ["{tls.host}"]\n')
         assert pull(trusting, ref) == built.config.digest
     finally:

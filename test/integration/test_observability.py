@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -162,7 +163,7 @@ def _docker(d: DaemonProcess, *args: str, timeout: float = 120) -> str:
     return done.stdout
 
 
-def _events(d: DaemonProcess, since: float, *filters: str) -> list[dict[str, object]]:
+def _events(d: DaemonProcess, since: float, *filters: str) -> list[dict[str, Any]]:
     args = ["events", "--since", f"{since:.6f}", "--until", f"{time.time():.6f}", "--format", "{{json .}}"]
     for f in filters:
         args += ["--filter", f]
@@ -187,20 +188,20 @@ def test_docker_events_through_the_cli(nw: DaemonProcess, registry: Registry) ->
     _docker(nw, "rm", oom)
 
     pulls = _events(nw, since, "type=image", "event=pull")
-    assert [e["Actor"]["ID"] for e in pulls] == [ref]  # type: ignore[index]
+    assert [e["Actor"]["ID"] for e in pulls] == [ref]
     mine = _events(nw, since, "type=container", f"container={name}")
     assert [e["Action"] for e in mine] == ["create", "start", "die", "destroy"]
     die = mine[2]
     assert die["status"] == "die" and die["id"] == cid and die["from"] == ref and die["scope"] == "local"
-    attributes = dict(die["Actor"]["Attributes"])  # type: ignore[index]
+    attributes = dict(die["Actor"]["Attributes"])
     assert attributes.pop("execDuration").isdigit()  # whole seconds run, as moby's
     assert attributes == {"exitCode": "3", "image": ref, "name": name, "team": "obs"}
     assert _events(nw, since, "type=container", "label=team=other") == []
     hog = _events(nw, since, "type=container", f"container={oom}")
     assert [e["Action"] for e in hog] == ["create", "attach", "start", "oom", "die", "destroy"]  # run attaches
-    assert hog[4]["Actor"]["Attributes"]["exitCode"] == "137"  # type: ignore[index]
+    assert hog[4]["Actor"]["Attributes"]["exitCode"] == "137"
     # CRI containers of the other test never reach Docker's events (one bus, two domains).
-    assert {e["Actor"]["Attributes"]["name"] for e in _events(nw, 0, "type=container")} == {  # type: ignore[index]
+    assert {e["Actor"]["Attributes"]["name"] for e in _events(nw, 0, "type=container")} == {
         name, oom}
 
     text, after = scrape(nw)
@@ -259,5 +260,5 @@ def test_sighup_switches_to_json_logs_with_request_ids(nw: DaemonProcess) -> Non
     assert len(run[0]["request_id"]) == 16 and run[0]["request_id"] != remove[0]["request_id"]
     assert run[0]["level"] == "debug" and run[0]["logger"] == "narwhal.cri"
     reloads = _events(nw, 0, "type=daemon", f"daemon={daemon_id}")
-    assert [(e["Action"], e["Actor"]["Attributes"]["log-format"]) for e in reloads] == [  # type: ignore[index]
+    assert [(e["Action"], e["Actor"]["Attributes"]["log-format"]) for e in reloads] == [
         ("reload", "json")]

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 from lib import cri
-from lib.daemon import DaemonProcess
+from lib.daemon import DaemonFactory, DaemonProcess
 from lib.leaks import ctr, leftovers
 from lib.registry import Registry
 
@@ -292,8 +292,8 @@ def test_stats_and_oom(daemon: DaemonProcess, busybox: str) -> None:
     rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
 
 
-def test_runtime_handlers_from_config(daemon_factory: object, registry: Registry) -> None:
-    d = daemon_factory(config_yaml="runtime-handlers:\n  alt: /usr/sbin/runc\n")  # type: ignore[operator]
+def test_runtime_handlers_from_config(daemon_factory: DaemonFactory, registry: Registry) -> None:
+    d = daemon_factory(config_yaml="runtime-handlers:\n  alt: /usr/sbin/runc\n")
     ref = cri.push_busybox(registry)
     cri.pull(d.images(), ref)
     rs = d.runtime()

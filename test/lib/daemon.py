@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +201,8 @@ def start_daemon(config_yaml: str = "", extra_args: list[str] | None = None, sta
             d.destroy()  # a daemon that failed to start must not leave its dirs (or containerd) behind
             raise
     return d
+
+
+
+# conftest.py's ``daemon_factory`` fixture: start_daemon's keyword arguments in, a started daemon out.
+DaemonFactory = Callable[..., DaemonProcess]

@@ -44,7 +44,8 @@ class DockerDaemon:
     def inspect(self, ref: str) -> dict[str, Any]:
         data = json.loads(self.out("inspect", "--type", "container", ref))
         assert isinstance(data, list) and len(data) == 1
-        return data[0]  # type: ignore[no-any-return]
+        found: dict[str, Any] = data[0]
+        return found
 
     def rm_all(self) -> None:
         """Remove every container; tolerant (also used in teardown, where the daemon may be gone)."""

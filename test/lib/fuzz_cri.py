@@ -86,7 +86,7 @@ def message_strategy(desc: Descriptor, depth: int = 0) -> st.SearchStrategy[Mess
 def _message_class(desc: Descriptor) -> Callable[[], Message]:
     from google.protobuf import message_factory
 
-    return message_factory.GetMessageClass(desc)  # type: ignore[no-any-return]
+    return message_factory.GetMessageClass(desc)
 
 
 def _build(cls: Callable[[], Message], desc: Descriptor, values: dict[str, Any]) -> Message:

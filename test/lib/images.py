@@ -12,7 +12,7 @@ from lib.daemon import DaemonProcess
 def push(registry_host: str, repo: str, tag: str = "latest", *, kind: str = "busybox",
          username: str | None = None, password: str | None = None, **build: object) -> mkimage.Image:
     """Build an image with hack/mkimage.py and push it as ``registry_host/repo:tag``."""
-    image = mkimage.build(kind, **build)  # type: ignore[arg-type]
+    image = mkimage.build(kind, **build)
     mkimage.RegistryClient(registry_host, username, password).push_image(repo, tag, image)
     return image
 

@@ -131,7 +131,7 @@ async def open_exec(url: str, *, stdin: bool = False, stdout: bool = True, stder
         assert stream is not None
         await stream.wait_reply()
     return ExecSession(client, streams["error"], streams.get("stdin"), streams.get("stdout"), streams.get("stderr"),
-                       streams.get("resize"))  # type: ignore[arg-type]
+                       streams.get("resize"))
 
 
 async def run_exec(url: str, stdin_data: bytes | None = None, **kwargs: Any

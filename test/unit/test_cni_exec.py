@@ -5,6 +5,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def plugin(bin_dir: Path, name: str, body: str) -> Path:
     return path
 
 
-def calls(bin_dir: Path, name: str) -> list[dict[str, object]]:
+def calls(bin_dir: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (bin_dir / f"{name}.calls").read_text().splitlines()]
 
 
@@ -121,10 +122,10 @@ async def test_chain_passes_prev_result_and_only_declared_capabilities(tmp_path:
     result = await runner.add(net, INV, rc, progress)
     assert result["ips"] == [{"address": "10.0.0.2/24"}] and len(progress) == 2
     first, second = calls(tmp_path, "first")[0]["conf"], calls(tmp_path, "second")[0]["conf"]
-    assert first["runtimeConfig"] == {"ips": ["10.0.0.9"]} and "prevResult" not in first  # type: ignore[index]
-    assert first["name"] == "net" and first["cniVersion"] == "1.0.0"  # type: ignore[index]
-    assert second["runtimeConfig"] == {"portMappings": rc["portMappings"]}  # type: ignore[index]
-    assert second["prevResult"] == result  # type: ignore[index]
+    assert first["runtimeConfig"] == {"ips": ["10.0.0.9"]} and "prevResult" not in first
+    assert first["name"] == "net" and first["cniVersion"] == "1.0.0"
+    assert second["runtimeConfig"] == {"portMappings": rc["portMappings"]}
+    assert second["prevResult"] == result
 
 
 async def test_del_runs_every_plugin_in_reverse_and_raises_the_first_failure(tmp_path: Path) -> None:
@@ -135,10 +136,10 @@ async def test_del_runs_every_plugin_in_reverse_and_raises_the_first_failure(tmp
     prev = {"cniVersion": "1.0.0", "ips": []}
     with pytest.raises(errors.Unavailable, match="busy"):
         await runner.delete(netlist([{"type": "a"}, {"type": "b"}]), inv, {}, prev)
-    assert calls(tmp_path, "a")[0]["conf"]["prevResult"] == prev  # type: ignore[index]
+    assert calls(tmp_path, "a")[0]["conf"]["prevResult"] == prev
     # before CNI 0.4.0 DEL has no prevResult
     await runner.delete(netlist([{"type": "a"}], "0.3.1"), inv, {}, prev)
-    assert "prevResult" not in calls(tmp_path, "a")[1]["conf"]  # type: ignore[operator]
+    assert "prevResult" not in calls(tmp_path, "a")[1]["conf"]
 
 
 async def test_check_needs_cni_040(tmp_path: Path) -> None:

@@ -200,23 +200,23 @@ async def _drain(stream: hijack.InputStream) -> bytes:
 
 
 async def test_detach_sequence_ends_input() -> None:
-    stream = hijack.InputStream(_Chunks(b"ls\r", b"\x10", b"\x11after"), b"\x10\x11")  # type: ignore[arg-type]
+    stream = hijack.InputStream(_Chunks(b"ls\r", b"\x10", b"\x11after"), b"\x10\x11")
     assert await _drain(stream) == b"ls\r"
     assert stream.detached
 
 
 async def test_partial_detach_sequence_is_passed_through() -> None:
-    stream = hijack.InputStream(_Chunks(b"a\x10b", b"\x10\x10\x11"), b"\x10\x11")  # type: ignore[arg-type]
+    stream = hijack.InputStream(_Chunks(b"a\x10b", b"\x10\x10\x11"), b"\x10\x11")
     assert await _drain(stream) == b"a\x10b\x10"
     assert stream.detached
 
 
 async def test_held_prefix_is_flushed_at_eof() -> None:
-    stream = hijack.InputStream(_Chunks(b"x\x10"), b"\x10\x11")  # type: ignore[arg-type]
+    stream = hijack.InputStream(_Chunks(b"x\x10"), b"\x10\x11")
     assert await _drain(stream) == b"x\x10"
     assert not stream.detached
 
 
 async def test_no_detach_keys_passes_everything() -> None:
-    stream = hijack.InputStream(_Chunks(b"\x10\x11"))  # type: ignore[arg-type]
+    stream = hijack.InputStream(_Chunks(b"\x10\x11"))
     assert await _drain(stream) == b"\x10\x11"

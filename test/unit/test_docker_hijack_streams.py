@@ -250,7 +250,7 @@ class _AttachContainers(_Containers):
 
 
 async def _next(output: object) -> tuple[str, bytes] | None:
-    return await asyncio.wait_for(output.read(), 10)  # type: ignore[attr-defined, no-any-return]
+    return await asyncio.wait_for(output.read(), 10)  # type: ignore[attr-defined]
 
 
 async def test_attach_relays_the_run_that_starts_after_it(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dockerapi import filters as docker_filters
@@ -17,29 +19,34 @@ from dockerapi.server import build_app
 from pkg import errors
 from pkg.events import DockerEvent, EventBus
 from pkg.metrics import Metrics
-from pkg.system import VersionInfo
+from pkg.system import HostInfo, VersionInfo
 
 # dockerapi/middleware.py stores the API version under a str request key (not ours to change here).
+
+Client = TestClient[web.Request, web.Application]
 
 
 class _System:
     async def version(self) -> VersionInfo:
         raise NotImplementedError
 
+    async def info(self) -> HostInfo:
+        raise NotImplementedError
+
 
 @pytest.fixture
-async def bus_client() -> AsyncIterator[tuple[EventBus, TestClient]]:  # type: ignore[type-arg]
+async def bus_client() -> AsyncIterator[tuple[EventBus, Client]]:
     bus = EventBus()
     app = build_app(Backends(system=_System(), metrics=Metrics(), events=bus))
     async with TestClient(TestServer(app)) as client:
         yield bus, client
 
 
-def _lines(body: bytes) -> list[dict[str, object]]:
+def _lines(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line]
 
 
-async def test_until_in_the_past_returns_history_and_closes(bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
+async def test_until_in_the_past_returns_history_and_closes(bus_client: tuple[EventBus, Client]) -> None:
     bus, client = bus_client
     bus.publish_docker("container", "start", "a" * 64, {"image": "busybox", "name": "web"})
     bus.publish_docker("image", "pull", "busybox:latest", {"name": "busybox"})
@@ -50,12 +57,12 @@ async def test_until_in_the_past_returns_history_and_closes(bus_client: tuple[Ev
     assert container == {
         "status": "start", "id": "a" * 64, "from": "busybox", "Type": "container", "Action": "start",
         "Actor": {"ID": "a" * 64, "Attributes": {"image": "busybox", "name": "web"}}, "scope": "local",
-        "time": container["timeNano"] // 1_000_000_000, "timeNano": container["timeNano"],  # type: ignore[operator]
+        "time": container["timeNano"] // 1_000_000_000, "timeNano": container["timeNano"],
     }
     assert image["status"] == "pull" and "from" not in image and image["Type"] == "image"
 
 
-async def test_filters_select_by_type_and_container_name(bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
+async def test_filters_select_by_type_and_container_name(bus_client: tuple[EventBus, Client]) -> None:
     bus, client = bus_client
     bus.publish_docker("container", "create", "b" * 64, {"name": "db"})
     bus.publish_docker("container", "create", "c" * 64, {"name": "web"})
@@ -67,7 +74,7 @@ async def test_filters_select_by_type_and_container_name(bus_client: tuple[Event
     assert [e["id"] for e in _lines(await resp.read())] == ["c" * 64]
 
 
-async def test_live_stream_then_until_ends_it(bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
+async def test_live_stream_then_until_ends_it(bus_client: tuple[EventBus, Client]) -> None:
     bus, client = bus_client
     until = time.time() + 1.0
     resp = await client.get("/events", params={"until": f"{until:.9f}"})
@@ -78,7 +85,7 @@ async def test_live_stream_then_until_ends_it(bus_client: tuple[EventBus, TestCl
     assert await asyncio.wait_for(resp.content.read(), 10) == b""  # closed at `until`
 
 
-async def test_since_in_the_future_holds_back_earlier_events(bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
+async def test_since_in_the_future_holds_back_earlier_events(bus_client: tuple[EventBus, Client]) -> None:
     bus, client = bus_client
     now = time.time()
     resp = await client.get("/events", params={"since": f"{now + 0.5:.9f}", "until": f"{now + 1.5:.9f}"})
@@ -86,11 +93,11 @@ async def test_since_in_the_future_holds_back_earlier_events(bus_client: tuple[E
     await asyncio.sleep(0.7)
     bus.publish_docker("volume", "create", "late", {})
     body = await asyncio.wait_for(resp.content.read(), 10)
-    assert [e["Actor"]["ID"] for e in _lines(body)] == ["late"]  # type: ignore[index]
+    assert [e["Actor"]["ID"] for e in _lines(body)] == ["late"]
 
 
 async def test_a_client_that_goes_away_releases_its_subscription(
-        bus_client: tuple[EventBus, TestClient]) -> None:  # type: ignore[type-arg]
+        bus_client: tuple[EventBus, Client]) -> None:
     bus, client = bus_client
     resp = await client.get("/events")
     assert bus.subscribers == 1
@@ -108,7 +115,7 @@ async def test_a_client_that_goes_away_releases_its_subscription(
     ({"since": "yesterday"}, "failed to parse value as time or duration"),
     ({"since": "100", "until": "50"}, "`since` time must be before `until`"),
 ])
-async def test_bad_queries_are_400_with_a_message(bus_client: tuple[EventBus, TestClient],  # type: ignore[type-arg]
+async def test_bad_queries_are_400_with_a_message(bus_client: tuple[EventBus, Client],
                                                   params: dict[str, str], message: str) -> None:
     _, client = bus_client
     resp = await client.get("/events", params=params)

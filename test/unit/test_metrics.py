@@ -20,7 +20,7 @@ from pkg.containerd.api.services.version.v1 import version_pb2
 from pkg.containerd.client import Client
 from pkg.events import EventBus
 from pkg.metrics import Metrics
-from pkg.system import VersionInfo
+from pkg.system import HostInfo, VersionInfo
 
 PROMTOOL = shutil.which("promtool")
 
@@ -156,7 +156,7 @@ class _VersionService(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         if details.method == "/containerd.services.version.v1.Version/Version":
             async def ok(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-                return version_pb2.VersionResponse(version="1.6.20").SerializeToString()  # type: ignore[no-any-return]
+                return version_pb2.VersionResponse(version="1.6.20").SerializeToString()
             return grpc.unary_unary_rpc_method_handler(ok)
         if details.method == "/containerd.services.tasks.v1.Tasks/Get":
             async def missing(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -199,6 +199,9 @@ async def test_containerd_calls_are_timed_and_failures_counted_by_code(
 # ---- Docker API: route templates, not paths ----
 class _System:
     async def version(self) -> VersionInfo:
+        raise errors.Unavailable("no")
+
+    async def info(self) -> HostInfo:
         raise errors.Unavailable("no")
 
 

@@ -54,6 +54,13 @@ def mount_at(spec: dict[str, Any], dest: str) -> dict[str, Any] | None:
     return next((m for m in spec["mounts"] if m["destination"] == dest), None)
 
 
+def mount(spec: dict[str, Any], dest: str) -> dict[str, Any]:
+    """The mount at ``dest``, which the spec must have."""
+    found = mount_at(spec, dest)
+    assert found is not None, f"no mount at {dest}"
+    return found
+
+
 # ---- command, env, working dir (image config merge) ----
 @pytest.mark.parametrize(("command", "args", "image", "expected"), [
     (None, (), IMAGE, ["/entry", "--serve"]),
@@ -135,8 +142,8 @@ def test_privileged(host: HostInfo, tmp_path: Path) -> None:
     assert "seccomp" not in spec["linux"]
     assert "maskedPaths" not in spec["linux"] and "readonlyPaths" not in spec["linux"]
     assert spec["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
-    assert "rw" in mount_at(spec, "/sys")["options"]  # type: ignore[index]
-    assert "rw" in mount_at(spec, "/sys/fs/cgroup")["options"]  # type: ignore[index]
+    assert "rw" in mount(spec, "/sys")["options"]
+    assert "rw" in mount(spec, "/sys/fs/cgroup")["options"]
 
 
 def test_privileged_needs_privileged_sandbox(host: HostInfo) -> None:
@@ -146,8 +153,8 @@ def test_privileged_needs_privileged_sandbox(host: HostInfo) -> None:
 
 def test_unprivileged_sysfs_and_cgroup_readonly(host: HostInfo) -> None:
     spec = build(host)
-    assert "ro" in mount_at(spec, "/sys")["options"]  # type: ignore[index]
-    assert "ro" in mount_at(spec, "/sys/fs/cgroup")["options"]  # type: ignore[index]
+    assert "ro" in mount(spec, "/sys")["options"]
+    assert "ro" in mount(spec, "/sys/fs/cgroup")["options"]
     assert mount_at(spec, "/run") is None  # CRI drops containerd's /run tmpfs
 
 
@@ -290,7 +297,7 @@ def test_symlinked_host_path_is_resolved(host: HostInfo, tmp_path: Path) -> None
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     spec = build(host, mounts=(Mount("/x", str(tmp_path / "link")),))
-    assert mount_at(spec, "/x")["source"] == str(tmp_path / "real")  # type: ignore[index]
+    assert mount(spec, "/x")["source"] == str(tmp_path / "real")
 
 
 def test_bad_mounts(host: HostInfo, tmp_path: Path) -> None:
@@ -304,14 +311,14 @@ def test_bad_mounts(host: HostInfo, tmp_path: Path) -> None:
 
 def test_propagation(host: HostInfo, tmp_path: Path) -> None:
     shared = build(host, mounts=(Mount("/x", "/", propagation=Propagation.BIDIRECTIONAL),))
-    assert "rshared" in mount_at(shared, "/x")["options"]  # type: ignore[index]
+    assert "rshared" in mount(shared, "/x")["options"]
     assert shared["linux"]["rootfsPropagation"] == "rshared"
     with pytest.raises(InvalidArgument, match="not a shared mount"):
         build(host, mounts=(Mount("/x", "/mnt/private", propagation=Propagation.BIDIRECTIONAL),))
     with pytest.raises(InvalidArgument, match="not a shared mount"):
         build(host, mounts=(Mount("/x", "/mnt/slave", propagation=Propagation.BIDIRECTIONAL),))
     slave = build(host, mounts=(Mount("/x", "/mnt/slave", propagation=Propagation.HOST_TO_CONTAINER),))
-    assert "rslave" in mount_at(slave, "/x")["options"]  # type: ignore[index]
+    assert "rslave" in mount(slave, "/x")["options"]
     assert slave["linux"]["rootfsPropagation"] == "rslave"
     with pytest.raises(InvalidArgument, match="shared or slave"):
         build(host, mounts=(Mount("/x", "/mnt/private", propagation=Propagation.HOST_TO_CONTAINER),))
@@ -320,7 +327,7 @@ def test_propagation(host: HostInfo, tmp_path: Path) -> None:
 
 def test_recursive_read_only(host: HostInfo, tmp_path: Path) -> None:
     spec = build(host, mounts=(Mount("/x", str(tmp_path), readonly=True, recursive_read_only=True),))
-    assert mount_at(spec, "/x")["options"] == ["rbind", "rprivate", "rro"]  # type: ignore[index]
+    assert mount(spec, "/x")["options"] == ["rbind", "rprivate", "rro"]
     with pytest.raises(InvalidArgument, match="read-only"):
         build(host, mounts=(Mount("/x", str(tmp_path), recursive_read_only=True),))
 
@@ -333,7 +340,7 @@ def test_sandbox_files(host: HostInfo, tmp_path: Path) -> None:
     spec = build(host, sandbox_files=files, readonly_rootfs=True)
     assert spec["root"]["readonly"] is True
     for dest in ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
-        assert mount_at(spec, dest)["options"][-1] == "ro"  # type: ignore[index]
+        assert mount(spec, dest)["options"][-1] == "ro"
     shm = [m for m in spec["mounts"] if m["destination"] == "/dev/shm"]
     assert shm == [{"destination": "/dev/shm", "type": "bind", "source": str(tmp_path / "shm"),
                     "options": ["rbind", "rprivate", "rw"]}]  # replaces the default tmpfs
@@ -341,7 +348,7 @@ def test_sandbox_files(host: HostInfo, tmp_path: Path) -> None:
     own.touch()
     spec = build(host, sandbox_files=files, mounts=(Mount("/etc/hosts", str(own)),))
     assert [m["source"] for m in spec["mounts"] if m["destination"] == "/etc/hosts"] == [str(own)]
-    assert mount_at(spec, "/etc/hostname")["options"][-1] == "rw"  # type: ignore[index]
+    assert mount(spec, "/etc/hostname")["options"][-1] == "rw"
 
 
 def test_bind_over_dev_drops_dev_defaults(host: HostInfo, tmp_path: Path) -> None:
@@ -416,7 +423,7 @@ def test_sandbox_spec(host: HostInfo, tmp_path: Path) -> None:
     assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
     assert mount_at(spec, "/dev/shm") == {"destination": "/dev/shm", "type": "bind", "source": str(tmp_path / "shm"),
                                           "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
-    assert mount_at(spec, "/etc/resolv.conf")["options"] == ["rbind", "ro"]  # type: ignore[index]
+    assert mount(spec, "/etc/resolv.conf")["options"] == ["rbind", "ro"]
     assert spec["annotations"] == {"io.kubernetes.cri.container-type": "sandbox"}
 
 
@@ -427,7 +434,7 @@ def test_sandbox_spec_host_namespaces_and_user(host: HostInfo) -> None:
     assert spec["linux"]["namespaces"] == [{"type": "pid"}, {"type": "mount"}]
     assert "hostname" not in spec
     assert spec["process"]["user"] == {"uid": 65535, "gid": 65535, "additionalGids": [10, 65535]}
-    assert mount_at(spec, "/dev/shm")["type"] == "tmpfs"  # type: ignore[index]
+    assert mount(spec, "/dev/shm")["type"] == "tmpfs"
 
 
 def test_sandbox_spec_needs_a_command(host: HostInfo) -> None:
@@ -476,14 +483,14 @@ def test_image_volumes(host: HostInfo, tmp_path: Path, volume_rootfs: Path) -> N
     assert os.readlink(seeded / "link") == "/etc/shadow"  # copied as a link, not followed
     cache = mount_at(spec, "/cache")
     assert cache is not None and not any(Path(cache["source"]).iterdir())
-    assert mount_at(spec, "/mounted")["source"] == str(tmp_path / "mine")  # type: ignore[index]
+    assert mount(spec, "/mounted")["source"] == str(tmp_path / "mine")
     escape = mount_at(spec, "/escape/etc")
     assert escape is not None and not any(Path(escape["source"]).iterdir())  # the host's /etc was not copied
     # Rebuilding reuses the same directories and does not re-seed a used volume.
     (seeded / "seed.txt").write_text("changed")
     again = build(host, image=image, rootfs_path=volume_rootfs, volumes_dir=volumes,
                   mounts=(Mount("/mounted", str(tmp_path / "mine")),))
-    assert mount_at(again, "/var/lib/data")["source"] == str(seeded)  # type: ignore[index]
+    assert mount(again, "/var/lib/data")["source"] == str(seeded)
     assert (seeded / "seed.txt").read_text() == "changed"
 
 
