@@ -24,6 +24,7 @@ from dockerapi.backends import (
     Sample,
     Top,
 )
+from pkg.docker.events import docker_events
 from pkg.docker.views import attach as docker_attach
 from pkg.docker.views import rootfs_archive
 from pkg.docker.views import stats as docker_stats
@@ -91,7 +92,7 @@ class DomainIO:
     def event(self, action: str, container_id: str) -> None:
         found = self.containers.ctx.containers.find(container_id)
         if found is not None:
-            self.containers.ctx.events.docker_container(action, found[0])
+            docker_events(self.containers.ctx.events).container(action, found[0])
 
     def attach(self, container_id: str, since_ns: int | None) -> AttachStdio:
         return _Attach(docker_attach.DockerAttach(self.containers, container_id, since_ns=since_ns))
