@@ -61,7 +61,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A record of an older narwhald kept the Docker-only state as flags (phase, restarting, paused), which
     could all be set at once: the one that showed becomes ``extra``."""
     state = data.get("state")
-    if not isinstance(state, dict) or "extra" in state:
+    if not isinstance(state, dict) or state.get("extra") or not {"phase", "restarting", "paused"} & state.keys():
         return data
     if state.get("phase") == "removing":
         state["extra"] = "removing"

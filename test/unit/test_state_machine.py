@@ -147,6 +147,8 @@ async def test_registry_transition_under_the_record_lock(tmp_path: Path) -> None
     ({"phase": "removing", "paused": True}, DockerState.REMOVING),
     ({"phase": "created", "restarting": True}, DockerState.RESTARTING),
     ({"phase": "created", "paused": True}, DockerState.PAUSED),
+    ({"extra": None, "phase": "removing"}, DockerState.REMOVING),  # an old flag written into a new record
+    ({"extra": "paused"}, DockerState.PAUSED),
 ])
 def test_records_of_an_older_narwhald(flags: dict[str, object], extra: DockerState | None) -> None:
     data = {"state": {"started_once": True, "manually_stopped": False, **flags}}
