@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pkg.engine.model import ContainerSpec, EngineRecord, EngineState, HostConfig
-from pkg.engine.records import RecordStore, upgrade
-from pkg.engine.registry import Registry
+from pkg.docker.engine.model import ContainerSpec, EngineRecord, EngineState, HostConfig
+from pkg.docker.engine.records import RecordStore, upgrade
+from pkg.docker.engine.registry import Registry
 from pkg.model.container import ContainerStatus
 from pkg.model.sandbox import SandboxStatus
 from pkg.model.state import (
