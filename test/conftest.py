@@ -7,9 +7,11 @@ containerd, so tests never touch each other's objects.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,40 @@ sys.path.insert(0, str(ROOT / "test"))
 from lib.cni_host import InstanceNetwork  # noqa: E402
 from lib.daemon import DaemonProcess, start_daemon  # noqa: E402
 from lib.leaks import host_leftovers  # noqa: E402
+from lib.loopguard import LoopGuard, leaked_tasks  # noqa: E402
 from lib.registry import Registry, start_registry  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "loop_guard_off: the test may block its event loop or leave tasks "
+                            "(say why next to it)")
+
+
+@pytest.fixture(autouse=True)
+def _loop_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test: a callback that holds an event loop of the test process > 100 ms fails it; an async test
+    also fails when it leaves an asyncio task pending (lib.loopguard)."""
+    if request.node.get_closest_marker("loop_guard_off"):
+        yield
+        return
+    guard = LoopGuard()
+    with guard.installed():
+        if inspect.iscoroutinefunction(getattr(request, "function", None)):
+            request.getfixturevalue("_no_leaked_tasks")
+        yield
+    if guard.blocked:
+        worst = sorted(guard.blocked, reverse=True)[:3]
+        pytest.fail("the event loop was blocked: " + "; ".join(f"{held * 1000:.0f} ms in {what}"
+                                                                for held, what in worst), pytrace=False)
+
+
+@pytest.fixture
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    before = asyncio.all_tasks()
+    yield
+    leaked = await leaked_tasks(before)
+    if leaked:
+        pytest.fail("asyncio tasks left pending: " + ", ".join(repr(t)[:200] for t in leaked), pytrace=False)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -42,7 +42,7 @@ async def env(daemon: DaemonProcess, tmp_path: Path) -> AsyncIterator[dict[str, 
     yield {
         "client": client,
         "tasks": tasks,
-        "rootfs": busybox_rootfs(tmp_path / "rootfs"),
+        "rootfs": await asyncio.to_thread(busybox_rootfs, tmp_path / "rootfs"),  # off the loop
         "runc_root": daemon.state / "runc-rawtask",
         "dir": tmp_path,
     }
