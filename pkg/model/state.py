@@ -18,14 +18,15 @@ Sandboxes::
 
 Docker containers (moby's ``State.Status``): the core's state plus what only Docker has. The engine record
 keeps just the Docker-only part (``DOCKER_ONLY``: paused, restarting, removing); ``docker_state`` reads the
-whole state from it and the core's, and ``docker_transition`` is the one way to change that part::
+whole state from it and the core's, and ``docker_extra`` (through the engine's ``Registry.transition``) is
+the one way to change that part::
 
     running ─pause─> paused ─unpause─> running            (core: running)
     exited ─restart policy─> restarting ─backoff over, or stopped─> exited, then the core starts it
     any ─remove─> removing          dead: the core lost track of the task (UNKNOWN)
     created -> running, running/paused -> exited: the core's moves, seen through docker_state
 
-Every write of a state goes through ``transition`` (or ``docker_transition``) under the object's status
+Every write of a state goes through ``transition`` (or ``docker_extra``) under the object's status
 lock (``Store.update`` / the engine registry's record lock). A change that is not in ``TRANSITIONS`` is a
 bug in the caller: it raises ``IllegalTransition``. Checks of a client's request (start of an exited CRI
 container) are made before, with ``check_container``/``check_sandbox``, as ``FailedPrecondition``.
@@ -71,10 +72,10 @@ _C, _S, _D = ContainerState, SandboxState, DockerState
 # The one table: from each state, the states it may become. Staying in a state (facts only) is always allowed.
 TRANSITIONS: dict[State, frozenset[State]] = {
     _C.CREATED: frozenset({_C.RUNNING, _C.EXITED, _C.UNKNOWN}),  # start; start failed; recovery found a task
-    _C.RUNNING: frozenset({_C.EXITED, _C.UNKNOWN}),  # exit (or reconcile found it gone)
+    _C.RUNNING: frozenset({_C.EXITED, _C.UNKNOWN}),  # exit (a lost task: EXITED 255); UNKNOWN: no writer today
     _C.EXITED: frozenset({_C.RUNNING}),  # Docker's start of a stopped container (CRI refuses it before)
     _C.UNKNOWN: frozenset({_C.RUNNING, _C.EXITED}),  # reconcile: task found running / stopped or gone
-    _S.READY: frozenset({_S.NOTREADY, _S.UNKNOWN}),
+    _S.READY: frozenset({_S.NOTREADY, _S.UNKNOWN}),  # stop, infra exit, reconcile; UNKNOWN: no writer today
     _S.NOTREADY: frozenset(),
     _S.UNKNOWN: frozenset({_S.READY, _S.NOTREADY}),
     # Docker: the moves of the Docker-only part, the core's state unchanged (pause, the restart policy's
