@@ -17,12 +17,15 @@ import os
 import threading
 import time
 from asyncio import base_subprocess
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 BLOCK_LIMIT = 0.1  # seconds one callback may hold the loop
-GRACE_ROUNDS = 20  # loop turns a finishing task (a cancelled one running its finally) gets before it counts
+GRACE_ROUNDS = 20  # loop turns a finishing task (a cancelled one running its finally) gets at once
+SETTLE = 2.0  # then seconds it may take to end by itself before it counts as leaked
 
 
 class LoopGuard:
@@ -32,6 +35,7 @@ class LoopGuard:
         self._schedstat = -1
         self._excused = 0.0  # of the callback running now: time inside asyncio's subprocess spawn or the GC
         self._gc_began = 0.0
+        self.leaked: list[str] = []  # tasks a test's own asyncio.run() left pending
 
     def _runqueue_wait(self) -> float:
         try:
@@ -82,13 +86,28 @@ class LoopGuard:
                 guard._excused += time.monotonic() - guard._gc_began
                 guard._gc_began = 0.0
 
+        run_loop = asyncio.run
+
+        def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
+            """asyncio.run that reports the tasks its coroutine left pending (asyncio.run cancels them quietly)."""
+
+            async def watched() -> T:
+                try:
+                    return await main
+                finally:
+                    guard.leaked += [f"{t.get_name()} {t.get_coro()!r}"[:200] for t in await leaked_tasks(set())]
+
+            return run_loop(watched(), debug=debug)
+
         gc.callbacks.append(collecting)
+        asyncio.run = run
         asyncio.Handle._run = _run  # type: ignore[method-assign,assignment]
         base_subprocess.BaseSubprocessTransport._start = _start  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
             gc.callbacks.remove(collecting)
+            asyncio.run = run_loop
             asyncio.Handle._run = original  # type: ignore[method-assign]
             base_subprocess.BaseSubprocessTransport._start = spawn  # type: ignore[method-assign]
             os.close(self._schedstat)
@@ -108,16 +127,23 @@ def _describe(handle: asyncio.Handle) -> str:
 
 
 async def leaked_tasks(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
-    """Tasks made since ``before`` that are still pending after a few loop turns (cancelled: a leak must not
-    run on into the next test), the caller's own excepted."""
+    """Tasks made since ``before`` that are still pending once they had ``SETTLE`` seconds to end by themselves
+    (a cancelled task running its finally, a gRPC call's request consumer waiting for its last write), the
+    caller's own excepted. They are cancelled: a leak must not run on into the next test."""
     me = asyncio.current_task()
+
+    def pending() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
+
     for _ in range(GRACE_ROUNDS):
-        pending = [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
-        if not pending:
+        if not pending():
             return []
         await asyncio.sleep(0)
-    for task in pending:
+    if pending():
+        await asyncio.wait(pending(), timeout=SETTLE)
+    leaked = pending()
+    for task in leaked:
         task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=5)
-    return pending
+    if leaked:
+        await asyncio.wait(leaked, timeout=5)
+    return leaked
