@@ -137,13 +137,22 @@ class Cleanup:
                 return
             supervisor.ensure_started()  # it reconnects to the shims, so their tasks can be killed
             up = True
-        if up:
-            clients = [Client(cfg.containerd_socket, ns) for ns in (cfg.containerd_namespace, cfg.docker_namespace)]
-            try:
-                await self._tasks(clients)  # the CRI and Docker domains
-            finally:
-                for client in clients:
-                    await client.close()
+        try:
+            if up:
+                clients = [Client(cfg.containerd_socket, ns) for ns in (cfg.containerd_namespace, cfg.docker_namespace)]
+                try:
+                    await self._tasks(clients)  # the CRI and Docker domains
+                finally:
+                    for client in clients:
+                        await client.close()
+        except Refused:
+            raise  # containers run: the refusal touches nothing, containerd included
+        except BaseException:
+            # Whatever failed (containerd not answering, a task that would not go), the containerd we own
+            # must not outlive the cleanup: a later run starts it again if shims still need it.
+            if supervisor is not None:
+                await asyncio.shield(supervisor.stop())
+            raise
         if supervisor is not None:
             await supervisor.stop()
             self.say("stopped containerd")

@@ -1,10 +1,15 @@
 """The daemons narwhald owns (containerd, etcd) are found again after a crash by their pid files: these
-helpers say whether a pid still is that daemon, and signal it without caring whether it is already gone."""
+helpers say whether a pid still is that daemon, find it when its pid file is lost, signal it without caring
+whether it is already gone, and stop it (SIGTERM, a grace period, SIGKILL, and a wait until it is gone)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+
+KILL_WAIT = 5.0  # after SIGKILL: the time a process may take to be gone (a loaded machine, a large address space)
 
 
 def signal_quietly(pid: int, sig: signal.Signals) -> None:
@@ -26,3 +31,31 @@ def is_live(pid: int, program: bytes, marker: Path) -> bool:
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return False
     return bool(cmdline) and os.path.basename(cmdline[0]) == program and str(marker).encode() in cmdline
+
+
+def find_live(program: bytes, marker: Path) -> int | None:
+    """The pid of a live ``program`` whose arguments name ``marker``, found in /proc: a daemon whose pid file
+    was never written (narwhald killed between starting it and writing the file) or was lost."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and is_live(int(entry.name), program, marker):
+            return int(entry.name)
+    return None
+
+
+async def terminate(pid: int, alive: Callable[[], bool], timeout: float) -> bool:
+    """SIGTERM ``pid``, wait up to ``timeout`` s for ``alive()`` to turn false, then SIGKILL and wait (bounded)
+    until it is gone; True if it is gone. ``alive`` is the caller's own test (a child's poll, ``is_live``),
+    so a recycled pid is never waited on."""
+    loop = asyncio.get_running_loop()
+    if not alive():
+        return True
+    signal_quietly(pid, signal.SIGTERM)
+    deadline = loop.time() + timeout
+    while alive() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if alive():
+        signal_quietly(pid, signal.SIGKILL)
+        deadline = loop.time() + KILL_WAIT
+        while alive() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+    return not alive()

@@ -2,8 +2,12 @@
 
 ``Store`` holds objects by full ID with short-ID prefix lookup (truncindex)
 and name reservation (registrar).  Status changes go through
-``store.update(id, fn)`` under the object's lock; if ``fn`` or the persist
-hook raises, the old status stays (containerd's ``StatusStorage.Update``).
+``store.update(id, fn)`` under the object's status lock, so ``fn`` always sees
+the status the previous update left (no lost update when an exit and a
+reconcile write at once); if ``fn`` or the persist hook raises, the old status
+stays (containerd's ``StatusStorage.Update``).  The status lock is not
+``lock(id)``, the operation lock verbs hold across their containerd calls
+while they update.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class Store(Generic[M, S]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, tuple[M, S, asyncio.Lock]] = {}
+        self._status_locks: dict[str, asyncio.Lock] = {}
         self.names = NameRegistrar()
 
     def add(self, id_: str, metadata: M, status: S) -> None:
@@ -74,19 +79,24 @@ class Store(Generic[M, S]):
         return self._items[self.resolve(id_)][2]
 
     async def update(self, id_: str, fn: Callable[[S], S], persist: Callable[[S], Awaitable[None]] | None = None) -> S:
-        """Replace the status with ``fn(old)``; persist first; on any error keep the old one."""
+        """Replace the status with ``fn(old)`` under the status lock; persist first; on any error keep the old
+        one. NotFound when the object was deleted before the lock was ours."""
         full = self.resolve(id_)
-        metadata, old, lock = self._items[full]
-        new = fn(old)
-        if persist is not None:
-            await persist(new)
-        # Re-read: the entry may have been deleted while we awaited.
-        if full in self._items:
-            self._items[full] = (metadata, new, lock)
-        return new
+        async with self._status_locks.setdefault(full, asyncio.Lock()):
+            if full not in self._items:
+                raise errors.NotFound(f"{self.kind} {id_!r} not found")
+            metadata, old, lock = self._items[full]
+            new = fn(old)
+            if persist is not None:
+                await persist(new)
+            # Re-read: the entry may have been deleted while we awaited.
+            if full in self._items:
+                self._items[full] = (metadata, new, lock)
+            return new
 
     def delete(self, id_: str) -> None:
         self._items.pop(id_, None)
+        self._status_locks.pop(id_, None)
 
     def __iter__(self) -> Iterator[tuple[str, M, S]]:
         for id_, (metadata, status, _) in list(self._items.items()):

@@ -11,8 +11,6 @@ dir, as containerd's ``pkg/netns`` does.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -24,27 +22,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from pkg import errors
+from pkg import mount as sysmount
 
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000
-MS_BIND = 0x1000
-MNT_DETACH = 0x2
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def _run_on_dedicated_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
@@ -86,33 +70,25 @@ def _create(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
     try:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        source = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net".encode()
-        _check(_libc.mount(source, str(path).encode(), None, MS_BIND, None), f"bind-mount netns on {path}")
+        sysmount.unshare(sysmount.CLONE_NEWNET)
+        source = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net"
+        sysmount.sys_mount(source, path, None, sysmount.MS_BIND)
         _lo_up()
     except BaseException:
         _remove(path)
         raise
 
 
-def _is_mounted(path: Path) -> bool:
-    target = str(path)
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4].replace("\\040", " ") == target for line in f)
-    except OSError:
-        return False
-
-
 def _remove(path: Path) -> None:
     for _ in range(8):  # a path may carry stacked mounts (e.g. pinned twice by a crashed create)
-        if not _is_mounted(path):
+        if not sysmount.is_mounted(path):
             break
-        if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err in (errno.EINVAL, errno.ENOENT):
+        try:
+            sysmount.sys_umount(path)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
                 break
-            raise OSError(err, f"unmount netns {path}: {os.strerror(err)}")
+            raise OSError(exc.errno, f"unmount netns {path}: {exc.strerror}") from None
     try:
         path.unlink()
     except FileNotFoundError:
@@ -156,7 +132,7 @@ def _has_link(ifname: str) -> bool:
 
 def exists(path: Path) -> bool:
     """True when ``path`` is a pinned namespace (a bind mount), not just a leftover file."""
-    return path.exists() and _is_mounted(path)
+    return path.exists() and sysmount.is_mounted(path)
 
 
 async def run_in_netns(path: Path, fn: Callable[[], T]) -> T:
@@ -173,11 +149,12 @@ async def run_in_netns(path: Path, fn: Callable[[], T]) -> T:
         except FileNotFoundError:
             raise errors.NotFound(f"network namespace {path} not found") from None
         try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                if err == errno.EINVAL:
-                    raise errors.NotFound(f"{path} is not a network namespace")
-                raise errors.Internal(f"setns({path}): {os.strerror(err)}")
+            try:
+                sysmount.setns(fd, sysmount.CLONE_NEWNET)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    raise errors.NotFound(f"{path} is not a network namespace") from None
+                raise errors.Internal(f"setns({path}): {os.strerror(exc.errno or 0)}") from None
         finally:
             os.close(fd)
         return fn()

@@ -9,17 +9,15 @@ A watchdog restarts containerd if it dies while narwhald runs.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 from pkg import errors
 from pkg.config import Config
-from pkg.procs import is_live, signal_quietly
+from pkg.procs import find_live, is_live, terminate
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +78,20 @@ class Supervisor:
 
     # ---- inspection ----
     def _owned_pid(self) -> int | None:
-        """The pid from our pid file, if that process is alive and is our containerd."""
+        """The pid from our pid file, if that process is alive and is our containerd; else our containerd
+        found by its config path (narwhald killed after starting it but before writing the pid file)."""
         try:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
-            return None
-        return pid if is_live(pid, b"containerd", self.config_path) else None
+            pid = 0
+        if pid and is_live(pid, b"containerd", self.config_path):
+            return pid
+        found = find_live(b"containerd", self.config_path)
+        if found is not None:
+            log.warning("containerd pid %d runs with our config %s but the pid file did not name it",
+                        found, self.config_path)
+            self._write_pid_file(found)
+        return found
 
     def alive(self) -> bool:
         if self._proc is not None:
@@ -135,10 +141,13 @@ class Supervisor:
         finally:
             logfile.close()
         self.pid = self._proc.pid
-        tmp = self.pid_path.with_suffix(".tmp")
-        tmp.write_text(f"{self.pid}\n")
-        os.replace(tmp, self.pid_path)
+        self._write_pid_file(self.pid)
         log.info("started containerd pid %d (config %s)", self.pid, self.config_path)
+
+    def _write_pid_file(self, pid: int) -> None:
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(f"{pid}\n")
+        os.replace(tmp, self.pid_path)
 
     async def restart_if_dead(self) -> bool:
         """Called by the watchdog: start containerd again if it died. True if restarted."""
@@ -157,14 +166,9 @@ class Supervisor:
         pid = self.pid
         if pid is None or not self.alive():
             return
-        signal_quietly(pid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.alive() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if self.alive():
-            signal_quietly(pid, signal.SIGKILL)
-            await asyncio.sleep(0.1)
+        gone = await terminate(pid, self.alive, timeout)
         if self._proc is not None:
             self._proc.poll()
+        if not gone:  # the pid file stays: whoever comes next still finds it
+            raise errors.Unavailable(f"containerd pid {pid} is still alive after SIGKILL")
         self.pid_path.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from pkg.events import ContainerEventType
 from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
-from pkg.model.state import ContainerState, SandboxState, check_container
+from pkg.model.state import ContainerState, SandboxState, check_container, transition
 from pkg.runtime import checkpoint, container_io, container_spec, features
 from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
@@ -151,9 +151,9 @@ class ContainerService:
             except BaseException as exc:
                 await asyncio.shield(self._start_failed(container_id, exc))
                 raise
-            await self._update(container_id, lambda s: dataclasses.replace(
-                s, state=ContainerState.RUNNING, pid=pid, started_at=time.time_ns(), exit_code=0, reason="",
-                message=""))
+            await self._update(container_id, lambda s: transition(
+                s, ContainerState.RUNNING, f"start {container_id}", pid=pid, started_at=time.time_ns(), exit_code=0,
+                reason="", message=""))
             self.runs.started(container_id, exited)  # under the lock: before its exit can be handled
         ctx.events.publish(container_id, metadata.sandbox_id, ContainerEventType.STARTED, metadata)
 
@@ -164,8 +164,8 @@ class ContainerService:
         await ctr_tasks.delete(self.ctx.client, container_id)
         message = exc.message if isinstance(exc, errors.NarwhalError) else repr(exc)
         now = time.time_ns()
-        await self._update(container_id, lambda s: dataclasses.replace(
-            s, state=ContainerState.EXITED, started_at=now, finished_at=now, exit_code=128,
+        await self._update(container_id, lambda s: transition(
+            s, ContainerState.EXITED, f"start {container_id} failed", started_at=now, finished_at=now, exit_code=128,
             reason="StartError", message=message))
 
     # ---------------- stop ----------------
@@ -232,9 +232,9 @@ class ContainerService:
     async def _mark_exited(self, container_id: str, code: int, finished: int, reason: str, message: str) -> None:
         try:
             metadata, before = self.ctx.containers.get(container_id)
-            await self._update(container_id, lambda s: dataclasses.replace(
-                s, state=ContainerState.EXITED, exit_code=code, finished_at=finished, reason=reason,
-                message=message, pid=0))
+            await self._update(container_id, lambda s: transition(
+                s, ContainerState.EXITED, f"exit of {container_id}", exit_code=code, finished_at=finished,
+                reason=reason, message=message, pid=0))
         except errors.NotFound:
             return
         self._set_exited(container_id)
@@ -281,8 +281,9 @@ class ContainerService:
             elif task.status == ctr_tasks.TaskStatus.STOPPED:
                 stopped = task  # handle_exit takes the lock itself
             elif found[1].state == ContainerState.UNKNOWN:
-                await self._update(container_id, lambda s: dataclasses.replace(
-                    s, state=ContainerState.RUNNING, pid=task.pid, started_at=s.started_at or time.time_ns()))
+                await self._update(container_id, lambda s: transition(
+                    s, ContainerState.RUNNING, f"reconcile {container_id}", pid=task.pid,
+                    started_at=s.started_at or time.time_ns()))
         if stopped is not None:
             await self.handle_exit(container_id, stopped.exit_status, stopped.exited_at_ns)
 

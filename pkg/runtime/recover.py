@@ -28,7 +28,7 @@ from pkg.containerd import tasks as ctr_tasks
 from pkg.model.codec import from_dict
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
-from pkg.model.state import ContainerState, SandboxState
+from pkg.model.state import ContainerState, SandboxState, transition
 from pkg.mount import mounts_under, umount
 from pkg.runtime import checkpoint, container_spec
 from pkg.runtime import containers as containers_mod
@@ -73,7 +73,8 @@ async def _recover_sandbox(ctx: RuntimeContext, record: ctr_containers.Record,
         infra_gone = metadata.infra and (task is None or task.status != ctr_tasks.TaskStatus.RUNNING)
         netns_gone = bool(metadata.netns_path) and not Path(metadata.netns_path).exists()
         if infra_gone or netns_gone:
-            status = SandboxStatus(SandboxState.NOTREADY, status.ip, status.additional_ips)
+            status = transition(status, SandboxState.NOTREADY, f"recover sandbox {metadata.id}", infra_pid=0,
+                                network_ready=False, message="")
             checkpoint.write(ctx.sandbox_root(metadata.id), status)
     ctx.sandboxes.add(metadata.id, metadata, status)
     ctx.sandboxes.names.reserve(metadata.config.unique_name, metadata.id)
@@ -91,7 +92,8 @@ async def _recover_container(ctx: RuntimeContext, record: ctr_containers.Record,
         return
     if status.state == ContainerState.CREATED and metadata.id in tasks:
         # Died between task start and the RUNNING checkpoint: the monitor reconciles it.
-        status = ContainerStatus(ContainerState.UNKNOWN, pid=tasks[metadata.id].pid)
+        status = transition(status, ContainerState.UNKNOWN, f"recover container {metadata.id}",
+                            pid=tasks[metadata.id].pid)
     ctx.containers.add(metadata.id, metadata, status)
     ctx.containers.names.reserve(metadata.unique_name, metadata.id)
 

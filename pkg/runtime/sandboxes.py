@@ -24,7 +24,7 @@ from pkg.containerd import containers as ctr_containers
 from pkg.containerd import tasks as ctr_tasks
 from pkg.model.codec import to_dict
 from pkg.model.sandbox import NamespaceMode, SandboxConfig, SandboxMetadata, SandboxStatus
-from pkg.model.state import SandboxState, check_sandbox
+from pkg.model.state import SandboxState, transition
 from pkg.mount import MS_NODEV, MS_NOEXEC, MS_NOSUID, mount, umount
 from pkg.runtime import checkpoint, container_spec, etc_files, infra, namespaces, spec, spec_mounts
 from pkg.runtime.context import RuntimeContext
@@ -180,9 +180,9 @@ class SandboxService:
         ctx = self.ctx
 
         def change(old: SandboxStatus) -> SandboxStatus:
-            check_sandbox(old.state, state, "sandbox")
-            return SandboxStatus(state, old.ip, old.additional_ips, 0 if state != SandboxState.READY else old.infra_pid,
-                                 network_ready=False if state == SandboxState.NOTREADY else old.network_ready)
+            return transition(old, state, f"sandbox {sandbox_id}",
+                              infra_pid=0 if state != SandboxState.READY else old.infra_pid,
+                              network_ready=False if state == SandboxState.NOTREADY else old.network_ready, message="")
 
         async def persist(new: SandboxStatus) -> None:
             checkpoint.write(ctx.sandbox_root(sandbox_id), new)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pkg import errors
@@ -119,16 +120,23 @@ class PortForwardSession:
                 await error.close()
                 await data.close()
             return
-        await pump(data, reader, writer)
+        await pump(data.read, data.write, reader, writer, half_close=data.close)
         with contextlib.suppress(ConnectionError):
             await error.close()
 
 
-async def pump(stream: SpdyStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy both ways until the pod side closes (or the stream is reset); half-close each way."""
+async def pump(recv: Callable[[], Awaitable[bytes]], send: Callable[[bytes], Awaitable[None]],
+               reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               half_close: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Copy a forwarded port's data both ways (SPDY stream or WebSocket channel pair on one side, the pod's
+    connection on the other) until the pod side closes, the client goes or the stream is reset.
+
+    ``recv`` returning b"" is the client's half-close, passed on to the pod. With ``half_close`` (SPDY) the
+    pod's end of output is passed on to the client, which may still be sending: its data is relayed until
+    it half-closes too. Without it (WebSocket, no half-close) the pod's end is the end."""
 
     async def upstream() -> None:
-        while data := await stream.read():
+        while data := await recv():
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
@@ -137,10 +145,11 @@ async def pump(stream: SpdyStream, reader: asyncio.StreamReader, writer: asyncio
     up = asyncio.create_task(upstream())
     try:
         while data := await reader.read(65536):
-            await stream.write(data)
-        await stream.close()
-        if not up.done():
-            await asyncio.wait([up])  # the client may still be sending; it ends when it half-closes
+            await send(data)
+        if half_close is not None:
+            await half_close()
+            if not up.done():
+                await asyncio.wait([up])
     except ConnectionError:
         pass
     finally:

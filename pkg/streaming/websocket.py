@@ -25,6 +25,7 @@ from pkg.streaming import remotecommand as rc
 from pkg.streaming.backend import ExecStreams, StreamingBackend
 from pkg.streaming.idle import IdleWatch
 from pkg.streaming.model import AttachRequest, ExecRequest, PortForwardRequest
+from pkg.streaming.portforward import pump
 
 log = logging.getLogger(__name__)
 
@@ -223,25 +224,13 @@ async def _forward_ws_port(conn: ChannelConn, backend: StreamingBackend, sandbox
             await conn.send(data_ch + 1, f"error forwarding port {port} to pod {sandbox_id}: {exc.message}".encode())
         return
 
-    async def upstream() -> None:
-        while data := await conn.recv(data_ch):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
+    async def send(data: bytes) -> None:
+        await conn.send(data_ch, data)
 
-    up = asyncio.create_task(upstream())
     try:
-        while data := await reader.read(65536):
-            await conn.send(data_ch, data)
-    except ConnectionError:
-        pass
+        await pump(lambda: conn.recv(data_ch), send, reader, writer)
     finally:
         conn.discard(data_ch)
-        await _stop(up)
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:

@@ -139,3 +139,19 @@ def test_cleanup_after_a_crash_of_narwhald_and_containerd(daemon: DaemonProcess,
     assert done.returncode == 0, done.stderr
     assert eventually(lambda: not processes_of(daemon))  # containerd too, which cleanup had to start again
     assert host_leftovers(daemon) == {}
+
+
+def test_cleanup_after_narwhald_alone_was_killed(daemon: DaemonProcess) -> None:
+    """narwhald killed -9, its containerd left running without a pid file naming it (narwhald died between
+    starting containerd and recording its pid, or the file was lost): cleanup finds it by its config path
+    and stops it, as it does with the file."""
+    containerd = daemon.containerd_pid
+    daemon.kill9()
+    (daemon.state / "containerd" / "containerd.pid").unlink()
+    assert alive(containerd)
+    done = daemon.cleanup()
+    assert done.returncode == 0, done.stderr
+    assert "stopped containerd" in done.stdout
+    assert eventually(lambda: not alive(containerd), timeout=30)
+    assert eventually(lambda: not processes_of(daemon))
+    assert host_leftovers(daemon).keys() <= {"dirs"}

@@ -17,6 +17,7 @@ import pytest
 from lib import dockerpy
 from lib.daemon import DaemonProcess, free_port
 from lib.registry import Registry
+from lib.wait import wait_for
 
 DOCKER = "/usr/local/bin/docker"
 
@@ -49,15 +50,6 @@ def docker(registry: Registry) -> Iterator[Docker]:
         cli = Docker(daemon)
         cli.ok("pull", "busybox")
         yield cli
-
-
-def _wait_for(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_version_and_info(docker: Docker) -> None:
@@ -110,7 +102,7 @@ def test_run_detached_ps_logs_exec_inspect_stop_restart_rm(docker: Docker) -> No
     assert len(cid) == 64
     try:
         assert "wf-web" in docker.ok("ps", "--format", "{{.Names}}").split()
-        _wait_for(lambda: "FOO=bar" in docker.ok("logs", "wf-web"))
+        wait_for(lambda: "FOO=bar" in docker.ok("logs", "wf-web"))
         assert docker.ok("logs", "wf-web").splitlines() == ["hello", "FOO=bar"]
         assert docker.ok("exec", "wf-web", "echo", "from-exec") == "from-exec\n"
         failed = docker.run("exec", "wf-web", "sh", "-c", "exit 7")
@@ -171,7 +163,7 @@ def test_publish_port_and_bind_mount(docker: Docker, tmp_path: Path) -> None:
             except OSError:
                 return False
 
-        _wait_for(served)
+        wait_for(served)
         ro = docker.run("exec", "wf-httpd", "touch", "/www/new")
         assert ro.returncode != 0 and "Read-only file system" in ro.stderr
     finally:

@@ -259,7 +259,7 @@ def test_restart_policy_survives_daemon_kill(dd: DockerDaemon) -> None:
     engine_dir = d.root / "docker" / "engine"
     (engine_dir / half / "record.json").unlink()
     record = json.loads((engine_dir / going / "record.json").read_text())
-    record["state"]["phase"] = "removing"
+    record["state"]["extra"] = "removing"
     (engine_dir / going / "record.json").write_text(json.dumps(record))
     pid = _pid_of(d, cid)
     os.kill(pid, signal.SIGKILL)  # dies while narwhald is down

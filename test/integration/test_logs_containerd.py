@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from lib.daemon import DaemonProcess
 from lib.rawtask import RawTask, busybox_rootfs, create_task, minimal_spec, start_task
+from lib.wait import async_wait_for
 
 from pkg.cgroups import cleanup, fs, oom
 from pkg.cgroups.stats import CpuUsageTracker, read_stats
@@ -42,7 +42,7 @@ async def env(daemon: DaemonProcess, tmp_path: Path) -> AsyncIterator[dict[str, 
     yield {
         "client": client,
         "tasks": tasks,
-        "rootfs": busybox_rootfs(tmp_path / "rootfs"),
+        "rootfs": await asyncio.to_thread(busybox_rootfs, tmp_path / "rootfs"),  # off the loop
         "runc_root": daemon.state / "runc-rawtask",
         "dir": tmp_path,
     }
@@ -50,14 +50,6 @@ async def env(daemon: DaemonProcess, tmp_path: Path) -> AsyncIterator[dict[str, 
         await task.destroy()
     await cleanup.remove_cgroup(PARENT)
     await client.close()
-
-
-async def _wait_for(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(predicate):  # type: ignore[arg-type]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -76,7 +68,7 @@ async def test_logger_through_shim_survives_narwhald(env: dict[str, object], dae
     task = await create_task(client, cid, spec, env["runc_root"], uri)  # type: ignore[arg-type]
     tasks.append(task)
 
-    await _wait_for(lambda: len(_lines(log)) > 20)
+    await async_wait_for(lambda: len(_lines(log)) > 20)
     records = [decode_line(raw) for raw in _lines(log)]
     # The long line: two 16 KiB partials and the rest as the full record, on stdout.
     assert [(r.stream, r.partial, len(r.content)) for r in records[:3]] == [
@@ -92,13 +84,13 @@ async def test_logger_through_shim_survives_narwhald(env: dict[str, object], dae
     assert logger is not None
     daemon.kill9()
     size = log.stat().st_size
-    await _wait_for(lambda: log.stat().st_size > size + 1000)
+    await async_wait_for(lambda: log.stat().st_size > size + 1000)
     assert os.getppid() != logger.pid and Path(f"/proc/{logger.pid}").exists()
 
     # Rotation as the kubelet does it: rename, then ReopenContainerLog.
     os.rename(log, log.with_name("0.log.20261127-000000"))
     await reopen_container_log(pid_file)
-    await _wait_for(lambda: len(_lines(log)) > 10)
+    await async_wait_for(lambda: len(_lines(log)) > 10)
     assert all(decode_line(raw).content.split(b" ")[0] in (b"out", b"err") for raw in _lines(log))
     old_size = log.with_name("0.log.20261127-000000").stat().st_size
     await asyncio.sleep(0.3)
@@ -123,7 +115,7 @@ async def test_logger_through_shim_survives_narwhald(env: dict[str, object], dae
 
     # Exit: the logger drains and exits with the task, and removes its pid file.
     await task.destroy()
-    await _wait_for(lambda: not Path(f"/proc/{logger.pid}").exists() or _zombie(logger.pid))
+    await async_wait_for(lambda: not Path(f"/proc/{logger.pid}").exists() or _zombie(logger.pid))
     assert not pid_file.exists()
     assert cleanup.cgroup_dirs(cgroup) == []  # runc removed it on delete
 
@@ -180,7 +172,7 @@ async def test_tty_container_logs_one_stream(env: dict[str, object]) -> None:
     tasks.append(task)
     assert await task.wait() == 0
     # The logger exits with the console even though the shim never closes the unused stderr pipe.
-    await _wait_for(lambda: not pid_file.exists())
+    await async_wait_for(lambda: not pid_file.exists())
     records = [decode_line(raw) for raw in _lines(log)]
     assert [(r.stream, r.partial, r.content) for r in records] == [
         ("stdout", False, b"to-out\r"), ("stdout", False, b"to-err\r")

@@ -6,7 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from lib.logger import records, spawn_logger, wait_until
+from lib.logger import records, spawn_logger
+from lib.wait import wait_for
 
 from pkg.logs.binary import LOGGER_NAME, read_pid_file, reopen_container_log, write_launcher
 
@@ -30,7 +31,7 @@ async def test_shim_style_launch_logs_and_reopens_right_after_start(tmp_path: Pa
         assert state is not None and state.generation == 1 and state.pid == lp.proc.pid  # exec'd in place
         lp.write("stdout", b"one\n")
         lp.write("stderr", b"two\n")
-        wait_until(lambda: log.exists() and log.read_bytes().count(b"\n") >= 2)
+        wait_for(lambda: log.exists() and log.read_bytes().count(b"\n") >= 2)
         os.rename(log, tmp_path / "pods" / "0.log.1")
         await reopen_container_log(pid_file)
         lp.write("stdout", b"three\ntail")

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lib.logger import LOGGER, LoggerProcess, records, spawn_logger, wait_until
+from lib.logger import LOGGER, LoggerProcess, records, spawn_logger
+from lib.wait import wait_for
 
 from pkg import errors
 from pkg.logs.binary import read_pid_file, reopen_container_log
@@ -31,7 +32,7 @@ def test_streams_partials_and_exit_on_eof(tmp_path: Path, loggers: list[LoggerPr
     assert lp.ready == b""  # the ready pipe was closed, not written
     lp.write("stdout", b"short\n0123456789abcdef0123\n")
     lp.write("stderr", b"oops\n")
-    wait_until(lambda: log.exists() and log.read_bytes().count(b"\n") == 5)
+    wait_for(lambda: log.exists() and log.read_bytes().count(b"\n") == 5)
     lp.write("stdout", b"no newline yet")
     lp.close("stdout")
     # stderr is still open: the logger must keep running.
@@ -70,7 +71,7 @@ async def test_reopen_after_rename(tmp_path: Path, loggers: list[LoggerProcess])
     state = read_pid_file(pid_file)
     assert state is not None and state.pid == lp.proc.pid and state.generation == 0
     lp.write("stdout", b"before\n")
-    wait_until(lambda: log.exists() and b"before" in log.read_bytes())
+    wait_for(lambda: log.exists() and b"before" in log.read_bytes())
     os.rename(log, tmp_path / "0.log.20261127")
     await reopen_container_log(pid_file)
     # Returned only once the logger writes to the new file.

@@ -1,7 +1,6 @@
 """Small helpers for driving a narwhald over CRI in integration tests."""
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ import mkimage
 from cri_api.v1 import api_pb2, api_pb2_grpc
 
 from lib.registry import Registry
+from lib.wait import wait_for as wait_for  # the one polling helper, re-exported for cri.wait_for callers
 
 _pushed: dict[tuple[int, str], str] = {}
 
@@ -55,15 +55,6 @@ def container_config(image: str, command: list[str], name: str = "c", log_path: 
         log_path=log_path,
         **kwargs,  # type: ignore[arg-type]
     )
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def container_state(rs: api_pb2_grpc.RuntimeServiceStub, cid: str) -> api_pb2.ContainerStatus:

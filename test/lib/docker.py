@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
 from lib.images import push
 from lib.registry import Registry
+from lib.wait import wait_for
 
 DOCKER = "/usr/local/bin/docker"
 BUSYBOX = "busybox"
@@ -77,10 +77,9 @@ def docker_daemon(registry: Registry, *, pull: bool = True) -> Iterator[DockerDa
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> bool:
-    """Poll ``check`` until it holds (True) or ``timeout`` passes (False): a wait, not a timed assertion."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
+    """``lib.wait.wait_for`` answering True (it held) or False (``timeout`` passed): for ``assert eventually()``."""
+    try:
+        wait_for(check, timeout, interval=interval)
+    except AssertionError:
+        return False
+    return True

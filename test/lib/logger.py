@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +78,3 @@ def records(path: Path) -> list[tuple[str, bool, bytes]]:
     return [(r.stream, r.partial, r.content) for r in map(decode_line, path.read_bytes().split(b"\n")[:-1])]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    """Poll until ``predicate()`` is truthy; TimeoutError after ``timeout`` (a wait, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.01)

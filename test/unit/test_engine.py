@@ -25,7 +25,6 @@ from pkg.docker.engine.model import (
     HealthConfig,
     HealthStatus,
     HostConfig,
-    Phase,
     PortBinding,
     ProbeResult,
     Resources,
@@ -39,7 +38,7 @@ from pkg.docker.engine.registry import Registry
 from pkg.docker.volumes.model import MountPoint, MountType
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerStatus
-from pkg.model.state import ContainerState
+from pkg.model.state import ContainerState, DockerState
 from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED
 
@@ -183,9 +182,9 @@ def test_records_round_trip_and_registry(tmp_path: Path) -> None:
             registry.resolve("nope")
         with pytest.raises(errors.Conflict, match='name "/web" is already in use by container "' + CID):
             registry.reserve_name("web", "d" * 64)
-        await registry.update_state(CID, restart_count=2, phase=Phase.REMOVING)
+        await registry.transition(CID, DockerState.REMOVING, restart_count=2)
         reloaded, _ = await store.load_all()
-        assert reloaded[0].state.restart_count == 2 and reloaded[0].state.phase == Phase.REMOVING
+        assert reloaded[0].state.restart_count == 2 and reloaded[0].state.removing
 
     asyncio.run(body())
 
@@ -246,12 +245,12 @@ def test_inspect_and_summary_shapes() -> None:
     exited = view(rec, ContainerState.EXITED, exit_code=3, started_at=10**9, finished_at=2 * 10**9)
     assert cj.status_text(exited, now=2 + 3600 * 3) == "Exited (3) 3 hours ago"
     assert cj.status_text(view(rec, ContainerState.CREATED)) == "Created"
-    restarting = view(dataclasses.replace(rec, state=EngineState(restarting=True)), ContainerState.EXITED,
+    restarting = view(dataclasses.replace(rec, state=EngineState(extra=DockerState.RESTARTING)), ContainerState.EXITED,
                       exit_code=1, finished_at=10**9)
     state = cj.state_json(restarting)
     assert state["Status"] == "restarting" and state["Running"] and state["Restarting"] and state["Pid"] == 0
     assert cj.status_text(restarting, now=3.0) == "Restarting (1) 2 seconds ago"
-    paused = view(dataclasses.replace(rec, state=EngineState(paused=True)), started_at=10**9)
+    paused = view(dataclasses.replace(rec, state=EngineState(extra=DockerState.PAUSED)), started_at=10**9)
     assert paused.status == Status.PAUSED and cj.status_text(paused, now=62).endswith("(Paused)")
     assert cj.human_duration(90) == "About a minute" and cj.human_duration(0.5) == "Less than a second"
 

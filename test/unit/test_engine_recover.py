@@ -14,14 +14,13 @@ from pkg.docker.engine.model import (
     EngineRecord,
     EngineState,
     HostConfig,
-    Phase,
     RestartPolicy,
     RestartPolicyName,
 )
 from pkg.events import EventBus
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxConfig, SandboxMetadata, SandboxStatus
-from pkg.model.state import ContainerState, SandboxState
+from pkg.model.state import ContainerState, DockerState, SandboxState
 from pkg.store import Store
 
 
@@ -117,7 +116,7 @@ def test_recovery_after_a_crash_at_any_point(tmp_path: Path) -> None:
         _container(ctx, _id("i"), _id("I"), ContainerState.EXITED, 0)
         await store.write(_record(_id("a"), _id("A")))
         await store.write(_record(_id("b"), _id("B")))
-        await store.write(_record(_id("c"), _id("C"), phase=Phase.REMOVING))
+        await store.write(_record(_id("c"), _id("C"), extra=DockerState.REMOVING))
         await store.write(_record(_id("g"), _id("G"), RestartPolicyName.ALWAYS, manually_stopped=True))
         await store.write(_record(_id("h"), _id("H"), RestartPolicyName.UNLESS_STOPPED, manually_stopped=True))
         await store.write(_record(_id("i"), _id("I"), auto_remove=True))

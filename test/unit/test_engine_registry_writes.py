@@ -8,6 +8,7 @@ from pathlib import Path
 from pkg.docker.engine.model import ContainerSpec, EngineRecord, HostConfig
 from pkg.docker.engine.records import RecordStore
 from pkg.docker.engine.registry import Registry
+from pkg.model.state import ContainerState, DockerState
 
 CID = "c" * 64
 
@@ -21,11 +22,11 @@ class SlowStore(RecordStore):
 
 
 async def test_concurrent_updates_are_serialised(tmp_path: Path) -> None:
-    registry = Registry(SlowStore(tmp_path))
+    registry = Registry(SlowStore(tmp_path), lambda _id: ContainerState.EXITED)
     registry.add(EngineRecord(id=CID, name="web", sandbox_id="s" * 64, owns_sandbox=True, image_id="sha256:" + "b" * 64,
                               created=1, config=ContainerSpec(image="busybox"), host_config=HostConfig()))
     await asyncio.gather(
-        registry.update_state(CID, restarting=True),
+        registry.transition(CID, DockerState.RESTARTING),
         registry.update_state(CID, restart_count=3),
         registry.update(CID, lambda r: dataclasses.replace(r, log_path="/x")),
     )

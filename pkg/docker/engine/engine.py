@@ -33,7 +33,6 @@ from pkg.docker.engine.model import (
     EngineRecord,
     HostConfig,
     NetworkInfo,
-    Phase,
     Resources,
     RestartPolicy,
     RestartPolicyName,
@@ -44,7 +43,7 @@ from pkg.docker.events import docker_events
 from pkg.docker.volumes.service import VolumeService
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
-from pkg.model.state import ContainerState, SandboxState
+from pkg.model.state import ContainerState, DockerState, SandboxState
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
@@ -69,11 +68,16 @@ class Engine:
         self.images = images
         self.client = client
         self.ctx = containers.ctx
-        self.registry = Registry(RecordStore(self.ctx.root / "engine"))
+        self.registry = Registry(RecordStore(self.ctx.root / "engine"), self._core_state)
         self.lifecycle = Lifecycle(self.registry, containers, client, self._auto_remove)
         docker_events(containers.ctx.events).before_die = self.lifecycle.unmounts
         self.volumes = volumes
         self._endpoints = endpoints
+
+    def _core_state(self, container_id: str) -> ContainerState:
+        """The core container's state (UNKNOWN once it is gone: Docker shows that as dead)."""
+        found = self.ctx.containers.find(container_id)
+        return found[1].state if found is not None else ContainerState.UNKNOWN
 
     @property
     def store(self) -> RecordStore:
@@ -283,9 +287,8 @@ class Engine:
             record = self.registry.find(container_id)
             if record is None:
                 return
-            await self.registry.update_state(container_id, phase=Phase.REMOVING, restarting=False,
-                                             remove_volumes=volumes)
-            await self.lifecycle._resume_quietly(container_id)
+            await self.lifecycle._resume_quietly(container_id)  # before REMOVING takes the place of paused
+            await self.registry.transition(container_id, DockerState.REMOVING, remove_volumes=volumes)
             await self.release(record, volumes)
         log.info("docker container %s (%s) removed", container_id[:12], record.name)
 

@@ -20,11 +20,11 @@ from pkg.containerd.api.services.tasks.v1 import tasks_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
 from pkg.docker.engine.health import HealthMonitor
-from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, Phase, RestartPolicyName
+from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, RestartPolicyName
 from pkg.docker.engine.registry import Registry
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.model import MountType
-from pkg.model.state import ContainerState
+from pkg.model.state import ContainerState, DockerState
 from pkg.runtime.containers import ContainerService
 
 log = logging.getLogger(__name__)
@@ -127,14 +127,14 @@ class Lifecycle:
         async with self.registry.lock(container_id):
             record = self.registry.get(container_id)
             _, status = self.containers.get(container_id)
-            if record.state.phase == Phase.REMOVING:
+            if record.state.removing:
                 raise errors.Conflict(f"container {container_id} is marked for removal and cannot be started")
             if status.state == ContainerState.RUNNING:
                 if record.state.paused:
                     raise errors.Conflict("cannot start a paused container, try unpause instead")
                 return False
             self._cancel_restart(container_id)
-            await self.registry.update_state(container_id, manually_stopped=False, restarting=False)
+            await self.registry.transition(container_id, None, manually_stopped=False)  # a restarting stops
             await self._start_task(container_id)
             return True
 
@@ -179,7 +179,7 @@ class Lifecycle:
         record = self.registry.get(container_id)
         self._cancel_restart(container_id)
         if record.state.restarting:
-            await self.registry.update_state(container_id, restarting=False, manually_stopped=True)
+            await self.registry.transition(container_id, None, manually_stopped=True)
         _, status = self.containers.get(container_id)
         if status.state != ContainerState.RUNNING:
             return False
@@ -249,7 +249,7 @@ class Lifecycle:
                 raise errors.Conflict(f"Container {container_id} is already paused")
             with translate("pause task"):
                 await self.client.tasks.Pause(tasks_pb2.PauseTaskRequest(container_id=container_id))
-            await self.registry.update_state(container_id, paused=True)
+            await self.registry.transition(container_id, DockerState.PAUSED)
         self.event("pause", container_id)
 
     async def unpause(self, ref: str) -> None:
@@ -260,7 +260,7 @@ class Lifecycle:
                 raise errors.Conflict(f"Container {container_id} is not paused")
             with translate("resume task"):
                 await self.client.tasks.Resume(tasks_pb2.ResumeTaskRequest(container_id=container_id))
-            await self.registry.update_state(container_id, paused=False)
+            await self.registry.transition(container_id, DockerState.RUNNING)
         self.event("unpause", container_id)
 
     async def _resume_quietly(self, container_id: str) -> None:
@@ -272,7 +272,7 @@ class Lifecycle:
                 await self.client.tasks.Resume(tasks_pb2.ResumeTaskRequest(container_id=container_id))
         except errors.NarwhalError as exc:
             log.debug("resume %s: %s", container_id[:12], exc.message)
-        await self.registry.update_state(container_id, paused=False)
+        await self.registry.transition(container_id, None)
 
     # ---------------- wait ----------------
     async def wait(self, ref: str, condition: WaitCondition) -> WaitResult:
@@ -320,15 +320,15 @@ class Lifecycle:
             return
         _, status = found
         if record.state.paused:
-            await self.registry.update_state(container_id, paused=False)
-        restart = self.should_restart(record, status.exit_code) and record.state.phase != Phase.REMOVING
+            await self.registry.transition(container_id, None)  # the exit ended the pause
+        restart = self.should_restart(record, status.exit_code) and not record.state.removing
         if restart:
-            await self.registry.update_state(container_id, restarting=True)
+            await self.registry.transition(container_id, DockerState.RESTARTING)
         # Waiters for not-running are answered even when the restart policy brings it back: moby sets
         # Restarting, then fires them (container/state.go), so `docker wait` returns at each exit and what
         # the client does next already sees the container restarting.
         self._wake(container_id, {WaitCondition.NOT_RUNNING, WaitCondition.NEXT_EXIT}, WaitResult(status.exit_code, ""))
-        if record.state.phase == Phase.REMOVING:
+        if record.state.removing:
             return
         if restart:
             ran = (status.finished_at - status.started_at) / 1e9 if status.finished_at else 0.0
@@ -362,12 +362,11 @@ class Lifecycle:
             return
         async with self.registry.lock(container_id):
             record = self.registry.find(container_id)
-            if record is None or not record.state.restarting or record.state.phase == Phase.REMOVING:
+            if record is None or not record.state.restarting:
                 return
             if self._running(container_id):
                 return
-            await self.registry.update_state(container_id, restarting=False,
-                                             restart_count=record.state.restart_count + 1)
+            await self.registry.transition(container_id, None, restart_count=record.state.restart_count + 1)
             try:
                 await self._start_task(container_id)
             except errors.NarwhalError as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pkg.docker.volumes.model import MountPoint, MountSpec
 from pkg.model.container import ContainerStatus
-from pkg.model.state import ContainerState
+from pkg.model.state import ContainerState, DockerState, docker_state
 
 RECORD_VERSION = 1
 
@@ -193,26 +193,34 @@ class ContainerSpec:
     healthcheck: HealthConfig | None = None
 
 
-class Phase(enum.Enum):
-    """Where the engine record stands: a create or remove cut short by a crash is finished on start."""
-
-    CREATED = "created"
-    REMOVING = "removing"
-
-
 @dataclass(frozen=True)
 class EngineState:
-    """The Docker-level state the core does not keep (persisted with the record)."""
+    """The Docker-level state the core does not keep (persisted with the record).
 
-    phase: Phase = Phase.CREATED
+    ``extra`` is the Docker-only part of the container's state (paused, restarting, removing; None: the core's
+    state says it all): written only through ``Registry.transition`` (pkg.model.state's table), read whole by
+    ``EngineContainer.status``. A removal cut short by a crash is finished on start."""
+
+    extra: DockerState | None = None
     started_once: bool = False
     manually_stopped: bool = False  # moby's HasBeenManuallyStopped: the restart policy stands down
     restart_count: int = 0
-    restarting: bool = False  # waiting out the restart backoff
-    paused: bool = False
     error: str = ""  # the last start error (State.Error)
     remove_volumes: bool = False  # with REMOVING: the removal takes the anonymous volumes along (rm -v, --rm)
     health: Health | None = None  # the health check's last state (kept across narwhald restarts)
+
+    @property
+    def paused(self) -> bool:
+        return self.extra == DockerState.PAUSED
+
+    @property
+    def restarting(self) -> bool:
+        """Waiting out the restart backoff."""
+        return self.extra == DockerState.RESTARTING
+
+    @property
+    def removing(self) -> bool:
+        return self.extra == DockerState.REMOVING
 
 
 @dataclass(frozen=True)
@@ -243,16 +251,7 @@ class EngineRecord:
     version: int = RECORD_VERSION
 
 
-class Status(enum.Enum):
-    """Docker's State.Status."""
-
-    CREATED = "created"
-    RUNNING = "running"
-    PAUSED = "paused"
-    RESTARTING = "restarting"
-    REMOVING = "removing"
-    EXITED = "exited"
-    DEAD = "dead"
+Status = DockerState  # Docker's State.Status (pkg.model.state: the table)
 
 
 @dataclass(frozen=True)
@@ -320,15 +319,4 @@ class EngineContainer:
 
     @property
     def status(self) -> Status:
-        state = self.record.state
-        if state.phase == Phase.REMOVING:
-            return Status.REMOVING
-        if self.core.state == ContainerState.RUNNING:
-            return Status.PAUSED if state.paused else Status.RUNNING
-        if state.restarting:
-            return Status.RESTARTING
-        if self.core.state == ContainerState.CREATED:
-            return Status.CREATED
-        if self.core.state == ContainerState.UNKNOWN:
-            return Status.DEAD
-        return Status.EXITED
+        return docker_state(self.core.state, self.record.state.extra)

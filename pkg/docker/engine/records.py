@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from pkg.aio import rmtree
 from pkg.docker.engine.model import EngineRecord
@@ -47,13 +48,28 @@ class RecordStore:
         for entry in sorted(self.root.iterdir()):
             path = entry / RECORD
             try:
-                records.append(from_dict(EngineRecord, json.loads(path.read_text())))
+                records.append(from_dict(EngineRecord, upgrade(json.loads(path.read_text()))))
             except FileNotFoundError:
                 broken.append(entry.name)
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 log.error("engine record %s is unreadable (%s): dropping the container", path, exc)
                 broken.append(entry.name)
         return records, broken
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older narwhald kept the Docker-only state as flags (phase, restarting, paused), which
+    could all be set at once: the one that showed becomes ``extra``."""
+    state = data.get("state")
+    if not isinstance(state, dict) or state.get("extra") or not {"phase", "restarting", "paused"} & state.keys():
+        return data
+    if state.get("phase") == "removing":
+        state["extra"] = "removing"
+    elif state.get("restarting"):  # set only once an exit had cleared paused
+        state["extra"] = "restarting"
+    elif state.get("paused"):
+        state["extra"] = "paused"
+    return data
 
 
 def _write_atomic(path: Path, text: str) -> None:

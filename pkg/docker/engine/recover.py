@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from pkg import errors
 from pkg.docker.engine import translate
-from pkg.docker.engine.model import EngineRecord, Phase, RestartPolicyName
-from pkg.model.state import ContainerState
+from pkg.docker.engine.model import EngineRecord, RestartPolicyName
+from pkg.model.state import ContainerState, DockerState
 
 if TYPE_CHECKING:
     from pkg.docker.engine.recoverable import Engine
@@ -47,7 +47,7 @@ async def recover(engine: Engine) -> None:
 async def _recover(engine: Engine, record: EngineRecord) -> None:
     container_id = record.id
     found = engine.ctx.containers.find(container_id)
-    if record.state.phase == Phase.REMOVING or found is None:
+    if record.state.removing or found is None:
         if found is None:
             log.warning("docker container %s lost its core container; removing it", container_id[:12])
         async with engine.registry.lock(container_id):
@@ -68,7 +68,7 @@ async def _recover(engine: Engine, record: EngineRecord) -> None:
         # Docker: "always" brings even a manually stopped container back when the daemon restarts.
         record = await engine.registry.update_state(container_id, manually_stopped=False)
     if record.state.restarting or engine.lifecycle.should_restart(record, status.exit_code):
-        await engine.registry.update_state(container_id, restarting=True)
+        await engine.registry.transition(container_id, DockerState.RESTARTING)
         engine.lifecycle.restart_soon(container_id)
 
 

@@ -13,11 +13,15 @@ from collections.abc import Callable, Iterator
 from pkg import errors
 from pkg.docker.engine.model import EngineRecord, EngineState
 from pkg.docker.engine.records import RecordStore
+from pkg.model.state import ContainerState, DockerState, docker_extra
 
 
 class Registry:
-    def __init__(self, store: RecordStore) -> None:
+    def __init__(self, store: RecordStore, core_state: Callable[[str], ContainerState] | None = None) -> None:
         self.store = store
+        # The core container's state, which with the record's extra makes the Docker state (None: CREATED,
+        # for registries of tests that have no core).
+        self._core_state = core_state or (lambda _id: ContainerState.CREATED)
         self._records: dict[str, EngineRecord] = {}
         self._names: dict[str, str] = {}  # name (no "/") -> id; reserved before the record exists
         self._locks: dict[str, asyncio.Lock] = {}
@@ -97,9 +101,26 @@ class Registry:
                 self._records[container_id] = new
             return new
 
-    async def update_state(self, container_id: str, **changes: object) -> EngineRecord:
-        return await self.update(container_id, lambda r: dataclasses.replace(
-            r, state=dataclasses.replace(r.state, **changes)))  # type: ignore[arg-type]
+    async def update_state(self, container_id: str, **facts: object) -> EngineRecord:
+        """Change facts of the record's state (restart count, manual stop, error, health); never its extra."""
+        return await self.transition(container_id, None, keep=True, **facts)
+
+    async def transition(self, container_id: str, to: DockerState | None, *, keep: bool = False,
+                         **facts: object) -> EngineRecord:
+        """Move the container to Docker state ``to`` (None: to what its core state says, dropping a paused or
+        restarting made moot; ``keep``: stay) and change ``facts``, under the record's write lock; an illegal
+        move (pkg.model.state.TRANSITIONS) raises IllegalTransition."""
+        if "extra" in facts:
+            raise TypeError("the Docker-only state changes only by transition(to=...)")
+
+        def change(record: EngineRecord) -> EngineRecord:
+            extra = record.state.extra
+            if not keep:
+                extra = docker_extra(self._core_state(container_id), extra, to, f"container {container_id[:12]}")
+            return dataclasses.replace(record, state=dataclasses.replace(
+                record.state, extra=extra, **facts))  # type: ignore[arg-type]
+
+        return await self.update(container_id, change)
 
 
 __all__ = ["EngineState", "Registry"]

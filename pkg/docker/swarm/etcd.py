@@ -14,14 +14,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pkg import errors
-from pkg.procs import is_live, signal_quietly
+from pkg.procs import is_live, terminate
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +139,8 @@ class EtcdMember:
         return True
 
     async def stop(self, timeout: float = 10.0) -> None:
-        pid = self.pid
-        if pid is not None and self.alive():
-            signal_quietly(pid, signal.SIGTERM)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while self.alive() and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            if self.alive():
-                signal_quietly(pid, signal.SIGKILL)
-                while self.alive() and loop.time() < deadline + 5:
-                    await asyncio.sleep(0.05)
+        if self.pid is not None:
+            await terminate(self.pid, self.alive, timeout)
         if self._proc is not None:
             self._proc.poll()
         self.pid, self._proc = None, None
