@@ -211,8 +211,9 @@ class DomainEvents:
             self._docker(_DOCKER_ACTIONS[type_], container_id, metadata, {**attributes, **extra})
 
     def docker_container(self, action: str, metadata: ContainerMetadata, **extra: str) -> None:
-        """A Docker-only container action (kill, stop, oom, ...); nothing in the CRI domain."""
-        if self.domain == DOCKER_DOMAIN:
+        """A Docker-only container action (kill, stop, oom, exec_*, attach, ...): never a CRI event; published
+        in the Docker domain, and in the CRI domain when its containers are shown to Docker (docker-shows-pods)."""
+        if self.domain == DOCKER_DOMAIN or self.shown_to_docker:
             self._docker(action, metadata.id, metadata, extra)
 
     def _docker(self, action: str, container_id: str, metadata: ContainerMetadata | None,

@@ -93,6 +93,9 @@ class NetworkService:
         self.dns_records = DNSRecords(self)
         self.dns = DNSServers(self.dns_records, dns_upstream)
         self.event_hooks: list[EventHook] = []
+        # Docker container ID -> running?  moby logs connect/disconnect only for a running container's endpoints
+        # (a create, a connect to a stopped container, a removal log none); None: every change is logged.
+        self.running: Callable[[str], bool] | None = None
         self._networks: dict[str, Network] = {}
         self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
         self._lock = asyncio.Lock()  # create/remove
@@ -413,9 +416,22 @@ class NetworkService:
         owner = self._owner(sandbox_id, next(iter([*endpoints, *previous]), None))
         if owner is None:
             return  # a CRI pod: no Docker events
+        if self.running is not None and not self.running(owner.id):
+            return  # its start logs the connects, its exit the disconnects (container_events)
         changes = [("connect", e) for e in endpoints if (e.network, e.cni_network) not in old]
         changes += [("disconnect", e) for e in previous if (e.network, e.cni_network) not in new]
         for action, ep in changes:  # in interface order
+            network = self._network_of(ep)
+            if network is not None:
+                self._emit(action, network, owner.id)
+
+    def container_events(self, sandbox_id: str, action: str) -> None:
+        """moby's ``connect`` for each of the sandbox's networks as its container starts (initializeNetworking),
+        ``disconnect`` for each as it exits or fails to start (Cleanup's releaseNetwork, before "die")."""
+        owner = self._owner(sandbox_id)
+        if owner is None:
+            return
+        for ep in self._table.get(sandbox_id, []):  # in interface order
             network = self._network_of(ep)
             if network is not None:
                 self._emit(action, network, owner.id)

@@ -6,13 +6,17 @@ their stats, and is refused any change to them.  With the switch off (the defaul
 """
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cri_api.v1 import api_pb2
@@ -167,11 +171,35 @@ def events(d: DaemonProcess) -> list[str]:
     return out.splitlines()
 
 
+def events_since(d: DaemonProcess, since: float, *filters: str) -> list[dict[str, Any]]:
+    """Docker events from ``since`` until now, as JSON, with ``--filter`` ``filters``."""
+    args = ["events", "--since", f"{since:.9f}", "--until", f"{time.time() + 1:.9f}", "--format", "{{json .}}"]
+    for f in filters:
+        args += ["--filter", f]
+    return [json.loads(line) for line in ok(d, *args).splitlines() if line.strip()]
+
+
 def test_events(shown: Pod) -> None:
     seen = events(shown.daemon)
     for container in ("web", "sidecar"):
         name = shown.shim_name(container)
         assert f"create {name}" in seen and f"start {name}" in seen
+    assert f"attach {shown.shim_name('web')}" in seen  # test_attach's docker attach
+
+
+def test_docker_only_events(shown: Pod) -> None:
+    """exec_create/exec_start/exec_die of a docker exec into kubelet's container, as moby logs them (Docker-only
+    actions: kubelet's GetContainerEvents carries container transitions only)."""
+    d = shown.daemon
+    name = shown.shim_name("sidecar")
+    since = time.time()
+    assert docker(d, "exec", name, "sh", "-c", "exit 4").returncode == 4
+    got = events_since(d, since, f"container={name}")
+    assert [e["Action"] for e in got] == ["exec_create: sh -c exit 4", "exec_start: sh -c exit 4", "exec_die"]
+    attributes = got[2]["Actor"]["Attributes"]
+    assert attributes["exitCode"] == "4" and attributes["name"] == name and len(attributes["execID"]) == 64
+    assert attributes["io.kubernetes.pod.uid"] == shown.config.metadata.uid
+    assert got[0]["Actor"]["ID"] == shown.containers["sidecar"]
 
 
 @pytest.mark.parametrize("args", [("rm", "-f"), ("stop",), ("kill",), ("pause",), ("restart",),
@@ -233,16 +261,52 @@ def test_may_stop_pods_kill_is_seen_by_kubelet(registry: Registry, tmp_path: Pat
                        and e.container_event_type == api_pb2.CONTAINER_STOPPED_EVENT)
         assert stopped.pod_sandbox_status.id == pod.id
         stream.cancel()
-        ok(d, "stop", "-t", "1", pod.shim_name("web"))
+        since = time.time()
+        ok(d, "stop", "-t", "1", pod.shim_name("web"))  # sh as PID 1 ignores SIGTERM: SIGKILL after 1 s
         assert cri.container_state(rs, pod.containers["web"]).state == api_pb2.CONTAINER_EXITED
-        ok(d, "rm", pod.shim_name("web"))
+        with removal_wait(d, pod.shim_name("web")) as body:
+            ok(d, "rm", pod.shim_name("web"))
+            assert json.loads(body()) == {"StatusCode": 137, "Error": None}
+        got = events_since(d, since, f"container={pod.shim_name('web')}")
+        assert [(e["Action"], e["Actor"]["Attributes"].get("signal")) for e in got] == [
+            ("kill", "15"), ("kill", "9"), ("die", None), ("stop", None), ("destroy", None)]
         seen = events(d)
+        assert f"kill {pod.shim_name('sidecar')}" in seen
         assert f"die {pod.shim_name('sidecar')}" in seen and f"destroy {pod.shim_name('web')}" in seen
         listed = rs.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers
         assert [c.id for c in listed] == [pod.containers["sidecar"]]
         p = docker(d, "rename", pod.shim_name("sidecar"), "x")  # still refused: only stop/kill/rm are allowed
         assert p.returncode != 0 and "is managed by kubelet" in p.stderr
+        # docker wait with condition=removed (docker run --rm's, docker-py's wait(condition="removed")) ends
+        # when kubelet removes the container, with its exit code.
+        with removal_wait(d, pod.containers["sidecar"]) as body:
+            rs.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=pod.containers["sidecar"]), timeout=60)
+            assert json.loads(body()) == {"StatusCode": 137, "Error": None}
         remove_pod(pod)
         assert leftovers(d) == {}
     finally:
         d.destroy()
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=60)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self._path)
+
+
+@contextlib.contextmanager
+def removal_wait(d: DaemonProcess, ref: str) -> Iterator[Callable[[], bytes]]:
+    """POST /containers/{ref}/wait?condition=removed; yields once the daemon answered the headers (the wait is
+    registered then), the callable reads the body (the outcome)."""
+    conn = _UnixHTTP(str(d.docker_socket))
+    try:
+        conn.request("POST", f"/v1.41/containers/{ref}/wait?condition=removed")
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        yield response.read
+    finally:
+        conn.close()
