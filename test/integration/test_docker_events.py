@@ -165,5 +165,13 @@ def test_network_connect_disconnect_events(dd: DockerDaemon) -> None:
     assert run == [("container", "create"), ("container", "attach"), ("network", "connect"),
                    ("container", "start"), ("network", "disconnect"), ("container", "die"),
                    ("container", "destroy")], run
+    # host and none have no endpoint, but moby connects the container to that predefined network all the same.
+    for mode, driver in (("none", "null"), ("host", "host")):
+        cid = dd.out("run", "-d", "--network", mode, BUSYBOX, "true")
+        dd.out("wait", cid)
+        dd.out("rm", cid)
+        got = [(e["Action"], e["Actor"]["Attributes"]) for e in _events(dd, since, "type=network", f"network={mode}")]
+        assert got == [(action, {"container": cid, "name": mode, "type": driver})
+                       for action in ("connect", "disconnect")], got
     dd.out("network", "rm", "ev-net")
     assert leftovers(dd.daemon) == {}

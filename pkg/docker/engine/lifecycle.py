@@ -77,9 +77,9 @@ class Lifecycle:
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
         self.health = HealthMonitor(containers, self._health_changed, self._record_health)
-        # (sandbox ID, "connect"/"disconnect"): the network events of a start and an exit (NetworkService's
-        # container_events), wired by the daemon when Docker networks exist.
-        self.network_events: Callable[[str, str], None] | None = None
+        # (sandbox ID, "connect"/"disconnect", network mode): the network events of a start and an exit
+        # (NetworkService's container_events), wired by the daemon when Docker networks exist.
+        self.network_events: Callable[[str, str, str], None] | None = None
 
     async def _record_health(self, container_id: str, health: Health) -> None:
         await self.registry.update_state(container_id, health=health)
@@ -103,7 +103,7 @@ class Lifecycle:
     def _network_events(self, record: EngineRecord, action: str) -> None:
         """Only the sandbox's owner logs them (``--network container:X`` joins X's endpoints, it has none)."""
         if self.network_events is not None and record.owns_sandbox:
-            self.network_events(record.sandbox_id, action)
+            self.network_events(record.sandbox_id, action, record.host_config.network_mode)
 
     def _volume_events(self, record: EngineRecord, action: str) -> None:
         """moby's volume ``mount`` (at each start) and ``unmount`` (at each exit) of the container's volumes."""

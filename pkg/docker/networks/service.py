@@ -425,16 +425,24 @@ class NetworkService:
             if network is not None:
                 self._emit(action, network, owner.id)
 
-    def container_events(self, sandbox_id: str, action: str) -> None:
+    def container_events(self, sandbox_id: str, action: str, mode: str = "") -> None:
         """moby's ``connect`` for each of the sandbox's networks as its container starts (initializeNetworking),
-        ``disconnect`` for each as it exits or fails to start (Cleanup's releaseNetwork, before "die")."""
+        ``disconnect`` for each as it exits or fails to start (Cleanup's releaseNetwork, before "die").  A
+        container of network mode ``host`` or ``none`` has no endpoint, but moby connects it to that predefined
+        network all the same."""
         owner = self._owner(sandbox_id)
         if owner is None:
+            return
+        if mode in (HOST, NONE) and mode in self._by_name():
+            self._emit(action, self._by_name()[mode], owner.id)
             return
         for ep in self._table.get(sandbox_id, []):  # in interface order
             network = self._network_of(ep)
             if network is not None:
                 self._emit(action, network, owner.id)
+
+    def _by_name(self) -> dict[str, Network]:
+        return {n.name: n for n in self._networks.values()}
 
     def _emit(self, action: str, network: Network, container: str = "") -> None:
         event = NetworkEvent(action, network.id, network.name, network.driver, container)
