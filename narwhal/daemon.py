@@ -55,6 +55,7 @@ from pkg.health import HealthChecker
 from pkg.images.mirror import ImageMirror, docker_users_guard
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
+from pkg.model.state import ContainerState
 from pkg.runtime.container_io import log_stats_file
 from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
@@ -147,6 +148,7 @@ class Daemon:
         self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
                              self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
         self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
+        self._network_events(self.engine)
         docker_events(self.docker_runtime.ctx.events).describe = _docker_event_attributes(self.engine)
         await self._share_images()
         status("restarting Docker containers by their restart policies")
@@ -235,6 +237,19 @@ class Daemon:
             "network", e.action, e.network_id,
             {"name": e.network_name, "type": e.network_type, **({"container": e.container} if e.container else {})}))
         await self.docker_networks.start()
+
+    def _network_events(self, engine: Engine) -> None:
+        """Network connect/disconnect events as moby logs them: at a container's start and exit (the engine
+        asks), and at a connect/disconnect only while it runs (a create or a removal logs none)."""
+        assert self.docker_runtime is not None and self.docker_networks is not None
+        store = self.docker_runtime.ctx.containers
+
+        def running(container_id: str) -> bool:
+            found = store.find(container_id)
+            return found is not None and found[1].state == ContainerState.RUNNING
+
+        self.docker_networks.running = running
+        engine.lifecycle.network_events = self.docker_networks.container_events
 
     async def _start_volumes(self) -> None:
         """Docker volumes (after the Docker runtime recovered, so references of gone containers are dropped)."""

@@ -67,16 +67,15 @@ async def wait(request: web.Request) -> web.StreamResponse:
     eng = engine(request)
     pod_id = pod_container(request, request.match_info["id"])
     pods = backends(request).pods
-    if pod_id is not None and pods is not None:  # docker-shows-pods: a kubelet container's exit
-        if condition == WaitCondition.REMOVED:
-            raise errors.NotImplementedYet("wait condition removed is not supported for kubelet's containers")
+    if pod_id is not None and pods is not None:  # docker-shows-pods: a kubelet container's exit or removal
         waiter: Callable[[], Awaitable[WaitResult]] = functools.partial(pods.wait, pod_id, condition)
     else:
         waiter = functools.partial(eng.wait, eng.get(request.match_info["id"]).id, condition)
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-    await response.prepare(request)
     waiting = asyncio.ensure_future(waiter())
     try:
+        await asyncio.sleep(0)  # the waiter is registered before the client hears the wait began
+        await response.prepare(request)
         while not waiting.done():
             await asyncio.wait({waiting}, timeout=HANGUP_POLL)
             if not waiting.done() and (request.transport is None or request.transport.is_closing()):

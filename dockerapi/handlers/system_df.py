@@ -26,7 +26,7 @@ async def system_df(request: web.Request) -> web.Response:
     body: dict[str, Any] = {}
     if "image" in want:
         images = await b.images.list() if b.images is not None else []
-        body["LayersSize"] = await _layers_size(b, containers)
+        body["LayersSize"] = await _layers_size(b, images)
         body["Images"] = await _images(request, b, images, containers)
     if "container" in want:
         body["Containers"] = containers
@@ -59,12 +59,13 @@ async def _sized(core: ContainerIOBackend, shown: list[EngineContainer]) -> list
     return result
 
 
-async def _layers_size(b: Backends, containers: list[dict[str, Any]]) -> int:
-    """Bytes of the snapshotter's store that are image layers (containers' writable layers taken out)."""
+async def _layers_size(b: Backends, images: list[Image]) -> int:
+    """moby's LayersSize: the unpacked layers of Docker's images, each shared layer once.  Measured per layer
+    in Docker's own namespace, not as the snapshotter directory's usage, which also holds containers' writable
+    layers (each container's SizeRw) and the CRI namespace's layers (kubelet's images, and the second unpacking
+    of images shared with it under docker-images-for-pods: docs/kubernetes-node.md)."""
     assert b.images is not None
-    usage = await b.images.fs_info()
-    snapshots = usage[0].used_bytes if usage else 0
-    return max(0, snapshots - sum(int(c.get("SizeRw") or 0) for c in containers))
+    return await b.images.layers_size(images)
 
 
 async def _images(request: web.Request, b: Backends, images: list[Image],

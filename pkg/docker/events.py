@@ -56,7 +56,7 @@ class DockerContainerEvents:
 
     def _hear(self, news: ContainerNews) -> None:
         if news.fact is ContainerFact.OOM_KILLED:
-            if self._docker and news.metadata is not None:
+            if (self._docker or self.shown_to_docker) and news.metadata is not None:
                 self._publish("oom", news.container_id, news.metadata, {})
             return
         if not (self._docker or self.shown_to_docker):
@@ -72,8 +72,9 @@ class DockerContainerEvents:
         self._publish(_ACTIONS[news.fact], news.container_id, news.metadata, extra)
 
     def container(self, action: str, metadata: ContainerMetadata, **extra: str) -> None:
-        """A Docker-only container action (kill, stop, pause, exec_start, ...); nothing in the CRI domain."""
-        if self._docker:
+        """A Docker-only container action (kill, stop, pause, exec_*, attach, ...): never a CRI event; published
+        in the Docker domain, and in the CRI domain when its containers are shown to Docker (docker-shows-pods)."""
+        if self._docker or self.shown_to_docker:
             self._publish(action, metadata.id, metadata, extra)
 
     def _publish(self, action: str, container_id: str, metadata: ContainerMetadata | None,

@@ -88,6 +88,13 @@ class Describer:
         sizes, unpacked = await self._layer_sizes(img)
         return sum(sizes) if unpacked else img.size
 
+    async def layers_size(self, images: list[Image]) -> int:
+        """Bytes of the unpacked layers of ``images``, each layer (chain ID) once however many images share it:
+        Docker's ``LayersSize``.  Only this namespace's snapshots: another namespace's copy of the same layer
+        (an image shared with the CRI store) is that namespace's to count."""
+        chains = {chain for img in images for chain in chain_ids(img.diff_ids)}
+        return sum([await self.snapshot_size(chain) or 0 for chain in sorted(chains)])
+
     async def describe(self, img: Image) -> ImageDetail:
         resolved = await self._store.resolve_target(img.target, img.id)
         raw = await self._content.read(resolved.parsed.config.digest, media.MAX_MANIFEST)

@@ -345,6 +345,10 @@ class ImageService:
     async def unpacked_size(self, img: Image) -> int:
         return await self._describer.unpacked_size(img)
 
+    async def layers_size(self, images: builtins.list[Image]) -> int:
+        """The unpacked layers of ``images`` in this namespace, each shared layer once (``docker system df``)."""
+        return await self._describer.layers_size(images)
+
     async def inspect(self, img: Image) -> dict[str, Any]:
         """Debug detail (CRI verbose ImageStatus, Docker inspect): the raw config and where things live."""
         resolved = await self.store.resolve_target(img.target, img.id)

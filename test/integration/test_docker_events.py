@@ -116,3 +116,63 @@ def test_exec_attach_and_volume_events(dd: DockerDaemon) -> None:
                                                                                     "driver": "local"}
     dd.out("volume", "rm", "ev-vol")
     assert leftovers(dd.daemon) == {}
+
+
+def test_network_connect_disconnect_events(dd: DockerDaemon) -> None:
+    """moby logs ``connect`` as a container's start joins each network (initializeNetworking) and
+    ``disconnect`` as its exit releases them (Cleanup, before "die"); a create, a connect to a stopped
+    container and a removal log none, a connect/disconnect of a running one logs at once."""
+    since = time.time()
+    net = dd.out("network", "create", "ev-net")
+    box = dd.out("create", "--name", "ev-netbox", "--network", "ev-net", BUSYBOX, *OBEYS_TERM)
+    dd.out("network", "connect", "bridge", "ev-netbox")  # stopped: nothing logged yet
+    assert _events(dd, since, "type=network", "event=connect") == []
+    dd.out("start", "ev-netbox")
+    dd.out("network", "disconnect", "bridge", "ev-netbox")  # running: logged now
+    dd.out("stop", "ev-netbox")
+    dd.out("rm", "ev-netbox")
+
+    got = _events(dd, since, "type=network", "network=ev-net")
+    assert [e["Action"] for e in got] == ["create", "connect", "disconnect"]
+    for e in got[1:]:
+        assert e["Actor"]["ID"] == net
+        assert e["Actor"]["Attributes"] == {"container": box, "name": "ev-net", "type": "bridge"}
+    bridge = _events(dd, since, "type=network", "network=bridge")
+    assert [(e["Action"], e["Actor"]["Attributes"]["container"]) for e in bridge] == [
+        ("connect", box), ("disconnect", box)]
+    assert [e["Action"] for e in _events(dd, since, "type=network", "event=disconnect", "network=bridge")] == [
+        "disconnect"]
+
+    # In the whole stream: both connects before "start", the explicit disconnect while it ran, the exit's
+    # disconnect between the stop signal and "die", nothing after "destroy".
+    order = [(e["Type"], e["Action"], e["Actor"]["Attributes"].get("name")) for e in _events(dd, since)
+             if e["Actor"]["ID"] == box or e["Actor"]["Attributes"].get("container") == box]
+    assert order == [
+        ("container", "create", "ev-netbox"),
+        ("network", "connect", "ev-net"), ("network", "connect", "bridge"),
+        ("container", "start", "ev-netbox"),
+        ("network", "disconnect", "bridge"),
+        ("container", "kill", "ev-netbox"),
+        ("network", "disconnect", "ev-net"),
+        ("container", "die", "ev-netbox"), ("container", "stop", "ev-netbox"),
+        ("container", "destroy", "ev-netbox"),
+    ], order
+
+    # docker run --rm on the default bridge: connect before start, disconnect before die, none at the removal.
+    dd.out("run", "--rm", "--name", "ev-netrun", BUSYBOX, "true")
+    run = [(e["Type"], e["Action"]) for e in _events(dd, since)
+           if e["Actor"]["Attributes"].get("name") == "ev-netrun"
+           or (e["Type"] == "network" and e["Actor"]["Attributes"].get("container") not in (None, box))]
+    assert run == [("container", "create"), ("container", "attach"), ("network", "connect"),
+                   ("container", "start"), ("network", "disconnect"), ("container", "die"),
+                   ("container", "destroy")], run
+    # host and none have no endpoint, but moby connects the container to that predefined network all the same.
+    for mode, driver in (("none", "null"), ("host", "host")):
+        cid = dd.out("run", "-d", "--network", mode, BUSYBOX, "true")
+        dd.out("wait", cid)
+        dd.out("rm", cid)
+        got = [(e["Action"], e["Actor"]["Attributes"]) for e in _events(dd, since, "type=network", f"network={mode}")]
+        assert got == [(action, {"container": cid, "name": mode, "type": driver})
+                       for action in ("connect", "disconnect")], got
+    dd.out("network", "rm", "ev-net")
+    assert leftovers(dd.daemon) == {}

@@ -7,6 +7,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import docker as docker_py
 import grpc
 import mkimage
 import pytest
@@ -160,6 +161,45 @@ def test_switch_off_keeps_images_apart_and_turning_it_on_shares_them(tmp_path: P
         assert found is not None and found.id == json.loads(ok(d, "image", "inspect", "app:dev"))[0]["Id"]
         ok(d, "rmi", "app:dev")
         assert cri_image(d, "app:dev") is None
+        assert leftovers(d) == {}
+    finally:
+        d.destroy()
+
+
+def test_system_df_counts_an_image_of_both_faces_once(tmp_path: Path) -> None:
+    """docker system df with both switches: the image in both stores is one entry, used by the Docker container
+    and the pod's; LayersSize is Docker's unpacked layers, each once: not the CRI namespace's second unpacking,
+    not the containers' writable layers (each container's SizeRw)."""
+    d = start_daemon("docker-images-for-pods: true\ndocker-shows-pods: true\n")
+    try:
+        ok(d, "load", "-i", str(app_archive(tmp_path)))
+        ok(d, "tag", "app:dev", "app:v2")  # a second name: still one image
+        image_id = json.loads(ok(d, "image", "inspect", "app:dev"))[0]["Id"]
+        docker_cid = ok(d, "run", "-d", "app:dev", "sh", "-c",
+                        "dd if=/dev/zero of=/big bs=1M count=4 2>/dev/null; sleep 3600").strip()
+        rs = d.runtime()
+        config = cri.sandbox_config(log_dir=tmp_path / "logs", host_network=True)
+        pod = rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
+        cid = rs.CreateContainer(api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod, config=cri.container_config(APP, ["sleep", "3600"], name="app", log_path="app.log"),
+            sandbox_config=config), timeout=60).container_id
+        rs.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=60)
+
+        client = docker_py.APIClient(base_url=f"unix://{d.docker_socket}", version="1.41")
+        cri.wait_for(lambda: next(c["SizeRw"] for c in client.df()["Containers"] if c["Id"] == docker_cid)
+                     >= 4 << 20, what="the Docker container's 4 MiB in its writable layer")
+        df = client.df()
+        [image] = [i for i in df["Images"] if i["Id"] == image_id]
+        assert len(df["Images"]) == 1 and sorted(image["RepoTags"]) == ["app:dev", "app:v2"]
+        assert image["Containers"] == 2  # the Docker container and the pod's, which runs the CRI copy
+        assert {c["Id"] for c in df["Containers"]} == {docker_cid, cid}
+        assert image["Size"] > 0 and df["LayersSize"] == image["Size"]  # one image: its layers, once
+        client.close()
+
+        rs.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        rs.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        ok(d, "rm", "-f", docker_cid)
+        ok(d, "rmi", "app:dev", "app:v2")
         assert leftovers(d) == {}
     finally:
         d.destroy()

@@ -6,13 +6,18 @@ their stats, and is refused any change to them.  With the switch off (the defaul
 """
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cri_api.v1 import api_pb2
@@ -20,6 +25,7 @@ from lib import cri
 from lib.daemon import DaemonProcess, start_daemon
 from lib.leaks import leftovers
 from lib.registry import Registry
+from prometheus_client.parser import text_string_to_metric_families
 
 DOCKER = "/usr/local/bin/docker"
 WEB = ["sh", "-c", "echo hello from web; echo oops >&2; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
@@ -136,6 +142,7 @@ def test_logs_and_follow(shown: Pod) -> None:
 
 def test_attach(shown: Pod) -> None:
     d = shown.daemon
+    since = time.time()
     with subprocess.Popen([DOCKER, "attach", "--no-stdin", shown.shim_name("web")], env=d.docker_env(),
                           stdout=subprocess.PIPE, text=True) as attached:
         deadline = threading.Timer(30, attached.kill)
@@ -147,6 +154,7 @@ def test_attach(shown: Pod) -> None:
             deadline.cancel()
             attached.kill()
     assert cri.container_state(d.runtime(), shown.containers["web"]).state == api_pb2.CONTAINER_RUNNING
+    assert "attach" in [e["Action"] for e in events_since(d, since, f"container={shown.shim_name('web')}")]
 
 
 def test_exec_top_stats(shown: Pod) -> None:
@@ -156,8 +164,9 @@ def test_exec_top_stats(shown: Pod) -> None:
     p = docker(d, "exec", name, "sh", "-c", "exit 3")
     assert p.returncode == 3
     assert "sleep 3600" in ok(d, "top", name)
-    row = ok(d, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}", name).split()
-    assert row[0] == name and int(row[1]) >= 1
+    row = ok(d, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}|{{.NetIO}}", name).split("|")
+    assert row[0].split()[0] == name and int(row[0].split()[1]) >= 1
+    assert row[1].strip() == "0B / 0B"  # a host-network pod: no interface of its own (moby shows none either)
 
 
 def events(d: DaemonProcess) -> list[str]:
@@ -167,11 +176,36 @@ def events(d: DaemonProcess) -> list[str]:
     return out.splitlines()
 
 
+def events_since(d: DaemonProcess, since: float, *filters: str) -> list[dict[str, Any]]:
+    """Docker events from ``since`` until now, as JSON, with ``--filter`` ``filters``."""
+    args = ["events", "--since", f"{since:.9f}", "--until", f"{time.time() + 1:.9f}", "--format", "{{json .}}"]
+    for f in filters:
+        args += ["--filter", f]
+    return [json.loads(line) for line in ok(d, *args).splitlines() if line.strip()]
+
+
 def test_events(shown: Pod) -> None:
     seen = events(shown.daemon)
     for container in ("web", "sidecar"):
         name = shown.shim_name(container)
         assert f"create {name}" in seen and f"start {name}" in seen
+
+
+def test_docker_only_events(shown: Pod) -> None:
+    """exec_create/exec_start/exec_die of a docker exec into kubelet's container, as moby logs them (Docker-only
+    actions: kubelet's GetContainerEvents carries container transitions only)."""
+    d = shown.daemon
+    name = shown.shim_name("sidecar")
+    since = time.time()
+    assert docker(d, "exec", name, "sh", "-c", "exit 4").returncode == 4
+    got = events_since(d, since, f"container={name}")
+    assert [e["Action"] for e in got] == ["exec_create: sh -c exit 4", "exec_start: sh -c exit 4", "exec_die"]
+    attributes = got[2]["Actor"]["Attributes"]
+    assert attributes["exitCode"] == "4" and attributes["name"] == name and len(attributes["execID"]) == 64
+    assert attributes["io.kubernetes.pod.uid"] == shown.config.metadata.uid
+    assert got[0]["Actor"]["ID"] == shown.containers["sidecar"]
+    by_label = events_since(d, since, f"label=io.kubernetes.pod.uid={shown.config.metadata.uid}")
+    assert [e["Action"] for e in by_label] == [e["Action"] for e in got]
 
 
 @pytest.mark.parametrize("args", [("rm", "-f"), ("stop",), ("kill",), ("pause",), ("restart",),
@@ -190,6 +224,27 @@ def test_mutations_refused(shown: Pod, args: tuple[str, ...]) -> None:
 def test_system_df_counts_pods_containers_once(shown: Pod) -> None:
     rows = ok(shown.daemon, "system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}").splitlines()
     assert "Containers 2 2" in rows, rows  # the pod's two running containers, nothing else on this daemon
+
+
+def _metrics(d: DaemonProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_pods_containers_once(shown: Pod) -> None:
+    """Shown through both faces, counted in one: kubelet's containers are the CRI front end's in
+    narwhal_containers, and a docker exec into one is one exec."""
+    d = shown.daemon
+    before = _metrics(d)
+    running = {fe: before.get(("narwhal_containers", frozenset({("frontend", fe), ("state", "running")})), 0.0)
+               for fe in ("cri", "docker")}
+    assert running == {"cri": 2.0, "docker": 0.0}
+    ok(d, "exec", shown.shim_name("sidecar"), "true")
+    after = _metrics(d)
+    key = ("narwhal_container_execs_total", frozenset())
+    assert after[key] - before.get(key, 0.0) == 1.0
 
 
 def test_docker_prune_leaves_pods_alone(shown: Pod) -> None:
@@ -233,16 +288,52 @@ def test_may_stop_pods_kill_is_seen_by_kubelet(registry: Registry, tmp_path: Pat
                        and e.container_event_type == api_pb2.CONTAINER_STOPPED_EVENT)
         assert stopped.pod_sandbox_status.id == pod.id
         stream.cancel()
-        ok(d, "stop", "-t", "1", pod.shim_name("web"))
+        since = time.time()
+        ok(d, "stop", "-t", "1", pod.shim_name("web"))  # sh as PID 1 ignores SIGTERM: SIGKILL after 1 s
         assert cri.container_state(rs, pod.containers["web"]).state == api_pb2.CONTAINER_EXITED
-        ok(d, "rm", pod.shim_name("web"))
+        with removal_wait(d, pod.shim_name("web")) as body:
+            ok(d, "rm", pod.shim_name("web"))
+            assert json.loads(body()) == {"StatusCode": 137, "Error": None}
+        got = events_since(d, since, f"container={pod.shim_name('web')}")
+        assert [(e["Action"], e["Actor"]["Attributes"].get("signal")) for e in got] == [
+            ("kill", "15"), ("kill", "9"), ("die", None), ("stop", None), ("destroy", None)]
         seen = events(d)
+        assert f"kill {pod.shim_name('sidecar')}" in seen
         assert f"die {pod.shim_name('sidecar')}" in seen and f"destroy {pod.shim_name('web')}" in seen
         listed = rs.ListContainers(api_pb2.ListContainersRequest(), timeout=10).containers
         assert [c.id for c in listed] == [pod.containers["sidecar"]]
         p = docker(d, "rename", pod.shim_name("sidecar"), "x")  # still refused: only stop/kill/rm are allowed
         assert p.returncode != 0 and "is managed by kubelet" in p.stderr
+        # docker wait with condition=removed (docker run --rm's, docker-py's wait(condition="removed")) ends
+        # when kubelet removes the container, with its exit code.
+        with removal_wait(d, pod.containers["sidecar"]) as body:
+            rs.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=pod.containers["sidecar"]), timeout=60)
+            assert json.loads(body()) == {"StatusCode": 137, "Error": None}
         remove_pod(pod)
         assert leftovers(d) == {}
     finally:
         d.destroy()
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=60)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self._path)
+
+
+@contextlib.contextmanager
+def removal_wait(d: DaemonProcess, ref: str) -> Iterator[Callable[[], bytes]]:
+    """POST /containers/{ref}/wait?condition=removed; yields once the daemon answered the headers (the wait is
+    registered then), the callable reads the body (the outcome)."""
+    conn = _UnixHTTP(str(d.docker_socket))
+    try:
+        conn.request("POST", f"/v1.41/containers/{ref}/wait?condition=removed")
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        yield response.read
+    finally:
+        conn.close()

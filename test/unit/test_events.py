@@ -139,7 +139,7 @@ def test_an_exit_is_oom_then_the_unmounts_then_die_with_its_code_and_run_time() 
                    ("container", "die", {**base, "exitCode": "137", "execDuration": "3"})]
 
 
-def test_pods_shown_to_docker_have_their_lifecycle_but_no_docker_only_actions() -> None:
+def test_pods_shown_to_docker_have_their_lifecycle_and_docker_only_actions() -> None:
     bus = EventBus()
     cri = bus.domain(CRI_DOMAIN)
     docker_events(cri).shown_to_docker = True
@@ -147,7 +147,17 @@ def test_pods_shown_to_docker_have_their_lifecycle_but_no_docker_only_actions() 
     cri.publish(md.id, md.sandbox_id, ContainerEventType.STARTED, md)
     cri.oom_killed(md)
     docker_events(cri).container("kill", md, signal="9")
-    assert [e.action for e in bus.history(lambda e: True)] == ["start"]
+    assert [e.action for e in bus.history(lambda e: True)] == ["start", "oom", "kill"]
+
+
+def test_pods_not_shown_to_docker_publish_no_docker_event() -> None:
+    bus = EventBus()
+    cri = bus.domain(CRI_DOMAIN)
+    md = _metadata()
+    cri.publish(md.id, md.sandbox_id, ContainerEventType.STARTED, md)
+    cri.oom_killed(md)
+    docker_events(cri).container("kill", md, signal="9")
+    assert [e.action for e in bus.history(lambda e: isinstance(e, DockerEvent))] == []
 
 
 def test_history_is_a_bounded_ring_filtered_by_time_and_match() -> None:

@@ -78,6 +78,9 @@ class Lifecycle:
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
         self.health = HealthMonitor(containers, self._health_changed, self._record_health)
+        # (sandbox ID, "connect"/"disconnect", network mode): the network events of a start and an exit
+        # (NetworkService's container_events), wired by the daemon when Docker networks exist.
+        self.network_events: Callable[[str, str, str], None] | None = None
 
     async def _record_health(self, container_id: str, health: Health) -> None:
         await self.registry.update_state(container_id, health=health)
@@ -95,7 +98,13 @@ class Lifecycle:
         """The volume ``unmount`` events of an exit (moby's Cleanup, before it logs \"die\")."""
         record = self.registry.find(container_id)
         if record is not None:
+            self._network_events(record, "disconnect")  # releaseNetwork comes first in moby's Cleanup
             self._volume_events(record, "unmount")
+
+    def _network_events(self, record: EngineRecord, action: str) -> None:
+        """Only the sandbox's owner logs them (``--network container:X`` joins X's endpoints, it has none)."""
+        if self.network_events is not None and record.owns_sandbox:
+            self.network_events(record.sandbox_id, action, record.host_config.network_mode)
 
     def _volume_events(self, record: EngineRecord, action: str) -> None:
         """moby's volume ``mount`` (at each start) and ``unmount`` (at each exit) of the container's volumes."""
@@ -142,10 +151,12 @@ class Lifecycle:
         """The core start (a new task for a container that ran before); called with the lock held."""
         record = self.registry.get(container_id)
         _, status = self.containers.get(container_id)
+        self._network_events(record, "connect")  # moby: initializeNetworking, before the mounts and "start"
         self._volume_events(record, "mount")  # moby: while the start sets up the mounts, before "start"
         try:
             await self.containers.start(container_id, again=status.state == ContainerState.EXITED)
         except errors.NarwhalError as exc:
+            self._network_events(record, "disconnect")
             self._volume_events(record, "unmount")
             await self.registry.update_state(container_id, error=exc.message, started_once=True)
             code = self.containers.get(container_id)[1].exit_code

@@ -16,6 +16,7 @@ object to list.
 """
 from __future__ import annotations
 
+import asyncio
 import signal
 
 from pkg import errors
@@ -29,6 +30,8 @@ from pkg.docker.engine.model import (
     HostConfig,
     NetworkInfo,
 )
+from pkg.docker.events import docker_events
+from pkg.events import ContainerEvent, ContainerEventType, Event
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata
 from pkg.model.state import ContainerState
@@ -141,9 +144,11 @@ class PodsView:
 
     async def wait(self, container_id: str, condition: WaitCondition) -> WaitResult:
         """``docker wait``: a kubelet container never runs again once exited (kubelet makes a new attempt), so
-        not-running and next-exit both end at its exit; removed is not offered (kubelet decides that)."""
+        not-running and next-exit both end at its exit; removed ends when kubelet (or an allowed ``docker rm``)
+        removes it, with the exit code it had (what ``docker run --rm`` and docker-py's
+        ``wait(condition="removed")`` expect)."""
         if condition == WaitCondition.REMOVED:
-            raise errors.NotImplementedYet("wait condition removed is not supported for kubelet's containers")
+            return await self._wait_removed(container_id)
         _, status = self.containers.get(container_id)
         if status.state == ContainerState.RUNNING:
             await self.containers.exit_event(container_id).wait()
@@ -153,6 +158,32 @@ class PodsView:
             status = found[1]
         return WaitResult(status.exit_code)
 
+    async def _wait_removed(self, container_id: str) -> WaitResult:
+        def removed(event: Event) -> bool:
+            return (isinstance(event, ContainerEvent) and event.container_id == container_id
+                    and event.type == ContainerEventType.DELETED)
+
+        # Subscribed before the store is read: a removal between the two cannot be missed.
+        async with self.containers.ctx.events.bus.subscribe(removed) as sub:
+            found = self.containers.ctx.containers.find(container_id)
+            if found is None:
+                raise errors.NotFound(f"No such container: {container_id}")
+            code = found[1].exit_code
+            gone = asyncio.ensure_future(sub.get())
+            try:
+                if found[1].state == ContainerState.RUNNING:  # its exit code is known once it has exited
+                    exited = asyncio.ensure_future(self.containers.exit_event(container_id).wait())
+                    try:
+                        await asyncio.wait({gone, exited}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        exited.cancel()
+                    after = self.containers.ctx.containers.find(container_id)
+                    code = after[1].exit_code if after is not None else code
+                await gone
+            finally:
+                gone.cancel()
+        return WaitResult(code)
+
     # ---- guarded verbs ----
     def guard(self, container_id: str, verb: str) -> None:
         """Refuse ``verb`` on kubelet's container (409), unless docker-may-stop-pods allows it."""
@@ -161,25 +192,49 @@ class PodsView:
         raise errors.Conflict(kubelet_message(container_id, verb))
 
     async def stop(self, container_id: str, timeout: int | None) -> bool:
-        """Stop as the CRI runtime does (stop signal, then SIGKILL): kubelet sees an exited container."""
+        """moby's containerStop on the CRI task: the stop signal, the wait, then SIGKILL (a ``kill`` event each),
+        ``stop`` once over; the exit itself goes through the runtime's exit path, so kubelet sees an exited
+        container (and the Docker face its ``die``) as for any other death."""
         self.guard(container_id, "stop")
-        _, status = self.containers.get(container_id)
+        metadata, status = self.containers.get(container_id)
         if status.state != ContainerState.RUNNING:
             return False
-        await self.containers.stop(container_id, STOP_TIMEOUT if timeout is None or timeout < 0 else timeout)
+        timeout = STOP_TIMEOUT if timeout is None else timeout
+        number = parse_signal(metadata.stop_signal or None, int(signal.SIGTERM))
+        exited = self.containers.exit_event(container_id)
+        self._event("kill", container_id, signal=str(number))
+        await ctr_tasks.kill(self.containers.ctx.client, container_id, number)
+        if timeout != 0:
+            try:
+                await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
+            except TimeoutError:
+                pass
+        if not exited.is_set():
+            self._event("kill", container_id, signal=str(int(signal.SIGKILL)))
+            await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits for the exit
+        self._event("stop", container_id)
         return True
 
     async def kill(self, container_id: str, sig: str | None) -> None:
-        """Signal the task; its exit (if any) goes through the runtime's exit path like any other death."""
+        """Signal the task (a ``kill`` event, as moby logs one per signal); its exit (if any) goes through the
+        runtime's exit path like any other death."""
         self.guard(container_id, "kill")
         number = parse_signal(sig)
         _, status = self.containers.get(container_id)
         if status.state != ContainerState.RUNNING:
             raise errors.Conflict(f"Cannot kill container: {container_id}: Container {container_id} is not running")
+        self._event("kill", container_id, signal=str(number))
         if number == signal.SIGKILL:
             await self.containers.stop(container_id, 0)  # SIGKILL and wait for the exit, as moby's Kill
             return
         await ctr_tasks.kill(self.containers.ctx.client, container_id, number)
+
+    def _event(self, action: str, container_id: str, **extra: str) -> None:
+        """A Docker-only action on kubelet's container (kill, stop): the CRI domain publishes it to Docker's
+        readers only (docker-shows-pods), kubelet's GetContainerEvents never sees it."""
+        found = self.containers.ctx.containers.find(container_id)
+        if found is not None:
+            docker_events(self.containers.ctx.events).container(action, found[0], **extra)
 
     async def remove(self, container_id: str, force: bool) -> None:
         """dockershim's ``docker rm``: a running one only with force; kubelet then finds it gone."""

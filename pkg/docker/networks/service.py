@@ -93,6 +93,9 @@ class NetworkService:
         self.dns_records = DNSRecords(self)
         self.dns = DNSServers(self.dns_records, dns_upstream)
         self.event_hooks: list[EventHook] = []
+        # Docker container ID -> running?  moby logs connect/disconnect only for a running container's endpoints
+        # (a create, a connect to a stopped container, a removal log none); None: every change is logged.
+        self.running: Callable[[str], bool] | None = None
         self._networks: dict[str, Network] = {}
         self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
         self._lock = asyncio.Lock()  # create/remove
@@ -413,12 +416,33 @@ class NetworkService:
         owner = self._owner(sandbox_id, next(iter([*endpoints, *previous]), None))
         if owner is None:
             return  # a CRI pod: no Docker events
+        if self.running is not None and not self.running(owner.id):
+            return  # its start logs the connects, its exit the disconnects (container_events)
         changes = [("connect", e) for e in endpoints if (e.network, e.cni_network) not in old]
         changes += [("disconnect", e) for e in previous if (e.network, e.cni_network) not in new]
         for action, ep in changes:  # in interface order
             network = self._network_of(ep)
             if network is not None:
                 self._emit(action, network, owner.id)
+
+    def container_events(self, sandbox_id: str, action: str, mode: str = "") -> None:
+        """moby's ``connect`` for each of the sandbox's networks as its container starts (initializeNetworking),
+        ``disconnect`` for each as it exits or fails to start (Cleanup's releaseNetwork, before "die").  A
+        container of network mode ``host`` or ``none`` has no endpoint, but moby connects it to that predefined
+        network all the same."""
+        owner = self._owner(sandbox_id)
+        if owner is None:
+            return
+        if mode in (HOST, NONE) and mode in self._by_name():
+            self._emit(action, self._by_name()[mode], owner.id)
+            return
+        for ep in self._table.get(sandbox_id, []):  # in interface order
+            network = self._network_of(ep)
+            if network is not None:
+                self._emit(action, network, owner.id)
+
+    def _by_name(self) -> dict[str, Network]:
+        return {n.name: n for n in self._networks.values()}
 
     def _emit(self, action: str, network: Network, container: str = "") -> None:
         event = NetworkEvent(action, network.id, network.name, network.driver, container)

@@ -154,8 +154,17 @@ def _sample(cgroup: str, pid: int, h: Hierarchies) -> Sample:
         read_ns=now, cgroup=stats, system_cpu_ns=parse_proc_stat(_read(Path("/proc/stat"))),
         online_cpus=online or os.cpu_count() or 1, host_memory=_host_memory(),
         io_service_bytes=service, io_serviced=serviced,
-        networks=parse_net_dev(_read(Path(f"/proc/{pid}/net/dev"))) if pid else {},
+        networks=parse_net_dev(_read(Path(f"/proc/{pid}/net/dev"))) if pid and not _host_network(pid) else {},
     )
+
+
+def _host_network(pid: int) -> bool:
+    """The process shares the daemon's network namespace (``--network host``, a host-network pod): moby reports
+    no networks for it (its sandbox has no interface of its own), not the host's counters."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False
 
 
 async def sample(containers: ContainerService, container_id: str) -> Sample:
