@@ -222,7 +222,7 @@ class Daemon:
         and in docker events."""
         assert self.runtime is not None
         pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
-        events = docker_events(self.runtime.ctx.events)  # kubelet's containers' create/start/die/destroy in docker events
+        events = docker_events(self.runtime.ctx.events)  # kubelet's containers in docker events
         events.describe, events.shown_to_docker = pods.describe, True
         return pods
 
