@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pkg.docker.swarm.cluster import InitRequest
+from pkg.docker.swarm.roles import JoinRequest
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
@@ -17,6 +18,8 @@ class SwarmBackend(Protocol):
     async def init(self, req: InitRequest) -> str: ...
 
     async def leave(self, force: bool) -> None: ...
+
+    async def join(self, req: JoinRequest) -> None: ...
 
     async def inspect(self) -> Obj: ...
 
