@@ -100,3 +100,48 @@ def test_spread_and_worker_killed(bed3: Bed) -> None:
     for node in bed3.nodes:
         assert eventually(lambda n=node: n.out("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=spread")
                           == "", 60)
+
+
+def test_drain_moves_tasks_off(bed3: Bed) -> None:
+    manager = bed3.nodes[0]
+    ids = node_ids(bed3)
+    manager.out("service", "create", "--detach", "--name", "drainme", "--replicas", "3", "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: sum(running_on(bed3, "drainme").values()) == 3, 90)
+        manager.out("node", "update", "--availability", "drain", ids[1])
+        assert eventually(lambda: running_on(bed3, "drainme").get(1) == 0
+                          and sum(running_on(bed3, "drainme").values()) == 3, 60), running_on(bed3, "drainme")
+        row = {r["ID"]: r for r in nodes_table(manager)}[ids[1]]
+        assert row["Availability"] == "Drain"
+    finally:
+        manager.out("node", "update", "--availability", "active", ids[1])
+        manager.out("service", "rm", "drainme")
+
+
+def test_global_service_one_per_node_and_rolling_update(bed3: Bed) -> None:
+    manager = bed3.nodes[0]
+    manager.out("service", "create", "--detach", "--name", "everywhere", "--mode", "global",
+                "--update-parallelism", "1", "--update-delay", "1s", "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: running_on(bed3, "everywhere") == {0: 1, 1: 1, 2: 1}, 90)
+        before = set(manager.out("service", "ps", "everywhere", "-q", "--filter", "desired-state=running").split())
+        manager.out("service", "update", "--detach", "--env-add", "ROUND=2", "everywhere")
+        # one node at a time: never fewer than two running while the update goes through
+        seen_min = 3
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            counts = running_on(bed3, "everywhere")
+            seen_min = min(seen_min, sum(counts.values()))
+            now = set(manager.out("service", "ps", "everywhere", "-q", "--filter", "desired-state=running").split())
+            if not now & before and counts == {0: 1, 1: 1, 2: 1}:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(manager.out("service", "ps", "everywhere"))
+        assert seen_min >= 2
+        for node in bed3.nodes:
+            cid = node.out("ps", "-q", "--filter", "label=com.docker.swarm.service.name=everywhere")
+            env = json.loads(node.out("inspect", cid))[0]["Config"]["Env"]
+            assert "ROUND=2" in env
+    finally:
+        manager.out("service", "rm", "everywhere")

@@ -11,6 +11,7 @@ HTTPS with a certificate the swarm's CA signed for this manager.  Two calls:
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -50,6 +51,21 @@ def role_of(cluster: Obj, token: str) -> str:
     raise errors.InvalidArgument(INVALID_TOKEN)
 
 
+async def add_member(store: Store, peer_url: str, patience: float = 30.0) -> None:
+    """``MemberAdd``, retried: etcd refuses it ("unhealthy cluster") until the members have been connected to
+    each other for its health interval (5 s), e.g. right after the previous manager joined."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            await store.add_member(peer_url)
+            return
+        except errors.Unavailable:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def admit(store: Store, body: Obj, engine_version: str) -> Obj:
     """One join: check the token, sign the CSR, record the node, add a manager's etcd member."""
     cluster = await store.get_cluster()
@@ -65,21 +81,26 @@ async def admit(store: Store, body: Obj, engine_version: str) -> Obj:
     root = await root_ca(store)
     cert = ca.sign(root, str(body.get("csr", "")).encode(), node_id, role, cluster["ID"], [host])
     answer: Obj = {"node_id": node_id, "role": role, "cert": cert.decode(), "ca": root.cert_pem.decode()}
-    if role == "manager":
-        peer_url = str(body.get("peer_url", ""))
-        if not peer_url.startswith("http://"):
-            raise errors.InvalidArgument("a manager join needs the joiner's etcd peer URL")
-        await store.add_member(peer_url)
-        members = await store.members()
-        answer["initial_cluster"] = ",".join(
-            f"{m['name'] or node_id}={m['peer_urls'][0]}" for m in members if m["peer_urls"])
+    peer_url = str(body.get("peer_url", ""))
+    if role == "manager" and not peer_url.startswith("http://"):
+        raise errors.InvalidArgument("a manager join needs the joiner's etcd peer URL")
+    answer["managers"] = [url for m in await store.members() for url in m["client_urls"]]
     node = objects.new_node(node_id, role, availability, advertise, body.get("resources") or {},
                             str(body.get("engine_version") or engine_version))
     node["Status"]["State"] = "unknown"  # ready once the node itself reports in
     if "ManagerStatus" in node:
         node["ManagerStatus"]["Leader"] = False
+    # The record first: once the member is added, the cluster may have no quorum until the joiner starts it.
     await store.create("nodes", node)
-    answer["managers"] = [url for m in await store.members() for url in m["client_urls"]]
+    if role == "manager":
+        try:
+            await add_member(store, peer_url)
+        except errors.NarwhalError:
+            await store.delete("nodes", node_id)
+            raise
+        members = await store.members()
+        answer["initial_cluster"] = ",".join(
+            f"{m['name'] or node_id}={m['peer_urls'][0]}" for m in members if m["peer_urls"])
     log.info("swarm: node %s joined as %s from %s", node_id, role, advertise)
     return answer
 

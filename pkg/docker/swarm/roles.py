@@ -27,6 +27,7 @@ from pkg.docker.swarm import ca
 from pkg.docker.swarm.addresses import default_address, join_addr, split_addr
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.join import fetch_ca, request_join, token_digest
+from pkg.docker.swarm.joinserver import add_member
 from pkg.docker.swarm.store import Store
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
     if role == "manager":
         host = split_addr(node.advertise_addr, 2377)[0]
         plan = await asyncio.to_thread(EtcdMember.plan, node.node_id, host)
-        await store.add_member(plan.peer_url)
+        await add_member(store, plan.peer_url)
         members = await store.members()
         initial = ",".join(f"{m['name'] or node.node_id}={m['peer_urls'][0]}" for m in members if m["peer_urls"])
         cl.member.save(replace(plan, initial_cluster=initial, cluster_state="existing"))
