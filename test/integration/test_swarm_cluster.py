@@ -38,6 +38,14 @@ def task_nodes(node: Node, service: str) -> Counter[str]:
     return Counter(t["NodeID"] for t in tasks if t["Status"]["State"] == "running")
 
 
+def _round2(node: Node) -> bool:
+    """The one running task container of ``everywhere`` on ``node`` has the updated environment."""
+    ids = node.out("ps", "-q", "--filter", "label=com.docker.swarm.service.name=everywhere").split()
+    if len(ids) != 1:
+        return False
+    return "ROUND=2" in json.loads(node.out("inspect", ids[0]))[0]["Config"]["Env"]
+
+
 def node_ids(bed: Bed) -> dict[int, str]:
     return {n.index: n.info()["NodeID"] for n in bed.nodes}
 
@@ -120,28 +128,23 @@ def test_drain_moves_tasks_off(bed3: Bed) -> None:
 
 def test_global_service_one_per_node_and_rolling_update(bed3: Bed) -> None:
     manager = bed3.nodes[0]
-    manager.out("service", "create", "--detach", "--name", "everywhere", "--mode", "global",
-                "--update-parallelism", "1", "--update-delay", "1s", "busybox", "sleep", "1d")
+    manager.out("service", "create", "--detach", "--name", "everywhere", "--mode", "global", "--stop-grace-period",
+                "1s", "--update-parallelism", "1", "--update-delay", "1s", "busybox", "sleep", "1d")
     try:
         assert eventually(lambda: running_on(bed3, "everywhere") == {0: 1, 1: 1, 2: 1}, 90)
-        before = set(manager.out("service", "ps", "everywhere", "-q", "--filter", "desired-state=running").split())
         manager.out("service", "update", "--detach", "--env-add", "ROUND=2", "everywhere")
         # one node at a time: never fewer than two running while the update goes through
-        seen_min = 3
+        seen_min, updated = 3, {}
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             counts = running_on(bed3, "everywhere")
             seen_min = min(seen_min, sum(counts.values()))
-            now = set(manager.out("service", "ps", "everywhere", "-q", "--filter", "desired-state=running").split())
-            if not now & before and counts == {0: 1, 1: 1, 2: 1}:
+            updated = {node.index: _round2(node) for node in bed3.nodes}
+            if all(updated.values()) and counts == {0: 1, 1: 1, 2: 1}:
                 break
             time.sleep(0.2)
         else:
-            raise AssertionError(manager.out("service", "ps", "everywhere"))
+            raise AssertionError(f"{updated}\n{manager.out('service', 'ps', 'everywhere')}")
         assert seen_min >= 2
-        for node in bed3.nodes:
-            cid = node.out("ps", "-q", "--filter", "label=com.docker.swarm.service.name=everywhere")
-            env = json.loads(node.out("inspect", cid))[0]["Config"]["Env"]
-            assert "ROUND=2" in env
     finally:
         manager.out("service", "rm", "everywhere")
