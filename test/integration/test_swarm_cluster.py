@@ -11,9 +11,7 @@ from collections.abc import Iterator
 import pytest
 from lib.cluster import Bed, Node, cluster, eventually
 
-NO_LEADER = ("The swarm does not have a leader. It's possible that too few managers are online. Make sure more "
-             "than half of the managers are online.")
-
+pytestmark = pytest.mark.cluster
 
 def nodes_table(node: Node) -> list[dict[str, str]]:
     lines = node.out("node", "ls", "--format", "{{json .}}").splitlines()

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from lib.cluster import Node, cluster, eventually
+
+pytestmark = pytest.mark.cluster
 
 NO_LEADER = ("The swarm does not have a leader. It's possible that too few managers are online. Make sure more "
              "than half of the managers are online.")

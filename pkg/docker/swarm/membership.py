@@ -63,7 +63,8 @@ async def node_status_pass(store: Store) -> bool:
         if is_alive and status.get("State") != "ready":
             status.update({"State": "ready", "Message": ""})
             changed = True
-        elif not is_alive and status.get("State") == "ready" and _older_than(node, 3.0):
+        elif not is_alive and (status.get("State") == "ready" and _older_than(node, 3.0)
+                               or status.get("State") == "unknown" and _older_than(node, 30.0)):  # a join cut short
             status.update({"State": "down", "Message": "heartbeat failure"})
             changed = True
         manager = node.get("ManagerStatus")
