@@ -146,3 +146,57 @@ def test_global_service_one_per_node_and_rolling_update(bed3: Bed) -> None:
         assert seen_min >= 2
     finally:
         manager.out("service", "rm", "everywhere")
+
+
+def test_leave_rm_bad_tokens_and_rejoin(bed3: Bed) -> None:
+    manager, _, worker = bed3.nodes
+    old_id = worker.info()["NodeID"]
+    worker.out("swarm", "leave")
+    assert worker.info()["LocalNodeState"] == "inactive"
+    assert eventually(lambda: {r["ID"]: r["Status"] for r in nodes_table(manager)}[old_id] == "Down", 20)
+    manager.out("node", "rm", old_id)
+    assert old_id not in {r["ID"] for r in nodes_table(manager)}
+
+    token = manager.out("swarm", "join-token", "-q", "worker")
+    prefix, digest, secret = token.rsplit("-", 2)
+    other_digest = ("0" if digest[0] != "0" else "1") + digest[1:]
+    wrong_ca = worker.docker("swarm", "join", "--token", f"{prefix}-{other_digest}-{secret}",
+                             f"{manager.address}:2377", check=False)
+    assert wrong_ca.returncode != 0
+    assert f"remote CA does not match fingerprint. Expected: {other_digest}" in wrong_ca.stderr
+    other_secret = ("a" if secret[0] != "a" else "b") + secret[1:]
+    wrong_secret = worker.docker("swarm", "join", "--token", f"{prefix}-{digest}-{other_secret}",
+                                 f"{manager.address}:2377", check=False)
+    assert wrong_secret.returncode != 0
+    assert "A valid join token is necessary to join this cluster" in wrong_secret.stderr
+    malformed = worker.docker("swarm", "join", "--token", "SWMTKN-1-nope", f"{manager.address}:2377", check=False)
+    assert malformed.returncode != 0 and "invalid join token" in malformed.stderr
+    assert worker.info()["LocalNodeState"] == "inactive"  # nothing of a refused join is kept
+
+    worker.out("swarm", "join", "--token", token, "--advertise-addr", worker.address, f"{manager.address}:2377")
+    new_id = worker.info()["NodeID"]
+    assert new_id != old_id
+    assert eventually(lambda: {r["ID"]: r["Status"] for r in nodes_table(manager)}.get(new_id) == "Ready", 30)
+
+
+def test_worker_cable_cut(bed3: Bed) -> None:
+    """The worker's link down: it is marked down and its tasks run elsewhere; link back: ready again and the
+    containers of its replaced tasks are stopped."""
+    manager, cut = bed3.nodes[0], bed3.nodes[1]
+    cut_id = cut.info()["NodeID"]
+    manager.out("service", "create", "--detach", "--name", "cable", "--replicas", "3", "--stop-grace-period", "1s",
+                "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: running_on(bed3, "cable").get(1, 0) >= 1
+                          and sum(running_on(bed3, "cable").values()) == 3, 90)
+        cut.link(False)
+        try:
+            assert eventually(lambda: {r["ID"]: r["Status"] for r in nodes_table(manager)}[cut_id] == "Down", 20)
+            assert eventually(lambda: cut_id not in task_nodes(manager, "cable")
+                              and sum(task_nodes(manager, "cable").values()) == 3, 40)
+        finally:
+            cut.link(True)
+        assert eventually(lambda: {r["ID"]: r["Status"] for r in nodes_table(manager)}[cut_id] == "Ready", 40)
+        assert eventually(lambda: running_on(bed3, "cable").get(1) == 0, 60)
+    finally:
+        manager.out("service", "rm", "cable")
