@@ -200,3 +200,27 @@ def test_worker_cable_cut(bed3: Bed) -> None:
         assert eventually(lambda: running_on(bed3, "cable").get(1) == 0, 60)
     finally:
         manager.out("service", "rm", "cable")
+
+
+def test_rolling_update_rolls_back_on_failure(bed3: Bed) -> None:
+    """A replicated service over three nodes updated one task at a time to a command that fails: the update
+    is rolled back (--update-failure-action rollback) and every replica runs the old spec again."""
+    manager = bed3.nodes[0]
+    manager.out("service", "create", "--detach", "--name", "rollme", "--replicas", "3", "--stop-grace-period", "1s",
+                "--update-parallelism", "1", "--update-monitor", "3s", "--update-failure-action", "rollback",
+                "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: sum(running_on(bed3, "rollme").values()) == 3
+                          and len([n for n in running_on(bed3, "rollme").values() if n]) >= 2, 90)
+        manager.out("service", "update", "--detach", "--args", "false", "rollme")
+
+        def rolled_back() -> bool:
+            status = json.loads(manager.out("service", "inspect", "rollme"))[0].get("UpdateStatus") or {}
+            return status.get("State") == "rollback_completed"
+
+        assert eventually(rolled_back, 120), manager.out("service", "ps", "rollme")
+        spec = json.loads(manager.out("service", "inspect", "rollme"))[0]["Spec"]
+        assert spec["TaskTemplate"]["ContainerSpec"]["Args"] == ["sleep", "1d"]
+        assert eventually(lambda: sum(running_on(bed3, "rollme").values()) == 3, 60)
+    finally:
+        manager.out("service", "rm", "rollme")
