@@ -120,6 +120,7 @@ class Store:
         except errors.Unavailable:
             return
         if old is not None and old is not self.client:
+            log.warning("swarm: etcd endpoint failed over to %s:%d", *self.endpoints[self._current])
             await old.close()
 
     async def close(self) -> None:
