@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, NOT_MANAGER, InitRequest
+from pkg.docker.swarm.roles import JoinRequest
 
-__all__ = ["ALREADY_IN_SWARM", "NOT_MANAGER", "InitRequest", "SwarmBackend"]
+__all__ = ["ALREADY_IN_SWARM", "NOT_MANAGER", "InitRequest", "JoinRequest", "SwarmBackend"]
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
@@ -19,6 +20,8 @@ class SwarmBackend(Protocol):
     async def init(self, req: InitRequest) -> str: ...
 
     async def leave(self, force: bool) -> None: ...
+
+    async def join(self, req: JoinRequest) -> None: ...
 
     async def inspect(self) -> Obj: ...
 

@@ -11,6 +11,7 @@ from typing import Any
 from pkg.docker.swarm import nodes, secrets, services
 from pkg.docker.swarm.cluster import Cluster, InitRequest
 from pkg.docker.swarm.lookup import find
+from pkg.docker.swarm.roles import JoinRequest
 from pkg.events import DockerEvent, EventBus
 
 Obj = dict[str, Any]
@@ -42,6 +43,9 @@ class SwarmAPI:
 
     async def leave(self, force: bool) -> None:
         await self.cluster.leave(force)
+
+    async def join(self, req: JoinRequest) -> None:
+        await self.cluster.join(req)
 
     async def inspect(self) -> Obj:
         return await self.cluster.inspect()
