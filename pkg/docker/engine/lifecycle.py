@@ -24,7 +24,7 @@ from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, RestartP
 from pkg.docker.engine.registry import Registry
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.model import MountType
-from pkg.model.state import ContainerState, DockerState
+from pkg.model.state import ContainerState, DockerState, IllegalTransition
 from pkg.runtime.containers import ContainerService
 
 log = logging.getLogger(__name__)
@@ -334,7 +334,11 @@ class Lifecycle:
             await self.registry.transition(container_id, None)  # the exit ended the pause
         restart = self.should_restart(record, status.exit_code) and not record.state.removing
         if restart:
-            await self.registry.transition(container_id, DockerState.RESTARTING)
+            try:
+                record = await self.registry.transition(container_id, DockerState.RESTARTING)
+            except IllegalTransition:  # a removal marked it REMOVING since it was read: it stays down
+                restart = False
+                record = self.registry.find(container_id) or record
         # Waiters for not-running are answered even when the restart policy brings it back: moby sets
         # Restarting, then fires them (container/state.go), so `docker wait` returns at each exit and what
         # the client does next already sees the container restarting.
