@@ -2,7 +2,8 @@
 
 A narwhald leaves host-global objects behind when it goes away for good: its default bridge
 (``nw-<instance>``), the firewall plugin's admin chain (``NARWHAL-ADMIN-<instance>``, jumped to from
-the shared ``CNI-FORWARD``), its Docker networks' bridges and isolation chain (``NW-ISO-<instance>``),
+the shared ``CNI-FORWARD``), its Docker networks' bridges and isolation chain (``NW-ISO-<instance>``), the
+swarm's routing-mesh chains (``NW-MESH-<instance>``, ``NW-MESHMQ-<instance>``),
 per-container NAT/portmap chains of a crash, cgroup parents, mounts under its dirs, and the default
 conflist it wrote.  The package's purge and the test teardown run this.  Every object is found by
 this instance's own names (``cfg.instance_id`` is a hash of its root) or under its own dirs: other
@@ -35,6 +36,7 @@ from pkg.config import Config
 from pkg.containerd import tasks
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.docker.swarm.mesh import Mesh
 from pkg.networks import conflist as network_conflist
 from pkg.networks.firewall import Isolation
 from pkg.networks.host import delete_bridge
@@ -196,8 +198,9 @@ class Cleanup:
         await gc.collect(manager, set())
 
     async def _firewall(self) -> None:
-        """The isolation chain of our Docker networks and the firewall plugin's admin chain."""
+        """The isolation chain of our Docker networks, the swarm's mesh chains and the firewall plugin's admin chain."""
         await Isolation(self.cfg.instance_id, defaults.bridge_name(self.cfg)).sync([])
+        await Mesh(self.cfg.instance_id).remove()  # the swarm's published ingress ports
         chain = defaults.admin_chain(self.cfg)
         for cmd, save in iptables.families():
             table = (await iptables.snapshot(save, ("filter",))).get("filter")

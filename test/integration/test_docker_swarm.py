@@ -8,6 +8,7 @@ and leaves it with --force, after which nothing may be left: no containers, no e
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -60,6 +61,7 @@ def swarm(dd: DockerDaemon) -> Iterator[str]:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), "etcd still runs after swarm leave"
         assert not (dd.daemon.root / "docker" / "swarm").exists()
         assert dd.out("ps", "-aq") == ""
+        assert mesh_rules(dd) == []
         assert leftovers(dd.daemon) == {}
 
 
@@ -321,18 +323,76 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
         dd.out("service", "rm", name)
 
 
-def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
-    """mode=host binds the port on the node like -p; ingress (the routing mesh) is issue 18: a warning."""
-    started = int(time.time())
+def http_body(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback/host only
+            return str(response.read().decode().strip())
+    except OSError:
+        return ""
+
+
+def mesh_rules(dd: DockerDaemon) -> list[str]:
+    instance = hashlib.sha256(str(dd.daemon.root.resolve()).encode()).hexdigest()[:8]
+    out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if f"NW-MESH-{instance}" in line or f"NW-MESHMQ-{instance}" in line]
+
+
+def node_address() -> str:
+    """A non-loopback address of this host (the routing mesh answers there too)."""
+    out = subprocess.run(["ip", "-4", "-o", "route", "get", "192.0.2.255"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    return out[out.index("src") + 1] if "src" in out else "127.0.0.1"
+
+
+WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def test_routing_mesh(dd: DockerDaemon, swarm: str) -> None:
+    """-p 8080:80 on 3 replicas: the port answers on 127.0.0.1 and the node's address, round robin over the
+    three tasks; the rules follow scale and removal; mode=host binds only where a task runs."""
     port = free_port()
-    dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={port}",
-           "busybox", "httpd", "-f", "-p", "80")
+    dd.out("service", "create", "--replicas", "3", "--name", "web", "-p", f"{port}:80", "busybox", *WEB)
+    assert replicas(dd, "web") == "3/3"
+    hostnames = {c[:12] for c in dd.out("ps", "-q", "--no-trunc").split()}
+    assert len(hostnames) == 3
+    for host in ("127.0.0.1", node_address()):
+        assert eventually(lambda h=host: http_body(f"http://{h}:{port}/") in hostnames, 30)
+        seen = [http_body(f"http://{host}:{port}/") for _ in range(9)]
+        assert sorted(seen) == sorted(list(hostnames) * 3), seen  # every task, each as often
+    endpoint = json.loads(dd.out("service", "inspect", "web"))[0]["Endpoint"]
+    assert endpoint["Ports"] == [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": port,
+                                  "PublishMode": "ingress"}]
+    assert endpoint["Spec"]["Mode"] == "vip"
+    # a second service cannot take the port; one without a published port gets one from 30000-32767
+    proc = dd.docker("service", "create", "--name", "web2", "-p", f"{port}:80", "busybox", *WEB, check=False)
+    assert proc.returncode != 0
+    assert f"port '{port}' is already in use by service 'web'" in proc.stderr
+    dd.out("service", "create", "--detach", "--name", "auto", "-p", "80", "busybox", *WEB)
+    auto = json.loads(dd.out("service", "inspect", "auto"))[0]["Endpoint"]["Ports"][0]
+    assert 30000 <= auto["PublishedPort"] <= 32767 and auto["PublishMode"] == "ingress"
+    dd.out("service", "rm", "auto")
+    # scaled down: only the remaining task answers, and the rules say so
+    dd.out("service", "scale", "web=1")
+    assert eventually(lambda: len([r for r in mesh_rules(dd) if "-j DNAT" in r]) == 1, 60), mesh_rules(dd)
+    left = {c[:12] for c in dd.out("ps", "-q", "--no-trunc", "--filter", "status=running").split()}
+    assert eventually(lambda: {http_body(f"http://127.0.0.1:{port}/") for _ in range(3)} == left, 30)
+    dd.out("service", "rm", "web")
+    assert eventually(lambda: not [r for r in mesh_rules(dd) if "-j DNAT" in r], 30), mesh_rules(dd)
+    # mode=host: bound like -p on the node running the task
+    hport = free_port()
+    dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={hport}",
+           "busybox", *WEB)
     name = dd.out("ps", "--format", "{{.Names}}")
-    assert dd.out("port", name).startswith(f"80/tcp -> 0.0.0.0:{port}")
-    assert eventually(lambda: http_status(f"http://127.0.0.1:{port}/") in (200, 403, 404), 30)  # httpd answers
-    proc = dd.docker("service", "create", "--detach", "--name", "meshed", "-p", f"{free_port()}:80", "busybox",
-                     "sleep", "1d")
-    assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
+    assert dd.out("port", name).startswith(f"80/tcp -> 0.0.0.0:{hport}")
+    assert eventually(lambda: http_status(f"http://127.0.0.1:{hport}/") == 200, 30)
+    dd.out("service", "rm", "httpd")
+
+
+def test_service_events(dd: DockerDaemon, swarm: str) -> None:
+    started = int(time.time())
+    dd.out("service", "create", "--detach", "--name", "httpd", "busybox", "sleep", "1d")
+    dd.out("service", "create", "--detach", "--name", "meshed", "-p", f"{free_port()}:80", "busybox",
+           "sleep", "1d")
     dd.out("service", "rm", "httpd", "meshed")
     client = api(dd)
     try:

@@ -24,6 +24,7 @@ from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, spl
 from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
+from pkg.docker.swarm.mesh import Mesh, MeshSync
 from pkg.docker.swarm.orchestrator import Orchestrator
 from pkg.docker.swarm.store import Store
 
@@ -68,7 +69,7 @@ class InitRequest:
 
 class Cluster:
     def __init__(self, root: Path, state: Path, executor: Executor, *, external_endpoints: list[str],
-                 engine_version: str, ncpu: int, mem_total: int) -> None:
+                 engine_version: str, ncpu: int, mem_total: int, instance_id: str = "0") -> None:
         self.root = root / "swarm"
         self.state_dir = state / "swarm"
         self.executor = executor
@@ -80,6 +81,8 @@ class Cluster:
         self.store: Store | None = None
         self.orchestrator: Orchestrator | None = None
         self.agent: Agent | None = None
+        self.mesh = Mesh(instance_id)  # published ingress ports (mesh.py)
+        self.mesh_sync: MeshSync | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock = asyncio.Lock()
@@ -165,6 +168,8 @@ class Cluster:
         if node.role == "manager":
             self.orchestrator = Orchestrator(store, node.node_id)
             self._tasks.append(create_guarded_task(self.orchestrator.run, "swarm-orchestrator", restart_delay=1.0))
+        self.mesh_sync = MeshSync(store, node.node_id, self.executor, self.mesh)
+        self._tasks.append(create_guarded_task(self.mesh_sync.run, "swarm-mesh", restart_delay=1.0))
         self._tasks.append(create_guarded_task(self._watch, "swarm-watch", restart_delay=1.0))
         if not node.external:
             self._tasks.append(create_guarded_task(self._etcd_watchdog, "swarm-etcd-watchdog", restart_delay=1.0))
@@ -179,6 +184,7 @@ class Cluster:
         if self.store is not None:
             await self.store.close()
         self.store, self.agent, self.orchestrator, self.node = None, None, None, node if keep_node else None
+        self.mesh_sync = None
 
     async def _watch(self) -> None:
         """Every store change wakes the reconcilers (they also poll, so a lost watch only slows them)."""
@@ -188,6 +194,8 @@ class Cluster:
                 self.orchestrator.wake()
             if self.agent is not None and kind in ("tasks", "services"):
                 self.agent.wake()
+            if self.mesh_sync is not None and kind in ("tasks", "services"):
+                self.mesh_sync.wake()
 
     async def _etcd_watchdog(self) -> None:
         while True:
@@ -289,6 +297,7 @@ class Cluster:
             for container_id in self.executor.containers().values():
                 await self.executor.remove(container_id)
             await asyncio.to_thread(unmount_files, self.state_dir)
+            await self.mesh.remove()
             if not node.external:
                 await self.member.destroy()
             self.node_file.unlink(missing_ok=True)
