@@ -281,6 +281,97 @@ def test_swarm_survives_kill9_of_narwhald_and_etcd(dd: DockerDaemon, swarm: str)
     assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
 
 
+SWARM_LOCKED = ('Swarm is encrypted and needs to be unlocked before it can be used. Please use "docker swarm unlock" '
+                "to unlock it.")
+
+
+def unlock(dd: DockerDaemon, key: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/usr/local/bin/docker", "swarm", "unlock"], input=key + "\n", env=dd.daemon.docker_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_autolock(dd: DockerDaemon, swarm: str) -> None:
+    """With autolock a secret's data is not in etcd's files, a restarted node is locked (moby's 503) until
+    `swarm unlock` with the right key, rotation makes the old key useless; tasks come back after unlocking."""
+    key = dd.out("swarm", "update", "--autolock=true").split("SWMKEY-1-")[1].split()[0]
+    key = "SWMKEY-1-" + key
+    assert dd.out("swarm", "unlock-key", "-q") == key
+    plaintext = "autolock-plaintext-" + os.urandom(6).hex()
+    proc = subprocess.run(["/usr/local/bin/docker", "secret", "create", "s1", "-"], input=plaintext,
+                          env=dd.daemon.docker_env(), capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip()
+    dd.out("service", "create", "--name", "holder", "--secret", "s1", "busybox", "sleep", "1d")
+    container = dd.out("ps", "-q")
+    assert dd.out("exec", container, "cat", "/run/secrets/s1") == plaintext
+    etcd_dir = dd.daemon.root / "docker" / "swarm" / "etcd"
+    found = subprocess.run(["grep", "-rlaF", plaintext, str(etcd_dir)], capture_output=True, text=True, check=False)
+    assert found.stdout == "", f"secret data in etcd's files: {found.stdout}"
+
+    dd.daemon.stop()
+    dd.daemon.start()
+    info = json.loads(dd.out("info", "--format", "{{json .Swarm}}"))
+    assert info["LocalNodeState"] == "locked" and info["Error"] == SWARM_LOCKED
+    proc = dd.docker("node", "ls", check=False)
+    assert proc.returncode != 0 and SWARM_LOCKED in proc.stderr
+    client = api(dd)
+    try:
+        assert client._get(client._url("/_ping")).headers["Swarm"] == "locked"
+        with pytest.raises(docker.errors.APIError) as err:
+            client.inspect_swarm()
+        assert err.value.status_code == 503 and err.value.explanation == SWARM_LOCKED
+        with pytest.raises(docker.errors.APIError) as err:
+            client.unlock_swarm("SWMKEY-1-" + "A" * 43)
+        assert err.value.status_code == 401
+        assert err.value.explanation == "swarm could not be unlocked: invalid key provided"
+        with pytest.raises(docker.errors.APIError) as err:
+            client.unlock_swarm("not-a-key")
+        assert err.value.status_code == 400
+    finally:
+        client.close()
+    proc = dd.docker("swarm", "leave", check=False)
+    assert "Swarm is encrypted and locked. Please unlock it first" in proc.stderr
+    proc = unlock(dd, key)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "active"
+    assert "swarm is not locked" in unlock(dd, key).stderr  # 409 as moby
+    assert eventually(lambda: replicas(dd, "holder") == "1/1", 60)
+    dd.out("service", "scale", "holder=2")  # a new task opens the sealed secret again
+    for cid in dd.out("ps", "-q").split():
+        assert dd.out("exec", cid, "cat", "/run/secrets/s1") == plaintext
+
+    new_key = dd.out("swarm", "unlock-key", "--rotate", "-q")
+    assert new_key.startswith("SWMKEY-1-") and new_key != key
+    dd.daemon.kill9()
+    dd.daemon.start()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "locked"
+    assert "invalid key provided" in unlock(dd, key).stderr
+    assert unlock(dd, new_key).returncode == 0
+    assert eventually(lambda: replicas(dd, "holder") == "2/2", 60)
+    dd.out("swarm", "update", "--autolock=false")
+    assert "no unlock key is set" in dd.docker("swarm", "unlock-key", "-q", check=False).stderr
+    dd.daemon.stop()
+    dd.daemon.start()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "active"
+    dd.out("service", "rm", "holder")
+    dd.out("secret", "rm", "s1")
+    assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
+
+
+def test_locked_node_leaves_with_force(dd: DockerDaemon) -> None:
+    out = dd.out("swarm", "init", "--autolock", "--advertise-addr", "127.0.0.1")
+    assert "SWMKEY-1-" in out
+    dd.out("service", "create", "--name", "lockedaway", "busybox", "sleep", "1d")
+    dd.daemon.kill9()
+    dd.daemon.start()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "locked"
+    dd.out("swarm", "leave", "--force")
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "inactive"
+    assert not (dd.daemon.root / "docker" / "swarm").exists()
+    assert dd.out("ps", "-aq") == ""
+    assert mesh_rules(dd) == []
+    assert leftovers(dd.daemon) == {}
+
+
 def test_swarm_cli_not_manager_commands_hidden_when_inactive(dd: DockerDaemon) -> None:
     """The docker CLI shows `service` only when /_ping says active/manager."""
     proc = subprocess.run(["/usr/local/bin/docker", "--help"], env=dd.daemon.docker_env(), capture_output=True,
@@ -315,8 +406,10 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
 
     dd.out("node", "update", "--availability", "drain", "self")
     assert eventually(lambda: dd.out("ps", "-q") == "", 60)  # drained: every task shut down
-    pending = [t for t in tasks(dd, "talker") if t["DesiredState"] == "running"]
-    assert [t["Status"]["State"] for t in pending] == ["pending"]
+    def pending() -> list[str]:  # the replacement the orchestrator makes waits for a node
+        return [t["Status"]["State"] for t in tasks(dd, "talker") if t["DesiredState"] == "running"]
+
+    assert eventually(lambda: pending() == ["pending"], 30), pending()
     dd.out("node", "update", "--availability", "active", "self")
     assert eventually(lambda: replicas(dd, "talker") == "1/1", 60)
     for name in ("nowhere", "big", "talker"):
@@ -525,8 +618,10 @@ def test_update_failure_actions(dd: DockerDaemon, swarm: str) -> None:
 
 
 def test_service_logs_follow(dd: DockerDaemon, swarm: str, tmp_path: Path) -> None:
+    """-f follows the tasks running when it began and the ones started later; --tail/--timestamps/--since
+    apply to each task's log, as moby's log broker does."""
     dd.out("service", "create", "--name", "chatty", "--replicas", "2", "--stop-grace-period", "1s", "busybox",
-           "sh", "-c", "echo first; sleep 15; echo second; sleep 1d")
+           "sh", "-c", "echo first; echo one; echo two; sleep 15; echo second; sleep 1d")
     out = tmp_path / "logs"
     with open(out, "w") as sink:
         follower = subprocess.Popen(["/usr/local/bin/docker", "service", "logs", "--follow", "chatty"],
@@ -534,11 +629,35 @@ def test_service_logs_follow(dd: DockerDaemon, swarm: str, tmp_path: Path) -> No
     try:
         assert eventually(lambda: out.read_text().count("| first") == 2, 30), out.read_text()
         assert "| second" not in out.read_text()  # (the create returned well before the tasks wrote it)
-        # lines written after the follow began arrive too, from both replicas, each with its task's name
-        assert eventually(lambda: out.read_text().count("| second") == 2, 60), out.read_text()
+        # a task started after the follow began is followed too, from its first line
+        dd.out("service", "scale", "chatty=3")
+        assert eventually(lambda: out.read_text().count("| first") == 3, 60), out.read_text()
+        # lines written after the follow began arrive too, from every replica, each with its task's name
+        assert eventually(lambda: out.read_text().count("| second") == 3, 60), out.read_text()
+        quiet_since = f"{time.time():.6f}"  # every task has written all it will write
         lines = out.read_text().splitlines()
-        assert sorted(line.split(".")[1] for line in lines if line.endswith("| first")) == ["1", "2"]
+        assert sorted(line.split(".")[1] for line in lines if line.endswith("| first")) == ["1", "2", "3"]
+        assert follower.poll() is None  # -f does not end while the tasks run
     finally:
         follower.terminate()
         follower.wait(10)
+    tail = dd.out("service", "logs", "--tail", "1", "--no-task-ids", "chatty").splitlines()
+    assert sorted(line.split("|", 1)[1].strip() for line in tail) == ["second"] * 3
+    assert all(line.split(".")[0] == "chatty" for line in tail)
+    stamped = dd.out("service", "logs", "--timestamps", "--tail", "2", "chatty").splitlines()
+    assert len(stamped) == 6
+    for line in stamped:  # "<RFC3339Nano> <name>.<slot>.<task id>@<node>    | <line>" (the CLI puts it first)
+        stamp = line.split(" ", 1)[0]
+        assert stamp[:4].isdigit() and stamp.endswith("Z") and "T" in stamp, line
+    assert dd.out("service", "logs", "--since", quiet_since, "chatty") == ""
+    assert len(dd.out("service", "logs", "--since", "10m", "chatty").splitlines()) == 12
+    raw = api(dd)
+    try:
+        tasks_now = raw.tasks(filters={"service": "chatty", "desired-state": "running"})
+        data = b"".join(raw.service_logs("chatty", details=True, stdout=True, tail=1))
+    finally:
+        raw.close()
+    for task in tasks_now:
+        assert (f"com.docker.swarm.node.id={task['NodeID']},com.docker.swarm.service.id={task['ServiceID']},"
+                f"com.docker.swarm.task.id={task['ID']} second").encode() in data, data
     dd.out("service", "rm", "chatty")
