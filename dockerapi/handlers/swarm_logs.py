@@ -22,8 +22,8 @@ from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.swarm import swarm
 from dockerapi.params import query_bool
 from pkg import errors
+from pkg.docker.views.logs import container_logs
 from pkg.logs.reader import ReadOptions
-from pkg.runtime.docker_logs import container_logs
 
 Obj = dict[str, Any]
 RESCAN = 1.0  # seconds between looks for new tasks (and for a client gone) while following
