@@ -65,6 +65,22 @@ def swarm(dd: DockerDaemon) -> Iterator[str]:
         assert leftovers(dd.daemon) == {}
 
 
+def etcd_processes(dd: DockerDaemon) -> list[int]:
+    """Live etcd processes serving this daemon's data dir."""
+    data_dir = str(dd.daemon.root / "docker" / "swarm" / "etcd")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"etcd") and data_dir.encode() in argv and not _zombie(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
@@ -277,6 +293,22 @@ def test_swarm_survives_kill9_of_narwhald_and_etcd(dd: DockerDaemon, swarm: str)
     assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)  # and it serves
     dd.out("service", "scale", "durable=3")
     assert replicas(dd, "durable") == "3/3"
+
+    # both at once: narwhald and its etcd killed; the next narwhald starts etcd again, adopts the tasks
+    before = set(dd.out("ps", "-q").split())
+    pid = etcd_pid(dd)
+    assert pid is not None
+    dd.daemon.kill9()
+    os.kill(pid, signal.SIGKILL)
+    dd.daemon.start()
+    assert eventually(lambda: etcd_pid(dd) not in (None, pid), 30)
+    assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)
+    assert eventually(lambda: replicas(dd, "durable") == "3/3", 60)
+    assert set(dd.out("ps", "-q").split()) == before  # adopted, not replaced
+    assert dd.out("ps", "-aq", "--filter", "status=exited") == ""
+    running = [t for t in tasks(dd, "durable") if t["DesiredState"] == "running"]
+    assert sorted(t["Slot"] for t in running) == [1, 2, 3] and all(t["Status"]["State"] == "running" for t in running)
+    assert etcd_processes(dd) == [etcd_pid(dd)]  # one etcd for this node, none left over
     dd.out("service", "rm", "durable")
     assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
 
