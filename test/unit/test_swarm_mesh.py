@@ -1,9 +1,13 @@
 """The routing mesh's plan and iptables text (pkg/docker/swarm/mesh.py), and ingress port allocation."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from pkg.docker.swarm import mesh
+import pytest
+
+from pkg import errors
+from pkg.docker.swarm import mesh, services
 
 Obj = dict[str, Any]
 
@@ -51,3 +55,39 @@ def test_restore_input_round_robin_and_masquerade() -> None:
     assert len(masq) == 3 and all("--ctorigdstport 8080 -j MASQUERADE" in m for m in masq)
     assert mesh.chains("abcd1234") == ("NW-MESH-abcd1234", "NW-MESHMQ-abcd1234")
     assert all(len(c) <= 28 for c in mesh.chains("abcd1234"))  # iptables' limit on chain names
+
+
+class _Store:
+    """The one store call ``services.endpoint`` makes: the other services."""
+
+    def __init__(self, services: list[Obj]) -> None:
+        self.services = services
+
+    async def list(self, kind: str) -> list[Obj]:
+        assert kind == "services"
+        return self.services
+
+
+def test_endpoint_ports_as_swarmkits_allocator() -> None:
+    web = {"ID": "w", "Spec": {"Name": "web"}, "Endpoint": {"Ports": [INGRESS]}}
+    store: Any = _Store([web])
+
+    def endpoint(ports: list[Obj], previous: Obj | None = None, mode: str = "vip") -> Obj:
+        spec = {"EndpointSpec": {"Mode": mode, "Ports": ports}}
+        return asyncio.run(services.endpoint(store, spec, "new", previous))
+
+    got = endpoint([{"TargetPort": 80}, {"TargetPort": 81, "PublishedPort": 9000, "PublishMode": "host"}])
+    assert got["Ports"] == [
+        {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 30000, "PublishMode": "ingress"},
+        {"Protocol": "tcp", "TargetPort": 81, "PublishedPort": 9000, "PublishMode": "host"}]
+    kept = endpoint([{"TargetPort": 80}], previous={"Ports": [{**INGRESS, "PublishedPort": 31000}]})
+    assert kept["Ports"][0]["PublishedPort"] == 31000  # an update keeps the allocated port
+    with pytest.raises(errors.InvalidArgument, match="port '8080' is already in use by service 'web' \\(w\\) as an "
+                       "ingress port"):
+        endpoint([{"TargetPort": 80, "PublishedPort": 8080}])
+    assert endpoint([{"TargetPort": 80, "PublishedPort": 8080, "Protocol": "udp"}])["Ports"][0]["PublishedPort"] == 8080
+    with pytest.raises(errors.InvalidArgument, match="duplicate published ports"):
+        endpoint([{"TargetPort": 80, "PublishedPort": 9100}, {"TargetPort": 81, "PublishedPort": 9100}])
+    with pytest.raises(errors.InvalidArgument, match="can't be used with dnsrr mode"):
+        endpoint([{"TargetPort": 80}], mode="dnsrr")
+    assert endpoint([]) == {"Spec": {"Mode": "vip", "Ports": []}}

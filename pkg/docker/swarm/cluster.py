@@ -291,7 +291,8 @@ class Cluster:
             spec, secrets.token_bytes(32), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
             subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
         self.dek = keys.new_dek()
-        self._unlock_key = keys.new_unlock_key() if req.autolock else ""
+        autolock = bool(spec.get("EncryptionConfig", {}).get("AutoLockManagers"))  # the flag or the spec's
+        self._unlock_key = keys.new_unlock_key() if autolock else ""
         cluster["DEK"] = keys.dek_record(self.dek, self._unlock_key)
         await self.store.put_cluster(cluster, None)
         await self.store.create("nodes", objects.new_node(node.node_id, "manager", req.availability or "active",

@@ -80,7 +80,9 @@ async def endpoint(store: Store, spec: Obj, service_id: str, previous: Obj | Non
                 "PublishedPort": int(p.get("PublishedPort") or 0), "PublishMode": p.get("PublishMode") or "ingress"}
         if p.get("Name"):
             port["Name"] = p["Name"]
-        key = (port["Protocol"], port["PublishedPort"], port["PublishMode"])
+        if endpoint_spec["Mode"] == "dnsrr" and port["PublishMode"] == "ingress":
+            raise _invalid("EndpointSpec: port published with ingress mode can't be used with dnsrr mode")
+        key = (port["Protocol"], port["PublishedPort"])
         if port["PublishedPort"] and key in seen:
             raise _invalid("EndpointSpec: duplicate published ports provided")
         seen.add(key)
