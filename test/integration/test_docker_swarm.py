@@ -28,7 +28,7 @@ from lib.cni_host import InstanceNetwork
 from lib.daemon import free_port, start_daemon
 from lib.docker import DockerDaemon, docker_daemon, eventually, mirror_config
 from lib.images import push
-from lib.leaks import leftovers
+from lib.leaks import host_leftovers, leftovers
 from lib.registry import Registry
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
@@ -402,6 +402,30 @@ def test_locked_node_leaves_with_force(dd: DockerDaemon) -> None:
     assert dd.out("ps", "-aq") == ""
     assert mesh_rules(dd) == []
     assert leftovers(dd.daemon) == {}
+
+
+def test_cleanup_after_kill9_of_a_swarm_node(registry: Registry) -> None:
+    """narwhald killed -9 on a swarm with a published port: `narwhald cleanup --force` stops the task
+    containers and the swarm's etcd, and removes the mesh chains with the rest."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry.host))
+    try:
+        node = DockerDaemon(d)
+        node.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+        node.out("service", "create", "--detach", "--name", "crashed", "-p", f"{free_port()}:80", "busybox", "sleep", "1d")
+        assert eventually(lambda: any("-j DNAT" in r for r in mesh_rules(node)), 90)  # its task runs
+        assert etcd_processes(node)
+        d.kill9()
+        done = d.cleanup("--force", "--remove-dirs")
+        assert done.returncode == 0, done.stderr
+        assert "stopped the swarm's etcd" in done.stdout + done.stderr
+        assert etcd_processes(node) == []
+        assert mesh_rules(node) == []
+        assert host_leftovers(d) == {}
+    finally:
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()
 
 
 def test_swarm_cli_not_manager_commands_hidden_when_inactive(dd: DockerDaemon) -> None:
