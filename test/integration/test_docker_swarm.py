@@ -412,7 +412,8 @@ def test_cleanup_after_kill9_of_a_swarm_node(registry: Registry) -> None:
     try:
         node = DockerDaemon(d)
         node.out("swarm", "init", "--advertise-addr", "127.0.0.1")
-        node.out("service", "create", "--detach", "--name", "crashed", "-p", f"{free_port()}:80", "busybox", "sleep", "1d")
+        node.out("service", "create", "--detach", "--name", "crashed", "-p", f"{free_port()}:80", "busybox",
+                 "sleep", "1d")
         assert eventually(lambda: any("-j DNAT" in r for r in mesh_rules(node)), 90)  # its task runs
         assert etcd_processes(node)
         d.kill9()
