@@ -2,7 +2,8 @@
 
 A narwhald leaves host-global objects behind when it goes away for good: its default bridge
 (``nw-<instance>``), the firewall plugin's admin chain (``NARWHAL-ADMIN-<instance>``, jumped to from
-the shared ``CNI-FORWARD``), its Docker networks' bridges and isolation chain (``NW-ISO-<instance>``),
+the shared ``CNI-FORWARD``), its Docker networks' bridges and isolation chain (``NW-ISO-<instance>``), the
+swarm's routing-mesh chains (``NW-MESH-<instance>``, ``NW-MESHMQ-<instance>``) and etcd member,
 per-container NAT/portmap chains of a crash, cgroup parents, mounts under its dirs, and the default
 conflist it wrote.  The package's purge and the test teardown run this.  Every object is found by
 this instance's own names (``cfg.instance_id`` is a hash of its root) or under its own dirs: other
@@ -39,6 +40,8 @@ from pkg.docker.networks import conflist as network_conflist
 from pkg.docker.networks.firewall import Isolation
 from pkg.docker.networks.host import delete_bridge
 from pkg.docker.networks.model import Network
+from pkg.docker.swarm.etcd import EtcdMember
+from pkg.docker.swarm.mesh import Mesh
 
 log = logging.getLogger("narwhal.cleanup")
 
@@ -65,6 +68,7 @@ class Cleanup:
         try:
             await asyncio.to_thread(self._hold_instance_lock)
             await self._stop_containers()
+            await self._swarm_etcd()
             networks = await asyncio.to_thread(self._docker_networks)
             await self._network_state(networks)
             await self._firewall()
@@ -204,9 +208,23 @@ class Cleanup:
         manager.named_networks = named
         await gc.collect(manager, set())
 
+    async def _swarm_etcd(self) -> None:
+        """The swarm's etcd member outlives a killed narwhald (as containerd does): stopped here, its data
+        kept (``--remove-dirs`` removes it with the rest of the root)."""
+        member = EtcdMember(self.cfg.root / "docker" / "swarm", self.cfg.state / "docker" / "swarm")
+        try:
+            member.pid = int(member.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if member.alive():
+            pid = member.pid
+            await member.stop()
+            self.say(f"stopped the swarm's etcd (pid {pid})")
+
     async def _firewall(self) -> None:
-        """The isolation chain of our Docker networks and the firewall plugin's admin chain."""
+        """The isolation chain of our Docker networks, the swarm's mesh chains and the firewall plugin's admin chain."""
         await Isolation(self.cfg.instance_id, defaults.bridge_name(self.cfg)).sync([])
+        await Mesh(self.cfg.instance_id).remove()  # the swarm's published ingress ports
         chain = defaults.admin_chain(self.cfg)
         for cmd, save in iptables.families():
             table = (await iptables.snapshot(save, ("filter",))).get("filter")

@@ -174,7 +174,7 @@ class Daemon:
         self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker",
                              Executor(self.engine, self.docker_images),
                              external_endpoints=self.cfg.swarm_etcd_endpoints, engine_version=host.server_version,
-                             ncpu=host.ncpu, mem_total=host.mem_total)
+                             ncpu=host.ncpu, mem_total=host.mem_total, instance_id=self.cfg.instance_id)
         await self.swarm.start()  # a node in a swarm before the restart is back in it
         self.docker_execs = ExecManager(self.docker_runtime.containers, self.docker_runtime.ctx.root / "execs")
         docker_io = DomainIO(self.docker_runtime.containers)

@@ -92,8 +92,12 @@ async def unlock_key(request: web.Request) -> web.Response:
 
 
 async def unlock(request: web.Request) -> web.Response:
-    await swarm(request).inspect()  # a node in no swarm answers 503 as moby
-    raise errors.InvalidArgument("swarm is not locked")
+    body = canonical(await json_object(request))
+    key = body.get("UnlockKey")
+    if not isinstance(key, str):
+        raise errors.InvalidArgument("UnlockKey must be a string")
+    await swarm(request).unlock(key)
+    return web.Response(status=200)
 
 
 def _int(value: Any, what: str) -> int:

@@ -1,17 +1,12 @@
 """/services and /tasks: create, list, inspect, update, delete, logs (moby's router/swarm)."""
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from aiohttp import web
 
-from dockerapi import filters, hijack, times
-from dockerapi.backends import ReadOptions
+from dockerapi import filters
 from dockerapi.gokeys import canonical
-from dockerapi.handlers.attach import containers
-from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.swarm import swarm, version_param
+from dockerapi.handlers.swarm_logs import service_logs, task_logs
 from dockerapi.params import json_object, query_bool
 from pkg import errors
 
@@ -65,69 +60,6 @@ async def task_list(request: web.Request) -> web.Response:
 
 async def task_inspect(request: web.Request) -> web.Response:
     return web.json_response(await swarm(request).task_get(request.match_info["id"]))
-
-
-async def service_logs(request: web.Request) -> web.StreamResponse:
-    tasks = await swarm(request).task_list({"service": [request.match_info["id"]]})
-    return await _logs(request, tasks)
-
-
-async def task_logs(request: web.Request) -> web.StreamResponse:
-    return await _logs(request, [await swarm(request).task_get(request.match_info["id"])])
-
-
-async def _logs(request: web.Request, tasks: list[dict[str, Any]]) -> web.StreamResponse:
-    """The logs of the tasks' containers on this node, read side by side (``follow`` keeps every one open),
-    each line with moby's details when asked (the docker CLI always asks: it prints the task name from them)."""
-    stdout, stderr = query_bool(request, "stdout"), query_bool(request, "stderr")
-    if not stdout and not stderr:
-        raise errors.InvalidArgument("Bad parameters: you must choose at least one stream")
-    options = ReadOptions(
-        follow=query_bool(request, "follow"), tail=parse_tail(request.query.get("tail", "")),
-        since_ns=times.unix_ns(request.query.get("since", ""), "since"), until_ns=None,
-        streams=frozenset(name for name, on in (("stdout", stdout), ("stderr", stderr)) if on))
-    details, timestamps = query_bool(request, "details"), query_bool(request, "timestamps")
-    service = containers(request)
-    sources = []
-    for task in tasks:
-        container_id = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
-        if container_id and service.exists(str(container_id)):  # else removed already (or on another node)
-            sources.append((task, str(container_id)))
-    frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1024)
-
-    async def read(task: dict[str, Any], container_id: str) -> None:
-        prefix = (f"com.docker.swarm.node.id={task['NodeID']},com.docker.swarm.service.id={task['ServiceID']},"
-                  f"com.docker.swarm.task.id={task['ID']} ").encode() if details else b""
-        try:
-            async for entry in service.logs(container_id, options):
-                data = prefix + entry.content
-                if timestamps:
-                    data = times.rfc3339_fixed(entry.timestamp_ns).encode() + b" " + data
-                await frames.put(hijack.frame(hijack.STDERR if entry.stream == "stderr" else hijack.STDOUT, data))
-        except errors.NarwhalError:
-            pass  # the container went away while read
-        finally:
-            await frames.put(None)
-
-    response = web.StreamResponse(status=200, headers={"Content-Type": hijack.content_type(request, False)})
-    await response.prepare(request)
-    readers = [asyncio.create_task(read(task, cid)) for task, cid in sources]
-    try:
-        open_readers = len(readers)
-        while open_readers:
-            frame = await frames.get()
-            if frame is None:
-                open_readers -= 1
-            else:
-                await response.write(frame)
-        await response.write_eof()
-    except ConnectionError:
-        pass  # the client went away (docker service logs -f interrupted)
-    finally:
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-    return response
 
 
 ROUTES = [

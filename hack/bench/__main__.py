@@ -31,6 +31,7 @@ import cri_bench  # noqa: E402
 import docker_bench  # noqa: E402
 import mkimage  # noqa: E402
 import report  # noqa: E402
+import swarm_bench  # noqa: E402
 from lib.registry import Registry, start_registry  # noqa: E402
 from results import Results  # noqa: E402
 
@@ -48,6 +49,8 @@ def log(message: str) -> None:
 def seed_registry(registry: Registry, smoke: bool) -> dict[str, str]:
     client = mkimage.RegistryClient(registry.host)
     client.push_image("library/busybox", "latest", mkimage.build("busybox"))
+    # another image for `service update --image` (the swarm rows)
+    client.push_image("library/busybox", "v2", mkimage.build("busybox", labels={"narwhal.bench": "v2"}))
     client.push_image("library/pause", "latest", mkimage.build("pause"))
     layers, size = (1, 1) if smoke else (BIG_LAYERS, BIG_LAYER_MB)
     client.push_image("bench/big", "latest", mkimage.build("busybox", filler_layers=layers, filler_mb=size))
@@ -69,7 +72,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench", help="raw JSON and PNG plots")
     parser.add_argument("--doc", type=Path, help="markdown to update (default: docs/benchmarks.md; "
                         "with --smoke: <out>/benchmarks.md)")
-    parser.add_argument("--only", choices=["cri", "docker"], help="run one group only")
+    parser.add_argument("--only", choices=["cri", "docker", "swarm"], help="run one group only")
     parser.add_argument("--no-dockerd", action="store_true", help="skip the dockerd anchor")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=N",
                         help="override a plan field (CriPlan/DockerPlan in cri_bench.py/docker_bench.py), e.g. pods=10")
@@ -82,6 +85,7 @@ def main() -> int:
     cri_plan = SMOKE_CRI if args.smoke else cri_bench.CriPlan()
     docker_plan = SMOKE_DOCKER if args.smoke else docker_bench.DockerPlan()
     build_plan = SMOKE_BUILD if args.smoke else build_bench.BuildPlan()
+    swarm_plan = swarm_bench.SwarmPlan()
     for item in args.set:
         key, _, value = item.partition("=")
         if key in cri_plan.__dataclass_fields__:
@@ -90,10 +94,13 @@ def main() -> int:
             docker_plan = dataclasses.replace(docker_plan, **{key: int(value)})
         elif key in build_plan.__dataclass_fields__:
             build_plan = dataclasses.replace(build_plan, **{key: int(value)})
+        elif key in swarm_plan.__dataclass_fields__:
+            swarm_plan = dataclasses.replace(swarm_plan, **{key: int(value)})
         else:
             parser.error(f"--set {item}: no such plan field")
     want_cri, want_docker = args.only in (None, "cri"), args.only in (None, "docker")
-    with_dockerd = want_docker and not args.smoke and not args.no_dockerd
+    want_swarm = args.only in (None, "swarm") and not args.smoke  # minutes per round: not in the smoke run
+    with_dockerd = (want_docker or want_swarm) and not args.smoke and not args.no_dockerd
 
     results = Results()
     if want_cri:
@@ -101,6 +108,8 @@ def main() -> int:
     if want_docker:
         docker_bench.declare(results, docker_plan)
         build_bench.declare(results, build_plan)
+    if want_swarm:
+        swarm_bench.declare(results, swarm_plan)
     started = time.monotonic()
     log("seeding the registry")
     registry = start_registry()
@@ -109,14 +118,15 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             log("narwhal")
             narwhal = stack.enter_context(anchors.narwhal(registry))
-            cri_bench.record_idle_rss(narwhal, results)
+            if want_cri:  # the row is declared with the CRI group
+                cri_bench.record_idle_rss(narwhal, results)
             if want_cri:
                 log("containerd (CRI plugin)")
                 with anchors.containerd_cri(registry) as containerd:
                     cri_bench.record_idle_rss(containerd, results)
                     log("CRI benchmarks")
                     cri_bench.run([narwhal, containerd], images, cri_plan, results, log)
-            if want_docker:
+            if want_docker or want_swarm:
                 systems = [narwhal]
                 if with_dockerd:
                     if not anchors.dockerd_available():
@@ -124,10 +134,14 @@ def main() -> int:
                         anchors.install_dockerd()
                     log("dockerd")
                     systems.append(stack.enter_context(anchors.dockerd(registry)))
+            if want_docker:
                 log("Docker benchmarks")
                 docker_bench.run(systems, docker_plan, results, log)
                 log("build benchmarks")
                 build_bench.run(systems, build_plan, results, log)
+            if want_swarm:
+                log("swarm benchmarks")
+                swarm_bench.run(systems, swarm_plan, results, log)
     finally:
         registry.stop()
 
@@ -143,7 +157,8 @@ def main() -> int:
             _version(["runc", "--version"]),
             _version(["dockerd", "--version"]) if with_dockerd else "dockerd not run",
         ]),
-        "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__, "build": build_plan.__dict__},
+        "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__, "build": build_plan.__dict__,
+                  "swarm": swarm_plan.__dict__},
     }
     report.write_json(args.out / "results.json", results, meta)
     table = report.markdown(results, meta)

@@ -8,6 +8,7 @@ and leaves it with --force, after which nothing may be left: no containers, no e
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from lib.cni_host import InstanceNetwork
 from lib.daemon import free_port, start_daemon
 from lib.docker import DockerDaemon, docker_daemon, eventually, mirror_config
 from lib.images import push
-from lib.leaks import leftovers
+from lib.leaks import host_leftovers, leftovers
 from lib.registry import Registry
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
@@ -60,7 +61,24 @@ def swarm(dd: DockerDaemon) -> Iterator[str]:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), "etcd still runs after swarm leave"
         assert not (dd.daemon.root / "docker" / "swarm").exists()
         assert dd.out("ps", "-aq") == ""
+        assert mesh_rules(dd) == []
         assert leftovers(dd.daemon) == {}
+
+
+def etcd_processes(dd: DockerDaemon) -> list[int]:
+    """Live etcd processes serving this daemon's data dir."""
+    data_dir = str(dd.daemon.root / "docker" / "swarm" / "etcd")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"etcd") and data_dir.encode() in argv and not _zombie(int(proc.name)):
+            found.append(int(proc.name))
+    return found
 
 
 def _zombie(pid: int) -> bool:
@@ -275,8 +293,140 @@ def test_swarm_survives_kill9_of_narwhald_and_etcd(dd: DockerDaemon, swarm: str)
     assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)  # and it serves
     dd.out("service", "scale", "durable=3")
     assert replicas(dd, "durable") == "3/3"
+
+    # both at once: narwhald and its etcd killed; the next narwhald starts etcd again, adopts the tasks
+    before = set(dd.out("ps", "-q").split())
+    pid = etcd_pid(dd)
+    assert pid is not None
+    dd.daemon.kill9()
+    os.kill(pid, signal.SIGKILL)
+    dd.daemon.start()
+    assert eventually(lambda: etcd_pid(dd) not in (None, pid), 30)
+    assert eventually(lambda: dd.docker("service", "ls", check=False).returncode == 0, 30)
+    assert eventually(lambda: replicas(dd, "durable") == "3/3", 60)
+    assert set(dd.out("ps", "-q").split()) == before  # adopted, not replaced
+    assert dd.out("ps", "-aq", "--filter", "status=exited") == ""
+    running = [t for t in tasks(dd, "durable") if t["DesiredState"] == "running"]
+    assert sorted(t["Slot"] for t in running) == [1, 2, 3] and all(t["Status"]["State"] == "running" for t in running)
+    assert etcd_processes(dd) == [etcd_pid(dd)]  # one etcd for this node, none left over
     dd.out("service", "rm", "durable")
     assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
+
+
+SWARM_LOCKED = ('Swarm is encrypted and needs to be unlocked before it can be used. Please use "docker swarm unlock" '
+                "to unlock it.")
+
+
+def unlock(dd: DockerDaemon, key: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/usr/local/bin/docker", "swarm", "unlock"], input=key + "\n", env=dd.daemon.docker_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_autolock(dd: DockerDaemon, swarm: str) -> None:
+    """With autolock a secret's data is not in etcd's files, a restarted node is locked (moby's 503) until
+    `swarm unlock` with the right key, rotation makes the old key useless; tasks come back after unlocking."""
+    key = dd.out("swarm", "update", "--autolock=true").split("SWMKEY-1-")[1].split()[0]
+    key = "SWMKEY-1-" + key
+    assert dd.out("swarm", "unlock-key", "-q") == key
+    plaintext = "autolock-plaintext-" + os.urandom(6).hex()
+    proc = subprocess.run(["/usr/local/bin/docker", "secret", "create", "s1", "-"], input=plaintext,
+                          env=dd.daemon.docker_env(), capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip()
+    dd.out("service", "create", "--name", "holder", "--secret", "s1", "busybox", "sleep", "1d")
+    container = dd.out("ps", "-q")
+    assert dd.out("exec", container, "cat", "/run/secrets/s1") == plaintext
+    etcd_dir = dd.daemon.root / "docker" / "swarm" / "etcd"
+    found = subprocess.run(["grep", "-rlaF", plaintext, str(etcd_dir)], capture_output=True, text=True, check=False)
+    assert found.stdout == "", f"secret data in etcd's files: {found.stdout}"
+
+    dd.daemon.stop()
+    dd.daemon.start()
+    info = json.loads(dd.out("info", "--format", "{{json .Swarm}}"))
+    assert info["LocalNodeState"] == "locked" and info["Error"] == SWARM_LOCKED
+    proc = dd.docker("node", "ls", check=False)
+    assert proc.returncode != 0 and SWARM_LOCKED in proc.stderr
+    client = api(dd)
+    try:
+        assert client._get(client._url("/_ping")).headers["Swarm"] == "locked"
+        with pytest.raises(docker.errors.APIError) as err:
+            client.inspect_swarm()
+        assert err.value.status_code == 503 and err.value.explanation == SWARM_LOCKED
+        with pytest.raises(docker.errors.APIError) as err:
+            client.unlock_swarm("SWMKEY-1-" + "A" * 43)
+        assert err.value.status_code == 401
+        assert err.value.explanation == "swarm could not be unlocked: invalid key provided"
+        with pytest.raises(docker.errors.APIError) as err:
+            client.unlock_swarm("not-a-key")
+        assert err.value.status_code == 400
+    finally:
+        client.close()
+    proc = dd.docker("swarm", "leave", check=False)
+    assert "Swarm is encrypted and locked. Please unlock it first" in proc.stderr
+    proc = unlock(dd, key)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "active"
+    assert "swarm is not locked" in unlock(dd, key).stderr  # 409 as moby
+    assert eventually(lambda: replicas(dd, "holder") == "1/1", 60)
+    dd.out("service", "scale", "holder=2")  # a new task opens the sealed secret again
+    for cid in dd.out("ps", "-q").split():
+        assert dd.out("exec", cid, "cat", "/run/secrets/s1") == plaintext
+
+    new_key = dd.out("swarm", "unlock-key", "--rotate", "-q")
+    assert new_key.startswith("SWMKEY-1-") and new_key != key
+    dd.daemon.kill9()
+    dd.daemon.start()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "locked"
+    assert "invalid key provided" in unlock(dd, key).stderr
+    assert unlock(dd, new_key).returncode == 0
+    assert eventually(lambda: replicas(dd, "holder") == "2/2", 60)
+    dd.out("swarm", "update", "--autolock=false")
+    assert "no unlock key is set" in dd.docker("swarm", "unlock-key", "-q", check=False).stderr
+    dd.daemon.stop()
+    dd.daemon.start()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "active"
+    dd.out("service", "rm", "holder")
+    dd.out("secret", "rm", "s1")
+    assert eventually(lambda: dd.out("ps", "-aq") == "", 60)
+
+
+def test_locked_node_leaves_with_force(dd: DockerDaemon) -> None:
+    out = dd.out("swarm", "init", "--autolock", "--advertise-addr", "127.0.0.1")
+    assert "SWMKEY-1-" in out
+    dd.out("service", "create", "--name", "lockedaway", "busybox", "sleep", "1d")
+    dd.daemon.kill9()
+    dd.daemon.start()
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "locked"
+    dd.out("swarm", "leave", "--force")
+    assert json.loads(dd.out("info", "--format", "{{json .Swarm}}"))["LocalNodeState"] == "inactive"
+    assert not (dd.daemon.root / "docker" / "swarm").exists()
+    assert dd.out("ps", "-aq") == ""
+    assert mesh_rules(dd) == []
+    assert leftovers(dd.daemon) == {}
+
+
+def test_cleanup_after_kill9_of_a_swarm_node(registry: Registry) -> None:
+    """narwhald killed -9 on a swarm with a published port: `narwhald cleanup --force` stops the task
+    containers and the swarm's etcd, and removes the mesh chains with the rest."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry.host))
+    try:
+        node = DockerDaemon(d)
+        node.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+        node.out("service", "create", "--detach", "--name", "crashed", "-p", f"{free_port()}:80", "busybox",
+                 "sleep", "1d")
+        assert eventually(lambda: any("-j DNAT" in r for r in mesh_rules(node)), 90)  # its task runs
+        assert etcd_processes(node)
+        d.kill9()
+        done = d.cleanup("--force", "--remove-dirs")
+        assert done.returncode == 0, done.stderr
+        assert "stopped the swarm's etcd" in done.stdout + done.stderr
+        assert etcd_processes(node) == []
+        assert mesh_rules(node) == []
+        assert host_leftovers(d) == {}
+    finally:
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()
 
 
 def test_swarm_cli_not_manager_commands_hidden_when_inactive(dd: DockerDaemon) -> None:
@@ -314,26 +464,86 @@ def test_placement_update_status_drain_and_logs(dd: DockerDaemon, swarm: str) ->
 
     dd.out("node", "update", "--availability", "drain", "self")
     assert eventually(lambda: dd.out("ps", "-q") == "", 60)  # drained: every task shut down
-    pending = [t for t in tasks(dd, "talker") if t["DesiredState"] == "running"]
-    assert [t["Status"]["State"] for t in pending] == ["pending"]
+    def pending() -> list[str]:  # the replacement the orchestrator makes waits for a node
+        return [t["Status"]["State"] for t in tasks(dd, "talker") if t["DesiredState"] == "running"]
+
+    assert eventually(lambda: pending() == ["pending"], 30), pending()
     dd.out("node", "update", "--availability", "active", "self")
     assert eventually(lambda: replicas(dd, "talker") == "1/1", 60)
     for name in ("nowhere", "big", "talker"):
         dd.out("service", "rm", name)
 
 
-def test_published_ports(dd: DockerDaemon, swarm: str) -> None:
-    """mode=host binds the port on the node like -p; ingress (the routing mesh) is issue 18: a warning."""
-    started = int(time.time())
+def http_body(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback/host only
+            return str(response.read().decode().strip())
+    except OSError:
+        return ""
+
+
+def mesh_rules(dd: DockerDaemon) -> list[str]:
+    instance = hashlib.sha256(str(dd.daemon.root.resolve()).encode()).hexdigest()[:8]
+    out = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if f"NW-MESH-{instance}" in line or f"NW-MESHMQ-{instance}" in line]
+
+
+def node_address() -> str:
+    """A non-loopback address of this host (the routing mesh answers there too)."""
+    out = subprocess.run(["ip", "-4", "-o", "route", "get", "192.0.2.255"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    return out[out.index("src") + 1] if "src" in out else "127.0.0.1"
+
+
+WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def test_routing_mesh(dd: DockerDaemon, swarm: str) -> None:
+    """-p 8080:80 on 3 replicas: the port answers on 127.0.0.1 and the node's address, round robin over the
+    three tasks; the rules follow scale and removal; mode=host binds only where a task runs."""
     port = free_port()
-    dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={port}",
-           "busybox", "httpd", "-f", "-p", "80")
+    dd.out("service", "create", "--replicas", "3", "--name", "web", "-p", f"{port}:80", "busybox", *WEB)
+    assert replicas(dd, "web") == "3/3"
+    hostnames = {c[:12] for c in dd.out("ps", "-q", "--no-trunc").split()}
+    assert len(hostnames) == 3
+    for host in ("127.0.0.1", node_address()):
+        assert eventually(lambda h=host: http_body(f"http://{h}:{port}/") in hostnames, 30)
+        seen = [http_body(f"http://{host}:{port}/") for _ in range(9)]
+        assert sorted(seen) == sorted(list(hostnames) * 3), seen  # every task, each as often
+    endpoint = json.loads(dd.out("service", "inspect", "web"))[0]["Endpoint"]
+    assert endpoint["Ports"] == [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": port,
+                                  "PublishMode": "ingress"}]
+    assert endpoint["Spec"]["Mode"] == "vip"
+    # a second service cannot take the port; one without a published port gets one from 30000-32767
+    proc = dd.docker("service", "create", "--name", "web2", "-p", f"{port}:80", "busybox", *WEB, check=False)
+    assert proc.returncode != 0
+    assert f"port '{port}' is already in use by service 'web'" in proc.stderr
+    dd.out("service", "create", "--detach", "--name", "auto", "-p", "80", "busybox", *WEB)
+    auto = json.loads(dd.out("service", "inspect", "auto"))[0]["Endpoint"]["Ports"][0]
+    assert 30000 <= auto["PublishedPort"] <= 32767 and auto["PublishMode"] == "ingress"
+    dd.out("service", "rm", "auto")
+    # scaled down: only the remaining task answers, and the rules say so
+    dd.out("service", "scale", "web=1")
+    assert eventually(lambda: len([r for r in mesh_rules(dd) if "-j DNAT" in r]) == 1, 60), mesh_rules(dd)
+    left = {c[:12] for c in dd.out("ps", "-q", "--no-trunc", "--filter", "status=running").split()}
+    assert eventually(lambda: {http_body(f"http://127.0.0.1:{port}/") for _ in range(3)} == left, 30)
+    dd.out("service", "rm", "web")
+    assert eventually(lambda: not [r for r in mesh_rules(dd) if "-j DNAT" in r], 30), mesh_rules(dd)
+    # mode=host: bound like -p on the node running the task
+    hport = free_port()
+    dd.out("service", "create", "--name", "httpd", "--publish", f"mode=host,target=80,published={hport}",
+           "busybox", *WEB)
     name = dd.out("ps", "--format", "{{.Names}}")
-    assert dd.out("port", name).startswith(f"80/tcp -> 0.0.0.0:{port}")
-    assert eventually(lambda: http_status(f"http://127.0.0.1:{port}/") in (200, 403, 404), 30)  # httpd answers
-    proc = dd.docker("service", "create", "--detach", "--name", "meshed", "-p", f"{free_port()}:80", "busybox",
-                     "sleep", "1d")
-    assert "the ingress routing mesh is not supported yet" in proc.stderr + proc.stdout
+    assert dd.out("port", name).startswith(f"80/tcp -> 0.0.0.0:{hport}")
+    assert eventually(lambda: http_status(f"http://127.0.0.1:{hport}/") == 200, 30)
+    dd.out("service", "rm", "httpd")
+
+
+def test_service_events(dd: DockerDaemon, swarm: str) -> None:
+    started = int(time.time())
+    dd.out("service", "create", "--detach", "--name", "httpd", "busybox", "sleep", "1d")
+    dd.out("service", "create", "--detach", "--name", "meshed", "-p", f"{free_port()}:80", "busybox",
+           "sleep", "1d")
     dd.out("service", "rm", "httpd", "meshed")
     client = api(dd)
     try:
@@ -466,8 +676,10 @@ def test_update_failure_actions(dd: DockerDaemon, swarm: str) -> None:
 
 
 def test_service_logs_follow(dd: DockerDaemon, swarm: str, tmp_path: Path) -> None:
+    """-f follows the tasks running when it began and the ones started later; --tail/--timestamps/--since
+    apply to each task's log, as moby's log broker does."""
     dd.out("service", "create", "--name", "chatty", "--replicas", "2", "--stop-grace-period", "1s", "busybox",
-           "sh", "-c", "echo first; sleep 15; echo second; sleep 1d")
+           "sh", "-c", "echo first; echo one; echo two; sleep 15; echo second; sleep 1d")
     out = tmp_path / "logs"
     with open(out, "w") as sink:
         follower = subprocess.Popen(["/usr/local/bin/docker", "service", "logs", "--follow", "chatty"],
@@ -475,11 +687,35 @@ def test_service_logs_follow(dd: DockerDaemon, swarm: str, tmp_path: Path) -> No
     try:
         assert eventually(lambda: out.read_text().count("| first") == 2, 30), out.read_text()
         assert "| second" not in out.read_text()  # (the create returned well before the tasks wrote it)
-        # lines written after the follow began arrive too, from both replicas, each with its task's name
-        assert eventually(lambda: out.read_text().count("| second") == 2, 60), out.read_text()
+        # a task started after the follow began is followed too, from its first line
+        dd.out("service", "scale", "chatty=3")
+        assert eventually(lambda: out.read_text().count("| first") == 3, 60), out.read_text()
+        # lines written after the follow began arrive too, from every replica, each with its task's name
+        assert eventually(lambda: out.read_text().count("| second") == 3, 60), out.read_text()
+        quiet_since = f"{time.time():.6f}"  # every task has written all it will write
         lines = out.read_text().splitlines()
-        assert sorted(line.split(".")[1] for line in lines if line.endswith("| first")) == ["1", "2"]
+        assert sorted(line.split(".")[1] for line in lines if line.endswith("| first")) == ["1", "2", "3"]
+        assert follower.poll() is None  # -f does not end while the tasks run
     finally:
         follower.terminate()
         follower.wait(10)
+    tail = dd.out("service", "logs", "--tail", "1", "--no-task-ids", "chatty").splitlines()
+    assert sorted(line.split("|", 1)[1].strip() for line in tail) == ["second"] * 3
+    assert all(line.split(".")[0] == "chatty" for line in tail)
+    stamped = dd.out("service", "logs", "--timestamps", "--tail", "2", "chatty").splitlines()
+    assert len(stamped) == 6
+    for line in stamped:  # "<RFC3339Nano> <name>.<slot>.<task id>@<node>    | <line>" (the CLI puts it first)
+        stamp = line.split(" ", 1)[0]
+        assert stamp[:4].isdigit() and stamp.endswith("Z") and "T" in stamp, line
+    assert dd.out("service", "logs", "--since", quiet_since, "chatty") == ""
+    assert len(dd.out("service", "logs", "--since", "10m", "chatty").splitlines()) == 12
+    raw = api(dd)
+    try:
+        tasks_now = raw.tasks(filters={"service": "chatty", "desired-state": "running"})
+        data = b"".join(raw.service_logs("chatty", details=True, stdout=True, tail=1))
+    finally:
+        raw.close()
+    for task in tasks_now:
+        assert (f"com.docker.swarm.node.id={task['NodeID']},com.docker.swarm.service.id={task['ServiceID']},"
+                f"com.docker.swarm.task.id={task['ID']} second").encode() in data, data
     dd.out("service", "rm", "chatty")

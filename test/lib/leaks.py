@@ -56,7 +56,7 @@ def host_leftovers(d: DaemonProcess, bridges: tuple[str, ...] = ()) -> dict[str,
     firewall admin and isolation chains, its default bridge (and ``bridges``, e.g. its Docker networks'),
     rules tagged for its networks, cgroup parents, mounts and dirs.  Empty lists when nothing is left."""
     instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]
-    chains = (f"NARWHAL-ADMIN-{instance}", f"NW-ISO-{instance}")
+    chains = (f"NARWHAL-ADMIN-{instance}", f"NW-ISO-{instance}", f"NW-MESH-{instance}", f"NW-MESHMQ-{instance}")
     found: dict[str, list[str]] = {"chains": [], "rules": []}
     for save in ("iptables-save", "ip6tables-save"):
         out = subprocess.run([save], capture_output=True, text=True, check=False).stdout

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pkg import errors
-from pkg.docker.swarm import objects, secrets
+from pkg.docker.swarm import keys, objects, secrets
 from pkg.docker.swarm.executor import container_config
 from pkg.docker.swarm.orchestrator import Orchestrator
 
@@ -20,7 +20,7 @@ def test_ids_and_tokens_have_swarmkits_shape() -> None:
     token = objects.join_token(digest)
     assert re.fullmatch(r"SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}", token)
     assert token.split("-")[2] == digest and objects.join_token(digest) != token
-    assert re.fullmatch(r"SWMKEY-1-[A-Za-z0-9+/]{43}", objects.unlock_key())
+    assert re.fullmatch(r"SWMKEY-1-[A-Za-z0-9+/]{43}", keys.new_unlock_key())
 
 
 def test_time_round_trip() -> None:

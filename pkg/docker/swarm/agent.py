@@ -9,7 +9,6 @@ on store changes and every second (container exits are seen by observation).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ from typing import Any
 from pkg import errors
 from pkg import mount as mountlib
 from pkg.aio import create_guarded_task
-from pkg.docker.swarm import objects
+from pkg.docker.swarm import keys, objects
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.store import Store
 from pkg.docker.volumes.model import MountSpec, MountType
@@ -54,8 +53,10 @@ async def update_with_retry(store: Store, kind: str, obj_id: str, change: Callab
 
 
 class Agent:
-    def __init__(self, store: Store, node_id: str, executor: Executor, state_dir: Path) -> None:
+    def __init__(self, store: Store, node_id: str, executor: Executor, state_dir: Path,
+                 dek: Callable[[], bytes | None] = lambda: None) -> None:
         self.store = store
+        self._dek = dek  # opens sealed secret data (keys.py)
         self.node_id = node_id
         self.executor = executor
         self.files = state_dir / "files"  # secrets and configs of running tasks, on a tmpfs (unmount_files)
@@ -85,7 +86,7 @@ class Agent:
                 target = file.get("Name") or obj["Spec"]["Name"]
                 if not target.startswith("/"):
                     target = os.path.join(default_dir, target)
-                data = base64.b64decode(obj["Spec"].get("Data") or "")
+                data = keys.open_data(self._dek(), obj["Spec"].get("Data") or "")
                 path = base / kind / ref[id_key]
                 await asyncio.to_thread(_write_file, path, data, int(file.get("Mode", 0o444)),
                                         int(file.get("UID") or 0), int(file.get("GID") or 0))

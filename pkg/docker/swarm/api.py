@@ -58,6 +58,9 @@ class SwarmAPI:
     async def unlock_key(self) -> str:
         return await self.cluster.unlock_key()
 
+    async def unlock(self, key: str) -> None:
+        await self.cluster.unlock(key)
+
     # ---- nodes ----
     async def node_list(self, filters: Filters) -> list[Obj]:
         store = self.cluster.manager_store()
@@ -125,7 +128,7 @@ class SwarmAPI:
 
     # ---- secrets and configs ----
     async def object_create(self, kind: str, spec: Obj) -> str:
-        obj = await secrets.create(self.cluster.manager_store(), kind, spec)
+        obj = await secrets.create(self.cluster.manager_store(), kind, spec, self.cluster.dek)
         self._event(kind[:-1], "create", obj["ID"], obj["Spec"]["Name"])
         return str(obj["ID"])
 

@@ -20,12 +20,13 @@ from typing import Any
 
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
-from pkg.docker.swarm import ca, membership, objects, roles
+from pkg.docker.swarm import ca, keys, membership, objects, roles
 from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
 from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.joinserver import JoinServer
+from pkg.docker.swarm.mesh import Mesh, MeshSync
 from pkg.docker.swarm.orchestrator import Orchestrator
 from pkg.docker.swarm.store import Store
 
@@ -41,6 +42,9 @@ NOT_IN_SWARM = "This node is not part of a swarm"
 LEAVE_LAST_MANAGER = ("You are attempting to leave the swarm on a node that is participating as a manager. "
                       "Removing the last manager erases all current state of the swarm. Use `--force` to ignore "
                       "this message. ")
+SWARM_LOCKED = ('Swarm is encrypted and needs to be unlocked before it can be used. Please use "docker swarm unlock" '
+                "to unlock it.")
+LEAVE_LOCKED = "Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message."
 DEFAULT_PORT = 2377
 
 
@@ -71,7 +75,7 @@ class InitRequest:
 
 class Cluster:
     def __init__(self, root: Path, state: Path, executor: Executor, *, external_endpoints: list[str],
-                 engine_version: str, ncpu: int, mem_total: int) -> None:
+                 engine_version: str, ncpu: int, mem_total: int, instance_id: str = "0") -> None:
         self.root = root / "swarm"
         self.state_dir = state / "swarm"
         self.executor = executor
@@ -83,10 +87,16 @@ class Cluster:
         self.store: Store | None = None
         self.orchestrator: Orchestrator | None = None
         self.agent: Agent | None = None
+        self.mesh = Mesh(instance_id)  # published ingress ports (mesh.py)
+        self.mesh_sync: MeshSync | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock = asyncio.Lock()
         self.error = ""  # why a node in a swarm could not rejoin it (retried in the background)
+        # secrets at rest (keys.py): the DEK once known, the unlock key (autolock: memory only), locked or not
+        self.dek: bytes | None = None
+        self._unlock_key = ""
+        self.locked = False
         self._rejoin: asyncio.Task[None] | None = None
         self.join_server: JoinServer | None = None
         self._switching: asyncio.Task[None] | None = None  # a role change of this node (roles.py)
@@ -106,6 +116,8 @@ class Cluster:
 
     def manager_store(self) -> Store:
         """The store, for calls only a manager serves (503 otherwise, as moby)."""
+        if self.locked:
+            raise errors.Unavailable(SWARM_LOCKED)
         if self.node is not None and self.store is None and self.error:
             raise errors.Unavailable(f"this node's swarm is not reachable: {self.error}")
         if not self.is_manager or self.store is None:
@@ -130,8 +142,10 @@ class Cluster:
     async def _try_rejoin(self, node: NodeState) -> bool:
         """One attempt; an unreachable etcd must not keep the daemon from starting."""
         try:
-            await self._activate(node, connect_timeout=5.0)  # the daemon's start waits on this one
-            await self._mark_node(node, "ready")
+            if await self._activate(node, connect_timeout=5.0):  # the daemon's start waits on this one
+                await self._mark_node(node, "ready")
+            else:
+                log.warning("swarm: the swarm is autolocked: this node stays locked until `docker swarm unlock`")
         except errors.NarwhalError as exc:
             self.error = exc.message
             log.error("swarm: cannot rejoin the swarm yet: %s", exc.message)
@@ -150,7 +164,8 @@ class Cluster:
             await cancel_tasks([self._rejoin])
         await self._deactivate(agent_timeout=20.0)
 
-    async def _activate(self, node: NodeState, connect_timeout: float = 30.0, serve: bool = True) -> None:
+    async def _activate(self, node: NodeState, connect_timeout: float = 30.0, serve: bool = True) -> bool:
+        """Connect to the store and run this node's loops; False (and nothing runs) when it is locked."""
         if node.external:
             endpoints = self.external
             if not endpoints:
@@ -170,11 +185,29 @@ class Cluster:
         store.clustered = node.role == "worker" and not node.external
         await store.connect(connect_timeout)
         self.store, self.node = store, node
-        self.agent = Agent(store, node.node_id, self.executor, self.state_dir)
+        cluster = await store.get_cluster()  # None while init creates it
+        if cluster is not None:
+            record = cluster.get("DEK")
+            if record is None:  # a swarm made before secrets were sealed: give it a plain DEK
+                self.dek = keys.new_dek()
+                cluster["DEK"] = keys.dek_record(self.dek, "")
+                await store.put_cluster(cluster, cluster["Version"]["Index"])
+            elif keys.is_locked(record) and not self._unlock_key:
+                self.locked = True
+                return False
+            else:
+                self.dek = keys.open_dek(record, self._unlock_key)
+        await self._run_loops(node, store, serve)
+        return True
+
+    async def _run_loops(self, node: NodeState, store: Store, serve: bool = True) -> None:
+        self.agent = Agent(store, node.node_id, self.executor, self.state_dir, lambda: self.dek)
         self._agent_task = create_guarded_task(self.agent.run, "swarm-agent")
         if node.role == "manager":
             self.orchestrator = Orchestrator(store, node.node_id)
             self._tasks.append(create_guarded_task(self.orchestrator.run, "swarm-orchestrator", restart_delay=1.0))
+        self.mesh_sync = MeshSync(store, node.node_id, self.executor, self.mesh)
+        self._tasks.append(create_guarded_task(self.mesh_sync.run, "swarm-mesh", restart_delay=1.0))
         self._tasks.append(create_guarded_task(self._watch, "swarm-watch", restart_delay=1.0))
         self._tasks.append(create_guarded_task(lambda: membership.heartbeat(store, node.node_id), "swarm-heartbeat",
                                                restart_delay=1.0))
@@ -197,6 +230,10 @@ class Cluster:
         if self.store is not None:
             await self.store.close()
         self.store, self.agent, self.orchestrator, self.node = None, None, None, node if keep_node else None
+        self.mesh_sync = None
+        if not keep_node:
+            self.dek, self._unlock_key = None, ""
+        self.locked = False
 
     async def _watch(self) -> None:
         """Every store change wakes the reconcilers (they also poll, so a lost watch only slows them)."""
@@ -206,6 +243,8 @@ class Cluster:
                 self.orchestrator.wake()
             if self.agent is not None and kind in ("tasks", "services"):
                 self.agent.wake()
+            if self.mesh_sync is not None and kind in ("tasks", "services"):
+                self.mesh_sync.wake()
 
     async def _serve_joins(self, store: Store, node: NodeState) -> None:
         """The join port; a port taken (another daemon on this host) only means no node can join here."""
@@ -302,6 +341,10 @@ class Cluster:
             subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
         await self.store.put_raw("ca", json.dumps({"cert": root.cert_pem.decode(),
                                                    "key": root.key_pem.decode()}).encode())
+        self.dek = keys.new_dek()
+        autolock = bool(spec.get("EncryptionConfig", {}).get("AutoLockManagers"))  # the flag or the spec's
+        self._unlock_key = keys.new_unlock_key() if autolock else ""
+        cluster["DEK"] = keys.dek_record(self.dek, self._unlock_key)
         await self.store.put_cluster(cluster, None)
         await self.store.create("nodes", objects.new_node(node.node_id, "manager", req.availability or "active",
                                                           node.advertise_addr,
@@ -324,6 +367,8 @@ class Cluster:
                     if not force:
                         raise errors.Unavailable(roles.MANAGER_LEAVING + "Doing so may lose the consensus of your "
                                                  "cluster. " + roles.RESTORE) from None
+            if self.locked and not force:
+                raise errors.Unavailable(LEAVE_LOCKED)
             if node.role == "manager" and not force:
                 raise errors.Unavailable(roles.leave_refusal(managers or [{}]))
             if self._rejoin is not None:
@@ -344,6 +389,7 @@ class Cluster:
             for container_id in self.executor.containers().values():
                 await self.executor.remove(container_id)
             await asyncio.to_thread(unmount_files, self.state_dir)
+            await self.mesh.remove()
             if not node.external:
                 await self.member.destroy()
             self.node_file.unlink(missing_ok=True)
@@ -391,17 +437,39 @@ class Cluster:
         if rotate_manager:
             cluster["JoinTokens"]["Manager"] = objects.join_token(digest)
         autolock = bool(cluster["Spec"].get("EncryptionConfig", {}).get("AutoLockManagers"))
-        if not autolock:
-            cluster["UnlockKey"] = ""
-        elif rotate_unlock or not cluster.get("UnlockKey"):
-            cluster["UnlockKey"] = objects.unlock_key()
+        unlock_key = ""
+        if autolock:
+            unlock_key = keys.new_unlock_key() if rotate_unlock or not self._unlock_key else self._unlock_key
+        if self.dek is None:
+            raise errors.Unavailable(SWARM_LOCKED)
+        cluster["DEK"] = keys.dek_record(self.dek, unlock_key)
         cluster["UpdatedAt"] = objects.now()
         await store.put_cluster(cluster, version)
+        self._unlock_key = unlock_key  # the new key counts once the wrapped DEK is stored
 
     async def unlock_key(self) -> str:
-        store = self.manager_store()
-        cluster = await store.get_cluster()
-        return "" if cluster is None else str(cluster.get("UnlockKey", ""))
+        """The current unlock key ("" without autolock): known only to an unlocked manager."""
+        self.manager_store()
+        return self._unlock_key
+
+    async def unlock(self, key: str) -> None:
+        """``docker swarm unlock``: the key opens the wrapped DEK, then the node's loops start."""
+        async with self._lock:
+            if self.node is None or (not self.locked and self.store is None):
+                raise errors.Unavailable(NOT_MANAGER)
+            if not self.locked:
+                raise errors.Conflict("swarm is not locked")
+            assert self.store is not None
+            keys.parse_unlock_key(key)
+            cluster = await self.store.get_cluster()
+            if cluster is None or not cluster.get("DEK"):
+                raise errors.Internal("swarm: the cluster record has no data-encryption key")
+            self.dek = keys.open_dek(cluster["DEK"], key)
+            self._unlock_key = key if keys.is_locked(cluster["DEK"]) else ""
+            self.locked = False
+            await self._run_loops(self.node, self.store)
+            await self._mark_node(self.node, "ready")
+            log.info("swarm: unlocked")
 
     async def info(self) -> Obj:
         """/info's Swarm section."""
@@ -409,6 +477,9 @@ class Cluster:
         if node is None:
             return {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
                     "Error": "", "RemoteManagers": None}
+        if self.locked:
+            return {"NodeID": "", "NodeAddr": node.advertise_addr.rpartition(":")[0], "LocalNodeState": "locked",
+                    "ControlAvailable": False, "Error": SWARM_LOCKED, "RemoteManagers": None}
         section: Obj = {"NodeID": node.node_id, "NodeAddr": node.advertise_addr.rpartition(":")[0],
                         "LocalNodeState": "active", "ControlAvailable": node.role == "manager", "Error": ""}
         if self.store is None:
@@ -432,6 +503,8 @@ class Cluster:
         """The Swarm header of /_ping: inactive, active/manager or active/worker."""
         if self.node is None:
             return "inactive"
+        if self.locked:
+            return "locked"
         return f"active/{self.node.role}"
 
 

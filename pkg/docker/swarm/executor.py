@@ -60,6 +60,14 @@ class Executor:
                         exited=status in (Status.EXITED, Status.DEAD), exit_code=view.core.exit_code,
                         pid=view.core.pid, error=view.record.state.error)
 
+    def address(self, container_id: str) -> str | None:
+        """The container's IPv4 address on its first network (where the routing mesh sends connections)."""
+        try:
+            view = self.engine.get(container_id)
+        except errors.NotFound:
+            return None
+        return next((n.ip for n in view.networks if n.ip), None)
+
     async def prepare(self, image: str) -> None:
         """The image, pulled unless present (swarmkit pulls on every prepare; a present one is kept here)."""
         try:

@@ -56,13 +56,6 @@ def ca_digest(material: bytes) -> str:
     return _base36(int.from_bytes(hashlib.sha256(material).digest(), "big"), 50)
 
 
-def unlock_key() -> str:
-    """swarmkit's shape: SWMKEY-1-<32 random bytes, base 64 without padding>."""
-    import base64
-
-    return "SWMKEY-1-" + base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-
-
 # ---- cluster ----
 def default_cluster_spec() -> Obj:
     return {
@@ -108,11 +101,10 @@ def new_cluster(spec: Obj, ca_material: bytes, *, default_addr_pool: list[str], 
         "DataPathPort": data_path_port,
         "JoinTokens": {"Worker": join_token(digest), "Manager": join_token(digest)},
         "CADigest": digest,
-        "UnlockKey": unlock_key() if spec.get("EncryptionConfig", {}).get("AutoLockManagers") else "",
     }
 
 
-PRIVATE_CLUSTER_KEYS = ("CADigest", "UnlockKey")
+PRIVATE_CLUSTER_KEYS = ("CADigest", "UnlockKey", "DEK")
 
 
 # ---- nodes ----

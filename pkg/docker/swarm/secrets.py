@@ -1,8 +1,9 @@
 """Secrets and configs (one code path, ``kind`` = "secrets" or "configs"), as swarmkit's controlapi.
 
 Both are immutable but for their labels; a secret's data is never returned, a config's is; a
-referenced one cannot be removed.  Their data lives base64-encoded in the record in etcd (etcd's
-own at-rest protection applies; swarmkit's encryption with the unlock key is not done yet).
+referenced one cannot be removed.  A config's data lives base64-encoded in its record in etcd; a
+secret's is sealed with the swarm's data-encryption key, itself wrapped by the unlock key with
+autolock (keys.py).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import re
 from typing import Any
 
 from pkg import errors
-from pkg.docker.swarm import objects
+from pkg.docker.swarm import keys, objects
 from pkg.docker.swarm.lookup import find, labels_match
 from pkg.docker.swarm.store import Store
 
@@ -45,9 +46,14 @@ def _validate(kind: str, spec: Obj) -> bytes:
     return data
 
 
-async def create(store: Store, kind: str, spec: Obj) -> Obj:
+async def create(store: Store, kind: str, spec: Obj, dek: bytes | None = None) -> Obj:
+    """A secret's data is stored sealed with the swarm's DEK (keys.py); a config's as given."""
     _validate(kind, spec)
     spec = copy.deepcopy(spec)
+    if kind == "secrets" and spec.get("Data"):
+        if dek is None:
+            raise errors.Unavailable("the swarm's data-encryption key is not available on this node")
+        spec["Data"] = keys.seal_data(dek, spec["Data"])
     spec.setdefault("Labels", {})
     stamp = objects.now()
     obj = {"ID": objects.new_id(), "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": spec}

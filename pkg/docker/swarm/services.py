@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from pkg import errors
-from pkg.docker.swarm import objects, placement
+from pkg.docker.swarm import mesh, objects, placement
 from pkg.docker.swarm.lookup import find, labels_match
 from pkg.docker.swarm.store import Store
 
@@ -63,18 +63,67 @@ async def validate_spec(store: Store, spec: Obj) -> Obj:
 
 
 def warnings(spec: Obj) -> list[str]:
-    """What the create/update answer warns about: ingress ports are not published (routing mesh: issue 18)."""
-    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
-    return [f"port {p.get('PublishedPort') or ''}:{p.get('TargetPort')}/{p.get('Protocol') or 'tcp'} is not "
-            "published: the ingress routing mesh is not supported yet (use mode=host)"
-            for p in ports if (p.get("PublishMode") or "ingress") == "ingress"]
+    """What the create/update answer warns about (nothing yet: moby warns about image digests only)."""
+    return []
+
+
+async def endpoint(store: Store, spec: Obj, service_id: str, previous: Obj | None) -> Obj:
+    """The service's Endpoint as swarmkit's allocator leaves it: Spec, and Ports with every ingress
+    port published (a free one of 30000-32767 when none is given, kept across updates), unique
+    among the swarm's services."""
+    endpoint_spec = copy.deepcopy(spec.get("EndpointSpec") or {})
+    endpoint_spec.setdefault("Mode", "vip")
+    ports: list[Obj] = []
+    seen: set[tuple[Any, ...]] = set()
+    for p in endpoint_spec.get("Ports") or []:
+        port = {"Protocol": p.get("Protocol") or "tcp", "TargetPort": int(p.get("TargetPort") or 0),
+                "PublishedPort": int(p.get("PublishedPort") or 0), "PublishMode": p.get("PublishMode") or "ingress"}
+        if p.get("Name"):
+            port["Name"] = p["Name"]
+        if endpoint_spec["Mode"] == "dnsrr" and port["PublishMode"] == "ingress":
+            raise _invalid("EndpointSpec: port published with ingress mode can't be used with dnsrr mode")
+        key = (port["Protocol"], port["PublishedPort"])
+        if port["PublishedPort"] and key in seen:
+            raise _invalid("EndpointSpec: duplicate published ports provided")
+        seen.add(key)
+        ports.append(port)
+    taken: dict[tuple[str, int], Obj] = {}
+    for other in await store.list("services"):
+        if other["ID"] != service_id:
+            for p in (other.get("Endpoint") or {}).get("Ports") or []:
+                if p.get("PublishMode") == "ingress" and p.get("PublishedPort"):
+                    taken[(p["Protocol"], int(p["PublishedPort"]))] = other
+    before = {(p["Protocol"], p["TargetPort"]): p["PublishedPort"]
+              for p in (previous or {}).get("Ports") or [] if p.get("PublishMode") == "ingress"}
+    for port in ports:
+        if port["PublishMode"] != "ingress":
+            continue
+        if port["PublishedPort"]:
+            owner = taken.get((port["Protocol"], port["PublishedPort"]))
+            if owner is not None:
+                raise _invalid(f"port '{port['PublishedPort']}' is already in use by service "
+                               f"'{owner['Spec']['Name']}' ({owner['ID']}) as an ingress port")
+            continue
+        wanted = before.get((port["Protocol"], port["TargetPort"]), 0)
+        used = {n for proto, n in taken if proto == port["Protocol"]} | {
+            q["PublishedPort"] for q in ports if q["Protocol"] == port["Protocol"]}
+        if not wanted or wanted in used:
+            wanted = next((n for n in mesh.DYNAMIC_PORTS if n not in used), 0)
+            if not wanted:
+                raise _invalid("could not find an available port")
+        port["PublishedPort"] = wanted
+    out: Obj = {"Spec": endpoint_spec}
+    if ports:
+        out["Ports"] = ports
+    return out
 
 
 async def create(store: Store, spec: Obj) -> Obj:
     spec = await validate_spec(store, spec)
     stamp = objects.now()
-    service: Obj = {"ID": objects.new_id(), "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": spec,
-                    "Endpoint": {"Spec": spec.get("EndpointSpec") or {"Mode": "vip"}}}
+    service_id = objects.new_id()
+    service: Obj = {"ID": service_id, "CreatedAt": stamp, "UpdatedAt": stamp, "Spec": spec,
+                    "Endpoint": await endpoint(store, spec, service_id, None)}
     return await store.create("services", service, name=spec["Name"])
 
 
@@ -96,7 +145,7 @@ async def update(store: Store, ref: str, version: int, spec: Obj, rollback: bool
         raise _invalid("service mode change is not allowed")
     service["PreviousSpec"] = old
     service["Spec"] = spec
-    service["Endpoint"] = {"Spec": spec.get("EndpointSpec") or {"Mode": "vip"}}
+    service["Endpoint"] = await endpoint(store, spec, service["ID"], service.get("Endpoint"))
     stamp = objects.now()
     service["UpdatedAt"] = stamp
     if spec.get("TaskTemplate") != old.get("TaskTemplate"):

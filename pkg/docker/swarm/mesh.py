@@ -1,0 +1,250 @@
+"""The routing mesh on this node: a service's published ingress ports answer on every local address,
+balanced across the service's running tasks.
+
+Moby does this with an ``ingress`` overlay network, a hidden sandbox and IPVS.  Narwhal keeps it in
+two nat-table chains per narwhald instance (so ``swarm leave`` and ``narwhald cleanup`` remove
+exactly ours):
+
+- ``NW-MESH-<instance>`` (jumped to from PREROUTING and OUTPUT for destinations that are local
+  addresses): per published port, DNAT to the task addresses, one rule per task with
+  ``-m statistic --mode nth`` so that new connections go round robin over the tasks;
+- ``NW-MESHMQ-<instance>`` (from POSTROUTING): those connections masqueraded, as moby's ingress
+  sandbox does (a task sees the connection come from the host side of its network, and answers
+  to 127.0.0.1 come back at all).
+
+The rules are level-triggered: ``plan`` computes them from the services and tasks in the store and
+``Mesh.apply`` rewrites both chains in one ``iptables-restore --noflush`` only when they changed.
+
+Where a task's address comes from (``Backends``): a task on this node is asked of the executor (its
+container's address on its first network); a task on another node is reachable only through an
+overlay network, so its address is the one its ``NetworksAttachments`` give on the network named
+``ingress`` (written by the overlay, issue 18); without it a remote task is not a backend.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pkg import errors
+from pkg.docker.swarm.executor import Executor
+from pkg.docker.swarm.store import Store
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+RUN_TIMEOUT = 60.0
+POLL = 2.0
+INGRESS_NETWORK = "ingress"
+# swarmkit's allocator hands out published ports from this range when none is given
+DYNAMIC_PORTS = range(30000, 32768)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published ingress port and where its connections go."""
+
+    protocol: str  # tcp, udp, sctp
+    port: int  # on every node
+    target: int  # in the task
+    backends: tuple[str, ...]  # task IPv4 addresses, stable order
+
+
+def chains(instance_id: str) -> tuple[str, str]:
+    """The DNAT chain and the masquerade chain of one narwhald instance."""
+    return f"NW-MESH-{instance_id}", f"NW-MESHMQ-{instance_id}"
+
+
+def ingress_ports(service: Obj) -> list[Obj]:
+    """The service's ports published in ingress mode (the default), as its Endpoint shows them."""
+    ports = (service.get("Endpoint") or {}).get("Ports") or []
+    return [p for p in ports if (p.get("PublishMode") or "ingress") == "ingress" and p.get("PublishedPort")]
+
+
+def remote_address(task: Obj) -> str | None:
+    """A task's address on the ingress overlay (its NetworksAttachments), for tasks of other nodes."""
+    for attachment in task.get("NetworksAttachments") or []:
+        if ((attachment.get("Network") or {}).get("Spec") or {}).get("Name") == INGRESS_NETWORK:
+            for addr in attachment.get("Addresses") or []:
+                return str(addr).split("/")[0]
+    return None
+
+
+def plan(services: list[Obj], tasks: list[Obj], node_id: str,
+         local_address: Callable[[Obj], str | None]) -> list[Published]:
+    """What the mesh of this node must do: every ingress port of every service to its running tasks."""
+    out = []
+    for service in services:
+        ports = ingress_ports(service)
+        if not ports:
+            continue
+        backends = []
+        for task in sorted((t for t in tasks if t["ServiceID"] == service["ID"]),
+                           key=lambda t: (t.get("Slot") or 0, t["ID"])):
+            if task["DesiredState"] != "running" or task["Status"]["State"] != "running":
+                continue
+            addr = local_address(task) if task.get("NodeID") == node_id else remote_address(task)
+            if addr:
+                backends.append(addr)
+        for p in ports:
+            out.append(Published(protocol=p.get("Protocol") or "tcp", port=int(p["PublishedPort"]),
+                                 target=int(p["TargetPort"]), backends=tuple(backends)))
+    out.sort(key=lambda p: (p.port, p.protocol))
+    return out
+
+
+def restore_input(instance_id: str, published: list[Published]) -> str:
+    """The ``iptables-restore --noflush`` text that makes both chains hold exactly these rules."""
+    dnat, masq = chains(instance_id)
+    lines = ["*nat", f":{dnat} - [0:0]", f":{masq} - [0:0]"]
+    for p in published:
+        match = f"-p {p.protocol} -m {p.protocol} --dport {p.port}"
+        if not p.backends:
+            continue  # no task runs: nothing to balance over (the port answers nothing, as moby's)
+        n = len(p.backends)
+        for i, addr in enumerate(p.backends):
+            # rule i sees the connections rules 0..i-1 did not take: every (n-i)th of them is its share
+            nth = f" -m statistic --mode nth --every {n - i} --packet 0" if i < n - 1 else ""
+            lines.append(f"-A {dnat} {match}{nth} -j DNAT --to-destination {addr}:{p.target}")
+        for addr in dict.fromkeys(p.backends):
+            lines.append(f"-A {masq} -p {p.protocol} -d {addr}/32 -m {p.protocol} --dport {p.target} "
+                         f"-m conntrack --ctstate DNAT --ctorigdstport {p.port} -j MASQUERADE")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+async def _run(*argv: str, stdin: bytes | None = None) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(stdin), RUN_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, f"{argv[0]} did not finish within {RUN_TIMEOUT:g}s"
+    return proc.returncode or 0, err.decode(errors="replace").strip()
+
+
+# (chain the jump is in, match before -j): DNAT for local destinations, from outside and from the host
+_JUMPS = (("PREROUTING", ("-m", "addrtype", "--dst-type", "LOCAL")),
+          ("OUTPUT", ("-m", "addrtype", "--dst-type", "LOCAL")))
+
+
+class Mesh:
+    """This instance's two chains: rewritten when the plan changes, removed on leave and cleanup."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.dnat, self.masq = chains(instance_id)
+        self._applied: list[Published] | None = None
+        self._localnet: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def apply(self, published: list[Published]) -> None:
+        async with self._lock:
+            if published == self._applied:
+                return
+            if shutil.which("iptables-restore") is None:
+                if published:
+                    raise errors.FailedPrecondition("iptables is not installed: ingress ports cannot be published")
+                return
+            rc, err = await _run("iptables-restore", "-w", "--noflush",
+                                 stdin=restore_input(self.instance_id, published).encode())
+            if rc != 0:
+                raise errors.Internal(f"iptables-restore of {self.dnat}: {err}")
+            for chain, match in _JUMPS:
+                await self._ensure_jump(chain, [*match, "-j", self.dnat])
+            await self._ensure_jump("POSTROUTING", ["-j", self.masq])
+            await self._route_localnet({a for p in published for a in p.backends})
+            self._applied = list(published)
+            log.info("swarm mesh: %d published port(s): %s", len(published),
+                     ", ".join(f"{p.port}/{p.protocol} -> {len(p.backends)} task(s)" for p in published) or "none")
+
+    async def _ensure_jump(self, chain: str, rule: list[str]) -> None:
+        if (await _run("iptables", "-w", "-t", "nat", "-C", chain, *rule))[0] == 0:
+            return
+        rc, err = await _run("iptables", "-w", "-t", "nat", "-I", chain, "1", *rule)
+        if rc != 0:
+            raise errors.Internal(f"iptables: jump from {chain} to {rule[-1]}: {err}")
+
+    async def _route_localnet(self, addresses: set[str]) -> None:
+        """127.0.0.1:<port> DNATed to a task leaves through the task's bridge: the kernel drops such
+        packets as martians unless route_localnet is on for that device (as CNI's portmap sets it)."""
+        for addr in sorted(addresses):
+            rc, out = await _route_dev(addr)
+            if rc != 0 or not out or out in self._localnet:
+                continue
+            path = Path(f"/proc/sys/net/ipv4/conf/{out}/route_localnet")
+            try:
+                await asyncio.to_thread(path.write_text, "1")
+                self._localnet.add(out)
+            except OSError as exc:
+                log.warning("swarm mesh: cannot enable route_localnet on %s: %s", out, exc)
+
+    async def remove(self) -> None:
+        """Leave/cleanup: both chains and their jumps go (only ours, by name)."""
+        async with self._lock:
+            if shutil.which("iptables") is None:
+                return
+            for chain, match in _JUMPS:
+                while (await _run("iptables", "-w", "-t", "nat", "-D", chain, *match, "-j", self.dnat))[0] == 0:
+                    pass
+            while (await _run("iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-j", self.masq))[0] == 0:
+                pass
+            for name in (self.dnat, self.masq):
+                await _run("iptables", "-w", "-t", "nat", "-F", name)
+                await _run("iptables", "-w", "-t", "nat", "-X", name)
+            self._applied = None
+
+
+class MeshSync:
+    """The loop that keeps this node's mesh equal to the plan: woken on store changes, polling too."""
+
+    def __init__(self, store: Store, node_id: str, executor: Executor, mesh: Mesh) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.executor = executor
+        self.mesh = mesh
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def once(self) -> None:
+        services = await self.store.list("services")
+        tasks = await self.store.list("tasks")
+        containers = self.executor.containers()
+
+        def local(task: Obj) -> str | None:
+            cid = containers.get(task["ID"])
+            return self.executor.address(cid) if cid else None
+
+        await self.mesh.apply(plan(services, tasks, self.node_id, local))
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.once()
+            except errors.NarwhalError as exc:
+                log.warning("swarm mesh: %s", exc.message)
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL)
+            except TimeoutError:
+                pass
+
+
+async def _route_dev(addr: str) -> tuple[int, str]:
+    """The device the route to ``addr`` goes out of (``ip route get``)."""
+    proc = await asyncio.create_subprocess_exec("ip", "-o", "route", "get", addr, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    words = out.decode(errors="replace").split()
+    dev = words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+    return proc.returncode or 0, dev
