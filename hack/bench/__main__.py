@@ -80,6 +80,8 @@ def main() -> int:
     parser.add_argument("--no-dockerd", action="store_true", help="skip the dockerd anchor")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=N",
                         help="override a plan field (CriPlan/DockerPlan in cri_bench.py/docker_bench.py), e.g. pods=10")
+    parser.add_argument("--narwhal-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a narwhald config key for this run, e.g. pods-per-shim=8 (the table's header names it)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("benchmarks need root (containerd, runc, CNI)")
@@ -121,7 +123,8 @@ def main() -> int:
         images = seed_registry(registry, args.smoke)
         with contextlib.ExitStack() as stack:
             log("narwhal")
-            narwhal = stack.enter_context(anchors.narwhal(registry))
+            extra = "".join(f"{k}: {v}\n" for k, _, v in (o.partition("=") for o in args.narwhal_config))
+            narwhal = stack.enter_context(anchors.narwhal(registry, extra))
             if want_cri:
                 cri_bench.record_idle_rss(narwhal, results)
             if want_cri or want_density:
@@ -160,7 +163,7 @@ def main() -> int:
             _version(["containerd", "--version"]).replace("github.com/containerd/containerd ", ""),
             _version(["runc", "--version"]),
             _version(["dockerd", "--version"]) if with_dockerd else "dockerd not run",
-        ]),
+        ]) + "".join(f", narwhald {o}" for o in args.narwhal_config),
         "plans": {"cri": cri_plan.__dict__, "density": density_plan.__dict__, "docker": docker_plan.__dict__,
                   "build": build_plan.__dict__},
     }

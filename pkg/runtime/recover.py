@@ -76,6 +76,7 @@ async def _recover_sandbox(ctx: RuntimeContext, record: ctr_containers.Record,
             status = SandboxStatus(SandboxState.NOTREADY, status.ip, status.additional_ips)
             checkpoint.write(ctx.sandbox_root(metadata.id), status)
     ctx.sandboxes.add(metadata.id, metadata, status)
+    ctx.shim_groups.adopt(metadata.id, record.spec)
     ctx.sandboxes.names.reserve(metadata.config.unique_name, metadata.id)
 
 
@@ -93,6 +94,7 @@ async def _recover_container(ctx: RuntimeContext, record: ctr_containers.Record,
         # Died between task start and the RUNNING checkpoint: the monitor reconciles it.
         status = ContainerStatus(ContainerState.UNKNOWN, pid=tasks[metadata.id].pid)
     ctx.containers.add(metadata.id, metadata, status)
+    ctx.shim_groups.adopt(metadata.sandbox_id, record.spec)
     ctx.containers.names.reserve(metadata.unique_name, metadata.id)
 
 
