@@ -11,7 +11,7 @@ from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
 from dockerapi.handlers.containers_request import endpoint_spec
 from pkg import errors
-from pkg.networks.model import (
+from pkg.docker.networks.model import (
     BRIDGE,
     HOST,
     NONE,
@@ -20,7 +20,7 @@ from pkg.networks.model import (
     IPAMPool,
     Network,
 )
-from pkg.networks.service import NetworkService, endpoint_id
+from pkg.docker.networks.service import NetworkService, endpoint_id
 
 FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 PRUNE_FILTERS = ("until", "label", "label!")
