@@ -226,8 +226,8 @@ def _concurrency(key: str, value: Any) -> int:
 
 def _pods_per_shim(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
-            or not 1 <= int(value) <= 256:
-        raise InvalidArgument(f"{key}: expected a whole number from 1 to 256, got {value!r}")
+            or not 1 <= int(value) <= 64:
+        raise InvalidArgument(f"{key}: expected a whole number from 1 to 64, got {value!r}")
     return int(value)
 
 
