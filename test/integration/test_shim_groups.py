@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cri_api.v1 import api_pb2, api_pb2_grpc
@@ -95,5 +96,38 @@ def test_pods_share_shims_across_a_restart(daemon_factory: Callable[..., DaemonP
 
     for sid, _ in [*pods[:3], other]:
         remove_pod(rs, sid)
+    cri.wait_for(lambda: not shims(daemon), 30, "every shim to exit")
+    assert leftovers(daemon) == {}
+
+
+def test_kill9_with_20_grouped_pods(daemon_factory: Callable[..., DaemonProcess], registry: Registry,
+                                    tmp_path: Path) -> None:
+    """test_runtime_restart's kill -9 with the pods five to a shim: all READY with the same IPs, logs
+    growing, the same four shims serving them, nothing leaked."""
+    daemon = daemon_factory(config_yaml="pods-per-shim: 5\n")
+    ref = cri.push_busybox(registry)
+    cri.pull(daemon.images(), ref)
+    rs = daemon.runtime()
+    with ThreadPoolExecutor(4) as pool:
+        pods = list(pool.map(lambda i: make_pod(rs, ref, tmp_path / f"p{i}", f"p{i}"), range(20)))
+    ips = {sid: rs.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sid), timeout=10)
+           .status.network.ip for sid, _ in pods}
+    groups = shims(daemon)
+    assert len(groups) == 4
+
+    daemon.kill9()
+    sizes = {i: (tmp_path / f"p{i}" / "c0.log").stat().st_size for i in range(20)}
+    daemon.start()
+    rs = daemon.runtime()
+    for sid, cids in pods:
+        status = rs.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sid), timeout=10).status
+        assert status.state == api_pb2.SANDBOX_READY and status.network.ip == ips[sid]
+        assert state(rs, cids[0]) == api_pb2.CONTAINER_RUNNING
+    cri.wait_for(lambda: all((tmp_path / f"p{i}" / "c0.log").stat().st_size > sizes[i] for i in range(20)),
+                 30, "every pod's log growing after the restart")
+    assert shims(daemon) == groups
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda pod: remove_pod(rs, pod[0]), pods))
     cri.wait_for(lambda: not shims(daemon), 30, "every shim to exit")
     assert leftovers(daemon) == {}
