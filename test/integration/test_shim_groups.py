@@ -86,6 +86,17 @@ def test_pods_share_shims_across_a_restart(daemon_factory: Callable[..., DaemonP
     first = shims(daemon)
     assert all(state(rs, cid) == api_pb2.CONTAINER_RUNNING for _, cids in pods[:3] for cid in cids)
 
+    # The pod whose container started the first group's shim (its -id, its working dir) goes: the shim stays
+    # and serves the others, and a new pod takes the free place.
+    remove_pod(rs, pods[0][0])
+    assert shims(daemon) == first
+    reply = rs.ExecSync(api_pb2.ExecSyncRequest(container_id=pods[1][1][0], cmd=["echo", "hi"], timeout=10),
+                        timeout=30)
+    assert (reply.exit_code, reply.stdout) == (0, b"hi\n")
+    pods[0] = make_pod(rs, ref, tmp_path / "p6", "p6")
+    assert shims(daemon) == first
+    assert all(state(rs, cid) == api_pb2.CONTAINER_RUNNING for _, cids in pods[:3] for cid in cids)
+
     # Blast radius: the first group's shim killed ends the containers of its three pods, nothing else.
     other = make_pod(rs, ref, tmp_path / "p5", "p5")  # a group of its own: the first one is full
     assert len(shims(daemon)) == 2
