@@ -1,10 +1,14 @@
 """pods-per-shim: which runc v2 shim group a pod's specs name (pkg.runtime.shim_groups) and its config key."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from pkg import config
 from pkg.errors import InvalidArgument
+from pkg.runtime.context import RuntimeContext
 from pkg.runtime.shim_groups import GROUP_ANNOTATION, ShimGroups
 
 
@@ -52,3 +56,14 @@ def test_config_key() -> None:
     for bad in (0, 65, -1, "x", True, 1.5):
         with pytest.raises(InvalidArgument, match="pods-per-shim"):
             config.build({"pods-per-shim": bad}, {})
+
+
+def test_only_the_cri_domain_groups_pods(tmp_path: Path) -> None:
+    cfg = config.Config(root=tmp_path, pods_per_shim=4)
+    nothing: Any = None
+    cri = RuntimeContext(cfg=cfg, client=nothing, network=nothing, netns_create=nothing, netns_remove=nothing,
+                         images=nothing)
+    docker = RuntimeContext(cfg=cfg, client=nothing, network=nothing, netns_create=nothing, netns_remove=nothing,
+                            images=nothing, domain="docker")
+    assert cri.shim_group("a") == {GROUP_ANNOTATION: "narwhal-shim-0"}
+    assert docker.shim_group("a") == {}  # a Docker container keeps a shim of its own, as under dockerd
