@@ -70,6 +70,9 @@ class Config:
     # Every image name the Docker API makes (pull, load, build, commit, tag) is given to the CRI image store too,
     # its content linked, not copied: a pod can use `docker build -t app:dev` with imagePullPolicy Never.
     docker_images_for_pods: bool = False
+    # CRI pods served by one runc v2 shim process (pkg.runtime.shim_groups): 1 is a shim per pod, as
+    # containerd's CRI runs them; more saves a shim's memory per pod, and one shim crash ends its group's pods.
+    pods_per_shim: int = 1
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -221,6 +224,13 @@ def _concurrency(key: str, value: Any) -> int:
     return int(value)
 
 
+def _pods_per_shim(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
+            or not 1 <= int(value) <= 64:
+        raise InvalidArgument(f"{key}: expected a whole number from 1 to 64, got {value!r}")
+    return int(value)
+
+
 def _registry(key: str, value: Any) -> RegistryConfig:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{key}: expected a mapping with 'mirrors' and/or 'insecure'")
@@ -306,6 +316,7 @@ CONVERTERS: dict[str, Any] = {
     "docker-shows-pods": _bool,
     "docker-may-stop-pods": _bool,
     "docker-images-for-pods": _bool,
+    "pods-per-shim": _pods_per_shim,
 }
 
 

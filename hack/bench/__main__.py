@@ -28,6 +28,7 @@ sys.path[:0] = [str(HERE), str(REPO / "test"), str(REPO / "hack"), str(REPO)]
 import anchors  # noqa: E402
 import build_bench  # noqa: E402
 import cri_bench  # noqa: E402
+import density  # noqa: E402
 import docker_bench  # noqa: E402
 import mkimage  # noqa: E402
 import report  # noqa: E402
@@ -39,6 +40,7 @@ SMOKE_CRI = cri_bench.CriPlan(pods=2, execs=2, concurrent=3, concurrent_rounds=1
                               rss_pods=2)
 SMOKE_DOCKER = docker_bench.DockerPlan(runs=2, execs=2, ps_containers=3, ps_calls=2)
 SMOKE_BUILD = build_bench.BuildPlan(builds=1, sleep=1)
+SMOKE_DENSITY = density.DensityPlan(mem_pods=2, mem_pods_max=3, density_pods=3, density_rounds=1, cold_pulls=1)
 BIG_LAYERS, BIG_LAYER_MB = 8, 12  # + busybox: ~100 MB in 9 layers
 
 
@@ -54,8 +56,12 @@ def seed_registry(registry: Registry, smoke: bool) -> dict[str, str]:
     client.push_image("library/pause", "latest", mkimage.build("pause"))
     layers, size = (1, 1) if smoke else (BIG_LAYERS, BIG_LAYER_MB)
     client.push_image("bench/big", "latest", mkimage.build("busybox", filler_layers=layers, filler_mb=size))
+    # The cold-pull image: five incompressible layers (20 MiB each) over the tiny pause layer.
+    layers, size = (1, 1) if smoke else (density.COLD_LAYERS, density.COLD_LAYER_MB)
+    client.push_image("bench/cold", "latest", mkimage.build("pause", filler_layers=layers, filler_mb=size))
     return {name: f"{registry.host}/{repo}:latest"
-            for name, repo in (("busybox", "library/busybox"), ("pause", "library/pause"), ("big", "bench/big"))}
+            for name, repo in (("busybox", "library/busybox"), ("pause", "library/pause"), ("big", "bench/big"),
+                               ("cold", "bench/cold"))}
 
 
 def _version(cmd: list[str]) -> str:
@@ -72,10 +78,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench", help="raw JSON and PNG plots")
     parser.add_argument("--doc", type=Path, help="markdown to update (default: docs/benchmarks.md; "
                         "with --smoke: <out>/benchmarks.md)")
-    parser.add_argument("--only", choices=["cri", "docker", "swarm"], help="run one group only")
+    parser.add_argument("--only", choices=["cri", "docker", "swarm", "density"],
+                        help="run one group only (density: memory per pod, 50 pods at once, the cold pull)")
     parser.add_argument("--no-dockerd", action="store_true", help="skip the dockerd anchor")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=N",
                         help="override a plan field (CriPlan/DockerPlan in cri_bench.py/docker_bench.py), e.g. pods=10")
+    parser.add_argument("--narwhal-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a narwhald config key for this run, e.g. pods-per-shim=8 (the table's header names it)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("benchmarks need root (containerd, runc, CNI)")
@@ -86,6 +95,7 @@ def main() -> int:
     docker_plan = SMOKE_DOCKER if args.smoke else docker_bench.DockerPlan()
     build_plan = SMOKE_BUILD if args.smoke else build_bench.BuildPlan()
     swarm_plan = swarm_bench.SwarmPlan()
+    density_plan = SMOKE_DENSITY if args.smoke else density.DensityPlan()
     for item in args.set:
         key, _, value = item.partition("=")
         if key in cri_plan.__dataclass_fields__:
@@ -96,15 +106,20 @@ def main() -> int:
             build_plan = dataclasses.replace(build_plan, **{key: int(value)})
         elif key in swarm_plan.__dataclass_fields__:
             swarm_plan = dataclasses.replace(swarm_plan, **{key: int(value)})
+        elif key in density_plan.__dataclass_fields__:
+            density_plan = dataclasses.replace(density_plan, **{key: int(value)})
         else:
             parser.error(f"--set {item}: no such plan field")
     want_cri, want_docker = args.only in (None, "cri"), args.only in (None, "docker")
     want_swarm = args.only in (None, "swarm") and not args.smoke  # minutes per round: not in the smoke run
+    want_density = args.only in (None, "density")
     with_dockerd = (want_docker or want_swarm) and not args.smoke and not args.no_dockerd
 
     results = Results()
     if want_cri:
         cri_bench.declare(results, cri_plan)
+    if want_density:
+        density.declare(results, density_plan)
     if want_docker:
         docker_bench.declare(results, docker_plan)
         build_bench.declare(results, build_plan)
@@ -117,15 +132,20 @@ def main() -> int:
         images = seed_registry(registry, args.smoke)
         with contextlib.ExitStack() as stack:
             log("narwhal")
-            narwhal = stack.enter_context(anchors.narwhal(registry))
-            if want_cri:  # the row is declared with the CRI group
-                cri_bench.record_idle_rss(narwhal, results)
+            extra = "".join(f"{k}: {v}\n" for k, _, v in (o.partition("=") for o in args.narwhal_config))
+            narwhal = stack.enter_context(anchors.narwhal(registry, extra))
             if want_cri:
+                cri_bench.record_idle_rss(narwhal, results)
+            if want_cri or want_density:
                 log("containerd (CRI plugin)")
                 with anchors.containerd_cri(registry) as containerd:
-                    cri_bench.record_idle_rss(containerd, results)
-                    log("CRI benchmarks")
-                    cri_bench.run([narwhal, containerd], images, cri_plan, results, log)
+                    if want_cri:
+                        cri_bench.record_idle_rss(containerd, results)
+                        log("CRI benchmarks")
+                        cri_bench.run([narwhal, containerd], images, cri_plan, results, log)
+                    if want_density:
+                        log("density benchmarks")
+                        density.run([narwhal, containerd], images, density_plan, results, log)
             if want_docker or want_swarm:
                 systems = [narwhal]
                 if with_dockerd:
@@ -156,9 +176,9 @@ def main() -> int:
             _version(["containerd", "--version"]).replace("github.com/containerd/containerd ", ""),
             _version(["runc", "--version"]),
             _version(["dockerd", "--version"]) if with_dockerd else "dockerd not run",
-        ]),
-        "plans": {"cri": cri_plan.__dict__, "docker": docker_plan.__dict__, "build": build_plan.__dict__,
-                  "swarm": swarm_plan.__dict__},
+        ]) + "".join(f", narwhald {o}" for o in args.narwhal_config),
+        "plans": {"cri": cri_plan.__dict__, "density": density_plan.__dict__, "docker": docker_plan.__dict__,
+                  "build": build_plan.__dict__, "swarm": swarm_plan.__dict__},
     }
     report.write_json(args.out / "results.json", results, meta)
     table = report.markdown(results, meta)

@@ -125,9 +125,10 @@ def _cgroups_remove(name: str) -> None:
 
 
 @contextlib.contextmanager
-def narwhal(registry: Registry) -> Iterator[System]:
-    """narwhald at info level (the tests' default is debug, which costs time per call)."""
-    config = f"registry:\n  mirrors:\n    docker.io: [\"http://{registry.host}\"]\n"
+def narwhal(registry: Registry, extra_config: str = "") -> Iterator[System]:
+    """narwhald at info level (the tests' default is debug, which costs time per call); ``extra_config``: more
+    YAML lines (a lever under test, e.g. ``pods-per-shim: 8``)."""
+    config = f"registry:\n  mirrors:\n    docker.io: [\"http://{registry.host}\"]\n{extra_config}"
     daemon: DaemonProcess = start_daemon(config_yaml=config, extra_args=["--log-level", "info"])
     try:
         assert daemon.proc is not None

@@ -88,7 +88,8 @@ def markdown(results: Results, meta: dict[str, Any]) -> str:
 
 def write_json(path: Path, results: Results, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"meta": meta, "results": results.to_json(), "breakdown": results.breakdown}
+    data = {"meta": meta, "results": results.to_json(), "breakdown": results.breakdown,
+            "memory_profiles": results.profiles}
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 

@@ -66,6 +66,8 @@ class Results:
         self.rows: list[Row] = []
         # title -> {"unit": what one "call per" counts, "calls": per-call means} (breakdown.py)
         self.breakdown: dict[str, dict[str, Any]] = {}
+        # "<system>, <n> pods" -> PSS (MiB) per daemon and per kind of per-pod process (density.py)
+        self.profiles: dict[str, dict[str, Any]] = {}
 
     def row(self, group: str, name: str, unit: str, anchor: str, **kwargs: Any) -> Row:
         for row in self.rows:

@@ -115,7 +115,7 @@ async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: Sandb
             cgroups_path=metadata.cgroups_path,
             cgroupns=sec.cgroupns,
             annotations={**config.annotations, "io.kubernetes.cri.container-type": "container",
-                         "io.kubernetes.cri.sandbox-id": sandbox.id},
+                         "io.kubernetes.cri.sandbox-id": sandbox.id, **ctx.shim_group(sandbox.id)},
             sandbox_files=sandbox_files(ctx, sandbox),
             rootfs_path=rootfs,
             volumes_dir=ctx.container_root(metadata.id) / "volumes",

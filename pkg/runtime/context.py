@@ -14,6 +14,7 @@ from pkg.events import DomainEvents, EventBus
 from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
+from pkg.runtime.shim_groups import ShimGroups
 from pkg.runtime.stdin import StdinKeeper
 from pkg.store import Store
 
@@ -48,6 +49,7 @@ class RuntimeContext:
     # A runtime "domain" (one per front end) has its own containerd namespace (via ``client``), its own
     # dirs and cgroup parent, so recovery and GC of one never touch the other's objects.
     domain: str = ""
+    shim_groups: ShimGroups = field(default_factory=ShimGroups)  # pods-per-shim (pkg.runtime.shim_groups)
 
     @property
     def root(self) -> Path:
@@ -58,6 +60,11 @@ class RuntimeContext:
     def state(self) -> Path:
         """This domain's volatile dir (cfg.state for CRI, cfg.state/<domain> otherwise)."""
         return self.cfg.state / self.domain if self.domain else self.cfg.state
+
+    def shim_group(self, sandbox_id: str) -> dict[str, str]:
+        """The shim-group annotation for a spec of this pod: ``pods-per-shim`` groups CRI pods only (a
+        Docker container is a pod of its own, each in its own shim as dockerd runs them)."""
+        return self.shim_groups.annotations(sandbox_id, 1 if self.domain else self.cfg.pods_per_shim)
 
     @property
     def exec_dir(self) -> Path:

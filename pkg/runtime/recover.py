@@ -77,6 +77,7 @@ async def _recover_sandbox(ctx: RuntimeContext, record: ctr_containers.Record,
                                 network_ready=False, message="")
             checkpoint.write(ctx.sandbox_root(metadata.id), status)
     ctx.sandboxes.add(metadata.id, metadata, status)
+    ctx.shim_groups.adopt(metadata.id, record.spec)
     ctx.sandboxes.names.reserve(metadata.config.unique_name, metadata.id)
 
 
@@ -95,6 +96,7 @@ async def _recover_container(ctx: RuntimeContext, record: ctr_containers.Record,
         status = transition(status, ContainerState.UNKNOWN, f"recover container {metadata.id}",
                             pid=tasks[metadata.id].pid)
     ctx.containers.add(metadata.id, metadata, status)
+    ctx.shim_groups.adopt(metadata.sandbox_id, record.spec)
     ctx.containers.names.reserve(metadata.unique_name, metadata.id)
 
 

@@ -60,6 +60,11 @@ class SandboxService:
             async with CleanupStack() as cleanup:
                 metadata = self._metadata(sandbox_id, config, runtime_handler or "runc")
                 meta_dict = to_dict(metadata)
+
+                async def release_shim_group() -> None:
+                    ctx.shim_groups.release(sandbox_id)
+
+                cleanup.add("release shim group", release_shim_group)
                 infra_spec = await asyncio.to_thread(infra.sandbox_spec, ctx, metadata) if metadata.infra else {
                     "ociVersion": "1.0.2"}
                 await ctr_containers.create(
@@ -263,6 +268,7 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
     await ctr_tasks.delete(ctx.client, sandbox_id)
     await ctr_containers.delete(ctx.client, sandbox_id)
     await rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
+    ctx.shim_groups.release(sandbox_id)
 
 
 def _validate(config: SandboxConfig) -> None:

@@ -14,7 +14,7 @@ CRI_CALLS = ("RunPodSandbox", "CreateContainer", "StartContainer", "StopContaine
 
 def test_bench_smoke(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "hack" / "bench"), "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=360)
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["meta"]["mode"] == "smoke"
@@ -27,6 +27,14 @@ def test_bench_smoke(tmp_path: Path) -> None:
             samples = row["samples"][system]
             assert samples and all(v > 0 for v in samples), (call, system, samples)
         assert row["ratio"] > 0
+    # The density rows (hack/bench/density.py): memory per pod counted for both, from a shim at least.
+    for name in ("memory per pod, 2 pods", "memory per pod, 3 pods", "PullImage, cold, 5 × 20 MiB"):
+        row = rows[("CRI", name)]
+        assert row["errors"] == {}, (name, row["errors"])
+        assert all(row["samples"][s] and row["samples"][s][0] > 0 for s in ("narwhal", "containerd")), name
+    profiles = data["memory_profiles"]
+    assert profiles["narwhal, 3 pods"]["after"]["shims"] >= 1 and profiles["narwhal, 3 pods"]["after"]["loggers"] == 3
+    assert profiles["containerd, 3 pods"]["after"]["pauses"] == 3
     logs = next(r for (g, n), r in rows.items() if g == "CRI" and n.startswith("log throughput"))
     assert logs["samples"]["narwhal"][0] > 0 and logs["samples"]["containerd"][0] > 0
     # The Docker rows exist for narwhal: measured, or recorded as an error, never silently missing.

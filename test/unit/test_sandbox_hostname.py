@@ -61,7 +61,8 @@ def test_pod_files_use_the_derived_hostname(tmp_path: Path) -> None:
 
 def test_infra_spec_of_a_critest_pod(tmp_path: Path) -> None:
     """The spec that failed RunPodSandbox with 'invalid hostname ... at most 64 bytes'."""
-    ctx: Any = SimpleNamespace(cfg=SimpleNamespace(root=tmp_path), sandbox_state=lambda sid: tmp_path / "state" / sid)
+    ctx: Any = SimpleNamespace(cfg=SimpleNamespace(root=tmp_path), sandbox_state=lambda sid: tmp_path / "state" / sid,
+                               shim_group=lambda sid: {})
     metadata = SandboxMetadata(id="s" * 64, config=_config(), runtime_handler="runc", created_at=0,
                                netns_path="/run/netns/x", ipc_path=str(tmp_path / "ipc"),
                                uts_path=str(tmp_path / "uts"), infra=True, sandbox_dir=str(tmp_path))
