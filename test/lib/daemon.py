@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 NARWHALD = REPO / ".venv" / "bin" / "narwhald"
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
@@ -33,6 +33,7 @@ class DaemonProcess:
     metrics_port: int
     proc: subprocess.Popen[bytes] | None = None
     extra_config: str = ""
+    wrapper: list[str] = field(default_factory=list)  # e.g. nsexec.argv(netns): run narwhald inside a netns
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -65,7 +66,8 @@ class DaemonProcess:
     def start(self, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
         offset = len(self.log())
         with open(self.log_path, "ab") as logfile:
-            self.proc = subprocess.Popen([str(NARWHALD), *self.args], stdout=logfile, stderr=logfile, env=env)
+            self.proc = subprocess.Popen([*self.wrapper, str(NARWHALD), *self.args], stdout=logfile, stderr=logfile,
+                                         env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -132,8 +134,8 @@ class DaemonProcess:
 
     def cleanup(self, *flags: str) -> subprocess.CompletedProcess[str]:
         """``narwhald cleanup`` of this instance (same flags as the daemon); its failure is reported, not raised."""
-        result = subprocess.run([str(NARWHALD), "cleanup", *flags, *self.args], capture_output=True, text=True,
-                                timeout=180)
+        result = subprocess.run([*self.wrapper, str(NARWHALD), "cleanup", *flags, *self.args], capture_output=True,
+                                text=True, timeout=180)
         if result.returncode != 0:
             print(f"narwhald cleanup of {self.base} failed ({result.returncode}): {result.stderr}")
         return result

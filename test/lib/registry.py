@@ -22,9 +22,11 @@ class Registry:
     proc: subprocess.Popen[bytes]
     htpasswd: Path | None = None
 
+    address: str = "127.0.0.1"
+
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -35,10 +37,11 @@ class Registry:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_registry(users: dict[str, str] | None = None) -> Registry:
-    """Start a registry; with ``users`` it requires HTTP basic auth (bcrypt htpasswd)."""
+def start_registry(users: dict[str, str] | None = None, address: str = "127.0.0.1") -> Registry:
+    """Start a registry; with ``users`` it requires HTTP basic auth (bcrypt htpasswd).  ``address`` is the one
+    it listens on (the cluster test bed's bridge address, so nodes in their namespaces reach it)."""
     base = Path(tempfile.mkdtemp(prefix="nw-reg-"))
-    port = free_port()
+    port = free_port(address)
     auth = ""
     htpasswd = None
     if users:
@@ -60,7 +63,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {address}:{port}
 {auth}"""
     )
     with open(base / "registry.log", "wb") as log:  # the child keeps its own copy of the descriptor
@@ -68,7 +71,7 @@ http:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            urllib.request.urlopen(f"http://{address}:{port}/v2/", timeout=1)
             break
         except urllib.error.HTTPError:
             break  # 401 with auth on: it is up
@@ -79,4 +82,4 @@ http:
     else:
         proc.kill()
         raise TimeoutError("registry did not start")
-    return Registry(base=base, port=port, proc=proc, htpasswd=htpasswd)
+    return Registry(base=base, port=port, proc=proc, htpasswd=htpasswd, address=address)
