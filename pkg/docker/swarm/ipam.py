@@ -73,7 +73,7 @@ def _pick(pools: list[str], size: int, taken: list[Network]) -> Network:
         if size < base.prefixlen:
             continue
         for candidate in base.subnets(new_prefix=size):
-            if not any(candidate.overlaps(t) for t in taken):  # type: ignore[arg-type]
+            if not any(candidate.overlaps(t) for t in taken):
                 return candidate
     raise errors.ResourceExhausted("could not find an available, non-overlapping IPv4 address pool among the "
                                    "defaults to assign to the network")
@@ -88,7 +88,7 @@ async def allocate(store: Store, network_id: str, subnet: str = "", gateway: str
         taken = [ipaddress.ip_network(s) for s in data["subnets"]]
         if subnet:
             chosen = ipaddress.ip_network(subnet, strict=False)
-            if any(chosen.overlaps(t) for t in taken):  # type: ignore[arg-type]
+            if any(chosen.overlaps(t) for t in taken):
                 raise errors.PermissionDenied("invalid pool request: Pool overlaps with other one on this address "
                                               "space")
         else:
