@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pkg.docker.swarm.cluster import InitRequest
+from pkg.docker.swarm.networks import OverlayRequest
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
@@ -58,3 +59,7 @@ class SwarmBackend(Protocol):
     async def object_update(self, kind: str, ref: str, version: int, spec: Obj) -> None: ...
 
     async def object_remove(self, kind: str, ref: str) -> None: ...
+
+    async def network_create(self, req: OverlayRequest) -> str: ...
+
+    async def network_remove(self, ref: str) -> None: ...

@@ -11,10 +11,14 @@ from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
 from dockerapi.handlers.containers_request import endpoint_spec
 from pkg import errors
+from pkg.docker.swarm.cluster import NOT_MANAGER
+from pkg.docker.swarm.networks import OverlayRequest
+from pkg.networks import conflist
 from pkg.networks.model import (
     BRIDGE,
     HOST,
     NONE,
+    OVERLAY,
     CreateRequest,
     EndpointView,
     IPAMPool,
@@ -31,6 +35,10 @@ def _service(request: web.Request) -> NetworkService:
     return service
 
 
+def _scope(network: Network) -> str:
+    return "swarm" if network.driver == OVERLAY else "local"
+
+
 def _matches(service: NetworkService, network: Network, filters: dict[str, list[str]]) -> bool:
     """Within a key any value may match; every key must (moby's filters.Args)."""
     if "name" in filters and not any(v in network.name for v in filters["name"]):
@@ -39,7 +47,7 @@ def _matches(service: NetworkService, network: Network, filters: dict[str, list[
         return False
     if "driver" in filters and network.driver not in filters["driver"]:
         return False
-    if "scope" in filters and "local" not in filters["scope"]:
+    if "scope" in filters and _scope(network) not in filters["scope"]:
         return False
     if not docker_filters.labels_match(network.labels, filters.get("label", ())):
         return False
@@ -67,7 +75,7 @@ async def _json(request: web.Request, service: NetworkService, network: Network,
         "Name": network.name,
         "Id": network.id,
         "Created": network.created,
-        "Scope": "local",
+        "Scope": _scope(network),
         "Driver": network.driver,
         "EnableIPv6": network.enable_ipv6,
         "IPAM": {"Driver": "default", "Options": network.ipam_options or None, "Config": config},
@@ -81,7 +89,7 @@ async def _json(request: web.Request, service: NetworkService, network: Network,
         "Labels": network.labels,
     }
     if versions.at_least(request, "1.47"):
-        body["EnableIPv4"] = network.driver == "bridge"
+        body["EnableIPv4"] = network.driver in ("bridge", OVERLAY)
     return body
 
 
@@ -114,7 +122,7 @@ async def inspect_network(request: web.Request) -> web.Response:
     service = _service(request)
     scope = request.query.get("scope", "")
     network = service.get(request.match_info["id"])
-    if scope and scope != "local":
+    if scope and scope != _scope(network):
         raise errors.NotFound(f"network {request.match_info['id']} not found")
     return web.json_response(await _json(request, service, network, containers=True))
 
@@ -144,9 +152,11 @@ async def create_network(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("config-only networks are not supported")
     if body.get("Ingress"):
         raise errors.InvalidArgument("ingress networks are a Swarm feature and are not supported")
+    pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
+    if body.get("Driver") == OVERLAY:
+        return await _create_overlay(request, service, name, body, pools)
     if body.get("Scope") not in (None, "", "local"):
         raise errors.InvalidArgument(f"network scope {body['Scope']!r} is not supported: only \"local\"")
-    pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
     network = await service.create(CreateRequest(
         name=name, driver=str(body.get("Driver") or "bridge"), internal=bool(body.get("Internal")),
         attachable=bool(body.get("Attachable")), labels=params.string_map(body.get("Labels"), "Labels"),
@@ -157,8 +167,40 @@ async def create_network(request: web.Request) -> web.Response:
     return web.json_response({"Id": network.id, "Warning": ""}, status=201)
 
 
+async def _create_overlay(request: web.Request, service: NetworkService, name: str, body: dict[str, Any],
+                          pools: tuple[IPAMPool, ...]) -> web.Response:
+    """A swarm-scoped overlay network, created in the cluster store (pkg.docker.swarm.networks)."""
+    swarm = backends(request).swarm
+    if swarm is None or swarm.ping_state() == "inactive":
+        raise errors.Unavailable(NOT_MANAGER)
+    if body.get("Scope") not in (None, "", "swarm"):
+        raise errors.InvalidArgument(f"network scope {body['Scope']!r} is not valid for the overlay driver")
+    if body.get("EnableIPv6"):
+        raise errors.InvalidArgument("IPv6 overlay networks are not supported")
+    if len(pools) > 1:
+        raise errors.InvalidArgument("only one IPv4 pool per overlay network is supported")
+    with contextlib.suppress(errors.NotFound, errors.InvalidArgument):
+        if service.get(name).name == name:
+            raise errors.Conflict(f"network with name {name} already exists")
+    pool = pools[0] if pools else IPAMPool("")
+    if pool.subnet:
+        pool = conflist.complete_pool(pool)
+    network_id = await swarm.network_create(OverlayRequest(
+        name=name, internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
+        labels=params.string_map(body.get("Labels"), "Labels"), options=params.string_map(body.get("Options"),
+                                                                                            "Options"),
+        subnet=pool.subnet, gateway=pool.gateway))
+    return web.json_response({"Id": network_id, "Warning": ""}, status=201)
+
+
 async def remove_network(request: web.Request) -> web.Response:
-    await _service(request).remove(request.match_info["id"])
+    service = _service(request)
+    network = service.get(request.match_info["id"])
+    swarm = backends(request).swarm
+    if network.driver == OVERLAY and swarm is not None:
+        await swarm.network_remove(network.id)
+    else:
+        await service.remove(network.id)
     return web.Response(status=204)
 
 

@@ -38,6 +38,7 @@ from pkg.networks.model import (
     DRIVERS,
     HOST,
     NONE,
+    OVERLAY,
     PREDEFINED,
     CreateRequest,
     EndpointView,
@@ -308,6 +309,22 @@ class NetworkService:
         self._emit("create", network)
         return network
 
+    async def set_overlays(self, overlays: list[Network]) -> None:
+        """The swarm's overlay networks as this node sees them now (pkg.docker.swarm.overlay keeps them in
+        sync from etcd): joinable and listed like the others, never written to disk nor removed here."""
+        async with self._lock:
+            before = {n.id: n for n in self._networks.values() if n.driver == OVERLAY}
+            after = {n.id: n for n in overlays}
+            if before == after:
+                return
+            for network_id in before:
+                del self._networks[network_id]
+            self._networks.update(after)
+            try:
+                await self._sync_isolation()
+            except errors.NarwhalError as exc:
+                log.warning("isolation rules after overlay changes: %s", exc.message)
+
     async def _forget(self, network: Network) -> None:
         self._networks.pop(network.id, None)
         await self._sync_isolation()
@@ -324,6 +341,8 @@ class NetworkService:
         network = self.get(ref)
         if network.predefined:
             raise errors.PermissionDenied(f"{network.name} is a pre-defined network and cannot be removed")
+        if network.driver == OVERLAY:
+            raise errors.FailedPrecondition(f"network {network.name} is a swarm network: remove it on a manager")
         async with self._lock:
             if network.id not in self._networks:
                 return
@@ -361,7 +380,7 @@ class NetworkService:
         removed = []
         async with self._lock:
             for network in list(self._networks.values()):
-                if network.predefined or keep(network) or await self._attached(network):
+                if network.predefined or network.driver == OVERLAY or keep(network) or await self._attached(network):
                     continue
                 await self._destroy(network)
                 removed.append(network.name)

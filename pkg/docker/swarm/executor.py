@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pkg import errors
 from pkg.engine.engine import Engine
-from pkg.engine.model import ContainerSpec, HealthConfig, HostConfig, PortBinding, Resources, Status
+from pkg.engine.model import ContainerSpec, EndpointSpec, HealthConfig, HostConfig, PortBinding, Resources, Status
 from pkg.images.service import ImageService
 from pkg.volumes.model import MountSpec, MountType
 
@@ -40,6 +41,8 @@ class Executor:
     def __init__(self, engine: Engine, images: ImageService) -> None:
         self.engine = engine
         self.images = images
+        # a swarm network's ID (TaskTemplate.Networks' Target) -> its name, as task containers show it
+        self.network_name: Callable[[str], str] = lambda ref: ref
 
     def containers(self) -> dict[str, str]:
         """task ID -> container ID of every task container this node has."""
@@ -71,6 +74,10 @@ class Executor:
 
     async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[MountSpec]) -> str:
         spec, host = container_config(task, service, node_id, mounts)
+        if spec.endpoints:
+            endpoints = tuple(dataclasses.replace(e, network=self.network_name(e.network)) for e in spec.endpoints)
+            spec = dataclasses.replace(spec, endpoints=endpoints)
+            host = dataclasses.replace(host, network_mode=endpoints[0].network)
         return str(await self.engine.create(spec, host, name=name))
 
     async def start(self, container_id: str) -> None:
@@ -124,6 +131,7 @@ def container_config(task: Obj, service: Obj, node_id: str,
         stop_timeout=grace // 1_000_000_000,
         healthcheck=healthcheck,
         exposed_ports=tuple(f"{b.container_port}/{b.protocol}" for b in host_ports(service)),
+        endpoints=task_endpoints(task, service),
     )
     limits = (task["Spec"].get("Resources") or {}).get("Limits") or {}
     dns = cs.get("DNSConfig") or {}
@@ -142,8 +150,19 @@ def container_config(task: Obj, service: Obj, node_id: str,
         dns_options=tuple(dns.get("Options") or ()),
         resources=Resources(memory=int(limits.get("MemoryBytes", 0)), nano_cpus=int(limits.get("NanoCPUs", 0)),
                             pids_limit=int(limits.get("Pids", 0))),
+        network_mode=spec.endpoints[0].network if spec.endpoints else "bridge",
     )
     return spec, host
+
+
+def task_endpoints(task: Obj, service: Obj) -> tuple[EndpointSpec, ...]:
+    """The task's overlay networks (TaskTemplate.Networks), the first one its eth0.  Each endpoint carries
+    the names the embedded DNS answers for it, as libnetwork's service records: the service name and
+    ``tasks.<service>``, plus the aliases the spec gives (the task's name is its container's name)."""
+    name = service["Spec"]["Name"]
+    names = (name, f"tasks.{name}")
+    return tuple(EndpointSpec(network=str(n["Target"]), aliases=(*names, *(n.get("Aliases") or ())))
+                 for n in task["Spec"].get("Networks") or () if n.get("Target"))
 
 
 def host_ports(service: Obj) -> tuple[PortBinding, ...]:

@@ -1,0 +1,142 @@
+"""Overlay networks on a single-node swarm through the real docker CLI: create/ls/inspect/rm as moby
+shows them (scope swarm, driver overlay, the VNI option, a /24 of 10.0.0.0/8 from the etcd IPAM), the
+node's bridge and kernel vxlan device (on this test's data path port), attachable containers and
+service tasks getting addresses there and finding each other through the embedded DNS (container
+name, service name, tasks.<service>), the refusals (not in a swarm, in use, duplicate name, encrypted),
+and nothing left after rm and swarm leave.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from lib.docker import BUSYBOX, DockerDaemon, docker_daemon, eventually
+from lib.leaks import leftovers
+from lib.registry import Registry
+
+NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
+               "node to swarm and try again.")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dd(registry: Registry) -> Iterator[DockerDaemon]:
+    yield from docker_daemon(registry)
+
+
+@pytest.fixture
+def swarm(dd: DockerDaemon) -> Iterator[int]:
+    """A single-node swarm whose VXLAN port is this test's own (parallel tests never share one)."""
+    port = free_udp_port()
+    dd.out("swarm", "init", "--advertise-addr", "127.0.0.1", "--data-path-port", str(port))
+    try:
+        yield port
+    finally:
+        dd.docker("swarm", "leave", "--force", check=False)
+        assert eventually(lambda: leftovers(dd.daemon) == {}, timeout=15), leftovers(dd.daemon)
+
+
+def link(name: str) -> str:
+    return subprocess.run(["ip", "-d", "link", "show", name], capture_output=True, text=True).stdout
+
+
+def inspect(dd: DockerDaemon, name: str) -> dict[str, object]:
+    data = json.loads(dd.out("network", "inspect", name))
+    assert isinstance(data, list)
+    return dict(data[0])
+
+
+def test_overlay_refused_outside_a_swarm(dd: DockerDaemon) -> None:
+    out = dd.docker("network", "create", "-d", "overlay", "nope", check=False)
+    assert out.returncode != 0 and NOT_MANAGER in out.stderr
+
+
+def test_overlay_network_lifecycle_and_attachable_containers(dd: DockerDaemon, swarm: int) -> None:
+    dd.out("network", "create", "-d", "overlay", "--attachable", "--label", "k=v", "ov1")
+    net = inspect(dd, "ov1")
+    assert (net["Scope"], net["Driver"], net["Attachable"], net["Internal"]) == ("swarm", "overlay", True, False)
+    assert net["Labels"] == {"k": "v"}
+    ipam = net["IPAM"]["Config"][0]  # type: ignore[index]
+    assert ipam["Subnet"].startswith("10.0.") and ipam["Subnet"].endswith(".0/24")
+    vni = net["Options"]["com.docker.network.driver.overlay.vxlanid_list"]  # type: ignore[index]
+    assert int(vni) >= 4097
+    ls = dd.out("network", "ls", "--filter", "scope=swarm", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
+    assert ls.split("\n") == ["ov1 overlay swarm"]
+    net_id = str(net["Id"])
+    vx = link(f"nwv{net_id[:12].lower()}")
+    assert f"vxlan id {vni}" in vx and f"dstport {swarm}" in vx and "nolearning" in vx
+    assert "master" in vx and link(f"nwo{net_id[:12].lower()}")
+    # moby's refusals
+    dup = dd.docker("network", "create", "-d", "overlay", "ov1", check=False)
+    assert dup.returncode != 0 and "already exists" in dup.stderr
+    enc = dd.docker("network", "create", "-d", "overlay", "--opt", "encrypted", "ov2", check=False)
+    assert enc.returncode != 0 and "encrypted" in enc.stderr
+    assert "ov2" not in dd.out("network", "ls", "--format", "{{.Name}}")
+    # attachable containers: addresses from the subnet, MTU for VXLAN, names through the embedded DNS
+    dd.out("run", "-d", "--name", "srv", "--network", "ov1", BUSYBOX, "sleep", "300")
+    srv = json.loads(dd.out("inspect", "srv"))[0]["NetworkSettings"]["Networks"]["ov1"]["IPAddress"]
+    assert srv.startswith(ipam["Subnet"].rsplit(".", 1)[0] + ".") and srv != ipam["Gateway"]
+    out = dd.out("run", "--rm", "--network", "ov1", BUSYBOX, "sh", "-c",
+                 "ip -o link show eth0; ping -c1 -W2 srv >/dev/null && echo reached")
+    assert "mtu 1450" in out and "reached" in out
+    busy = dd.docker("network", "rm", "ov1", check=False)
+    assert busy.returncode != 0 and "has active endpoints" in busy.stderr
+    dd.out("rm", "-f", "srv")
+    dd.out("network", "rm", "ov1")
+    assert "ov1" not in dd.out("network", "ls", "--format", "{{.Name}}")
+    assert not link(f"nwv{net_id[:12].lower()}") and not link(f"nwo{net_id[:12].lower()}")
+    # the address pool came back: the next network gets the same subnet again
+    dd.out("network", "create", "-d", "overlay", "ov3")
+    assert inspect(dd, "ov3")["IPAM"]["Config"][0]["Subnet"] == ipam["Subnet"]  # type: ignore[index]
+    dd.out("network", "rm", "ov3")
+
+
+def test_service_tasks_on_an_overlay_find_each_other(dd: DockerDaemon, swarm: int) -> None:
+    dd.out("network", "create", "-d", "overlay", "--attachable", "backend")
+    dd.out("service", "create", "--detach", "--name", "web", "--replicas", "2", "--network", "backend",
+           BUSYBOX, "sleep", "600")
+
+    def task_ips() -> list[str]:
+        names = [n for n in dd.out("ps", "--format", "{{.Names}}").split() if n.startswith("web.")]
+        if len(names) != 2:
+            return []
+        info = json.loads(dd.out("inspect", *names))
+        return [c["NetworkSettings"]["Networks"].get("backend", {}).get("IPAddress", "") for c in info]
+
+    assert eventually(lambda: len(task_ips()) == 2 and all(task_ips()), timeout=60), dd.out(
+        "ps", "-a", "--format", "{{.Names}} {{.Networks}} {{.Status}}")
+    ips = task_ips()
+    subnet = inspect(dd, "backend")["IPAM"]["Config"][0]["Subnet"]  # type: ignore[index]
+    assert all(ip.startswith(str(subnet).rsplit(".", 1)[0] + ".") for ip in ips) and len(set(ips)) == 2
+    answer = dd.out("run", "--rm", "--network", "backend", BUSYBOX, "sh", "-c",
+                    "nslookup web 127.0.0.11; nslookup tasks.web 127.0.0.11; ping -c1 -W2 web >/dev/null && echo ok")
+    for ip in ips:
+        assert ip in answer
+    assert answer.rstrip().endswith("ok")
+    in_use = dd.docker("network", "rm", "backend", check=False)
+    assert in_use.returncode != 0 and "in use by service" in in_use.stderr
+    dd.out("service", "rm", "web")
+    assert eventually(lambda: not [n for n in dd.out("ps", "-a", "--format", "{{.Names}}").split()
+                                    if n.startswith("web.")], timeout=60)
+    assert eventually(lambda: dd.docker("network", "rm", "backend", check=False).returncode == 0, timeout=30)
+
+
+def test_swarm_leave_removes_overlay_links(dd: DockerDaemon) -> None:
+    port = free_udp_port()
+    dd.out("swarm", "init", "--advertise-addr", "127.0.0.1", "--data-path-port", str(port))
+    try:
+        net_id = dd.out("network", "create", "-d", "overlay", "gone")
+    finally:
+        dd.docker("swarm", "leave", "--force", check=False)
+    assert eventually(lambda: not link(f"nwo{net_id[:12].lower()}"), timeout=15)
+    assert not link(f"nwv{net_id[:12].lower()}")
+    assert "gone" not in dd.out("network", "ls", "--format", "{{.Name}}")
+    assert eventually(lambda: leftovers(dd.daemon) == {}, timeout=15), leftovers(dd.daemon)
