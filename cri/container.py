@@ -9,7 +9,7 @@ from cri_api.v1 import api_pb2
 
 from cri import convert
 from pkg import errors
-from pkg.runtime import verbose_info
+from pkg.cri import verbose_info
 from pkg.runtime.containers import ContainerService
 
 

@@ -1,11 +1,11 @@
 """ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats; ListMetricDescriptors and
-ListPodSandboxMetrics (cAdvisor-style series, pkg/runtime/cri_metrics.py)."""
+ListPodSandboxMetrics (cAdvisor-style series, pkg/cri/metrics.py)."""
 from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
-from pkg.runtime.cri_metrics import CriMetricsService, MetricDescriptor, PodMetrics, Sample
-from pkg.runtime.stats import ContainerUsage, PodUsage, StatsService
+from pkg.cri.metrics import CriMetricsService, MetricDescriptor, PodMetrics, Sample
+from pkg.cri.stats import ContainerUsage, PodUsage, StatsService
 
 
 def _u64(value: int | None) -> api_pb2.UInt64Value | None:

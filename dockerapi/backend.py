@@ -15,17 +15,17 @@ from aiohttp import web
 from dockerapi.swarm_backend import SwarmBackend
 from pkg import errors
 from pkg.docker.build.builder import Builder
-from pkg.engine.engine import Engine
-from pkg.engine.pods_view import PodsView
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.pods_view import PodsView
+from pkg.docker.networks.service import NetworkService
+from pkg.docker.views.exec import ExecManager
+from pkg.docker.volumes.service import VolumeService
 from pkg.events import EventBus
 from pkg.images.service import ImageService
 from pkg.metrics import Metrics
-from pkg.networks.service import NetworkService
 from pkg.runtime.containers import ContainerService
-from pkg.runtime.docker_exec import ExecManager
 from pkg.runtime.sandboxes import SandboxService
 from pkg.system import HostInfo, VersionInfo
-from pkg.volumes.service import VolumeService
 
 
 class SystemBackend(Protocol):
@@ -43,9 +43,9 @@ class Backends:
     images: ImageService | None = None        # on the Docker containerd namespace
     sandboxes: SandboxService | None = None   # the Docker domain's runtime
     containers: ContainerService | None = None
-    engine: Engine | None = None  # pkg.engine: Docker containers (names, restart policies) on that runtime
+    engine: Engine | None = None  # pkg.docker.engine: Docker containers (names, restart policies) on that runtime
     volumes: VolumeService | None = None  # Docker volumes (local driver)
-    networks: NetworkService | None = None  # Docker networks (pkg.networks)
+    networks: NetworkService | None = None  # Docker networks (pkg.docker.networks)
     execs: ExecManager | None = None  # Docker exec instances of the Docker domain's containers
     events: EventBus | None = None  # the daemon's event bus: /events reads it, services publish on it
     builder: Builder | None = None  # docker build (pkg.docker.build) on the Docker domain

@@ -35,10 +35,10 @@ from pkg.config import Config
 from pkg.containerd import tasks
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
-from pkg.networks import conflist as network_conflist
-from pkg.networks.firewall import Isolation
-from pkg.networks.host import delete_bridge
-from pkg.networks.model import Network
+from pkg.docker.networks import conflist as network_conflist
+from pkg.docker.networks.firewall import Isolation
+from pkg.docker.networks.host import delete_bridge
+from pkg.docker.networks.model import Network
 
 log = logging.getLogger("narwhal.cleanup")
 
@@ -169,7 +169,7 @@ class Cleanup:
 
     # ---- network ----
     def _docker_networks(self) -> list[Network]:
-        """The Docker domain's user-defined networks, from their records (pkg.networks.store's files)."""
+        """The Docker domain's user-defined networks, from their records (pkg.docker.networks.store's files)."""
         found = []
         for path in sorted((self.cfg.root / "docker" / "networks").glob("*.json")):
             try:

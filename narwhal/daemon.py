@@ -35,28 +35,28 @@ from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
+from pkg.cri.stats import StatsService
+from pkg.cri.stream_backend import RuntimeStreaming
 from pkg.docker.build.builder import Builder
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.pods_view import PodsView
+from pkg.docker.networks.owners import DockerSandboxes
+from pkg.docker.networks.service import NetworkService
 from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.overlay import ClusterView, OverlayNode
-from pkg.engine.engine import Engine
-from pkg.engine.pods_view import PodsView
+from pkg.docker.views.exec import ExecManager
+from pkg.docker.views.rootfs_access import image_view, sweep_views
+from pkg.docker.volumes.service import VolumeService
 from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.mirror import ImageMirror, docker_users_guard
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
-from pkg.networks.owners import DockerSandboxes
-from pkg.networks.service import NetworkService
 from pkg.runtime.container_io import log_stats_file
-from pkg.runtime.docker_exec import ExecManager
-from pkg.runtime.rootfs_access import image_view, sweep_views
-from pkg.runtime.stats import StatsService
-from pkg.runtime.stream_backend import RuntimeStreaming
 from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
-from pkg.volumes.service import VolumeService
 
 log = logging.getLogger("narwhal")
 
@@ -228,7 +228,7 @@ class Daemon:
         await mirror.sync()
 
     def _pods_view(self) -> dict[str, Any]:
-        """docker-shows-pods: kubelet's containers in the Docker API (pkg.engine.pods_view), off by default."""
+        """docker-shows-pods: kubelet's containers in the Docker API (pkg.docker.engine.pods_view), off by default."""
         assert self.runtime is not None
         view: dict[str, Any] = {}
         if self.cfg.docker_images_for_pods:  # docker rmi counts pods' containers as the image's users

@@ -96,7 +96,7 @@ class HostInfo:
     debug: bool = False  # narwhald logs at debug level
 
 
-# The engine runs catatonit for --init (pkg.engine.translate); the others only if it is missing.
+# The engine runs catatonit for --init (pkg.docker.engine.translate); the others only if it is missing.
 _INIT_BINARIES = ("catatonit", "docker-init", "tini")
 
 

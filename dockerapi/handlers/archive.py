@@ -1,7 +1,7 @@
 """A container's files: /containers/{id}/archive (HEAD stat, GET tar, PUT extract), /export and /changes.
 
 These serve ``docker cp``, ``docker export`` and ``docker diff`` for running
-and stopped containers alike (pkg.runtime.rootfs_access picks the view).
+and stopped containers alike (pkg.docker.views.rootfs_access picks the view).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from dockerapi import times
 from dockerapi.backend import backends, need
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.runtime import rootfs_archive
+from pkg.docker.views import rootfs_archive
+from pkg.docker.views.rootfs_access import container_view, snapshot_view
+from pkg.docker.views.rootfs_archive import PathStat
+from pkg.docker.views.rootfs_changes import container_changes
 from pkg.runtime.context import RuntimeContext
-from pkg.runtime.rootfs_access import container_view, snapshot_view
-from pkg.runtime.rootfs_archive import PathStat
-from pkg.runtime.rootfs_changes import container_changes
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dockerapi.backend import backends, need
 from dockerapi.handlers import pods
 from dockerapi.params import query_bool, query_int
 from pkg import errors
+from pkg.docker.views import attach as docker_attach
+from pkg.docker.views.logs import container_logs
 from pkg.logs.reader import ReadOptions
 from pkg.model.state import ContainerState
-from pkg.runtime import docker_attach
 from pkg.runtime.containers import ContainerService
-from pkg.runtime.docker_logs import container_logs
 from pkg.streaming.attach import relay_attach
 from pkg.streaming.backend import ExecStreams
 

@@ -18,9 +18,9 @@ from dockerapi import versions
 from dockerapi.handlers.attach import containers, lookup, relay_until_lost
 from dockerapi.params import query_bool
 from pkg import errors
+from pkg.docker.views import attach as docker_attach
+from pkg.docker.views.logs import container_logs
 from pkg.logs.reader import ReadOptions
-from pkg.runtime import docker_attach
-from pkg.runtime.docker_logs import container_logs
 from pkg.streaming.backend import ExecStreams
 
 

@@ -27,7 +27,7 @@ from dockerapi.times import rfc3339
 from pkg import errors
 from pkg.docker.build.builder import Builder
 from pkg.docker.build.model import BuildFailed, BuildOptions
-from pkg.engine.model import Resources, Ulimit
+from pkg.docker.engine.model import Resources, Ulimit
 from pkg.images import media, reference
 from pkg.images.model import RegistryAuth
 

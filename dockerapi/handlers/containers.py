@@ -12,8 +12,8 @@ from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import LIST_KEYS, PRUNE_KEYS, matcher, prune_keeper
 from dockerapi.handlers.pods import pod_container
 from pkg import errors
-from pkg.engine.engine import Engine
-from pkg.engine.model import RestartPolicyName, Status
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.model import RestartPolicyName, Status
 from pkg.model.state import ContainerState
 from pkg.system import writable_layer_sizes
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dockerapi import filters as docker_filters
 from dockerapi.filters import Filters
 from pkg import errors, goregexp
-from pkg.engine.engine import Engine
-from pkg.engine.model import EngineContainer, Status
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.model import EngineContainer, Status
 
 Predicate = Callable[[EngineContainer], bool]
 

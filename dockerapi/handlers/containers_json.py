@@ -8,9 +8,9 @@ from typing import Any
 
 from dockerapi import times
 from dockerapi.handlers.volumes import mount_point_json
-from pkg.engine.model import EngineContainer, Status
-from pkg.networks.service import endpoint_id
-from pkg.volumes.model import MountSpec, MountType
+from pkg.docker.engine.model import EngineContainer, Status
+from pkg.docker.networks.service import endpoint_id
+from pkg.docker.volumes.model import MountSpec, MountType
 
 Json = dict[str, Any]
 

@@ -13,7 +13,7 @@ from dockerapi.backend import backends
 from dockerapi.handlers.containers import engine
 from dockerapi.handlers.pods import pod_container
 from pkg import errors
-from pkg.engine.lifecycle import WaitCondition, WaitResult
+from pkg.docker.engine.lifecycle import WaitCondition, WaitResult
 
 HANGUP_POLL = 1.0  # seconds between checks that the waiting client is still connected
 

@@ -1,4 +1,4 @@
-"""Docker container JSON in: the create and update bodies as pkg.engine's typed model (swagger
+"""Docker container JSON in: the create and update bodies as pkg.docker.engine's typed model (swagger
 ContainerConfig, HostConfig, NetworkingConfig), with Docker's messages for bad input."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from dockerapi.handlers.volumes import mount_spec
 from dockerapi.params import mapping, string_list
 from pkg import errors
-from pkg.engine.links import check_links
-from pkg.engine.model import (
+from pkg.docker.engine.links import check_links
+from pkg.docker.engine.model import (
     ContainerSpec,
     DeviceMapping,
     EndpointSpec,

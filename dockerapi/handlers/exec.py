@@ -13,7 +13,7 @@ from dockerapi.backend import backends, need
 from dockerapi.handlers.attach import lookup
 from dockerapi.params import json_object, query_int, string_list
 from pkg import errors
-from pkg.runtime.docker_exec import ExecConfig, ExecInstance, ExecManager
+from pkg.docker.views.exec import ExecConfig, ExecInstance, ExecManager
 from pkg.streaming.backend import ExecStreams
 
 

@@ -8,8 +8,8 @@ from dockerapi.backend import backends
 from dockerapi.handlers.attach import containers, lookup
 from dockerapi.params import query_bool
 from pkg import errors
+from pkg.docker.views.logs import container_logs
 from pkg.logs.reader import ReadOptions
-from pkg.runtime.docker_logs import container_logs
 
 FLUSH_BYTES = 64 << 10
 

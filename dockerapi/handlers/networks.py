@@ -11,10 +11,8 @@ from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
 from dockerapi.handlers.containers_request import endpoint_spec
 from pkg import errors
-from pkg.docker.swarm.cluster import NOT_MANAGER
-from pkg.docker.swarm.networks import OverlayRequest
-from pkg.networks import conflist
-from pkg.networks.model import (
+from pkg.docker.networks import conflist
+from pkg.docker.networks.model import (
     BRIDGE,
     HOST,
     NONE,
@@ -24,7 +22,9 @@ from pkg.networks.model import (
     IPAMPool,
     Network,
 )
-from pkg.networks.service import NetworkService, endpoint_id
+from pkg.docker.networks.service import NetworkService, endpoint_id
+from pkg.docker.swarm.cluster import NOT_MANAGER
+from pkg.docker.swarm.networks import OverlayRequest
 
 FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 PRUNE_FILTERS = ("until", "label", "label!")

@@ -1,6 +1,6 @@
 """kubelet's containers through the Docker API (``docker-shows-pods``): the lookup the container handlers
 share, and the guard on container verbs (refused with 409 "managed by kubelet", except stop/kill/rm under
-``docker-may-stop-pods``, which act through the CRI runtime; pkg.engine.pods_view)."""
+``docker-may-stop-pods``, which act through the CRI runtime; pkg.docker.engine.pods_view)."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +11,7 @@ from aiohttp import web
 from dockerapi.backend import backends
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.engine.pods_view import PodsView
+from pkg.docker.engine.pods_view import PodsView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -11,7 +11,7 @@ from dockerapi import times
 from dockerapi.handlers.attach import containers, lookup
 from dockerapi.params import query_bool
 from pkg import errors
-from pkg.runtime.docker_stats import BlkioEntry, Sample, sample
+from pkg.docker.views.stats import BlkioEntry, Sample, sample
 
 INTERVAL = 1.0  # moby's collector period
 

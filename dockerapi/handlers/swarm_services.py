@@ -13,8 +13,8 @@ from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.swarm import swarm, version_param
 from dockerapi.params import json_object, query_bool
 from pkg import errors
+from pkg.docker.views.logs import container_logs
 from pkg.logs.reader import ReadOptions
-from pkg.runtime.docker_logs import container_logs
 
 SERVICE_FILTERS = ("id", "label", "mode", "name")
 # "_up-to-date" is the docker CLI's own (its progress monitor): tasks running the service's current spec.

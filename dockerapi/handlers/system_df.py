@@ -8,7 +8,7 @@ from aiohttp import web
 from dockerapi.backend import Backends, backends
 from dockerapi.handlers import build, containers_json, images_json
 from pkg import errors
-from pkg.engine.model import EngineContainer
+from pkg.docker.engine.model import EngineContainer
 from pkg.images.model import Image
 from pkg.runtime.containers import ContainerService
 from pkg.system import writable_layer_sizes

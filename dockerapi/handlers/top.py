@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dockerapi.handlers.attach import container_ref, containers
-from pkg.runtime.docker_stats import top as container_top
+from pkg.docker.views.stats import top as container_top
 
 
 async def top(request: web.Request) -> web.Response:

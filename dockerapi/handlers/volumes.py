@@ -1,7 +1,7 @@
 """/volumes: create, inspect, list, remove, prune; plus the Mounts JSON helpers the container handlers use.
 
 ``mount_spec(obj)`` turns a ``HostConfig.Mounts`` entry into a pkg
-``MountSpec`` (``pkg.volumes.binds.parse_bind`` does the same for ``Binds``
+``MountSpec`` (``pkg.docker.volumes.binds.parse_bind`` does the same for ``Binds``
 strings) and ``mount_point_json(mp)`` renders a resolved mount as the
 ``Mounts`` entry of ``GET /containers/{id}/json``.
 """
@@ -14,8 +14,8 @@ from aiohttp import web
 from dockerapi import filters, params, versions
 from dockerapi.backend import backends, need
 from pkg import errors
-from pkg.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
-from pkg.volumes.service import VolumeService
+from pkg.docker.volumes.model import MountPoint, MountSpec, MountType, Volume, VolumeFilter, VolumeUsage
+from pkg.docker.volumes.service import VolumeService
 
 _LIST_FILTERS = ("dangling", "driver", "label", "name")
 _PRUNE_FILTERS = ("label", "label!", "all")

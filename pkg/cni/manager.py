@@ -80,7 +80,7 @@ class NetworkManager:
         self._lock_users: dict[str, int] = {}
         self.inflight: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
-        # Named networks (Docker's user-defined ones) come from pkg.networks, which sets these.
+        # Named networks (Docker's user-defined ones) come from pkg.docker.networks, which sets these.
         self.resolver: NetworkResolver | None = None
         self.named_networks: NetworkLister | None = None
         self.listeners: list[EndpointListener] = []

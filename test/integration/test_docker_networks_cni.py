@@ -23,10 +23,10 @@ from lib.docker_networks import bridge_ports, chain_exists, link_exists, probe, 
 from pkg import errors
 from pkg.cni import defaults, netns
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
-from pkg.dns import message
-from pkg.networks import conflist
-from pkg.networks.model import CreateRequest, IPAMPool, Owner
-from pkg.networks.service import NetworkService
+from pkg.docker.dns import message
+from pkg.docker.networks import conflist
+from pkg.docker.networks.model import CreateRequest, IPAMPool, Owner
+from pkg.docker.networks.service import NetworkService
 
 
 @pytest.fixture(scope="module")

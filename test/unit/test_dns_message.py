@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pkg.dns import message
-from pkg.dns.server import SandboxDNS, host_nameservers
+from pkg.docker.dns import message
+from pkg.docker.dns.server import SandboxDNS, host_nameservers
 
 
 def query(name: str, qtype: int = message.TYPE_A, qid: int = 0x1234, flags: int = message.FLAG_RD) -> bytes:

@@ -9,13 +9,13 @@ import pytest
 
 from dockerapi.handlers.containers_request import container_spec, mac_address
 from pkg import errors
-from pkg.engine import mounts, translate
-from pkg.engine.model import LogConfig
+from pkg.docker.engine import mounts, translate
+from pkg.docker.engine.model import LogConfig
+from pkg.docker.networks import conflist
+from pkg.docker.networks.model import IPAMPool
+from pkg.docker.volumes.model import MountPoint, MountSpec, MountType
 from pkg.logs.logger import LogWriter, _Stream
 from pkg.model.container import LogRotation
-from pkg.networks import conflist
-from pkg.networks.model import IPAMPool
-from pkg.volumes.model import MountPoint, MountSpec, MountType
 
 
 def test_ipv6_pools_and_auxiliary_addresses() -> None:

@@ -14,12 +14,8 @@ from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
-from pkg.events import DOCKER_DOMAIN, EventBus
-from pkg.logs.criformat import encode_line
-from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
-from pkg.model.state import ContainerState
-from pkg.runtime.docker_attach import DockerAttach
-from pkg.runtime.docker_exec import (
+from pkg.docker.views.attach import DockerAttach
+from pkg.docker.views.exec import (
     MAX_FINISHED_PER_CONTAINER,
     ExecConfig,
     ExecManager,
@@ -27,7 +23,7 @@ from pkg.runtime.docker_exec import (
     adjust_process,
     start_failure_code,
 )
-from pkg.runtime.docker_stats import (
+from pkg.docker.views.stats import (
     BlkioEntry,
     NetworkCounters,
     Sample,
@@ -37,6 +33,10 @@ from pkg.runtime.docker_stats import (
     parse_proc_stat,
     parse_ps,
 )
+from pkg.events import DOCKER_DOMAIN, EventBus
+from pkg.logs.criformat import encode_line
+from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
+from pkg.model.state import ContainerState
 from pkg.runtime.runs import RunTracker
 from pkg.store import Store
 

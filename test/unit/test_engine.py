@@ -1,4 +1,4 @@
-"""pkg.engine without a daemon: names, the image merge and core translation, restart decisions and backoff,
+"""pkg.docker.engine without a daemon: names, the image merge and core translation, restart decisions and backoff,
 records on disk, and the Docker JSON of the container endpoints (parsing, filters, status text)."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from dockerapi.handlers import containers_filters as cf
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
 from pkg import errors
-from pkg.engine import health, mounts, names, translate
-from pkg.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
-from pkg.engine.model import (
+from pkg.docker.engine import health, mounts, names, translate
+from pkg.docker.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
+from pkg.docker.engine.model import (
     ContainerSpec,
     EngineContainer,
     EngineRecord,
@@ -34,14 +34,14 @@ from pkg.engine.model import (
     Status,
     Ulimit,
 )
-from pkg.engine.records import RecordStore
-from pkg.engine.registry import Registry
+from pkg.docker.engine.records import RecordStore
+from pkg.docker.engine.registry import Registry
+from pkg.docker.volumes.model import MountPoint, MountType
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
 from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED
-from pkg.volumes.model import MountPoint, MountType
 
 CID = "a" * 64
 

@@ -8,9 +8,9 @@ import pytest
 
 from pkg import errors
 from pkg.cni.model import Endpoint
-from pkg.engine import links
-from pkg.networks.model import Network
-from pkg.networks.records import DNSRecords
+from pkg.docker.engine import links
+from pkg.docker.networks.model import Network
+from pkg.docker.networks.records import DNSRecords
 
 
 def test_parse() -> None:

@@ -1,4 +1,4 @@
-"""pkg.engine.recover against hand-written fakes of the runtime's services: what a narwhald that was
+"""pkg.docker.engine.recover against hand-written fakes of the runtime's services: what a narwhald that was
 killed at any point finds on disk and in containerd, and what recovery makes of it."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pkg.engine import translate
-from pkg.engine.engine import Engine
-from pkg.engine.model import (
+from pkg.docker.engine import translate
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.model import (
     ContainerSpec,
     EngineRecord,
     EngineState,

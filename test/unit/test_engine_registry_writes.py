@@ -5,9 +5,9 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
-from pkg.engine.model import ContainerSpec, EngineRecord, HostConfig
-from pkg.engine.records import RecordStore
-from pkg.engine.registry import Registry
+from pkg.docker.engine.model import ContainerSpec, EngineRecord, HostConfig
+from pkg.docker.engine.records import RecordStore
+from pkg.docker.engine.registry import Registry
 
 CID = "c" * 64
 

@@ -10,8 +10,8 @@ import pytest
 from dockerapi.handlers import containers_request as creq
 from pkg import errors
 from pkg.containerd.client import Client
-from pkg.engine.groups import group_ids
-from pkg.engine.model import LogConfig
+from pkg.docker.engine.groups import group_ids
+from pkg.docker.engine.model import LogConfig
 from pkg.images.model import Image
 from pkg.runtime.spec_mounts import cgroup_rule, devices
 from pkg.runtime.spec_options import Device

@@ -4,11 +4,11 @@ from __future__ import annotations
 from cri.events import _cri_container_event
 from cri.stats import pod_metrics
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
+from pkg.cri import metrics as cri_metrics
+from pkg.cri.metrics import DESCRIPTORS, PodMetrics, parse_net_dev
 from pkg.events import CRI_DOMAIN, DOCKER_DOMAIN, ContainerEvent, ContainerEventType, DockerEvent
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.state import ContainerState
-from pkg.runtime import cri_metrics
-from pkg.runtime.cri_metrics import DESCRIPTORS, PodMetrics, parse_net_dev
 from pkg.runtime.resources import Resources
 
 NET_DEV = """Inter-|   Receive                                 |  Transmit

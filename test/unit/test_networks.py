@@ -14,10 +14,10 @@ from pkg.cni.manager import NetworkManager
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.cni.status import without_default_routes
 from pkg.config import Config, build
-from pkg.networks import conflist, firewall
-from pkg.networks.model import CreateRequest, IPAMPool, Network, Owner
-from pkg.networks.resolv import embedded_dns_config, rewrite_in_place
-from pkg.networks.service import NetworkService, endpoint_id
+from pkg.docker.networks import conflist, firewall
+from pkg.docker.networks.model import CreateRequest, IPAMPool, Network, Owner
+from pkg.docker.networks.resolv import embedded_dns_config, rewrite_in_place
+from pkg.docker.networks.service import NetworkService, endpoint_id
 from pkg.runtime.etc_files import DNSConfig
 
 
@@ -357,7 +357,7 @@ def test_requested_addresses_are_checked_against_the_subnets() -> None:
 
 
 def test_hosts_entries_follow_connect_and_disconnect(tmp_path: Path) -> None:
-    from pkg.networks.resolv import hosts_add, hosts_remove
+    from pkg.docker.networks.resolv import hosts_add, hosts_remove
 
     (tmp_path / "hostname").write_text("box\n")
     hosts = tmp_path / "hosts"

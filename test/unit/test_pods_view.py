@@ -1,4 +1,4 @@
-"""pkg.engine.pods_view: dockershim's names and the guard on kubelet's containers (the integration tests in
+"""pkg.docker.engine.pods_view: dockershim's names and the guard on kubelet's containers (the integration tests in
 test_kubernetes_node.py drive the whole view through the docker CLI)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from pkg import config as config_mod
 from pkg import errors
-from pkg.engine.pods_view import PodsView, dockershim_name
+from pkg.docker.engine.pods_view import PodsView, dockershim_name
 from pkg.model.container import ContainerConfig, ContainerMetadata
 from pkg.model.sandbox import SandboxConfig, SandboxMetadata
 

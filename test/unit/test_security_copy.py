@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pkg.runtime import rootfs_archive
+from pkg.docker.views import rootfs_archive
+from pkg.docker.views.rootfs_access import RootfsView
 from pkg.runtime.copy_up import seed_volume
-from pkg.runtime.rootfs_access import RootfsView
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
 

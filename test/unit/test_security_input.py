@@ -9,10 +9,10 @@ import pytest
 from dockerapi import params, times
 from dockerapi.handlers import containers_request
 from pkg import errors, goregexp
-from pkg.engine import extra_hosts, names
+from pkg.docker.engine import extra_hosts, names
+from pkg.docker.networks.connect import DNS_NAME
+from pkg.docker.volumes import local
 from pkg.images import reference
-from pkg.networks.connect import DNS_NAME
-from pkg.volumes import local
 
 
 @pytest.mark.parametrize("name", ["web\n", "/web\n", "web\nx", "wéb", "w"])

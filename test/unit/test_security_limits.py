@@ -76,8 +76,8 @@ def test_apparmor_where_enabled_and_where_not() -> None:
 
 
 def test_docker_security_opt_apparmor_is_carried() -> None:
-    from pkg.engine.model import HostConfig
-    from pkg.engine.translate import apparmor_option
+    from pkg.docker.engine.model import HostConfig
+    from pkg.docker.engine.translate import apparmor_option
     from pkg.runtime.seccomp import UNCONFINED, ProfileType, SecurityProfile
 
     assert apparmor_option(HostConfig()) is None

@@ -1,4 +1,4 @@
-"""pkg.volumes: -v parsing, the local driver's records, reference counting, prune, copy-up (no root needed)."""
+"""pkg.docker.volumes: -v parsing, the local driver's records, reference counting, prune, copy-up (no root needed)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,12 +10,12 @@ import pytest
 
 from dockerapi.handlers.volumes import mount_point_json, mount_spec
 from pkg import errors
+from pkg.docker.volumes.binds import parse_bind, validate
+from pkg.docker.volumes.model import ANONYMOUS_LABEL, MountPoint, MountSpec, MountType, VolumeFilter
+from pkg.docker.volumes.service import VolumeService
 from pkg.events import EventBus
 from pkg.images.model import Descriptor, Image, ImageConfig
 from pkg.runtime.spec_options import Propagation
-from pkg.volumes.binds import parse_bind, validate
-from pkg.volumes.model import ANONYMOUS_LABEL, MountPoint, MountSpec, MountType, VolumeFilter
-from pkg.volumes.service import VolumeService
 
 CID_A, CID_B = "a" * 64, "b" * 64
 

@@ -17,10 +17,10 @@ import pytest
 from dockerapi import times
 from dockerapi.handlers.archive import go_file_mode, stat_header
 from pkg import errors
-from pkg.runtime import rootfs_archive
-from pkg.runtime.rootfs_access import RootfsView, SpecMount
-from pkg.runtime.rootfs_archive import PathStat
-from pkg.runtime.rootfs_changes import Change, ChangeKind, overlay_changes
+from pkg.docker.views import rootfs_archive
+from pkg.docker.views.rootfs_access import RootfsView, SpecMount
+from pkg.docker.views.rootfs_archive import PathStat
+from pkg.docker.views.rootfs_changes import Change, ChangeKind, overlay_changes
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and mknod need root")
 

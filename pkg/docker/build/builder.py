@@ -32,7 +32,7 @@ from pkg.docker.build.exporter import Exporter, Holds
 from pkg.docker.build.graph import Sequencer, needed
 from pkg.docker.build.model import PREDEFINED_ARGS, BuildFailed, BuildOptions, Emit
 from pkg.docker.build.steps import StageSteps
-from pkg.engine.engine import Engine
+from pkg.docker.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images import reference
 from pkg.images.archive import write_stream

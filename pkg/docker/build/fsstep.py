@@ -19,11 +19,11 @@ from pathlib import Path
 from pkg import errors
 from pkg.containerd.client import Client
 from pkg.docker.build.exporter import Layer
+from pkg.docker.views.rootfs_access import image_view
 from pkg.images import media
 from pkg.images.content import file_source
 from pkg.images.model import Descriptor, Image
 from pkg.images.service import ImageService
-from pkg.runtime.rootfs_access import image_view
 
 CHUNK = 1 << 20
 

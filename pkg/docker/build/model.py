@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pkg import errors
-from pkg.engine.model import Resources, Ulimit
+from pkg.docker.engine.model import Resources, Ulimit
 from pkg.images.model import RegistryAuth
 
 # moby's predefined build args: usable without an ARG, never kept in the image.

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from pkg import errors
 from pkg.docker.build.exporter import Holds, Layer
 from pkg.docker.build.model import BuildFailed, BuildOptions
-from pkg.engine.engine import Engine
-from pkg.engine.model import ContainerSpec, HostConfig
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.model import ContainerSpec, HostConfig
+from pkg.docker.views.logs import container_logs
 from pkg.images.content import run_to_completion
 from pkg.images.model import Image
 from pkg.images.service import ImageService
 from pkg.logs.reader import ReadOptions
-from pkg.runtime.docker_logs import container_logs
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pkg.docker.build.exporter import Layer
 from pkg.docker.build.fsstep import fs_step
 from pkg.docker.build.model import Emit
 from pkg.docker.build.run import run_step
+from pkg.docker.views.rootfs_access import image_view
 from pkg.images.model import Image
-from pkg.runtime.rootfs_access import image_view
 
 if TYPE_CHECKING:
     from pkg.docker.build.builder import BuildRun

@@ -23,7 +23,7 @@ from pkg.aio import create_guarded_task
 from pkg.docker.swarm import objects
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.store import Store
-from pkg.volumes.model import MountSpec, MountType
+from pkg.docker.volumes.model import MountSpec, MountType
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pkg import errors
-from pkg.engine.engine import Engine
-from pkg.engine.model import ContainerSpec, EndpointSpec, HealthConfig, HostConfig, PortBinding, Resources, Status
+from pkg.docker.engine.engine import Engine
+from pkg.docker.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    HealthConfig,
+    HostConfig,
+    PortBinding,
+    Resources,
+    Status,
+)
+from pkg.docker.volumes.model import MountSpec, MountType
 from pkg.images.service import ImageService
-from pkg.volumes.model import MountSpec, MountType
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from pkg import errors
 from pkg.cni import defaults
 from pkg.cni.model import Endpoint, NetworkAttachment
 from pkg.config import Config
+from pkg.docker.networks.conflist import OVERLAY_MTU
+from pkg.docker.networks.model import OVERLAY, IPAMPool, Network
 from pkg.docker.swarm import ipam
 from pkg.docker.swarm import networks as swarm_networks
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.store import Store
 from pkg.docker.swarm.vxlan import DataPlane, Peer, Segment, mac_for
-from pkg.networks.conflist import OVERLAY_MTU
-from pkg.networks.model import OVERLAY, IPAMPool, Network
 
 log = logging.getLogger(__name__)
 

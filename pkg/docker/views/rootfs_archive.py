@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pkg import errors
-from pkg.runtime.rootfs_access import RootfsView
+from pkg.docker.views.rootfs_access import RootfsView
 from pkg.runtime.user import secure_join
 
 HELPER = Path(__file__).with_name("rootfs_tar.py")

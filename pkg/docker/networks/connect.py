@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PodNetworkRequest
-from pkg.networks import resolv
-from pkg.networks.model import BRIDGE, HOST, NONE, EndpointView, Network, Owner
+from pkg.docker.networks import resolv
+from pkg.docker.networks.model import BRIDGE, HOST, NONE, EndpointView, Network, Owner
 
 if TYPE_CHECKING:
-    from pkg.networks.service import NetworkService
+    from pkg.docker.networks.service import NetworkService
 
 DNS_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?\Z")
 

@@ -12,7 +12,7 @@ import dataclasses
 import posixpath
 
 from pkg import errors
-from pkg.volumes.model import PROPAGATIONS, MountSpec, MountType
+from pkg.docker.volumes.model import PROPAGATIONS, MountSpec, MountType
 
 _LABEL_MODES = ("z", "Z")
 _RW_MODES = ("rw", "ro")

@@ -6,8 +6,8 @@ import asyncio
 
 from pkg import errors
 from pkg.containerd.client import Client
+from pkg.docker.views.rootfs_access import image_view
 from pkg.images.model import Image
-from pkg.runtime.rootfs_access import image_view
 from pkg.runtime.user import parse_group, read_rootfs_file
 
 

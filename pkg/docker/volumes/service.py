@@ -33,12 +33,9 @@ from typing import Any
 
 from pkg import errors, goregexp
 from pkg.aio import CleanupStack
-from pkg.events import EventBus
-from pkg.images.model import Image
-from pkg.runtime.spec_mounts import _seed_volume as seed_from_rootfs
-from pkg.volumes import binds
-from pkg.volumes.local import LocalDriver, Record, validate_name, validate_options
-from pkg.volumes.model import (
+from pkg.docker.volumes import binds
+from pkg.docker.volumes.local import LocalDriver, Record, validate_name, validate_options
+from pkg.docker.volumes.model import (
     ANONYMOUS_LABEL,
     LOCAL_DRIVER,
     MountPlan,
@@ -49,6 +46,9 @@ from pkg.volumes.model import (
     VolumeFilter,
     VolumeUsage,
 )
+from pkg.events import EventBus
+from pkg.images.model import Image
+from pkg.runtime.spec_mounts import _seed_volume as seed_from_rootfs
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Engine records on disk: one JSON file per Docker container, replaced atomically.
 
 A record is written only once its core sandbox and container exist, and it is
-marked REMOVING before removal starts; recovery (pkg.engine.recover) treats
+marked REMOVING before removal starts; recovery (pkg.docker.engine.recover) treats
 Docker-domain objects without a record as the leftovers of a create that was
 cut short, and finishes removals it finds marked.
 """
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from pkg.aio import rmtree
-from pkg.engine.model import EngineRecord
+from pkg.docker.engine.model import EngineRecord
 from pkg.model.codec import from_dict, to_dict
 
 log = logging.getLogger(__name__)

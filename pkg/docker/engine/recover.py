@@ -15,12 +15,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from pkg import errors
-from pkg.engine import translate
-from pkg.engine.model import EngineRecord, Phase, RestartPolicyName
+from pkg.docker.engine import translate
+from pkg.docker.engine.model import EngineRecord, Phase, RestartPolicyName
 from pkg.model.state import ContainerState
 
 if TYPE_CHECKING:
-    from pkg.engine.engine import Engine
+    from pkg.docker.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 

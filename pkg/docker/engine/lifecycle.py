@@ -19,12 +19,12 @@ from pkg.containerd import tasks as ctr_tasks
 from pkg.containerd.api.services.tasks.v1 import tasks_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
-from pkg.engine.health import HealthMonitor
-from pkg.engine.model import EngineRecord, Health, HealthStatus, Phase, RestartPolicyName
-from pkg.engine.registry import Registry
+from pkg.docker.engine.health import HealthMonitor
+from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, Phase, RestartPolicyName
+from pkg.docker.engine.registry import Registry
+from pkg.docker.volumes.model import MountType
 from pkg.model.state import ContainerState
 from pkg.runtime.containers import ContainerService
-from pkg.volumes.model import MountType
 
 log = logging.getLogger(__name__)
 

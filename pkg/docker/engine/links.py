@@ -5,7 +5,7 @@ name and its hostname (lines in /etc/hosts) and environment variables describing
 ``ALIAS_NAME``, ``ALIAS_ENV_*``); the linked container must be running when the container starts.  On a
 user-defined network moby registers no legacy link at all: HostConfig.Links is accepted and ignored, and
 the endpoint's own Links (NetworkingConfig) are names the embedded DNS resolves for this container only
-(pkg.networks.records).  The link is kept by the linked container's ID, so a rename follows it.
+(pkg.docker.networks.records).  The link is kept by the linked container's ID, so a rename follows it.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pkg import errors
-from pkg.engine.model import EngineRecord, HostConfig, LegacyLink
-from pkg.engine.registry import Registry
+from pkg.docker.engine.model import EngineRecord, HostConfig, LegacyLink
+from pkg.docker.engine.registry import Registry
 
 
 def parse(text: str) -> tuple[str, str]:

@@ -3,7 +3,7 @@ the Docker domain's core services, and rebuild them after a narwhald restart.
 
 A Docker container is one core sandbox (its network, IPC and UTS namespaces, /etc files) plus one core
 container, whose ID is the Docker ID.  ``--network container:<x>`` puts the core container in x's sandbox
-instead.  The engine record (pkg.engine.records) is written once both exist and marked REMOVING before a
+instead.  The engine record (pkg.docker.engine.records) is written once both exist and marked REMOVING before a
 removal starts, so a crash at any point leaves either a whole container or pieces recovery removes.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
-from pkg.engine import extra_hosts as extra_hosts_entries
-from pkg.engine import groups, hosts, links, mounts, names, recover, translate
-from pkg.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
-from pkg.engine.model import (
+from pkg.docker.engine import extra_hosts as extra_hosts_entries
+from pkg.docker.engine import groups, hosts, links, mounts, names, recover, translate
+from pkg.docker.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
+from pkg.docker.engine.model import (
     ContainerSpec,
     EndpointSpec,
     EngineContainer,
@@ -38,15 +38,15 @@ from pkg.engine.model import (
     RestartPolicy,
     RestartPolicyName,
 )
-from pkg.engine.records import RecordStore
-from pkg.engine.registry import Registry
+from pkg.docker.engine.records import RecordStore
+from pkg.docker.engine.registry import Registry
+from pkg.docker.volumes.service import VolumeService
 from pkg.images.model import Image
 from pkg.model.container import Resources as CoreResources
 from pkg.model.state import ContainerState, SandboxState
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
-from pkg.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Engine:
         return dataclasses.replace(view, networks=networks)
 
     async def _write_hosts(self, record: EngineRecord, sandbox_id: str) -> None:
-        """/etc/hosts as moby writes it (pkg.networks.resolv.docker_hosts); a host-network container keeps
+        """/etc/hosts as moby writes it (pkg.docker.networks.resolv.docker_hosts); a host-network container keeps
         the host's, with its --add-host lines appended."""
         ips: builtins.list[str] = []
         gateway = ""  # what --add-host name:host-gateway names: the host, seen from the container's network
@@ -324,7 +324,7 @@ class Engine:
         return removed
 
     async def remove_link(self, path: str) -> None:
-        """DELETE /containers/<linking>/<alias>?link=1 (pkg.engine.links.remove)."""
+        """DELETE /containers/<linking>/<alias>?link=1 (pkg.docker.engine.links.remove)."""
         await links.remove(self.registry, path)
 
     # ---------------- rename / update ----------------
@@ -380,7 +380,7 @@ class Engine:
         spec["linux"] = linux
         await ctr_containers.update_spec(self.client, container_id, spec)
 
-    # ---------------- lifecycle (see pkg.engine.lifecycle) ----------------
+    # ---------------- lifecycle (see pkg.docker.engine.lifecycle) ----------------
     async def start(self, ref: str) -> bool:
         view = self.get(ref)
         mode = view.host_config.network_mode
@@ -432,9 +432,9 @@ class Engine:
     async def wait(self, ref: str, condition: WaitCondition = WaitCondition.NOT_RUNNING) -> WaitResult:
         return await self.lifecycle.wait(ref, condition)
 
-    # ---------------- recovery (pkg.engine.recover) ----------------
+    # ---------------- recovery (pkg.docker.engine.recover) ----------------
     async def start_engine(self) -> None:
-        """Rebuild from the records after the runtime recovered (see pkg.engine.recover)."""
+        """Rebuild from the records after the runtime recovered (see pkg.docker.engine.recover)."""
         await recover.recover(self)
 
     async def close(self) -> None:

@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Callable, Iterator
 
 from pkg import errors
-from pkg.engine.model import EngineRecord, EngineState
-from pkg.engine.records import RecordStore
+from pkg.docker.engine.model import EngineRecord, EngineState
+from pkg.docker.engine.records import RecordStore
 
 
 class Registry:

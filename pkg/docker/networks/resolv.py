@@ -2,7 +2,7 @@
 running sandbox's resolv.conf and hosts when it joins or leaves a network.
 
 Such a container's resolv.conf names only the embedded server (127.0.0.11,
-see pkg.dns.server), keeps the host's (or the container's --dns-search /
+see pkg.docker.dns.server), keeps the host's (or the container's --dns-search /
 --dns-option) search domains and options, and adds ``ndots:0``.  The engine
 passes the result as the sandbox's DNSConfig when the container joins a
 user-defined network; ``rewrite_in_place`` updates a running sandbox's file
@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 
-from pkg.dns.server import ADDRESS
+from pkg.docker.dns.server import ADDRESS
 from pkg.runtime.etc_files import HOST_RESOLV_CONF, DNSConfig, resolv_conf_content
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pkg import errors, mount
-from pkg.volumes.model import LOCAL_DRIVER, Volume
+from pkg.docker.volumes.model import LOCAL_DRIVER, Volume
 
 DATA_DIR = "_data"
 RECORD = "volume.json"

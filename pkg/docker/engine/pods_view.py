@@ -20,8 +20,8 @@ import signal
 
 from pkg import errors
 from pkg.containerd import tasks as ctr_tasks
-from pkg.engine.lifecycle import WaitCondition, WaitResult, parse_signal
-from pkg.engine.model import (
+from pkg.docker.engine.lifecycle import WaitCondition, WaitResult, parse_signal
+from pkg.docker.engine.model import (
     ContainerSpec,
     EngineContainer,
     EngineRecord,

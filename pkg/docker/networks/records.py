@@ -1,4 +1,4 @@
-"""What each sandbox's embedded DNS server answers (pkg.dns.server.Records), from the endpoint table.
+"""What each sandbox's embedded DNS server answers (pkg.docker.dns.server.Records), from the endpoint table.
 
 Docker's rules: a container on user-defined networks resolves, on each of
 those networks, the other containers' names, short IDs and aliases (also as
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pkg.cni.model import Endpoint
-from pkg.networks.model import Network
+from pkg.docker.networks.model import Network
 
 
 class _Owner(Protocol):

@@ -1,6 +1,6 @@
 """A Docker container's mounts: -v strings, --mount entries and --tmpfs resolved into the core's mounts.
 
-Named and anonymous volumes (and the image's VOLUMEs) come from pkg.volumes, which keeps them in use from
+Named and anonymous volumes (and the image's VOLUMEs) come from pkg.docker.volumes, which keeps them in use from
 prepare until the container is removed; binds and tmpfs need nothing from it.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pkg import errors
-from pkg.engine.model import HostConfig
+from pkg.docker.engine.model import HostConfig
+from pkg.docker.volumes import binds
+from pkg.docker.volumes.model import MountPlan, MountPoint, MountSpec, MountType
+from pkg.docker.volumes.service import VolumeService, check_subpath
 from pkg.images.model import Image
 from pkg.model.container import Mount
-from pkg.volumes import binds
-from pkg.volumes.model import MountPlan, MountPoint, MountSpec, MountType
-from pkg.volumes.service import VolumeService, check_subpath
 
 
 def specs(host: HostConfig) -> list[MountSpec]:

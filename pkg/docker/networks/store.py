@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from pkg.networks.model import Network
+from pkg.docker.networks.model import Network
 
 log = logging.getLogger(__name__)
 

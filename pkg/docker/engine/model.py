@@ -4,16 +4,16 @@
 A Docker container is one core sandbox plus one core container of the Docker
 domain; its ID is the core container's.  The Docker-level parts that the core
 does not know (name, restart policy and count, "manually stopped", ...) live
-in an engine record persisted next to the container (pkg.engine.records).
+in an engine record persisted next to the container (pkg.docker.engine.records).
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 
+from pkg.docker.volumes.model import MountPoint, MountSpec
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
-from pkg.volumes.model import MountPoint, MountSpec
 
 RECORD_VERSION = 1
 
@@ -126,7 +126,7 @@ class HostConfig:
     group_add: tuple[str, ...] = ()  # supplementary groups, as given (numbers only for now)
     isolation: str = ""  # only "" or "default" on Linux: echoed
     volume_driver: str = ""  # the default driver of the container's volumes: echoed (only "local" exists)
-    links: tuple[str, ...] = ()  # legacy --link "name[:alias]", as given (pkg.engine.links)
+    links: tuple[str, ...] = ()  # legacy --link "name[:alias]", as given (pkg.docker.engine.links)
     cgroupns_mode: str = ""  # "private" or "host"; "" is resolved at create to the daemon's default
     uts_mode: str = ""  # "" (own) or "host"
     volumes_from: tuple[str, ...] = ()  # "<container>[:ro|:rw]", as given
@@ -217,7 +217,7 @@ class EngineState:
 
 @dataclass(frozen=True)
 class LegacyLink:
-    """A default-bridge --link (pkg.engine.links): the linked container, by ID, and its alias here."""
+    """A default-bridge --link (pkg.docker.engine.links): the linked container, by ID, and its alias here."""
 
     container_id: str
     alias: str

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from pkg import errors
 from pkg.aio import create_guarded_task
-from pkg.engine.model import Health, HealthConfig, HealthStatus, ProbeResult
+from pkg.docker.engine.model import Health, HealthConfig, HealthStatus, ProbeResult
 from pkg.runtime.containers import ContainerService
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""A Docker container's /etc/hosts: moby's (pkg.networks.resolv.docker_hosts) for a container with its
+"""A Docker container's /etc/hosts: moby's (pkg.docker.networks.resolv.docker_hosts) for a container with its
 own network namespace, the host's own plus the --add-host lines for a host-network one."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pkg import errors
-from pkg.engine import extra_hosts as extra_hosts_entries
-from pkg.engine.model import EngineRecord
-from pkg.networks import resolv
+from pkg.docker.engine import extra_hosts as extra_hosts_entries
+from pkg.docker.engine.model import EngineRecord
+from pkg.docker.networks import resolv
 
 HOST_GATEWAY = extra_hosts_entries.HOST_GATEWAY  # moby's special --add-host value
 

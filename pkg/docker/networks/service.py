@@ -29,11 +29,11 @@ from pkg.cni import defaults
 from pkg.cni.manager import NetworkManager
 from pkg.cni.model import Endpoint, NetworkAttachment, PortMapping
 from pkg.config import Config
-from pkg.dns.server import DNSServers, host_nameservers
-from pkg.networks import conflist, host
-from pkg.networks import connect as connect_mod
-from pkg.networks.firewall import BridgeRule, Isolation
-from pkg.networks.model import (
+from pkg.docker.dns.server import DNSServers, host_nameservers
+from pkg.docker.networks import conflist, host
+from pkg.docker.networks import connect as connect_mod
+from pkg.docker.networks.firewall import BridgeRule, Isolation
+from pkg.docker.networks.model import (
     BRIDGE,
     DRIVERS,
     HOST,
@@ -47,9 +47,9 @@ from pkg.networks.model import (
     NetworkEvent,
     Owner,
 )
-from pkg.networks.model import predefined_id as _predefined_id
-from pkg.networks.records import DNSRecords
-from pkg.networks.store import NetworkFiles
+from pkg.docker.networks.model import predefined_id as _predefined_id
+from pkg.docker.networks.records import DNSRecords
+from pkg.docker.networks.store import NetworkFiles
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +389,7 @@ class NetworkService:
     def dangling(self, network: Network) -> bool:
         return not network.predefined and not self._in_use(network)
 
-    # ---------------- connect / disconnect (pkg.networks.connect) ----------------
+    # ---------------- connect / disconnect (pkg.docker.networks.connect) ----------------
     async def connect(self, ref: str, sandbox_id: str, aliases: tuple[str, ...] = (), ipv4: str = "",
                       links: tuple[str, ...] = (), *, mac: str = "", ipv6: str = "") -> EndpointView:
         """Join a running sandbox to a network (Docker's network connect)."""

@@ -15,7 +15,7 @@ from typing import Any
 from pkg import errors
 from pkg.cni import defaults
 from pkg.config import Config
-from pkg.networks.model import IPAMPool, Network
+from pkg.docker.networks.model import IPAMPool, Network
 
 # Auto-picked /24s come from here: clear of the default networks' 10.123/16, Docker's 172.17-31 and
 # Podman's 10.88-89.  Each instance starts at its own slot.

@@ -6,10 +6,10 @@ from typing import Protocol
 
 from pkg import errors
 from pkg.cni.model import Endpoint, PortMapping
-from pkg.networks.model import Owner
+from pkg.docker.networks.model import Owner
 from pkg.runtime.sandboxes import SandboxService
 
-# Set by pkg.engine on each sandbox it runs: the Docker container that owns it.
+# Set by pkg.docker.engine on each sandbox it runs: the Docker container that owns it.
 ENGINE_LABEL = "io.narwhal.engine.container"
 
 

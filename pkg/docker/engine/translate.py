@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.cni.model import NetworkAttachment, PortMapping
-from pkg.engine.links import merge_env
-from pkg.engine.model import (
+from pkg.docker.engine.links import merge_env
+from pkg.docker.engine.model import (
     ContainerSpec,
     EndpointSpec,
     EngineRecord,
@@ -22,11 +22,11 @@ from pkg.engine.model import (
     LogConfig,
     PortBinding,
 )
-from pkg.engine.model import Resources as DockerResources
+from pkg.docker.engine.model import Resources as DockerResources
+from pkg.docker.networks.resolv import docker_dns_config, embedded_dns_config
 from pkg.images.model import ImageConfig, ImageHealthcheck
 from pkg.model.container import ContainerConfig, ContainerSecurity, Device, LogRotation, Mount, Resources
 from pkg.model.sandbox import DNSConfig, NamespaceMode, NamespaceOptions, SandboxConfig
-from pkg.networks.resolv import docker_dns_config, embedded_dns_config
 from pkg.runtime.resources import Rlimit
 from pkg.runtime.seccomp import RUNTIME_DEFAULT, UNCONFINED, ProfileType, SecurityProfile
 
@@ -175,9 +175,9 @@ def sandbox_config(record: EngineRecord, log_directory: Path) -> SandboxConfig:
 
 def container_config(record: EngineRecord, log_path: str, mounts: list[Mount],
                      groups: Sequence[int] = (), link_env: Sequence[str] = ()) -> ContainerConfig:
-    """``mounts``: the container's binds, volumes and tmpfs, resolved (pkg.engine.mounts); ``groups``: its
-    GroupAdd as gids (pkg.engine.groups); ``link_env``: its legacy links' variables (pkg.engine.links), which
-    its own Env overrides and inspect does not show."""
+    """``mounts``: the container's binds, volumes and tmpfs, resolved (pkg.docker.engine.mounts); ``groups``: its
+    GroupAdd as gids (pkg.docker.engine.groups); ``link_env``: its legacy links' variables
+    (pkg.docker.engine.links), which its own Env overrides and inspect does not show."""
     spec, host = record.config, record.host_config
     command = argv(spec)
     mounts = list(mounts)

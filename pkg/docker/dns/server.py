@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 from pkg import errors
 from pkg.aio import create_guarded_task
 from pkg.cni.netns import run_in_netns
-from pkg.dns import message, redirect
+from pkg.docker.dns import message, redirect
 
 log = logging.getLogger(__name__)
 
