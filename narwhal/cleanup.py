@@ -39,6 +39,8 @@ from pkg.docker.networks import conflist as network_conflist
 from pkg.docker.networks.firewall import Isolation
 from pkg.docker.networks.host import delete_bridge
 from pkg.docker.networks.model import Network
+from pkg.docker.swarm.overlay import recorded_links
+from pkg.docker.swarm.vxlan import DataPlane
 
 log = logging.getLogger("narwhal.cleanup")
 
@@ -71,6 +73,10 @@ class Cleanup:
             for bridge in await asyncio.to_thread(self._bridges, networks):
                 await delete_bridge(bridge)
                 self.say(f"removed bridge {bridge}")
+            for name in recorded_links(cfg.state):  # swarm overlay segments (vxlan first, then its bridge)
+                if Path("/sys/class/net", name).exists():
+                    await DataPlane().remove_link(name)
+                    self.say(f"removed overlay link {name}")
             await asyncio.to_thread(self._default_conflist)
             await self._cgroups()
             await asyncio.to_thread(self._unmount)

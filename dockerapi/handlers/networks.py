@@ -81,7 +81,7 @@ async def _json(request: web.Request, service: NetworkService, network: Network,
         "IPAM": {"Driver": "default", "Options": network.ipam_options or None, "Config": config},
         "Internal": network.internal,
         "Attachable": network.attachable,
-        "Ingress": False,
+        "Ingress": network.ingress,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": _containers(request, service, network) if containers else {},
@@ -150,7 +150,7 @@ async def create_network(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("network name must be a string")
     if body.get("ConfigOnly") or body.get("ConfigFrom") and (body["ConfigFrom"] or {}).get("Network"):
         raise errors.InvalidArgument("config-only networks are not supported")
-    if body.get("Ingress"):
+    if body.get("Ingress") and body.get("Driver") != OVERLAY:
         raise errors.InvalidArgument("ingress networks are a Swarm feature and are not supported")
     pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
     if body.get("Driver") == OVERLAY:
@@ -189,7 +189,7 @@ async def _create_overlay(request: web.Request, service: NetworkService, name: s
         name=name, internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
         labels=params.string_map(body.get("Labels"), "Labels"), options=params.string_map(body.get("Options"),
                                                                                             "Options"),
-        subnet=pool.subnet, gateway=pool.gateway))
+        subnet=pool.subnet, gateway=pool.gateway, ingress=bool(body.get("Ingress"))))
     return web.json_response({"Id": network_id, "Warning": ""}, status=201)
 
 

@@ -66,14 +66,14 @@ def test_overlay_network_lifecycle_and_attachable_containers(dd: DockerDaemon, s
     assert net["Labels"] == {"k": "v"}
     ipam = net["IPAM"]["Config"][0]  # type: ignore[index]
     assert ipam["Subnet"].startswith("10.0.") and ipam["Subnet"].endswith(".0/24")
+    ingress = inspect(dd, "ingress")
+    assert ingress["Ingress"] is True and ingress["IPAM"]["Config"][0]["Subnet"] != ipam["Subnet"]  # type: ignore[index]
     vni = net["Options"]["com.docker.network.driver.overlay.vxlanid_list"]  # type: ignore[index]
     assert int(vni) >= 4097
     ls = dd.out("network", "ls", "--filter", "scope=swarm", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
-    assert ls.split("\n") == ["ov1 overlay swarm"]
+    assert sorted(ls.split("\n")) == ["ingress overlay swarm", "ov1 overlay swarm"]  # moby's at init, and ours
     net_id = str(net["Id"])
-    vx = link(f"nwv{net_id[:12].lower()}")
-    assert f"vxlan id {vni}" in vx and f"dstport {swarm}" in vx and "nolearning" in vx
-    assert "master" in vx and link(f"nwo{net_id[:12].lower()}")
+    assert not link(f"nwv{net_id[:12].lower()}")  # made when the first endpoint joins, as libnetwork does
     # moby's refusals
     dup = dd.docker("network", "create", "-d", "overlay", "ov1", check=False)
     assert dup.returncode != 0 and "already exists" in dup.stderr
@@ -83,6 +83,9 @@ def test_overlay_network_lifecycle_and_attachable_containers(dd: DockerDaemon, s
     # attachable containers: addresses from the subnet, MTU for VXLAN, names through the embedded DNS
     dd.out("run", "-d", "--name", "srv", "--network", "ov1", BUSYBOX, "sleep", "300")
     srv = json.loads(dd.out("inspect", "srv"))[0]["NetworkSettings"]["Networks"]["ov1"]["IPAddress"]
+    vx = link(f"nwv{net_id[:12].lower()}")
+    assert f"vxlan id {vni}" in vx and f"dstport {swarm}" in vx and "nolearning" in vx
+    assert "master" in vx and link(f"nwo{net_id[:12].lower()}")
     assert srv.startswith(ipam["Subnet"].rsplit(".", 1)[0] + ".") and srv != ipam["Gateway"]
     out = dd.out("run", "--rm", "--network", "ov1", BUSYBOX, "sh", "-c",
                  "ip -o link show eth0; ping -c1 -W2 srv >/dev/null && echo reached")
@@ -92,7 +95,8 @@ def test_overlay_network_lifecycle_and_attachable_containers(dd: DockerDaemon, s
     dd.out("rm", "-f", "srv")
     dd.out("network", "rm", "ov1")
     assert "ov1" not in dd.out("network", "ls", "--format", "{{.Name}}")
-    assert not link(f"nwv{net_id[:12].lower()}") and not link(f"nwo{net_id[:12].lower()}")
+    assert eventually(lambda: not link(f"nwv{net_id[:12].lower()}"), timeout=10)
+    assert not link(f"nwo{net_id[:12].lower()}")
     # the address pool came back: the next network gets the same subnet again
     dd.out("network", "create", "-d", "overlay", "ov3")
     assert inspect(dd, "ov3")["IPAM"]["Config"][0]["Subnet"] == ipam["Subnet"]  # type: ignore[index]
@@ -133,7 +137,10 @@ def test_swarm_leave_removes_overlay_links(dd: DockerDaemon) -> None:
     port = free_udp_port()
     dd.out("swarm", "init", "--advertise-addr", "127.0.0.1", "--data-path-port", str(port))
     try:
-        net_id = dd.out("network", "create", "-d", "overlay", "gone")
+        net_id = dd.out("network", "create", "-d", "overlay", "--attachable", "gone")
+        dd.out("run", "-d", "--name", "stay", "--network", "gone", BUSYBOX, "sleep", "300")
+        assert link(f"nwv{net_id[:12].lower()}")
+        dd.out("rm", "-f", "stay")
     finally:
         dd.docker("swarm", "leave", "--force", check=False)
     assert eventually(lambda: not link(f"nwo{net_id[:12].lower()}"), timeout=15)

@@ -44,6 +44,7 @@ class Network:
     ipam: tuple[IPAMPool, ...] = ()
     ipam_options: dict[str, str] = field(default_factory=dict)
     enable_ipv6: bool = False
+    ingress: bool = False  # a swarm's routing-mesh network (overlays only; never on disk)
 
     @property
     def predefined(self) -> bool:

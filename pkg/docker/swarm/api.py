@@ -51,10 +51,19 @@ class SwarmAPI:
         return await self.cluster.info()
 
     async def init(self, req: InitRequest) -> str:
-        return await self.cluster.init(req)
+        node_id = await self.cluster.init(req)
+        try:  # moby's default ingress network, 10.0.0.0/24 unless the node's routes are in the way
+            avoid = self.overlay.local_routes() if self.overlay is not None else ()
+            await networks.create(self.cluster.manager_store(), networks.OverlayRequest("ingress", ingress=True),
+                                  avoid)
+        except errors.NarwhalError as exc:
+            log.warning("swarm init: no ingress network: %s", exc.message)
+        await self._sync_overlay()
+        return node_id
 
     async def leave(self, force: bool) -> None:
         await self.cluster.leave(force)
+        await self._sync_overlay()  # out of the swarm: its networks and segments go now, not a pass later
 
     async def inspect(self) -> Obj:
         return await self.cluster.inspect()
@@ -90,7 +99,8 @@ class SwarmAPI:
     # ---- services and tasks ----
     async def service_create(self, spec: Obj) -> tuple[str, list[str]]:
         """The new service's ID and the create answer's warnings."""
-        service = await services.create(self.cluster.manager_store(), spec)
+        store = self.cluster.manager_store()
+        service = await services.create(store, await networks.resolve_targets(store, spec))
         self._event("service", "create", service["ID"], service["Spec"]["Name"])
         self._wake()
         return str(service["ID"]), services.warnings(service["Spec"])
@@ -102,7 +112,8 @@ class SwarmAPI:
         return services.service_view(await find(self.cluster.manager_store(), "services", ref), insert_defaults)
 
     async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> list[str]:
-        service = await services.update(self.cluster.manager_store(), ref, version, spec, rollback)
+        store = self.cluster.manager_store()
+        service = await services.update(store, ref, version, await networks.resolve_targets(store, spec), rollback)
         self._event("service", "update", service["ID"], service["Spec"]["Name"])
         self._wake()
         return services.warnings(service["Spec"])

@@ -40,6 +40,7 @@ class OverlayRequest:
     options: dict[str, str] = field(default_factory=dict)
     subnet: str = ""
     gateway: str = ""
+    ingress: bool = False  # the routing mesh's network (moby makes one, "ingress", at swarm init)
 
 
 async def create(store: Store, req: OverlayRequest, avoid: tuple[str, ...] = ()) -> Obj:
@@ -52,6 +53,8 @@ async def create(store: Store, req: OverlayRequest, avoid: tuple[str, ...] = ())
         # not built yet, and silently sending clear text where encryption was asked is worse than a refusal.
         raise errors.InvalidArgument("encrypted overlay networks (--opt encrypted) are not supported by this "
                                      "engine: traffic would not be encrypted")
+    if req.ingress and any(n["Spec"].get("Ingress") for n in await store.list(KIND)):
+        raise errors.Conflict("rpc error: code = AlreadyExists desc = ingress network already present")
     cluster = await store.get_cluster() or {}
     network_id = objects.new_id()
     lease = await ipam.allocate(store, network_id, req.subnet, req.gateway,
@@ -73,7 +76,7 @@ async def create(store: Store, req: OverlayRequest, avoid: tuple[str, ...] = ())
             "Scope": "swarm",
             "Internal": req.internal,
             "Attachable": req.attachable,
-            "Ingress": False,
+            "Ingress": req.ingress,
         },
         "DriverState": {"Name": DRIVER, "Options": options},
         "IPAMOptions": ipam_config,
@@ -109,6 +112,30 @@ async def remove(store: Store, ref: str) -> Obj:
     await store.delete(KIND, network["ID"], name=network["Spec"]["Name"])
     await ipam.free(store, network["ID"])
     return network
+
+
+async def resolve_targets(store: Store, spec: Obj) -> Obj:
+    """A service spec whose TaskTemplate.Networks name their networks by ID, as moby stores them (the
+    API takes names, IDs or ID prefixes); an unknown network is moby's 404.  The deprecated top-level
+    ``Networks`` moves into the TaskTemplate, as moby does."""
+    template = dict(spec.get("TaskTemplate") or {})
+    attachments = list(template.get("Networks") or spec.get("Networks") or [])
+    if not attachments:
+        return spec
+    resolved = []
+    for attachment in attachments:
+        if not isinstance(attachment, dict) or not isinstance(attachment.get("Target"), str):
+            raise errors.InvalidArgument("TaskTemplate.Networks entries must be objects with a Target")
+        try:
+            network = await get(store, attachment["Target"])
+        except errors.NotFound:
+            raise errors.NotFound(f"network {attachment['Target']} not found") from None
+        if network["Spec"].get("Ingress"):
+            raise errors.InvalidArgument(f"service cannot be explicitly attached to the ingress network "
+                                         f"\"{network['Spec']['Name']}\"")
+        resolved.append({**attachment, "Target": network["ID"]})
+    template["Networks"] = resolved
+    return {**{k: v for k, v in spec.items() if k != "Networks"}, "TaskTemplate": template}
 
 
 def vni(network: Obj) -> int:

@@ -93,6 +93,10 @@ class ClusterView:
         return node.node_id, node.advertise_addr.rpartition(":")[0].strip("[]")
 
 
+def cni_name(cfg: Config, network_id: str) -> str:
+    return f"narwhal-{cfg.instance_id}-{network_id[:12].lower()}"
+
+
 def bridge_name(network_id: str) -> str:
     return f"nwo{network_id[:12].lower()}"
 
@@ -107,10 +111,10 @@ def local_network(cfg: Config, record: Obj) -> Network:
     subnet, gateway = swarm_networks.pool(record)
     return Network(
         id=record["ID"], name=spec["Name"], driver=OVERLAY, created=record.get("CreatedAt", ""),
-        bridge=bridge_name(record["ID"]), cni_name=f"narwhal-{cfg.instance_id}-{record['ID'][:12].lower()}",
+        bridge=bridge_name(record["ID"]), cni_name=cni_name(cfg, record["ID"]),
         internal=bool(spec.get("Internal")), attachable=bool(spec.get("Attachable")),
         labels=dict(spec.get("Labels") or {}), options=dict((record.get("DriverState") or {}).get("Options") or {}),
-        ipam=(IPAMPool(subnet, gateway),),
+        ipam=(IPAMPool(subnet, gateway),), ingress=bool(spec.get("Ingress")),
     )
 
 
@@ -163,34 +167,56 @@ class OverlayNode:
             for network_id in [n for n in self._segments if n not in wanted]:
                 await self.plane.delete(self._segments.pop(network_id))
             self._save()
-            for network_id, record in wanted.items():
-                subnet, gateway = swarm_networks.pool(record)
-                prefix = ipaddress.ip_network(subnet).prefixlen
-                seg = Segment(bridge=bridge_name(network_id), vxlan=vxlan_name(network_id),
-                              vni=swarm_networks.vni(record), port=port, local=vtep, gateway=f"{gateway}/{prefix}",
-                              mtu=OVERLAY_MTU)
-                if self._segments.get(network_id) != seg:
-                    self._segments[network_id] = seg
-                    self._save()
-                    await self.plane.ensure(seg)
-                held = await ipam.addresses(store, network_id)
-                peers = [Peer(ip, mac_for(ip), nodes[rec["node"]]) for ip, rec in held.items()
-                         if rec.get("node") != node_id and nodes.get(rec.get("node", ""))]
-                await self.plane.set_peers(seg, peers)
-                await self._release_stale(store, network_id, node_id, held)
+            for record in wanted.values():
+                try:
+                    await self._sync_network(store, record, node_id, vtep, port, nodes)
+                except errors.NarwhalError as exc:  # one network's trouble must not stall the others
+                    log.warning("overlay network %s: %s", record["Spec"]["Name"], exc.message)
+
+    async def _sync_network(self, store: Store, record: Obj, node_id: str, vtep: str, port: int,
+                            nodes: dict[str, str]) -> None:
+        """One network on this node: its segment exists while an address of it is held here (made lazily,
+        as libnetwork makes an overlay's sandbox when the first endpoint joins), with a peer per remote one."""
+        network_id = record["ID"]
+        held = await self._release_stale(store, network_id, node_id, await ipam.addresses(store, network_id))
+        mine = any(r.get("node") == node_id for r in held.values()) or any(network_id in h
+                                                                          for h in self._held.values())
+        if not mine:
+            if network_id in self._segments:
+                await self.plane.delete(self._segments.pop(network_id))
+                self._save()
+            return
+        subnet, gateway = swarm_networks.pool(record)
+        prefix = ipaddress.ip_network(subnet).prefixlen
+        seg = Segment(bridge=bridge_name(network_id), vxlan=vxlan_name(network_id), vni=swarm_networks.vni(record),
+                      port=port, local=vtep, gateway=f"{gateway}/{prefix}", mtu=OVERLAY_MTU)
+        if self._segments.get(network_id) != seg:
+            self._segments[network_id] = seg
+            self._save()
+            await self.plane.ensure(seg)
+        peers = [Peer(ip, mac_for(ip), nodes[rec["node"]]) for ip, rec in held.items()
+                 if rec.get("node") != node_id and nodes.get(rec.get("node", ""))]
+        await self.plane.set_peers(seg, peers)
 
     async def _release_stale(self, store: Store, network_id: str, node_id: str,
-                             held: dict[str, dict[str, str]]) -> None:
-        """Addresses this node holds for sandboxes it no longer has (one crashed between claim and ADD)."""
+                             held: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """Give back what this node holds for sandboxes no longer on the network (torn down or disconnected
+        while narwhald was down, or an ADD that failed after the claim); the addresses still held."""
+        cni = cni_name(self.cfg, network_id)
         table = self.local.table()
-        for rec in held.values():
+        kept = {}
+        for ip, rec in held.items():
             owner = rec.get("owner", "")
             claimed = self._held.get(owner, {}).get(network_id)
-            if rec.get("node") == node_id and owner not in table and (claimed is None or
-                                                                       time.monotonic() - claimed > CLAIM_GRACE):
+            on = any(ep.cni_network == cni for ep in table.get(owner, []))
+            if rec.get("node") == node_id and not on and (claimed is None or
+                                                          time.monotonic() - claimed > CLAIM_GRACE):
                 log.info("overlay: releasing %s's stale address on %s", owner[:12], network_id[:12])
                 await ipam.release(store, network_id, owner)
                 self._held.get(owner, {}).pop(network_id, None)
+            else:
+                kept[ip] = rec
+        return kept
 
     async def _teardown(self) -> None:
         """Out of the swarm: no overlay network, no segment left."""
@@ -203,7 +229,7 @@ class OverlayNode:
     def _save(self) -> None:
         self.links_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.links_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(name for s in self._segments.values() for name in (s.vxlan, s.bridge))))
+        tmp.write_text(json.dumps([name for s in self._segments.values() for name in (s.vxlan, s.bridge)]))
         os.replace(tmp, self.links_file)
 
     # ---- the NetworkManager's hooks ----
@@ -228,8 +254,12 @@ class OverlayNode:
         node_id, _ = self.swarm.node_identity()
         pool = network.ipam[0]
         self._held.setdefault(sandbox_id, {})[network.id] = time.monotonic()
-        ip = await ipam.claim(store, network.id, pool.subnet, pool.gateway, sandbox_id, node_id, want.ipv4)
-        self.wake()
+        try:
+            ip = await ipam.claim(store, network.id, pool.subnet, pool.gateway, sandbox_id, node_id, want.ipv4)
+        except BaseException:
+            self._held[sandbox_id].pop(network.id, None)
+            raise
+        await self.sync()  # the segment (bridge + vxlan) before the bridge plugin looks for the bridge
         return dataclasses.replace(want, ipv4=ip, mac=want.mac or mac_for(ip))
 
     async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
@@ -238,7 +268,7 @@ class OverlayNode:
         on = {ep.cni_network for ep in endpoints}
         store = self.swarm.store
         for network_id in list(held):
-            cni = f"narwhal-{self.cfg.instance_id}-{network_id[:12].lower()}"
+            cni = cni_name(self.cfg, network_id)
             if cni in on:
                 continue
             del held[network_id]

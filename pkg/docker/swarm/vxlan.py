@@ -9,7 +9,7 @@ broadcast ever crosses nodes and two nodes never disagree about who owns an addr
 Local containers join the bridge through the CNI bridge plugin (the bridge is made here first,
 with the network's gateway address, as host.ensure_bridge does for user-defined bridges).
 
-The links are made with iproute2 (``ip``/``bridge``), as pkg/networks/host.py makes bridges: the
+The links are made with iproute2 (``ip``/``bridge``), as pkg/docker/networks/host.py makes bridges: the
 same tool both use, JSON output to read the current entries back, ``-n <netns>`` to work inside a
 network namespace (the two-netns tests and the multi-node test bed), and no new dependency.
 """
@@ -142,9 +142,12 @@ class DataPlane:
     async def delete(self, seg: Segment) -> None:
         """Remove both links (the vxlan first); missing ones are fine."""
         for name in (seg.vxlan, seg.bridge):
-            rc, err = await self._run("ip", "link", "delete", name, check=False)
-            if rc and "Cannot find device" not in err:
-                log.warning("delete %s: %s", name, err.strip())
+            await self.remove_link(name)
+
+    async def remove_link(self, name: str) -> None:
+        rc, err = await self._run("ip", "link", "delete", name, check=False)
+        if rc and "Cannot find device" not in err:
+            log.warning("delete %s: %s", name, err.strip())
 
 
 def mac_for(ip: str) -> str:
