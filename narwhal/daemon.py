@@ -179,6 +179,7 @@ class Daemon:
         self.overlay = OverlayNode(self.cfg, ClusterView(self.swarm), self.docker_networks)
         self.network.attachment_hook = self.overlay.claim
         self.network.listeners.append(self.overlay)
+        self.docker_networks.remote_records = self.overlay.remote_names
         await self.swarm.start()  # a node in a swarm before the restart is back in it
         self._tasks.append(create_guarded_task(self.overlay.run, "swarm-overlay", restart_delay=1.0))
         swarm_api = SwarmAPI(self.swarm, self.events)

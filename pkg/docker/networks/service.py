@@ -94,6 +94,7 @@ class NetworkService:
         self.dns_records = DNSRecords(self)
         self.dns = DNSServers(self.dns_records, dns_upstream)
         self.event_hooks: list[EventHook] = []
+        self.remote_records: Callable[[str], list[tuple[str, tuple[str, ...]]]] | None = None
         self._networks: dict[str, Network] = {}
         self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
         self._lock = asyncio.Lock()  # create/remove
@@ -214,6 +215,10 @@ class NetworkService:
 
     def network_of(self, ep: Endpoint) -> Network | None:
         return self._network_of(ep)
+
+    def remote(self, network_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Endpoints of other nodes on a swarm overlay (set by pkg.docker.swarm.overlay), for the DNS."""
+        return self.remote_records(network_id) if self.remote_records is not None else []
 
     def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
         """Where the sandbox's embedded server forwards: its --dns servers, else the host's (empty)."""

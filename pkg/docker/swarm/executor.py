@@ -83,7 +83,9 @@ class Executor:
     async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[MountSpec]) -> str:
         spec, host = container_config(task, service, node_id, mounts)
         if spec.endpoints:
-            endpoints = tuple(dataclasses.replace(e, network=self.network_name(e.network)) for e in spec.endpoints)
+            # the container's name too, so other nodes' DNS answers the task's name (their records come from etcd)
+            endpoints = tuple(dataclasses.replace(e, network=self.network_name(e.network), aliases=(*e.aliases, name))
+                              for e in spec.endpoints)
             spec = dataclasses.replace(spec, endpoints=endpoints)
             host = dataclasses.replace(host, network_mode=endpoints[0].network)
         return str(await self.engine.create(spec, host, name=name))

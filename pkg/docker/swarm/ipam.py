@@ -124,7 +124,7 @@ async def _delete_prefix(store: Store, prefix: bytes) -> None:
 
 @etcd_errors
 async def claim(store: Store, network_id: str, subnet: str, gateway: str, owner: str, node: str,
-                ip: str = "") -> str:
+                ip: str = "", names: tuple[str, ...] = ()) -> str:
     """An address of the network for ``owner`` (a task or a container's sandbox) on ``node``: ``ip`` if
     given (409 if held by another owner), else the lowest free host address but the gateway.  An owner
     that already holds one gets it again (a retried call does not leak)."""
@@ -133,7 +133,8 @@ async def claim(store: Store, network_id: str, subnet: str, gateway: str, owner:
         if rec.get("owner") == owner and (not ip or address == ip):
             return address
     net = ipaddress.ip_network(subnet)
-    record = json.dumps({"owner": owner, "node": node}).encode()
+    # names: what the embedded DNS of other nodes answers with this address (aliases, the task's name)
+    record = json.dumps({"owner": owner, "node": node, **({"names": list(names)} if names else {})}).encode()
     tx = store.c.transactions
     if ip:
         if ipaddress.ip_address(ip) not in net:
@@ -160,8 +161,8 @@ async def release(store: Store, network_id: str, owner: str) -> None:
 
 
 @etcd_errors
-async def addresses(store: Store, network_id: str) -> dict[str, dict[str, str]]:
-    """address -> {"owner", "node"} of every address held on the network."""
+async def addresses(store: Store, network_id: str) -> dict[str, dict[str, Any]]:
+    """address -> {"owner", "node"[, "names"]} of every address held on the network."""
     prefix = _addr_key(store, network_id)
     out = {}
     for kv in await store.c.get_prefix(prefix):

@@ -126,6 +126,7 @@ class OverlayNode:
         self.plane = plane or DataPlane()
         self.links_file = cfg.state / "docker" / "swarm" / "overlay-links.json"
         self._segments: dict[str, Segment] = {}  # network ID -> its segment on this node
+        self._remote: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # network ID -> other nodes' (ip, names)
         # sandbox ID -> overlay network ID -> when its address was claimed (a failed ADD never tells us)
         self._held: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
@@ -145,6 +146,11 @@ class OverlayNode:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def remote_names(self, network_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """(address, names) of the endpoints other nodes have on the network, as of the last pass (for the
+        embedded DNS: service names, tasks.<service> and task names resolve across nodes)."""
+        return self._remote.get(network_id, [])
 
     def local_routes(self) -> tuple[str, ...]:
         """This node's routes, which a new overlay subnet must not overlap (other instances' bridges
@@ -179,6 +185,8 @@ class OverlayNode:
         as libnetwork makes an overlay's sandbox when the first endpoint joins), with a peer per remote one."""
         network_id = record["ID"]
         held = await self._release_stale(store, network_id, node_id, await ipam.addresses(store, network_id))
+        self._remote[network_id] = [(ip, tuple(str(n) for n in rec.get("names") or ()))
+                                    for ip, rec in sorted(held.items()) if rec.get("node") != node_id]
         mine = any(r.get("node") == node_id for r in held.values()) or any(network_id in h
                                                                           for h in self._held.values())
         if not mine:
@@ -199,7 +207,7 @@ class OverlayNode:
         await self.plane.set_peers(seg, peers)
 
     async def _release_stale(self, store: Store, network_id: str, node_id: str,
-                             held: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+                             held: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Give back what this node holds for sandboxes no longer on the network (torn down or disconnected
         while narwhald was down, or an ADD that failed after the claim); the addresses still held."""
         cni = cni_name(self.cfg, network_id)
@@ -221,6 +229,7 @@ class OverlayNode:
     async def _teardown(self) -> None:
         """Out of the swarm: no overlay network, no segment left."""
         await self.local.set_overlays([])
+        self._remote.clear()
         for network_id in list(self._segments):
             await self.plane.delete(self._segments.pop(network_id))
         self._held.clear()
@@ -255,7 +264,8 @@ class OverlayNode:
         pool = network.ipam[0]
         self._held.setdefault(sandbox_id, {})[network.id] = time.monotonic()
         try:
-            ip = await ipam.claim(store, network.id, pool.subnet, pool.gateway, sandbox_id, node_id, want.ipv4)
+            ip = await ipam.claim(store, network.id, pool.subnet, pool.gateway, sandbox_id, node_id, want.ipv4,
+                              names=tuple(want.aliases))
         except BaseException:
             self._held[sandbox_id].pop(network.id, None)
             raise

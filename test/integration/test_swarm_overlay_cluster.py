@@ -1,0 +1,73 @@
+"""Overlay networks across narwhald nodes (the cluster test bed: each node in its own network namespace):
+a network created on the manager appears on the worker, containers on the two nodes get distinct
+addresses from the etcd IPAM and reach each other over VXLAN (static FDB entries pointing at the other
+node's address), and a service's tasks on both nodes talk to each other over it.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from lib.cluster import Bed, Node, cluster, eventually
+
+
+@pytest.fixture(scope="module")
+def bed2() -> Iterator[Bed]:
+    with cluster(2, managers=1) as bed:
+        yield bed
+
+
+def address(node: Node, container: str, network: str) -> str:
+    info = json.loads(node.out("inspect", container))[0]
+    return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+def reaches(node: Node, container: str, ip: str) -> bool:
+    return node.docker("exec", container, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+
+
+def test_containers_on_two_nodes_talk_over_the_overlay(bed2: Bed) -> None:
+    manager, worker = bed2.nodes
+    net_id = manager.out("network", "create", "-d", "overlay", "--attachable", "ovx")
+    try:
+        assert eventually(lambda: "ovx" in worker.out("network", "ls", "--format", "{{.Name}}").split(), 15)
+        manager.out("run", "-d", "--name", "a", "--network", "ovx", "busybox", "sleep", "300")
+        worker.out("run", "-d", "--name", "b", "--network", "ovx", "busybox", "sleep", "300")
+        ip_a, ip_b = address(manager, "a", "ovx"), address(worker, "b", "ovx")
+        assert ip_a != ip_b and ip_a.rsplit(".", 1)[0] == ip_b.rsplit(".", 1)[0]
+        assert eventually(lambda: reaches(worker, "b", ip_a), 20)
+        assert reaches(manager, "a", ip_b)
+        vxlan = f"nwv{net_id[:12].lower()}"
+        assert worker.address in manager.run_in("bridge", "fdb", "show", "dev", vxlan).stdout
+        assert manager.address in worker.run_in("bridge", "fdb", "show", "dev", vxlan).stdout
+        # a removed container's address is withdrawn from the other node's entries
+        worker.out("rm", "-f", "b")
+        assert eventually(lambda: ip_b not in manager.run_in("ip", "neigh", "show", "dev", vxlan).stdout, 15)
+        manager.out("rm", "-f", "a")
+    finally:
+        for node, name in ((manager, "a"), (worker, "b")):
+            node.docker("rm", "-f", name, check=False)
+        assert eventually(lambda: manager.docker("network", "rm", "ovx", check=False).returncode == 0, 20)
+    assert eventually(lambda: "ovx" not in worker.out("network", "ls", "--format", "{{.Name}}").split(), 15)
+    assert eventually(lambda: worker.run_in("ip", "link", "show", vxlan, check=False).returncode != 0, 15)
+
+
+def test_service_tasks_on_both_nodes_reach_each_other(bed2: Bed) -> None:
+    manager, worker = bed2.nodes
+    manager.out("network", "create", "-d", "overlay", "mesh")
+    manager.out("service", "create", "--detach", "--name", "pair", "--replicas", "2", "--network", "mesh",
+                "--placement-pref", "spread=node.id", "busybox", "sleep", "1d")
+    try:
+        def task(node: Node) -> str:
+            names = [n for n in node.out("ps", "--format", "{{.Names}}").split() if n.startswith("pair.")]
+            return names[0] if len(names) == 1 else ""
+
+        assert eventually(lambda: bool(task(manager)) and bool(task(worker)), 60)
+        on_m, on_w = task(manager), task(worker)
+        ip_m, ip_w = address(manager, on_m, "mesh"), address(worker, on_w, "mesh")
+        assert eventually(lambda: reaches(manager, on_m, ip_w), 20)
+        assert reaches(worker, on_w, ip_m)
+    finally:
+        manager.docker("service", "rm", "pair", check=False)
+        assert eventually(lambda: manager.docker("network", "rm", "mesh", check=False).returncode == 0, 60)
