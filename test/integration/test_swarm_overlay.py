@@ -8,13 +8,18 @@ and nothing left after rm and swarm leave.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from lib.docker import BUSYBOX, DockerDaemon, docker_daemon, eventually
-from lib.leaks import leftovers
+from lib.cni_host import InstanceNetwork
+from lib.daemon import start_daemon
+from lib.docker import BUSYBOX, DockerDaemon, docker_daemon, eventually, mirror_config
+from lib.images import push
+from lib.leaks import host_leftovers, leftovers
 from lib.registry import Registry
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
@@ -147,3 +152,29 @@ def test_swarm_leave_removes_overlay_links(dd: DockerDaemon) -> None:
     assert not link(f"nwv{net_id[:12].lower()}")
     assert "gone" not in dd.out("network", "ls", "--format", "{{.Name}}")
     assert eventually(lambda: leftovers(dd.daemon) == {}, timeout=15), leftovers(dd.daemon)
+
+
+def test_cleanup_removes_overlay_links_of_a_killed_daemon(registry: Registry) -> None:
+    """kill -9 with a container on an overlay: ``narwhald cleanup`` removes the segment's links (it reads
+    which from the state dir, without the store), and nothing else of the instance is left on the host."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry.host))
+    dd = DockerDaemon(d)
+    try:
+        dd.docker("pull", BUSYBOX)
+        dd.out("swarm", "init", "--advertise-addr", "127.0.0.1", "--data-path-port", str(free_udp_port()))
+        net_id = dd.out("network", "create", "-d", "overlay", "--attachable", "kept")
+        dd.out("run", "-d", "--name", "keeper", "--network", "kept", BUSYBOX, "sleep", "300")
+        names = (f"nwv{net_id[:12].lower()}", f"nwo{net_id[:12].lower()}")
+        assert all(link(n) for n in names)
+        d.kill9()
+        etcd_pid = int((d.state / "docker" / "swarm" / "etcd.pid").read_text())
+        os.kill(etcd_pid, signal.SIGKILL)  # a machine going down takes its etcd along
+        result = d.cleanup("--force", "--remove-dirs")
+        assert result.returncode == 0, result.stderr
+        assert not any(link(n) for n in names), result.stdout
+        assert host_leftovers(d, bridges=names) == {}
+    finally:
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()
