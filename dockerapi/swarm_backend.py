@@ -5,6 +5,7 @@ from typing import Any, Protocol
 
 from pkg.docker.swarm.cluster import InitRequest
 from pkg.docker.swarm.networks import OverlayRequest
+from pkg.docker.swarm.roles import JoinRequest
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
@@ -18,6 +19,8 @@ class SwarmBackend(Protocol):
     async def init(self, req: InitRequest) -> str: ...
 
     async def leave(self, force: bool) -> None: ...
+
+    async def join(self, req: JoinRequest) -> None: ...
 
     async def inspect(self) -> Obj: ...
 

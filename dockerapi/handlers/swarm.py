@@ -11,6 +11,7 @@ from dockerapi.params import json_object, mapping, query_bool, string_list
 from dockerapi.swarm_backend import SwarmBackend
 from pkg import errors
 from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, NOT_MANAGER, InitRequest
+from pkg.docker.swarm.roles import JoinRequest
 
 
 def swarm(request: web.Request) -> SwarmBackend:
@@ -58,7 +59,19 @@ async def join(request: web.Request) -> web.Response:
     backend = swarm(request)
     if backend.ping_state() != "inactive":
         raise errors.Unavailable(ALREADY_IN_SWARM)
-    raise errors.NotImplementedYet("joining a swarm is not supported yet (single-node swarms only)")
+    body = canonical(await json_object(request))
+    req = JoinRequest(
+        remote_addrs=list(string_list(body.get("RemoteAddrs"), "RemoteAddrs")),
+        join_token=str(body.get("JoinToken") or ""),
+        listen_addr=str(body.get("ListenAddr") or "0.0.0.0:2377"),
+        advertise_addr=str(body.get("AdvertiseAddr") or ""),
+        data_path_addr=str(body.get("DataPathAddr") or ""),
+        availability=str(body.get("Availability") or "active"),
+    )
+    if req.availability not in ("active", "pause", "drain"):
+        raise errors.InvalidArgument(f"invalid Availability: {req.availability!r}")
+    await backend.join(req)
+    return web.Response(status=200)
 
 
 async def leave(request: web.Request) -> web.Response:

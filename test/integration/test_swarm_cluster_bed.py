@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from lib.cluster import nodes
+
+pytestmark = pytest.mark.cluster
 
 FETCH = """
 import sys, urllib.request

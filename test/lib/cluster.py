@@ -237,9 +237,21 @@ def form_swarm(bed: Bed, managers: int) -> None:
     tokens = {role: first.out("swarm", "join-token", "-q", role) for role in ("manager", "worker")}
     for node in bed.nodes[1:]:
         role = "manager" if node.index < managers else "worker"
-        node.out("swarm", "join", "--token", tokens[role], "--advertise-addr", node.address,
-                 f"{first.address}:2377")
+        joined = node.docker("swarm", "join", "--token", tokens[role], "--advertise-addr", node.address,
+                             f"{first.address}:2377", check=False)
+        if joined.returncode != 0:
+            raise AssertionError(f"node{node.index}: swarm join as {role}: {joined.stderr}\n"
+                                 f"--- manager log:\n{_tail(first)}\n--- joiner log:\n{_tail(node)}")
     bed.manager_count = managers
+
+
+def _tail(node: Node, lines: int = 60) -> str:
+    """The end of a node's narwhald and etcd logs, for a failure message."""
+    etcd = node.daemon.state / "docker" / "swarm" / "etcd.log"
+    text = "\n".join(node.daemon.log().splitlines()[-lines:])
+    if etcd.exists():
+        text += "\n--- etcd:\n" + "\n".join(etcd.read_text(errors="replace").splitlines()[-lines // 2:])
+    return text
 
 
 def teardown(bed: Bed) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pkg import errors
 from pkg.docker.swarm import networks, nodes, secrets, services
 from pkg.docker.swarm.cluster import Cluster, InitRequest
 from pkg.docker.swarm.lookup import find
+from pkg.docker.swarm.roles import JoinRequest
 from pkg.docker.swarm.store import Store
 from pkg.events import DockerEvent, EventBus
 
@@ -64,6 +65,9 @@ class SwarmAPI:
     async def leave(self, force: bool) -> None:
         await self.cluster.leave(force)
         await self._sync_overlay()  # out of the swarm: its networks and segments go now, not a pass later
+
+    async def join(self, req: JoinRequest) -> None:
+        await self.cluster.join(req)
 
     async def inspect(self) -> Obj:
         return await self.cluster.inspect()

@@ -2,9 +2,11 @@
 
 ``Cluster`` is the Docker domain's swarm backend (moby's daemon/cluster.Cluster).  What says
 "this node is in a swarm" is ``<root>/swarm/node.json`` (its node ID, role, addresses, whether
-the store is external); on a daemon restart that file brings the swarm back: the private etcd
-member is adopted or restarted, the node is marked ready, the leader election, orchestrator and
-agent start again and converge to what etcd holds.
+the store is external, a worker's managers); on a daemon restart that file brings the swarm back:
+the private etcd member is adopted or restarted, the node is marked ready, the leader election,
+orchestrator and agent start again and converge to what etcd holds.  Managers own an etcd member
+and serve the join port (joinserver.py); workers are etcd clients of the managers' members only.
+Joining and role changes are in roles.py.
 """
 from __future__ import annotations
 
@@ -12,18 +14,18 @@ import asyncio
 import json
 import logging
 import os
-import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
-from pkg.docker.swarm import objects
+from pkg.docker.swarm import ca, membership, objects, roles
 from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
 from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
+from pkg.docker.swarm.joinserver import JoinServer
 from pkg.docker.swarm.orchestrator import Orchestrator
 from pkg.docker.swarm.store import Store
 
@@ -51,6 +53,7 @@ class NodeState:
     advertise_addr: str  # host:port other nodes reach this one at
     listen_addr: str
     external: bool  # the store is the configured external etcd, not our own member
+    managers: list[str] = field(default_factory=list)  # a worker's etcd endpoints: the managers' client URLs
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Cluster:
         self._lock = asyncio.Lock()
         self.error = ""  # why a node in a swarm could not rejoin it (retried in the background)
         self._rejoin: asyncio.Task[None] | None = None
+        self.join_server: JoinServer | None = None
+        self._switching: asyncio.Task[None] | None = None  # a role change of this node (roles.py)
 
     @property
     def node_file(self) -> Path:
@@ -145,12 +150,16 @@ class Cluster:
             await cancel_tasks([self._rejoin])
         await self._deactivate(agent_timeout=20.0)
 
-    async def _activate(self, node: NodeState, connect_timeout: float = 30.0) -> None:
+    async def _activate(self, node: NodeState, connect_timeout: float = 30.0, serve: bool = True) -> None:
         if node.external:
             endpoints = self.external
             if not endpoints:
                 raise errors.InvalidArgument("this node's swarm uses an external etcd, but swarm-etcd-endpoints "
                                              "is not set")
+        elif node.role == "worker":
+            endpoints = [endpoint(url) for url in node.managers]
+            if not endpoints:
+                raise errors.Internal("swarm: this worker knows no manager")
         else:
             member = self.member.load()
             if member is None:
@@ -158,6 +167,7 @@ class Cluster:
             await asyncio.to_thread(self.member.ensure_started, member)
             endpoints = [("127.0.0.1", member.client_port)]
         store = Store(endpoints)
+        store.clustered = node.role == "worker" and not node.external
         await store.connect(connect_timeout)
         self.store, self.node = store, node
         self.agent = Agent(store, node.node_id, self.executor, self.state_dir)
@@ -166,6 +176,11 @@ class Cluster:
             self.orchestrator = Orchestrator(store, node.node_id)
             self._tasks.append(create_guarded_task(self.orchestrator.run, "swarm-orchestrator", restart_delay=1.0))
         self._tasks.append(create_guarded_task(self._watch, "swarm-watch", restart_delay=1.0))
+        self._tasks.append(create_guarded_task(lambda: membership.heartbeat(store, node.node_id), "swarm-heartbeat",
+                                               restart_delay=1.0))
+        self._tasks.append(create_guarded_task(self._membership, "swarm-membership", restart_delay=1.0))
+        if serve and node.role == "manager" and not node.external:
+            await self._serve_joins(store, node)
         if not node.external:
             self._tasks.append(create_guarded_task(self._etcd_watchdog, "swarm-etcd-watchdog", restart_delay=1.0))
 
@@ -176,6 +191,9 @@ class Cluster:
         self._agent_task = None
         await cancel_tasks(self._tasks)
         self._tasks = []
+        if self.join_server is not None:
+            await self.join_server.stop()
+            self.join_server = None
         if self.store is not None:
             await self.store.close()
         self.store, self.agent, self.orchestrator, self.node = None, None, None, node if keep_node else None
@@ -188,6 +206,36 @@ class Cluster:
                 self.orchestrator.wake()
             if self.agent is not None and kind in ("tasks", "services"):
                 self.agent.wake()
+
+    async def _serve_joins(self, store: Store, node: NodeState) -> None:
+        """The join port; a port taken (another daemon on this host) only means no node can join here."""
+        listen_host, listen_port = split_addr(node.listen_addr, DEFAULT_PORT)
+        server = JoinServer(store, (listen_host, listen_port), split_addr(node.advertise_addr, DEFAULT_PORT)[0],
+                            node.node_id, self.engine_version)
+        try:
+            await server.start()
+        except (OSError, errors.NarwhalError) as exc:
+            log.warning("swarm: cannot serve joins on %s: %s", node.listen_addr, exc)
+            return
+        self.join_server = server
+
+    async def _membership(self) -> None:
+        """Every second: the leader's node-status pass; this node's role as the store says (roles.py)."""
+        while True:
+            store, node = self.store, self.node
+            if store is None or node is None:
+                return
+            try:
+                if self.orchestrator is not None and self.orchestrator.leading:
+                    if await membership.node_status_pass(store):
+                        self.orchestrator.wake()
+                managers = [n for n in await store.list("nodes") if n["Spec"].get("Role") == "manager"]
+                if node.role == "manager":
+                    store.clustered = len(managers) > 1
+                await roles.follow(self, store, node)
+            except errors.Unavailable as exc:
+                log.debug("swarm: membership pass: %s", exc.message)
+            await asyncio.sleep(membership.PASS)
 
     async def _etcd_watchdog(self) -> None:
         while True:
@@ -243,18 +291,23 @@ class Cluster:
         tmp = self.node_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(node)))
         os.replace(tmp, self.node_file)
-        await self._activate(node)
+        await self._activate(node, serve=False)
         assert self.store is not None
         spec = objects.merge_spec(objects.default_cluster_spec(), req.spec)
         if req.autolock:
             spec["EncryptionConfig"] = {"AutoLockManagers": True}
+        root = await asyncio.to_thread(ca.new_root)
         cluster = objects.new_cluster(
-            spec, secrets.token_bytes(32), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
+            spec, ca.der(root.cert_pem), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
             subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
+        await self.store.put_raw("ca", json.dumps({"cert": root.cert_pem.decode(),
+                                                   "key": root.key_pem.decode()}).encode())
         await self.store.put_cluster(cluster, None)
         await self.store.create("nodes", objects.new_node(node.node_id, "manager", req.availability or "active",
                                                           node.advertise_addr,
                                                           self.resources, self.engine_version))
+        if not node.external:
+            await self._serve_joins(self.store, node)
 
     async def leave(self, force: bool) -> None:
         async with self._lock:
@@ -262,17 +315,17 @@ class Cluster:
             if node is None:
                 raise errors.Unavailable(NOT_IN_SWARM)
             last_manager = True
+            managers: list[Obj] = []
             if node.role == "manager" and self.store is not None:
                 try:
                     managers = [n for n in await self.store.list("nodes") if n["Spec"].get("Role") == "manager"]
                     last_manager = len(managers) <= 1
                 except errors.Unavailable:
                     if not force:
-                        raise
+                        raise errors.Unavailable(roles.MANAGER_LEAVING + "Doing so may lose the consensus of your "
+                                                 "cluster. " + roles.RESTORE) from None
             if node.role == "manager" and not force:
-                raise errors.Unavailable(LEAVE_LAST_MANAGER if last_manager else (
-                    "You are attempting to leave the swarm on a node that is participating as a manager. "
-                    "Use `--force` to ignore this message."))
+                raise errors.Unavailable(roles.leave_refusal(managers or [{}]))
             if self._rejoin is not None:
                 await cancel_tasks([self._rejoin])
                 self._rejoin = None
@@ -285,6 +338,8 @@ class Cluster:
                         await store.delete("nodes", node.node_id)
                 except errors.Unavailable as exc:  # forced: leave anyway, the records stay behind
                     log.warning("swarm: leaving without cleaning the external etcd: %s", exc.message)
+            elif store is not None and not (node.role == "manager" and last_manager):
+                await self._leave_others(store, node)
             await self._deactivate()
             for container_id in self.executor.containers().values():
                 await self.executor.remove(container_id)
@@ -293,6 +348,25 @@ class Cluster:
                 await self.member.destroy()
             self.node_file.unlink(missing_ok=True)
             log.info("swarm: node %s left the swarm", node.node_id)
+
+    async def _leave_others(self, store: Store, node: NodeState) -> None:
+        """Leaving a swarm that goes on: the node shows down at once (its record stays until ``node rm``, as
+        moby's); a manager's etcd member is removed first so the others' quorum no longer counts it."""
+        def down(obj: Obj) -> bool:
+            obj["Status"].update({"State": "down", "Message": "node left the swarm"})
+            if "ManagerStatus" in obj:
+                obj["ManagerStatus"]["Reachability"] = "unreachable"
+            return True
+
+        try:
+            await asyncio.wait_for(update_with_retry(store, "nodes", node.node_id, down), 10)
+            if node.role == "manager":
+                await asyncio.wait_for(store.remove_member(node.node_id), 10)
+        except (errors.NarwhalError, TimeoutError) as exc:
+            log.warning("swarm: leaving without telling the others: %s", exc)
+
+    async def join(self, req: roles.JoinRequest) -> None:
+        await roles.join(self, req)
 
     # ---- the swarm object ----
     async def inspect(self) -> Obj:

@@ -2,10 +2,12 @@
 
 Like containerd (pkg/containerd/supervisor.py), the member runs in its own session so a crash or
 ``kill -9`` of narwhald leaves it running; the next narwhald adopts it through its pid file.  Its
-data dir lives under narwhald's root (``<root>/swarm/etcd``), the client URL is a 127.0.0.1 port
-chosen free at ``swarm init`` (only this narwhald talks to it), the peer URL is on the advertise
-address so later managers (issue 18) can join the Raft group.  The ports are kept in
-``<root>/swarm/etcd.json`` so a restart reuses them (the peer URL is part of the membership).
+data dir lives under narwhald's root (``<root>/swarm/etcd``).  The client port (chosen free at
+``swarm init`` or join) listens on 127.0.0.1 for this narwhald and on the advertise address for the
+swarm's workers, which are etcd clients only; the peer URL is on the advertise address so joining
+managers become Raft members (``MemberAdd`` by a manager, then this member starts with
+``--initial-cluster-state existing``).  The ports are kept in ``<root>/swarm/etcd.json`` so a restart
+reuses them (the peer URL is part of the membership).  Client and peer traffic is plain HTTP for now.
 """
 from __future__ import annotations
 
@@ -36,10 +38,24 @@ class MemberConfig:
     client_port: int
     peer_host: str
     peer_port: int
+    initial_cluster: str = ""  # name=peer-url,... of a member joining an existing cluster
+    cluster_state: str = "new"
 
     @property
     def client_url(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def public_client_url(self) -> str:
+        """Where the swarm's other nodes reach this member as clients."""
+        host = f"[{self.peer_host}]" if ":" in self.peer_host else self.peer_host
+        return f"http://{host}:{self.client_port}"
+
+    @property
+    def client_urls(self) -> str:
+        if self.peer_host in ("127.0.0.1", "::1"):
+            return self.client_url
+        return f"{self.client_url},{self.public_client_url}"
 
     @property
     def peer_url(self) -> str:
@@ -52,6 +68,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class EtcdMember:
@@ -77,16 +102,29 @@ class EtcdMember:
 
     def create(self, name: str, peer_host: str) -> MemberConfig:
         """A new single-member cluster's config (``swarm init``); the data dir must not exist yet."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        member = self.plan(name, peer_host)
+        self.save(member)
+        return member
+
+    @staticmethod
+    def plan(name: str, peer_host: str) -> MemberConfig:
+        """Ports for a member on ``peer_host``: the peer port, and a client port free there and on loopback."""
         try:
             peer_port = free_port(peer_host)
+            client_port = free_port(peer_host)
+            for _ in range(20):
+                if client_port != peer_port and _bindable("127.0.0.1", client_port):
+                    break
+                client_port = free_port(peer_host)
         except OSError as exc:
             raise errors.InvalidArgument(f"cannot listen on advertise address {peer_host}: {exc.strerror}") from None
-        member = MemberConfig(name=name, client_port=free_port(), peer_host=peer_host, peer_port=peer_port)
+        return MemberConfig(name=name, client_port=client_port, peer_host=peer_host, peer_port=peer_port)
+
+    def save(self, member: MemberConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(member)))
         os.replace(tmp, self.config_path)
-        return member
 
     # ---- lifecycle ----
     def alive(self) -> bool:
@@ -114,9 +152,12 @@ class EtcdMember:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [
             self.binary, "--name", member.name, "--data-dir", str(self.data_dir),
-            "--listen-client-urls", member.client_url, "--advertise-client-urls", member.client_url,
+            "--listen-client-urls", member.client_urls,
+            "--advertise-client-urls", member.client_url if member.client_urls == member.client_url
+            else member.public_client_url,
             "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
-            "--initial-cluster", f"{member.name}={member.peer_url}", "--initial-cluster-state", "new",
+            "--initial-cluster", member.initial_cluster or f"{member.name}={member.peer_url}",
+            "--initial-cluster-state", member.cluster_state,
             "--logger", "zap", "--log-outputs", "stderr",
         ]
         logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child

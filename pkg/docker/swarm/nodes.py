@@ -63,9 +63,15 @@ async def update(store: Store, ref: str, version: int, spec: Obj, self_id: str) 
         if len(managers) <= 1:
             raise errors.FailedPrecondition(
                 "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm")
-        raise errors.NotImplementedYet("demoting a manager needs multi-node swarms (not supported yet)")
+        reachable = [m for m in managers if (m.get("ManagerStatus") or {}).get("Reachability") == "reachable"]
+        if len(reachable) - 1 < (len(managers) - 1) // 2 + 1:  # the managers left must still have a quorum
+            raise errors.FailedPrecondition(
+                "rpc error: code = FailedPrecondition desc = raft: member cannot be removed, because removing it "
+                "may result in loss of quorum")
+        node.pop("ManagerStatus", None)  # the node removes its etcd member itself (roles.py)
     if role == "manager" and node["Spec"].get("Role") == "worker":
-        raise errors.NotImplementedYet("promoting a worker needs multi-node swarms (not supported yet)")
+        node["ManagerStatus"] = {"Leader": False, "Reachability": "unknown",
+                                 "Addr": f"{node['Status'].get('Addr', '')}:2377"}  # it adds its member (roles.py)
     node["Spec"] = {**node["Spec"], "Role": role, "Availability": availability, "Labels": spec.get("Labels") or {}}
     if "Name" in spec:
         node["Spec"]["Name"] = spec["Name"]
@@ -75,11 +81,13 @@ async def update(store: Store, ref: str, version: int, spec: Obj, self_id: str) 
 
 async def remove(store: Store, ref: str, force: bool, self_id: str) -> None:
     node = await get(store, ref, self_id)
-    if node["Spec"].get("Role") == "manager":
+    if node["Spec"].get("Role") == "manager" and not (force and node["Status"].get("State") == "down"):
         raise errors.FailedPrecondition(
             f"rpc error: code = FailedPrecondition desc = node {node['ID']} is a cluster manager and is a member of "
             "the raft cluster. It must be demoted to worker before removal")
     if node["Status"].get("State") != "down" and not force:
         raise errors.FailedPrecondition(
             f"rpc error: code = FailedPrecondition desc = node {node['ID']} is not down and can't be removed")
+    if node["Spec"].get("Role") == "manager":
+        await store.remove_member(node["ID"])  # a manager gone for good: its member must not count for quorum
     await store.delete("nodes", node["ID"])

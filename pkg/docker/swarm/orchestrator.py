@@ -49,6 +49,7 @@ class Orchestrator:
         self.leading = False
         self._wake = asyncio.Event()
         self._next: float | None = None  # earliest restart delay to wake for
+        self._down: set[str] = set()  # nodes marked down (membership.py): their tasks will not report an end
 
     def wake(self) -> None:
         self._wake.set()
@@ -101,6 +102,7 @@ class Orchestrator:
             return
         limit = int(cluster["Spec"].get("Orchestration", {}).get("TaskHistoryRetentionLimit", 5) or 0)
         nodes = await self.store.list("nodes")
+        self._down = {n["ID"] for n in nodes if n["Status"].get("State") == "down"}
         eligible = [n for n in nodes if n["Status"].get("State") == "ready"
                     and n["Spec"].get("Availability") == "active"]
         services = {s["ID"]: s for s in await self.store.list("services")}
@@ -193,7 +195,8 @@ class Orchestrator:
         task = current[-1] if current else None
         if task is None:
             # Every task of the slot was told to stop (replaced): stop-first starts the next once they have.
-            if _order(service) != "start-first" and any(not _ended(t) for t in tasks):
+            if _order(service) != "start-first" and any(not _ended(t) and t["NodeID"] not in self._down
+                                                          for t in tasks):
                 return 0
             await self._new_task(service, slot, node_id)
             return 0
@@ -238,7 +241,7 @@ class Orchestrator:
             await self._new_task(service, slot, node_id or "")
             return
         await self._set_desired(task, "shutdown")
-        if _ended(task):
+        if _ended(task) or task["NodeID"] in self._down:  # a down node's task is replaced at once, as swarmkit's
             await self._new_task(service, slot, node_id or "")
 
     async def _new_task(self, service: Obj, slot: int, node_id: str) -> None:

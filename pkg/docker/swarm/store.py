@@ -14,6 +14,7 @@ sequence").  Every write is one etcd transaction, so a name and its object never
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import grpc
 
 from pkg import errors
 
@@ -32,6 +34,8 @@ Obj = dict[str, Any]
 KINDS = ("nodes", "services", "tasks", "secrets", "configs")
 DEFAULT_PREFIX = "/narwhal/swarm"
 OUT_OF_SEQUENCE = "update out of sequence"
+NO_LEADER = ("rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few "
+             "managers are online. Make sure more than half of the managers are online.")
 
 
 P = ParamSpec("P")
@@ -45,11 +49,16 @@ def etcd_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
-        except aetcd.exceptions.ClientError as exc:
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # grpc turns our own cancellation into a CANCELLED RPC error: keep it a cancellation
                 raise asyncio.CancelledError from None
+            store = args[0] if args and isinstance(args[0], Store) else None
+            if store is not None and store.clustered:
+                # A member without quorum times out; a worker's manager may be gone: try the next one.
+                store.failover()
+                raise errors.Unavailable(NO_LEADER) from None
             raise errors.Unavailable(f"the swarm's etcd is unavailable: {exc}") from None
 
     return wrapper
@@ -62,6 +71,9 @@ class Store:
         self.endpoints = endpoints
         self.prefix = prefix.rstrip("/")
         self.client: aetcd.Client | None = None
+        self.clustered = False  # more than one manager: failures read as "no leader", as swarmkit's
+        self._current = 0
+        self._failover: asyncio.Task[None] | None = None
 
     # ---- connection ----
     async def connect(self, timeout: float = 30.0) -> None:
@@ -70,22 +82,49 @@ class Store:
         deadline = loop.time() + timeout
         last = ""
         while True:
-            for host, port in self.endpoints:
+            order = self.endpoints[self._current:] + self.endpoints[:self._current]
+            for host, port in order:
                 client = aetcd.Client(host=host, port=port, timeout=5)
                 try:
                     await client.connect()
                     await client.get(self._key("cluster"))
-                except (TimeoutError, aetcd.exceptions.ClientError, OSError) as exc:
+                except (TimeoutError, aetcd.exceptions.ClientError, grpc.aio.AioRpcError, OSError) as exc:
                     last = f"{host}:{port}: {exc}"
                     await client.close()
                     continue
                 self.client = client
+                self._current = self.endpoints.index((host, port))
                 return
             if loop.time() > deadline:
                 raise errors.Unavailable(f"etcd is not reachable ({last})")
             await asyncio.sleep(0.2)
 
+    def failover(self) -> None:
+        """After a failed call: a worker (several endpoints) reconnects to the next manager that answers, in
+        the background; calls meanwhile keep failing with 503 and the reconcilers retry."""
+        if len(self.endpoints) < 2 or (self._failover is not None and not self._failover.done()):
+            return
+        self._failover = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        old = self.client
+        try:
+            assert old is not None
+            await asyncio.wait_for(old.get(self._key("cluster")), 3)
+            return  # the current endpoint answers again: it was the quorum, not the connection
+        except Exception:  # noqa: BLE001 - any failure means: try the others
+            pass
+        self._current = (self._current + 1) % len(self.endpoints)
+        try:
+            await self.connect(timeout=3.0)
+        except errors.Unavailable:
+            return
+        if old is not None and old is not self.client:
+            await old.close()
+
     async def close(self) -> None:
+        if self._failover is not None:
+            self._failover.cancel()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -206,6 +245,54 @@ class Store:
     async def delete_all(self) -> None:
         """Every key of this swarm (the last manager leaving, or an external cluster's prefix)."""
         await self.c.delete_prefix(self._key(""))
+
+    # ---- heartbeats (membership.py) ----
+    @etcd_errors
+    async def alive(self, node_id: str, ttl: int) -> aetcd.Lease:
+        """``alive/<node id>`` on a fresh lease of ``ttl`` seconds."""
+        lease = await self.c.lease(ttl)
+        await self.c.put(self._key("alive", node_id), b"1", lease=lease)
+        return lease
+
+    @etcd_errors
+    async def refresh(self, lease: aetcd.Lease) -> int | None:
+        """Keep a lease alive; None once etcd has expired it."""
+        reply = await lease.refresh()
+        ttl = int(getattr(reply, "TTL", 0) or 0)
+        return ttl if ttl > 0 else None
+
+    @etcd_errors
+    async def alive_nodes(self) -> set[str]:
+        prefix = self._key("alive") + b"/"
+        return {bytes(kv.key)[len(prefix):].decode() for kv in await self.c.get_prefix(prefix)}
+
+    # ---- raw keys (the CA) and etcd membership ----
+    @etcd_errors
+    async def get_raw(self, name: str) -> bytes | None:
+        kv = await self.c.get(self._key(name))
+        return None if kv is None else bytes(kv.value)
+
+    @etcd_errors
+    async def put_raw(self, name: str, value: bytes) -> None:
+        await self.c.put(self._key(name), value)
+
+    @etcd_errors
+    async def members(self) -> builtins.list[Obj]:
+        return [{"id": m.id, "name": m.name, "peer_urls": list(m.peer_urls), "client_urls": list(m.client_urls)}
+                async for m in self.c.members()]
+
+    @etcd_errors
+    async def add_member(self, peer_url: str) -> None:
+        await self.c.add_member([peer_url])
+
+    @etcd_errors
+    async def remove_member(self, name: str) -> bool:
+        """Remove the member named ``name`` (a node ID); False when it is not a member."""
+        for member in await self.members():
+            if member["name"] == name:
+                await self.c.remove_member(member["id"])
+                return True
+        return False
 
     # ---- watches ----
     async def changes(self) -> AsyncIterator[str]:

@@ -1,0 +1,148 @@
+"""Multi-node Swarm on the cluster test bed (test/lib/cluster.py), through the real docker CLI against each
+node's socket: joins as worker and manager, node ls from every manager, leave and node rm, promote and
+demote, tasks spread over the nodes, a worker killed, managers lost and back, drain, global services."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from lib.cluster import Bed, Node, cluster, eventually
+
+pytestmark = pytest.mark.cluster
+
+def nodes_table(node: Node) -> list[dict[str, str]]:
+    lines = node.out("node", "ls", "--format", "{{json .}}").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def running_on(bed: Bed, service: str) -> dict[int, int]:
+    """Running task containers of ``service`` on each live node (``docker ps`` against each node's socket)."""
+    counts = {}
+    for node in bed.nodes:
+        if node.daemon.proc is None or node.daemon.proc.poll() is not None:
+            continue
+        out = node.out("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
+        counts[node.index] = len(out.split())
+    return counts
+
+
+def task_nodes(node: Node, service: str) -> Counter[str]:
+    """Tasks of ``service`` the manager says run, per node ID."""
+    ids = node.out("service", "ps", service, "-q", "--filter", "desired-state=running").split()
+    tasks = json.loads(node.out("inspect", "--type", "task", *ids)) if ids else []
+    return Counter(t["NodeID"] for t in tasks if t["Status"]["State"] == "running")
+
+
+def _round2(node: Node) -> bool:
+    """The one running task container of ``everywhere`` on ``node`` has the updated environment."""
+    ids = node.out("ps", "-q", "--filter", "label=com.docker.swarm.service.name=everywhere").split()
+    if len(ids) != 1:
+        return False
+    return "ROUND=2" in json.loads(node.out("inspect", ids[0]))[0]["Config"]["Env"]
+
+
+def node_ids(bed: Bed) -> dict[int, str]:
+    return {n.index: n.info()["NodeID"] for n in bed.nodes}
+
+
+@pytest.fixture(scope="module")
+def bed3() -> Iterator[Bed]:
+    """One manager, two workers, for the tests that do not change the managers."""
+    with cluster(3, managers=1) as bed:
+        yield bed
+
+
+def test_join_worker_and_node_ls(bed3: Bed) -> None:
+    manager, w1, w2 = bed3.nodes
+    for worker in (w1, w2):
+        swarm = worker.info()
+        assert swarm["LocalNodeState"] == "active" and swarm["ControlAvailable"] is False
+        assert swarm["NodeAddr"] == worker.address
+        # a worker is no manager: moby's 503
+        denied = worker.docker("node", "ls", check=False)
+        assert denied.returncode != 0 and "This node is not a swarm manager" in denied.stderr
+    assert eventually(lambda: sorted(r["Status"] for r in nodes_table(manager)) == ["Ready"] * 3, 30)
+    table = {r["ID"]: r for r in nodes_table(manager)}
+    ids = node_ids(bed3)
+    assert table[ids[0]]["ManagerStatus"] == "Leader"
+    assert table[ids[1]]["ManagerStatus"] == "" and table[ids[2]]["ManagerStatus"] == ""
+    assert all(r["Availability"] == "Active" for r in table.values())
+    inspect = json.loads(manager.out("node", "inspect", ids[1]))[0]
+    assert inspect["Spec"]["Role"] == "worker" and inspect["Status"]["Addr"] == w1.address
+
+
+def test_join_refused(bed3: Bed) -> None:
+    manager, w1, _ = bed3.nodes
+    token = manager.out("swarm", "join-token", "-q", "worker")
+    again = w1.docker("swarm", "join", "--token", token, f"{manager.address}:2377", check=False)
+    assert again.returncode != 0 and "This node is already part of a swarm" in again.stderr
+
+
+def test_spread_and_worker_killed(bed3: Bed) -> None:
+    manager = bed3.nodes[0]
+    manager.out("service", "create", "--detach", "--name", "spread", "--replicas", "6", "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: running_on(bed3, "spread") == {0: 2, 1: 2, 2: 2}, 90), \
+            manager.out("service", "ps", "spread")
+        ids = node_ids(bed3)
+        victim = bed3.nodes[2]
+        killed = time.monotonic()
+        victim.kill9()
+        assert eventually(lambda: {r["ID"]: r["Status"] for r in nodes_table(manager)}[ids[2]] == "Down", 20)
+        down_after = time.monotonic() - killed
+        assert eventually(lambda: sum(task_nodes(manager, "spread").values()) == 6
+                          and ids[2] not in task_nodes(manager, "spread")
+                          and sum(running_on(bed3, "spread").values()) == 6, 40)
+        moved_after = time.monotonic() - killed
+        print(f"worker down after {down_after:.1f}s, its tasks running elsewhere after {moved_after:.1f}s")
+        assert moved_after < 30  # the bound docs/swarm.md states: heartbeat 5 s + a pass + task start
+        victim.daemon.start(timeout=120)  # back: ready again, its old task containers are stopped
+        assert eventually(lambda: {r["ID"]: r["Status"] for r in nodes_table(manager)}[ids[2]] == "Ready", 30)
+    finally:
+        manager.out("service", "rm", "spread")
+    for node in bed3.nodes:
+        assert eventually(lambda n=node: n.out("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=spread")
+                          == "", 60)
+
+
+def test_drain_moves_tasks_off(bed3: Bed) -> None:
+    manager = bed3.nodes[0]
+    ids = node_ids(bed3)
+    manager.out("service", "create", "--detach", "--name", "drainme", "--replicas", "3", "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: sum(running_on(bed3, "drainme").values()) == 3, 90)
+        manager.out("node", "update", "--availability", "drain", ids[1])
+        assert eventually(lambda: running_on(bed3, "drainme").get(1) == 0
+                          and sum(running_on(bed3, "drainme").values()) == 3, 60), running_on(bed3, "drainme")
+        row = {r["ID"]: r for r in nodes_table(manager)}[ids[1]]
+        assert row["Availability"] == "Drain"
+    finally:
+        manager.out("node", "update", "--availability", "active", ids[1])
+        manager.out("service", "rm", "drainme")
+
+
+def test_global_service_one_per_node_and_rolling_update(bed3: Bed) -> None:
+    manager = bed3.nodes[0]
+    manager.out("service", "create", "--detach", "--name", "everywhere", "--mode", "global", "--stop-grace-period",
+                "1s", "--update-parallelism", "1", "--update-delay", "1s", "busybox", "sleep", "1d")
+    try:
+        assert eventually(lambda: running_on(bed3, "everywhere") == {0: 1, 1: 1, 2: 1}, 90)
+        manager.out("service", "update", "--detach", "--env-add", "ROUND=2", "everywhere")
+        # one node at a time: never fewer than two running while the update goes through
+        seen_min, updated = 3, {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            counts = running_on(bed3, "everywhere")
+            seen_min = min(seen_min, sum(counts.values()))
+            updated = {node.index: _round2(node) for node in bed3.nodes}
+            if all(updated.values()) and counts == {0: 1, 1: 1, 2: 1}:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"{updated}\n{manager.out('service', 'ps', 'everywhere')}")
+        assert seen_min >= 2
+    finally:
+        manager.out("service", "rm", "everywhere")
