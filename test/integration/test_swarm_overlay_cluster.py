@@ -1,7 +1,8 @@
 """Overlay networks across narwhald nodes (the cluster test bed: each node in its own network namespace):
 a network created on the manager appears on the worker, containers on the two nodes get distinct
 addresses from the etcd IPAM and reach each other over VXLAN (static FDB entries pointing at the other
-node's address), and a service's tasks on both nodes talk to each other over it.
+node's address), and a service's tasks on both nodes talk to each other over it, by address and by name
+(the embedded DNS answers for tasks of the other node from the etcd records).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 from lib.cluster import Bed, Node, cluster, eventually
+
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +35,21 @@ def test_containers_on_two_nodes_talk_over_the_overlay(bed2: Bed) -> None:
     net_id = manager.out("network", "create", "-d", "overlay", "--attachable", "ovx")
     try:
         assert eventually(lambda: "ovx" in worker.out("network", "ls", "--format", "{{.Name}}").split(), 15)
-        manager.out("run", "-d", "--name", "a", "--network", "ovx", "busybox", "sleep", "300")
-        worker.out("run", "-d", "--name", "b", "--network", "ovx", "busybox", "sleep", "300")
-        ip_a, ip_b = address(manager, "a", "ovx"), address(worker, "b", "ovx")
+        manager.out("run", "-d", "--name", "ca", "--network", "ovx", "busybox", "sleep", "300")
+        worker.out("run", "-d", "--name", "cb", "--network", "ovx", "busybox", "sleep", "300")
+        ip_a, ip_b = address(manager, "ca", "ovx"), address(worker, "cb", "ovx")
         assert ip_a != ip_b and ip_a.rsplit(".", 1)[0] == ip_b.rsplit(".", 1)[0]
-        assert eventually(lambda: reaches(worker, "b", ip_a), 20)
-        assert reaches(manager, "a", ip_b)
+        assert eventually(lambda: reaches(worker, "cb", ip_a), 20)
+        assert reaches(manager, "ca", ip_b)
         vxlan = f"nwv{net_id[:12].lower()}"
         assert worker.address in manager.run_in("bridge", "fdb", "show", "dev", vxlan).stdout
         assert manager.address in worker.run_in("bridge", "fdb", "show", "dev", vxlan).stdout
         # a removed container's address is withdrawn from the other node's entries
-        worker.out("rm", "-f", "b")
+        worker.out("rm", "-f", "cb")
         assert eventually(lambda: ip_b not in manager.run_in("ip", "neigh", "show", "dev", vxlan).stdout, 15)
-        manager.out("rm", "-f", "a")
+        manager.out("rm", "-f", "ca")
     finally:
-        for node, name in ((manager, "a"), (worker, "b")):
+        for node, name in ((manager, "ca"), (worker, "cb")):
             node.docker("rm", "-f", name, check=False)
         assert eventually(lambda: manager.docker("network", "rm", "ovx", check=False).returncode == 0, 20)
     assert eventually(lambda: "ovx" not in worker.out("network", "ls", "--format", "{{.Name}}").split(), 15)
@@ -68,6 +71,11 @@ def test_service_tasks_on_both_nodes_reach_each_other(bed2: Bed) -> None:
         ip_m, ip_w = address(manager, on_m, "mesh"), address(worker, on_w, "mesh")
         assert eventually(lambda: reaches(manager, on_m, ip_w), 20)
         assert reaches(worker, on_w, ip_m)
+        # the embedded DNS of each node answers for the other node's task too (its names are in etcd)
+        answer = manager.out("exec", on_m, "nslookup", "tasks.pair", "127.0.0.11")
+        assert ip_m in answer and ip_w in answer
+        assert ip_w in manager.out("exec", on_m, "nslookup", on_w, "127.0.0.11")
+        assert reaches(worker, on_w, "pair")
     finally:
         manager.docker("service", "rm", "pair", check=False)
         assert eventually(lambda: manager.docker("network", "rm", "mesh", check=False).returncode == 0, 60)
