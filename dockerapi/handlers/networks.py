@@ -35,6 +35,22 @@ def _service(request: web.Request) -> NetworkService:
     return service
 
 
+def refuse_unattachable(request: web.Request, names: list[str]) -> None:
+    """A container created or connected through the API may join a swarm overlay only if it is attachable
+    (task containers join theirs through the swarm agent, not here), with moby's 403."""
+    service = backends(request).networks
+    if service is None:
+        return
+    for name in names:
+        try:
+            network = service.get(name)
+        except errors.NarwhalError:
+            continue
+        if network.driver == OVERLAY and not network.attachable:
+            raise errors.PermissionDenied(f"Could not attach to network {name}: rpc error: code = PermissionDenied "
+                                          f"desc = network {network.name} not manually attachable")
+
+
 def _scope(network: Network) -> str:
     return "swarm" if network.driver == OVERLAY else "local"
 
@@ -227,6 +243,7 @@ async def connect_network(request: web.Request) -> web.Response:
     service = _service(request)
     network = service.get(request.match_info["id"])
     body = await params.json_object(request)
+    refuse_unattachable(request, [network.name])
     sandbox_id = _sandbox_of(request, body.get("Container"), connecting=True)
     spec = endpoint_spec(network.name, body.get("EndpointConfig"))
     await service.connect(network.id, sandbox_id, spec.aliases, spec.ipv4_address, spec.links,

@@ -130,6 +130,11 @@ def test_service_tasks_on_an_overlay_find_each_other(dd: DockerDaemon, swarm: in
     for ip in ips:
         assert ip in answer
     assert answer.rstrip().endswith("ok")
+    # a network made without --attachable is for services only, as moby's
+    dd.out("network", "create", "-d", "overlay", "svconly")
+    refused = dd.docker("run", "--rm", "--network", "svconly", BUSYBOX, "true", check=False)
+    assert refused.returncode != 0 and "network svconly not manually attachable" in refused.stderr
+    dd.out("network", "rm", "svconly")
     in_use = dd.docker("network", "rm", "backend", check=False)
     assert in_use.returncode != 0 and "in use by service" in in_use.stderr
     dd.out("service", "rm", "web")
