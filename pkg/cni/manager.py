@@ -55,7 +55,7 @@ NetworkResolver = Callable[[str], Awaitable[NetworkConfigList]]
 # Every named network this instance defines (for the leak GC of their iptables state).
 NetworkLister = Callable[[], Awaitable[list[NetworkConfigList]]]
 # Fills in what a network hands out itself before ADD (an overlay's address from the cluster's IPAM).
-AttachmentHook = Callable[[str, NetworkAttachment], Awaitable[NetworkAttachment]]
+AttachmentHook = Callable[[PodNetworkRequest, NetworkAttachment], Awaitable[NetworkAttachment]]
 
 
 class EndpointListener(Protocol):
@@ -243,7 +243,7 @@ class NetworkManager:
     ) -> Attachment:
         primary = ifname == IFNAME
         if self.attachment_hook is not None and want.network:
-            want = await self.attachment_hook(req.sandbox_id, want)
+            want = await self.attachment_hook(req, want)
         net = await self._config_for(want.network, primary)
         runtime_config = self.runtime_config(req) if primary else {}
         asked = [ip for ip in (want.ipv4, want.ipv6) if ip]

@@ -41,6 +41,8 @@ def test_containers_on_two_nodes_talk_over_the_overlay(bed2: Bed) -> None:
         assert ip_a != ip_b and ip_a.rsplit(".", 1)[0] == ip_b.rsplit(".", 1)[0]
         assert eventually(lambda: reaches(worker, "cb", ip_a), 20)
         assert reaches(manager, "ca", ip_b)
+        # container names resolve on the other node (the name is in the address's etcd record)
+        assert ip_a in worker.out("exec", "cb", "nslookup", "ca", "127.0.0.11")
         vxlan = f"nwv{net_id[:12].lower()}"
         assert worker.address in manager.run_in("bridge", "fdb", "show", "dev", vxlan).stdout
         assert manager.address in worker.run_in("bridge", "fdb", "show", "dev", vxlan).stdout

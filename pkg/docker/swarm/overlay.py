@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from pkg import errors
 from pkg.cni import defaults
-from pkg.cni.model import Endpoint, NetworkAttachment
+from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.config import Config
 from pkg.docker.networks.conflist import OVERLAY_MTU
 from pkg.docker.networks.model import OVERLAY, IPAMPool, Network
@@ -129,6 +129,7 @@ class OverlayNode:
         self._remote: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # network ID -> other nodes' (ip, names)
         # sandbox ID -> overlay network ID -> when its address was claimed (a failed ADD never tells us)
         self._held: dict[str, dict[str, float]] = {}
+        self._saved: list[str] | None = None  # what links_file holds (None: not read or written yet)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -236,15 +237,21 @@ class OverlayNode:
         self._save()
 
     def _save(self) -> None:
+        """Record the links made (only when that changes: the loop runs every second on every node)."""
+        names = [name for s in self._segments.values() for name in (s.vxlan, s.bridge)]
+        if names == self._saved:
+            return
         self.links_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.links_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([name for s in self._segments.values() for name in (s.vxlan, s.bridge)]))
+        tmp.write_text(json.dumps(names))
         os.replace(tmp, self.links_file)
+        self._saved = names
 
     # ---- the NetworkManager's hooks ----
-    async def claim(self, sandbox_id: str, want: NetworkAttachment) -> NetworkAttachment:
+    async def claim(self, req: PodNetworkRequest, want: NetworkAttachment) -> NetworkAttachment:
         """Before ADD on an overlay network: an address from the cluster IPAM (the asked one, or the next
         free), and the MAC that goes with it."""
+        sandbox_id = req.sandbox_id
         try:
             network = self.local.get(want.network)
         except errors.NotFound:
@@ -263,9 +270,12 @@ class OverlayNode:
         node_id, _ = self.swarm.node_identity()
         pool = network.ipam[0]
         self._held.setdefault(sandbox_id, {})[network.id] = time.monotonic()
+        # the Docker engine names a container's sandbox (pod) after the container: that name resolves on
+        # other nodes too
+        names = (*want.aliases, *((req.pod_name,) if req.pod_name else ()))
         try:
             ip = await ipam.claim(store, network.id, pool.subnet, pool.gateway, sandbox_id, node_id, want.ipv4,
-                              names=tuple(want.aliases))
+                                  names=tuple(dict.fromkeys(names)))
         except BaseException:
             self._held[sandbox_id].pop(network.id, None)
             raise
