@@ -111,7 +111,7 @@ def test_overlay_network_lifecycle_and_attachable_containers(dd: DockerDaemon, s
 def test_service_tasks_on_an_overlay_find_each_other(dd: DockerDaemon, swarm: int) -> None:
     dd.out("network", "create", "-d", "overlay", "--attachable", "backend")
     dd.out("service", "create", "--detach", "--name", "web", "--replicas", "2", "--network", "backend",
-           BUSYBOX, "sleep", "600")
+           "--endpoint-mode", "dnsrr", BUSYBOX, "sleep", "600")
 
     def task_ips() -> list[str]:
         names = [n for n in dd.out("ps", "--format", "{{.Names}}").split() if n.startswith("web.")]
@@ -183,3 +183,48 @@ def test_cleanup_removes_overlay_links_of_a_killed_daemon(registry: Registry) ->
         network = InstanceNetwork.of(d.root, d.base / "net.d")
         d.destroy()
         network.remove()
+
+
+def resolved(out: str) -> list[str]:
+    """The addresses busybox nslookup printed for the name (after its "Name:" line)."""
+    tail = out[out.find("Name:"):] if "Name:" in out else ""
+    return [line.split()[-1] for line in tail.splitlines() if line.startswith("Address")]
+
+
+def test_service_vip_balances_over_the_tasks(dd: DockerDaemon, swarm: int) -> None:
+    """vip endpoint mode (the default): the service name resolves to one address of the network that is no
+    task's, tasks.<service> to the tasks; connections to the VIP reach every task (round robin)."""
+    dd.out("network", "create", "-d", "overlay", "--attachable", "front")
+    dd.out("service", "create", "--detach", "--name", "echo", "--replicas", "2", "--network", "front",
+           BUSYBOX, "sh", "-c", "hostname > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
+    try:
+        def tasks() -> dict[str, str]:
+            names = [n for n in dd.out("ps", "--format", "{{.Names}}").split() if n.startswith("echo.")]
+            if len(names) != 2:
+                return {}
+            info = json.loads(dd.out("inspect", *names))
+            return {c["NetworkSettings"]["Networks"].get("front", {}).get("IPAddress", ""): c["Config"]["Hostname"]
+                    for c in info}
+
+        assert eventually(lambda: len(tasks()) == 2 and all(tasks()), timeout=60)
+        by_ip = tasks()
+        dd.out("run", "-d", "--name", "client", "--network", "front", BUSYBOX, "sleep", "300")
+        assert eventually(lambda: len(resolved(dd.docker("exec", "client", "nslookup", "echo", "127.0.0.11",
+                                                         check=False).stdout)) == 1, timeout=15)
+        vip = resolved(dd.out("exec", "client", "nslookup", "echo", "127.0.0.11"))[0]
+        assert vip not in by_ip and vip.rsplit(".", 1)[0] == next(iter(by_ip)).rsplit(".", 1)[0]
+        assert sorted(resolved(dd.out("exec", "client", "nslookup", "tasks.echo", "127.0.0.11"))) == sorted(by_ip)
+        seen: set[str] = set()
+
+        def both_answer() -> bool:
+            # busybox's wget -T crashes (139) in this image: busybox timeout bounds it instead
+            got = dd.docker("exec", "client", "timeout", "3", "wget", "-q", "-O", "-", "http://echo:8080/",
+                            check=False)
+            seen.update(line for line in got.stdout.split() if line)
+            return seen == set(by_ip.values())
+
+        assert eventually(both_answer, timeout=30), (seen, by_ip)
+    finally:
+        dd.docker("rm", "-f", "client", check=False)
+        dd.docker("service", "rm", "echo", check=False)
+    assert eventually(lambda: dd.docker("network", "rm", "front", check=False).returncode == 0, timeout=60)

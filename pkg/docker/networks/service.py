@@ -213,6 +213,15 @@ class NetworkService:
     def owner(self, sandbox_id: str) -> Owner | None:
         return self._owner(sandbox_id)
 
+    def netns_of(self, sandbox_id: str) -> str:
+        """A sandbox's netns path ("" when unknown or not a Docker sandbox)."""
+        if self.sandboxes is None:
+            return ""
+        try:
+            return self.sandboxes.netns_and_dir(sandbox_id)[0]
+        except errors.NarwhalError:
+            return ""
+
     def network_of(self, ep: Endpoint) -> Network | None:
         return self._network_of(ep)
 

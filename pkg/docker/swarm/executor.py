@@ -170,7 +170,9 @@ def task_endpoints(task: Obj, service: Obj) -> tuple[EndpointSpec, ...]:
     the names the embedded DNS answers for it, as libnetwork's service records: the service name and
     ``tasks.<service>``, plus the aliases the spec gives (the task's name is its container's name)."""
     name = service["Spec"]["Name"]
-    names = (name, f"tasks.{name}")
+    # in vip mode the service name is the VIP's (vip.py); in dnsrr mode it is every task's
+    dnsrr = (service["Spec"].get("EndpointSpec") or {}).get("Mode") == "dnsrr"
+    names = (name, f"tasks.{name}") if dnsrr else (f"tasks.{name}",)
     return tuple(EndpointSpec(network=str(n["Target"]), aliases=(*names, *(n.get("Aliases") or ())))
                  for n in task["Spec"].get("Networks") or () if n.get("Target"))
 

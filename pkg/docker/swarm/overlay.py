@@ -35,7 +35,7 @@ from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.config import Config
 from pkg.docker.networks.conflist import OVERLAY_MTU
 from pkg.docker.networks.model import OVERLAY, IPAMPool, Network
-from pkg.docker.swarm import ipam
+from pkg.docker.swarm import ipam, vip
 from pkg.docker.swarm import networks as swarm_networks
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.store import Store
@@ -70,6 +70,9 @@ class LocalNetworks(Protocol):
     def get(self, ref: str) -> Network: ...
 
     def table(self) -> dict[str, list[Endpoint]]: ...
+
+    def netns_of(self, sandbox_id: str) -> str:
+        """The sandbox's netns path ("" when unknown)."""
 
 
 class ClusterView:
@@ -129,6 +132,7 @@ class OverlayNode:
         self._remote: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # network ID -> other nodes' (ip, names)
         # sandbox ID -> overlay network ID -> when its address was claimed (a failed ADD never tells us)
         self._held: dict[str, dict[str, float]] = {}
+        self._vip_applied: dict[str, vip.Plan] = {}  # sandbox ID -> the VIP plan its chain holds
         self._saved: list[str] | None = None  # what links_file holds (None: not read or written yet)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -174,14 +178,66 @@ class OverlayNode:
             for network_id in [n for n in self._segments if n not in wanted]:
                 await self.plane.delete(self._segments.pop(network_id))
             self._save()
+            try:
+                if await store.leader() == node_id:
+                    await self._sync_vips(store, records)
+            except errors.NarwhalError as exc:
+                log.warning("service VIPs: %s", exc.message)
+            plans: dict[str, vip.Plan] = {}
             for record in wanted.values():
                 try:
-                    await self._sync_network(store, record, node_id, vtep, port, nodes)
+                    plans[record["ID"]] = await self._sync_network(store, record, node_id, vtep, port, nodes)
                 except errors.NarwhalError as exc:  # one network's trouble must not stall the others
                     log.warning("overlay network %s: %s", record["Spec"]["Name"], exc.message)
+            await self._apply_vips(plans)
+
+    async def _sync_vips(self, store: Store, records: list[Obj]) -> None:
+        """The leader's part: a VIP per service in vip endpoint mode on each of its overlay networks, and
+        none for services gone or in dnsrr mode."""
+        wanted: dict[tuple[str, str], str] = {}  # (network ID, owner) -> service name
+        for service in await store.list("services"):
+            spec = service["Spec"]
+            if (spec.get("EndpointSpec") or {}).get("Mode", "vip") == "dnsrr":
+                continue
+            for attachment in (spec.get("TaskTemplate") or {}).get("Networks") or []:
+                wanted[(str(attachment.get("Target")), vip.OWNER_PREFIX + service["ID"])] = spec["Name"]
+        for record in records:
+            if record["Spec"].get("Ingress"):
+                continue
+            held = await ipam.addresses(store, record["ID"])
+            owners = {str(r.get("owner", "")) for r in held.values()}
+            for owner in owners:
+                if owner.startswith(vip.OWNER_PREFIX) and (record["ID"], owner) not in wanted:
+                    await ipam.release(store, record["ID"], owner)
+            subnet, gateway = swarm_networks.pool(record)
+            for (network_id, owner), name in wanted.items():
+                if network_id == record["ID"] and owner not in owners:
+                    await ipam.claim(store, network_id, subnet, gateway, owner, "", names=(name,))
+
+    async def _apply_vips(self, plans: dict[str, vip.Plan]) -> None:
+        """Each local sandbox's VIP chain: the plans of the overlays it is on, rewritten when they change."""
+        cni = {cni_name(self.cfg, network_id): plan for network_id, plan in plans.items()}
+        for sandbox_id, endpoints in list(self.local.table().items()):
+            plan: vip.Plan = {}
+            for ep in endpoints:
+                plan.update(cni.get(ep.cni_network, {}))
+            if not plan and sandbox_id not in self._vip_applied:
+                continue
+            if self._vip_applied.get(sandbox_id) == plan:
+                continue
+            netns = self.local.netns_of(sandbox_id)
+            if not netns:
+                continue
+            try:
+                await vip.install(Path(netns), plan)
+                self._vip_applied[sandbox_id] = plan
+            except errors.NarwhalError as exc:
+                log.warning("service VIPs of sandbox %s: %s", sandbox_id[:12], exc.message)
+        for gone in [s for s in self._vip_applied if s not in self.local.table()]:
+            del self._vip_applied[gone]
 
     async def _sync_network(self, store: Store, record: Obj, node_id: str, vtep: str, port: int,
-                            nodes: dict[str, str]) -> None:
+                            nodes: dict[str, str]) -> vip.Plan:
         """One network on this node: its segment exists while an address of it is held here (made lazily,
         as libnetwork makes an overlay's sandbox when the first endpoint joins), with a peer per remote one."""
         network_id = record["ID"]
@@ -194,7 +250,7 @@ class OverlayNode:
             if network_id in self._segments:
                 await self.plane.delete(self._segments.pop(network_id))
                 self._save()
-            return
+            return {}
         subnet, gateway = swarm_networks.pool(record)
         prefix = ipaddress.ip_network(subnet).prefixlen
         seg = Segment(bridge=bridge_name(network_id), vxlan=vxlan_name(network_id), vni=swarm_networks.vni(record),
@@ -206,6 +262,12 @@ class OverlayNode:
         peers = [Peer(ip, mac_for(ip), nodes[rec["node"]]) for ip, rec in held.items()
                  if rec.get("node") != node_id and nodes.get(rec.get("node", ""))]
         await self.plane.set_peers(seg, peers)
+        plan: vip.Plan = {}
+        for ip, rec in held.items():
+            owner, names = str(rec.get("owner", "")), rec.get("names") or []
+            if owner.startswith(vip.OWNER_PREFIX) and names:
+                plan[ip] = tuple(sorted(a for a, r in held.items() if f"tasks.{names[0]}" in (r.get("names") or ())))
+        return plan
 
     async def _release_stale(self, store: Store, network_id: str, node_id: str,
                              held: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
