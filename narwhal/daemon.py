@@ -205,14 +205,21 @@ class Daemon:
         log.info("narwhald ready")
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
 
-    def _network_name(self, ref: str) -> str:
-        """A network's name by ID or name (a swarm task's network; the ID when not known here yet)."""
+    async def _network_name(self, ref: str) -> str:
+        """A swarm task's network's name by ID (synced from the store first when not known here yet, e.g. a
+        network created on a manager a moment ago); the ID when it still is not."""
         if self.docker_networks is None:
             return ref
-        try:
-            return self.docker_networks.get(ref).name
-        except errors.NarwhalError:
-            return ref
+        for attempt in range(2):
+            try:
+                return self.docker_networks.get(ref).name
+            except errors.NarwhalError:
+                if attempt == 0 and self.overlay is not None:
+                    try:
+                        await self.overlay.sync()
+                    except errors.NarwhalError as exc:
+                        log.warning("overlay sync for a task's network: %s", exc.message)
+        return ref
 
     async def _share_images(self) -> None:
         """docker-images-for-pods: Docker's image names mirrored into the CRI image store (pkg.images.mirror),

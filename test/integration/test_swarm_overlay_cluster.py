@@ -2,7 +2,8 @@
 a network created on the manager appears on the worker, containers on the two nodes get distinct
 addresses from the etcd IPAM and reach each other over VXLAN (static FDB entries pointing at the other
 node's address), and a service's tasks on both nodes talk to each other over it, by address and by name
-(the embedded DNS answers for tasks of the other node from the etcd records).
+(the embedded DNS answers for tasks of the other node from the etcd records), and through the service's
+VIP, balanced over the tasks of both nodes.
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def test_service_tasks_on_both_nodes_reach_each_other(bed2: Bed) -> None:
     manager, worker = bed2.nodes
     manager.out("network", "create", "-d", "overlay", "mesh")
     manager.out("service", "create", "--detach", "--name", "pair", "--replicas", "2", "--network", "mesh",
-                "--placement-pref", "spread=node.id", "busybox", "sleep", "1d")
+                "--placement-pref", "spread=node.id", "busybox", "sh", "-c",
+                "hostname > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
     try:
         def task(node: Node) -> str:
             names = [n for n in node.out("ps", "--format", "{{.Names}}").split() if n.startswith("pair.")]
@@ -78,6 +80,18 @@ def test_service_tasks_on_both_nodes_reach_each_other(bed2: Bed) -> None:
         assert ip_m in answer and ip_w in answer
         assert ip_w in manager.out("exec", on_m, "nslookup", on_w, "127.0.0.11")
         assert reaches(worker, on_w, "pair")
+        # the service VIP from a task on the manager reaches the tasks on both nodes
+        hostnames = {json.loads(node.out("inspect", name))[0]["Config"]["Hostname"]
+                     for node, name in ((manager, on_m), (worker, on_w))}
+        seen: set[str] = set()
+
+        def both() -> bool:
+            got = manager.docker("exec", on_m, "timeout", "3", "wget", "-q", "-O", "-", "http://pair:8080/",
+                                 check=False)
+            seen.update(got.stdout.split())
+            return seen == hostnames
+
+        assert eventually(both, 30), (seen, hostnames)
     finally:
         manager.docker("service", "rm", "pair", check=False)
         assert eventually(lambda: manager.docker("network", "rm", "mesh", check=False).returncode == 0, 60)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ class Executor:
         self.engine = engine
         self.images = images
         # a swarm network's ID (TaskTemplate.Networks' Target) -> its name, as task containers show it
-        self.network_name: Callable[[str], str] = lambda ref: ref
+        self.network_name: Callable[[str], Awaitable[str]] = _same
 
     def containers(self) -> dict[str, str]:
         """task ID -> container ID of every task container this node has."""
@@ -84,8 +84,8 @@ class Executor:
         spec, host = container_config(task, service, node_id, mounts)
         if spec.endpoints:
             # the container's name too, so other nodes' DNS answers the task's name (their records come from etcd)
-            endpoints = tuple(dataclasses.replace(e, network=self.network_name(e.network), aliases=(*e.aliases, name))
-                              for e in spec.endpoints)
+            endpoints = tuple([dataclasses.replace(e, network=await self.network_name(e.network),
+                                                   aliases=(*e.aliases, name)) for e in spec.endpoints])
             spec = dataclasses.replace(spec, endpoints=endpoints)
             host = dataclasses.replace(host, network_mode=endpoints[0].network)
         return str(await self.engine.create(spec, host, name=name))
@@ -104,6 +104,10 @@ class Executor:
             await self.engine.remove(container_id, force=True, volumes=True)
         except errors.NotFound:
             pass
+
+
+async def _same(ref: str) -> str:
+    return ref
 
 
 def container_config(task: Obj, service: Obj, node_id: str,
