@@ -140,11 +140,15 @@ class OverlayNode:
     # ---- the loop ----
     async def run(self) -> None:
         """Passes until cancelled; a failed pass is logged and retried (etcd may be restarting)."""
+        last = ""
         while True:
             try:
                 await self.sync()
+                last = ""
             except errors.NarwhalError as exc:
-                log.warning("overlay networks: %s", exc.message)
+                if exc.message != last:  # once per new trouble, not every second while etcd has no quorum
+                    log.warning("overlay networks: %s", exc.message)
+                last = exc.message
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
