@@ -21,6 +21,7 @@ from pkg.docker.build.model import BuildOptions, Emit
 from pkg.docker.engine.lifecycle import WaitCondition, WaitResult
 from pkg.docker.engine.links import check_links
 from pkg.docker.engine.model import ContainerSpec, EndpointSpec, EngineContainer, HostConfig, Resources, RestartPolicy
+from pkg.docker.networks.conflist import complete_pool
 from pkg.docker.networks.model import CreateRequest, EndpointView, IPAMPool, Network
 from pkg.docker.networks.service import endpoint_id
 from pkg.docker.views.exec import ExecConfig, ExecInstance
@@ -51,7 +52,7 @@ __all__ = [
     "ExecConfig", "ExecInstance", "ExecStreams", "HostInfo", "ImageBackend", "ImageDetail", "ImageRemovalBackend",
     "ImageUser", "LogEntry", "NetworkBackend", "PathStat", "PodsBackend", "ReadOptions", "Sample", "SwarmBackend",
     "SystemBackend", "Top", "VolumeBackend", "WaitCondition", "WaitResult", "cgroup_rule", "chain_ids",
-    "check_links", "endpoint_id",
+    "check_links", "complete_pool", "endpoint_id",
 ]
 
 

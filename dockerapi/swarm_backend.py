@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, NOT_MANAGER, InitRequest
+from pkg.docker.swarm.networks import OverlayRequest
 from pkg.docker.swarm.roles import JoinRequest
 
-__all__ = ["ALREADY_IN_SWARM", "NOT_MANAGER", "InitRequest", "JoinRequest", "SwarmBackend"]
+__all__ = ["ALREADY_IN_SWARM", "NOT_MANAGER", "InitRequest", "JoinRequest", "OverlayRequest", "SwarmBackend"]
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
@@ -65,3 +66,7 @@ class SwarmBackend(Protocol):
     async def object_update(self, kind: str, ref: str, version: int, spec: Obj) -> None: ...
 
     async def object_remove(self, kind: str, ref: str) -> None: ...
+
+    async def network_create(self, req: OverlayRequest) -> str: ...
+
+    async def network_remove(self, ref: str) -> None: ...

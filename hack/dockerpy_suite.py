@@ -55,14 +55,8 @@ IGNORED_FILES = [
 # Single tests: (node id regex, reason).
 DESELECTED = [
     (r"ConnectionTimeoutTest", "connects to 192.168.10.2 (test traffic must stay on loopback)"),
-    (r"test_create_network_attachable|test_create_network_ingress", "overlay networks are issue 18"),
-    (r"test_create_service_with_custom_networks|test_create_service_with_network_attachment_config"
-     r"|test_update_service_with_defaults_networks|test_update_service_with_network_change"
-     r"|models_services_test.py::ServiceTest::test_create_with_network",
-     "services on overlay networks: overlay networks are issue 18"),
     (r"test_run_with_image_that_does_not_exist",
      "pulls an unknown docker.io name: the daemon falls back from the mirror to Docker Hub (no internet)"),
-    (r"test_create_inspect_network_with_scope", "initialises a Swarm (swarm-scoped networks)"),
     (r"test_pull_with_sha", "pulls one digest of Docker Hub's hello-world (not in the offline mirror)"),
 ]
 

@@ -42,6 +42,8 @@ from pkg.docker.networks.host import delete_bridge
 from pkg.docker.networks.model import Network
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.mesh import Mesh
+from pkg.docker.swarm.overlay import recorded_links
+from pkg.docker.swarm.vxlan import DataPlane
 
 log = logging.getLogger("narwhal.cleanup")
 
@@ -75,6 +77,10 @@ class Cleanup:
             for bridge in await asyncio.to_thread(self._bridges, networks):
                 await delete_bridge(bridge)
                 self.say(f"removed bridge {bridge}")
+            for name in recorded_links(cfg.state):  # swarm overlay segments (vxlan first, then its bridge)
+                if Path("/sys/class/net", name).exists():
+                    await DataPlane().remove_link(name)
+                    self.say(f"removed overlay link {name}")
             await asyncio.to_thread(self._default_conflist)
             await self._cgroups()
             await asyncio.to_thread(self._unmount)

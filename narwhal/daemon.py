@@ -47,6 +47,7 @@ from pkg.docker.networks.service import NetworkService
 from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor
+from pkg.docker.swarm.overlay import ClusterView, OverlayNode
 from pkg.docker.views.exec import ExecManager
 from pkg.docker.views.rootfs_access import image_view, sweep_views
 from pkg.docker.volumes.service import VolumeService
@@ -89,6 +90,7 @@ class Daemon:
         self.docker_volumes: VolumeService | None = None
         self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
         self.swarm: Cluster | None = None  # Swarm mode (pkg.docker.swarm): its etcd, manager and agent
+        self.overlay: OverlayNode | None = None  # this node's side of the swarm's overlay networks
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
@@ -171,11 +173,21 @@ class Daemon:
         await self._cri.start()
         docker_versions.configure(self.cfg.docker_min_api_version)
         host = await system.info()
-        self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker",
-                             Executor(self.engine, self.docker_images),
+        executor = Executor(self.engine, self.docker_images)
+        executor.network_name = self._network_name
+        self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker", executor,
                              external_endpoints=self.cfg.swarm_etcd_endpoints, engine_version=host.server_version,
                              ncpu=host.ncpu, mem_total=host.mem_total, instance_id=self.cfg.instance_id)
+        assert self.docker_networks is not None and self.network is not None
+        # overlay networks: wired before the swarm starts, so tasks adopted on rejoin find their networks
+        self.overlay = OverlayNode(self.cfg, ClusterView(self.swarm), self.docker_networks)
+        self.network.attachment_hook = self.overlay.claim
+        self.network.listeners.append(self.overlay)
+        self.docker_networks.remote_records = self.overlay.remote_names
         await self.swarm.start()  # a node in a swarm before the restart is back in it
+        self._tasks.append(create_guarded_task(self.overlay.run, "swarm-overlay", restart_delay=1.0))
+        swarm_api = SwarmAPI(self.swarm, self.events)
+        swarm_api.overlay = self.overlay
         self.docker_execs = ExecManager(self.docker_runtime.containers, self.docker_runtime.ctx.root / "execs")
         docker_io = DomainIO(self.docker_runtime.containers)
         pod_io = DomainIO(self.runtime.containers)
@@ -190,7 +202,7 @@ class Daemon:
             networks=self.docker_networks,
             builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
                             self.docker_runtime.ctx.root / "build"),
-            swarm=SwarmAPI(self.swarm, self.events),
+            swarm=swarm_api,
         )
         if self.cfg.docker_shows_pods:
             backends.pods = self._pods_view()
@@ -202,6 +214,22 @@ class Daemon:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
+
+    async def _network_name(self, ref: str) -> str:
+        """A swarm task's network's name by ID (synced from the store first when not known here yet, e.g. a
+        network created on a manager a moment ago); the ID when it still is not."""
+        if self.docker_networks is None:
+            return ref
+        for attempt in range(2):
+            try:
+                return self.docker_networks.get(ref).name
+            except errors.NarwhalError:
+                if attempt == 0 and self.overlay is not None:
+                    try:
+                        await self.overlay.sync()
+                    except errors.NarwhalError as exc:
+                        log.warning("overlay sync for a task's network: %s", exc.message)
+        return ref
 
     async def _share_images(self) -> None:
         """docker-images-for-pods: Docker's image names mirrored into the CRI image store (pkg.images.mirror),

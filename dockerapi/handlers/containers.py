@@ -11,6 +11,7 @@ from dockerapi.backends import ContainerBackend
 from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import LIST_KEYS, PRUNE_KEYS, matcher, prune_keeper
+from dockerapi.handlers.networks import refuse_unattachable
 from dockerapi.handlers.pods import pod_container
 from pkg import errors
 from pkg.docker.engine.model import RestartPolicyName, Status
@@ -27,6 +28,7 @@ async def create(request: web.Request) -> web.Response:
         raise errors.InvalidArgument(f"unsupported platform {platform!r}: this daemon runs linux containers")
     spec = creq.container_spec(body)
     host = creq.host_config(body.get("HostConfig") or {})
+    refuse_unattachable(request, [host.network_mode, *(e.network for e in spec.endpoints)])
     container_id = await engine(request).create(spec, host, request.query.get("name", ""))
     return web.json_response({"Id": container_id, "Warnings": []}, status=201)
 

@@ -9,13 +9,15 @@ from aiohttp import web
 from dockerapi import filters as docker_filters
 from dockerapi import params, times, versions
 from dockerapi.backend import backends, need
-from dockerapi.backends import NetworkBackend, endpoint_id
+from dockerapi.backends import NetworkBackend, complete_pool, endpoint_id
 from dockerapi.handlers.containers_request import endpoint_spec
+from dockerapi.swarm_backend import NOT_MANAGER, OverlayRequest
 from pkg import errors
 from pkg.docker.networks.model import (
     BRIDGE,
     HOST,
     NONE,
+    OVERLAY,
     CreateRequest,
     EndpointView,
     IPAMPool,
@@ -31,6 +33,26 @@ def _service(request: web.Request) -> NetworkBackend:
     return service
 
 
+def refuse_unattachable(request: web.Request, names: list[str]) -> None:
+    """A container created or connected through the API may join a swarm overlay only if it is attachable
+    (task containers join theirs through the swarm agent, not here), with moby's 403."""
+    service = backends(request).networks
+    if service is None:
+        return
+    for name in names:
+        try:
+            network = service.get(name)
+        except errors.NarwhalError:
+            continue
+        if network.driver == OVERLAY and not network.attachable:
+            raise errors.PermissionDenied(f"Could not attach to network {name}: rpc error: code = PermissionDenied "
+                                          f"desc = network {network.name} not manually attachable")
+
+
+def _scope(network: Network) -> str:
+    return "swarm" if network.driver == OVERLAY else "local"
+
+
 def _matches(service: NetworkBackend, network: Network, filters: dict[str, list[str]]) -> bool:
     """Within a key any value may match; every key must (moby's filters.Args)."""
     if "name" in filters and not any(v in network.name for v in filters["name"]):
@@ -39,7 +61,7 @@ def _matches(service: NetworkBackend, network: Network, filters: dict[str, list[
         return False
     if "driver" in filters and network.driver not in filters["driver"]:
         return False
-    if "scope" in filters and "local" not in filters["scope"]:
+    if "scope" in filters and _scope(network) not in filters["scope"]:
         return False
     if not docker_filters.labels_match(network.labels, filters.get("label", ())):
         return False
@@ -67,13 +89,13 @@ async def _json(request: web.Request, service: NetworkBackend, network: Network,
         "Name": network.name,
         "Id": network.id,
         "Created": network.created,
-        "Scope": "local",
+        "Scope": _scope(network),
         "Driver": network.driver,
         "EnableIPv6": network.enable_ipv6,
         "IPAM": {"Driver": "default", "Options": network.ipam_options or None, "Config": config},
         "Internal": network.internal,
         "Attachable": network.attachable,
-        "Ingress": False,
+        "Ingress": network.ingress,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": _containers(request, service, network) if containers else {},
@@ -81,7 +103,7 @@ async def _json(request: web.Request, service: NetworkBackend, network: Network,
         "Labels": network.labels,
     }
     if versions.at_least(request, "1.47"):
-        body["EnableIPv4"] = network.driver == "bridge"
+        body["EnableIPv4"] = network.driver in ("bridge", OVERLAY)
     return body
 
 
@@ -114,7 +136,7 @@ async def inspect_network(request: web.Request) -> web.Response:
     service = _service(request)
     scope = request.query.get("scope", "")
     network = service.get(request.match_info["id"])
-    if scope and scope != "local":
+    if scope and scope != _scope(network):
         raise errors.NotFound(f"network {request.match_info['id']} not found")
     return web.json_response(await _json(request, service, network, containers=True))
 
@@ -142,11 +164,13 @@ async def create_network(request: web.Request) -> web.Response:
         raise errors.InvalidArgument("network name must be a string")
     if body.get("ConfigOnly") or body.get("ConfigFrom") and (body["ConfigFrom"] or {}).get("Network"):
         raise errors.InvalidArgument("config-only networks are not supported")
-    if body.get("Ingress"):
+    if body.get("Ingress") and body.get("Driver") != OVERLAY:
         raise errors.InvalidArgument("ingress networks are a Swarm feature and are not supported")
+    pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
+    if body.get("Driver") == OVERLAY:
+        return await _create_overlay(request, service, name, body, pools)
     if body.get("Scope") not in (None, "", "local"):
         raise errors.InvalidArgument(f"network scope {body['Scope']!r} is not supported: only \"local\"")
-    pools, ipam_driver, ipam_options = _pools(body.get("IPAM"))
     network = await service.create(CreateRequest(
         name=name, driver=str(body.get("Driver") or "bridge"), internal=bool(body.get("Internal")),
         attachable=bool(body.get("Attachable")), labels=params.string_map(body.get("Labels"), "Labels"),
@@ -157,8 +181,40 @@ async def create_network(request: web.Request) -> web.Response:
     return web.json_response({"Id": network.id, "Warning": ""}, status=201)
 
 
+async def _create_overlay(request: web.Request, service: NetworkBackend, name: str, body: dict[str, Any],
+                          pools: tuple[IPAMPool, ...]) -> web.Response:
+    """A swarm-scoped overlay network, created in the cluster store (pkg.docker.swarm.networks)."""
+    swarm = backends(request).swarm
+    if swarm is None or swarm.ping_state() == "inactive":
+        raise errors.Unavailable(NOT_MANAGER)
+    if body.get("Scope") not in (None, "", "swarm"):
+        raise errors.InvalidArgument(f"network scope {body['Scope']!r} is not valid for the overlay driver")
+    if body.get("EnableIPv6"):
+        raise errors.InvalidArgument("IPv6 overlay networks are not supported")
+    if len(pools) > 1:
+        raise errors.InvalidArgument("only one IPv4 pool per overlay network is supported")
+    with contextlib.suppress(errors.NotFound, errors.InvalidArgument):
+        if service.get(name).name == name:
+            raise errors.Conflict(f"network with name {name} already exists")
+    pool = pools[0] if pools else IPAMPool("")
+    if pool.subnet:
+        pool = complete_pool(pool)
+    network_id = await swarm.network_create(OverlayRequest(
+        name=name, internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
+        labels=params.string_map(body.get("Labels"), "Labels"), options=params.string_map(body.get("Options"),
+                                                                                            "Options"),
+        subnet=pool.subnet, gateway=pool.gateway, ingress=bool(body.get("Ingress"))))
+    return web.json_response({"Id": network_id, "Warning": ""}, status=201)
+
+
 async def remove_network(request: web.Request) -> web.Response:
-    await _service(request).remove(request.match_info["id"])
+    service = _service(request)
+    network = service.get(request.match_info["id"])
+    swarm = backends(request).swarm
+    if network.driver == OVERLAY and swarm is not None:
+        await swarm.network_remove(network.id)
+    else:
+        await service.remove(network.id)
     return web.Response(status=204)
 
 
@@ -185,6 +241,7 @@ async def connect_network(request: web.Request) -> web.Response:
     service = _service(request)
     network = service.get(request.match_info["id"])
     body = await params.json_object(request)
+    refuse_unattachable(request, [network.name])
     sandbox_id = _sandbox_of(request, body.get("Container"), connecting=True)
     spec = endpoint_spec(network.name, body.get("EndpointConfig"))
     await service.connect(network.id, sandbox_id, spec.aliases, spec.ipv4_address, spec.links,

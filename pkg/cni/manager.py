@@ -54,6 +54,8 @@ SandboxLister = Callable[[], Awaitable[set[str]]]
 NetworkResolver = Callable[[str], Awaitable[NetworkConfigList]]
 # Every named network this instance defines (for the leak GC of their iptables state).
 NetworkLister = Callable[[], Awaitable[list[NetworkConfigList]]]
+# Fills in what a network hands out itself before ADD (an overlay's address from the cluster's IPAM).
+AttachmentHook = Callable[[PodNetworkRequest, NetworkAttachment], Awaitable[NetworkAttachment]]
 
 
 class EndpointListener(Protocol):
@@ -82,6 +84,7 @@ class NetworkManager:
         self.resolver: NetworkResolver | None = None
         self.named_networks: NetworkLister | None = None
         self.listeners: list[EndpointListener] = []
+        self.attachment_hook: AttachmentHook | None = None
 
     # ---- lifecycle ----
     async def start(self, sandbox_ids: SandboxLister | None = None) -> None:
@@ -239,6 +242,8 @@ class NetworkManager:
         self, req: PodNetworkRequest, want: NetworkAttachment, ifname: str, cleanup: CleanupStack,
     ) -> Attachment:
         primary = ifname == IFNAME
+        if self.attachment_hook is not None and want.network:
+            want = await self.attachment_hook(req, want)
         net = await self._config_for(want.network, primary)
         runtime_config = self.runtime_config(req) if primary else {}
         asked = [ip for ip in (want.ipv4, want.ipv6) if ip]

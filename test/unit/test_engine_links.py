@@ -76,6 +76,9 @@ class _Table:
     def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
         return ()
 
+    def remote(self, network_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        return [("10.1.0.9", ("far", "tasks.far"))] if network_id == self.net.id else []
+
 
 def test_link_alias_resolves_for_the_linking_sandbox_only() -> None:
     records = DNSRecords(_Table())
@@ -83,4 +86,7 @@ def test_link_alias_resolves_for_the_linking_sandbox_only() -> None:
     assert records.lookup("sb-me", "DBALIAS.un.") == ["10.1.0.3"]
     assert records.lookup("sb-me", "db") == ["10.1.0.3"]
     assert records.lookup("sb-other", "dbalias") is None
+    # names of another node's endpoints on a swarm overlay (records from etcd) resolve too
+    assert records.lookup("sb-me", "tasks.far") == ["10.1.0.9"]
+    assert records.lookup("sb-me", "FAR.un") == ["10.1.0.9"]
     assert records.lookup("sb-other", "db") == ["10.1.0.3"]

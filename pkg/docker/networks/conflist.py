@@ -26,6 +26,7 @@ MTU_OPTION = "com.docker.network.driver.mtu"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
 MAX_IFNAME = 15
+OVERLAY_MTU = 1450  # an overlay's veths leave room for the VXLAN headers (moby's default)
 
 
 def cni_name(cfg: Config, network_id: str) -> str:
@@ -152,7 +153,7 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
             },
         },
     ]
-    mtu = network.options.get(MTU_OPTION)
+    mtu = network.options.get(MTU_OPTION) or (str(OVERLAY_MTU) if network.driver == "overlay" else "")
     if mtu:
         plugins[0]["mtu"] = int(mtu)
     plugins.append(defaults.tuning_plugin(cfg))

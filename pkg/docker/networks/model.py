@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BRIDGE, HOST, NONE = "bridge", "host", "none"
+OVERLAY = "overlay"  # a swarm network (pkg.docker.swarm.overlay): not on disk, kept in sync from etcd
 PREDEFINED = (BRIDGE, HOST, NONE)
 DRIVERS = {BRIDGE: "bridge", HOST: "host", NONE: "null"}
 FORMAT_VERSION = 1
@@ -43,6 +44,7 @@ class Network:
     ipam: tuple[IPAMPool, ...] = ()
     ipam_options: dict[str, str] = field(default_factory=dict)
     enable_ipv6: bool = False
+    ingress: bool = False  # a swarm's routing-mesh network (overlays only; never on disk)
 
     @property
     def predefined(self) -> bool:

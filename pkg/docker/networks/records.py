@@ -34,6 +34,9 @@ class EndpointTable(Protocol):
 
     def dns_servers(self, sandbox_id: str) -> tuple[str, ...]: ...
 
+    def remote(self, network_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """(address, names) of endpoints on other nodes (swarm overlays); [] for local networks."""
+
 
 class DNSRecords:
     def __init__(self, endpoints: EndpointTable) -> None:
@@ -94,6 +97,11 @@ class DNSRecords:
                 if name in names or name in {f"{n}.{network.name.lower()}" for n in names}:
                     matched = True
                     found += [ip for ip in (ep.ip, ep.ipv6) if ip]
+        for ip, remote_names in self.endpoints.remote(network.id):
+            lowered = {n.lower() for n in remote_names}
+            if name in lowered or name in {f"{n}.{network.name.lower()}" for n in lowered}:
+                matched = True
+                found.append(ip)
         return found if matched else None
 
     def reverse(self, sandbox_id: str, ip: str) -> str | None:

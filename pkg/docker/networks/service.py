@@ -38,6 +38,7 @@ from pkg.docker.networks.model import (
     DRIVERS,
     HOST,
     NONE,
+    OVERLAY,
     PREDEFINED,
     CreateRequest,
     EndpointView,
@@ -96,6 +97,7 @@ class NetworkService:
         # Docker container ID -> running?  moby logs connect/disconnect only for a running container's endpoints
         # (a create, a connect to a stopped container, a removal log none); None: every change is logged.
         self.running: Callable[[str], bool] | None = None
+        self.remote_records: Callable[[str], list[tuple[str, tuple[str, ...]]]] | None = None
         self._networks: dict[str, Network] = {}
         self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
         self._lock = asyncio.Lock()  # create/remove
@@ -214,8 +216,21 @@ class NetworkService:
     def owner(self, sandbox_id: str) -> Owner | None:
         return self._owner(sandbox_id)
 
+    def netns_of(self, sandbox_id: str) -> str:
+        """A sandbox's netns path ("" when unknown or not a Docker sandbox)."""
+        if self.sandboxes is None:
+            return ""
+        try:
+            return self.sandboxes.netns_and_dir(sandbox_id)[0]
+        except errors.NarwhalError:
+            return ""
+
     def network_of(self, ep: Endpoint) -> Network | None:
         return self._network_of(ep)
+
+    def remote(self, network_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Endpoints of other nodes on a swarm overlay (set by pkg.docker.swarm.overlay), for the DNS."""
+        return self.remote_records(network_id) if self.remote_records is not None else []
 
     def dns_servers(self, sandbox_id: str) -> tuple[str, ...]:
         """Where the sandbox's embedded server forwards: its --dns servers, else the host's (empty)."""
@@ -311,6 +326,22 @@ class NetworkService:
         self._emit("create", network)
         return network
 
+    async def set_overlays(self, overlays: list[Network]) -> None:
+        """The swarm's overlay networks as this node sees them now (pkg.docker.swarm.overlay keeps them in
+        sync from etcd): joinable and listed like the others, never written to disk nor removed here."""
+        async with self._lock:
+            before = {n.id: n for n in self._networks.values() if n.driver == OVERLAY}
+            after = {n.id: n for n in overlays}
+            if before == after:
+                return
+            for network_id in before:
+                del self._networks[network_id]
+            self._networks.update(after)
+            try:
+                await self._sync_isolation()
+            except errors.NarwhalError as exc:
+                log.warning("isolation rules after overlay changes: %s", exc.message)
+
     async def _forget(self, network: Network) -> None:
         self._networks.pop(network.id, None)
         await self._sync_isolation()
@@ -327,6 +358,8 @@ class NetworkService:
         network = self.get(ref)
         if network.predefined:
             raise errors.PermissionDenied(f"{network.name} is a pre-defined network and cannot be removed")
+        if network.driver == OVERLAY:
+            raise errors.FailedPrecondition(f"network {network.name} is a swarm network: remove it on a manager")
         async with self._lock:
             if network.id not in self._networks:
                 return
@@ -364,7 +397,7 @@ class NetworkService:
         removed = []
         async with self._lock:
             for network in list(self._networks.values()):
-                if network.predefined or keep(network) or await self._attached(network):
+                if network.predefined or network.driver == OVERLAY or keep(network) or await self._attached(network):
                     continue
                 await self._destroy(network)
                 removed.append(network.name)

@@ -5,23 +5,36 @@ Each call checks the node's role as moby does (a manager-only call on a node in 
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from pkg.docker.swarm import nodes, secrets, services
+from pkg import errors
+from pkg.docker.swarm import networks, nodes, secrets, services
 from pkg.docker.swarm.cluster import Cluster, InitRequest
 from pkg.docker.swarm.lookup import find
 from pkg.docker.swarm.roles import JoinRequest
+from pkg.docker.swarm.store import Store
 from pkg.events import DockerEvent, EventBus
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Filters = dict[str, list[str]]
+
+
+class OverlaySync(Protocol):
+    async def sync(self) -> None: ...
+
+    def local_routes(self) -> tuple[str, ...]:
+        """Networks an overlay subnet must not overlap on this node (its routes)."""
 
 
 class SwarmAPI:
     def __init__(self, cluster: Cluster, bus: EventBus | None = None) -> None:
         self.cluster = cluster
         self._bus = bus
+        self.overlay: OverlaySync | None = None  # this node's overlay networks, synced after a create/remove
 
     def _event(self, type_: str, action: str, obj_id: str, name: str) -> None:
         """moby's cluster events on /events (service, node, secret, config: create/update/remove), scope swarm."""
@@ -39,10 +52,19 @@ class SwarmAPI:
         return await self.cluster.info()
 
     async def init(self, req: InitRequest) -> str:
-        return await self.cluster.init(req)
+        node_id = await self.cluster.init(req)
+        try:  # moby's default ingress network, 10.0.0.0/24 unless the node's routes are in the way
+            avoid = self.overlay.local_routes() if self.overlay is not None else ()
+            await networks.create(self.cluster.manager_store(), networks.OverlayRequest("ingress", ingress=True),
+                                  avoid)
+        except errors.NarwhalError as exc:
+            log.warning("swarm init: no ingress network: %s", exc.message)
+        await self._sync_overlay()
+        return node_id
 
     async def leave(self, force: bool) -> None:
         await self.cluster.leave(force)
+        await self._sync_overlay()  # out of the swarm: its networks and segments go now, not a pass later
 
     async def join(self, req: JoinRequest) -> None:
         await self.cluster.join(req)
@@ -84,7 +106,8 @@ class SwarmAPI:
     # ---- services and tasks ----
     async def service_create(self, spec: Obj) -> tuple[str, list[str]]:
         """The new service's ID and the create answer's warnings."""
-        service = await services.create(self.cluster.manager_store(), spec)
+        store = self.cluster.manager_store()
+        service = await services.create(store, await networks.resolve_targets(store, spec))
         self._event("service", "create", service["ID"], service["Spec"]["Name"])
         self._wake()
         return str(service["ID"]), services.warnings(service["Spec"])
@@ -96,7 +119,8 @@ class SwarmAPI:
         return services.service_view(await find(self.cluster.manager_store(), "services", ref), insert_defaults)
 
     async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> list[str]:
-        service = await services.update(self.cluster.manager_store(), ref, version, spec, rollback)
+        store = self.cluster.manager_store()
+        service = await services.update(store, ref, version, await networks.resolve_targets(store, spec), rollback)
         self._event("service", "update", service["ID"], service["Spec"]["Name"])
         self._wake()
         return services.warnings(service["Spec"])
@@ -145,6 +169,31 @@ class SwarmAPI:
     async def object_remove(self, kind: str, ref: str) -> None:
         obj = await secrets.remove(self.cluster.manager_store(), kind, ref)
         self._event(kind[:-1], "remove", obj["ID"], obj["Spec"]["Name"])
+
+    # ---- overlay networks ----
+    def _network_store(self) -> Store:
+        if self.cluster.active and not self.cluster.is_manager:
+            raise errors.PermissionDenied(networks.WORKER_REFUSED)
+        return self.cluster.manager_store()
+
+    async def network_create(self, req: networks.OverlayRequest) -> str:
+        avoid = self.overlay.local_routes() if self.overlay is not None else ()
+        network = await networks.create(self._network_store(), req, avoid)
+        self._event("network", "create", network["ID"], req.name)
+        await self._sync_overlay()
+        return str(network["ID"])
+
+    async def network_remove(self, ref: str) -> None:
+        network = await networks.remove(self._network_store(), ref)
+        self._event("network", "destroy", network["ID"], network["Spec"]["Name"])
+        await self._sync_overlay()
+
+    async def _sync_overlay(self) -> None:
+        if self.overlay is not None:
+            try:
+                await self.overlay.sync()
+            except errors.NarwhalError as exc:  # the store has it; the loop's next pass retries the node's side
+                log.warning("overlay sync after a change: %s", exc.message)
 
     def _wake(self) -> None:
         if self.cluster.orchestrator is not None:

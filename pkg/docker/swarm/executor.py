@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pkg import errors
 from pkg.docker.engine.engine import Engine
-from pkg.docker.engine.model import ContainerSpec, HealthConfig, HostConfig, PortBinding, Resources, Status
+from pkg.docker.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    HealthConfig,
+    HostConfig,
+    PortBinding,
+    Resources,
+    Status,
+)
 from pkg.docker.volumes.model import MountSpec, MountType
 from pkg.images.service import ImageService
 
@@ -40,6 +49,8 @@ class Executor:
     def __init__(self, engine: Engine, images: ImageService) -> None:
         self.engine = engine
         self.images = images
+        # a swarm network's ID (TaskTemplate.Networks' Target) -> its name, as task containers show it
+        self.network_name: Callable[[str], Awaitable[str]] = _same
 
     def containers(self) -> dict[str, str]:
         """task ID -> container ID of every task container this node has."""
@@ -79,6 +90,12 @@ class Executor:
 
     async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[MountSpec]) -> str:
         spec, host = container_config(task, service, node_id, mounts)
+        if spec.endpoints:
+            # the container's name too, so other nodes' DNS answers the task's name (their records come from etcd)
+            endpoints = tuple([dataclasses.replace(e, network=await self.network_name(e.network),
+                                                   aliases=(*e.aliases, name)) for e in spec.endpoints])
+            spec = dataclasses.replace(spec, endpoints=endpoints)
+            host = dataclasses.replace(host, network_mode=endpoints[0].network)
         return str(await self.engine.create(spec, host, name=name))
 
     async def start(self, container_id: str) -> None:
@@ -95,6 +112,10 @@ class Executor:
             await self.engine.remove(container_id, force=True, volumes=True)
         except errors.NotFound:
             pass
+
+
+async def _same(ref: str) -> str:
+    return ref
 
 
 def container_config(task: Obj, service: Obj, node_id: str,
@@ -132,6 +153,7 @@ def container_config(task: Obj, service: Obj, node_id: str,
         stop_timeout=grace // 1_000_000_000,
         healthcheck=healthcheck,
         exposed_ports=tuple(f"{b.container_port}/{b.protocol}" for b in host_ports(service)),
+        endpoints=task_endpoints(task, service),
     )
     limits = (task["Spec"].get("Resources") or {}).get("Limits") or {}
     dns = cs.get("DNSConfig") or {}
@@ -150,8 +172,21 @@ def container_config(task: Obj, service: Obj, node_id: str,
         dns_options=tuple(dns.get("Options") or ()),
         resources=Resources(memory=int(limits.get("MemoryBytes", 0)), nano_cpus=int(limits.get("NanoCPUs", 0)),
                             pids_limit=int(limits.get("Pids", 0))),
+        network_mode=spec.endpoints[0].network if spec.endpoints else "bridge",
     )
     return spec, host
+
+
+def task_endpoints(task: Obj, service: Obj) -> tuple[EndpointSpec, ...]:
+    """The task's overlay networks (TaskTemplate.Networks), the first one its eth0.  Each endpoint carries
+    the names the embedded DNS answers for it, as libnetwork's service records: the service name and
+    ``tasks.<service>``, plus the aliases the spec gives (the task's name is its container's name)."""
+    name = service["Spec"]["Name"]
+    # in vip mode the service name is the VIP's (vip.py); in dnsrr mode it is every task's
+    dnsrr = (service["Spec"].get("EndpointSpec") or {}).get("Mode") == "dnsrr"
+    names = (name, f"tasks.{name}") if dnsrr else (f"tasks.{name}",)
+    return tuple(EndpointSpec(network=str(n["Target"]), aliases=(*names, *(n.get("Aliases") or ())))
+                 for n in task["Spec"].get("Networks") or () if n.get("Target"))
 
 
 def host_ports(service: Obj) -> tuple[PortBinding, ...]:
