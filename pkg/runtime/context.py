@@ -62,8 +62,8 @@ class RuntimeContext:
         return self.cfg.state / self.domain if self.domain else self.cfg.state
 
     def shim_group(self, sandbox_id: str) -> dict[str, str]:
-        """The shim-group annotation for a spec of this pod: ``pods-per-shim`` groups CRI pods only (a
-        Docker container is a pod of its own, each in its own shim as dockerd runs them)."""
+        """The shim-group annotation for a spec of this pod: ``pods-per-shim`` groups the CRI domain's pods
+        only (a named domain's container is a pod of its own, each in its own shim)."""
         return self.shim_groups.annotations(sandbox_id, 1 if self.domain else self.cfg.pods_per_shim)
 
     @property
