@@ -73,6 +73,21 @@ class _StreamStream(_NamespaceMixin, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
+def release_stream(call: Any) -> None:
+    """Cancel an intercepted stream call and the task grpc.aio feeds its requests from.
+
+    grpc.aio's intercepted stream calls write through a queue that a task of grpc's own drains; ``cancel()``
+    stops that task only while the RPC is live. When containerd ended the RPC first (an error answer to a
+    content Write), the task waits on the empty queue for ever: one leaked task per failed write."""
+    call.cancel()
+    inner = getattr(call, "_interceptors_task", None)
+    if inner is None or not inner.done() or inner.cancelled() or inner.exception() is not None:
+        return
+    poller = getattr(inner.result(), "_async_request_poller", None)
+    if poller is not None and not poller.done():
+        poller.cancel()
+
+
 class _Timed(grpc.aio.UnaryUnaryClientInterceptor):
     """narwhal_containerd_request_duration_seconds and _errors_total for every unary call."""
 

@@ -24,7 +24,7 @@ from google.protobuf import field_mask_pb2
 from pkg import errors
 from pkg.containerd.api.services.content.v1 import content_pb2
 from pkg.containerd.api.services.leases.v1 import leases_pb2
-from pkg.containerd.client import Client
+from pkg.containerd.client import Client, release_stream
 from pkg.containerd.errors import from_grpc, translate
 from pkg.images.media import LABEL_GC_EXPIRE
 
@@ -234,7 +234,7 @@ class ContentStore:
             raise
         finally:
             if not committed:
-                call.cancel()
+                release_stream(call)
 
     @staticmethod
     async def _ack(call: grpc.aio.StreamStreamCall, offset: int, on_bytes: OnBytes | None) -> None:
