@@ -137,10 +137,17 @@ def test_service_tasks_on_an_overlay_find_each_other(dd: DockerDaemon, swarm: in
     dd.out("network", "rm", "svconly")
     in_use = dd.docker("network", "rm", "backend", check=False)
     assert in_use.returncode != 0 and "in use by service" in in_use.stderr
+    # an attachable container's endpoint keeps the network; a removed service's tasks do not, even while
+    # their containers are still leaving (swarmkit counts only tasks meant to run): docker-py's teardown
+    # removes the service and then at once its networks
+    dd.out("run", "-d", "--name", "holder", "--network", "backend", BUSYBOX, "sleep", "600")
     dd.out("service", "rm", "web")
+    busy = dd.docker("network", "rm", "backend", check=False)
+    assert busy.returncode != 0 and "has active endpoints" in busy.stderr
+    dd.out("rm", "-f", "holder")
+    dd.out("network", "rm", "backend")
     assert eventually(lambda: not [n for n in dd.out("ps", "-a", "--format", "{{.Names}}").split()
                                     if n.startswith("web.")], timeout=60)
-    assert eventually(lambda: dd.docker("network", "rm", "backend", check=False).returncode == 0, timeout=30)
 
 
 def test_swarm_leave_removes_overlay_links(dd: DockerDaemon) -> None:

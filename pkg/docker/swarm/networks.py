@@ -11,11 +11,12 @@ an attachable container still on it).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pkg import errors
-from pkg.docker.swarm import ipam, objects
+from pkg.docker.swarm import ipam, objects, vip
 from pkg.docker.swarm.lookup import find
 from pkg.docker.swarm.store import Store
 
@@ -106,12 +107,37 @@ async def remove(store: Store, ref: str) -> Obj:
         if network["ID"] in targets or network["Spec"]["Name"] in targets:
             raise errors.FailedPrecondition(f"rpc error: code = FailedPrecondition desc = network {network['ID']} is "
                                             f"in use by service {service['ID']}")
-    if await ipam.addresses(store, network["ID"]):
+    if await _active_endpoints(store, network["ID"]):
         raise errors.PermissionDenied(f"error while removing network: network {network['Spec']['Name']} id "
                                       f"{network['ID']} has active endpoints")
     await store.delete(KIND, network["ID"], name=network["Spec"]["Name"])
     await ipam.free(store, network["ID"])
     return network
+
+
+async def _active_endpoints(store: Store, network_id: str) -> list[str]:
+    """The addresses that keep a network from removal, as swarmkit decides: a task's only while the task is
+    meant to run and its service exists (a removed service's task containers are still leaving: their
+    addresses go with them), a service VIP only while its service exists (checked above), any other
+    container's always."""
+    tasks = {t["ID"]: t for t in await store.list("tasks")}
+    services = {sv["ID"] for sv in await store.list("services")}
+    active = []
+    for address, record in (await ipam.addresses(store, network_id)).items():
+        owner = str(record.get("owner", ""))
+        if owner.startswith(vip.OWNER_PREFIX):
+            continue
+        task_ids = [name.rsplit(".", 1)[1] for name in record.get("names") or () if _TASK_NAME.match(str(name))]
+        if task_ids:
+            task = tasks.get(task_ids[0])
+            if task is None or task.get("DesiredState") not in _RUNNABLE or task.get("ServiceID") not in services:
+                continue  # being shut down (its service removed: the orchestrator is about to say so)
+        active.append(address)
+    return active
+
+
+_TASK_NAME = re.compile(r"^[^.]+\.[^.]+\.[0-9a-z]{25}$")  # <service>.<slot or node>.<task ID> (objects.task_name)
+_RUNNABLE = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
 
 
 async def resolve_targets(store: Store, spec: Obj) -> Obj:
