@@ -247,6 +247,13 @@ async def read_log(
             rotated = await asyncio.to_thread(_rotated, path, f)
             if rotated is not None:
                 if f is not None:
+                    # The logger may have written to the old file between our end-of-file read and the
+                    # rename it answers (kubelet renames, then asks for a reopen): read that first.
+                    more = await asyncio.to_thread(f.read, 1)
+                    if more:
+                        f.seek(-len(more), os.SEEK_CUR)
+                        rotated.close()
+                        continue
                     f.close()
                 f, carry = rotated, b""
                 if opened is not None:

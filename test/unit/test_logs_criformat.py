@@ -265,6 +265,41 @@ async def test_reader_follows_growth_and_rotation(tmp_path: Path) -> None:
     assert seen == [b"one\n", b"grown\n", b"last in old\n", b"first in new\n"]
 
 
+async def test_a_line_the_logger_wrote_to_the_old_file_after_our_last_read_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotation race made certain: the rename, a last line in the old file and the new file all happen
+    between the reader's end-of-file read and its look at the path (under load it happened by itself)."""
+    log = tmp_path / "0.log"
+    _write_log(log, LINES[:1])
+    real = reader._rotated
+    rotated_once = False
+
+    def rotate_first(path: Path, current: BinaryIO | None) -> BinaryIO | None:
+        nonlocal rotated_once
+        if not rotated_once and current is not None and current.tell() > 0:
+            rotated_once = True
+            os.rename(log, tmp_path / "0.log.1")
+            _append(tmp_path / "0.log.1", encode_line(T0 + 12, "stdout", b"late in old"))
+            _write_log(log, [(T0 + 13, "stdout", False, b"first in new")])
+        return real(path, current)
+
+    monkeypatch.setattr(reader, "_rotated", rotate_first)
+    stop = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def consume() -> None:
+        async for entry in read_log(log, ReadOptions(follow=True), stop=stop, poll_interval=0.01):
+            seen.append(entry.content)
+
+    task = asyncio.create_task(consume())
+    async with asyncio.timeout(10):
+        while len(seen) < 3:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert seen == [b"one\n", b"late in old\n", b"first in new\n"]
+
+
 async def test_reader_without_follow_stops_at_the_size_it_found(tmp_path: Path) -> None:
     log = tmp_path / "0.log"
     _write_log(log, LINES[:1] + [(T0 + 8, "stdout", False, b"second")])
