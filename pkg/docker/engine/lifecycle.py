@@ -36,6 +36,25 @@ BACKOFF_MAX = 60.0  # ... up to a minute,
 BACKOFF_RESET_AFTER = 10.0  # and back to 100 ms once a container stayed up this long
 
 
+
+async def stop_sequence(container_id: str, number: int, timeout: int, exited: asyncio.Event,
+                        event: Callable[..., None], send: Callable[[int], Awaitable[None]],
+                        force: Callable[[], Awaitable[None]]) -> None:
+    """moby's containerStop, for the engine's containers and kubelet's shown to Docker: the stop signal (a
+    "kill" event), the wait (none with -t 0, for ever when negative), then SIGKILL (a second "kill") unless
+    ``exited`` is set; "die" comes with the exit itself, "stop" once it is over."""
+    event("kill", container_id, signal=str(number))
+    await send(number)
+    if timeout != 0:
+        try:
+            await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
+        except TimeoutError:
+            pass
+    if not exited.is_set():
+        event("kill", container_id, signal=str(int(signal.SIGKILL)))
+        await force()
+    event("stop", container_id)
+
 class WaitCondition(enum.Enum):
     NOT_RUNNING = "not-running"
     NEXT_EXIT = "next-exit"
@@ -198,22 +217,17 @@ class Lifecycle:
         if timeout is None:
             timeout = record.config.stop_timeout if record.config.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
         await self.registry.update_state(container_id, manually_stopped=True)
-        exited = self.containers.exit_event(container_id)
-        # moby's containerStop: the stop signal (a "kill" event), the wait (none with -t 0), then Kill: SIGKILL
-        # (a second "kill"); "die" comes with the exit, "stop" once it is over.
-        self.event("kill", container_id, signal=str(number))
-        await self._signal(container_id, number)
-        await self._resume_quietly(container_id)  # a frozen process gets its signal once thawed
-        if timeout != 0:
-            try:
-                await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
-            except TimeoutError:
-                pass
-        if not exited.is_set():
-            self.event("kill", container_id, signal=str(int(signal.SIGKILL)))
+
+        async def send(number: int) -> None:
+            await self._signal(container_id, number)
+            await self._resume_quietly(container_id)  # a frozen process gets its signal once thawed
+
+        async def force() -> None:
             await self._resume_quietly(container_id)
             await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits for the exit
-        self.event("stop", container_id)
+
+        await stop_sequence(container_id, number, timeout, self.containers.exit_event(container_id), self.event,
+                            send, force)
         return True
 
     async def kill(self, ref: str, sig: str | None = None) -> None:

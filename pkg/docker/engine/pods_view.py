@@ -21,7 +21,7 @@ import signal
 
 from pkg import errors
 from pkg.containerd import tasks as ctr_tasks
-from pkg.docker.engine.lifecycle import WaitCondition, WaitResult, parse_signal
+from pkg.docker.engine.lifecycle import WaitCondition, WaitResult, parse_signal, stop_sequence
 from pkg.docker.engine.model import (
     ContainerSpec,
     EngineContainer,
@@ -201,18 +201,15 @@ class PodsView:
             return False
         timeout = STOP_TIMEOUT if timeout is None else timeout
         number = parse_signal(metadata.stop_signal or None, int(signal.SIGTERM))
-        exited = self.containers.exit_event(container_id)
-        self._event("kill", container_id, signal=str(number))
-        await ctr_tasks.kill(self.containers.ctx.client, container_id, number)
-        if timeout != 0:
-            try:
-                await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
-            except TimeoutError:
-                pass
-        if not exited.is_set():
-            self._event("kill", container_id, signal=str(int(signal.SIGKILL)))
+
+        async def send(number: int) -> None:
+            await ctr_tasks.kill(self.containers.ctx.client, container_id, number)
+
+        async def force() -> None:
             await self.containers.stop(container_id, 0)  # SIGKILL to every process, waits for the exit
-        self._event("stop", container_id)
+
+        await stop_sequence(container_id, number, timeout, self.containers.exit_event(container_id), self._event,
+                            send, force)
         return True
 
     async def kill(self, container_id: str, sig: str | None) -> None:
