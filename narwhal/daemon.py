@@ -184,6 +184,7 @@ class Daemon:
         self.network.attachment_hook = self.overlay.claim
         self.network.listeners.append(self.overlay)
         self.docker_networks.remote_records = self.overlay.remote_names
+        self.swarm.ingress_changed = self.overlay.wake  # the node's ingress endpoint onto its bridge at once
         await self.swarm.start()  # a node in a swarm before the restart is back in it
         self._tasks.append(create_guarded_task(self.overlay.run, "swarm-overlay", restart_delay=1.0))
         swarm_api = SwarmAPI(self.swarm, self.events)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,7 @@ from typing import Any
 
 import docker
 import pytest
+from lib import cni_host
 from lib.cni_host import InstanceNetwork
 from lib.daemon import free_port, start_daemon
 from lib.docker import DockerDaemon, docker_daemon, eventually, mirror_config
@@ -33,6 +35,12 @@ from lib.registry import Registry
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
                "node to swarm and try again.")
+
+# Published ports put tasks on the ingress overlay: its bridge and vxlan live in the host's network namespace,
+# so this module's swarms take their own address pool and data path port (parallel modules' swarms must not
+# share a subnet, nor a VNI on one UDP port).
+INIT = ("--advertise-addr", "127.0.0.1", "--default-addr-pool", "10.214.0.0/16",
+        "--data-path-port", str(cni_host.free_port(socket.SOCK_DGRAM)))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,7 @@ def etcd_pid(dd: DockerDaemon) -> int | None:
 @pytest.fixture
 def swarm(dd: DockerDaemon) -> Iterator[str]:
     """A single-node swarm for one test; left with --force after it, leaving nothing behind."""
-    node_id = dd.out("swarm", "init", "--advertise-addr", "127.0.0.1").split("(")[1].split(")")[0]
+    node_id = dd.out("swarm", "init", *INIT).split("(")[1].split(")")[0]
     pid = etcd_pid(dd)
     assert pid is not None
     try:
@@ -411,7 +419,7 @@ def test_cleanup_after_kill9_of_a_swarm_node(registry: Registry) -> None:
     d = start_daemon(mirror_config(registry.host))
     try:
         node = DockerDaemon(d)
-        node.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+        node.out("swarm", "init", *INIT)
         node.out("service", "create", "--detach", "--name", "crashed", "-p", f"{free_port()}:80", "busybox",
                  "sleep", "1d")
         assert eventually(lambda: any("-j DNAT" in r for r in mesh_rules(node)), 90)  # its task runs

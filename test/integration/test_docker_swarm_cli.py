@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from lib import cni_host
 from lib.daemon import free_port
 from lib.docker import DockerDaemon, docker_daemon, eventually
 from lib.images import push
@@ -52,7 +53,9 @@ def replicas(dd: DockerDaemon, name: str) -> str:
 
 
 def test_docker_cli_swarm_acceptance(dd: DockerDaemon) -> None:
-    init = dd.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+    # its own address pool and data path port: the ingress overlay of published ports lives in the host's netns
+    init = dd.out("swarm", "init", "--advertise-addr", "127.0.0.1", "--default-addr-pool", "10.215.0.0/16",
+                  "--data-path-port", str(cni_host.free_port(socket.SOCK_DGRAM)))
     m = re.match(r"Swarm initialized: current node \(([a-z0-9]{25})\) is now a manager\.", init)
     assert m, init
     node_id = m.group(1)

@@ -4,6 +4,7 @@ demote, tasks spread over the nodes, a worker killed, managers lost and back, dr
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -79,6 +80,104 @@ def test_join_refused(bed3: Bed) -> None:
     token = manager.out("swarm", "join-token", "-q", "worker")
     again = w1.docker("swarm", "join", "--token", token, f"{manager.address}:2377", check=False)
     assert again.returncode != 0 and "This node is already part of a swarm" in again.stderr
+
+
+# a task's hostname is its container's short ID: the answer tells which task took the connection
+WEB = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def fetch(client: Node | None, address: str, port: int) -> str:
+    """GET http://address:port/ from inside ``client``'s network namespace (None: from the host); "" on failure."""
+    argv = ("wget", "-q", "--no-proxy", "-t", "1", "-T", "3", "-O", "-", f"http://{address}:{port}/")
+    if client is None:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    else:
+        done = client.run_in(*argv, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def task_hostnames(bed: Bed, service: str) -> set[str]:
+    return {c[:12] for node in bed.nodes
+            for c in node.out("ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={service}")
+            .split()}
+
+
+def ingress_gone(node: Node, ingress_id: str) -> bool:
+    """No ingress segment left on the node once nothing publishes a port (its endpoint given back)."""
+    return node.run_in("ip", "link", "show", f"nwo{ingress_id[:12].lower()}", check=False).returncode != 0
+
+
+def test_routing_mesh_across_nodes(bed3: Bed) -> None:
+    """-p P:80 with both tasks on one worker answers on all three nodes' addresses (from the host and from
+    inside each node), over the ingress overlay; tasks on the two workers are both reached through the
+    manager, which runs none; the tasks sit on ingress first, with swarmkit's NetworksAttachments, and the
+    service shows its ingress VIP."""
+    manager, w1, w2 = bed3.nodes
+    ids = node_ids(bed3)
+    port = 18000 + bed3.slot
+    manager.out("service", "create", "--detach", "--name", "meshone", "--replicas", "2", "--constraint",
+                f"node.id=={ids[1]}", "-p", f"{port}:80", "busybox", *WEB)
+    try:
+        assert eventually(lambda: running_on(bed3, "meshone") == {0: 0, 1: 2, 2: 0}, 90), running_on(bed3, "meshone")
+        hostnames = task_hostnames(bed3, "meshone")
+        for client in (None, manager, w1, w2):
+            for node in bed3.nodes:
+                assert eventually(lambda c=client, n=node: fetch(c, n.address, port) in hostnames, 60), \
+                    (client and client.index, node.index, manager.run_in("iptables-save", "-t", "nat").stdout)
+        assert fetch(manager, "127.0.0.1", port) in hostnames  # the node's loopback too
+        seen = {fetch(None, w2.address, port) for _ in range(8)}
+        assert seen == hostnames, seen  # balanced over both tasks, from a node running neither
+        service = json.loads(manager.out("service", "inspect", "meshone"))[0]
+        ingress = json.loads(manager.out("network", "inspect", "ingress"))[0]
+        assert [v["NetworkID"] for v in service["Endpoint"]["VirtualIPs"]] == [ingress["Id"]]
+        subnet = ingress["IPAM"]["Config"][0]["Subnet"]
+        assert service["Endpoint"]["VirtualIPs"][0]["Addr"].endswith("/" + subnet.split("/")[1])
+        tasks = [t for t in json.loads(manager.out("inspect", "--type", "task",
+                                                   *manager.out("service", "ps", "-q", "meshone").split()))
+                 if t["Status"]["State"] == "running"]
+        assert len(tasks) == 2
+        for task in tasks:
+            (attachment,) = task["NetworksAttachments"]
+            assert attachment["Network"]["ID"] == ingress["Id"] and attachment["Network"]["Spec"]["Ingress"]
+            assert attachment["Addresses"][0].rsplit(".", 1)[0] == subnet.rsplit(".", 1)[0]
+
+        # a task on each worker: connections through the manager reach both
+        manager.out("service", "create", "--detach", "--name", "meshtwo", "--mode", "global", "--constraint",
+                    "node.role==worker", "-p", f"{port + 1}:80", "busybox", *WEB)
+        assert eventually(lambda: running_on(bed3, "meshtwo") == {0: 0, 1: 1, 2: 1}, 90), running_on(bed3, "meshtwo")
+        pair = task_hostnames(bed3, "meshtwo")
+        assert eventually(lambda: fetch(manager, manager.address, port + 1) in pair, 60)
+        seen = {fetch(manager, manager.address, port + 1) for _ in range(8)}
+        assert seen == pair, seen
+    finally:
+        manager.docker("service", "rm", "meshone", "meshtwo", check=False)
+    ingress_id = json.loads(manager.out("network", "inspect", "ingress"))[0]["Id"]
+    for node in bed3.nodes:
+        assert eventually(lambda n=node: n.out("ps", "-aq", "--filter", "label=com.docker.swarm.service.name")
+                          == "", 60)
+        assert eventually(lambda n=node: ingress_gone(n, ingress_id), 30)
+        assert fetch(node, node.address, port) == ""
+
+
+def test_host_mode_publish_binds_only_where_the_task_runs(bed3: Bed) -> None:
+    manager, w1, w2 = bed3.nodes
+    ids = node_ids(bed3)
+    port = 18500 + bed3.slot
+    manager.out("service", "create", "--detach", "--name", "hostport", "--constraint", f"node.id=={ids[2]}",
+                "--publish", f"mode=host,target=80,published={port}", "busybox", *WEB)
+    try:
+        assert eventually(lambda: running_on(bed3, "hostport") == {0: 0, 1: 0, 2: 1}, 90)
+        (hostname,) = task_hostnames(bed3, "hostport")
+        assert eventually(lambda: fetch(None, w2.address, port) == hostname, 30)
+        assert fetch(manager, w2.address, port) == hostname
+        for node in (manager, w1):  # no mesh for host-mode ports: nothing answers where no task runs
+            assert fetch(None, node.address, port) == ""
+            assert fetch(node, node.address, port) == ""
+        service = json.loads(manager.out("service", "inspect", "hostport"))[0]
+        assert "VirtualIPs" not in service["Endpoint"]  # not on ingress, on no overlay
+    finally:
+        manager.docker("service", "rm", "hostport", check=False)
+    assert eventually(lambda: w2.out("ps", "-aq", "--filter", "label=com.docker.swarm.service.name") == "", 60)
 
 
 def test_spread_and_worker_killed(bed3: Bed) -> None:

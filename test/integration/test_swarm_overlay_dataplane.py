@@ -7,6 +7,7 @@ nothing is left after delete.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -124,3 +125,26 @@ async def test_another_vni_does_not_reach(bed: Bed) -> None:
     with pytest.raises(errors.AlreadyExists):
         await b.ensure(clash)
     assert not await b.exists("ovbr2")
+
+
+async def test_a_node_endpoint_on_the_bridge_answers_over_vxlan(bed: Bed) -> None:
+    """The routing mesh's source address (a node's own ingress endpoint) sits on the node's bridge, whose MAC is
+    the one peers derive from it: a container on the other node reaches it over the VXLAN, and the node reaches
+    that container from it; given back, it leaves the bridge."""
+    await _up(bed)
+    a, b = bed.planes
+    endpoint = "10.0.77.10"
+    seg_a = dataclasses.replace(bed.segments[0], address=f"{endpoint}/24", mac=mac_for(endpoint))
+    await a.ensure(seg_a)
+    await a.set_peers(seg_a, [Peer(OVERLAY[1], mac_for(OVERLAY[1]), UNDERLAY[1])])
+    await b.set_peers(bed.segments[1], [Peer(endpoint, mac_for(endpoint), UNDERLAY[0])])
+    assert mac_for(endpoint) in sh("ip", "-n", bed.nodes[0], "link", "show", "ovbr0").stdout
+    assert await eventually(lambda: reaches(bed.containers[1], endpoint))
+    from_node = sh("ip", "netns", "exec", bed.nodes[0], "busybox", "ping", "-c", "1", "-W", "1", "-I", endpoint,
+                   OVERLAY[1], check=False)
+    assert from_node.returncode == 0, from_node.stdout + from_node.stderr
+    await a.ensure(bed.segments[0])  # the endpoint given back: only the gateway stays
+    addrs = sh("ip", "-n", bed.nodes[0], "-4", "-o", "addr", "show", "dev", "ovbr0").stdout
+    assert "10.0.77.1/24" in addrs and endpoint not in addrs
+    for plane, seg in zip(bed.planes, bed.segments, strict=True):
+        await plane.delete(seg)

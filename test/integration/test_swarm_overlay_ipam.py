@@ -1,6 +1,7 @@
 """Overlay IPAM in etcd (pkg/docker/swarm/ipam.py) against a real etcd member: subnets from 10.0.0.0/8 in
 /24s, VNIs from 4097, addresses claimed with compare-and-swap so that many claimers racing (two
-"nodes", two store clients) never get one address twice, and everything given back on free.
+"nodes", two store clients) never get one address twice, and everything given back on free; and what the
+allocator (allocation.py) claims there: service VIPs and the nodes' ingress endpoints.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pkg import errors
-from pkg.docker.swarm import ipam
+from pkg.docker.swarm import allocation, ipam, networks, services
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.store import Store
 
@@ -84,3 +85,46 @@ async def test_a_full_subnet_is_refused(stores: tuple[Store, Store]) -> None:
     assert await ipam.claim(one, "tiny", lease.subnet, lease.gateway, "a", "n") == "10.9.0.2"
     with pytest.raises(errors.ResourceExhausted):
         await ipam.claim(one, "tiny", lease.subnet, lease.gateway, "b", "n")
+
+
+async def test_service_vips_node_endpoints_and_ingress_rules(stores: tuple[Store, Store]) -> None:
+    """What swarmkit's allocator hands out (allocation.py): a VIP per network of a service, ingress first and
+    nameless when it publishes a port; one ingress address per node (the mesh's source), swept once the node
+    is gone; ingress kept while a service needs it, and needed for publishing."""
+    one, two = stores
+    ingress = await networks.create(one, networks.OverlayRequest("ingress", ingress=True))
+    front = await networks.create(one, networks.OverlayRequest("front"))
+    spec = {"Name": "web", "EndpointSpec": {"Mode": "vip", "Ports": [{"TargetPort": 80, "PublishedPort": 8080}]},
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": front["ID"]}]}}
+    await networks.check_ingress(one, spec)
+    service = await services.create(one, spec)
+    await allocation.allocate_vips(two, service)
+    await allocation.allocate_vips(one, service)  # again: the same addresses, not new ones
+    vips = (await allocation.virtual_ips(two, [service]))[service["ID"]]
+    assert [v["NetworkID"] for v in vips] == [ingress["ID"], front["ID"]], vips
+    assert [v["Addr"].split(".")[:3] for v in vips] == [networks.pool(n)[0].split(".")[:3] for n in (ingress, front)]
+    assert all(v["Addr"].endswith("/24") for v in vips)
+    names = {tuple(r.get("names") or ()) for r in (await ipam.addresses(one, ingress["ID"])).values()}
+    assert names == {()}  # no service discovery on ingress
+    assert [r.get("names") for r in (await ipam.addresses(one, front["ID"])).values()] == [["web"]]
+    # node endpoints: one per node, claimed again idempotently, swept when the node is no longer in the swarm
+    a = await allocation.claim_node_endpoint(one, ingress, "node-a")
+    b = await allocation.claim_node_endpoint(two, ingress, "node-b")
+    assert a != b and await allocation.claim_node_endpoint(two, ingress, "node-a") == a
+    await allocation.sweep_node_endpoints(one, await networks.all_networks(one), {"node-a"})
+    owners = {r["owner"]: ip for ip, r in (await ipam.addresses(one, ingress["ID"])).items()}
+    assert owners.get("ingress-sbox:node-a") == a and "ingress-sbox:node-b" not in owners
+    with pytest.raises(errors.InvalidArgument, match="ingress network cannot be removed because service "
+                       f"{service['ID']} depends on it"):
+        await networks.remove(one, "ingress")
+    # the service gone, the leader's pass gives its VIPs back (the node's endpoint stays: it is not a VIP)
+    await services.remove(one, "web")
+    await allocation.sync_vips(one, await networks.all_networks(one))
+    assert await ipam.addresses(one, front["ID"]) == {}
+    assert [r["owner"] for r in (await ipam.addresses(one, ingress["ID"])).values()] == ["ingress-sbox:node-a"]
+    await networks.remove(two, "ingress")  # a node's endpoint does not keep it (swarmkit checks services only)
+    assert await ipam.addresses(one, ingress["ID"]) == {}
+    with pytest.raises(errors.InvalidArgument, match="service needs ingress network, but no ingress network is "
+                       "present"):
+        await networks.check_ingress(one, spec)
+    await networks.check_ingress(one, {**spec, "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishMode": "host"}]}})

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pkg import errors
-from pkg.docker.swarm import mesh, services
+from pkg.docker.swarm import allocation, executor, mesh, networks, services
 
 Obj = dict[str, Any]
 
@@ -91,3 +91,70 @@ def test_endpoint_ports_as_swarmkits_allocator() -> None:
     with pytest.raises(errors.InvalidArgument, match="can't be used with dnsrr mode"):
         endpoint([{"TargetPort": 80}], mode="dnsrr")
     assert endpoint([]) == {"Spec": {"Mode": "vip", "Ports": []}}
+
+
+def _attached(address: str, name: str = "ingress") -> list[Obj]:
+    return [{"Network": {"ID": f"id-{name}", "Spec": {"Name": name}}, "Addresses": [address]}]
+
+
+def test_plan_reaches_every_task_at_its_ingress_address_local_ones_too() -> None:
+    tasks = [task("t1", "s", 1, attachments=_attached("10.0.0.3/24")),  # local, on ingress
+             task("t2", "s", 2),  # local, started before ingress (no attachment): its container's address
+             task("r1", "s", 3, node="n2", attachments=_attached("10.0.0.4/24"))]
+    local = {"t1": "172.18.0.2", "t2": "172.18.0.3"}
+    plan = mesh.plan([service("s", [INGRESS])], tasks, "n1", lambda t: local[t["ID"]])
+    assert plan == [mesh.Published("tcp", 8080, 80, ("10.0.0.3", "172.18.0.3", "10.0.0.4"))]
+    # connections to ingress addresses leave from this node's own ingress endpoint; the others are masqueraded
+    text = mesh.restore_input("abcd1234", plan, mesh.Source("10.0.0.0/24", "10.0.0.2"))
+    masq = [line for line in text.splitlines() if line.startswith("-A NW-MESHMQ-abcd1234 ")]
+    assert masq == [
+        "-A NW-MESHMQ-abcd1234 -p tcp -d 10.0.0.3/32 -m tcp --dport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j SNAT --to-source 10.0.0.2",
+        "-A NW-MESHMQ-abcd1234 -p tcp -d 172.18.0.3/32 -m tcp --dport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j MASQUERADE",
+        "-A NW-MESHMQ-abcd1234 -p tcp -d 10.0.0.4/32 -m tcp --dport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j SNAT --to-source 10.0.0.2",
+    ]
+
+
+def test_ingress_needed_as_swarmkit() -> None:
+    assert networks.ingress_needed({"EndpointSpec": {"Ports": [{"TargetPort": 80}]}})  # ingress is the default
+    assert not networks.ingress_needed({"EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishMode": "host"}]}})
+    assert not networks.ingress_needed({})
+
+
+def _svc(mode: str = "vip", ports: list[Obj] | None = None, nets: tuple[str, ...] = ("ov1", "ov2")) -> Obj:
+    return {"ID": "s1", "Spec": {"Name": "web", "EndpointSpec": {"Mode": mode, "Ports": ports or []},
+                                 "TaskTemplate": {"Networks": [{"Target": n} for n in nets]}}}
+
+
+def test_wanted_vips_ingress_first_without_a_name() -> None:
+    assert allocation.wanted_vips(_svc(ports=[INGRESS]), "ing") == [("ing", ()), ("ov1", ("web",)), ("ov2", ("web",))]
+    assert allocation.wanted_vips(_svc(), "ing") == [("ov1", ("web",)), ("ov2", ("web",))]
+    host = {**INGRESS, "PublishMode": "host"}
+    assert allocation.wanted_vips(_svc(ports=[host], nets=()), "ing") == []
+    assert allocation.wanted_vips(_svc(mode="dnsrr"), "ing") == []  # dnsrr: no VIP anywhere
+    assert allocation.wanted_vips(_svc(ports=[INGRESS], nets=()), "") == []  # no ingress network (yet)
+
+
+def test_task_attachments_as_swarmkit_shows_them() -> None:
+    records = [{"ID": "ing", "Spec": {"Name": "ingress", "Ingress": True}},
+               {"ID": "ov1", "Spec": {"Name": "front"}}, {"ID": "ov2", "Spec": {"Name": "back"}}]
+    t = {"Spec": {"Networks": [{"Target": "ov2"}, {"Target": "ov1"}]}}
+    got = allocation.task_attachments(t, records, {"ingress": "10.0.0.3/24", "back": "10.0.2.5/24",
+                                                   "front": "10.0.1.9/24"})
+    assert got == [{"Network": records[0], "Addresses": ["10.0.0.3/24"]},
+                   {"Network": records[2], "Addresses": ["10.0.2.5/24"]},
+                   {"Network": records[1], "Addresses": ["10.0.1.9/24"]}]
+    # not on ingress (no published port): only its own networks
+    only_own = allocation.task_attachments(t, records, {"back": "10.0.2.5/24"})
+    assert [a["Network"]["ID"] for a in only_own] == ["ov2", "ov1"] and "Addresses" not in only_own[1]
+    assert allocation.task_attachments({"Spec": {}}, records, {"bridge": "172.17.0.2/16"}) == []
+
+
+def test_task_joins_ingress_first_without_names() -> None:
+    svc = {"ID": "s1", "Spec": {"Name": "web", "EndpointSpec": {"Ports": [INGRESS]}}}
+    t = {"Spec": {"Networks": [{"Target": "ov1", "Aliases": ["w"]}]}}
+    endpoints = executor.task_endpoints(t, svc, "ing")
+    assert [(e.network, e.aliases) for e in endpoints] == [("ing", ()), ("ov1", ("tasks.web", "w"))]
+    assert [e.network for e in executor.task_endpoints(t, svc)] == ["ov1"]

@@ -19,7 +19,7 @@ from typing import Any
 from pkg import errors
 from pkg import mount as mountlib
 from pkg.aio import create_guarded_task
-from pkg.docker.swarm import keys, objects
+from pkg.docker.swarm import allocation, keys, networks, objects
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.store import Store
 from pkg.docker.volumes.model import MountSpec, MountType
@@ -173,7 +173,7 @@ class Agent:
                                    err=f"task: non-zero exit ({observed.exit_code})")
         elif observed.running and state != "running":
             await self._report(task["ID"], "running", "started", container_id=observed.container_id,
-                               pid=observed.pid)
+                               pid=observed.pid, attachments=await self._attachments(task, observed.container_id))
 
     def _start_job(self, task: Obj) -> None:
         self._spawn(task["ID"], lambda: self._run_task(task))
@@ -210,8 +210,12 @@ class Agent:
         try:
             mounts = await self._task_files(task)
             await self._report(task["ID"], "ready", "prepared")
+            ingress = ""
+            if networks.ingress_needed(service["Spec"]):  # swarmkit attaches the task to ingress, first
+                record = allocation.ingress_network(await networks.all_networks(self.store))
+                ingress = record["ID"] if record is not None else ""
             container_id = await self.executor.create(objects.task_name(service["Spec"]["Name"], task), task,
-                                                      service, self.node_id, mounts)
+                                                      service, self.node_id, mounts, ingress)
         except errors.NarwhalError as exc:
             await self._report(task["ID"], "rejected", "preparing", err=str(exc))
             return
@@ -223,10 +227,18 @@ class Agent:
             return
         observed = self.executor.observe(container_id)
         if observed is not None and observed.running:
-            await self._report(task["ID"], "running", "started", container_id=container_id, pid=observed.pid)
+            await self._report(task["ID"], "running", "started", container_id=container_id, pid=observed.pid,
+                               attachments=await self._attachments(task, container_id))
+
+    async def _attachments(self, task: Obj, container_id: str) -> list[Obj] | None:
+        """The task's NetworksAttachments from its container's addresses (written with the running state, so a
+        node that sees the task running also sees where the routing mesh reaches it); None: leave them."""
+        addresses = await self.executor.addresses(container_id)
+        records = await networks.all_networks(self.store)
+        return allocation.task_attachments(task, records, addresses) or None
 
     async def _report(self, task_id: str, state: str, message: str, *, err: str = "", exit_code: int | None = None,
-                      container_id: str = "", pid: int = 0) -> None:
+                      container_id: str = "", pid: int = 0, attachments: list[Obj] | None = None) -> None:
         def change(task: Obj) -> bool:
             current = task["Status"]["State"]
             if current in objects.TERMINAL or objects.state_index(state) < objects.state_index(current):
@@ -245,6 +257,8 @@ class Agent:
                 status["ContainerStatus"] = cstatus
             status["PortStatus"] = {}
             task["Status"] = status
+            if attachments is not None:
+                task["NetworksAttachments"] = attachments
             return True
 
         await update_with_retry(self.store, "tasks", task_id, change)

@@ -10,7 +10,7 @@ import time
 from typing import Any, Protocol
 
 from pkg import errors
-from pkg.docker.swarm import networks, nodes, secrets, services
+from pkg.docker.swarm import allocation, networks, nodes, secrets, services
 from pkg.docker.swarm.cluster import Cluster, InitRequest
 from pkg.docker.swarm.lookup import find
 from pkg.docker.swarm.roles import JoinRequest
@@ -107,20 +107,43 @@ class SwarmAPI:
     async def service_create(self, spec: Obj) -> tuple[str, list[str]]:
         """The new service's ID and the create answer's warnings."""
         store = self.cluster.manager_store()
+        await networks.check_ingress(store, spec)
         service = await services.create(store, await networks.resolve_targets(store, spec))
+        await self._allocate(store, service)
         self._event("service", "create", service["ID"], service["Spec"]["Name"])
         self._wake()
         return str(service["ID"]), services.warnings(service["Spec"])
 
+    async def _allocate(self, store: Store, service: Obj) -> None:
+        """The service's VIPs claimed now, so inspect shows them at once (the leader's pass retries a failure)."""
+        try:
+            await allocation.allocate_vips(store, service)
+        except errors.NarwhalError as exc:
+            log.warning("service %s: VIPs: %s", service["Spec"]["Name"], exc.message)
+
+    async def _with_vips(self, store: Store, found: list[Obj]) -> list[Obj]:
+        """``Endpoint.VirtualIPs`` as swarmkit's allocator shows them (from the IPAM: allocation.py)."""
+        vips = await allocation.virtual_ips(store, found)
+        for service in found:
+            if vips.get(service["ID"]):
+                service["Endpoint"] = {**(service.get("Endpoint") or {}), "VirtualIPs": vips[service["ID"]]}
+        return found
+
     async def service_list(self, filters: Filters, status: bool) -> list[Obj]:
-        return await services.list_services(self.cluster.manager_store(), filters, status)
+        store = self.cluster.manager_store()
+        return await self._with_vips(store, await services.list_services(store, filters, status))
 
     async def service_get(self, ref: str, insert_defaults: bool) -> Obj:
-        return services.service_view(await find(self.cluster.manager_store(), "services", ref), insert_defaults)
+        store = self.cluster.manager_store()
+        found = await self._with_vips(store, [await find(store, "services", ref)])
+        return services.service_view(found[0], insert_defaults)
 
     async def service_update(self, ref: str, version: int, spec: Obj, rollback: bool) -> list[str]:
         store = self.cluster.manager_store()
+        if not rollback:
+            await networks.check_ingress(store, spec)
         service = await services.update(store, ref, version, await networks.resolve_targets(store, spec), rollback)
+        await self._allocate(store, service)
         self._event("service", "update", service["ID"], service["Spec"]["Name"])
         self._wake()
         return services.warnings(service["Spec"])

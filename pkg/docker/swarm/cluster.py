@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class Cluster:
         self.agent: Agent | None = None
         self.mesh = Mesh(instance_id)  # published ingress ports (mesh.py)
         self.mesh_sync: MeshSync | None = None
+        self.ingress_changed: Callable[[], None] = lambda: None  # this node's ingress endpoint changed (overlay)
         self._agent_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock = asyncio.Lock()
@@ -206,7 +208,7 @@ class Cluster:
         if node.role == "manager":
             self.orchestrator = Orchestrator(store, node.node_id)
             self._tasks.append(create_guarded_task(self.orchestrator.run, "swarm-orchestrator", restart_delay=1.0))
-        self.mesh_sync = MeshSync(store, node.node_id, self.executor, self.mesh)
+        self.mesh_sync = MeshSync(store, node.node_id, self.executor, self.mesh, lambda: self.ingress_changed())
         self._tasks.append(create_guarded_task(self.mesh_sync.run, "swarm-mesh", restart_delay=1.0))
         self._tasks.append(create_guarded_task(self._watch, "swarm-watch", restart_delay=1.0))
         self._tasks.append(create_guarded_task(lambda: membership.heartbeat(store, node.node_id), "swarm-heartbeat",
@@ -384,6 +386,8 @@ class Cluster:
                 except errors.Unavailable as exc:  # forced: leave anyway, the records stay behind
                     log.warning("swarm: leaving without cleaning the external etcd: %s", exc.message)
             elif store is not None and not (node.role == "manager" and last_manager):
+                if self.mesh_sync is not None:  # the swarm goes on: this node's ingress address goes back
+                    await self.mesh_sync.release()
                 await self._leave_others(store, node)
             await self._deactivate()
             for container_id in self.executor.containers().values():

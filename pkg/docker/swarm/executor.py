@@ -71,6 +71,14 @@ class Executor:
                         exited=status in (Status.EXITED, Status.DEAD), exit_code=view.core.exit_code,
                         pid=view.core.pid, error=view.record.state.error)
 
+    async def addresses(self, container_id: str) -> dict[str, str]:
+        """network name -> the container's IPv4 address on it, as CIDR (for the task's NetworksAttachments)."""
+        try:
+            view = await self.engine.inspect(container_id)
+        except errors.NotFound:
+            return {}
+        return {n.name: f"{n.ip}/{n.prefix_len}" if n.prefix_len else n.ip for n in view.networks if n.ip}
+
     def address(self, container_id: str) -> str | None:
         """The container's IPv4 address on its first network (where the routing mesh sends connections)."""
         try:
@@ -88,12 +96,16 @@ class Executor:
             pass
         await self.images.pull(image)
 
-    async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[MountSpec]) -> str:
-        spec, host = container_config(task, service, node_id, mounts)
+    async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[MountSpec],
+                     ingress: str = "") -> str:
+        """``ingress``: the ingress network's ID when the service publishes a port in ingress mode."""
+        spec, host = container_config(task, service, node_id, mounts, ingress)
         if spec.endpoints:
-            # the container's name too, so other nodes' DNS answers the task's name (their records come from etcd)
+            # the container's name too, so other nodes' DNS answers the task's name (their records come from etcd);
+            # not on ingress, which has no service discovery
             endpoints = tuple([dataclasses.replace(e, network=await self.network_name(e.network),
-                                                   aliases=(*e.aliases, name)) for e in spec.endpoints])
+                                                   aliases=(*e.aliases, name) if e.network != ingress else ())
+                               for e in spec.endpoints])
             spec = dataclasses.replace(spec, endpoints=endpoints)
             host = dataclasses.replace(host, network_mode=endpoints[0].network)
         return str(await self.engine.create(spec, host, name=name))
@@ -118,8 +130,8 @@ async def _same(ref: str) -> str:
     return ref
 
 
-def container_config(task: Obj, service: Obj, node_id: str,
-                     extra_mounts: list[MountSpec]) -> tuple[ContainerSpec, HostConfig]:
+def container_config(task: Obj, service: Obj, node_id: str, extra_mounts: list[MountSpec],
+                     ingress: str = "") -> tuple[ContainerSpec, HostConfig]:
     """A task's ContainerSpec as a Docker container's Config and HostConfig (swarmkit's container.go)."""
     cs: Obj = task["Spec"].get("ContainerSpec") or {}
     labels = dict(cs.get("Labels") or {})
@@ -153,7 +165,7 @@ def container_config(task: Obj, service: Obj, node_id: str,
         stop_timeout=grace // 1_000_000_000,
         healthcheck=healthcheck,
         exposed_ports=tuple(f"{b.container_port}/{b.protocol}" for b in host_ports(service)),
-        endpoints=task_endpoints(task, service),
+        endpoints=task_endpoints(task, service, ingress),
     )
     limits = (task["Spec"].get("Resources") or {}).get("Limits") or {}
     dns = cs.get("DNSConfig") or {}
@@ -177,16 +189,18 @@ def container_config(task: Obj, service: Obj, node_id: str,
     return spec, host
 
 
-def task_endpoints(task: Obj, service: Obj) -> tuple[EndpointSpec, ...]:
-    """The task's overlay networks (TaskTemplate.Networks), the first one its eth0.  Each endpoint carries
-    the names the embedded DNS answers for it, as libnetwork's service records: the service name and
+def task_endpoints(task: Obj, service: Obj, ingress: str = "") -> tuple[EndpointSpec, ...]:
+    """The task's overlay networks: ``ingress`` (its ID, when given) first, as swarmkit's allocator attaches
+    it, then TaskTemplate.Networks; the first one is its eth0.  Each endpoint but ingress's carries the names
+    the embedded DNS answers for it, as libnetwork's service records: the service name and
     ``tasks.<service>``, plus the aliases the spec gives (the task's name is its container's name)."""
     name = service["Spec"]["Name"]
     # in vip mode the service name is the VIP's (vip.py); in dnsrr mode it is every task's
     dnsrr = (service["Spec"].get("EndpointSpec") or {}).get("Mode") == "dnsrr"
     names = (name, f"tasks.{name}") if dnsrr else (f"tasks.{name}",)
-    return tuple(EndpointSpec(network=str(n["Target"]), aliases=(*names, *(n.get("Aliases") or ())))
-                 for n in task["Spec"].get("Networks") or () if n.get("Target"))
+    first = (EndpointSpec(network=ingress),) if ingress else ()
+    return first + tuple(EndpointSpec(network=str(n["Target"]), aliases=(*names, *(n.get("Aliases") or ())))
+                         for n in task["Spec"].get("Networks") or () if n.get("Target") and n["Target"] != ingress)
 
 
 def host_ports(service: Obj) -> tuple[PortBinding, ...]:

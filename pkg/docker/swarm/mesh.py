@@ -1,28 +1,30 @@
 """The routing mesh on this node: a service's published ingress ports answer on every local address,
-balanced across the service's running tasks.
+balanced across the service's running tasks on every node.
 
-Moby does this with an ``ingress`` overlay network, a hidden sandbox and IPVS.  Narwhal keeps it in
-two nat-table chains per narwhald instance (so ``swarm leave`` and ``narwhald cleanup`` remove
+Moby does this with an ``ingress`` overlay network, a hidden sandbox and IPVS.  Narwhal's tasks join
+``ingress`` too (the agent attaches them, first, as swarmkit's allocator does), and the node keeps the
+rest in two nat-table chains per narwhald instance (so ``swarm leave`` and ``narwhald cleanup`` remove
 exactly ours):
 
 - ``NW-MESH-<instance>`` (jumped to from PREROUTING and OUTPUT for destinations that are local
-  addresses): per published port, DNAT to the task addresses, one rule per task with
-  ``-m statistic --mode nth`` so that new connections go round robin over the tasks;
-- ``NW-MESHMQ-<instance>`` (from POSTROUTING): those connections masqueraded, as moby's ingress
-  sandbox does (a task sees the connection come from the host side of its network, and answers
-  to 127.0.0.1 come back at all).
+  addresses): per published port, DNAT to the tasks' ingress addresses, one rule per task with
+  ``-m statistic --mode nth`` so that new connections go round robin over the tasks of all nodes;
+- ``NW-MESHMQ-<instance>`` (from POSTROUTING): those connections source-NATed to this node's own
+  endpoint on ingress (moby's ``ingress-sbox`` address; allocation.py), which sits on the node's ingress
+  bridge with the MAC peers derive from it: a task on another node answers to that address over the
+  overlay, back to this node, whose conntrack turns it into the answer to the client.
 
 The rules are level-triggered: ``plan`` computes them from the services and tasks in the store and
 ``Mesh.apply`` rewrites both chains in one ``iptables-restore --noflush`` only when they changed.
 
-Where a task's address comes from (``Backends``): a task on this node is asked of the executor (its
-container's address on its first network); a task on another node is reachable only through an
-overlay network, so its address is the one its ``NetworksAttachments`` give on the network named
-``ingress`` (written by the overlay, issue 18); without it a remote task is not a backend.
+A task's address is the one its ``NetworksAttachments`` give on ``ingress`` (the agent writes them with
+the running state); a task of this node without one is reached at its container's first address
+(masqueraded); a remote task without one is not a backend.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import shutil
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pkg import errors
+from pkg.docker.swarm import allocation, ipam, networks
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.store import Store
 
@@ -40,6 +43,7 @@ Obj = dict[str, Any]
 
 RUN_TIMEOUT = 60.0
 POLL = 2.0
+RELEASE_TIMEOUT = 10.0
 INGRESS_NETWORK = "ingress"
 # swarmkit's allocator hands out published ports from this range when none is given
 DYNAMIC_PORTS = range(30000, 32768)
@@ -77,7 +81,9 @@ def remote_address(task: Obj) -> str | None:
 
 def plan(services: list[Obj], tasks: list[Obj], node_id: str,
          local_address: Callable[[Obj], str | None]) -> list[Published]:
-    """What the mesh of this node must do: every ingress port of every service to its running tasks."""
+    """What the mesh of this node must do: every ingress port of every service to its running tasks, each at
+    its ingress address (this node's tasks too); a task of this node without one (started before its
+    service published a port, or with no ingress network) at its container's address."""
     out = []
     for service in services:
         ports = ingress_ports(service)
@@ -88,7 +94,7 @@ def plan(services: list[Obj], tasks: list[Obj], node_id: str,
                            key=lambda t: (t.get("Slot") or 0, t["ID"])):
             if task["DesiredState"] != "running" or task["Status"]["State"] != "running":
                 continue
-            addr = local_address(task) if task.get("NodeID") == node_id else remote_address(task)
+            addr = remote_address(task) or (local_address(task) if task.get("NodeID") == node_id else None)
             if addr:
                 backends.append(addr)
         for p in ports:
@@ -98,7 +104,19 @@ def plan(services: list[Obj], tasks: list[Obj], node_id: str,
     return out
 
 
-def restore_input(instance_id: str, published: list[Published]) -> str:
+@dataclass(frozen=True)
+class Source:
+    """This node's endpoint on ingress: connections to tasks on that subnet leave from this address, so a task
+    on another node answers over the overlay back to this node (not to its own bridge's gateway)."""
+
+    subnet: str
+    address: str
+
+    def covers(self, addr: str) -> bool:
+        return ipaddress.ip_address(addr) in ipaddress.ip_network(self.subnet)
+
+
+def restore_input(instance_id: str, published: list[Published], source: Source | None = None) -> str:
     """The ``iptables-restore --noflush`` text that makes both chains hold exactly these rules."""
     dnat, masq = chains(instance_id)
     lines = ["*nat", f":{dnat} - [0:0]", f":{masq} - [0:0]"]
@@ -112,8 +130,9 @@ def restore_input(instance_id: str, published: list[Published]) -> str:
             nth = f" -m statistic --mode nth --every {n - i} --packet 0" if i < n - 1 else ""
             lines.append(f"-A {dnat} {match}{nth} -j DNAT --to-destination {addr}:{p.target}")
         for addr in dict.fromkeys(p.backends):
+            nat = f"SNAT --to-source {source.address}" if source and source.covers(addr) else "MASQUERADE"
             lines.append(f"-A {masq} -p {p.protocol} -d {addr}/32 -m {p.protocol} --dport {p.target} "
-                         f"-m conntrack --ctstate DNAT --ctorigdstport {p.port} -j MASQUERADE")
+                         f"-m conntrack --ctstate DNAT --ctorigdstport {p.port} -j {nat}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
@@ -142,27 +161,29 @@ class Mesh:
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
         self.dnat, self.masq = chains(instance_id)
-        self._applied: list[Published] | None = None
+        self._applied: tuple[list[Published], Source | None] | None = None
         self._localnet: set[str] = set()
         self._lock = asyncio.Lock()
 
-    async def apply(self, published: list[Published]) -> None:
+    async def apply(self, published: list[Published], source: Source | None = None) -> None:
         async with self._lock:
-            if published == self._applied:
+            if (published, source) == self._applied:
                 return
             if shutil.which("iptables-restore") is None:
                 if published:
                     raise errors.FailedPrecondition("iptables is not installed: ingress ports cannot be published")
                 return
             rc, err = await _run("iptables-restore", "-w", "--noflush",
-                                 stdin=restore_input(self.instance_id, published).encode())
+                                 stdin=restore_input(self.instance_id, published, source).encode())
             if rc != 0:
                 raise errors.Internal(f"iptables-restore of {self.dnat}: {err}")
             for chain, match in _JUMPS:
                 await self._ensure_jump(chain, [*match, "-j", self.dnat])
             await self._ensure_jump("POSTROUTING", ["-j", self.masq])
             await self._route_localnet({a for p in published for a in p.backends})
-            self._applied = list(published)
+            if published:
+                await asyncio.to_thread(_enable_forwarding)
+            self._applied = (list(published), source)
             log.info("swarm mesh: %d published port(s): %s", len(published),
                      ", ".join(f"{p.port}/{p.protocol} -> {len(p.backends)} task(s)" for p in published) or "none")
 
@@ -204,28 +225,74 @@ class Mesh:
 
 
 class MeshSync:
-    """The loop that keeps this node's mesh equal to the plan: woken on store changes, polling too."""
+    """The loop that keeps this node's mesh equal to the plan: woken on store changes, polling too.
 
-    def __init__(self, store: Store, node_id: str, executor: Executor, mesh: Mesh) -> None:
+    While some service publishes an ingress port, the node holds its own endpoint on ingress
+    (allocation.py) and connections leave from it; ``endpoint_changed`` (the overlay's wake) makes the
+    overlay put that address on the ingress bridge at once."""
+
+    def __init__(self, store: Store, node_id: str, executor: Executor, mesh: Mesh,
+                 endpoint_changed: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.node_id = node_id
         self.executor = executor
         self.mesh = mesh
+        self.endpoint_changed = endpoint_changed
+        self._endpoint: tuple[str, str] | None = None  # (ingress network ID, this node's address on it)
+        self._settled = False  # whether _endpoint is known to match the store (not before the first pass)
+        self._leaving = False
+        self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def once(self) -> None:
-        services = await self.store.list("services")
-        tasks = await self.store.list("tasks")
-        containers = self.executor.containers()
+        async with self._lock:
+            if self._leaving:
+                return
+            services = await self.store.list("services")
+            tasks = await self.store.list("tasks")
+            containers = self.executor.containers()
 
-        def local(task: Obj) -> str | None:
-            cid = containers.get(task["ID"])
-            return self.executor.address(cid) if cid else None
+            def local(task: Obj) -> str | None:
+                cid = containers.get(task["ID"])
+                return self.executor.address(cid) if cid else None
 
-        await self.mesh.apply(plan(services, tasks, self.node_id, local))
+            published = plan(services, tasks, self.node_id, local)
+            await self.mesh.apply(published, await self._source(bool(published)))
+
+    async def _source(self, wanted: bool) -> Source | None:
+        """This node's ingress endpoint: claimed while ports are published, given back when none is (also
+        once after a start: a restarted daemon does not know what it held)."""
+        ingress = allocation.ingress_network(await networks.all_networks(self.store))
+        if not wanted or ingress is None:
+            if self._endpoint is not None or not self._settled:
+                if ingress is not None:
+                    await ipam.release(self.store, ingress["ID"], allocation.node_owner(self.node_id))
+                self._endpoint = None
+                self._settled = True
+                self.endpoint_changed()
+            return None
+        if self._endpoint is None or self._endpoint[0] != ingress["ID"]:
+            address = await allocation.claim_node_endpoint(self.store, ingress, self.node_id)
+            self._endpoint = (ingress["ID"], address)
+            self._settled = True
+            self.endpoint_changed()
+        return Source(networks.pool(ingress)[0], self._endpoint[1])
+
+    async def release(self) -> None:
+        """Leaving: no more passes, and the node's ingress endpoint goes back to the pool (best effort: the
+        store may be unreachable)."""
+        self._leaving = True
+        async with self._lock:
+            if self._endpoint is None and self._settled:
+                return  # holds none (no port published since the start): no store call on the way out
+            try:
+                await asyncio.wait_for(allocation.release_node_endpoint(self.store, self.node_id), RELEASE_TIMEOUT)
+            except (errors.NarwhalError, TimeoutError) as exc:
+                log.warning("swarm mesh: release of this node's ingress endpoint: %s", exc)
+            self._endpoint = None
 
     async def run(self) -> None:
         while True:
@@ -238,6 +305,17 @@ class MeshSync:
                 await asyncio.wait_for(self._wake.wait(), POLL)
             except TimeoutError:
                 pass
+
+
+def _enable_forwarding() -> None:
+    """A connection from outside goes on to the ingress bridge: the node must forward (as dockerd and CNI's
+    bridge plugin turn it on; a node running no task may have had no CNI ADD yet)."""
+    path = Path("/proc/sys/net/ipv4/ip_forward")
+    try:
+        if path.read_text().strip() != "1":
+            path.write_text("1")
+    except OSError as exc:
+        log.warning("swarm mesh: cannot enable IPv4 forwarding: %s", exc)
 
 
 async def _route_dev(addr: str) -> tuple[int, str]:

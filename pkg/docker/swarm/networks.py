@@ -100,8 +100,32 @@ async def get(store: Store, ref: str) -> Obj:
     return await find(store, KIND, ref)
 
 
+def ingress_needed(spec: Obj) -> bool:
+    """swarmkit's IsIngressNetworkNeeded: a port published in ingress mode (the default) puts the service's
+    tasks on the ingress network."""
+    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
+    return any((p.get("PublishMode") or "ingress") == "ingress" for p in ports)
+
+
+async def check_ingress(store: Store, spec: Obj) -> None:
+    """A service that needs the routing mesh cannot be created or updated without an ingress network."""
+    if ingress_needed(spec) and not any(n["Spec"].get("Ingress") for n in await store.list(KIND)):
+        raise errors.InvalidArgument("rpc error: code = FailedPrecondition desc = service needs ingress network, "
+                                     "but no ingress network is present")
+
+
 async def remove(store: Store, ref: str) -> Obj:
     network = await get(store, ref)
+    if network["Spec"].get("Ingress"):
+        # swarmkit's removeIngressNetwork: only the services that need it keep it (tasks still leaving and
+        # the nodes' own endpoints go with it)
+        for service in await store.list("services"):
+            if ingress_needed(service["Spec"]):
+                raise errors.InvalidArgument(f"rpc error: code = FailedPrecondition desc = ingress network cannot "
+                                             f"be removed because service {service['ID']} depends on it")
+        await store.delete(KIND, network["ID"], name=network["Spec"]["Name"])
+        await ipam.free(store, network["ID"])
+        return network
     for service in await store.list("services"):
         targets = [n.get("Target") for n in (service["Spec"].get("TaskTemplate") or {}).get("Networks") or []]
         if network["ID"] in targets or network["Spec"]["Name"] in targets:

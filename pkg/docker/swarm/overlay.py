@@ -35,7 +35,7 @@ from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
 from pkg.config import Config
 from pkg.docker.networks.conflist import OVERLAY_MTU
 from pkg.docker.networks.model import OVERLAY, IPAMPool, Network
-from pkg.docker.swarm import ipam, vip
+from pkg.docker.swarm import allocation, ipam, vip
 from pkg.docker.swarm import networks as swarm_networks
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.store import Store
@@ -183,8 +183,9 @@ class OverlayNode:
                 await self.plane.delete(self._segments.pop(network_id))
             self._save()
             try:
-                if await store.leader() == node_id:
-                    await self._sync_vips(store, records)
+                if await store.leader() == node_id:  # the allocator's part (allocation.py)
+                    await allocation.sync_vips(store, records)
+                    await allocation.sweep_node_endpoints(store, records, set(nodes))
             except errors.NarwhalError as exc:
                 log.warning("service VIPs: %s", exc.message)
             plans: dict[str, vip.Plan] = {}
@@ -194,29 +195,6 @@ class OverlayNode:
                 except errors.NarwhalError as exc:  # one network's trouble must not stall the others
                     log.warning("overlay network %s: %s", record["Spec"]["Name"], exc.message)
             await self._apply_vips(plans)
-
-    async def _sync_vips(self, store: Store, records: list[Obj]) -> None:
-        """The leader's part: a VIP per service in vip endpoint mode on each of its overlay networks, and
-        none for services gone or in dnsrr mode."""
-        wanted: dict[tuple[str, str], str] = {}  # (network ID, owner) -> service name
-        for service in await store.list("services"):
-            spec = service["Spec"]
-            if (spec.get("EndpointSpec") or {}).get("Mode", "vip") == "dnsrr":
-                continue
-            for attachment in (spec.get("TaskTemplate") or {}).get("Networks") or []:
-                wanted[(str(attachment.get("Target")), vip.OWNER_PREFIX + service["ID"])] = spec["Name"]
-        for record in records:
-            if record["Spec"].get("Ingress"):
-                continue
-            held = await ipam.addresses(store, record["ID"])
-            owners = {str(r.get("owner", "")) for r in held.values()}
-            for owner in owners:
-                if owner.startswith(vip.OWNER_PREFIX) and (record["ID"], owner) not in wanted:
-                    await ipam.release(store, record["ID"], owner)
-            subnet, gateway = swarm_networks.pool(record)
-            for (network_id, owner), name in wanted.items():
-                if network_id == record["ID"] and owner not in owners:
-                    await ipam.claim(store, network_id, subnet, gateway, owner, "", names=(name,))
 
     async def _apply_vips(self, plans: dict[str, vip.Plan]) -> None:
         """Each local sandbox's VIP chain: the plans of the overlays it is on, rewritten when they change."""
@@ -257,12 +235,19 @@ class OverlayNode:
             return {}
         subnet, gateway = swarm_networks.pool(record)
         prefix = ipaddress.ip_network(subnet).prefixlen
+        # this node's own ingress endpoint (the routing mesh's source address) lives on the bridge itself
+        own = next((ip for ip, rec in held.items() if rec.get("owner") == allocation.node_owner(node_id)), "")
         seg = Segment(bridge=bridge_name(network_id), vxlan=vxlan_name(network_id), vni=swarm_networks.vni(record),
-                      port=port, local=vtep, gateway=f"{gateway}/{prefix}", mtu=OVERLAY_MTU)
+                      port=port, local=vtep, gateway=f"{gateway}/{prefix}", mtu=OVERLAY_MTU,
+                      address=f"{own}/{prefix}" if own else "", mac=mac_for(own) if own else "")
         if self._segments.get(network_id) != seg:
             self._segments[network_id] = seg
             self._save()
-            await self.plane.ensure(seg)
+            try:
+                await self.plane.ensure(seg)
+            except errors.NarwhalError:
+                self._segments.pop(network_id, None)  # made again on the next pass, not taken as done
+                raise
         peers = [Peer(ip, mac_for(ip), nodes[rec["node"]]) for ip, rec in held.items()
                  if rec.get("node") != node_id and nodes.get(rec.get("node", ""))]
         await self.plane.set_peers(seg, peers)
@@ -284,8 +269,9 @@ class OverlayNode:
             owner = rec.get("owner", "")
             claimed = self._held.get(owner, {}).get(network_id)
             on = any(ep.cni_network == cni for ep in table.get(owner, []))
-            if rec.get("node") == node_id and not on and (claimed is None or
-                                                          time.monotonic() - claimed > CLAIM_GRACE):
+            stale = claimed is None or time.monotonic() - claimed > CLAIM_GRACE
+            # (a node's own ingress endpoint belongs to no sandbox: the mesh claims and releases it)
+            if rec.get("node") == node_id and not on and stale and not allocation.is_node_endpoint(owner):
                 log.info("overlay: releasing %s's stale address on %s", owner[:12], network_id[:12])
                 await ipam.release(store, network_id, owner)
                 self._held.get(owner, {}).pop(network_id, None)
@@ -339,6 +325,8 @@ class OverlayNode:
         # the Docker engine names a container's sandbox (pod) after the container: that name resolves on
         # other nodes too
         names = (*want.aliases, *((req.pod_name,) if req.pod_name else ()))
+        if network.ingress:
+            names = ()  # no service discovery on ingress (libnetwork skips its service records)
         try:
             ip = await ipam.claim(store, network.id, pool.subnet, pool.gateway, sandbox_id, node_id, want.ipv4,
                                   names=tuple(dict.fromkeys(names)))

@@ -42,6 +42,10 @@ class Segment:
     local: str  # this node's VTEP address (its data path / advertise address)
     gateway: str = ""  # CIDR given to the bridge (the network's gateway), "" for none
     mtu: int = DEFAULT_MTU
+    # this node's own endpoint on the network (ingress: the routing mesh's source address), CIDR, on the bridge
+    # too, with the bridge's MAC set to the one peers derive from it, so their answers are delivered to this host
+    address: str = ""
+    mac: str = ""
 
 
 @dataclass(frozen=True, order=True)
@@ -109,10 +113,26 @@ class DataPlane:
                                                f"node: {err.strip()}")
                 raise errors.Internal(f"create vxlan {seg.vxlan}: {err.strip()}")
         await self._run("ip", "link", "set", seg.vxlan, "master", seg.bridge)
-        if seg.gateway:
-            await self._run("ip", "addr", "replace", seg.gateway, "dev", seg.bridge)
+        if seg.mac:
+            await self._run("ip", "link", "set", seg.bridge, "address", seg.mac)
+        for cidr in (seg.gateway, seg.address):
+            if cidr:
+                await self._run("ip", "addr", "replace", cidr, "dev", seg.bridge)
+        await self._prune_addresses(seg)
         for name in (seg.vxlan, seg.bridge):
             await self._run("ip", "link", "set", name, "up")
+
+    async def _prune_addresses(self, seg: Segment) -> None:
+        """IPv4 addresses on the bridge that the segment no longer has (a node endpoint given back); a bridge
+        without a gateway is not ours to tidy."""
+        if not seg.gateway:
+            return
+        keep = {cidr for cidr in (seg.gateway, seg.address) if cidr}
+        for link in await self._json("ip", "-4", "addr", "show", "dev", seg.bridge):
+            for info in link.get("addr_info") or []:
+                cidr = f"{info.get('local')}/{info.get('prefixlen')}"
+                if info.get("family") == "inet" and cidr not in keep:
+                    await self._run("ip", "addr", "del", cidr, "dev", seg.bridge, check=False)
 
     async def peers(self, seg: Segment) -> set[Peer]:
         """The static entries now on the vxlan device, as peers (an FDB entry and a neighbour per MAC)."""
