@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket as socketlib
 from pathlib import Path
 
 from aiohttp import web
@@ -15,6 +16,9 @@ log = logging.getLogger(__name__)
 
 
 MAX_JSON_BODY = 16 << 20
+# Go's listeners (dockerd) use the kernel's somaxconn backlog, not aiohttp's 128: a burst of clients must
+# queue, not get EAGAIN on connect.
+BACKLOG = 4096
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -39,13 +43,13 @@ class DockerServer:
         # then cut them, or a stop would wait out aiohttp's 60 s default.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
 
-    async def start(self) -> None:
-        self.socket.parent.mkdir(parents=True, exist_ok=True)
+    async def start(self, sock: socketlib.socket | None = None) -> None:
+        """Serve ``sock`` (the daemon listens on the Docker socket from its start: see narwhal.docker_face),
+        or a socket bound here."""
+        if sock is None:
+            sock = sockets.listen_unix(self.socket, BACKLOG)  # 0660 from the moment it exists
         await self._runner.setup()
-        # 0660 from the moment it exists; Go's listeners (dockerd) use the kernel's somaxconn backlog, not
-        # aiohttp's 128: a burst of clients must queue, not get EAGAIN on connect.
-        site = web.SockSite(self._runner, sockets.bind_unix(self.socket), backlog=4096)
-        await site.start()
+        await web.SockSite(self._runner, sock, backlog=BACKLOG).start()
         log.info("Docker API listening on %s", self.socket)
 
     async def stop(self) -> None:

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
+import json
 import logging
 import os
 import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
-
-from aiohttp import web
+from typing import IO, TYPE_CHECKING, Any
 
 from cri.container import ContainerHandlers
 from cri.events import EventHandlers
@@ -22,44 +22,31 @@ from cri.sandbox import SandboxHandlers
 from cri.server import CRIServer
 from cri.stats import StatsHandlers
 from cri.streaming import StreamingHandlers
-from dockerapi import versions as docker_versions
-from dockerapi.backend import Backends
-from dockerapi.server import DockerServer, build_app
-from narwhal.docker_backends import DomainArchive, DomainIO, ImageRemoval
+from narwhal import metrics_http
 from narwhal.notify import Notifier
 from narwhal.reload import reload as reload_config
 from narwhal.runtime import Runtime, build_runtime
-from pkg import errors
+from pkg import errors, sockets
 from pkg import metrics as metrics_mod
-from pkg.aio import cancel_tasks, create_guarded_task
+from pkg.aio import cancel_tasks, create_guarded_task, import_modules
 from pkg.cni.manager import NetworkManager
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
 from pkg.cri.stats import StatsService
 from pkg.cri.stream_backend import RuntimeStreaming
-from pkg.docker.build.builder import Builder
-from pkg.docker.engine.engine import Engine
-from pkg.docker.engine.pods_view import PodsView
-from pkg.docker.events import docker_events
-from pkg.docker.networks.owners import DockerSandboxes
-from pkg.docker.networks.service import NetworkService
-from pkg.docker.swarm.api import SwarmAPI
-from pkg.docker.swarm.cluster import Cluster
-from pkg.docker.swarm.executor import Executor
-from pkg.docker.swarm.overlay import ClusterView, OverlayNode
-from pkg.docker.views.exec import ExecManager
-from pkg.docker.views.rootfs_access import image_view, sweep_views
-from pkg.docker.volumes.service import VolumeService
+from pkg.docker.networks.model import PREDEFINED, predefined_id
 from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.mirror import ImageMirror, docker_users_guard
 from pkg.images.service import ImageService as ImageCore
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
-from pkg.model.state import ContainerState
 from pkg.runtime.container_io import log_stats_file
 from pkg.streaming.server import StreamingServer
 from pkg.system import SystemService
+
+if TYPE_CHECKING:  # imported when needed: not at start on a node with no Docker state
+    from narwhal.docker_face import DockerFace
 
 log = logging.getLogger("narwhal")
 
@@ -85,18 +72,16 @@ class Daemon:
         self.docker_client: Client | None = None
         self.docker_images: ImageCore | None = None
         self.docker_runtime: Runtime | None = None
-        self.docker_execs: ExecManager | None = None
-        self.engine: Engine | None = None  # Docker containers on the Docker domain's runtime
-        self.docker_volumes: VolumeService | None = None
-        self.docker_networks: NetworkService | None = None  # Docker networks (user-defined bridges, DNS)
-        self.swarm: Cluster | None = None  # Swarm mode (pkg.docker.swarm): its etcd, manager and agent
-        self.overlay: OverlayNode | None = None  # this node's side of the swarm's overlay networks
+        self.system: SystemService | None = None
+        # The Docker face (narwhal.docker_face: engine, volumes, networks, swarm, the Docker API): loaded at start
+        # when the Docker domain has state to bring back, else when the first client connects to its socket.
+        self.docker: DockerFace | None = None
         self._lock: IO[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._cri: CRIServer | None = None
-        self._docker: DockerServer | None = None
+        self._docker_listener: sockets.FirstClient | None = None
         self._streaming: StreamingServer | None = None
-        self._metrics_runner: web.AppRunner | None = None
+        self._metrics_servers: list[asyncio.Server] = []
 
     # ---- start-up ----
     def _take_instance_lock(self) -> None:
@@ -129,7 +114,7 @@ class Daemon:
         log.info("containerd %s ready at %s", version, self.cfg.containerd_socket)
         self.metrics.containerd_up.set(1)
 
-        system = SystemService(self.client, self.cfg)
+        self.system = SystemService(self.client, self.cfg)
         self.images = ImageCore(self.client, self.cfg)
         self.network = NetworkManager(self.cfg)
         self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events)
@@ -143,18 +128,17 @@ class Daemon:
         self._tasks += await self.runtime.start()
         status("recovering Docker containers")
         self._tasks += await self.docker_runtime.start()
-        status("recovering Docker volumes and networks")
-        await self._start_volumes()
-        await self._start_networks()
+        ctx = self.docker_runtime.ctx
+        reason = docker_state(self.cfg, bool(ctx.sandboxes.ids() or ctx.containers.ids()))
+        if reason:
+            log.info("Docker face loaded at start (%s)", reason)
+            status("recovering Docker volumes and networks")
+            await (await self._docker_face()).recover_stores()
         await self.network.start(self._all_sandbox_ids)
-        self.engine = Engine(self.docker_runtime.sandboxes, self.docker_runtime.containers, self.docker_images,
-                             self.docker_client, volumes=self.docker_volumes, endpoints=self.network.endpoints)
-        self._docker_sandboxes.engine = self.engine  # container names for DNS and network inspect
-        self._network_events(self.engine)
-        docker_events(self.docker_runtime.ctx.events).describe = _docker_event_attributes(self.engine)
         await self._share_images()
-        status("restarting Docker containers by their restart policies")
-        await self.engine.start_engine()  # after the network: recovery may restart containers
+        if self.docker is not None:
+            status("restarting Docker containers by their restart policies")
+            await self.docker.start_engine()  # after the network: recovery may restart containers
 
         await self._start_metrics()
         streaming_backend = RuntimeStreaming(self.runtime.sandboxes, self.runtime.containers)
@@ -171,66 +155,43 @@ class Daemon:
         )
         self._cri = CRIServer(self.cfg.cri_socket, runtime_service, ImageService(self.images), self.metrics)
         await self._cri.start()
-        docker_versions.configure(self.cfg.docker_min_api_version)
-        host = await system.info()
-        executor = Executor(self.engine, self.docker_images)
-        executor.network_name = self._network_name
-        self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker", executor,
-                             external_endpoints=self.cfg.swarm_etcd_endpoints, engine_version=host.server_version,
-                             ncpu=host.ncpu, mem_total=host.mem_total, instance_id=self.cfg.instance_id)
-        assert self.docker_networks is not None and self.network is not None
-        # overlay networks: wired before the swarm starts, so tasks adopted on rejoin find their networks
-        self.overlay = OverlayNode(self.cfg, ClusterView(self.swarm), self.docker_networks)
-        self.network.attachment_hook = self.overlay.claim
-        self.network.listeners.append(self.overlay)
-        self.docker_networks.remote_records = self.overlay.remote_names
-        self.swarm.ingress_changed = self.overlay.wake  # the node's ingress endpoint onto its bridge at once
-        await self.swarm.start()  # a node in a swarm before the restart is back in it
-        self._tasks.append(create_guarded_task(self.overlay.run, "swarm-overlay", restart_delay=1.0))
-        swarm_api = SwarmAPI(self.swarm, self.events)
-        swarm_api.overlay = self.overlay
-        self.docker_execs = ExecManager(self.docker_runtime.containers, self.docker_runtime.ctx.root / "execs")
-        docker_io = DomainIO(self.docker_runtime.containers)
-        pod_io = DomainIO(self.runtime.containers)
-        image_users = [docker_io, pod_io] if self.cfg.docker_images_for_pods else [docker_io]
-        backends = Backends(
-            system=system, metrics=self.metrics, images=self.docker_images,
-            image_removal=ImageRemoval(self.docker_images, image_users),
-            engine=self.engine, io=docker_io, archive=DomainArchive(self.docker_runtime.containers),
-            volumes=self.docker_volumes,
-            execs=self.docker_execs,
-            events=self.events,
-            networks=self.docker_networks,
-            builder=Builder(self.docker_client, self.docker_images, self.engine, self.events,
-                            self.docker_runtime.ctx.root / "build"),
-            swarm=swarm_api,
-        )
-        if self.cfg.docker_shows_pods:
-            backends.pods = self._pods_view()
-            backends.pod_io = pod_io
-            backends.pod_execs = ExecManager(self.runtime.containers)
-        self._docker = DockerServer(self.cfg.docker_socket, build_app(backends))
-        await self._docker.start()
+        await self.system.info()  # on a fresh root: <root>/engine-id, Docker's daemon ID (of a reload's event too)
+        if self.docker is not None:
+            await self.docker.serve()  # a node in a swarm before the restart is back in it; then the socket
+        else:
+            # Go's listeners (dockerd) use the kernel's somaxconn backlog, not 128: a burst of clients must queue.
+            docker_sock = sockets.listen_unix(self.cfg.docker_socket, backlog=4096)
+            self._docker_listener = sockets.FirstClient([docker_sock], self._serve_docker, "Docker API")
+            self._docker_listener.arm()
+            log.info("Docker API on %s (loaded at its first client)", self.cfg.docker_socket)
         if self.supervisor is not None:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
+        _trim_heap()
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
 
-    async def _network_name(self, ref: str) -> str:
-        """A swarm task's network's name by ID (synced from the store first when not known here yet, e.g. a
-        network created on a manager a moment ago); the ID when it still is not."""
-        if self.docker_networks is None:
-            return ref
-        for attempt in range(2):
-            try:
-                return self.docker_networks.get(ref).name
-            except errors.NarwhalError:
-                if attempt == 0 and self.overlay is not None:
-                    try:
-                        await self.overlay.sync()
-                    except errors.NarwhalError as exc:
-                        log.warning("overlay sync for a task's network: %s", exc.message)
-        return ref
+    async def _docker_face(self) -> DockerFace:
+        """Import and build the Docker face (its modules are imported in a thread: the loop keeps serving CRI
+        and metrics meanwhile)."""
+        await import_modules("narwhal.docker_face")
+        from narwhal.docker_face import DockerFace, Shared
+
+        assert self.system is not None and self.network is not None and self.runtime is not None
+        assert self.docker_client is not None and self.docker_images is not None and self.docker_runtime is not None
+        self.docker = DockerFace(Shared(
+            cfg=self.cfg, metrics=self.metrics, events=self.events, system=self.system, network=self.network,
+            runtime=self.runtime, docker_client=self.docker_client, docker_images=self.docker_images,
+            docker_runtime=self.docker_runtime))
+        return self.docker
+
+    async def _serve_docker(self, socks: list[socket.socket]) -> None:
+        """The Docker API on the socket narwhald listens on; built now if nothing needed it at start."""
+        docker = self.docker
+        if docker is None:
+            docker = await self._docker_face()
+            await docker.recover_stores()
+            await docker.start_engine()
+        await docker.serve(socks[0])
 
     async def _share_images(self) -> None:
         """docker-images-for-pods: Docker's image names mirrored into the CRI image store (pkg.images.mirror),
@@ -245,49 +206,6 @@ class Daemon:
         self.docker_images.store.watcher = mirror
         self.images.remove_guard = docker_users_guard(lambda: {m.id: m.image_id for m, _ in docker_containers.list()})
         await mirror.sync()
-
-    def _pods_view(self) -> PodsView:
-        """docker-shows-pods (off by default): kubelet's containers in the Docker API (pkg.docker.engine.pods_view),
-        and in docker events."""
-        assert self.runtime is not None
-        pods = PodsView(self.runtime.sandboxes, self.runtime.containers, self.cfg.docker_may_stop_pods)
-        events = docker_events(self.runtime.ctx.events)  # kubelet's containers in docker events
-        events.describe, events.shown_to_docker = pods.describe, True
-        return pods
-
-    async def _start_networks(self) -> None:
-        """Docker networks: named networks for the shared NetworkManager, before anything joins one."""
-        assert self.docker_runtime is not None and self.network is not None
-        self._docker_sandboxes = DockerSandboxes(self.docker_runtime.sandboxes)
-        self.docker_networks = NetworkService(self.cfg, self.network, owners=self._docker_sandboxes,
-                                              sandboxes=self._docker_sandboxes)
-        events = self.events
-        self.docker_networks.event_hooks.append(lambda e: events.publish_docker(
-            "network", e.action, e.network_id,
-            {"name": e.network_name, "type": e.network_type, **({"container": e.container} if e.container else {})}))
-        await self.docker_networks.start()
-
-    def _network_events(self, engine: Engine) -> None:
-        """Network connect/disconnect events as moby logs them: at a container's start and exit (the engine
-        asks), and at a connect/disconnect only while it runs (a create or a removal logs none)."""
-        assert self.docker_runtime is not None and self.docker_networks is not None
-        store = self.docker_runtime.ctx.containers
-
-        def running(container_id: str) -> bool:
-            found = store.find(container_id)
-            return found is not None and found[1].state == ContainerState.RUNNING
-
-        self.docker_networks.running = running
-        engine.lifecycle.network_events = self.docker_networks.container_events
-
-    async def _start_volumes(self) -> None:
-        """Docker volumes (after the Docker runtime recovered, so references of gone containers are dropped)."""
-        assert self.docker_runtime is not None and self.docker_client is not None
-        client, ctx = self.docker_client, self.docker_runtime.ctx
-        self.docker_volumes = VolumeService(ctx.root, lambda image: image_view(client, image),
-                                            events=self.events)
-        await self.docker_volumes.start(m.id for m, _ in self.docker_runtime.containers.list())
-        await asyncio.to_thread(sweep_views, ctx.state)
 
     async def _all_sandbox_ids(self) -> set[str]:
         """Sandboxes of both domains: they share the CNI network, so its leak GC must know all of them."""
@@ -305,21 +223,13 @@ class Daemon:
         self.events.on_overflow = self.metrics.event_overflows.inc
 
     async def _start_metrics(self) -> None:
+        """/metrics over plain asyncio streams (narwhal.metrics_http): a scrape does not import aiohttp."""
         host, port = self.cfg.metrics_host_port()
-
-        async def handler(request: web.Request) -> web.Response:
-            response = web.Response(body=await self.metrics.render_async())
-            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-            return response
-
-        app = web.Application()
-        app.router.add_get("/metrics", handler)
-        self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._metrics_runner.setup()
         try:
-            await web.TCPSite(self._metrics_runner, host, port).start()
+            socks = sockets.listen_tcp(host, port)
         except OSError as exc:
             raise errors.Unavailable(f"metrics-address {host}:{port}: {exc.strerror}") from None
+        self._metrics_servers = await metrics_http.serve(socks, self.metrics.render_async, CONTENT_TYPE_LATEST)
         log.info("metrics on http://%s:%d/metrics", host, port)
 
     async def _watchdog(self) -> None:
@@ -334,25 +244,25 @@ class Daemon:
     # ---- shutdown ----
     async def stop(self) -> None:
         self.notifier.stopping("stopping")
-        if self.swarm is not None:
-            await self.swarm.close()  # before the engine: the agent uses it
-        if self.docker_execs is not None:
-            await self.docker_execs.close()  # exec processes of this run end; their records stay, exited
-        if self.engine is not None:
-            await self.engine.close()
+        if self._docker_listener is not None:
+            await self._docker_listener.close()  # a Docker face still loading stops loading
+        if self.docker is not None:
+            await self.docker.close()  # swarm, execs, engine
         await cancel_tasks(self._tasks)
-        if self.docker_networks is not None:
-            await self.docker_networks.stop()
+        if self.docker is not None:
+            await self.docker.stop_networks()
         if self.network is not None:
             await self.network.stop()
-        if self._docker is not None:
-            await self._docker.stop()
+        if self.docker is not None:
+            await self.docker.stop_server()
+        if self._docker_listener is not None:
+            self.cfg.docker_socket.unlink(missing_ok=True)
         if self._cri is not None:
             await self._cri.stop()
         if self._streaming is not None:
             await self._streaming.stop()
-        if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
+        for server in self._metrics_servers:
+            server.close()
         for client in (self.docker_client, self.client):
             if client is not None:
                 await client.close()
@@ -363,16 +273,53 @@ class Daemon:
         log.info("narwhald stopped")
 
 
-def _docker_event_attributes(engine: Engine) -> Callable[[str], dict[str, str] | None]:
-    """Docker's attributes of a container event: its labels, the image as the user named it, its name."""
+def docker_state(cfg: Config, recovered: bool) -> str:
+    """Why the Docker face must be loaded at start ("" when nothing of the Docker domain needs bringing back):
+    its containers (restart policies, health checks, AutoRemove), their records, user-defined networks (bridges
+    and isolation rules after a reboot), volumes (mounts to match their references), a swarm to rejoin, or a
+    setting that shows kubelet's containers to Docker.  Images and the build cache need nothing at start."""
+    if cfg.docker_shows_pods:
+        return "docker-shows-pods"
+    if recovered:  # the Docker domain's runtime found sandboxes or containers in its containerd namespace
+        return "Docker containers in containerd"
+    root = cfg.root / "docker"
+    if _any_entry(root / "engine"):
+        return "Docker container records"
+    predefined = {f"{predefined_id(name, cfg.instance_id)}.json" for name in PREDEFINED}
+    if any(p.name not in predefined for p in _entries(root / "networks") if p.suffix == ".json"):
+        return "user-defined networks"
+    if _any_entry(root / "volumes"):
+        return "volumes"
+    if _any_entry(root / "swarm") or _overlay_links(cfg.state / "docker" / "swarm" / "overlay-links.json"):
+        return "swarm"
+    return ""
 
-    def describe(container_id: str) -> dict[str, str] | None:
-        record = engine.registry.find(container_id)
-        if record is None:
-            return None
-        return {**record.config.labels, "image": record.config.image, "name": record.name}
 
-    return describe
+def _overlay_links(path: Path) -> bool:
+    """Overlay links recorded by a swarm's overlay networks (the file says ``[]`` once the face has run)."""
+    try:
+        return bool(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _trim_heap() -> None:
+    """Give the start-up's freed heap back to the kernel (glibc keeps it otherwise): ~0.6 MiB of idle RSS."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _any_entry(directory: Path) -> bool:
+    return bool(_entries(directory))
 
 
 def _log_stats_files(runtime: Runtime) -> Callable[[], list[Path]]:

@@ -4,13 +4,17 @@ Background loops (containerd watchdog, event monitors, config watchers) must
 never die silently: ``create_guarded_task`` logs a crash and, when asked,
 restarts the loop after a pause.  Rollback steps must finish even when the
 request that started them is cancelled: ``CleanupStack`` runs each labelled
-step shielded and bounded by a timeout.
+step shielded and bounded by a timeout.  Code a daemon may never need is imported late, by
+``import_modules``: in a worker thread, so the loop keeps serving meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import shutil
+import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _background: set[asyncio.Task[Any]] = set()
+_imports = threading.Lock()
+
+
+async def import_modules(*names: str) -> None:
+    """Import ``names`` in a worker thread (a big module graph takes 0.1-1 s the loop should not wait for).
+    One such import at a time: two threads importing overlapping graphs can deadlock on the import locks."""
+    if all(name in sys.modules for name in names):
+        return
+
+    def load() -> None:
+        with _imports:
+            for name in names:
+                importlib.import_module(name)
+
+    await asyncio.to_thread(load)
 
 
 def create_guarded_task(

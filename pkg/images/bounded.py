@@ -5,10 +5,12 @@ without a cap, so an endless body or a decompression bomb costs at most the cap.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from pkg import errors
+
+if TYPE_CHECKING:  # annotations only: pkg.images.service imports this without the HTTP client
+    import aiohttp
 
 MAX_ERROR_BODY = 64 << 10  # what an error message may take (the rest is dropped with the connection)
 MAX_TOKEN_BODY = 1 << 20  # a token server's JSON answer

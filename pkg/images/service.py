@@ -19,27 +19,28 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pkg import errors
+from pkg.aio import import_modules
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.images import bounded, media, reference
 from pkg.images.archive import Exporter, Importer, archive_names, write_stream
 from pkg.images.content import ContentStore, list_leases, reissue_lease
 from pkg.images.detail import Describer, ImageDetail
-from pkg.images.login import SearchResult
-from pkg.images.login import login as registry_login
-from pkg.images.login import search as registry_search
 from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
-from pkg.images.pull import ProgressSink, Puller
-from pkg.images.push import Pusher
-from pkg.images.registry import RegistrySession
 from pkg.images.rootfs_import import import_rootfs
 from pkg.images.share import Sharer
 from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker
+
+if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull, push or login, not at start
+    from pkg.images.login import SearchResult
+    from pkg.images.pull import ProgressSink, Puller
+    from pkg.images.push import Pusher
+    from pkg.images.registry import RegistrySession
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ class ImageService:
         self.content = ContentStore(client)
         self.store = ImageStore(client, self.content, snapshotter)
         self.unpacker = Unpacker(client, snapshotter)
-        concurrency = cfg.max_concurrent_downloads
-        self._puller = Puller(client, self.content, self.store, self.unpacker, asyncio.Semaphore(concurrency))
-        self._pusher = Pusher(self.content, self.store, concurrency)
+        self._downloads = asyncio.Semaphore(cfg.max_concurrent_downloads)
+        self._puller_: Puller | None = None
+        self._pusher_: Pusher | None = None
         self._importer = Importer(client, self.content, self.store, self.unpacker)
         self._exporter = Exporter(self.content, self.store)
         self._describer = Describer(client, self.content, self.store, snapshotter)
@@ -94,6 +95,20 @@ class ImageService:
         except errors.NarwhalError as exc:  # not fatal: the leases still expire on their own
             log.warning("could not recover the leases of interrupted pulls: %s", exc)
 
+    @property
+    def _puller(self) -> Puller:
+        if self._puller_ is None:
+            from pkg.images.pull import Puller
+            self._puller_ = Puller(self._client, self.content, self.store, self.unpacker, self._downloads)
+        return self._puller_
+
+    @property
+    def _pusher(self) -> Pusher:
+        if self._pusher_ is None:
+            from pkg.images.push import Pusher
+            self._pusher_ = Pusher(self.content, self.store, self._cfg.max_concurrent_downloads)
+        return self._pusher_
+
     async def _ensure_recovered(self) -> None:
         """Recover once, before this process creates leases of its own (which recovery must not touch)."""
         async with self._recover_lock:
@@ -109,8 +124,8 @@ class ImageService:
         parsed = reference.parse(ref)
         wanted = media.parse_platform(platform) if platform else None
         await self._ensure_recovered()
-        async with RegistrySession(parsed, self._cfg.registry, auth,
-                                   read_timeout=self._cfg.image_pull_progress_timeout) as session:
+        session = await _session(parsed, self._cfg, auth, read_timeout=self._cfg.image_pull_progress_timeout)
+        async with session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned, platform=wanted)
         self._fs_cache = None
         return await self.get(image_id)
@@ -120,13 +135,13 @@ class ImageService:
         parsed = reference.parse(repository, default_tag=False)
         if parsed.tag or parsed.digest:
             raise errors.InvalidArgument(f"{repository}: a repository name without a tag or digest is needed")
-        async with RegistrySession(parsed, self._cfg.registry, auth) as session:
+        async with await _session(parsed, self._cfg, auth) as session:
             return sorted(set(await session.list_tags()))
 
     async def distribution(self, ref: str, auth: RegistryAuth | None = None) -> Distribution:
         """The registry's manifest (or index) for ``ref`` and its platforms, without pulling anything."""
         parsed = reference.parse(ref)
-        async with RegistrySession(parsed, self._cfg.registry, auth) as session:
+        async with await _session(parsed, self._cfg, auth) as session:
             ep, target, body = await session.resolve()
             if target.media_type in media.INDEXES:
                 platforms = [(e.os, e.architecture, e.variant) for e in media.parse_index(body)
@@ -150,7 +165,7 @@ class ImageService:
         rec = await self.store.record(str(parsed))
         if rec is None:
             raise errors.NotFound(f"image {ref} not found (push needs a local image with that exact name)")
-        async with RegistrySession(parsed, self._cfg.registry, auth, push=True) as session:
+        async with await _session(parsed, self._cfg, auth, push=True) as session:
             return await self._pusher.push(parsed, rec.target, session, progress, rec.config_digest)
 
     async def import_archive(self, source: Path, name: str | None = None, *,
@@ -247,10 +262,16 @@ class ImageService:
     # ---- registry accounts ----
     async def login(self, auth: RegistryAuth) -> str:
         """Check credentials against their registry (docker login); raises Unauthenticated when refused."""
-        return await registry_login(self._cfg.registry, auth)
+        await _registry_client()
+        from pkg.images.login import login
+
+        return await login(self._cfg.registry, auth)
 
     async def search(self, term: str, limit: int = 25, auth: RegistryAuth | None = None) -> builtins.list[SearchResult]:
-        return await registry_search(self._cfg.registry, term, limit, auth)
+        await _registry_client()
+        from pkg.images.login import search
+
+        return await search(self._cfg.registry, term, limit, auth)
 
     # ---- lookup ----
     async def _group(self, ref_or_id: str) -> list[Record]:
@@ -467,3 +488,19 @@ def _usage(path: Path) -> FsUsage:
             used += st.st_blocks * 512
             inodes += 1
     return FsUsage(str(path), used, inodes, time.time_ns())
+
+
+_REGISTRY_CLIENT = ("pkg.images.registry", "pkg.images.pull", "pkg.images.push", "pkg.images.login")
+
+
+async def _registry_client() -> None:
+    """The registry client (and aiohttp's) is imported at the first pull, push or login, not at start."""
+    await import_modules(*_REGISTRY_CLIENT)
+
+
+async def _session(ref: reference.Reference, cfg: Config, auth: RegistryAuth | None, *, push: bool = False,
+                   read_timeout: float | None = None) -> RegistrySession:
+    await _registry_client()
+    from pkg.images.registry import RegistrySession
+
+    return RegistrySession(ref, cfg.registry, auth, push=push, read_timeout=read_timeout)

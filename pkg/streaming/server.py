@@ -1,59 +1,33 @@
-"""The streaming HTTP server: ``/exec/{token}``, ``/attach/{token}``, ``/portforward/{token}``.
+"""The streaming server: ``/exec/{token}``, ``/attach/{token}``, ``/portforward/{token}``.
 
-The CRI RPCs validate a request and call ``exec_url``/``attach_url``/
-``port_forward_url``, which mint a single-use token; the client then
-connects here and upgrades to SPDY/3.1 (``Upgrade: SPDY/3.1``, protocol
-chosen from ``X-Stream-Protocol-Version``) or to WebSocket.  Each session
-runs inside its request handler and is cancelled on ``stop()``.
+The CRI RPCs validate a request and call ``url_for``, which mints a single-use token; the client then
+connects here and upgrades to SPDY/3.1 or to WebSocket (pkg.streaming.app).  The port is bound and
+listening from ``start()`` (its URL is known at once), but the HTTP side and aiohttp are imported only when
+the first client connects (pkg.sockets.FirstClient): a node that never execs does not hold them.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+import socket
+from typing import TYPE_CHECKING, Any
 
 from pkg import errors
+from pkg.aio import import_modules
 from pkg.config import parse_address
-from pkg.streaming import portforward, remotecommand, websocket
+from pkg.sockets import FirstClient, listen_tcp
 from pkg.streaming.backend import StreamingBackend
-from pkg.streaming.hijack import hijack
-from pkg.streaming.idle import DEFAULT_IDLE_TIMEOUT, IdleWatch
+from pkg.streaming.idle import DEFAULT_IDLE_TIMEOUT
 from pkg.streaming.model import AttachRequest, ExecRequest, PortForwardRequest, StreamRequest
-from pkg.streaming.spdy_conn import SpdyConnection, SpdyStream
 from pkg.streaming.tokens import DEFAULT_TTL, TokenCache
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
 STREAM_CREATION_TIMEOUT = 30.0
-_STATUS = {
-    errors.NotFound: 404,
-    errors.InvalidArgument: 400,
-    errors.FailedPrecondition: 400,
-    errors.PermissionDenied: 403,
-    errors.ResourceExhausted: 429,
-    errors.Unavailable: 503,
-}
-
-
-def _http_status(exc: errors.NarwhalError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in _STATUS:
-            return _STATUS[kind]
-    return 500
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                  ) -> web.StreamResponse:
-    """The one mapping from pkg errors to HTTP statuses for this server (before any upgrade)."""
-    try:
-        return await handler(request)
-    except errors.NarwhalError as exc:
-        return web.Response(status=_http_status(exc), text=exc.message + "\n")
 
 
 def negotiate(offered: list[str], supported: tuple[str, ...]) -> str | None:
@@ -74,29 +48,38 @@ class StreamingServer:
         self.tokens = TokenCache(ttl=token_ttl)
         self._stream_timeout = stream_creation_timeout
         self._idle_timeout = idle_timeout
+        self._listener: FirstClient | None = None
         self._runner: web.AppRunner | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
         self.base_url = ""
 
     # ---- lifetime ----
     async def start(self) -> None:
-        app = web.Application(middlewares=[_errors])
-        for verb, handler in (("exec", self._exec), ("attach", self._attach), ("portforward", self._portforward)):
-            app.router.add_route("GET", f"/{verb}/{{token}}", handler)
-            app.router.add_route("POST", f"/{verb}/{{token}}", handler)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
         try:
-            await site.start()
+            socks = listen_tcp(self._host, self._port)
         except OSError as exc:
-            await self._runner.cleanup()
-            self._runner = None
             raise errors.Unavailable(f"streaming-address {self._host}:{self._port}: {exc.strerror}") from None
-        host, port = self._runner.addresses[0][:2]
+        self._listener = FirstClient(socks, self._serve, "streaming server")
+        self._listener.arm()
+        host, port = socks[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{port}"
         log.info("streaming server on %s", self.base_url)
+
+    async def _serve(self, socks: list[socket.socket]) -> None:
+        """The first client is here: the HTTP side serves the listening sockets (imported in a thread, so the
+        daemon's loop keeps serving meanwhile)."""
+        await import_modules("pkg.streaming.app")
+        from aiohttp import web
+
+        from pkg.streaming.app import StreamingApp
+
+        app = StreamingApp(self._backend, self.tokens, self._sessions,
+                           stream_creation_timeout=self._stream_timeout, idle_timeout=self._idle_timeout)
+        self._runner = app.runner()
+        await self._runner.setup()
+        for sock in socks:
+            await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:
         self.base_url = ""  # no more tokens for a server that is going away
@@ -105,6 +88,9 @@ class StreamingServer:
         for task in list(self._sessions):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -115,76 +101,3 @@ class StreamingServer:
             raise errors.Unavailable("the streaming server is not running")
         verb = {ExecRequest: "exec", AttachRequest: "attach", PortForwardRequest: "portforward"}[type(request)]
         return f"{self.base_url}/{verb}/{self.tokens.mint(request)}"
-
-    # ---- handlers ----
-    def _consume(self, request: web.Request, kind: type[StreamRequest]) -> StreamRequest:
-        req = self.tokens.consume(request.match_info["token"])
-        if req is None or not isinstance(req, kind):
-            raise errors.NotFound("unknown or expired streaming token")
-        return req
-
-    async def _exec(self, request: web.Request) -> web.StreamResponse:
-        req = self._consume(request, ExecRequest)
-        assert isinstance(req, ExecRequest)
-        return await self._session(request, req)
-
-    async def _attach(self, request: web.Request) -> web.StreamResponse:
-        req = self._consume(request, AttachRequest)
-        assert isinstance(req, AttachRequest)
-        return await self._session(request, req)
-
-    async def _portforward(self, request: web.Request) -> web.StreamResponse:
-        req = self._consume(request, PortForwardRequest)
-        assert isinstance(req, PortForwardRequest)
-        return await self._session(request, req)
-
-    async def _session(self, request: web.Request, req: StreamRequest) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
-        log.debug("streaming session %s from %s (%s)", req, request.remote, request.headers.get("Upgrade", "-"))
-        idle = IdleWatch(self._idle_timeout)
-        try:
-            upgrade = request.headers.get("Upgrade", "").lower()
-            if upgrade == "websocket":
-                if isinstance(req, PortForwardRequest):
-                    return await websocket.serve_portforward(request, req, self._backend, idle)
-                return await websocket.serve_remotecommand(request, req, self._backend, idle)
-            if upgrade.startswith("spdy/3.1"):
-                return await self._spdy(request, req, idle)
-            raise errors.InvalidArgument("expected an upgrade to SPDY/3.1 or websocket")
-        finally:
-            idle.stop()
-            self._sessions.discard(task)
-
-    async def _spdy(self, request: web.Request, req: StreamRequest, idle: IdleWatch) -> web.StreamResponse:
-        offered = request.headers.getall("X-Stream-Protocol-Version", [])
-        if isinstance(req, PortForwardRequest):
-            supported: tuple[str, ...] = (portforward.PROTOCOL,)
-        else:
-            supported = remotecommand.SPDY_PROTOCOLS
-        protocol = negotiate(offered, supported)
-        if protocol is None and offered:
-            raise errors.PermissionDenied(
-                f"none of the offered protocols {offered} is supported (supported: {', '.join(supported)})")
-        headers = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
-        if protocol is not None:
-            headers["X-Stream-Protocol-Version"] = protocol
-        transport = await hijack(request, headers)
-        incoming: asyncio.Queue[SpdyStream] = asyncio.Queue()
-        conn = SpdyConnection(transport, server=True, on_stream=incoming.put_nowait, on_activity=idle.touch)
-        reader = asyncio.create_task(conn.run(), name="spdy-reader")
-        idle.on_idle(lambda: conn.close(linger=0))
-        try:
-            if isinstance(req, PortForwardRequest):
-                await portforward.PortForwardSession(conn, incoming, self._backend, req.sandbox_id,
-                                                     self._stream_timeout).run()
-            else:
-                await remotecommand.serve_spdy(conn, incoming, protocol or remotecommand.V1, req, self._backend,
-                                               self._stream_timeout)
-        finally:
-            await conn.close()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-        return transport.response  # already sent; aiohttp only closes the connection
