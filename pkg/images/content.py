@@ -134,6 +134,12 @@ class ContentStore:
             return None
         return int(resp.status.offset)
 
+    async def active_ingests(self) -> set[str]:
+        """The refs of every ingest in progress (or cut short) in this namespace."""
+        with translate("list content ingests"):
+            resp = await self._client.content.ListStatuses(content_pb2.ListStatusesRequest(), timeout=30)
+        return {status.ref for status in resp.statuses}
+
     async def add_to_lease(self, digest: str, lease: str) -> None:
         """Hold content that is already present (another image's layer) for this operation too."""
         with translate(f"lease content {digest}"):
@@ -276,17 +282,40 @@ async def list_leases(client: Client, prefix: str) -> list[str]:
     return [item.id for item in resp.leases if item.id.startswith(prefix)]
 
 
-async def reissue_lease(client: Client, lease_id: str, expire: dt.timedelta) -> None:
-    """Move a lease's resources to a fresh lease expiring after ``expire`` (leases cannot be updated)."""
+@dataclass(frozen=True)
+class LeaseResource:
+    """One thing a lease holds: ``kind`` is containerd's resource type (``content``, ``ingests``,
+    ``snapshots/<snapshotter>``), ``id`` a digest, an ingest ref or a snapshot key."""
+
+    kind: str
+    id: str
+
+
+async def lease_resources(client: Client, lease_id: str) -> list[LeaseResource]:
     with translate(f"list lease resources {lease_id}"):
         resources = (await client.leases.ListResources(leases_pb2.ListResourcesRequest(id=lease_id),
                                                        timeout=30)).resources
+    return [LeaseResource(res.type, res.id) for res in resources]
+
+
+async def reissue_lease(client: Client, lease_id: str, expire: dt.timedelta, keep: list[LeaseResource]) -> str:
+    """Move ``keep`` (of what the lease ``lease_id`` holds) to a fresh lease expiring after ``expire``, and drop
+    the old lease (leases cannot be updated); returns the new lease's ID."""
     until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
     new_id = f"narwhal-stale-{lease_id.removeprefix('narwhal-')}"
     with translate("create lease"):
         await client.leases.Create(leases_pb2.CreateRequest(id=new_id, labels={LABEL_GC_EXPIRE: until}),
                                    timeout=30)
-        for res in resources:
-            await client.leases.AddResource(leases_pb2.AddResourceRequest(id=new_id, resource=res), timeout=30)
+        for res in keep:
+            await client.leases.AddResource(leases_pb2.AddResourceRequest(
+                id=new_id, resource=leases_pb2.Resource(id=res.id, type=res.kind)), timeout=30)
         await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=30)
-    log.info("pull lease %s of a previous run now expires at %s (as %s)", lease_id, until, new_id)
+    log.info("lease %s of a previous run now expires at %s (as %s, %d resources)", lease_id, until, new_id,
+             len(keep))
+    return new_id
+
+
+async def delete_lease(client: Client, lease_id: str) -> None:
+    """Drop a lease (gone already: fine); what only it held is left to containerd's GC."""
+    with contextlib.suppress(errors.NotFound), translate(f"delete lease {lease_id}"):
+        await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=60))
