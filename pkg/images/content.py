@@ -31,8 +31,11 @@ from pkg.images.media import LABEL_GC_EXPIRE
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-WRITE_CHUNK = 1 << 20
-WRITE_WINDOW = 8  # writes in flight per blob
+WRITE_CHUNK = 1 << 20  # reads of local files (imports, archives)
+# One Content.Write message: big, since each message costs a trip through grpc.aio's write queue and the
+# event loop, and a containerd ack (containerd accepts up to 16 MiB); well under the budget below.
+WRITE_MESSAGE = 4 << 20
+WRITE_WINDOW = 3  # messages written before their acks are read: 12 MiB in flight per blob at most
 LOCKED_RETRIES = 60
 LOCKED_DELAY = 0.5
 LEASE_HEADER = "containerd-lease"
@@ -199,27 +202,42 @@ class ContentStore:
             if on_bytes is not None and start:
                 on_bytes(start)
             position = start
-            pending = bytearray()
+            # Chunks are gathered and joined once per message (a bytearray grown then copied to bytes would
+            # copy every byte twice more).
+            parts: list[bytes] = []
+            buffered = 0
             # containerd answers every message; keep a few writes in flight instead of one round trip each.
             expected: collections.deque[int] = collections.deque()
-            async for chunk in chunks:
-                pending += chunk
-                if position + len(pending) > size:
-                    raise errors.InvalidArgument(f"blob {digest}: more than the expected {size} bytes")
-                if len(pending) >= WRITE_CHUNK:
-                    # offset 0 means "truncate and start over" to containerd: what a restarted source wants.
+            try:
+                async for chunk in chunks:
+                    parts.append(chunk)
+                    buffered += len(chunk)
+                    if position + buffered > size:
+                        raise errors.InvalidArgument(f"blob {digest}: more than the expected {size} bytes")
+                    if buffered >= WRITE_MESSAGE:
+                        # offset 0 means "truncate and start over" to containerd: what a restarted source wants.
+                        await call.write(content_pb2.WriteContentRequest(
+                            action=content_pb2.WRITE, offset=position, data=_joined(parts)))
+                        position += buffered
+                        expected.append(position)
+                        parts, buffered = [], 0
+                        if len(expected) >= WRITE_WINDOW:
+                            await self._ack(call, expected.popleft(), on_bytes)
+            except errors.Unavailable:
+                # The source broke off (a registry stream cut): what did arrive goes in first, so a retry
+                # resumes right after it rather than at the last whole message.
+                if parts:
                     await call.write(content_pb2.WriteContentRequest(
-                        action=content_pb2.WRITE, offset=position, data=bytes(pending)))
-                    position += len(pending)
-                    expected.append(position)
-                    pending.clear()
-                    if len(expected) >= WRITE_WINDOW:
-                        await self._ack(call, expected.popleft(), on_bytes)
+                        action=content_pb2.WRITE, offset=position, data=_joined(parts)))
+                    expected.append(position + buffered)
+                while expected:
+                    await self._ack(call, expected.popleft(), on_bytes)
+                raise
             while expected:
                 await self._ack(call, expected.popleft(), on_bytes)
             await call.write(content_pb2.WriteContentRequest(
                 action=content_pb2.COMMIT, ref=ref, total=size, expected=digest, offset=position,
-                data=bytes(pending), labels=labels or {}))
+                data=_joined(parts), labels=labels or {}))
             await call.read()
             committed = True
             if on_bytes is not None:
@@ -250,6 +268,13 @@ class ContentStore:
             raise errors.Internal(f"content write: containerd at {got}, expected {offset}")
         if on_bytes is not None:
             on_bytes(offset)
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    """One message's data: a single chunk as it is (no copy), several joined."""
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        return parts[0]
+    return b"".join(parts)
 
 
 @contextlib.asynccontextmanager
