@@ -282,11 +282,13 @@ async def lease(client: Client, purpose: str, expire: dt.timedelta = dt.timedelt
     """A containerd lease holding in-flight content and snapshots; it expires on its own if we die."""
     lease_id = f"narwhal-{purpose}-{secrets.token_hex(6)}"
     until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with translate("create lease"):
-        await client.leases.Create(leases_pb2.CreateRequest(id=lease_id, labels={LABEL_GC_EXPIRE: until}),
-                                   timeout=30)
     failed = True
     try:
+        # A caller cancelled during the Create (a CRI deadline) still gets the lease deleted below: containerd
+        # may have made it while the cancellation was on its way.
+        with translate("create lease"):
+            await run_to_completion(client.leases.Create(
+                leases_pb2.CreateRequest(id=lease_id, labels={LABEL_GC_EXPIRE: until}), timeout=30))
         yield lease_id
         failed = False
     finally:

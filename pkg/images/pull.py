@@ -85,11 +85,19 @@ class Puller:
             timeline: list[str] = []  # when each layer was in and when it was unpacked: where a pull waits
             try:
                 for i, layer in enumerate(manifest.layers):
-                    await downloads[i]
+                    # The snapshot is prepared while the blob may still be coming in (containerd's unpacker
+                    # does the same): its round trip is off the path from "blob in" to "layer unpacked".
+                    prepared = await self._unpacker.prepare(layer, chains[i - 1] if i else "", chains[i], lease_id)
+                    try:
+                        await downloads[i]
+                    except BaseException:
+                        if prepared is not None:
+                            await self._unpacker.remove(prepared.key)
+                        raise
                     fetched = time.monotonic() - started
                     emit(layer, "extracting", 0, layer.size)
-                    await self._unpacker.apply_layer(layer, config.diff_ids[i], chains[i - 1] if i else "",
-                                                     chains[i], lease_id)
+                    if prepared is not None:
+                        await self._unpacker.apply_prepared(prepared, layer, config.diff_ids[i], lease_id)
                     emit(layer, "extracted", layer.size, layer.size)
                     timeline.append(f"{fetched:.2f}/{time.monotonic() - started:.2f}")
             finally:

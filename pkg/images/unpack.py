@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 from pkg import errors
 from pkg.containerd.api.services.diff.v1 import diff_pb2
@@ -44,6 +46,15 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An active ``extract-`` snapshot waiting for its layer: its key, the chain ID it commits as, its mounts."""
+
+    key: str
+    chain_id: str
+    mounts: list[Any]
+
+
 class Unpacker:
     def __init__(self, client: Client, snapshotter: str) -> None:
         self._client = client
@@ -61,21 +72,35 @@ class Unpacker:
     async def apply_layer(self, layer: Descriptor, diff_id: str, parent: str, chain_id: str,
                           lease: str | None) -> None:
         """Apply one layer on top of ``parent`` and commit it as ``chain_id`` (no-op when it exists)."""
-        md = lease_md(lease)
+        prepared = await self.prepare(layer, parent, chain_id, lease)
+        if prepared is not None:
+            await self.apply_prepared(prepared, layer, diff_id, lease)
+
+    async def prepare(self, layer: Descriptor, parent: str, chain_id: str, lease: str | None) -> Prepared | None:
+        """The active snapshot ``layer`` will be unpacked into (parent committed already); None when
+        ``chain_id`` is committed already, then held by ``lease``.  A pull prepares it while the layer's
+        blob may still be coming in, as containerd's unpacker does."""
         key = f"{UNPACK_PREFIX}{secrets.token_hex(8)} {chain_id}"
         try:
             with translate(f"prepare snapshot for layer {layer.digest}"):
                 prepared = await self._client.snapshots.Prepare(
                     snapshots_pb2.PrepareSnapshotRequest(
                         snapshotter=self.snapshotter, key=key, parent=parent, labels={LABEL_SNAPSHOT_REF: chain_id}),
-                    metadata=md, timeout=60)
+                    metadata=lease_md(lease), timeout=60)
         except errors.AlreadyExists:
             # With the snapshot.ref label, containerd answers AlreadyExists when the target is committed already
             # (another image's layer, or a concurrent pull of a shared layer won the race): that is our result.
             if await self.committed(chain_id):
                 await self._hold(chain_id, lease)
-                return
+                return None
             raise
+        return Prepared(key, chain_id, list(prepared.mounts))
+
+    async def apply_prepared(self, prepared: Prepared, layer: Descriptor, diff_id: str, lease: str | None) -> None:
+        """Unpack the layer (its blob in the content store now) and commit it; on any failure the active
+        snapshot goes."""
+        md = lease_md(lease)
+        key, chain_id = prepared.key, prepared.chain_id
         try:
             desc = descriptor_pb2.Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size)
             with translate(f"apply layer {layer.digest}"):

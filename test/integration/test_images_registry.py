@@ -126,7 +126,7 @@ def test_kill9_mid_pull_then_retry(daemon: DaemonProcess, private_registry: Regi
 
         thread = threading.Thread(target=background, daemon=True)
         thread.start()
-        cut = _wait_for_unpack(daemon, chains[1])  # the many-files layer: seconds of unpacking
+        cut = _wait_for_unpack(daemon, chains[1], built.layers[1].digest)  # many files: seconds of unpacking
         daemon.kill9()
         thread.join(30)
         assert "id" not in result
@@ -157,12 +157,13 @@ def _pull_ingests(daemon: DaemonProcess) -> list[str]:
     return [row.split()[0] for row in rows if row.split()[0].startswith("narwhal-pull-")]
 
 
-def _wait_for_unpack(daemon: DaemonProcess, chain: str, timeout: float = 60) -> str:
-    """The key of the active snapshot ``chain`` is being unpacked into, as soon as it exists."""
+def _wait_for_unpack(daemon: DaemonProcess, chain: str, blob: str, timeout: float = 60) -> str:
+    """The key of the active snapshot ``chain`` is being unpacked into, as soon as the unpack runs: the snapshot
+    exists (a pull prepares it while the layer is still coming in) and the layer's blob is in."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for key, target in images.unpacks(daemon):
-            if target == chain:
+            if target == chain and blob in images.content(daemon):
                 return key
         time.sleep(0.02)
     raise AssertionError(f"the pull never started unpacking {chain}")
