@@ -120,6 +120,8 @@ class Daemon:
         self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events)
         self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace)
         self.docker_images = ImageCore(self.docker_client, self.cfg)
+        status("recovering interrupted image pulls")  # their cut unpacks removed, partial blobs kept to resume
+        await asyncio.gather(self.images.ensure_recovered(), self.docker_images.ensure_recovered())
         self.docker_runtime = build_runtime(self.cfg, self.docker_client, self.docker_images, self.network,
                                             domain=DOCKER_DOMAIN, bus=self.events)
         self._watch_metrics()

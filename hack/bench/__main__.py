@@ -31,6 +31,7 @@ import cri_bench  # noqa: E402
 import density  # noqa: E402
 import docker_bench  # noqa: E402
 import mkimage  # noqa: E402
+import pull_bench  # noqa: E402
 import report  # noqa: E402
 import swarm_bench  # noqa: E402
 from lib.registry import Registry, start_registry  # noqa: E402
@@ -78,8 +79,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench", help="raw JSON and PNG plots")
     parser.add_argument("--doc", type=Path, help="markdown to update (default: docs/benchmarks.md; "
                         "with --smoke: <out>/benchmarks.md)")
-    parser.add_argument("--only", choices=["cri", "docker", "swarm", "density"],
-                        help="run one group only (density: memory per pod, 50 pods at once, the cold pull)")
+    parser.add_argument("--only", choices=["cri", "docker", "swarm", "density", "pull"],
+                        help="run one group only (density: memory per pod, 50 pods at once, the cold pull; "
+                        "pull: the two PullImage rows alone, with CPU seconds and containerd calls per pull)")
     parser.add_argument("--no-dockerd", action="store_true", help="skip the dockerd anchor")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=N",
                         help="override a plan field (CriPlan/DockerPlan in cri_bench.py/docker_bench.py), e.g. pods=10")
@@ -96,6 +98,7 @@ def main() -> int:
     build_plan = SMOKE_BUILD if args.smoke else build_bench.BuildPlan()
     swarm_plan = swarm_bench.SwarmPlan()
     density_plan = SMOKE_DENSITY if args.smoke else density.DensityPlan()
+    pull_plan = pull_bench.PullPlan(pull_rounds=1) if args.smoke else pull_bench.PullPlan()
     for item in args.set:
         key, _, value = item.partition("=")
         if key in cri_plan.__dataclass_fields__:
@@ -108,11 +111,14 @@ def main() -> int:
             swarm_plan = dataclasses.replace(swarm_plan, **{key: int(value)})
         elif key in density_plan.__dataclass_fields__:
             density_plan = dataclasses.replace(density_plan, **{key: int(value)})
+        elif key in pull_plan.__dataclass_fields__:
+            pull_plan = dataclasses.replace(pull_plan, **{key: int(value)})
         else:
             parser.error(f"--set {item}: no such plan field")
     want_cri, want_docker = args.only in (None, "cri"), args.only in (None, "docker")
     want_swarm = args.only in (None, "swarm") and not args.smoke  # minutes per round: not in the smoke run
     want_density = args.only in (None, "density")
+    want_pull = args.only == "pull"  # the full run has these rows in its CRI and density groups
     with_dockerd = (want_docker or want_swarm) and not args.smoke and not args.no_dockerd
 
     results = Results()
@@ -120,6 +126,8 @@ def main() -> int:
         cri_bench.declare(results, cri_plan)
     if want_density:
         density.declare(results, density_plan)
+    if want_pull:
+        pull_bench.declare(results, pull_plan)
     if want_docker:
         docker_bench.declare(results, docker_plan)
         build_bench.declare(results, build_plan)
@@ -136,7 +144,7 @@ def main() -> int:
             narwhal = stack.enter_context(anchors.narwhal(registry, extra))
             if want_cri:
                 cri_bench.record_idle_rss(narwhal, results)
-            if want_cri or want_density:
+            if want_cri or want_density or want_pull:
                 log("containerd (CRI plugin)")
                 with anchors.containerd_cri(registry) as containerd:
                     if want_cri:
@@ -146,6 +154,9 @@ def main() -> int:
                     if want_density:
                         log("density benchmarks")
                         density.run([narwhal, containerd], images, density_plan, results, log)
+                    if want_pull:
+                        log("pull benchmarks")
+                        pull_bench.run([narwhal, containerd], images, pull_plan, results, log)
             if want_docker or want_swarm:
                 systems = [narwhal]
                 if with_dockerd:
@@ -178,7 +189,7 @@ def main() -> int:
             _version(["dockerd", "--version"]) if with_dockerd else "dockerd not run",
         ]) + "".join(f", narwhald {o}" for o in args.narwhal_config),
         "plans": {"cri": cri_plan.__dict__, "density": density_plan.__dict__, "docker": docker_plan.__dict__,
-                  "build": build_plan.__dict__, "swarm": swarm_plan.__dict__},
+                  "build": build_plan.__dict__, "swarm": swarm_plan.__dict__, "pull": pull_plan.__dict__},
     }
     report.write_json(args.out / "results.json", results, meta)
     table = report.markdown(results, meta)

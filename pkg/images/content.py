@@ -31,8 +31,11 @@ from pkg.images.media import LABEL_GC_EXPIRE
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-WRITE_CHUNK = 1 << 20
-WRITE_WINDOW = 8  # writes in flight per blob
+WRITE_CHUNK = 1 << 20  # reads of local files (imports, archives)
+# One Content.Write message: big, since each message costs a trip through grpc.aio's write queue and the
+# event loop, and a containerd ack (containerd accepts up to 16 MiB); well under the budget below.
+WRITE_MESSAGE = 4 << 20
+WRITE_WINDOW = 3  # messages written before their acks are read: 12 MiB in flight per blob at most
 LOCKED_RETRIES = 60
 LOCKED_DELAY = 0.5
 LEASE_HEADER = "containerd-lease"
@@ -134,6 +137,12 @@ class ContentStore:
             return None
         return int(resp.status.offset)
 
+    async def active_ingests(self) -> set[str]:
+        """The refs of every ingest in progress (or cut short) in this namespace."""
+        with translate("list content ingests"):
+            resp = await self._client.content.ListStatuses(content_pb2.ListStatusesRequest(), timeout=30)
+        return {status.ref for status in resp.statuses}
+
     async def add_to_lease(self, digest: str, lease: str) -> None:
         """Hold content that is already present (another image's layer) for this operation too."""
         with translate(f"lease content {digest}"):
@@ -193,27 +202,42 @@ class ContentStore:
             if on_bytes is not None and start:
                 on_bytes(start)
             position = start
-            pending = bytearray()
+            # Chunks are gathered and joined once per message (a bytearray grown then copied to bytes would
+            # copy every byte twice more).
+            parts: list[bytes] = []
+            buffered = 0
             # containerd answers every message; keep a few writes in flight instead of one round trip each.
             expected: collections.deque[int] = collections.deque()
-            async for chunk in chunks:
-                pending += chunk
-                if position + len(pending) > size:
-                    raise errors.InvalidArgument(f"blob {digest}: more than the expected {size} bytes")
-                if len(pending) >= WRITE_CHUNK:
-                    # offset 0 means "truncate and start over" to containerd: what a restarted source wants.
+            try:
+                async for chunk in chunks:
+                    parts.append(chunk)
+                    buffered += len(chunk)
+                    if position + buffered > size:
+                        raise errors.InvalidArgument(f"blob {digest}: more than the expected {size} bytes")
+                    if buffered >= WRITE_MESSAGE:
+                        # offset 0 means "truncate and start over" to containerd: what a restarted source wants.
+                        await call.write(content_pb2.WriteContentRequest(
+                            action=content_pb2.WRITE, offset=position, data=_joined(parts)))
+                        position += buffered
+                        expected.append(position)
+                        parts, buffered = [], 0
+                        if len(expected) >= WRITE_WINDOW:
+                            await self._ack(call, expected.popleft(), on_bytes)
+            except errors.Unavailable:
+                # The source broke off (a registry stream cut): what did arrive goes in first, so a retry
+                # resumes right after it rather than at the last whole message.
+                if parts:
                     await call.write(content_pb2.WriteContentRequest(
-                        action=content_pb2.WRITE, offset=position, data=bytes(pending)))
-                    position += len(pending)
-                    expected.append(position)
-                    pending.clear()
-                    if len(expected) >= WRITE_WINDOW:
-                        await self._ack(call, expected.popleft(), on_bytes)
+                        action=content_pb2.WRITE, offset=position, data=_joined(parts)))
+                    expected.append(position + buffered)
+                while expected:
+                    await self._ack(call, expected.popleft(), on_bytes)
+                raise
             while expected:
                 await self._ack(call, expected.popleft(), on_bytes)
             await call.write(content_pb2.WriteContentRequest(
                 action=content_pb2.COMMIT, ref=ref, total=size, expected=digest, offset=position,
-                data=bytes(pending), labels=labels or {}))
+                data=_joined(parts), labels=labels or {}))
             await call.read()
             committed = True
             if on_bytes is not None:
@@ -246,16 +270,25 @@ class ContentStore:
             on_bytes(offset)
 
 
+def _joined(parts: list[bytes]) -> bytes:
+    """One message's data: a single chunk as it is (no copy), several joined."""
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        return parts[0]
+    return b"".join(parts)
+
+
 @contextlib.asynccontextmanager
 async def lease(client: Client, purpose: str, expire: dt.timedelta = dt.timedelta(hours=24)) -> AsyncIterator[str]:
     """A containerd lease holding in-flight content and snapshots; it expires on its own if we die."""
     lease_id = f"narwhal-{purpose}-{secrets.token_hex(6)}"
     until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with translate("create lease"):
-        await client.leases.Create(leases_pb2.CreateRequest(id=lease_id, labels={LABEL_GC_EXPIRE: until}),
-                                   timeout=30)
     failed = True
     try:
+        # A caller cancelled during the Create (a CRI deadline) still gets the lease deleted below: containerd
+        # may have made it while the cancellation was on its way.
+        with translate("create lease"):
+            await run_to_completion(client.leases.Create(
+                leases_pb2.CreateRequest(id=lease_id, labels={LABEL_GC_EXPIRE: until}), timeout=30))
         yield lease_id
         failed = False
     finally:
@@ -276,17 +309,40 @@ async def list_leases(client: Client, prefix: str) -> list[str]:
     return [item.id for item in resp.leases if item.id.startswith(prefix)]
 
 
-async def reissue_lease(client: Client, lease_id: str, expire: dt.timedelta) -> None:
-    """Move a lease's resources to a fresh lease expiring after ``expire`` (leases cannot be updated)."""
+@dataclass(frozen=True)
+class LeaseResource:
+    """One thing a lease holds: ``kind`` is containerd's resource type (``content``, ``ingests``,
+    ``snapshots/<snapshotter>``), ``id`` a digest, an ingest ref or a snapshot key."""
+
+    kind: str
+    id: str
+
+
+async def lease_resources(client: Client, lease_id: str) -> list[LeaseResource]:
     with translate(f"list lease resources {lease_id}"):
         resources = (await client.leases.ListResources(leases_pb2.ListResourcesRequest(id=lease_id),
                                                        timeout=30)).resources
+    return [LeaseResource(res.type, res.id) for res in resources]
+
+
+async def reissue_lease(client: Client, lease_id: str, expire: dt.timedelta, keep: list[LeaseResource]) -> str:
+    """Move ``keep`` (of what the lease ``lease_id`` holds) to a fresh lease expiring after ``expire``, and drop
+    the old lease (leases cannot be updated); returns the new lease's ID."""
     until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
     new_id = f"narwhal-stale-{lease_id.removeprefix('narwhal-')}"
     with translate("create lease"):
         await client.leases.Create(leases_pb2.CreateRequest(id=new_id, labels={LABEL_GC_EXPIRE: until}),
                                    timeout=30)
-        for res in resources:
-            await client.leases.AddResource(leases_pb2.AddResourceRequest(id=new_id, resource=res), timeout=30)
+        for res in keep:
+            await client.leases.AddResource(leases_pb2.AddResourceRequest(
+                id=new_id, resource=leases_pb2.Resource(id=res.id, type=res.kind)), timeout=30)
         await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=30)
-    log.info("pull lease %s of a previous run now expires at %s (as %s)", lease_id, until, new_id)
+    log.info("lease %s of a previous run now expires at %s (as %s, %d resources)", lease_id, until, new_id,
+             len(keep))
+    return new_id
+
+
+async def delete_lease(client: Client, lease_id: str) -> None:
+    """Drop a lease (gone already: fine); what only it held is left to containerd's GC."""
+    with contextlib.suppress(errors.NotFound), translate(f"delete lease {lease_id}"):
+        await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=60))

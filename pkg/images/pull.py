@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 from pkg import errors
@@ -52,6 +53,7 @@ class Puller:
     async def _pull(self, ref: Reference, session: RegistrySession, progress: ProgressSink | None,
                     *, pinned: bool, platform: tuple[str, str, str] | None) -> str:
         emit = _emitter(str(ref), progress)
+        started = time.monotonic()
         async with lease(self._client, "pull") as lease_id:
             ep, target, body = await session.resolve()
             emit(target, "resolved", target.size, target.size)
@@ -80,13 +82,24 @@ class Puller:
                     session, ep, layer, lease_id, {media.LABEL_UNCOMPRESSED: diff_id}, emit))
                 for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
             ]
+            timeline: list[str] = []  # when each layer was in and when it was unpacked: where a pull waits
             try:
                 for i, layer in enumerate(manifest.layers):
-                    await downloads[i]
+                    # The snapshot is prepared while the blob may still be coming in (containerd's unpacker
+                    # does the same): its round trip is off the path from "blob in" to "layer unpacked".
+                    prepared = await self._unpacker.prepare(layer, chains[i - 1] if i else "", chains[i], lease_id)
+                    try:
+                        await downloads[i]
+                    except BaseException:
+                        if prepared is not None:
+                            await self._unpacker.remove(prepared.key)
+                        raise
+                    fetched = time.monotonic() - started
                     emit(layer, "extracting", 0, layer.size)
-                    await self._unpacker.apply_layer(layer, config.diff_ids[i], chains[i - 1] if i else "",
-                                                     chains[i], lease_id)
+                    if prepared is not None:
+                        await self._unpacker.apply_prepared(prepared, layer, config.diff_ids[i], lease_id)
                     emit(layer, "extracted", layer.size, layer.size)
+                    timeline.append(f"{fetched:.2f}/{time.monotonic() - started:.2f}")
             finally:
                 for task in downloads:
                     task.cancel()
@@ -100,6 +113,8 @@ class Puller:
                                manifest=manifest, top_chain=chains[-1] if chains else "", names=names,
                                lease_id=lease_id, pinned=pinned)
             emit(target, "done", target.size, target.size)
+            log.debug("pull %s: layers in/unpacked at %s s; done at %.2f s", ref, " ".join(timeline),
+                      time.monotonic() - started)
             return manifest.config.digest
 
     async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,

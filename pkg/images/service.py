@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -27,14 +26,15 @@ from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.images import bounded, media, reference
 from pkg.images.archive import Exporter, Importer, archive_names, write_stream
-from pkg.images.content import ContentStore, list_leases, reissue_lease
+from pkg.images.content import ContentStore
 from pkg.images.detail import Describer, ImageDetail
 from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
+from pkg.images.recovery import Interrupted
 from pkg.images.rootfs_import import import_rootfs
 from pkg.images.share import Sharer
 from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 from pkg.images.store import ImageStore, Record
-from pkg.images.unpack import Unpacker
+from pkg.images.unpack import Unpacker, chain_ids
 
 if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull, push or login, not at start
     from pkg.images.login import SearchResult
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 SNAPSHOTTER = "overlayfs"
 FS_INFO_TTL = 5.0
-STALE_PULL_GRACE = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -79,21 +78,7 @@ class ImageService:
         # CRI RemoveImage of an image a Docker container runs from, when images are shared).
         self.remove_guard: Callable[[Image], None] | None = None
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
-        self._recovered = False
-        self._recover_lock = asyncio.Lock()
-
-    async def _recover(self) -> None:
-        """Shorten the leases of pulls and imports a previous narwhald left behind (killed mid-way); runs before
-        the first pull or import of this process.
-
-        Their partial ingests stay resumable by a retry for a while, then containerd's GC takes them.
-        """
-        try:
-            for prefix in ("narwhal-pull-", "narwhal-import-"):
-                for stale in await list_leases(self._client, prefix=prefix):
-                    await reissue_lease(self._client, stale, STALE_PULL_GRACE)
-        except errors.NarwhalError as exc:  # not fatal: the leases still expire on their own
-            log.warning("could not recover the leases of interrupted pulls: %s", exc)
+        self._interrupted = Interrupted(client, self.content, self.unpacker)
 
     @property
     def _puller(self) -> Puller:
@@ -109,12 +94,11 @@ class ImageService:
             self._pusher_ = Pusher(self.content, self.store, self._cfg.max_concurrent_downloads)
         return self._pusher_
 
-    async def _ensure_recovered(self) -> None:
-        """Recover once, before this process creates leases of its own (which recovery must not touch)."""
-        async with self._recover_lock:
-            if not self._recovered:
-                await self._recover()
-                self._recovered = True
+    async def ensure_recovered(self) -> None:
+        """Recover what operations of a previous narwhald killed mid-way left (pkg.images.recovery), once,
+        before this process creates leases of its own: narwhald's start calls it, and so does every operation
+        that makes a lease."""
+        await self._interrupted.recover()
 
     # ---- pull ----
     async def pull(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None,
@@ -123,12 +107,22 @@ class ImageService:
         entry other than this host's."""
         parsed = reference.parse(ref)
         wanted = media.parse_platform(platform) if platform else None
-        await self._ensure_recovered()
+        await self.ensure_recovered()
         session = await _session(parsed, self._cfg, auth, read_timeout=self._cfg.image_pull_progress_timeout)
         async with session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned, platform=wanted)
         self._fs_cache = None
-        return await self.get(image_id)
+        image = await self.get(image_id)
+        if self._interrupted.pending:
+            await self._release_taken_over(image)
+        return image
+
+    async def _release_taken_over(self, image: Image) -> None:
+        """After a pull, the leases an interrupted pull of the same blobs left (a retry) have nothing to keep."""
+        resolved = await self.store.resolve_target(image.target, image.id)
+        digests = {image.target.digest, resolved.manifest.digest, resolved.parsed.config.digest,
+                   *(layer.digest for layer in resolved.parsed.layers)}
+        await self._interrupted.release_taken_over(digests, set(chain_ids(resolved.config.diff_ids)))
 
     async def list_tags(self, repository: str, auth: RegistryAuth | None = None) -> builtins.list[str]:
         """The tags ``repository`` has in its registry (mirrors first), sorted."""
@@ -175,7 +169,7 @@ class ImageService:
         ``name`` names an image the archive leaves unnamed (e.g. narwhald's locally built pause image);
         ``pinned`` marks it as one the kubelet's image GC must keep (CRI Image.pinned).
         """
-        await self._ensure_recovered()
+        await self.ensure_recovered()
         ids = await self._importer.import_archive(source, name, pinned)
         self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
@@ -199,7 +193,7 @@ class ImageService:
     async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[tuple[Image, builtins.list[str]]]:
         """docker load: an OCI layout or docker-archive tarball, as uploaded; each image with the names the
         archive gave it (normalised references; none: loaded by ID only)."""
-        await self._ensure_recovered()
+        await self.ensure_recovered()
         async with self._spooled(chunks, "load-") as path:
             names = await asyncio.to_thread(archive_names, path)
             async with self.keeping_displaced(names):  # an image a loaded name leaves stays, dangling
@@ -215,7 +209,7 @@ class ImageService:
         """docker import: a filesystem tarball as a one-layer image (``platform``: its os/arch)."""
         host_os, host_arch, _ = media.host_platform()
         os_name, arch, _ = media.parse_platform(platform) if platform else (host_os, host_arch, "")
-        await self._ensure_recovered()
+        await self.ensure_recovered()
         async with self._spooled(chunks, "import-") as path:
             image_id = await import_rootfs(self._client, self.content, self._committer, path, config=config,
                                            message=message, names=names, os=os_name, architecture=arch)
@@ -224,7 +218,7 @@ class ImageService:
 
     async def commit(self, req: CommitRequest) -> Image:
         """docker commit: a container's snapshot changes as a new image on top of its image."""
-        await self._ensure_recovered()
+        await self.ensure_recovered()
         image_id = await self._committer.commit(req)
         self._fs_cache = None
         return await self.get(image_id)
@@ -431,7 +425,7 @@ class ImageService:
                          labels: dict[str, str]) -> None:
         """Make ``image`` of ``source`` (another namespace) present here under ``names``, its blobs linked
         through containerd's shared content store rather than copied (pkg.images.share)."""
-        await self._ensure_recovered()
+        await self.ensure_recovered()
         await self._sharer.share(source.content, source.store, image, names, labels)
         self._fs_cache = None
 

@@ -1,17 +1,22 @@
 """Unpack layers into committed snapshots named by their chain IDs (diff service Apply).
 
-Each layer is applied on an active snapshot prepared from its parent chain,
+Each layer is applied on an active snapshot prepared from its parent chain
+(keyed ``extract-<random> <chain_id>``, as containerd's own unpacker names them),
 its uncompressed digest checked against the config's diff ID, and committed
 as ``chain_id``.  Layers already committed (shared with another image) are
-skipped.  Every call carries the pull's lease, so nothing is collected before
-the image record and the config's ``containerd.io/gc.ref.snapshot.<name>``
-label point at the top snapshot.
+skipped: the Prepare names its target, and containerd refuses it when the
+target exists, so a cold layer costs no separate Stat.  Every call carries
+the pull's lease, so nothing is collected before the image record and the
+config's ``containerd.io/gc.ref.snapshot.<name>`` label point at the top
+snapshot.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 from pkg import errors
 from pkg.containerd.api.services.diff.v1 import diff_pb2
@@ -26,6 +31,7 @@ from pkg.images.model import Descriptor
 log = logging.getLogger(__name__)
 
 APPLY_TIMEOUT = 600.0
+UNPACK_PREFIX = "extract-"  # an active snapshot a layer is (or was, if cut short) being unpacked into
 LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref"
 
 
@@ -38,6 +44,15 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
         else:
             out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
     return out
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An active ``extract-`` snapshot waiting for its layer: its key, the chain ID it commits as, its mounts."""
+
+    key: str
+    chain_id: str
+    mounts: list[Any]
 
 
 class Unpacker:
@@ -57,24 +72,35 @@ class Unpacker:
     async def apply_layer(self, layer: Descriptor, diff_id: str, parent: str, chain_id: str,
                           lease: str | None) -> None:
         """Apply one layer on top of ``parent`` and commit it as ``chain_id`` (no-op when it exists)."""
-        md = lease_md(lease)
-        if await self.committed(chain_id):
-            await self._hold(chain_id, lease)
-            return
-        key = f"extract-{secrets.token_hex(8)} {chain_id}"
+        prepared = await self.prepare(layer, parent, chain_id, lease)
+        if prepared is not None:
+            await self.apply_prepared(prepared, layer, diff_id, lease)
+
+    async def prepare(self, layer: Descriptor, parent: str, chain_id: str, lease: str | None) -> Prepared | None:
+        """The active snapshot ``layer`` will be unpacked into (parent committed already); None when
+        ``chain_id`` is committed already, then held by ``lease``.  A pull prepares it while the layer's
+        blob may still be coming in, as containerd's unpacker does."""
+        key = f"{UNPACK_PREFIX}{secrets.token_hex(8)} {chain_id}"
         try:
             with translate(f"prepare snapshot for layer {layer.digest}"):
                 prepared = await self._client.snapshots.Prepare(
                     snapshots_pb2.PrepareSnapshotRequest(
                         snapshotter=self.snapshotter, key=key, parent=parent, labels={LABEL_SNAPSHOT_REF: chain_id}),
-                    metadata=md, timeout=60)
+                    metadata=lease_md(lease), timeout=60)
         except errors.AlreadyExists:
-            # With the snapshot.ref label, containerd answers AlreadyExists when the target got committed
-            # meanwhile (a concurrent pull of a shared layer won the race): that is our result too.
+            # With the snapshot.ref label, containerd answers AlreadyExists when the target is committed already
+            # (another image's layer, or a concurrent pull of a shared layer won the race): that is our result.
             if await self.committed(chain_id):
                 await self._hold(chain_id, lease)
-                return
+                return None
             raise
+        return Prepared(key, chain_id, list(prepared.mounts))
+
+    async def apply_prepared(self, prepared: Prepared, layer: Descriptor, diff_id: str, lease: str | None) -> None:
+        """Unpack the layer (its blob in the content store now) and commit it; on any failure the active
+        snapshot goes."""
+        md = lease_md(lease)
+        key, chain_id = prepared.key, prepared.chain_id
         try:
             desc = descriptor_pb2.Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size)
             with translate(f"apply layer {layer.digest}"):
@@ -90,9 +116,9 @@ class Unpacker:
                         snapshots_pb2.CommitSnapshotRequest(snapshotter=self.snapshotter, name=chain_id, key=key),
                         metadata=md, timeout=60)
             except errors.AlreadyExists:  # a concurrent unpack won the race
-                await self._remove(key)
+                await self.remove(key)
         except BaseException:
-            await self._remove(key)
+            await self.remove(key)
             raise
 
     async def _hold(self, chain_id: str, lease: str | None) -> None:
@@ -104,7 +130,8 @@ class Unpacker:
                 id=lease, resource=leases_pb2.Resource(id=chain_id, type=f"snapshots/{self.snapshotter}")),
                 timeout=30)
 
-    async def _remove(self, key: str) -> None:
+    async def remove(self, key: str) -> None:
+        """Remove a snapshot (gone already: fine); a failure is logged, not raised (cleanup paths)."""
         try:
             with translate(f"remove snapshot {key}"):
                 await run_to_completion(self._client.snapshots.Remove(

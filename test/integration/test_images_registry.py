@@ -107,8 +107,13 @@ def test_unreachable_registry_is_unavailable(daemon: DaemonProcess) -> None:
 
 
 def test_kill9_mid_pull_then_retry(daemon: DaemonProcess, private_registry: Registry) -> None:
-    built = images.push(private_registry.host, "big/slow", filler_layers=2, filler_mb=6)
-    proxy = SlowProxy(("127.0.0.1", private_registry.port), bytes_per_second=3 << 20).start()
+    """narwhald killed while a layer is being unpacked and the next one is part-written: after the restart the
+    cut unpack is gone and the partial blob is kept; the retry resumes it, and then nothing of the
+    interrupted pull is left (no extract- snapshot, no ingest, no lease)."""
+    built = images.slow_unpack_image(files=KILL9_FILES, filler_mb=12)
+    images.push_built(private_registry.host, "big/slow", "latest", built)
+    chains = images.chain_ids(built.diff_ids)
+    proxy = SlowProxy(("127.0.0.1", private_registry.port), bytes_per_second=2 << 20).start()
     try:
         ref = f"{proxy.host}/big/slow"
         result: dict[str, object] = {}
@@ -121,34 +126,47 @@ def test_kill9_mid_pull_then_retry(daemon: DaemonProcess, private_registry: Regi
 
         thread = threading.Thread(target=background, daemon=True)
         thread.start()
-        _wait_for_partial_ingest(daemon)
+        cut = _wait_for_unpack(daemon, chains[1], built.layers[1].digest)  # many files: seconds of unpacking
         daemon.kill9()
         thread.join(30)
         assert "id" not in result
+        # containerd outlives narwhald: what the killed pull left is still there.
+        assert cut in {key for key, _ in images.unpacks(daemon)}, "the kill came after that unpack finished"
+        assert _pull_ingests(daemon), "the third layer should have been part-written when narwhald was killed"
 
         daemon.start()
-        # The partial blob survived the crash (its lease holds it) and is what the retry resumes.
-        partial = [row for row in images.ctr(daemon, "content", "active").splitlines()[1:]
-                   if row.split()[0].startswith("narwhal-pull-")]
-        assert partial, "the interrupted ingest should still be there to resume"
+        # The restart removed the cut unpack; the partial blob survived (a stale lease holds it) for the retry.
+        assert images.unpacks(daemon) == []
+        assert _pull_ingests(daemon), "the interrupted ingest should still be there to resume"
+        proxy.bytes_per_second = 64 << 20
         assert pull(daemon, ref) == built.config.digest
-        chains = images.snapshots(daemon)
-        assert len(chains) == len(built.layers)
+        assert images.snapshots(daemon) == set(chains)
         assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
+        assert images.leases(daemon) == set()
         for layer in built.layers:
             assert layer.digest in images.content(daemon)
     finally:
         proxy.stop()
 
 
-def _wait_for_partial_ingest(daemon: DaemonProcess, timeout: float = 60) -> None:
+KILL9_FILES = 40000  # a layer whose unpack takes seconds, so the kill lands inside it
+
+
+def _pull_ingests(daemon: DaemonProcess) -> list[str]:
+    rows = images.ctr(daemon, "content", "active").splitlines()[1:]
+    return [row.split()[0] for row in rows if row.split()[0].startswith("narwhal-pull-")]
+
+
+def _wait_for_unpack(daemon: DaemonProcess, chain: str, blob: str, timeout: float = 60) -> str:
+    """The key of the active snapshot ``chain`` is being unpacked into, as soon as the unpack runs: the snapshot
+    exists (a pull prepares it while the layer is still coming in) and the layer's blob is in."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = images.ctr(daemon, "content", "active").splitlines()[1:]
-        if any(row.split()[0].startswith("narwhal-pull-") for row in rows):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the pull never started writing a blob")
+        for key, target in images.unpacks(daemon):
+            if target == chain and blob in images.content(daemon):
+                return key
+        time.sleep(0.02)
+    raise AssertionError(f"the pull never started unpacking {chain}")
 
 
 def test_insecure_registry_over_self_signed_https(daemon_factory: DaemonFactory, private_registry: Registry) -> None:

@@ -79,3 +79,45 @@ def push_kind(registry_host: str, repo: str, kind: str, tag: str = "latest") -> 
 
 def is_docker_media(media_type: str) -> bool:
     return media_type.startswith("application/vnd.docker.")
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain IDs of an image's layers: the snapshot names its unpack commits."""
+    import hashlib
+
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        chains.append(diff_id if not chains else
+                      "sha256:" + hashlib.sha256(f"{chains[-1]} {diff_id}".encode()).hexdigest())
+    return chains
+
+
+def unpacks(daemon: DaemonProcess) -> list[tuple[str, str]]:
+    """Active ``extract-<id> <chain ID>`` snapshots (a layer being unpacked, or cut short): (key, chain ID)."""
+    lines = ctr(daemon, "snapshots", "--snapshotter", "overlayfs", "ls").splitlines()[1:]
+    return [(f"{parts[0]} {parts[1]}", parts[1]) for parts in (line.split() for line in lines)
+            if len(parts) > 1 and parts[0].startswith("extract-")]
+
+
+def slow_unpack_image(files: int, filler_mb: int) -> mkimage.Image:
+    """busybox, then a small layer of ``files`` empty files (seconds to unpack, a fraction of one to fetch),
+    then ``filler_mb`` MiB of random bytes (slow to fetch through a throttled proxy): a pull that is unpacking
+    its second layer while its third is still being written."""
+    import json
+
+    base = mkimage.build("busybox", filler_layers=1, filler_mb=filler_mb)
+    many = mkimage.LayerBuilder()
+    for i in range(files):
+        many.file(f"many/{i % 64:02d}/{i}", b"")
+    layer, diff_id = many.finish(base.layers[0].media_type)
+    layers = [base.layers[0], layer, base.layers[1]]
+    diff_ids = [base.diff_ids[0], diff_id, base.diff_ids[1]]
+    config = json.loads(base.config.data)
+    config["rootfs"]["diff_ids"] = diff_ids
+    config["history"].insert(1, {"created": mkimage.CREATED, "created_by": f"{files} empty files"})
+    config_blob = mkimage.Blob(base.config.media_type, json.dumps(config, sort_keys=True).encode())
+    manifest = json.loads(base.manifest.data)
+    manifest["config"] = config_blob.descriptor()
+    manifest["layers"] = [blob.descriptor() for blob in layers]
+    manifest_blob = mkimage.Blob(base.manifest.media_type, json.dumps(manifest, indent=2).encode())
+    return mkimage.Image(config_blob, layers, manifest_blob, diff_ids)
