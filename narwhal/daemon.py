@@ -48,6 +48,7 @@ from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.overlay import ClusterView, OverlayNode
+from pkg.docker.swarm.tls import TLSFiles
 from pkg.docker.views.exec import ExecManager
 from pkg.docker.views.rootfs_access import image_view, sweep_views
 from pkg.docker.volumes.service import VolumeService
@@ -177,7 +178,8 @@ class Daemon:
         executor.network_name = self._network_name
         self.swarm = Cluster(self.cfg.root / "docker", self.cfg.state / "docker", executor,
                              external_endpoints=self.cfg.swarm_etcd_endpoints, engine_version=host.server_version,
-                             ncpu=host.ncpu, mem_total=host.mem_total, instance_id=self.cfg.instance_id)
+                             ncpu=host.ncpu, mem_total=host.mem_total, instance_id=self.cfg.instance_id,
+                             external_tls=swarm_etcd_tls(self.cfg))
         assert self.docker_networks is not None and self.network is not None
         # overlay networks: wired before the swarm starts, so tasks adopted on rejoin find their networks
         self.overlay = OverlayNode(self.cfg, ClusterView(self.swarm), self.docker_networks)
@@ -428,3 +430,10 @@ async def run(daemon: Daemon, reload: Callable[[], Config] | None = None) -> Non
         await daemon.stop()
         await cancel_tasks([watchdog])
         daemon.notifier.close()
+
+
+def swarm_etcd_tls(cfg: Config) -> TLSFiles | None:
+    """The client TLS files of an https:// external etcd (config.py checked that all three come together)."""
+    if cfg.swarm_etcd_ca_file is None or cfg.swarm_etcd_cert_file is None or cfg.swarm_etcd_key_file is None:
+        return None
+    return TLSFiles(cfg.swarm_etcd_ca_file, cfg.swarm_etcd_cert_file, cfg.swarm_etcd_key_file)
