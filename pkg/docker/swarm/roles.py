@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pkg import errors
 from pkg.aio import create_guarded_task
 from pkg.docker.swarm import ca
-from pkg.docker.swarm.addresses import default_address, join_addr, split_addr
+from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.join import fetch_ca, request_join, token_digest
 from pkg.docker.swarm.joinserver import add_member
@@ -129,6 +129,21 @@ async def follow(cl: Cluster, store: Store, node: NodeState) -> None:
     cl._switching = create_guarded_task(lambda: _switch(cl, node, str(wanted)), "swarm-role-change")
 
 
+async def _remove_own_member(cl: Cluster, store: Store, node_id: str, others: list[str]) -> None:
+    """``MemberRemove`` of this node's member, asked of another member: the removed one stops at once and
+    may never answer its own removal (then this node, whose store is that member, was stuck a manager)."""
+    if not others:
+        await store.remove_member(node_id)
+        return
+    tls = cl.certs if any(u.startswith("https://") for u in others) else None
+    elsewhere = Store([endpoint(u) for u in others], tls=tls)
+    try:
+        await elsewhere.connect(15.0)
+        await elsewhere.remove_member(node_id)
+    finally:
+        await elsewhere.close()
+
+
 async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
     store = cl.store
     assert store is not None
@@ -146,7 +161,7 @@ async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
     else:
         members = await store.members()
         urls = [u for m in members if m["name"] != node.node_id for u in m["client_urls"]]
-        await store.remove_member(node.node_id)
+        await _remove_own_member(cl, store, node.node_id, urls)
         new = replace(node, role="worker", managers=urls)
     async with cl._lock:
         if cl.node != node:
