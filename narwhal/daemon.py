@@ -378,3 +378,4 @@ async def run(daemon: Daemon, reload: Callable[[], Config] | None = None) -> Non
         await daemon.stop()
         await cancel_tasks([watchdog])
         daemon.notifier.close()
+

@@ -35,6 +35,7 @@ from pkg.docker.swarm.api import SwarmAPI
 from pkg.docker.swarm.cluster import Cluster
 from pkg.docker.swarm.executor import Executor
 from pkg.docker.swarm.overlay import ClusterView, OverlayNode
+from pkg.docker.swarm.tls import TLSFiles
 from pkg.docker.views.exec import ExecManager
 from pkg.docker.views.rootfs_access import image_view, sweep_views
 from pkg.docker.volumes.service import VolumeService
@@ -106,7 +107,8 @@ class DockerFace:
         cfg = s.cfg
         self.swarm = Cluster(cfg.root / "docker", cfg.state / "docker", executor,
                              external_endpoints=cfg.swarm_etcd_endpoints, engine_version=host.server_version,
-                             ncpu=host.ncpu, mem_total=host.mem_total, instance_id=cfg.instance_id)
+                             ncpu=host.ncpu, mem_total=host.mem_total, instance_id=cfg.instance_id,
+                             external_tls=swarm_etcd_tls(cfg))
         # overlay networks: wired before the swarm starts, so tasks adopted on rejoin find their networks
         self.overlay = OverlayNode(cfg, ClusterView(self.swarm), self.networks)
         s.network.attachment_hook = self.overlay.claim
@@ -228,3 +230,10 @@ def _docker_event_attributes(engine: Engine) -> Callable[[str], dict[str, str] |
         return {**record.config.labels, "image": record.config.image, "name": record.name}
 
     return describe
+
+
+def swarm_etcd_tls(cfg: Config) -> TLSFiles | None:
+    """The client TLS files of an https:// external etcd (config.py checked that all three come together)."""
+    if cfg.swarm_etcd_ca_file is None or cfg.swarm_etcd_cert_file is None or cfg.swarm_etcd_key_file is None:
+        return None
+    return TLSFiles(cfg.swarm_etcd_ca_file, cfg.swarm_etcd_cert_file, cfg.swarm_etcd_key_file)

@@ -44,7 +44,11 @@ FLAGS: list[tuple[str, str]] = [
     ("docker-images-for-pods", "image names made through the Docker API are also the CRI image store's, "
                                "content shared, not copied (true/false) [false]"),
     ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [1]"),
-    ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port), ','-separated [own etcd member]"),
+    ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "
+                             "','-separated [own etcd member]"),
+    ("swarm-etcd-ca-file", "Swarm mode, https:// external etcd: the CA certificate (PEM) to trust"),
+    ("swarm-etcd-cert-file", "Swarm mode, https:// external etcd: the client certificate (PEM) narwhald presents"),
+    ("swarm-etcd-key-file", "Swarm mode, https:// external etcd: that certificate's key (PEM)"),
 ]
 
 

@@ -62,6 +62,11 @@ class Config:
     docker_min_api_version: str = "1.40"
     # Swarm mode: an external etcd cluster ("host:port" or "http://host:port") instead of a private member.
     swarm_etcd_endpoints: list[str] = field(default_factory=list)
+    # ... and the client TLS it needs when its endpoints are https://: the CA to trust, the certificate and key
+    # narwhald presents (every node uses the same files' paths; docs/swarm.md).
+    swarm_etcd_ca_file: Path | None = None
+    swarm_etcd_cert_file: Path | None = None
+    swarm_etcd_key_file: Path | None = None
     # One node, two faces (docs/kubernetes-node.md): the Docker API also shows kubelet's containers, with
     # dockershim's names; off by default, so Docker clients see only their own objects unless asked.
     docker_shows_pods: bool = False
@@ -272,12 +277,10 @@ def _endpoints(key: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"{key}: expected a list of etcd endpoints (host:port or http://host:port)")
+        raise InvalidArgument(f"{key}: expected a list of etcd endpoints (host:port, http:// or https://host:port)")
     out = []
     for v in value:
-        if v.startswith("https://"):
-            raise InvalidArgument(f"{key}: TLS to etcd is not supported yet, got {v!r}")
-        parse_address(v.removeprefix("http://").rstrip("/"), key)
+        parse_address(v.removeprefix("http://").removeprefix("https://").rstrip("/"), key)
         out.append(v)
     return out
 
@@ -313,6 +316,9 @@ CONVERTERS: dict[str, Any] = {
     "runtime-handlers": _runtime_handlers,
     "docker-min-api-version": _api_version,
     "swarm-etcd-endpoints": _endpoints,
+    "swarm-etcd-ca-file": _path,
+    "swarm-etcd-cert-file": _path,
+    "swarm-etcd-key-file": _path,
     "docker-shows-pods": _bool,
     "docker-may-stop-pods": _bool,
     "docker-images-for-pods": _bool,
@@ -334,6 +340,19 @@ def load_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _check_swarm_etcd_tls(config: Config) -> None:
+    """https:// endpoints need all three files; the files without an https:// endpoint mean nothing."""
+    files = (config.swarm_etcd_ca_file, config.swarm_etcd_cert_file, config.swarm_etcd_key_file)
+    https = [e for e in config.swarm_etcd_endpoints if e.startswith("https://")]
+    if https and None in files:
+        raise InvalidArgument("swarm-etcd-endpoints: https:// endpoints need swarm-etcd-ca-file, "
+                              "swarm-etcd-cert-file and swarm-etcd-key-file")
+    if https and len(https) != len(config.swarm_etcd_endpoints):
+        raise InvalidArgument("swarm-etcd-endpoints: mixing http:// and https:// endpoints is not supported")
+    if any(files) and not https:
+        raise InvalidArgument("swarm-etcd-ca-file/cert-file/key-file need https:// swarm-etcd-endpoints")
+
+
 def build(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Config:
     """Merge file and flag values (flags win) over the defaults, validating each key."""
     merged: dict[str, Any] = {}
@@ -346,6 +365,7 @@ def build(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Config:
                 raise InvalidArgument(f"unknown option {key!r} (known: {known})")
             merged[key.replace("-", "_")] = CONVERTERS[key](key, value)
     config = Config(**merged)
+    _check_swarm_etcd_tls(config)
     # The sockets default to the state dir when only --state is moved.
     defaults = Config()
     if "cri_socket" not in merged and config.state != defaults.state:

@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aetcd.exceptions
 import docker
+import grpc
 import pytest
 from lib import cni_host
 from lib.cni_host import InstanceNetwork
@@ -331,8 +333,9 @@ def unlock(dd: DockerDaemon, key: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_autolock(dd: DockerDaemon, swarm: str) -> None:
-    """With autolock a secret's data is not in etcd's files, a restarted node is locked (moby's 503) until
-    `swarm unlock` with the right key, rotation makes the old key useless; tasks come back after unlocking."""
+    """With autolock a secret's data and the CA key are not in etcd's files, a restarted node is locked (moby's
+    503) until `swarm unlock` with the right key, rotation makes the old key useless; tasks come back after
+    unlocking."""
     key = dd.out("swarm", "update", "--autolock=true").split("SWMKEY-1-")[1].split()[0]
     key = "SWMKEY-1-" + key
     assert dd.out("swarm", "unlock-key", "-q") == key
@@ -346,6 +349,11 @@ def test_autolock(dd: DockerDaemon, swarm: str) -> None:
     etcd_dir = dd.daemon.root / "docker" / "swarm" / "etcd"
     found = subprocess.run(["grep", "-rlaF", plaintext, str(etcd_dir)], capture_output=True, text=True, check=False)
     assert found.stdout == "", f"secret data in etcd's files: {found.stdout}"
+    # nor is the root CA's private key (sealed with the DEK, which autolock wraps); its certificate is
+    found = subprocess.run(["grep", "-rlaF", "PRIVATE KEY", str(etcd_dir)], capture_output=True, text=True, check=False)
+    assert found.stdout == "", f"a private key in etcd's files: {found.stdout}"
+    assert subprocess.run(["grep", "-rlaF", "BEGIN CERTIFICATE", str(etcd_dir)], capture_output=True,
+                          check=False).returncode == 0
 
     dd.daemon.stop()
     dd.daemon.start()
@@ -579,19 +587,41 @@ def test_update_order_start_first(dd: DockerDaemon, swarm: str) -> None:
 
 
 class ExternalEtcd:
-    """A standalone etcd (as a user's control plane would run), on free loopback ports; stoppable."""
+    """A standalone etcd (as a user's control plane would run), on free loopback ports; stoppable.  With
+    ``tls``, its clients must present a certificate of its own CA (``client_files``: one for narwhald)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="nw-etcd-"))
         self.port, self.peer = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls_flags: list[str] = []
+        if tls:
+            from pkg.docker.swarm import ca
+
+            root = ca.new_root()
+            server, client = ca.issue(root, "etcd", "manager", "ext", ["127.0.0.1"]), ca.issue(root, "nw", "worker",
+                                                                                               "ext", [])
+            for name, data in (("ca.crt", root.cert_pem), ("server.crt", server.cert_pem),
+                               ("server.key", server.key_pem), ("client.crt", client.cert_pem),
+                               ("client.key", client.key_pem)):
+                (self.base / name).write_bytes(data)
+            self.tls_flags = ["--cert-file", str(self.base / "server.crt"), "--key-file", str(self.base / "server.key"),
+                              "--trusted-ca-file", str(self.base / "ca.crt"), "--client-cert-auth"]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_flags else "http"
+
+    def client_files(self) -> tuple[Path, Path, Path]:
+        return self.base / "ca.crt", self.base / "client.crt", self.base / "client.key"
 
     def start(self) -> None:
-        client, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer}"
+        client, peer = f"{self.scheme}://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer}"
         self.proc = subprocess.Popen(
             ["etcd", "--name", "ext", "--data-dir", str(self.base / "data"), "--listen-client-urls", client,
              "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"ext={peer}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--initial-cluster", f"ext={peer}", *self.tls_flags], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -611,16 +641,49 @@ def external_etcd() -> Iterator[ExternalEtcd]:
         shutil.rmtree(etcd.base, ignore_errors=True)
 
 
-def etcd_keys(port: int) -> list[str]:
+def etcd_keys(port: int, tls: tuple[Path, Path, Path] | None = None) -> list[str]:
     import asyncio
 
-    import aetcd
+    from pkg.docker.swarm.tls import TLSClient, TLSFiles
 
     async def keys() -> list[str]:
-        async with aetcd.Client(host="127.0.0.1", port=port) as client:
+        client = (aetcd.Client(host="127.0.0.1", port=port, timeout=10) if tls is None
+                  else TLSClient("127.0.0.1", port, TLSFiles(*tls), timeout=5))
+        async with client:
             return [kv.key.decode() for kv in await client.get_prefix(b"/narwhal/swarm/")]
 
     return asyncio.run(keys())
+
+
+def test_external_etcd_tls(registry: Registry) -> None:
+    """An https:// external etcd that wants client certificates: narwhald presents the one the config names
+    (swarm-etcd-ca-file/-cert-file/-key-file); a client without one is refused."""
+    etcd = ExternalEtcd(tls=True)
+    etcd.start()
+    ca_file, cert_file, key_file = etcd.client_files()
+    d = start_daemon(mirror_config(registry.host) + f'swarm-etcd-endpoints: ["https://127.0.0.1:{etcd.port}"]\n'
+                     f"swarm-etcd-ca-file: {ca_file}\nswarm-etcd-cert-file: {cert_file}\n"
+                     f"swarm-etcd-key-file: {key_file}\n")
+    dd = DockerDaemon(d)
+    try:
+        assert eventually(lambda: dd.docker("version", check=False).returncode == 0, 30)
+        dd.out("swarm", "init", "--advertise-addr", "127.0.0.1")
+        assert etcd_pid(dd) is None
+        assert len(dd.out("node", "ls", "-q").split()) == 1
+        keys = etcd_keys(etcd.port, etcd.client_files())
+        assert "/narwhal/swarm/cluster" in keys and any(k.startswith("/narwhal/swarm/objects/nodes/") for k in keys)
+        with pytest.raises((aetcd.exceptions.ClientError, grpc.aio.AioRpcError)):
+            etcd_keys(etcd.port)  # no certificate: refused at the handshake
+        dd.out("swarm", "leave", "--force")
+        assert etcd_keys(etcd.port, etcd.client_files()) == []
+        assert leftovers(d) == {}
+    finally:
+        dd.rm_all()
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        network.remove()
+        etcd.stop()
+        shutil.rmtree(etcd.base, ignore_errors=True)
 
 
 def test_external_etcd(registry: Registry, external_etcd: ExternalEtcd) -> None:

@@ -6,6 +6,7 @@ accepts updates again."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
@@ -15,6 +16,56 @@ pytestmark = pytest.mark.cluster
 
 NO_LEADER = ("The swarm does not have a leader. It's possible that too few managers are online. Make sure more "
              "than half of the managers are online.")
+
+
+# Run inside a node's namespace: etcd's KV Range and MemberList against a manager's client URL, with no TLS,
+# TLS without a client certificate, a certificate of another CA, and the node's own certificate.
+PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+import grpc
+from aetcd import rpc
+from pkg.docker.swarm import ca
+
+host, port, certs = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+root = (certs / "swarm-root-ca.crt").read_bytes()
+stranger_ca = ca.new_root()
+stranger = ca.issue(stranger_ca, "stranger", "manager", "other", ["127.0.0.1", host])
+
+async def attempt(channel):
+    async with channel:
+        await rpc.KVStub(channel).Range(rpc.RangeRequest(key=b"/narwhal/swarm/cluster"), timeout=5)
+        members = await rpc.ClusterStub(channel).MemberList(rpc.MemberListRequest(), timeout=5)
+        return [u for m in members.members for u in (*m.peerURLs, *m.clientURLs)]
+
+async def main():
+    target = f"{host}:{port}"
+    cases = {
+        "plain": lambda: grpc.aio.insecure_channel(target),
+        "no-cert": lambda: grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root)),
+        "other-ca": lambda: grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(
+            root, stranger.key_pem, stranger.cert_pem)),
+        "node-cert": lambda: grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(
+            root, (certs / "swarm-node.key").read_bytes(), (certs / "swarm-node.crt").read_bytes())),
+    }
+    out = {}
+    for name, make in cases.items():
+        try:
+            out[name] = await attempt(make())
+        except grpc.aio.AioRpcError as exc:
+            out[name] = "refused: " + exc.code().name
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def etcd_probe(client: Node, manager: Node) -> dict[str, object]:
+    """What ``client``'s namespace gets from ``manager``'s etcd client port with each kind of credentials."""
+    member = json.loads((manager.daemon.root / "docker" / "swarm" / "etcd.json").read_text())
+    certs = client.daemon.root / "docker" / "swarm" / "certificates"
+    out = client.run_in(sys.executable, "-c", PROBE, manager.address, str(member["client_port"]), str(certs)).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def rows(node: Node) -> dict[str, dict[str, str]]:
@@ -35,6 +86,13 @@ def test_three_managers_failover_and_quorum() -> None:
             assert node.info()["ControlAvailable"] is True
             assert eventually(lambda n=node: sorted(manager_status(n).values()) == ["Leader", "Reachable",
                                                                                    "Reachable"], 30)
+        # etcd speaks mTLS only: the worker's node certificate gets in; no TLS, TLS without a client certificate
+        # and a certificate of another CA are refused; every member's peer and client URLs are https
+        probe = etcd_probe(worker, bed.nodes[1])
+        assert str(probe["plain"]).startswith("refused") and str(probe["no-cert"]).startswith("refused")
+        assert str(probe["other-ca"]).startswith("refused")
+        urls = probe["node-cert"]
+        assert isinstance(urls, list) and len(urls) == 6 and all(u.startswith("https://10.213.") for u in urls), urls
         refused = bed.nodes[2].docker("swarm", "leave", check=False)
         assert refused.returncode != 0
         assert "participating as a manager" in refused.stderr and "--force-new-cluster" in refused.stderr

@@ -44,12 +44,26 @@ def test_sockets_follow_state_unless_set() -> None:
         ({"registry": {"mirrors": {"docker.io": ["ftp://x"]}}}, "must start with http"),
         ({"registry": {"other": 1}}, "unknown key(s) other"),
         ({"stop-containerd-on-exit": "maybe"}, "expected true or false"),
+        ({"swarm-etcd-endpoints": ["https://10.0.0.5:2379"]}, "https:// endpoints need swarm-etcd-ca-file"),
+        ({"swarm-etcd-endpoints": ["https://10.0.0.5:2379", "10.0.0.6:2379"], "swarm-etcd-ca-file": "/c",
+          "swarm-etcd-cert-file": "/a", "swarm-etcd-key-file": "/k"}, "mixing http:// and https://"),
+        ({"swarm-etcd-endpoints": ["10.0.0.5:2379"], "swarm-etcd-ca-file": "/c"}, "need https://"),
+        ({"swarm-etcd-ca-file": "relative"}, "swarm-etcd-ca-file: path must be absolute"),
     ],
 )
 def test_bad_values_are_refused(values: dict[str, object], needle: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         config.build(values, {})
     assert needle in err.value.message
+
+
+def test_swarm_etcd_tls() -> None:
+    cfg = config.build({"swarm-etcd-endpoints": "https://10.0.0.5:2379,https://[fd00::1]:2379",
+                        "swarm-etcd-ca-file": "/etc/narwhal/etcd/ca.crt", "swarm-etcd-cert-file": "/etc/c.crt",
+                        "swarm-etcd-key-file": "/etc/c.key"}, {})
+    assert cfg.swarm_etcd_endpoints == ["https://10.0.0.5:2379", "https://[fd00::1]:2379"]
+    assert cfg.swarm_etcd_ca_file == Path("/etc/narwhal/etcd/ca.crt") and cfg.swarm_etcd_key_file == Path("/etc/c.key")
+    assert config.Config().swarm_etcd_ca_file is None
 
 
 def test_registry_shape() -> None:

@@ -98,7 +98,7 @@ def test_swarm_etcd_endpoints_config() -> None:
 
     assert build({"swarm-etcd-endpoints": "10.0.0.5:2379, http://10.0.0.6:2379"}, {}).swarm_etcd_endpoints == [
         "10.0.0.5:2379", "http://10.0.0.6:2379"]
-    with pytest.raises(errors.InvalidArgument, match="TLS to etcd is not supported yet"):
+    with pytest.raises(errors.InvalidArgument, match="https:// endpoints need swarm-etcd-ca-file"):
         build({"swarm-etcd-endpoints": ["https://10.0.0.5:2379"]}, {})
     with pytest.raises(errors.InvalidArgument, match="swarm-etcd-endpoints"):
         build({"swarm-etcd-endpoints": ["10.0.0.5"]}, {})

@@ -61,6 +61,8 @@ class Agent:
         self.executor = executor
         self.files = state_dir / "files"  # secrets and configs of running tasks, on a tmpfs (unmount_files)
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        # tasks whose start/stop job ended during the current pass: what the pass read of them is stale
+        self._ended: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -128,15 +130,20 @@ class Agent:
         self._jobs.clear()
 
     async def reconcile(self) -> None:
+        """One pass over this node's tasks.  A task whose job ended after the pass read the store is left to
+        the next pass: its state and container as read are stale, and acting on them started a finished
+        task a second time (its container name taken -> ``rejected``, a failure to the update supervisor:
+        the "rollback paused due to failure" of a loaded machine)."""
+        self._ended.clear()
         tasks = [t for t in await self.store.list("tasks") if t.get("NodeID") == self.node_id]
         containers = self.executor.containers()
         known = {t["ID"] for t in tasks}
         for task in tasks:
-            if task["ID"] in self._jobs:
+            if task["ID"] in self._jobs or task["ID"] in self._ended:
                 continue
             await self._reconcile_task(task, containers.get(task["ID"]))
         for task_id, container_id in containers.items():
-            if task_id not in known and task_id not in self._jobs:
+            if task_id not in known and task_id not in self._jobs and task_id not in self._ended:
                 log.info("agent: removing container %s of gone task %s", container_id[:12], task_id)
                 await self.executor.remove(container_id)
                 await asyncio.to_thread(shutil.rmtree, self.files / task_id, True)
@@ -186,6 +193,7 @@ class Agent:
                 await work()
             finally:
                 self._jobs.pop(task_id, None)
+                self._ended.add(task_id)
                 self.wake()
 
         self._jobs[task_id] = create_guarded_task(job, f"swarm-task-{task_id}")

@@ -26,10 +26,11 @@ from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, spl
 from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
-from pkg.docker.swarm.joinserver import JoinServer
+from pkg.docker.swarm.joinserver import JoinServer, ca_record
 from pkg.docker.swarm.mesh import Mesh, MeshSync
 from pkg.docker.swarm.orchestrator import Orchestrator
 from pkg.docker.swarm.store import Store
+from pkg.docker.swarm.tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,14 @@ class InitRequest:
 
 class Cluster:
     def __init__(self, root: Path, state: Path, executor: Executor, *, external_endpoints: list[str],
-                 engine_version: str, ncpu: int, mem_total: int, instance_id: str = "0") -> None:
+                 engine_version: str, ncpu: int, mem_total: int, instance_id: str = "0",
+                 external_tls: TLSFiles | None = None) -> None:
         self.root = root / "swarm"
         self.state_dir = state / "swarm"
         self.executor = executor
         self.external = [endpoint(e) for e in external_endpoints]
+        self.external_tls = external_tls  # the config's CA, certificate and key for an external etcd (or None)
+        self.certs = TLSFiles.under(self.root / "certificates")  # this node's certificate from the swarm's CA
         self.engine_version = engine_version
         self.resources = {"NanoCPUs": ncpu * 1_000_000_000, "MemoryBytes": mem_total}
         self.member = EtcdMember(self.root, self.state_dir)
@@ -168,8 +172,9 @@ class Cluster:
 
     async def _activate(self, node: NodeState, connect_timeout: float = 30.0, serve: bool = True) -> bool:
         """Connect to the store and run this node's loops; False (and nothing runs) when it is locked."""
+        tls: TLSFiles | None = None
         if node.external:
-            endpoints = self.external
+            endpoints, tls = self.external, self.external_tls
             if not endpoints:
                 raise errors.InvalidArgument("this node's swarm uses an external etcd, but swarm-etcd-endpoints "
                                              "is not set")
@@ -177,13 +182,15 @@ class Cluster:
             endpoints = [endpoint(url) for url in node.managers]
             if not endpoints:
                 raise errors.Internal("swarm: this worker knows no manager")
+            if any(url.startswith("https://") for url in node.managers):
+                tls = self.certs
         else:
             member = self.member.load()
             if member is None:
                 raise errors.Internal(f"swarm: {self.member.config_path} is missing")
             await asyncio.to_thread(self.member.ensure_started, member)
-            endpoints = [("127.0.0.1", member.client_port)]
-        store = Store(endpoints)
+            endpoints, tls = [member.local_endpoint], member.tls
+        store = Store(endpoints, tls=tls)
         store.clustered = node.role == "worker" and not node.external
         await store.connect(connect_timeout)
         self.store, self.node = store, node
@@ -252,7 +259,7 @@ class Cluster:
         """The join port; a port taken (another daemon on this host) only means no node can join here."""
         listen_host, listen_port = split_addr(node.listen_addr, DEFAULT_PORT)
         server = JoinServer(store, (listen_host, listen_port), split_addr(node.advertise_addr, DEFAULT_PORT)[0],
-                            node.node_id, self.engine_version)
+                            node.node_id, self.engine_version, lambda: self.dek)
         try:
             await server.start()
         except (OSError, errors.NarwhalError) as exc:
@@ -316,10 +323,21 @@ class Cluster:
             return node.node_id
 
     async def _create(self, node: NodeState, req: InitRequest, peer_host: str) -> None:
+        spec = objects.merge_spec(objects.default_cluster_spec(), req.spec)
+        if req.autolock:
+            spec["EncryptionConfig"] = {"AutoLockManagers": True}
+        root = await asyncio.to_thread(ca.new_root)
+        cluster = objects.new_cluster(
+            spec, ca.der(root.cert_pem), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
+            subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
         if not node.external:
-            await asyncio.to_thread(self.member.create, node.node_id, peer_host)
+            # the member serves https to holders of the CA's certificates only: this node's comes first
+            own = await asyncio.to_thread(ca.issue, root, node.node_id, "manager", cluster["ID"], [peer_host])
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            await asyncio.to_thread(self.certs.write, root.cert_pem, own.cert_pem, own.key_pem)
+            await asyncio.to_thread(self.member.create, node.node_id, peer_host, str(self.certs.cert.parent))
         else:
-            probe = Store(self.external)
+            probe = Store(self.external, tls=self.external_tls)
             await probe.connect()
             try:
                 if await probe.get_cluster() is not None:
@@ -334,16 +352,8 @@ class Cluster:
         os.replace(tmp, self.node_file)
         await self._activate(node, serve=False)
         assert self.store is not None
-        spec = objects.merge_spec(objects.default_cluster_spec(), req.spec)
-        if req.autolock:
-            spec["EncryptionConfig"] = {"AutoLockManagers": True}
-        root = await asyncio.to_thread(ca.new_root)
-        cluster = objects.new_cluster(
-            spec, ca.der(root.cert_pem), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
-            subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
-        await self.store.put_raw("ca", json.dumps({"cert": root.cert_pem.decode(),
-                                                   "key": root.key_pem.decode()}).encode())
         self.dek = keys.new_dek()
+        await self.store.put_raw("ca", ca_record(root, self.dek))
         autolock = bool(spec.get("EncryptionConfig", {}).get("AutoLockManagers"))  # the flag or the spec's
         self._unlock_key = keys.new_unlock_key() if autolock else ""
         cluster["DEK"] = keys.dek_record(self.dek, self._unlock_key)

@@ -7,7 +7,9 @@ data dir lives under narwhald's root (``<root>/swarm/etcd``).  The client port (
 swarm's workers, which are etcd clients only; the peer URL is on the advertise address so joining
 managers become Raft members (``MemberAdd`` by a manager, then this member starts with
 ``--initial-cluster-state existing``).  The ports are kept in ``<root>/swarm/etcd.json`` so a restart
-reuses them (the peer URL is part of the membership).  Client and peer traffic is plain HTTP for now.
+reuses them (the peer URL is part of the membership).  Client and peer traffic is https with client
+certificates of the swarm's CA on both sides (tls.py) once ``tls_dir`` names the node's certificates:
+every member narwhald makes; a member config written before that (no ``tls_dir``) stays plain HTTP.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pkg import errors
+from pkg.docker.swarm.tls import TLSFiles
 from pkg.procs import is_live, terminate
 
 log = logging.getLogger(__name__)
@@ -39,16 +42,31 @@ class MemberConfig:
     peer_port: int
     initial_cluster: str = ""  # name=peer-url,... of a member joining an existing cluster
     cluster_state: str = "new"
+    tls_dir: str = ""  # the node's certificates (tls.TLSFiles.under): https and client certificates; "" plain
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_dir else "http"
+
+    @property
+    def tls(self) -> TLSFiles | None:
+        return TLSFiles.under(Path(self.tls_dir)) if self.tls_dir else None
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def public_client_url(self) -> str:
         """Where the swarm's other nodes reach this member as clients."""
         host = f"[{self.peer_host}]" if ":" in self.peer_host else self.peer_host
-        return f"http://{host}:{self.client_port}"
+        return f"{self.scheme}://{host}:{self.client_port}"
+
+    @property
+    def local_endpoint(self) -> tuple[str, int]:
+        """Where this node's narwhald connects: loopback in plain HTTP; with TLS the advertise address, which
+        the member's certificate names (its own address, so the traffic stays on this host all the same)."""
+        return (self.peer_host if self.tls_dir else "127.0.0.1", self.client_port)
 
     @property
     def client_urls(self) -> str:
@@ -59,7 +77,7 @@ class MemberConfig:
     @property
     def peer_url(self) -> str:
         host = f"[{self.peer_host}]" if ":" in self.peer_host else self.peer_host
-        return f"http://{host}:{self.peer_port}"
+        return f"{self.scheme}://{host}:{self.peer_port}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -99,14 +117,14 @@ class EtcdMember:
         except (OSError, ValueError, TypeError):
             return None
 
-    def create(self, name: str, peer_host: str) -> MemberConfig:
+    def create(self, name: str, peer_host: str, tls_dir: str = "") -> MemberConfig:
         """A new single-member cluster's config (``swarm init``); the data dir must not exist yet."""
-        member = self.plan(name, peer_host)
+        member = self.plan(name, peer_host, tls_dir)
         self.save(member)
         return member
 
     @staticmethod
-    def plan(name: str, peer_host: str) -> MemberConfig:
+    def plan(name: str, peer_host: str, tls_dir: str = "") -> MemberConfig:
         """Ports for a member on ``peer_host``: the peer port, and a client port free there and on loopback."""
         try:
             peer_port = free_port(peer_host)
@@ -117,7 +135,8 @@ class EtcdMember:
                 client_port = free_port(peer_host)
         except OSError as exc:
             raise errors.InvalidArgument(f"cannot listen on advertise address {peer_host}: {exc.strerror}") from None
-        return MemberConfig(name=name, client_port=client_port, peer_host=peer_host, peer_port=peer_port)
+        return MemberConfig(name=name, client_port=client_port, peer_host=peer_host, peer_port=peer_port,
+                            tls_dir=tls_dir)
 
     def save(self, member: MemberConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -159,6 +178,11 @@ class EtcdMember:
             "--initial-cluster-state", member.cluster_state,
             "--logger", "zap", "--log-outputs", "stderr",
         ]
+        tls = member.tls
+        if tls is not None:
+            if not tls.exists():
+                raise errors.FailedPrecondition(f"swarm: the node's certificates are missing in {member.tls_dir}")
+            args += tls.etcd_flags()
         logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,

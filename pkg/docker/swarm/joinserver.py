@@ -12,18 +12,20 @@ HTTPS with a certificate the swarm's CA signed for this manager.  Two calls:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from pkg import errors
-from pkg.docker.swarm import ca, objects
+from pkg.docker.swarm import ca, keys, objects
 from pkg.docker.swarm.addresses import split_addr
 from pkg.docker.swarm.store import Store
 
@@ -34,12 +36,27 @@ Obj = dict[str, Any]
 INVALID_TOKEN = "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster"
 
 
-async def root_ca(store: Store) -> ca.KeyPair:
+async def _ca_data(store: Store) -> Obj:
     raw = await store.get_raw("ca")
     if raw is None:
         raise errors.Unavailable("the swarm has no certificate authority (made before multi-node support)")
-    data = json.loads(raw)
-    return ca.KeyPair(data["cert"].encode(), data["key"].encode())
+    data: Obj = json.loads(raw)
+    return data
+
+
+async def root_ca(store: Store, dek: bytes | None) -> ca.KeyPair:
+    """The root CA from etcd; its key is sealed with the swarm's DEK (keys.py), as secrets are, so with
+    autolock only an unlocked manager can sign (swarmkit keeps it in its encrypted Raft log)."""
+    data = await _ca_data(store)
+    if "key" in data:  # a swarm made before the key was sealed
+        return ca.KeyPair(data["cert"].encode(), data["key"].encode())
+    return ca.KeyPair(data["cert"].encode(), keys.open_data(dek, data["sealed_key"]))
+
+
+def ca_record(root: ca.KeyPair, dek: bytes) -> bytes:
+    """What etcd keeps of the root CA: the certificate, and the key sealed with the DEK."""
+    sealed = keys.seal_data(dek, base64.b64encode(root.key_pem).decode())
+    return json.dumps({"cert": root.cert_pem.decode(), "sealed_key": sealed}).encode()
 
 
 def role_of(cluster: Obj, token: str) -> str:
@@ -66,7 +83,7 @@ async def add_member(store: Store, peer_url: str, patience: float = 30.0) -> Non
             await asyncio.sleep(1.0)
 
 
-async def admit(store: Store, body: Obj, engine_version: str) -> Obj:
+async def admit(store: Store, body: Obj, engine_version: str, dek: bytes | None = None) -> Obj:
     """One join: check the token, sign the CSR, record the node, add a manager's etcd member."""
     cluster = await store.get_cluster()
     if cluster is None:
@@ -78,11 +95,11 @@ async def admit(store: Store, body: Obj, engine_version: str) -> Obj:
     if availability not in ("active", "pause", "drain"):
         raise errors.InvalidArgument(f"invalid Availability: {availability!r}")
     node_id = objects.new_id()
-    root = await root_ca(store)
+    root = await root_ca(store, dek)
     cert = ca.sign(root, str(body.get("csr", "")).encode(), node_id, role, cluster["ID"], [host])
     answer: Obj = {"node_id": node_id, "role": role, "cert": cert.decode(), "ca": root.cert_pem.decode()}
     peer_url = str(body.get("peer_url", ""))
-    if role == "manager" and not peer_url.startswith("http://"):
+    if role == "manager" and not peer_url.startswith(("http://", "https://")):
         raise errors.InvalidArgument("a manager join needs the joiner's etcd peer URL")
     answer["managers"] = [url for m in await store.members() for url in m["client_urls"]]
     node = objects.new_node(node_id, role, availability, advertise, body.get("resources") or {},
@@ -109,8 +126,9 @@ class JoinServer:
     """The HTTPS listener; started on managers, stopped when the node leaves or is demoted."""
 
     def __init__(self, store: Store, listen: tuple[str, int], advertise_host: str, node_id: str,
-                 engine_version: str) -> None:
+                 engine_version: str, dek: Callable[[], bytes | None] = lambda: None) -> None:
         self.store = store
+        self.dek = dek  # opens the CA key (keys.py)
         self.listen = listen
         self.advertise_host = advertise_host
         self.node_id = node_id
@@ -118,7 +136,7 @@ class JoinServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        root = await root_ca(self.store)
+        root = await root_ca(self.store, self.dek())
         cluster = await self.store.get_cluster()
         org = cluster["ID"] if cluster else ""
         pair = ca.issue(root, self.node_id, "manager", org, [self.advertise_host])
@@ -149,15 +167,15 @@ class JoinServer:
             self._runner = None
 
     async def _ca(self, request: web.Request) -> web.Response:
-        root = await root_ca(self.store)
-        return web.Response(body=root.cert_pem, content_type="application/x-pem-file")
+        cert = str((await _ca_data(self.store))["cert"]).encode()
+        return web.Response(body=cert, content_type="application/x-pem-file")
 
     async def _join(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
             if not isinstance(body, dict):
                 raise errors.InvalidArgument("join request must be a JSON object")
-            return web.json_response(await admit(self.store, body, self.engine_version))
+            return web.json_response(await admit(self.store, body, self.engine_version, self.dek()))
         except json.JSONDecodeError:
             return web.json_response({"message": "invalid JSON"}, status=400)
         except errors.NarwhalError as exc:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pkg import errors
 from pkg.aio import create_guarded_task
 from pkg.docker.swarm import ca
-from pkg.docker.swarm.addresses import default_address, join_addr, split_addr
+from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.join import fetch_ca, request_join, token_digest
 from pkg.docker.swarm.joinserver import add_member
@@ -73,16 +73,6 @@ def _write_node(cl: Cluster, node: NodeState) -> None:
     os.replace(tmp, cl.node_file)
 
 
-def _write_certs(cl: Cluster, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
-    certs = cl.root / "certificates"
-    certs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (certs / "swarm-root-ca.crt").write_bytes(ca_pem)
-    (certs / "swarm-node.crt").write_bytes(cert_pem)
-    key = certs / "swarm-node.key"
-    key.touch(mode=0o600)
-    key.write_bytes(key_pem)
-
-
 async def join(cl: Cluster, req: JoinRequest) -> None:
     from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, DEFAULT_PORT, NodeState
 
@@ -99,7 +89,7 @@ async def join(cl: Cluster, req: JoinRequest) -> None:
         listen_host, listen_port = split_addr(req.listen_addr or "0.0.0.0:2377", DEFAULT_PORT)
         advertise = req.advertise_addr or (listen_host if listen_host not in ("0.0.0.0", "::") else "")
         adv_host, adv_port = split_addr(advertise or default_address(), listen_port)
-        plan = await asyncio.to_thread(EtcdMember.plan, "", adv_host)
+        plan = await asyncio.to_thread(EtcdMember.plan, "", adv_host, str(cl.certs.cert.parent))
         csr, key = await asyncio.to_thread(ca.new_csr, "joining")
         ca_pem = await fetch_ca(remote, digest)
         admission = await request_join(remote, ca_pem, {
@@ -110,7 +100,8 @@ async def join(cl: Cluster, req: JoinRequest) -> None:
                          advertise_addr=join_addr(adv_host, adv_port), listen_addr=join_addr(listen_host, listen_port),
                          external=False, managers=admission.managers if admission.role == "worker" else [])
         try:
-            _write_certs(cl, admission.ca_pem, admission.cert_pem, key)
+            cl.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            await asyncio.to_thread(cl.certs.write, admission.ca_pem, admission.cert_pem, key)
             if admission.role == "manager":
                 cl.member.save(replace(plan, name=node.node_id, initial_cluster=admission.initial_cluster,
                                        cluster_state="existing"))
@@ -138,13 +129,30 @@ async def follow(cl: Cluster, store: Store, node: NodeState) -> None:
     cl._switching = create_guarded_task(lambda: _switch(cl, node, str(wanted)), "swarm-role-change")
 
 
+async def _remove_own_member(cl: Cluster, store: Store, node_id: str, others: list[str]) -> None:
+    """``MemberRemove`` of this node's member, asked of another member: the removed one stops at once and
+    may never answer its own removal (then this node, whose store is that member, was stuck a manager)."""
+    if not others:
+        await store.remove_member(node_id)
+        return
+    tls = cl.certs if any(u.startswith("https://") for u in others) else None
+    elsewhere = Store([endpoint(u) for u in others], tls=tls)
+    try:
+        await elsewhere.connect(15.0)
+        await elsewhere.remove_member(node_id)
+    finally:
+        await elsewhere.close()
+
+
 async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
     store = cl.store
     assert store is not None
     log.info("swarm: node %s becomes a %s", node.node_id, role)
     if role == "manager":
         host = split_addr(node.advertise_addr, 2377)[0]
-        plan = await asyncio.to_thread(EtcdMember.plan, node.node_id, host)
+        # the node's certificate (issued at join, whatever the role) serves its member's peers and clients
+        tls_dir = str(cl.certs.cert.parent) if cl.certs.exists() else ""
+        plan = await asyncio.to_thread(EtcdMember.plan, node.node_id, host, tls_dir)
         await add_member(store, plan.peer_url)
         members = await store.members()
         initial = ",".join(f"{m['name'] or node.node_id}={m['peer_urls'][0]}" for m in members if m["peer_urls"])
@@ -153,15 +161,18 @@ async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
     else:
         members = await store.members()
         urls = [u for m in members if m["name"] != node.node_id for u in m["client_urls"]]
-        await store.remove_member(node.node_id)
+        await _remove_own_member(cl, store, node.node_id, urls)
         new = replace(node, role="worker", managers=urls)
     async with cl._lock:
         if cl.node != node:
             return  # left or changed meanwhile
         await cl._deactivate()
         if role == "worker":
+            certs = await asyncio.to_thread(cl.certs.read)  # the node keeps its certificate: a client now
             await cl.member.destroy()  # its data belongs to a cluster it is no member of any more
             cl.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if certs is not None:
+                await asyncio.to_thread(cl.certs.write, *certs)
         _write_node(cl, new)
         try:
             await cl._activate(new, connect_timeout=60.0)

@@ -26,6 +26,7 @@ import aetcd.exceptions
 import grpc
 
 from pkg import errors
+from pkg.docker.swarm.tls import TLSClient, TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ def etcd_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 class Store:
     """Typed-enough access to the swarm keys of one etcd cluster."""
 
-    def __init__(self, endpoints: list[tuple[str, int]], prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, endpoints: list[tuple[str, int]], prefix: str = DEFAULT_PREFIX,
+                 tls: TLSFiles | None = None) -> None:
         self.endpoints = endpoints
+        self.tls = tls  # https with this node's certificate (tls.py); None: plain HTTP
         self.prefix = prefix.rstrip("/")
         self.client: aetcd.Client | None = None
         self.clustered = False  # more than one manager: failures read as "no leader", as swarmkit's
@@ -84,7 +87,8 @@ class Store:
         while True:
             order = self.endpoints[self._current:] + self.endpoints[:self._current]
             for host, port in order:
-                client = aetcd.Client(host=host, port=port, timeout=5)
+                client = (aetcd.Client(host=host, port=port, timeout=5) if self.tls is None
+                          else TLSClient(host, port, self.tls, timeout=5))
                 try:
                     await client.connect()
                     await client.get(self._key("cluster"))
