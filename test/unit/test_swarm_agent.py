@@ -27,7 +27,7 @@ class FakeStore:
     """The calls the agent makes, on dicts; ``list`` answers copies, as etcd answers a revision."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Obj]] = {"tasks": {}, "services": {}}
+        self.objects: dict[str, dict[str, Obj]] = {"tasks": {}, "services": {}, "networks": {}}
 
     async def list(self, kind: str) -> list[Obj]:
         return [copy.deepcopy(o) for _, o in sorted(self.objects[kind].items())]
@@ -67,7 +67,8 @@ class FakeExecutor:
     async def prepare(self, image: str) -> None:
         await self.prepare_gate.wait()
 
-    async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[Any]) -> str:
+    async def create(self, name: str, task: Obj, service: Obj, node_id: str, mounts: list[Any],
+                     ingress: str = "") -> str:
         self.creates += 1
         container_id = f"c-{name}"
         if container_id in self.by_task.values():
@@ -77,6 +78,9 @@ class FakeExecutor:
 
     async def start(self, container_id: str) -> None:
         self.running.add(container_id)
+
+    async def addresses(self, container_id: str) -> dict[str, str]:
+        return {}
 
     async def remove(self, container_id: str) -> None:
         if self.on_remove is not None:
