@@ -48,6 +48,10 @@ class ContainerService:
         self._exited: dict[str, asyncio.Event] = {}
         self._oom: set[str] = set()
         self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
+        # A front end's hook, called as soon as an exit is seen, before the task is deleted and the log drained
+        # (the Docker engine starts an AutoRemove container's network teardown there, as moby releases the
+        # network at the exit).  It must not block: start a task.
+        self.on_exit: Callable[[str], None] | None = None
 
     # ---------------- create ----------------
     @metrics_mod.lifecycle("container", "create")
@@ -108,6 +112,7 @@ class ContainerService:
                 cleanup.add("remove container dirs",
                             lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
                 ctx.containers.add(container_id, metadata, status)
+                ctx.process_specs.put(container_id, spec)
                 cleanup.commit()
         except BaseException:
             ctx.containers.names.release(name)
@@ -215,6 +220,11 @@ class ContainerService:
             if status.state == ContainerState.EXITED:
                 self._set_exited(container_id)
                 return
+            if self.on_exit is not None:
+                try:
+                    self.on_exit(container_id)
+                except Exception:  # noqa: BLE001 - a front end's hook must not break the exit path
+                    log.exception("exit hook of container %s failed", container_id[:12])
             # Before Tasks.Delete: runc removes the cgroup that holds the OOM-kill counter.
             oom = container_id in self._oom or container_io.oom_killed(metadata)
             await container_io.logger_running(ctx, metadata)  # the delete must not kill a logger still starting
@@ -304,6 +314,7 @@ class ContainerService:
             if ctx.containers.find(container_id) is None:
                 return
             self.runs.forget(container_id)
+            ctx.process_specs.forget(container_id)
             await release_resources(ctx, metadata)
             ctx.stdin.close(container_id)
             self._exited.pop(container_id, None)
@@ -340,7 +351,7 @@ class ContainerService:
             raise errors.InvalidArgument("exec command must not be empty")
         container_id = self.running_id(ref)
         return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
-                                        timeout=timeout or None)
+                                        timeout=timeout or None, specs=self.ctx.process_specs)
 
     def running_id(self, ref: str) -> str:
         """The full ID of a running container (FailedPrecondition when it is not running)."""

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from pkg import errors
-from pkg.aio import CleanupStack, cancel_tasks
+from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
 from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
@@ -73,6 +73,8 @@ class Engine:
         docker_events(containers.ctx.events).before_die = self.lifecycle.unmounts
         self.volumes = volumes
         self._endpoints = endpoints
+        self._unwiring: dict[str, asyncio.Task[None]] = {}  # AutoRemove containers' network teardowns under way
+        containers.on_exit = self._exiting
 
     def _core_state(self, container_id: str) -> ContainerState:
         """The core container's state (UNKNOWN once it is gone: Docker shows that as dead)."""
@@ -292,12 +294,35 @@ class Engine:
             await self.release(record, volumes)
         log.info("docker container %s (%s) removed", container_id[:12], record.name)
 
+    def _exiting(self, container_id: str) -> None:
+        """The core saw an exit: an AutoRemove container will not run again, so its own sandbox's network goes
+        now (moby releases a container's network at its exit), side by side with the rest of the exit path and
+        the removal, instead of after them; the removal waits for it (``release``)."""
+        record = self.registry.find(container_id)
+        if (record is None or not record.host_config.auto_remove or not record.owns_sandbox or not record.sandbox_id
+                or container_id in self._unwiring or self._sandbox_shared(record.sandbox_id, container_id)):
+            return
+        sandbox_id = record.sandbox_id
+        task = create_guarded_task(lambda: self.sandboxes.release_network(sandbox_id),
+                                   f"engine-unwire-{container_id[:12]}")
+        self._unwiring[container_id] = task
+        task.add_done_callback(lambda t: self._unwiring.pop(container_id, None) if self._unwiring.get(
+            container_id) is t else None)
+
+    def _sandbox_shared(self, sandbox_id: str, container_id: str) -> bool:
+        """Another container is in this sandbox (``--network container:<this>``)."""
+        return any(r.sandbox_id == sandbox_id for r in self.registry if r.id != container_id) or any(
+            m.sandbox_id == sandbox_id for cid, m, _ in self.ctx.containers if cid != container_id)
+
     async def release(self, record: EngineRecord, volumes: bool = False) -> None:
         """Core container, then the sandbox once nothing uses it, volumes, the record and log; idempotent."""
         container_id = record.id
         found = self.ctx.containers.find(container_id)
         exit_code = found[1].exit_code if found else 0
         await self.containers.remove(container_id)
+        unwiring = self._unwiring.pop(container_id, None)
+        if unwiring is not None:  # its network teardown, begun at the exit (_exiting)
+            await asyncio.wait([unwiring])
         await self.remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
         if self.volumes is not None:
             await self.volumes.release(container_id, remove_anonymous=volumes)
@@ -389,7 +414,8 @@ class Engine:
         view = self.get(ref)
         mode = view.host_config.network_mode
         try:
-            await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
+            if any(point.subpath for point in view.record.mount_points):  # a thread hop only when there is work
+                await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
             if mode.startswith("container:"):
                 target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
                 found = self.ctx.containers.find(target.id) if target is not None else None
@@ -442,7 +468,9 @@ class Engine:
         await recover.recover(self)
 
     async def close(self) -> None:
-        await cancel_tasks(self.lifecycle.close())
+        unwiring = list(self._unwiring.values())
+        self._unwiring.clear()
+        await cancel_tasks([*self.lifecycle.close(), *unwiring])
 
 
 def _validate_host_config(host: HostConfig) -> None:

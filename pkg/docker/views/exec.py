@@ -274,7 +274,8 @@ class ExecManager:
 
             self._event(instance, "exec_start: " + _command_line(instance.config.cmd))
             code = await run_exec(ctx.client, instance.container_id, list(instance.config.cmd), streams,
-                                  fifo_root=ctx.exec_dir, adjust=adjust, on_started=started)
+                                  fifo_root=ctx.exec_dir, adjust=adjust, on_started=started,
+                                  specs=ctx.process_specs)
         except errors.NarwhalError as err:
             instance.exit_code = start_failure_code(err) if not instance._started.is_set() else 137
             raise
