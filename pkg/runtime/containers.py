@@ -46,6 +46,7 @@ class ContainerService:
     def __init__(self, ctx: RuntimeContext) -> None:
         self.ctx = ctx
         self._exited: dict[str, asyncio.Event] = {}
+        self._task_deleted: set[str] = set()  # exited here, task already deleted: a removal skips Kill/Delete
         self._oom: set[str] = set()
         self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
         # A front end's hook, called as soon as an exit is seen, before the task is deleted and the log drained
@@ -147,6 +148,7 @@ class ContainerService:
             if sandbox_status.state != SandboxState.READY:
                 raise errors.FailedPrecondition(f"sandbox {metadata.sandbox_id} is not ready")
             exited = self._exited[container_id] = asyncio.Event()
+            self._task_deleted.discard(container_id)
             try:
                 rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
                 async with container_io.task_stdio(ctx, metadata) as stdio:
@@ -167,6 +169,7 @@ class ContainerService:
         self.ctx.stdin.close(container_id)
         await ctr_tasks.kill(self.ctx.client, container_id)
         await ctr_tasks.delete(self.ctx.client, container_id)
+        self._task_deleted.add(container_id)
         message = exc.message if isinstance(exc, errors.NarwhalError) else repr(exc)
         now = time.time_ns()
         await self._update(container_id, lambda s: transition(
@@ -240,12 +243,15 @@ class ContainerService:
             await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")
 
     async def _mark_exited(self, container_id: str, code: int, finished: int, reason: str, message: str) -> None:
+        """Called once the task is deleted (handle_exit) or found gone (reconcile)."""
+        self._task_deleted.add(container_id)
         try:
             metadata, before = self.ctx.containers.get(container_id)
             await self._update(container_id, lambda s: transition(
                 s, ContainerState.EXITED, f"exit of {container_id}", exit_code=code, finished_at=finished,
                 reason=reason, message=message, pid=0))
         except errors.NotFound:
+            self._task_deleted.discard(container_id)
             return
         self._set_exited(container_id)
         ran_for = max(0, finished - before.started_at) // 1_000_000_000 if before.started_at else 0
@@ -315,7 +321,13 @@ class ContainerService:
                 return
             self.runs.forget(container_id)
             ctx.process_specs.forget(container_id)
-            await release_resources(ctx, metadata)
+            # Never started, or its exit was handled here (task deleted or found gone): no Tasks.Kill/Delete
+            # round trips on the removal (issue 21).  A container recovered as exited still gets them.
+            _, status = ctx.containers.get(container_id)
+            task_gone = status.state == ContainerState.CREATED or (
+                status.state == ContainerState.EXITED and container_id in self._task_deleted)
+            self._task_deleted.discard(container_id)
+            await release_resources(ctx, metadata, task_gone=task_gone)
             ctx.stdin.close(container_id)
             self._exited.pop(container_id, None)
             ctx.containers.delete(container_id)
@@ -392,11 +404,14 @@ async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, 
             raise errors.InvalidArgument(f"recursive read-only mounts are not supported by runtime handler {handler!r}")
 
 
-async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "") -> None:
-    """Task, record, snapshot and files of a container; every step idempotent (used by recovery too)."""
+async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "",
+                            task_gone: bool = False) -> None:
+    """Task, record, snapshot and files of a container; every step idempotent (used by recovery too).
+    ``task_gone``: the caller knows there is no task (skips two round trips)."""
     cid = metadata.id if metadata else container_id
-    await ctr_tasks.kill(ctx.client, cid)
-    await ctr_tasks.delete(ctx.client, cid)
+    if not task_gone:
+        await ctr_tasks.kill(ctx.client, cid)
+        await ctr_tasks.delete(ctx.client, cid)
     if metadata is not None and metadata.cgroups_path:
         await remove_cgroup_quietly(metadata.cgroups_path)
     await ctr_containers.delete(ctx.client, cid)

@@ -278,7 +278,8 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
     await namespaces.unpin(Path(metadata.ipc_path) if metadata.ipc_path else None,
                            Path(metadata.uts_path) if metadata.uts_path else None)
     _umount(ctx.sandbox_state(sandbox_id) / "shm")
-    await ctr_tasks.delete(ctx.client, sandbox_id)
+    if metadata.infra:  # only an infra sandbox ever has a task (infra.start)
+        await ctr_tasks.delete(ctx.client, sandbox_id)
     await ctr_containers.delete(ctx.client, sandbox_id)
     await rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
     ctx.shim_groups.release(sandbox_id)
