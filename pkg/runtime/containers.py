@@ -205,7 +205,14 @@ class ContainerService:
 
     async def stop_all_in_sandbox(self, sandbox_id: str) -> None:
         ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]
-        await asyncio.gather(*(self.stop(cid, 0) for cid in ids))
+        await asyncio.gather(*(self._stop_if_there(cid) for cid in ids))
+
+    async def _stop_if_there(self, container_id: str) -> None:
+        """A container removed meanwhile (a front end removes it side by side with its sandbox) is stopped."""
+        try:
+            await self.stop(container_id, 0)
+        except errors.NotFound:
+            pass
 
     # ---------------- exits ----------------
     async def handle_exit(self, container_id: str, exit_status: int, exited_at_ns: int) -> None:

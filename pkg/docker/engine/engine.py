@@ -42,6 +42,7 @@ from pkg.docker.engine.registry import Registry
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.service import VolumeService
 from pkg.images.model import Image
+from pkg.model.container import ContainerStatus
 from pkg.model.container import Resources as CoreResources
 from pkg.model.state import ContainerState, DockerState, SandboxState
 from pkg.runtime.containers import ContainerService
@@ -95,15 +96,18 @@ class Engine:
         views = []
         link_names = links.names_by_container(self.registry)  # once, not once per container
         for record in self.registry:
-            if self.ctx.containers.find(record.id) is not None:
-                views.append(self._view(record, link_names.get(record.id, ())))
+            found = self.ctx.containers.find(record.id)
+            if found is not None:
+                views.append(self._view(record, link_names.get(record.id, ()), found[1]))
         return sorted(views, key=lambda c: c.created, reverse=True)
 
-    def _view(self, record: EngineRecord, link_names: tuple[str, ...] | None = None) -> EngineContainer:
-        found = self.ctx.containers.find(record.id)
-        if found is None:
-            raise errors.NotFound(f"No such container: {record.id}")
-        _, status = found
+    def _view(self, record: EngineRecord, link_names: tuple[str, ...] | None = None,
+              status: ContainerStatus | None = None) -> EngineContainer:
+        if status is None:
+            found = self.ctx.containers.find(record.id)
+            if found is None:
+                raise errors.NotFound(f"No such container: {record.id}")
+            status = found[1]
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
                                self.lifecycle.health.get(record.id) or record.state.health,
                                links.shown(record, self.registry),
@@ -315,20 +319,37 @@ class Engine:
             m.sandbox_id == sandbox_id for cid, m, _ in self.ctx.containers if cid != container_id)
 
     async def release(self, record: EngineRecord, volumes: bool = False) -> None:
-        """Core container, then the sandbox once nothing uses it, volumes, the record and log; idempotent."""
-        container_id = record.id
+        """Core container and the sandbox once nothing uses it (side by side when only this stopped container
+        does), then volumes, the record and log; idempotent."""
+        container_id, sandbox_id = record.id, record.sandbox_id
         found = self.ctx.containers.find(container_id)
         exit_code = found[1].exit_code if found else 0
-        await self.containers.remove(container_id)
-        unwiring = self._unwiring.pop(container_id, None)
-        if unwiring is not None:  # its network teardown, begun at the exit (_exiting)
-            await asyncio.wait([unwiring])
-        await self.remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
+        unwiring = self._unwiring.pop(container_id, None)  # its network teardown, begun at the exit (_exiting)
+        stopped = found is not None and found[1].state in (ContainerState.CREATED, ContainerState.EXITED)
+        if stopped and sandbox_id and record.owns_sandbox and not self._sandbox_shared(sandbox_id, container_id):
+            # A stopped container and the sandbox only it uses go side by side (a sandbox's removal takes each
+            # of its containers' locks, so it never overtakes what is left of the container's).
+            outcomes = await asyncio.gather(self.containers.remove(container_id),
+                                            self._remove_sandbox_after(unwiring, sandbox_id), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        else:
+            await self.containers.remove(container_id)
+            await self._remove_sandbox_after(unwiring, "")
+            await self.remove_sandbox_if_unused(sandbox_id, exclude=container_id)
         if self.volumes is not None:
             await self.volumes.release(container_id, remove_anonymous=volumes)
         await self.store.delete(container_id)
         self.registry.drop(container_id)
         self.lifecycle.removed(container_id, exit_code)
+
+    async def _remove_sandbox_after(self, unwiring: asyncio.Task[None] | None, sandbox_id: str) -> None:
+        """Once the network teardown begun at the exit (if any) is over, remove the sandbox (if named)."""
+        if unwiring is not None:
+            await asyncio.wait([unwiring])
+        if sandbox_id:
+            await self.sandboxes.remove(sandbox_id)
 
     async def remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
         if not sandbox_id:
