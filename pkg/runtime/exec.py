@@ -299,11 +299,14 @@ async def _finish(tasks: list[asyncio.Task[None]]) -> None:
 async def run_exec(client: Client, container_id: str, cmd: Sequence[str], streams: ExecStreams, *,
                    fifo_root: Path, adjust: ProcessAdjust | None = None,
                    on_started: Callable[[ExecProcess], None] | None = None,
+                   on_exit: Callable[[int], None] | None = None,
                    specs: ProcessSpecs | None = None) -> int:
     """An interactive exec: relay ``streams`` until the process exits; its exit code.
 
     Cancelling this (the client went away) kills the process; it is always deleted.
-    ``on_started`` sees the running process (an exec's inspect and resize need it).
+    ``on_started`` sees the running process (an exec's inspect and resize need it); ``on_exit`` its exit
+    code, once its output is relayed and before the process is deleted (a front end may answer its client
+    then, as moby deletes an exec's process after reporting its exit).
     """
     proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
                        stdin=streams.stdin is not None, adjust=adjust, specs=specs)
@@ -322,6 +325,8 @@ async def run_exec(client: Client, container_id: str, cmd: Sequence[str], stream
         code = await proc.wait()
         # The output may still be in flight; a backgrounded child can hold it open, so bound the wait.
         await asyncio.wait(outputs, timeout=OUTPUT_DRAIN_TIMEOUT)
+        if on_exit is not None:
+            on_exit(code)
         return code
     finally:
         await asyncio.shield(_finish_and_delete(helpers, proc))
