@@ -287,7 +287,8 @@ class ExecManager:
                 instance._process = proc
                 instance.pid = proc.pid
                 instance._started.set()
-                self._save(instance)
+                # Not saved here: the claim saved it running (after a restart it shows exited either way) and
+                # the exit saves it with its pid; each save is a file write on the loop (issue 21).
 
             self._event(instance, "exec_start: " + _command_line(instance.config.cmd))
             code = await run_exec(ctx.client, instance.container_id, list(instance.config.cmd), streams,
