@@ -146,8 +146,16 @@ class ExecProcess:
         return str(self._dir / name) if self._want[name] else ""
 
     def _make_fifos(self) -> None:
-        self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-        self._dir.mkdir(mode=0o700)
+        for attempt in range(5):
+            self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+            try:
+                self._dir.mkdir(mode=0o700)
+                break
+            except FileNotFoundError:
+                # A finished exec of this container removed their (then empty) dir in between: its deletion
+                # runs after its client was answered, so the next exec may well be here already.
+                if attempt == 4:
+                    raise
         for name, wanted in self._want.items():
             if wanted:
                 os.mkfifo(self._dir / name, 0o600)

@@ -67,3 +67,21 @@ async def test_exec_process_spec_from_the_kept_one(fetched: list[str]) -> None:
     assert spec["args"] == ["ls", "-l"] and spec["terminal"] is True
     assert spec["env"] == ["PATH=/bin", "TERM=xterm"] and spec["cwd"] == "/"
     assert await specs.get(CLIENT, "c1") == PROCESS and fetched == ["c1"]
+
+
+def test_exec_fifos_survive_a_finished_execs_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished exec's deletion (after its client was answered) removes the container's exec dir once empty;
+    the next exec, making its own dir in it at that moment, tries again (it got exit 126 under load)."""
+    proc = exec_mod.ExecProcess(CLIENT, "c1", ["true"], fifo_root=tmp_path)
+    real_mkdir = Path.mkdir
+    removed: list[Path] = []
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self == proc._dir and not removed:  # the other exec's cleanup wins the race once
+            self.parent.rmdir()
+            removed.append(self.parent)
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    proc._make_fifos()
+    assert removed and sorted(p.name for p in proc._dir.iterdir()) == ["stderr", "stdout"]
