@@ -9,7 +9,7 @@ from typing import Any
 from dockerapi import times
 from dockerapi.backends import endpoint_id
 from dockerapi.handlers.volumes import mount_point_json
-from pkg.docker.engine.model import EngineContainer, Status
+from pkg.docker.engine.model import EngineContainer, EngineRecord, Status
 from pkg.docker.volumes.model import MountSpec, MountType
 
 Json = dict[str, Any]
@@ -278,31 +278,60 @@ def inspect_json(c: EngineContainer, sandbox_dir: str, netns: str, network_ids: 
     }
 
 
-def summary_json(c: EngineContainer, now: float | None = None) -> Json:
+# docker ps builds every container's summary at each call (issue 21): the parts only the record decides are
+# made once per record.  A record is replaced, never changed, by every update, so ``is`` tells a stale entry.
+# The JSON kept here is shared by the responses that use it: read it, never change it.
+_RECORD_PARTS: dict[str, tuple[EngineRecord, Json]] = {}
+_RECORD_PARTS_MAX = 4096
+
+
+def _record_parts(c: EngineContainer) -> Json:
+    record = c.record
+    kept = _RECORD_PARTS.get(record.id)
+    if kept is not None and kept[0] is record:
+        return kept[1]
     args = [*c.config.entrypoint, *c.config.cmd]
-    ports = []
-    for b in c.record.port_bindings:
+    ports: list[Json] = []
+    for b in record.port_bindings:
         ports.append({"IP": b.host_ip or "0.0.0.0", "PrivatePort": b.container_port, "PublicPort": b.host_port,
                       "Type": b.protocol})
-    bound = {(b.container_port, b.protocol) for b in c.record.port_bindings}
+    bound = {(b.container_port, b.protocol) for b in record.port_bindings}
     for exposed in c.config.exposed_ports:
         port, _, proto = exposed.partition("/")
         if (int(port), proto) not in bound:
             ports.append({"PrivatePort": int(port), "Type": proto})
-    return {
-        "Id": c.id,
-        "Names": ["/" + c.name, *c.link_names],
+    parts: Json = {
         "Image": c.config.image,
         "ImageID": c.image_id,
         "Command": " ".join(shlex.quote(a) if " " in a else a for a in args),
         "Created": c.created // 1_000_000_000,
         "Ports": ports,
         "Labels": dict(c.config.labels),
+        "HostConfig": {"NetworkMode": c.host_config.network_mode},
+        "Mounts": mounts_json(c),
+    }
+    if len(_RECORD_PARTS) >= _RECORD_PARTS_MAX:  # records of removed containers go in bulk
+        _RECORD_PARTS.clear()
+    _RECORD_PARTS[record.id] = (record, parts)
+    return parts
+
+
+def summary_json(c: EngineContainer, now: float | None = None) -> Json:
+    parts = _record_parts(c)
+    return {
+        "Id": c.id,
+        "Names": ["/" + c.name, *c.link_names],
+        "Image": parts["Image"],
+        "ImageID": parts["ImageID"],
+        "Command": parts["Command"],
+        "Created": parts["Created"],
+        "Ports": parts["Ports"],
+        "Labels": parts["Labels"],
         "State": c.status.value,
         "Status": status_text(c, now),
-        "HostConfig": {"NetworkMode": c.host_config.network_mode},
+        "HostConfig": parts["HostConfig"],
         "NetworkSettings": {"Networks": _network_json(c)},
-        "Mounts": mounts_json(c),
+        "Mounts": parts["Mounts"],
     }
 
 

@@ -10,6 +10,10 @@ live under this instance's state dir only.
 A sandbox has one record per interface: ``<sandbox id>.json`` for eth0 (the
 only one CRI pods ever have) and ``<sandbox id>+<ifname>.json`` for the
 further networks a Docker container joins.
+
+Reads of a sandbox's records (``all``: every inspect of a Docker container asks) are served from memory
+once read, until this cache writes or deletes any record: narwhald is the only writer of its state dir
+while it runs, so the files cannot change under it.
 """
 from __future__ import annotations
 
@@ -82,6 +86,8 @@ def _stem(sandbox_id: str, ifname: str) -> str:
 class AttachmentCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._known: dict[str, list[Attachment]] = {}  # sandbox -> its records as last read
+        self._generation = 0  # bumped by every write or delete: a read begun before one is not kept
 
     def path(self, sandbox_id: str, ifname: str = PRIMARY_IFNAME) -> Path:
         return self.directory / f"{_stem(sandbox_id, ifname)}.json"
@@ -107,8 +113,16 @@ class AttachmentCache:
             log.warning("ignoring unreadable CNI cache record %s: %s", path, exc)
             return None
 
+    def _changed(self) -> None:
+        self._generation += 1
+        self._known.clear()
+
     async def put(self, att: Attachment) -> None:
-        await asyncio.to_thread(self._write, att)
+        self._changed()
+        try:
+            await asyncio.to_thread(self._write, att)
+        finally:
+            self._changed()
 
     async def get(self, sandbox_id: str, ifname: str = PRIMARY_IFNAME) -> Attachment | None:
         return await asyncio.to_thread(self._read, sandbox_id, ifname)
@@ -135,7 +149,14 @@ class AttachmentCache:
 
     async def all(self, sandbox_id: str) -> list[Attachment]:
         """The sandbox's readable records, eth0 first."""
-        return await asyncio.to_thread(self._all, sandbox_id)
+        known = self._known.get(sandbox_id)
+        if known is not None:
+            return list(known)
+        generation = self._generation
+        found = await asyncio.to_thread(self._all, sandbox_id)
+        if generation == self._generation:
+            self._known[sandbox_id] = list(found)
+        return found
 
     def _delete(self, sandbox_id: str, ifname: str) -> None:
         path = self.path(sandbox_id, ifname)
@@ -143,7 +164,11 @@ class AttachmentCache:
         path.with_suffix(".tmp").unlink(missing_ok=True)
 
     async def delete(self, sandbox_id: str, ifname: str = PRIMARY_IFNAME) -> None:
-        await asyncio.to_thread(self._delete, sandbox_id, ifname)
+        self._changed()
+        try:
+            await asyncio.to_thread(self._delete, sandbox_id, ifname)
+        finally:
+            self._changed()
 
     def _stems(self) -> set[str]:
         try:

@@ -34,7 +34,8 @@ class RuntimeStreaming:
     async def exec(self, container_id: str, cmd: Sequence[str], streams: ExecStreams) -> int:
         full_id = self._containers.running_id(container_id)
         ctx = self._containers.ctx
-        return await run_exec(ctx.client, full_id, list(cmd), streams, fifo_root=ctx.exec_dir)
+        return await run_exec(ctx.client, full_id, list(cmd), streams, fifo_root=ctx.exec_dir,
+                              specs=ctx.process_specs)
 
     async def attach_stdio(self, container_id: str) -> ContainerAttach:
         full_id = self._containers.running_id(container_id)

@@ -46,8 +46,13 @@ class ContainerService:
     def __init__(self, ctx: RuntimeContext) -> None:
         self.ctx = ctx
         self._exited: dict[str, asyncio.Event] = {}
+        self._task_deleted: set[str] = set()  # exited here, task already deleted: a removal skips Kill/Delete
         self._oom: set[str] = set()
         self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
+        # A front end's hook, called as soon as an exit is seen, before the task is deleted and the log drained
+        # (the Docker engine starts an AutoRemove container's network teardown there, as moby releases the
+        # network at the exit).  It must not block: start a task.
+        self.on_exit: Callable[[str], None] | None = None
 
     # ---------------- create ----------------
     @metrics_mod.lifecycle("container", "create")
@@ -108,6 +113,7 @@ class ContainerService:
                 cleanup.add("remove container dirs",
                             lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
                 ctx.containers.add(container_id, metadata, status)
+                ctx.process_specs.put(container_id, spec)
                 cleanup.commit()
         except BaseException:
             ctx.containers.names.release(name)
@@ -142,6 +148,7 @@ class ContainerService:
             if sandbox_status.state != SandboxState.READY:
                 raise errors.FailedPrecondition(f"sandbox {metadata.sandbox_id} is not ready")
             exited = self._exited[container_id] = asyncio.Event()
+            self._task_deleted.discard(container_id)
             try:
                 rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
                 async with container_io.task_stdio(ctx, metadata) as stdio:
@@ -162,6 +169,7 @@ class ContainerService:
         self.ctx.stdin.close(container_id)
         await ctr_tasks.kill(self.ctx.client, container_id)
         await ctr_tasks.delete(self.ctx.client, container_id)
+        self._task_deleted.add(container_id)
         message = exc.message if isinstance(exc, errors.NarwhalError) else repr(exc)
         now = time.time_ns()
         await self._update(container_id, lambda s: transition(
@@ -197,7 +205,14 @@ class ContainerService:
 
     async def stop_all_in_sandbox(self, sandbox_id: str) -> None:
         ids = [cid for cid, m, _ in self.ctx.containers if m.sandbox_id == sandbox_id]
-        await asyncio.gather(*(self.stop(cid, 0) for cid in ids))
+        await asyncio.gather(*(self._stop_if_there(cid) for cid in ids))
+
+    async def _stop_if_there(self, container_id: str) -> None:
+        """A container removed meanwhile (a front end removes it side by side with its sandbox) is stopped."""
+        try:
+            await self.stop(container_id, 0)
+        except errors.NotFound:
+            pass
 
     # ---------------- exits ----------------
     async def handle_exit(self, container_id: str, exit_status: int, exited_at_ns: int) -> None:
@@ -215,6 +230,11 @@ class ContainerService:
             if status.state == ContainerState.EXITED:
                 self._set_exited(container_id)
                 return
+            if self.on_exit is not None:
+                try:
+                    self.on_exit(container_id)
+                except Exception:  # noqa: BLE001 - a front end's hook must not break the exit path
+                    log.exception("exit hook of container %s failed", container_id[:12])
             # Before Tasks.Delete: runc removes the cgroup that holds the OOM-kill counter.
             oom = container_id in self._oom or container_io.oom_killed(metadata)
             await container_io.logger_running(ctx, metadata)  # the delete must not kill a logger still starting
@@ -230,12 +250,15 @@ class ContainerService:
             await self._mark_exited(container_id, exit_status, exited_at_ns or time.time_ns(), reason, "")
 
     async def _mark_exited(self, container_id: str, code: int, finished: int, reason: str, message: str) -> None:
+        """Called once the task is deleted (handle_exit) or found gone (reconcile)."""
+        self._task_deleted.add(container_id)
         try:
             metadata, before = self.ctx.containers.get(container_id)
             await self._update(container_id, lambda s: transition(
                 s, ContainerState.EXITED, f"exit of {container_id}", exit_code=code, finished_at=finished,
                 reason=reason, message=message, pid=0))
         except errors.NotFound:
+            self._task_deleted.discard(container_id)
             return
         self._set_exited(container_id)
         ran_for = max(0, finished - before.started_at) // 1_000_000_000 if before.started_at else 0
@@ -304,7 +327,14 @@ class ContainerService:
             if ctx.containers.find(container_id) is None:
                 return
             self.runs.forget(container_id)
-            await release_resources(ctx, metadata)
+            ctx.process_specs.forget(container_id)
+            # Never started, or its exit was handled here (task deleted or found gone): no Tasks.Kill/Delete
+            # round trips on the removal (issue 21).  A container recovered as exited still gets them.
+            _, status = ctx.containers.get(container_id)
+            task_gone = status.state == ContainerState.CREATED or (
+                status.state == ContainerState.EXITED and container_id in self._task_deleted)
+            self._task_deleted.discard(container_id)
+            await release_resources(ctx, metadata, task_gone=task_gone)
             ctx.stdin.close(container_id)
             self._exited.pop(container_id, None)
             ctx.containers.delete(container_id)
@@ -340,7 +370,7 @@ class ContainerService:
             raise errors.InvalidArgument("exec command must not be empty")
         container_id = self.running_id(ref)
         return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
-                                        timeout=timeout or None)
+                                        timeout=timeout or None, specs=self.ctx.process_specs)
 
     def running_id(self, ref: str) -> str:
         """The full ID of a running container (FailedPrecondition when it is not running)."""
@@ -381,11 +411,14 @@ async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, 
             raise errors.InvalidArgument(f"recursive read-only mounts are not supported by runtime handler {handler!r}")
 
 
-async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "") -> None:
-    """Task, record, snapshot and files of a container; every step idempotent (used by recovery too)."""
+async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "",
+                            task_gone: bool = False) -> None:
+    """Task, record, snapshot and files of a container; every step idempotent (used by recovery too).
+    ``task_gone``: the caller knows there is no task (skips two round trips)."""
     cid = metadata.id if metadata else container_id
-    await ctr_tasks.kill(ctx.client, cid)
-    await ctr_tasks.delete(ctx.client, cid)
+    if not task_gone:
+        await ctr_tasks.kill(ctx.client, cid)
+        await ctr_tasks.delete(ctx.client, cid)
     if metadata is not None and metadata.cgroups_path:
         await remove_cgroup_quietly(metadata.cgroups_path)
     await ctr_containers.delete(ctx.client, cid)

@@ -14,6 +14,7 @@ from pkg.events import DomainEvents, EventBus
 from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
+from pkg.runtime.process_specs import ProcessSpecs
 from pkg.runtime.shim_groups import ShimGroups
 from pkg.runtime.stdin import StdinKeeper
 from pkg.store import Store
@@ -50,6 +51,7 @@ class RuntimeContext:
     # dirs and cgroup parent, so recovery and GC of one never touch the other's objects.
     domain: str = ""
     shim_groups: ShimGroups = field(default_factory=ShimGroups)  # pods-per-shim (pkg.runtime.shim_groups)
+    process_specs: ProcessSpecs = field(default_factory=ProcessSpecs)  # what every exec starts from
 
     @property
     def root(self) -> Path:

@@ -32,6 +32,7 @@ from pkg.aio import CleanupStack
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import tasks as ctr_tasks
 from pkg.containerd.client import Client
+from pkg.runtime.process_specs import ProcessSpecs
 from pkg.streaming.backend import ExecStreams, OutputStream
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class ExecProcess:
     """One exec process: ``start()``, relay its stdio, ``wait()``, and always ``delete()``."""
 
     def __init__(self, client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
-                 tty: bool = False, stdin: bool = False, adjust: ProcessAdjust | None = None) -> None:
+                 tty: bool = False, stdin: bool = False, adjust: ProcessAdjust | None = None,
+                 specs: ProcessSpecs | None = None) -> None:
         if not cmd:
             raise errors.InvalidArgument("exec needs a command")
         self._client = client
@@ -93,6 +95,7 @@ class ExecProcess:
         self.tty = tty
         self.exec_id = secrets.token_hex(16)
         self._adjust = adjust
+        self._specs = specs  # the containers' process specs, kept (None: read the spec from containerd)
         self._dir = fifo_root / container_id / self.exec_id  # the layout reap_stale_execs relies on
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
@@ -112,7 +115,7 @@ class ExecProcess:
         async with CleanupStack(CLEANUP_TIMEOUT) as cleanup:
             cleanup.add("exec: delete process and fifos", self.delete)
             spec = await self._spec()
-            await asyncio.to_thread(self._make_fifos)
+            self._make_fifos()  # a mkdir and two mkfifo: not worth a thread hop per exec
             await self._open_fifos()
             what = f"exec in {self.container_id}"
             await ctr_tasks.exec_process(
@@ -126,11 +129,16 @@ class ExecProcess:
             cleanup.commit()
 
     async def _spec(self) -> dict[str, Any]:
-        raw = await ctr_containers.spec_bytes(self._client, self.container_id, what=f"container {self.container_id}")
-        try:
-            container_spec = json.loads(raw)
-        except ValueError:
-            raise errors.FailedPrecondition(f"container {self.container_id} has no valid OCI spec") from None
+        container_spec: dict[str, Any]
+        if self._specs is not None:
+            container_spec = {"process": await self._specs.get(self._client, self.container_id)}
+        else:
+            raw = await ctr_containers.spec_bytes(self._client, self.container_id,
+                                                  what=f"container {self.container_id}")
+            try:
+                container_spec = json.loads(raw)
+            except ValueError:
+                raise errors.FailedPrecondition(f"container {self.container_id} has no valid OCI spec") from None
         process = process_spec(container_spec, self.cmd, self.tty)
         return self._adjust(process) if self._adjust is not None else process
 
@@ -138,8 +146,16 @@ class ExecProcess:
         return str(self._dir / name) if self._want[name] else ""
 
     def _make_fifos(self) -> None:
-        self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-        self._dir.mkdir(mode=0o700)
+        for attempt in range(5):
+            self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+            try:
+                self._dir.mkdir(mode=0o700)
+                break
+            except FileNotFoundError:
+                # A finished exec of this container removed their (then empty) dir in between: its deletion
+                # runs after its client was answered, so the next exec may well be here already.
+                if attempt == 4:
+                    raise
         for name, wanted in self._want.items():
             if wanted:
                 os.mkfifo(self._dir / name, 0o600)
@@ -290,14 +306,18 @@ async def _finish(tasks: list[asyncio.Task[None]]) -> None:
 
 async def run_exec(client: Client, container_id: str, cmd: Sequence[str], streams: ExecStreams, *,
                    fifo_root: Path, adjust: ProcessAdjust | None = None,
-                   on_started: Callable[[ExecProcess], None] | None = None) -> int:
+                   on_started: Callable[[ExecProcess], None] | None = None,
+                   on_exit: Callable[[int], None] | None = None,
+                   specs: ProcessSpecs | None = None) -> int:
     """An interactive exec: relay ``streams`` until the process exits; its exit code.
 
     Cancelling this (the client went away) kills the process; it is always deleted.
-    ``on_started`` sees the running process (an exec's inspect and resize need it).
+    ``on_started`` sees the running process (an exec's inspect and resize need it); ``on_exit`` its exit
+    code, once its output is relayed and before the process is deleted (a front end may answer its client
+    then, as moby deletes an exec's process after reporting its exit).
     """
     proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
-                       stdin=streams.stdin is not None, adjust=adjust)
+                       stdin=streams.stdin is not None, adjust=adjust, specs=specs)
     await proc.start()
     if on_started is not None:
         on_started(proc)
@@ -313,6 +333,8 @@ async def run_exec(client: Client, container_id: str, cmd: Sequence[str], stream
         code = await proc.wait()
         # The output may still be in flight; a backgrounded child can hold it open, so bound the wait.
         await asyncio.wait(outputs, timeout=OUTPUT_DRAIN_TIMEOUT)
+        if on_exit is not None:
+            on_exit(code)
         return code
     finally:
         await asyncio.shield(_finish_and_delete(helpers, proc))
@@ -361,7 +383,7 @@ class _Capture:
 
 async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
                     timeout: float | None = None, max_output: int = MAX_SYNC_OUTPUT,
-                    max_total: int = MAX_SYNC_TOTAL) -> ExecResult:
+                    max_total: int = MAX_SYNC_TOTAL, specs: ProcessSpecs | None = None) -> ExecResult:
     """Run ``cmd`` to completion and capture its output (each stream bounded by ``max_output``, both together
     by ``max_total``: a chatty probe gets truncated output, never a response gRPC cannot send).
 
@@ -371,7 +393,7 @@ async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fi
     budget = _Budget(max_total)
     out, err = _Capture(max_output, budget), _Capture(max_output, budget)
     streams = ExecStreams(tty=False, stdout=out, stderr=err)
-    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root))
+    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs))
     try:
         code = await asyncio.wait_for(work, timeout or None)
     except TimeoutError:

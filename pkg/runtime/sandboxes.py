@@ -181,6 +181,19 @@ class SandboxService:
             if status.state != SandboxState.NOTREADY:
                 await self._set_state(sandbox_id, SandboxState.NOTREADY)
 
+    async def release_network(self, ref: str) -> None:
+        """The sandbox's network torn down ahead of its stop, by a front end that knows its containers have
+        exited for good (Docker's AutoRemove): the CNI DEL then runs while the exit and the removal go on,
+        not after them.  The stop that follows finds nothing left to DEL; a failed DEL is retried there."""
+        ctx = self.ctx
+        found = ctx.sandboxes.find(ref) if ref else None
+        if found is None or not found[0].netns_path:
+            return
+        metadata = found[0]
+        async with ctx.sandboxes.lock(metadata.id):
+            if ctx.sandboxes.find(metadata.id) is not None:
+                await ctx.network.teardown(self._network_request(metadata))
+
     async def _set_state(self, sandbox_id: str, state: SandboxState) -> None:
         ctx = self.ctx
 
@@ -265,7 +278,8 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
     await namespaces.unpin(Path(metadata.ipc_path) if metadata.ipc_path else None,
                            Path(metadata.uts_path) if metadata.uts_path else None)
     _umount(ctx.sandbox_state(sandbox_id) / "shm")
-    await ctr_tasks.delete(ctx.client, sandbox_id)
+    if metadata.infra:  # only an infra sandbox ever has a task (infra.start)
+        await ctr_tasks.delete(ctx.client, sandbox_id)
     await ctr_containers.delete(ctx.client, sandbox_id)
     await rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
     ctx.shim_groups.release(sandbox_id)

@@ -146,3 +146,36 @@ async def test_cache_round_trip_and_torn_files(tmp_path: Path) -> None:
     await cache.delete("sb")
     await cache.delete("sb")
     assert await cache.get("sb") is None
+
+
+async def test_cache_reads_are_kept_until_a_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``all`` (every Docker inspect asks) reads the files once; any put or delete makes the next read fresh,
+    and a read that overlapped a write is not kept (issue 21)."""
+    cache = AttachmentCache(tmp_path / "results")
+    att = Attachment("sb", "net", "eth0", "/run/x", "", {"name": "net", "plugins": []}, {"ips": ["1.2.3.4"]})
+    await cache.put(att)
+    reads: list[str] = []
+    real_all = cache._all
+
+    def counted(sandbox_id: str) -> list[Attachment]:
+        reads.append(sandbox_id)
+        return real_all(sandbox_id)
+
+    monkeypatch.setattr(cache, "_all", counted)
+    assert await cache.all("sb") == [att] and await cache.all("sb") == [att] and reads == ["sb"]
+    extra = Attachment("sb", "net2", "eth1", "/run/x", "", {"name": "net2", "plugins": []}, {"ips": ["5.6.7.8"]})
+    await cache.put(extra)
+    assert await cache.all("sb") == [att, extra] and reads == ["sb", "sb"]
+    await cache.delete("sb", "eth1")
+    assert await cache.all("sb") == [att] and len(reads) == 3
+
+    def racing(sandbox_id: str) -> list[Attachment]:  # a write lands while this read is in its thread
+        found = real_all(sandbox_id)
+        cache._generation += 1
+        return found
+
+    cache._known.clear()  # as after a write, so the next read goes to the files
+    monkeypatch.setattr(cache, "_all", racing)
+    assert await cache.all("sb") == [att]
+    monkeypatch.setattr(cache, "_all", counted)
+    assert await cache.all("sb") == [att] and len(reads) == 4  # the racing read was not kept

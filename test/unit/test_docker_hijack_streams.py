@@ -14,6 +14,7 @@ from dockerapi.handlers.logs import parse_tail
 from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
+from pkg.docker.views import exec as exec_view
 from pkg.docker.views.attach import DockerAttach
 from pkg.docker.views.exec import (
     MAX_FINISHED_PER_CONTAINER,
@@ -39,6 +40,7 @@ from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerSta
 from pkg.model.state import ContainerState
 from pkg.runtime.runs import RunTracker
 from pkg.store import Store
+from pkg.streaming.backend import ExecStreams
 
 PROCESS = {"args": ["sh"], "env": ["PATH=/bin", "A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0},
            "capabilities": {"bounding": ["CAP_CHOWN"]}, "apparmorProfile": "x"}
@@ -222,6 +224,33 @@ async def test_finished_exec_records_are_bounded_per_container() -> None:
     with pytest.raises(errors.NotFound):
         manager.get(first.id)  # the oldest finished record made room
     assert len(manager.for_container("a" * 64)) == MAX_FINISHED_PER_CONTAINER
+
+
+async def test_exec_exit_is_answered_before_the_process_is_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attached client gets its answer (and inspect the exit code) once the process exited and its output
+    is relayed; deleting the process and its fifos goes on after that (issue 21, as moby)."""
+    manager, containers = _manager()
+    containers.ctx.client, containers.ctx.exec_dir, containers.ctx.process_specs = object(), Path("/x"), None
+    deleting = asyncio.Event()
+    deleted = asyncio.Event()
+
+    async def fake_run_exec(client: object, container_id: str, cmd: list[str], streams: ExecStreams, *,
+                            on_started: object, on_exit: object, **_: object) -> int:
+        on_started(SimpleNamespace(pid=7))  # type: ignore[operator]
+        on_exit(3)  # type: ignore[operator]
+        deleting.set()
+        await deleted.wait()  # DeleteProcess and the fifos' removal, still under way
+        return 3
+
+    monkeypatch.setattr(exec_view, "run_exec", fake_run_exec)
+    instance = manager.claim(manager.create("a" * 64, ExecConfig(cmd=("sh", "-c", "exit 3"))).id)
+    task, failed = manager.spawn(instance, ExecStreams(tty=False))
+    await asyncio.wait_for(task, 10)
+    assert (instance.state, instance.exit_code, instance.pid, failed) == (ExecState.EXITED, 3, 7, [])
+    assert deleting.is_set() and not deleted.is_set()
+    deleted.set()
+    await manager.close()
+    assert instance.exit_code == 3  # the deletion did not change what was recorded
 
 
 # ---- attach before start (DockerAttach over the store and a CRI log file) ----

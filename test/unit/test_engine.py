@@ -255,6 +255,20 @@ def test_inspect_and_summary_shapes() -> None:
     assert cj.human_duration(90) == "About a minute" and cj.human_duration(0.5) == "Less than a second"
 
 
+def test_summary_parts_kept_per_record() -> None:
+    """docker ps reuses what only the record decides until the record is replaced (issue 21)."""
+    rec = record(config=ContainerSpec(image="busybox", cmd=("true",), labels={"k": "1"}))
+    first = cj.summary_json(view(rec, ContainerState.CREATED))
+    again = cj.summary_json(view(rec, ContainerState.RUNNING, started_at=10**9), now=11.0)
+    assert again["Labels"] is first["Labels"] and again["Status"] == "Up 10 seconds" and first["Status"] == "Created"
+    updated = dataclasses.replace(rec, name="renamed", config=dataclasses.replace(rec.config, labels={"k": "2"}))
+    changed = cj.summary_json(view(updated, ContainerState.CREATED))
+    assert changed["Labels"] == {"k": "2"} and changed["Names"] == ["/renamed"]
+    assert {k for k, v in changed.items() if v != first[k]} == {"Labels", "Names"}
+    assert list(changed) == ["Id", "Names", "Image", "ImageID", "Command", "Created", "Ports", "Labels", "State",
+                             "Status", "HostConfig", "NetworkSettings", "Mounts"]
+
+
 def test_filters() -> None:
     web = view(record(config=ContainerSpec(image="busybox", labels={"k": "v"})))
     other = view(record(id="b" * 64, name="db", created=2, config=ContainerSpec(image="redis")),

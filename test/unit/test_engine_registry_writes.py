@@ -35,3 +35,27 @@ async def test_concurrent_updates_are_serialised(tmp_path: Path) -> None:
     (on_disk,), broken = await RecordStore(tmp_path).load_all()
     assert broken == [] and on_disk == current
     assert sorted(p.name for p in (tmp_path / CID).iterdir()) == ["record.json"]  # no temp file left
+
+
+class CountingStore(RecordStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writes = 0
+
+    async def write(self, record: EngineRecord) -> None:
+        self.writes += 1
+        await super().write(record)
+
+
+async def test_an_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
+    """A first start's "not manually stopped" changes nothing: no fsync'd write on the start path (issue 21)."""
+    store = CountingStore(tmp_path)
+    registry = Registry(store, lambda _id: ContainerState.CREATED)
+    record = EngineRecord(id=CID, name="web", sandbox_id="s" * 64, owns_sandbox=True, image_id="sha256:" + "b" * 64,
+                          created=1, config=ContainerSpec(image="busybox"), host_config=HostConfig())
+    registry.add(record)
+    assert await registry.transition(CID, None, manually_stopped=False) is record
+    assert await registry.update(CID, lambda r: dataclasses.replace(r)) is record
+    assert store.writes == 0 and not (tmp_path / CID).exists()
+    changed = await registry.update_state(CID, started_once=True)
+    assert store.writes == 1 and changed.state.started_once and registry.get(CID) is changed

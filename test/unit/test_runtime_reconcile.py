@@ -1,5 +1,7 @@
 """The periodic reconcile and the exit handler serialise on the container's lock: a reconcile that
-races an exit being handled never overwrites the recorded exit code with 255 ("task gone")."""
+races an exit being handled never overwrites the recorded exit code with 255 ("task gone").  And a removal
+after an exit handled here makes no Tasks.Kill/Delete round trips (the task is gone), unlike one after a
+restart, which cannot know."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +14,9 @@ from pkg.containerd import tasks as ctr_tasks
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
 from pkg.runtime import container_io
+from pkg.runtime import containers as containers_mod
 from pkg.runtime.containers import ContainerService
+from pkg.runtime.process_specs import ProcessSpecs
 from pkg.store import Store
 
 CID = "c" * 64
@@ -61,11 +65,12 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ContainerS
     monkeypatch.setattr(ctr_tasks, "delete", fake.delete)
     monkeypatch.setattr(container_io, "oom_killed", lambda metadata: False)
     containers: Store[object, ContainerStatus] = Store("container")
-    containers.add(CID, SimpleNamespace(id=CID, sandbox_id="s" * 64, cgroups_path="", log_path="",
+    containers.add(CID, SimpleNamespace(id=CID, sandbox_id="s" * 64, cgroups_path="", log_path="", unique_name="c",
                                                  config=SimpleNamespace(stdin=False, tty=False)),
                    ContainerStatus(ContainerState.RUNNING, pid=42))
     events = FakeEvents()
     ctx = SimpleNamespace(containers=containers, events=events, stdin=FakeStdin(), client=object(),
+                          process_specs=ProcessSpecs(),
                           container_root=lambda cid: tmp_path / cid, container_state=lambda cid: tmp_path / "s" / cid,
                           domain="cri")
     return ContainerService(ctx), fake, events  # type: ignore[arg-type]
@@ -95,3 +100,23 @@ async def test_reconcile_of_a_stopped_task_records_its_exit(
     _, status = svc.ctx.containers.get(CID)
     assert (status.state, status.exit_code) == (ContainerState.EXITED, 0)
     assert fake.deleted
+
+
+@pytest.mark.parametrize("handled_here", [True, False])
+async def test_a_removal_skips_the_task_round_trips_only_after_an_exit_handled_here(
+    service: tuple[ContainerService, FakeTasks, FakeEvents], monkeypatch: pytest.MonkeyPatch, handled_here: bool,
+) -> None:
+    svc, fake, _ = service
+    fake.release.set()
+    if handled_here:
+        await svc.handle_exit(CID, 0, 1_000)
+    else:  # as recovered after a restart: exited, but nothing here saw its task go
+        await svc.ctx.containers.update(CID, lambda s: ContainerStatus(ContainerState.EXITED))
+    released: list[bool] = []
+
+    async def release(ctx: object, metadata: object, container_id: str = "", task_gone: bool = False) -> None:
+        released.append(task_gone)
+
+    monkeypatch.setattr(containers_mod, "release_resources", release)
+    await svc.remove(CID)
+    assert released == [handled_here] and svc.ctx.containers.find(CID) is None

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from pkg import errors
-from pkg.aio import CleanupStack, cancel_tasks
+from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
 from pkg.cni.model import Endpoint
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
@@ -42,6 +42,7 @@ from pkg.docker.engine.registry import Registry
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.service import VolumeService
 from pkg.images.model import Image
+from pkg.model.container import ContainerStatus
 from pkg.model.container import Resources as CoreResources
 from pkg.model.state import ContainerState, DockerState, SandboxState
 from pkg.runtime.containers import ContainerService
@@ -73,6 +74,8 @@ class Engine:
         docker_events(containers.ctx.events).before_die = self.lifecycle.unmounts
         self.volumes = volumes
         self._endpoints = endpoints
+        self._unwiring: dict[str, asyncio.Task[None]] = {}  # AutoRemove containers' network teardowns under way
+        containers.on_exit = self._exiting
 
     def _core_state(self, container_id: str) -> ContainerState:
         """The core container's state (UNKNOWN once it is gone: Docker shows that as dead)."""
@@ -93,15 +96,18 @@ class Engine:
         views = []
         link_names = links.names_by_container(self.registry)  # once, not once per container
         for record in self.registry:
-            if self.ctx.containers.find(record.id) is not None:
-                views.append(self._view(record, link_names.get(record.id, ())))
+            found = self.ctx.containers.find(record.id)
+            if found is not None:
+                views.append(self._view(record, link_names.get(record.id, ()), found[1]))
         return sorted(views, key=lambda c: c.created, reverse=True)
 
-    def _view(self, record: EngineRecord, link_names: tuple[str, ...] | None = None) -> EngineContainer:
-        found = self.ctx.containers.find(record.id)
-        if found is None:
-            raise errors.NotFound(f"No such container: {record.id}")
-        _, status = found
+    def _view(self, record: EngineRecord, link_names: tuple[str, ...] | None = None,
+              status: ContainerStatus | None = None) -> EngineContainer:
+        if status is None:
+            found = self.ctx.containers.find(record.id)
+            if found is None:
+                raise errors.NotFound(f"No such container: {record.id}")
+            status = found[1]
         return EngineContainer(record, status, self._networks(record, with_ip=status.state == ContainerState.RUNNING),
                                self.lifecycle.health.get(record.id) or record.state.health,
                                links.shown(record, self.registry),
@@ -292,18 +298,58 @@ class Engine:
             await self.release(record, volumes)
         log.info("docker container %s (%s) removed", container_id[:12], record.name)
 
+    def _exiting(self, container_id: str) -> None:
+        """The core saw an exit: an AutoRemove container will not run again, so its own sandbox's network goes
+        now (moby releases a container's network at its exit), side by side with the rest of the exit path and
+        the removal, instead of after them; the removal waits for it (``release``)."""
+        record = self.registry.find(container_id)
+        if (record is None or not record.host_config.auto_remove or not record.owns_sandbox or not record.sandbox_id
+                or container_id in self._unwiring or self._sandbox_shared(record.sandbox_id, container_id)):
+            return
+        sandbox_id = record.sandbox_id
+        task = create_guarded_task(lambda: self.sandboxes.release_network(sandbox_id),
+                                   f"engine-unwire-{container_id[:12]}")
+        self._unwiring[container_id] = task
+        task.add_done_callback(lambda t: self._unwiring.pop(container_id, None) if self._unwiring.get(
+            container_id) is t else None)
+
+    def _sandbox_shared(self, sandbox_id: str, container_id: str) -> bool:
+        """Another container is in this sandbox (``--network container:<this>``)."""
+        return any(r.sandbox_id == sandbox_id for r in self.registry if r.id != container_id) or any(
+            m.sandbox_id == sandbox_id for cid, m, _ in self.ctx.containers if cid != container_id)
+
     async def release(self, record: EngineRecord, volumes: bool = False) -> None:
-        """Core container, then the sandbox once nothing uses it, volumes, the record and log; idempotent."""
-        container_id = record.id
+        """Core container and the sandbox once nothing uses it (side by side when only this stopped container
+        does), then volumes, the record and log; idempotent."""
+        container_id, sandbox_id = record.id, record.sandbox_id
         found = self.ctx.containers.find(container_id)
         exit_code = found[1].exit_code if found else 0
-        await self.containers.remove(container_id)
-        await self.remove_sandbox_if_unused(record.sandbox_id, exclude=container_id)
+        unwiring = self._unwiring.pop(container_id, None)  # its network teardown, begun at the exit (_exiting)
+        stopped = found is not None and found[1].state in (ContainerState.CREATED, ContainerState.EXITED)
+        if stopped and sandbox_id and record.owns_sandbox and not self._sandbox_shared(sandbox_id, container_id):
+            # A stopped container and the sandbox only it uses go side by side (a sandbox's removal takes each
+            # of its containers' locks, so it never overtakes what is left of the container's).
+            outcomes = await asyncio.gather(self.containers.remove(container_id),
+                                            self._remove_sandbox_after(unwiring, sandbox_id), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        else:
+            await self.containers.remove(container_id)
+            await self._remove_sandbox_after(unwiring, "")
+            await self.remove_sandbox_if_unused(sandbox_id, exclude=container_id)
         if self.volumes is not None:
             await self.volumes.release(container_id, remove_anonymous=volumes)
         await self.store.delete(container_id)
         self.registry.drop(container_id)
         self.lifecycle.removed(container_id, exit_code)
+
+    async def _remove_sandbox_after(self, unwiring: asyncio.Task[None] | None, sandbox_id: str) -> None:
+        """Once the network teardown begun at the exit (if any) is over, remove the sandbox (if named)."""
+        if unwiring is not None:
+            await asyncio.wait([unwiring])
+        if sandbox_id:
+            await self.sandboxes.remove(sandbox_id)
 
     async def remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
         if not sandbox_id:
@@ -389,7 +435,8 @@ class Engine:
         view = self.get(ref)
         mode = view.host_config.network_mode
         try:
-            await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
+            if any(point.subpath for point in view.record.mount_points):  # a thread hop only when there is work
+                await asyncio.to_thread(mounts.check_subpaths, view.record.mount_points)
             if mode.startswith("container:"):
                 target = self.registry.find(self._sandbox_owner(view.sandbox_id) or "")
                 found = self.ctx.containers.find(target.id) if target is not None else None
@@ -442,7 +489,9 @@ class Engine:
         await recover.recover(self)
 
     async def close(self) -> None:
-        await cancel_tasks(self.lifecycle.close())
+        unwiring = list(self._unwiring.values())
+        self._unwiring.clear()
+        await cancel_tasks([*self.lifecycle.close(), *unwiring])
 
 
 def _validate_host_config(host: HostConfig) -> None:

@@ -172,9 +172,17 @@ class Lifecycle:
         _, status = self.containers.get(container_id)
         self._network_events(record, "connect")  # moby: initializeNetworking, before the mounts and "start"
         self._volume_events(record, "mount")  # moby: while the start sets up the mounts, before "start"
+        # "Started once" holds whether the start succeeds or fails, so its (fsync'd) write runs side by side
+        # with the start instead of after it; a failure then records its error over it.
+        marked: asyncio.Task[EngineRecord] | None = None
+        if not record.state.started_once or record.state.error:
+            marked = asyncio.ensure_future(self.registry.update_state(container_id, started_once=True, error=""))
+            marked.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: awaited below
         try:
             await self.containers.start(container_id, again=status.state == ContainerState.EXITED)
         except errors.NarwhalError as exc:
+            if marked is not None:
+                await asyncio.wait([marked])
             self._network_events(record, "disconnect")
             self._volume_events(record, "unmount")
             await self.registry.update_state(container_id, error=exc.message, started_once=True)
@@ -182,8 +190,8 @@ class Lifecycle:
             self._wake(container_id, {WaitCondition.NOT_RUNNING, WaitCondition.NEXT_EXIT},
                        WaitResult(code, exc.message))
             raise
-        if not record.state.started_once or record.state.error:
-            await self.registry.update_state(container_id, started_once=True, error="")
+        if marked is not None:
+            await marked
         self.watch(container_id)
         self.health.start(container_id, record.config.healthcheck)
 

@@ -87,7 +87,8 @@ class Registry:
         return iter(list(self._records.values()))
 
     async def update(self, container_id: str, fn: Callable[[EngineRecord], EngineRecord]) -> EngineRecord:
-        """Persist ``fn(record)`` then make it current (on a persist error the old one stays).
+        """Persist ``fn(record)`` then make it current (on a persist error the old one stays); a record ``fn``
+        leaves equal is neither written nor replaced.
 
         Serialised per container, so concurrent updates neither lose each other's changes nor race on
         the record file."""
@@ -96,6 +97,8 @@ class Registry:
             if old is None:
                 raise errors.NotFound(f"No such container: {container_id}")
             new = fn(old)
+            if new == old:
+                return old  # nothing changed: no write (a first start's "not manually stopped" is one per run)
             await self.store.write(new)
             if container_id in self._records:
                 self._records[container_id] = new

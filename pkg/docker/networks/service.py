@@ -442,10 +442,17 @@ class NetworkService:
             self._table[sandbox_id] = endpoints
         else:
             self._table.pop(sandbox_id, None)
+        # The events first, with the table, before any await: an AutoRemove container's network is torn down
+        # while its exit is handled (pkg.docker.engine.engine), and whichever of the two comes first logs the
+        # disconnects, exactly once (here while it still runs, else container_events at the exit).
+        self._endpoint_events(sandbox_id, previous, endpoints, old, new)
         if any(e.network for e in endpoints) and netns_path is not None:
             await self.dns.ensure(sandbox_id, netns_path)
         elif not any(e.network for e in endpoints):
             await self.dns.stop(sandbox_id)
+
+    def _endpoint_events(self, sandbox_id: str, previous: list[Endpoint], endpoints: list[Endpoint],
+                         old: set[tuple[str, str]], new: set[tuple[str, str]]) -> None:
         owner = self._owner(sandbox_id, next(iter([*endpoints, *previous]), None))
         if owner is None:
             return  # a CRI pod: no Docker events

@@ -74,6 +74,7 @@ class ExecInstance:
     pid: int = 0
     _process: ExecProcess | None = None
     _started: asyncio.Event = field(default_factory=asyncio.Event)
+    _exited: asyncio.Event = field(default_factory=asyncio.Event)  # its exit code is recorded
 
     @property
     def running(self) -> bool:
@@ -160,6 +161,7 @@ class ExecManager:
                 instance.state = ExecState.EXITED
                 self._save(instance)
             instance._started.set()
+            instance._exited.set()
             self._execs[instance.id] = instance
 
     def _save(self, instance: ExecInstance) -> None:
@@ -263,6 +265,21 @@ class ExecManager:
         Cancelling kills the process.
         """
         ctx = self._containers.ctx
+
+        def exited(code: int) -> None:
+            """Record the exit (once): from here on inspect shows it and the attached client may go, while
+            the process and its fifos are still being deleted."""
+            if instance._exited.is_set():
+                return
+            instance.exit_code = code
+            instance.state = ExecState.EXITED
+            instance._process = None
+            if instance._started.is_set():  # a process that ran (moby: the exit event of the exec)
+                self._event(instance, "exec_die", exitCode=str(code))
+            instance._started.set()
+            self._save(instance)
+            instance._exited.set()
+
         try:
             adjust = await self._adjuster(instance)
 
@@ -270,32 +287,33 @@ class ExecManager:
                 instance._process = proc
                 instance.pid = proc.pid
                 instance._started.set()
-                self._save(instance)
+                # Not saved here: the claim saved it running (after a restart it shows exited either way) and
+                # the exit saves it with its pid; each save is a file write on the loop (issue 21).
 
             self._event(instance, "exec_start: " + _command_line(instance.config.cmd))
             code = await run_exec(ctx.client, instance.container_id, list(instance.config.cmd), streams,
-                                  fifo_root=ctx.exec_dir, adjust=adjust, on_started=started)
+                                  fifo_root=ctx.exec_dir, adjust=adjust, on_started=started, on_exit=exited,
+                                  specs=ctx.process_specs)
         except errors.NarwhalError as err:
-            instance.exit_code = start_failure_code(err) if not instance._started.is_set() else 137
+            if instance._exited.is_set():  # it ran and exited; only deleting it failed
+                log.warning("exec %s in %s: deleting the process: %s", instance.id[:12], instance.container_id[:12],
+                            err.message)
+                assert instance.exit_code is not None
+                return instance.exit_code
+            exited(start_failure_code(err) if not instance._started.is_set() else 137)
             raise
         except BaseException:
-            instance.exit_code = 137 if instance._started.is_set() else 126
+            exited(137 if instance._started.is_set() else 126)
             raise
-        else:
-            instance.exit_code = code
-            log.debug("exec %s in %s exited with %d", instance.id[:12], instance.container_id[:12], code)
-        finally:
-            instance.state = ExecState.EXITED
-            instance._process = None
-            if instance._started.is_set():  # a process that ran (moby: the exit event of the exec)
-                self._event(instance, "exec_die", exitCode=str(instance.exit_code))
-            instance._started.set()
-            self._save(instance)
+        exited(code)  # (recorded already, before the process was deleted)
+        log.debug("exec %s in %s exited with %d", instance.id[:12], instance.container_id[:12], code)
         return code
 
     def spawn(self, instance: ExecInstance, streams: ExecStreams) -> tuple[asyncio.Task[None], list[BaseException]]:
         """Run a claimed exec in a background task (``close()`` cancels it, killing the process); the
-        list receives the error of a process that could not start."""
+        list receives the error of a process that could not start.  The task handed back ends once the exit is
+        recorded (the process is deleted after that, in the background); cancelling it before then kills the
+        process."""
         failed: list[BaseException] = []
 
         async def body() -> None:
@@ -304,10 +322,22 @@ class ExecManager:
             except errors.NarwhalError as err:
                 failed.append(err)
 
-        task = create_guarded_task(body, f"docker-exec-{instance.id[:12]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task, failed
+        runner = create_guarded_task(body, f"docker-exec-{instance.id[:12]}")
+        self._tasks.add(runner)
+        runner.add_done_callback(self._tasks.discard)
+
+        async def until_exited() -> None:
+            recorded = asyncio.ensure_future(instance._exited.wait())
+            try:
+                await asyncio.wait([runner, recorded], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                if not instance._exited.is_set():
+                    runner.cancel()  # the client went away: the process is killed and deleted
+                raise
+            finally:
+                recorded.cancel()
+
+        return asyncio.ensure_future(until_exited()), failed
 
     async def run_detached(self, instance: ExecInstance) -> None:
         """Start a claimed exec in the background (output discarded); returns once it has started."""
