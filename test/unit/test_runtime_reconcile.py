@@ -67,7 +67,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ContainerS
     events = FakeEvents()
     ctx = SimpleNamespace(containers=containers, events=events, stdin=FakeStdin(), client=object(),
                           container_root=lambda cid: tmp_path / cid, container_state=lambda cid: tmp_path / "s" / cid,
-                          domain="cri")
+                          domain="cri", log_service=None)
     return ContainerService(ctx), fake, events  # type: ignore[arg-type]
 
 
