@@ -44,6 +44,7 @@ from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.mesh import Mesh
 from pkg.docker.swarm.overlay import recorded_links
 from pkg.docker.swarm.vxlan import DataPlane
+from pkg.logs.service_client import LogService, service_pid
 
 log = logging.getLogger("narwhal.cleanup")
 
@@ -70,6 +71,7 @@ class Cleanup:
         try:
             await asyncio.to_thread(self._hold_instance_lock)
             await self._stop_containers()
+            await self._log_service()
             await self._swarm_etcd()
             networks = await asyncio.to_thread(self._docker_networks)
             await self._network_state(networks)
@@ -213,6 +215,14 @@ class Cleanup:
 
         manager.named_networks = named
         await gc.collect(manager, set())
+
+    async def _log_service(self) -> None:
+        """The log service (``log-service: true``) outlives a stopped narwhald, as containerd does: stopped
+        here, once the containers it copied for are gone."""
+        pid = await asyncio.to_thread(service_pid, self.cfg.log_service_dir)
+        if pid is not None:
+            await LogService(self.cfg.log_service_dir, self.cfg.state / "bin").stop()
+            self.say(f"stopped the log service (pid {pid})")
 
     async def _swarm_etcd(self) -> None:
         """The swarm's etcd member outlives a killed narwhald (as containerd does): stopped here, its data

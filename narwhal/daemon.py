@@ -40,6 +40,7 @@ from pkg.events import EventBus
 from pkg.health import HealthChecker
 from pkg.images.mirror import ImageMirror, docker_users_guard
 from pkg.images.service import ImageService as ImageCore
+from pkg.logs.service_client import LogService
 from pkg.metrics import CONTENT_TYPE_LATEST, Metrics
 from pkg.runtime.container_io import log_stats_file
 from pkg.streaming.server import StreamingServer
@@ -67,6 +68,7 @@ class Daemon:
         self.images: ImageCore | None = None
         self.network: NetworkManager | None = None
         self.runtime: Runtime | None = None
+        self.log_service: LogService | None = None  # log-service: one copier of every container's output
         # The Docker domain: its own containerd namespace, images, sandboxes and containers, so CRI
         # listings never show Docker's objects and `docker ps` never shows kubelet's pods.
         self.docker_client: Client | None = None
@@ -117,13 +119,19 @@ class Daemon:
         self.system = SystemService(self.client, self.cfg)
         self.images = ImageCore(self.client, self.cfg)
         self.network = NetworkManager(self.cfg)
-        self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events)
+        if self.cfg.log_service:
+            status("starting the log service")
+            self.log_service = LogService(self.cfg.log_service_dir, self.cfg.state / "bin")
+            await self.log_service.ensure_started()
+            self._tasks.append(create_guarded_task(self.log_service.watch, "log-service-watch", restart_delay=1.0))
+        self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events,
+                                     log_service=self.log_service)
         self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace)
         self.docker_images = ImageCore(self.docker_client, self.cfg)
         status("recovering interrupted image pulls")  # their cut unpacks removed, partial blobs kept to resume
         await asyncio.gather(self.images.ensure_recovered(), self.docker_images.ensure_recovered())
         self.docker_runtime = build_runtime(self.cfg, self.docker_client, self.docker_images, self.network,
-                                            domain=DOCKER_DOMAIN, bus=self.events)
+                                            domain=DOCKER_DOMAIN, bus=self.events, log_service=self.log_service)
         self._watch_metrics()
         health = HealthChecker(self.client, self.network.status)
         status("recovering CRI sandboxes and containers")

@@ -13,6 +13,7 @@ from pkg.containerd.client import Client
 from pkg.docker.events import docker_events
 from pkg.events import EventBus
 from pkg.logs.binary import write_launcher
+from pkg.logs.service_client import LogService
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.context import Images, PodNetwork, RuntimeContext
 from pkg.runtime.exec import reap_stale_execs
@@ -49,12 +50,13 @@ class Runtime:
 
 
 def build_runtime(cfg: Config, client: Client, images: Images, network: PodNetwork, domain: str = "",
-                  bus: EventBus | None = None) -> Runtime:
+                  bus: EventBus | None = None, log_service: LogService | None = None) -> Runtime:
     """One runtime domain: CRI's (``domain=""``) or Docker's (own containerd namespace, dirs, cgroup parent).
-    Both domains publish on the daemon's one event bus, tagged with the domain."""
+    Both domains publish on the daemon's one event bus, tagged with the domain, and share the instance's
+    log service (``log-service: true``)."""
     ctx = RuntimeContext(cfg=cfg, client=client, network=network, netns_create=netns.create,
                          netns_remove=netns.remove, images=images, logger=write_launcher(cfg.state / "bin"),
-                         domain=domain, events=(bus or EventBus()).domain(domain))
+                         log_service=log_service, domain=domain, events=(bus or EventBus()).domain(domain))
     docker_events(ctx.events)  # Docker's container events from the core's facts (inert in CRI's but for shown pods)
     sandboxes = SandboxService(ctx)
     containers = ContainerService(ctx)

@@ -78,6 +78,9 @@ class Config:
     # CRI pods served by one runc v2 shim process (pkg.runtime.shim_groups): 1 is a shim per pod, as
     # containerd's CRI runs them; more saves a shim's memory per pod, and one shim crash ends its group's pods.
     pods_per_shim: int = 1
+    # Container output copied by one long-lived log service per instance from fifo stdio (pkg.logs.service)
+    # rather than by a narwhal-logger process per container (issue 21: a Python process each).
+    log_service: bool = False
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -105,6 +108,11 @@ class Config:
     def runc_root(self) -> Path:
         """runc's state dir, private to this instance (passed as the runc v2 shim's Root option)."""
         return self.state / "runc"
+
+    @property
+    def log_service_dir(self) -> Path:
+        """The log service's state: its registrations, control socket, pid file and log."""
+        return self.state / "logs"
 
     @property
     def netns_dir(self) -> Path:
@@ -323,6 +331,7 @@ CONVERTERS: dict[str, Any] = {
     "docker-may-stop-pods": _bool,
     "docker-images-for-pods": _bool,
     "pods-per-shim": _pods_per_shim,
+    "log-service": _bool,
 }
 
 

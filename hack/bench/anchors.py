@@ -56,6 +56,14 @@ class System:
         return {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_CLI_HINTS": "false"}
 
 
+def _log_service(state: Path) -> dict[str, int]:
+    """narwhald's log service (``log-service: true``): a daemon of the node, its growth counted as narwhald's."""
+    try:
+        return {"log-service": int((state / "logs" / "service.pid").read_text())}
+    except (OSError, ValueError):
+        return {}
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -136,7 +144,7 @@ def narwhal(registry: Registry, extra_config: str = "") -> Iterator[System]:
         yield System(
             name="narwhal", base=daemon.base, cri_socket=daemon.cri_socket,
             docker_host=f"unix://{daemon.docker_socket}", metrics_url=f"http://127.0.0.1:{daemon.metrics_port}/metrics",
-            daemon_pids=lambda: {"narwhald": pid, "containerd": daemon.containerd_pid},
+            daemon_pids=lambda: {"narwhald": pid, "containerd": daemon.containerd_pid, **_log_service(daemon.state)},
         )
     finally:
         network = InstanceNetwork.of(daemon.root, daemon.base / "net.d")

@@ -1,5 +1,10 @@
 """A container's stdio: where containerd's shim sends stdout/stderr (the CRI log via
-narwhal-logger), the stdin fifo for attach, and how we learn about OOM kills.
+narwhal-logger or the log service), the stdin fifo for attach, and how we learn about OOM kills.
+
+With ``log-service: true`` every container gets fifo stdio instead, read by the instance's one log
+service (pkg.logs.service): no process per container.  narwhald registers the fifos with the service
+before the task is created, holds write ends of them until the shim has opened its own (so the service
+sees no early EOF), and the exit path waits for the service's word that both streams ended.
 
 Output always reaches the log through a narwhal-logger process that does not
 depend on narwhald.  Normally the shim runs it (a ``binary://`` log URI).  The
@@ -25,6 +30,7 @@ from pkg import errors
 from pkg.cgroups.oom import was_oom_killed
 from pkg.logs import binary as log_binary
 from pkg.logs.logger import STATS_SUFFIX
+from pkg.logs.service import StreamSpec
 from pkg.model.container import ContainerConfig, ContainerMetadata
 from pkg.runtime import attach
 from pkg.runtime.context import RuntimeContext
@@ -65,6 +71,10 @@ async def task_stdio(ctx: RuntimeContext, metadata: ContainerMetadata) -> AsyncI
     log_path = attach.output_log(ctx, metadata)
     if not log_path:
         yield Stdio()  # no log path and nothing to attach to: output is discarded, as containerd does
+        return
+    if ctx.log_service is not None:
+        async with _service_fifos(ctx, log_path, metadata) as (stdout, stderr):
+            yield Stdio(stdin=stdin, stdout=stdout, stderr=stderr)
         return
     pid_file = logger_pid_file(ctx, metadata.id)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +134,51 @@ async def _fifo_logger(ctx: RuntimeContext, log_path: str, container_id: str, pi
             os.close(fd)
 
 
+def stream_key(ctx: RuntimeContext, container_id: str) -> str:
+    """The container's registration with the log service (one service serves both domains)."""
+    return f"{ctx.domain or 'cri'}-{container_id}"
+
+
+@contextlib.asynccontextmanager
+async def _service_fifos(ctx: RuntimeContext, log_path: str,
+                         metadata: ContainerMetadata) -> AsyncIterator[tuple[str, str]]:
+    """The stdout (and, without a TTY, stderr) fifos, registered with the log service; valid until the task
+    is created, when the shim holds its own ends."""
+    assert ctx.log_service is not None
+    config = metadata.config
+    directory = ctx.container_state(metadata.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    fifos = [directory / "stdout"] + ([] if config.tty else [directory / "stderr"])
+    rotation = _rotation(config)
+    max_size, max_files, compress = rotation if rotation is not None and rotation[0] > 0 else (0, 1, False)
+    spec = StreamSpec(path=log_path, stdout=str(fifos[0]), stderr=str(fifos[1]) if len(fifos) > 1 else "",
+                      stats=str(log_stats_file(ctx, metadata.id)), max_size=max_size, max_files=max_files,
+                      compress=compress)
+    fds: list[int] = []
+    try:
+        for fifo in fifos:
+            if not fifo.exists():
+                os.mkfifo(fifo, 0o600)
+            # A read end of our own, so the keeper's non-blocking write open succeeds, then the keeper: a write
+            # end held until the shim has opened its own, so the service sees no EOF before the container runs.
+            fds.append(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        await ctx.log_service.add(stream_key(ctx, metadata.id), spec)
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise errors.Internal(f"the log fifos of {metadata.id}: {exc!r}") from exc
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    try:
+        yield spec.stdout, spec.stderr
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _rotation(config: ContainerConfig) -> tuple[int, int, bool] | None:
     r = config.log_rotation
     return (r.max_size, r.max_files, r.compress) if r is not None else None
@@ -145,8 +200,8 @@ async def logger_running(ctx: RuntimeContext, metadata: ContainerMetadata) -> No
     12-container CRI loop on an idle machine).  The pid file is written once the log file is open
     and SIGTERM is handled, so from then on the SIGTERM only makes it drain.
     """
-    if not attach.output_log(ctx, metadata):
-        return
+    if ctx.log_service is not None or not attach.output_log(ctx, metadata):
+        return  # the service opened the fifos before the task was created
     pid_file = logger_pid_file(ctx, metadata.id)
     deadline = time.monotonic() + log_binary.STARTUP_GRACE
     while await asyncio.to_thread(log_binary.read_pid_file, pid_file) is None:
@@ -161,13 +216,22 @@ async def logger_exited(ctx: RuntimeContext, container_id: str) -> None:
     """Wait until the container's logger has exited, so its log is complete.
 
     The shim waits for the logger it runs when the task is deleted; the one narwhald starts on fifos
-    (stdin without a TTY) sees EOF only then and still has to write what it read."""
+    (stdin without a TTY) sees EOF only then and still has to write what it read.  The log service says
+    when both of the container's fifos reached EOF and the last record is written."""
+    if ctx.log_service is not None:
+        if not await ctx.log_service.wait_done(stream_key(ctx, container_id), LOGGER_EXIT_WAIT):
+            log.warning("container %s: the log service still reads its output %.0f s after the exit",
+                        container_id[:12], LOGGER_EXIT_WAIT)
+        return
     if not await log_binary.wait_logger_exit(logger_pid_file(ctx, container_id), LOGGER_EXIT_WAIT):
         log.warning("container %s: its logger still runs %.0f s after the exit", container_id[:12],
                     LOGGER_EXIT_WAIT)
 
 
 async def reopen_log(ctx: RuntimeContext, metadata: ContainerMetadata) -> None:
+    if ctx.log_service is not None:
+        await ctx.log_service.reopen(stream_key(ctx, metadata.id))
+        return
     await log_binary.reopen_container_log(logger_pid_file(ctx, metadata.id))
 
 

@@ -12,6 +12,7 @@ from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.events import DomainEvents, EventBus
 from pkg.images.model import Image
+from pkg.logs.service_client import LogService
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
 from pkg.runtime.process_specs import ProcessSpecs
@@ -47,6 +48,7 @@ class RuntimeContext:
     sandboxes: Store[SandboxMetadata, SandboxStatus] = field(default_factory=lambda: Store("sandbox"))
     containers: Store[ContainerMetadata, ContainerStatus] = field(default_factory=lambda: Store("container"))
     logger: Path | None = None  # narwhal-logger for the shim (pkg.logs.binary.write_launcher); None: the script
+    log_service: LogService | None = None  # log-service: the instance's one log copier (pkg.logs.service)
     # A runtime "domain" (one per front end) has its own containerd namespace (via ``client``), its own
     # dirs and cgroup parent, so recovery and GC of one never touch the other's objects.
     domain: str = ""

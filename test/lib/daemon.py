@@ -121,7 +121,8 @@ class DaemonProcess:
         self.stop()
         self.cleanup("--force", "--remove-dirs")
         self._kill_tasks()
-        for pid_file in (self.state / "docker" / "swarm" / "etcd.pid", self.state / "containerd" / "containerd.pid"):
+        for pid_file in (self.state / "docker" / "swarm" / "etcd.pid", self.state / "logs" / "service.pid",
+                         self.state / "containerd" / "containerd.pid"):
             _terminate(pid_file)
         for mount in reversed(mounts_under(self.base)):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
@@ -189,6 +190,9 @@ def start_daemon(config_yaml: str = "", extra_args: list[str] | None = None, sta
         "--metrics-address", f"127.0.0.1:{port}",
         "--cni-conf-dir", str(conf_dir),
         "--log-level", "debug",
+        # Run any suite with a config lever on, e.g. NARWHAL_TEST_FLAGS="--log-service true" (a test's own
+        # extra_args come after, so they win).
+        *os.environ.get("NARWHAL_TEST_FLAGS", "").split(),
         *(extra_args or []),
     ]
     if config_yaml:

@@ -34,6 +34,8 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
         for base in (d.root / kind, d.state / kind, d.root / "docker" / kind, d.state / "docker" / kind):
             if base.exists():
                 found.setdefault(f"{kind} dirs", []).extend(p.name for p in base.iterdir())
+    streams = d.state / "logs" / "streams"  # log-service registrations: each goes once its container's output ended
+    found["log streams"] = [p.name for p in streams.iterdir()] if streams.exists() else []
     instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]  # as pkg.config.Config.instance_id
     cgroups = []
     for hierarchy in ("memory", "cpu,cpuacct", "pids"):
@@ -41,6 +43,22 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
             cgroups += [str(p) for p in parent.iterdir() if p.is_dir()]
     found["cgroups"] = cgroups
     return {k: v for k, v in found.items() if v}
+
+
+def log_service_pids(d: DaemonProcess) -> list[int]:
+    """Live log services of this instance (``log-service: true``), found by their command line."""
+    needle = str(d.state / "logs").encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"narwhal-log-service.py") for a in args) and needle in args:
+            pids.append(int(proc.name))
+    return pids
 
 
 def _is_ip(name: str) -> bool:
@@ -67,5 +85,6 @@ def host_leftovers(d: DaemonProcess, bridges: tuple[str, ...] = ()) -> dict[str,
     found["cgroups"] = [str(p) for pattern in (f"narwhal-{instance}*", f"*/narwhal-{instance}*")
                         for p in Path("/sys/fs/cgroup").glob(pattern)]
     found["mounts"] = mounts_under(d.base)
+    found["log service"] = [str(pid) for pid in log_service_pids(d)]
     found["dirs"] = [str(p) for p in (d.root, d.state) if p.exists()]
     return {k: v for k, v in found.items() if v}

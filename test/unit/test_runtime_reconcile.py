@@ -72,7 +72,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ContainerS
     ctx = SimpleNamespace(containers=containers, events=events, stdin=FakeStdin(), client=object(),
                           process_specs=ProcessSpecs(),
                           container_root=lambda cid: tmp_path / cid, container_state=lambda cid: tmp_path / "s" / cid,
-                          domain="cri")
+                          domain="cri", log_service=None)
     return ContainerService(ctx), fake, events  # type: ignore[arg-type]
 
 
