@@ -3,8 +3,8 @@
 A narwhald leaves host-global objects behind when it goes away for good: its default bridge
 (``nw-<instance>``), the firewall plugin's admin chain (``NARWHAL-ADMIN-<instance>``, jumped to from
 the shared ``CNI-FORWARD``), its Docker networks' bridges and isolation chain (``NW-ISO-<instance>``), the
-swarm's routing-mesh chains (``NW-MESH-<instance>``, ``NW-MESHMQ-<instance>``) and etcd member,
-per-container NAT/portmap chains of a crash, cgroup parents, mounts under its dirs, and the default
+swarm's routing-mesh chains (``NW-MESH-<instance>``, ``NW-MESHMQ-<instance>``, ``NW-MESHFWD-<instance>``)
+and etcd member, per-container NAT/portmap chains of a crash, cgroup parents, mounts under its dirs, and the default
 conflist it wrote.  The package's purge and the test teardown run this.  Every object is found by
 this instance's own names (``cfg.instance_id`` is a hash of its root) or under its own dirs: other
 instances' objects and CNI's shared chains are never touched, and nothing is deleted by pattern.

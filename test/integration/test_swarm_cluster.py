@@ -149,6 +149,20 @@ def test_routing_mesh_across_nodes(bed3: Bed) -> None:
         assert eventually(lambda: fetch(manager, manager.address, port + 1) in pair, 60)
         seen = {fetch(manager, manager.address, port + 1) for _ in range(8)}
         assert seen == pair, seen
+
+        # a node whose FORWARD policy is DROP (moby's DOCKER-INGRESS case): the mesh's own accept chain, jumped
+        # to from the top of FORWARD, still lets the connections through it reach the tasks on the other node
+        forward = w2.run_in("iptables", "-w", "-S", "FORWARD").stdout.splitlines()
+        assert any(rule.startswith("-A FORWARD -j NW-MESHFWD-") for rule in forward), forward
+        policy = forward[0].split()[-1]  # "-P FORWARD ACCEPT"
+        w2.run_in("iptables", "-w", "-P", "FORWARD", "DROP")
+        try:
+            for client in (None, manager):
+                assert eventually(lambda c=client: fetch(c, w2.address, port) in hostnames, 20), \
+                    (client and client.index, w2.run_in("iptables-save").stdout)
+            assert eventually(lambda: fetch(manager, w2.address, port + 1) in pair, 20)
+        finally:
+            w2.run_in("iptables", "-w", "-P", "FORWARD", policy)
     finally:
         manager.docker("service", "rm", "meshone", "meshtwo", check=False)
     ingress_id = json.loads(manager.out("network", "inspect", "ingress"))[0]["Id"]
@@ -157,6 +171,8 @@ def test_routing_mesh_across_nodes(bed3: Bed) -> None:
                           == "", 60)
         assert eventually(lambda n=node: ingress_gone(n, ingress_id), 30)
         assert fetch(node, node.address, port) == ""
+        # nothing published: the FORWARD accept chain and its jump are gone too
+        assert eventually(lambda n=node: "NW-MESHFWD-" not in n.run_in("iptables-save", "-t", "filter").stdout, 30)
 
 
 def test_host_mode_publish_binds_only_where_the_task_runs(bed3: Bed) -> None:

@@ -57,6 +57,31 @@ def test_restore_input_round_robin_and_masquerade() -> None:
     assert all(len(c) <= 28 for c in mesh.chains("abcd1234"))  # iptables' limit on chain names
 
 
+def test_forward_chain_accepts_only_the_mesh_connections_while_a_port_is_published() -> None:
+    """A FORWARD policy of DROP: the filter chain accepts the connections the mesh DNATed to each task, and
+    their replies, by the published port they came to; no such chain at all while nothing is published."""
+    fwd = mesh.forward_chain("abcd1234")
+    assert fwd == "NW-MESHFWD-abcd1234" and len(fwd) <= 28
+    text = mesh.restore_input("abcd1234", [mesh.Published("tcp", 8080, 80, ("10.0.0.3", "10.0.0.4")),
+                                           mesh.Published("udp", 53, 5353, ())])
+    lines = text.splitlines()
+    assert lines[lines.index("*filter"):] == [
+        "*filter",
+        ":NW-MESHFWD-abcd1234 - [0:0]",
+        "-A NW-MESHFWD-abcd1234 -p tcp -d 10.0.0.3/32 -m tcp --dport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j ACCEPT",
+        "-A NW-MESHFWD-abcd1234 -p tcp -s 10.0.0.3/32 -m tcp --sport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j ACCEPT",
+        "-A NW-MESHFWD-abcd1234 -p tcp -d 10.0.0.4/32 -m tcp --dport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j ACCEPT",
+        "-A NW-MESHFWD-abcd1234 -p tcp -s 10.0.0.4/32 -m tcp --sport 80 -m conntrack --ctstate DNAT "
+        "--ctorigdstport 8080 -j ACCEPT",
+        "COMMIT",
+    ]  # the nat table first, in the same restore; nothing for the port with no task
+    assert lines.index("*filter") > lines.index("*nat")
+    assert "*filter" not in mesh.restore_input("abcd1234", [])
+
+
 class _Store:
     """The one store call ``services.endpoint`` makes: the other services."""
 

@@ -14,8 +14,12 @@ exactly ours):
   bridge with the MAC peers derive from it: a task on another node answers to that address over the
   overlay, back to this node, whose conntrack turns it into the answer to the client.
 
+While any ingress port is published, a filter-table chain ``NW-MESHFWD-<instance>`` (jumped to from the top
+of FORWARD, as moby's ``DOCKER-INGRESS``) accepts the forwarded packets of the mesh's connections, both ways,
+so that the mesh works on a host whose FORWARD policy is DROP; it accepts nothing else.
+
 The rules are level-triggered: ``plan`` computes them from the services and tasks in the store and
-``Mesh.apply`` rewrites both chains in one ``iptables-restore --noflush`` only when they changed.
+``Mesh.apply`` rewrites the chains in one ``iptables-restore --noflush`` only when they changed.
 
 A task's address is the one its ``NetworksAttachments`` give on ``ingress`` (the agent writes them with
 the running state); a task of this node without one is reached at its container's first address
@@ -62,6 +66,11 @@ class Published:
 def chains(instance_id: str) -> tuple[str, str]:
     """The DNAT chain and the masquerade chain of one narwhald instance."""
     return f"NW-MESH-{instance_id}", f"NW-MESHMQ-{instance_id}"
+
+
+def forward_chain(instance_id: str) -> str:
+    """The filter-table chain of one narwhald instance accepting the mesh's forwarded connections."""
+    return f"NW-MESHFWD-{instance_id}"
 
 
 def ingress_ports(service: Obj) -> list[Obj]:
@@ -117,9 +126,12 @@ class Source:
 
 
 def restore_input(instance_id: str, published: list[Published], source: Source | None = None) -> str:
-    """The ``iptables-restore --noflush`` text that makes both chains hold exactly these rules."""
+    """The ``iptables-restore --noflush`` text that makes the chains hold exactly these rules (the filter
+    chain only while some port is published: ``Mesh.apply`` deletes it when none is)."""
     dnat, masq = chains(instance_id)
     lines = ["*nat", f":{dnat} - [0:0]", f":{masq} - [0:0]"]
+    fwd = forward_chain(instance_id)
+    accept = [f":{fwd} - [0:0]"]
     for p in published:
         match = f"-p {p.protocol} -m {p.protocol} --dport {p.port}"
         if not p.backends:
@@ -133,7 +145,13 @@ def restore_input(instance_id: str, published: list[Published], source: Source |
             nat = f"SNAT --to-source {source.address}" if source and source.covers(addr) else "MASQUERADE"
             lines.append(f"-A {masq} -p {p.protocol} -d {addr}/32 -m {p.protocol} --dport {p.target} "
                          f"-m conntrack --ctstate DNAT --ctorigdstport {p.port} -j {nat}")
+            # FORWARD: the connections this chain DNATed to the task (to it, and its replies), nothing else
+            conn = f"-m conntrack --ctstate DNAT --ctorigdstport {p.port} -j ACCEPT"
+            accept.append(f"-A {fwd} -p {p.protocol} -d {addr}/32 -m {p.protocol} --dport {p.target} {conn}")
+            accept.append(f"-A {fwd} -p {p.protocol} -s {addr}/32 -m {p.protocol} --sport {p.target} {conn}")
     lines.append("COMMIT")
+    if published:
+        lines += ["*filter", *accept, "COMMIT"]
     return "\n".join(lines) + "\n"
 
 
@@ -156,11 +174,12 @@ _JUMPS = (("PREROUTING", ("-m", "addrtype", "--dst-type", "LOCAL")),
 
 
 class Mesh:
-    """This instance's two chains: rewritten when the plan changes, removed on leave and cleanup."""
+    """This instance's chains: rewritten when the plan changes, removed on leave and cleanup."""
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
         self.dnat, self.masq = chains(instance_id)
+        self.fwd = forward_chain(instance_id)
         self._applied: tuple[list[Published], Source | None] | None = None
         self._localnet: set[str] = set()
         self._lock = asyncio.Lock()
@@ -180,6 +199,10 @@ class Mesh:
             for chain, match in _JUMPS:
                 await self._ensure_jump(chain, [*match, "-j", self.dnat])
             await self._ensure_jump("POSTROUTING", ["-j", self.masq])
+            if published:
+                await self._ensure_jump("FORWARD", ["-j", self.fwd], table="filter")
+            else:
+                await self._remove_forward()
             await self._route_localnet({a for p in published for a in p.backends})
             if published:
                 await asyncio.to_thread(_enable_forwarding)
@@ -187,10 +210,10 @@ class Mesh:
             log.info("swarm mesh: %d published port(s): %s", len(published),
                      ", ".join(f"{p.port}/{p.protocol} -> {len(p.backends)} task(s)" for p in published) or "none")
 
-    async def _ensure_jump(self, chain: str, rule: list[str]) -> None:
-        if (await _run("iptables", "-w", "-t", "nat", "-C", chain, *rule))[0] == 0:
+    async def _ensure_jump(self, chain: str, rule: list[str], table: str = "nat") -> None:
+        if (await _run("iptables", "-w", "-t", table, "-C", chain, *rule))[0] == 0:
             return
-        rc, err = await _run("iptables", "-w", "-t", "nat", "-I", chain, "1", *rule)
+        rc, err = await _run("iptables", "-w", "-t", table, "-I", chain, "1", *rule)
         if rc != 0:
             raise errors.Internal(f"iptables: jump from {chain} to {rule[-1]}: {err}")
 
@@ -208,8 +231,15 @@ class Mesh:
             except OSError as exc:
                 log.warning("swarm mesh: cannot enable route_localnet on %s: %s", out, exc)
 
+    async def _remove_forward(self) -> None:
+        """The filter chain and its jump from FORWARD (no port published, leave, cleanup)."""
+        while (await _run("iptables", "-w", "-t", "filter", "-D", "FORWARD", "-j", self.fwd))[0] == 0:
+            pass
+        await _run("iptables", "-w", "-t", "filter", "-F", self.fwd)
+        await _run("iptables", "-w", "-t", "filter", "-X", self.fwd)
+
     async def remove(self) -> None:
-        """Leave/cleanup: both chains and their jumps go (only ours, by name)."""
+        """Leave/cleanup: all three chains and their jumps go (only ours, by name)."""
         async with self._lock:
             if shutil.which("iptables") is None:
                 return
@@ -221,6 +251,7 @@ class Mesh:
             for name in (self.dnat, self.masq):
                 await _run("iptables", "-w", "-t", "nat", "-F", name)
                 await _run("iptables", "-w", "-t", "nat", "-X", name)
+            await self._remove_forward()
             self._applied = None
 
 
