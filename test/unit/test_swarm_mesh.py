@@ -76,6 +76,7 @@ def test_forward_chain_accepts_only_the_mesh_connections_while_a_port_is_publish
         "--ctorigdstport 8080 -j ACCEPT",
         "-A NW-MESHFWD-abcd1234 -p tcp -s 10.0.0.4/32 -m tcp --sport 80 -m conntrack --ctstate DNAT "
         "--ctorigdstport 8080 -j ACCEPT",
+        "-A NW-MESHFWD-abcd1234 -p icmp -m conntrack --ctstate RELATED --ctproto tcp --ctorigdstport 8080 -j ACCEPT",
         "COMMIT",
     ]  # the nat table first, in the same restore; nothing for the port with no task
     assert lines.index("*filter") > lines.index("*nat")

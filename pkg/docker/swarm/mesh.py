@@ -149,6 +149,9 @@ def restore_input(instance_id: str, published: list[Published], source: Source |
             conn = f"-m conntrack --ctstate DNAT --ctorigdstport {p.port} -j ACCEPT"
             accept.append(f"-A {fwd} -p {p.protocol} -d {addr}/32 -m {p.protocol} --dport {p.target} {conn}")
             accept.append(f"-A {fwd} -p {p.protocol} -s {addr}/32 -m {p.protocol} --sport {p.target} {conn}")
+        # and the ICMP errors about them (moby's chain accepts RELATED too: a "fragmentation needed" on the way)
+        accept.append(f"-A {fwd} -p icmp -m conntrack --ctstate RELATED --ctproto {p.protocol} "
+                      f"--ctorigdstport {p.port} -j ACCEPT")
     lines.append("COMMIT")
     if published:
         lines += ["*filter", *accept, "COMMIT"]
