@@ -58,9 +58,28 @@ async def create(
         stderr=stderr,
         terminal=terminal,
     )
-    with translate(f"create task {container_id}"):
-        resp = await client.tasks.Create(request, timeout=60)
-    return int(resp.pid)
+    for attempt in range(SHIM_START_ATTEMPTS):
+        try:
+            with translate(f"create task {container_id}"):
+                resp = await client.tasks.Create(request, timeout=60)
+            return int(resp.pid)
+        except errors.Internal as exc:
+            if attempt + 1 == SHIM_START_ATTEMPTS or not _shim_went_away(exc.message):
+                raise
+    raise AssertionError("unreachable")
+
+
+# A grouped runc v2 shim (a pod's containers share one: io.kubernetes.cri.sandbox-id) exits when its last task
+# is deleted. Narwhal runs no pause container to keep it alive, so a container created while the pod's only other
+# container is being deleted can be handed the address of the shim that is just exiting: containerd then fails
+# with "failed to start shim: start failed: dial unix …: connect: no such file or directory" (or "connection
+# refused"). Nothing was created, and a second try starts a fresh shim for the group.
+SHIM_START_ATTEMPTS = 3
+
+
+def _shim_went_away(message: str) -> bool:
+    return "failed to start shim" in message and "dial unix" in message and (
+        "no such file or directory" in message or "connection refused" in message)
 
 
 async def start(client: Client, container_id: str, exec_id: str = "") -> int:
