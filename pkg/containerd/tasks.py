@@ -73,11 +73,14 @@ async def create(
 # is deleted. Narwhal runs no pause container to keep it alive, so a container created while the pod's only other
 # container is being deleted can be handed the address of the shim that is just exiting: containerd then fails
 # with "failed to start shim: start failed: dial unix …: connect: no such file or directory" (or "connection
-# refused"). Nothing was created, and a second try starts a fresh shim for the group.
+# refused"), or the exiting shim takes the Create and hangs up ("failed to create shim task: ttrpc: closed").
+# containerd cleans up the failed task either way, and a second try starts a fresh shim for the group.
 SHIM_START_ATTEMPTS = 3
 
 
 def _shim_went_away(message: str) -> bool:
+    if "failed to create shim task: ttrpc: closed" in message:  # the exiting shim took the Create, then hung up
+        return True
     return "failed to start shim" in message and "dial unix" in message and (
         "no such file or directory" in message or "connection refused" in message)
 

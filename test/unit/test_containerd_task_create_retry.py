@@ -39,6 +39,9 @@ async def test_a_shim_that_went_away_is_started_again() -> None:
     client = _Client([WENT_AWAY, WENT_AWAY.replace("no such file or directory", "connection refused")])
     assert await tasks.create(client, "c1", []) == 4242  # type: ignore[arg-type]
     assert client.tasks.calls == 3
+    client = _Client(["failed to create shim task: ttrpc: closed: unknown"])
+    assert await tasks.create(client, "c1", []) == 4242  # type: ignore[arg-type]
+    assert client.tasks.calls == 2
 
 
 async def test_other_errors_and_a_shim_that_keeps_failing_are_raised() -> None:
