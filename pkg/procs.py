@@ -23,14 +23,22 @@ def signal_quietly(pid: int, sig: signal.Signals) -> None:
 def is_live(pid: int, program: bytes, marker: Path) -> bool:
     """True if ``pid`` is a live (non-zombie) ``program`` whose arguments name ``marker`` (its own config or
     data dir): a recycled pid of another process never passes."""
+    cmdline = live_cmdline(pid)
+    if not cmdline:
+        return False
+    return os.path.basename(cmdline[0]) == program and str(marker).encode() in cmdline
+
+
+def live_cmdline(pid: int) -> list[bytes] | None:
+    """The arguments of ``pid`` if it is alive and not a zombie; None if it is gone (or a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
+        return None
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        return False
-    return bool(cmdline) and os.path.basename(cmdline[0]) == program and str(marker).encode() in cmdline
+        return None
+    return cmdline
 
 
 def find_live(program: bytes, marker: Path) -> int | None:

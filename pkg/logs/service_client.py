@@ -19,7 +19,7 @@ from pathlib import Path
 import pkg
 from pkg import errors
 from pkg.logs.service import PID_NAME, SERVICE_ENTRY, SOCKET_NAME, STREAMS_DIR, StreamSpec, valid_key
-from pkg.procs import terminate
+from pkg.procs import live_cmdline, terminate
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,8 @@ def service_pid(directory: Path) -> int | None:
 
 
 def _is_service(pid: int, directory: Path) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+    args = live_cmdline(pid)
+    if args is None:
         return False
     return any(a.endswith(SERVICE_ENTRY.encode()) for a in args) and str(directory).encode() in args
 
