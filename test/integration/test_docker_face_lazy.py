@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 from cri_api.v1 import api_pb2
-from lib.cni_host import InstanceNetwork
-from lib.daemon import DaemonProcess, start_daemon
-from lib.docker import DOCKER, DockerDaemon, eventually, mirror_config
-from lib.images import push
+from lib.daemon import DaemonProcess
+from lib.docker import DOCKER, DockerDaemon, docker_daemon, eventually
 from lib.leaks import leftovers
 from lib.registry import Registry
 
@@ -33,16 +31,7 @@ LAZY = "loaded at its first client"
 @pytest.fixture
 def fresh(registry: Registry) -> Iterator[DockerDaemon]:
     """A narwhald whose Docker domain was never used (nothing pulled through Docker)."""
-    push(registry.host, "library/busybox")
-    d = start_daemon(mirror_config(registry.host))
-    dd = DockerDaemon(d)
-    try:
-        yield dd
-    finally:
-        dd.rm_all()
-        network = InstanceNetwork.of(d.root, d.base / "net.d")
-        d.destroy()
-        network.remove()
+    yield from docker_daemon(registry, pull=False)
 
 
 def _aiohttp_loaded(d: DaemonProcess) -> bool:

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from lib.logger import streams_of
 from lib.wait import async_wait_for
 
 from pkg import errors
-from pkg.logs.criformat import decode_line
 from pkg.logs.logger import read_stats_file
 from pkg.logs.service import StreamSpec
 from pkg.logs.service_client import LogService, service_pid
@@ -61,15 +61,6 @@ async def register(svc: LogService, base: Path, key: str, *, tty: bool = False, 
     await svc.add(key, spec)
     return shims
 
-
-def streams_of(*logs: Path) -> dict[str, bytes]:
-    """The output each stream wrote, rebuilt from the CRI records (P: no newline after the content)."""
-    out: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-    for log in logs:
-        for raw in log.read_bytes().splitlines():
-            line = decode_line(raw)
-            out[line.stream] += line.content + (b"" if line.partial else b"\n")
-    return out
 
 
 def record_count(log: Path) -> int:

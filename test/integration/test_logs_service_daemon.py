@@ -19,10 +19,10 @@ from lib.daemon import DaemonProcess, start_daemon
 from lib.docker import BUSYBOX, DOCKER, mirror_config
 from lib.images import push
 from lib.leaks import host_leftovers, leftovers
+from lib.logger import streams_of
 from lib.registry import Registry
 from lib.wait import wait_for
 
-from pkg.logs.criformat import decode_line
 from pkg.logs.service_client import service_pid
 
 
@@ -40,14 +40,6 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
         network.remove()
         assert left == {}
 
-
-def streams_of(*logs: Path) -> dict[str, bytes]:
-    out: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-    for log in logs:
-        for raw in log.read_bytes().splitlines():
-            line = decode_line(raw)
-            out[line.stream] += line.content + (b"" if line.partial else b"\n")
-    return out
 
 
 def no_loggers(d: DaemonProcess) -> bool:

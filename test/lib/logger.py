@@ -78,3 +78,11 @@ def records(path: Path) -> list[tuple[str, bool, bytes]]:
     return [(r.stream, r.partial, r.content) for r in map(decode_line, path.read_bytes().split(b"\n")[:-1])]
 
 
+def streams_of(*logs: Path) -> dict[str, bytes]:
+    """The output each stream wrote, rebuilt from CRI log files' records (P: no newline after the content)."""
+    out: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+    for log in logs:
+        for raw in log.read_bytes().splitlines():
+            line = decode_line(raw)
+            out[line.stream] += line.content + (b"" if line.partial else b"\n")
+    return out
