@@ -27,10 +27,13 @@ def _status(row: Row) -> str:
     verdicts = []
     ratio = row.ratio()
     if row.target is not None:
+        # A throughput row's target is a floor (issue 21: "keep ≥ 4×"), a time or memory row's a ceiling.
+        sign = "≤" if row.lower_is_better else "≥"
         if ratio is None:
-            verdicts.append(f"target ≤ {row.target:g}×: n/a")
+            verdicts.append(f"target {sign} {row.target:g}×: n/a")
         else:
-            verdicts.append(f"target ≤ {row.target:g}×: {'met' if ratio <= row.target else '**missed**'}")
+            met = ratio <= row.target if row.lower_is_better else ratio >= row.target
+            verdicts.append(f"target {sign} {row.target:g}×: {'met' if met else '**missed**'}")
     if row.limit is not None:
         mine = row.p50(NARWHAL)
         if mine is None:

@@ -27,7 +27,7 @@ class Row:
     unit: str
     anchor: str
     lower_is_better: bool = True
-    target: float | None = None  # the ratio Narwhal/anchor must not exceed (issue 9), if any
+    target: float | None = None  # the ratio Narwhal/anchor must not exceed (must reach, for throughput), if any
     limit: float | None = None  # an absolute bound on Narwhal's p50 (issue 9), if any
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
