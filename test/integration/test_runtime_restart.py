@@ -1,6 +1,9 @@
-"""kill -9 narwhald with 20 networked pods running, restart: all come back; then nothing leaks."""
+"""kill -9 narwhald with 20 networked pods running, restart: all come back; then nothing leaks.
+
+``NARWHAL_KILL9_PODS=50`` runs it with issue 21's 50 pods (not in `make test`: ~2 min more on 2 cores)."""
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,10 +14,10 @@ from lib.daemon import DaemonProcess
 from lib.leaks import leftovers
 from lib.registry import Registry
 
-PODS = 20
+PODS = int(os.environ.get("NARWHAL_KILL9_PODS", "20"))
 
 
-def test_kill9_with_20_pods(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+def test_kill9_with_pods_running(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
     ref = cri.push_busybox(registry)
     cri.pull(daemon.images(), ref)
     rs = daemon.runtime()
@@ -41,9 +44,15 @@ def test_kill9_with_20_pods(daemon: DaemonProcess, registry: Registry, tmp_path:
         status = rs.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sid), timeout=10).status
         assert status.state == api_pb2.SANDBOX_READY and status.network.ip == ips[sid]
         assert cri.container_state(rs, cid).state == api_pb2.CONTAINER_RUNNING
-    time.sleep(1)
-    for i in range(PODS):
-        assert (tmp_path / f"p{i}" / "c.log").stat().st_size > sizes[i], f"log of pod {i} stopped growing"
+    # Every container prints a line each 0.2 s: each log must grow past its size at the kill (a deadline, not a
+    # fixed sleep, so a loaded host only makes it slower).
+    deadline = time.monotonic() + 30
+    stalled = set(range(PODS))
+    while stalled and time.monotonic() < deadline:
+        stalled = {i for i in stalled if (tmp_path / f"p{i}" / "c.log").stat().st_size <= sizes[i]}
+        if stalled:
+            time.sleep(0.1)
+    assert not stalled, f"logs of pods {sorted(stalled)} stopped growing"
 
     def remove(pod: tuple[str, str]) -> None:
         rs.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod[0]), timeout=120)
