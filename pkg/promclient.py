@@ -2,7 +2,7 @@
 
 ``prometheus_client/__init__.py`` imports ``prometheus_client.exposition``, which imports http.server,
 wsgiref, urllib.request, gzip and (through http.client) email: ~3.6 MiB of a narwhald's idle RSS
-(docs/benchmarks.md, "Idle RSS, round three") for servers and push clients narwhald never uses — /metrics
+(docs/benchmarks.md, "Idle RSS, and containerd's plugins") for servers and push clients narwhald never uses — /metrics
 is served by narwhal/metrics_http.py.  So the package is entered without running its ``__init__``: its
 submodules (metric types, registry, collectors) import as usual, and the ``__init__`` runs, whole, the
 first time anything asks the package itself for a name it defines (``from prometheus_client import

@@ -17,7 +17,7 @@ def narwhal_version() -> str:
 
     Found as importlib.metadata finds it (the first ``narwhal-*.dist-info`` or ``.egg-info`` on sys.path, its
     ``Version:`` header) without importing importlib.metadata: that pulls in email, zipfile and csv, ~1.6 MiB
-    of an idle narwhald that asks it one thing once (docs/benchmarks.md, "Idle RSS, round three";
+    of an idle narwhald that asks it one thing once (docs/benchmarks.md, "Idle RSS, and containerd's plugins";
     test/unit/test_promclient.py checks both answer the same)."""
     for entry in sys.path:
         try:
