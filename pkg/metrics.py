@@ -25,17 +25,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
-
 from pkg import errors
 from pkg.logs.logger import read_stats_file
 from pkg.model.state import ContainerState, SandboxState
+from pkg.promclient import (
+    CONTENT_TYPE_LATEST,
+    Collector,
+    CollectorRegistry,
+    Counter,
+    CounterMetricFamily,
+    Gauge,
+    GaugeMetricFamily,
+    GCCollector,
+    Histogram,
+    Metric,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_text,
+)
 from pkg.version import narwhal_version
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "current", "install", "frontend_of", "lifecycle", "error_kind"]
@@ -262,7 +270,7 @@ class Metrics:
         self.live.bus_subscribers = subscribers
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_text(self.registry)
 
     async def render_async(self) -> bytes:
         """The exposition, rendered in a worker thread (files, /proc) from a snapshot of the stores taken

@@ -64,7 +64,10 @@ def listen_unix(path: Path, backlog: int, mode: int = SOCKET_MODE) -> socket.soc
 def listen_tcp(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
     """Listening sockets for ``host:port`` as asyncio's ``create_server`` makes them (every address the host
     resolves to, SO_REUSEADDR, IPv6 sockets v6-only), so a server can be handed them later."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # An ASCII host goes as bytes: a str is IDNA-encoded first, and the idna codec imports stringprep and
+    # unicodedata (~0.6 MiB of an idle narwhald, docs/benchmarks.md) for what is almost always an IP literal.
+    name = host.encode("ascii") if host.isascii() else host
+    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):

@@ -25,22 +25,22 @@ from pkg.aio import import_modules
 from pkg.config import Config
 from pkg.containerd.client import Client
 from pkg.images import bounded, media, reference
-from pkg.images.archive import Exporter, Importer, archive_names, write_stream
 from pkg.images.content import ContentStore
 from pkg.images.detail import Describer, ImageDetail
 from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
 from pkg.images.recovery import Interrupted
-from pkg.images.rootfs_import import import_rootfs
 from pkg.images.share import Sharer
-from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker, chain_ids
 
-if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull, push or login, not at start
+if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull, push or login, not at start;
+    # archives, docker import and commit (tarfile, the diff service's stubs) at their first use
+    from pkg.images.archive import Exporter, Importer
     from pkg.images.login import SearchResult
     from pkg.images.pull import ProgressSink, Puller
     from pkg.images.push import Pusher
     from pkg.images.registry import RegistrySession
+    from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ class ImageService:
         self._downloads = asyncio.Semaphore(cfg.max_concurrent_downloads)
         self._puller_: Puller | None = None
         self._pusher_: Pusher | None = None
-        self._importer = Importer(client, self.content, self.store, self.unpacker)
-        self._exporter = Exporter(self.content, self.store)
+        self._importer_: Importer | None = None
+        self._exporter_: Exporter | None = None
         self._describer = Describer(client, self.content, self.store, snapshotter)
-        self._committer = SnapshotCommitter(client, self.content, self.store, self.unpacker)
+        self._committer_: SnapshotCommitter | None = None
         self._sharer = Sharer(client, self.content, self.store, self.unpacker)
         # Refuses the removal of an image something outside this service still uses (the daemon wires it:
         # CRI RemoveImage of an image a Docker container runs from, when images are shared).
@@ -93,6 +93,29 @@ class ImageService:
             from pkg.images.push import Pusher
             self._pusher_ = Pusher(self.content, self.store, self._cfg.max_concurrent_downloads)
         return self._pusher_
+
+    # Archives (docker save/load, import) and commits are Docker's and the builder's: their modules are
+    # imported at the first such call (``await _archive_tools()`` first), not at start (idle RSS).
+    @property
+    def _importer(self) -> Importer:
+        if self._importer_ is None:
+            from pkg.images.archive import Importer
+            self._importer_ = Importer(self._client, self.content, self.store, self.unpacker)
+        return self._importer_
+
+    @property
+    def _exporter(self) -> Exporter:
+        if self._exporter_ is None:
+            from pkg.images.archive import Exporter
+            self._exporter_ = Exporter(self.content, self.store)
+        return self._exporter_
+
+    @property
+    def _committer(self) -> SnapshotCommitter:
+        if self._committer_ is None:
+            from pkg.images.snapshot_commit import SnapshotCommitter
+            self._committer_ = SnapshotCommitter(self._client, self.content, self.store, self.unpacker)
+        return self._committer_
 
     async def ensure_recovered(self) -> None:
         """Recover what operations of a previous narwhald killed mid-way left (pkg.images.recovery), once,
@@ -170,6 +193,7 @@ class ImageService:
         ``pinned`` marks it as one the kubelet's image GC must keep (CRI Image.pinned).
         """
         await self.ensure_recovered()
+        await _archive_tools()
         ids = await self._importer.import_archive(source, name, pinned)
         self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
@@ -178,6 +202,8 @@ class ImageService:
     async def _spooled(self, chunks: AsyncIterator[bytes], prefix: str) -> AsyncIterator[Path]:
         """An uploaded archive on disk under root (tar members are read by offset and archives may be
         large), removed afterwards."""
+        await _archive_tools()
+        from pkg.images.archive import write_stream
         spool = self._cfg.root / "tmp"
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix=prefix, suffix=".tar", dir=spool)
@@ -195,6 +221,7 @@ class ImageService:
         archive gave it (normalised references; none: loaded by ID only)."""
         await self.ensure_recovered()
         async with self._spooled(chunks, "load-") as path:
+            from pkg.images.archive import archive_names
             names = await asyncio.to_thread(archive_names, path)
             async with self.keeping_displaced(names):  # an image a loaded name leaves stays, dangling
                 loaded = await self._importer.import_named(path)
@@ -211,6 +238,7 @@ class ImageService:
         os_name, arch, _ = media.parse_platform(platform) if platform else (host_os, host_arch, "")
         await self.ensure_recovered()
         async with self._spooled(chunks, "import-") as path:
+            from pkg.images.rootfs_import import import_rootfs
             image_id = await import_rootfs(self._client, self.content, self._committer, path, config=config,
                                            message=message, names=names, os=os_name, architecture=arch)
         self._fs_cache = None
@@ -219,6 +247,7 @@ class ImageService:
     async def commit(self, req: CommitRequest) -> Image:
         """docker commit: a container's snapshot changes as a new image on top of its image."""
         await self.ensure_recovered()
+        await _archive_tools()
         image_id = await self._committer.commit(req)
         self._fs_cache = None
         return await self.get(image_id)
@@ -227,6 +256,7 @@ class ImageService:
                             media_type: str = media.OCI_LAYER_GZIP) -> tuple[Descriptor, str]:
         """The changes of the active snapshot ``key`` over the committed ``parent_chain`` as a layer blob in the
         content store, held by ``lease_id``: (descriptor, diff ID).  The builder commits its steps with it."""
+        await _archive_tools()
         return await self._committer._diff(key, parent_chain, media_type, lease_id)
 
     async def export(self, refs: builtins.list[str]) -> AsyncIterator[bytes]:
@@ -235,6 +265,7 @@ class ImageService:
         A reference exports that name; an ID exports the image unnamed.  Errors (unknown names) are
         raised before the first byte, so HTTP front ends can still answer with a status.
         """
+        await _archive_tools()
         entries: builtins.list[tuple[Image, builtins.list[str]]] = []
         for ref in refs:
             image = await self.get(ref)
@@ -251,7 +282,9 @@ class ImageService:
         return self._exporter.export(entries)
 
     async def export_to(self, refs: builtins.list[str], dest: Path) -> None:
-        await write_stream(await self.export(refs), dest)
+        stream = await self.export(refs)  # imports the archive tools
+        from pkg.images.archive import write_stream
+        await write_stream(stream, dest)
 
     # ---- registry accounts ----
     async def login(self, auth: RegistryAuth) -> str:
@@ -482,6 +515,14 @@ def _usage(path: Path) -> FsUsage:
             used += st.st_blocks * 512
             inodes += 1
     return FsUsage(str(path), used, inodes, time.time_ns())
+
+
+_ARCHIVE_TOOLS = ("pkg.images.archive", "pkg.images.rootfs_import", "pkg.images.snapshot_commit")
+
+
+async def _archive_tools() -> None:
+    """Archives, docker import and commit are imported at their first use, not at start."""
+    await import_modules(*_ARCHIVE_TOOLS)
 
 
 _REGISTRY_CLIENT = ("pkg.images.registry", "pkg.images.pull", "pkg.images.push", "pkg.images.login")
