@@ -123,7 +123,8 @@ class FakeWrite:
         self.replies: list[int] = [held]
         self.cancelled = False
 
-    async def write(self, req: Any) -> None:
+    async def write(self, raw: bytes) -> None:
+        req = content_mod.content_pb2.WriteContentRequest.FromString(raw)  # what containerd would parse
         self.messages.append(req)
         if req.action == content_mod.content_pb2.WRITE:
             self.held = req.offset + len(req.data)
@@ -144,7 +145,7 @@ class FakeWrite:
 
 def store_with(call: FakeWrite) -> ContentStore:
     client = type("Client", (), {})()
-    client.content = type("Content", (), {"Write": lambda self, metadata=(): call})()
+    client.content_write = lambda metadata=(): call
     return ContentStore(client)  # type: ignore[arg-type]
 
 
