@@ -180,3 +180,29 @@ async def test_a_cut_source_leaves_what_arrived_with_containerd() -> None:
         await store_with(call).write("ref", "sha256:x", len(data), chunked(data, 1 << 20, cut_at=5 << 20))
     assert call.held == 5 << 20  # a retry resumes at 5 MiB, not at the last whole message (4 MiB)
     assert call.cancelled
+
+
+async def test_labels_named_late_go_with_the_commit() -> None:
+    """A pull streams a layer before its config names the layer's diff ID: the commit waits for the labels,
+    and a write cancelled meanwhile leaves the pull's future for the other attempts."""
+    data = bytes(range(256)) * 4096  # 1 MiB: all of it rides in the commit message
+    labels: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+    cancelled_call = FakeWrite()
+    cancelled = asyncio.ensure_future(store_with(cancelled_call).write(
+        "ref", "sha256:x", len(data), chunked(data, 1 << 16), labels=labels))
+    call = FakeWrite()
+    write = asyncio.ensure_future(store_with(call).write("ref", "sha256:x", len(data), chunked(data, 1 << 16),
+                                                         labels=labels))
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert not write.done() and all(m.action != content_mod.content_pb2.COMMIT for m in call.messages)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert cancelled_call.cancelled and not labels.done()
+    labels.set_result({"containerd.io/uncompressed": "sha256:d"})
+    assert await write
+    commit = call.messages[-1]
+    assert commit.action == content_mod.content_pb2.COMMIT and dict(commit.labels) == {
+        "containerd.io/uncompressed": "sha256:d"}
+    assert commit.data == data
