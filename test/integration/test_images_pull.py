@@ -10,6 +10,7 @@ import pytest
 from cri_api.v1 import api_pb2
 from lib import images
 from lib.daemon import DaemonProcess
+from lib.leaks import leftovers
 from lib.registry import Registry
 
 
@@ -179,3 +180,5 @@ def test_layers_stream_in_beside_the_config(daemon: DaemonProcess, registry: Reg
         assert f"containerd.io/uncompressed={diff_id}" in line  # labelled at its commit, config known by then
     daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec(built.config.digest)), timeout=60)
     assert images.leases(daemon) == set() and images.snapshots(daemon) == set()
+    assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
+    assert leftovers(daemon) == {}
