@@ -45,7 +45,7 @@ Metadata = Sequence[tuple[str, str]]
 # source(offset) -> (start offset actually served, chunk iterator)
 Source = Callable[[int], Awaitable[tuple[int, AsyncIterator[bytes]]]]
 OnBytes = Callable[[int], None]
-Labels = dict[str, str] | asyncio.Future[dict[str, str]]  # a future: known only by the time of the commit
+Labels = dict[str, str] | Callable[[], dict[str, str]]  # a function: asked at the commit, what is known by then
 
 
 @dataclass(frozen=True)
@@ -179,9 +179,9 @@ class ContentStore:
         mismatch the ingest is aborted and InvalidArgument raised.  While another
         writer holds ``ref`` (a concurrent pull of the same blob, or the stream of a
         narwhald that just died) we wait for it: it either commits (we are done) or
-        lets go (we resume its data).  ``labels`` may be a future, awaited only at the
+        lets go (we resume its data).  ``labels`` may be a function, asked at the
         commit: a pull streams its layers while the config that names their labels
-        (the diff IDs) is still on its way.
+        (the diff IDs) is still on its way, and sets them afterwards if it was late.
         """
         for attempt in range(LOCKED_RETRIES):
             try:
@@ -238,7 +238,7 @@ class ContentStore:
                 raise
             while expected:
                 await self._ack(call, expected.popleft(), on_bytes)
-            commit_labels = await resolve_labels(labels)
+            commit_labels = labels_now(labels)
             await _send(call, content_wire.write_request(
                 content_wire.COMMIT, ref=ref, total=size, expected=digest, offset=position, parts=parts,
                 labels=commit_labels))
@@ -250,7 +250,7 @@ class ContentStore:
             return True
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-                if labels is not None and (existing := await resolve_labels(labels)):
+                if labels is not None and (existing := labels_now(labels)):
                     await self.update_labels(digest, existing)
                 return False
             if err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unexpected commit" in (err.details() or ""):
@@ -273,13 +273,11 @@ class ContentStore:
             on_bytes(offset)
 
 
-async def resolve_labels(labels: Labels | None) -> dict[str, str]:
-    """The labels, once known (a future is awaited)."""
+def labels_now(labels: Labels | None) -> dict[str, str]:
+    """The labels as known now (a function is asked)."""
     if labels is None:
         return {}
-    if isinstance(labels, asyncio.Future):
-        return await asyncio.shield(labels)  # the pull's future: a cancelled write must not cancel it
-    return labels
+    return labels() if callable(labels) else labels
 
 
 async def _send(call: grpc.aio.StreamStreamCall, message: bytes) -> None:

@@ -20,7 +20,7 @@ from pkg import metrics as metrics_mod
 from pkg.containerd.client import Client
 from pkg.images import media
 from pkg.images.commit import commit_image
-from pkg.images.content import ContentStore, Labels, lease, resolve_labels
+from pkg.images.content import ContentStore, Labels, lease
 from pkg.images.model import Descriptor, Progress
 from pkg.images.reference import Reference
 from pkg.images.registry import Endpoint, RegistrySession
@@ -66,15 +66,14 @@ class Puller:
                 raise errors.InvalidArgument(f"image config {manifest.config.digest} is too large")
 
             # The layers start streaming in beside the config (a pull's first bytes should not wait for the
-            # config's round trips); their diff-ID labels, which only the config names, are awaited at each
-            # blob's commit.  An image refused for its platform (Docker's --platform on a single-platform
-            # image) is refused before its layers, as before: its config comes first; so is an image whose
-            # config is also one of its layers (a layer's commit would wait for the config behind its own blob).
+            # config's round trips); their diff-ID labels, which only the config names, go with each blob's
+            # commit, or right after it when the config was later (_fetch).  An image refused for its platform
+            # (Docker's --platform on a single-platform image) is refused before its layers, as before: its
+            # config comes first.
             loop = asyncio.get_running_loop()
             layer_labels: list[asyncio.Future[dict[str, str]]] = [loop.create_future() for _ in manifest.layers]
             downloads: list[asyncio.Future[None]] = []
-            early = (not (platform and target.media_type not in media.INDEXES)
-                     and all(layer.digest != manifest.config.digest for layer in manifest.layers))
+            early = not (platform and target.media_type not in media.INDEXES)
             try:
                 if early:
                     downloads = self._start_layers(session, ep, manifest.layers, layer_labels, lease_id, emit)
@@ -139,10 +138,26 @@ class Puller:
         log.debug("layers in/unpacked at %s s", " ".join(timeline))
 
     async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
-                     labels: Labels, emit: Callable[[Descriptor, str, int, int], None], *,
-                     bounded: bool = True) -> None:
+                     labels: dict[str, str] | asyncio.Future[dict[str, str]],
+                     emit: Callable[[Descriptor, str, int, int], None], *, bounded: bool = True) -> None:
         """One blob into the store, deduplicated across concurrent pulls of the same digest.  ``bounded``:
-        counted against ``max-concurrent-downloads`` (a config is not: the unpack waits for it)."""
+        counted against ``max-concurrent-downloads`` (a config is not: the unpack waits for it).
+
+        ``labels`` as a future (a layer's, named by a config still on its way) go with the blob's commit when
+        known by then, else are set once the blob is no longer claimed: a claim is never held waiting for a
+        config, which might itself wait for a blob another pull claims (two images naming each other's config
+        as a layer would otherwise hang both pulls)."""
+        sent = not isinstance(labels, asyncio.Future)
+
+        def at_commit() -> dict[str, str]:
+            nonlocal sent
+            if not isinstance(labels, asyncio.Future):
+                return labels
+            if not labels.done():
+                return {}
+            sent = True
+            return labels.result()
+
         while (existing := self._inflight.get(desc.digest)) is not None:
             await asyncio.shield(existing)
         # Claimed before the first await below, so no other pull can start the same blob meanwhile.
@@ -154,22 +169,24 @@ class Puller:
                 if info.size != desc.size:
                     raise errors.InvalidArgument(
                         f"blob {desc.digest}: stored size {info.size}, manifest says {desc.size}")
-                missing = {k: v for k, v in (await resolve_labels(labels)).items() if info.labels.get(k) != v}
+                await self._content.add_to_lease(desc.digest, lease_id)
+                missing = {k: v for k, v in at_commit().items() if info.labels.get(k) != v}
                 if missing:
                     await self._content.update_labels(desc.digest, missing)
-                await self._content.add_to_lease(desc.digest, lease_id)
                 emit(desc, "exists", desc.size, desc.size)
-                return
-            if bounded:
-                async with self._downloads:
-                    await self._download(session, ep, desc, lease_id, labels, emit)
             else:
-                await self._download(session, ep, desc, lease_id, labels, emit)
-            metrics_mod.current().pull_bytes.inc(desc.size)
-            emit(desc, "downloaded", desc.size, desc.size)
+                if bounded:
+                    async with self._downloads:
+                        await self._download(session, ep, desc, lease_id, at_commit, emit)
+                else:
+                    await self._download(session, ep, desc, lease_id, at_commit, emit)
+                metrics_mod.current().pull_bytes.inc(desc.size)
+                emit(desc, "downloaded", desc.size, desc.size)
         finally:
             del self._inflight[desc.digest]
             future.set_result(None)
+        if not sent and isinstance(labels, asyncio.Future):
+            await self._content.update_labels(desc.digest, await asyncio.shield(labels))
 
     async def _download(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
                         labels: Labels, emit: Callable[[Descriptor, str, int, int], None]) -> None:

@@ -161,16 +161,21 @@ def test_cri_pull_of_every_image_kind(daemon: DaemonProcess, registry: Registry,
     assert images.content(daemon) == set() and images.snapshots(daemon) == set()
 
 
-def test_layers_stream_in_beside_the_config(daemon: DaemonProcess, registry: Registry) -> None:
+@pytest.mark.parametrize("config", ["beside", "after the layers"])
+def test_layers_stream_in_beside_the_config(daemon: DaemonProcess, registry: Registry, config: str) -> None:
     """A pull asks for its layers without waiting for the config (which only names their diff IDs, needed at
-    each layer's commit and unpack): the relay holds the config back until a layer is asked for."""
+    each layer's commit and unpack): the relay holds the config back until a layer is asked for, or until every
+    layer blob is committed (their labels are then set after their commit)."""
     from lib.gateproxy import GateProxy
 
     built = images.push(registry.host, "order/beside", filler_layers=2, filler_mb=1)
-    proxy = GateProxy(("127.0.0.1", registry.port), held=built.config.digest).start()
+    layers = {layer.digest for layer in built.layers}
+    until = (lambda: layers <= images.content(daemon)) if config == "after the layers" else None
+    proxy = GateProxy(("127.0.0.1", registry.port), held=built.config.digest, until=until).start()
     try:
         assert pull(daemon, f"{proxy.host}/order/beside") == built.config.digest
         assert proxy.others_first
+        assert proxy.released_by_until == (until is not None)
     finally:
         proxy.stop()
     assert images.content(daemon) >= {built.config.digest, *(layer.digest for layer in built.layers)}

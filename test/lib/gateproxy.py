@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import http.server
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
@@ -15,7 +17,9 @@ class GateProxy:
     target: tuple[str, int]
     held: str  # the blob digest answered only once another blob was requested (or after ``patience`` s)
     patience: float = 15.0
+    until: Callable[[], bool] | None = None  # and also held until this holds (polled), within ``patience``
     others_first: bool = False  # whether another blob was requested while ``held`` was being held
+    released_by_until: bool = False
     _other: threading.Event = field(default_factory=threading.Event)
     _server: http.server.ThreadingHTTPServer | None = None
 
@@ -42,7 +46,13 @@ class GateProxy:
             def _relay(self) -> None:
                 if "/blobs/" in self.path:
                     if self.path.endswith(proxy.held):
+                        deadline = time.monotonic() + proxy.patience
                         proxy.others_first = proxy._other.wait(proxy.patience)
+                        while proxy.until is not None and time.monotonic() < deadline:
+                            if proxy.until():
+                                proxy.released_by_until = True
+                                break
+                            time.sleep(0.05)
                     else:
                         proxy._other.set()
                 upstream = http.client.HTTPConnection(*proxy.target, timeout=60)

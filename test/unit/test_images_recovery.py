@@ -182,27 +182,36 @@ async def test_a_cut_source_leaves_what_arrived_with_containerd() -> None:
     assert call.cancelled
 
 
-async def test_labels_named_late_go_with_the_commit() -> None:
-    """A pull streams a layer before its config names the layer's diff ID: the commit waits for the labels,
-    and a write cancelled meanwhile leaves the pull's future for the other attempts."""
-    data = bytes(range(256)) * 4096  # 1 MiB: all of it rides in the commit message
-    labels: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
-    cancelled_call = FakeWrite()
-    cancelled = asyncio.ensure_future(store_with(cancelled_call).write(
-        "ref", "sha256:x", len(data), chunked(data, 1 << 16), labels=labels))
+async def test_labels_are_asked_for_at_the_commit() -> None:
+    """A pull streams a layer before its config names the layer's diff ID: the labels are asked for when the
+    commit goes out, after the data, so what the config said by then rides with it."""
+    data = bytes(range(256)) * 4096 * 6  # 6 MiB: one whole message, the rest in the commit
+    streamed = 0
+
+    def source(offset: int) -> Any:
+        inner = chunked(data, 1 << 16)
+
+        async def counted() -> tuple[int, AsyncIterator[bytes]]:
+            start, chunks = await inner(offset)
+
+            async def each() -> AsyncIterator[bytes]:
+                nonlocal streamed
+                async for chunk in chunks:
+                    streamed += len(chunk)
+                    yield chunk
+            return start, each()
+        return counted()
+
+    asked_after: list[int] = []
+
+    def labels() -> dict[str, str]:
+        asked_after.append(streamed)
+        return {"containerd.io/uncompressed": "sha256:d"}
+
     call = FakeWrite()
-    write = asyncio.ensure_future(store_with(call).write("ref", "sha256:x", len(data), chunked(data, 1 << 16),
-                                                         labels=labels))
-    for _ in range(200):
-        await asyncio.sleep(0)
-    assert not write.done() and all(m.action != content_mod.content_pb2.COMMIT for m in call.messages)
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
-    assert cancelled_call.cancelled and not labels.done()
-    labels.set_result({"containerd.io/uncompressed": "sha256:d"})
-    assert await write
+    assert await store_with(call).write("ref", "sha256:x", len(data), source, labels=labels)
+    assert asked_after == [len(data)]
     commit = call.messages[-1]
-    assert commit.action == content_mod.content_pb2.COMMIT and dict(commit.labels) == {
-        "containerd.io/uncompressed": "sha256:d"}
-    assert commit.data == data
+    assert commit.action == content_mod.content_pb2.COMMIT
+    assert dict(commit.labels) == {"containerd.io/uncompressed": "sha256:d"}
+    assert b"".join(m.data for m in call.messages) == data
