@@ -119,13 +119,22 @@ def _unmount_under(base: Path) -> None:
         subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
 
 
+def _dirs_under(top: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, _ in os.walk(top):  # os.walk skips what vanishes under it; Path.rglob raises
+        found += [Path(root, d) for d in dirs]
+    return found
+
+
 def _cgroups_remove(name: str) -> None:
     """Remove the (empty) cgroup trees a runtime made under ``/<name>`` in every hierarchy, deepest first."""
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         top = hierarchy / name
         if not top.is_dir():
             continue
-        for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        # /k8s.io is shared with any other containerd CRI on the host (another bench run): a cgroup it removes
+        # while we walk is gone already, which is what we wanted.
+        for path in sorted(_dirs_under(top), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 path.rmdir()
         with contextlib.suppress(OSError):

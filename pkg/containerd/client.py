@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pkg import metrics as metrics_mod
 from pkg.containerd.errors import translate
 
 try:
+    from pkg.containerd import content_wire
     from pkg.containerd.api.services.containers.v1 import containers_pb2_grpc
     from pkg.containerd.api.services.content.v1 import content_pb2_grpc
     from pkg.containerd.api.services.diff.v1 import diff_pb2_grpc
@@ -36,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the build step
 from google.protobuf import empty_pb2
 
 MAX_MESSAGE = 64 << 20
+_CONTENT_WRITE = "/containerd.services.content.v1.Content/Write"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 
@@ -71,21 +74,6 @@ class _StreamUnary(_NamespaceMixin, grpc.aio.StreamUnaryClientInterceptor):
 class _StreamStream(_NamespaceMixin, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(details), request_iterator)
-
-
-def release_stream(call: Any) -> None:
-    """Cancel an intercepted stream call and the task grpc.aio feeds its requests from.
-
-    grpc.aio's intercepted stream calls write through a queue that a task of grpc's own drains; ``cancel()``
-    stops that task only while the RPC is live. When containerd ended the RPC first (an error answer to a
-    content Write), the task waits on the empty queue for ever: one leaked task per failed write."""
-    call.cancel()
-    inner = getattr(call, "_interceptors_task", None)
-    if inner is None or not inner.done() or inner.cancelled() or inner.exception() is not None:
-        return
-    poller = getattr(inner.result(), "_async_request_poller", None)
-    if poller is not None and not poller.done():
-        poller.cancel()
 
 
 class _Timed(grpc.aio.UnaryUnaryClientInterceptor):
@@ -137,6 +125,29 @@ class Client:
         self._health = ch.unary_unary(
             _HEALTH_CHECK, request_serializer=lambda b: b, response_deserializer=lambda b: b
         )
+        self._bulk: grpc.aio.Channel | None = None
+
+    def content_write(self, metadata: Sequence[tuple[str, str]] = ()) -> grpc.aio.StreamStreamCall:
+        """A Content.Write stream for blob data, on a channel of its own without interceptors.
+
+        Requests are bytes (``pkg.containerd.content_wire.write_request``), responses WriteContentResponse.
+        grpc.aio routes every message of an intercepted stream through a queue and a task of its own, and the
+        main channel's connection is shared with the pull's unpacks and everything else narwhald asks; a
+        pull's megabytes go straight to their own connection instead (made on first use: a node that never
+        pulls never opens it).  The namespace rides in the call's metadata, as the interceptor would add it.
+        """
+        if self._bulk is None:
+            self._bulk = grpc.aio.insecure_channel(
+                f"unix://{self.address}",
+                options=[
+                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                    ("grpc.enable_http_proxy", 0),
+                    ("grpc.use_local_subchannel_pool", 1),  # a connection of its own, not the main channel's
+                ],
+            )
+        method = self._bulk.stream_stream(_CONTENT_WRITE, request_serializer=None,
+                                          response_deserializer=content_wire.decode_response)
+        return method(metadata=(("containerd-namespace", self.namespace), *metadata))
 
     async def version(self, timeout: float = 5.0) -> tuple[str, str]:
         """containerd's (version, revision)."""
@@ -161,3 +172,5 @@ class Client:
 
     async def close(self) -> None:
         await self.channel.close()
+        if self._bulk is not None:
+            await self._bulk.close()

@@ -22,9 +22,10 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from pkg import errors
+from pkg.containerd import content_wire
 from pkg.containerd.api.services.content.v1 import content_pb2
 from pkg.containerd.api.services.leases.v1 import leases_pb2
-from pkg.containerd.client import Client, release_stream
+from pkg.containerd.client import Client
 from pkg.containerd.errors import from_grpc, translate
 from pkg.images.media import LABEL_GC_EXPIRE
 
@@ -44,6 +45,7 @@ Metadata = Sequence[tuple[str, str]]
 # source(offset) -> (start offset actually served, chunk iterator)
 Source = Callable[[int], Awaitable[tuple[int, AsyncIterator[bytes]]]]
 OnBytes = Callable[[int], None]
+Labels = dict[str, str] | Callable[[], dict[str, str]]  # a function: asked at the commit, what is known by then
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class ContentStore:
         await self.write(ref, digest, len(data), source, labels=labels, lease=lease)
 
     async def write(self, ref: str, digest: str, size: int, source: Source, *,
-                    labels: dict[str, str] | None = None, lease: str | None = None,
+                    labels: Labels | None = None, lease: str | None = None,
                     on_bytes: OnBytes | None = None) -> bool:
         """Stream a blob into the store, resuming an earlier ingest of ``ref``.
 
@@ -177,7 +179,9 @@ class ContentStore:
         mismatch the ingest is aborted and InvalidArgument raised.  While another
         writer holds ``ref`` (a concurrent pull of the same blob, or the stream of a
         narwhald that just died) we wait for it: it either commits (we are done) or
-        lets go (we resume its data).
+        lets go (we resume its data).  ``labels`` may be a function, asked at the
+        commit: a pull streams its layers while the config that names their labels
+        (the diff IDs) is still on its way, and sets them afterwards if it was late.
         """
         for attempt in range(LOCKED_RETRIES):
             try:
@@ -188,22 +192,22 @@ class ContentStore:
                 await asyncio.sleep(LOCKED_DELAY)
         raise AssertionError("unreachable")
 
-    async def _write_once(self, ref: str, digest: str, size: int, source: Source, labels: dict[str, str] | None,
+    async def _write_once(self, ref: str, digest: str, size: int, source: Source, labels: Labels | None,
                           lease: str | None, on_bytes: OnBytes | None) -> bool:
-        call = self._client.content.Write(metadata=lease_md(lease))
+        # The bulk channel (client.content_write): messages are bytes encoded around their data, so each byte
+        # is copied once on its way to containerd (content_wire), and no interceptor queue sits in between.
+        call = self._client.content_write(lease_md(lease))
         committed = False
         try:
-            await call.write(content_pb2.WriteContentRequest(
-                action=content_pb2.STAT, ref=ref, total=size, expected=digest))
-            offset = (await call.read()).offset
+            await _send(call, content_wire.write_request(content_wire.STAT, ref=ref, total=size, expected=digest))
+            offset = (await _read(call)).offset
             if offset > size:
                 offset = 0
             start, chunks = await source(offset)
             if on_bytes is not None and start:
                 on_bytes(start)
             position = start
-            # Chunks are gathered and joined once per message (a bytearray grown then copied to bytes would
-            # copy every byte twice more).
+            # Chunks are gathered and joined once per message, with the message's head (write_request).
             parts: list[bytes] = []
             buffered = 0
             # containerd answers every message; keep a few writes in flight instead of one round trip each.
@@ -216,8 +220,8 @@ class ContentStore:
                         raise errors.InvalidArgument(f"blob {digest}: more than the expected {size} bytes")
                     if buffered >= WRITE_MESSAGE:
                         # offset 0 means "truncate and start over" to containerd: what a restarted source wants.
-                        await call.write(content_pb2.WriteContentRequest(
-                            action=content_pb2.WRITE, offset=position, data=_joined(parts)))
+                        await _send(call, content_wire.write_request(content_wire.WRITE, offset=position,
+                                                                     parts=parts))
                         position += buffered
                         expected.append(position)
                         parts, buffered = [], 0
@@ -227,18 +231,18 @@ class ContentStore:
                 # The source broke off (a registry stream cut): what did arrive goes in first, so a retry
                 # resumes right after it rather than at the last whole message.
                 if parts:
-                    await call.write(content_pb2.WriteContentRequest(
-                        action=content_pb2.WRITE, offset=position, data=_joined(parts)))
+                    await _send(call, content_wire.write_request(content_wire.WRITE, offset=position, parts=parts))
                     expected.append(position + buffered)
                 while expected:
                     await self._ack(call, expected.popleft(), on_bytes)
                 raise
             while expected:
                 await self._ack(call, expected.popleft(), on_bytes)
-            await call.write(content_pb2.WriteContentRequest(
-                action=content_pb2.COMMIT, ref=ref, total=size, expected=digest, offset=position,
-                data=_joined(parts), labels=labels or {}))
-            await call.read()
+            commit_labels = labels_now(labels)
+            await _send(call, content_wire.write_request(
+                content_wire.COMMIT, ref=ref, total=size, expected=digest, offset=position, parts=parts,
+                labels=commit_labels))
+            await _read(call)
             committed = True
             if on_bytes is not None:
                 on_bytes(size)
@@ -246,8 +250,8 @@ class ContentStore:
             return True
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-                if labels:
-                    await self.update_labels(digest, labels)
+                if labels is not None and (existing := labels_now(labels)):
+                    await self.update_labels(digest, existing)
                 return False
             if err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unexpected commit" in (err.details() or ""):
                 await self.abort(ref)
@@ -258,23 +262,39 @@ class ContentStore:
             raise
         finally:
             if not committed:
-                release_stream(call)
+                call.cancel()
 
     @staticmethod
     async def _ack(call: grpc.aio.StreamStreamCall, offset: int, on_bytes: OnBytes | None) -> None:
-        resp = await call.read()
-        if resp is grpc.aio.EOF or resp.offset != offset:
-            got = "end of stream" if resp is grpc.aio.EOF else f"offset {resp.offset}"
-            raise errors.Internal(f"content write: containerd at {got}, expected {offset}")
+        resp = await _read(call)
+        if resp.offset != offset:
+            raise errors.Internal(f"content write: containerd at offset {resp.offset}, expected {offset}")
         if on_bytes is not None:
             on_bytes(offset)
 
 
-def _joined(parts: list[bytes]) -> bytes:
-    """One message's data: a single chunk as it is (no copy), several joined."""
-    if len(parts) == 1 and type(parts[0]) is bytes:
-        return parts[0]
-    return b"".join(parts)
+def labels_now(labels: Labels | None) -> dict[str, str]:
+    """The labels as known now (a function is asked)."""
+    if labels is None:
+        return {}
+    return labels() if callable(labels) else labels
+
+
+async def _send(call: grpc.aio.StreamStreamCall, message: bytes) -> None:
+    """One request; when containerd has ended the stream already (an error answer), its status is raised."""
+    try:
+        await call.write(message)
+    except asyncio.InvalidStateError:
+        await _read(call)  # raises the RPC's error
+        raise errors.Internal("content write: containerd ended the stream early") from None
+
+
+async def _read(call: grpc.aio.StreamStreamCall) -> content_pb2.WriteContentResponse:
+    resp = await call.read()
+    if resp is grpc.aio.EOF:
+        raise errors.Internal("content write: containerd ended the stream early")
+    assert isinstance(resp, content_pb2.WriteContentResponse)
+    return resp
 
 
 @contextlib.asynccontextmanager

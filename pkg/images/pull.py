@@ -20,7 +20,7 @@ from pkg import metrics as metrics_mod
 from pkg.containerd.client import Client
 from pkg.images import media
 from pkg.images.commit import commit_image
-from pkg.images.content import ContentStore, lease
+from pkg.images.content import ContentStore, Labels, lease
 from pkg.images.model import Descriptor, Progress
 from pkg.images.reference import Reference
 from pkg.images.registry import Endpoint, RegistrySession
@@ -65,41 +65,31 @@ class Puller:
             if manifest.config.size > media.MAX_MANIFEST:
                 raise errors.InvalidArgument(f"image config {manifest.config.digest} is too large")
 
-            # The config first: it names the diff IDs every layer is checked against.
-            await self._fetch(session, ep, manifest.config, lease_id, {}, emit)
-            config = media.parse_config(await self._content.read(manifest.config.digest, media.MAX_MANIFEST))
-            if platform and target.media_type not in media.INDEXES:
-                _check_platform(ref, config, platform)
-            if len(config.diff_ids) != len(manifest.layers):
-                raise errors.InvalidArgument(
-                    f"image {ref}: {len(manifest.layers)} layers but {len(config.diff_ids)} diff IDs in its config")
-            chains = chain_ids(config.diff_ids)
-
-            for layer in manifest.layers:
-                emit(layer, "waiting", 0, layer.size)
-            downloads = [
-                asyncio.ensure_future(self._fetch(
-                    session, ep, layer, lease_id, {media.LABEL_UNCOMPRESSED: diff_id}, emit))
-                for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
-            ]
-            timeline: list[str] = []  # when each layer was in and when it was unpacked: where a pull waits
+            # The layers start streaming in beside the config (a pull's first bytes should not wait for the
+            # config's round trips); their diff-ID labels, which only the config names, go with each blob's
+            # commit, or right after it when the config was later (_fetch).  An image refused for its platform
+            # (Docker's --platform on a single-platform image) is refused before its layers, as before: its
+            # config comes first.
+            loop = asyncio.get_running_loop()
+            layer_labels: list[asyncio.Future[dict[str, str]]] = [loop.create_future() for _ in manifest.layers]
+            downloads: list[asyncio.Future[None]] = []
+            early = not (platform and target.media_type not in media.INDEXES)
             try:
-                for i, layer in enumerate(manifest.layers):
-                    # The snapshot is prepared while the blob may still be coming in (containerd's unpacker
-                    # does the same): its round trip is off the path from "blob in" to "layer unpacked".
-                    prepared = await self._unpacker.prepare(layer, chains[i - 1] if i else "", chains[i], lease_id)
-                    try:
-                        await downloads[i]
-                    except BaseException:
-                        if prepared is not None:
-                            await self._unpacker.remove(prepared.key)
-                        raise
-                    fetched = time.monotonic() - started
-                    emit(layer, "extracting", 0, layer.size)
-                    if prepared is not None:
-                        await self._unpacker.apply_prepared(prepared, layer, config.diff_ids[i], lease_id)
-                    emit(layer, "extracted", layer.size, layer.size)
-                    timeline.append(f"{fetched:.2f}/{time.monotonic() - started:.2f}")
+                if early:
+                    downloads = self._start_layers(session, ep, manifest.layers, layer_labels, lease_id, emit)
+                await self._fetch(session, ep, manifest.config, lease_id, {}, emit, bounded=False)
+                config = media.parse_config(await self._content.read(manifest.config.digest, media.MAX_MANIFEST))
+                if not early:
+                    _check_platform(ref, config, platform or ("", "", ""))
+                if len(config.diff_ids) != len(manifest.layers):
+                    raise errors.InvalidArgument(f"image {ref}: {len(manifest.layers)} layers but "
+                                                 f"{len(config.diff_ids)} diff IDs in its config")
+                for future, diff_id in zip(layer_labels, config.diff_ids, strict=True):
+                    future.set_result({media.LABEL_UNCOMPRESSED: diff_id})
+                if not early:
+                    downloads = self._start_layers(session, ep, manifest.layers, layer_labels, lease_id, emit)
+                chains = chain_ids(config.diff_ids)
+                await self._unpack(manifest.layers, config.diff_ids, chains, downloads, lease_id, started, emit)
             finally:
                 for task in downloads:
                     task.cancel()
@@ -113,13 +103,61 @@ class Puller:
                                manifest=manifest, top_chain=chains[-1] if chains else "", names=names,
                                lease_id=lease_id, pinned=pinned)
             emit(target, "done", target.size, target.size)
-            log.debug("pull %s: layers in/unpacked at %s s; done at %.2f s", ref, " ".join(timeline),
-                      time.monotonic() - started)
+            log.debug("pull %s: done at %.2f s", ref, time.monotonic() - started)
             return manifest.config.digest
 
+    def _start_layers(self, session: RegistrySession, ep: Endpoint, layers: list[Descriptor],
+                      labels: list[asyncio.Future[dict[str, str]]], lease_id: str,
+                      emit: Callable[[Descriptor, str, int, int], None]) -> list[asyncio.Future[None]]:
+        for layer in layers:
+            emit(layer, "waiting", 0, layer.size)
+        return [asyncio.ensure_future(self._fetch(session, ep, layer, lease_id, future, emit))
+                for layer, future in zip(layers, labels, strict=True)]
+
+    async def _unpack(self, layers: list[Descriptor], diff_ids: list[str], chains: list[str],
+                      downloads: list[asyncio.Future[None]], lease_id: str, started: float,
+                      emit: Callable[[Descriptor, str, int, int], None]) -> None:
+        """Each layer as soon as its blob and its parent are in, in order."""
+        timeline: list[str] = []  # when each layer was in and when it was unpacked: where a pull waits
+        for i, layer in enumerate(layers):
+            # The snapshot is prepared while the blob may still be coming in (containerd's unpacker does the
+            # same): its round trip is off the path from "blob in" to "layer unpacked".
+            prepared = await self._unpacker.prepare(layer, chains[i - 1] if i else "", chains[i], lease_id)
+            try:
+                await downloads[i]
+            except BaseException:
+                if prepared is not None:
+                    await self._unpacker.remove(prepared.key)
+                raise
+            fetched = time.monotonic() - started
+            emit(layer, "extracting", 0, layer.size)
+            if prepared is not None:
+                await self._unpacker.apply_prepared(prepared, layer, diff_ids[i], lease_id)
+            emit(layer, "extracted", layer.size, layer.size)
+            timeline.append(f"{fetched:.2f}/{time.monotonic() - started:.2f}")
+        log.debug("layers in/unpacked at %s s", " ".join(timeline))
+
     async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
-                     labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:
-        """One blob into the store, deduplicated across concurrent pulls of the same digest."""
+                     labels: dict[str, str] | asyncio.Future[dict[str, str]],
+                     emit: Callable[[Descriptor, str, int, int], None], *, bounded: bool = True) -> None:
+        """One blob into the store, deduplicated across concurrent pulls of the same digest.  ``bounded``:
+        counted against ``max-concurrent-downloads`` (a config is not: the unpack waits for it).
+
+        ``labels`` as a future (a layer's, named by a config still on its way) go with the blob's commit when
+        known by then, else are set once the blob is no longer claimed: a claim is never held waiting for a
+        config, which might itself wait for a blob another pull claims (two images naming each other's config
+        as a layer would otherwise hang both pulls)."""
+        sent = not isinstance(labels, asyncio.Future)
+
+        def at_commit() -> dict[str, str]:
+            nonlocal sent
+            if not isinstance(labels, asyncio.Future):
+                return labels
+            if not labels.done():
+                return {}
+            sent = True
+            return labels.result()
+
         while (existing := self._inflight.get(desc.digest)) is not None:
             await asyncio.shield(existing)
         # Claimed before the first await below, so no other pull can start the same blob meanwhile.
@@ -131,22 +169,27 @@ class Puller:
                 if info.size != desc.size:
                     raise errors.InvalidArgument(
                         f"blob {desc.digest}: stored size {info.size}, manifest says {desc.size}")
-                missing = {k: v for k, v in labels.items() if info.labels.get(k) != v}
+                await self._content.add_to_lease(desc.digest, lease_id)
+                missing = {k: v for k, v in at_commit().items() if info.labels.get(k) != v}
                 if missing:
                     await self._content.update_labels(desc.digest, missing)
-                await self._content.add_to_lease(desc.digest, lease_id)
                 emit(desc, "exists", desc.size, desc.size)
-                return
-            async with self._downloads:
-                await self._download(session, ep, desc, lease_id, labels, emit)
-            metrics_mod.current().pull_bytes.inc(desc.size)
-            emit(desc, "downloaded", desc.size, desc.size)
+            else:
+                if bounded:
+                    async with self._downloads:
+                        await self._download(session, ep, desc, lease_id, at_commit, emit)
+                else:
+                    await self._download(session, ep, desc, lease_id, at_commit, emit)
+                metrics_mod.current().pull_bytes.inc(desc.size)
+                emit(desc, "downloaded", desc.size, desc.size)
         finally:
             del self._inflight[desc.digest]
             future.set_result(None)
+        if not sent and isinstance(labels, asyncio.Future):
+            await self._content.update_labels(desc.digest, await asyncio.shield(labels))
 
     async def _download(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
-                        labels: dict[str, str], emit: Callable[[Descriptor, str, int, int], None]) -> None:
+                        labels: Labels, emit: Callable[[Descriptor, str, int, int], None]) -> None:
         ref = f"narwhal-pull-{desc.digest}"
         order = [ep, *(e for e in session.endpoints if e != ep)]
 

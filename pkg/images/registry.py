@@ -142,11 +142,13 @@ class RegistrySession:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                         sock_connect=self.connect_timeout, sock_read=self.read_timeout)
         # No transparent decompression: a registry's gzip bomb would otherwise inflate inside aiohttp.
+        # read_bufsize: aiohttp stops reading the socket once twice this much is buffered (64 KiB by default):
+        # a blob then arrives in many small reads, each a pause, a resume and a chunk through the write loop.
         self._session = aiohttp.ClientSession(timeout=timeout, trust_env=False, auto_decompress=False,
-                                              headers=IDENTITY)
+                                              headers=IDENTITY, read_bufsize=READ_CHUNK)
         self._insecure_session = aiohttp.ClientSession(
             timeout=timeout, trust_env=False, connector=aiohttp.TCPConnector(ssl=False), auto_decompress=False,
-            headers=IDENTITY)
+            headers=IDENTITY, read_bufsize=READ_CHUNK)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -10,6 +10,7 @@ import pytest
 from cri_api.v1 import api_pb2
 from lib import images
 from lib.daemon import DaemonProcess
+from lib.leaks import leftovers
 from lib.registry import Registry
 
 
@@ -158,3 +159,31 @@ def test_cri_pull_of_every_image_kind(daemon: DaemonProcess, registry: Registry,
     assert img.size > 0
     daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec(ref)), timeout=60)
     assert images.content(daemon) == set() and images.snapshots(daemon) == set()
+
+
+@pytest.mark.parametrize("config", ["beside", "after the layers"])
+def test_layers_stream_in_beside_the_config(daemon: DaemonProcess, registry: Registry, config: str) -> None:
+    """A pull asks for its layers without waiting for the config (which only names their diff IDs, needed at
+    each layer's commit and unpack): the relay holds the config back until a layer is asked for, or until every
+    layer blob is committed (their labels are then set after their commit)."""
+    from lib.gateproxy import GateProxy
+
+    built = images.push(registry.host, "order/beside", filler_layers=2, filler_mb=1)
+    layers = {layer.digest for layer in built.layers}
+    until = (lambda: layers <= images.content(daemon)) if config == "after the layers" else None
+    proxy = GateProxy(("127.0.0.1", registry.port), held=built.config.digest, until=until).start()
+    try:
+        assert pull(daemon, f"{proxy.host}/order/beside") == built.config.digest
+        assert proxy.others_first
+        assert proxy.released_by_until == (until is not None)
+    finally:
+        proxy.stop()
+    assert images.content(daemon) >= {built.config.digest, *(layer.digest for layer in built.layers)}
+    labels = images.ctr(daemon, "content", "ls")
+    for layer, diff_id in zip(built.layers, built.diff_ids, strict=True):
+        line = next(row for row in labels.splitlines() if row.startswith(layer.digest))
+        assert f"containerd.io/uncompressed={diff_id}" in line  # labelled at its commit, config known by then
+    daemon.images().RemoveImage(api_pb2.RemoveImageRequest(image=spec(built.config.digest)), timeout=60)
+    assert images.leases(daemon) == set() and images.snapshots(daemon) == set()
+    assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
+    assert leftovers(daemon) == {}

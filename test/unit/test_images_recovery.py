@@ -123,7 +123,8 @@ class FakeWrite:
         self.replies: list[int] = [held]
         self.cancelled = False
 
-    async def write(self, req: Any) -> None:
+    async def write(self, raw: bytes) -> None:
+        req = content_mod.content_pb2.WriteContentRequest.FromString(raw)  # what containerd would parse
         self.messages.append(req)
         if req.action == content_mod.content_pb2.WRITE:
             self.held = req.offset + len(req.data)
@@ -144,7 +145,7 @@ class FakeWrite:
 
 def store_with(call: FakeWrite) -> ContentStore:
     client = type("Client", (), {})()
-    client.content = type("Content", (), {"Write": lambda self, metadata=(): call})()
+    client.content_write = lambda metadata=(): call
     return ContentStore(client)  # type: ignore[arg-type]
 
 
@@ -179,3 +180,38 @@ async def test_a_cut_source_leaves_what_arrived_with_containerd() -> None:
         await store_with(call).write("ref", "sha256:x", len(data), chunked(data, 1 << 20, cut_at=5 << 20))
     assert call.held == 5 << 20  # a retry resumes at 5 MiB, not at the last whole message (4 MiB)
     assert call.cancelled
+
+
+async def test_labels_are_asked_for_at_the_commit() -> None:
+    """A pull streams a layer before its config names the layer's diff ID: the labels are asked for when the
+    commit goes out, after the data, so what the config said by then rides with it."""
+    data = bytes(range(256)) * 4096 * 6  # 6 MiB: one whole message, the rest in the commit
+    streamed = 0
+
+    def source(offset: int) -> Any:
+        inner = chunked(data, 1 << 16)
+
+        async def counted() -> tuple[int, AsyncIterator[bytes]]:
+            start, chunks = await inner(offset)
+
+            async def each() -> AsyncIterator[bytes]:
+                nonlocal streamed
+                async for chunk in chunks:
+                    streamed += len(chunk)
+                    yield chunk
+            return start, each()
+        return counted()
+
+    asked_after: list[int] = []
+
+    def labels() -> dict[str, str]:
+        asked_after.append(streamed)
+        return {"containerd.io/uncompressed": "sha256:d"}
+
+    call = FakeWrite()
+    assert await store_with(call).write("ref", "sha256:x", len(data), source, labels=labels)
+    assert asked_after == [len(data)]
+    commit = call.messages[-1]
+    assert commit.action == content_mod.content_pb2.COMMIT
+    assert dict(commit.labels) == {"containerd.io/uncompressed": "sha256:d"}
+    assert b"".join(m.data for m in call.messages) == data
