@@ -127,6 +127,16 @@ def conflist(cfg: Config, pod_subnets: list[str]) -> dict[str, Any]:
     }
 
 
+def is_generated(cfg: Config, path: Path, data: dict[str, Any]) -> bool:
+    """This instance wrote ``data`` itself: it is its file in the conf dir and reads exactly as this version
+    writes it for the subnets it holds.  A file an administrator wrote, or edited, is not (and runs as
+    libcni runs it: pkg/cni/noop.py prunes only lists Narwhal built)."""
+    if path != cfg.cni_conf_dir / FILE_NAME or data.get("name") != network_name(cfg):
+        return False
+    found = subnets_of(data)
+    return bool(found) and data == conflist(cfg, found)
+
+
 def _has_config(conf_dir: Path) -> bool:
     try:
         return any(p.suffix in cni_config.EXTENSIONS for p in conf_dir.iterdir())

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from pkg import errors
 from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
 from pkg.cni import config as cni_config
-from pkg.cni import defaults, gc, netns, request
+from pkg.cni import defaults, gc, netns, noop, request
 from pkg.cni import status as status_mod
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.chain import Runner
@@ -141,6 +141,8 @@ class NetworkManager:
             try:
                 network = await asyncio.to_thread(cni_config.load_default, self.cfg.cni_conf_dir)
                 await self.runner.validate(network)
+                if defaults.is_generated(self.cfg, network.path, network.raw):
+                    network = dataclasses.replace(network, generated=True)
             except errors.NotFound as exc:
                 condition = Condition(NETWORK_READY, False, "NoNetworkConfig", exc.message)
                 network = None
@@ -253,10 +255,13 @@ class NetworkManager:
             runtime_config["ips"] = asked
         if want.mac:
             runtime_config["mac"] = want.mac
+        # What this request makes no-ops of Narwhal's own chain stays out of ADD; the list as run is cached, so
+        # DEL and CHECK run the same plugins (an attachment cached with the whole chain is DELeted whole).
+        net, skipped = noop.prune(net, runtime_config)
         att = Attachment(
             sandbox_id=req.sandbox_id, network_name=net.name, ifname=ifname, netns=str(req.netns_path),
             cni_args=self.cni_args(req), config=net.raw, runtime_config=runtime_config,
-            network=want.network, aliases=tuple(want.aliases), links=tuple(want.links),
+            network=want.network, aliases=tuple(want.aliases), links=tuple(want.links), skipped=skipped,
         )
         progress: list[dict[str, Any]] = []
         inv = Invocation("ADD", req.sandbox_id, str(req.netns_path), ifname, att.cni_args)

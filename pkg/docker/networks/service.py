@@ -13,6 +13,7 @@ and rebuilds the table from the cache on start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import hashlib
 import ipaddress
@@ -428,7 +429,7 @@ class NetworkService:
         if network.name in (HOST, NONE) or not network.cni_name:
             raise errors.InvalidArgument(f"network {network.name} cannot be joined this way")
         data = conflist.conflist(self.cfg, network)
-        return cni_config.from_dict(data, Path(f"<network {network.name}>"))
+        return dataclasses.replace(cni_config.from_dict(data, Path(f"<network {network.name}>")), generated=True)
 
     async def _conflists(self) -> list[cni_config.NetworkConfigList]:
         return [cni_config.from_dict(conflist.conflist(self.cfg, n), Path(f"<network {n.name}>"))
