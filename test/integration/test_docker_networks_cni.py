@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from lib import nsexec
-from lib.cni_host import HostGuard, start_server, stop_server
+from lib.cni_host import HostGuard, free_port, start_server, stop_server
 from lib.cni_net import Net
 from lib.docker_networks import bridge_ports, chain_exists, link_exists, probe, tagged_rules
 
 from pkg import errors
 from pkg.cni import defaults, netns
-from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
+from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest, PortMapping
 from pkg.docker.dns import message
 from pkg.docker.networks import conflist
 from pkg.docker.networks.model import CreateRequest, IPAMPool, Owner
@@ -389,9 +389,9 @@ def iptables_lines(table: str, chain: str) -> list[str]:
 
 async def test_forwarding_and_masquerade_are_rules_per_network(env: Env, host_guard: HostGuard) -> None:
     """Masquerade and FORWARD accepts per network, not per pod (pkg/cni/netrules.py): with FORWARD's policy
-    DROP (as dockerd leaves it) pods reach each other and, masqueraded, a host outside their subnet that has no
-    route back to them; enable_ip_masquerade=false is honoured; isolation still comes first; a network's rules
-    go with it."""
+    DROP (as dockerd leaves it) pods reach each other, a published port (hairpin too) and, masqueraded, a host
+    outside their subnet that has no route back to them; enable_ip_masquerade=false is honoured; isolation
+    still comes first; a network's rules go with it."""
     cfg = env.net.cfg
     fwd, masq = f"NW-FWD-{cfg.instance_id}", f"NW-MASQ-{cfg.instance_id}"
     wayout = await env.service.create(CreateRequest("wayout", ipam=(IPAMPool("10.201.21.0/24"),)))
@@ -415,7 +415,11 @@ async def test_forwarding_and_masquerade_are_rules_per_network(env: Env, host_gu
     host("ip", "addr", "add", "10.201.199.1/24", "dev", host_if)
     host("ip", "link", "set", host_if, "up")
     host("iptables", "-w", "-P", "FORWARD", "DROP")  # restored by host_guard and below
-    w1 = await env.sandbox("sb-w1", NetworkAttachment("wayout"))
+    published = free_port()
+    w1 = env.net.req("sb-w1", networks=(NetworkAttachment("wayout"),),
+                     port_mappings=[PortMapping(container_port=8080, host_port=published)])
+    await netns.create(w1.netns_path)
+    await env.net.manager.setup(w1)
     w2 = await env.sandbox("sb-w2", NetworkAttachment("wayout"))
     p1 = await env.sandbox("sb-p1", NetworkAttachment("plain"))
     d1 = await env.sandbox("sb-d1")  # the default network
@@ -423,6 +427,9 @@ async def test_forwarding_and_masquerade_are_rules_per_network(env: Env, host_gu
                start_server(d1.netns_path, "d1", 8080)]
     try:
         assert await probe(w2.netns_path, ip_of(addresses(w1.netns_path)["eth0"]), 8080) == "w1"
+        # a published port through the host's address on the bridge: from a neighbour, and hairpin to itself
+        assert await probe(w2.netns_path, "10.201.21.1", published, timeout=5) == "w1"
+        assert await probe(w1.netns_path, "10.201.21.1", published, timeout=5) == "w1"
         assert await probe(w1.netns_path, "10.201.199.2", 8080, timeout=5) == "outside"
         assert await probe(d1.netns_path, "10.201.199.2", 8080, timeout=5) == "outside"
         assert (await probe(p1.netns_path, "10.201.199.2", 8080)).startswith("ERR")  # not masqueraded: no reply
