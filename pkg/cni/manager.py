@@ -145,12 +145,15 @@ class NetworkManager:
             if fingerprint == self._signature:
                 return self._condition
             network: NetworkConfigList | None = None
+            rules_failed = False
             try:
                 network = await asyncio.to_thread(cni_config.load_default, self.cfg.cni_conf_dir)
                 await self.runner.validate(network)
                 if defaults.is_generated(self.cfg, network.path, network.raw):
                     network = dataclasses.replace(network, generated=True)
+                rules_failed = True
                 await self._network_rules(network)
+                rules_failed = False
             except errors.NotFound as exc:
                 condition = Condition(NETWORK_READY, False, "NoNetworkConfig", exc.message)
                 network = None
@@ -164,7 +167,10 @@ class NetworkManager:
                 condition = Condition(NETWORK_READY, True, "", f"default network {network.name!r} from {network.path}")
             if condition != self._condition:
                 log.info("CNI: NetworkReady=%s %s %s", condition.status, condition.reason, condition.message)
-            self._network, self._condition, self._signature = network, condition, fingerprint
+            # Rules that could not be installed (a busy xtables lock, iptables missing) are tried again at the
+            # next status or setup, not only when a file changes.
+            self._network, self._condition = network, condition
+            self._signature = None if rules_failed else fingerprint
             return condition
 
     async def _network_rules(self, network: NetworkConfigList) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pkg import errors
 from pkg.cni import defaults, netns, netrules, noop
 from pkg.cni.cache import Attachment
 from pkg.cni.config import from_dict
@@ -215,3 +216,25 @@ def test_which_conflists_ask_for_rules(tmp_path: Path) -> None:
         defaults.network_name(cfg), defaults.bridge_name(cfg), ("10.123.7.0/24",))
     assert netrules.of_conflist(defaults.legacy_conflist(cfg, ["10.123.7.0/24"])) is None  # per pod, in plugins
     assert netrules.of_conflist({"name": "x", "plugins": [{"type": "ptp"}]}) is None
+
+
+async def test_rules_that_failed_are_tried_again(tmp_path: Path, calls: Path) -> None:
+    """NetworkReady is false while the default network's rules cannot be installed, and the next status tries
+    again (no file has to change)."""
+    cfg = cfg_for(tmp_path)
+    mgr = manager(cfg)
+    rules: FakeRules = mgr.rules  # type: ignore[assignment]
+    real_ensure = rules.ensure
+
+    async def busy(net: netrules.BridgeNetwork) -> None:
+        raise errors.Internal("iptables: Another app is currently holding the xtables lock")
+
+    rules.ensure = busy  # type: ignore[method-assign]
+    await mgr.start()
+    try:
+        cond = await mgr.status()
+        assert (cond.status, cond.reason) == (False, "NetworkPluginNotReady") and "xtables" in cond.message
+        rules.ensure = real_ensure  # type: ignore[method-assign]
+        assert (await mgr.status()).status and len(rules.installed) == 1
+    finally:
+        await mgr.stop()
