@@ -1,8 +1,10 @@
 """``narwhald cleanup``: remove what one instance made on the host, once its containers are gone.
 
 A narwhald leaves host-global objects behind when it goes away for good: its default bridge
-(``nw-<instance>``), the firewall plugin's admin chain (``NARWHAL-ADMIN-<instance>``, jumped to from
-the shared ``CNI-FORWARD``), its Docker networks' bridges and isolation chain (``NW-ISO-<instance>``), the
+(``nw-<instance>``), its networks' masquerade and FORWARD chains (``NW-MASQ-<instance>``,
+``NW-FWD-<instance>``), the firewall plugin's admin chain (``NARWHAL-ADMIN-<instance>``, jumped to from
+the shared ``CNI-FORWARD``, for pods attached by older versions and overlays), its Docker networks'
+bridges and isolation chain (``NW-ISO-<instance>``), the
 swarm's routing-mesh chains (``NW-MESH-<instance>``, ``NW-MESHMQ-<instance>``, ``NW-MESHFWD-<instance>``)
 and etcd member, per-container NAT/portmap chains of a crash, cgroup parents, mounts under its dirs, and the default
 conflist it wrote.  The package's purge and the test teardown run this.  Every object is found by
@@ -32,6 +34,7 @@ from pkg.cgroups.cleanup import remove_cgroup
 from pkg.cni import config as cni_config
 from pkg.cni import defaults, gc, iptables
 from pkg.cni.manager import NetworkManager
+from pkg.cni.netrules import NetworkRules
 from pkg.config import Config
 from pkg.containerd import tasks
 from pkg.containerd.client import Client
@@ -205,7 +208,7 @@ class Cleanup:
     async def _network_state(self, networks: list[Network]) -> None:
         """CNI DEL of every cached attachment, pinned netns, IPs, and the tagged NAT/portmap chains and
         firewall rules of our networks: the leak GC with no sandbox known."""
-        manager = NetworkManager(self.cfg)
+        manager = NetworkManager(self.cfg, manage_rules=False)  # its rules go in _firewall
         await manager.reload()  # the default network (its subnets tell which CNI-FORWARD rules are ours)
         conflists = [cni_config.from_dict(network_conflist.conflist(self.cfg, n), Path(f"<network {n.name}>"))
                      for n in networks]
@@ -241,6 +244,8 @@ class Cleanup:
         """The isolation chain of our Docker networks, the swarm's mesh chains and the firewall plugin's admin chain."""
         await Isolation(self.cfg.instance_id, defaults.bridge_name(self.cfg)).sync([])
         await Mesh(self.cfg.instance_id).remove()  # the swarm's published ingress ports
+        for what in await NetworkRules(self.cfg.instance_id).remove_all():  # masquerade/FORWARD per network
+            self.say(f"removed {what}")
         chain = defaults.admin_chain(self.cfg)
         for cmd, save in iptables.families():
             table = (await iptables.snapshot(save, ("filter",))).get("filter")

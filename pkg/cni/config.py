@@ -23,6 +23,9 @@ class NetworkConfigList:
     plugins: list[dict[str, Any]]
     path: Path
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    # Narwhal built this list itself (its default network, a Docker network): plugins that would do nothing
+    # for a request are left out of its ADD (pkg/cni/noop.py).  False for every list an administrator provides.
+    generated: bool = False
 
 
 def parse(path: Path) -> NetworkConfigList:

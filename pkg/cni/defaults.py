@@ -1,13 +1,18 @@
 """The network Narwhal writes on first start when the conf dir holds no config.
 
-bridge (this instance's own bridge, masquerading, gateway) with host-local
-IPAM whose allocations live under this instance's state dir, portmap for
-hostPorts, firewall so pod traffic flows even when the host's FORWARD policy
-is DROP (Docker sets it so, with br_netfilter on), and bandwidth for the
-kubernetes.io/{ingress,egress}-bandwidth annotations.  Names that live in
-host-global spaces (network name → iptables chain hashes, bridge, firewall
-admin chain, subnet) are derived from ``cfg.instance_id`` so several
-narwhald side by side never share them.
+bridge (this instance's own bridge, gateway, no per-pod masquerade) with host-local IPAM whose
+allocations live under this instance's state dir, tuning for a requested MAC, portmap for hostPorts and
+bandwidth for the kubernetes.io/{ingress,egress}-bandwidth annotations.  What the bridge plugin's
+``ipMasq`` and the firewall plugin did per pod (masquerade pod traffic leaving the host; accept it in
+FORWARD, whose policy Docker sets to DROP with br_netfilter on) narwhald does once per network
+(pkg/cni/netrules.py, installed when the network is loaded), and plugins that are no-ops for a pod are
+left out of its ADD (pkg/cni/noop.py).  Names that live in host-global spaces (network name → iptables
+chain hashes, bridge, chains, subnet) are derived from ``cfg.instance_id`` so several narwhald side by
+side never share them.
+
+A file written by an older version (``legacy_conflist``: bridge with ``ipMasq`` and the firewall plugin)
+is rewritten in the current shape at start, with the same subnets; pods attached before keep the chain
+they were ADDed with in the attachment cache, and DEL runs it whole.
 """
 from __future__ import annotations
 
@@ -103,28 +108,58 @@ def subnets(cfg: Config) -> list[str]:
     return [str(pick_subnet(cfg.instance_id, host_routes_v4()))]
 
 
-def conflist(cfg: Config, pod_subnets: list[str]) -> dict[str, Any]:
+def _bridge_plugin(cfg: Config, pod_subnets: list[str], masquerade: bool) -> dict[str, Any]:
     ranges = [[{"subnet": s}] for s in pod_subnets]
     routes = [{"dst": "0.0.0.0/0" if ipaddress.ip_network(s).version == 4 else "::/0"} for s in pod_subnets]
+    return {
+        "type": "bridge",
+        "bridge": bridge_name(cfg),
+        "isGateway": True,
+        "ipMasq": masquerade,
+        "hairpinMode": True,
+        "capabilities": {"ips": True},
+        "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": str(ipam_dir(cfg))},
+    }
+
+
+def conflist(cfg: Config, pod_subnets: list[str]) -> dict[str, Any]:
+    """The default network as this version writes it (masquerade and FORWARD accepts: pkg/cni/netrules.py)."""
     return {
         "cniVersion": CNI_VERSION,
         "name": network_name(cfg),
         "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge_name(cfg),
-                "isGateway": True,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "capabilities": {"ips": True},
-                "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": str(ipam_dir(cfg))},
-            },
+            _bridge_plugin(cfg, pod_subnets, masquerade=False),
+            tuning_plugin(cfg),
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        ],
+    }
+
+
+def legacy_conflist(cfg: Config, pod_subnets: list[str]) -> dict[str, Any]:
+    """The default network as versions before issue 21's round three wrote it: masquerade per pod (bridge
+    ``ipMasq``) and FORWARD accepts per pod (the firewall plugin)."""
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": network_name(cfg),
+        "plugins": [
+            _bridge_plugin(cfg, pod_subnets, masquerade=True),
             tuning_plugin(cfg),
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
             {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": admin_chain(cfg)},
             {"type": "bandwidth", "capabilities": {"bandwidth": True}},
         ],
     }
+
+
+def is_generated(cfg: Config, path: Path, data: dict[str, Any]) -> bool:
+    """This instance wrote ``data`` itself: it is its file in the conf dir and reads exactly as this version
+    writes it for the subnets it holds.  A file an administrator wrote, or edited, is not (and runs as
+    libcni runs it: pkg/cni/noop.py prunes only lists Narwhal built)."""
+    if path != cfg.cni_conf_dir / FILE_NAME or data.get("name") != network_name(cfg):
+        return False
+    found = subnets_of(data)
+    return bool(found) and data in (conflist(cfg, found), legacy_conflist(cfg, found))
 
 
 def _has_config(conf_dir: Path) -> bool:
@@ -142,15 +177,36 @@ def write_if_missing(cfg: Config) -> Path | None:
         return None
     conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     path = conf_dir / FILE_NAME
-    tmp = conf_dir / f".{FILE_NAME}.tmp"
     data = conflist(cfg, subnets(cfg))
+    _write(path, data)
+    log.info("wrote default CNI network %s (subnets %s) to %s", data["name"], ", ".join(subnets_of(data)), path)
+    return path
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)  # the watcher never sees a half-written file
-    log.info("wrote default CNI network %s (subnets %s) to %s", data["name"], ", ".join(subnets_of(data)), path)
+
+
+def upgrade_legacy(cfg: Config) -> Path | None:
+    """Rewrite this instance's default network in the current shape when it is exactly what an older version
+    wrote (``legacy_conflist``), keeping its subnets; a file anyone edited is left alone.  Blocking file I/O."""
+    path = cfg.cni_conf_dir / FILE_NAME
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    found = subnets_of(data) if isinstance(data, dict) else []
+    if not found or data != legacy_conflist(cfg, found):
+        return None
+    _write(path, conflist(cfg, found))
+    log.info("rewrote default CNI network %s in %s: masquerade and FORWARD accepts per network, no firewall "
+             "plugin (pods attached before keep their chain)", data["name"], path)
     return path
 
 

@@ -81,7 +81,7 @@ def parse_save(text: str) -> dict[str, Table]:
     return tables
 
 
-async def _run(*argv: str) -> tuple[int, str, str]:
+async def run(*argv: str) -> tuple[int, str, str]:
     """Run one iptables command, bounded: a stuck xtables lock must not wedge teardown or GC."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -107,7 +107,7 @@ def families() -> list[tuple[str, str]]:
 async def snapshot(save: str, names: tuple[str, ...] = TABLES) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     for table in names:
-        rc, out, _ = await _run(save, "-t", table)
+        rc, out, _ = await run(save, "-t", table)
         if rc == 0:
             tables.update(parse_save(out))
     return tables
@@ -194,14 +194,14 @@ async def cleanup(
         tables = await snapshot(save, tables_to_scan)
         rules, chains = plan(tables, network, is_orphan, orphan_ips)
         for table, rule in rules:
-            rc, _, err = await _run(cmd, "-w", "-t", table, "-D", rule.chain, *rule.args)
+            rc, _, err = await run(cmd, "-w", "-t", table, "-D", rule.chain, *rule.args)
             if rc == 0:
                 removed += 1
             elif "does not exist" not in err and "No chain" not in err:
                 log.warning("%s: delete rule in %s/%s: %s", cmd, table, rule.chain, err.strip())
         for table, chain in chains:
-            await _run(cmd, "-w", "-t", table, "-F", chain)
-            rc, _, err = await _run(cmd, "-w", "-t", table, "-X", chain)
+            await run(cmd, "-w", "-t", table, "-F", chain)
+            rc, _, err = await run(cmd, "-w", "-t", table, "-X", chain)
             if rc == 0:
                 removed += 1
             elif "No chain" not in err and "does not exist" not in err:

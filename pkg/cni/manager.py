@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from pkg import errors
 from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
 from pkg.cni import config as cni_config
-from pkg.cni import defaults, gc, netns, request
+from pkg.cni import defaults, gc, netns, netrules, noop, request
 from pkg.cni import status as status_mod
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.chain import Runner
@@ -66,7 +66,8 @@ class EndpointListener(Protocol):
 
 
 class NetworkManager:
-    def __init__(self, cfg: Config, *, watch_interval: float = WATCH_INTERVAL, gc_interval: float = GC_INTERVAL):
+    def __init__(self, cfg: Config, *, watch_interval: float = WATCH_INTERVAL, gc_interval: float = GC_INTERVAL,
+                 manage_rules: bool = True):
         self.cfg = cfg
         self.runner = Runner(list(cfg.cni_bin_dir), cfg.cni_timeout)
         self.cache = AttachmentCache(cfg.cni_state_dir / "results")
@@ -85,6 +86,11 @@ class NetworkManager:
         self.named_networks: NetworkLister | None = None
         self.listeners: list[EndpointListener] = []
         self.attachment_hook: AttachmentHook | None = None
+        # Masquerade and FORWARD accepts per network for the networks Narwhal builds (netrules.py); Docker's
+        # networks (pkg.docker.networks) install theirs through the same object.
+        self.rules = netrules.NetworkRules(cfg.instance_id)
+        self._ruled: netrules.BridgeNetwork | None = None  # the default network whose rules are in place
+        self._manage_rules = manage_rules  # False: only reads the config (``narwhald cleanup``)
 
     # ---- lifecycle ----
     async def start(self, sandbox_ids: SandboxLister | None = None) -> None:
@@ -94,6 +100,7 @@ class NetworkManager:
         including ones being created) there is no periodic GC: nothing is ever
         released on a guess."""
         await asyncio.to_thread(defaults.write_if_missing, self.cfg)
+        await asyncio.to_thread(defaults.upgrade_legacy, self.cfg)
         await self.reload()
         log.info("NetworkReady=%s %s %s", self._condition.status, self._condition.reason, self._condition.message)
         self._tasks.append(create_guarded_task(self._watch, "cni-conf-watcher", restart_delay=1.0))
@@ -138,9 +145,15 @@ class NetworkManager:
             if fingerprint == self._signature:
                 return self._condition
             network: NetworkConfigList | None = None
+            rules_failed = False
             try:
                 network = await asyncio.to_thread(cni_config.load_default, self.cfg.cni_conf_dir)
                 await self.runner.validate(network)
+                if defaults.is_generated(self.cfg, network.path, network.raw):
+                    network = dataclasses.replace(network, generated=True)
+                rules_failed = True
+                await self._network_rules(network)
+                rules_failed = False
             except errors.NotFound as exc:
                 condition = Condition(NETWORK_READY, False, "NoNetworkConfig", exc.message)
                 network = None
@@ -154,8 +167,24 @@ class NetworkManager:
                 condition = Condition(NETWORK_READY, True, "", f"default network {network.name!r} from {network.path}")
             if condition != self._condition:
                 log.info("CNI: NetworkReady=%s %s %s", condition.status, condition.reason, condition.message)
-            self._network, self._condition, self._signature = network, condition, fingerprint
+            # Rules that could not be installed (a busy xtables lock, iptables missing) are tried again at the
+            # next status or setup, not only when a file changes.
+            self._network, self._condition = network, condition
+            self._signature = None if rules_failed else fingerprint
             return condition
+
+    async def _network_rules(self, network: NetworkConfigList) -> None:
+        """The per-network rules of the default network when Narwhal built it in the current shape (an
+        older or foreign shape does it per pod, in its plugins); the previous one's go when it changes."""
+        wanted = netrules.of_conflist(network.raw) if network.generated else None
+        if wanted == self._ruled or not self._manage_rules:
+            return
+        if self._ruled is not None:
+            await self.rules.remove(self._ruled)
+            self._ruled = None
+        if wanted is not None:
+            await self.rules.ensure(wanted)
+            self._ruled = wanted
 
     async def status(self) -> Condition:
         return await self.reload()
@@ -253,10 +282,13 @@ class NetworkManager:
             runtime_config["ips"] = asked
         if want.mac:
             runtime_config["mac"] = want.mac
+        # What this request makes no-ops of Narwhal's own chain stays out of ADD; the list as run is cached, so
+        # DEL and CHECK run the same plugins (an attachment cached with the whole chain is DELeted whole).
+        net, skipped = noop.prune(net, runtime_config)
         att = Attachment(
             sandbox_id=req.sandbox_id, network_name=net.name, ifname=ifname, netns=str(req.netns_path),
             cni_args=self.cni_args(req), config=net.raw, runtime_config=runtime_config,
-            network=want.network, aliases=tuple(want.aliases), links=tuple(want.links),
+            network=want.network, aliases=tuple(want.aliases), links=tuple(want.links), skipped=skipped,
         )
         progress: list[dict[str, Any]] = []
         inv = Invocation("ADD", req.sandbox_id, str(req.netns_path), ifname, att.cni_args)

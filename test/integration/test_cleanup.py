@@ -37,12 +37,13 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def admin_chain_exists(d: DaemonProcess) -> bool:
+def forward_chain_exists(d: DaemonProcess) -> bool:
+    """The instance's FORWARD accepts of its networks (pkg/cni/netrules.py) are in place."""
     import hashlib
     import subprocess
 
     instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]
-    return subprocess.run(["iptables", "-w", "-S", f"NARWHAL-ADMIN-{instance}"], capture_output=True).returncode == 0
+    return subprocess.run(["iptables", "-w", "-S", f"NW-FWD-{instance}"], capture_output=True).returncode == 0
 
 
 def test_cleanup_refuses_while_in_use_then_force_leaves_nothing(pair: tuple[DockerDaemon, DockerDaemon]) -> None:
@@ -80,7 +81,7 @@ def test_cleanup_refuses_while_in_use_then_force_leaves_nothing(pair: tuple[Dock
     assert host_leftovers(a.daemon, bridges) == {}
 
     # The other instance keeps its chain, bridge and running container.
-    assert admin_chain_exists(b.daemon)
+    assert forward_chain_exists(b.daemon)
     assert host_leftovers(b.daemon).get("bridges")
     assert b.out("ps", "-q")
 

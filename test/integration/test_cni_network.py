@@ -218,7 +218,13 @@ async def test_hanging_plugin_is_killed_at_its_timeout(net_factory: NetFactory, 
 
 
 async def test_gc_releases_what_a_crash_left(net_factory: NetFactory) -> None:
+    """Pods attached by an older version's chain (bridge ipMasq and the firewall plugin, per pod), then a crash
+    and a start of this version: the file is rewritten in the new shape, and GC and DEL still remove every
+    per-pod rule the old chain made, from the chain cached with each attachment."""
     net: Net = await net_factory()
+    own = net.cfg.cni_conf_dir / defaults.FILE_NAME
+    subnets = defaults.subnets_of(json.loads(own.read_text()))
+    own.write_text(json.dumps(defaults.legacy_conflist(net.cfg, subnets)))  # as the older version wrote it
     other: Net = await net_factory()  # another instance side by side
     assert other.bridge != net.bridge and other.subnet_prefix() != net.subnet_prefix()
     keep, keep_ip = await net.pod("keep")
@@ -236,6 +242,7 @@ async def test_gc_releases_what_a_crash_left(net_factory: NetFactory) -> None:
 
     restarted = NetworkManager(net.cfg)  # a new daemon: nothing in memory
     await restarted.start()
+    assert json.loads(own.read_text()) == defaults.conflist(net.cfg, subnets)  # upgraded at start
     try:
         await restarted.gc({"keep", "interrupted"})
         assert len(firewall_rules(interrupted_ip + "/")) == 2

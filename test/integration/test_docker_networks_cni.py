@@ -7,6 +7,7 @@ network namespaces the test creates (as the sandboxes of the Docker domain would
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -16,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from lib import nsexec
-from lib.cni_host import HostGuard, start_server, stop_server
+from lib.cni_host import HostGuard, free_port, start_server, stop_server
 from lib.cni_net import Net
 from lib.docker_networks import bridge_ports, chain_exists, link_exists, probe, tagged_rules
 
 from pkg import errors
 from pkg.cni import defaults, netns
-from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
+from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest, PortMapping
 from pkg.docker.dns import message
 from pkg.docker.networks import conflist
 from pkg.docker.networks.model import CreateRequest, IPAMPool, Owner
@@ -375,3 +376,81 @@ async def test_two_instances_never_share_subnets_bridges_or_chains(env: Env, hos
             await env.service.remove(f"mine{i}")
         shutil.rmtree(other_net.base, ignore_errors=True)
     assert not chain_exists(other.isolation.chain)
+
+
+def host(*cmd: str, check: bool = True) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check).stdout
+
+
+def iptables_lines(table: str, chain: str) -> list[str]:
+    out = subprocess.run(["iptables", "-w", "-t", table, "-S", chain], capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+async def test_forwarding_and_masquerade_are_rules_per_network(env: Env, host_guard: HostGuard) -> None:
+    """Masquerade and FORWARD accepts per network, not per pod (pkg/cni/netrules.py): with FORWARD's policy
+    DROP (as dockerd leaves it) pods reach each other, a published port (hairpin too) and, masqueraded, a host
+    outside their subnet that has no route back to them; enable_ip_masquerade=false is honoured; isolation
+    still comes first; a network's rules go with it."""
+    cfg = env.net.cfg
+    fwd, masq = f"NW-FWD-{cfg.instance_id}", f"NW-MASQ-{cfg.instance_id}"
+    wayout = await env.service.create(CreateRequest("wayout", ipam=(IPAMPool("10.201.21.0/24"),)))
+    plain = await env.service.create(CreateRequest("plain", ipam=(IPAMPool("10.201.22.0/24"),), options={
+        conflist.MASQUERADE_OPTION: "false"}))
+    assert f"-A {masq} -s 10.201.21.0/24 ! -o {wayout.bridge} -m comment --comment {wayout.cni_name} " \
+           "-j MASQUERADE" in iptables_lines("nat", masq)
+    assert not [line for line in iptables_lines("nat", masq) if plain.bridge in line]
+    assert [line for line in iptables_lines("filter", fwd) if f"-i {plain.bridge} " in line]
+    forward = [line.split(" -j ")[-1] for line in iptables_lines("filter", "FORWARD") if " -j " in line]
+    assert forward.index(env.service.isolation.chain) < forward.index(fwd)  # drops before accepts
+
+    outside = env.net.base / "outside"  # a host beyond the pods' subnets, with no route back to them
+    host_if = f"nwo{cfg.instance_id[:8]}"
+    await netns.create(outside)
+    host_guard.bridges.append(host_if)  # removed at the end whatever happens (ip link del works on a veth)
+    in_netns(outside, "ip", "link", "add", "vo-in", "type", "veth", "peer", "name", host_if, "netns",
+             str(os.getpid()))
+    in_netns(outside, "ip", "addr", "add", "10.201.199.2/24", "dev", "vo-in")
+    in_netns(outside, "ip", "link", "set", "vo-in", "up")
+    host("ip", "addr", "add", "10.201.199.1/24", "dev", host_if)
+    host("ip", "link", "set", host_if, "up")
+    host("iptables", "-w", "-P", "FORWARD", "DROP")  # restored by host_guard and below
+    published = free_port()
+    w1 = env.net.req("sb-w1", networks=(NetworkAttachment("wayout"),),
+                     port_mappings=[PortMapping(container_port=8080, host_port=published)])
+    await netns.create(w1.netns_path)
+    await env.net.manager.setup(w1)
+    w2 = await env.sandbox("sb-w2", NetworkAttachment("wayout"))
+    p1 = await env.sandbox("sb-p1", NetworkAttachment("plain"))
+    d1 = await env.sandbox("sb-d1")  # the default network
+    servers = [start_server(outside, "outside", 8080), start_server(w1.netns_path, "w1", 8080),
+               start_server(d1.netns_path, "d1", 8080)]
+    try:
+        assert await probe(w2.netns_path, ip_of(addresses(w1.netns_path)["eth0"]), 8080) == "w1"
+        # a published port through the host's address on the bridge: from a neighbour, and hairpin to itself
+        assert await probe(w2.netns_path, "10.201.21.1", published, timeout=5) == "w1"
+        assert await probe(w1.netns_path, "10.201.21.1", published, timeout=5) == "w1"
+        assert await probe(w1.netns_path, "10.201.199.2", 8080, timeout=5) == "outside"
+        assert await probe(d1.netns_path, "10.201.199.2", 8080, timeout=5) == "outside"
+        assert (await probe(p1.netns_path, "10.201.199.2", 8080)).startswith("ERR")  # not masqueraded: no reply
+        assert (await probe(w1.netns_path, ip_of(addresses(d1.netns_path)["eth0"]), 8080)).startswith("ERR")
+        # nothing per pod: no masquerade chain and no firewall plugin rule for any of them
+        assert tagged_rules(wayout.cni_name) == [] and tagged_rules(defaults.network_name(cfg)) == []
+        ips = [ip_of(addresses(ns.netns_path)["eth0"]) for ns in (w1, w2, p1, d1)]
+        save = host("iptables-save")
+        assert not [line for line in save.splitlines() if line.startswith("-A CNI-FORWARD")
+                    and any(f" {ip}/32 " in line for ip in ips)]
+    finally:
+        host("iptables", "-w", "-P", "FORWARD", host_guard.forward_policy, check=False)
+        for proc in servers:
+            stop_server(proc)
+        for req in (w1, w2, p1, d1):
+            await env.remove(req)
+        host("ip", "link", "del", host_if, check=False)
+        await netns.remove(outside)
+    await env.service.remove("wayout")
+    await env.service.remove("plain")
+    assert not [line for line in iptables_lines("nat", masq) + iptables_lines("filter", fwd)
+                if wayout.bridge in line or plain.bridge in line]
+    assert [line for line in iptables_lines("filter", fwd) if f"-i {defaults.bridge_name(cfg)} " in line]
+    assert env.net.leftovers() == {k: [] for k in env.net.leftovers()}

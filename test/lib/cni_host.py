@@ -137,6 +137,7 @@ class HostGuard:
     chains_before: set[tuple[str, str, str]] = field(default_factory=set)
     bridges: list[str] = field(default_factory=list)
     admin_chains: list[str] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)  # whose per-network chains (pkg/cni/netrules.py) go
 
     @classmethod
     def take(cls) -> HostGuard:
@@ -166,6 +167,15 @@ class HostGuard:
                         break
                 run(cmd, "-w", "-F", chain, check=False)
                 run(cmd, "-w", "-X", chain, check=False)
+            for instance in self.instances:
+                for table, hook, chain in (("filter", "FORWARD", f"NW-FWD-{instance}"),
+                                           ("nat", "POSTROUTING", f"NW-MASQ-{instance}")):
+                    for _ in range(10):
+                        if subprocess.run([cmd, "-w", "-t", table, "-D", hook, "-j", chain],
+                                          capture_output=True).returncode:
+                            break
+                    run(cmd, "-w", "-t", table, "-F", chain, check=False)
+                    run(cmd, "-w", "-t", table, "-X", chain, check=False)
 
     def _remove_unused_shared_chains(self, cmd: str) -> None:
         added = _chains() - self.chains_before

@@ -35,6 +35,7 @@ class Net:
         self.used: set[str] = set()
         guard.bridges.append(self.bridge)
         guard.admin_chains.append(defaults.admin_chain(self.cfg))
+        guard.instances.append(self.cfg.instance_id)
 
     def req(self, sandbox_id: str, **kw: object) -> PodNetworkRequest:
         self.used.add(sandbox_id)

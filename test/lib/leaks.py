@@ -71,10 +71,12 @@ def _is_ip(name: str) -> bool:
 
 def host_leftovers(d: DaemonProcess, bridges: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """What of a stopped and cleaned-up instance is still on the host (``narwhald cleanup`` removes it): its
-    firewall admin and isolation chains, its default bridge (and ``bridges``, e.g. its Docker networks'),
-    rules tagged for its networks, cgroup parents, mounts and dirs.  Empty lists when nothing is left."""
+    firewall admin, isolation and per-network (masquerade, FORWARD) chains, its default bridge (and
+    ``bridges``, e.g. its Docker networks'), rules tagged for its networks, cgroup parents, mounts and dirs.
+    Empty lists when nothing is left."""
     instance = hashlib.sha256(str(d.root.resolve()).encode()).hexdigest()[:8]
-    chains = (f"NARWHAL-ADMIN-{instance}", f"NW-ISO-{instance}", f"NW-MESH-{instance}", f"NW-MESHMQ-{instance}")
+    chains = (f"NARWHAL-ADMIN-{instance}", f"NW-ISO-{instance}", f"NW-MESH-{instance}", f"NW-MESHMQ-{instance}",
+              f"NW-FWD-{instance}", f"NW-MASQ-{instance}")
     found: dict[str, list[str]] = {"chains": [], "rules": []}
     for save in ("iptables-save", "ip6tables-save"):
         out = subprocess.run([save], capture_output=True, text=True, check=False).stdout

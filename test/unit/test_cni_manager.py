@@ -48,12 +48,17 @@ def test_default_network_is_per_instance(tmp_path: Path) -> None:
         assert get(a) != get(b)
     assert len(defaults.bridge_name(a)) <= 15 and len(defaults.admin_chain(a)) <= 28
     data = defaults.conflist(a, ["10.123.7.0/24"])
-    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap", "firewall", "bandwidth"]
+    # masquerade and FORWARD accepts are narwhald's, per network (pkg/cni/netrules.py)
+    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap", "bandwidth"]
+    assert data["plugins"][0]["ipMasq"] is False
     assert data["plugins"][0]["ipam"]["dataDir"].startswith(str(a.state))
     assert data["plugins"][1] == {"type": "tuning", "capabilities": {"mac": True},
                                   "dataDir": str(a.state / "cni" / "tuning")}
-    assert data["plugins"][3] == {"type": "firewall", "backend": "iptables",
-                                  "iptablesAdminChainName": defaults.admin_chain(a)}
+    legacy = defaults.legacy_conflist(a, ["10.123.7.0/24"])  # as versions before wrote it
+    assert [p["type"] for p in legacy["plugins"]] == ["bridge", "tuning", "portmap", "firewall", "bandwidth"]
+    assert legacy["plugins"][0]["ipMasq"] is True
+    assert legacy["plugins"][3] == {"type": "firewall", "backend": "iptables",
+                                    "iptablesAdminChainName": defaults.admin_chain(a)}
 
 
 def test_subnet_avoids_docker_and_existing_routes() -> None:
@@ -73,6 +78,20 @@ def test_default_written_only_into_an_empty_conf_dir(tmp_path: Path) -> None:
     path.unlink()
     (cfg.cni_conf_dir / "99-mine.conf").write_text("{broken")  # the admin's, even if broken
     assert defaults.write_if_missing(cfg) is None
+
+
+def test_a_default_network_an_older_version_wrote_is_upgraded(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path)
+    cfg.cni_conf_dir.mkdir(parents=True)
+    path = cfg.cni_conf_dir / defaults.FILE_NAME
+    path.write_text(json.dumps(defaults.legacy_conflist(cfg, ["10.123.9.0/24"])))
+    assert defaults.upgrade_legacy(cfg) == path
+    assert json.loads(path.read_text()) == defaults.conflist(cfg, ["10.123.9.0/24"])  # same subnet, new shape
+    assert defaults.upgrade_legacy(cfg) is None  # once
+    edited = defaults.legacy_conflist(cfg, ["10.123.9.0/24"])
+    edited["plugins"][3]["iptablesAdminChainName"] = "MINE"  # the admin's: left alone
+    path.write_text(json.dumps(edited))
+    assert defaults.upgrade_legacy(cfg) is None and json.loads(path.read_text()) == edited
 
 
 async def test_network_ready_reasons(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.config import from_dict
 from pkg.cni.manager import NetworkManager
 from pkg.cni.model import Endpoint, NetworkAttachment, PodNetworkRequest
+from pkg.cni.netrules import BridgeNetwork
 from pkg.cni.status import without_default_routes
 from pkg.config import Config, build
 from pkg.docker.networks import conflist, firewall
@@ -35,19 +36,27 @@ def test_conflist_of_a_network(tmp_path: Path) -> None:
     data = conflist.conflist(cfg, net)
     assert data["name"] == f"narwhal-{cfg.instance_id}-abababababab"
     bridge = data["plugins"][0]
-    assert bridge["bridge"] == "nwbabababababab" and bridge["ipMasq"] is True and bridge["isGateway"] is True
+    # masquerade and FORWARD accepts are narwhald's rules per network (pkg/cni/netrules.py), not per pod
+    assert bridge["bridge"] == "nwbabababababab" and bridge["ipMasq"] is False and bridge["isGateway"] is True
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.200.5.0/24", "gateway": "10.200.5.1",
                                           "rangeStart": "10.200.5.128", "rangeEnd": "10.200.5.254"}]]
     assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}]
     assert bridge["ipam"]["dataDir"] == str(defaults.ipam_dir(cfg))
-    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap", "firewall"]
+    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap"]
+    assert conflist.rules_of(net) == BridgeNetwork(data["name"], net.bridge, ("10.200.5.0/24",), masquerade=True)
     from_dict(data, Path("x"))  # a valid conflist
-    internal = conflist.conflist(cfg, Network(**{**net.__dict__, "internal": True}))
-    assert internal["plugins"][0]["ipMasq"] is False and internal["plugins"][0]["ipam"]["routes"] == []
-    assert [p["type"] for p in internal["plugins"]] == ["bridge", "tuning", "firewall"]  # no published ports
-    tuned = conflist.conflist(cfg, Network(**{**net.__dict__, "options": {
-        conflist.MTU_OPTION: "1400", conflist.MASQUERADE_OPTION: "0"}}))
-    assert tuned["plugins"][0]["mtu"] == 1400 and tuned["plugins"][0]["ipMasq"] is False
+    internal = Network(**{**net.__dict__, "internal": True})
+    data = conflist.conflist(cfg, internal)
+    assert data["plugins"][0]["ipMasq"] is False and data["plugins"][0]["ipam"]["routes"] == []
+    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning"]  # no published ports
+    assert conflist.rules_of(internal) == BridgeNetwork(data["name"], net.bridge, ("10.200.5.0/24",), False)
+    tuned = Network(**{**net.__dict__, "options": {conflist.MTU_OPTION: "1400", conflist.MASQUERADE_OPTION: "0"}})
+    assert conflist.conflist(cfg, tuned)["plugins"][0]["mtu"] == 1400
+    assert conflist.rules_of(tuned) == BridgeNetwork(data["name"], net.bridge, ("10.200.5.0/24",), False)
+    overlay = Network(**{**net.__dict__, "driver": "overlay"})  # a swarm overlay keeps the per-pod chain
+    data = conflist.conflist(cfg, overlay)
+    assert data["plugins"][0]["ipMasq"] is True and conflist.rules_of(overlay) is None
+    assert [p["type"] for p in data["plugins"]] == ["bridge", "tuning", "portmap", "firewall"]
     conflist.check_options({conflist.MTU_OPTION: "1400", conflist.ICC_OPTION: "false"})
     for bad in ({conflist.MTU_OPTION: "huge"}, {conflist.MTU_OPTION: "10"}, {conflist.ICC_OPTION: "maybe"},
                 {conflist.BRIDGE_OPTION: "x" * 20}):
@@ -138,6 +147,19 @@ def test_bad_network_requests(tmp_path: Path, networks: tuple[NetworkAttachment,
 
 
 # ---------------- the service ----------------
+class FakeRules:
+    """The per-network rules (pkg/cni/netrules.py) as the host would hold them."""
+
+    def __init__(self) -> None:
+        self.installed: dict[str, BridgeNetwork] = {}
+
+    async def ensure(self, net: BridgeNetwork) -> None:
+        self.installed[net.name] = net
+
+    async def remove(self, net: BridgeNetwork) -> None:
+        self.installed.pop(net.name, None)
+
+
 class FakeIsolation:
     def __init__(self) -> None:
         self.synced: list[list[str]] = []
@@ -182,6 +204,7 @@ class Owners:
 def make_service(tmp_path: Path) -> tuple[NetworkService, FakeIsolation, FakeDNS]:
     cfg = cfg_for(tmp_path)
     service = NetworkService(cfg, NetworkManager(cfg), owners=Owners())
+    service.manager.rules = FakeRules()  # type: ignore[assignment]
     iso, dns = FakeIsolation(), FakeDNS()
     service.isolation = iso  # type: ignore[assignment]
     service.bridges = FakeBridges()  # type: ignore[assignment]
@@ -203,7 +226,10 @@ async def test_networks_lifecycle(tmp_path: Path) -> None:
     net = await service.create(CreateRequest("mynet", ipam=(IPAMPool("10.200.5.0/24"),), labels={"k": "v"}))
     assert net.bridge == conflist.bridge_name(net.id) and net.ipam == (IPAMPool("10.200.5.0/24", "10.200.5.1"),)
     assert iso.synced[-1] == [net.bridge]
+    rules: FakeRules = service.manager.rules  # type: ignore[assignment]
+    assert rules.installed == {net.cni_name: BridgeNetwork(net.cni_name, net.bridge, ("10.200.5.0/24",))}
     auto = await service.create(CreateRequest("auto", internal=True))
+    assert not rules.installed[auto.cni_name].masquerade
     assert ipaddress.ip_network(auto.ipam[0].subnet).subnet_of(conflist.SUBNET_POOL)
     assert service.get("mynet") is net and service.get(net.id) is net and service.get(net.id[:8]) is net
     for request, kind, text in (
@@ -233,6 +259,7 @@ async def test_networks_lifecycle(tmp_path: Path) -> None:
     with pytest.raises(errors.PermissionDenied, match="pre-defined"):
         await service.remove("bridge")
     assert await service.prune() == ["auto"]
+    assert auto.cni_name not in rules.installed and net.cni_name in rules.installed
     await service.endpoints_changed("sb1", None, [])
     await service.remove(net.id)
     assert [n.name for n in service.all()] == ["bridge", "host", "none"] and iso.synced[-1] == []
@@ -315,6 +342,7 @@ async def test_bridges_follow_networks_and_failed_creates_roll_back(tmp_path: Pa
     again.bridges = bridges  # type: ignore[assignment]
     await again.start()
     assert bridges.up == {net.bridge: "10.200.5.1/24"}
+    assert list(again.manager.rules.installed) == [net.cni_name]  # type: ignore[attr-defined]
     bridges.up["taken0"] = "10.9.9.1/24"
     with pytest.raises(errors.Conflict, match="already in use on the host"):
         await service.create(CreateRequest("clash", options={conflist.BRIDGE_OPTION: "taken0"}))
@@ -327,6 +355,7 @@ async def test_bridges_follow_networks_and_failed_creates_roll_back(tmp_path: Pa
         await service.create(CreateRequest("doomed"))
     assert [n.name for n in service.all()] == ["bridge", "host", "none", "br"]
     assert set(bridges.up) == {net.bridge, "taken0"}
+    assert list(service.manager.rules.installed) == [net.cni_name]  # type: ignore[attr-defined]
     assert len(list((tmp_path / "root" / "docker" / "networks").glob("*.json"))) == 4
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pkg import errors
 from pkg.cni import defaults
+from pkg.cni.netrules import BridgeNetwork
 from pkg.config import Config
 from pkg.docker.networks.model import IPAMPool, Network
 
@@ -134,7 +135,24 @@ def _ranges(pool: IPAMPool) -> list[dict[str, str]]:
     return out
 
 
+def masquerades(network: Network) -> bool:
+    """Traffic leaving the network's bridge is masqueraded (not internal, enable_ip_masquerade not off)."""
+    return not network.internal and enabled(network.options, MASQUERADE_OPTION)
+
+
+def rules_of(network: Network) -> BridgeNetwork | None:
+    """The per-network rules narwhald installs for a local bridge network (pkg/cni/netrules.py): its
+    conflist leaves masquerade and FORWARD accepts to them.  None for an overlay (its chain does it per pod)."""
+    if network.driver == "overlay" or not network.bridge or not network.ipam:
+        return None
+    return BridgeNetwork(network.cni_name, network.bridge, tuple(p.subnet for p in network.ipam),
+                         masquerades(network))
+
+
 def conflist(cfg: Config, network: Network) -> dict[str, Any]:
+    """A local bridge network: bridge without ``ipMasq``, no firewall plugin (narwhald's rules per network,
+    ``rules_of``).  An overlay keeps the per-pod chain (bridge ``ipMasq``, the firewall plugin)."""
+    per_pod = network.driver == "overlay"
     families = {p.version for p in network.ipam}
     routes = [] if network.internal else [{"dst": "0.0.0.0/0" if v == 4 else "::/0"} for v in sorted(families)]
     plugins: list[dict[str, Any]] = [
@@ -142,7 +160,7 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
             "type": "bridge",
             "bridge": network.bridge,
             "isGateway": True,
-            "ipMasq": not network.internal and enabled(network.options, MASQUERADE_OPTION),
+            "ipMasq": per_pod and masquerades(network),
             "hairpinMode": True,
             "capabilities": {"ips": True},
             "ipam": {
@@ -159,7 +177,9 @@ def conflist(cfg: Config, network: Network) -> dict[str, Any]:
     plugins.append(defaults.tuning_plugin(cfg))
     if not network.internal:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
-    plugins.append({"type": "firewall", "backend": "iptables", "iptablesAdminChainName": defaults.admin_chain(cfg)})
+    if per_pod:
+        plugins.append({"type": "firewall", "backend": "iptables",
+                        "iptablesAdminChainName": defaults.admin_chain(cfg)})
     return {"cniVersion": defaults.CNI_VERSION, "name": network.cni_name, "plugins": plugins}
 
 

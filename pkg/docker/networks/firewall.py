@@ -1,9 +1,10 @@
 """Isolation between networks, as Docker's DOCKER-ISOLATION chains do.
 
-The CNI firewall plugin accepts everything a pod sends, so without more
-rules a container on one user-defined network could reach another network's
+The FORWARD accepts of each network (pkg/cni/netrules.py; the CNI firewall
+plugin's per pod in an overlay's chain) take everything a pod sends, so without
+more rules a container on one user-defined network could reach another network's
 containers through the host.  One chain per instance (``NW-ISO-<instance>``,
-jumped to first from FORWARD) drops traffic between two different bridges of
+jumped to first from FORWARD, before those accepts) drops traffic between two different bridges of
 this instance, and for internal networks anything entering or leaving their
 bridge from elsewhere.  The chain is rebuilt whole whenever the set of
 networks changes, and removed with the last user-defined network.

@@ -13,6 +13,7 @@ and rebuilds the table from the cache on start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import hashlib
 import ipaddress
@@ -124,6 +125,12 @@ class NetworkService:
                                                  ipaddress.ip_network(pool.subnet).prefixlen)
                 except errors.NarwhalError as exc:
                     log.warning("bridge of network %s: %s", network.name, exc.message)
+            rules = conflist.rules_of(network)
+            if rules is not None and not network.predefined:  # idempotent: after a kill -9 they are there
+                try:
+                    await self.manager.rules.ensure(rules)
+                except errors.NarwhalError as exc:
+                    log.error("network %s: no masquerade/forwarding rules: %s", network.name, exc.message)
         try:
             await self._sync_isolation()
         except errors.NarwhalError as exc:  # containers still run; only isolation is missing: say so loudly
@@ -320,6 +327,10 @@ class NetworkService:
                 for each in pools:
                     await self.bridges.ensure(bridge, each.gateway, ipaddress.ip_network(each.subnet).prefixlen)
                 await self._sync_isolation()
+                rules = conflist.rules_of(network)
+                if rules is not None:
+                    cleanup.add(f"delete the rules of network {name}", lambda: self.manager.rules.remove(rules))
+                    await self.manager.rules.ensure(rules)
                 cleanup.commit()
         log.info("network %s (%s) created: bridge %s, subnet %s%s", name, network_id[:12], bridge, pool.subnet,
                  ", internal" if network.internal else "")
@@ -374,6 +385,9 @@ class NetworkService:
             await self._sync_isolation()
         except errors.NarwhalError as exc:
             log.warning("isolation rules after removing %s: %s", network.name, exc.message)
+        rules = conflist.rules_of(network)
+        if rules is not None:
+            await self.manager.rules.remove(rules)
         await self.bridges.delete(network.bridge)
         await asyncio.to_thread(host.remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
         await self.files.delete(network.id)
@@ -428,7 +442,7 @@ class NetworkService:
         if network.name in (HOST, NONE) or not network.cni_name:
             raise errors.InvalidArgument(f"network {network.name} cannot be joined this way")
         data = conflist.conflist(self.cfg, network)
-        return cni_config.from_dict(data, Path(f"<network {network.name}>"))
+        return dataclasses.replace(cni_config.from_dict(data, Path(f"<network {network.name}>")), generated=True)
 
     async def _conflists(self) -> list[cni_config.NetworkConfigList]:
         return [cni_config.from_dict(conflist.conflist(self.cfg, n), Path(f"<network {n.name}>"))
