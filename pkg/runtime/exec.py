@@ -122,9 +122,12 @@ class ExecProcess:
                 self._client, self.container_id, self.exec_id, spec, terminal=self.tty, stdin=self._path("stdin"),
                 stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
             self._created = True
+            # Wait is sent before Start, as containerd's own client and CRI do: the shim answers it at the exit
+            # (or at once when the start fails), so the exit costs no round trip after Start returns (issue 21).
+            self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
+            await asyncio.sleep(0)  # the Wait goes out first
             self.pid = await ctr_tasks.start_process(self._client, self.container_id, self.exec_id, what=what)
             metrics_mod.current().execs.inc()
-            self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
             self._close_keepers()
             cleanup.commit()
 
@@ -239,21 +242,22 @@ class ExecProcess:
         self._deleted = True
         self._close_keepers()
         if self._created:
-            if self._wait is not None and not self._wait.done():
+            if self.pid and self._wait is not None and not self._wait.done():  # started: kill it, see it exit
                 await self.kill()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(self._wait), CLEANUP_TIMEOUT)
             with contextlib.suppress(errors.NotFound):
                 await ctr_tasks.delete_process(self._client, self.container_id, self.exec_id,
                                                what="delete exec process")
-        if self._wait is not None and not self._wait.done():
-            self._wait.cancel()
+        if self._wait is not None:
+            if not self._wait.done():
+                self._wait.cancel()  # a process that never started: the shim may never answer its Wait
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._wait
+                await self._wait  # (also retrieves the error of a Wait that failed with the start)
         for transport in self._transports:
             transport.close()
         self._transports.clear()
-        await asyncio.to_thread(_remove_exec_dir, self._dir)
+        _remove_exec_dir(self._dir)  # a few unlinks: not worth a thread hop per exec
 
 
 def _remove_exec_dir(path: Path) -> None:
@@ -389,13 +393,50 @@ async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fi
 
     With a ``timeout`` (seconds; None or 0 for none) the process is killed when
     it runs out and DeadlineExceeded is raised, as containerd's CRI does.
+
+    The result is returned once the process exited and its output is in: its ``DeleteProcess`` and the
+    fifos' removal follow in the background (as for Docker's exec; issue 21), and a later exec of the
+    same container does not wait for them.
     """
     budget = _Budget(max_total)
     out, err = _Capture(max_output, budget), _Capture(max_output, budget)
     streams = ExecStreams(tty=False, stdout=out, stderr=err)
-    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs))
+    exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_exit(code: int) -> None:
+        if not exited.done():
+            exited.set_result(code)
+
+    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs,
+                                          on_exit=on_exit))
+    _deleting.add(work)
+    work.add_done_callback(_deleted)
     try:
-        code = await asyncio.wait_for(work, timeout or None)
-    except TimeoutError:
-        raise errors.DeadlineExceeded(f"command {list(cmd)} timed out after {timeout}s") from None
+        done, _ = await asyncio.wait([exited, work], timeout=timeout or None, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        if not exited.done():
+            work.cancel()  # the caller went away: the process is killed and deleted
+        raise
+    if not done:
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, errors.NarwhalError):
+            await work
+        raise errors.DeadlineExceeded(f"command {list(cmd)} timed out after {timeout}s")
+    code = exited.result() if exited.done() else work.result()  # (work's error: the process did not start)
     return ExecResult(code, bytes(out.data), bytes(err.data))
+
+
+_deleting: set[asyncio.Future[int]] = set()  # ExecSyncs answered whose process is still being deleted
+
+
+def _deleted(work: asyncio.Future[int]) -> None:
+    _deleting.discard(work)
+    if not work.cancelled() and (exc := work.exception()) is not None:  # (a start failure was raised already)
+        log.debug("exec: %r", exc)
+
+
+async def settle() -> None:
+    """Until the exec processes of answered ExecSyncs are deleted (tests; a shutdown may leave them to
+    ``reap_stale_execs``)."""
+    while _deleting:
+        await asyncio.wait(list(_deleting))
