@@ -257,7 +257,8 @@ class ExecProcess:
         for transport in self._transports:
             transport.close()
         self._transports.clear()
-        _remove_exec_dir(self._dir)  # a few unlinks: not worth a thread hop per exec
+        # In a thread: after the client's answer, but a loaded disk must not hold up the loop serving its next request.
+        await asyncio.to_thread(_remove_exec_dir, self._dir)
 
 
 def _remove_exec_dir(path: Path) -> None:
