@@ -100,7 +100,8 @@ class ExecProcess:
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
         self._keepers: list[int] = []
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, int] = {}  # our ends of the fifos, until attached to the loop
+        self._fifos: asyncio.Future[None] | None = None  # the thread making and opening them
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._stdin: asyncio.StreamWriter | None = None
@@ -115,13 +116,16 @@ class ExecProcess:
         async with CleanupStack(CLEANUP_TIMEOUT) as cleanup:
             cleanup.add("exec: delete process and fifos", self.delete)
             spec = await self._spec()
-            self._make_fifos()  # a mkdir and two mkfifo: not worth a thread hop per exec
-            await self._open_fifos()
             what = f"exec in {self.container_id}"
+            # The shim only notes the fifos' paths at Exec and opens them at Start, so they are made while Exec is
+            # on its way: in a thread, as a loaded disk's mkdir/mkfifo must not hold up the loop (issue 21).
+            self._fifos = asyncio.ensure_future(asyncio.to_thread(self._make_fifos))
             await ctr_tasks.exec_process(
-                self._client, self.container_id, self.exec_id, spec, terminal=self.tty, stdin=self._path("stdin"),
-                stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
+                self._client, self.container_id, self.exec_id, spec, terminal=self.tty,
+                stdin=self._path("stdin"), stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
             self._created = True
+            await asyncio.shield(self._fifos)
+            await self._attach_fifos()
             # Wait is sent before Start, as containerd's own client and CRI do: the shim answers it at the exit
             # (or at once when the start fails), so the exit costs no round trip after Start returns (issue 21).
             self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
@@ -149,6 +153,8 @@ class ExecProcess:
         return str(self._dir / name) if self._want[name] else ""
 
     def _make_fifos(self) -> None:
+        """Make the exec's dir and fifos and open them (our fds and their keepers: delete() closes what
+        _attach_fifos did not take)."""
         for attempt in range(5):
             self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             try:
@@ -162,23 +168,24 @@ class ExecProcess:
         for name, wanted in self._want.items():
             if wanted:
                 os.mkfifo(self._dir / name, 0o600)
+                ours, keeper = _open_pipe_pair(self._dir / name, read_end=name != "stdin")
+                self._keepers.append(keeper)
+                self._fds[name] = ours
 
-    async def _open_fifos(self) -> None:
+    async def _attach_fifos(self) -> None:
         loop = asyncio.get_running_loop()
         for name in ("stdout", "stderr"):
-            if not self._want[name]:
+            if name not in self._fds:
                 continue
-            fd, keeper = _open_pipe_pair(self._dir / name, read_end=True)
-            self._keepers.append(keeper)
+            fd = self._fds.pop(name)
             reader = asyncio.StreamReader(limit=1 << 20)
             protocol = asyncio.StreamReaderProtocol(reader)
             read_transport, _ = await loop.connect_read_pipe(lambda p=protocol: p,  # type: ignore[misc]
                                                              os.fdopen(fd, "rb", buffering=0))
             self._transports.append(read_transport)
             setattr(self, name, reader)
-        if self._want["stdin"]:
-            fd, keeper = _open_pipe_pair(self._dir / "stdin", read_end=False)
-            self._keepers.append(keeper)
+        if "stdin" in self._fds:
+            fd = self._fds.pop("stdin")
             write_transport, flow = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
                                                                   os.fdopen(fd, "wb", buffering=0))
             self._transports.append(write_transport)
@@ -240,7 +247,14 @@ class ExecProcess:
         if self._deleted:
             return
         self._deleted = True
+        if self._fifos is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._fifos)  # (the thread's opens are ours to close once it is done)
         self._close_keepers()
+        for fd in self._fds.values():  # opened but not attached: the start failed
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
         if self._created:
             if self.pid and self._wait is not None and not self._wait.done():  # started: kill it, see it exit
                 await self.kill()

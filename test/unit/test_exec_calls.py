@@ -7,6 +7,7 @@ holding their write ends, stdout and stderr read EOF once the keepers close afte
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -124,3 +125,41 @@ async def test_a_timeout_kills_and_deletes(shim: FakeShim, tmp_path: Path, monke
     await asyncio.wait_for(exec_mod.settle(), 5)
     assert shim.calls == ["Exec", "Wait", "Start", "Kill", "DeleteProcess"]
     assert not any(tmp_path.iterdir())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_fifos_are_made_while_exec_is_sent_and_closed_when_it_fails(shim: FakeShim, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shim opens the fifos only at Start, so they are made (in a thread) while Exec is in flight; an Exec
+    that fails leaves no fd open and no fifo behind."""
+    made_during_exec: list[bool] = []
+
+    async def exec_fails(client: Client, container_id: str, exec_id: str, spec: dict[str, Any], **_: Any) -> None:
+        shim.calls.append("Exec")
+        await asyncio.sleep(0.05)  # the fifo thread gets to run meanwhile
+        made_during_exec.append(any(tmp_path.rglob("stdout")))
+        raise errors.NotFound("container c1 not found")
+
+    monkeypatch.setattr(exec_mod.ctr_tasks, "exec_process", exec_fails)
+    before = _open_fds()
+    with pytest.raises(errors.NotFound):
+        await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await asyncio.wait_for(exec_mod.settle(), 5)
+    assert made_during_exec == [True] and shim.calls == ["Exec"]  # never created: nothing to delete
+    assert _open_fds() == before and not any(tmp_path.iterdir())
+
+
+async def test_a_fifo_failure_deletes_the_created_process(shim: FakeShim, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def mkfifo(path: Any, mode: int = 0o666) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exec_mod.os, "mkfifo", mkfifo)
+    before = _open_fds()
+    with pytest.raises(OSError, match="No space left"):
+        await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await asyncio.wait_for(exec_mod.settle(), 5)
+    assert shim.calls == ["Exec", "DeleteProcess"] and _open_fds() == before and not any(tmp_path.iterdir())

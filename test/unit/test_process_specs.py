@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -85,3 +86,6 @@ def test_exec_fifos_survive_a_finished_execs_cleanup(tmp_path: Path, monkeypatch
     monkeypatch.setattr(Path, "mkdir", mkdir)
     proc._make_fifos()
     assert removed and sorted(p.name for p in proc._dir.iterdir()) == ["stderr", "stdout"]
+    assert sorted(proc._fds) == ["stderr", "stdout"] and len(proc._keepers) == 2  # opened, for the shim's Start
+    for fd in [*proc._fds.values(), *proc._keepers]:
+        os.close(fd)
