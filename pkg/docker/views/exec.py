@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,12 +193,20 @@ class ExecManager:
                           "attach_stderr": c.attach_stderr, "privileged": c.privileged,
                           "detach_keys": c.detach_keys,
                           "console_size": list(c.console_size) if c.console_size else None}}
-        self._writer.submit(_write_record, self._dir / f"{instance.id}.json", json.dumps(raw))
+        self._submit(_write_record, self._dir / f"{instance.id}.json", json.dumps(raw))
 
     def _drop(self, exec_id: str) -> None:
         self._execs.pop(exec_id, None)
-        if self._writer is not None and self._dir is not None:
-            self._writer.submit(_unlink_record, self._dir / f"{exec_id}.json")
+        if self._dir is not None:
+            self._submit(_unlink_record, self._dir / f"{exec_id}.json")
+
+    def _submit(self, write: Callable[[Path, str], None] | Callable[[Path], None], *args: Any) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.submit(write, *args)
+        except RuntimeError:  # closed (narwhald is stopping): the record stays as last written
+            log.debug("exec record change after close dropped")
 
     async def flush(self) -> None:
         """Until every record change made so far is on disk."""
