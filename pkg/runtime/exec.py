@@ -155,14 +155,21 @@ class ExecProcess:
     def _make_fifos(self) -> None:
         """Make the exec's dir and fifos and open them (our fds and their keepers: delete() closes what
         _attach_fifos did not take)."""
+        # A finished exec of this container removes their dir once empty, in another thread, after its client was
+        # answered: the next exec may be here at that moment, so the dir may vanish between any two steps (it
+        # failed with EEXIST from pathlib's exist_ok check, and ENOENT, under load); try again then.
         for attempt in range(5):
-            self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             try:
-                self._dir.mkdir(mode=0o700)
+                os.mkdir(self._dir.parent, 0o700)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                self._dir.parent.parent.mkdir(parents=True, exist_ok=True)  # the exec root itself
+                continue
+            try:
+                os.mkdir(self._dir, 0o700)
                 break
             except FileNotFoundError:
-                # A finished exec of this container removed their (then empty) dir in between: its deletion
-                # runs after its client was answered, so the next exec may well be here already.
                 if attempt == 4:
                     raise
         for name, wanted in self._want.items():
