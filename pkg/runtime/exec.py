@@ -431,7 +431,7 @@ async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fi
 
     work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs,
                                           on_exit=on_exit))
-    _deleting.add(work)
+    _deleting[work] = container_id
     work.add_done_callback(_deleted)
     try:
         done, _ = await asyncio.wait([exited, work], timeout=timeout or None, return_when=asyncio.FIRST_COMPLETED)
@@ -448,17 +448,19 @@ async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fi
     return ExecResult(code, bytes(out.data), bytes(err.data))
 
 
-_deleting: set[asyncio.Future[int]] = set()  # ExecSyncs answered whose process is still being deleted
+_deleting: dict[asyncio.Future[int], str] = {}  # ExecSyncs answered whose process is still being deleted: container
 
 
 def _deleted(work: asyncio.Future[int]) -> None:
-    _deleting.discard(work)
+    _deleting.pop(work, None)
     if not work.cancelled() and (exc := work.exception()) is not None:  # (a start failure was raised already)
         log.debug("exec: %r", exc)
 
 
-async def settle() -> None:
-    """Until the exec processes of answered ExecSyncs are deleted (tests; a shutdown may leave them to
-    ``reap_stale_execs``)."""
-    while _deleting:
-        await asyncio.wait(list(_deleting))
+async def settle(container_id: str | None = None, timeout: float | None = None) -> None:
+    """Until the exec processes of answered ExecSyncs (of one container, or all) are deleted, with their fifos:
+    a container's removal waits for them (at most ``timeout``); a shutdown may leave them to
+    ``reap_stale_execs``."""
+    pending = [w for w, cid in _deleting.items() if container_id is None or cid == container_id]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)

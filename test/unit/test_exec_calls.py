@@ -93,8 +93,11 @@ async def test_exec_sync_answers_before_the_process_is_deleted(shim: FakeShim, t
     result = await asyncio.wait_for(
         exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs()), 5)
     assert result.exit_code == 3 and "DeleteProcess" not in shim.calls
+    await asyncio.wait_for(exec_mod.settle("c2"), 1)  # another container's removal does not wait for it
+    await exec_mod.settle("c1", timeout=0.05)  # c1's would, for at most its timeout
+    assert "DeleteProcess" not in shim.calls
     shim.deleting.set()
-    await asyncio.wait_for(exec_mod.settle(), 5)
+    await asyncio.wait_for(exec_mod.settle("c1"), 5)
     assert shim.calls[-1] == "DeleteProcess" and not any(tmp_path.iterdir())
 
 
