@@ -323,6 +323,7 @@ class ContainerService:
         if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
             await self.stop(container_id, 0)
         await self.runs.readers_done(container_id)  # attached readers have the log open: it may go
+        await exec_mod.settle(container_id, exec_mod.CLEANUP_TIMEOUT)  # answered ExecSyncs' processes and fifos
         async with ctx.containers.lock(container_id):
             if ctx.containers.find(container_id) is None:
                 return

@@ -100,7 +100,8 @@ class ExecProcess:
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
         self._keepers: list[int] = []
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, int] = {}  # our ends of the fifos, until attached to the loop
+        self._fifos: asyncio.Future[None] | None = None  # the thread making and opening them
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._stdin: asyncio.StreamWriter | None = None
@@ -115,16 +116,22 @@ class ExecProcess:
         async with CleanupStack(CLEANUP_TIMEOUT) as cleanup:
             cleanup.add("exec: delete process and fifos", self.delete)
             spec = await self._spec()
-            self._make_fifos()  # a mkdir and two mkfifo: not worth a thread hop per exec
-            await self._open_fifos()
             what = f"exec in {self.container_id}"
+            # The shim only notes the fifos' paths at Exec and opens them at Start, so they are made while Exec is
+            # on its way: in a thread, as a loaded disk's mkdir/mkfifo must not hold up the loop (issue 21).
+            self._fifos = asyncio.ensure_future(asyncio.to_thread(self._make_fifos))
             await ctr_tasks.exec_process(
-                self._client, self.container_id, self.exec_id, spec, terminal=self.tty, stdin=self._path("stdin"),
-                stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
+                self._client, self.container_id, self.exec_id, spec, terminal=self.tty,
+                stdin=self._path("stdin"), stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
             self._created = True
+            await asyncio.shield(self._fifos)
+            await self._attach_fifos()
+            # Wait is sent before Start, as containerd's own client and CRI do: the shim answers it at the exit
+            # (or at once when the start fails), so the exit costs no round trip after Start returns (issue 21).
+            self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
+            await asyncio.sleep(0)  # the Wait goes out first
             self.pid = await ctr_tasks.start_process(self._client, self.container_id, self.exec_id, what=what)
             metrics_mod.current().execs.inc()
-            self._wait = asyncio.create_task(self._wait_exit(), name=f"exec-wait-{self.exec_id[:12]}")
             self._close_keepers()
             cleanup.commit()
 
@@ -146,36 +153,46 @@ class ExecProcess:
         return str(self._dir / name) if self._want[name] else ""
 
     def _make_fifos(self) -> None:
+        """Make the exec's dir and fifos and open them (our fds and their keepers: delete() closes what
+        _attach_fifos did not take)."""
+        # A finished exec of this container removes their dir once empty, in another thread, after its client was
+        # answered: the next exec may be here at that moment, so the dir may vanish between any two steps (it
+        # failed with EEXIST from pathlib's exist_ok check, and ENOENT, under load); try again then.
         for attempt in range(5):
-            self._dir.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             try:
-                self._dir.mkdir(mode=0o700)
+                os.mkdir(self._dir.parent, 0o700)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                self._dir.parent.parent.mkdir(parents=True, exist_ok=True)  # the exec root itself
+                continue
+            try:
+                os.mkdir(self._dir, 0o700)
                 break
             except FileNotFoundError:
-                # A finished exec of this container removed their (then empty) dir in between: its deletion
-                # runs after its client was answered, so the next exec may well be here already.
                 if attempt == 4:
                     raise
         for name, wanted in self._want.items():
             if wanted:
                 os.mkfifo(self._dir / name, 0o600)
+                ours, keeper = _open_pipe_pair(self._dir / name, read_end=name != "stdin")
+                self._keepers.append(keeper)
+                self._fds[name] = ours
 
-    async def _open_fifos(self) -> None:
+    async def _attach_fifos(self) -> None:
         loop = asyncio.get_running_loop()
         for name in ("stdout", "stderr"):
-            if not self._want[name]:
+            if name not in self._fds:
                 continue
-            fd, keeper = _open_pipe_pair(self._dir / name, read_end=True)
-            self._keepers.append(keeper)
+            fd = self._fds.pop(name)
             reader = asyncio.StreamReader(limit=1 << 20)
             protocol = asyncio.StreamReaderProtocol(reader)
             read_transport, _ = await loop.connect_read_pipe(lambda p=protocol: p,  # type: ignore[misc]
                                                              os.fdopen(fd, "rb", buffering=0))
             self._transports.append(read_transport)
             setattr(self, name, reader)
-        if self._want["stdin"]:
-            fd, keeper = _open_pipe_pair(self._dir / "stdin", read_end=False)
-            self._keepers.append(keeper)
+        if "stdin" in self._fds:
+            fd = self._fds.pop("stdin")
             write_transport, flow = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
                                                                   os.fdopen(fd, "wb", buffering=0))
             self._transports.append(write_transport)
@@ -237,22 +254,31 @@ class ExecProcess:
         if self._deleted:
             return
         self._deleted = True
+        if self._fifos is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._fifos)  # (the thread's opens are ours to close once it is done)
         self._close_keepers()
+        for fd in self._fds.values():  # opened but not attached: the start failed
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
         if self._created:
-            if self._wait is not None and not self._wait.done():
+            if self.pid and self._wait is not None and not self._wait.done():  # started: kill it, see it exit
                 await self.kill()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(self._wait), CLEANUP_TIMEOUT)
             with contextlib.suppress(errors.NotFound):
                 await ctr_tasks.delete_process(self._client, self.container_id, self.exec_id,
                                                what="delete exec process")
-        if self._wait is not None and not self._wait.done():
-            self._wait.cancel()
+        if self._wait is not None:
+            if not self._wait.done():
+                self._wait.cancel()  # a process that never started: the shim may never answer its Wait
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._wait
+                await self._wait  # (also retrieves the error of a Wait that failed with the start)
         for transport in self._transports:
             transport.close()
         self._transports.clear()
+        # In a thread: after the client's answer, but a loaded disk must not hold up the loop serving its next request.
         await asyncio.to_thread(_remove_exec_dir, self._dir)
 
 
@@ -389,13 +415,52 @@ async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fi
 
     With a ``timeout`` (seconds; None or 0 for none) the process is killed when
     it runs out and DeadlineExceeded is raised, as containerd's CRI does.
+
+    The result is returned once the process exited and its output is in: its ``DeleteProcess`` and the
+    fifos' removal follow in the background (as for Docker's exec; issue 21), and a later exec of the
+    same container does not wait for them.
     """
     budget = _Budget(max_total)
     out, err = _Capture(max_output, budget), _Capture(max_output, budget)
     streams = ExecStreams(tty=False, stdout=out, stderr=err)
-    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs))
+    exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_exit(code: int) -> None:
+        if not exited.done():
+            exited.set_result(code)
+
+    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs,
+                                          on_exit=on_exit))
+    _deleting[work] = container_id
+    work.add_done_callback(_deleted)
     try:
-        code = await asyncio.wait_for(work, timeout or None)
-    except TimeoutError:
-        raise errors.DeadlineExceeded(f"command {list(cmd)} timed out after {timeout}s") from None
+        done, _ = await asyncio.wait([exited, work], timeout=timeout or None, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        if not exited.done():
+            work.cancel()  # the caller went away: the process is killed and deleted
+        raise
+    if not done:
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, errors.NarwhalError):
+            await work
+        raise errors.DeadlineExceeded(f"command {list(cmd)} timed out after {timeout}s")
+    code = exited.result() if exited.done() else work.result()  # (work's error: the process did not start)
     return ExecResult(code, bytes(out.data), bytes(err.data))
+
+
+_deleting: dict[asyncio.Future[int], str] = {}  # ExecSyncs answered whose process is still being deleted: container
+
+
+def _deleted(work: asyncio.Future[int]) -> None:
+    _deleting.pop(work, None)
+    if not work.cancelled() and (exc := work.exception()) is not None:  # (a start failure was raised already)
+        log.debug("exec: %r", exc)
+
+
+async def settle(container_id: str | None = None, timeout: float | None = None) -> None:
+    """Until the exec processes of answered ExecSyncs (of one container, or all) are deleted, with their fifos:
+    a container's removal waits for them (at most ``timeout``); a shutdown may leave them to
+    ``reap_stale_execs``."""
+    pending = [w for w, cid in _deleting.items() if container_id is None or cid == container_id]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)

@@ -14,7 +14,7 @@ from lib.daemon import DaemonProcess, start_daemon
 
 from pkg import errors
 from pkg.containerd.client import Client
-from pkg.runtime.exec import ExecProcess, exec_sync, reap_stale_execs, run_exec
+from pkg.runtime.exec import ExecProcess, exec_sync, reap_stale_execs, run_exec, settle
 from pkg.streaming.backend import ExecStreams
 from pkg.streaming.model import TerminalSize
 
@@ -45,7 +45,9 @@ async def task(client: Client, narwhald: DaemonProcess, fifo_root: Path) -> Asyn
     t = await ctrtask.start_task(client, narwhald.base, narwhald.state / "runc")
     try:
         yield t
-        # Nothing of any exec may outlive the test: processes in the task, fifos, asyncio tasks.
+        # Nothing of any exec may outlive the test: processes in the task, fifos, asyncio tasks. (An ExecSync is
+        # answered at the exit, its process and fifos deleted after that: wait for those deletions first.)
+        await asyncio.wait_for(settle(), 30)
         pids, fifos = await t.pids(), os.listdir(fifo_root)
     finally:
         await t.destroy()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -251,6 +252,38 @@ async def test_exec_exit_is_answered_before_the_process_is_deleted(monkeypatch: 
     deleted.set()
     await manager.close()
     assert instance.exit_code == 3  # the deletion did not change what was recorded
+
+
+async def test_exec_records_are_written_in_order_off_the_loop(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each state change of a record is a file write in one writer thread (a loaded disk held the loop for
+    milliseconds per exec, issue 21): in the order made, a removal after them wins, close() flushes, and a
+    restart reads what was written."""
+    containers = _Containers()
+    containers.add("a" * 64, ContainerState.RUNNING)
+    manager = ExecManager(containers, tmp_path)  # type: ignore[arg-type]
+    writers: list[str] = []
+    real_write = exec_view._write_record
+
+    def write(path: Path, text: str) -> None:
+        writers.append(threading.current_thread().name)
+        real_write(path, text)
+
+    monkeypatch.setattr(exec_view, "_write_record", write)
+    kept = manager.create("a" * 64, ExecConfig(cmd=("sh", "-c", "exit 3")))
+    manager.claim(kept.id)
+    kept.state, kept.exit_code = ExecState.EXITED, 3
+    manager._save(kept)
+    gone = manager.create("a" * 64, ExecConfig(cmd=("true",)))
+    manager._drop(gone.id)
+    await manager.close()
+    assert writers and all(name.startswith("exec-records") for name in writers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{kept.id}.json"]
+    again = ExecManager(containers, tmp_path)  # type: ignore[arg-type]
+    record = again.get(kept.id)
+    assert (record.state, record.exit_code, record.config.cmd) == (ExecState.EXITED, 3, ("sh", "-c", "exit 3"))
+    await again.close()
+    again._save(record)  # a late change after close (narwhald stopping) is dropped, not an error
 
 
 # ---- attach before start (DockerAttach over the store and a CRI log file) ----

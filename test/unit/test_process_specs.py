@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -73,15 +74,23 @@ def test_exec_fifos_survive_a_finished_execs_cleanup(tmp_path: Path, monkeypatch
     """A finished exec's deletion (after its client was answered) removes the container's exec dir once empty;
     the next exec, making its own dir in it at that moment, tries again (it got exit 126 under load)."""
     proc = exec_mod.ExecProcess(CLIENT, "c1", ["true"], fifo_root=tmp_path)
-    real_mkdir = Path.mkdir
-    removed: list[Path] = []
+    real_mkdir = os.mkdir
+    removed: list[str] = []
+    (tmp_path / "c1").mkdir()  # an earlier exec's
 
-    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
-        if self == proc._dir and not removed:  # the other exec's cleanup wins the race once
-            self.parent.rmdir()
-            removed.append(self.parent)
-        real_mkdir(self, *args, **kwargs)
+    def mkdir(path: Any, mode: int = 0o777) -> None:
+        if Path(path) == proc._dir.parent and not removed:  # it exists (EEXIST), and is gone right after
+            os.rmdir(path)
+            removed.append("parent")
+            raise FileExistsError(17, "File exists")
+        if Path(path) == proc._dir and len(removed) < 2:  # the other exec's cleanup wins the race again
+            os.rmdir(proc._dir.parent)
+            removed.append("parent")
+        real_mkdir(path, mode)
 
-    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(exec_mod.os, "mkdir", mkdir)
     proc._make_fifos()
-    assert removed and sorted(p.name for p in proc._dir.iterdir()) == ["stderr", "stdout"]
+    assert removed == ["parent", "parent"] and sorted(p.name for p in proc._dir.iterdir()) == ["stderr", "stdout"]
+    assert sorted(proc._fds) == ["stderr", "stdout"] and len(proc._keepers) == 2  # opened, for the shim's Start
+    for fd in [*proc._fds.values(), *proc._keepers]:
+        os.close(fd)

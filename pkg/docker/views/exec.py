@@ -20,7 +20,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,20 @@ def adjust_process(process: dict[str, Any], config: ExecConfig, user: dict[str, 
     return process
 
 
+def _write_record(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("exec record %s not saved: %r", path.stem[:12], exc)
+
+
+def _unlink_record(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def _command_line(cmd: Sequence[str]) -> str:
     """The command as moby's exec events spell it: entrypoint, a space, the arguments joined by spaces."""
     return f"{cmd[0]} {' '.join(cmd[1:])}"
@@ -131,10 +146,13 @@ class ExecManager:
         self._execs: dict[str, ExecInstance] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dir = records_dir
+        # One writer thread, so a record's changes land in the order they were made, off the event loop: on a
+        # loaded host a file write and rename took milliseconds, on the path of every exec's answer (issue 21).
+        self._writer = ThreadPoolExecutor(1, "exec-records") if records_dir is not None else None
         if records_dir is not None:
             self._load(records_dir)
 
-    # ---- persistence (small files, written synchronously: one per state change) ----
+    # ---- persistence (small files, one per state change, written in order by one thread; close() flushes) ----
     def _load(self, directory: Path) -> None:
         """The records of a previous run, for containers that still exist; a RUNNING one's process did not
         survive narwhald with it attached, so it is EXITED now."""
@@ -165,7 +183,7 @@ class ExecManager:
             self._execs[instance.id] = instance
 
     def _save(self, instance: ExecInstance) -> None:
-        if self._dir is None:
+        if self._writer is None or self._dir is None:
             return
         c = instance.config
         raw = {"id": instance.id, "container_id": instance.container_id, "created_at": instance.created_at,
@@ -175,18 +193,25 @@ class ExecManager:
                           "attach_stderr": c.attach_stderr, "privileged": c.privileged,
                           "detach_keys": c.detach_keys,
                           "console_size": list(c.console_size) if c.console_size else None}}
-        path = self._dir / f"{instance.id}.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(raw))
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("exec record %s not saved: %r", instance.id[:12], exc)
+        self._submit(_write_record, self._dir / f"{instance.id}.json", json.dumps(raw))
 
     def _drop(self, exec_id: str) -> None:
         self._execs.pop(exec_id, None)
         if self._dir is not None:
-            (self._dir / f"{exec_id}.json").unlink(missing_ok=True)
+            self._submit(_unlink_record, self._dir / f"{exec_id}.json")
+
+    def _submit(self, write: Callable[[Path, str], None] | Callable[[Path], None], *args: Any) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.submit(write, *args)
+        except RuntimeError:  # closed (narwhald is stopping): the record stays as last written
+            log.debug("exec record change after close dropped")
+
+    async def flush(self) -> None:
+        """Until every record change made so far is on disk."""
+        if self._writer is not None:
+            await asyncio.wrap_future(self._writer.submit(lambda: None))
 
     # ---- records ----
     def create(self, container_ref: str, config: ExecConfig) -> ExecInstance:
@@ -357,6 +382,9 @@ class ExecManager:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+        if self._writer is not None:
+            await self.flush()
+            self._writer.shutdown()
 
     async def _adjuster(self, instance: ExecInstance) -> ProcessAdjust:
         """Docker's options as an edit of the process spec (the user is resolved in the container's rootfs)."""

@@ -1,0 +1,168 @@
+"""The containerd calls of one exec (issue 21): Wait is in flight before Start, as containerd's own client sends
+it, and an ExecSync is answered at the exit, its DeleteProcess and fifos following in the background.
+
+A fake containerd at the ``pkg.containerd.tasks`` seam; the fifos are real (under tmp_path): with no shim
+holding their write ends, stdout and stderr read EOF once the keepers close after Start.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from pkg import errors
+from pkg.containerd.client import Client
+from pkg.runtime import exec as exec_mod
+from pkg.runtime.process_specs import ProcessSpecs
+
+CLIENT = cast(Client, object())
+PROCESS = {"args": ["sleep", "inf"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}}
+
+
+class FakeShim:
+    """Exec, Start, Wait, Kill, DeleteProcess of one container; ``calls`` in the order they were sent."""
+
+    def __init__(self, start_error: errors.NarwhalError | None = None) -> None:
+        self.calls: list[str] = []
+        self.exited = asyncio.Event()
+        self.deleting = asyncio.Event()  # DeleteProcess answers once set
+        self.deleting.set()
+        self.start_error = start_error
+        self.waits_in_flight_at_start = -1
+        self._waiting = 0
+
+    async def exec_process(self, client: Client, container_id: str, exec_id: str, spec: dict[str, Any],
+                           **_: Any) -> None:
+        self.calls.append("Exec")
+
+    async def start_process(self, client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+        self.calls.append("Start")
+        self.waits_in_flight_at_start = self._waiting
+        await asyncio.sleep(0.01)  # the runc exec
+        if self.start_error is not None:
+            raise self.start_error
+        self.exited.set()  # `true` exits at once
+        return 4242
+
+    async def wait_process(self, client: Client, container_id: str, exec_id: str, *, what: str,
+                           timeout: float | None = None) -> int:
+        self.calls.append("Wait")
+        self._waiting += 1
+        try:
+            await self.exited.wait()  # a process that never started: only a cancel ends this
+        finally:
+            self._waiting -= 1
+        return 3
+
+    async def kill_process(self, client: Client, container_id: str, exec_id: str, sig: int, *, what: str) -> None:
+        self.calls.append("Kill")
+
+    async def delete_process(self, client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+        await self.deleting.wait()
+        self.calls.append("DeleteProcess")
+
+
+@pytest.fixture
+def shim(monkeypatch: pytest.MonkeyPatch) -> FakeShim:
+    fake = FakeShim()
+    for name in ("exec_process", "start_process", "wait_process", "kill_process", "delete_process"):
+        monkeypatch.setattr(exec_mod.ctr_tasks, name, getattr(fake, name))
+    return fake
+
+
+def _specs() -> ProcessSpecs:
+    specs = ProcessSpecs()
+    specs.put("c1", {"ociVersion": "1.0.2", "process": PROCESS})
+    return specs
+
+
+async def test_wait_is_in_flight_before_start(shim: FakeShim, tmp_path: Path) -> None:
+    result = await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await exec_mod.settle()
+    assert result == exec_mod.ExecResult(3, b"", b"")
+    assert shim.calls == ["Exec", "Wait", "Start", "DeleteProcess"]
+    assert shim.waits_in_flight_at_start == 1  # sent before Start, not after it returned
+    assert not any(tmp_path.iterdir())  # the exec's fifos and the container's dir are gone
+
+
+async def test_exec_sync_answers_before_the_process_is_deleted(shim: FakeShim, tmp_path: Path) -> None:
+    shim.deleting.clear()  # DeleteProcess hangs until released
+    result = await asyncio.wait_for(
+        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs()), 5)
+    assert result.exit_code == 3 and "DeleteProcess" not in shim.calls
+    await asyncio.wait_for(exec_mod.settle("c2"), 1)  # another container's removal does not wait for it
+    await exec_mod.settle("c1", timeout=0.05)  # c1's would, for at most its timeout
+    assert "DeleteProcess" not in shim.calls
+    shim.deleting.set()
+    await asyncio.wait_for(exec_mod.settle("c1"), 5)
+    assert shim.calls[-1] == "DeleteProcess" and not any(tmp_path.iterdir())
+
+
+async def test_a_start_failure_is_raised_and_its_wait_cancelled(monkeypatch: pytest.MonkeyPatch, shim: FakeShim,
+                                                                tmp_path: Path) -> None:
+    shim.start_error = errors.FailedPrecondition("OCI runtime exec failed: executable file not found in $PATH")
+    with pytest.raises(errors.FailedPrecondition, match="executable file not found"):
+        await asyncio.wait_for(exec_mod.exec_sync(CLIENT, "c1", ["nope"], fifo_root=tmp_path, specs=_specs()), 5)
+    await asyncio.wait_for(exec_mod.settle(), 5)
+    # Never started, so not killed (nor waited for: its Wait, unanswered by the shim, is cancelled); deleted.
+    assert shim.calls == ["Exec", "Wait", "Start", "DeleteProcess"]
+    assert not any(tmp_path.iterdir())
+
+
+async def test_a_timeout_kills_and_deletes(shim: FakeShim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def start_forever(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+        shim.calls.append("Start")
+        return 4242  # started, never exits until killed
+
+    async def kill(client: Client, container_id: str, exec_id: str, sig: int, *, what: str) -> None:
+        shim.calls.append("Kill")
+        shim.exited.set()
+
+    monkeypatch.setattr(exec_mod.ctr_tasks, "start_process", start_forever)
+    monkeypatch.setattr(exec_mod.ctr_tasks, "kill_process", kill)
+    with pytest.raises(errors.DeadlineExceeded):
+        await exec_mod.exec_sync(CLIENT, "c1", ["sleep", "9"], fifo_root=tmp_path, timeout=0.05, specs=_specs())
+    await asyncio.wait_for(exec_mod.settle(), 5)
+    assert shim.calls == ["Exec", "Wait", "Start", "Kill", "DeleteProcess"]
+    assert not any(tmp_path.iterdir())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_fifos_are_made_while_exec_is_sent_and_closed_when_it_fails(shim: FakeShim, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shim opens the fifos only at Start, so they are made (in a thread) while Exec is in flight; an Exec
+    that fails leaves no fd open and no fifo behind."""
+    made_during_exec: list[bool] = []
+
+    async def exec_fails(client: Client, container_id: str, exec_id: str, spec: dict[str, Any], **_: Any) -> None:
+        shim.calls.append("Exec")
+        await asyncio.sleep(0.05)  # the fifo thread gets to run meanwhile
+        made_during_exec.append(any(tmp_path.rglob("stdout")))
+        raise errors.NotFound("container c1 not found")
+
+    monkeypatch.setattr(exec_mod.ctr_tasks, "exec_process", exec_fails)
+    before = _open_fds()
+    with pytest.raises(errors.NotFound):
+        await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await asyncio.wait_for(exec_mod.settle(), 5)
+    assert made_during_exec == [True] and shim.calls == ["Exec"]  # never created: nothing to delete
+    assert _open_fds() == before and not any(tmp_path.iterdir())
+
+
+async def test_a_fifo_failure_deletes_the_created_process(shim: FakeShim, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def mkfifo(path: Any, mode: int = 0o666) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exec_mod.os, "mkfifo", mkfifo)
+    before = _open_fds()
+    with pytest.raises(OSError, match="No space left"):
+        await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await asyncio.wait_for(exec_mod.settle(), 5)
+    assert shim.calls == ["Exec", "DeleteProcess"] and _open_fds() == before and not any(tmp_path.iterdir())
