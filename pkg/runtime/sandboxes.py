@@ -77,7 +77,7 @@ class SandboxService:
                 )
                 cleanup.add("delete sandbox record", lambda: ctr_containers.delete(ctx.client, sandbox_id))
                 prestarter = ctx.shim_prestarter
-                if prestarter is not None:  # the first StartContainer finds the pod's shim running
+                if prestarter is not None and ctx.cfg.shim_prestart:  # the first StartContainer finds it running
                     prestarter.launch(ctx.shim_group_name(sandbox_id))  # reaped by "release shim group"
                 root, state = ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id)
                 root.mkdir(parents=True)
