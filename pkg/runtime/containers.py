@@ -89,8 +89,18 @@ class ContainerService:
         ctx.containers.names.reserve(name, container_id)
         try:
             async with CleanupStack() as cleanup:
+                # Snapshot first, then the record with its finished spec: two containerd round trips, not three
+                # (record, snapshot, spec update).  The snapshot is a GC root until it is removed, since no
+                # record holds it yet; a crash before the record leaves an active snapshot of no container,
+                # which recovery removes (pkg.runtime.recover._remove_leftovers).
+                mounts = await ctr_snapshots.prepare(ctx.client, container_id, image.chain_id,
+                                                     labels=ctr_snapshots.gc_root(), snapshotter=image.snapshotter)
+                cleanup.add("remove snapshot", lambda: ctr_snapshots.remove(ctx.client, container_id,
+                                                                            image.snapshotter))
+                spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
+                                                  self._target_pid(config))
                 await ctr_containers.create(
-                    ctx.client, container_id, spec={"ociVersion": "1.0.2"}, metadata=to_dict(metadata),
+                    ctx.client, container_id, spec=spec, metadata=to_dict(metadata),
                     labels={ctr_containers.KIND_LABEL: KIND, SANDBOX_LABEL: sandbox_id},
                     runc_root=str(ctx.cfg.runc_root),
                     runc_binary=ctx.cfg.runtime_handlers.get(sandbox.runtime_handler, ""),
@@ -98,13 +108,6 @@ class ContainerService:
                     snapshot_key=container_id, snapshotter=image.snapshotter,
                 )
                 cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))
-                mounts = await ctr_snapshots.prepare(ctx.client, container_id, image.chain_id,
-                                                     snapshotter=image.snapshotter)
-                cleanup.add("remove snapshot", lambda: ctr_snapshots.remove(ctx.client, container_id,
-                                                                            image.snapshotter))
-                spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
-                                                  self._target_pid(config))
-                await ctr_containers.update_spec(ctx.client, container_id, spec)
                 metadata = dataclasses.replace(metadata, user=container_spec.process_user(spec))
                 if metadata.log_path:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
