@@ -28,10 +28,10 @@ import json
 import logging
 import os
 import posixpath
+import select
 import shutil
 import signal
 import socket
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,7 +180,10 @@ def reap(directory: Path) -> bool:
             log.warning("shim %d of %s still serves tasks; not killed", pid, spot.group[:24])
         elif pid is not None:
             killed = _kill(pid, spot.daemon_argv(binary))
-        if not socket_live(spot.socket):
+        # The socket was our shim's (only one process binds the path; the group has no pod to start another):
+        # after the kill it goes, even if a loaded host has not finished tearing the process down.  Else only
+        # a stale one goes, never a live shim's.
+        if killed or not socket_live(spot.socket):
             spot.socket.unlink(missing_ok=True)
     shutil.rmtree(directory, ignore_errors=True)
     return killed
@@ -196,13 +199,11 @@ def _kill(pid: int, argv: list[bytes]) -> bool:
         if current is None or [a for a in current if a and a != b"-debug"] != argv:
             return False
         signal.pidfd_send_signal(fd, signal.SIGKILL)
+        select.select([fd], [], [], KILL_WAIT)  # a pidfd turns readable when the process has exited
     except ProcessLookupError:
         return False
     finally:
         os.close(fd)
-    deadline = time.monotonic() + KILL_WAIT
-    while live_cmdline(pid) is not None and time.monotonic() < deadline:
-        time.sleep(0.01)
     log.info("killed idle shim %d (%s)", pid, argv[4].decode(errors="replace")[:24])
     return True
 
