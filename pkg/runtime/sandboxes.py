@@ -62,7 +62,7 @@ class SandboxService:
                 meta_dict = to_dict(metadata)
 
                 async def release_shim_group() -> None:
-                    await release_shim(ctx, sandbox_id, ctx.shim_group_name(sandbox_id))
+                    await release_shim(ctx, sandbox_id)
 
                 cleanup.add("release shim group", release_shim_group)
                 # The record's spec names the pod's shim group, so recovery finds the group of a pod that has
@@ -287,15 +287,17 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
         await ctr_tasks.delete(ctx.client, sandbox_id)
     await ctr_containers.delete(ctx.client, sandbox_id)
     await rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
-    await release_shim(ctx, sandbox_id, ctx.shim_group_name(sandbox_id))
+    await release_shim(ctx, sandbox_id)
 
 
-async def release_shim(ctx: RuntimeContext, sandbox_id: str, group: str) -> None:
+async def release_shim(ctx: RuntimeContext, sandbox_id: str) -> None:
     """The pod leaves its shim group; a group left without pods has its idle pre-started shim reaped."""
     emptied = ctx.shim_groups.release(sandbox_id)
     try:
-        if ctx.shim_prestarter is not None and (emptied is not None or group == sandbox_id):
-            await ctx.shim_prestarter.reap(group)
+        if ctx.shim_prestarter is not None:
+            if emptied is not None:
+                await ctx.shim_prestarter.reap(emptied)
+            await ctx.shim_prestarter.reap(sandbox_id)  # a pod started with pods-per-shim 1 (then changed)
     finally:
         if emptied is not None:
             ctx.shim_groups.retired(emptied)
