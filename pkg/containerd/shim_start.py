@@ -141,6 +141,12 @@ def find(spot: ShimSpot, binary: str) -> int | None:
 def serves_tasks(pid: int) -> bool:
     """The shim has children: a container's init (or a runc it runs) — so it is not idle.  Tells an idle
     pre-started shim from a used one without asking containerd (which may be down)."""
+    try:  # the kernel's list of each thread's children (CONFIG_PROC_CHILDREN): no scan of /proc
+        return any((task / "children").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -175,7 +181,9 @@ def reap(directory: Path) -> bool:
     loaded = load(directory)
     if loaded is not None:
         spot, binary = loaded
-        pid = find(spot, binary)
+        # A shim that served tasks has exited with its last one, and taken its socket with it: then there is
+        # nothing to look for in /proc (a scan of every process, the costly part of a reap).
+        pid = find(spot, binary) if socket_live(spot.socket) else None
         if pid is not None and serves_tasks(pid):  # the caller thought the group had no task left: keep it
             log.warning("shim %d of %s still serves tasks; not killed", pid, spot.group[:24])
         elif pid is not None:
