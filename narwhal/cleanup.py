@@ -36,7 +36,7 @@ from pkg.cni import defaults, gc, iptables
 from pkg.cni.manager import NetworkManager
 from pkg.cni.netrules import NetworkRules
 from pkg.config import Config
-from pkg.containerd import tasks
+from pkg.containerd import shim_start, tasks
 from pkg.containerd.client import Client
 from pkg.containerd.supervisor import START_TIMEOUT, Supervisor
 from pkg.docker.networks import conflist as network_conflist
@@ -74,6 +74,7 @@ class Cleanup:
         try:
             await asyncio.to_thread(self._hold_instance_lock)
             await self._stop_containers()
+            await asyncio.to_thread(self._prestarted_shims)
             await self._log_service()
             await self._swarm_etcd()
             networks = await asyncio.to_thread(self._docker_networks)
@@ -145,6 +146,10 @@ class Cleanup:
         up = supervisor.adopt() if supervisor is not None else cfg.containerd_socket.exists()
         if supervisor is not None and not up:
             shims = await asyncio.to_thread(_shims_of, cfg.containerd_socket)
+            # An idle shim narwhald pre-started for a pod (pkg.runtime.shim_prestart) runs no container:
+            # _prestarted_shims kills it.
+            idle = await asyncio.to_thread(self._idle_prestarted)
+            shims = [pid for pid in shims if pid not in idle]
             if shims and not self.force:
                 raise Refused(f"containers of this instance still run (shims {', '.join(map(str, shims))}) "
                               "while its containerd is down: start narwhald and remove them, or pass --force")
@@ -190,6 +195,23 @@ class Cleanup:
             self.say(f"killed container {task.id[:12]} ({client.namespace})")
         for client, task in found:
             await tasks.delete(client, task.id)
+
+    def _idle_prestarted(self) -> set[int]:
+        """Pre-started shims that serve no container (no child process): no reason to refuse."""
+        found = set()
+        for directory in _prestart_dirs(self.cfg):
+            loaded = shim_start.load(directory)
+            pid = shim_start.find(*loaded) if loaded is not None else None
+            if pid is not None and not shim_start.serves_tasks(pid):
+                found.add(pid)
+        return found
+
+    def _prestarted_shims(self) -> None:
+        """Pre-started shims left idle (their tasks, if they had any, are gone by now): killed after a check
+        of their command line; their sockets and directories removed."""
+        for directory in _prestart_dirs(self.cfg):
+            if shim_start.reap(directory):
+                self.say(f"killed idle shim of {directory.name[:12]}")
 
     # ---- network ----
     def _docker_networks(self) -> list[Network]:
@@ -339,6 +361,11 @@ def service_in(proc_cgroup: str) -> str:
         if (line.startswith("0::") or ":name=systemd:" in line) and name.endswith(".service"):
             return name
     return ""
+
+
+def _prestart_dirs(cfg: Config) -> list[Path]:
+    base = cfg.state / "shims"  # the CRI domain's (narwhal/runtime.py)
+    return sorted(d for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
 
 
 def _shims_of(socket: Path) -> list[int]:

@@ -125,7 +125,7 @@ class Daemon:
             await self.log_service.ensure_started()
             self._tasks.append(create_guarded_task(self.log_service.watch, "log-service-watch", restart_delay=1.0))
         self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events,
-                                     log_service=self.log_service)
+                                     log_service=self.log_service, containerd=self.supervisor)
         self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace)
         self.docker_images = ImageCore(self.docker_client, self.cfg)
         status("recovering interrupted image pulls")  # their cut unpacks removed, partial blobs kept to resume

@@ -44,6 +44,8 @@ FLAGS: list[tuple[str, str]] = [
     ("docker-images-for-pods", "image names made through the Docker API are also the CRI image store's, "
                                "content shared, not copied (true/false) [false]"),
     ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [1]"),
+    ("shim-prestart", "start the pod's runc v2 shim during RunPodSandbox, beside the CNI chain "
+                      "(true/false) [true]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
                     "narwhal-logger process per container (true/false) [false]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "

@@ -81,6 +81,9 @@ class Config:
     # Container output copied by one long-lived log service per instance from fifo stdio (pkg.logs.service)
     # rather than by a narwhal-logger process per container (issue 21: a Python process each).
     log_service: bool = False
+    # The pod's runc v2 shim started during RunPodSandbox, beside the CNI chain (pkg.runtime.shim_prestart), as
+    # containerd's CRI has it running by then (for the pause container): StartContainer skips its start-up.
+    shim_prestart: bool = True
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -332,6 +335,7 @@ CONVERTERS: dict[str, Any] = {
     "docker-images-for-pods": _bool,
     "pods-per-shim": _pods_per_shim,
     "log-service": _bool,
+    "shim-prestart": _bool,
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pkg import errors
 from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
@@ -21,6 +22,15 @@ class Mount:
 
 def _mounts(mounts: list[object]) -> list[Mount]:
     return [Mount(m.type, m.source, list(m.options)) for m in mounts]  # type: ignore[attr-defined]
+
+
+GC_ROOT_LABEL = "containerd.io/gc.root"
+
+
+def gc_root() -> dict[str, str]:
+    """The label that keeps a snapshot from containerd's garbage collector while no container record or lease
+    references it (containerd's metadata GC takes any labelled ``containerd.io/gc.root`` as a root)."""
+    return {GC_ROOT_LABEL: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 async def prepare(

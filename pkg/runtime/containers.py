@@ -48,6 +48,9 @@ class ContainerService:
         self._exited: dict[str, asyncio.Event] = {}
         self._task_deleted: set[str] = set()  # exited here, task already deleted: a removal skips Kill/Delete
         self._oom: set[str] = set()
+        # The rootfs mounts Prepare returned at create, for the first start (one Snapshots.Mounts round trip
+        # less); a later start, or one after a restart, asks containerd.
+        self._rootfs: dict[str, list[ctr_snapshots.Mount]] = {}
         self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
         # A front end's hook, called as soon as an exit is seen, before the task is deleted and the log drained
         # (the Docker engine starts an AutoRemove container's network teardown there, as moby releases the
@@ -89,8 +92,18 @@ class ContainerService:
         ctx.containers.names.reserve(name, container_id)
         try:
             async with CleanupStack() as cleanup:
+                # Snapshot first, then the record with its finished spec: two containerd round trips, not three
+                # (record, snapshot, spec update).  The snapshot is a GC root until it is removed, since no
+                # record holds it yet; a crash before the record leaves an active snapshot of no container,
+                # which recovery removes (pkg.runtime.recover._remove_leftovers).
+                mounts = await ctr_snapshots.prepare(ctx.client, container_id, image.chain_id,
+                                                     labels=ctr_snapshots.gc_root(), snapshotter=image.snapshotter)
+                cleanup.add("remove snapshot", lambda: ctr_snapshots.remove(ctx.client, container_id,
+                                                                            image.snapshotter))
+                spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
+                                                  self._target_pid(config))
                 await ctr_containers.create(
-                    ctx.client, container_id, spec={"ociVersion": "1.0.2"}, metadata=to_dict(metadata),
+                    ctx.client, container_id, spec=spec, metadata=to_dict(metadata),
                     labels={ctr_containers.KIND_LABEL: KIND, SANDBOX_LABEL: sandbox_id},
                     runc_root=str(ctx.cfg.runc_root),
                     runc_binary=ctx.cfg.runtime_handlers.get(sandbox.runtime_handler, ""),
@@ -98,13 +111,6 @@ class ContainerService:
                     snapshot_key=container_id, snapshotter=image.snapshotter,
                 )
                 cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))
-                mounts = await ctr_snapshots.prepare(ctx.client, container_id, image.chain_id,
-                                                     snapshotter=image.snapshotter)
-                cleanup.add("remove snapshot", lambda: ctr_snapshots.remove(ctx.client, container_id,
-                                                                            image.snapshotter))
-                spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
-                                                  self._target_pid(config))
-                await ctr_containers.update_spec(ctx.client, container_id, spec)
                 metadata = dataclasses.replace(metadata, user=container_spec.process_user(spec))
                 if metadata.log_path:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +120,7 @@ class ContainerService:
                             lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
                 ctx.containers.add(container_id, metadata, status)
                 ctx.process_specs.put(container_id, spec)
+                self._rootfs[container_id] = mounts
                 cleanup.commit()
         except BaseException:
             ctx.containers.names.release(name)
@@ -150,7 +157,8 @@ class ContainerService:
             exited = self._exited[container_id] = asyncio.Event()
             self._task_deleted.discard(container_id)
             try:
-                rootfs = await ctr_snapshots.mounts(ctx.client, metadata.snapshot_key)
+                rootfs = self._rootfs.pop(container_id, None) or await ctr_snapshots.mounts(
+                    ctx.client, metadata.snapshot_key)
                 async with container_io.task_stdio(ctx, metadata) as stdio:
                     await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin, stdout=stdio.stdout,
                                            stderr=stdio.stderr, terminal=metadata.config.tty)
@@ -329,6 +337,7 @@ class ContainerService:
                 return
             self.runs.forget(container_id)
             ctx.process_specs.forget(container_id)
+            self._rootfs.pop(container_id, None)
             # Never started, or its exit was handled here (task deleted or found gone): no Tasks.Kill/Delete
             # round trips on the removal (issue 21).  A container recovered as exited still gets them.
             _, status = ctx.containers.get(container_id)

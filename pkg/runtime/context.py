@@ -17,6 +17,7 @@ from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
 from pkg.runtime.process_specs import ProcessSpecs
 from pkg.runtime.shim_groups import ShimGroups
+from pkg.runtime.shim_prestart import ShimPrestarter
 from pkg.runtime.stdin import StdinKeeper
 from pkg.store import Store
 
@@ -54,6 +55,9 @@ class RuntimeContext:
     domain: str = ""
     shim_groups: ShimGroups = field(default_factory=ShimGroups)  # pods-per-shim (pkg.runtime.shim_groups)
     process_specs: ProcessSpecs = field(default_factory=ProcessSpecs)  # what every exec starts from
+    # The pod's shim started in RunPodSandbox (pkg.runtime.shim_prestart); None: containerd starts it at the
+    # first Tasks.Create (a containerd narwhald does not own, or a named domain).
+    shim_prestarter: ShimPrestarter | None = None
 
     @property
     def root(self) -> Path:
@@ -69,6 +73,11 @@ class RuntimeContext:
         """The shim-group annotation for a spec of this pod: ``pods-per-shim`` groups the CRI domain's pods
         only (a named domain's container is a pod of its own, each in its own shim)."""
         return self.shim_groups.annotations(sandbox_id, 1 if self.domain else self.cfg.pods_per_shim)
+
+    def shim_group_name(self, sandbox_id: str) -> str:
+        """The runc v2 shim group of the pod's tasks: its ``pods-per-shim`` group, else its sandbox ID (the
+        ``io.kubernetes.cri.sandbox-id`` annotation every spec of the pod carries)."""
+        return self.shim_groups.group_of(sandbox_id) or sandbox_id
 
     @property
     def exec_dir(self) -> Path:

@@ -62,11 +62,13 @@ class SandboxService:
                 meta_dict = to_dict(metadata)
 
                 async def release_shim_group() -> None:
-                    ctx.shim_groups.release(sandbox_id)
+                    await release_shim(ctx, sandbox_id)
 
                 cleanup.add("release shim group", release_shim_group)
+                # The record's spec names the pod's shim group, so recovery finds the group of a pod that has
+                # no container yet (ShimGroups.adopt).
                 infra_spec = await asyncio.to_thread(infra.sandbox_spec, ctx, metadata) if metadata.infra else {
-                    "ociVersion": "1.0.2"}
+                    "ociVersion": "1.0.2", "annotations": ctx.shim_group(sandbox_id)}
                 await ctr_containers.create(
                     ctx.client, sandbox_id, spec=infra_spec, metadata=meta_dict,
                     labels={ctr_containers.KIND_LABEL: KIND},
@@ -74,6 +76,9 @@ class SandboxService:
                     image=infra.IMAGE_NAME if metadata.infra else "",
                 )
                 cleanup.add("delete sandbox record", lambda: ctr_containers.delete(ctx.client, sandbox_id))
+                prestarter = ctx.shim_prestarter
+                if prestarter is not None and ctx.cfg.shim_prestart:  # the first StartContainer finds it running
+                    prestarter.launch(ctx.shim_group_name(sandbox_id))  # reaped by "release shim group"
                 root, state = ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id)
                 root.mkdir(parents=True)
                 state.mkdir(parents=True)
@@ -282,7 +287,20 @@ async def release_resources(ctx: RuntimeContext, metadata: SandboxMetadata) -> N
         await ctr_tasks.delete(ctx.client, sandbox_id)
     await ctr_containers.delete(ctx.client, sandbox_id)
     await rmtree(ctx.sandbox_root(sandbox_id), ctx.sandbox_state(sandbox_id))
-    ctx.shim_groups.release(sandbox_id)
+    await release_shim(ctx, sandbox_id)
+
+
+async def release_shim(ctx: RuntimeContext, sandbox_id: str) -> None:
+    """The pod leaves its shim group; a group left without pods has its idle pre-started shim reaped."""
+    emptied = ctx.shim_groups.release(sandbox_id)
+    try:
+        if ctx.shim_prestarter is not None:
+            if emptied is not None:
+                await ctx.shim_prestarter.reap(emptied)
+            await ctx.shim_prestarter.reap(sandbox_id)  # a pod started with pods-per-shim 1 (then changed)
+    finally:
+        if emptied is not None:
+            ctx.shim_groups.retired(emptied)
 
 
 def _validate(config: SandboxConfig) -> None:

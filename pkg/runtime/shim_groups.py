@@ -35,6 +35,7 @@ class ShimGroups:
         self._lock = threading.Lock()
         self._group_of: dict[str, str] = {}  # sandbox id -> group
         self._members: dict[str, set[str]] = {}  # group -> sandbox ids
+        self._retiring: set[str] = set()  # emptied groups whose idle pre-started shim is being reaped
 
     def annotations(self, sandbox_id: str, pods_per_shim: int) -> dict[str, str]:
         """The annotation to add to a spec of this pod (none when pods are not grouped)."""
@@ -52,7 +53,7 @@ class ShimGroups:
                 group = next((g for g in sorted(self._members, key=_number)
                               if len(self._members[g]) < pods_per_shim), None)
                 if group is None:
-                    used = {_number(g) for g in self._members}
+                    used = {_number(g) for g in (*self._members, *self._retiring)}
                     group = f"{PREFIX}{next(n for n in range(len(used) + 1) if n not in used)}"
                 self._join(sandbox_id, group)
             return group
@@ -66,8 +67,10 @@ class ShimGroups:
                 if sandbox_id not in self._group_of:
                     self._join(sandbox_id, group)
 
-    def release(self, sandbox_id: str) -> None:
-        """The pod is removed: its place in the group is free."""
+    def release(self, sandbox_id: str) -> str | None:
+        """The pod is removed: its place in the group is free.  Returns the group if it is now empty: it is
+        then *retiring* (never handed out) until :meth:`retired`, so its idle shim can be reaped without a
+        new pod's first task reaching that shim in between."""
         with self._lock:
             group = self._group_of.pop(sandbox_id, None)
             if group is not None:
@@ -75,6 +78,18 @@ class ShimGroups:
                 members.discard(sandbox_id)
                 if not members:
                     del self._members[group]
+                    self._retiring.add(group)
+                    return group
+            return None
+
+    def retired(self, group: str) -> None:
+        """The emptied group's shim is gone: the group may be handed out again."""
+        with self._lock:
+            self._retiring.discard(group)
+
+    def has_members(self, group: str) -> bool:
+        with self._lock:
+            return bool(self._members.get(group))
 
     def group_of(self, sandbox_id: str) -> str | None:
         with self._lock:

@@ -25,11 +25,14 @@ def test_pods_fill_the_lowest_group_with_room() -> None:
     assert groups.assign("a", 2) == "narwhal-shim-0"  # a pod keeps its group for all its containers
     groups.release("b")
     assert groups.assign("f", 2) == "narwhal-shim-0"  # the freed place is taken first
-    groups.release("c")
-    groups.release("d")
+    assert groups.release("c") is None
+    assert groups.release("d") == "narwhal-shim-1"  # emptied: retiring while its idle shim is reaped
     assert groups.assign("g", 2) == "narwhal-shim-2"  # group 1 is gone; 2 has room
-    assert groups.assign("h", 2) == "narwhal-shim-1"  # the lowest free number is reused
-    groups.release("missing")  # idempotent
+    assert groups.assign("h", 2) == "narwhal-shim-3"  # a retiring group is never handed out
+    assert groups.assign("i", 2) == "narwhal-shim-3"
+    groups.retired("narwhal-shim-1")
+    assert groups.assign("j", 2) == "narwhal-shim-1"  # the lowest free number is reused once retired
+    assert groups.release("missing") is None  # idempotent
 
 
 def test_adopt_rebuilds_membership_after_a_restart() -> None:
