@@ -43,9 +43,9 @@ FLAGS: list[tuple[str, str]] = [
                              "(true/false) [false]"),
     ("docker-images-for-pods", "image names made through the Docker API are also the CRI image store's, "
                                "content shared, not copied (true/false) [false]"),
-    ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [1]"),
+    ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [10]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
-                    "narwhal-logger process per container (true/false) [false]"),
+                    "narwhal-logger process per container (true/false) [true]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "
                              "','-separated [own etcd member]"),
     ("swarm-etcd-ca-file", "Swarm mode, https:// external etcd: the CA certificate (PEM) to trust"),
