@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import os
 import resource
 import sys
 from collections.abc import Callable
@@ -43,11 +45,11 @@ FLAGS: list[tuple[str, str]] = [
                              "(true/false) [false]"),
     ("docker-images-for-pods", "image names made through the Docker API are also the CRI image store's, "
                                "content shared, not copied (true/false) [false]"),
-    ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [1]"),
+    ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [10]"),
     ("shim-prestart", "start the pod's runc v2 shim during RunPodSandbox, beside the CNI chain "
                       "(true/false) [true]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
-                    "narwhal-logger process per container (true/false) [false]"),
+                    "narwhal-logger process per container (true/false) [true]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "
                              "','-separated [own etcd member]"),
     ("swarm-etcd-ca-file", "Swarm mode, https:// external etcd: the CA certificate (PEM) to trust"),
@@ -122,6 +124,28 @@ def raise_nofile_limit() -> None:
             pass
 
 
+# glibc's mallopt parameter for the arena cap (malloc.h); glibc's default is 8 per core.
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 1
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """At most ``arenas`` glibc malloc arenas in narwhald, set before any thread starts.
+
+    Every thread that finds the arenas busy gets one of its own (up to 8 per core), which keeps what it freed:
+    the default executor growing from 2 to 6 threads over the first pods, and grpc's threads, made narwhald
+    grow ~1.1 MiB over its first 10 pods, ~0.55 MiB with one arena (docs/benchmarks.md, "Defaults"). Python's
+    small objects do not use malloc (pymalloc, under the GIL) and glibc's per-thread cache serves small blocks
+    without the arena's lock, so the threads seldom wait on the shared arena.
+    An explicit MALLOC_ARENA_MAX in the environment wins; not glibc: nothing to do."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
+
+
 def cleanup_main(argv: list[str]) -> None:
     parser = _parser(cleanup=True)
     args = parser.parse_args(argv)
@@ -147,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     setup_logging(cfg.log_level, cfg.log_format)
     raise_nofile_limit()
+    cap_malloc_arenas()  # before grpc's and the executor's threads exist
     from narwhal.daemon import Daemon, run  # late: keep --help fast and free of grpc imports
     from narwhal.notify import Notifier
 

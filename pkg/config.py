@@ -77,10 +77,11 @@ class Config:
     docker_images_for_pods: bool = False
     # CRI pods served by one runc v2 shim process (pkg.runtime.shim_groups): 1 is a shim per pod, as
     # containerd's CRI runs them; more saves a shim's memory per pod, and one shim crash ends its group's pods.
-    pods_per_shim: int = 1
+    # 10 by default (issue 21: memory per pod; 50 per shim timed out removing 50 pods at once on a loaded host).
+    pods_per_shim: int = 10
     # Container output copied by one long-lived log service per instance from fifo stdio (pkg.logs.service)
-    # rather than by a narwhal-logger process per container (issue 21: a Python process each).
-    log_service: bool = False
+    # rather than by a narwhal-logger process per container (issue 21: a Python process each, ~3 MiB).
+    log_service: bool = True
     # The pod's runc v2 shim started during RunPodSandbox, beside the CNI chain (pkg.runtime.shim_prestart), as
     # containerd's CRI has it running by then (for the pause container): StartContainer skips its start-up.
     shim_prestart: bool = True

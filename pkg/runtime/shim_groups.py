@@ -4,8 +4,8 @@ containerd's runc v2 shim decides at ``start`` which shim serves a container: th
 annotation ``io.containerd.runc.v2.group`` if there is one, else ``io.kubernetes.cri.sandbox-id``,
 names the shim (its socket is derived from the namespace and that name), so every container with the
 same value goes to the one process (containerd's cmd/containerd-shim-runc-v2/manager).  Without the
-group annotation that is one shim per pod, which is what containerd's CRI runs and Narwhal's default.
-With ``pods-per-shim: N`` above 1 a pod is given a group the first time one of its containers (or its
+group annotation that is one shim per pod, which is what containerd's CRI runs (``pods-per-shim: 1``).
+With ``pods-per-shim: N`` above 1 (10 by default) a pod is given a group the first time one of its containers (or its
 infra task) is specified, the lowest-numbered group with fewer than N pods, and keeps it until it is
 removed.  A shim costs ~3 MiB of PSS with one pod in it and well under 1 MiB more per further pod
 (docs/benchmarks.md).

@@ -190,7 +190,7 @@ def start_daemon(config_yaml: str = "", extra_args: list[str] | None = None, sta
         "--metrics-address", f"127.0.0.1:{port}",
         "--cni-conf-dir", str(conf_dir),
         "--log-level", "debug",
-        # Run any suite with a config lever on, e.g. NARWHAL_TEST_FLAGS="--log-service true" (a test's own
+        # Run any suite with a config lever on, e.g. NARWHAL_TEST_FLAGS="--log-service false" (a test's own
         # extra_args come after, so they win).
         *os.environ.get("NARWHAL_TEST_FLAGS", "").split(),
         *(extra_args or []),

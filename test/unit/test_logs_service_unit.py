@@ -9,7 +9,8 @@ from pkg.logs.service import StreamSpec, valid_key
 
 
 def test_config_key() -> None:
-    assert config.build({}, {}).log_service is False
+    assert config.build({}, {}).log_service is True
+    assert config.build({"log-service": False}, {}).log_service is False
     assert config.build({"log-service": True}, {}).log_service is True
     assert config.build({}, {"log-service": "true"}).log_service is True
     with pytest.raises(InvalidArgument, match="log-service"):

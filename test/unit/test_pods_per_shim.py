@@ -53,7 +53,8 @@ def test_adopt_rebuilds_membership_after_a_restart() -> None:
 
 
 def test_config_key() -> None:
-    assert config.build({}, {}).pods_per_shim == 1
+    assert config.build({}, {}).pods_per_shim == 10
+    assert config.build({"pods-per-shim": 1}, {}).pods_per_shim == 1
     assert config.build({"pods-per-shim": 8}, {}).pods_per_shim == 8
     assert config.build({}, {"pods-per-shim": "4"}).pods_per_shim == 4
     for bad in (0, 65, -1, "x", True, 1.5):
