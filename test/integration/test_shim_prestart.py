@@ -18,6 +18,10 @@ from lib.leaks import leftovers
 from lib.registry import Registry
 from lib.wait import wait_for
 
+# A shim per pod (containerd's CRI's shape), so each pod's group is its sandbox ID; the default groups
+# (pods-per-shim: 10) are test_grouped_pods_share_the_prestarted_shim's.
+ONE_POD_PER_SHIM = "pods-per-shim: 1\n"
+
 
 def prestarted(daemon: DaemonProcess, group: str) -> int | None:
     """The pid of the shim narwhald started for ``group`` (its -id is the group, never a container's)."""
@@ -84,7 +88,9 @@ def wait_shim(daemon: DaemonProcess, group: str) -> int:
     return pid
 
 
-def test_pod_shim_is_prestarted_used_and_reaped(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:
+def test_pod_shim_is_prestarted_used_and_reaped(daemon_factory: Callable[..., DaemonProcess], registry: Registry,
+                                                tmp_path: Path) -> None:
+    daemon = daemon_factory(config_yaml=ONE_POD_PER_SHIM)
     ref = cri.push_busybox(registry)
     cri.pull(daemon.images(), ref)
     rs = daemon.runtime()
@@ -127,7 +133,7 @@ def test_pod_shim_is_prestarted_used_and_reaped(daemon: DaemonProcess, registry:
 
 def test_restart_keeps_live_pods_shims_and_reaps_gone_ones(daemon_factory: Callable[..., DaemonProcess],
                                                            registry: Registry, tmp_path: Path) -> None:
-    daemon = daemon_factory()
+    daemon = daemon_factory(config_yaml=ONE_POD_PER_SHIM)
     ref = cri.push_busybox(registry)
     cri.pull(daemon.images(), ref)
     rs = daemon.runtime()
@@ -163,3 +169,30 @@ def test_restart_keeps_live_pods_shims_and_reaps_gone_ones(daemon_factory: Calla
     assert not third_sock.exists()
     wait_for(lambda: not alive(third_pid), 30, "cleanup killed the idle shim")
     assert not (daemon.state / "shims" / third).exists()
+
+
+def test_grouped_pods_share_the_prestarted_shim(daemon_factory: Callable[..., DaemonProcess], registry: Registry,
+                                                tmp_path: Path) -> None:
+    """The default (pods-per-shim: 10): two pods form one group, whose one pre-started shim runs both pods'
+    containers, outlives the first pod's removal and goes with the last."""
+    daemon = daemon_factory()
+    ref = cri.push_busybox(registry)
+    cri.pull(daemon.images(), ref)
+    rs = daemon.runtime()
+    first, second = run_pod(rs, tmp_path, "first"), run_pod(rs, tmp_path, "second")
+    shims = daemon.state / "shims"
+    wait_for(lambda: shims.is_dir() and len(list(shims.iterdir())) == 1, 60, "one shim directory for both pods")
+    (group,) = [p.name for p in shims.iterdir()]
+    assert group not in (first, second)
+    pid = wait_shim(daemon, group)
+    cids = [start_container(rs, tmp_path, name, sid, ref) for name, sid in (("first", first), ("second", second))]
+    listed = ctr(daemon, "tasks", "ls").splitlines()
+    for cid in cids:
+        task_pid = int(next(line.split()[1] for line in listed if line.startswith(cid)))
+        assert Path(f"/proc/{task_pid}/stat").read_text().rsplit(")", 1)[-1].split()[1] == str(pid)
+    remove_pod(rs, first)
+    assert alive(pid)  # the second pod's container still runs in it
+    remove_pod(rs, second)
+    wait_for(lambda: not alive(pid), 30, "the group's shim gone with its last pod")
+    wait_for(lambda: not (shims / group).exists(), 30, "the group's shim directory removed")
+    assert leftovers(daemon) == {}
