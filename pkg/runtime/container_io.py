@@ -189,6 +189,11 @@ def widen_output_pipes(ctx: RuntimeContext, metadata: ContainerMetadata, pid: in
     Best effort: a TTY, a pipe already gone, ``pipe-max-size`` or the per-user pipe limits leave it as is."""
     if metadata.config.tty or pid <= 0 or not attach.output_log(ctx, metadata):
         return
+    grow_stdio_pipes(pid)
+
+
+def grow_stdio_pipes(pid: int) -> None:
+    """``PIPE_SIZE`` for the pipes that are ``pid``'s fds 1 and 2 (others, and failures, are left alone)."""
     for n in (1, 2):
         link = f"/proc/{pid}/fd/{n}"
         try:
