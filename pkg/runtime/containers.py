@@ -160,8 +160,10 @@ class ContainerService:
                 rootfs = self._rootfs.pop(container_id, None) or await ctr_snapshots.mounts(
                     ctx.client, metadata.snapshot_key)
                 async with container_io.task_stdio(ctx, metadata) as stdio:
-                    await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin, stdout=stdio.stdout,
-                                           stderr=stdio.stderr, terminal=metadata.config.tty)
+                    init_pid = await ctr_tasks.create(ctx.client, container_id, rootfs, stdin=stdio.stdin,
+                                                      stdout=stdio.stdout, stderr=stdio.stderr,
+                                                      terminal=metadata.config.tty)
+                    container_io.widen_output_pipes(ctx, metadata, init_pid)
                     pid = await ctr_tasks.start(ctx.client, container_id)
             except BaseException as exc:
                 await asyncio.shield(self._start_failed(container_id, exc))
