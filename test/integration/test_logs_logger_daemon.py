@@ -4,7 +4,6 @@ keeps writing while narwhald is killed -9; ReopenContainerLog signals it.  The l
 issue 21's round three; this module keeps the per-container logger working (docs/logs.md)."""
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from cri_api.v1 import api_pb2
 from lib import cri
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
-from lib.docker import BUSYBOX, DOCKER, mirror_config
+from lib.docker import BUSYBOX, checked_cli, mirror_config
 from lib.images import push
 from lib.leaks import host_leftovers, leftovers, log_service_pids
 from lib.logger import streams_of
@@ -91,12 +90,7 @@ def test_cri_loggers_per_container_through_kill9_and_reopen(daemon: DaemonProces
 
 
 def test_docker_run_rm_output_exact(daemon: DaemonProcess) -> None:
-    env = daemon.docker_env()
-
-    def docker(*args: str) -> subprocess.CompletedProcess[bytes]:
-        proc = subprocess.run([DOCKER, *args], env=env, capture_output=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc
+    docker = checked_cli(daemon)
 
     docker("pull", BUSYBOX)
     run = docker("run", "--rm", BUSYBOX, "sh", "-c", "seq 1 3000; echo err >&2")

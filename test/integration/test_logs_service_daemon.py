@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from cri_api.v1 import api_pb2
 from lib import cri
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
-from lib.docker import BUSYBOX, DOCKER, mirror_config
+from lib.docker import BUSYBOX, checked_cli, mirror_config
 from lib.images import push
 from lib.leaks import host_leftovers, leftovers
 from lib.logger import streams_of
@@ -127,12 +126,7 @@ def test_logs_flow_through_narwhald_and_service_kill9(daemon: DaemonProcess, reg
 
 
 def test_docker_run_rm_and_logs_exact(daemon: DaemonProcess) -> None:
-    env = daemon.docker_env()
-
-    def docker(*args: str) -> subprocess.CompletedProcess[bytes]:
-        proc = subprocess.run([DOCKER, *args], env=env, capture_output=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc
+    docker = checked_cli(daemon)
 
     docker("pull", BUSYBOX)
     expected = b"".join(b"%d\n" % i for i in range(1, 5001))

@@ -12,6 +12,7 @@ from cri_api.v1 import api_pb2, api_pb2_grpc
 from lib import cri
 from lib.daemon import DaemonProcess
 from lib.leaks import leftovers
+from lib.procs import pids_where
 from lib.registry import Registry
 
 TICK = ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]
@@ -20,18 +21,8 @@ TICK = ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]
 def shims(daemon: DaemonProcess) -> set[int]:
     """This instance's runc v2 shims (a grouped shim's -id is its first container's; the group only names
     its socket)."""
-    found = set()
     needle = str(daemon.base).encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if args[0].endswith(b"containerd-shim-runc-v2") and any(needle in a for a in args):
-            found.add(int(proc.name))
-    return found
+    return set(pids_where(lambda args: args[0].endswith(b"containerd-shim-runc-v2") and any(needle in a for a in args)))
 
 
 def make_pod(rs: api_pb2_grpc.RuntimeServiceStub, ref: str, log_dir: Path, name: str,

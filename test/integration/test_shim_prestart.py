@@ -15,6 +15,7 @@ from lib import cri
 from lib.daemon import DaemonProcess
 from lib.images import ctr
 from lib.leaks import leftovers
+from lib.procs import pids_where
 from lib.registry import Registry
 from lib.wait import wait_for
 
@@ -25,17 +26,14 @@ ONE_POD_PER_SHIM = "pods-per-shim: 1\n"
 
 def prestarted(daemon: DaemonProcess, group: str) -> int | None:
     """The pid of the shim narwhald started for ``group`` (its -id is the group, never a container's)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (args[0].endswith(b"containerd-shim-runc-v2") and str(daemon.base).encode() in b" ".join(args)
-                and args[args.index(b"-id") + 1 if b"-id" in args else 0] == group.encode()):
-            return int(proc.name)
-    return None
+    base = str(daemon.base).encode()
+
+    def match(args: list[bytes]) -> bool:
+        return (args[0].endswith(b"containerd-shim-runc-v2") and base in b" ".join(args)
+                and b"-id" in args and args[args.index(b"-id") + 1] == group.encode())
+
+    found = pids_where(match)
+    return found[0] if found else None
 
 
 def alive(pid: int) -> bool:

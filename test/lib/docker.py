@@ -25,6 +25,19 @@ DOCKER = "/usr/local/bin/docker"
 BUSYBOX = "busybox"
 
 
+def checked_cli(daemon: DaemonProcess) -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """The real docker CLI against ``daemon``, output as bytes (for byte-exact checks); a non-zero exit fails the
+    test with the CLI's stderr."""
+    env = daemon.docker_env()
+
+    def docker(*args: str) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run([DOCKER, *args], env=env, capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return docker
+
+
 @dataclass
 class DockerDaemon:
     daemon: DaemonProcess

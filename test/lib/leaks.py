@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from lib.daemon import DaemonProcess, mounts_under
+from lib.procs import pids_where
 
 
 def ctr(d: DaemonProcess, *args: str, namespace: str = "narwhal") -> str:
@@ -48,17 +49,7 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
 def log_service_pids(d: DaemonProcess) -> list[int]:
     """Live log services of this instance (``log-service: true``), found by their command line."""
     needle = str(d.state / "logs").encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"narwhal-log-service.py") for a in args) and needle in args:
-            pids.append(int(proc.name))
-    return pids
+    return pids_where(lambda args: any(a.endswith(b"narwhal-log-service.py") for a in args) and needle in args)
 
 
 def _is_ip(name: str) -> bool:
