@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 from cri_api.v1 import api_pb2
 from lib import cri
-from lib.cni_host import InstanceNetwork
-from lib.daemon import DaemonProcess, start_daemon
-from lib.docker import BUSYBOX, checked_cli, mirror_config
-from lib.images import push
-from lib.leaks import host_leftovers, leftovers, log_service_pids
+from lib.daemon import DaemonProcess
+from lib.docker import BUSYBOX, checked_cli, mirrored_daemon
+from lib.leaks import leftovers, log_service_pids, logger_pids
 from lib.logger import streams_of
 from lib.registry import Registry
 from lib.wait import wait_for
@@ -22,30 +20,11 @@ from lib.wait import wait_for
 
 @pytest.fixture(scope="module")
 def daemon(registry: Registry) -> Iterator[DaemonProcess]:
-    push(registry.host, "library/busybox")
-    d = start_daemon(mirror_config(registry.host), extra_args=["--log-service", "false"])
-    try:
-        yield d
-    finally:
-        network = InstanceNetwork.of(d.root, d.base / "net.d")
-        d.destroy()
-        bridges = tuple(network.docker_networks.bridges) if network.docker_networks else ()
-        left = host_leftovers(d, bridges)
-        network.remove()
-        assert left == {}
+    yield from mirrored_daemon(registry, ["--log-service", "false"])
 
 
 def loggers(d: DaemonProcess) -> int:
-    """Live narwhal-logger processes of this instance (their command line names its state dir)."""
-    needle = str(d.state).encode()
-    count = 0
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
-        except OSError:
-            continue
-        count += b"narwhal-logger" in args and needle in args
-    return count
+    return len(logger_pids(d))
 
 
 def test_cri_loggers_per_container_through_kill9_and_reopen(daemon: DaemonProcess, registry: Registry,

@@ -13,11 +13,9 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2
 from lib import cri
-from lib.cni_host import InstanceNetwork
-from lib.daemon import DaemonProcess, start_daemon
-from lib.docker import BUSYBOX, checked_cli, mirror_config
-from lib.images import push
-from lib.leaks import host_leftovers, leftovers
+from lib.daemon import DaemonProcess
+from lib.docker import BUSYBOX, checked_cli, mirrored_daemon
+from lib.leaks import leftovers, logger_pids
 from lib.logger import streams_of
 from lib.registry import Registry
 from lib.wait import wait_for
@@ -27,31 +25,13 @@ from pkg.logs.service_client import service_pid
 
 @pytest.fixture(scope="module")
 def daemon(registry: Registry) -> Iterator[DaemonProcess]:
-    push(registry.host, "library/busybox")
-    d = start_daemon(mirror_config(registry.host), extra_args=["--log-service", "true"])
-    try:
-        yield d
-    finally:
-        network = InstanceNetwork.of(d.root, d.base / "net.d")
-        d.destroy()
-        bridges = tuple(network.docker_networks.bridges) if network.docker_networks else ()
-        left = host_leftovers(d, bridges)  # "log service" included: narwhald cleanup stopped it
-        network.remove()
-        assert left == {}
+    yield from mirrored_daemon(registry, ["--log-service", "true"])
 
 
 
 def no_loggers(d: DaemonProcess) -> bool:
     """No narwhal-logger process of this instance: the service copies everything."""
-    needle = str(d.state).encode()
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
-        except OSError:
-            continue
-        if b"narwhal-logger" in args and needle in args:
-            return False
-    return True
+    return not logger_pids(d)
 
 
 def test_cri_output_exact_and_complete_at_exit(daemon: DaemonProcess, registry: Registry, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from lib.cni_host import InstanceNetwork
 from lib.daemon import DaemonProcess, start_daemon
 from lib.images import push
+from lib.leaks import host_leftovers
 from lib.registry import Registry
 from lib.wait import wait_for
 
@@ -87,6 +88,23 @@ def docker_daemon(registry: Registry, *, pull: bool = True) -> Iterator[DockerDa
         network = InstanceNetwork.of(d.root, d.base / "net.d")
         d.destroy()
         network.remove()
+
+
+def mirrored_daemon(registry: Registry, extra_args: list[str]) -> Iterator[DaemonProcess]:
+    """A narwhald with ``extra_args`` and the registry (busybox pushed) as docker.io's mirror, for a module
+    fixture (``yield from``); when it closes, the instance is destroyed and nothing of it may be left on the
+    host (``narwhald cleanup`` included)."""
+    push(registry.host, "library/busybox")
+    d = start_daemon(mirror_config(registry.host), extra_args=extra_args)
+    try:
+        yield d
+    finally:
+        network = InstanceNetwork.of(d.root, d.base / "net.d")
+        d.destroy()
+        bridges = tuple(network.docker_networks.bridges) if network.docker_networks else ()
+        left = host_leftovers(d, bridges)
+        network.remove()
+        assert left == {}
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> bool:

@@ -52,6 +52,13 @@ def log_service_pids(d: DaemonProcess) -> list[int]:
     return pids_where(lambda args: any(a.endswith(b"narwhal-log-service.py") for a in args) and needle in args)
 
 
+def logger_pids(d: DaemonProcess) -> list[int]:
+    """Live narwhal-logger processes of this instance (``log-service: false``; their command line names its
+    state dir)."""
+    needle = str(d.state).encode()
+    return pids_where(lambda args: any(b"narwhal-logger" in a for a in args) and any(needle in a for a in args))
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
