@@ -146,7 +146,8 @@ def _tag(raw: bytes) -> tuple[bytes, bool] | None:
 def tail_offset(
     path: str | Path, count: int, streams: frozenset[str] = frozenset(STREAMS), size: int | None = None
 ) -> tuple[int, set[str]]:
-    """Where the last ``count`` complete entries of ``streams`` (in the first ``size`` bytes) begin.
+    """Where the last ``count`` entries of ``streams`` (in the first ``size`` bytes) begin; a stream's unterminated
+    last line is an entry, as read_log yields it.
 
     Blocking: run it in a thread.
     Returns the offset just after the last record not wanted, and the streams
@@ -160,13 +161,18 @@ def tail_offset(
         offset: int | None = size if count == 0 else None
         straddling: set[str] = set()
         decided: set[bytes] = set()
+        begun: set[bytes] = set()  # streams whose last record (from the end) was passed
         for start, raw in _lines_backward(f, size):
             tag = _tag(raw)
             if tag is None or tag[0] not in wanted:
                 continue
             stream, full = tag
             if offset is None:
-                if full:
+                # An entry ends at its F record, or, for a stream's last one, at a P the stream never completed
+                # (an unterminated last line: read_log hands it out as an entry, and moby's tail counts it).
+                ends_entry = full or stream not in begun
+                begun.add(stream)
+                if ends_entry:
                     seen += 1
                     if seen > count:
                         offset = start + len(raw) + 1
