@@ -41,13 +41,22 @@ def live_cmdline(pid: int) -> list[bytes] | None:
     return cmdline
 
 
+def live_pids(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """The live (non-zombie) processes whose arguments ``match`` accepts, found in /proc; one that exits while
+    it is read is skipped."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (argv := live_cmdline(int(entry.name))) is not None and match(argv):
+            pids.append(int(entry.name))
+    return pids
+
+
 def find_live(program: bytes, marker: Path) -> int | None:
     """The pid of a live ``program`` whose arguments name ``marker``, found in /proc: a daemon whose pid file
     was never written (narwhald killed between starting it and writing the file) or was lost."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and is_live(int(entry.name), program, marker):
-            return int(entry.name)
-    return None
+    needle = str(marker).encode()
+    found = live_pids(lambda argv: os.path.basename(argv[0]) == program and needle in argv)
+    return found[0] if found else None
 
 
 async def terminate(pid: int, alive: Callable[[], bool], timeout: float) -> bool:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pkg import errors
-from pkg.procs import live_cmdline
+from pkg.procs import live_cmdline, live_pids
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,8 @@ def _prepare_dir(spot: ShimSpot, binary: str) -> None:
 def find(spot: ShimSpot, binary: str) -> int | None:
     """The pid of the group's pre-started shim daemon, matched on its whole command line."""
     want = spot.daemon_argv(binary)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            argv = live_cmdline(int(entry.name))
-            if argv is not None and [a for a in argv if a and a != b"-debug"] == want:
-                return int(entry.name)
-    return None
+    found = live_pids(lambda argv: [a for a in argv if a and a != b"-debug"] == want)
+    return found[0] if found else None
 
 
 def serves_tasks(pid: int) -> bool:

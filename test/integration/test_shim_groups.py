@@ -12,8 +12,9 @@ from cri_api.v1 import api_pb2, api_pb2_grpc
 from lib import cri
 from lib.daemon import DaemonProcess
 from lib.leaks import leftovers
-from lib.procs import pids_where
 from lib.registry import Registry
+
+from pkg.procs import live_pids
 
 TICK = ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]
 
@@ -22,7 +23,7 @@ def shims(daemon: DaemonProcess) -> set[int]:
     """This instance's runc v2 shims (a grouped shim's -id is its first container's; the group only names
     its socket)."""
     needle = str(daemon.base).encode()
-    return set(pids_where(lambda args: args[0].endswith(b"containerd-shim-runc-v2") and any(needle in a for a in args)))
+    return set(live_pids(lambda args: args[0].endswith(b"containerd-shim-runc-v2") and any(needle in a for a in args)))
 
 
 def make_pod(rs: api_pb2_grpc.RuntimeServiceStub, ref: str, log_dir: Path, name: str,

@@ -15,9 +15,10 @@ from lib import cri
 from lib.daemon import DaemonProcess
 from lib.images import ctr
 from lib.leaks import leftovers
-from lib.procs import pids_where
 from lib.registry import Registry
 from lib.wait import wait_for
+
+from pkg.procs import live_pids
 
 # A shim per pod (containerd's CRI's shape), so each pod's group is its sandbox ID; the default groups
 # (pods-per-shim: 10) are test_grouped_pods_share_the_prestarted_shim's.
@@ -32,7 +33,7 @@ def prestarted(daemon: DaemonProcess, group: str) -> int | None:
         return (args[0].endswith(b"containerd-shim-runc-v2") and base in b" ".join(args)
                 and b"-id" in args and args[args.index(b"-id") + 1] == group.encode())
 
-    found = pids_where(match)
+    found = live_pids(match)
     return found[0] if found else None
 
 

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from lib.daemon import DaemonProcess, mounts_under
-from lib.procs import pids_where
+from pkg.procs import live_pids
 
 
 def ctr(d: DaemonProcess, *args: str, namespace: str = "narwhal") -> str:
@@ -49,14 +49,14 @@ def leftovers(d: DaemonProcess) -> dict[str, list[str]]:
 def log_service_pids(d: DaemonProcess) -> list[int]:
     """Live log services of this instance (``log-service: true``), found by their command line."""
     needle = str(d.state / "logs").encode()
-    return pids_where(lambda args: any(a.endswith(b"narwhal-log-service.py") for a in args) and needle in args)
+    return live_pids(lambda args: any(a.endswith(b"narwhal-log-service.py") for a in args) and needle in args)
 
 
 def logger_pids(d: DaemonProcess) -> list[int]:
     """Live narwhal-logger processes of this instance (``log-service: false``; their command line names its
     state dir)."""
     needle = str(d.state).encode()
-    return pids_where(lambda args: any(b"narwhal-logger" in a for a in args) and any(needle in a for a in args))
+    return live_pids(lambda args: any(b"narwhal-logger" in a for a in args) and any(needle in a for a in args))
 
 
 def _is_ip(name: str) -> bool:
