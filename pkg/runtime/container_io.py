@@ -48,6 +48,14 @@ class Stdio:
     stdin: str = ""
     stdout: str = ""
     stderr: str = ""
+    # The log service's registration of the fifos, still on its way while the task is created (narwhald holds
+    # ends of both fifos, so the shim can open them meanwhile): ``ready`` before the task starts.
+    registering: asyncio.Future[None] | None = None
+
+    async def ready(self) -> None:
+        """Once the fifos' reader is in place: the container may start writing."""
+        if self.registering is not None:
+            await self.registering
 
 
 def logger_pid_file(ctx: RuntimeContext, container_id: str) -> Path:
@@ -73,8 +81,8 @@ async def task_stdio(ctx: RuntimeContext, metadata: ContainerMetadata) -> AsyncI
         yield Stdio()  # no log path and nothing to attach to: output is discarded, as containerd does
         return
     if ctx.log_service is not None:
-        async with _service_fifos(ctx, log_path, metadata) as (stdout, stderr):
-            yield Stdio(stdin=stdin, stdout=stdout, stderr=stderr)
+        async with _service_fifos(ctx, log_path, metadata) as (stdout, stderr, registering):
+            yield Stdio(stdin=stdin, stdout=stdout, stderr=stderr, registering=registering)
         return
     pid_file = logger_pid_file(ctx, metadata.id)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +149,11 @@ def stream_key(ctx: RuntimeContext, container_id: str) -> str:
 
 @contextlib.asynccontextmanager
 async def _service_fifos(ctx: RuntimeContext, log_path: str,
-                         metadata: ContainerMetadata) -> AsyncIterator[tuple[str, str]]:
-    """The stdout (and, without a TTY, stderr) fifos, registered with the log service; valid until the task
-    is created, when the shim holds its own ends."""
+                         metadata: ContainerMetadata) -> AsyncIterator[tuple[str, str, asyncio.Future[None]]]:
+    """The stdout (and, without a TTY, stderr) fifos, and their registration with the log service, on its way
+    while the caller creates the task (one round trip to the service less before Tasks.Create); the fifos are
+    valid until the task is created, when the shim holds its own ends.  Our ends stay open until the
+    registration has settled, so the service never sees an EOF before the container ran."""
     assert ctx.log_service is not None
     config = metadata.config
     directory = ctx.container_state(metadata.id)
@@ -163,20 +173,29 @@ async def _service_fifos(ctx: RuntimeContext, log_path: str,
             # end held until the shim has opened its own, so the service sees no EOF before the container runs.
             fds.append(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-        await ctx.log_service.add(stream_key(ctx, metadata.id), spec)
     except OSError as exc:
         for fd in fds:
             os.close(fd)
         raise errors.Internal(f"the log fifos of {metadata.id}: {exc!r}") from exc
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
+    registering = asyncio.ensure_future(_register(ctx, metadata.id, spec))
     try:
-        yield spec.stdout, spec.stderr
+        yield spec.stdout, spec.stderr, registering
     finally:
-        for fd in fds:
-            os.close(fd)
+        try:
+            await asyncio.wait({registering})  # a failed create still waits: the service must not see our ends go
+            if not registering.cancelled():
+                registering.exception()  # retrieved here when the caller never asked (its create failed)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+async def _register(ctx: RuntimeContext, container_id: str, spec: StreamSpec) -> None:
+    assert ctx.log_service is not None
+    try:
+        await ctx.log_service.add(stream_key(ctx, container_id), spec)
+    except OSError as exc:
+        raise errors.Internal(f"the log fifos of {container_id}: {exc!r}") from exc
 
 
 def widen_output_pipes(ctx: RuntimeContext, metadata: ContainerMetadata, pid: int) -> None:

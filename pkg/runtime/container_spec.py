@@ -19,9 +19,10 @@ from pkg.images.model import Image
 from pkg.model.container import ContainerMetadata, ContainerUser
 from pkg.model.sandbox import NamespaceMode, SandboxConfig, SandboxMetadata
 from pkg.mount import MS_BIND, MS_RDONLY, MS_REC, mount, umount
-from pkg.runtime import spec
+from pkg.runtime import image_files, spec
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.spec_options import ContainerSpecOptions, Namespace, SandboxFiles
+from pkg.runtime.user import ImageFiles
 
 HOSTNAME, HOSTS, RESOLV_CONF = "hostname", "hosts", "resolv.conf"
 
@@ -69,58 +70,87 @@ def pod_namespaces(sandbox: SandboxMetadata, container_pid: NamespaceMode, infra
     return {"network": net, "ipc": ipc, "uts": uts, "pid": pid}
 
 
+def known_files(ctx: RuntimeContext, image: Image) -> ImageFiles | None:
+    """The image's files when a spec of it can be built without a view of the snapshot (``build``'s ``mounts``
+    None): read before, and no image VOLUME to seed from the rootfs."""
+    if image.config.volumes:
+        return None
+    return ctx.image_files.get(image.snapshotter, image.chain_id)
+
+
 async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: SandboxMetadata, image: Image,
-                mounts: list[SnapshotMount], infra_pid: int = 0, target_pid: int = 0) -> dict[str, Any]:
+                mounts: list[SnapshotMount] | None, infra_pid: int = 0, target_pid: int = 0) -> dict[str, Any]:
+    """The container's OCI spec.  ``mounts``: the prepared snapshot's, viewed read-only for the image's files
+    (kept for the next container of the image); None when ``known_files`` has them."""
+    if mounts is None:
+        files = known_files(ctx, image)
+        assert files is not None, "build without mounts needs the image's files"
+        opts = _options(ctx, metadata, sandbox, image, infra_pid, target_pid, None, files)
+        return await asyncio.to_thread(spec.build_container_spec, opts)
+    async with readonly_view(mounts) as rootfs:
+        opts = _options(ctx, metadata, sandbox, image, infra_pid, target_pid, rootfs, None)
+        result, files = await asyncio.to_thread(_build_reading, opts)
+    ctx.image_files.put(image.snapshotter, image.chain_id, files)
+    return result
+
+
+def _build_reading(opts: ContainerSpecOptions) -> tuple[dict[str, Any], ImageFiles | None]:
+    """In a thread: the spec, and the view's files for the image's next containers."""
+    result = spec.build_container_spec(opts)
+    return result, image_files.read(opts.rootfs_path) if opts.rootfs_path is not None else None
+
+
+def _options(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: SandboxMetadata, image: Image,
+             infra_pid: int, target_pid: int, rootfs: Path | None, files: ImageFiles | None) -> ContainerSpecOptions:
     config = metadata.config
     sec = config.security
     ns = pod_namespaces(sandbox, sec.namespace_options.pid, infra_pid, target_pid)
     hostname = sandbox_hostname(sandbox.config)
-    async with readonly_view(mounts) as rootfs:
-        opts = ContainerSpecOptions(
-            id=metadata.id,
-            image=image.config,
-            command=tuple(config.command) or None,
-            args=tuple(config.args),
-            env=tuple(f"{k}={v}" for k, v in config.envs),
-            working_dir=config.working_dir,
-            tty=config.tty,
-            hostname=hostname,
-            mounts=tuple(config.mounts),
-            devices=tuple(config.devices),
-            privileged=sec.privileged,
-            sandbox_privileged=sandbox.config.privileged,
-            add_capabilities=tuple(sec.capabilities_add),
-            add_ambient_capabilities=tuple(sec.capabilities_add_ambient),
-            drop_capabilities=tuple(sec.capabilities_drop),
-            run_as_user=sec.run_as_user,
-            run_as_group=sec.run_as_group,
-            run_as_username=sec.run_as_username,
-            supplemental_groups=tuple(sec.supplemental_groups),
-            merge_image_groups=not sec.strict_supplemental_groups,
-            readonly_rootfs=sec.readonly_rootfs,
-            no_new_privs=sec.no_new_privs,
-            masked_paths=tuple(sec.masked_paths) if sec.masked_paths is not None else None,
-            readonly_paths=tuple(sec.readonly_paths) if sec.readonly_paths is not None else None,
-            seccomp=sec.seccomp,
-            apparmor=sec.apparmor,
-            network=ns["network"],
-            ipc=ns["ipc"],
-            uts=ns["uts"],
-            pid=ns["pid"],
-            # The pod's sysctls ride on every container: with no infra process, the first container
-            # start applies them to the pod's pinned namespaces (re-applying the same values is harmless).
-            sysctls=sandbox.config.sysctls,
-            resources=config.resources,
-            rlimits=tuple(config.rlimits),
-            cgroups_path=metadata.cgroups_path,
-            cgroupns=sec.cgroupns,
-            annotations={**config.annotations, "io.kubernetes.cri.container-type": "container",
-                         "io.kubernetes.cri.sandbox-id": sandbox.id, **ctx.shim_group(sandbox.id)},
-            sandbox_files=sandbox_files(ctx, sandbox),
-            rootfs_path=rootfs,
-            volumes_dir=ctx.container_root(metadata.id) / "volumes",
-        )
-        return await asyncio.to_thread(spec.build_container_spec, opts)
+    return ContainerSpecOptions(
+        id=metadata.id,
+        image=image.config,
+        command=tuple(config.command) or None,
+        args=tuple(config.args),
+        env=tuple(f"{k}={v}" for k, v in config.envs),
+        working_dir=config.working_dir,
+        tty=config.tty,
+        hostname=hostname,
+        mounts=tuple(config.mounts),
+        devices=tuple(config.devices),
+        privileged=sec.privileged,
+        sandbox_privileged=sandbox.config.privileged,
+        add_capabilities=tuple(sec.capabilities_add),
+        add_ambient_capabilities=tuple(sec.capabilities_add_ambient),
+        drop_capabilities=tuple(sec.capabilities_drop),
+        run_as_user=sec.run_as_user,
+        run_as_group=sec.run_as_group,
+        run_as_username=sec.run_as_username,
+        supplemental_groups=tuple(sec.supplemental_groups),
+        merge_image_groups=not sec.strict_supplemental_groups,
+        readonly_rootfs=sec.readonly_rootfs,
+        no_new_privs=sec.no_new_privs,
+        masked_paths=tuple(sec.masked_paths) if sec.masked_paths is not None else None,
+        readonly_paths=tuple(sec.readonly_paths) if sec.readonly_paths is not None else None,
+        seccomp=sec.seccomp,
+        apparmor=sec.apparmor,
+        network=ns["network"],
+        ipc=ns["ipc"],
+        uts=ns["uts"],
+        pid=ns["pid"],
+        # The pod's sysctls ride on every container: with no infra process, the first container
+        # start applies them to the pod's pinned namespaces (re-applying the same values is harmless).
+        sysctls=sandbox.config.sysctls,
+        resources=config.resources,
+        rlimits=tuple(config.rlimits),
+        cgroups_path=metadata.cgroups_path,
+        cgroupns=sec.cgroupns,
+        annotations={**config.annotations, "io.kubernetes.cri.container-type": "container",
+                     "io.kubernetes.cri.sandbox-id": sandbox.id, **ctx.shim_group(sandbox.id)},
+        sandbox_files=sandbox_files(ctx, sandbox),
+        rootfs_path=rootfs,
+        image_files=files,
+        volumes_dir=ctx.container_root(metadata.id) / "volumes",
+    )
 
 
 @contextlib.asynccontextmanager

@@ -1,9 +1,10 @@
 """Containers: create, start, stop, remove, update, status, list — and the exit path.
 
-The containerd container record is created first (it is the intent that
-recovery finds after a crash), then the writable snapshot, then the final
-OCI spec.  Status transitions go through the store under the container's
-lock and are checkpointed before they become visible.
+The writable snapshot and the containerd container record (the intent that
+recovery finds after a crash) carrying the final OCI spec are made side by side
+when the spec needs no view of the snapshot, else one after the other
+(``ContainerService.create``).  Status transitions go through the store under
+the container's lock and are checkpointed before they become visible.
 """
 from __future__ import annotations
 
@@ -92,15 +93,19 @@ class ContainerService:
         ctx.containers.names.reserve(name, container_id)
         try:
             async with CleanupStack() as cleanup:
-                # Snapshot first, then the record with its finished spec: two containerd round trips, not three
-                # (record, snapshot, spec update).  The snapshot is a GC root until it is removed, since no
-                # record holds it yet; a crash before the record leaves an active snapshot of no container,
-                # which recovery removes (pkg.runtime.recover._remove_leftovers).
-                mounts = await ctr_snapshots.prepare(ctx.client, container_id, image.chain_id,
-                                                     labels=ctr_snapshots.gc_root(), snapshotter=image.snapshotter)
-                cleanup.add("remove snapshot", lambda: ctr_snapshots.remove(ctx.client, container_id,
-                                                                            image.snapshotter))
-                spec = await container_spec.build(ctx, metadata, sandbox, image, mounts, sandbox_status.infra_pid,
+                # The snapshot (a GC root until it is removed, as no record may hold it yet) and the record with
+                # its finished spec: two containerd round trips, never three (record, snapshot, spec update).
+                # When the image's files are known (pkg.runtime.image_files) the spec needs no view of the
+                # snapshot, so the record is made while Prepare is on its way (containerd does not check the
+                # record's snapshot key); else Prepare comes first and the spec reads its view.  A crash in
+                # between leaves a record without a status (released by recovery) or an active snapshot of no
+                # container (removed by recovery: pkg.runtime.recover).
+                prepare = asyncio.ensure_future(ctr_snapshots.prepare(
+                    ctx.client, container_id, image.chain_id, labels=ctr_snapshots.gc_root(),
+                    snapshotter=image.snapshotter))
+                cleanup.add("remove snapshot", lambda: _remove_prepared(ctx, prepare, container_id, image.snapshotter))
+                view = None if container_spec.known_files(ctx, image) is not None else await prepare
+                spec = await container_spec.build(ctx, metadata, sandbox, image, view, sandbox_status.infra_pid,
                                                   self._target_pid(config))
                 await ctr_containers.create(
                     ctx.client, container_id, spec=spec, metadata=to_dict(metadata),
@@ -111,6 +116,7 @@ class ContainerService:
                     snapshot_key=container_id, snapshotter=image.snapshotter,
                 )
                 cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))
+                mounts = await prepare
                 metadata = dataclasses.replace(metadata, user=container_spec.process_user(spec))
                 if metadata.log_path:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +170,7 @@ class ContainerService:
                                                       stdout=stdio.stdout, stderr=stdio.stderr,
                                                       terminal=metadata.config.tty)
                     container_io.widen_output_pipes(ctx, metadata, init_pid)
+                    await stdio.ready()  # the log service registered the fifos (alongside Tasks.Create)
                     pid = await ctr_tasks.start(ctx.client, container_id)
             except BaseException as exc:
                 await asyncio.shield(self._start_failed(container_id, exc))
@@ -413,6 +420,17 @@ class ContainerService:
             checkpoint.write(ctx.container_root(container_id), new)
 
         return await ctx.containers.update(container_id, fn, persist)
+
+
+async def _remove_prepared(ctx: RuntimeContext, prepare: asyncio.Future[list[ctr_snapshots.Mount]],
+                           container_id: str, snapshotter: str) -> None:
+    """The create's rollback of its snapshot: once its Prepare has settled (a removal while it is still on its
+    way would leave the snapshot behind), and only if that Prepare made it (it may have failed on a key that
+    exists: not ours to remove)."""
+    await asyncio.wait({prepare})
+    if prepare.cancelled() or prepare.exception() is not None:
+        return
+    await ctr_snapshots.remove(ctx.client, container_id, snapshotter)
 
 
 async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, handler: str) -> None:

@@ -116,7 +116,7 @@ def build_container_spec(opts: ContainerSpecOptions, host: HostInfo | None = Non
         capabilities.update(inheritable=ambient, ambient=ambient)
     process: dict[str, Any] = {
         "terminal": opts.tty,
-        "user": _user(opts.rootfs_path, user, opts.supplemental_groups, opts.merge_image_groups),
+        "user": _user(opts.image_files or opts.rootfs_path, user, opts.supplemental_groups, opts.merge_image_groups),
         "args": process_args(opts.command, opts.args, opts.image),
         "env": env,
         "cwd": opts.working_dir or opts.image.working_dir or "/",

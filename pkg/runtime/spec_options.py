@@ -21,6 +21,7 @@ from pkg.runtime import caps as capabilities
 from pkg.runtime import seccomp
 from pkg.runtime.resources import CgroupFacts, Resources, Rlimit, current_oom_score_adj
 from pkg.runtime.seccomp import SecurityProfile
+from pkg.runtime.user import ImageFiles
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,9 @@ class ContainerSpecOptions:
     annotations: Mapping[str, str] = field(default_factory=dict)
     sandbox_files: SandboxFiles = field(default_factory=SandboxFiles)
     rootfs_path: Path | None = None
+    # The image's /etc/passwd and /etc/group read before (pkg.runtime.image_files): users resolve against these
+    # instead of rootfs_path's files.
+    image_files: ImageFiles | None = None
     volumes_dir: Path | None = None  # where image VOLUMEs get their directories; None: image volumes are not mounted
     root_path: str = "rootfs"  # spec root.path, relative to the bundle
     create_missing_host_paths: bool = True  # bind sources that do not exist become directories (as containerd)

@@ -31,6 +31,20 @@ class UserIds:
 
 
 @dataclass(frozen=True)
+class ImageFiles:
+    """An image's /etc/passwd and /etc/group as read earlier from a view of it (None: not in the image).
+
+    Resolving users needs nothing else of the rootfs, and a chain ID's files never change: a container of an
+    image seen before resolves its user without mounting its snapshot (pkg.runtime.image_files)."""
+
+    passwd: str | None = None
+    group: str | None = None
+
+    def read(self, path: str) -> str | None:
+        return self.passwd if path == "/etc/passwd" else self.group if path == "/etc/group" else None
+
+
+@dataclass(frozen=True)
 class PasswdEntry:
     name: str
     uid: int
@@ -91,8 +105,10 @@ def secure_join(root: Path, unsafe: str) -> Path:
     return root.joinpath(*resolved)
 
 
-def read_rootfs_file(root: Path, path: str) -> str | None:
+def read_rootfs_file(root: Path | ImageFiles, path: str) -> str | None:
     """A small text file of the image, or None if it does not exist (or is not a regular file)."""
+    if isinstance(root, ImageFiles):
+        return root.read(path)
     try:
         full = secure_join(root, path)
         fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -157,7 +173,7 @@ def _parse_id(value: str, what: str) -> int | None:
 
 
 def resolve_user(
-    rootfs: Path | None,
+    rootfs: Path | ImageFiles | None,
     user: str,
     *,
     supplemental_groups: Iterable[int] = (),
@@ -166,8 +182,8 @@ def resolve_user(
     """Resolve ``user[:group]`` (names or numbers) in the image at ``rootfs``.
 
     ``rootfs`` None means no files to read (as an image without /etc/passwd):
-    numeric users still work, names do not.  ``merge_image_groups`` is CRI's
-    SupplementalGroupsPolicy Merge (the default); Strict passes False.
+    numeric users still work, names do not; ``ImageFiles``: the image's files, read before.
+    ``merge_image_groups`` is CRI's SupplementalGroupsPolicy Merge (the default); Strict passes False.
     """
     extra = []
     for g in supplemental_groups:

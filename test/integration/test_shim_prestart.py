@@ -29,8 +29,8 @@ def prestarted(daemon: DaemonProcess, group: str) -> int | None:
     """The pid of the shim narwhald started for ``group`` (its -id is the group, never a container's)."""
     base = str(daemon.base).encode()
 
-    def match(args: list[bytes]) -> bool:
-        return (args[0].endswith(b"containerd-shim-runc-v2") and base in b" ".join(args)
+    def match(args: list[bytes]) -> bool:  # the shim itself, not its short-lived `start` command
+        return (args[0].endswith(b"containerd-shim-runc-v2") and base in b" ".join(args) and args[-1] != b"start"
                 and b"-id" in args and args[args.index(b"-id") + 1] == group.encode())
 
     found = live_pids(match)
@@ -81,7 +81,17 @@ def remove_pod(rs: api_pb2_grpc.RuntimeServiceStub, sid: str) -> None:
 
 
 def wait_shim(daemon: DaemonProcess, group: str) -> int:
-    wait_for(lambda: prestarted(daemon, group), 60, f"the pre-started shim of {group[:12]}")
+    """The pre-started shim's pid, once it is up and its address is written (the process exists a moment
+    before: found that early, socket_of raced it)."""
+
+    def up() -> bool:
+        pid = prestarted(daemon, group)
+        try:
+            return pid is not None and (Path(os.readlink(f"/proc/{pid}/cwd")) / "address").exists()
+        except OSError:
+            return False
+
+    wait_for(up, 60, f"the pre-started shim of {group[:12]}")
     pid = prestarted(daemon, group)
     assert pid is not None
     return pid
