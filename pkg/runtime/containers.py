@@ -25,6 +25,7 @@ from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd import tasks as ctr_tasks
 from pkg.events import ContainerEventType
+from pkg.images.model import Image
 from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
@@ -41,6 +42,7 @@ KIND = "container"
 SANDBOX_LABEL = "io.narwhal.sandbox-id"
 KILL_WAIT = 10.0  # how long to wait for the exit after SIGKILL
 UNKNOWN_EXIT_CODE = 255
+IMAGE_GUESSES = 64  # references whose last image a create starts from while looking it up again
 
 
 class ContainerService:
@@ -52,6 +54,7 @@ class ContainerService:
         # The rootfs mounts Prepare returned at create, for the first start (one Snapshots.Mounts round trip
         # less); a later start, or one after a restart, asks containerd.
         self._rootfs: dict[str, list[ctr_snapshots.Mount]] = {}
+        self._images: dict[str, Image] = {}  # reference -> the image it named at the last create (a guess)
         self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
         # A front end's hook, called as soon as an exit is seen, before the task is deleted and the log drained
         # (the Docker engine starts an AutoRemove container's network teardown there, as moby releases the
@@ -72,10 +75,37 @@ class ContainerService:
         if sandbox_status.state != SandboxState.READY:
             raise errors.FailedPrecondition(f"sandbox {sandbox_id} is not ready")
         await _check_handler_features(ctx, config, sandbox.runtime_handler)
-        image = await ctx.images.get(config.image)
+        # The image this reference named last time is a guess the creation starts from while the lookup (a
+        # List/Images round trip) is on its way; it is checked before anything becomes visible, and a
+        # reference that moved meanwhile rolls the creation back and makes it again from the lookup's image.
+        lookup = asyncio.ensure_future(ctx.images.get(config.image))
+        lookup.add_done_callback(_retrieved)
+        guess = self._images.get(config.image)
+        image = guess or await lookup
+        self._remember(config.image, image)
         container_id = container_id or secrets.token_hex(32)
         if ctx.containers.find(container_id) is not None:
             raise errors.AlreadyExists(f"container {container_id} already exists")
+        try:
+            metadata = await self._make(container_id, sandbox, sandbox_status.infra_pid, config, image,
+                                        lookup if guess is not None else None)
+        except _ImageMoved as moved:
+            metadata = await self._make(container_id, sandbox, sandbox_status.infra_pid, config, moved.image, None)
+        ctx.events.publish(container_id, sandbox.id, ContainerEventType.CREATED, metadata)
+        return container_id
+
+    def _remember(self, ref: str, image: Image) -> None:
+        self._images.pop(ref, None)
+        self._images[ref] = image
+        if len(self._images) > IMAGE_GUESSES:
+            del self._images[next(iter(self._images))]
+
+    async def _make(self, container_id: str, sandbox: SandboxMetadata, infra_pid: int, config: ContainerConfig,
+                    image: Image, check: asyncio.Future[Image] | None) -> ContainerMetadata:
+        """Snapshot, record and status of a new container from ``image``; ``check``: the lookup that must
+        still name ``image`` before the container becomes visible (else ``_ImageMoved``, all rolled back)."""
+        ctx = self.ctx
+        sandbox_id = sandbox.id
         metadata = ContainerMetadata(
             id=container_id,
             sandbox_id=sandbox_id,
@@ -105,7 +135,7 @@ class ContainerService:
                     snapshotter=image.snapshotter))
                 cleanup.add("remove snapshot", lambda: _remove_prepared(ctx, prepare, container_id, image.snapshotter))
                 view = None if container_spec.known_files(ctx, image) is not None else await prepare
-                spec = await container_spec.build(ctx, metadata, sandbox, image, view, sandbox_status.infra_pid,
+                spec = await container_spec.build(ctx, metadata, sandbox, image, view, infra_pid,
                                                   self._target_pid(config))
                 await ctr_containers.create(
                     ctx.client, container_id, spec=spec, metadata=to_dict(metadata),
@@ -117,6 +147,15 @@ class ContainerService:
                 )
                 cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))
                 mounts = await prepare
+                if check is not None:
+                    try:
+                        named = await check
+                    except BaseException:
+                        self._images.pop(config.image, None)
+                        raise
+                    self._remember(config.image, named)
+                    if named != image:
+                        raise _ImageMoved(named)
                 metadata = dataclasses.replace(metadata, user=container_spec.process_user(spec))
                 if metadata.log_path:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +170,7 @@ class ContainerService:
         except BaseException:
             ctx.containers.names.release(name)
             raise
-        ctx.events.publish(container_id, sandbox_id, ContainerEventType.CREATED, metadata)
-        return container_id
+        return metadata
 
     def _target_pid(self, config: ContainerConfig) -> int:
         """PID of the running container whose PID namespace a TARGET-mode container joins."""
@@ -420,6 +458,20 @@ class ContainerService:
             checkpoint.write(ctx.container_root(container_id), new)
 
         return await ctx.containers.update(container_id, fn, persist)
+
+
+class _ImageMoved(Exception):
+    """The reference names another image than the guess a creation started from."""
+
+    def __init__(self, image: Image) -> None:
+        super().__init__(image.id)
+        self.image = image
+
+
+def _retrieved(lookup: asyncio.Future[Image]) -> None:
+    """A lookup nobody waited for (a creation that failed first) must not log "exception never retrieved"."""
+    if not lookup.cancelled():
+        lookup.exception()
 
 
 async def _remove_prepared(ctx: RuntimeContext, prepare: asyncio.Future[list[ctr_snapshots.Mount]],

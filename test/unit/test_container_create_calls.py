@@ -83,8 +83,19 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Containerd, f
                             config=SimpleNamespace(stop_signal="", volumes=list(volumes)))
 
     class Images:
+        """The lookup: ``image`` (or ``error``), once ``answer`` is set."""
+
+        def __init__(self) -> None:
+            self.image, self.error = image, None
+            self.answer = asyncio.Event()
+            self.answer.set()
+
         async def get(self, ref: str) -> object:
-            return image
+            fake.calls.append("lookup")
+            await self.answer.wait()
+            if self.error is not None:
+                raise self.error
+            return self.image
 
     sandboxes: Store[Any, Any] = Store("sandbox")
     sandboxes.add(SID, SimpleNamespace(id=SID, config=SimpleNamespace(log_directory=""), runtime_handler="",
@@ -108,7 +119,7 @@ async def test_known_image_files_make_the_record_while_prepare_is_on_its_way(
     svc, views = service(tmp_path, monkeypatch, fake, ImageFiles(passwd="root:x:0:0::/:/bin/sh\n"))
     creating = asyncio.create_task(svc.create(SID, config()))
     await asyncio.wait_for(fake.record_made.wait(), 5)  # the old order (Prepare, then the record) never gets here
-    assert sorted(fake.calls) == ["create record", "prepare"] and not creating.done()
+    assert sorted(fake.calls) == ["create record", "lookup", "prepare"] and not creating.done()
     fake.release.set()
     cid = await creating
     assert views == [None]  # no view of the snapshot was asked for
@@ -125,7 +136,7 @@ async def test_without_known_files_prepare_comes_first_and_the_spec_reads_its_vi
     files = ImageFiles(passwd="root:x:0:0::/:/bin/sh\n") if volumes else None
     svc, views = service(tmp_path, monkeypatch, fake, files, volumes=volumes)
     await svc.create(SID, config())
-    assert fake.calls == ["prepare", "prepared", "create record"]
+    assert fake.calls == ["lookup", "prepare", "prepared", "create record"]
     assert views == [MOUNTS]
 
 
@@ -136,11 +147,11 @@ async def test_a_failed_spec_removes_the_snapshot_once_prepare_settled(
     creating = asyncio.create_task(svc.create(SID, config()))
     for _ in range(20):
         await asyncio.sleep(0)
-    assert not creating.done() and fake.calls == ["prepare"]  # the rollback waits for Prepare
+    assert not creating.done() and fake.calls == ["lookup", "prepare"]  # the rollback waits for Prepare
     fake.release.set()
     with pytest.raises(errors.InvalidArgument):
         await creating
-    assert fake.calls == ["prepare", "prepared", "remove snapshot"]
+    assert fake.calls == ["lookup", "prepare", "prepared", "remove snapshot"]
     assert len(svc.ctx.containers) == 0 and not svc.ctx.containers.names._names  # the name is free again
 
 
@@ -164,3 +175,66 @@ async def test_a_failed_record_removes_the_snapshot(tmp_path: Path, monkeypatch:
     with pytest.raises(errors.Internal):
         await creating
     assert fake.calls[-1] == "remove snapshot" and "delete record" not in fake.calls
+
+
+async def made_once(svc: ContainerService, fake: Containerd) -> None:
+    """A first container of the image: its lookup is what the next creates start from."""
+    fake.release.set()
+    await svc.create(SID, ContainerConfig(name="first", image="img"))
+    fake.release.clear()
+    fake.record_made.clear()
+    fake.calls.clear()
+
+
+async def test_the_last_image_of_the_reference_is_used_while_the_lookup_is_on_its_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Containerd()
+    svc, _ = service(tmp_path, monkeypatch, fake, ImageFiles())
+    await made_once(svc, fake)
+    images = svc.ctx.images
+    images.answer.clear()  # type: ignore[attr-defined]
+    fake.release.set()
+    creating = asyncio.create_task(svc.create(SID, config()))
+    await asyncio.wait_for(fake.record_made.wait(), 5)  # before: nothing until the lookup answered
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not creating.done() and len(svc.ctx.containers) == 1  # not visible before the lookup confirms
+    images.answer.set()  # type: ignore[attr-defined]
+    cid = await creating
+    assert sorted(fake.calls) == ["create record", "lookup", "prepare", "prepared"]
+    assert svc.get(cid)[0].image_id == "sha256:" + "i" * 64
+
+
+async def test_a_reference_that_moved_is_made_again_from_the_new_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Containerd()
+    svc, _ = service(tmp_path, monkeypatch, fake, ImageFiles())
+    await made_once(svc, fake)
+    fake.release.set()
+    images = svc.ctx.images
+    images.image = SimpleNamespace(id="sha256:" + "n" * 64, chain_id="sha256:" + "d" * 64,  # type: ignore[attr-defined]
+                                   snapshotter="overlayfs", repo_tags=["img"],
+                                   config=SimpleNamespace(stop_signal="", volumes=[]))
+    cid = await svc.create(SID, config())
+    assert svc.get(cid)[0].image_id == "sha256:" + "n" * 64
+    made = [c for c in fake.calls if c != "lookup"]
+    assert made.count("prepare") == made.count("create record") == 2  # made twice,
+    second = made.index("prepare", made.index("prepare") + 1)
+    assert made.index("remove snapshot") < second and made.index("delete record") < second  # rolled back first
+    assert len(svc.ctx.containers) == 2
+
+
+async def test_a_reference_gone_meanwhile_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Containerd()
+    svc, _ = service(tmp_path, monkeypatch, fake, ImageFiles())
+    await made_once(svc, fake)
+    fake.release.set()
+    images = svc.ctx.images
+    images.error = errors.NotFound("image img not found")  # type: ignore[attr-defined]
+    with pytest.raises(errors.NotFound):
+        await svc.create(SID, config())
+    assert "remove snapshot" in fake.calls and "delete record" in fake.calls and len(svc.ctx.containers) == 1
+    fake.calls.clear()
+    with pytest.raises(errors.NotFound):  # no guess left: nothing is made
+        await svc.create(SID, config())
+    assert fake.calls == ["lookup"]
