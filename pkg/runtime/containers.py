@@ -123,6 +123,10 @@ class ContainerService:
         ctx.containers.names.reserve(name, container_id)
         try:
             async with CleanupStack() as cleanup:
+                # The container's own dirs (image volumes are made while the spec is built): a creation made
+                # again from another image must not find the first one's volumes seeded.
+                cleanup.add("remove container dirs",
+                            lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
                 # The snapshot (a GC root until it is removed, as no record may hold it yet) and the record with
                 # its finished spec: two containerd round trips, never three (record, snapshot, spec update).
                 # When the image's files are known (pkg.runtime.image_files) the spec needs no view of the
@@ -161,8 +165,6 @@ class ContainerService:
                     Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
                 status = ContainerStatus(ContainerState.CREATED)
                 checkpoint.write(ctx.container_root(container_id), status)
-                cleanup.add("remove container dirs",
-                            lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
                 ctx.containers.add(container_id, metadata, status)
                 ctx.process_specs.put(container_id, spec)
                 self._rootfs[container_id] = mounts

@@ -71,9 +71,12 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Containerd, f
     monkeypatch.setattr(ctr_containers, "delete", fake.delete)
     views: list[object] = []
 
-    async def build(ctx: object, metadata: object, sandbox: object, image: object, mounts: object,
+    async def build(ctx: Any, metadata: Any, sandbox: object, image: Any, mounts: object,
                     *args: object) -> dict[str, Any]:
         views.append(mounts)
+        volumes = ctx.container_root(metadata.id) / "volumes"  # as image VOLUMEs are seeded
+        volumes.mkdir(parents=True, exist_ok=True)
+        (volumes / image.id).touch()
         if build_error is not None:
             raise build_error
         return {"process": {"user": {"uid": 0, "gid": 0}}}
@@ -105,7 +108,8 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Containerd, f
     ctx = SimpleNamespace(sandboxes=sandboxes, containers=Store("container"), images=Images(), image_files=cache,
                           cfg=SimpleNamespace(runc_root=tmp_path / "runc", runtime_handlers={}), client=object(),
                           events=Events(), process_specs=ProcessSpecs(), domain="",
-                          container_root=lambda cid: tmp_path / "c" / cid)
+                          container_root=lambda cid: tmp_path / "c" / cid,
+                          container_state=lambda cid: tmp_path / "s" / cid)
     return ContainerService(ctx), views  # type: ignore[arg-type]
 
 
@@ -219,6 +223,8 @@ async def test_a_reference_that_moved_is_made_again_from_the_new_image(
     assert svc.get(cid)[0].image_id == "sha256:" + "n" * 64
     made = [c for c in fake.calls if c != "lookup"]
     assert made.count("prepare") == made.count("create record") == 2  # made twice,
+    # The first image's seeded volumes went with its rollback.
+    assert [p.name for p in (tmp_path / "c" / cid / "volumes").iterdir()] == ["sha256:" + "n" * 64]
     second = made.index("prepare", made.index("prepare") + 1)
     assert made.index("remove snapshot") < second and made.index("delete record") < second  # rolled back first
     assert len(svc.ctx.containers) == 2
