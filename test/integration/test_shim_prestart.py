@@ -1,7 +1,8 @@
 """The pod's runc v2 shim started during RunPodSandbox (pkg.runtime.shim_prestart): up once the pod is, used by
 the pod's first container (the same process), in containerd's cgroups, gone when the pod is removed (also a
 pod that never got a container), reaped at start for pods gone while no narwhald ran, and by cleanup.  Also
-CreateContainer's snapshot, prepared before the record (one containerd round trip less), held as a GC root."""
+CreateContainer's snapshot, prepared before the record or beside it (one containerd round trip less), held as a GC
+root."""
 from __future__ import annotations
 
 import os
@@ -118,7 +119,7 @@ def test_pod_shim_is_prestarted_used_and_reaped(daemon_factory: Callable[..., Da
     made = {call: after[call] - before.get(call, 0) for call in after if after[call] != before.get(call, 0)}
     assert made.get("Containers/Create") == 1 and made.get("Snapshots/Prepare") == 1, made
     assert "Containers/Update" not in made and "Snapshots/Mounts" not in made, made
-    # CreateContainer prepares the snapshot before the record exists: a GC root until removed.
+    # CreateContainer prepares the snapshot before (or beside) the record: a GC root until removed.
     assert "containerd.io/gc.root" in ctr(daemon, "snapshots", "info", cid)
     info = ctr(daemon, "tasks", "ls")
     assert cid in info
