@@ -71,26 +71,24 @@ def pod_namespaces(sandbox: SandboxMetadata, container_pid: NamespaceMode, infra
 
 
 def known_files(ctx: RuntimeContext, image: Image) -> ImageFiles | None:
-    """The image's files when a spec of it can be built without a view of the snapshot (``build``'s ``mounts``
-    None): read before, and no image VOLUME to seed from the rootfs."""
+    """The image's files when a spec of it can be built without a view of the snapshot (``build`` with them):
+    read before, and no image VOLUME to seed from the rootfs."""
     if image.config.volumes:
         return None
     return ctx.image_files.get(image.snapshotter, image.chain_id)
 
 
 async def build(ctx: RuntimeContext, metadata: ContainerMetadata, sandbox: SandboxMetadata, image: Image,
-                mounts: list[SnapshotMount] | None, infra_pid: int = 0, target_pid: int = 0) -> dict[str, Any]:
-    """The container's OCI spec.  ``mounts``: the prepared snapshot's, viewed read-only for the image's files
-    (kept for the next container of the image); None when ``known_files`` has them."""
-    if mounts is None:
-        files = known_files(ctx, image)
-        assert files is not None, "build without mounts needs the image's files"
+                files: list[SnapshotMount] | ImageFiles, infra_pid: int = 0, target_pid: int = 0) -> dict[str, Any]:
+    """The container's OCI spec.  ``files``: the image's, as ``known_files`` has them, or the prepared snapshot's
+    mounts, viewed read-only for them (and kept for the image's next containers)."""
+    if isinstance(files, ImageFiles):
         opts = _options(ctx, metadata, sandbox, image, infra_pid, target_pid, None, files)
         return await asyncio.to_thread(spec.build_container_spec, opts)
-    async with readonly_view(mounts) as rootfs:
+    async with readonly_view(files) as rootfs:
         opts = _options(ctx, metadata, sandbox, image, infra_pid, target_pid, rootfs, None)
-        result, files = await asyncio.to_thread(_build_reading, opts)
-    ctx.image_files.put(image.snapshotter, image.chain_id, files)
+        result, found = await asyncio.to_thread(_build_reading, opts)
+    ctx.image_files.put(image.snapshotter, image.chain_id, found)
     return result
 
 

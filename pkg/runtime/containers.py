@@ -35,6 +35,7 @@ from pkg.runtime import exec as exec_mod
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import CgroupFacts, cgroups_path, merge_resources
 from pkg.runtime.runs import RunTracker
+from pkg.runtime.user import ImageFiles
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,10 @@ class ContainerService:
                     ctx.client, container_id, image.chain_id, labels=ctr_snapshots.gc_root(),
                     snapshotter=image.snapshotter))
                 cleanup.add("remove snapshot", lambda: _remove_prepared(ctx, prepare, container_id, image.snapshotter))
-                view = None if container_spec.known_files(ctx, image) is not None else await prepare
-                spec = await container_spec.build(ctx, metadata, sandbox, image, view, infra_pid,
+                files: list[ctr_snapshots.Mount] | ImageFiles | None = container_spec.known_files(ctx, image)
+                if files is None:
+                    files = await prepare
+                spec = await container_spec.build(ctx, metadata, sandbox, image, files, infra_pid,
                                                   self._target_pid(config))
                 await ctr_containers.create(
                     ctx.client, container_id, spec=spec, metadata=to_dict(metadata),
