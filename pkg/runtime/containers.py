@@ -1,9 +1,7 @@
 """Containers: create, start, stop, remove, update, status, list — and the exit path.
 
-The writable snapshot and the containerd container record (the intent that
-recovery finds after a crash) carrying the final OCI spec are made side by side
-when the spec needs no view of the snapshot, else one after the other
-(``ContainerService.create``).  Status transitions go through the store under
+How a container is made (snapshot, record with its final OCI spec, status) is
+pkg.runtime.container_create.  Status transitions go through the store under
 the container's lock and are checkpointed before they become visible.
 """
 from __future__ import annotations
@@ -15,35 +13,29 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from pkg import errors
 from pkg import metrics as metrics_mod
-from pkg.aio import CleanupStack, rmtree
+from pkg.aio import rmtree
 from pkg.cgroups.cleanup import remove_cgroup
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd import tasks as ctr_tasks
 from pkg.events import ContainerEventType
-from pkg.images.model import Image
-from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container, transition
-from pkg.runtime import checkpoint, container_io, container_spec, features
+from pkg.runtime import checkpoint, container_create, container_io, features
 from pkg.runtime import exec as exec_mod
+from pkg.runtime.container_create import KIND as KIND  # re-exported: recovery lists records by it
 from pkg.runtime.context import RuntimeContext
-from pkg.runtime.resources import CgroupFacts, cgroups_path, merge_resources
+from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.runs import RunTracker
-from pkg.runtime.user import ImageFiles
 
 log = logging.getLogger(__name__)
 
-KIND = "container"
-SANDBOX_LABEL = "io.narwhal.sandbox-id"
 KILL_WAIT = 10.0  # how long to wait for the exit after SIGKILL
 UNKNOWN_EXIT_CODE = 255
-IMAGE_GUESSES = 64  # references whose last image a create starts from while looking it up again
 
 
 class ContainerService:
@@ -55,7 +47,7 @@ class ContainerService:
         # The rootfs mounts Prepare returned at create, for the first start (one Snapshots.Mounts round trip
         # less); a later start, or one after a restart, asks containerd.
         self._rootfs: dict[str, list[ctr_snapshots.Mount]] = {}
-        self._images: dict[str, Image] = {}  # reference -> the image it named at the last create (a guess)
+        self._images = container_create.ImageGuesses()  # reference -> the image it named at the last create
         self.runs = RunTracker()  # attached clients waiting for a start, readers holding the log
         # A front end's hook, called as soon as an exit is seen, before the task is deleted and the log drained
         # (the Docker engine starts an AutoRemove container's network teardown there, as moby releases the
@@ -80,102 +72,25 @@ class ContainerService:
         # List/Images round trip) is on its way; it is checked before anything becomes visible, and a
         # reference that moved meanwhile rolls the creation back and makes it again from the lookup's image.
         lookup = asyncio.ensure_future(ctx.images.get(config.image))
-        lookup.add_done_callback(_retrieved)
+        lookup.add_done_callback(container_create.retrieved)
         guess = self._images.get(config.image)
         image = guess or await lookup
-        self._remember(config.image, image)
+        self._images.remember(config.image, image)
         container_id = container_id or secrets.token_hex(32)
         if ctx.containers.find(container_id) is not None:
             raise errors.AlreadyExists(f"container {container_id} already exists")
+        target_pid = self._target_pid(config)
         try:
-            metadata = await self._make(container_id, sandbox, sandbox_status.infra_pid, config, image,
-                                        lookup if guess is not None else None)
-        except _ImageMoved as moved:
-            metadata = await self._make(container_id, sandbox, sandbox_status.infra_pid, config, moved.image, None)
+            metadata, mounts = await container_create.make(
+                ctx, container_id, sandbox, sandbox_status.infra_pid, target_pid, config, image,
+                lookup if guess is not None else None, self._images)
+        except container_create.ImageMoved as moved:
+            metadata, mounts = await container_create.make(
+                ctx, container_id, sandbox, sandbox_status.infra_pid, target_pid, config, moved.image, None,
+                self._images)
+        self._rootfs[container_id] = mounts  # the first start's rootfs
         ctx.events.publish(container_id, sandbox.id, ContainerEventType.CREATED, metadata)
         return container_id
-
-    def _remember(self, ref: str, image: Image) -> None:
-        self._images.pop(ref, None)
-        self._images[ref] = image
-        if len(self._images) > IMAGE_GUESSES:
-            del self._images[next(iter(self._images))]
-
-    async def _make(self, container_id: str, sandbox: SandboxMetadata, infra_pid: int, config: ContainerConfig,
-                    image: Image, check: asyncio.Future[Image] | None) -> ContainerMetadata:
-        """Snapshot, record and status of a new container from ``image``; ``check``: the lookup that must
-        still name ``image`` before the container becomes visible (else ``_ImageMoved``, all rolled back)."""
-        ctx = self.ctx
-        sandbox_id = sandbox.id
-        metadata = ContainerMetadata(
-            id=container_id,
-            sandbox_id=sandbox_id,
-            config=config,
-            image_id=image.id,
-            image_ref=config.image,
-            created_at=time.time_ns(),
-            log_path=str(Path(sandbox.config.log_directory) / config.log_path)
-            if sandbox.config.log_directory and config.log_path else "",
-            snapshot_key=container_id,
-            stop_signal=image.config.stop_signal,
-            cgroups_path=cgroups_path(sandbox.cgroup_parent, container_id),
-        )
-        name = metadata.unique_name
-        ctx.containers.names.reserve(name, container_id)
-        try:
-            async with CleanupStack() as cleanup:
-                # The container's own dirs (image volumes are made while the spec is built): a creation made
-                # again from another image must not find the first one's volumes seeded.
-                cleanup.add("remove container dirs",
-                            lambda: rmtree(ctx.container_root(container_id), ctx.container_state(container_id)))
-                # The snapshot (a GC root until it is removed, as no record may hold it yet) and the record with
-                # its finished spec: two containerd round trips, never three (record, snapshot, spec update).
-                # When the image's files are known (pkg.runtime.image_files) the spec needs no view of the
-                # snapshot, so the record is made while Prepare is on its way (containerd does not check the
-                # record's snapshot key); else Prepare comes first and the spec reads its view.  A crash in
-                # between leaves a record without a status (released by recovery) or an active snapshot of no
-                # container (removed by recovery: pkg.runtime.recover).
-                prepare = asyncio.ensure_future(ctr_snapshots.prepare(
-                    ctx.client, container_id, image.chain_id, labels=ctr_snapshots.gc_root(),
-                    snapshotter=image.snapshotter))
-                cleanup.add("remove snapshot", lambda: _remove_prepared(ctx, prepare, container_id, image.snapshotter))
-                files: list[ctr_snapshots.Mount] | ImageFiles | None = container_spec.known_files(ctx, image)
-                if files is None:
-                    files = await prepare
-                spec = await container_spec.build(ctx, metadata, sandbox, image, files, infra_pid,
-                                                  self._target_pid(config))
-                await ctr_containers.create(
-                    ctx.client, container_id, spec=spec, metadata=to_dict(metadata),
-                    labels={ctr_containers.KIND_LABEL: KIND, SANDBOX_LABEL: sandbox_id},
-                    runc_root=str(ctx.cfg.runc_root),
-                    runc_binary=ctx.cfg.runtime_handlers.get(sandbox.runtime_handler, ""),
-                    image=image.repo_tags[0] if image.repo_tags else image.id,
-                    snapshot_key=container_id, snapshotter=image.snapshotter,
-                )
-                cleanup.add("delete container record", lambda: ctr_containers.delete(ctx.client, container_id))
-                mounts = await prepare
-                if check is not None:
-                    try:
-                        named = await check
-                    except BaseException:
-                        self._images.pop(config.image, None)
-                        raise
-                    self._remember(config.image, named)
-                    if named != image:
-                        raise _ImageMoved(named)
-                metadata = dataclasses.replace(metadata, user=container_spec.process_user(spec))
-                if metadata.log_path:
-                    Path(metadata.log_path).parent.mkdir(parents=True, exist_ok=True)
-                status = ContainerStatus(ContainerState.CREATED)
-                checkpoint.write(ctx.container_root(container_id), status)
-                ctx.containers.add(container_id, metadata, status)
-                ctx.process_specs.put(container_id, spec)
-                self._rootfs[container_id] = mounts
-                cleanup.commit()
-        except BaseException:
-            ctx.containers.names.release(name)
-            raise
-        return metadata
 
     def _target_pid(self, config: ContainerConfig) -> int:
         """PID of the running container whose PID namespace a TARGET-mode container joins."""
@@ -463,31 +378,6 @@ class ContainerService:
             checkpoint.write(ctx.container_root(container_id), new)
 
         return await ctx.containers.update(container_id, fn, persist)
-
-
-class _ImageMoved(Exception):
-    """The reference names another image than the guess a creation started from."""
-
-    def __init__(self, image: Image) -> None:
-        super().__init__(image.id)
-        self.image = image
-
-
-def _retrieved(lookup: asyncio.Future[Image]) -> None:
-    """A lookup nobody waited for (a creation that failed first) must not log "exception never retrieved"."""
-    if not lookup.cancelled():
-        lookup.exception()
-
-
-async def _remove_prepared(ctx: RuntimeContext, prepare: asyncio.Future[list[ctr_snapshots.Mount]],
-                           container_id: str, snapshotter: str) -> None:
-    """The create's rollback of its snapshot: once its Prepare has settled (a removal while it is still on its
-    way would leave the snapshot behind), and only if that Prepare made it (it may have failed on a key that
-    exists: not ours to remove)."""
-    await asyncio.wait({prepare})
-    if prepare.cancelled() or prepare.exception() is not None:
-        return
-    await ctr_snapshots.remove(ctx.client, container_id, snapshotter)
 
 
 async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, handler: str) -> None:
