@@ -131,10 +131,48 @@ class LogWriter:
 
     def feed(self, stream: _Stream, chunk: bytes, *, final: bool = False) -> None:
         """Encode ``chunk`` (appended to the stream's pending tail) and write every complete record."""
-        data = stream.pending + chunk if stream.pending else chunk
         prefix = b"%s %s " % (self._ts.format(time.time_ns()), stream.name)
-        full, part = prefix + b"F ", prefix + b"P "
+        full = prefix + b"F "
         out: list[bytes | memoryview] = []
+        if not self._feed_lines(stream, chunk, full, out):
+            self._feed_general(stream, chunk, full, prefix + b"P ", out)
+        if final and stream.pending:
+            out.append(prefix + b"P " + stream.pending + b"\n")
+            self.records += 1
+            stream.pending = b""
+        if out:
+            self._write(out)
+
+    def _feed_lines(self, stream: _Stream, chunk: bytes, full: bytes, out: list[bytes | memoryview]) -> bool:
+        """The common case, in one pass over ``chunk`` and no copy of it: ``chunk`` ends at least one line,
+        and neither a line (the pending tail's included) nor the new unterminated tail is longer than
+        max_line.  False, having done nothing, otherwise.
+
+        The records are ``full``, the pending tail, then ``chunk`` with every newline turned into "newline +
+        next prefix" by one replace(); a view cuts off the prefix after the last newline and the new tail.
+        The number of records is what the replace() added over the prefix's length (no count() pass)."""
+        max_line, n, pending = self.max_line, len(chunk), stream.pending
+        end, limit = 0, max_line + 1 - len(pending)  # the first line continues the pending tail
+        while end < n:
+            nl = chunk.rfind(b"\n", end, min(end + limit, n))
+            if nl < 0:
+                break
+            end, limit = nl + 1, max_line + 1
+        if end == 0 or n - end > max_line:
+            return False
+        encoded = chunk.replace(b"\n", b"\n" + full)
+        out.append(full)
+        if pending:
+            out.append(pending)
+        out.append(memoryview(encoded)[: len(encoded) - len(full) - (n - end)])
+        self.records += (len(encoded) - n) // len(full)
+        stream.pending = chunk[end:]
+        return True
+
+    def _feed_general(self, stream: _Stream, chunk: bytes, full: bytes, part: bytes,
+                      out: list[bytes | memoryview]) -> None:
+        """Any chunk: lines longer than max_line become ``P`` records of max_line bytes."""
+        data = stream.pending + chunk if stream.pending else chunk
         max_line, n, start = self.max_line, len(data), 0
         while True:
             # Jump over a run of complete lines, each at most max_line long, one
@@ -150,8 +188,9 @@ class LogWriter:
                 # prefix after the last newline is cut off by a view, not a copy.
                 run = data if start == 0 and end == n else data[start:end]
                 out.append(full)
-                out.append(memoryview(run.replace(b"\n", b"\n" + full))[: -len(full)])
-                self.records += run.count(b"\n")
+                encoded = run.replace(b"\n", b"\n" + full)
+                out.append(memoryview(encoded)[: -len(full)])
+                self.records += (len(encoded) - len(run)) // len(full)
                 start = end
             if n - start > max_line:
                 out.append(part + data[start:start + max_line] + b"\n")
@@ -160,12 +199,6 @@ class LogWriter:
                 continue
             break
         stream.pending = data[start:]
-        if final and stream.pending:
-            out.append(part + stream.pending + b"\n")
-            self.records += 1
-            stream.pending = b""
-        if out:
-            self._write(out)
 
     def rotate(self) -> None:
         """Start a new file: the current one becomes ``path.1`` (gzipped to ``path.1.gz`` with compress), older

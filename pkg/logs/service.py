@@ -98,6 +98,9 @@ class Service:
         self.streams_dir = directory / STREAMS_DIR
         self.entries: dict[str, _Entry] = {}
         self.by_fd: dict[int, tuple[_Entry, _Stream]] = {}
+        # The streams holding an unterminated line (pending_since set): the only ones the loop's partial-line
+        # flush looks at, so a wakeup costs the same with 2 or 500 registered streams.
+        self.waiting: dict[int, tuple[_Entry, _Stream]] = {}
         self.conns: dict[int, tuple[socket.socket, bytearray]] = {}
         self.poller = select.epoll()
         self.term = False
@@ -148,6 +151,7 @@ class Service:
 
     def _close_stream(self, entry: _Entry, stream: _Stream) -> None:
         entry.writer.feed(stream, b"", final=True)
+        self.waiting.pop(stream.fd, None)
         self.poller.unregister(stream.fd)
         del self.by_fd[stream.fd]
         os.close(stream.fd)
@@ -243,19 +247,23 @@ class Service:
         entry.writer.feed(stream, chunk)
         if not stream.pending:
             stream.pending_since = None
+            self.waiting.pop(fd, None)
         elif stream.pending_since is None:
             stream.pending_since = time.monotonic()
+            self.waiting[fd] = (entry, stream)
 
     def _flush_partials(self) -> float:
         """Write unterminated lines that waited long enough; the seconds until the next one is due (-1: none)."""
+        if not self.waiting:
+            return -1.0
         now = time.monotonic()
         due = -1.0
-        for entry, stream in list(self.by_fd.values()):
-            if stream.pending_since is None:
-                continue
+        for fd, (entry, stream) in list(self.waiting.items()):
+            assert stream.pending_since is not None
             if now - stream.pending_since >= PARTIAL_FLUSH_AFTER:
                 entry.writer.feed(stream, b"", final=True)
                 stream.pending_since = None
+                del self.waiting[fd]
             else:
                 wait = stream.pending_since + PARTIAL_FLUSH_AFTER - now
                 due = wait if due < 0 else min(due, wait)

@@ -15,6 +15,7 @@ from lib.logger import streams_of
 from lib.wait import async_wait_for
 
 from pkg import errors
+from pkg.logs.criformat import decode_line
 from pkg.logs.logger import read_stats_file
 from pkg.logs.service import StreamSpec
 from pkg.logs.service_client import LogService, service_pid
@@ -188,3 +189,43 @@ async def test_adopted_after_its_starter_is_gone(tmp_path: Path) -> None:
         err.close()
         assert await other.wait_done("cri-a", 20)
         assert streams_of(tmp_path / "cri-a" / "c.log")["stdout"] == b"one\ntwo\n"
+
+
+async def test_unterminated_lines_flushed_while_others_write(tmp_path: Path) -> None:
+    """A prompt without a newline is written as a P record once its stream has been quiet ~100 ms, also while
+    another container keeps the loop busy (the loop's flush looks only at the streams holding an unterminated
+    line: each one must be in that set), and the stream goes on with F records after it."""
+    async with running_service(tmp_path) as svc:
+        quiet_out, quiet_err = await register(svc, tmp_path, "cri-quiet")
+        busy_out, busy_err = await register(svc, tmp_path, "cri-busy")
+        quiet_log, busy_log = tmp_path / "cri-quiet" / "c.log", tmp_path / "cri-busy" / "c.log"
+
+        def records(log: Path) -> list[tuple[str, bool, bytes]]:
+            if not log.exists():
+                return []
+            return [(r.stream, r.partial, r.content) for r in map(decode_line, log.read_bytes().splitlines())]
+
+        stop = asyncio.Event()
+
+        async def busy() -> int:
+            i = 0
+            while not stop.is_set():
+                busy_out.write(b"busy %d\n" % i)
+                i += 1
+                await asyncio.sleep(0.002)
+            return i
+
+        writer = asyncio.create_task(busy())
+        try:
+            quiet_out.write(b"prompt> ")
+            await async_wait_for(lambda: records(quiet_log) == [("stdout", True, b"prompt> ")], 20, "the P record")
+            quiet_out.write(b"typed\n")
+            await async_wait_for(lambda: len(records(quiet_log)) == 2, 20, "the F record")
+        finally:
+            stop.set()
+            written = await writer
+        for shim in (quiet_out, quiet_err, busy_out, busy_err):
+            shim.close()
+        assert await svc.wait_done("cri-quiet", 20) and await svc.wait_done("cri-busy", 20)
+        assert records(quiet_log) == [("stdout", True, b"prompt> "), ("stdout", False, b"typed")]
+        assert records(busy_log) == [("stdout", False, b"busy %d" % i) for i in range(written)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import os
+import random
 from pathlib import Path
 from typing import BinaryIO
 
@@ -98,6 +99,54 @@ def test_writer_matches_reference_split_for_any_chunking(tmp_path: Path, chunk_s
     got = _records(tmp_path / "0.log")
     assert [(p, c) for _, p, c in got] == expected
     assert all(s == "stdout" for s, _, _ in got)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_writer_matches_reference_split_for_random_output(tmp_path: Path, seed: int) -> None:
+    """Random lines (empty, around max-line, far longer), random chunk sizes, P flushes of the tail in between:
+    the same records as the reference in every case, and the records counter agrees with the file."""
+    rng = random.Random(seed)
+    for case in range(60):
+        max_line = rng.choice([1, 2, 5, 16, 64])
+        pieces = [rng.choice([b"a" * rng.randint(0, 2 * max_line) + b"\n", b"\n" * rng.randint(1, 3),
+                              b"b" * rng.randint(0, 5 * max_line)]) for _ in range(rng.randint(1, 30))]
+        data = b"".join(pieces)
+        path = tmp_path / f"{case}.log"
+        writer = LogWriter(str(path), max_line=max_line)
+        stream = _Stream(3, b"stdout")
+        expected: list[tuple[bool, bytes]] = []
+        pending, i = b"", 0
+        while i < len(data):
+            size = rng.randint(1, 4 * max_line + 8)
+            final = rng.random() < 0.1  # as the 100 ms flush of an unterminated line does
+            writer.feed(stream, data[i:i + size], final=final)
+            records, pending = split_output(pending + data[i:i + size], max_line, final=final)
+            expected += records
+            i += size
+        writer.feed(stream, b"", final=True)
+        expected += split_output(pending, max_line, final=True)[0]
+        writer.close()
+        got = _records(path)
+        assert [(p, c) for _, p, c in got] == expected, (seed, case)
+        assert writer.records == len(got) and writer.bytes_written == path.stat().st_size
+
+
+def test_writer_ordinary_output_takes_the_one_pass_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short lines in pipe-sized chunks (a line cut at every chunk's end) never go through the general loop,
+    whose copies of the chunk cost the log service a third of its CPU (docs/benchmarks.md, issue 21)."""
+    def general(*_args: object) -> None:
+        raise AssertionError("the general path ran for ordinary output")
+
+    monkeypatch.setattr(LogWriter, "_feed_general", general)
+    writer = LogWriter(str(tmp_path / "0.log"))
+    stream = _Stream(3, b"stdout")
+    data = b"x" * 79 + b"\n"
+    data *= 1000
+    for i in range(0, len(data), 4096):
+        writer.feed(stream, data[i:i + 4096])
+    writer.close()
+    got = _records(tmp_path / "0.log")
+    assert len(got) == 1000 == writer.records and all(c == b"x" * 79 and not p for _, p, c in got)
 
 
 def test_writer_keeps_carriage_returns_and_binary(tmp_path: Path) -> None:
