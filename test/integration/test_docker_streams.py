@@ -324,13 +324,12 @@ def test_dockerpy_attach_replays_logs_then_streams_without_gap(nw: DaemonProcess
                                                   "sleep 0.05; done"], detach=True, name="counter")
     try:
         time.sleep(0.5)  # some lines are in the log already: the replay has something to replay
-        sock = client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
-        raw = sock._sock
-        data = b""
-        while chunk := raw.recv(65536):
-            data += chunk
-        sock.close()
-        raw.close()
+        # Read with a client that keeps what came with the headers: docker-py's attach_socket hands out the
+        # socket under http.client's buffered reader, which may already hold the first frames (the replay,
+        # sent right after the headers) when the host is loaded; those bytes are then lost to the reader of
+        # the raw socket (lines 1-9 missing, at load 10), against dockerd as against narwhald.
+        status, data = api(nw, "POST", f"/containers/{container.id}/attach?stdout=1&stderr=1&stream=1&logs=1")
+        assert status in (101, 200), data
         output = b"".join(payload for _, payload in parse_frames(data))
         assert output.split() == [str(i).encode() for i in range(1, 61)]  # replay + live, nothing lost or doubled
     finally:
