@@ -85,6 +85,10 @@ class Config:
     # The pod's runc v2 shim started during RunPodSandbox, beside the CNI chain (pkg.runtime.shim_prestart), as
     # containerd's CRI has it running by then (for the pause container): StartContainer skips its start-up.
     shim_prestart: bool = True
+    # Each layer applied while it streams in, beside its Content.Write, into a staging dir renamed into the
+    # snapshot (pkg.images.stream_unpack), instead of containerd's Diff.Apply once the blob is in; only with the
+    # overlayfs snapshotter of a containerd narwhald runs itself.  Anything it cannot do exactly: Diff.Apply.
+    stream_unpack: bool = False
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -337,6 +341,7 @@ CONVERTERS: dict[str, Any] = {
     "pods-per-shim": _pods_per_shim,
     "log-service": _bool,
     "shim-prestart": _bool,
+    "stream-unpack": _bool,
 }
 
 
