@@ -84,7 +84,7 @@ class ImageService:
         # narwhald runs (a rename into a snapshot must not cross filesystems), one tree per namespace.
         self._staging: Path | None = None
         if cfg.owns_containerd and snapshotter == "overlayfs":
-            self._staging = cfg.containerd_root / "narwhal-unpack" / client.namespace
+            self._staging = cfg.staging_root / client.namespace
         self._staging_lock = asyncio.Lock()
         self._staging_cleared = False
 

@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from pkg.images import media
-from pkg.images.content import Source
+from pkg.images.content import Source, run_to_completion
 from pkg.images.layer_apply import OPAQUE_XATTR, Applied, LayerApplier, Unsupported, root_path
 from pkg.images.model import Descriptor
 
 log = logging.getLogger(__name__)
 
 STREAMABLE = (media.OCI_LAYER, media.OCI_LAYER_GZIP, media.DOCKER_LAYER, media.DOCKER_LAYER_GZIP)
-BUFFERED = 32 << 20  # compressed bytes queued for one extractor before the download waits for it
+BUFFERED = 16 << 20  # compressed bytes queued for one extractor before the download waits for it
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ABANDON = object()
@@ -56,6 +56,7 @@ class Extracted:
     staging: Path
     diff_id: str
     applied: Applied
+    overlay: bool  # applied as onto parents (whiteouts converted), or as the first layer
 
 
 class _Abandoned(Exception):
@@ -165,7 +166,7 @@ class LayerStream:
             decoded = _Decoded(self._chunks, self._consumed)
             applied = LayerApplier(str(self.staging), overlay=self._overlay).apply(decoded)  # type: ignore[arg-type]
             diff_id = decoded.drain()
-            self._outcome.set_result(Extracted(self.staging, diff_id, applied))
+            self._outcome.set_result(Extracted(self.staging, diff_id, applied, self._overlay))
         except BaseException as exc:  # every failure means: Diff.Apply does this layer
             self._outcome.set_exception(exc)
         finally:
@@ -208,10 +209,14 @@ class LayerStream:
             return None
 
     async def discard(self) -> None:
-        """Stop the extractor and remove its staging directory (whatever state it is in)."""
+        """Stop the extractor and remove its staging directory (whatever state it is in), even when the pull
+        is cancelled meanwhile."""
         self.abandon("discarded")
-        await asyncio.shield(asyncio.to_thread(self._thread.join))
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.staging, True))
+        await run_to_completion(asyncio.to_thread(self._close))
+
+    def _close(self) -> None:
+        self._thread.join()
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def tee(source: Source, stream: LayerStream) -> Source:
@@ -255,6 +260,8 @@ def snapshot_dirs(mounts: list[Any]) -> tuple[str, list[str]]:
 def install(extracted: Extracted, upper: str, lowers: list[str]) -> None:
     """Move an extracted layer into the (empty) upper dir of its snapshot.  Raises when it cannot: the caller
     empties the upper dir and leaves the layer to Diff.Apply."""
+    if bool(lowers) != extracted.overlay:
+        raise Unsupported("the layer was extracted for another kind of snapshot mount")
     if os.listdir(upper):
         raise Unsupported(f"{upper} is not empty")
     staging = str(extracted.staging)

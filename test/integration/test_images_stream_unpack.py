@@ -10,18 +10,20 @@ import re
 import stat
 import struct
 import tarfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import mkimage
-import pytest
 from cri_api.v1 import api_pb2
 from lib import images
 from lib.daemon import DaemonProcess
 from lib.leaks import leftovers
 from lib.registry import Registry
+from lib.slowproxy import SlowProxy
+from lib.wait import wait_for
 
 MTIME = 1_600_000_000
 # A file capability (vfs_cap_data revision 2, effective): cap_net_bind_service permitted.
@@ -130,6 +132,7 @@ def build(kind: str) -> mkimage.Image:
         media_type = mkimage.OCI_LAYER_GZIP if compress else mkimage.OCI_LAYER
     layers, diff_ids = [], []
     for layer in (base_layer(), upper_layer(), top_layer()):
+        layer.add(f"kind-{kind}", data=kind.encode())  # no blob shared between kinds: each one is streamed
         blob, diff_id = layer.blob(media_type, compress)
         layers.append(blob)
         diff_ids.append(diff_id)
@@ -200,38 +203,81 @@ def containerd_calls(daemon: DaemonProcess) -> dict[str, float]:
     return calls
 
 
-@pytest.mark.parametrize("kind", ["oci-gzip", "v2s2-gzip", "v2s2-tar"])
-def test_streamed_layers_match_diff_apply_entry_by_entry(daemon_factory: Any, registry: Registry,
-                                                         kind: str) -> None:
+KINDS = ("oci-gzip", "v2s2-gzip", "v2s2-tar")
+
+
+def test_streamed_layers_match_diff_apply_entry_by_entry(daemon_factory: Any, registry: Registry) -> None:
+    """Each kind pulled by a narwhald with stream-unpack and one without: the same trees, layer by layer."""
     since = time.time_ns()
-    image = build(kind)
-    images.push_built(registry.host, "stream/cases", kind, image)
-    ref = f"{registry.host}/stream/cases:{kind}"
+    built = {kind: build(kind) for kind in KINDS}
+    for kind, image in built.items():
+        images.push_built(registry.host, "stream/cases", kind, image)
     streamed = daemon_factory(extra_args=["--stream-unpack", "true"])
     applied = daemon_factory(extra_args=["--stream-unpack", "false"])
-    trees = []
-    for daemon in (streamed, applied):
-        daemon.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=120)
-        dirs = layer_dirs(daemon, images.chain_ids(image.diff_ids)[-1])
-        assert len(dirs) == 3
-        trees.append([tree(d, since) for d in dirs])
+    for kind, image in built.items():
+        ref = f"{registry.host}/stream/cases:{kind}"
+        trees = []
+        for daemon in (streamed, applied):
+            daemon.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=120)
+            dirs = layer_dirs(daemon, images.chain_ids(image.diff_ids)[-1])
+            assert len(dirs) == 3
+            trees.append([tree(d, since) for d in dirs])
+        for i, (ours, theirs) in enumerate(zip(*trees, strict=True)):
+            assert ours.keys() == theirs.keys(), f"{kind}, layer {i}"
+            for rel in ours:
+                assert ours[rel] == theirs[rel], f"{kind}, layer {i}: {rel}"
+        # The cases are in the trees (a comparison of two empty trees proves nothing).
+        base, upper, top = trees[1]
+        assert "gone" not in base and "swap/child" not in base and base["swap"]["sha256"]
+        assert base["opq/kept"] and base["usr/bin/hard"]["links"] == ["usr/bin/hard", "usr/bin/suid"]
+        assert int(base["usr/bin/suid"]["mode"], 8) & 0o7777 == 0o4755 and base["escape"] and base["absolute"]
+        assert base["data/file"]["xattrs"]["user.k"] == b"v" and "outside/pwn" in base
+        assert base["data/file"]["xattrs"]["security.capability"] == CAP_NET_BIND_SERVICE
+        assert upper["etc/passwd"]["rdev"] == 0 and stat.S_ISCHR(int(upper["etc/passwd"]["mode"], 8))
+        assert upper["opq"]["xattrs"]["trusted.overlay.opaque"] == b"y"
+        assert upper["data"]["uid"] == 1000 and upper["data"]["xattrs"] == {"user.dir": b"kept"}
+        assert top["."] == {"opaque": b"y"}
     # The streamed daemon applied every layer itself; the other had containerd do it.
     assert containerd_calls(streamed).get("Diff/Apply", 0) == 0
-    assert containerd_calls(applied).get("Diff/Apply", 0) == 3
-    for i, (ours, theirs) in enumerate(zip(*trees, strict=True)):
-        assert ours.keys() == theirs.keys(), f"layer {i}"
-        for rel in ours:
-            assert ours[rel] == theirs[rel], f"layer {i}: {rel}"
-    # The cases are in the trees (a comparison of two empty trees proves nothing).
-    base, upper, top = trees[1]
-    assert "gone" not in base and "swap/child" not in base and base["swap"]["sha256"]
-    assert base["opq/kept"] and base["usr/bin/hard"]["links"] == ["usr/bin/hard", "usr/bin/suid"]
-    assert int(base["usr/bin/suid"]["mode"], 8) & 0o7777 == 0o4755 and base["escape"] and base["absolute"]
-    assert base["data/file"]["xattrs"]["user.k"] == b"v" and "outside/pwn" in base
-    assert upper["etc/passwd"]["rdev"] == 0 and stat.S_ISCHR(int(upper["etc/passwd"]["mode"], 8))
-    assert upper["opq"]["xattrs"]["trusted.overlay.opaque"] == b"y"
-    assert upper["data"]["uid"] == 1000 and upper["data"]["xattrs"] == {"user.dir": b"kept"}
-    assert top["."] == {"opaque": b"y"}
+    assert containerd_calls(applied).get("Diff/Apply", 0) == 3 * len(KINDS)
     for daemon in (streamed, applied):
         assert not list((daemon.root / "containerd" / "narwhal-unpack").glob("*/*"))
         assert leftovers(daemon) == {}
+
+
+def test_kill9_mid_stream_unpack_then_restart_and_retry(daemon_factory: Any, registry: Registry) -> None:
+    """narwhald killed while layers are being extracted into staging dirs: they stay on disk until the next
+    narwhald starts, which removes them before any pull; the retry then applies every layer (streamed or, for
+    a layer whose blob resumes mid-way, through Diff.Apply), and nothing is left."""
+    built = mkimage.build("pause", filler_layers=2, filler_mb=8)
+    images.push_built(registry.host, "stream/slow", "latest", built)
+    daemon = daemon_factory(extra_args=["--stream-unpack", "true"])
+    staging = daemon.root / "containerd" / "narwhal-unpack" / "narwhal"
+    proxy = SlowProxy(("127.0.0.1", registry.port), bytes_per_second=2 << 20).start()
+    try:
+        ref = f"{proxy.host}/stream/slow"
+        failed: list[BaseException] = []
+
+        def background() -> None:
+            try:
+                daemon.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=120)
+            except BaseException as exc:  # the kill cuts it
+                failed.append(exc)
+
+        thread = threading.Thread(target=background, daemon=True)
+        thread.start()
+        wait_for(lambda: any(staging.glob("*/filler/*.bin")), 60, "a filler layer being extracted")
+        daemon.kill9()
+        thread.join(30)
+        assert failed and list(staging.iterdir()), "the killed pull's staging dirs should still be there"
+
+        daemon.start()
+        assert not list(staging.iterdir())
+        proxy.bytes_per_second = 64 << 20
+        daemon.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=120)
+        assert set(images.chain_ids(built.diff_ids)) <= images.snapshots(daemon)
+        assert not list(staging.iterdir())
+        assert images.leases(daemon) == set()
+        assert leftovers(daemon) == {}
+    finally:
+        proxy.stop()

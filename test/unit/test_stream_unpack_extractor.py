@@ -1,0 +1,103 @@
+"""stream-unpack's extractor (pkg.images.stream_unpack) without containerd: what it reads, hashes and refuses.
+The trees it makes are compared with containerd's Diff.Apply in test/integration/test_images_stream_unpack.py."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pkg.images import layer_apply, media
+from pkg.images.model import Descriptor
+from pkg.images.stream_unpack import LayerStream, StagingArea, tee
+
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o640, 1_600_000_000
+            info.uid, info.gid = os.getuid(), os.getgid()
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+async def extract(tmp_path: Path, blob: bytes, chunk: int = 7000) -> tuple[LayerStream, object]:
+    tmp_path.mkdir(exist_ok=True)
+    stream = LayerStream(tmp_path / "staging", overlay=False)
+    for i in range(0, len(blob), chunk):
+        await stream.feed(blob[i:i + chunk])
+    stream.finish()
+    return stream, await stream.result()
+
+
+async def test_gzip_members_and_plain_tar_give_the_uncompressed_digest(tmp_path: Path) -> None:
+    raw = layer_tar({"a/b": b"x" * 100_000, "c": os.urandom(50_000)})
+    # Two gzip members back to back are one stream (Go's gzip reader is multistream, as containerd reads it).
+    half = len(raw) // 2
+    for i, blob in enumerate((gzip.compress(raw), gzip.compress(raw[:half]) + gzip.compress(raw[half:]), raw)):
+        stream, result = await extract(tmp_path / str(i), blob)
+        assert result is not None, i
+        assert result.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()  # type: ignore[attr-defined]
+        assert (stream.staging / "a" / "b").read_bytes() == b"x" * 100_000
+        assert (stream.staging / "a").stat().st_mode & 0o7777 == 0o755  # implied: 0755, as containerd's mkparent
+        await stream.discard()
+        assert not stream.staging.exists()
+
+
+async def test_what_it_does_not_reproduce_is_left_to_diff_apply(tmp_path: Path) -> None:
+    raw = layer_tar({"f": b"data" * 1000})
+    zstd_like = b"\x28\xb5\x2f\xfd" + raw
+    cut = gzip.compress(raw)[:-20]
+    trailing = gzip.compress(raw) + b"garbage!"
+    for i, blob in enumerate((zstd_like, cut, trailing)):
+        stream, result = await extract(tmp_path / str(i), blob)
+        assert result is None, i
+        await stream.discard()
+        assert not stream.staging.exists()
+
+
+async def test_a_stream_resumed_elsewhere_than_the_extractor_is_abandoned(tmp_path: Path) -> None:
+    blob = gzip.compress(layer_tar({"f": os.urandom(100_000)}))
+    stream = LayerStream(tmp_path / "staging", overlay=False)
+
+    async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield blob[offset:offset + 1000]
+        return offset, chunks()
+
+    teed = tee(source, stream)
+    start, chunks = await teed(0)
+    assert [c async for c in chunks] == [blob[:1000]] and stream.fed == 1000
+    start, chunks = await teed(500)  # containerd holds fewer bytes than the extractor saw: it cannot follow
+    assert start == 500 and [c async for c in chunks] == [blob[500:1500]] and stream.fed == 1000
+    assert await stream.result() is None
+    await stream.discard()
+
+
+def test_only_tar_and_gzip_layers_stream(tmp_path: Path) -> None:
+    area = StagingArea(tmp_path)
+    zstd = Descriptor(media_type=media.OCI_LAYER_ZSTD, digest="sha256:" + "0" * 64, size=1)
+    assert area.open(zstd, overlay=False) is None
+
+
+@pytest.mark.parametrize(("name", "clean"), [("", "."), ("a//b/./c/", "a/b/c"), ("../x", "../x"), ("/../x", "/x"),
+                                             ("a/../../b", "../b"), ("//a", "/a")])
+def test_names_are_cleaned_as_go_cleans_them(name: str, clean: str) -> None:
+    assert layer_apply.go_clean(name) == clean
+
+
+def test_paths_resolve_under_the_root_through_symlinks(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "up").symlink_to("../../../..")
+    (root / "abs").symlink_to("/d")
+    assert layer_apply.root_path(str(root), "up/etc") == str(root / "etc")
+    assert layer_apply.root_path(str(root), "abs/x") == str(root / "d" / "x")
+    assert layer_apply.root_path(str(root), "../../y") == str(root / "y")
