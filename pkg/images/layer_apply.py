@@ -262,7 +262,8 @@ class LayerApplier:
                 os.mkdir(path, mode)
                 os.chmod(path, mode)
         elif member.isreg():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+            # O_NOFOLLOW: nothing is at ``path`` now (removed above); never write through a link of the layer's
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
             try:
                 os.chmod(path, mode)
                 source = tar.extractfile(member)
@@ -284,7 +285,7 @@ class LayerApplier:
         for key, value in member.pax_headers.items():
             if key.startswith(XATTR_PREFIX):
                 self._setxattr(path, key[len(XATTR_PREFIX):], value.encode("utf-8", "surrogateescape"))
-        if not member.issym():
+        if not stat.S_ISLNK(os.lstat(path).st_mode):  # containerd's lchmod: a hard link to a symlink included
             os.chmod(path, mode)
         _set_times(path, _pax_ns(member, "atime", 0), _pax_ns(member, "mtime", member.mtime))
 

@@ -70,6 +70,7 @@ def base_layer() -> Layer:
     layer.add("usr/bin/hard", tarfile.LNKTYPE, link="usr/bin/suid", mode=0o4755)
     layer.add("bin", tarfile.SYMTYPE, link="usr/bin", mode=0o777)
     layer.add("abs", tarfile.SYMTYPE, link="/etc/passwd", mode=0o777)
+    layer.add("abs-hard", tarfile.LNKTYPE, link="abs", mode=0o600)  # a hard link to a symlink: no chmod through it
     layer.add("tmp/", tarfile.DIRTYPE, mode=0o1777)
     layer.add("data/", tarfile.DIRTYPE, mode=0o700, uid=1000, gid=1001,
               pax={"SCHILY.xattr.user.dir": "kept", "mtime": "1600000001.5"})
@@ -233,6 +234,7 @@ def test_streamed_layers_match_diff_apply_entry_by_entry(daemon_factory: Any, re
         assert int(base["usr/bin/suid"]["mode"], 8) & 0o7777 == 0o4755 and base["escape"] and base["absolute"]
         assert base["data/file"]["xattrs"]["user.k"] == b"v" and "outside/pwn" in base
         assert base["data/file"]["xattrs"]["security.capability"] == CAP_NET_BIND_SERVICE
+        assert base["abs-hard"]["links"] == ["abs", "abs-hard"] and base["abs-hard"]["target"] == "/etc/passwd"
         assert upper["etc/passwd"]["rdev"] == 0 and stat.S_ISCHR(int(upper["etc/passwd"]["mode"], 8))
         assert upper["opq"]["xattrs"]["trusted.overlay.opaque"] == b"y"
         assert upper["data"]["uid"] == 1000 and upper["data"]["xattrs"] == {"user.dir": b"kept"}

@@ -101,3 +101,41 @@ def test_paths_resolve_under_the_root_through_symlinks(tmp_path: Path) -> None:
     assert layer_apply.root_path(str(root), "up/etc") == str(root / "etc")
     assert layer_apply.root_path(str(root), "abs/x") == str(root / "d" / "x")
     assert layer_apply.root_path(str(root), "../../y") == str(root / "y")
+
+
+def test_nothing_is_written_outside_the_root(tmp_path: Path) -> None:
+    """Names with "..", absolute names, symlinks to "/" or out of the root, hard links out of it and a hard link to
+    such a symlink: everything lands under the root (containerd scopes these rather than refusing them), and a
+    host file named through a link is neither written nor chmod-ed."""
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"host")
+    outside.chmod(0o644)
+    root = tmp_path / "root"
+    root.mkdir()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(name: str, kind: bytes, link: str = "", data: bytes = b"", mode: int = 0o600) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size, info.mode = kind, link, len(data), mode
+            info.uid, info.gid = os.getuid(), os.getgid()
+            tar.addfile(info, io.BytesIO(data) if data else None)
+        add("up", tarfile.SYMTYPE, link="../" * 20 + str(outside.parent).lstrip("/"))
+        add("up/outside", tarfile.REGTYPE, data=b"pwned")
+        add("slash", tarfile.SYMTYPE, link="/")
+        add(f"slash{outside}", tarfile.REGTYPE, data=b"pwned")
+        add(f"../../..{outside}", tarfile.REGTYPE, data=b"pwned")
+        add("abs", tarfile.SYMTYPE, link=str(outside))
+        add("abs-hard", tarfile.LNKTYPE, link="abs", mode=0o600)
+    layer_apply.LayerApplier(str(root), overlay=False).apply(io.BytesIO(raw.getvalue()))
+    assert outside.read_bytes() == b"host" and outside.stat().st_mode & 0o777 == 0o644
+    inside = root / str(outside).lstrip("/")
+    assert inside.read_bytes() == b"pwned"
+    assert (root / "up").readlink() == Path("../" * 20 + str(outside.parent).lstrip("/"))
+    assert os.lstat(root / "abs-hard").st_ino == os.lstat(root / "abs").st_ino
+    hard_out = io.BytesIO()
+    with tarfile.open(fileobj=hard_out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("hl")
+        info.type, info.linkname = tarfile.LNKTYPE, "../" * 20 + str(outside).lstrip("/")
+        tar.addfile(info)
+    with pytest.raises(FileNotFoundError):  # resolved under the root, where it is not: Diff.Apply fails it too
+        layer_apply.LayerApplier(str(tmp_path / "root2"), overlay=False).apply(io.BytesIO(hard_out.getvalue()))
