@@ -145,11 +145,19 @@ class LayerApplier:
         self.result = Applied()
         self._unpacked: set[str] = set()
         self._dirs: list[tuple[str, int, int]] = []  # (name, atime ns, mtime ns), set at the end
+        # Parent dirs resolved so far: only a new symlink or hard link, or a removal, changes a resolution
+        # (a directory or file made where a name resolved lexically resolves to the same path).
+        self._resolved: dict[str, str] = {}
+        self._implied: set[str] = set()
+        self.stopped = False  # set by another thread: the entries still to come are not wanted
 
     def apply(self, stream: IO[bytes]) -> Applied:
         """Every entry of the (uncompressed) tar ``stream``; reads it up to the end-of-archive marker."""
-        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=DATA_CHUNK)
+        tar = tarfile.open(fileobj=stream, mode="r|")  # records of 10 KiB: its stream copies the rest per read
         for member in tar:
+            if self.stopped:
+                raise Unsupported("stopped")
+            getattr(tar, "members").clear()  # noqa: B009 - tarfile keeps every member read (~1 KiB each): not needed
             if tar.pax_headers:
                 raise Unsupported("a PAX global header (Python's tarfile applies it, Go's reader does not)")
             self._entry(tar, member)
@@ -166,7 +174,7 @@ class LayerApplier:
         name = go_clean(member.name)
         slash = name.rfind("/")
         parent_name, base = name[:slash + 1], name[slash + 1:]
-        ppath = root_path(self.root, parent_name)
+        ppath = self._resolved.get(parent_name) or self._resolve(parent_name)
         path = os.path.join(ppath, go_clean("/" + base).lstrip("/")) if base else ppath
         path = os.path.normpath(path)
         if path == self.root:
@@ -181,15 +189,23 @@ class LayerApplier:
             pass
         else:
             if not (stat.S_ISDIR(st.st_mode) and member.isdir()):
+                self._resolved.clear()
                 _remove_all(path)
         self._create(tar, member, path)
         self._touch(path)
         if member.isdir():
             self._dirs.append((name, _pax_ns(member, "atime", 0), _pax_ns(member, "mtime", member.mtime)))
-            rel = os.path.relpath(path, self.root)
-            if rel in self.result.implied:
+            rel = self._rel(path)
+            if rel in self._implied:
                 self.result.described.add(rel)
         self._unpacked.add(path)
+
+    def _resolve(self, parent_name: str) -> str:
+        resolved = self._resolved[parent_name] = root_path(self.root, parent_name)
+        return resolved
+
+    def _rel(self, path: str) -> str:
+        return path[len(self.root) + 1:] or "."
 
     def _mkparent(self, path: str) -> None:
         """containerd's mkparent: the missing directories up to ``path``, 0755, recorded for the copy-up of
@@ -208,10 +224,11 @@ class LayerApplier:
         os.mkdir(path, 0o755)
         os.chmod(path, 0o755)
         self._touch(path)
-        self.result.implied.append(os.path.relpath(path, self.root))
+        self.result.implied.append(self._rel(path))
+        self._implied.add(self._rel(path))
 
     def _touch(self, path: str) -> None:
-        self.result.touched.add(os.path.relpath(os.path.dirname(path), self.root))
+        self.result.touched.add(self._rel(os.path.dirname(path)))
 
     def _whiteout(self, member: tarfile.TarInfo, path: str) -> bool:
         """containerd's validateWhiteout and its whiteout conversion; True when the entry is consumed."""
@@ -233,11 +250,13 @@ class LayerApplier:
             os.chown(original, member.uid, member.gid)
             self._touch(original)
         else:
+            self._resolved.clear()
             _remove_all(original)
         return True
 
     def _remove_not_unpacked(self, top: str) -> None:
         """The naive opaque marker: whatever this layer did not unpack under ``top`` goes (Go's Walk)."""
+        self._resolved.clear()
         try:
             entries = sorted(os.listdir(top))
         except FileNotFoundError:
@@ -279,8 +298,10 @@ class LayerApplier:
             os.mknod(path, mode | kind, os.makedev(member.devmajor, member.devminor))
         elif member.islnk():
             os.link(self._hardlink_target(member.linkname), path, follow_symlinks=False)
+            self._resolved.clear()  # the link may be a symlink's
         else:
             os.symlink(member.linkname, path)
+            self._resolved.clear()
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
         for key, value in member.pax_headers.items():
             if key.startswith(XATTR_PREFIX):

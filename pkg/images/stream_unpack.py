@@ -73,8 +73,8 @@ class _Decoded:
         self._digest = hashlib.sha256()
         self._inflate: Any = None
         self._codec = ""
-        self._pending = b""
-        self._out = b""
+        self._out = memoryview(b"")
+        self._pos = 0
         self._eof = False
 
     def _next_chunk(self) -> bytes | None:
@@ -102,27 +102,27 @@ class _Decoded:
             if data.startswith(ZSTD_MAGIC):
                 raise Unsupported("zstd layer")
             self._codec = "gzip" if data.startswith(GZIP_MAGIC) else "tar"
-        if self._codec == "tar":
-            self._out = data
-            return
-        out: list[bytes] = []
-        while data:
-            if self._inflate is None or self._inflate.eof:
-                if self._inflate is not None and not data.startswith(GZIP_MAGIC[:len(data)]):
-                    raise ValueError("gzip: invalid header after a member")  # Go's multistream reader refuses it
-                self._inflate = zlib.decompressobj(31)
-            out.append(self._inflate.decompress(data))
-            data = self._inflate.unused_data if self._inflate.eof else b""
-        self._out = b"".join(out)
+        if self._codec == "gzip":
+            out: list[bytes] = []
+            while data:
+                if self._inflate is None or self._inflate.eof:
+                    if self._inflate is not None and not data.startswith(GZIP_MAGIC[:len(data)]):
+                        raise ValueError("gzip: invalid header after a member")  # Go's multistream reader refuses
+                    self._inflate = zlib.decompressobj(31)
+                out.append(self._inflate.decompress(data))
+                data = self._inflate.unused_data if self._inflate.eof else b""
+            data = b"".join(out)
+        self._digest.update(data)  # the whole uncompressed stream is read (drain), so hashed as it is made
+        self._out = memoryview(data)
+        self._pos = 0
 
     def read(self, size: int = -1) -> bytes:
-        while not self._out and not self._eof:
+        """Up to ``size`` bytes (tarfile's stream reads a record at a time: no copy of the rest per read)."""
+        while self._pos >= len(self._out) and not self._eof:
             self._fill()
-        if size < 0 or size >= len(self._out):
-            data, self._out = self._out, b""
-        else:
-            data, self._out = self._out[:size], self._out[size:]
-        self._digest.update(data)
+        end = len(self._out) if size < 0 else min(len(self._out), self._pos + size)
+        data = bytes(self._out[self._pos:end])
+        self._pos = end
         return data
 
     def drain(self) -> str:
@@ -146,6 +146,7 @@ class LayerStream:
         self._loop = asyncio.get_running_loop()
         self._room = asyncio.Event()
         self._outcome: concurrent.futures.Future[Extracted] = concurrent.futures.Future()
+        self._applier: LayerApplier | None = None
         self._thread = threading.Thread(target=self._run, name="stream-unpack", daemon=True)
         self._thread.start()
 
@@ -164,7 +165,8 @@ class LayerStream:
         try:
             os.mkdir(self.staging, 0o700)
             decoded = _Decoded(self._chunks, self._consumed)
-            applied = LayerApplier(str(self.staging), overlay=self._overlay).apply(decoded)  # type: ignore[arg-type]
+            self._applier = LayerApplier(str(self.staging), overlay=self._overlay)
+            applied = self._applier.apply(decoded)  # type: ignore[arg-type]
             diff_id = decoded.drain()
             self._outcome.set_result(Extracted(self.staging, diff_id, applied, self._overlay))
         except BaseException as exc:  # every failure means: Diff.Apply does this layer
@@ -196,6 +198,8 @@ class LayerStream:
     def abandon(self, why: str) -> None:
         if not self._outcome.done():
             log.debug("stream unpack of %s abandoned: %s", self.staging.name, why)
+        if self._applier is not None:
+            self._applier.stopped = True  # between two entries of a chunk already queued
         self._chunks.put(_ABANDON)
 
     async def result(self) -> Extracted | None:
