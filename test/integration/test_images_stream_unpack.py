@@ -109,7 +109,8 @@ def upper_layer() -> Layer:
     layer.add("opq/.wh..wh..opq")
     layer.add("opq/new", data=b"new in an opaque dir\n")
     layer.add("data/sub/new", data=b"parents copied up from the layer below\n")
-    layer.add("usr/lib/.wh..wh..opq")  # an implied dir with only a marker: keeps its copied mtime
+    layer.add("usr/lib/.wh..wh..opq")  # an implied dir with only a marker, new: 0755 root
+    layer.add("dev/.wh..wh..opq")  # an implied dir with only a marker, copied up: keeps the lower's mtime too
     layer.add("tmp", data=b"a file over a dir of the layer below\n")
     layer.add("usr/bin/again", data=b"linked twice\n", mode=0o755)
     layer.add("usr/bin/again2", tarfile.LNKTYPE, link="usr/bin/again")
@@ -237,6 +238,7 @@ def test_streamed_layers_match_diff_apply_entry_by_entry(daemon_factory: Any, re
         assert base["abs-hard"]["links"] == ["abs", "abs-hard"] and base["abs-hard"]["target"] == "/etc/passwd"
         assert upper["etc/passwd"]["rdev"] == 0 and stat.S_ISCHR(int(upper["etc/passwd"]["mode"], 8))
         assert upper["opq"]["xattrs"]["trusted.overlay.opaque"] == b"y"
+        assert upper["dev"]["mtime"] == base["dev"]["mtime"] != "recent" and upper["dev"]["mode"] == base["dev"]["mode"]
         assert upper["data"]["uid"] == 1000 and upper["data"]["xattrs"] == {"user.dir": b"kept"}
         assert top["."] == {"opaque": b"y"}
     # The streamed daemon applied every layer itself; the other had containerd do it.
