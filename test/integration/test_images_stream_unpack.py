@@ -249,16 +249,26 @@ def test_streamed_layers_match_diff_apply_entry_by_entry(daemon_factory: Any, re
         assert leftovers(daemon) == {}
 
 
-def test_kill9_mid_stream_unpack_then_restart_and_retry(daemon_factory: Any, registry: Registry) -> None:
-    """narwhald killed while layers are being extracted into staging dirs: they stay on disk until the next
-    narwhald starts, which removes them before any pull; the retry then applies every layer (streamed or, for
-    a layer whose blob resumes mid-way, through Diff.Apply), and nothing is left."""
+def test_cancel_and_kill9_mid_stream_unpack(daemon_factory: Any, registry: Registry) -> None:
+    """A cancelled pull removes its staging dirs.  narwhald killed while layers are being extracted into
+    staging dirs: they stay on disk until the next narwhald starts, which removes them before any pull; the
+    retry then applies every layer (streamed or, for a layer whose blob resumes mid-way, through Diff.Apply),
+    and nothing is left."""
     built = mkimage.build("pause", filler_layers=2, filler_mb=8)
     images.push_built(registry.host, "stream/slow", "latest", built)
     daemon = daemon_factory(extra_args=["--stream-unpack", "true"])
     staging = daemon.root / "containerd" / "narwhal-unpack" / "narwhal"
     proxy = SlowProxy(("127.0.0.1", registry.port), bytes_per_second=2 << 20).start()
     try:
+        # A pull its client gives up on removes its staging dirs (the partial blob stays for a retry).
+        other = mkimage.build("pause", filler_layers=1, filler_mb=6)  # no blob shared with the image below
+        images.push_built(registry.host, "stream/cancelled", "latest", other)
+        cancelled = daemon.images().PullImage.future(api_pb2.PullImageRequest(
+            image=api_pb2.ImageSpec(image=f"{proxy.host}/stream/cancelled")), timeout=120)
+        wait_for(lambda: any(staging.glob("*/filler/*.bin")), 60, "the filler layer being extracted")
+        cancelled.cancel()
+        wait_for(lambda: not list(staging.iterdir()), 30, "the cancelled pull's staging dirs removed")
+
         ref = f"{proxy.host}/stream/slow"
         failed: list[BaseException] = []
 
