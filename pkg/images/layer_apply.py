@@ -25,7 +25,7 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO
+from typing import IO, Self
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
@@ -38,6 +38,23 @@ MAX_NS = (1 << 63) - 1
 
 class Unsupported(Exception):
     """The layer holds something this applier does not reproduce: containerd's Diff.Apply applies it."""
+
+
+# tarfile's header errors (not in its __all__): after the first member it takes them for the end of the archive,
+# where Go's reader fails the archive.
+_HEADER_ERRORS: tuple[type[Exception], ...] = (getattr(tarfile, "InvalidHeaderError"),  # noqa: B009
+                                               getattr(tarfile, "TruncatedHeaderError"))  # noqa: B009
+
+
+class _StrictInfo(tarfile.TarInfo):
+    """A corrupt or cut header anywhere fails the layer, as in Go's archive/tar."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tarfile_)
+        except _HEADER_ERRORS as exc:
+            raise ValueError(f"invalid tar header: {exc}") from None
 
 
 @dataclass
@@ -153,7 +170,8 @@ class LayerApplier:
 
     def apply(self, stream: IO[bytes]) -> Applied:
         """Every entry of the (uncompressed) tar ``stream``; reads it up to the end-of-archive marker."""
-        tar = tarfile.open(fileobj=stream, mode="r|")  # records of 10 KiB: its stream copies the rest per read
+        # Records of 10 KiB (its stream copies the rest of its buffer per read); headers read strictly.
+        tar = tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictInfo)
         for member in tar:
             if self.stopped:
                 raise Unsupported("stopped")
@@ -161,6 +179,11 @@ class LayerApplier:
             if tar.pax_headers:
                 raise Unsupported("a PAX global header (Python's tarfile applies it, Go's reader does not)")
             self._entry(tar, member)
+        # tarfile ends at the first zero block; Go's reader reads the next one too: EOF or zeros end the
+        # archive, a cut block or anything else is an invalid archive.
+        after = getattr(tar, "fileobj").read(tarfile.BLOCKSIZE)  # noqa: B009
+        if after and (len(after) < tarfile.BLOCKSIZE or after.count(0) != tarfile.BLOCKSIZE):
+            raise ValueError("a zero block followed by a non-zero or cut block: invalid tar archive")
         for name, atime_ns, mtime_ns in self._dirs:
             _set_times(root_path(self.root, name), atime_ns, mtime_ns)
         return self.result

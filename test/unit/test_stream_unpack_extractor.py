@@ -139,3 +139,25 @@ def test_nothing_is_written_outside_the_root(tmp_path: Path) -> None:
         tar.addfile(info)
     with pytest.raises(FileNotFoundError):  # resolved under the root, where it is not: Diff.Apply fails it too
         layer_apply.LayerApplier(str(tmp_path / "root2"), overlay=False).apply(io.BytesIO(hard_out.getvalue()))
+
+
+def test_archives_go_s_reader_refuses_are_refused(tmp_path: Path) -> None:
+    """tarfile takes a corrupt header after the first member, or a zero block followed by data, for the end of
+    the archive; Go's archive/tar (containerd's Diff.Apply) fails them, so the applier must not succeed."""
+    good = layer_tar({"a": b"1" * 600, "b": b"2"})
+    corrupt = bytearray(good)
+    header_end = 512 + 1024  # a's header and its 600 bytes in blocks: where b's header starts
+    corrupt[header_end + 148] ^= 0xFF  # b's header checksum
+    zero_then_data = good[:header_end] + bytes(512) + b"x" * 512
+    cut_marker = good[:header_end] + bytes(512) + bytes(100)
+    for i, data in enumerate((bytes(corrupt), zero_then_data, cut_marker)):
+        root = tmp_path / str(i)
+        root.mkdir()
+        with pytest.raises(ValueError):
+            layer_apply.LayerApplier(str(root), overlay=False).apply(io.BytesIO(data))
+    # A single zero block, or two, then the end: both fine, as in Go.
+    for i, data in enumerate((good[:header_end] + bytes(512), good[:header_end] + bytes(1024) + b"trailing")):
+        root = tmp_path / f"ok{i}"
+        root.mkdir()
+        layer_apply.LayerApplier(str(root), overlay=False).apply(io.BytesIO(data))
+        assert (root / "a").read_bytes() == b"1" * 600
