@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STREAMABLE = (media.OCI_LAYER, media.OCI_LAYER_GZIP, media.DOCKER_LAYER, media.DOCKER_LAYER_GZIP)
 BUFFERED = 16 << 20  # compressed bytes queued for one extractor before the download waits for it
+INFLATED = 4 << 20  # uncompressed bytes made at a time
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ABANDON = object()
@@ -73,6 +74,8 @@ class _Decoded:
         self._digest = hashlib.sha256()
         self._inflate: Any = None
         self._codec = ""
+        self._zin = b""  # compressed bytes not inflated yet
+        self._ended = False  # the last chunk was queued and read
         self._out = memoryview(b"")
         self._pos = 0
         self._eof = False
@@ -88,30 +91,39 @@ class _Decoded:
         return item
 
     def _fill(self) -> None:
-        data = self._next_chunk()
-        if data is None:
-            if self._inflate is not None and not self._inflate.eof:
-                raise ValueError("gzip stream cut short")
-            self._eof = True
-            return
-        if not self._codec:
-            head = data
-            while len(head) < 4 and (more := self._next_chunk()) is not None:
-                head += more
-            data = head
-            if data.startswith(ZSTD_MAGIC):
-                raise Unsupported("zstd layer")
-            self._codec = "gzip" if data.startswith(GZIP_MAGIC) else "tar"
-        if self._codec == "gzip":
-            out: list[bytes] = []
-            while data:
-                if self._inflate is None or self._inflate.eof:
-                    if self._inflate is not None and not data.startswith(GZIP_MAGIC[:len(data)]):
-                        raise ValueError("gzip: invalid header after a member")  # Go's multistream reader refuses
-                    self._inflate = zlib.decompressobj(31)
-                out.append(self._inflate.decompress(data))
-                data = self._inflate.unused_data if self._inflate.eof else b""
-            data = b"".join(out)
+        """The next piece of the uncompressed stream (at most ``INFLATED`` bytes of it: a gzip bomb costs no
+        memory), or the end."""
+        if not self._zin:
+            data = self._next_chunk() if not self._ended else None
+            if data is None:
+                self._ended = True
+                if self._inflate is not None and not self._inflate.eof:
+                    held = self._inflate.decompress(b"", INFLATED)  # output the limit held back, if any
+                    if held:
+                        self._set(held)
+                        return
+                    raise ValueError("gzip stream cut short")
+                self._eof = True
+                return
+            if not self._codec:
+                while len(data) < 4 and (more := self._next_chunk()) is not None:
+                    data += more
+                if data.startswith(ZSTD_MAGIC):
+                    raise Unsupported("zstd layer")
+                self._codec = "gzip" if data.startswith(GZIP_MAGIC) else "tar"
+            if self._codec == "tar":
+                self._set(data)
+                return
+            self._zin = data
+        if self._inflate is None or self._inflate.eof:
+            if self._inflate is not None and not self._zin.startswith(GZIP_MAGIC[:len(self._zin)]):
+                raise ValueError("gzip: invalid header after a member")  # Go's multistream reader refuses it
+            self._inflate = zlib.decompressobj(31)
+        out = self._inflate.decompress(self._zin, INFLATED)
+        self._zin = self._inflate.unused_data if self._inflate.eof else self._inflate.unconsumed_tail
+        self._set(out)
+
+    def _set(self, data: bytes) -> None:
         self._digest.update(data)  # the whole uncompressed stream is read (drain), so hashed as it is made
         self._out = memoryview(data)
         self._pos = 0
