@@ -327,6 +327,10 @@ class Cleanup:
     def _files(self) -> None:
         for sock in (self.cfg.cri_socket, self.cfg.docker_socket):
             sock.unlink(missing_ok=True)
+        staging = self.cfg.staging_root  # stream-unpack's layers of pulls cut short
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            self.say(f"removed {staging}")
         if not self.remove_dirs:
             return
         for directory in (self.cfg.state, self.cfg.root):

@@ -48,6 +48,8 @@ FLAGS: list[tuple[str, str]] = [
     ("pods-per-shim", "CRI pods served by one runc v2 shim; one shim crash ends its group's pods (1-64) [10]"),
     ("shim-prestart", "start the pod's runc v2 shim during RunPodSandbox, beside the CNI chain "
                       "(true/false) [true]"),
+    ("stream-unpack", "apply each pulled layer while it streams in, in narwhald, instead of containerd's "
+                      "Diff.Apply after it (overlayfs, own containerd) (true/false) [true]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
                     "narwhal-logger process per container (true/false) [true]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "

@@ -14,18 +14,22 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pkg import errors
 from pkg import metrics as metrics_mod
 from pkg.containerd.client import Client
 from pkg.images import media
 from pkg.images.commit import commit_image
-from pkg.images.content import ContentStore, Labels, lease
+from pkg.images.content import ContentStore, Labels, Source, lease
 from pkg.images.model import Descriptor, Progress
 from pkg.images.reference import Reference
 from pkg.images.registry import Endpoint, RegistrySession
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids
+
+if TYPE_CHECKING:
+    from pkg.images.stream_unpack import LayerStream, StagingArea
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,13 @@ BLOB_RETRY_DELAY = 0.5
 
 class Puller:
     def __init__(self, client: Client, content: ContentStore, store: ImageStore, unpacker: Unpacker,
-                 downloads: asyncio.Semaphore) -> None:
+                 downloads: asyncio.Semaphore, *, staging: StagingArea | None = None) -> None:
         self._client = client
         self._content = content
         self._store = store
         self._unpacker = unpacker
         self._downloads = downloads
+        self._staging = staging  # stream-unpack: layers applied while they stream in (None: Diff.Apply)
         self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def pull(self, ref: Reference, session: RegistrySession, progress: ProgressSink | None,
@@ -73,10 +78,12 @@ class Puller:
             loop = asyncio.get_running_loop()
             layer_labels: list[asyncio.Future[dict[str, str]]] = [loop.create_future() for _ in manifest.layers]
             downloads: list[asyncio.Future[None]] = []
+            streams: list[LayerStream | None] = [None] * len(manifest.layers)
             early = not (platform and target.media_type not in media.INDEXES)
             try:
                 if early:
-                    downloads = self._start_layers(session, ep, manifest.layers, layer_labels, lease_id, emit)
+                    downloads = self._start_layers(session, ep, manifest.layers, layer_labels, streams, lease_id,
+                                                   emit)
                 await self._fetch(session, ep, manifest.config, lease_id, {}, emit, bounded=False)
                 config = media.parse_config(await self._content.read(manifest.config.digest, media.MAX_MANIFEST))
                 if not early:
@@ -87,13 +94,16 @@ class Puller:
                 for future, diff_id in zip(layer_labels, config.diff_ids, strict=True):
                     future.set_result({media.LABEL_UNCOMPRESSED: diff_id})
                 if not early:
-                    downloads = self._start_layers(session, ep, manifest.layers, layer_labels, lease_id, emit)
+                    downloads = self._start_layers(session, ep, manifest.layers, layer_labels, streams, lease_id,
+                                                   emit)
                 chains = chain_ids(config.diff_ids)
-                await self._unpack(manifest.layers, config.diff_ids, chains, downloads, lease_id, started, emit)
+                await self._unpack(manifest.layers, config.diff_ids, chains, downloads, streams, lease_id, started,
+                                   emit)
             finally:
                 for task in downloads:
                     task.cancel()
                 await asyncio.gather(*downloads, return_exceptions=True)
+                await asyncio.gather(*(s.discard() for s in streams if s is not None))
 
             names = [str(ref.with_digest(target.digest))]
             if ref.tag and not ref.digest:
@@ -107,16 +117,16 @@ class Puller:
             return manifest.config.digest
 
     def _start_layers(self, session: RegistrySession, ep: Endpoint, layers: list[Descriptor],
-                      labels: list[asyncio.Future[dict[str, str]]], lease_id: str,
-                      emit: Callable[[Descriptor, str, int, int], None]) -> list[asyncio.Future[None]]:
+                      labels: list[asyncio.Future[dict[str, str]]], streams: list[LayerStream | None],
+                      lease_id: str, emit: Callable[[Descriptor, str, int, int], None]) -> list[asyncio.Future[None]]:
         for layer in layers:
             emit(layer, "waiting", 0, layer.size)
-        return [asyncio.ensure_future(self._fetch(session, ep, layer, lease_id, future, emit))
-                for layer, future in zip(layers, labels, strict=True)]
+        return [asyncio.ensure_future(self._fetch(session, ep, layer, lease_id, future, emit, streams=(streams, i)))
+                for i, (layer, future) in enumerate(zip(layers, labels, strict=True))]
 
     async def _unpack(self, layers: list[Descriptor], diff_ids: list[str], chains: list[str],
-                      downloads: list[asyncio.Future[None]], lease_id: str, started: float,
-                      emit: Callable[[Descriptor, str, int, int], None]) -> None:
+                      downloads: list[asyncio.Future[None]], streams: list[LayerStream | None], lease_id: str,
+                      started: float, emit: Callable[[Descriptor, str, int, int], None]) -> None:
         """Each layer as soon as its blob and its parent are in, in order."""
         timeline: list[str] = []  # when each layer was in and when it was unpacked: where a pull waits
         for i, layer in enumerate(layers):
@@ -131,22 +141,28 @@ class Puller:
                 raise
             fetched = time.monotonic() - started
             emit(layer, "extracting", 0, layer.size)
+            stream = streams[i]
             if prepared is not None:
-                await self._unpacker.apply_prepared(prepared, layer, diff_ids[i], lease_id)
+                extracted = await stream.result() if stream is not None else None
+                await self._unpacker.apply_prepared(prepared, layer, diff_ids[i], lease_id, extracted)
+            if stream is not None:
+                await stream.discard()
             emit(layer, "extracted", layer.size, layer.size)
             timeline.append(f"{fetched:.2f}/{time.monotonic() - started:.2f}")
         log.debug("layers in/unpacked at %s s", " ".join(timeline))
 
     async def _fetch(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
                      labels: dict[str, str] | asyncio.Future[dict[str, str]],
-                     emit: Callable[[Descriptor, str, int, int], None], *, bounded: bool = True) -> None:
+                     emit: Callable[[Descriptor, str, int, int], None], *, bounded: bool = True,
+                     streams: tuple[list[LayerStream | None], int] | None = None) -> None:
         """One blob into the store, deduplicated across concurrent pulls of the same digest.  ``bounded``:
         counted against ``max-concurrent-downloads`` (a config is not: the unpack waits for it).
 
         ``labels`` as a future (a layer's, named by a config still on its way) go with the blob's commit when
         known by then, else are set once the blob is no longer claimed: a claim is never held waiting for a
         config, which might itself wait for a blob another pull claims (two images naming each other's config
-        as a layer would otherwise hang both pulls)."""
+        as a layer would otherwise hang both pulls).  ``streams``: where a layer downloaded here puts its
+        extractor (stream-unpack), at its index."""
         sent = not isinstance(labels, asyncio.Future)
 
         def at_commit() -> dict[str, str]:
@@ -175,11 +191,15 @@ class Puller:
                     await self._content.update_labels(desc.digest, missing)
                 emit(desc, "exists", desc.size, desc.size)
             else:
+                stream = None
+                if streams is not None and self._staging is not None:
+                    stream = self._staging.open(desc, overlay=streams[1] > 0)
+                    streams[0][streams[1]] = stream
                 if bounded:
                     async with self._downloads:
-                        await self._download(session, ep, desc, lease_id, at_commit, emit)
+                        await self._download(session, ep, desc, lease_id, at_commit, emit, stream)
                 else:
-                    await self._download(session, ep, desc, lease_id, at_commit, emit)
+                    await self._download(session, ep, desc, lease_id, at_commit, emit, stream)
                 metrics_mod.current().pull_bytes.inc(desc.size)
                 emit(desc, "downloaded", desc.size, desc.size)
         finally:
@@ -189,7 +209,8 @@ class Puller:
             await self._content.update_labels(desc.digest, await asyncio.shield(labels))
 
     async def _download(self, session: RegistrySession, ep: Endpoint, desc: Descriptor, lease_id: str,
-                        labels: Labels, emit: Callable[[Descriptor, str, int, int], None]) -> None:
+                        labels: Labels, emit: Callable[[Descriptor, str, int, int], None],
+                        stream: LayerStream | None = None) -> None:
         ref = f"narwhal-pull-{desc.digest}"
         order = [ep, *(e for e in session.endpoints if e != ep)]
 
@@ -198,12 +219,20 @@ class Puller:
 
         last: errors.NarwhalError | None = None
         for endpoint in order:
-            source = functools.partial(session.open_blob, endpoint, desc.digest)
+            source: Source = functools.partial(session.open_blob, endpoint, desc.digest)
+            if stream is not None:
+                from pkg.images.stream_unpack import tee
+                source = tee(source, stream)
             progress = -1
             for attempt in range(BLOB_ATTEMPTS):
                 try:
                     await self._content.write(ref, desc.digest, desc.size, source,
                                               labels=labels, lease=lease_id, on_bytes=on_bytes)
+                    if stream is not None:
+                        if stream.fed == desc.size:
+                            stream.finish()
+                        else:
+                            stream.abandon(f"{stream.fed} of {desc.size} bytes seen")
                     return
                 except errors.NotFound as exc:
                     last = exc  # this endpoint (a mirror) lacks the blob: try the next

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -79,12 +80,24 @@ class ImageService:
         self.remove_guard: Callable[[Image], None] | None = None
         self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
         self._interrupted = Interrupted(client, self.content, self.unpacker)
+        # stream-unpack's staging dirs (pkg.images.stream_unpack): beside the snapshotter's dir of the containerd
+        # narwhald runs (a rename into a snapshot must not cross filesystems), one tree per namespace.
+        self._staging: Path | None = None
+        if cfg.owns_containerd and snapshotter == "overlayfs":
+            self._staging = cfg.staging_root / client.namespace
+        self._staging_lock = asyncio.Lock()
+        self._staging_cleared = False
 
     @property
     def _puller(self) -> Puller:
         if self._puller_ is None:
             from pkg.images.pull import Puller
-            self._puller_ = Puller(self._client, self.content, self.store, self.unpacker, self._downloads)
+            staging = None
+            if self._cfg.stream_unpack and self._staging is not None:
+                from pkg.images.stream_unpack import StagingArea
+                staging = StagingArea(self._staging)
+            self._puller_ = Puller(self._client, self.content, self.store, self.unpacker, self._downloads,
+                                   staging=staging)
         return self._puller_
 
     @property
@@ -122,6 +135,10 @@ class ImageService:
         before this process creates leases of its own: narwhald's start calls it, and so does every operation
         that makes a lease."""
         await self._interrupted.recover()
+        async with self._staging_lock:
+            if not self._staging_cleared and self._staging is not None:
+                await asyncio.to_thread(_clear_staging, self._staging)
+            self._staging_cleared = True
 
     # ---- pull ----
     async def pull(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None,
@@ -531,6 +548,14 @@ _REGISTRY_CLIENT = ("pkg.images.registry", "pkg.images.pull", "pkg.images.push",
 async def _registry_client() -> None:
     """The registry client (and aiohttp's) is imported at the first pull, push or login, not at start."""
     await import_modules(*_REGISTRY_CLIENT)
+
+
+def _clear_staging(root: Path) -> None:
+    """The staging dirs of layers a killed narwhald was pulling (stream-unpack): nothing refers to them."""
+    if root.is_dir():
+        for entry in root.iterdir():
+            log.info("removing %s: the staging dir of a pull cut short", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 async def _session(ref: reference.Reference, cfg: Config, auth: RegistryAuth | None, *, push: bool = False,

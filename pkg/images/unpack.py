@@ -12,11 +12,12 @@ snapshot.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pkg import errors
 from pkg.containerd.api.services.diff.v1 import diff_pb2
@@ -27,6 +28,9 @@ from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
 from pkg.images.content import lease_md, run_to_completion
 from pkg.images.model import Descriptor
+
+if TYPE_CHECKING:
+    from pkg.images.stream_unpack import Extracted
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +100,24 @@ class Unpacker:
             raise
         return Prepared(key, chain_id, list(prepared.mounts))
 
-    async def apply_prepared(self, prepared: Prepared, layer: Descriptor, diff_id: str, lease: str | None) -> None:
+    async def apply_prepared(self, prepared: Prepared, layer: Descriptor, diff_id: str, lease: str | None,
+                             extracted: Extracted | None = None) -> None:
         """Unpack the layer (its blob in the content store now) and commit it; on any failure the active
-        snapshot goes."""
+        snapshot goes.  ``extracted``: the layer applied already while it streamed in (stream-unpack), moved
+        into the snapshot when its diff ID is the config's, else (or when the move fails) Diff.Apply."""
         md = lease_md(lease)
         key, chain_id = prepared.key, prepared.chain_id
         try:
-            desc = descriptor_pb2.Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size)
-            with translate(f"apply layer {layer.digest}"):
-                applied = await self._client.diff.Apply(
-                    diff_pb2.ApplyRequest(diff=desc, mounts=prepared.mounts), metadata=md, timeout=APPLY_TIMEOUT)
-            if applied.applied.digest != diff_id:
-                raise errors.InvalidArgument(
-                    f"layer {layer.digest}: uncompressed digest {applied.applied.digest} does not match the "
-                    f"image config's diff ID {diff_id}")
+            if extracted is None or not await self._install(prepared, extracted, diff_id):
+                desc = descriptor_pb2.Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size)
+                with translate(f"apply layer {layer.digest}"):
+                    applied = await self._client.diff.Apply(
+                        diff_pb2.ApplyRequest(diff=desc, mounts=prepared.mounts), metadata=md,
+                        timeout=APPLY_TIMEOUT)
+                if applied.applied.digest != diff_id:
+                    raise errors.InvalidArgument(
+                        f"layer {layer.digest}: uncompressed digest {applied.applied.digest} does not match the "
+                        f"image config's diff ID {diff_id}")
             try:
                 with translate(f"commit snapshot {chain_id}"):
                     await self._client.snapshots.Commit(
@@ -120,6 +128,28 @@ class Unpacker:
         except BaseException:
             await self.remove(key)
             raise
+
+    async def _install(self, prepared: Prepared, extracted: Extracted, diff_id: str) -> bool:
+        """Move a layer extracted while it streamed in into the prepared snapshot; False: Diff.Apply must do it
+        (the upper dir emptied of whatever a failed move left)."""
+        from pkg.images import stream_unpack
+        from pkg.images.layer_apply import Unsupported
+        if extracted.diff_id != diff_id:
+            log.info("layer %s extracted as %s, not the diff ID %s: left to Diff.Apply",
+                     prepared.chain_id, extracted.diff_id, diff_id)
+            return False
+        try:
+            upper, lowers = stream_unpack.snapshot_dirs(prepared.mounts)
+        except Unsupported as exc:
+            log.info("snapshot %s: %s: its layer is left to Diff.Apply", prepared.key, exc)
+            return False
+        try:
+            await asyncio.to_thread(stream_unpack.install, extracted, upper, lowers)
+        except Exception as exc:
+            log.info("snapshot %s: the extracted layer could not be moved in (%s): Diff.Apply", prepared.key, exc)
+            await asyncio.to_thread(stream_unpack.empty, upper)
+            return False
+        return True
 
     async def _hold(self, chain_id: str, lease: str | None) -> None:
         """Add a committed snapshot to this operation's lease, whoever else referenced it so far."""
