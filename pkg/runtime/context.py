@@ -15,6 +15,7 @@ from pkg.images.model import Image
 from pkg.logs.service_client import LogService
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
+from pkg.runtime.exec_exits import ExecExits
 from pkg.runtime.process_specs import ProcessSpecs
 from pkg.runtime.shim_groups import ShimGroups
 from pkg.runtime.shim_prestart import ShimPrestarter
@@ -55,6 +56,7 @@ class RuntimeContext:
     domain: str = ""
     shim_groups: ShimGroups = field(default_factory=ShimGroups)  # pods-per-shim (pkg.runtime.shim_groups)
     process_specs: ProcessSpecs = field(default_factory=ProcessSpecs)  # what every exec starts from
+    exec_exits: ExecExits = field(default_factory=ExecExits)  # execs' exits from the ExitMonitor's event stream
     # The pod's shim started in RunPodSandbox (pkg.runtime.shim_prestart); None: containerd starts it at the
     # first Tasks.Create (a containerd narwhald does not own, or a named domain).
     shim_prestarter: ShimPrestarter | None = None

@@ -36,12 +36,15 @@ class ExitMonitor:
             self.connected.set()
             await self.reconcile_all()
             async for event in stream:
+                # Events come through: execs' exits may be taken from here on (pkg.runtime.exec_exits).
+                ctx.exec_exits.connected()
                 try:
                     await self._handle(event)
                 except errors.NarwhalError as exc:
                     log.warning("handling %s: %s", event, exc.message)
         finally:
             self.connected.clear()
+            ctx.exec_exits.disconnected()
             await stream.aclose()
 
     async def _handle(self, event: events.TaskEvent) -> None:
@@ -50,7 +53,8 @@ class ExitMonitor:
             self._containers.handle_oom(event.container_id)
             return
         if event.exec_id and event.exec_id != event.container_id:
-            return  # an exec process, not the init process
+            ctx.exec_exits.exited(event.container_id, event.exec_id, event.exit_status)  # an exec process
+            return
         if ctx.containers.find(event.container_id) is not None:
             await self._containers.handle_exit(event.container_id, event.exit_status, event.exited_at_ns)
         elif ctx.sandboxes.find(event.container_id) is not None:
