@@ -285,3 +285,45 @@ async def test_the_monitor_hands_execs_exits_over(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(asyncio.CancelledError):
         await run
     assert lost is not None and isinstance(lost.exception(), StreamLost) and exits.expect("c1", "e3") is None
+
+
+async def test_an_execs_exit_does_not_wait_behind_a_containers_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's exit path (Tasks.Delete, its logger) is handled in order, one at a time; an exec's exit read
+    meanwhile reaches its exec at once."""
+    exits = ExecExits()
+    releasing = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle_exit(container_id: str, exit_status: int, exited_at_ns: int) -> None:
+        await releasing.wait()
+        handled.append(container_id)
+
+    ctx = types.SimpleNamespace(exec_exits=exits, client=CLIENT,
+                                containers=types.SimpleNamespace(find=lambda cid: object()))
+    monitor = ExitMonitor(cast(Any, types.SimpleNamespace(ctx=ctx, handle_exit=handle_exit)), cast(Any, None))
+
+    async def reconcile_all() -> None:
+        return None
+
+    delivered = asyncio.Queue[ctr_events.TaskExit]()
+
+    async def subscribe(client: Any) -> Any:
+        while True:
+            yield await delivered.get()
+
+    monkeypatch.setattr(monitor, "reconcile_all", reconcile_all)
+    monkeypatch.setattr(monitor_mod.events, "subscribe", subscribe)
+    run = asyncio.create_task(monitor.run())
+    delivered.put_nowait(ctr_events.TaskExit("c0", "c0", 1, 0, 0))  # a container's exit: its handling hangs
+    while exits.expect("c1", "e1") is None:
+        await asyncio.sleep(0.01)
+    waiting = exits._waiting[("c1", "e1")]
+    delivered.put_nowait(ctr_events.TaskExit("c1", "e1", 7, 0, 0))
+    assert await asyncio.wait_for(waiting, 5) == 0 and handled == []
+    releasing.set()
+    while not handled:
+        await asyncio.sleep(0.01)
+    assert handled == ["c0"]
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
