@@ -119,8 +119,8 @@ class ExecProcess:
             spec = await self._spec()
             what = f"exec in {self.container_id}"
             # On the loop: a dir, two or three fifos and their opens are a dozen syscalls under the state dir
-            # (tmpfs /run by default), ~0.1 ms; a thread hop each way cost more CPU than that (issue 21, round
-            # three: "ExecSync's CPU"), and with the removal on the loop too no other thread races them.
+            # (tmpfs /run by default); a thread hop each way cost more CPU than they do, even on ext4 (issue 21,
+            # round three: "ExecSync's CPU"), and with the removal on the loop too no other thread races them.
             self._make_fifos()
             await ctr_tasks.exec_process(
                 self._client, self.container_id, self.exec_id, spec, terminal=self.tty,
@@ -287,7 +287,7 @@ class ExecProcess:
         for transport in self._transports:
             transport.close()
         self._transports.clear()
-        # On the loop, by name (three unlinks and two rmdirs; rmtree's scan and a thread hop cost more).
+        # On the loop, by name (two or three unlinks, two rmdirs; rmtree's scan and a thread hop cost more).
         _remove_exec_dir(self._dir, [name for name, wanted in self._want.items() if wanted])
 
 
