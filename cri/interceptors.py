@@ -31,6 +31,9 @@ _QUIET = frozenset({"Version", "Status", "ListPodSandbox", "ListContainers", "Li
 class ErrorMapping(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # The wrapped handler of each method, made once: the servicer's handler for a method is the same object
+        # on every call, and wrapping it anew (closures, a handler tuple) was per-RPC work (issue 21, round three).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -40,7 +43,14 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        method = details.method.rsplit("/", 1)[-1]
+        kept = self._wrapped.get(details.method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(details.method.rsplit("/", 1)[-1], handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
@@ -66,6 +76,9 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
         await context.abort(code, message)
 
     def _wrap_unary(self, method: str, behaviour: Any) -> Any:
+        latency = self._metrics.cri_latency.labels(method=method)  # the method's series, looked up once
+        succeeded = self._metrics.cri_requests.labels(method=method, code="OK")
+
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with request_scope():
                 start = time.monotonic()
@@ -78,8 +91,8 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
                     raise AssertionError("unreachable") from None
                 finally:
                     elapsed = time.monotonic() - start
-                    self._metrics.cri_latency.labels(method=method).observe(elapsed)
-                self._metrics.cri_requests.labels(method=method, code="OK").inc()
+                    latency.observe(elapsed)
+                succeeded.inc()
                 if method not in _QUIET:
                     log.debug("%s -> OK in %.1f ms", method, elapsed * 1000)
                 return response

@@ -36,8 +36,26 @@ def sandbox_status(attachments: list[Attachment]) -> PodNetworkStatus:
     return pod_status(attachments[0], attachments[0].network_name)
 
 
+# Endpoints of the attachments the cache keeps (by identity: a kept Attachment is frozen, a change is a new
+# one): every `docker inspect` (the CLI makes one before each `docker exec`) parsed the same CNI results
+# again (issue 21, round three).  Bounded; an entry holds its attachment, so its id is not reused meanwhile.
+_ENDPOINTS: dict[int, tuple[Attachment, Endpoint]] = {}
+_ENDPOINTS_KEPT = 1024
+
+
 def endpoint(att: Attachment) -> Endpoint:
     """A completed attachment as the Docker side sees it (addresses with prefix lengths, MAC, aliases)."""
+    kept = _ENDPOINTS.get(id(att))
+    if kept is not None and kept[0] is att:
+        return kept[1]
+    found = _endpoint(att)
+    if len(_ENDPOINTS) >= _ENDPOINTS_KEPT:
+        _ENDPOINTS.clear()
+    _ENDPOINTS[id(att)] = (att, found)
+    return found
+
+
+def _endpoint(att: Attachment) -> Endpoint:
     status = pod_status(att, att.network_name)
     res = cni_result.parse(att.result or {}, str(att.config.get("cniVersion", "")))
     by_ip = {i.ip: ipaddress.ip_interface(i.address) for i in res.sandbox_ips(att.ifname)}

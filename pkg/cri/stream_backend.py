@@ -35,7 +35,7 @@ class RuntimeStreaming:
         full_id = self._containers.running_id(container_id)
         ctx = self._containers.ctx
         return await run_exec(ctx.client, full_id, list(cmd), streams, fifo_root=ctx.exec_dir,
-                              specs=ctx.process_specs)
+                              specs=ctx.process_specs, exits=ctx.exec_exits)
 
     async def attach_stdio(self, container_id: str) -> ContainerAttach:
         full_id = self._containers.running_id(container_id)

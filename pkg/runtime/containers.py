@@ -347,7 +347,8 @@ class ContainerService:
             raise errors.InvalidArgument("exec command must not be empty")
         container_id = self.running_id(ref)
         return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
-                                        timeout=timeout or None, specs=self.ctx.process_specs)
+                                        timeout=timeout or None, specs=self.ctx.process_specs,
+                                        exits=self.ctx.exec_exits)
 
     def running_id(self, ref: str) -> str:
         """The full ID of a running container (FailedPrecondition when it is not running)."""

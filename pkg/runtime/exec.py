@@ -32,6 +32,7 @@ from pkg.aio import CleanupStack
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import tasks as ctr_tasks
 from pkg.containerd.client import Client
+from pkg.runtime.exec_exits import EVENT_GRACE, ExecExits, StreamLost
 from pkg.runtime.process_specs import ProcessSpecs
 from pkg.streaming.backend import ExecStreams, OutputStream
 
@@ -70,7 +71,7 @@ def process_spec(container_spec: dict[str, Any], cmd: Sequence[str], tty: bool) 
     return process
 
 
-def _open_pipe_pair(path: Path, read_end: bool) -> tuple[int, int]:
+def _open_pipe_pair(path: str, read_end: bool) -> tuple[int, int]:
     """(our fd, keeper fd) on a fifo: our end plus the opposite end, so open never blocks."""
     if read_end:
         ours = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -86,7 +87,7 @@ class ExecProcess:
 
     def __init__(self, client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
                  tty: bool = False, stdin: bool = False, adjust: ProcessAdjust | None = None,
-                 specs: ProcessSpecs | None = None) -> None:
+                 specs: ProcessSpecs | None = None, exits: ExecExits | None = None) -> None:
         if not cmd:
             raise errors.InvalidArgument("exec needs a command")
         self._client = client
@@ -96,12 +97,12 @@ class ExecProcess:
         self.exec_id = secrets.token_hex(16)
         self._adjust = adjust
         self._specs = specs  # the containers' process specs, kept (None: read the spec from containerd)
+        self._exits = exits  # exits from the task event stream (None: ask Wait)
         self._dir = fifo_root / container_id / self.exec_id  # the layout reap_stale_execs relies on
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
         self._keepers: list[int] = []
         self._fds: dict[str, int] = {}  # our ends of the fifos, until attached to the loop
-        self._fifos: asyncio.Future[None] | None = None  # the thread making and opening them
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
         self._stdin: asyncio.StreamWriter | None = None
@@ -117,14 +118,14 @@ class ExecProcess:
             cleanup.add("exec: delete process and fifos", self.delete)
             spec = await self._spec()
             what = f"exec in {self.container_id}"
-            # The shim only notes the fifos' paths at Exec and opens them at Start, so they are made while Exec is
-            # on its way: in a thread, as a loaded disk's mkdir/mkfifo must not hold up the loop (issue 21).
-            self._fifos = asyncio.ensure_future(asyncio.to_thread(self._make_fifos))
+            # On the loop: a dir, two or three fifos and their opens are a dozen syscalls under the state dir
+            # (tmpfs /run by default); a thread hop each way cost more CPU than they do, even on ext4 (issue 21,
+            # round three: "ExecSync's CPU"), and with the removal on the loop too no other thread races them.
+            self._make_fifos()
             await ctr_tasks.exec_process(
                 self._client, self.container_id, self.exec_id, spec, terminal=self.tty,
                 stdin=self._path("stdin"), stdout=self._path("stdout"), stderr=self._path("stderr"), what=what)
             self._created = True
-            await asyncio.shield(self._fifos)
             await self._attach_fifos()
             # Wait is sent before Start, as containerd's own client and CRI do: the shim answers it at the exit
             # (or at once when the start fails), so the exit costs no round trip after Start returns (issue 21).
@@ -155,9 +156,9 @@ class ExecProcess:
     def _make_fifos(self) -> None:
         """Make the exec's dir and fifos and open them (our fds and their keepers: delete() closes what
         _attach_fifos did not take)."""
-        # A finished exec of this container removes their dir once empty, in another thread, after its client was
-        # answered: the next exec may be here at that moment, so the dir may vanish between any two steps (it
-        # failed with EEXIST from pathlib's exist_ok check, and ENOENT, under load); try again then.
+        # A finished exec of this container removes their dir once empty, after its client was answered (it did
+        # so in another thread until round three of issue 21, and the dir vanished between any two steps here:
+        # EEXIST from pathlib's exist_ok check, and ENOENT, under load); should anything else remove it, try again.
         for attempt in range(5):
             try:
                 os.mkdir(self._dir.parent, 0o700)
@@ -174,8 +175,9 @@ class ExecProcess:
                     raise
         for name, wanted in self._want.items():
             if wanted:
-                os.mkfifo(self._dir / name, 0o600)
-                ours, keeper = _open_pipe_pair(self._dir / name, read_end=name != "stdin")
+                path = f"{self._dir}/{name}"
+                os.mkfifo(path, 0o600)
+                ours, keeper = _open_pipe_pair(path, read_end=name != "stdin")
                 self._keepers.append(keeper)
                 self._fds[name] = ours
 
@@ -205,6 +207,16 @@ class ExecProcess:
         self._keepers.clear()
 
     async def _wait_exit(self) -> int:
+        event = self._exits.expect(self.container_id, self.exec_id) if self._exits is not None else None
+        if event is not None:
+            # The exit event the monitor reads anyway, instead of a Wait round trip (pkg.runtime.exec_exits);
+            # Wait when it does not come in time or the stream broke.
+            try:
+                return await asyncio.wait_for(event, EVENT_GRACE)
+            except (TimeoutError, StreamLost):
+                pass
+            finally:
+                self._exits.forget(self.container_id, self.exec_id)  # type: ignore[union-attr]
         return await ctr_tasks.wait_process(self._client, self.container_id, self.exec_id,
                                             what=f"wait for exec in {self.container_id}")
 
@@ -254,9 +266,6 @@ class ExecProcess:
         if self._deleted:
             return
         self._deleted = True
-        if self._fifos is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._fifos)  # (the thread's opens are ours to close once it is done)
         self._close_keepers()
         for fd in self._fds.values():  # opened but not attached: the start failed
             with contextlib.suppress(OSError):
@@ -278,14 +287,26 @@ class ExecProcess:
         for transport in self._transports:
             transport.close()
         self._transports.clear()
-        # In a thread: after the client's answer, but a loaded disk must not hold up the loop serving its next request.
-        await asyncio.to_thread(_remove_exec_dir, self._dir)
+        # On the loop, by name (two or three unlinks, two rmdirs; rmtree's scan and a thread hop cost more).
+        _remove_exec_dir(self._dir, [name for name, wanted in self._want.items() if wanted])
 
 
-def _remove_exec_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def _remove_exec_dir(path: Path, names: Sequence[str] | None = None) -> None:
+    """An exec's fifo dir (``names``: the fifos it holds; None: whatever it holds), then the container's dir
+    once its last exec is gone."""
+    top = str(path)
+    if names is not None:
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{top}/{name}")
+    try:
+        os.rmdir(top)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(top, ignore_errors=True)  # something else in there
     with contextlib.suppress(OSError):
-        path.parent.rmdir()  # the container's dir, once its last exec is gone
+        os.rmdir(os.path.dirname(top))
 
 
 async def reap_stale_execs(client: Client, fifo_root: Path) -> int:
@@ -334,7 +355,7 @@ async def run_exec(client: Client, container_id: str, cmd: Sequence[str], stream
                    fifo_root: Path, adjust: ProcessAdjust | None = None,
                    on_started: Callable[[ExecProcess], None] | None = None,
                    on_exit: Callable[[int], None] | None = None,
-                   specs: ProcessSpecs | None = None) -> int:
+                   specs: ProcessSpecs | None = None, exits: ExecExits | None = None) -> int:
     """An interactive exec: relay ``streams`` until the process exits; its exit code.
 
     Cancelling this (the client went away) kills the process; it is always deleted.
@@ -343,7 +364,7 @@ async def run_exec(client: Client, container_id: str, cmd: Sequence[str], stream
     then, as moby deletes an exec's process after reporting its exit).
     """
     proc = ExecProcess(client, container_id, cmd, fifo_root=fifo_root, tty=streams.tty,
-                       stdin=streams.stdin is not None, adjust=adjust, specs=specs)
+                       stdin=streams.stdin is not None, adjust=adjust, specs=specs, exits=exits)
     await proc.start()
     if on_started is not None:
         on_started(proc)
@@ -409,7 +430,8 @@ class _Capture:
 
 async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
                     timeout: float | None = None, max_output: int = MAX_SYNC_OUTPUT,
-                    max_total: int = MAX_SYNC_TOTAL, specs: ProcessSpecs | None = None) -> ExecResult:
+                    max_total: int = MAX_SYNC_TOTAL, specs: ProcessSpecs | None = None,
+                    exits: ExecExits | None = None) -> ExecResult:
     """Run ``cmd`` to completion and capture its output (each stream bounded by ``max_output``, both together
     by ``max_total``: a chatty probe gets truncated output, never a response gRPC cannot send).
 
@@ -430,7 +452,7 @@ async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fi
             exited.set_result(code)
 
     work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs,
-                                          on_exit=on_exit))
+                                          on_exit=on_exit, exits=exits))
     _deleting[work] = container_id
     work.add_done_callback(_deleted)
     try:

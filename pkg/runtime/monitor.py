@@ -8,7 +8,9 @@ that happened while nobody listened is never lost for long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncGenerator
 
 from pkg import errors
 from pkg.containerd import events
@@ -32,17 +34,44 @@ class ExitMonitor:
         """Runs until cancelled; the guard restarts it if the stream breaks."""
         ctx = self._containers.ctx
         stream = events.subscribe(ctx.client)
+        # The stream is read by a task of its own that hands exec exits over as they come and queues the rest,
+        # handled here one at a time, in order, as before: a container's exit awaits Tasks.Delete and its
+        # logger, and an exec answered by its exit event (pkg.runtime.exec_exits) must not wait behind that.
+        # (A child of this call, not a guarded task: cancelled and awaited below, its failure raised here.)
+        pending: asyncio.Queue[events.TaskEvent | Exception | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(stream, pending), name="exit-monitor-reader")
         try:
             self.connected.set()
             await self.reconcile_all()
-            async for event in stream:
+            while (item := await pending.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item  # the stream broke: the guard restarts the monitor
                 try:
-                    await self._handle(event)
+                    await self._handle(item)
                 except errors.NarwhalError as exc:
-                    log.warning("handling %s: %s", event, exc.message)
+                    log.warning("handling %s: %s", item, exc.message)
         finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
             self.connected.clear()
+            ctx.exec_exits.disconnected()
             await stream.aclose()
+
+    async def _read(self, stream: AsyncGenerator[events.TaskEvent, None],
+                    pending: asyncio.Queue[events.TaskEvent | Exception | None]) -> None:
+        exits = self._containers.ctx.exec_exits
+        try:
+            async for event in stream:
+                exits.connected()  # events come through: execs' exits may be taken from here on
+                if isinstance(event, events.TaskExit) and event.exec_id and event.exec_id != event.container_id:
+                    exits.exited(event.container_id, event.exec_id, event.exit_status)  # an exec process
+                else:
+                    pending.put_nowait(event)
+        except Exception as exc:  # noqa: BLE001 - raised by run()
+            pending.put_nowait(exc)
+            return
+        pending.put_nowait(None)
 
     async def _handle(self, event: events.TaskEvent) -> None:
         ctx = self._containers.ctx
@@ -50,7 +79,8 @@ class ExitMonitor:
             self._containers.handle_oom(event.container_id)
             return
         if event.exec_id and event.exec_id != event.container_id:
-            return  # an exec process, not the init process
+            ctx.exec_exits.exited(event.container_id, event.exec_id, event.exit_status)  # an exec process
+            return
         if ctx.containers.find(event.container_id) is not None:
             await self._containers.handle_exit(event.container_id, event.exit_status, event.exited_at_ns)
         elif ctx.sandboxes.find(event.container_id) is not None:

@@ -232,6 +232,7 @@ async def test_exec_exit_is_answered_before_the_process_is_deleted(monkeypatch: 
     is relayed; deleting the process and its fifos goes on after that (issue 21, as moby)."""
     manager, containers = _manager()
     containers.ctx.client, containers.ctx.exec_dir, containers.ctx.process_specs = object(), Path("/x"), None
+    containers.ctx.exec_exits = None
     deleting = asyncio.Event()
     deleted = asyncio.Event()
 

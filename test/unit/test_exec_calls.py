@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import types
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from pkg import errors
+from pkg.containerd import events as ctr_events
 from pkg.containerd.client import Client
 from pkg.runtime import exec as exec_mod
+from pkg.runtime import monitor as monitor_mod
+from pkg.runtime.exec_exits import ExecExits, StreamLost
+from pkg.runtime.monitor import ExitMonitor
 from pkg.runtime.process_specs import ProcessSpecs
 
 CLIENT = cast(Client, object())
@@ -136,13 +141,13 @@ def _open_fds() -> int:
 
 async def test_fifos_are_made_while_exec_is_sent_and_closed_when_it_fails(shim: FakeShim, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shim opens the fifos only at Start, so they are made (in a thread) while Exec is in flight; an Exec
-    that fails leaves no fd open and no fifo behind."""
+    """The shim opens the fifos only at Start; they exist (made on the loop, no thread hop) while Exec is in
+    flight; an Exec that fails leaves no fd open and no fifo behind."""
     made_during_exec: list[bool] = []
 
     async def exec_fails(client: Client, container_id: str, exec_id: str, spec: dict[str, Any], **_: Any) -> None:
         shim.calls.append("Exec")
-        await asyncio.sleep(0.05)  # the fifo thread gets to run meanwhile
+        await asyncio.sleep(0)
         made_during_exec.append(any(tmp_path.rglob("stdout")))
         raise errors.NotFound("container c1 not found")
 
@@ -165,4 +170,160 @@ async def test_a_fifo_failure_deletes_the_created_process(shim: FakeShim, tmp_pa
     with pytest.raises(OSError, match="No space left"):
         await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
     await asyncio.wait_for(exec_mod.settle(), 5)
-    assert shim.calls == ["Exec", "DeleteProcess"] and _open_fds() == before and not any(tmp_path.iterdir())
+    # The fifos are made before Exec is sent: no process was created, none is deleted.
+    assert shim.calls == [] and _open_fds() == before and not any(tmp_path.iterdir())
+
+
+# ---- the exit from the task event stream instead of Wait (pkg.runtime.exec_exits; issue 21, round three) ----
+
+class EventShim(FakeShim):
+    """The shim whose exec's exit also reaches ``exits`` as the ExitMonitor hands it the ``/tasks/exit`` event
+    (``deliver``: False drops the event, as a lost one)."""
+
+    def __init__(self, exits: ExecExits, deliver: bool = True) -> None:
+        super().__init__()
+        self.exits = exits
+        self.deliver = deliver
+
+    async def start_process(self, client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+        pid = await super().start_process(client, container_id, exec_id, what=what)
+        if self.deliver:
+            asyncio.get_running_loop().call_soon(self.exits.exited, container_id, exec_id, 3)
+        return pid
+
+
+def _event_shim(monkeypatch: pytest.MonkeyPatch, deliver: bool = True, live: bool = True) -> EventShim:
+    exits = ExecExits()
+    if live:
+        exits.connected()
+    fake = EventShim(exits, deliver)
+    for name in ("exec_process", "start_process", "wait_process", "kill_process", "delete_process"):
+        monkeypatch.setattr(exec_mod.ctr_tasks, name, getattr(fake, name))
+    return fake
+
+
+async def test_the_exit_event_answers_without_a_wait_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    shim = _event_shim(monkeypatch)
+    result = await asyncio.wait_for(
+        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
+    await exec_mod.settle()
+    assert result == exec_mod.ExecResult(3, b"", b"")
+    assert shim.calls == ["Exec", "Start", "DeleteProcess"]  # no Wait round trip
+    assert not shim.exits._waiting and not any(tmp_path.iterdir())
+
+
+async def test_no_stream_read_means_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    shim = _event_shim(monkeypatch, deliver=False, live=False)  # the monitor has seen no event yet
+    result = await asyncio.wait_for(
+        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
+    await exec_mod.settle()
+    assert result.exit_code == 3 and shim.calls == ["Exec", "Wait", "Start", "DeleteProcess"]
+
+
+async def test_a_lost_event_falls_back_to_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(exec_mod, "EVENT_GRACE", 0.05)
+    shim = _event_shim(monkeypatch, deliver=False)
+    result = await asyncio.wait_for(
+        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
+    await exec_mod.settle()
+    assert result.exit_code == 3 and shim.calls == ["Exec", "Start", "Wait", "DeleteProcess"]
+    assert not shim.exits._waiting
+
+
+async def test_a_broken_stream_falls_back_to_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    shim = _event_shim(monkeypatch, deliver=False)
+    real_start = shim.start_process
+
+    async def start_then_stream_breaks(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+        pid = await real_start(client, container_id, exec_id, what=what)
+        shim.exits.disconnected()  # the monitor's stream broke: the exec must not wait for its event
+        return pid
+
+    monkeypatch.setattr(exec_mod.ctr_tasks, "start_process", start_then_stream_breaks)
+    result = await asyncio.wait_for(
+        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 0.5)
+    await exec_mod.settle()
+    assert result.exit_code == 3 and shim.calls == ["Exec", "Start", "Wait", "DeleteProcess"]
+    assert shim.exits.expect("c1", "x") is None  # until the stream delivers again
+
+
+def test_exits_of_execs_nobody_waits_for_are_ignored() -> None:
+    exits = ExecExits()
+    exits.exited("c1", "e1", 0)  # the monitor sees every exec's exit, Docker's detached ones too
+    assert not exits._waiting
+
+
+async def test_the_monitor_hands_execs_exits_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ExitMonitor: an exec process's ``/tasks/exit`` reaches the exec waiting for it; the stream's first event
+    makes execs rely on it, its end makes them ask Wait again."""
+    exits = ExecExits()
+    ctx = types.SimpleNamespace(exec_exits=exits, client=CLIENT)
+    monitor = ExitMonitor(cast(Any, types.SimpleNamespace(ctx=ctx)), cast(Any, None))
+
+    async def reconcile_all() -> None:
+        return None
+
+    delivered = asyncio.Queue[ctr_events.TaskExit]()
+
+    async def subscribe(client: Any) -> Any:
+        while True:
+            yield await delivered.get()
+
+    monkeypatch.setattr(monitor, "reconcile_all", reconcile_all)
+    monkeypatch.setattr(monitor_mod.events, "subscribe", subscribe)
+    run = asyncio.create_task(monitor.run())
+    await asyncio.wait_for(monitor.connected.wait(), 5)
+    assert exits.expect("c1", "e0") is None  # no event through the stream yet
+    delivered.put_nowait(ctr_events.TaskExit("c1", "e0", 1, 0, 0))  # another exec's
+    while exits.expect("c1", "e1") is None:
+        await asyncio.sleep(0.01)
+    waiting = exits._waiting[("c1", "e1")]
+    delivered.put_nowait(ctr_events.TaskExit("c1", "e1", 7, 126, 0))
+    assert await asyncio.wait_for(waiting, 5) == 126
+    lost = exits.expect("c1", "e2")
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert lost is not None and isinstance(lost.exception(), StreamLost) and exits.expect("c1", "e3") is None
+
+
+async def test_an_execs_exit_does_not_wait_behind_a_containers_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's exit path (Tasks.Delete, its logger) is handled in order, one at a time; an exec's exit read
+    meanwhile reaches its exec at once."""
+    exits = ExecExits()
+    releasing = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle_exit(container_id: str, exit_status: int, exited_at_ns: int) -> None:
+        await releasing.wait()
+        handled.append(container_id)
+
+    ctx = types.SimpleNamespace(exec_exits=exits, client=CLIENT,
+                                containers=types.SimpleNamespace(find=lambda cid: object()))
+    monitor = ExitMonitor(cast(Any, types.SimpleNamespace(ctx=ctx, handle_exit=handle_exit)), cast(Any, None))
+
+    async def reconcile_all() -> None:
+        return None
+
+    delivered = asyncio.Queue[ctr_events.TaskExit]()
+
+    async def subscribe(client: Any) -> Any:
+        while True:
+            yield await delivered.get()
+
+    monkeypatch.setattr(monitor, "reconcile_all", reconcile_all)
+    monkeypatch.setattr(monitor_mod.events, "subscribe", subscribe)
+    run = asyncio.create_task(monitor.run())
+    delivered.put_nowait(ctr_events.TaskExit("c0", "c0", 1, 0, 0))  # a container's exit: its handling hangs
+    while exits.expect("c1", "e1") is None:
+        await asyncio.sleep(0.01)
+    waiting = exits._waiting[("c1", "e1")]
+    delivered.put_nowait(ctr_events.TaskExit("c1", "e1", 7, 0, 0))
+    assert await asyncio.wait_for(waiting, 5) == 0 and handled == []
+    releasing.set()
+    while not handled:
+        await asyncio.sleep(0.01)
+    assert handled == ["c0"]
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run

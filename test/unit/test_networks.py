@@ -8,6 +8,7 @@ import pytest
 
 from pkg import errors
 from pkg.cni import defaults
+from pkg.cni import status as status_mod
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.config import from_dict
 from pkg.cni.manager import NetworkManager
@@ -19,6 +20,7 @@ from pkg.docker.networks import conflist, firewall
 from pkg.docker.networks.model import CreateRequest, IPAMPool, Network, Owner
 from pkg.docker.networks.resolv import embedded_dns_config, rewrite_in_place
 from pkg.docker.networks.service import NetworkService, endpoint_id
+from pkg.logsetup import new_request_id
 from pkg.runtime.etc_files import DNSConfig
 
 
@@ -414,3 +416,27 @@ async def test_events_only_for_docker_containers(tmp_path: Path) -> None:
     assert seen == [("create", "evnet", ""), ("connect", "bridge", "a-container-id"),
                     ("connect", "evnet", "a-container-id"), ("disconnect", "evnet", "a-container-id"),
                     ("destroy", "evnet", "")]
+
+
+def _completed(ip: str) -> Attachment:
+    result = {"cniVersion": "1.0.0",
+              "interfaces": [{"name": "eth0", "mac": "02:42:0a:00:00:05", "sandbox": "/ns"}],
+              "ips": [{"address": f"{ip}/24", "gateway": "10.99.0.1", "interface": 0}]}
+    return Attachment("sb", "net", "eth0", "/ns", "K8S_POD_NAME=x", {"cniVersion": "1.0.0", "plugins": []},
+                      result=result)
+
+
+def test_an_attachments_endpoint_is_parsed_once() -> None:
+    """`docker inspect` (before every `docker exec`) asks for the same kept attachments' endpoints: parsed once
+    per attachment (frozen; a change is a new Attachment, parsed again)."""
+    first = _completed("10.99.0.5")
+    endpoint = status_mod.endpoint(first)
+    assert endpoint.ip == "10.99.0.5" and endpoint.prefix_len == 24
+    assert status_mod.endpoint(first) is endpoint
+    changed = _completed("10.99.0.6")
+    assert status_mod.endpoint(changed).ip == "10.99.0.6" and status_mod.endpoint(first) is endpoint
+
+
+def test_request_ids_are_unique_16_hex_digits() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)

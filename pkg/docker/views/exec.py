@@ -318,7 +318,7 @@ class ExecManager:
             self._event(instance, "exec_start: " + _command_line(instance.config.cmd))
             code = await run_exec(ctx.client, instance.container_id, list(instance.config.cmd), streams,
                                   fifo_root=ctx.exec_dir, adjust=adjust, on_started=started, on_exit=exited,
-                                  specs=ctx.process_specs)
+                                  specs=ctx.process_specs, exits=ctx.exec_exits)
         except errors.NarwhalError as err:
             if instance._exited.is_set():  # it ran and exited; only deleting it failed
                 log.warning("exec %s in %s: deleting the process: %s", instance.id[:12], instance.container_id[:12],
