@@ -15,9 +15,8 @@ from pkg.images.model import Image
 from pkg.logs.service_client import LogService
 from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
-from pkg.runtime.image_files import ImageFilesCache
-
 from pkg.runtime.exec_exits import ExecExits
+from pkg.runtime.image_files import ImageFilesCache
 from pkg.runtime.process_specs import ProcessSpecs
 from pkg.runtime.shim_groups import ShimGroups
 from pkg.runtime.shim_prestart import ShimPrestarter
@@ -59,7 +58,6 @@ class RuntimeContext:
     shim_groups: ShimGroups = field(default_factory=ShimGroups)  # pods-per-shim (pkg.runtime.shim_groups)
     process_specs: ProcessSpecs = field(default_factory=ProcessSpecs)  # what every exec starts from
     image_files: ImageFilesCache = field(default_factory=ImageFilesCache)  # users resolve without a view
-
     exec_exits: ExecExits = field(default_factory=ExecExits)  # execs' exits from the ExitMonitor's event stream
     # The pod's shim started in RunPodSandbox (pkg.runtime.shim_prestart); None: containerd starts it at the
     # first Tasks.Create (a containerd narwhald does not own, or a named domain).
