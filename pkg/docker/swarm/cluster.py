@@ -97,6 +97,7 @@ class Cluster:
         self.ingress_changed: Callable[[], None] = lambda: None  # this node's ingress endpoint changed (overlay)
         self._agent_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._heartbeat: asyncio.Task[Any] | None = None  # also in _tasks; stopped first when the node leaves
         self._lock = asyncio.Lock()
         self.error = ""  # why a node in a swarm could not rejoin it (retried in the background)
         # secrets at rest (keys.py): the DEK once known, the unlock key (autolock: memory only), locked or not
@@ -218,8 +219,9 @@ class Cluster:
         self.mesh_sync = MeshSync(store, node.node_id, self.executor, self.mesh, lambda: self.ingress_changed())
         self._tasks.append(create_guarded_task(self.mesh_sync.run, "swarm-mesh", restart_delay=1.0))
         self._tasks.append(create_guarded_task(self._watch, "swarm-watch", restart_delay=1.0))
-        self._tasks.append(create_guarded_task(lambda: membership.heartbeat(store, node.node_id), "swarm-heartbeat",
-                                               restart_delay=1.0))
+        self._heartbeat = create_guarded_task(lambda: membership.heartbeat(store, node.node_id), "swarm-heartbeat",
+                                              restart_delay=1.0)
+        self._tasks.append(self._heartbeat)
         self._tasks.append(create_guarded_task(self._membership, "swarm-membership", restart_delay=1.0))
         if serve and node.role == "manager" and not node.external:
             await self._serve_joins(store, node)
@@ -413,12 +415,18 @@ class Cluster:
         """Leaving a swarm that goes on: the node shows down at once (its record stays until ``node rm``, as
         moby's); a manager's etcd member is removed first so the others' quorum no longer counts it."""
         def down(obj: Obj) -> bool:
-            obj["Status"].update({"State": "down", "Message": "node left the swarm"})
+            obj["Status"].update({"State": "down", "Message": membership.LEFT})
             if "ManagerStatus" in obj:
                 obj["ManagerStatus"]["Reachability"] = "unreachable"
             return True
 
         try:
+            # Not alive first: while its alive key lives (until its lease runs out, up to a heartbeat period),
+            # the leader's status pass would write the node back to ready after the down below, and `docker
+            # node rm` of a node seen down would fail with "is not down" (test_leave_rm_bad_tokens_and_rejoin).
+            if self._heartbeat is not None:
+                await cancel_tasks([self._heartbeat])
+            await asyncio.wait_for(store.not_alive(node.node_id), 10)
             await asyncio.wait_for(update_with_retry(store, "nodes", node.node_id, down), 10)
             if node.role == "manager":
                 await asyncio.wait_for(store.remove_member(node.node_id), 10)

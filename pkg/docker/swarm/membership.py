@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 DEFAULT_PERIOD = 5.0
+LEFT = "node left the swarm"  # the status of a node that left: its ID never comes back (a rejoin gets a new one)
 PASS = 1.0
 
 
@@ -60,7 +61,7 @@ async def node_status_pass(store: Store) -> bool:
         is_alive = node["ID"] in alive
         status = node["Status"]
         changed = False
-        if is_alive and status.get("State") != "ready":
+        if is_alive and status.get("State") != "ready" and status.get("Message") != LEFT:  # a left node never returns
             status.update({"State": "ready", "Message": ""})
             changed = True
         elif not is_alive and (status.get("State") == "ready" and _older_than(node, 3.0)

@@ -267,6 +267,11 @@ class Store:
         return ttl if ttl > 0 else None
 
     @etcd_errors
+    async def not_alive(self, node_id: str) -> None:
+        """A node leaving says so at once rather than when its lease runs out."""
+        await self.c.delete(self._key("alive", node_id))
+
+    @etcd_errors
     async def alive_nodes(self) -> set[str]:
         prefix = self._key("alive") + b"/"
         return {bytes(kv.key)[len(prefix):].decode() for kv in await self.c.get_prefix(prefix)}
