@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from pkg import errors
-from pkg.logs.logger import read_stats_file
+from pkg.logs.writer import read_stats_file
 from pkg.model.state import ContainerState, SandboxState
 from pkg.promclient import (
     CONTENT_TYPE_LATEST,

@@ -33,13 +33,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pkg.logs.logger import (
+from pkg.logs.writer import (
     DEFAULT_MAX_LINE,
     PARTIAL_FLUSH_AFTER,
     READ_SIZE,
     LogWriter,
-    _set_pipe_size,
-    _Stream,
+    Stream,
+    set_pipe_size,
 )
 
 SERVICE_ENTRY = "narwhal-log-service.py"  # the entry script's name: it names the service in command lines
@@ -88,7 +88,7 @@ class _Entry:
         self.spec = spec
         self.writer = LogWriter(spec.path, spec.max_line, spec.stats, max_size=spec.max_size,
                                 max_files=spec.max_files, compress=spec.compress)
-        self.streams: list[_Stream] = []
+        self.streams: list[Stream] = []
         self.waiters: list[socket.socket] = []
 
 
@@ -97,10 +97,10 @@ class Service:
         self.dir = directory
         self.streams_dir = directory / STREAMS_DIR
         self.entries: dict[str, _Entry] = {}
-        self.by_fd: dict[int, tuple[_Entry, _Stream]] = {}
+        self.by_fd: dict[int, tuple[_Entry, Stream]] = {}
         # The streams holding an unterminated line (pending_since set): the only ones the loop's partial-line
         # flush looks at, so a wakeup costs the same with 2 or 500 registered streams.
-        self.waiting: dict[int, tuple[_Entry, _Stream]] = {}
+        self.waiting: dict[int, tuple[_Entry, Stream]] = {}
         self.conns: dict[int, tuple[socket.socket, bytearray]] = {}
         self.poller = select.epoll()
         self.term = False
@@ -131,8 +131,8 @@ class Service:
             except OSError as err:
                 _warn(f"{key}: cannot open {fifo}: {err}")  # gone: the container is gone too
                 continue
-            _set_pipe_size(fd)
-            stream = _Stream(fd, name)
+            set_pipe_size(fd)
+            stream = Stream(fd, name)
             entry.streams.append(stream)
             self.by_fd[fd] = (entry, stream)
             self.poller.register(fd, select.EPOLLIN)
@@ -149,7 +149,7 @@ class Service:
                 _warn(error)
                 path.unlink(missing_ok=True)
 
-    def _close_stream(self, entry: _Entry, stream: _Stream) -> None:
+    def _close_stream(self, entry: _Entry, stream: Stream) -> None:
         entry.writer.feed(stream, b"", final=True)
         self.waiting.pop(stream.fd, None)
         self.poller.unregister(stream.fd)

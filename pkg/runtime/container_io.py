@@ -29,8 +29,8 @@ from pathlib import Path
 from pkg import errors
 from pkg.cgroups.oom import was_oom_killed
 from pkg.logs import binary as log_binary
-from pkg.logs.logger import F_SETPIPE_SZ, PIPE_SIZE, STATS_SUFFIX
 from pkg.logs.service import StreamSpec
+from pkg.logs.writer import F_SETPIPE_SZ, PIPE_SIZE, STATS_SUFFIX
 from pkg.model.container import ContainerConfig, ContainerMetadata
 from pkg.runtime import attach
 from pkg.runtime.context import RuntimeContext

@@ -16,9 +16,9 @@ from lib.wait import async_wait_for
 
 from pkg import errors
 from pkg.logs.criformat import decode_line
-from pkg.logs.logger import read_stats_file
 from pkg.logs.service import StreamSpec
 from pkg.logs.service_client import LogService, service_pid
+from pkg.logs.writer import read_stats_file
 
 
 class Shim:

@@ -14,7 +14,7 @@ from pkg.docker.engine.model import LogConfig
 from pkg.docker.networks import conflist
 from pkg.docker.networks.model import IPAMPool
 from pkg.docker.volumes.model import MountPoint, MountSpec, MountType
-from pkg.logs.logger import LogWriter, _Stream
+from pkg.logs.writer import LogWriter, Stream
 from pkg.model.container import LogRotation
 
 
@@ -53,7 +53,7 @@ def test_log_rotation_options() -> None:
 
 
 def _feed(writer: LogWriter, lines: int) -> None:
-    stream = _Stream(0, b"stdout")
+    stream = Stream(0, b"stdout")
     writer.feed(stream, b"".join(b"line%d\n" % i for i in range(1, lines + 1)))
 
 

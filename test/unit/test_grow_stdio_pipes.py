@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import subprocess
 
-from pkg.logs.logger import PIPE_SIZE
+from pkg.logs.writer import PIPE_SIZE
 from pkg.runtime.container_io import grow_stdio_pipes
 
 F_GETPIPE_SZ = 1032

@@ -14,8 +14,9 @@ from pkg import errors
 from pkg.logs import criformat, reader
 from pkg.logs.binary import logger_uri
 from pkg.logs.criformat import LogFormatError, LogLine, decode_line, encode_line, parse_timestamp, split_output
-from pkg.logs.logger import LogWriter, _Stream, parse_args
+from pkg.logs.logger import parse_args
 from pkg.logs.reader import LogEntry, ReadOptions, read_log, tail_offset
+from pkg.logs.writer import LogWriter, Stream
 
 NS = 1_000_000_000
 T0 = calendar.timegm((2026, 11, 27, 21, 0, 5, 0, 0, 0)) * NS + 123_456_789
@@ -90,7 +91,7 @@ def test_writer_matches_reference_split_for_any_chunking(tmp_path: Path, chunk_s
         b"y" * n + b"\n" for n in (0, 1, 15, 16, 17, 31, 32, 33, 100, 2, 0, 16)
     ) + b"no newline at the end"
     writer = LogWriter(str(tmp_path / "0.log"), max_line=16)
-    stream = _Stream(3, b"stdout")
+    stream = Stream(3, b"stdout")
     for i in range(0, len(data), chunk_size):
         writer.feed(stream, data[i:i + chunk_size])
     writer.feed(stream, b"", final=True)
@@ -113,7 +114,7 @@ def test_writer_matches_reference_split_for_random_output(tmp_path: Path, seed: 
         data = b"".join(pieces)
         path = tmp_path / f"{case}.log"
         writer = LogWriter(str(path), max_line=max_line)
-        stream = _Stream(3, b"stdout")
+        stream = Stream(3, b"stdout")
         expected: list[tuple[bool, bytes]] = []
         pending, i = b"", 0
         while i < len(data):
@@ -139,7 +140,7 @@ def test_writer_ordinary_output_takes_the_one_pass_path(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(LogWriter, "_feed_general", general)
     writer = LogWriter(str(tmp_path / "0.log"))
-    stream = _Stream(3, b"stdout")
+    stream = Stream(3, b"stdout")
     data = b"x" * 79 + b"\n"
     data *= 1000
     for i in range(0, len(data), 4096):
@@ -151,7 +152,7 @@ def test_writer_ordinary_output_takes_the_one_pass_path(tmp_path: Path, monkeypa
 
 def test_writer_keeps_carriage_returns_and_binary(tmp_path: Path) -> None:
     writer = LogWriter(str(tmp_path / "0.log"))
-    stream = _Stream(4, b"stderr")
+    stream = Stream(4, b"stderr")
     writer.feed(stream, b"tty line\r\n\x00\xff\xfe\n", final=True)
     writer.close()
     assert _records(tmp_path / "0.log") == [("stderr", False, b"tty line\r"), ("stderr", False, b"\x00\xff\xfe")]
@@ -163,7 +164,7 @@ def test_writer_creates_parents_and_discards_when_unopenable(tmp_path: Path) -> 
     writer.close()
     (tmp_path / "file").write_text("")
     blocked = LogWriter(str(tmp_path / "file" / "0.log"))  # parent is a file: cannot open
-    blocked.feed(_Stream(3, b"stdout"), b"lost\n")
+    blocked.feed(Stream(3, b"stdout"), b"lost\n")
     assert blocked.dropped > 0
 
 

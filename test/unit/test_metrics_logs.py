@@ -95,11 +95,11 @@ def test_flags_still_win_over_the_reloaded_file(tmp_path: Path) -> None:
 
 
 def test_logger_reports_bytes_and_records_written(tmp_path: Path) -> None:
-    from pkg.logs.logger import LogWriter, _Stream, read_stats_file
+    from pkg.logs.writer import LogWriter, Stream, read_stats_file
 
     log, stats = tmp_path / "c.log", tmp_path / "logger.pid.stats"
     writer = LogWriter(str(log), max_line=8, stats_path=str(stats))
-    out = _Stream(1, b"stdout")
+    out = Stream(1, b"stdout")
     writer.feed(out, b"one\ntwo\n")  # two F records
     writer.feed(out, b"0123456789ab\n")  # longer than max-line: a P record and an F record
     writer.feed(out, b"tail", final=True)  # an unterminated line: one P record
