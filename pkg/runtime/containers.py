@@ -145,6 +145,9 @@ class ContainerService:
         await ctr_tasks.kill(self.ctx.client, container_id)
         await ctr_tasks.delete(self.ctx.client, container_id)
         self._task_deleted.add(container_id)
+        # As at an exit: the fifos' reader (log service or logger) has seen their end before the start returns,
+        # so a failed start leaves no registration behind for a removal that follows at once.
+        await container_io.logger_exited(self.ctx, container_id)
         message = exc.message if isinstance(exc, errors.NarwhalError) else repr(exc)
         now = time.time_ns()
         await self._update(container_id, lambda s: transition(

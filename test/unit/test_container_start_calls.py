@@ -42,6 +42,10 @@ class LogService:
             raise self.error
         self.calls.append("added")
 
+    async def wait_done(self, key: str, timeout: float) -> bool:
+        self.calls.append("wait done")
+        return True
+
 
 class Events:
     def publish(self, *args: object, **kwargs: object) -> None:
@@ -114,7 +118,7 @@ async def test_a_failed_registration_fails_the_start_and_deletes_the_task(
     fds = open_fds()
     with pytest.raises(errors.Internal):
         await svc.start(CID)
-    assert "start task" not in calls and calls[-2:] == ["kill task", "delete task"]
+    assert "start task" not in calls and calls[-3:] == ["kill task", "delete task", "wait done"]
     _, status = svc.get(CID)
     assert (status.state, status.reason) == (ContainerState.EXITED, "StartError")
     assert open_fds() == fds
@@ -142,4 +146,4 @@ async def test_a_failed_create_closes_the_fifos_once_the_registration_settled(
     logs.release.set()
     with pytest.raises(errors.Internal, match="runc create failed"):
         await starting
-    assert open_fds() == fds and "start task" not in calls
+    assert open_fds() == fds and "start task" not in calls and calls[-1] == "wait done"  # nothing left behind
