@@ -118,28 +118,12 @@ def node_pss(system: System) -> dict[str, float]:
     return out
 
 
-def _median_pss(system: System, seconds: float) -> dict[str, float]:
+def settled_pss(system: System, seconds: float = 2.0) -> dict[str, float]:
     samples = []
     for _ in range(5):
         time.sleep(seconds / 5)
         samples.append(node_pss(system))
     return {key: statistics.median(s.get(key, 0.0) for s in samples) for key in samples[0]}
-
-
-def settled_pss(system: System, seconds: float = 2.0, quiet_mib: float = 1.0, patience: float = 90.0
-                ) -> dict[str, float]:
-    """PSS once the daemons' total has stopped moving (two medians of ``seconds`` within ``quiet_mib``): the Go
-    daemons return the heap of earlier work (the CRI group's pulls and log rounds: containerd went from ~120 to
-    ~38 MiB within a minute in one run) in the background, and a baseline sampled meanwhile made the growth
-    negative (-58 MiB over 10 pods).  After ``patience`` seconds the last median is taken as it is."""
-    deadline = time.monotonic() + patience
-    last = _median_pss(system, seconds)
-    while time.monotonic() < deadline:
-        now = _median_pss(system, seconds)
-        if abs(_daemons(system, now) - _daemons(system, last)) < quiet_mib:
-            return now
-        last = now
-    return last
 
 
 def _daemons(system: System, pss: dict[str, float]) -> float:
