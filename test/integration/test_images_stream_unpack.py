@@ -6,20 +6,18 @@ import hashlib
 import io
 import json
 import os
-import re
 import stat
 import struct
 import tarfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import mkimage
 from cri_api.v1 import api_pb2
 from lib import images
-from lib.daemon import DaemonProcess
+from lib.daemon import DaemonProcess, containerd_calls
 from lib.leaks import leftovers
 from lib.registry import Registry
 from lib.slowproxy import SlowProxy
@@ -195,14 +193,6 @@ def tree(root: Path, since_ns: int) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def containerd_calls(daemon: DaemonProcess) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=10).read().decode()
-    calls: dict[str, float] = {}
-    for labels, count in re.findall(r'^narwhal_containerd_request_duration_seconds_count\{([^}]*)\} (\S+)$', text,
-                                    re.M):
-        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        calls[f"{found['service']}/{found['method']}"] = float(count)
-    return calls
 
 
 KINDS = ("oci-gzip", "v2s2-gzip", "v2s2-tar")

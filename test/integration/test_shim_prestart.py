@@ -6,14 +6,12 @@ root."""
 from __future__ import annotations
 
 import os
-import re
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from cri_api.v1 import api_pb2, api_pb2_grpc
 from lib import cri
-from lib.daemon import DaemonProcess
+from lib.daemon import DaemonProcess, containerd_calls
 from lib.images import ctr
 from lib.leaks import leftovers
 from lib.registry import Registry
@@ -51,15 +49,6 @@ def socket_of(pid: int) -> Path:
     return Path(address.removeprefix("unix://"))
 
 
-def containerd_calls(daemon: DaemonProcess) -> dict[str, float]:
-    """narwhald's containerd calls so far, "Service/Method" -> count (its /metrics)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=10).read().decode()
-    calls: dict[str, float] = {}
-    for labels, count in re.findall(r'^narwhal_containerd_request_duration_seconds_count\{([^}]*)\} (\S+)$', text,
-                                    re.M):
-        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        calls[f"{found['service']}/{found['method']}"] = float(count)
-    return calls
 
 
 def run_pod(rs: api_pb2_grpc.RuntimeServiceStub, tmp_path: Path, name: str) -> str:

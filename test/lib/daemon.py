@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,3 +214,14 @@ def start_daemon(config_yaml: str = "", extra_args: list[str] | None = None, sta
 
 # conftest.py's ``daemon_factory`` fixture: start_daemon's keyword arguments in, a started daemon out.
 DaemonFactory = Callable[..., DaemonProcess]
+
+
+def containerd_calls(daemon: DaemonProcess) -> dict[str, float]:
+    """narwhald's containerd calls so far, "Service/Method" -> count (its /metrics)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=10).read().decode()
+    calls: dict[str, float] = {}
+    for labels, count in re.findall(r'^narwhal_containerd_request_duration_seconds_count\{([^}]*)\} (\S+)$', text,
+                                    re.M):
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        calls[f"{found['service']}/{found['method']}"] = float(count)
+    return calls
