@@ -275,6 +275,9 @@ def teardown(bed: Bed) -> dict[str, Any]:
         found = host_leftovers(node.daemon)
         if found:
             left[f"node{node.index} host"] = found
+        # The host end first: deleting a veth takes its peer with it at once, whereas the peer of a deleted
+        # namespace is destroyed later by the kernel's netns cleanup work, so its host end can outlive the check.
+        ip("link", "del", node.veth, check=False)
         ip("netns", "del", node.netns, check=False)
     if bed.forward_rule:
         subprocess.run(["iptables", "-D", *bed.forward_rule], check=False, capture_output=True)

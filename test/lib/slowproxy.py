@@ -12,7 +12,7 @@ class SlowProxy:
     target: tuple[str, int]
     bytes_per_second: int
     port: int = 0
-    cut_after: int = 0  # > 0: close a connection once it carried this many bytes back...
+    cut_after: int = 0  # > 0: close a connection after exactly this many bytes back...
     cuts: int = 0  # ...for this many connections that get that far
     _listener: socket.socket | None = None
     _closed: threading.Event = field(default_factory=threading.Event)
@@ -54,12 +54,16 @@ class SlowProxy:
                 data = src.recv(chunk)
                 if not data:
                     break
+                if throttle and self._should_cut(carried + len(data)):
+                    # Exactly ``cut_after`` bytes go through, and the cut is counted before the close: a client
+                    # that reads the whole of a longer stream has to come back, and when it is done, ``cuts``
+                    # already says so (a count taken after a last whole chunk raced the client's finish).
+                    dst.sendall(data[:self.cut_after - carried])
+                    break
                 dst.sendall(data)
                 carried += len(data)
                 if throttle:
                     time.sleep(len(data) / self.bytes_per_second)
-                    if self._should_cut(carried):
-                        break
         except OSError:
             pass
         finally:
