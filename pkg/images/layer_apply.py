@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Self
 
+from pkg.rootpath import resolve_in_root
+
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -95,32 +97,8 @@ def go_clean(name: str) -> str:
 def root_path(root: str, path: str) -> str:
     """continuity's ``fs.RootPath``: ``path`` resolved under ``root`` as if root were "/", following the
     symlinks met on the way (absolute targets from root, ".." never above it); a missing component ends the
-    resolution of the rest lexically."""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > MAX_LINKS:
-                raise OSError(errno.ELOOP, "too many links", candidate)
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-            continue
-        resolved.append(part)
+    resolution of the rest lexically.  The walk is pkg.rootpath's, shared with secure_join."""
+    resolved = resolve_in_root(root, path, limit=MAX_LINKS, loop_message="too many links")
     return os.path.join(root, *resolved) if resolved else root
 
 

@@ -9,14 +9,14 @@ are resolved inside the rootfs, never out of it, and sizes are bounded.
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pkg.errors import InvalidArgument
+from pkg.rootpath import resolve_in_root
 
 _MAX_SYMLINKS = 40
 _MAX_FILE_BYTES = 16 << 20
@@ -74,35 +74,8 @@ def user_string(*, username: str = "", uid: int | None = None, gid: int | None =
 
 
 def secure_join(root: Path, unsafe: str) -> Path:
-    """``root/unsafe`` with every symlink resolved as if ``root`` were ``/`` (like Go's securejoin)."""
-    pending = list(PurePosixPath("/", unsafe).parts[1:])
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise OSError(errno.ELOOP, "too many levels of symbolic links", str(candidate))
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = list(PurePosixPath(target).parts[1 if target.startswith("/") else 0:]) + pending
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+    """``root/unsafe`` with every symlink resolved as if ``root`` were ``/`` (like Go's securejoin, 40 links)."""
+    return root.joinpath(*resolve_in_root(root, unsafe, limit=_MAX_SYMLINKS))
 
 
 def read_rootfs_file(root: Path | ImageFiles, path: str) -> str | None:
