@@ -1,24 +1,20 @@
-"""Import and export of image archives: OCI image layouts and docker-archive (``docker save``) tarballs.
+"""Import of image archives: OCI image layouts and docker-archive (``docker save``) tarballs.
 
-Export writes one tarball that is both: an OCI layout (``oci-layout``,
-``index.json``, ``blobs/sha256/…`` with the original, compressed blobs) plus
-Docker's ``manifest.json`` and ``repositories`` pointing at the same blobs —
-what ``docker save`` writes since Docker 25.  Manifests travel byte for byte,
-so save → load → push keeps the manifest digest.
-
-Import reads an OCI layout (directory or tar) and, failing that, a classic
-docker-archive, for which a Docker schema 2 manifest is synthesised.  Blobs
-are streamed into the content store and unpacked like a pull, under a lease.
+Import reads an OCI layout (directory or tar) and, failing that, a classic docker-archive, for which a Docker
+schema 2 manifest is synthesised.  Blobs are streamed into the content store and unpacked like a pull, under a
+lease.  The export side (``docker save``) is pkg.images.archive_export.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import io
 import json
 import logging
+import os
 import tarfile
-from collections.abc import AsyncIterator, Callable
+import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
@@ -26,16 +22,16 @@ from typing import IO, Any, Protocol
 from pkg import errors
 from pkg.containerd.client import Client
 from pkg.images import media, reference
+from pkg.images.archive_export import blob_path, write_stream
 from pkg.images.commit import commit_image
 from pkg.images.content import WRITE_CHUNK, ContentStore, file_source, lease
-from pkg.images.model import Descriptor, Image
+from pkg.images.model import Descriptor
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids
 
 log = logging.getLogger(__name__)
 
 MAX_JSON = 16 << 20
-BLOCK = 512
 
 
 # ---- readers: a directory or a tarball, by relative path ----
@@ -119,11 +115,6 @@ def _read_all(reader: _Reader, path: str) -> bytes:
     return data
 
 
-def _blob_path(digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"blobs/{algorithm}/{hexdigest}"
-
-
 def _hash_file(reader: _Reader, path: str) -> tuple[str, int, bool]:
     """(digest, size, gzip?) of a member, read once."""
     h = hashlib.sha256()
@@ -199,7 +190,7 @@ class Importer:
             if target.digest in by_target:  # one image listed once per tag
                 by_target[target.digest].names.extend(n for n in names if n not in by_target[target.digest].names)
                 continue
-            body = _read_all(reader, _blob_path(target.digest))
+            body = _read_all(reader, blob_path(target.digest))
             if media.sha256(body) != target.digest:
                 raise errors.InvalidArgument(f"archive: blob {target.digest} does not match its digest")
             kind = media.media_type_of(body, target.media_type)
@@ -207,13 +198,13 @@ class Importer:
             manifest_desc, manifest_body = target, body
             if kind in media.INDEXES:
                 manifest_desc = media.select_platform(media.parse_index(body))
-                manifest_body = _read_all(reader, _blob_path(manifest_desc.digest))
+                manifest_body = _read_all(reader, blob_path(manifest_desc.digest))
                 if media.sha256(manifest_body) != manifest_desc.digest:
                     raise errors.InvalidArgument(f"archive: blob {manifest_desc.digest} does not match its digest")
             manifest = media.parse_manifest(manifest_body, manifest_desc.media_type)
             if not names:  # no annotations: the RepoTags of a docker save manifest.json, if any
                 names = [str(reference.parse(t)) for t in docker_tags.get(manifest.config.digest, [])]
-            paths = {d.digest: _blob_path(d.digest) for d in (manifest.config, *manifest.layers)}
+            paths = {d.digest: blob_path(d.digest) for d in (manifest.config, *manifest.layers)}
             plan = _Planned(target, body, manifest_desc, manifest_body, manifest, paths, list(names))
             by_target[target.digest] = plan
             out.append(plan)
@@ -337,82 +328,17 @@ def archive_names(source: Path) -> list[str]:
         reader.close()
 
 
-# ---- export ----
-def _tar_header(name: str, size: int, directory: bool = False) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = 0 if directory else size
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.mode = 0o755 if directory else 0o644
-    info.mtime = 0
-    return info.tobuf(tarfile.PAX_FORMAT)
-
-
-def _padding(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)
-
-
-class Exporter:
-    def __init__(self, content: ContentStore, store: ImageStore) -> None:
-        self._content = content
-        self._store = store
-
-    async def export(self, entries: list[tuple[Image, list[str]]]) -> AsyncIterator[bytes]:
-        """Stream a tarball of the given images, each with the names to record for it."""
-        resolved = [(img, names, await self._store.resolve_target(img.target, img.id)) for img, names in entries]
-        layout = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
-        yield _tar_header("oci-layout", len(layout)) + layout + _padding(len(layout))
-        yield _tar_header("blobs", 0, True) + _tar_header("blobs/sha256", 0, True)
-        written: set[str] = set()
-        index_entries: list[dict[str, Any]] = []
-        docker_manifest: list[dict[str, Any]] = []
-        repositories: dict[str, dict[str, str]] = {}
-        for img, names, res in resolved:
-            for desc in (res.parsed.config, *res.parsed.layers, res.manifest):
-                if desc.digest in written:
-                    continue
-                written.add(desc.digest)
-                yield _tar_header(_blob_path(desc.digest), desc.size)
-                sent = 0
-                async for chunk in self._content.stream(desc.digest):
-                    sent += len(chunk)
-                    yield chunk
-                if sent != desc.size:
-                    raise errors.Internal(f"export: blob {desc.digest} is {sent} bytes, expected {desc.size}")
-                yield _padding(desc.size)
-            manifest_json = media.descriptor_json(res.manifest)
-            tags: list[str] = []
-            for name in names or [""]:
-                entry = dict(manifest_json)
-                if name:
-                    ref = reference.parse(name)
-                    entry["annotations"] = {media.ANNOTATION_IMAGE_NAME: str(ref),
-                                            media.ANNOTATION_REF_NAME: ref.tag or ref.digest}
-                    if ref.tag:
-                        tags.append(ref.familiar())
-                        repositories.setdefault(ref.familiar().rsplit(":", 1)[0], {})[ref.tag] = \
-                            img.id.removeprefix("sha256:")
-                index_entries.append(entry)
-            docker_manifest.append({"Config": _blob_path(res.parsed.config.digest), "RepoTags": tags or None,
-                                    "Layers": [_blob_path(layer.digest) for layer in res.parsed.layers]})
-        for fname, doc in (("index.json", {"schemaVersion": 2, "mediaType": media.OCI_INDEX,
-                                           "manifests": index_entries}),
-                           ("manifest.json", docker_manifest), ("repositories", repositories)):
-            data = json.dumps(doc).encode()
-            yield _tar_header(fname, len(data)) + data + _padding(len(data))
-        yield b"\0" * (2 * BLOCK)
-
-
-async def write_stream(stream: AsyncIterator[bytes], dest: Path) -> None:
-    """Write an export stream to a file without blocking the loop."""
-    fobj = await asyncio.to_thread(open, dest, "wb")
-    buffer = io.BytesIO()
-    flush: Callable[[bytes], Any] = fobj.write
+@contextlib.asynccontextmanager
+async def spooled(chunks: AsyncIterator[bytes], spool: Path, prefix: str) -> AsyncIterator[Path]:
+    """An uploaded archive (docker load, docker import) on disk in ``spool`` (tar members are read by offset
+    and archives may be large), removed afterwards."""
+    await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix=prefix, suffix=".tar", dir=spool)
+    os.close(fd)
+    path = Path(name)
     try:
-        async for chunk in stream:
-            buffer.write(chunk)
-            if buffer.tell() >= WRITE_CHUNK:
-                await asyncio.to_thread(flush, buffer.getvalue())
-                buffer = io.BytesIO()
-        await asyncio.to_thread(flush, buffer.getvalue())
+        await write_stream(chunks, path)
+        yield path
     finally:
-        await asyncio.to_thread(fobj.close)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        await asyncio.to_thread(path.with_suffix(".plain").unlink, missing_ok=True)

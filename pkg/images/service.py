@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from pkg.images.unpack import Unpacker, chain_ids
 
 if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull, push or login, not at start;
     # archives, docker import and commit (tarfile, the diff service's stubs) at their first use
-    from pkg.images.archive import Exporter, Importer
+    from pkg.images.archive import Importer
+    from pkg.images.archive_export import Exporter
     from pkg.images.login import SearchResult
     from pkg.images.pull import ProgressSink, Puller
     from pkg.images.push import Pusher
@@ -119,7 +119,7 @@ class ImageService:
     @property
     def _exporter(self) -> Exporter:
         if self._exporter_ is None:
-            from pkg.images.archive import Exporter
+            from pkg.images.archive_export import Exporter
             self._exporter_ = Exporter(self.content, self.store)
         return self._exporter_
 
@@ -215,30 +215,13 @@ class ImageService:
         self._fs_cache = None
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
 
-    @contextlib.asynccontextmanager
-    async def _spooled(self, chunks: AsyncIterator[bytes], prefix: str) -> AsyncIterator[Path]:
-        """An uploaded archive on disk under root (tar members are read by offset and archives may be
-        large), removed afterwards."""
-        await _archive_tools()
-        from pkg.images.archive import write_stream
-        spool = self._cfg.root / "tmp"
-        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix=prefix, suffix=".tar", dir=spool)
-        os.close(fd)
-        path = Path(name)
-        try:
-            await write_stream(chunks, path)
-            yield path
-        finally:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-            await asyncio.to_thread(path.with_suffix(".plain").unlink, missing_ok=True)
-
     async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[tuple[Image, builtins.list[str]]]:
         """docker load: an OCI layout or docker-archive tarball, as uploaded; each image with the names the
         archive gave it (normalised references; none: loaded by ID only)."""
         await self.ensure_recovered()
-        async with self._spooled(chunks, "load-") as path:
-            from pkg.images.archive import archive_names
+        await _archive_tools()
+        from pkg.images.archive import archive_names, spooled
+        async with spooled(chunks, self._cfg.root / "tmp", "load-") as path:
             names = await asyncio.to_thread(archive_names, path)
             async with self.keeping_displaced(names):  # an image a loaded name leaves stays, dangling
                 loaded = await self._importer.import_named(path)
@@ -254,8 +237,10 @@ class ImageService:
         host_os, host_arch, _ = media.host_platform()
         os_name, arch, _ = media.parse_platform(platform) if platform else (host_os, host_arch, "")
         await self.ensure_recovered()
-        async with self._spooled(chunks, "import-") as path:
-            from pkg.images.rootfs_import import import_rootfs
+        await _archive_tools()
+        from pkg.images.archive import spooled
+        from pkg.images.rootfs_import import import_rootfs
+        async with spooled(chunks, self._cfg.root / "tmp", "import-") as path:
             image_id = await import_rootfs(self._client, self.content, self._committer, path, config=config,
                                            message=message, names=names, os=os_name, architecture=arch)
         self._fs_cache = None
@@ -283,24 +268,15 @@ class ImageService:
         raised before the first byte, so HTTP front ends can still answer with a status.
         """
         await _archive_tools()
+        from pkg.images.archive_export import add_entry
         entries: builtins.list[tuple[Image, builtins.list[str]]] = []
         for ref in refs:
-            image = await self.get(ref)
-            names: builtins.list[str] = []
-            if not reference.looks_like_id(ref) and not image.id.removeprefix("sha256:").startswith(ref):
-                parsed = reference.parse(ref)
-                names = [str(parsed)] if not parsed.digest else []
-            for known, known_names in entries:
-                if known.id == image.id:
-                    known_names.extend(n for n in names if n not in known_names)
-                    break
-            else:
-                entries.append((image, names))
+            add_entry(entries, await self.get(ref), ref)
         return self._exporter.export(entries)
 
     async def export_to(self, refs: builtins.list[str], dest: Path) -> None:
         stream = await self.export(refs)  # imports the archive tools
-        from pkg.images.archive import write_stream
+        from pkg.images.archive_export import write_stream
         await write_stream(stream, dest)
 
     # ---- registry accounts ----
@@ -534,7 +510,8 @@ def _usage(path: Path) -> FsUsage:
     return FsUsage(str(path), used, inodes, time.time_ns())
 
 
-_ARCHIVE_TOOLS = ("pkg.images.archive", "pkg.images.rootfs_import", "pkg.images.snapshot_commit")
+_ARCHIVE_TOOLS = ("pkg.images.archive", "pkg.images.archive_export", "pkg.images.rootfs_import",
+                  "pkg.images.snapshot_commit")
 
 
 async def _archive_tools() -> None:

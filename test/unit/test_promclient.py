@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Modules that came in only with prometheus_client's exposition module, importlib.metadata, the image
 # archive code or the idna codec, none of which an idle narwhald uses.
 NOT_AT_START = ("prometheus_client.exposition", "http.server", "http.client", "wsgiref", "urllib.request", "email",
-                "gzip", "importlib.metadata", "zipfile", "tarfile", "pkg.images.archive", "pkg.images.rootfs_import",
-                "pkg.images.snapshot_commit", "encodings.idna", "unicodedata")
+                "gzip", "importlib.metadata", "zipfile", "tarfile", "pkg.images.archive", "pkg.images.archive_export",
+                "pkg.images.rootfs_import", "pkg.images.snapshot_commit", "encodings.idna", "unicodedata")
 
 
 def _fresh(code: str) -> object:

@@ -35,7 +35,7 @@ from pkg.docker.build.steps import StageSteps
 from pkg.docker.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images import reference
-from pkg.images.archive import write_stream
+from pkg.images.archive_export import write_stream
 from pkg.images.content import lease
 from pkg.images.model import Image, RegistryAuth
 from pkg.images.service import ImageService
