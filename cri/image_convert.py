@@ -7,8 +7,8 @@ import binascii
 from cri_api.v1 import api_pb2
 
 from pkg import errors
+from pkg.images.disk_usage import FsUsage
 from pkg.images.model import Image, RegistryAuth
-from pkg.images.service import FsUsage
 
 
 def image(img: Image) -> api_pb2.Image:

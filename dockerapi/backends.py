@@ -32,9 +32,9 @@ from pkg.docker.volumes.model import Volume, VolumeFilter, VolumeUsage
 from pkg.events import DockerEvent, Event, Subscription
 from pkg.images.delete import DeleteItem, ImageUser
 from pkg.images.detail import ImageDetail
+from pkg.images.disk_usage import FsUsage
 from pkg.images.login import SearchResult
 from pkg.images.model import Distribution, Image, ImageConfig, Progress, RegistryAuth
-from pkg.images.service import FsUsage
 from pkg.images.snapshot_commit import CommitRequest
 from pkg.images.store import Record as ImageRecord
 from pkg.images.unpack import chain_ids

@@ -1,4 +1,5 @@
-"""What Docker's inspect and history show beyond ``Image``: the config's metadata, history and unpacked sizes.
+"""What Docker's inspect and history show beyond ``Image``: the config's metadata, history and unpacked sizes
+(and the verbose debug detail of CRI's ImageStatus).
 
 Docker reports sizes of the unpacked layers (what the snapshots take on
 disk), not of the compressed blobs, so sizes come from the snapshotter's
@@ -94,6 +95,18 @@ class Describer:
         (an image shared with the CRI store) is that namespace's to count."""
         chains = {chain for img in images for chain in chain_ids(img.diff_ids)}
         return sum([await self.snapshot_size(chain) or 0 for chain in sorted(chains)])
+
+    async def verbose(self, img: Image) -> dict[str, Any]:
+        """Debug detail (CRI verbose ImageStatus, Docker inspect): the raw config and where things live."""
+        resolved = await self._store.resolve_target(img.target, img.id)
+        raw = await self._content.read(resolved.parsed.config.digest, media.MAX_MANIFEST)
+        return {
+            "imageSpec": json.loads(raw),
+            "chainID": img.chain_id,
+            "snapshotter": img.snapshotter,
+            "target": {"mediaType": img.target.media_type, "digest": img.target.digest, "size": img.target.size},
+            "manifest": resolved.manifest.digest,
+        }
 
     async def describe(self, img: Image) -> ImageDetail:
         resolved = await self._store.resolve_target(img.target, img.id)

@@ -13,12 +13,17 @@ recovered: its ``extract-`` snapshots are removed at once, and what a retry can 
 ``narwhal-stale-…`` lease with a short expiry.  Once a pull has taken over everything a stale lease holds
 (its ingests committed, its blobs and snapshots now the pulled image's), the stale lease goes too, so
 nothing of the interrupted pull survives a successful retry.  A stale lease nobody retries expires.
+
+A layer stream-unpack was extracting leaves its staging dir (outside containerd): ``clear_staging`` removes
+them all at the same point, before this process pulls.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import shutil
+from pathlib import Path
 
 from pkg import errors
 from pkg.containerd.client import Client
@@ -113,3 +118,11 @@ class Interrupted:
         if res.kind == self._snapshots:
             return res.id in chains
         return False
+
+
+def clear_staging(root: Path) -> None:
+    """The staging dirs of layers a killed narwhald was pulling (stream-unpack): nothing refers to them."""
+    if root.is_dir():
+        for entry in root.iterdir():
+            log.info("removing %s: the staging dir of a pull cut short", entry)
+            shutil.rmtree(entry, ignore_errors=True)

@@ -3,20 +3,18 @@
 ``pull`` fetches and unpacks (so ``Image.chain_id`` is a committed snapshot);
 ``get`` accepts any name an operator types (short or full reference, full or
 short ID, ``name@digest``); ``remove`` deletes every name of an image and lets
-containerd's GC free its content and snapshots synchronously.
+containerd's GC free its content and snapshots synchronously.  Its helpers with a job of their own:
+pkg.images.lookup (which image a name means), remote (registry queries that store nothing), disk_usage
+(ImageFsInfo's walk), detail (inspect/history), archive + archive_export (load/save), recovery.
 """
 from __future__ import annotations
 
 import asyncio
 import builtins
 import contextlib
-import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +22,12 @@ from pkg import errors
 from pkg.aio import import_modules
 from pkg.config import Config
 from pkg.containerd.client import Client
-from pkg.images import bounded, media, reference
+from pkg.images import lookup, media, reference, remote
 from pkg.images.content import ContentStore
 from pkg.images.detail import Describer, ImageDetail
+from pkg.images.disk_usage import FsUsage, usage
 from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
-from pkg.images.recovery import Interrupted
+from pkg.images.recovery import Interrupted, clear_staging
 from pkg.images.share import Sharer
 from pkg.images.store import ImageStore, Record
 from pkg.images.unpack import Unpacker, chain_ids
@@ -40,23 +39,12 @@ if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull
     from pkg.images.login import SearchResult
     from pkg.images.pull import ProgressSink, Puller
     from pkg.images.push import Pusher
-    from pkg.images.registry import RegistrySession
     from pkg.images.snapshot_commit import CommitRequest, SnapshotCommitter
 
 log = logging.getLogger(__name__)
 
 SNAPSHOTTER = "overlayfs"
 FS_INFO_TTL = 5.0
-
-
-@dataclass(frozen=True)
-class FsUsage:
-    """Disk usage of one directory tree (for CRI ImageFsInfo and Docker /system/df)."""
-
-    mountpoint: str
-    used_bytes: int
-    inodes_used: int
-    timestamp_ns: int
 
 
 class ImageService:
@@ -137,7 +125,7 @@ class ImageService:
         await self._interrupted.recover()
         async with self._staging_lock:
             if not self._staging_cleared and self._staging is not None:
-                await asyncio.to_thread(_clear_staging, self._staging)
+                await asyncio.to_thread(clear_staging, self._staging)
             self._staging_cleared = True
 
     # ---- pull ----
@@ -148,7 +136,7 @@ class ImageService:
         parsed = reference.parse(ref)
         wanted = media.parse_platform(platform) if platform else None
         await self.ensure_recovered()
-        session = await _session(parsed, self._cfg, auth, read_timeout=self._cfg.image_pull_progress_timeout)
+        session = await remote.session(parsed, self._cfg, auth, read_timeout=self._cfg.image_pull_progress_timeout)
         async with session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned, platform=wanted)
         self._fs_cache = None
@@ -166,31 +154,11 @@ class ImageService:
 
     async def list_tags(self, repository: str, auth: RegistryAuth | None = None) -> builtins.list[str]:
         """The tags ``repository`` has in its registry (mirrors first), sorted."""
-        parsed = reference.parse(repository, default_tag=False)
-        if parsed.tag or parsed.digest:
-            raise errors.InvalidArgument(f"{repository}: a repository name without a tag or digest is needed")
-        async with await _session(parsed, self._cfg, auth) as session:
-            return sorted(set(await session.list_tags()))
+        return await remote.list_tags(self._cfg, repository, auth)
 
     async def distribution(self, ref: str, auth: RegistryAuth | None = None) -> Distribution:
         """The registry's manifest (or index) for ``ref`` and its platforms, without pulling anything."""
-        parsed = reference.parse(ref)
-        async with await _session(parsed, self._cfg, auth) as session:
-            ep, target, body = await session.resolve()
-            if target.media_type in media.INDEXES:
-                platforms = [(e.os, e.architecture, e.variant) for e in media.parse_index(body)
-                             if e.os or e.architecture]
-            else:
-                manifest = media.parse_manifest(body, target.media_type)
-                if manifest.config.size > media.MAX_MANIFEST:
-                    raise errors.InvalidArgument(f"image config {manifest.config.digest} is too large")
-                _, chunks = await session.open_blob(ep, manifest.config.digest)
-                data = await bounded.join_chunks(chunks, manifest.config.size, f"config {manifest.config.digest}")
-                if media.sha256(data) != manifest.config.digest:
-                    raise errors.InvalidArgument(f"config {manifest.config.digest}: the registry served other bytes")
-                config = media.parse_config(data)
-                platforms = [(config.os, config.architecture, config.variant)]
-        return Distribution(target, platforms)
+        return await remote.distribution(self._cfg, ref, auth)
 
     # ---- push, import, export ----
     async def push(self, ref: str, auth: RegistryAuth | None = None, progress: ProgressSink | None = None) -> str:
@@ -199,7 +167,7 @@ class ImageService:
         rec = await self.store.record(str(parsed))
         if rec is None:
             raise errors.NotFound(f"image {ref} not found (push needs a local image with that exact name)")
-        async with await _session(parsed, self._cfg, auth, push=True) as session:
+        async with await remote.session(parsed, self._cfg, auth, push=True) as session:
             return await self._pusher.push(parsed, rec.target, session, progress, rec.config_digest)
 
     async def import_archive(self, source: Path, name: str | None = None, *,
@@ -282,55 +250,23 @@ class ImageService:
     # ---- registry accounts ----
     async def login(self, auth: RegistryAuth) -> str:
         """Check credentials against their registry (docker login); raises Unauthenticated when refused."""
-        await _registry_client()
+        await remote.registry_client()
         from pkg.images.login import login
 
         return await login(self._cfg.registry, auth)
 
     async def search(self, term: str, limit: int = 25, auth: RegistryAuth | None = None) -> builtins.list[SearchResult]:
-        await _registry_client()
+        await remote.registry_client()
         from pkg.images.login import search
 
         return await search(self._cfg.registry, term, limit, auth)
 
     # ---- lookup ----
     async def _group(self, ref_or_id: str) -> list[Record]:
-        """Every record of the image ``ref_or_id`` names; NotFound when there is none."""
+        """Every record of the image ``ref_or_id`` names; NotFound when there is none (pkg.images.lookup)."""
         if not ref_or_id:
             raise errors.InvalidArgument("image reference is empty")
-        groups = await self.store.groups()
-        if reference.looks_like_id(ref_or_id):
-            image_id = ref_or_id if ref_or_id.startswith("sha256:") else f"sha256:{ref_or_id}"
-            if image_id in groups:
-                return groups[image_id]
-            raise errors.NotFound(f"image {ref_or_id} not found")
-        parsed: reference.Reference | None
-        try:
-            parsed = reference.parse(ref_or_id)
-        except errors.InvalidArgument:
-            parsed = None
-        if parsed is not None:
-            wanted = str(parsed)
-            for records in groups.values():
-                if any(r.name == wanted for r in records):
-                    return records
-            if parsed.digest:
-                # name@digest where the digest is the manifest/index of a record of that repository
-                for records in groups.values():
-                    for r in records:
-                        if r.target.digest == parsed.digest and _repo(r.name) == parsed.name:
-                            return records
-        prefix = ref_or_id.removeprefix("sha256:")
-        if prefix and all(c in "0123456789abcdef" for c in prefix):
-            matches = [records for image_id, records in groups.items()
-                       if image_id.removeprefix("sha256:").startswith(prefix)]
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise errors.InvalidArgument(f"image ID prefix {ref_or_id!r} is ambiguous")
-        if parsed is None:
-            reference.parse(ref_or_id)  # raises the InvalidArgument with the parser's message
-        raise errors.NotFound(f"image {ref_or_id} not found")
+        return lookup.find_records(await self.store.groups(), ref_or_id)
 
     async def get(self, ref_or_id: str) -> Image:
         return await self.store.build(await self._group(ref_or_id))
@@ -392,15 +328,7 @@ class ImageService:
 
     async def inspect(self, img: Image) -> dict[str, Any]:
         """Debug detail (CRI verbose ImageStatus, Docker inspect): the raw config and where things live."""
-        resolved = await self.store.resolve_target(img.target, img.id)
-        raw = await self.content.read(resolved.parsed.config.digest, media.MAX_MANIFEST)
-        return {
-            "imageSpec": json.loads(raw),
-            "chainID": img.chain_id,
-            "snapshotter": img.snapshotter,
-            "target": {"mediaType": img.target.media_type, "digest": img.target.digest, "size": img.target.size},
-            "manifest": resolved.manifest.digest,
-        }
+        return await self._describer.verbose(img)
 
     async def list(self, ref_filter: str | None = None) -> list[Image]:
         groups = await self.store.groups()
@@ -411,7 +339,7 @@ class ImageService:
             except errors.NarwhalError as exc:  # content gone under a stale record: skip, do not fail the list
                 log.warning("image %s is unreadable: %s", records[0].name, exc)
         if ref_filter:
-            images = [img for img in images if _matches(img, ref_filter)]
+            images = [img for img in images if lookup.matches(img, ref_filter)]
         return sorted(images, key=lambda i: (i.repo_tags[:1], i.id))
 
     # ---- names ----
@@ -464,50 +392,9 @@ class ImageService:
             return self._fs_cache[1]
         root = self._cfg.containerd_root
         dirs = [root / f"io.containerd.snapshotter.v1.{self.snapshotter}", root / "io.containerd.content.v1.content"]
-        result = await asyncio.to_thread(lambda: [_usage(d) for d in dirs])
+        result = await asyncio.to_thread(lambda: [usage(d) for d in dirs])
         self._fs_cache = (now, result)
         return result
-
-
-def _repo(name: str) -> str:
-    try:
-        return reference.parse(name, default_tag=False).name
-    except errors.InvalidArgument:
-        return ""
-
-
-def _matches(image: Image, ref_filter: str) -> bool:
-    """CRI ListImages / Docker reference filter: a repository (any tag), a full reference, or an ID prefix."""
-    prefix = ref_filter.removeprefix("sha256:")
-    if prefix and all(c in "0123456789abcdef" for c in prefix) and image.id.removeprefix("sha256:").startswith(prefix):
-        return True
-    try:
-        ref = reference.parse(ref_filter, default_tag=False)
-    except errors.InvalidArgument:
-        return False
-    if ref.digest:
-        return f"{ref.name}@{ref.digest}" in image.repo_digests
-    if ref.tag:
-        return str(ref) in image.repo_tags
-    return any(_repo(t) == ref.name for t in [*image.repo_tags, *image.repo_digests])
-
-
-def _usage(path: Path) -> FsUsage:
-    used = inodes = 0
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in (*dirnames, *filenames):
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            used += st.st_blocks * 512
-            inodes += 1
-    return FsUsage(str(path), used, inodes, time.time_ns())
 
 
 _ARCHIVE_TOOLS = ("pkg.images.archive", "pkg.images.archive_export", "pkg.images.rootfs_import",
@@ -517,27 +404,3 @@ _ARCHIVE_TOOLS = ("pkg.images.archive", "pkg.images.archive_export", "pkg.images
 async def _archive_tools() -> None:
     """Archives, docker import and commit are imported at their first use, not at start."""
     await import_modules(*_ARCHIVE_TOOLS)
-
-
-_REGISTRY_CLIENT = ("pkg.images.registry", "pkg.images.pull", "pkg.images.push", "pkg.images.login")
-
-
-async def _registry_client() -> None:
-    """The registry client (and aiohttp's) is imported at the first pull, push or login, not at start."""
-    await import_modules(*_REGISTRY_CLIENT)
-
-
-def _clear_staging(root: Path) -> None:
-    """The staging dirs of layers a killed narwhald was pulling (stream-unpack): nothing refers to them."""
-    if root.is_dir():
-        for entry in root.iterdir():
-            log.info("removing %s: the staging dir of a pull cut short", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-async def _session(ref: reference.Reference, cfg: Config, auth: RegistryAuth | None, *, push: bool = False,
-                   read_timeout: float | None = None) -> RegistrySession:
-    await _registry_client()
-    from pkg.images.registry import RegistrySession
-
-    return RegistrySession(ref, cfg.registry, auth, push=push, read_timeout=read_timeout)
