@@ -23,7 +23,7 @@ from pkg.docker.engine.links import check_links
 from pkg.docker.engine.model import ContainerSpec, EndpointSpec, EngineContainer, HostConfig, Resources, RestartPolicy
 from pkg.docker.networks.conflist import complete_pool
 from pkg.docker.networks.model import CreateRequest, EndpointView, IPAMPool, Network
-from pkg.docker.networks.service import endpoint_id
+from pkg.docker.networks.views import endpoint_id
 from pkg.docker.views.exec import ExecConfig, ExecInstance
 from pkg.docker.views.rootfs_archive import PathStat
 from pkg.docker.views.rootfs_changes import Change

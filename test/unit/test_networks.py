@@ -19,7 +19,8 @@ from pkg.config import Config, build
 from pkg.docker.networks import conflist, firewall
 from pkg.docker.networks.model import CreateRequest, IPAMPool, Network, Owner
 from pkg.docker.networks.resolv import embedded_dns_config, rewrite_in_place
-from pkg.docker.networks.service import NetworkService, endpoint_id
+from pkg.docker.networks.service import NetworkService
+from pkg.docker.networks.views import endpoint_id
 from pkg.logsetup import new_request_id
 from pkg.runtime.etc_files import DNSConfig
 

@@ -1,21 +1,20 @@
 """NetworkService: the Docker domain's networks, their endpoints and the names the embedded DNS answers.
 
-    create/get/all/remove/prune    network objects (user-defined bridges, each its own CNI conflist)
+    create/get/all/remove/prune    network objects (user-defined bridges, each its own CNI conflist; a
+                                   create's checks and pools: pools.py)
     connect/disconnect             a sandbox in or out of a network (connect.py, through the NetworkManager)
-    endpoints(network)             who is attached (inspect's Containers)
+    endpoints(network)             who is attached (inspect's Containers: views.py)
     dns_records                    what each sandbox's embedded DNS server answers (records.py)
 
-Endpoints are not stored here: the NetworkManager's attachment cache is the
-truth.  This service listens to its changes (EndpointListener) to keep an
-in-memory table, start and stop the embedded DNS servers and emit events,
-and rebuilds the table from the cache on start.
+Endpoints are not stored here: the NetworkManager's attachment cache is the truth.  This service listens to
+its changes (EndpointListener) to keep an in-memory table, start and stop the embedded DNS servers and emit
+events (network_events.py), and rebuilds the table from the cache on start (restore.py).
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import datetime
-import hashlib
 import ipaddress
 import logging
 import secrets
@@ -31,8 +30,9 @@ from pkg.cni.manager import NetworkManager
 from pkg.cni.model import Endpoint, NetworkAttachment, PortMapping
 from pkg.config import Config
 from pkg.docker.dns.server import DNSServers, host_nameservers
-from pkg.docker.networks import conflist, host
+from pkg.docker.networks import conflist, host, restore, views
 from pkg.docker.networks import connect as connect_mod
+from pkg.docker.networks import pools as pools_mod
 from pkg.docker.networks.firewall import BridgeRule, Isolation
 from pkg.docker.networks.model import (
     BRIDGE,
@@ -45,10 +45,10 @@ from pkg.docker.networks.model import (
     EndpointView,
     IPAMPool,
     Network,
-    NetworkEvent,
     Owner,
 )
 from pkg.docker.networks.model import predefined_id as _predefined_id
+from pkg.docker.networks.network_events import NetworkEvents
 from pkg.docker.networks.records import DNSRecords
 from pkg.docker.networks.store import NetworkFiles
 
@@ -74,9 +74,6 @@ class SandboxLookup(Protocol):
         """The ports the sandbox publishes (on whichever network is its eth0, the gateway endpoint)."""
 
 
-EventHook = Callable[[NetworkEvent], None]
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
@@ -94,10 +91,8 @@ class NetworkService:
         self.bridges = host.Bridges()
         self.dns_records = DNSRecords(self)
         self.dns = DNSServers(self.dns_records, dns_upstream)
-        self.event_hooks: list[EventHook] = []
-        # Docker container ID -> running?  moby logs connect/disconnect only for a running container's endpoints
-        # (a create, a connect to a stopped container, a removal log none); None: every change is logged.
-        self.running: Callable[[str], bool] | None = None
+        self.events = NetworkEvents(self._network_of)
+        self.event_hooks = self.events.hooks  # the same list: observers append to it
         self.remote_records: Callable[[str], list[tuple[str, tuple[str, ...]]]] | None = None
         self._networks: dict[str, Network] = {}
         self._table: dict[str, list[Endpoint]] = {}  # sandbox id -> its endpoints, eth0 first
@@ -106,10 +101,20 @@ class NetworkService:
         manager.named_networks = self._conflists
         manager.listeners.append(self)
 
+    @property
+    def running(self) -> Callable[[str], bool] | None:
+        """Docker container ID -> running? (the daemon wires it; network_events says why)."""
+        return self.events.running
+
+    @running.setter
+    def running(self, running: Callable[[str], bool] | None) -> None:
+        self.events.running = running
+
     # ---------------- lifecycle ----------------
     async def start(self) -> None:
-        """Load the networks (writing the predefined ones on first start), restore isolation rules,
-        the endpoint table and the DNS servers of sandboxes already on user-defined networks."""
+        """Load the networks (writing the predefined ones on first start), restore (pkg.docker.networks.restore)
+        their bridges and rules, isolation rules, the endpoint table and the DNS servers of sandboxes already
+        on user-defined networks."""
         for network in await self.files.load():
             self._networks[network.id] = network
         for name in PREDEFINED:
@@ -117,36 +122,12 @@ class NetworkService:
                 network = self._predefined(name)
                 await self.files.put(network)
                 self._networks[network.id] = network
-        for network in self._networks.values():  # after a host reboot: as they were at create
-            if not network.predefined and network.bridge and network.ipam:
-                try:
-                    for pool in network.ipam:
-                        await self.bridges.ensure(network.bridge, pool.gateway,
-                                                 ipaddress.ip_network(pool.subnet).prefixlen)
-                except errors.NarwhalError as exc:
-                    log.warning("bridge of network %s: %s", network.name, exc.message)
-            rules = conflist.rules_of(network)
-            if rules is not None and not network.predefined:  # idempotent: after a kill -9 they are there
-                try:
-                    await self.manager.rules.ensure(rules)
-                except errors.NarwhalError as exc:
-                    log.error("network %s: no masquerade/forwarding rules: %s", network.name, exc.message)
+        await restore.host_side(self._networks.values(), self.bridges, self.manager)  # (after a reboot too)
         try:
             await self._sync_isolation()
         except errors.NarwhalError as exc:  # containers still run; only isolation is missing: say so loudly
             log.error("networks are not isolated from each other: %s", exc.message)
-        for sandbox_id in await self.manager.cache.ids():
-            attachments = await self.manager.cache.all(sandbox_id)
-            endpoints = await self.manager.endpoints(sandbox_id)
-            if not endpoints:
-                continue
-            self._table[sandbox_id] = endpoints
-            netns = next((Path(a.netns) for a in attachments if a.netns), None)
-            if netns is not None and any(e.network for e in endpoints):
-                try:
-                    await self.dns.ensure(sandbox_id, netns)
-                except errors.NarwhalError as exc:
-                    log.warning("embedded DNS of sandbox %s not restored: %s", sandbox_id[:12], exc.message)
+        await restore.endpoints(self.manager, self.dns, self._table)
 
     async def stop(self) -> None:
         await self.dns.stop_all()
@@ -188,33 +169,15 @@ class NetworkService:
 
     def endpoints(self, network: Network) -> list[EndpointView]:
         """Containers attached to ``network`` (Docker containers only: CRI pods are left out)."""
-        views = []
-        for sandbox_id, endpoints in self._table.items():
-            owner = self._owner(sandbox_id)
-            if owner is None:
-                continue
-            for ep in endpoints:
-                if self._network_of(ep) is network:
-                    views.append(self.view(owner, ep, network))
-        return sorted(views, key=lambda v: v.owner_name)
+        return views.attached(self._table, network, self._owner, self._network_of)
 
     def sandbox_endpoints(self, sandbox_id: str) -> list[tuple[Network, EndpointView]]:
         """A sandbox's networks with its endpoint on each (for container inspect's NetworkSettings)."""
         owner = self._owner(sandbox_id) or Owner(sandbox_id, "")
-        out = []
-        for ep in self._table.get(sandbox_id, []):
-            network = self._network_of(ep)
-            if network is not None:
-                out.append((network, self.view(owner, ep, network)))
-        return out
+        return views.of_sandbox(self._table.get(sandbox_id, []), owner, self._network_of)
 
     def view(self, owner: Owner, ep: Endpoint, network: Network) -> EndpointView:
-        return EndpointView(
-            owner_id=owner.id, owner_name=owner.name, endpoint_id=endpoint_id(ep.sandbox_id, network.id),
-            network_id=network.id, mac=ep.mac, ipv4=f"{ep.ip}/{ep.prefix_len}" if ep.ip else "",
-            ipv6=f"{ep.ipv6}/{ep.ipv6_prefix_len}" if ep.ipv6 else "", gateway=ep.gateway, aliases=ep.aliases,
-            ifname=ep.ifname,
-        )
+        return views.view(owner, ep, network)
 
     def table(self) -> dict[str, list[Endpoint]]:
         """Every sandbox's endpoints (read-only use: the DNS records)."""
@@ -263,25 +226,7 @@ class NetworkService:
     # ---------------- create ----------------
     async def create(self, req: CreateRequest) -> Network:
         name = req.name
-        if not name.strip():
-            raise errors.InvalidArgument("network name must not be empty")
-        # moby checks nothing more than non-blank (libnetwork's IsValidName: "test 01" is a valid name, and so
-        # is one with a trailing newline): names only key records and
-        # lookups here; bridges, CNI names and chains derive from the network ID.
-        if name in PREDEFINED:
-            raise errors.PermissionDenied(f"{name} is a pre-defined network and cannot be created")
-        driver = req.driver or "bridge"
-        if driver in (HOST, "null"):
-            raise errors.PermissionDenied(f'only one instance of "{driver}" network is allowed')
-        if driver != "bridge":
-            raise errors.InvalidArgument(f"network driver {driver!r} is not supported: only \"bridge\" networks "
-                                         "can be created")
-        if req.ipam_driver not in ("", "default"):
-            raise errors.InvalidArgument(f"IPAM driver {req.ipam_driver!r} is not supported: only \"default\"")
-        requested = _by_family(req.ipam)
-        if 6 in requested and not req.enable_ipv6:
-            raise errors.InvalidArgument(f"subnet {requested[6].subnet}: IPv6 pools need EnableIPv6 (--ipv6)")
-        conflist.check_options(req.options)
+        requested = pools_mod.check_request(req)
         async with self._lock:
             if any(n.name == name for n in self._networks.values()):
                 raise errors.Conflict(f"network with name {name} already exists")
@@ -290,25 +235,7 @@ class NetworkService:
                                                 conflist.bridge_name(network_id))
             if any(n.bridge == bridge for n in self._networks.values()):
                 raise errors.Conflict(f"bridge name {bridge} is already in use by another network")
-            taken = await self._taken_subnets()
-            pools = []
-            for version in (4, 6) if req.enable_ipv6 else (4,):
-                asked = requested.get(version)
-                if asked is not None and asked.subnet:
-                    pool = conflist.complete_pool(asked)
-                    subnet = ipaddress.ip_network(pool.subnet)
-                    if any(subnet.overlaps(t) for t in taken if t.version == version):
-                        raise errors.PermissionDenied("invalid pool request: Pool overlaps with other one on this "
-                                                      "address space")
-                elif asked is not None and (asked.gateway or asked.ip_range or asked.aux):
-                    raise errors.InvalidArgument("a gateway, ip-range or auxiliary address needs a subnet")
-                elif version == 6:
-                    pool = conflist.complete_pool(IPAMPool(str(conflist.ula_subnet(network_id))))
-                else:
-                    routes = await asyncio.to_thread(defaults.host_routes_v4)
-                    pool = conflist.complete_pool(IPAMPool(str(conflist.pick_subnet(
-                        self.cfg.instance_id, [t for t in [*taken, *routes] if isinstance(t, ipaddress.IPv4Network)]))))
-                pools.append(pool)
+            pools = await pools_mod.plan(req, requested, network_id, await self._taken_subnets(), self.cfg.instance_id)
             pool = pools[0]
             network = Network(
                 id=network_id, name=name, driver="bridge", created=_now(), bridge=bridge,
@@ -334,7 +261,7 @@ class NetworkService:
                 cleanup.commit()
         log.info("network %s (%s) created: bridge %s, subnet %s%s", name, network_id[:12], bridge, pool.subnet,
                  ", internal" if network.internal else "")
-        self._emit("create", network)
+        self.events.emit("create", network)
         return network
 
     async def set_overlays(self, overlays: list[Network]) -> None:
@@ -392,7 +319,7 @@ class NetworkService:
         await asyncio.to_thread(host.remove_ipam_dir, defaults.ipam_dir(self.cfg) / network.cni_name)
         await self.files.delete(network.id)
         log.info("network %s (%s) removed", network.name, network.id[:12])
-        self._emit("destroy", network)
+        self.events.emit("destroy", network)
 
     def _in_use(self, network: Network) -> bool:
         return any(self._network_of(ep) is network for eps in self._table.values() for ep in eps)
@@ -450,8 +377,6 @@ class NetworkService:
 
     async def endpoints_changed(self, sandbox_id: str, netns_path: Path | None, endpoints: list[Endpoint]) -> None:
         previous = self._table.get(sandbox_id, [])
-        old = {(e.network, e.cni_network) for e in previous}
-        new = {(e.network, e.cni_network) for e in endpoints}
         if endpoints:
             self._table[sandbox_id] = endpoints
         else:
@@ -459,73 +384,20 @@ class NetworkService:
         # The events first, with the table, before any await: an AutoRemove container's network is torn down
         # while its exit is handled (pkg.docker.engine.engine), and whichever of the two comes first logs the
         # disconnects, exactly once (here while it still runs, else container_events at the exit).
-        self._endpoint_events(sandbox_id, previous, endpoints, old, new)
+        self.events.endpoints_changed(self._owner(sandbox_id, next(iter([*endpoints, *previous]), None)), previous,
+                                      endpoints)
         if any(e.network for e in endpoints) and netns_path is not None:
             await self.dns.ensure(sandbox_id, netns_path)
         elif not any(e.network for e in endpoints):
             await self.dns.stop(sandbox_id)
 
-    def _endpoint_events(self, sandbox_id: str, previous: list[Endpoint], endpoints: list[Endpoint],
-                         old: set[tuple[str, str]], new: set[tuple[str, str]]) -> None:
-        owner = self._owner(sandbox_id, next(iter([*endpoints, *previous]), None))
-        if owner is None:
-            return  # a CRI pod: no Docker events
-        if self.running is not None and not self.running(owner.id):
-            return  # its start logs the connects, its exit the disconnects (container_events)
-        changes = [("connect", e) for e in endpoints if (e.network, e.cni_network) not in old]
-        changes += [("disconnect", e) for e in previous if (e.network, e.cni_network) not in new]
-        for action, ep in changes:  # in interface order
-            network = self._network_of(ep)
-            if network is not None:
-                self._emit(action, network, owner.id)
-
     def container_events(self, sandbox_id: str, action: str, mode: str = "") -> None:
-        """moby's ``connect`` for each of the sandbox's networks as its container starts (initializeNetworking),
-        ``disconnect`` for each as it exits or fails to start (Cleanup's releaseNetwork, before "die").  A
-        container of network mode ``host`` or ``none`` has no endpoint, but moby connects it to that predefined
-        network all the same."""
-        owner = self._owner(sandbox_id)
-        if owner is None:
-            return
-        if mode in (HOST, NONE) and mode in self._by_name():
-            self._emit(action, self._by_name()[mode], owner.id)
-            return
-        for ep in self._table.get(sandbox_id, []):  # in interface order
-            network = self._network_of(ep)
-            if network is not None:
-                self._emit(action, network, owner.id)
-
-    def _by_name(self) -> dict[str, Network]:
-        return {n.name: n for n in self._networks.values()}
-
-    def _emit(self, action: str, network: Network, container: str = "") -> None:
-        event = NetworkEvent(action, network.id, network.name, network.driver, container)
-        for hook in self.event_hooks:
-            try:
-                hook(event)
-            except Exception:  # noqa: BLE001 - an observer must not break the network operation
-                log.exception("network event hook failed")
+        """moby's ``connect``/``disconnect`` for each of the sandbox's networks as its container starts, exits or
+        fails to start (pkg.docker.networks.network_events)."""
+        self.events.container(self._owner(sandbox_id), action, mode, self._table.get(sandbox_id, []),
+                              {n.name: n for n in self._networks.values()})
 
     async def _sync_isolation(self) -> None:
         await self.isolation.sync([
             BridgeRule(n.bridge, n.internal, conflist.enabled(n.options, conflist.ICC_OPTION))
             for n in self._networks.values() if not n.predefined and n.bridge])
-
-
-def endpoint_id(sandbox_id: str, network_id: str) -> str:
-    """Stable per (sandbox, network): the same across daemon restarts."""
-    return hashlib.sha256(f"{sandbox_id}:{network_id}".encode()).hexdigest()
-
-
-def _by_family(pools: tuple[IPAMPool, ...]) -> dict[int, IPAMPool]:
-    """At most one requested pool per address family (a pool without a subnet counts as IPv4)."""
-    out: dict[int, IPAMPool] = {}
-    for pool in pools:
-        try:
-            version = ipaddress.ip_network(pool.subnet, strict=False).version if pool.subnet else 4
-        except ValueError:
-            raise errors.InvalidArgument(f"invalid subnet {pool.subnet!r}") from None
-        if version in out:
-            raise errors.InvalidArgument(f"only one IPv{version} pool per network is supported")
-        out[version] = pool
-    return out
