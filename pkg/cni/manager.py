@@ -9,15 +9,14 @@
 
 The conf dir is watched (polled: cheap, and correct on every filesystem); the
 loaded default network is validated (plugins present and speaking its
-cniVersion) whenever the dir or the bin dirs change.  Calls for one sandbox
-are serialised; different sandboxes run concurrently.
+cniVersion) whenever the dir or the bin dirs change (pkg.cni.confdir).  Calls
+for one sandbox are serialised; different sandboxes run concurrently.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from pkg.cni import defaults, gc, netns, netrules, noop, request
 from pkg.cni import status as status_mod
 from pkg.cni.cache import Attachment, AttachmentCache
 from pkg.cni.chain import Runner
+from pkg.cni.confdir import ConfDir
 from pkg.cni.config import NetworkConfigList
 from pkg.cni.exec import Invocation
 from pkg.cni.model import (
@@ -41,7 +41,7 @@ from pkg.cni.model import (
     PodNetworkStatus,
 )
 from pkg.config import Config
-from pkg.health import NETWORK_READY, Condition
+from pkg.health import Condition
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,6 @@ class NetworkManager:
         self.cache = AttachmentCache(cfg.cni_state_dir / "results")
         self._watch_interval = watch_interval
         self._gc_interval = gc_interval
-        self._network: NetworkConfigList | None = None
-        self._condition = Condition(NETWORK_READY, False, "NetworkNotLoaded", "network config not loaded yet")
-        self._signature: object = None
-        self._reload_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self.inflight: set[str] = set()
@@ -89,8 +85,8 @@ class NetworkManager:
         # Masquerade and FORWARD accepts per network for the networks Narwhal builds (netrules.py); Docker's
         # networks (pkg.docker.networks) install theirs through the same object.
         self.rules = netrules.NetworkRules(cfg.instance_id)
-        self._ruled: netrules.BridgeNetwork | None = None  # the default network whose rules are in place
-        self._manage_rules = manage_rules  # False: only reads the config (``narwhald cleanup``)
+        # The default network, NetworkReady; manage_rules False: only reads the config (``narwhald cleanup``).
+        self.conf = ConfDir(cfg, manage_rules=manage_rules)
 
     # ---- lifecycle ----
     async def start(self, sandbox_ids: SandboxLister | None = None) -> None:
@@ -102,7 +98,8 @@ class NetworkManager:
         await asyncio.to_thread(defaults.write_if_missing, self.cfg)
         await asyncio.to_thread(defaults.upgrade_legacy, self.cfg)
         await self.reload()
-        log.info("NetworkReady=%s %s %s", self._condition.status, self._condition.reason, self._condition.message)
+        condition = self.conf.condition
+        log.info("NetworkReady=%s %s %s", condition.status, condition.reason, condition.message)
         self._tasks.append(create_guarded_task(self._watch, "cni-conf-watcher", restart_delay=1.0))
         if sandbox_ids is not None:
             lister = sandbox_ids
@@ -122,69 +119,10 @@ class NetworkManager:
             await self.gc(await sandbox_ids())
             await asyncio.sleep(self._gc_interval)
 
-    # ---- config and status ----
-    def _fingerprint(self) -> object:
-        """Changes whenever a config file or an installed plugin changes."""
-        entries: list[tuple[str, int, int, int]] = []
-        for directory in (self.cfg.cni_conf_dir, *self.cfg.cni_bin_dir):
-            try:
-                with os.scandir(directory) as it:
-                    for e in it:
-                        if directory == self.cfg.cni_conf_dir and not e.name.endswith(cni_config.EXTENSIONS):
-                            continue
-                        st = e.stat()
-                        entries.append((e.path, st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                entries.append((str(directory), -1, -1, -1))
-        return tuple(sorted(entries))
-
+    # ---- config and status (pkg.cni.confdir) ----
     async def reload(self) -> Condition:
         """Re-load and re-validate the default network if anything changed; the NetworkReady condition."""
-        async with self._reload_lock:
-            fingerprint = await asyncio.to_thread(self._fingerprint)
-            if fingerprint == self._signature:
-                return self._condition
-            network: NetworkConfigList | None = None
-            rules_failed = False
-            try:
-                network = await asyncio.to_thread(cni_config.load_default, self.cfg.cni_conf_dir)
-                await self.runner.validate(network)
-                if defaults.is_generated(self.cfg, network.path, network.raw):
-                    network = dataclasses.replace(network, generated=True)
-                rules_failed = True
-                await self._network_rules(network)
-                rules_failed = False
-            except errors.NotFound as exc:
-                condition = Condition(NETWORK_READY, False, "NoNetworkConfig", exc.message)
-                network = None
-            except errors.InvalidArgument as exc:
-                condition = Condition(NETWORK_READY, False, "InvalidNetworkConfig", exc.message)
-                network = None
-            except (errors.FailedPrecondition, errors.DeadlineExceeded, errors.Internal) as exc:
-                condition = Condition(NETWORK_READY, False, "NetworkPluginNotReady", exc.message)
-                network = None
-            else:
-                condition = Condition(NETWORK_READY, True, "", f"default network {network.name!r} from {network.path}")
-            if condition != self._condition:
-                log.info("CNI: NetworkReady=%s %s %s", condition.status, condition.reason, condition.message)
-            # Rules that could not be installed (a busy xtables lock, iptables missing) are tried again at the
-            # next status or setup, not only when a file changes.
-            self._network, self._condition = network, condition
-            self._signature = None if rules_failed else fingerprint
-            return condition
-
-    async def _network_rules(self, network: NetworkConfigList) -> None:
-        """The per-network rules of the default network when Narwhal built it in the current shape (an
-        older or foreign shape does it per pod, in its plugins); the previous one's go when it changes."""
-        wanted = netrules.of_conflist(network.raw) if network.generated else None
-        if wanted == self._ruled or not self._manage_rules:
-            return
-        if self._ruled is not None:
-            await self.rules.remove(self._ruled)
-            self._ruled = None
-        if wanted is not None:
-            await self.rules.ensure(wanted)
-            self._ruled = wanted
+        return await self.conf.reload(self.runner, self.rules)
 
     async def status(self) -> Condition:
         return await self.reload()
@@ -192,9 +130,9 @@ class NetworkManager:
     async def network(self) -> NetworkConfigList:
         """The default network, or FailedPrecondition saying why there is none."""
         condition = await self.reload()
-        if self._network is None:
+        if self.conf.network is None:
             raise errors.FailedPrecondition(f"network not ready: {condition.reason}: {condition.message}")
-        return self._network
+        return self.conf.network
 
     # ---- per-sandbox serialisation ----
     @contextmanager
@@ -430,7 +368,7 @@ class NetworkManager:
 
     def own_subnets(self) -> list[str]:
         """The pod subnets of this instance's own default network (empty when another config is in use)."""
-        net = self._network
+        net = self.conf.network
         if net is None or net.name != defaults.network_name(self.cfg):
             return []
         return defaults.subnets_of(net.raw)
