@@ -10,7 +10,7 @@ import time
 from typing import Any, Protocol
 
 from pkg import errors
-from pkg.docker.swarm import allocation, networks, nodes, secrets, services
+from pkg.docker.swarm import allocation, cluster_object, networks, nodes, secrets, services
 from pkg.docker.swarm.cluster import Cluster, InitRequest
 from pkg.docker.swarm.lookup import find
 from pkg.docker.swarm.roles import JoinRequest
@@ -46,10 +46,10 @@ class SwarmAPI:
 
     # ---- the swarm ----
     def ping_state(self) -> str:
-        return self.cluster.ping_state()
+        return cluster_object.ping_state(self.cluster)
 
     async def info(self) -> Obj:
-        return await self.cluster.info()
+        return await cluster_object.info(self.cluster)
 
     async def init(self, req: InitRequest) -> str:
         node_id = await self.cluster.init(req)
@@ -70,15 +70,15 @@ class SwarmAPI:
         await self.cluster.join(req)
 
     async def inspect(self) -> Obj:
-        return await self.cluster.inspect()
+        return await cluster_object.inspect(self.cluster)
 
     async def update(self, version: int, spec: Obj, *, rotate_worker: bool, rotate_manager: bool,
                      rotate_unlock: bool) -> None:
-        await self.cluster.update(version, spec, rotate_worker=rotate_worker, rotate_manager=rotate_manager,
-                                  rotate_unlock=rotate_unlock)
+        await cluster_object.update(self.cluster, version, spec, rotate_worker=rotate_worker,
+                                    rotate_manager=rotate_manager, rotate_unlock=rotate_unlock)
 
     async def unlock_key(self) -> str:
-        return await self.cluster.unlock_key()
+        return await cluster_object.unlock_key(self.cluster)
 
     async def unlock(self, key: str) -> None:
         await self.cluster.unlock(key)

@@ -6,7 +6,9 @@ the store is external, a worker's managers); on a daemon restart that file bring
 the private etcd member is adopted or restarted, the node is marked ready, the leader election,
 orchestrator and agent start again and converge to what etcd holds.  Managers own an etcd member
 and serve the join port (joinserver.py); workers are etcd clients of the managers' members only.
-Joining and role changes are in roles.py.
+Joining, role changes and leaving a swarm that goes on are in roles.py; founding a swarm in
+cluster_init.py; the swarm object as the API reads and updates it (and /info's, /_ping's view) in
+cluster_object.py.
 """
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ from typing import Any
 
 from pkg import errors
 from pkg.aio import cancel_tasks, create_guarded_task
-from pkg.docker.swarm import ca, keys, membership, objects, roles
+from pkg.docker.swarm import cluster_init, keys, membership, objects, roles
 from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
 from pkg.docker.swarm.agent import Agent, unmount_files, update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.executor import Executor
-from pkg.docker.swarm.joinserver import JoinServer, ca_record
+from pkg.docker.swarm.joinserver import JoinServer
 from pkg.docker.swarm.mesh import Mesh, MeshSync
 from pkg.docker.swarm.orchestrator import Orchestrator
 from pkg.docker.swarm.store import Store
@@ -111,6 +113,13 @@ class Cluster:
     @property
     def node_file(self) -> Path:
         return self.root / "node.json"
+
+    def save_node(self, node: NodeState) -> None:
+        """What brings this node back into its swarm on a restart (``node.json``), replaced atomically."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.node_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(node)))
+        os.replace(tmp, self.node_file)
 
     # ---- state ----
     @property
@@ -314,7 +323,7 @@ class Cluster:
             node = NodeState(node_id=objects.new_id(), role="manager", advertise_addr=join_addr(adv_host, adv_port),
                              listen_addr=join_addr(listen_host, listen_port), external=bool(self.external))
             try:
-                await self._create(node, req, adv_host)
+                await cluster_init.create(self, node, req, adv_host)
             except BaseException:
                 await self._deactivate()
                 if not node.external:
@@ -323,48 +332,6 @@ class Cluster:
                 raise
             log.info("swarm: initialised; node %s is the manager", node.node_id)
             return node.node_id
-
-    async def _create(self, node: NodeState, req: InitRequest, peer_host: str) -> None:
-        spec = objects.merge_spec(objects.default_cluster_spec(), req.spec)
-        if req.autolock:
-            spec["EncryptionConfig"] = {"AutoLockManagers": True}
-        root = await asyncio.to_thread(ca.new_root)
-        cluster = objects.new_cluster(
-            spec, ca.der(root.cert_pem), default_addr_pool=list(req.default_addr_pool) or ["10.0.0.0/8"],
-            subnet_size=req.subnet_size or 24, data_path_port=req.data_path_port or 4789)
-        if not node.external:
-            # the member serves https to holders of the CA's certificates only: this node's comes first
-            own = await asyncio.to_thread(ca.issue, root, node.node_id, "manager", cluster["ID"], [peer_host])
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            await asyncio.to_thread(self.certs.write, root.cert_pem, own.cert_pem, own.key_pem)
-            await asyncio.to_thread(self.member.create, node.node_id, peer_host, str(self.certs.cert.parent))
-        else:
-            probe = Store(self.external, tls=self.external_tls)
-            await probe.connect()
-            try:
-                if await probe.get_cluster() is not None:
-                    raise errors.FailedPrecondition(
-                        "the external etcd (swarm-etcd-endpoints) already holds a swarm: joining it is not "
-                        "supported yet")
-            finally:
-                await probe.close()
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.node_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(node)))
-        os.replace(tmp, self.node_file)
-        await self._activate(node, serve=False)
-        assert self.store is not None
-        self.dek = keys.new_dek()
-        await self.store.put_raw("ca", ca_record(root, self.dek))
-        autolock = bool(spec.get("EncryptionConfig", {}).get("AutoLockManagers"))  # the flag or the spec's
-        self._unlock_key = keys.new_unlock_key() if autolock else ""
-        cluster["DEK"] = keys.dek_record(self.dek, self._unlock_key)
-        await self.store.put_cluster(cluster, None)
-        await self.store.create("nodes", objects.new_node(node.node_id, "manager", req.availability or "active",
-                                                          node.advertise_addr,
-                                                          self.resources, self.engine_version))
-        if not node.external:
-            await self._serve_joins(self.store, node)
 
     async def leave(self, force: bool) -> None:
         async with self._lock:
@@ -400,7 +367,7 @@ class Cluster:
             elif store is not None and not (node.role == "manager" and last_manager):
                 if self.mesh_sync is not None:  # the swarm goes on: this node's ingress address goes back
                     await self.mesh_sync.release()
-                await self._leave_others(store, node)
+                await roles.leave_others(self, store, node)
             await self._deactivate()
             for container_id in self.executor.containers().values():
                 await self.executor.remove(container_id)
@@ -411,69 +378,10 @@ class Cluster:
             self.node_file.unlink(missing_ok=True)
             log.info("swarm: node %s left the swarm", node.node_id)
 
-    async def _leave_others(self, store: Store, node: NodeState) -> None:
-        """Leaving a swarm that goes on: the node shows down at once (its record stays until ``node rm``, as
-        moby's); a manager's etcd member is removed first so the others' quorum no longer counts it."""
-        def down(obj: Obj) -> bool:
-            obj["Status"].update({"State": "down", "Message": membership.LEFT})
-            if "ManagerStatus" in obj:
-                obj["ManagerStatus"]["Reachability"] = "unreachable"
-            return True
-
-        try:
-            # Not alive first: while its alive key lives (until its lease runs out, up to a heartbeat period),
-            # the leader's status pass would write the node back to ready after the down below, and `docker
-            # node rm` of a node seen down would fail with "is not down" (test_leave_rm_bad_tokens_and_rejoin).
-            if self._heartbeat is not None:
-                await cancel_tasks([self._heartbeat])
-            await asyncio.wait_for(store.not_alive(node.node_id), 10)
-            await asyncio.wait_for(update_with_retry(store, "nodes", node.node_id, down), 10)
-            if node.role == "manager":
-                await asyncio.wait_for(store.remove_member(node.node_id), 10)
-        except (errors.NarwhalError, TimeoutError) as exc:
-            log.warning("swarm: leaving without telling the others: %s", exc)
-
     async def join(self, req: roles.JoinRequest) -> None:
         await roles.join(self, req)
 
-    # ---- the swarm object ----
-    async def inspect(self) -> Obj:
-        store = self.manager_store()
-        cluster = await store.get_cluster()
-        if cluster is None:
-            raise errors.Unavailable(NOT_MANAGER)
-        return public_cluster(cluster)
-
-    async def update(self, version: int, spec: Obj, *, rotate_worker: bool, rotate_manager: bool,
-                     rotate_unlock: bool) -> None:
-        store = self.manager_store()
-        cluster = await store.get_cluster()
-        if cluster is None:
-            raise errors.Unavailable(NOT_MANAGER)
-        if cluster["Version"]["Index"] != version:
-            raise errors.Internal("rpc error: code = Unknown desc = update out of sequence")
-        cluster["Spec"] = objects.merge_spec(objects.default_cluster_spec(), spec)
-        digest = cluster["CADigest"]
-        if rotate_worker:
-            cluster["JoinTokens"]["Worker"] = objects.join_token(digest)
-        if rotate_manager:
-            cluster["JoinTokens"]["Manager"] = objects.join_token(digest)
-        autolock = bool(cluster["Spec"].get("EncryptionConfig", {}).get("AutoLockManagers"))
-        unlock_key = ""
-        if autolock:
-            unlock_key = keys.new_unlock_key() if rotate_unlock or not self._unlock_key else self._unlock_key
-        if self.dek is None:
-            raise errors.Unavailable(SWARM_LOCKED)
-        cluster["DEK"] = keys.dek_record(self.dek, unlock_key)
-        cluster["UpdatedAt"] = objects.now()
-        await store.put_cluster(cluster, version)
-        self._unlock_key = unlock_key  # the new key counts once the wrapped DEK is stored
-
-    async def unlock_key(self) -> str:
-        """The current unlock key ("" without autolock): known only to an unlocked manager."""
-        self.manager_store()
-        return self._unlock_key
-
+    # ---- lock ----
     async def unlock(self, key: str) -> None:
         """``docker swarm unlock``: the key opens the wrapped DEK, then the node's loops start."""
         async with self._lock:
@@ -492,43 +400,3 @@ class Cluster:
             await self._run_loops(self.node, self.store)
             await self._mark_node(self.node, "ready")
             log.info("swarm: unlocked")
-
-    async def info(self) -> Obj:
-        """/info's Swarm section."""
-        node = self.node
-        if node is None:
-            return {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                    "Error": "", "RemoteManagers": None}
-        if self.locked:
-            return {"NodeID": "", "NodeAddr": node.advertise_addr.rpartition(":")[0], "LocalNodeState": "locked",
-                    "ControlAvailable": False, "Error": SWARM_LOCKED, "RemoteManagers": None}
-        section: Obj = {"NodeID": node.node_id, "NodeAddr": node.advertise_addr.rpartition(":")[0],
-                        "LocalNodeState": "active", "ControlAvailable": node.role == "manager", "Error": ""}
-        if self.store is None:
-            return {**section, "LocalNodeState": "error", "ControlAvailable": False, "Error": self.error,
-                    "RemoteManagers": None}
-        try:
-            nodes = await self.store.list("nodes")
-            managers = [n for n in nodes if n["Spec"].get("Role") == "manager"]
-            section["RemoteManagers"] = [{"NodeID": n["ID"], "Addr": n.get("ManagerStatus", {}).get("Addr", "")}
-                                         for n in managers]
-            section["Nodes"], section["Managers"] = len(nodes), len(managers)
-            if node.role == "manager":
-                cluster = await self.store.get_cluster()
-                if cluster is not None:
-                    section["Cluster"] = {k: v for k, v in public_cluster(cluster).items() if k != "JoinTokens"}
-        except errors.NarwhalError as exc:
-            section["Error"] = str(exc)
-        return section
-
-    def ping_state(self) -> str:
-        """The Swarm header of /_ping: inactive, active/manager or active/worker."""
-        if self.node is None:
-            return "inactive"
-        if self.locked:
-            return "locked"
-        return f"active/{self.node.role}"
-
-
-def public_cluster(cluster: Obj) -> Obj:
-    return {k: v for k, v in cluster.items() if k not in objects.PRIVATE_CLUSTER_KEYS}

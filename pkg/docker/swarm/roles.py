@@ -8,23 +8,23 @@
   node itself makes the change — promotion: ``MemberAdd`` of its own peer URL, start the member, run
   the manager's loops; demotion: ``MemberRemove`` of itself (its member stops), wipe the member's data,
   become a client of the remaining managers.  Running task containers are adopted across the switch.
+- ``leave_others``: a node leaving a swarm that goes on shows down at once; a manager's member goes first.
 - ``leave_refusal``: moby's message for a manager leaving without ``--force`` (quorum math as Raft's:
   with ``r`` reachable and ``u`` unreachable managers, leaving loses quorum when ``r - 2 <= u``).
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import socket
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pkg import errors
-from pkg.aio import create_guarded_task
-from pkg.docker.swarm import ca
+from pkg.aio import cancel_tasks, create_guarded_task
+from pkg.docker.swarm import ca, membership
 from pkg.docker.swarm.addresses import default_address, endpoint, join_addr, split_addr
+from pkg.docker.swarm.agent import update_with_retry
 from pkg.docker.swarm.etcd import EtcdMember
 from pkg.docker.swarm.join import fetch_ca, request_join, token_digest
 from pkg.docker.swarm.joinserver import add_member
@@ -66,13 +66,6 @@ def leave_refusal(managers: list[Obj]) -> str:
     return msg + RESTORE
 
 
-def _write_node(cl: Cluster, node: NodeState) -> None:
-    cl.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = cl.node_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(node)))
-    os.replace(tmp, cl.node_file)
-
-
 async def join(cl: Cluster, req: JoinRequest) -> None:
     from pkg.docker.swarm.cluster import ALREADY_IN_SWARM, DEFAULT_PORT, NodeState
 
@@ -105,7 +98,7 @@ async def join(cl: Cluster, req: JoinRequest) -> None:
             if admission.role == "manager":
                 cl.member.save(replace(plan, name=node.node_id, initial_cluster=admission.initial_cluster,
                                        cluster_state="existing"))
-            _write_node(cl, node)
+            cl.save_node(node)
             await cl._activate(node, connect_timeout=60.0)
             await cl._mark_node(node, "ready")
         except BaseException:
@@ -173,7 +166,7 @@ async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
             cl.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             if certs is not None:
                 await asyncio.to_thread(cl.certs.write, *certs)
-        _write_node(cl, new)
+        cl.save_node(new)
         try:
             await cl._activate(new, connect_timeout=60.0)
             await cl._mark_node(new, "ready")
@@ -182,3 +175,26 @@ async def _switch(cl: Cluster, node: NodeState, role: str) -> None:
             cl.node = new
             cl.error = exc.message
             cl._rejoin = create_guarded_task(lambda: cl._rejoin_loop(new), "swarm-rejoin")
+
+
+async def leave_others(cl: Cluster, store: Store, node: NodeState) -> None:
+    """Leaving a swarm that goes on: the node shows down at once (its record stays until ``node rm``, as
+    moby's); a manager's etcd member is removed first so the others' quorum no longer counts it."""
+    def down(obj: Obj) -> bool:
+        obj["Status"].update({"State": "down", "Message": membership.LEFT})
+        if "ManagerStatus" in obj:
+            obj["ManagerStatus"]["Reachability"] = "unreachable"
+        return True
+
+    try:
+        # Not alive first: while its alive key lives (until its lease runs out, up to a heartbeat period),
+        # the leader's status pass would write the node back to ready after the down below, and `docker
+        # node rm` of a node seen down would fail with "is not down" (test_leave_rm_bad_tokens_and_rejoin).
+        if cl._heartbeat is not None:
+            await cancel_tasks([cl._heartbeat])
+        await asyncio.wait_for(store.not_alive(node.node_id), 10)
+        await asyncio.wait_for(update_with_retry(store, "nodes", node.node_id, down), 10)
+        if node.role == "manager":
+            await asyncio.wait_for(store.remove_member(node.node_id), 10)
+    except (errors.NarwhalError, TimeoutError) as exc:
+        log.warning("swarm: leaving without telling the others: %s", exc)
