@@ -13,7 +13,6 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from pkg.containerd.client import Client
 from pkg.images import lookup, media, reference, remote
 from pkg.images.content import ContentStore
 from pkg.images.detail import Describer, ImageDetail
-from pkg.images.disk_usage import FsUsage, usage
+from pkg.images.disk_usage import FsUsage, UsageCache
 from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
 from pkg.images.recovery import Interrupted, clear_staging
 from pkg.images.share import Sharer
@@ -44,7 +43,6 @@ if TYPE_CHECKING:  # the registry client (aiohttp) is imported at the first pull
 log = logging.getLogger(__name__)
 
 SNAPSHOTTER = "overlayfs"
-FS_INFO_TTL = 5.0
 
 
 class ImageService:
@@ -66,7 +64,7 @@ class ImageService:
         # Refuses the removal of an image something outside this service still uses (the daemon wires it:
         # CRI RemoveImage of an image a Docker container runs from, when images are shared).
         self.remove_guard: Callable[[Image], None] | None = None
-        self._fs_cache: tuple[float, builtins.list[FsUsage]] | None = None
+        self._fs_usage = UsageCache()
         self._interrupted = Interrupted(client, self.content, self.unpacker)
         # stream-unpack's staging dirs (pkg.images.stream_unpack): beside the snapshotter's dir of the containerd
         # narwhald runs (a rename into a snapshot must not cross filesystems), one tree per namespace.
@@ -139,7 +137,7 @@ class ImageService:
         session = await remote.session(parsed, self._cfg, auth, read_timeout=self._cfg.image_pull_progress_timeout)
         async with session:
             image_id = await self._puller.pull(parsed, session, progress, pinned=pinned, platform=wanted)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
         image = await self.get(image_id)
         if self._interrupted.pending:
             await self._release_taken_over(image)
@@ -180,7 +178,7 @@ class ImageService:
         await self.ensure_recovered()
         await _archive_tools()
         ids = await self._importer.import_archive(source, name, pinned)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
         return [await self.get(image_id) for image_id in dict.fromkeys(ids)]
 
     async def load(self, chunks: AsyncIterator[bytes]) -> builtins.list[tuple[Image, builtins.list[str]]]:
@@ -193,7 +191,7 @@ class ImageService:
             names = await asyncio.to_thread(archive_names, path)
             async with self.keeping_displaced(names):  # an image a loaded name leaves stays, dangling
                 loaded = await self._importer.import_named(path)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
         merged: dict[str, builtins.list[str]] = {}
         for image_id, names in loaded:
             merged.setdefault(image_id, []).extend(n for n in names if n not in merged.get(image_id, []))
@@ -211,7 +209,7 @@ class ImageService:
         async with spooled(chunks, self._cfg.root / "tmp", "import-") as path:
             image_id = await import_rootfs(self._client, self.content, self._committer, path, config=config,
                                            message=message, names=names, os=os_name, architecture=arch)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
         return await self.get(image_id)
 
     async def commit(self, req: CommitRequest) -> Image:
@@ -219,7 +217,7 @@ class ImageService:
         await self.ensure_recovered()
         await _archive_tools()
         image_id = await self._committer.commit(req)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
         return await self.get(image_id)
 
     async def diff_snapshot(self, key: str, parent_chain: str, lease_id: str,
@@ -283,7 +281,7 @@ class ImageService:
         """Delete these records; ``collect`` runs containerd's GC with the last (the image's last name)."""
         for i, name in enumerate(names):
             await self.store.delete(name, sync=collect and i == len(names) - 1)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
 
     @contextlib.asynccontextmanager
     async def keeping_displaced(self, names: builtins.list[str]) -> AsyncIterator[None]:
@@ -360,7 +358,7 @@ class ImageService:
             raise errors.NotFound(f"image {ref} not found")
         remaining = [r for r in (await self.store.groups()).get(rec.config_digest, []) if r.name != name]
         await self.store.delete(name, sync=not remaining)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
         return not remaining
 
     async def remove(self, ref_or_id: str) -> None:
@@ -373,7 +371,7 @@ class ImageService:
             self.remove_guard(await self.store.build(records))
         for i, rec in enumerate(records):
             await self.store.delete(rec.name, sync=i == len(records) - 1)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
 
     async def share_from(self, source: ImageService, image: Image, names: builtins.list[str],
                          labels: dict[str, str]) -> None:
@@ -381,20 +379,15 @@ class ImageService:
         through containerd's shared content store rather than copied (pkg.images.share)."""
         await self.ensure_recovered()
         await self._sharer.share(source.content, source.store, image, names, labels)
-        self._fs_cache = None
+        self._fs_usage.invalidate()
 
     # ---- disk usage ----
     async def fs_info(self) -> builtins.list[FsUsage]:
         """Usage of the snapshotter's and the content store's directories (cached for a few seconds,
         recomputed after every pull, import and removal)."""
-        now = time.monotonic()
-        if self._fs_cache is not None and now - self._fs_cache[0] < FS_INFO_TTL:
-            return self._fs_cache[1]
         root = self._cfg.containerd_root
-        dirs = [root / f"io.containerd.snapshotter.v1.{self.snapshotter}", root / "io.containerd.content.v1.content"]
-        result = await asyncio.to_thread(lambda: [usage(d) for d in dirs])
-        self._fs_cache = (now, result)
-        return result
+        return await self._fs_usage.get([root / f"io.containerd.snapshotter.v1.{self.snapshotter}",
+                                         root / "io.containerd.content.v1.content"])
 
 
 _ARCHIVE_TOOLS = ("pkg.images.archive", "pkg.images.archive_export", "pkg.images.rootfs_import",
