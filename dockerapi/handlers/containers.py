@@ -2,6 +2,8 @@
 containers_lifecycle.py, list filters in containers_filters.py)."""
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from dockerapi import filters as docker_filters
@@ -9,6 +11,7 @@ from dockerapi import params, versions
 from dockerapi.backend import backends, need
 from dockerapi.backends import ContainerBackend
 from dockerapi.handlers import containers_json as cj
+from dockerapi.handlers import containers_ps
 from dockerapi.handlers import containers_request as creq
 from dockerapi.handlers.containers_filters import LIST_KEYS, PRUNE_KEYS, matcher, prune_keeper
 from dockerapi.handlers.networks import refuse_unattachable
@@ -47,10 +50,12 @@ async def list_containers(request: web.Request) -> web.Response:
     selected = [v for v in views if (show_all or v.status in shown) and keep(v)]
     if limit > 0:
         selected = selected[:limit]
+    if not params.query_bool(request, "size"):
+        return web.Response(body=containers_ps.list_body(selected, time.time()), content_type="application/json",
+                            charset="utf-8")
     out = [cj.summary_json(v) for v in selected]
-    if params.query_bool(request, "size"):
-        for item, v in zip(out, selected, strict=True):
-            item["SizeRw"], item["SizeRootFs"] = await eng.sizes(v)
+    for item, v in zip(out, selected, strict=True):
+        item["SizeRw"], item["SizeRootFs"] = await eng.sizes(v)
     return web.json_response(out)
 
 

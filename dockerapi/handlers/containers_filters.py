@@ -86,6 +86,10 @@ def matcher(filters: Filters, engine: ContainerBackend) -> Predicate:
         checks.append(lambda c: any(v in ("default", "") for v in filters["isolation"]))
     if "is-task" in filters:
         checks.append(lambda c: "false" in filters["is-task"])
+    if not checks:
+        return lambda c: True  # docker ps without filters: no generator per container
+    if len(checks) == 1:
+        return checks[0]
     return lambda c: all(check(c) for check in checks)
 
 

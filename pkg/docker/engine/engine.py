@@ -75,6 +75,8 @@ class Engine:
         self.volumes = volumes
         self._endpoints = endpoints
         self._unwiring: dict[str, asyncio.Task[None]] = {}  # AutoRemove containers' network teardowns under way
+        # record id -> (record, IP, what _networks made of them): records are replaced, never changed
+        self._network_views: dict[str, tuple[EngineRecord, str, tuple[NetworkInfo, ...]]] = {}
         containers.on_exit = self._exiting
 
     def _core_state(self, container_id: str) -> ContainerState:
@@ -119,11 +121,19 @@ class Engine:
             return ()
         name = "bridge" if mode == "default" else mode
         ip = ""
-        sandbox = self.ctx.sandboxes.find(record.sandbox_id)
-        if with_ip and sandbox is not None and mode not in ("host", "none"):
-            ip = sandbox[1].ip
+        if with_ip and mode not in ("host", "none"):
+            sandbox = self.ctx.sandboxes.find(record.sandbox_id)
+            ip = sandbox[1].ip if sandbox is not None else ""
+        kept = self._network_views.get(record.id)
+        if kept is not None and kept[0] is record and kept[1] == ip:
+            return kept[2]  # docker ps over many containers: the same tuple while the record and IP hold
         spec = next((e for e in record.config.endpoints if e.network == name), None)
-        return (NetworkInfo(name=name, ip=ip, aliases=spec.aliases if spec else (), links=spec.links if spec else ()),)
+        networks = (NetworkInfo(name=name, ip=ip, aliases=spec.aliases if spec else (),
+                                links=spec.links if spec else ()),)
+        if len(self._network_views) >= 4096:  # entries of removed containers go in bulk
+            self._network_views.clear()
+        self._network_views[record.id] = (record, ip, networks)
+        return networks
 
     async def inspect(self, ref: str) -> EngineContainer:
         """``get`` with every network endpoint as the network manager has it (IP, prefix, gateway, MAC)."""
