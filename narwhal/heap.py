@@ -4,9 +4,11 @@ glibc keeps what a thread frees in its arena for reuse: after a pull or a burst 
 holds free chunks whose pages stay resident (and counted in its RSS) until something reuses them, and a
 large free block's size raises glibc's automatic trim threshold, so the top of the heap is not trimmed
 either.  ``malloc_trim(0)`` gives every free page back (the chunks stay free; the next use faults a zeroed
-page in).  It is called when the arena's free bytes have grown by ``threshold`` since the last trim, checked
-every ``period`` seconds with ``mallinfo2`` (a walk of the free lists, microseconds): an idle daemon never
-trims twice, a busy one trims about once per burst.  Not glibc (or glibc before 2.33): nothing to do."""
+page in).  It is called when the arena's free bytes have grown by ``threshold`` since the last trim and then held
+still for one ``period`` (the burst is over: trimming in the middle of a pull would only hand back pages the
+next chunk faults in again), checked every ``period`` seconds with ``mallinfo2`` (a walk of the free lists,
+microseconds): an idle daemon never trims twice, a busy one about once per burst.  Not glibc (or glibc
+before 2.33): nothing to do."""
 from __future__ import annotations
 
 import asyncio
@@ -68,20 +70,23 @@ class HeapTrimmer:
         self.allocator = allocator
         self.threshold = threshold
         self.trims = 0
-        self._low = allocator.free_bytes()
+        self._low = self._last = allocator.free_bytes()
 
     def check(self) -> bool:
         """One look; True if it trimmed.  Free chunks that are reused lower the level (their pages are
-        resident again); what is freed after that is what the next trim gives back."""
+        resident again); what is freed after that is what the next trim gives back, once the level stops
+        moving by ``threshold`` between two looks."""
         free = self.allocator.free_bytes()
+        moving = abs(free - self._last) >= self.threshold
+        self._last = free
         if free < self._low:
             self._low = free
-        if free - self._low < self.threshold:
+        if moving or free - self._low < self.threshold:
             return False
         self.allocator.trim()
         self.trims += 1
         log.debug("heap trimmed: %.1f MiB freed since the last trim", (free - self._low) / 2**20)
-        self._low = self.allocator.free_bytes()
+        self._low = self._last = self.allocator.free_bytes()
         return True
 
     async def run(self, period: float = PERIOD) -> None:

@@ -34,6 +34,17 @@ def test_trims_once_per_burst_of_frees() -> None:
     assert not trimmer.check() and heap.trims == 1  # free chunks stay free after a trim: no second trim for them
 
 
+def test_waits_for_the_burst_to_end() -> None:
+    """While the free level still moves by the threshold between looks (a pull in flight), no trim."""
+    heap = FakeAllocator(0)
+    trimmer = HeapTrimmer(heap, threshold=1000)
+    for level in (5000, 2000, 9000):
+        heap.free = level
+        assert not trimmer.check()
+    heap.free = 9500  # held still (within the threshold) for one period: the burst is over
+    assert trimmer.check() and heap.trims == 1
+
+
 def test_reused_chunks_lower_the_level() -> None:
     """Chunks reused after a trim are resident again: what is freed afterwards counts from the lowest level."""
     heap = FakeAllocator(50_000)
@@ -42,7 +53,7 @@ def test_reused_chunks_lower_the_level() -> None:
     assert not trimmer.check()
     heap.free = 10_900
     assert not trimmer.check()
-    heap.free = 11_000  # ... and frees again: 1000 bytes over the low
+    heap.free = 11_000  # ... and frees again: 1000 bytes over the low, the level still since the last look
     assert trimmer.check() and heap.trims == 1
 
 
@@ -68,6 +79,7 @@ for i, b in enumerate(blocks):
     if i % 16:
         libc.free(b)
 before = rss()
+assert not trimmer.check()  # the frees just happened: the level moved since the trimmer's first look
 trimmed = trimmer.check()
 print(before, rss(), trimmed, trimmer.check())
 """
