@@ -23,6 +23,7 @@ from cri.server import CRIServer
 from cri.stats import StatsHandlers
 from cri.streaming import StreamingHandlers
 from narwhal import metrics_http
+from narwhal.heap import trimmer
 from narwhal.notify import Notifier
 from narwhal.reload import reload as reload_config
 from narwhal.runtime import Runtime, build_runtime
@@ -178,6 +179,9 @@ class Daemon:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
         _trim_heap()
+        heap = trimmer()  # and again after each burst of work (narwhal/heap.py)
+        if heap is not None:
+            self._tasks.append(create_guarded_task(heap.run, "heap-trim", restart_delay=1.0))
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
 
     async def _docker_face(self) -> DockerFace:

@@ -50,6 +50,8 @@ FLAGS: list[tuple[str, str]] = [
                       "(true/false) [true]"),
     ("stream-unpack", "apply each pulled layer while it streams in, in narwhald, instead of containerd's "
                       "Diff.Apply after it (overlayfs, own containerd) (true/false) [true]"),
+    ("containerd-gogc", "GOGC of the containerd narwhald starts, and of its shims and runc: lower keeps their "
+                        "Go heaps smaller for more GC work (10-1000) [100]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
                     "narwhal-logger process per container (true/false) [true]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "

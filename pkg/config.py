@@ -90,6 +90,10 @@ class Config:
     # overlayfs snapshotter of a containerd narwhald runs itself.  Anything it cannot do exactly: Diff.Apply.
     # On by default (issue 21: PullImage 1.33x-2.01x -> 1.02x-1.14x of containerd's CRI, docs/benchmarks.md).
     stream_unpack: bool = True
+    # GOGC of the containerd narwhald starts (and so of the runc v2 shims it starts, which inherit its
+    # environment): a Go heap grows to (100 + GOGC)% of what is live before a collection; lower trades GC CPU
+    # for memory (issue 21, docs/benchmarks.md "containerd's GOGC").  100 is Go's own default.
+    containerd_gogc: int = 100
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -258,6 +262,13 @@ def _pods_per_shim(key: str, value: Any) -> int:
     return int(value)
 
 
+def _gogc(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
+            or not 10 <= int(value) <= 1000:
+        raise InvalidArgument(f"{key}: expected a whole number from 10 to 1000 (Go's GOGC percent), got {value!r}")
+    return int(value)
+
+
 def _registry(key: str, value: Any) -> RegistryConfig:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{key}: expected a mapping with 'mirrors' and/or 'insecure'")
@@ -348,6 +359,7 @@ CONVERTERS: dict[str, Any] = {
     "log-service": _bool,
     "shim-prestart": _bool,
     "stream-unpack": _bool,
+    "containerd-gogc": _gogc,
 }
 
 

@@ -62,6 +62,17 @@ disabled_plugins = [{disabled}]
 """
 
 
+def containerd_env(cfg: Config, base: dict[str, str] | None = None) -> dict[str, str]:
+    """containerd's environment: narwhald's, with ``GOGC`` from ``containerd-gogc``.
+
+    containerd hands its own environment to the runc v2 shims it starts (containerd 1.6,
+    runtime/v2/shim/util.go: ``os.Environ()`` plus ``GOMAXPROCS=2``), so the shims get the same GOGC;
+    runc, started by the shims, too.  The config key wins over a GOGC narwhald itself was started with."""
+    env = dict(os.environ if base is None else base)
+    env["GOGC"] = str(cfg.containerd_gogc)
+    return env
+
+
 class Supervisor:
     """Owns one containerd process, identified by its pid file and config path."""
 
@@ -132,6 +143,7 @@ class Supervisor:
         try:
             self._proc = subprocess.Popen(
                 [self.binary, "--config", str(self.config_path)],
+                env=containerd_env(self.cfg),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
