@@ -26,9 +26,10 @@ from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerSta
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container, transition
 from pkg.runtime import checkpoint, container_create, container_io, features
-from pkg.runtime import exec as exec_mod
+from pkg.runtime import exec_sync as exec_sync_mod
 from pkg.runtime.container_create import KIND as KIND  # re-exported: recovery lists records by it
 from pkg.runtime.context import RuntimeContext
+from pkg.runtime.exec import CLEANUP_TIMEOUT as EXEC_CLEANUP_TIMEOUT
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.runs import RunTracker
 
@@ -301,7 +302,7 @@ class ContainerService:
         if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
             await self.stop(container_id, 0)
         await self.runs.readers_done(container_id)  # attached readers have the log open: it may go
-        await exec_mod.settle(container_id, exec_mod.CLEANUP_TIMEOUT)  # answered ExecSyncs' processes and fifos
+        await exec_sync_mod.settle(container_id, EXEC_CLEANUP_TIMEOUT)  # answered ExecSyncs' processes and fifos
         async with ctx.containers.lock(container_id):
             if ctx.containers.find(container_id) is None:
                 return
@@ -344,14 +345,14 @@ class ContainerService:
             await ctr_containers.update_spec(ctx.client, container_id, spec)
             await self._update(container_id, lambda s: dataclasses.replace(s, resources=resources))
 
-    async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> exec_mod.ExecResult:
+    async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> exec_sync_mod.ExecResult:
         """Run ``cmd`` in the running container; bounded output; killed at ``timeout`` (0 = none)."""
         if not cmd:
             raise errors.InvalidArgument("exec command must not be empty")
         container_id = self.running_id(ref)
-        return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
-                                        timeout=timeout or None, specs=self.ctx.process_specs,
-                                        exits=self.ctx.exec_exits)
+        return await exec_sync_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
+                                             timeout=timeout or None, specs=self.ctx.process_specs,
+                                             exits=self.ctx.exec_exits)
 
     def running_id(self, ref: str) -> str:
         """The full ID of a running container (FailedPrecondition when it is not running)."""
