@@ -25,7 +25,7 @@ from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
 from pkg.docker.engine import extra_hosts as extra_hosts_entries
 from pkg.docker.engine import groups, hosts, links, mounts, names, recover, translate
-from pkg.docker.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
+from pkg.docker.engine.lifecycle import Lifecycle
 from pkg.docker.engine.model import (
     ContainerSpec,
     EndpointSpec,
@@ -36,6 +36,8 @@ from pkg.docker.engine.model import (
     Resources,
     RestartPolicy,
     RestartPolicyName,
+    WaitCondition,
+    WaitResult,
 )
 from pkg.docker.engine.records import RecordStore
 from pkg.docker.engine.registry import Registry
