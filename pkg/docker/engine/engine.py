@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from pkg import errors
-from pkg.aio import cancel_tasks, create_guarded_task
+from pkg.aio import cancel_tasks
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
@@ -37,11 +37,12 @@ from pkg.docker.engine.model import (
 )
 from pkg.docker.engine.records import RecordStore
 from pkg.docker.engine.registry import Registry
+from pkg.docker.engine.removal import Removal
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.service import VolumeService
 from pkg.model.container import ContainerStatus
 from pkg.model.container import Resources as CoreResources
-from pkg.model.state import ContainerState, DockerState, SandboxState
+from pkg.model.state import ContainerState, SandboxState
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
@@ -63,10 +64,10 @@ class Engine:
         self.volumes = volumes
         self._endpoints = endpoints
         self._creator = Creator(self.registry, sandboxes, containers, images, client, volumes, endpoints)
-        self._unwiring: dict[str, asyncio.Task[None]] = {}  # AutoRemove containers' network teardowns under way
         # record id -> (record, IP, what _networks made of them): records are replaced, never changed
         self._network_views: dict[str, tuple[EngineRecord, str, tuple[NetworkInfo, ...]]] = {}
-        containers.on_exit = self._exiting
+        self.removal = Removal(self.registry, self.lifecycle, sandboxes, containers, volumes)
+        containers.on_exit = self.removal.exiting
 
     def _core_state(self, container_id: str) -> ContainerState:
         """The core container's state (UNKNOWN once it is gone: Docker shows that as dead)."""
@@ -195,82 +196,17 @@ class Engine:
         await self.remove_now(container_id, volumes)
 
     async def _auto_remove(self, container_id: str) -> None:
-        """AutoRemove (docker run --rm): the container goes with its anonymous volumes."""
-        try:
-            await self.remove_now(container_id, volumes=True)
-        except errors.NotFound:
-            pass
+        await self.removal.auto_remove(container_id)
 
     async def remove_now(self, container_id: str, volumes: bool = False) -> None:
-        async with self.registry.lock(container_id):
-            record = self.registry.find(container_id)
-            if record is None:
-                return
-            await self.lifecycle._resume_quietly(container_id)  # before REMOVING takes the place of paused
-            await self.registry.transition(container_id, DockerState.REMOVING, remove_volumes=volumes)
-            await self.release(record, volumes)
-        log.info("docker container %s (%s) removed", container_id[:12], record.name)
-
-    def _exiting(self, container_id: str) -> None:
-        """The core saw an exit: an AutoRemove container will not run again, so its own sandbox's network goes
-        now (moby releases a container's network at its exit), side by side with the rest of the exit path and
-        the removal, instead of after them; the removal waits for it (``release``)."""
-        record = self.registry.find(container_id)
-        if (record is None or not record.host_config.auto_remove or not record.owns_sandbox or not record.sandbox_id
-                or container_id in self._unwiring or self._sandbox_shared(record.sandbox_id, container_id)):
-            return
-        sandbox_id = record.sandbox_id
-        task = create_guarded_task(lambda: self.sandboxes.release_network(sandbox_id),
-                                   f"engine-unwire-{container_id[:12]}")
-        self._unwiring[container_id] = task
-        task.add_done_callback(lambda t: self._unwiring.pop(container_id, None) if self._unwiring.get(
-            container_id) is t else None)
-
-    def _sandbox_shared(self, sandbox_id: str, container_id: str) -> bool:
-        """Another container is in this sandbox (``--network container:<this>``)."""
-        return any(r.sandbox_id == sandbox_id for r in self.registry if r.id != container_id) or any(
-            m.sandbox_id == sandbox_id for cid, m, _ in self.ctx.containers if cid != container_id)
+        """The removal itself, no checks (pkg.docker.engine.removal)."""
+        await self.removal.remove_now(container_id, volumes)
 
     async def release(self, record: EngineRecord, volumes: bool = False) -> None:
-        """Core container and the sandbox once nothing uses it (side by side when only this stopped container
-        does), then volumes, the record and log; idempotent."""
-        container_id, sandbox_id = record.id, record.sandbox_id
-        found = self.ctx.containers.find(container_id)
-        exit_code = found[1].exit_code if found else 0
-        unwiring = self._unwiring.pop(container_id, None)  # its network teardown, begun at the exit (_exiting)
-        stopped = found is not None and found[1].state in (ContainerState.CREATED, ContainerState.EXITED)
-        if stopped and sandbox_id and record.owns_sandbox and not self._sandbox_shared(sandbox_id, container_id):
-            # A stopped container and the sandbox only it uses go side by side (a sandbox's removal takes each
-            # of its containers' locks, so it never overtakes what is left of the container's).
-            outcomes = await asyncio.gather(self.containers.remove(container_id),
-                                            self._remove_sandbox_after(unwiring, sandbox_id), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        else:
-            await self.containers.remove(container_id)
-            await self._remove_sandbox_after(unwiring, "")
-            await self.remove_sandbox_if_unused(sandbox_id, exclude=container_id)
-        if self.volumes is not None:
-            await self.volumes.release(container_id, remove_anonymous=volumes)
-        await self.store.delete(container_id)
-        self.registry.drop(container_id)
-        self.lifecycle.removed(container_id, exit_code)
-
-    async def _remove_sandbox_after(self, unwiring: asyncio.Task[None] | None, sandbox_id: str) -> None:
-        """Once the network teardown begun at the exit (if any) is over, remove the sandbox (if named)."""
-        if unwiring is not None:
-            await asyncio.wait([unwiring])
-        if sandbox_id:
-            await self.sandboxes.remove(sandbox_id)
+        await self.removal.release(record, volumes)
 
     async def remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
-        if not sandbox_id:
-            return
-        in_use = any(m.sandbox_id == sandbox_id for _, m, _ in self.ctx.containers) or any(
-            r.sandbox_id == sandbox_id for r in self.registry if r.id != exclude)
-        if not in_use:
-            await self.sandboxes.remove(sandbox_id)
+        await self.removal.remove_sandbox_if_unused(sandbox_id, exclude)
 
     async def prune(self, keep: Callable[[EngineContainer], bool]) -> builtins.list[str]:
         """Remove every stopped container ``keep`` does not keep; the removed IDs."""
@@ -398,9 +334,7 @@ class Engine:
         await recover.recover(self)
 
     async def close(self) -> None:
-        unwiring = list(self._unwiring.values())
-        self._unwiring.clear()
-        await cancel_tasks([*self.lifecycle.close(), *unwiring])
+        await cancel_tasks([*self.lifecycle.close(), *self.removal.close()])
 
 
 def _merge_resources(current: Resources, update: Resources) -> Resources:
