@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Removal:
-    """The engine's removals (``Engine.remove``, ``remove_now``, ``release``) and AutoRemove."""
+    """What ``Engine.remove_now`` and ``release`` do (docker rm's checks stay with the engine), and AutoRemove."""
 
     def __init__(self, registry: Registry, lifecycle: Lifecycle, sandboxes: SandboxService,
                  containers: ContainerService, volumes: VolumeService | None) -> None:
