@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from cri_api.v1 import api_pb2
 
-from pkg.cri.metrics import CriMetricsService, MetricDescriptor, PodMetrics, Sample
+from pkg.cri.metric_descriptors import MetricDescriptor, PodMetrics, Sample
+from pkg.cri.metrics import CriMetricsService
 from pkg.cri.stats import ContainerUsage, PodUsage, StatsService
 
 

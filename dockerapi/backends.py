@@ -18,9 +18,17 @@ from typing import Protocol
 from dockerapi.swarm_backend import SwarmBackend
 from pkg.docker.build.cache import Entry as BuildCacheEntry
 from pkg.docker.build.model import BuildOptions, Emit
-from pkg.docker.engine.lifecycle import WaitCondition, WaitResult
 from pkg.docker.engine.links import check_links
-from pkg.docker.engine.model import ContainerSpec, EndpointSpec, EngineContainer, HostConfig, Resources, RestartPolicy
+from pkg.docker.engine.model import (
+    ContainerSpec,
+    EndpointSpec,
+    EngineContainer,
+    HostConfig,
+    Resources,
+    RestartPolicy,
+    WaitCondition,
+    WaitResult,
+)
 from pkg.docker.networks.conflist import complete_pool
 from pkg.docker.networks.model import CreateRequest, EndpointView, IPAMPool, Network
 from pkg.docker.networks.views import endpoint_id

@@ -16,6 +16,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from pkg import errors
 from pkg.aio import CleanupStack, rmtree
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
@@ -24,7 +25,7 @@ from pkg.model.codec import to_dict
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata
 from pkg.model.state import ContainerState
-from pkg.runtime import checkpoint, container_spec
+from pkg.runtime import checkpoint, container_spec, features
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import cgroups_path
 from pkg.runtime.user import ImageFiles
@@ -146,3 +147,11 @@ async def _remove_prepared(ctx: RuntimeContext, prepare: asyncio.Future[list[ctr
     if prepare.cancelled() or prepare.exception() is not None:
         return
     await ctr_snapshots.remove(ctx.client, container_id, snapshotter)
+
+
+async def check_handler_features(ctx: RuntimeContext, config: ContainerConfig, handler: str) -> None:
+    """Refuse what the sandbox's OCI runtime cannot do, at create rather than as a failed start (containerd too)."""
+    if any(m.recursive_read_only for m in config.mounts):
+        binary = ctx.cfg.runtime_handlers.get(handler) or "runc"
+        if not (await features.handler_features(binary)).recursive_read_only_mounts:
+            raise errors.InvalidArgument(f"recursive read-only mounts are not supported by runtime handler {handler!r}")

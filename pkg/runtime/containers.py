@@ -16,8 +16,6 @@ from collections.abc import Callable
 
 from pkg import errors
 from pkg import metrics as metrics_mod
-from pkg.aio import rmtree
-from pkg.cgroups.cleanup import remove_cgroup
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd import tasks as ctr_tasks
@@ -25,10 +23,11 @@ from pkg.events import ContainerEventType
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus, Resources
 from pkg.model.sandbox import NamespaceMode, SandboxMetadata
 from pkg.model.state import ContainerState, SandboxState, check_container, transition
-from pkg.runtime import checkpoint, container_create, container_io, features
-from pkg.runtime import exec as exec_mod
+from pkg.runtime import checkpoint, container_create, container_io, container_release
+from pkg.runtime import exec_sync as exec_sync_mod
 from pkg.runtime.container_create import KIND as KIND  # re-exported: recovery lists records by it
 from pkg.runtime.context import RuntimeContext
+from pkg.runtime.exec import CLEANUP_TIMEOUT as EXEC_CLEANUP_TIMEOUT
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.runs import RunTracker
 
@@ -67,7 +66,7 @@ class ContainerService:
         sandbox, sandbox_status = ctx.sandboxes.get(sandbox_id)
         if sandbox_status.state != SandboxState.READY:
             raise errors.FailedPrecondition(f"sandbox {sandbox_id} is not ready")
-        await _check_handler_features(ctx, config, sandbox.runtime_handler)
+        await container_create.check_handler_features(ctx, config, sandbox.runtime_handler)
         # The image this reference named last time is a guess the creation starts from while the lookup (a
         # List/Images round trip) is on its way; it is checked before anything becomes visible, and a
         # reference that moved meanwhile rolls the creation back and makes it again from the lookup's image.
@@ -301,7 +300,7 @@ class ContainerService:
         if status.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
             await self.stop(container_id, 0)
         await self.runs.readers_done(container_id)  # attached readers have the log open: it may go
-        await exec_mod.settle(container_id, exec_mod.CLEANUP_TIMEOUT)  # answered ExecSyncs' processes and fifos
+        await exec_sync_mod.settle(container_id, EXEC_CLEANUP_TIMEOUT)  # answered ExecSyncs' processes and fifos
         async with ctx.containers.lock(container_id):
             if ctx.containers.find(container_id) is None:
                 return
@@ -314,7 +313,7 @@ class ContainerService:
             task_gone = status.state == ContainerState.CREATED or (
                 status.state == ContainerState.EXITED and container_id in self._task_deleted)
             self._task_deleted.discard(container_id)
-            await release_resources(ctx, metadata, task_gone=task_gone)
+            await container_release.release_resources(ctx, metadata, task_gone=task_gone)
             ctx.stdin.close(container_id)
             self._exited.pop(container_id, None)
             ctx.containers.delete(container_id)
@@ -344,14 +343,14 @@ class ContainerService:
             await ctr_containers.update_spec(ctx.client, container_id, spec)
             await self._update(container_id, lambda s: dataclasses.replace(s, resources=resources))
 
-    async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> exec_mod.ExecResult:
+    async def exec_sync(self, ref: str, cmd: list[str], timeout: float) -> exec_sync_mod.ExecResult:
         """Run ``cmd`` in the running container; bounded output; killed at ``timeout`` (0 = none)."""
         if not cmd:
             raise errors.InvalidArgument("exec command must not be empty")
         container_id = self.running_id(ref)
-        return await exec_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
-                                        timeout=timeout or None, specs=self.ctx.process_specs,
-                                        exits=self.ctx.exec_exits)
+        return await exec_sync_mod.exec_sync(self.ctx.client, container_id, cmd, fifo_root=self.ctx.exec_dir,
+                                             timeout=timeout or None, specs=self.ctx.process_specs,
+                                             exits=self.ctx.exec_exits)
 
     def running_id(self, ref: str) -> str:
         """The full ID of a running container (FailedPrecondition when it is not running)."""
@@ -384,40 +383,6 @@ class ContainerService:
         return await ctx.containers.update(container_id, fn, persist)
 
 
-async def _check_handler_features(ctx: RuntimeContext, config: ContainerConfig, handler: str) -> None:
-    """Refuse what the sandbox's OCI runtime cannot do, at create rather than as a failed start (containerd too)."""
-    if any(m.recursive_read_only for m in config.mounts):
-        binary = ctx.cfg.runtime_handlers.get(handler) or "runc"
-        if not (await features.handler_features(binary)).recursive_read_only_mounts:
-            raise errors.InvalidArgument(f"recursive read-only mounts are not supported by runtime handler {handler!r}")
-
-
-async def release_resources(ctx: RuntimeContext, metadata: ContainerMetadata | None, container_id: str = "",
-                            task_gone: bool = False) -> None:
-    """Task, record, snapshot and files of a container; every step idempotent (used by recovery too).
-    ``task_gone``: the caller knows there is no task (skips two round trips)."""
-    cid = metadata.id if metadata else container_id
-    if not task_gone:
-        await ctr_tasks.kill(ctx.client, cid)
-        await ctr_tasks.delete(ctx.client, cid)
-    if metadata is not None and metadata.cgroups_path:
-        await remove_cgroup_quietly(metadata.cgroups_path)
-    await ctr_containers.delete(ctx.client, cid)
-    await ctr_snapshots.remove(ctx.client, metadata.snapshot_key if metadata else cid)
-    # The logger has exited with the task: its final log totals move into the metrics before the files go.
-    metrics_mod.current().retire_logs(metrics_mod.frontend_of(ctx.domain), container_io.log_stats_file(ctx, cid))
-    await rmtree(ctx.container_root(cid), ctx.container_state(cid))
-
-
-async def remove_cgroup_quietly(cgroups_path: str) -> None:
-    """runc deletes a task's cgroup, but gives up when the last processes are still being reaped
-    (seen under load): remove what is left.  Still busy: logged, and GC-able later."""
-    try:
-        await remove_cgroup(cgroups_path)
-    except errors.NarwhalError as exc:
-        log.warning("cgroup %s: %s", cgroups_path, exc.message)
-
-
 def _signal_number(name: str) -> int:
     if not name:
         return int(signal.SIGTERM)
@@ -430,4 +395,4 @@ def _signal_number(name: str) -> int:
         return int(signal.SIGTERM)
 
 
-__all__ = ["ContainerService", "SandboxMetadata", "release_resources"]
+__all__ = ["ContainerService", "SandboxMetadata"]

@@ -7,8 +7,8 @@ fd until ``Tasks.Start`` returns (the shim has opened its ends by then), so
 we neither block on open nor read a premature EOF; after that, EOF on
 stdout/stderr means the shim is done with them.
 
-``run_exec`` serves an interactive session (``ExecStreams``), ``exec_sync``
-captures bounded output with a timeout.  Both kill the process if they are
+``run_exec`` serves an interactive session (``ExecStreams``); ``pkg.runtime.exec_sync``
+captures bounded output with a timeout on top of it.  Both kill the process if they are
 cancelled or time out, and always delete the exec process and its fifos.
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +37,12 @@ from pkg.streaming.backend import ExecStreams, OutputStream
 
 log = logging.getLogger(__name__)
 
-MAX_SYNC_OUTPUT = 16 << 20  # per stream, as containerd's CRI
-# ...but both streams travel in one ExecSyncResponse, and gRPC refuses to send more than 16 MiB in total
-# (RESOURCE_EXHAUSTED): their sum stays below that, with room for the message's own framing.
-MAX_SYNC_TOTAL = (16 << 20) - (64 << 10)
 OUTPUT_DRAIN_TIMEOUT = 2.0  # after exit, how long a backgrounded child may keep the output open
 CLEANUP_TIMEOUT = 10.0
 
 
 # A front end's exec options (env, working dir, user, privileged) edit the process spec before it is sent.
 ProcessAdjust = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
 
 
 def process_spec(container_spec: dict[str, Any], cmd: Sequence[str], tty: bool) -> dict[str, Any]:
@@ -403,86 +391,3 @@ async def _resizes(proc: ExecProcess, streams: ExecStreams) -> None:
     assert streams.resize is not None
     while (size := await streams.resize.next()) is not None:
         await proc.resize(size.width, size.height)
-
-
-class _Budget:
-    """What both streams of one ExecSync may still keep together."""
-
-    def __init__(self, total: int) -> None:
-        self.left = total
-
-
-class _Capture:
-    """An OutputStream that keeps the first ``limit`` bytes (within the shared budget) and drops the rest."""
-
-    def __init__(self, limit: int, budget: _Budget) -> None:
-        self.data = bytearray()
-        self._limit = limit
-        self._budget = budget
-
-    async def write(self, data: bytes) -> None:
-        room = min(self._limit - len(self.data), self._budget.left)
-        if room > 0:
-            kept = data[:room]
-            self.data += kept
-            self._budget.left -= len(kept)
-
-
-async def exec_sync(client: Client, container_id: str, cmd: Sequence[str], *, fifo_root: Path,
-                    timeout: float | None = None, max_output: int = MAX_SYNC_OUTPUT,
-                    max_total: int = MAX_SYNC_TOTAL, specs: ProcessSpecs | None = None,
-                    exits: ExecExits | None = None) -> ExecResult:
-    """Run ``cmd`` to completion and capture its output (each stream bounded by ``max_output``, both together
-    by ``max_total``: a chatty probe gets truncated output, never a response gRPC cannot send).
-
-    With a ``timeout`` (seconds; None or 0 for none) the process is killed when
-    it runs out and DeadlineExceeded is raised, as containerd's CRI does.
-
-    The result is returned once the process exited and its output is in: its ``DeleteProcess`` and the
-    fifos' removal follow in the background (as for Docker's exec; issue 21), and a later exec of the
-    same container does not wait for them.
-    """
-    budget = _Budget(max_total)
-    out, err = _Capture(max_output, budget), _Capture(max_output, budget)
-    streams = ExecStreams(tty=False, stdout=out, stderr=err)
-    exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    def on_exit(code: int) -> None:
-        if not exited.done():
-            exited.set_result(code)
-
-    work = asyncio.ensure_future(run_exec(client, container_id, cmd, streams, fifo_root=fifo_root, specs=specs,
-                                          on_exit=on_exit, exits=exits))
-    _deleting[work] = container_id
-    work.add_done_callback(_deleted)
-    try:
-        done, _ = await asyncio.wait([exited, work], timeout=timeout or None, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        if not exited.done():
-            work.cancel()  # the caller went away: the process is killed and deleted
-        raise
-    if not done:
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, errors.NarwhalError):
-            await work
-        raise errors.DeadlineExceeded(f"command {list(cmd)} timed out after {timeout}s")
-    code = exited.result() if exited.done() else work.result()  # (work's error: the process did not start)
-    return ExecResult(code, bytes(out.data), bytes(err.data))
-
-
-_deleting: dict[asyncio.Future[int], str] = {}  # ExecSyncs answered whose process is still being deleted: container
-
-
-def _deleted(work: asyncio.Future[int]) -> None:
-    _deleting.pop(work, None)
-    if not work.cancelled() and (exc := work.exception()) is not None:  # (a start failure was raised already)
-        log.debug("exec: %r", exc)
-
-
-async def settle(container_id: str | None = None, timeout: float | None = None) -> None:
-    """Until the exec processes of answered ExecSyncs (of one container, or all) are deleted, with their fifos:
-    a container's removal waits for them (at most ``timeout``); a shutdown may leave them to
-    ``reap_stale_execs``."""
-    pending = [w for w, cid in _deleting.items() if container_id is None or cid == container_id]
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)

@@ -17,7 +17,7 @@ from pkg.containerd import tasks as ctr_tasks
 from pkg.images.model import ImageConfig
 from pkg.model.sandbox import SandboxMetadata
 from pkg.runtime import container_spec, spec
-from pkg.runtime.containers import remove_cgroup_quietly
+from pkg.runtime.container_release import remove_cgroup_quietly
 from pkg.runtime.context import RuntimeContext
 from pkg.runtime.resources import cgroups_path
 from pkg.runtime.spec_options import Namespace, SandboxSpecOptions

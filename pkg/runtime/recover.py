@@ -30,7 +30,7 @@ from pkg.model.container import ContainerMetadata, ContainerStatus
 from pkg.model.sandbox import SandboxMetadata, SandboxStatus
 from pkg.model.state import ContainerState, SandboxState, transition
 from pkg.mount import mounts_under, umount
-from pkg.runtime import checkpoint, container_spec
+from pkg.runtime import checkpoint, container_release, container_spec
 from pkg.runtime import containers as containers_mod
 from pkg.runtime import sandboxes as sandboxes_mod
 from pkg.runtime.context import RuntimeContext
@@ -89,7 +89,7 @@ async def _recover_container(ctx: RuntimeContext, record: ctr_containers.Record,
     status = checkpoint.read(ctx.container_root(metadata.id), ContainerStatus)
     if status is None or ctx.sandboxes.find(metadata.sandbox_id) is None:
         log.warning("container %s was never fully created or its sandbox is gone; releasing it", metadata.id[:12])
-        await containers_mod.release_resources(ctx, metadata)
+        await container_release.release_resources(ctx, metadata)
         return
     if status.state == ContainerState.CREATED and metadata.id in tasks:
         # Died between task start and the RUNNING checkpoint: the monitor reconciles it.

@@ -14,7 +14,8 @@ from lib.daemon import DaemonProcess, start_daemon
 
 from pkg import errors
 from pkg.containerd.client import Client
-from pkg.runtime.exec import ExecProcess, exec_sync, reap_stale_execs, run_exec, settle
+from pkg.runtime.exec import ExecProcess, reap_stale_execs, run_exec
+from pkg.runtime.exec_sync import exec_sync, settle
 from pkg.streaming.backend import ExecStreams
 from pkg.streaming.model import TerminalSize
 

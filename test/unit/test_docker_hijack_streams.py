@@ -16,6 +16,7 @@ from dockerapi.handlers.stats import render
 from pkg import errors
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
 from pkg.docker.views import exec as exec_view
+from pkg.docker.views import exec_records
 from pkg.docker.views.attach import DockerAttach
 from pkg.docker.views.exec import (
     MAX_FINISHED_PER_CONTAINER,
@@ -264,13 +265,13 @@ async def test_exec_records_are_written_in_order_off_the_loop(tmp_path: Path,
     containers.add("a" * 64, ContainerState.RUNNING)
     manager = ExecManager(containers, tmp_path)  # type: ignore[arg-type]
     writers: list[str] = []
-    real_write = exec_view._write_record
+    real_write = exec_records._write_record
 
     def write(path: Path, text: str) -> None:
         writers.append(threading.current_thread().name)
         real_write(path, text)
 
-    monkeypatch.setattr(exec_view, "_write_record", write)
+    monkeypatch.setattr(exec_records, "_write_record", write)
     kept = manager.create("a" * 64, ExecConfig(cmd=("sh", "-c", "exit 3")))
     manager.claim(kept.id)
     kept.state, kept.exit_code = ExecState.EXITED, 3

@@ -15,7 +15,7 @@ from dockerapi.handlers import containers_json as cj
 from dockerapi.handlers import containers_request as creq
 from pkg import errors
 from pkg.docker.engine import health, mounts, names, translate
-from pkg.docker.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle, parse_signal
+from pkg.docker.engine.lifecycle import BACKOFF_MAX, BACKOFF_START, Lifecycle
 from pkg.docker.engine.model import (
     ContainerSpec,
     EngineContainer,
@@ -35,6 +35,7 @@ from pkg.docker.engine.model import (
 )
 from pkg.docker.engine.records import RecordStore
 from pkg.docker.engine.registry import Registry
+from pkg.docker.engine.signals import parse_signal
 from pkg.docker.volumes.model import MountPoint, MountType
 from pkg.images.model import ImageConfig
 from pkg.model.container import ContainerStatus

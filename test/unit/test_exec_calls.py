@@ -18,6 +18,7 @@ from pkg import errors
 from pkg.containerd import events as ctr_events
 from pkg.containerd.client import Client
 from pkg.runtime import exec as exec_mod
+from pkg.runtime import exec_sync as exec_sync_mod
 from pkg.runtime import monitor as monitor_mod
 from pkg.runtime.exec_exits import ExecExits, StreamLost
 from pkg.runtime.monitor import ExitMonitor
@@ -85,9 +86,9 @@ def _specs() -> ProcessSpecs:
 
 
 async def test_wait_is_in_flight_before_start(shim: FakeShim, tmp_path: Path) -> None:
-    result = await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
-    await exec_mod.settle()
-    assert result == exec_mod.ExecResult(3, b"", b"")
+    result = await exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await exec_sync_mod.settle()
+    assert result == exec_sync_mod.ExecResult(3, b"", b"")
     assert shim.calls == ["Exec", "Wait", "Start", "DeleteProcess"]
     assert shim.waits_in_flight_at_start == 1  # sent before Start, not after it returned
     assert not any(tmp_path.iterdir())  # the exec's fifos and the container's dir are gone
@@ -96,13 +97,13 @@ async def test_wait_is_in_flight_before_start(shim: FakeShim, tmp_path: Path) ->
 async def test_exec_sync_answers_before_the_process_is_deleted(shim: FakeShim, tmp_path: Path) -> None:
     shim.deleting.clear()  # DeleteProcess hangs until released
     result = await asyncio.wait_for(
-        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs()), 5)
+        exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs()), 5)
     assert result.exit_code == 3 and "DeleteProcess" not in shim.calls
-    await asyncio.wait_for(exec_mod.settle("c2"), 1)  # another container's removal does not wait for it
-    await exec_mod.settle("c1", timeout=0.05)  # c1's would, for at most its timeout
+    await asyncio.wait_for(exec_sync_mod.settle("c2"), 1)  # another container's removal does not wait for it
+    await exec_sync_mod.settle("c1", timeout=0.05)  # c1's would, for at most its timeout
     assert "DeleteProcess" not in shim.calls
     shim.deleting.set()
-    await asyncio.wait_for(exec_mod.settle("c1"), 5)
+    await asyncio.wait_for(exec_sync_mod.settle("c1"), 5)
     assert shim.calls[-1] == "DeleteProcess" and not any(tmp_path.iterdir())
 
 
@@ -110,8 +111,8 @@ async def test_a_start_failure_is_raised_and_its_wait_cancelled(monkeypatch: pyt
                                                                 tmp_path: Path) -> None:
     shim.start_error = errors.FailedPrecondition("OCI runtime exec failed: executable file not found in $PATH")
     with pytest.raises(errors.FailedPrecondition, match="executable file not found"):
-        await asyncio.wait_for(exec_mod.exec_sync(CLIENT, "c1", ["nope"], fifo_root=tmp_path, specs=_specs()), 5)
-    await asyncio.wait_for(exec_mod.settle(), 5)
+        await asyncio.wait_for(exec_sync_mod.exec_sync(CLIENT, "c1", ["nope"], fifo_root=tmp_path, specs=_specs()), 5)
+    await asyncio.wait_for(exec_sync_mod.settle(), 5)
     # Never started, so not killed (nor waited for: its Wait, unanswered by the shim, is cancelled); deleted.
     assert shim.calls == ["Exec", "Wait", "Start", "DeleteProcess"]
     assert not any(tmp_path.iterdir())
@@ -129,8 +130,8 @@ async def test_a_timeout_kills_and_deletes(shim: FakeShim, tmp_path: Path, monke
     monkeypatch.setattr(exec_mod.ctr_tasks, "start_process", start_forever)
     monkeypatch.setattr(exec_mod.ctr_tasks, "kill_process", kill)
     with pytest.raises(errors.DeadlineExceeded):
-        await exec_mod.exec_sync(CLIENT, "c1", ["sleep", "9"], fifo_root=tmp_path, timeout=0.05, specs=_specs())
-    await asyncio.wait_for(exec_mod.settle(), 5)
+        await exec_sync_mod.exec_sync(CLIENT, "c1", ["sleep", "9"], fifo_root=tmp_path, timeout=0.05, specs=_specs())
+    await asyncio.wait_for(exec_sync_mod.settle(), 5)
     assert shim.calls == ["Exec", "Wait", "Start", "Kill", "DeleteProcess"]
     assert not any(tmp_path.iterdir())
 
@@ -154,8 +155,8 @@ async def test_fifos_are_made_while_exec_is_sent_and_closed_when_it_fails(shim: 
     monkeypatch.setattr(exec_mod.ctr_tasks, "exec_process", exec_fails)
     before = _open_fds()
     with pytest.raises(errors.NotFound):
-        await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
-    await asyncio.wait_for(exec_mod.settle(), 5)
+        await exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await asyncio.wait_for(exec_sync_mod.settle(), 5)
     assert made_during_exec == [True] and shim.calls == ["Exec"]  # never created: nothing to delete
     assert _open_fds() == before and not any(tmp_path.iterdir())
 
@@ -168,8 +169,8 @@ async def test_a_fifo_failure_deletes_the_created_process(shim: FakeShim, tmp_pa
     monkeypatch.setattr(exec_mod.os, "mkfifo", mkfifo)
     before = _open_fds()
     with pytest.raises(OSError, match="No space left"):
-        await exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
-    await asyncio.wait_for(exec_mod.settle(), 5)
+        await exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs())
+    await asyncio.wait_for(exec_sync_mod.settle(), 5)
     # The fifos are made before Exec is sent: no process was created, none is deleted.
     assert shim.calls == [] and _open_fds() == before and not any(tmp_path.iterdir())
 
@@ -205,9 +206,9 @@ def _event_shim(monkeypatch: pytest.MonkeyPatch, deliver: bool = True, live: boo
 async def test_the_exit_event_answers_without_a_wait_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     shim = _event_shim(monkeypatch)
     result = await asyncio.wait_for(
-        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
-    await exec_mod.settle()
-    assert result == exec_mod.ExecResult(3, b"", b"")
+        exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
+    await exec_sync_mod.settle()
+    assert result == exec_sync_mod.ExecResult(3, b"", b"")
     assert shim.calls == ["Exec", "Start", "DeleteProcess"]  # no Wait round trip
     assert not shim.exits._waiting and not any(tmp_path.iterdir())
 
@@ -215,8 +216,8 @@ async def test_the_exit_event_answers_without_a_wait_call(monkeypatch: pytest.Mo
 async def test_no_stream_read_means_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     shim = _event_shim(monkeypatch, deliver=False, live=False)  # the monitor has seen no event yet
     result = await asyncio.wait_for(
-        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
-    await exec_mod.settle()
+        exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
+    await exec_sync_mod.settle()
     assert result.exit_code == 3 and shim.calls == ["Exec", "Wait", "Start", "DeleteProcess"]
 
 
@@ -224,8 +225,8 @@ async def test_a_lost_event_falls_back_to_wait(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(exec_mod, "EVENT_GRACE", 0.05)
     shim = _event_shim(monkeypatch, deliver=False)
     result = await asyncio.wait_for(
-        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
-    await exec_mod.settle()
+        exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 5)
+    await exec_sync_mod.settle()
     assert result.exit_code == 3 and shim.calls == ["Exec", "Start", "Wait", "DeleteProcess"]
     assert not shim.exits._waiting
 
@@ -241,8 +242,8 @@ async def test_a_broken_stream_falls_back_to_wait(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(exec_mod.ctr_tasks, "start_process", start_then_stream_breaks)
     result = await asyncio.wait_for(
-        exec_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 0.5)
-    await exec_mod.settle()
+        exec_sync_mod.exec_sync(CLIENT, "c1", ["true"], fifo_root=tmp_path, specs=_specs(), exits=shim.exits), 0.5)
+    await exec_sync_mod.settle()
     assert result.exit_code == 3 and shim.calls == ["Exec", "Start", "Wait", "DeleteProcess"]
     assert shim.exits.expect("c1", "x") is None  # until the stream delivers again
 

@@ -5,7 +5,8 @@ from cri.events import _cri_container_event
 from cri.stats import pod_metrics
 from pkg.cgroups.stats import ContainerStats, CpuStats, MemoryStats, PidsStats
 from pkg.cri import metrics as cri_metrics
-from pkg.cri.metrics import DESCRIPTORS, PodMetrics, parse_net_dev
+from pkg.cri.metric_descriptors import DESCRIPTORS, PodMetrics
+from pkg.cri.metrics import parse_net_dev
 from pkg.events import CRI_DOMAIN, DOCKER_DOMAIN, ContainerEvent, ContainerEventType, DockerEvent
 from pkg.model.container import ContainerConfig, ContainerMetadata, ContainerStatus
 from pkg.model.state import ContainerState

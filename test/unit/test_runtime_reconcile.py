@@ -13,8 +13,7 @@ import pytest
 from pkg.containerd import tasks as ctr_tasks
 from pkg.model.container import ContainerStatus
 from pkg.model.state import ContainerState
-from pkg.runtime import container_io
-from pkg.runtime import containers as containers_mod
+from pkg.runtime import container_io, container_release
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.process_specs import ProcessSpecs
 from pkg.store import Store
@@ -117,6 +116,6 @@ async def test_a_removal_skips_the_task_round_trips_only_after_an_exit_handled_h
     async def release(ctx: object, metadata: object, container_id: str = "", task_gone: bool = False) -> None:
         released.append(task_gone)
 
-    monkeypatch.setattr(containers_mod, "release_resources", release)
+    monkeypatch.setattr(container_release, "release_resources", release)
     await svc.remove(CID)
     assert released == [handled_here] and svc.ctx.containers.find(CID) is None

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from pkg import sockets
-from pkg.runtime.exec import MAX_SYNC_TOTAL, _Budget, _Capture
+from pkg.runtime.exec_sync import MAX_SYNC_TOTAL, _Budget, _Capture
 
 
 async def test_exec_sync_streams_share_one_budget() -> None:

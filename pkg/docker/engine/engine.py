@@ -1,5 +1,5 @@
-"""The Docker container engine: create, inspect, list, rename, update and remove Docker containers on
-the Docker domain's core services, and rebuild them after a narwhald restart.
+"""The Docker container engine: create (pkg.docker.engine.create), inspect, list, rename, update and remove Docker
+containers on the Docker domain's core services, and rebuild them after a narwhald restart.
 
 A Docker container is one core sandbox (its network, IPC and UTS namespaces, /etc files) plus one core
 container, whose ID is the Docker ID.  ``--network container:<x>`` puts the core container in x's sandbox
@@ -12,20 +12,16 @@ import asyncio
 import builtins
 import dataclasses
 import logging
-import secrets
-import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable
 
 from pkg import errors
-from pkg.aio import CleanupStack, cancel_tasks, create_guarded_task
-from pkg.cni.model import Endpoint
+from pkg.aio import cancel_tasks
 from pkg.containerd import containers as ctr_containers
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
-from pkg.docker.engine import extra_hosts as extra_hosts_entries
-from pkg.docker.engine import groups, hosts, links, mounts, names, recover, translate
-from pkg.docker.engine.lifecycle import Lifecycle, WaitCondition, WaitResult
+from pkg.docker.engine import links, mounts, names, recover, translate
+from pkg.docker.engine.create import Creator, Endpoints, Images
+from pkg.docker.engine.lifecycle import Lifecycle
 from pkg.docker.engine.model import (
     ContainerSpec,
     EndpointSpec,
@@ -36,29 +32,22 @@ from pkg.docker.engine.model import (
     Resources,
     RestartPolicy,
     RestartPolicyName,
+    WaitCondition,
+    WaitResult,
 )
 from pkg.docker.engine.records import RecordStore
 from pkg.docker.engine.registry import Registry
+from pkg.docker.engine.removal import Removal
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.service import VolumeService
-from pkg.images.model import Image
 from pkg.model.container import ContainerStatus
 from pkg.model.container import Resources as CoreResources
-from pkg.model.state import ContainerState, DockerState, SandboxState
+from pkg.model.state import ContainerState, SandboxState
 from pkg.runtime.containers import ContainerService
 from pkg.runtime.resources import CgroupFacts, merge_resources
 from pkg.runtime.sandboxes import SandboxService
 
 log = logging.getLogger(__name__)
-
-LOG_FILE = "container.log"
-
-
-class Images(Protocol):
-    async def get(self, ref_or_id: str) -> Image: ...
-
-
-Endpoints = Callable[[str], Awaitable[list[Endpoint]]]
 
 
 class Engine:
@@ -74,10 +63,11 @@ class Engine:
         docker_events(containers.ctx.events).before_die = self.lifecycle.unmounts
         self.volumes = volumes
         self._endpoints = endpoints
-        self._unwiring: dict[str, asyncio.Task[None]] = {}  # AutoRemove containers' network teardowns under way
+        self._creator = Creator(self.registry, sandboxes, containers, images, client, volumes, endpoints)
         # record id -> (record, IP, what _networks made of them): records are replaced, never changed
         self._network_views: dict[str, tuple[EngineRecord, str, tuple[NetworkInfo, ...]]] = {}
-        containers.on_exit = self._exiting
+        self.removal = Removal(self.registry, self.lifecycle, sandboxes, containers, volumes)
+        containers.on_exit = self.removal.exiting
 
     def _core_state(self, container_id: str) -> ContainerState:
         """The core container's state (UNKNOWN once it is gone: Docker shows that as dead)."""
@@ -155,17 +145,6 @@ class Engine:
                                          ipv6_prefix_len=e.ipv6_prefix_len) for e in endpoints)
         return dataclasses.replace(view, networks=networks)
 
-    async def _write_hosts(self, record: EngineRecord, sandbox_id: str) -> None:
-        """/etc/hosts as moby writes it (pkg.docker.networks.resolv.docker_hosts); a host-network container keeps
-        the host's, with its --add-host lines appended."""
-        ips: builtins.list[str] = []
-        gateway = ""  # what --add-host name:host-gateway names: the host, seen from the container's network
-        if self._endpoints is not None and record.host_config.network_mode != "host":
-            for endpoint in await self._endpoints(sandbox_id):
-                ips += [ip for ip in (endpoint.ip, endpoint.ipv6) if ip]
-                gateway = gateway or endpoint.gateway
-        await hosts.write(self.ctx.sandbox_root(sandbox_id) / "hosts", record, ips, gateway)
-
     async def set_endpoint(self, ref: str, network: str, spec: EndpointSpec | None) -> None:
         """Record what the container asked of a network it joined after create (network connect: IPAMConfig,
         aliases, MAC, DriverOpts, shown by inspect), or forget it (``None``: disconnect)."""
@@ -197,85 +176,10 @@ class Engine:
             return "", ""
         return found[0].sandbox_dir, found[0].netns_path
 
-    # ---------------- create ----------------
+    # ---------------- create (pkg.docker.engine.create) ----------------
     async def create(self, spec: ContainerSpec, host: HostConfig, name: str = "") -> str:
         """A new (created, not started) Docker container; returns its ID."""
-        _validate_host_config(host)
-        if host.uts_mode == "host" and spec.hostname:
-            raise errors.InvalidArgument("conflicting options: hostname and the UTS mode")
-        if not host.cgroupns_mode:  # moby stores the daemon's default: private on cgroup v2, host on v1
-            host = dataclasses.replace(host, cgroupns_mode="private" if CgroupFacts.probe().v2 else "host")
-        container_id = secrets.token_hex(32)
-        name = names.validate(name) if name else self._random_name()
-        self.registry.reserve_name(name, container_id)
-        try:
-            return await self._create(container_id, name, spec, host)
-        except BaseException:
-            self.registry.release_name(name, container_id)
-            raise
-
-    def _random_name(self) -> str:
-        for attempt in range(10):
-            name = names.random_name(attempt)
-            if not self.registry.name_taken(name):
-                return name
-        return f"{names.random_name(1)}{secrets.token_hex(3)}"
-
-    async def _create(self, container_id: str, name: str, spec: ContainerSpec, host: HostConfig) -> str:
-        try:
-            image = await self.images.get(spec.image)
-        except errors.NotFound:
-            raise errors.NotFound(f"No such image: {_with_tag(spec.image)}") from None
-        spec = translate.merge_image(spec, image.config)
-        translate.argv(spec)
-        gids = await groups.group_ids(self.client, image, host.group_add)
-        requested = mounts.specs(host)
-        for entry in host.volumes_from:  # moby: the container's own mounts win over inherited ones
-            source, read_write = mounts.parse_volumes_from(entry)
-            requested += mounts.inherited(requested, self.registry.get(source).mount_points, read_write)
-        sandbox_id, owns_sandbox = "", True
-        mode = host.network_mode
-        if mode.startswith("container:"):
-            target = self.registry.get(mode.partition(":")[2])
-            if target.host_config.network_mode.startswith("container:"):
-                target = self.registry.get(target.host_config.network_mode.partition(":")[2])
-            sandbox_id, owns_sandbox = target.sandbox_id, False
-            host = dataclasses.replace(host, network_mode=f"container:{target.id}")  # as moby stores it
-        linked = links.plan(self.registry, self._sandbox_ip, host, name)
-        record = EngineRecord(
-            id=container_id, name=name, sandbox_id=sandbox_id, owns_sandbox=owns_sandbox, image_id=image.id,
-            created=time.time_ns(), config=spec, host_config=host,
-            port_bindings=translate.resolve_ports(spec, host) if owns_sandbox and mode != "host" else (),
-            log_path=str(self.store.dir(container_id) / LOG_FILE), links=linked.links,
-        )
-        async with CleanupStack() as cleanup:
-            cleanup.add("remove engine dir", lambda: self.store.delete(container_id))
-            plan = await mounts.prepare(self.volumes, requested, image, spec.volumes)
-            volumes = self.volumes
-            if volumes is not None:
-                cleanup.add("release prepared volumes", lambda: volumes.discard(plan))
-            record = dataclasses.replace(record, mount_points=tuple(plan.mounts))
-            if owns_sandbox:
-                sandbox_id = await self.sandboxes.run(translate.sandbox_config(record, self.store.root))
-                cleanup.add("remove sandbox", lambda: self.sandboxes.remove(sandbox_id))
-                record = dataclasses.replace(record, sandbox_id=sandbox_id)
-                await self._write_hosts(record, sandbox_id)
-                if linked.hosts:
-                    await asyncio.to_thread(links.append_hosts, self.ctx.sandbox_root(sandbox_id) / "hosts",
-                                            linked.hosts)
-            config = translate.container_config(record, f"{container_id}/{LOG_FILE}", mounts.core_mounts(plan.mounts),
-                                                gids, linked.env)
-            await self.containers.create(sandbox_id, dataclasses.replace(config, image=spec.image),
-                                         container_id=container_id)
-            cleanup.add("remove container", lambda: self.containers.remove(container_id))
-            if volumes is not None:
-                await volumes.attach(plan, container_id)
-                cleanup.add("release volumes", lambda: volumes.release(container_id, remove_anonymous=True))
-            await self.store.write(record)
-            self.registry.add(record)
-            cleanup.commit()
-        log.info("docker container %s (%s) created", container_id[:12], name)
-        return container_id
+        return await self._creator.create(spec, host, name)
 
     # ---------------- remove ----------------
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
@@ -292,82 +196,17 @@ class Engine:
         await self.remove_now(container_id, volumes)
 
     async def _auto_remove(self, container_id: str) -> None:
-        """AutoRemove (docker run --rm): the container goes with its anonymous volumes."""
-        try:
-            await self.remove_now(container_id, volumes=True)
-        except errors.NotFound:
-            pass
+        await self.removal.auto_remove(container_id)
 
     async def remove_now(self, container_id: str, volumes: bool = False) -> None:
-        async with self.registry.lock(container_id):
-            record = self.registry.find(container_id)
-            if record is None:
-                return
-            await self.lifecycle._resume_quietly(container_id)  # before REMOVING takes the place of paused
-            await self.registry.transition(container_id, DockerState.REMOVING, remove_volumes=volumes)
-            await self.release(record, volumes)
-        log.info("docker container %s (%s) removed", container_id[:12], record.name)
-
-    def _exiting(self, container_id: str) -> None:
-        """The core saw an exit: an AutoRemove container will not run again, so its own sandbox's network goes
-        now (moby releases a container's network at its exit), side by side with the rest of the exit path and
-        the removal, instead of after them; the removal waits for it (``release``)."""
-        record = self.registry.find(container_id)
-        if (record is None or not record.host_config.auto_remove or not record.owns_sandbox or not record.sandbox_id
-                or container_id in self._unwiring or self._sandbox_shared(record.sandbox_id, container_id)):
-            return
-        sandbox_id = record.sandbox_id
-        task = create_guarded_task(lambda: self.sandboxes.release_network(sandbox_id),
-                                   f"engine-unwire-{container_id[:12]}")
-        self._unwiring[container_id] = task
-        task.add_done_callback(lambda t: self._unwiring.pop(container_id, None) if self._unwiring.get(
-            container_id) is t else None)
-
-    def _sandbox_shared(self, sandbox_id: str, container_id: str) -> bool:
-        """Another container is in this sandbox (``--network container:<this>``)."""
-        return any(r.sandbox_id == sandbox_id for r in self.registry if r.id != container_id) or any(
-            m.sandbox_id == sandbox_id for cid, m, _ in self.ctx.containers if cid != container_id)
+        """The removal itself, no checks (pkg.docker.engine.removal)."""
+        await self.removal.remove_now(container_id, volumes)
 
     async def release(self, record: EngineRecord, volumes: bool = False) -> None:
-        """Core container and the sandbox once nothing uses it (side by side when only this stopped container
-        does), then volumes, the record and log; idempotent."""
-        container_id, sandbox_id = record.id, record.sandbox_id
-        found = self.ctx.containers.find(container_id)
-        exit_code = found[1].exit_code if found else 0
-        unwiring = self._unwiring.pop(container_id, None)  # its network teardown, begun at the exit (_exiting)
-        stopped = found is not None and found[1].state in (ContainerState.CREATED, ContainerState.EXITED)
-        if stopped and sandbox_id and record.owns_sandbox and not self._sandbox_shared(sandbox_id, container_id):
-            # A stopped container and the sandbox only it uses go side by side (a sandbox's removal takes each
-            # of its containers' locks, so it never overtakes what is left of the container's).
-            outcomes = await asyncio.gather(self.containers.remove(container_id),
-                                            self._remove_sandbox_after(unwiring, sandbox_id), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        else:
-            await self.containers.remove(container_id)
-            await self._remove_sandbox_after(unwiring, "")
-            await self.remove_sandbox_if_unused(sandbox_id, exclude=container_id)
-        if self.volumes is not None:
-            await self.volumes.release(container_id, remove_anonymous=volumes)
-        await self.store.delete(container_id)
-        self.registry.drop(container_id)
-        self.lifecycle.removed(container_id, exit_code)
-
-    async def _remove_sandbox_after(self, unwiring: asyncio.Task[None] | None, sandbox_id: str) -> None:
-        """Once the network teardown begun at the exit (if any) is over, remove the sandbox (if named)."""
-        if unwiring is not None:
-            await asyncio.wait([unwiring])
-        if sandbox_id:
-            await self.sandboxes.remove(sandbox_id)
+        await self.removal.release(record, volumes)
 
     async def remove_sandbox_if_unused(self, sandbox_id: str, exclude: str) -> None:
-        if not sandbox_id:
-            return
-        in_use = any(m.sandbox_id == sandbox_id for _, m, _ in self.ctx.containers) or any(
-            r.sandbox_id == sandbox_id for r in self.registry if r.id != exclude)
-        if not in_use:
-            await self.sandboxes.remove(sandbox_id)
+        await self.removal.remove_sandbox_if_unused(sandbox_id, exclude)
 
     async def prune(self, keep: Callable[[EngineContainer], bool]) -> builtins.list[str]:
         """Remove every stopped container ``keep`` does not keep; the removed IDs."""
@@ -464,10 +303,6 @@ class Engine:
                 await self._auto_remove(view.id)
             raise
 
-    def _sandbox_ip(self, sandbox_id: str) -> str:
-        found = self.ctx.sandboxes.find(sandbox_id)
-        return found[1].ip if found is not None else ""
-
     def _running(self, container_id: str) -> bool:
         found = self.ctx.containers.find(container_id)
         return found is not None and found[1].state == ContainerState.RUNNING
@@ -499,42 +334,9 @@ class Engine:
         await recover.recover(self)
 
     async def close(self) -> None:
-        unwiring = list(self._unwiring.values())
-        self._unwiring.clear()
-        await cancel_tasks([*self.lifecycle.close(), *unwiring])
-
-
-def _validate_host_config(host: HostConfig) -> None:
-    policy = host.restart_policy
-    if host.auto_remove and policy.name != RestartPolicyName.NO:
-        raise errors.InvalidArgument("can't create 'AutoRemove' container with restart policy")
-    if policy.maximum_retry_count < 0:
-        raise errors.InvalidArgument("invalid value for restart policy: maximum retry count can't be negative")
-    if policy.maximum_retry_count and policy.name != RestartPolicyName.ON_FAILURE:
-        raise errors.InvalidArgument(
-            "invalid restart policy: maximum retry count can only be used with 'on-failure'")
-    if host.pid_mode not in ("", "host"):
-        raise errors.NotImplementedYet(f"PID mode {host.pid_mode!r} is not supported (only host or the default)")
-    if host.cgroupns_mode not in ("", "private", "host"):
-        raise errors.InvalidArgument(f"invalid cgroup namespace mode: {host.cgroupns_mode}")
-    if host.uts_mode not in ("", "host"):
-        raise errors.InvalidArgument(f"invalid UTS mode: {host.uts_mode}")
-    if host.ipc_mode not in ("", "private", "shareable", "host"):
-        raise errors.NotImplementedYet(f"IPC mode {host.ipc_mode!r} is not supported (host, private, shareable)")
-    mode = host.network_mode
-    if mode.startswith("container:") and not mode.partition(":")[2]:
-        raise errors.InvalidArgument("invalid container format container:<name|id>")
-    if (mode == "host" or mode.startswith("container:")) and host.port_bindings:
-        raise errors.InvalidArgument("conflicting options: port publishing and the container type network mode")
-    links.check_mode(host)
-    extra_hosts_entries.validate(host.extra_hosts)
+        await cancel_tasks([*self.lifecycle.close(), *self.removal.close()])
 
 
 def _merge_resources(current: Resources, update: Resources) -> Resources:
     changes = {f.name: getattr(update, f.name) for f in dataclasses.fields(update) if getattr(update, f.name)}
     return dataclasses.replace(current, **changes)
-
-
-def _with_tag(ref: str) -> str:
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last or "@" in ref else f"{ref}:latest"

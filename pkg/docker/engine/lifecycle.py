@@ -7,11 +7,9 @@ A restart gives the same core container a new task (same ID, rootfs and log).
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from pkg import errors
 from pkg.aio import create_guarded_task
@@ -20,8 +18,9 @@ from pkg.containerd.api.services.tasks.v1 import tasks_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
 from pkg.docker.engine.health import HealthMonitor
-from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, RestartPolicyName
+from pkg.docker.engine.model import EngineRecord, Health, HealthStatus, RestartPolicyName, WaitCondition, WaitResult
 from pkg.docker.engine.registry import Registry
+from pkg.docker.engine.signals import parse_signal, stop_sequence
 from pkg.docker.events import docker_events
 from pkg.docker.volumes.model import MountType
 from pkg.model.state import ContainerState, DockerState, IllegalTransition
@@ -34,55 +33,6 @@ KILL_WAIT = 10  # seconds a kill with SIGKILL waits for the exit (moby waits as 
 BACKOFF_START = 0.1  # moby: 100 ms, doubled after each restart ...
 BACKOFF_MAX = 60.0  # ... up to a minute,
 BACKOFF_RESET_AFTER = 10.0  # and back to 100 ms once a container stayed up this long
-
-
-
-async def stop_sequence(container_id: str, number: int, timeout: int, exited: asyncio.Event,
-                        event: Callable[..., None], send: Callable[[int], Awaitable[None]],
-                        force: Callable[[], Awaitable[None]]) -> None:
-    """moby's containerStop, for the engine's containers and kubelet's shown to Docker: the stop signal (a
-    "kill" event), the wait (none with -t 0, for ever when negative), then SIGKILL (a second "kill") unless
-    ``exited`` is set; "die" comes with the exit itself, "stop" once it is over."""
-    event("kill", container_id, signal=str(number))
-    await send(number)
-    if timeout != 0:
-        try:
-            await asyncio.wait_for(exited.wait(), None if timeout < 0 else timeout)
-        except TimeoutError:
-            pass
-    if not exited.is_set():
-        event("kill", container_id, signal=str(int(signal.SIGKILL)))
-        await force()
-    event("stop", container_id)
-
-class WaitCondition(enum.Enum):
-    NOT_RUNNING = "not-running"
-    NEXT_EXIT = "next-exit"
-    REMOVED = "removed"
-
-
-@dataclass(frozen=True)
-class WaitResult:
-    status_code: int
-    error: str = ""
-
-
-def parse_signal(value: str | int | None, default: int = int(signal.SIGKILL)) -> int:
-    """"KILL", "SIGKILL", "9" or 9 → 9; Docker's "Invalid signal" error otherwise."""
-    if value is None or value == "":
-        return default
-    text = str(value).strip()
-    if (text.isascii() and text.isdigit()):
-        number = int(text)
-        if 0 < number < 65:
-            return number
-    else:
-        name = text.upper()
-        try:
-            return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-        except KeyError:
-            pass
-    raise errors.InvalidArgument(f"Invalid signal: {value}")
 
 
 class Lifecycle:

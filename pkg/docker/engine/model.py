@@ -320,3 +320,19 @@ class EngineContainer:
     @property
     def status(self) -> Status:
         return docker_state(self.core.state, self.record.state.extra)
+
+
+class WaitCondition(enum.Enum):
+    """What ``docker wait`` waits for (its ``condition``)."""
+
+    NOT_RUNNING = "not-running"
+    NEXT_EXIT = "next-exit"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    """What it answers: the exit code, and the error of a start that failed."""
+
+    status_code: int
+    error: str = ""

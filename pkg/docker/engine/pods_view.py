@@ -21,7 +21,6 @@ import signal
 
 from pkg import errors
 from pkg.containerd import tasks as ctr_tasks
-from pkg.docker.engine.lifecycle import WaitCondition, WaitResult, parse_signal, stop_sequence
 from pkg.docker.engine.model import (
     ContainerSpec,
     EngineContainer,
@@ -29,7 +28,10 @@ from pkg.docker.engine.model import (
     EngineState,
     HostConfig,
     NetworkInfo,
+    WaitCondition,
+    WaitResult,
 )
+from pkg.docker.engine.signals import parse_signal, stop_sequence
 from pkg.docker.events import docker_events
 from pkg.events import ContainerEvent, ContainerEventType, Event
 from pkg.model.container import ContainerMetadata, ContainerStatus

@@ -17,11 +17,9 @@ import contextlib
 import enum
 import json
 import logging
-import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 from pkg import errors
 from pkg.aio import create_guarded_task
 from pkg.docker.events import docker_events
+from pkg.docker.views.exec_records import ExecRecords
 from pkg.model.state import ContainerState
 from pkg.runtime import caps
 from pkg.runtime.containers import ContainerService
@@ -113,20 +112,6 @@ def adjust_process(process: dict[str, Any], config: ExecConfig, user: dict[str, 
     return process
 
 
-def _write_record(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("exec record %s not saved: %r", path.stem[:12], exc)
-
-
-def _unlink_record(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
 def _command_line(cmd: Sequence[str]) -> str:
     """The command as moby's exec events spell it: entrypoint, a space, the arguments joined by spaces."""
     return f"{cmd[0]} {' '.join(cmd[1:])}"
@@ -145,18 +130,14 @@ class ExecManager:
         self._containers = containers
         self._execs: dict[str, ExecInstance] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dir = records_dir
-        # One writer thread, so a record's changes land in the order they were made, off the event loop: on a
-        # loaded host a file write and rename took milliseconds, on the path of every exec's answer (issue 21).
-        self._writer = ThreadPoolExecutor(1, "exec-records") if records_dir is not None else None
-        if records_dir is not None:
-            self._load(records_dir)
+        self._records = ExecRecords(records_dir) if records_dir is not None else None
+        if self._records is not None:
+            self._load(self._records.directory)
 
-    # ---- persistence (small files, one per state change, written in order by one thread; close() flushes) ----
+    # ---- persistence (what a record holds; pkg.docker.views.exec_records writes it) ----
     def _load(self, directory: Path) -> None:
         """The records of a previous run, for containers that still exist; a RUNNING one's process did not
         survive narwhald with it attached, so it is EXITED now."""
-        directory.mkdir(parents=True, exist_ok=True)
         for path in directory.glob("*.json"):
             try:
                 raw = json.loads(path.read_text())
@@ -183,7 +164,7 @@ class ExecManager:
             self._execs[instance.id] = instance
 
     def _save(self, instance: ExecInstance) -> None:
-        if self._writer is None or self._dir is None:
+        if self._records is None:
             return
         c = instance.config
         raw = {"id": instance.id, "container_id": instance.container_id, "created_at": instance.created_at,
@@ -193,25 +174,17 @@ class ExecManager:
                           "attach_stderr": c.attach_stderr, "privileged": c.privileged,
                           "detach_keys": c.detach_keys,
                           "console_size": list(c.console_size) if c.console_size else None}}
-        self._submit(_write_record, self._dir / f"{instance.id}.json", json.dumps(raw))
+        self._records.save(instance.id, json.dumps(raw))
 
     def _drop(self, exec_id: str) -> None:
         self._execs.pop(exec_id, None)
-        if self._dir is not None:
-            self._submit(_unlink_record, self._dir / f"{exec_id}.json")
-
-    def _submit(self, write: Callable[[Path, str], None] | Callable[[Path], None], *args: Any) -> None:
-        if self._writer is None:
-            return
-        try:
-            self._writer.submit(write, *args)
-        except RuntimeError:  # closed (narwhald is stopping): the record stays as last written
-            log.debug("exec record change after close dropped")
+        if self._records is not None:
+            self._records.drop(exec_id)
 
     async def flush(self) -> None:
         """Until every record change made so far is on disk."""
-        if self._writer is not None:
-            await asyncio.wrap_future(self._writer.submit(lambda: None))
+        if self._records is not None:
+            await self._records.flush()
 
     # ---- records ----
     def create(self, container_ref: str, config: ExecConfig) -> ExecInstance:
@@ -382,9 +355,8 @@ class ExecManager:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
-        if self._writer is not None:
-            await self.flush()
-            self._writer.shutdown()
+        if self._records is not None:
+            await self._records.close()
 
     async def _adjuster(self, instance: ExecInstance) -> ProcessAdjust:
         """Docker's options as an edit of the process spec (the user is resolved in the container's rootfs)."""
