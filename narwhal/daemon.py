@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import json
 import logging
@@ -178,9 +177,9 @@ class Daemon:
         if self.supervisor is not None:
             self._tasks.append(create_guarded_task(self._watchdog, "containerd-watchdog", restart_delay=1.0))
         log.info("narwhald ready")
-        _trim_heap()
-        heap = trimmer()  # and again after each burst of work (narwhal/heap.py)
+        heap = trimmer()  # the start-up's freed heap now, and again after each burst of work (narwhal/heap.py)
         if heap is not None:
+            heap.trim()
             self._tasks.append(create_guarded_task(heap.run, "heap-trim", restart_delay=1.0))
         self.notifier.ready(f"serving CRI on {self.cfg.cri_socket}, Docker API on {self.cfg.docker_socket}")
 
@@ -315,14 +314,6 @@ def _overlay_links(path: Path) -> bool:
         return bool(json.loads(path.read_text()))
     except (OSError, ValueError):
         return False
-
-
-def _trim_heap() -> None:
-    """Give the start-up's freed heap back to the kernel (glibc keeps it otherwise): ~0.6 MiB of idle RSS."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _entries(directory: Path) -> list[Path]:
