@@ -45,6 +45,7 @@ PROTOS = [
     "api/services/tasks/v1/tasks.proto",
     "api/services/version/v1/version.proto",
     "runtime/v2/runc/options/oci.proto",
+    "runtime/v2/task/shim.proto",
 ]
 
 _WEAK_IMPORT = re.compile(r'^\s*import\s+weak\s+"[^"]+";\s*$', re.M)

@@ -110,7 +110,8 @@ class Daemon:
         if self.supervisor is not None:
             status("starting containerd")
             self.supervisor.ensure_started()
-        self.client = Client(self.cfg.containerd_socket, self.cfg.containerd_namespace)
+        self.client = Client(self.cfg.containerd_socket, self.cfg.containerd_namespace,
+                             shim_state=self.cfg.shim_state)
         await self.client.wait_ready(START_TIMEOUT)
         version, _ = await self.client.version()
         log.info("containerd %s ready at %s", version, self.cfg.containerd_socket)
@@ -126,7 +127,8 @@ class Daemon:
             self._tasks.append(create_guarded_task(self.log_service.watch, "log-service-watch", restart_delay=1.0))
         self.runtime = build_runtime(self.cfg, self.client, self.images, self.network, bus=self.events,
                                      log_service=self.log_service, containerd=self.supervisor)
-        self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace)
+        self.docker_client = Client(self.cfg.containerd_socket, self.cfg.docker_namespace,
+                                    shim_state=self.cfg.shim_state)
         self.docker_images = ImageCore(self.docker_client, self.cfg)
         status("recovering interrupted image pulls")  # their cut unpacks removed, partial blobs kept to resume
         await asyncio.gather(self.images.ensure_recovered(), self.docker_images.ensure_recovered())

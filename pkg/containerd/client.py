@@ -30,6 +30,7 @@ try:
     from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc
     from pkg.containerd.api.services.tasks.v1 import tasks_pb2_grpc
     from pkg.containerd.api.services.version.v1 import version_pb2_grpc
+    from pkg.containerd.shims import ShimTasks
 except ImportError as exc:  # pragma: no cover - depends on the build step
     raise ImportError(
         "containerd gRPC stubs are missing: run `make setup` (hack/gen_containerd_api.py)"
@@ -98,9 +99,12 @@ class _Timed(grpc.aio.UnaryUnaryClientInterceptor):
 class Client:
     """Connection to one containerd, with one stub per service."""
 
-    def __init__(self, address: Path, namespace: str) -> None:
+    def __init__(self, address: Path, namespace: str, *, shim_state: Path | None = None) -> None:
+        """``shim_state``: the state dir of a containerd narwhald runs itself, whose tasks' shims exec
+        processes then go to directly (pkg.containerd.shims); None: everything through containerd."""
         self.address = address
         self.namespace = namespace
+        self.shims = ShimTasks(shim_state, namespace) if shim_state is not None else None
         self.channel = grpc.aio.insecure_channel(
             f"unix://{address}",
             options=[
@@ -171,6 +175,8 @@ class Client:
             await asyncio.sleep(0.1)
 
     async def close(self) -> None:
+        if self.shims is not None:
+            await self.shims.close()
         await self.channel.close()
         if self._bulk is not None:
             await self._bulk.close()

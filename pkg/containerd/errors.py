@@ -8,7 +8,7 @@ import grpc
 
 from pkg import errors
 
-_CODES: dict[grpc.StatusCode, type[errors.NarwhalError]] = {
+CODES: dict[grpc.StatusCode, type[errors.NarwhalError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
@@ -25,7 +25,7 @@ _CODES: dict[grpc.StatusCode, type[errors.NarwhalError]] = {
 
 
 def from_grpc(err: grpc.aio.AioRpcError, what: str = "containerd") -> errors.NarwhalError:
-    kind = _CODES.get(err.code(), errors.Internal)
+    kind = CODES.get(err.code(), errors.Internal)
     return kind(f"{what}: {err.details() or err.code().name.lower()}")
 
 

@@ -5,16 +5,22 @@ import enum
 import json
 import signal as signals
 from dataclasses import dataclass
+from typing import TypeVar
 
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, empty_pb2
+from google.protobuf.message import Message
 
 from pkg import errors
+from pkg.containerd.api.runtime.v2.task import shim_pb2
 from pkg.containerd.api.services.tasks.v1 import tasks_pb2 as pb
 from pkg.containerd.api.types import mount_pb2
 from pkg.containerd.api.types.task import task_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
+from pkg.containerd.shims import Unreachable
 from pkg.containerd.snapshots import Mount
+
+R = TypeVar("R", bound=Message)
 
 
 class TaskStatus(enum.Enum):
@@ -169,21 +175,42 @@ async def close_stdin(client: Client, container_id: str, exec_id: str = "") -> N
 
 # ---- exec processes (a second process in a running task), as pkg.runtime.exec drives them ----
 # ``what`` is the caller's wording for errors; no timeout where the caller waits on the process itself.
+# With ``client.shims`` each goes straight to the task's shim (pkg.containerd.shims: containerd's task service
+# only passes these through); when the shim cannot be reached, through containerd as before.
 PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+
+
+async def _shim(client: Client, container_id: str, method: str, request: Message, response: type[R], *,
+                what: str, timeout: float | None = None) -> R | None:
+    """The shim's answer, or None when the call is to go through containerd."""
+    if client.shims is None:
+        return None
+    try:
+        return await client.shims.call(container_id, method, request, response, what=what, timeout=timeout)
+    except Unreachable:
+        return None
 
 
 async def exec_process(client: Client, container_id: str, exec_id: str, spec: dict[str, object], *,
                        terminal: bool, stdin: str, stdout: str, stderr: str, what: str) -> None:
     """Create an exec process (OCI process ``spec``; stdio fifo paths, "" = none); Start runs it."""
-    request = pb.ExecProcessRequest(
-        container_id=container_id, exec_id=exec_id, terminal=terminal, stdin=stdin, stdout=stdout, stderr=stderr,
-        spec=any_pb2.Any(type_url=PROCESS_SPEC_TYPE, value=json.dumps(spec).encode()))
+    spec_any = any_pb2.Any(type_url=PROCESS_SPEC_TYPE, value=json.dumps(spec).encode())
+    direct = shim_pb2.ExecProcessRequest(id=container_id, exec_id=exec_id, terminal=terminal, stdin=stdin,
+                                         stdout=stdout, stderr=stderr, spec=spec_any)
+    if await _shim(client, container_id, "Exec", direct, empty_pb2.Empty, what=what) is not None:
+        return
+    request = pb.ExecProcessRequest(container_id=container_id, exec_id=exec_id, terminal=terminal, stdin=stdin,
+                                    stdout=stdout, stderr=stderr, spec=spec_any)
     with translate(what):
         await client.tasks.Exec(request)
 
 
 async def start_process(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
     """Start a created exec process: its pid."""
+    direct = await _shim(client, container_id, "Start", shim_pb2.StartRequest(id=container_id, exec_id=exec_id),
+                         shim_pb2.StartResponse, what=what)
+    if direct is not None:
+        return int(direct.pid)
     with translate(what):
         resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id))
     return int(resp.pid)
@@ -192,28 +219,44 @@ async def start_process(client: Client, container_id: str, exec_id: str, *, what
 async def wait_process(client: Client, container_id: str, exec_id: str, *, what: str,
                        timeout: float | None = None) -> int:
     """Block until the exec process exits: its exit status."""
+    direct = await _shim(client, container_id, "Wait", shim_pb2.WaitRequest(id=container_id, exec_id=exec_id),
+                         shim_pb2.WaitResponse, what=what, timeout=timeout)
+    if direct is not None:
+        return int(direct.exit_status)
     with translate(what):
         resp = await client.tasks.Wait(pb.WaitRequest(container_id=container_id, exec_id=exec_id), timeout=timeout)
     return int(resp.exit_status)
 
 
 async def kill_process(client: Client, container_id: str, exec_id: str, sig: int, *, what: str) -> None:
+    request = shim_pb2.KillRequest(id=container_id, exec_id=exec_id, signal=sig)
+    if await _shim(client, container_id, "Kill", request, empty_pb2.Empty, what=what) is not None:
+        return
     with translate(what):
         await client.tasks.Kill(pb.KillRequest(container_id=container_id, exec_id=exec_id, signal=sig))
 
 
 async def delete_process(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+    request = shim_pb2.DeleteRequest(id=container_id, exec_id=exec_id)
+    if await _shim(client, container_id, "Delete", request, shim_pb2.DeleteResponse, what=what) is not None:
+        return
     with translate(what):
         await client.tasks.DeleteProcess(pb.DeleteProcessRequest(container_id=container_id, exec_id=exec_id))
 
 
 async def close_process_stdin(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+    request = shim_pb2.CloseIORequest(id=container_id, exec_id=exec_id, stdin=True)
+    if await _shim(client, container_id, "CloseIO", request, empty_pb2.Empty, what=what) is not None:
+        return
     with translate(what):
         await client.tasks.CloseIO(pb.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True))
 
 
 async def resize_process_pty(client: Client, container_id: str, exec_id: str, width: int, height: int, *,
                              what: str) -> None:
+    request = shim_pb2.ResizePtyRequest(id=container_id, exec_id=exec_id, width=width, height=height)
+    if await _shim(client, container_id, "ResizePty", request, empty_pb2.Empty, what=what) is not None:
+        return
     with translate(what):
         await client.tasks.ResizePty(pb.ResizePtyRequest(container_id=container_id, exec_id=exec_id, width=width,
                                                          height=height))

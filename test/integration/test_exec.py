@@ -1,5 +1,6 @@
 """Exec into a real containerd task (runc): streams, exit codes, TTY resize, ExecSync bounds and timeouts,
-and nothing left behind (exec processes, fifos, asyncio tasks)."""
+and nothing left behind (exec processes, fifos, asyncio tasks); each through the task's shim and through
+containerd."""
 from __future__ import annotations
 
 import asyncio
@@ -27,9 +28,12 @@ def narwhald() -> Iterator[DaemonProcess]:
     d.destroy()
 
 
-@pytest.fixture
-async def client(narwhald: DaemonProcess) -> AsyncIterator[Client]:
-    c = Client(narwhald.state / "containerd" / "containerd.sock", ctrtask.NAMESPACE)
+@pytest.fixture(params=["via-shim", "via-containerd"])
+async def client(narwhald: DaemonProcess, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """Every test both ways: exec processes straight to the task's shim over ttrpc (narwhald's default,
+    pkg.containerd.shims), and through containerd's task service."""
+    shim_state = narwhald.state / "containerd" if request.param == "via-shim" else None
+    c = Client(narwhald.state / "containerd" / "containerd.sock", ctrtask.NAMESPACE, shim_state=shim_state)
     yield c
     await c.close()
 
