@@ -52,8 +52,8 @@ FLAGS: list[tuple[str, str]] = [
                       "Diff.Apply after it (overlayfs, own containerd) (true/false) [true]"),
     ("containerd-gogc", "GOGC of the containerd narwhald starts, and of its shims and runc: lower keeps their "
                         "Go heaps smaller for more GC work (10-1000) [100]"),
-    ("exec-via-shim", "exec processes go straight to the task's runc v2 shim over ttrpc, not through "
-                      "containerd's task service (own containerd) (true/false) [true]"),
+    ("shim-direct", "a task's Start and its exec processes go straight to its runc v2 shim over ttrpc, "
+                    "not through containerd's task service (own containerd) (true/false) [true]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
                     "narwhal-logger process per container (true/false) [true]"),
     ("swarm-etcd-endpoints", "Swarm mode: external etcd endpoints (host:port, http:// or https://), "

@@ -94,10 +94,11 @@ class Config:
     # environment): a Go heap grows to (100 + GOGC)% of what is live before a collection; lower trades GC CPU
     # for memory (issue 21, docs/benchmarks.md "containerd's GOGC").  100 is Go's own default.
     containerd_gogc: int = 100
-    # Exec processes created, started, waited, signalled and deleted by ttrpc calls to the task's runc v2 shim
-    # (pkg.containerd.shims), which containerd's task service only passes through; only with a containerd
-    # narwhald runs itself.  false: every call through containerd (issue 21, docs/benchmarks.md).
-    exec_via_shim: bool = True
+    # The task calls containerd's task service only passes through (a task's Start; an exec process's Exec,
+    # Start, Wait, Kill, CloseIO, ResizePty, Delete) made as ttrpc calls to the task's runc v2 shim
+    # (pkg.containerd.shims); only with a containerd narwhald runs itself.  false: every call through
+    # containerd (issue 21, docs/benchmarks.md "Task calls straight to the shim").
+    shim_direct: bool = True
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -119,8 +120,8 @@ class Config:
 
     @property
     def shim_state(self) -> Path | None:
-        """Where the tasks' shim addresses are, for exec-via-shim (None: exec processes through containerd)."""
-        return self.containerd_state if self.exec_via_shim and self.owns_containerd else None
+        """Where the tasks' shim addresses are, for shim-direct (None: every task call through containerd)."""
+        return self.containerd_state if self.shim_direct and self.owns_containerd else None
 
     @property
     def containerd_socket(self) -> Path:
@@ -369,7 +370,7 @@ CONVERTERS: dict[str, Any] = {
     "shim-prestart": _bool,
     "stream-unpack": _bool,
     "containerd-gogc": _gogc,
-    "exec-via-shim": _bool,
+    "shim-direct": _bool,
 }
 
 

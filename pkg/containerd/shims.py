@@ -1,13 +1,15 @@
-"""Exec processes sent straight to the task's runc v2 shim, not through containerd's task service.
+"""Task calls sent straight to the task's runc v2 shim, not through containerd's task service.
 
 containerd 1.6's task service keeps nothing of an exec process: ``Tasks.Exec``, ``Start``, ``Wait``, ``Kill``,
 ``CloseIO``, ``ResizePty`` and ``DeleteProcess`` each look the task up, ask its shim for the process's state
 (``State``, for all but ``Exec``) and pass the call on to the shim over ttrpc (services/tasks/local.go,
-runtime/v2/shim.go).  The shim holds the process and publishes its events (``TaskExecAdded``,
-``TaskExecStarted``, ``TaskExit``) to containerd's event service itself, whoever asked.  Calling the shim's
-``containerd.task.v2.Task`` service directly is therefore the same operation with one gRPC hop and one shim
-round trip fewer per call: ~5-6 ms of a ~45 ms exec of ``true`` (issue 21, docs/benchmarks.md "Exec processes
-straight to the shim").  containerd's CRI makes the same calls in-process.
+runtime/v2/shim.go); a task's own ``Start`` is passed on too, followed by a ``State`` for the pid the shim's
+answer already has.  The shim holds the processes and publishes their events (``TaskStart``,
+``TaskExecAdded``, ``TaskExecStarted``, ``TaskExit``) to containerd's event service itself, whoever asked.
+Calling the shim's ``containerd.task.v2.Task`` service directly is therefore the same operation with one gRPC
+hop and one shim round trip fewer per call: ~5-6 ms of a ~45 ms exec of ``true`` (issue 21, docs/benchmarks.md
+"Task calls straight to the shim").  containerd's CRI makes the same calls in-process.  What containerd does
+keep (the task's creation and deletion, its bundle, its shim) still goes through containerd.
 
 The task's shim address is the one containerd itself reads: the ``address`` file in the task's bundle
 (``<containerd state>/io.containerd.runtime.v2.task/<namespace>/<id>/address``), so this only works with a

@@ -46,6 +46,20 @@ def _info(p: task_pb2.Process) -> TaskInfo:
     return TaskInfo(p.id or p.container_id, p.pid, TaskStatus(p.status), p.exit_status, exited)
 
 
+# With ``client.shims``, the calls containerd's task service only passes on to the task's shim (a task's Start,
+# an exec process's) go straight to it (pkg.containerd.shims); when the shim cannot be reached, through
+# containerd as before.
+async def _shim(client: Client, container_id: str, method: str, request: Message, response: type[R], *,
+                what: str, timeout: float | None = None) -> R | None:
+    """The shim's answer, or None when the call is to go through containerd."""
+    if client.shims is None:
+        return None
+    try:
+        return await client.shims.call(container_id, method, request, response, what=what, timeout=timeout)
+    except Unreachable:
+        return None
+
+
 async def create(
     client: Client,
     container_id: str,
@@ -92,7 +106,14 @@ def _shim_went_away(message: str) -> bool:
 
 
 async def start(client: Client, container_id: str, exec_id: str = "") -> int:
-    with translate(f"start task {container_id}"):
+    """Start a created task (its init process): its pid.  Straight to the shim where it can be reached:
+    containerd's Start passes it on and then asks the shim for the pid, which the shim's answer carries."""
+    what = f"start task {container_id}"
+    direct = await _shim(client, container_id, "Start", shim_pb2.StartRequest(id=container_id, exec_id=exec_id),
+                         shim_pb2.StartResponse, what=what, timeout=60)
+    if direct is not None:
+        return int(direct.pid)
+    with translate(what):
         resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id), timeout=60)
     return int(resp.pid)
 
@@ -175,20 +196,8 @@ async def close_stdin(client: Client, container_id: str, exec_id: str = "") -> N
 
 # ---- exec processes (a second process in a running task), as pkg.runtime.exec drives them ----
 # ``what`` is the caller's wording for errors; no timeout where the caller waits on the process itself.
-# With ``client.shims`` each goes straight to the task's shim (pkg.containerd.shims: containerd's task service
-# only passes these through); when the shim cannot be reached, through containerd as before.
+# With ``client.shims`` each goes straight to the task's shim (``_shim``).
 PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
-
-
-async def _shim(client: Client, container_id: str, method: str, request: Message, response: type[R], *,
-                what: str, timeout: float | None = None) -> R | None:
-    """The shim's answer, or None when the call is to go through containerd."""
-    if client.shims is None:
-        return None
-    try:
-        return await client.shims.call(container_id, method, request, response, what=what, timeout=timeout)
-    except Unreachable:
-        return None
 
 
 async def exec_process(client: Client, container_id: str, exec_id: str, spec: dict[str, object], *,

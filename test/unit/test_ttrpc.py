@@ -2,7 +2,7 @@
 
 The envelopes are checked against protobuf's own codec: the messages of github.com/containerd/ttrpc's types.go
 (and google.rpc.Status) are declared here as a descriptor, so the hand-written encoder and decoder are compared
-with an independent implementation, not with themselves.  The real shim is test/integration/test_exec_via_shim.py.
+with an independent implementation, not with themselves.  The real shim is test/integration/test_shim_direct.py.
 """
 from __future__ import annotations
 

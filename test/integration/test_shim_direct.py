@@ -1,8 +1,8 @@
-"""Exec processes straight to the task's runc v2 shim over ttrpc (pkg.containerd.shims, issue 21), with the real
-shim, containerd and CLIs: every byte and exit code of CRI ExecSyncs and `docker exec`s, no exec call through
-containerd's task service, the fall back to containerd when the task's bundle has no address, a container
+"""A task's Start and its exec processes straight to the task's runc v2 shim over ttrpc (pkg.containerd.shims,
+issue 21), with the real shim, containerd and CLIs: every byte and exit code of CRI ExecSyncs and `docker
+exec`s, no Start or exec call through containerd's task service, the fall back to containerd when the task's bundle has no address, a container
 restarted or whose shim was killed (the connection to the old shim dropped, a new one made), and
-``exec-via-shim: false``."""
+``shim-direct: false``."""
 from __future__ import annotations
 
 import os
@@ -30,7 +30,7 @@ def daemon(registry: Registry) -> Iterator[DaemonProcess]:
 
 def exec_calls(d: DaemonProcess) -> dict[str, float]:
     calls = containerd_calls(d)
-    names = ("shim/Exec", "shim/Start", "shim/Delete", "Tasks/Exec", "Tasks/DeleteProcess")
+    names = ("shim/Exec", "shim/Start", "shim/Delete", "Tasks/Exec", "Tasks/Start", "Tasks/DeleteProcess")
     return {name: calls.get(name, 0.0) for name in names}
 
 
@@ -58,9 +58,12 @@ def exec_sync_checked(d: DaemonProcess, cid: str, i: int) -> None:
 
 def test_cri_execsyncs_go_to_the_shim_and_fall_back_to_containerd(daemon: DaemonProcess, registry: Registry,
                                                                   tmp_path: Path) -> None:
+    started = exec_calls(daemon)
     sid, cid = run_pod(daemon, registry, tmp_path)
     try:
         before = exec_calls(daemon)
+        assert before["Tasks/Start"] == started["Tasks/Start"]  # the container's task (and the pod's) too
+        assert before["shim/Start"] > started["shim/Start"]
         for i in range(40):
             exec_sync_checked(daemon, cid, i)
         wait_for(lambda: exec_calls(daemon)["shim/Delete"] - before["shim/Delete"] >= 40, 30,
@@ -77,7 +80,7 @@ def test_cri_execsyncs_go_to_the_shim_and_fall_back_to_containerd(daemon: Daemon
                 exec_sync_checked(daemon, cid, i)
             wait_for(lambda: exec_calls(daemon)["Tasks/DeleteProcess"] - before["Tasks/DeleteProcess"] >= 5, 30,
                      "the deletions through containerd")
-            assert grew(before, exec_calls(daemon)) == {"Tasks/Exec": 5, "Tasks/DeleteProcess": 5}
+            assert grew(before, exec_calls(daemon)) == {"Tasks/Exec": 5, "Tasks/Start": 5, "Tasks/DeleteProcess": 5}
         finally:
             os.rename(aside, address)
         exec_sync_checked(daemon, cid, 3)
@@ -113,7 +116,7 @@ def test_docker_exec_survives_a_restart_and_a_killed_shim(daemon: DaemonProcess)
         docker("start", name)
         assert docker("exec", name, "echo", "after kill").stdout == b"after kill\n"
         after = exec_calls(daemon)
-        assert after["Tasks/Exec"] == before["Tasks/Exec"]
+        assert (after["Tasks/Exec"], after["Tasks/Start"]) == (before["Tasks/Exec"], before["Tasks/Start"])
         assert after["shim/Exec"] - before["shim/Exec"] == 13
     finally:
         docker("rm", "-f", name)
@@ -125,8 +128,8 @@ def docker_exec(d: DaemonProcess, name: str, i: int) -> subprocess.CompletedProc
                           capture_output=True, timeout=120)
 
 
-def test_exec_via_shim_false_goes_through_containerd(registry: Registry, tmp_path: Path) -> None:
-    gen = mirrored_daemon(registry, ["--exec-via-shim", "false"])
+def test_shim_direct_false_goes_through_containerd(registry: Registry, tmp_path: Path) -> None:
+    gen = mirrored_daemon(registry, ["--shim-direct", "false"])
     d = next(gen)
     try:
         sid, cid = run_pod(d, registry, tmp_path)
@@ -135,7 +138,8 @@ def test_exec_via_shim_false_goes_through_containerd(registry: Registry, tmp_pat
             exec_sync_checked(d, cid, i)
         wait_for(lambda: exec_calls(d)["Tasks/DeleteProcess"] - before["Tasks/DeleteProcess"] >= 5, 30,
                  "the deletions through containerd")
-        assert grew(before, exec_calls(d)) == {"Tasks/Exec": 5, "Tasks/DeleteProcess": 5}
+        assert grew(before, exec_calls(d)) == {"Tasks/Exec": 5, "Tasks/Start": 5, "Tasks/DeleteProcess": 5}
+        assert before["Tasks/Start"] >= 1 and before["shim/Start"] == 0
         d.runtime().StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120)
         d.runtime().RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=120)
     finally:
