@@ -17,7 +17,8 @@ COMMIT = content_pb2.COMMIT
 _DATA_TAG = b"\x32"  # field 6 (data), wire type 2 (length-delimited)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A protobuf base-128 varint (also pkg.containerd.ttrpc's)."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -37,7 +38,7 @@ def write_request(action: content_pb2.WriteAction, *, parts: Sequence[bytes] = (
     size = sum(len(p) for p in parts)
     if not size:
         return head
-    return b"".join((head, _DATA_TAG, _varint(size), *parts))
+    return b"".join((head, _DATA_TAG, varint(size), *parts))
 
 
 def decode_response(data: bytes) -> content_pb2.WriteContentResponse:

@@ -19,6 +19,8 @@ import contextlib
 import struct
 from collections.abc import Sequence
 
+from pkg.containerd.content_wire import varint
+
 HEADER = struct.Struct(">IIBB")
 MAX_MESSAGE = 4 << 20  # ttrpc's messageLengthMax
 TYPE_REQUEST = 1
@@ -39,20 +41,8 @@ class ConnectionLost(Exception):
 
 
 # ---- protobuf wire encoding of the envelopes ----
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
 def _bytes_field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
 def encode_request(service: str, method: str, payload: bytes, timeout_ns: int = 0,
@@ -60,13 +50,13 @@ def encode_request(service: str, method: str, payload: bytes, timeout_ns: int = 
     """``ttrpc.Request`` (fields 1-5)."""
     parts = [_bytes_field(1, service.encode()), _bytes_field(2, method.encode()), _bytes_field(3, payload)]
     if timeout_ns > 0:
-        parts.append(_varint(4 << 3) + _varint(timeout_ns))
+        parts.append(varint(4 << 3) + varint(timeout_ns))
     for key, value in metadata:
         parts.append(_bytes_field(5, _bytes_field(1, key.encode()) + _bytes_field(2, value.encode())))
     return b"".join(parts)
 
 
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+def _readvarint(data: bytes, i: int) -> tuple[int, int]:
     shift = value = 0
     while True:
         if i >= len(data) or shift > 63:
@@ -84,13 +74,13 @@ def _fields(data: bytes) -> dict[int, list[int | bytes]]:
     out: dict[int, list[int | bytes]] = {}
     i = 0
     while i < len(data):
-        key, i = _read_varint(data, i)
+        key, i = _readvarint(data, i)
         number, wire_type = key >> 3, key & 7
         value: int | bytes
         if wire_type == 0:
-            value, i = _read_varint(data, i)
+            value, i = _readvarint(data, i)
         elif wire_type == 2:
-            length, i = _read_varint(data, i)
+            length, i = _readvarint(data, i)
             if i + length > len(data):
                 raise ValueError("truncated field")
             value, i = data[i:i + length], i + length

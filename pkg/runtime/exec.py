@@ -3,9 +3,14 @@
 The process spec is the container's own ``process`` with the new args (and
 ``TERM=xterm`` for a TTY), as containerd's CRI does.  stdio goes through
 fifos in a private directory: we hold each fifo open with a second "keeper"
-fd until ``Tasks.Start`` returns (the shim has opened its ends by then), so
-we neither block on open nor read a premature EOF; after that, EOF on
-stdout/stderr means the shim is done with them.
+fd until ``Tasks.Start`` returns (the shim has opened its stdout and stderr ends
+by then), so we neither block on open nor read a premature EOF; after that, EOF
+on stdout/stderr means the shim is done with them.  stdin's keeper (a reader)
+stays until the process is deleted: the shim opens its stdin reader in a
+goroutine of its own (containerd/fifo opens an O_NONBLOCK fifo asynchronously),
+possibly after ``Start`` answered, and a fifo with no reader at all would make
+asyncio close our write end (EPOLLERR: "pipe closed by peer") and drop the input;
+a reader that never reads changes nothing else (EOF is the writers' business).
 
 ``run_exec`` serves an interactive session (``ExecStreams``); ``pkg.runtime.exec_sync``
 captures bounded output with a timeout on top of it.  Both kill the process if they are
@@ -89,7 +94,8 @@ class ExecProcess:
         self._dir = fifo_root / container_id / self.exec_id  # the layout reap_stale_execs relies on
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
-        self._keepers: list[int] = []
+        self._keepers: list[int] = []  # stdout's and stderr's writers, closed once Start returned
+        self._stdin_keeper: int | None = None  # stdin's reader, closed at delete() (the module's docstring)
         self._fds: dict[str, int] = {}  # our ends of the fifos, until attached to the loop
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
@@ -166,7 +172,10 @@ class ExecProcess:
                 path = f"{self._dir}/{name}"
                 os.mkfifo(path, 0o600)
                 ours, keeper = _open_pipe_pair(path, read_end=name != "stdin")
-                self._keepers.append(keeper)
+                if name == "stdin":
+                    self._stdin_keeper = keeper
+                else:
+                    self._keepers.append(keeper)
                 self._fds[name] = ours
 
     async def _attach_fifos(self) -> None:
@@ -255,6 +264,10 @@ class ExecProcess:
             return
         self._deleted = True
         self._close_keepers()
+        if self._stdin_keeper is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stdin_keeper)
+            self._stdin_keeper = None
         for fd in self._fds.values():  # opened but not attached: the start failed
             with contextlib.suppress(OSError):
                 os.close(fd)

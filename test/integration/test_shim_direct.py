@@ -1,8 +1,8 @@
 """A task's Start and its exec processes straight to the task's runc v2 shim over ttrpc (pkg.containerd.shims,
 issue 21), with the real shim, containerd and CLIs: every byte and exit code of CRI ExecSyncs and `docker
-exec`s, no Start or exec call through containerd's task service, the fall back to containerd when the task's bundle has no address, a container
-restarted or whose shim was killed (the connection to the old shim dropped, a new one made), and
-``shim-direct: false``."""
+exec`s, no Start or exec call through containerd's task service, the fall back to containerd when the task's
+bundle has no address, a container restarted or whose shim was killed (the connection to the old shim dropped,
+a new one made), and ``shim-direct: false``."""
 from __future__ import annotations
 
 import os
@@ -56,6 +56,17 @@ def exec_sync_checked(d: DaemonProcess, cid: str, i: int) -> None:
     assert (resp.stdout, resp.stderr, resp.exit_code) == (f"out-{i}".encode(), f"err-{i}".encode(), i % 7)
 
 
+def execs_through_containerd(d: DaemonProcess, cid: str) -> dict[str, float]:
+    """Five ExecSyncs, checked, each of whose calls went through containerd; the calls counted before them."""
+    before = exec_calls(d)
+    for i in range(5):
+        exec_sync_checked(d, cid, i)
+    wait_for(lambda: exec_calls(d)["Tasks/DeleteProcess"] - before["Tasks/DeleteProcess"] >= 5, 30,
+             "the deletions through containerd")
+    assert grew(before, exec_calls(d)) == {"Tasks/Exec": 5, "Tasks/Start": 5, "Tasks/DeleteProcess": 5}
+    return before
+
+
 def test_cri_execsyncs_go_to_the_shim_and_fall_back_to_containerd(daemon: DaemonProcess, registry: Registry,
                                                                   tmp_path: Path) -> None:
     started = exec_calls(daemon)
@@ -75,12 +86,7 @@ def test_cri_execsyncs_go_to_the_shim_and_fall_back_to_containerd(daemon: Daemon
         aside = address.with_name("address.aside")
         os.rename(address, aside)
         try:
-            before = exec_calls(daemon)
-            for i in range(5):
-                exec_sync_checked(daemon, cid, i)
-            wait_for(lambda: exec_calls(daemon)["Tasks/DeleteProcess"] - before["Tasks/DeleteProcess"] >= 5, 30,
-                     "the deletions through containerd")
-            assert grew(before, exec_calls(daemon)) == {"Tasks/Exec": 5, "Tasks/Start": 5, "Tasks/DeleteProcess": 5}
+            execs_through_containerd(daemon, cid)
         finally:
             os.rename(aside, address)
         exec_sync_checked(daemon, cid, 3)
@@ -133,13 +139,8 @@ def test_shim_direct_false_goes_through_containerd(registry: Registry, tmp_path:
     d = next(gen)
     try:
         sid, cid = run_pod(d, registry, tmp_path)
-        before = exec_calls(d)
-        for i in range(5):
-            exec_sync_checked(d, cid, i)
-        wait_for(lambda: exec_calls(d)["Tasks/DeleteProcess"] - before["Tasks/DeleteProcess"] >= 5, 30,
-                 "the deletions through containerd")
-        assert grew(before, exec_calls(d)) == {"Tasks/Exec": 5, "Tasks/Start": 5, "Tasks/DeleteProcess": 5}
-        assert before["Tasks/Start"] >= 1 and before["shim/Start"] == 0
+        before = execs_through_containerd(d, cid)
+        assert before["Tasks/Start"] >= 1 and before["shim/Start"] == 0  # the pod's and container's tasks too
         d.runtime().StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120)
         d.runtime().RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=120)
     finally:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 import types
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +25,7 @@ from pkg.runtime import monitor as monitor_mod
 from pkg.runtime.exec_exits import ExecExits, StreamLost
 from pkg.runtime.monitor import ExitMonitor
 from pkg.runtime.process_specs import ProcessSpecs
+from pkg.streaming.backend import ExecStreams
 
 CLIENT = cast(Client, object())
 PROCESS = {"args": ["sleep", "inf"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}}
@@ -328,3 +331,64 @@ async def test_an_execs_exit_does_not_wait_behind_a_containers_exit(monkeypatch:
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
+
+
+# ---- stdin when the shim opens its reader late (containerd/fifo opens O_NONBLOCK fifos in a goroutine) ----
+
+class Input:
+    def __init__(self, data: bytes) -> None:
+        self.chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+
+    async def read(self) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+async def test_stdin_survives_a_shim_that_opens_its_reader_after_start(shim: FakeShim, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runc v2 shim opens the exec's stdin fifo for reading asynchronously, so it may not hold it yet when
+    Start answers; the input written meanwhile must reach it all (it once made `docker exec -i` lose all its
+    input now and then, once Start went straight to the shim and answered sooner)."""
+    data = os.urandom(20_000)
+    paths: dict[str, str] = {}
+    got = bytearray()
+    loop = asyncio.get_running_loop()
+    eof = asyncio.Event()
+
+    async def exec_process(client: Client, container_id: str, exec_id: str, spec: dict[str, Any], *,
+                           stdin: str, **_: Any) -> None:
+        shim.calls.append("Exec")
+        paths["stdin"] = stdin
+
+    def late_reader() -> None:  # the shim's goroutine: opens the reader after Start answered, reads to EOF
+        time.sleep(0.1)
+        fd = os.open(paths["stdin"], os.O_RDONLY | os.O_NONBLOCK)  # as the shim: no writer needed to open
+        os.set_blocking(fd, True)  # then read: blocks for data, b"" once every writer closed
+        try:
+            while chunk := os.read(fd, 65536):
+                got.extend(chunk)
+        finally:
+            os.close(fd)
+        loop.call_soon_threadsafe(eof.set)
+
+    async def start_process(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+        shim.calls.append("Start")
+        threading.Thread(target=late_reader, daemon=True).start()
+        return 4242
+
+    async def wait_process(client: Client, container_id: str, exec_id: str, *, what: str,
+                           timeout: float | None = None) -> int:
+        await eof.wait()  # `cat` exits at its input's end
+        return 0
+
+    async def close_process_stdin(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+        shim.calls.append("CloseIO")
+
+    for name, fake in (("exec_process", exec_process), ("start_process", start_process),
+                       ("wait_process", wait_process), ("close_process_stdin", close_process_stdin)):
+        monkeypatch.setattr(exec_mod.ctr_tasks, name, fake)
+    streams = ExecStreams(tty=False, stdin=Input(data))  # type: ignore[arg-type]
+    code = await asyncio.wait_for(
+        exec_mod.run_exec(CLIENT, "c1", ["cat"], streams, fifo_root=tmp_path, specs=_specs()), 10)
+    assert code == 0 and bytes(got) == data
+    assert shim.calls == ["Exec", "Start", "CloseIO", "DeleteProcess"]
+    assert not any(tmp_path.iterdir())
