@@ -144,11 +144,14 @@ def test_scripted_workload_agrees_with_the_scraped_metrics(nw: DaemonProcess, re
     assert delta(before, after, "narwhal_cri_requests_total", method="StartContainer", code="NOT_FOUND") == 1
     assert delta(before, after, "narwhal_cri_requests_total", method="PullImage", code="NOT_FOUND") == 1
     assert delta(before, after, "narwhal_cri_request_duration_seconds_count", method="CreateContainer") == 3
-    # containerd calls: one task per container start, one exec process per exec
+    # containerd calls: one task per container start, one exec process per exec (sent to the task's shim
+    # directly: shim-direct, on by default)
     assert delta(before, after, "narwhal_containerd_request_duration_seconds_count",
                  service="Tasks", method="Create") == 3
     assert delta(before, after, "narwhal_containerd_request_duration_seconds_count",
-                 service="Tasks", method="Exec") == 4
+                 service="shim", method="Exec") == 4
+    assert delta(before, after, "narwhal_containerd_request_duration_seconds_count",
+                 service="Tasks", method="Exec") == 0
     # CNI: the pod's network was set up and torn down
     assert total(after, "narwhal_cni_operation_duration_seconds_count", command="ADD") > \
         total(before, "narwhal_cni_operation_duration_seconds_count", command="ADD")
