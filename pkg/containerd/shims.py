@@ -19,6 +19,8 @@ caller goes through containerd as before (:class:`Unreachable`), which gives con
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import TypeVar
@@ -50,9 +52,10 @@ class ShimTasks:
         self.namespace = namespace
         self._metadata = ((NAMESPACE_KEY, namespace),)
         self._connections: dict[str, Connection] = {}
+        self._opening: dict[str, asyncio.Future[Connection]] = {}
 
     def _address(self, container_id: str) -> str:
-        """The shim's socket path, read from the task's bundle (tmpfs: a read on the loop costs ~20 us)."""
+        """The shim's socket path, read from the task's bundle (a few bytes in the page cache: read on the loop)."""
         if not container_id or "/" in container_id or container_id in (".", ".."):
             raise Unreachable(container_id)
         try:
@@ -69,6 +72,13 @@ class ShimTasks:
         conn = self._connections.get(path)
         if conn is not None and not conn.closed:
             return conn
+        opening = self._opening.get(path)
+        if opening is None:  # one connect per shim, however many calls wait for it
+            opening = self._opening[path] = asyncio.ensure_future(self._open(path))
+            opening.add_done_callback(functools.partial(_settled, self._opening, path))
+        return await asyncio.shield(opening)
+
+    async def _open(self, path: str) -> Connection:
         try:
             conn = await Connection.open(path)
         except OSError:
@@ -109,6 +119,12 @@ class ShimTasks:
         connections, self._connections = list(self._connections.values()), {}
         for conn in connections:
             await conn.close()
+
+
+def _settled(opening: dict[str, asyncio.Future[Connection]], path: str, done: asyncio.Future[Connection]) -> None:
+    opening.pop(path, None)
+    if not done.cancelled():
+        done.exception()  # retrieved: every caller waiting for it may have gone
 
 
 def _status_code(code: int) -> grpc.StatusCode:

@@ -225,17 +225,20 @@ async def test_shim_tasks_reach_the_bundles_shim_and_translate_its_errors(tmp_pa
     _bundle(tmp_path / "state", "narwhal", "dead", f"unix://{tmp_path / 'nobody.sock'}")
     _bundle(tmp_path / "state", "narwhal", "abstract", "unix://@containerd-shim/x.sock")
     async with FakeServer(sock, handler) as server:
-        resp = await shim_tasks.call("c1", "Start", shim_pb2.StartRequest(id="c1", exec_id="e1"),
-                                     shim_pb2.StartResponse, what="exec in c1")
-        assert resp.pid == 4242
-        await shim_tasks.call("c2", "Kill", shim_pb2.KillRequest(id="c2", exec_id="e2", signal=9), empty_pb2.Empty,
-                              what="kill")
-        assert len(server.writers) == 1  # one connection per shim
-        assert [(r.service, r.method) for r in server.requests] == [
-            ("containerd.task.v2.Task", "Start"), ("containerd.task.v2.Task", "Kill")]
-        assert [(kv.key, kv.value) for kv in server.requests[0].metadata] == [("containerd-namespace-ttrpc", "narwhal")]
+        start, _ = await asyncio.gather(  # at once, before any connection: still one connection per shim
+            shim_tasks.call("c1", "Start", shim_pb2.StartRequest(id="c1", exec_id="e1"), shim_pb2.StartResponse,
+                            what="exec in c1"),
+            shim_tasks.call("c2", "Kill", shim_pb2.KillRequest(id="c2", exec_id="e2", signal=9), empty_pb2.Empty,
+                            what="kill"))
+        assert start.pid == 4242
+        assert len(server.writers) == 1
+        assert sorted((r.service, r.method) for r in server.requests) == [
+            ("containerd.task.v2.Task", "Kill"), ("containerd.task.v2.Task", "Start")]
+        assert all([(kv.key, kv.value) for kv in r.metadata] == [("containerd-namespace-ttrpc", "narwhal")]
+                   for r in server.requests)
+        [kill_request] = [r for r in server.requests if r.method == "Kill"]
         kill = shim_pb2.KillRequest()
-        kill.ParseFromString(server.requests[1].payload)
+        kill.ParseFromString(kill_request.payload)
         assert (kill.id, kill.exec_id, kill.signal) == ("c2", "e2", 9)
         with pytest.raises(errors.NotFound, match="^exec in c1: process gone does not exist$"):
             await shim_tasks.call("c1", "Start", shim_pb2.StartRequest(id="c1", exec_id="gone"),
