@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pkg.config import values
+from pkg.config.values import LOG_FORMATS, LOG_LEVELS, parse_address
 from pkg.errors import InvalidArgument
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
+__all__ = ["CONVERTERS", "LOG_FORMATS", "LOG_LEVELS", "Config", "RegistryConfig", "build", "load_file",
+           "parse_address"]
 
 
 @dataclass(frozen=True)
@@ -159,124 +159,7 @@ class Config:
         return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
 
     def metrics_host_port(self) -> tuple[str, int]:
-        return parse_address(self.metrics_address, "metrics-address")
-
-
-def parse_address(value: str, key: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(f"{key}: expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise InvalidArgument(f"{key}: {host!r} is not an IP address") from None
-    return host, int(port)
-
-
-# key -> (dataclass field name, converter)
-def _path(key: str, value: Any) -> Path:
-    if not isinstance(value, str | os.PathLike) or not str(value):
-        raise InvalidArgument(f"{key}: expected a path, got {value!r}")
-    path = Path(value)
-    if not path.is_absolute():
-        raise InvalidArgument(f"{key}: path must be absolute, got {value!r}")
-    return path
-
-
-def _path_list(key: str, value: Any) -> list[Path]:
-    if isinstance(value, str):
-        value = [v for v in value.split(":") if v]
-    if not isinstance(value, list) or not value:
-        raise InvalidArgument(f"{key}: expected a list of paths, got {value!r}")
-    return [_path(key, v) for v in value]
-
-
-def _address(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{key}: expected HOST:PORT, got {value!r}")
-    parse_address(value, key)
-    return value
-
-
-def _log_level(key: str, value: Any) -> str:
-    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
-        raise InvalidArgument(f"{key}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return value.lower()
-
-
-def _log_format(key: str, value: Any) -> str:
-    if not isinstance(value, str) or value.lower() not in LOG_FORMATS:
-        raise InvalidArgument(f"{key}: expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
-    return value.lower()
-
-
-def _name(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_." for c in value):
-        raise InvalidArgument(f"{key}: expected a name of letters, digits, '-', '_' or '.', got {value!r}")
-    return value
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    raise InvalidArgument(f"{key}: expected true or false, got {value!r}")
-
-
-def _subnets(key: str, value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"{key}: expected a CIDR or a list of CIDRs (one per IP family), got {value!r}")
-    nets = []
-    for v in value:
-        try:
-            nets.append(ipaddress.ip_network(v, strict=True))
-        except ValueError as exc:
-            raise InvalidArgument(f"{key}: {exc}") from None
-    if len({n.version for n in nets}) != len(nets):
-        raise InvalidArgument(f"{key}: at most one subnet per IP family, got {value!r}")
-    return [str(n) for n in nets]
-
-
-def _ifname(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 15 or not all(c.isalnum() or c in "-_." for c in value):
-        raise InvalidArgument(f"{key}: expected an interface name of at most 15 letters, digits, '-', '_' or '.'")
-    return value
-
-
-def _seconds(key: str, value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{key}: expected a number of seconds, got {value!r}") from None
-    if isinstance(value, bool) or not 0 < seconds <= 3600:
-        raise InvalidArgument(f"{key}: expected seconds in (0, 3600], got {value!r}")
-    return seconds
-
-
-def _concurrency(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
-            or not 1 <= int(value) <= 64:
-        raise InvalidArgument(f"{key}: expected a whole number from 1 to 64, got {value!r}")
-    return int(value)
-
-
-def _pods_per_shim(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
-            or not 1 <= int(value) <= 64:
-        raise InvalidArgument(f"{key}: expected a whole number from 1 to 64, got {value!r}")
-    return int(value)
-
-
-def _gogc(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
-            or not 10 <= int(value) <= 1000:
-        raise InvalidArgument(f"{key}: expected a whole number from 10 to 1000 (Go's GOGC percent), got {value!r}")
-    return int(value)
+        return values.parse_address(self.metrics_address, "metrics-address")
 
 
 def _registry(key: str, value: Any) -> RegistryConfig:
@@ -301,76 +184,41 @@ def _registry(key: str, value: Any) -> RegistryConfig:
     return RegistryConfig(mirrors={h: list(m) for h, m in mirrors.items()}, insecure=list(insecure))
 
 
-def _runtime_handlers(key: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not value:
-        raise InvalidArgument(f"{key}: expected a mapping of handler name to a runc-compatible binary")
-    handlers = {}
-    for name, binary in value.items():
-        _name(f"{key} name", name)
-        if not isinstance(binary, str) or not binary:
-            raise InvalidArgument(f"{key}.{name}: expected a binary name or path, got {binary!r}")
-        if "/" in binary and not binary.startswith("/"):
-            raise InvalidArgument(f"{key}.{name}: path must be absolute, got {binary!r}")
-        handlers[name] = binary
-    handlers.setdefault("runc", "runc")
-    return handlers
-
-
-def _endpoints(key: str, value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"{key}: expected a list of etcd endpoints (host:port, http:// or https://host:port)")
-    out = []
-    for v in value:
-        parse_address(v.removeprefix("http://").removeprefix("https://").rstrip("/"), key)
-        out.append(v)
-    return out
-
-
-def _api_version(key: str, value: Any) -> str:
-    text = str(value)
-    parts = text.split(".")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or (int(parts[0]), int(parts[1])) < (1, 24):
-        raise InvalidArgument(f"{key}: expected a Docker API version like 1.40 (at least 1.24), got {value!r}")
-    return text
-
-
 CONVERTERS: dict[str, Any] = {
-    "root": _path,
-    "state": _path,
-    "cri-socket": _path,
-    "docker-socket": _path,
-    "metrics-address": _address,
-    "streaming-address": _address,
-    "containerd-address": _path,
-    "cni-bin-dir": _path_list,
-    "cni-conf-dir": _path,
-    "log-level": _log_level,
-    "log-format": _log_format,
-    "containerd-namespace": _name,
-    "stop-containerd-on-exit": _bool,
+    "root": values.abs_path,
+    "state": values.abs_path,
+    "cri-socket": values.abs_path,
+    "docker-socket": values.abs_path,
+    "metrics-address": values.address,
+    "streaming-address": values.address,
+    "containerd-address": values.abs_path,
+    "cni-bin-dir": values.path_list,
+    "cni-conf-dir": values.abs_path,
+    "log-level": values.log_level,
+    "log-format": values.log_format,
+    "containerd-namespace": values.identifier,
+    "stop-containerd-on-exit": values.boolean,
     "registry": _registry,
-    "max-concurrent-downloads": _concurrency,
-    "pod-subnet": _subnets,
-    "cni-bridge": _ifname,
-    "cni-timeout": _seconds,
-    "image-pull-progress-timeout": _seconds,
-    "runtime-handlers": _runtime_handlers,
-    "docker-min-api-version": _api_version,
-    "swarm-etcd-endpoints": _endpoints,
-    "swarm-etcd-ca-file": _path,
-    "swarm-etcd-cert-file": _path,
-    "swarm-etcd-key-file": _path,
-    "docker-shows-pods": _bool,
-    "docker-may-stop-pods": _bool,
-    "docker-images-for-pods": _bool,
-    "pods-per-shim": _pods_per_shim,
-    "log-service": _bool,
-    "shim-prestart": _bool,
-    "stream-unpack": _bool,
-    "containerd-gogc": _gogc,
-    "shim-direct": _bool,
+    "max-concurrent-downloads": values.whole_number(1, 64),
+    "pod-subnet": values.subnets,
+    "cni-bridge": values.ifname,
+    "cni-timeout": values.seconds,
+    "image-pull-progress-timeout": values.seconds,
+    "runtime-handlers": values.runtime_handlers,
+    "docker-min-api-version": values.api_version,
+    "swarm-etcd-endpoints": values.endpoints,
+    "swarm-etcd-ca-file": values.abs_path,
+    "swarm-etcd-cert-file": values.abs_path,
+    "swarm-etcd-key-file": values.abs_path,
+    "docker-shows-pods": values.boolean,
+    "docker-may-stop-pods": values.boolean,
+    "docker-images-for-pods": values.boolean,
+    "pods-per-shim": values.whole_number(1, 64),
+    "log-service": values.boolean,
+    "shim-prestart": values.boolean,
+    "stream-unpack": values.boolean,
+    "containerd-gogc": values.whole_number(10, 1000, " (Go's GOGC percent)"),
+    "shim-direct": values.boolean,
 }
 
 
