@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from pkg import errors
 from pkg import metrics as metrics_mod
@@ -100,7 +100,7 @@ class ShimTasks:
             payload = await conn.call(SERVICE, method, request.SerializeToString(), timeout=timeout,
                                       metadata=self._metadata)
         except TtrpcError as err:
-            status = _status_code(err.code)
+            status = _STATUS.get(err.code, grpc.StatusCode.UNKNOWN)
             m.containerd_errors.labels(service="shim", method=method, code=status.name).inc()
             raise CODES.get(status, errors.Internal)(f"{what}: {err.message}") from None
         except ConnectionLost as err:
@@ -109,10 +109,16 @@ class ShimTasks:
         except TimeoutError:
             m.containerd_errors.labels(service="shim", method=method, code="DEADLINE_EXCEEDED").inc()
             raise errors.DeadlineExceeded(f"{what}: the task's shim did not answer in {timeout:g} s") from None
+        except ValueError as err:  # not a ttrpc Response (a shim of another protocol on the socket?)
+            m.containerd_errors.labels(service="shim", method=method, code="INTERNAL").inc()
+            raise errors.Internal(f"{what}: the task's shim answered something else than ttrpc: {err}") from None
         finally:
             m.containerd_latency.labels(service="shim", method=method).observe(time.monotonic() - start)
         result = response()
-        result.ParseFromString(payload)
+        try:
+            result.ParseFromString(payload)
+        except DecodeError as err:
+            raise errors.Internal(f"{what}: the shim's {method} answer is not a {response.__name__}: {err}") from None
         return result
 
     async def close(self) -> None:
@@ -127,8 +133,4 @@ def _settled(opening: dict[str, asyncio.Future[Connection]], path: str, done: as
         done.exception()  # retrieved: every caller waiting for it may have gone
 
 
-def _status_code(code: int) -> grpc.StatusCode:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status
-    return grpc.StatusCode.UNKNOWN
+_STATUS = {status.value[0]: status for status in grpc.StatusCode}  # ttrpc carries gRPC's codes as numbers

@@ -106,15 +106,19 @@ def _shim_went_away(message: str) -> bool:
 
 
 async def start(client: Client, container_id: str, exec_id: str = "") -> int:
-    """Start a created task (its init process): its pid.  Straight to the shim where it can be reached:
-    containerd's Start passes it on and then asks the shim for the pid, which the shim's answer carries."""
-    what = f"start task {container_id}"
+    """Start a created task (its init process): its pid."""
+    return await _start(client, container_id, exec_id, what=f"start task {container_id}", timeout=60)
+
+
+async def _start(client: Client, container_id: str, exec_id: str, *, what: str, timeout: float | None) -> int:
+    """A task's or an exec process's Start: straight to the shim where it can be reached (containerd's Start
+    passes it on, then asks the shim for the pid, which the shim's answer carries already)."""
     direct = await _shim(client, container_id, "Start", shim_pb2.StartRequest(id=container_id, exec_id=exec_id),
-                         shim_pb2.StartResponse, what=what, timeout=60)
+                         shim_pb2.StartResponse, what=what, timeout=timeout)
     if direct is not None:
         return int(direct.pid)
     with translate(what):
-        resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id), timeout=60)
+        resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id), timeout=timeout)
     return int(resp.pid)
 
 
@@ -216,13 +220,7 @@ async def exec_process(client: Client, container_id: str, exec_id: str, spec: di
 
 async def start_process(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
     """Start a created exec process: its pid."""
-    direct = await _shim(client, container_id, "Start", shim_pb2.StartRequest(id=container_id, exec_id=exec_id),
-                         shim_pb2.StartResponse, what=what)
-    if direct is not None:
-        return int(direct.pid)
-    with translate(what):
-        resp = await client.tasks.Start(pb.StartRequest(container_id=container_id, exec_id=exec_id))
-    return int(resp.pid)
+    return await _start(client, container_id, exec_id, what=what, timeout=None)
 
 
 async def wait_process(client: Client, container_id: str, exec_id: str, *, what: str,

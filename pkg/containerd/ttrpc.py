@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import Sequence
+from typing import TypeVar
 
 from pkg.containerd.content_wire import varint
 
+T = TypeVar("T", int, bytes)
 HEADER = struct.Struct(">IIBB")
 MAX_MESSAGE = 4 << 20  # ttrpc's messageLengthMax
 TYPE_REQUEST = 1
@@ -56,7 +58,7 @@ def encode_request(service: str, method: str, payload: bytes, timeout_ns: int = 
     return b"".join(parts)
 
 
-def _readvarint(data: bytes, i: int) -> tuple[int, int]:
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
     shift = value = 0
     while True:
         if i >= len(data) or shift > 63:
@@ -74,13 +76,13 @@ def _fields(data: bytes) -> dict[int, list[int | bytes]]:
     out: dict[int, list[int | bytes]] = {}
     i = 0
     while i < len(data):
-        key, i = _readvarint(data, i)
+        key, i = _read_varint(data, i)
         number, wire_type = key >> 3, key & 7
         value: int | bytes
         if wire_type == 0:
-            value, i = _readvarint(data, i)
+            value, i = _read_varint(data, i)
         elif wire_type == 2:
-            length, i = _readvarint(data, i)
+            length, i = _read_varint(data, i)
             if i + length > len(data):
                 raise ValueError("truncated field")
             value, i = data[i:i + length], i + length
@@ -94,20 +96,27 @@ def _fields(data: bytes) -> dict[int, list[int | bytes]]:
     return out
 
 
+def _last(fields: dict[int, list[int | bytes]], number: int, kind: type[T], default: T) -> T:
+    """The field's last value (protobuf's rule for a repeated scalar), of the wire type the message declares."""
+    values = fields.get(number)
+    if not values:
+        return default
+    if not isinstance(values[-1], kind):
+        raise ValueError(f"field {number} has the wrong wire type")
+    return values[-1]
+
+
 def decode_response(body: bytes) -> bytes:
-    """``ttrpc.Response``'s payload, or :class:`TtrpcError` for a status with a non-zero code."""
+    """``ttrpc.Response``'s payload, or :class:`TtrpcError` for a status with a non-zero code (ValueError for a
+    body that is not a Response)."""
     fields = _fields(body)
-    status = fields.get(1)
+    status = _last(fields, 1, bytes, b"")
     if status:
-        assert isinstance(status[-1], bytes)
-        sfields = _fields(status[-1])
-        code = sfields.get(1, [0])[-1]
+        sfields = _fields(status)
+        code = _last(sfields, 1, int, 0)
         if code:
-            message = sfields.get(2, [b""])[-1]
-            assert isinstance(code, int) and isinstance(message, bytes)
-            raise TtrpcError(code, message.decode(errors="replace"))
-    payload = fields.get(2, [b""])[-1]
-    assert isinstance(payload, bytes)
+            raise TtrpcError(code, _last(sfields, 2, bytes, b"").decode(errors="replace"))
+    payload = _last(fields, 2, bytes, b"")
     return payload
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import types
 from pathlib import Path
 from typing import Any, cast
@@ -359,8 +358,7 @@ async def test_stdin_survives_a_shim_that_opens_its_reader_after_start(shim: Fak
         shim.calls.append("Exec")
         paths["stdin"] = stdin
 
-    def late_reader() -> None:  # the shim's goroutine: opens the reader after Start answered, reads to EOF
-        time.sleep(0.1)
+    def late_reader() -> None:  # the shim's goroutine, at its latest: opens the reader once the input is all written
         fd = os.open(paths["stdin"], os.O_RDONLY | os.O_NONBLOCK)  # as the shim: no writer needed to open
         os.set_blocking(fd, True)  # then read: blocks for data, b"" once every writer closed
         try:
@@ -372,7 +370,6 @@ async def test_stdin_survives_a_shim_that_opens_its_reader_after_start(shim: Fak
 
     async def start_process(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
         shim.calls.append("Start")
-        threading.Thread(target=late_reader, daemon=True).start()
         return 4242
 
     async def wait_process(client: Client, container_id: str, exec_id: str, *, what: str,
@@ -382,6 +379,7 @@ async def test_stdin_survives_a_shim_that_opens_its_reader_after_start(shim: Fak
 
     async def close_process_stdin(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
         shim.calls.append("CloseIO")
+        threading.Thread(target=late_reader, daemon=True).start()
 
     for name, fake in (("exec_process", exec_process), ("start_process", start_process),
                        ("wait_process", wait_process), ("close_process_stdin", close_process_stdin)):

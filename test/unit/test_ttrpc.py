@@ -151,12 +151,15 @@ async def test_calls_are_multiplexed_and_answered_out_of_order(tmp_path: Path) -
 
 
 async def test_error_status_timeout_and_a_late_answer(tmp_path: Path) -> None:
+    gave_up, late_sent = asyncio.Event(), asyncio.Event()
+
     async def handler(req: Any, stream: int, writer: asyncio.StreamWriter) -> None:
         if req.method == "Missing":
             answer(writer, stream, code=5, message="exec xyz: not found")
         elif req.method == "Late":
-            await asyncio.sleep(0.3)
+            await gave_up.wait()
             answer(writer, stream, b"late")  # after the caller gave up: dropped
+            late_sent.set()
         else:
             answer(writer, stream, b"ok")
 
@@ -168,21 +171,26 @@ async def test_error_status_timeout_and_a_late_answer(tmp_path: Path) -> None:
         with pytest.raises(TimeoutError):
             await conn.call("svc", "Late", b"", timeout=0.05)
         assert server.requests[-1].timeout_nano == 50_000_000
-        await asyncio.sleep(0.4)  # the late answer arrives and is dropped
+        gave_up.set()
+        await late_sent.wait()  # the late answer is on the wire before Other is asked: read first, and dropped
         assert await conn.call("svc", "Other", b"") == b"ok"
         assert not conn.closed
         await conn.close()
 
 
 async def test_a_server_that_hangs_up_fails_every_pending_call(tmp_path: Path) -> None:
+    hanging = asyncio.Event()
+
     async def handler(req: Any, stream: int, writer: asyncio.StreamWriter) -> None:
-        if req.method == "Die":
+        if req.method == "Hang":
+            hanging.set()
+        elif req.method == "Die":
             writer.close()
 
     async with FakeServer(tmp_path / "s", handler):
         conn = await ttrpc.Connection.open(str(tmp_path / "s"))
         pending = asyncio.create_task(conn.call("svc", "Hang", b""))
-        await asyncio.sleep(0.01)
+        await hanging.wait()
         with pytest.raises(ttrpc.ConnectionLost):
             await conn.call("svc", "Die", b"")
         with pytest.raises(ttrpc.ConnectionLost):
@@ -208,7 +216,12 @@ def _bundle(state: Path, namespace: str, container_id: str, address: str) -> Non
 
 async def test_shim_tasks_reach_the_bundles_shim_and_translate_its_errors(tmp_path: Path) -> None:
     async def handler(req: Any, stream: int, writer: asyncio.StreamWriter) -> None:
-        if req.method == "Start":
+        if req.method == "State":  # not a ttrpc Response: a field 2 of the wrong wire type
+            body = b"\x10\x01"
+            writer.write(ttrpc.HEADER.pack(len(body), stream, ttrpc.TYPE_RESPONSE, 0) + body)
+        elif req.method == "Pids":  # a Response whose payload is not a PidsResponse
+            answer(writer, stream, b"\x0a\x05ab")
+        elif req.method == "Start":
             start = shim_pb2.StartRequest()
             start.ParseFromString(req.payload)
             if start.exec_id == "gone":
@@ -243,6 +256,10 @@ async def test_shim_tasks_reach_the_bundles_shim_and_translate_its_errors(tmp_pa
         with pytest.raises(errors.NotFound, match="^exec in c1: process gone does not exist$"):
             await shim_tasks.call("c1", "Start", shim_pb2.StartRequest(id="c1", exec_id="gone"),
                                   shim_pb2.StartResponse, what="exec in c1")
+        with pytest.raises(errors.Internal, match="answered something else than ttrpc"):
+            await shim_tasks.call("c1", "State", shim_pb2.StateRequest(id="c1"), shim_pb2.StateResponse, what="x")
+        with pytest.raises(errors.Internal, match="Pids answer is not a PidsResponse"):
+            await shim_tasks.call("c1", "Pids", shim_pb2.PidsRequest(id="c1"), shim_pb2.PidsResponse, what="x")
         for unreachable in ("no-such-task", "dead", "abstract", "../c1", ""):
             with pytest.raises(shims_mod.Unreachable):
                 await shim_tasks.call(unreachable, "Start", shim_pb2.StartRequest(), shim_pb2.StartResponse, what="x")
