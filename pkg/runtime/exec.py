@@ -2,15 +2,11 @@
 
 The process spec is the container's own ``process`` with the new args (and
 ``TERM=xterm`` for a TTY), as containerd's CRI does.  stdio goes through
-fifos in a private directory: we hold each fifo open with a second "keeper"
-fd until ``Tasks.Start`` returns (the shim has opened its stdout and stderr ends
-by then), so we neither block on open nor read a premature EOF; after that, EOF
-on stdout/stderr means the shim is done with them.  stdin's keeper (a reader)
-stays until the process is deleted: the shim opens its stdin reader in a
-goroutine of its own (containerd/fifo opens an O_NONBLOCK fifo asynchronously),
-possibly after ``Start`` answered, and a fifo with no reader at all would make
-asyncio close our write end (EPOLLERR: "pipe closed by peer") and drop the input;
-a reader that never reads changes nothing else (EOF is the writers' business).
+fifos in a private directory: we hold stdout and stderr open with a second
+"keeper" fd until ``Tasks.Start`` returns (the shim has opened its ends by then),
+so we neither block on open nor read a premature EOF; after that, EOF on
+stdout/stderr means the shim is done with them.  stdin is opened only once the
+shim holds its reader, which it opens in the background (pkg.runtime.exec_stdin).
 
 ``run_exec`` serves an interactive session (``ExecStreams``); ``pkg.runtime.exec_sync``
 captures bounded output with a timeout on top of it.  Both kill the process if they are
@@ -37,6 +33,7 @@ from pkg.containerd import containers as ctr_containers
 from pkg.containerd import tasks as ctr_tasks
 from pkg.containerd.client import Client
 from pkg.runtime.exec_exits import EVENT_GRACE, ExecExits, StreamLost
+from pkg.runtime.exec_stdin import ExecStdin
 from pkg.runtime.process_specs import ProcessSpecs
 from pkg.streaming.backend import ExecStreams, OutputStream
 
@@ -64,14 +61,10 @@ def process_spec(container_spec: dict[str, Any], cmd: Sequence[str], tty: bool) 
     return process
 
 
-def _open_pipe_pair(path: str, read_end: bool) -> tuple[int, int]:
-    """(our fd, keeper fd) on a fifo: our end plus the opposite end, so open never blocks."""
-    if read_end:
-        ours = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        keeper = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    else:
-        keeper = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        ours = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def _open_pipe_pair(path: str) -> tuple[int, int]:
+    """(our read end, keeper write end) on an output fifo: ours first, so neither open blocks."""
+    ours = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    keeper = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     return ours, keeper
 
 
@@ -95,11 +88,10 @@ class ExecProcess:
         # The shim needs stdout (and stderr without a TTY) even when nobody listens: unread output is drained.
         self._want = {"stdin": stdin, "stdout": True, "stderr": not tty}
         self._keepers: list[int] = []  # stdout's and stderr's writers, closed once Start returned
-        self._stdin_keeper: int | None = None  # stdin's reader, closed at delete() (the module's docstring)
         self._fds: dict[str, int] = {}  # our ends of the fifos, until attached to the loop
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
-        self._stdin: asyncio.StreamWriter | None = None
+        self._stdin = ExecStdin(self._path("stdin")) if stdin else None
         self._transports: list[asyncio.BaseTransport] = []
         self._wait: asyncio.Task[int] | None = None
         self._created = False
@@ -128,6 +120,8 @@ class ExecProcess:
             self.pid = await ctr_tasks.start_process(self._client, self.container_id, self.exec_id, what=what)
             metrics_mod.current().execs.inc()
             self._close_keepers()
+            if self._stdin is not None:
+                self._stdin.start()
             cleanup.commit()
 
     async def _spec(self) -> dict[str, Any]:
@@ -171,11 +165,10 @@ class ExecProcess:
             if wanted:
                 path = f"{self._dir}/{name}"
                 os.mkfifo(path, 0o600)
-                ours, keeper = _open_pipe_pair(path, read_end=name != "stdin")
                 if name == "stdin":
-                    self._stdin_keeper = keeper
-                else:
-                    self._keepers.append(keeper)
+                    continue  # opened once the shim holds its reader (ExecStdin)
+                ours, keeper = _open_pipe_pair(path)
+                self._keepers.append(keeper)
                 self._fds[name] = ours
 
     async def _attach_fifos(self) -> None:
@@ -190,12 +183,6 @@ class ExecProcess:
                                                              os.fdopen(fd, "rb", buffering=0))
             self._transports.append(read_transport)
             setattr(self, name, reader)
-        if "stdin" in self._fds:
-            fd = self._fds.pop("stdin")
-            write_transport, flow = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
-                                                                  os.fdopen(fd, "wb", buffering=0))
-            self._transports.append(write_transport)
-            self._stdin = asyncio.StreamWriter(write_transport, flow, None, loop)
 
     def _close_keepers(self) -> None:
         for fd in self._keepers:
@@ -228,18 +215,16 @@ class ExecProcess:
 
     # ---- control ----
     async def write_stdin(self, data: bytes) -> None:
-        if self._stdin is None or self._stdin.is_closing():
-            return
-        self._stdin.write(data)
-        try:
-            await self._stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the process closed its stdin or exited
+        """Written once the shim reads the fifo (ExecStdin)."""
+        if self._stdin is not None:
+            await self._stdin.write(data)
 
     async def close_stdin(self) -> None:
-        if self._stdin is not None and not self._stdin.is_closing():
-            self._stdin.close()
-        if self._want["stdin"] and not self.exited:
+        """Our end (once the shim reads the fifo: ExecStdin), then the shim's (``CloseIO``): the process reads EOF."""
+        if self._stdin is None:
+            return
+        await self._stdin.close()
+        if not self.exited:
             with contextlib.suppress(errors.NotFound, errors.FailedPrecondition):
                 await ctr_tasks.close_process_stdin(self._client, self.container_id, self.exec_id,
                                                     what="close exec stdin")
@@ -264,10 +249,8 @@ class ExecProcess:
             return
         self._deleted = True
         self._close_keepers()
-        if self._stdin_keeper is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._stdin_keeper)
-            self._stdin_keeper = None
+        if self._stdin is not None:
+            await self._stdin.release()
         for fd in self._fds.values():  # opened but not attached: the start failed
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -332,61 +332,113 @@ async def test_an_execs_exit_does_not_wait_behind_a_containers_exit(monkeypatch:
         await run
 
 
-# ---- stdin when the shim opens its reader late (containerd/fifo opens O_NONBLOCK fifos in a goroutine) ----
+# ---- stdin: the shim opens its reader in the background (pkg.runtime.exec_stdin) ----
 
 class Input:
     def __init__(self, data: bytes) -> None:
         self.chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+        self.read_from = threading.Event()
 
     async def read(self) -> bytes:
+        self.read_from.set()
         return self.chunks.pop(0) if self.chunks else b""
 
 
-async def test_stdin_survives_a_shim_that_opens_its_reader_after_start(shim: FakeShim, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The runc v2 shim opens the exec's stdin fifo for reading asynchronously, so it may not hold it yet when
-    Start answers; the input written meanwhile must reach it all (it once made `docker exec -i` lose all its
-    input now and then, once Start went straight to the shim and answered sooner)."""
-    data = os.urandom(20_000)
-    paths: dict[str, str] = {}
-    got = bytearray()
-    loop = asyncio.get_running_loop()
-    eof = asyncio.Event()
+def _writers_of(path: str) -> int:
+    """How many fds of this process hold ``path`` open for writing."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != path:
+                continue
+            flags = next(line for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+                         if line.startswith("flags:"))
+        except (OSError, StopIteration):
+            continue
+        count += int(flags.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    return count
 
-    async def exec_process(client: Client, container_id: str, exec_id: str, spec: dict[str, Any], *,
+
+class LateReaderShim:
+    """The runc v2 shim's stdin as containerd/fifo has it: a goroutine opens the fifo for reading with a
+    *blocking* open (it returns once some writer holds the fifo) and copies until EOF.  Here the goroutine runs
+    as late as it can: once narwhald has read its client's input and holds no write end of the fifo (before
+    the fix: after narwhald wrote it all and closed its end; with ``opens_reader`` False, never)."""
+
+    def __init__(self, shim: FakeShim, monkeypatch: pytest.MonkeyPatch, stdin: Input,
+                 opens_reader: bool = True) -> None:
+        self.shim = shim
+        self.stdin = stdin
+        self.opens_reader = opens_reader
+        self.got = bytearray()
+        self.eof = asyncio.Event()
+        self.exits = asyncio.Event()
+        self.threads: list[threading.Thread] = []
+        self.path = ""
+        for name in ("exec_process", "start_process", "wait_process", "close_process_stdin"):
+            monkeypatch.setattr(exec_mod.ctr_tasks, name, getattr(self, name))
+
+    async def exec_process(self, client: Client, container_id: str, exec_id: str, spec: dict[str, Any], *,
                            stdin: str, **_: Any) -> None:
-        shim.calls.append("Exec")
-        paths["stdin"] = stdin
+        self.shim.calls.append("Exec")
+        self.path = stdin
 
-    def late_reader() -> None:  # the shim's goroutine, at its latest: opens the reader once the input is all written
-        fd = os.open(paths["stdin"], os.O_RDONLY | os.O_NONBLOCK)  # as the shim: no writer needed to open
-        os.set_blocking(fd, True)  # then read: blocks for data, b"" once every writer closed
+    def _goroutine(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not (self.stdin.read_from.is_set() and _writers_of(self.path) == 0):
+            threading.Event().wait(0.001)  # the condition the goroutine is late for, polled
+        fd = os.open(self.path, os.O_RDONLY)  # blocks until a writer holds the fifo
         try:
             while chunk := os.read(fd, 65536):
-                got.extend(chunk)
+                self.got.extend(chunk)
         finally:
             os.close(fd)
-        loop.call_soon_threadsafe(eof.set)
+        loop.call_soon_threadsafe(self.eof.set)
 
-    async def start_process(client: Client, container_id: str, exec_id: str, *, what: str) -> int:
-        shim.calls.append("Start")
+    async def start_process(self, client: Client, container_id: str, exec_id: str, *, what: str) -> int:
+        self.shim.calls.append("Start")
+        if self.opens_reader:
+            thread = threading.Thread(target=self._goroutine, args=(asyncio.get_running_loop(),), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        else:
+            self.eof.set()  # the process exits without reading (and the shim never opens its reader)
         return 4242
 
-    async def wait_process(client: Client, container_id: str, exec_id: str, *, what: str,
+    async def wait_process(self, client: Client, container_id: str, exec_id: str, *, what: str,
                            timeout: float | None = None) -> int:
-        await eof.wait()  # `cat` exits at its input's end
+        await self.eof.wait()  # `cat` exits at its input's end
         return 0
 
-    async def close_process_stdin(client: Client, container_id: str, exec_id: str, *, what: str) -> None:
-        shim.calls.append("CloseIO")
-        threading.Thread(target=late_reader, daemon=True).start()
+    async def close_process_stdin(self, client: Client, container_id: str, exec_id: str, *, what: str) -> None:
+        self.shim.calls.append("CloseIO")
 
-    for name, fake in (("exec_process", exec_process), ("start_process", start_process),
-                       ("wait_process", wait_process), ("close_process_stdin", close_process_stdin)):
-        monkeypatch.setattr(exec_mod.ctr_tasks, name, fake)
-    streams = ExecStreams(tty=False, stdin=Input(data))  # type: ignore[arg-type]
+
+@pytest.mark.parametrize("size", [0, 20_000, 200_000])
+async def test_stdin_is_written_once_the_shims_late_reader_is_there(shim: FakeShim, tmp_path: Path, size: int,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Input under the fifo's 64 KiB (or none) and its EOF used to be written and closed before the shim's
+    reader goroutine opened, which then waited for a writer forever (`docker exec -i c cat` hung now and then
+    once Start and CloseIO went straight to the shim).  Our end now opens only once the shim's reader is
+    there, whatever the input's size."""
+    data = os.urandom(size)
+    stdin = Input(data)
+    late = LateReaderShim(shim, monkeypatch, stdin)
+    streams = ExecStreams(tty=False, stdin=stdin)  # type: ignore[arg-type]
     code = await asyncio.wait_for(
         exec_mod.run_exec(CLIENT, "c1", ["cat"], streams, fifo_root=tmp_path, specs=_specs()), 10)
-    assert code == 0 and bytes(got) == data
+    assert code == 0 and bytes(late.got) == data
     assert shim.calls == ["Exec", "Start", "CloseIO", "DeleteProcess"]
     assert not any(tmp_path.iterdir())
+
+
+async def test_a_shim_that_never_opens_its_reader_leaves_nothing_behind(shim: FakeShim, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process exits without the shim ever reading stdin (it died): the open waiting for its reader ends
+    with the exec, whose fds and fifos are all gone."""
+    stdin = Input(b"x" * 1000)
+    LateReaderShim(shim, monkeypatch, stdin, opens_reader=False)
+    before = _open_fds()
+    code = await asyncio.wait_for(exec_mod.run_exec(CLIENT, "c1", ["cat"], ExecStreams(
+        tty=False, stdin=stdin), fifo_root=tmp_path, specs=_specs()), 10)  # type: ignore[arg-type]
+    assert code == 0 and shim.calls == ["Exec", "Start", "DeleteProcess"]
+    assert _open_fds() == before and not any(tmp_path.iterdir())
