@@ -17,9 +17,10 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _background: set[asyncio.Task[Any]] = set()
 _imports = threading.Lock()
@@ -122,3 +123,21 @@ class CleanupStack:
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             await self.run()
+
+
+async def run_to_completion(step: Awaitable[T]) -> T:
+    """Finish a cleanup step even when our caller is cancelled meanwhile (gRPC cancels a handler when its
+    client gives up, possibly more than once); the cancellation is re-raised afterwards."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result

@@ -216,6 +216,9 @@ class Metrics:
         self.pull_bytes = Counter(
             "narwhal_image_pull_bytes", "Bytes of blobs (layers and configs) downloaded from registries",
             registry=r)
+        self.content_bytes = Counter(
+            "narwhal_content_written_bytes", "Bytes of blobs written into containerd's content store, by way: "
+            "Content.Write messages or narwhald writing the ingest's file (ingest-direct)", ["via"], registry=r)
         self.pulls_in_progress = Gauge(
             "narwhal_image_pulls_in_progress", "Image pulls running now", registry=r)
 

@@ -99,6 +99,11 @@ class Config:
     # (pkg.containerd.shims); only with a containerd narwhald runs itself.  false: every call through
     # containerd (issue 21, docs/benchmarks.md "Task calls straight to the shim").
     shim_direct: bool = True
+    # A blob's bytes written by narwhald into the data file of its ingest in containerd's content store, which
+    # containerd hashes at the commit, instead of relayed to it as Content.Write messages (pkg.images.ingest_direct);
+    # only with a containerd narwhald runs itself (issue 21, docs/benchmarks.md "Blob bytes written into the
+    # ingest").  false: every byte through Content.Write.
+    ingest_direct: bool = True
 
     # ---- derived locations; one place so every module agrees ----
     @property
@@ -122,6 +127,12 @@ class Config:
     def shim_state(self) -> Path | None:
         """Where the tasks' shim addresses are, for shim-direct (None: every task call through containerd)."""
         return self.containerd_state if self.shim_direct and self.owns_containerd else None
+
+    @property
+    def content_root(self) -> Path | None:
+        """containerd's content store, for ingest-direct (None: every blob byte through Content.Write)."""
+        return self.containerd_root / "io.containerd.content.v1.content" if self.ingest_direct and \
+            self.owns_containerd else None
 
     @property
     def containerd_socket(self) -> Path:
@@ -219,6 +230,7 @@ CONVERTERS: dict[str, Any] = {
     "stream-unpack": values.boolean,
     "containerd-gogc": values.whole_number(10, 1000, " (Go's GOGC percent)"),
     "shim-direct": values.boolean,
+    "ingest-direct": values.boolean,
 }
 
 

@@ -20,17 +20,8 @@ from pkg.containerd.errors import translate
 
 try:
     from pkg.containerd import content_wire
-    from pkg.containerd.api.services.containers.v1 import containers_pb2_grpc
-    from pkg.containerd.api.services.content.v1 import content_pb2_grpc
-    from pkg.containerd.api.services.diff.v1 import diff_pb2_grpc
-    from pkg.containerd.api.services.events.v1 import events_pb2_grpc
-    from pkg.containerd.api.services.images.v1 import images_pb2_grpc
-    from pkg.containerd.api.services.leases.v1 import leases_pb2_grpc
-    from pkg.containerd.api.services.namespaces.v1 import namespace_pb2_grpc
-    from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2_grpc
-    from pkg.containerd.api.services.tasks.v1 import tasks_pb2_grpc
-    from pkg.containerd.api.services.version.v1 import version_pb2_grpc
     from pkg.containerd.shims import ShimTasks
+    from pkg.containerd.stubs import ServiceStub
 except ImportError as exc:  # pragma: no cover - depends on the build step
     raise ImportError(
         "containerd gRPC stubs are missing: run `make setup` (hack/gen_containerd_api.py)"
@@ -116,16 +107,17 @@ class Client:
                                                                  _StreamStream))],
         )
         ch = self.channel
-        self.containers = containers_pb2_grpc.ContainersStub(ch)
-        self.content = content_pb2_grpc.ContentStub(ch)
-        self.diff = diff_pb2_grpc.DiffStub(ch)
-        self.events = events_pb2_grpc.EventsStub(ch)
-        self.images = images_pb2_grpc.ImagesStub(ch)
-        self.leases = leases_pb2_grpc.LeasesStub(ch)
-        self.namespaces = namespace_pb2_grpc.NamespacesStub(ch)
-        self.snapshots = snapshots_pb2_grpc.SnapshotsStub(ch)
-        self.tasks = tasks_pb2_grpc.TasksStub(ch)
-        self.version_service = version_pb2_grpc.VersionStub(ch)
+        api = "pkg.containerd.api.services"
+        self.containers = ServiceStub(ch, f"{api}.containers.v1.containers_pb2", "Containers")
+        self.content = ServiceStub(ch, f"{api}.content.v1.content_pb2", "Content")
+        self.diff = ServiceStub(ch, f"{api}.diff.v1.diff_pb2", "Diff")
+        self.events = ServiceStub(ch, f"{api}.events.v1.events_pb2", "Events")
+        self.images = ServiceStub(ch, f"{api}.images.v1.images_pb2", "Images")
+        self.leases = ServiceStub(ch, f"{api}.leases.v1.leases_pb2", "Leases")
+        self.namespaces = ServiceStub(ch, f"{api}.namespaces.v1.namespace_pb2", "Namespaces")
+        self.snapshots = ServiceStub(ch, f"{api}.snapshots.v1.snapshots_pb2", "Snapshots")
+        self.tasks = ServiceStub(ch, f"{api}.tasks.v1.tasks_pb2", "Tasks")
+        self.version_service = ServiceStub(ch, f"{api}.version.v1.version_pb2", "Version")
         self._health = ch.unary_unary(
             _HEALTH_CHECK, request_serializer=lambda b: b, response_deserializer=lambda b: b
         )

@@ -21,10 +21,11 @@ from typing import IO, Any, Protocol
 
 from pkg import errors
 from pkg.containerd.client import Client
+from pkg.containerd.leases import lease
 from pkg.images import media, reference
 from pkg.images.archive_export import blob_path, write_stream
 from pkg.images.commit import commit_image
-from pkg.images.content import WRITE_CHUNK, ContentStore, file_source, lease
+from pkg.images.content import WRITE_CHUNK, ContentStore, file_source
 from pkg.images.model import Descriptor
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids

@@ -11,26 +11,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TypeVar
+from typing import IO
 
 import grpc
 from google.protobuf import field_mask_pb2
 
 from pkg import errors
+from pkg import metrics as metrics_mod
+from pkg.aio import run_to_completion
 from pkg.containerd import content_wire
 from pkg.containerd.api.services.content.v1 import content_pb2
 from pkg.containerd.api.services.leases.v1 import leases_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import from_grpc, translate
-from pkg.images.media import LABEL_GC_EXPIRE
+from pkg.images.ingest_direct import DIRECT_MIN, IngestFiles, fill
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 WRITE_CHUNK = 1 << 20  # reads of local files (imports, archives)
 # One Content.Write message: big, since each message costs a trip through grpc.aio's write queue and the
@@ -55,24 +54,6 @@ class ContentInfo:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-async def run_to_completion(step: Awaitable[T]) -> T:
-    """Finish a cleanup step even when our caller is cancelled meanwhile (gRPC cancels a handler when its
-    client gives up, possibly more than once); the cancellation is re-raised afterwards."""
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
-
-
 def lease_md(lease: str | None) -> Metadata:
     return ((LEASE_HEADER, lease),) if lease else ()
 
@@ -91,8 +72,11 @@ def file_source(fobj: IO[bytes]) -> Source:
 
 
 class ContentStore:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, ingests: IngestFiles | None = None) -> None:
+        """``ingests``: the ingest files of a containerd narwhald runs itself, which a blob's bytes are then
+        written into directly (pkg.images.ingest_direct); None: every byte through Content.Write."""
         self._client = client
+        self._ingests = ingests
 
     async def info(self, digest: str) -> ContentInfo | None:
         try:
@@ -185,6 +169,12 @@ class ContentStore:
         """
         for attempt in range(LOCKED_RETRIES):
             try:
+                if self._ingests is not None and size >= DIRECT_MIN:
+                    async with self._ingests.hold(ref):
+                        written = await self._write_direct(self._ingests, ref, digest, size, source, labels,
+                                                           lease, on_bytes)
+                    if written is not None:
+                        return written
                 return await self._write_once(ref, digest, size, source, labels, lease, on_bytes)
             except errors.Unavailable as exc:
                 if "locked" not in exc.message or attempt == LOCKED_RETRIES - 1:
@@ -198,6 +188,7 @@ class ContentStore:
         # is copied once on its way to containerd (content_wire), and no interceptor queue sits in between.
         call = self._client.content_write(lease_md(lease))
         committed = False
+        start = position = 0
         try:
             await _send(call, content_wire.write_request(content_wire.STAT, ref=ref, total=size, expected=digest))
             offset = (await _read(call)).offset
@@ -244,25 +235,75 @@ class ContentStore:
                 labels=commit_labels))
             await _read(call)
             committed = True
+            position += buffered
             if on_bytes is not None:
                 on_bytes(size)
             await call.done_writing()
             return True
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-                if labels is not None and (existing := labels_now(labels)):
-                    await self.update_labels(digest, existing)
-                return False
-            if err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unexpected commit" in (err.details() or ""):
-                await self.abort(ref)
-                raise errors.InvalidArgument(f"blob {digest}: {err.details()}") from None
-            raise from_grpc(err, f"write content {digest}") from err
+            return await self._write_failed(err, ref, digest, labels)
         except errors.InvalidArgument:
             await self.abort(ref)
             raise
         finally:
+            if position > start:
+                metrics_mod.current().content_bytes.labels(via="content_write").inc(position - start)
             if not committed:
                 call.cancel()
+
+    async def _write_failed(self, err: grpc.aio.AioRpcError, ref: str, digest: str, labels: Labels | None) -> bool:
+        """containerd's answer to a write that did not commit: False when the blob was there already."""
+        if err.code() == grpc.StatusCode.ALREADY_EXISTS:
+            if labels is not None and (existing := labels_now(labels)):
+                await self.update_labels(digest, existing)
+            return False
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unexpected commit" in (err.details() or ""):
+            await self.abort(ref)
+            raise errors.InvalidArgument(f"blob {digest}: {err.details()}") from None
+        raise from_grpc(err, f"write content {digest}") from err
+
+    async def _write_direct(self, ingests: IngestFiles, ref: str, digest: str, size: int, source: Source,
+                            labels: Labels | None, lease: str | None, on_bytes: OnBytes | None) -> bool | None:
+        """``write`` with the bytes put in the ingest's data file (pkg.images.ingest_direct); None when that
+        file is not as containerd describes it (the caller then writes through Content.Write)."""
+        try:
+            opened = await self._single(content_wire.write_request(
+                content_wire.STAT, ref=ref, total=size, expected=digest), lease)
+            data = await ingests.data_file(self._client.namespace, ref, opened.offset)
+            if data is None:
+                return None
+            offset = 0 if opened.offset > size else opened.offset
+            start, chunks = await source(offset)
+            if start > offset:
+                raise errors.Internal(f"blob {digest}: the source served byte {start} when asked for {offset}")
+            if on_bytes is not None and start:
+                on_bytes(start)
+            await fill(data, digest, size, start, chunks, on_bytes)
+            await self._single(content_wire.write_request(
+                content_wire.COMMIT, ref=ref, total=size, expected=digest, offset=size,
+                labels=labels_now(labels)), lease)
+        except grpc.aio.AioRpcError as err:
+            return await self._write_failed(err, ref, digest, labels)
+        except errors.InvalidArgument:
+            await self.abort(ref)
+            raise
+        if on_bytes is not None:
+            on_bytes(size)
+        return True
+
+    async def _single(self, request: bytes, lease: str | None) -> content_pb2.WriteContentResponse:
+        """A Content.Write stream of one request, read to its end: containerd closes its writer (letting go of
+        the ref) before it ends the stream, and sends its state once more then."""
+        call = self._client.content_write(lease_md(lease))
+        try:
+            await _send(call, request)
+            resp = await _read(call)
+            await call.done_writing()
+            while await call.read() is not grpc.aio.EOF:
+                pass
+            return resp
+        finally:
+            call.cancel()
 
     @staticmethod
     async def _ack(call: grpc.aio.StreamStreamCall, offset: int, on_bytes: OnBytes | None) -> None:
@@ -295,74 +336,3 @@ async def _read(call: grpc.aio.StreamStreamCall) -> content_pb2.WriteContentResp
         raise errors.Internal("content write: containerd ended the stream early")
     assert isinstance(resp, content_pb2.WriteContentResponse)
     return resp
-
-
-@contextlib.asynccontextmanager
-async def lease(client: Client, purpose: str, expire: dt.timedelta = dt.timedelta(hours=24)) -> AsyncIterator[str]:
-    """A containerd lease holding in-flight content and snapshots; it expires on its own if we die."""
-    lease_id = f"narwhal-{purpose}-{secrets.token_hex(6)}"
-    until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
-    failed = True
-    try:
-        # A caller cancelled during the Create (a CRI deadline) still gets the lease deleted below: containerd
-        # may have made it while the cancellation was on its way.
-        with translate("create lease"):
-            await run_to_completion(client.leases.Create(
-                leases_pb2.CreateRequest(id=lease_id, labels={LABEL_GC_EXPIRE: until}), timeout=30))
-        yield lease_id
-        failed = False
-    finally:
-        try:
-            # After a failure, collect what the lease held right away: nothing half-done stays behind.
-            with translate(f"delete lease {lease_id}"):
-                await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id, sync=failed),
-                                                             timeout=60))
-        except errors.NotFound:
-            pass
-        except errors.NarwhalError as exc:
-            log.warning("%s", exc.message)
-
-
-async def list_leases(client: Client, prefix: str) -> list[str]:
-    with translate("list leases"):
-        resp = await client.leases.List(leases_pb2.ListRequest(), timeout=30)
-    return [item.id for item in resp.leases if item.id.startswith(prefix)]
-
-
-@dataclass(frozen=True)
-class LeaseResource:
-    """One thing a lease holds: ``kind`` is containerd's resource type (``content``, ``ingests``,
-    ``snapshots/<snapshotter>``), ``id`` a digest, an ingest ref or a snapshot key."""
-
-    kind: str
-    id: str
-
-
-async def lease_resources(client: Client, lease_id: str) -> list[LeaseResource]:
-    with translate(f"list lease resources {lease_id}"):
-        resources = (await client.leases.ListResources(leases_pb2.ListResourcesRequest(id=lease_id),
-                                                       timeout=30)).resources
-    return [LeaseResource(res.type, res.id) for res in resources]
-
-
-async def reissue_lease(client: Client, lease_id: str, expire: dt.timedelta, keep: list[LeaseResource]) -> str:
-    """Move ``keep`` (of what the lease ``lease_id`` holds) to a fresh lease expiring after ``expire``, and drop
-    the old lease (leases cannot be updated); returns the new lease's ID."""
-    until = (dt.datetime.now(dt.UTC) + expire).strftime("%Y-%m-%dT%H:%M:%SZ")
-    new_id = f"narwhal-stale-{lease_id.removeprefix('narwhal-')}"
-    with translate("create lease"):
-        await client.leases.Create(leases_pb2.CreateRequest(id=new_id, labels={LABEL_GC_EXPIRE: until}),
-                                   timeout=30)
-        for res in keep:
-            await client.leases.AddResource(leases_pb2.AddResourceRequest(
-                id=new_id, resource=leases_pb2.Resource(id=res.id, type=res.kind)), timeout=30)
-        await client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=30)
-    log.info("lease %s of a previous run now expires at %s (as %s, %d resources)", lease_id, until, new_id,
-             len(keep))
-    return new_id
-
-
-async def delete_lease(client: Client, lease_id: str) -> None:
-    """Drop a lease (gone already: fine); what only it held is left to containerd's GC."""
-    with contextlib.suppress(errors.NotFound), translate(f"delete lease {lease_id}"):
-        await run_to_completion(client.leases.Delete(leases_pb2.DeleteRequest(id=lease_id), timeout=60))

@@ -35,7 +35,6 @@ LABEL_GC_CONTENT = "containerd.io/gc.ref.content"
 LABEL_GC_SNAPSHOT = "containerd.io/gc.ref.snapshot"
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
 LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source"
-LABEL_GC_EXPIRE = "containerd.io/gc.expire"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from pkg import errors
 from pkg import metrics as metrics_mod
 from pkg.containerd.client import Client
+from pkg.containerd.leases import lease
 from pkg.images import media
 from pkg.images.commit import commit_image
-from pkg.images.content import ContentStore, Labels, Source, lease
+from pkg.images.content import ContentStore, Labels, Source
 from pkg.images.model import Descriptor, Progress
 from pkg.images.reference import Reference
 from pkg.images.registry import Endpoint, RegistrySession

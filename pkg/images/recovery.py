@@ -27,14 +27,8 @@ from pathlib import Path
 
 from pkg import errors
 from pkg.containerd.client import Client
-from pkg.images.content import (
-    ContentStore,
-    LeaseResource,
-    delete_lease,
-    lease_resources,
-    list_leases,
-    reissue_lease,
-)
+from pkg.containerd.leases import LeaseResource, delete_lease, lease_resources, list_leases, reissue_lease
+from pkg.images.content import ContentStore
 from pkg.images.unpack import UNPACK_PREFIX, Unpacker
 
 log = logging.getLogger(__name__)

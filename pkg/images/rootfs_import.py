@@ -20,8 +20,9 @@ from typing import IO
 
 from pkg import errors
 from pkg.containerd.client import Client
+from pkg.containerd.leases import lease
 from pkg.images import media
-from pkg.images.content import WRITE_CHUNK, ContentStore, file_source, lease
+from pkg.images.content import WRITE_CHUNK, ContentStore, file_source
 from pkg.images.model import Descriptor, ImageConfig
 from pkg.images.snapshot_commit import Base, SnapshotCommitter
 

@@ -25,6 +25,7 @@ from pkg.images import lookup, media, reference, remote
 from pkg.images.content import ContentStore
 from pkg.images.detail import Describer, ImageDetail
 from pkg.images.disk_usage import FsUsage, UsageCache
+from pkg.images.ingest_direct import IngestFiles
 from pkg.images.model import Descriptor, Distribution, Image, ImageConfig, RegistryAuth
 from pkg.images.recovery import Interrupted, clear_staging
 from pkg.images.share import Sharer
@@ -50,7 +51,8 @@ class ImageService:
         self._client = client
         self._cfg = cfg
         self.snapshotter = snapshotter
-        self.content = ContentStore(client)
+        ingests = IngestFiles(cfg.content_root) if cfg.content_root is not None else None
+        self.content = ContentStore(client, ingests)
         self.store = ImageStore(client, self.content, snapshotter)
         self.unpacker = Unpacker(client, snapshotter)
         self._downloads = asyncio.Semaphore(cfg.max_concurrent_downloads)

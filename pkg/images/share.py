@@ -15,9 +15,10 @@ import logging
 from collections.abc import AsyncIterator
 
 from pkg.containerd.client import Client
+from pkg.containerd.leases import lease
 from pkg.images import media
 from pkg.images.commit import commit_image
-from pkg.images.content import ContentStore, Source, lease
+from pkg.images.content import ContentStore, Source
 from pkg.images.model import Descriptor, Image
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids

@@ -24,13 +24,15 @@ from typing import Any
 import grpc
 
 from pkg import errors
+from pkg.aio import run_to_completion
 from pkg.containerd.api.services.diff.v1 import diff_pb2
 from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import from_grpc, translate
+from pkg.containerd.leases import lease
 from pkg.images import media
 from pkg.images.commit import commit_image
-from pkg.images.content import ContentStore, lease, lease_md, run_to_completion
+from pkg.images.content import ContentStore, lease_md
 from pkg.images.model import Descriptor, Image, ImageConfig
 from pkg.images.store import ImageStore
 from pkg.images.unpack import Unpacker, chain_ids

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pkg.aio import run_to_completion
 from pkg.images import media
-from pkg.images.content import Source, run_to_completion
+from pkg.images.content import Source
 from pkg.images.layer_apply import OPAQUE_XATTR, Applied, LayerApplier, Unsupported, root_path
 from pkg.images.model import Descriptor
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pkg import errors
+from pkg.aio import run_to_completion
 from pkg.containerd.api.services.diff.v1 import diff_pb2
 from pkg.containerd.api.services.leases.v1 import leases_pb2
 from pkg.containerd.api.services.snapshots.v1 import snapshots_pb2
 from pkg.containerd.api.types import descriptor_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import translate
-from pkg.images.content import lease_md, run_to_completion
+from pkg.images.content import lease_md
 from pkg.images.model import Descriptor
 
 if TYPE_CHECKING:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from pkg import errors
+from pkg.containerd.leases import LeaseResource
 from pkg.images import content as content_mod
 from pkg.images import recovery
-from pkg.images.content import ContentStore, LeaseResource
+from pkg.images.content import ContentStore
 
 SNAP = "snapshots/overlayfs"
 

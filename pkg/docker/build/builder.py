@@ -22,6 +22,7 @@ from typing import Any
 from pkg import errors
 from pkg import metrics as metrics_mod
 from pkg.containerd.client import Client
+from pkg.containerd.leases import lease
 from pkg.docker.build import context as build_context
 from pkg.docker.build.cache import BuildCache, Entry
 from pkg.docker.build.dispatch import StageState, dispatch, initial_config
@@ -36,7 +37,6 @@ from pkg.docker.engine.engine import Engine
 from pkg.events import EventBus
 from pkg.images import reference
 from pkg.images.archive_export import write_stream
-from pkg.images.content import lease
 from pkg.images.model import Image, RegistryAuth
 from pkg.images.service import ImageService
 from pkg.mount import mounts_under

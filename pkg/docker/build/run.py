@@ -11,12 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from pkg import errors
+from pkg.aio import run_to_completion
 from pkg.docker.build.exporter import Holds, Layer
 from pkg.docker.build.model import BuildFailed, BuildOptions
 from pkg.docker.engine.engine import Engine
 from pkg.docker.engine.model import ContainerSpec, HostConfig
 from pkg.docker.views.logs import container_logs
-from pkg.images.content import run_to_completion
 from pkg.images.model import Image
 from pkg.images.service import ImageService
 from pkg.logs.reader import ReadOptions

@@ -25,6 +25,7 @@ from typing import Any
 
 from pkg import errors
 from pkg.containerd import containers as ctr_containers
+from pkg.containerd import leases
 from pkg.containerd import snapshots as ctr_snapshots
 from pkg.containerd.client import Client
 from pkg.images import content
@@ -83,7 +84,7 @@ def spec_mounts(spec: dict[str, Any]) -> tuple[SpecMount, ...]:
 async def image_view(client: Client, image: Image) -> AsyncIterator[Path | None]:
     """An image's root filesystem, read-only, for the duration (a containerd View under a short lease)."""
     key = f"narwhal-view-{secrets.token_hex(8)}"
-    async with content.lease(client, "view", expire=dt.timedelta(hours=1)) as lease_id:
+    async with leases.lease(client, "view", expire=dt.timedelta(hours=1)) as lease_id:
         mounts = await ctr_snapshots.view(client, key, image.chain_id, image.snapshotter,
                                           metadata=content.lease_md(lease_id), what=f"view of image {image.id}")
         try:

@@ -1,0 +1,144 @@
+"""pkg.images.ingest_direct without containerd: finding an ingest's data file as containerd 1.6 lays it out,
+and writing a blob's chunks into it (test/integration/test_images_ingest_direct.py has the real one)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pkg import errors
+from pkg.images import ingest_direct
+from pkg.images.ingest_direct import DataWriter, IngestFiles, fill
+
+
+def make_ingest(root: Path, key: str, data: bytes = b"") -> Path:
+    """An ingest dir as containerd's local store makes it: named by the sha256 of its key, holding the key."""
+    d = root / "ingest" / hashlib.sha256(key.encode()).hexdigest()
+    d.mkdir(parents=True)
+    (d / "ref").write_text(key)
+    (d / "data").write_bytes(data)
+    return d / "data"
+
+
+def test_the_data_file_is_found_by_namespace_and_ref_with_the_size_containerd_gave(tmp_path: Path) -> None:
+    ref = "narwhal-pull-sha256:ab+c"  # a regex character in the ref must match only itself
+    mine = make_ingest(tmp_path, f"narwhal/7/{ref}", b"12345")
+    make_ingest(tmp_path, f"moby/8/{ref}", b"1")  # another namespace's ingest of the same ref
+    make_ingest(tmp_path, f"narwhal/9/x{ref}", b"1")  # a ref ending with ours
+    make_ingest(tmp_path, "narwhal/10/narwhal-pull-sha256:abbc", b"1")
+    files = IngestFiles(tmp_path)
+    assert asyncio.run(files.data_file("narwhal", ref, 5)) == mine
+    assert asyncio.run(files.data_file("narwhal", ref, 4)) is None  # not what containerd said it holds
+    assert asyncio.run(files.data_file("narwhal", "narwhal-pull-sha256:zz", 0)) is None
+    assert asyncio.run(IngestFiles(tmp_path / "absent").data_file("narwhal", ref, 0)) is None
+
+
+def test_turns_are_taken_per_ref_and_forgotten_after(tmp_path: Path) -> None:
+    files = IngestFiles(tmp_path)
+    order: list[str] = []
+
+    async def writer(name: str, ref: str, gate: asyncio.Event) -> None:
+        async with files.hold(ref):
+            order.append(f"{name}+")
+            await gate.wait()
+            order.append(f"{name}-")
+
+    async def main() -> None:
+        gate_a, gate_b, gate_c = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        tasks = [asyncio.create_task(writer("a", "r", gate_a)), asyncio.create_task(writer("b", "r", gate_b)),
+                 asyncio.create_task(writer("c", "other", gate_c))]
+        await asyncio.sleep(0)
+        assert order == ["a+", "c+"]  # b waits for a; c, another ref, does not
+        gate_b.set()
+        gate_c.set()
+        gate_a.set()
+        await asyncio.gather(*tasks)
+        assert order.index("a-") < order.index("b+")
+        assert files._turns == {}
+
+    asyncio.run(main())
+
+
+async def chunks_of(data: bytes, size: int, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        if fail_after is not None and i >= fail_after:
+            raise errors.Unavailable("the registry stream was cut")
+        yield data[i:i + size]
+
+
+def test_fill_writes_every_byte_at_its_offset_after_what_the_file_holds(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_direct, "BATCH", 100_000)
+    blob = os.urandom(1_000_003)
+    data = tmp_path / "data"
+    data.write_bytes(blob[:300_000])
+    seen: list[int] = []
+    asyncio.run(fill(data, "sha256:x", len(blob), 300_000, chunks_of(blob[300_000:], 7_777), seen.append))
+    assert data.read_bytes() == blob
+    assert seen == sorted(seen) and seen and seen[-1] <= len(blob)
+
+
+def test_fill_from_an_earlier_byte_cuts_the_file_there_first(tmp_path: Path) -> None:
+    blob = os.urandom(50_000)
+    data = tmp_path / "data"
+    data.write_bytes(b"\0" * 40_000)  # containerd held 40 000 bytes, the source could only start at 0
+    asyncio.run(fill(data, "sha256:x", len(blob), 0, chunks_of(blob, 4096), None))
+    assert data.read_bytes() == blob
+
+
+def test_a_cut_source_leaves_what_arrived_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_direct, "BATCH", 64 << 10)
+    blob = os.urandom(500_000)
+    data = tmp_path / "data"
+    data.write_bytes(b"")
+    with pytest.raises(errors.Unavailable):
+        asyncio.run(fill(data, "sha256:x", len(blob), 0, chunks_of(blob, 10_000, fail_after=230_000), None))
+    assert data.read_bytes() == blob[:230_000]  # a retry resumes right after it
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+def test_a_source_of_another_size_is_invalid_and_never_writes_past_the_size(tmp_path: Path, extra: int) -> None:
+    blob = os.urandom(20_000 + extra)
+    data = tmp_path / "data"
+    data.write_bytes(b"")
+    with pytest.raises(errors.InvalidArgument, match="sha256:x"):
+        asyncio.run(fill(data, "sha256:x", 20_000, 0, chunks_of(blob, 3000), None))
+    assert data.stat().st_size <= 20_000
+
+
+def test_close_waits_for_the_write_in_flight_even_when_cancelled(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread must never write into a closed (and possibly reused) fd."""
+    release = threading.Event()
+    started = threading.Event()
+    real = ingest_direct._write_at
+
+    def slow_write(fd: int, parts: list[bytes], offset: int) -> None:
+        started.set()
+        release.wait(10)
+        real(fd, parts, offset)  # raises EBADF if the fd was closed meanwhile
+
+    monkeypatch.setattr(ingest_direct, "_write_at", slow_write)
+    data = tmp_path / "data"
+    data.write_bytes(b"")
+
+    async def main() -> None:
+        writer = DataWriter(data, 0)
+        await writer.write([b"abc", b"def"])
+        closing = asyncio.create_task(writer.close())
+        await asyncio.to_thread(started.wait, 10)
+        closing.cancel()
+        for _ in range(5):  # the cancellation is delivered at the first turn of the loop
+            await asyncio.sleep(0)
+        assert not closing.done()  # still waiting for the thread, cancelled or not
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+
+    asyncio.run(main())
+    assert data.read_bytes() == b"abcdef"
