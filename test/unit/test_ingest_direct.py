@@ -8,11 +8,15 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from pkg import errors
+from pkg.containerd.api.services.content.v1 import content_pb2
 from pkg.images import ingest_direct
+from pkg.images.content import ContentStore
 from pkg.images.ingest_direct import DataWriter, IngestFiles, fill
 
 
@@ -142,3 +146,85 @@ def test_close_waits_for_the_write_in_flight_even_when_cancelled(tmp_path: Path,
 
     asyncio.run(main())
     assert data.read_bytes() == b"abcdef"
+
+
+class FakeStream:
+    """One Content.Write stream of a fake containerd: answers each request with its offset, and ends with the
+    deferred repeat of its last answer that containerd's Write sends once the client is done."""
+
+    def __init__(self, owner: FakeContent) -> None:
+        self.owner = owner
+        self.requests: list[Any] = []
+        self.replies: list[Any] = []
+        self.ended = False
+
+    async def write(self, raw: bytes) -> None:
+        req = content_pb2.WriteContentRequest.FromString(raw)
+        self.requests.append(req)
+        if req.action in (content_pb2.WRITE, content_pb2.COMMIT):
+            self.owner.held = req.offset + len(req.data)
+            self.owner.data[req.offset:] = req.data
+        if req.action == content_pb2.STAT and self.owner.on_stat is not None:
+            self.owner.on_stat(req.ref)
+        self.replies.append(content_pb2.WriteContentResponse(offset=self.owner.held))
+
+    async def read(self) -> Any:
+        if self.replies:
+            return self.replies.pop(0)
+        assert self.ended, "read past the answers of a stream the client did not end"
+        return grpc.aio.EOF
+
+    async def done_writing(self) -> None:
+        self.ended = True
+        self.replies.append(content_pb2.WriteContentResponse(offset=self.owner.held))
+
+    def cancel(self) -> None:
+        pass
+
+
+class FakeContent:
+    def __init__(self) -> None:
+        self.streams: list[FakeStream] = []
+        self.held = 0
+        self.data = bytearray()
+        self.on_stat: Any = None
+        self.namespace = "narwhal"
+
+    def content_write(self, metadata: Any = ()) -> FakeStream:
+        self.streams.append(FakeStream(self))
+        return self.streams[-1]
+
+
+def chunks_source(blob: bytes) -> Any:
+    async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
+        return offset, chunks_of(blob[offset:], 256 << 10)
+    return source
+
+
+def test_no_ingest_file_to_be_found_means_content_write(tmp_path: Path) -> None:
+    fake = FakeContent()
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    blob = os.urandom(3 << 20)
+    assert asyncio.run(store.write("narwhal-pull-x", "sha256:x", len(blob), chunks_source(blob)))
+    direct, relayed = fake.streams
+    assert [r.action for r in direct.requests] == [content_pb2.STAT] and direct.ended
+    assert relayed.requests[0].action == content_pb2.STAT and relayed.requests[-1].action == content_pb2.COMMIT
+    assert bytes(fake.data) == blob == b"".join(r.data for r in relayed.requests)
+
+
+def test_the_bytes_go_into_the_file_containerd_made_and_the_commit_names_them(tmp_path: Path) -> None:
+    fake = FakeContent()
+    fake.on_stat = lambda ref: make_ingest(tmp_path, f"narwhal/3/{ref}") if not (tmp_path / "ingest").exists() \
+        else None
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    blob = os.urandom((3 << 20) + 5)
+    seen: list[int] = []
+    assert asyncio.run(store.write("narwhal-pull-y", "sha256:y", len(blob), chunks_source(blob), on_bytes=seen.append))
+    opened, committed = fake.streams
+    assert [r.action for r in opened.requests] == [content_pb2.STAT] and opened.ended
+    [commit] = committed.requests
+    assert commit.action == content_pb2.COMMIT and commit.offset == len(blob) and commit.data == b""
+    assert commit.total == len(blob) and commit.expected == "sha256:y" and committed.ended
+    [data] = (tmp_path / "ingest").glob("*/data")
+    assert data.read_bytes() == blob
+    assert seen[-1] == len(blob)
