@@ -223,7 +223,8 @@ class ContentStore:
                 # resumes right after it rather than at the last whole message.
                 if parts:
                     await _send(call, content_wire.write_request(content_wire.WRITE, offset=position, parts=parts))
-                    expected.append(position + buffered)
+                    position += buffered
+                    expected.append(position)
                 while expected:
                     await self._ack(call, expected.popleft(), on_bytes)
                 raise

@@ -155,9 +155,11 @@ async def fill(data: Path, digest: str, size: int, start: int, chunks: AsyncIter
             raise errors.InvalidArgument(f"blob {digest}: {writer.position + buffered} of {size} bytes")
     finally:
         try:
-            if parts and writer.position + buffered <= size:
-                await writer.write(parts)
-            await writer.close()
+            try:
+                if parts and writer.position + buffered <= size:
+                    await writer.write(parts)
+            finally:
+                await writer.close()  # also when that last write failed or was cancelled: no fd left open
         except OSError as exc:
             raise errors.Internal(f"blob {digest}: write its ingest: {exc.strerror}") from None
         finally:

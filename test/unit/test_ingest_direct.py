@@ -228,3 +228,16 @@ def test_the_bytes_go_into_the_file_containerd_made_and_the_commit_names_them(tm
     [data] = (tmp_path / "ingest").glob("*/data")
     assert data.read_bytes() == blob
     assert seen[-1] == len(blob)
+
+
+def test_a_failed_write_is_internal_and_leaves_no_fd_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, parts: list[bytes], offset: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ingest_direct, "_write_at", full)
+    monkeypatch.setattr(ingest_direct, "BATCH", 3000)  # the failure surfaces at the next batch, and again at the last
+    data = tmp_path / "data"
+    data.write_bytes(b"")
+    with pytest.raises(errors.Internal, match="No space left on device"):
+        asyncio.run(fill(data, "sha256:x", 10_000, 0, chunks_of(os.urandom(10_000), 1000), None))
+    assert not [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(data)]
