@@ -54,8 +54,8 @@ FLAGS: list[tuple[str, str]] = [
                         "Go heaps smaller for more GC work (10-1000) [100]"),
     ("shim-direct", "a task's Start and its exec processes go straight to its runc v2 shim over ttrpc, "
                     "not through containerd's task service (own containerd) (true/false) [true]"),
-    ("ingest-direct", "a pulled blob's bytes written by narwhald into containerd's ingest file, hashed by "
-                      "containerd at the commit, not relayed as Content.Write messages (own containerd) "
+    ("ingest-direct", "a pulled blob's bytes written and hashed by narwhald into containerd's ingest file, "
+                      "then linked into its store, not relayed as Content.Write messages (own containerd) "
                       "(true/false) [true]"),
     ("log-service", "container output copied from fifos by one log service per instance instead of a "
                     "narwhal-logger process per container (true/false) [true]"),

@@ -99,10 +99,11 @@ class Config:
     # (pkg.containerd.shims); only with a containerd narwhald runs itself.  false: every call through
     # containerd (issue 21, docs/benchmarks.md "Task calls straight to the shim").
     shim_direct: bool = True
-    # A blob's bytes written by narwhald into the data file of its ingest in containerd's content store, which
-    # containerd hashes at the commit, instead of relayed to it as Content.Write messages (pkg.images.ingest_direct);
-    # only with a containerd narwhald runs itself (issue 21, docs/benchmarks.md "Blob bytes written into the
-    # ingest").  false: every byte through Content.Write.
+    # A blob's bytes written by narwhald into the data file of its ingest in containerd's content store and
+    # hashed as they go, the verified file linked into the store and committed as content containerd holds,
+    # instead of relayed to it as Content.Write messages (pkg.images.ingest_direct); only with a containerd
+    # narwhald runs itself (issue 21, docs/benchmarks.md "Blob bytes written into the ingest" and "Blobs hashed
+    # by narwhald").  false: every byte through Content.Write.
     ingest_direct: bool = True
 
     # ---- derived locations; one place so every module agrees ----

@@ -265,24 +265,39 @@ class ContentStore:
 
     async def _write_direct(self, ingests: IngestFiles, ref: str, digest: str, size: int, source: Source,
                             labels: Labels | None, lease: str | None, on_bytes: OnBytes | None) -> bool | None:
-        """``write`` with the bytes put in the ingest's data file (pkg.images.ingest_direct); None when that
-        file is not as containerd describes it (the caller then writes through Content.Write)."""
+        """``write`` with the bytes put in the ingest's data file, hashed here and linked into the store before
+        the commit (pkg.images.ingest_direct); None when that file is not as containerd describes it (the
+        caller then writes through Content.Write)."""
         try:
             opened = await self._single(content_wire.write_request(
                 content_wire.STAT, ref=ref, total=size, expected=digest), lease)
-            data = await ingests.data_file(self._client.namespace, ref, opened.offset)
-            if data is None:
-                return None
-            offset = 0 if opened.offset > size else opened.offset
-            start, chunks = await source(offset)
-            if start > offset:
-                raise errors.Internal(f"blob {digest}: the source served byte {start} when asked for {offset}")
-            if on_bytes is not None and start:
-                on_bytes(start)
-            await fill(data, digest, size, start, chunks, on_bytes)
-            await self._single(content_wire.write_request(
-                content_wire.COMMIT, ref=ref, total=size, expected=digest, offset=size,
-                labels=labels_now(labels)), lease)
+
+            def commit() -> bytes:  # the labels as known at the commit (a pull's diff IDs may come late)
+                return content_wire.write_request(content_wire.COMMIT, ref=ref, total=size, expected=digest,
+                                                  offset=size, labels=labels_now(labels))
+
+            if opened.offset == size:
+                # Every byte is there: an ingest that holds the whole blob (containerd hashes it at the commit),
+                # or the blob itself in containerd's store (a link whose commit a killed narwhald never sent).
+                await self._single(commit(), lease)
+            else:
+                data = await ingests.data_file(self._client.namespace, ref, opened.offset)
+                if data is None:
+                    return None
+                offset = 0 if opened.offset > size else opened.offset
+                start, chunks = await source(offset)
+                if start > offset:
+                    raise errors.Internal(f"blob {digest}: the source served byte {start} when asked for {offset}")
+                if on_bytes is not None and start:
+                    on_bytes(start)
+                actual = await fill(data, digest, size, start, chunks, on_bytes)
+                if actual != digest:
+                    raise errors.InvalidArgument(
+                        f"blob {digest}: unexpected commit digest {actual}, expected {digest}")
+                placed = await asyncio.to_thread(ingests.place, data, digest)
+                await self._single(commit(), lease)
+                if placed:
+                    await asyncio.to_thread(ingests.forget, data)
         except grpc.aio.AioRpcError as err:
             return await self._write_failed(err, ref, digest, labels)
         except errors.InvalidArgument:

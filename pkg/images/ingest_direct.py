@@ -1,11 +1,14 @@
-"""A blob's bytes written into containerd's ingest file by narwhald, not relayed through ``Content.Write``.
+"""A blob's bytes written into containerd's ingest file by narwhald, not relayed through ``Content.Write``;
+hashed by narwhald as they are written, and handed to containerd's store as a blob it already holds.
 
 Why: relayed as gRPC messages, 100 MB of a pull cost the containerd narwhald runs 0.65-1.06 s of CPU to
 receive (HTTP/2 frames, protobuf, its writer) and narwhald ~0.25 s to send, on a pull that is CPU-bound on
-a 2-core node; written to the file, they cost narwhald ~0.03 s and containerd one read of the file, which
-it hashes at the commit (docs/benchmarks.md, "Blob bytes written into the ingest").
+a 2-core node; written to the file, they cost narwhald ~0.03 s.  Left to containerd, the commit then
+rehashes the file: 0.13-0.29 s per 20 MiB blob on the pull's path (Go 1.19's sha256 has no SHA-NI path;
+OpenSSL's, which hashlib uses, does), so narwhald hashes the bytes in the writer thread as they go to disk
+(docs/benchmarks.md, "Blob bytes written into the ingest" and "Blobs hashed by narwhald").
 
-How, with containerd 1.6's content store (content/local/store.go, metadata/content.go and
+How, with containerd 1.6's content store (content/local/store.go and writer.go, metadata/content.go and
 services/content/contentserver/contentserver.go in its source):
 
 1. A ``Content.Write`` stream that only STATs opens (or resumes) the ingest of ``ref``: containerd records
@@ -13,30 +16,44 @@ services/content/contentserver/contentserver.go in its source):
    file (the key, ``<namespace>/<sequence>/<ref>``) and the ``data`` file.  The stream is read to its end:
    containerd closes its writer, which lets go of the ref's lock, before it ends the stream.
 2. narwhald finds that dir by its ``ref`` file, checks that the data file holds the bytes containerd said it
-   had, and writes the blob's bytes into it at their offsets (pkg.images.content.ContentStore.write).
-3. A second stream commits: containerd resumes the ingest, hashing the data file from its start as it does
-   for every resumed write, and commits with the expected size and digest, checked as for any write.
+   had, and writes the blob's bytes into it at their offsets, hashing the file from its first byte as they
+   go (what a resumed ingest held is read and hashed first), then fsyncs it, as containerd's commit would.
+3. A digest other than the expected one is the blob's error (the ingest is aborted).  Otherwise the data file
+   is hard-linked to where containerd keeps that blob (``blobs/sha256/<hex>``), and a second stream commits:
+   with the blob in its backend, containerd's metadata store takes the write as content it already holds
+   (the "shared" content policy, containerd's default) and commits it without reading it, checking size
+   and digest against the link.  The ingest dir it no longer knows about is removed.
 
-No dir, or a data file of another size than containerd's offset, and the write goes through Content.Write
-as before.  A stream cut midway leaves what arrived in the data file; a retry's STAT resumes after it.
-Writers of one ref in this narwhald take turns (``hold``): containerd's lock is not held while the bytes are
-written, and a containerd narwhald runs itself has no other client.
+If the link is gone by the commit (containerd's GC removes backend blobs no namespace names, and the link is
+one until the commit names it), containerd resumes the ingest instead, rehashing the data file, which still
+holds the bytes: the blob is committed all the same.  No dir, or a data file of another size than
+containerd's offset, and the write goes through Content.Write as before.  A stream cut midway leaves what
+arrived in the data file; a retry's STAT resumes after it.  Writers of one ref in this narwhald take turns
+(``hold``): containerd's lock is not held while the bytes are written, and a containerd narwhald runs itself
+has no other client.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pkg import errors
 from pkg import metrics as metrics_mod
 
+log = logging.getLogger(__name__)
+
 # Below this a blob goes through Content.Write: one message, no second stream, no file to find.
 DIRECT_MIN = 1 << 20
 BATCH = 4 << 20  # bytes handed to the writer thread at a time
+READ = 1 << 20  # bytes read at a time to hash what a resumed ingest held
 
 
 class IngestFiles:
@@ -45,6 +62,7 @@ class IngestFiles:
     def __init__(self, content_root: Path) -> None:
         """``content_root``: ``<containerd root>/io.containerd.content.v1.content``."""
         self._dir = content_root / "ingest"
+        self._blobs = content_root / "blobs"
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def data_file(self, namespace: str, ref: str, offset: int) -> Path | None:
@@ -67,6 +85,26 @@ class IngestFiles:
                 continue
         return None
 
+    def place(self, data: Path, digest: str) -> bool:
+        """``data`` (a verified, synced blob) linked to where containerd's store keeps ``digest``; False when
+        that could not be done (containerd then hashes the ingest at the commit, as it does for any write)."""
+        algorithm, _, hexdigest = digest.partition(":")
+        target = self._blobs / algorithm / hexdigest
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(data, target)
+        except FileExistsError:
+            return True  # the store has it already (another namespace's, or a link a killed narwhald made)
+        except OSError as exc:
+            log.debug("blob %s: not linked into the store (%s); containerd hashes it at the commit", digest, exc)
+            return False
+        return True
+
+    def forget(self, data: Path) -> None:
+        """After a commit of a placed blob: its ingest dir, which containerd's metadata no longer names."""
+        if data.parent.parent == self._dir:
+            shutil.rmtree(data.parent, ignore_errors=True)
+
     @contextlib.asynccontextmanager
     async def hold(self, ref: str) -> AsyncIterator[None]:
         """This narwhald's only direct writer of ``ref`` for the block."""
@@ -84,17 +122,20 @@ class IngestFiles:
 
 
 class DataWriter:
-    """Writes a blob's chunks into its ingest's data file at their offsets, in a thread, one batch in flight."""
+    """Writes a blob's chunks into its ingest's data file at their offsets, in a thread, one batch in flight,
+    hashing the file's bytes in order: the ``start`` bytes it held first (read back), then each batch."""
 
     def __init__(self, path: Path, start: int) -> None:
         """Opens ``path``, cut to ``start`` bytes (a source serving from an earlier byte than containerd's)."""
-        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             if os.fstat(self._fd).st_size > start:
                 os.ftruncate(self._fd, start)
         except OSError:
             os.close(self._fd)
             raise
+        self._start = start
+        self._hash: Any = None  # made in the thread, over the first ``start`` bytes, before the first batch
         self.position = start  # bytes written once the batch in flight is done
         self._pending: asyncio.Future[None] | None = None
 
@@ -103,7 +144,20 @@ class DataWriter:
         await self.flush()
         at = self.position
         self.position += sum(len(p) for p in parts)
-        self._pending = asyncio.ensure_future(asyncio.to_thread(_write_at, self._fd, parts, at))
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._run, parts, at))
+
+    async def finish(self) -> str:
+        """Once every batch is written: the file synced to disk, and the digest of its bytes."""
+        await self.flush()
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._run, (), self.position))
+        await self.flush()
+        await asyncio.to_thread(os.fsync, self._fd)
+        return f"sha256:{self._hash.hexdigest()}"
+
+    def _run(self, parts: Sequence[bytes], at: int) -> None:
+        if self._hash is None:
+            self._hash = _hash_prefix(self._fd, self._start)
+        _write_at(self._fd, parts, at, self._hash)
 
     async def flush(self) -> None:
         """Waits for the batch in flight; a cancelled caller leaves it in flight, for ``close`` to wait for."""
@@ -131,9 +185,9 @@ class DataWriter:
 
 
 async def fill(data: Path, digest: str, size: int, start: int, chunks: AsyncIterator[bytes],
-                on_bytes: Callable[[int], None] | None) -> None:
-    """The source's chunks written into the ingest's data file from ``start``; what did arrive before a
-    cut stream stays written, so a retry resumes right after it."""
+                on_bytes: Callable[[int], None] | None) -> str:
+    """The source's chunks written into the ingest's data file from ``start``; returns the digest of the whole
+    file, synced.  What did arrive before a cut stream stays written, so a retry resumes right after it."""
     try:
         writer = DataWriter(data, start)
     except OSError as exc:
@@ -153,6 +207,13 @@ async def fill(data: Path, digest: str, size: int, start: int, chunks: AsyncIter
                     on_bytes(writer.position)
         if writer.position + buffered != size:
             raise errors.InvalidArgument(f"blob {digest}: {writer.position + buffered} of {size} bytes")
+        if parts:
+            await writer.write(parts)
+            parts = []
+        try:
+            return await writer.finish()
+        except OSError as exc:
+            raise errors.Internal(f"blob {digest}: write its ingest: {exc.strerror}") from None
     finally:
         try:
             try:
@@ -166,10 +227,24 @@ async def fill(data: Path, digest: str, size: int, start: int, chunks: AsyncIter
             metrics_mod.current().content_bytes.labels(via="ingest").inc(writer.position - start)
 
 
-def _write_at(fd: int, parts: Sequence[bytes], offset: int) -> None:
+def _hash_prefix(fd: int, size: int) -> Any:
+    """sha256 of the first ``size`` bytes of ``fd``: what an ingest held before this writer (a resumed pull)."""
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(READ, size - offset), offset)
+        if not chunk:
+            raise OSError(5, f"the ingest ends at byte {offset} of the {size} it held")
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest
+
+
+def _write_at(fd: int, parts: Sequence[bytes], offset: int, digest: Any) -> None:
     for part in parts:
         view = memoryview(part)
         while view:
             n = os.pwrite(fd, view, offset)
             offset += n
             view = view[n:]
+        digest.update(part)  # hashlib lets go of the GIL for big buffers, as pwrite does

@@ -1,11 +1,13 @@
 """ingest-direct (pkg.images.ingest_direct) with a real containerd and registry: a blob of 1 MiB or more is
-written by narwhald into its ingest's file and hashed by containerd at the commit; smaller blobs, and every blob
-with ``ingest-direct: false``, go through Content.Write.  Counted by narwhal_content_written_bytes_total."""
+written by narwhald into its ingest's file, hashed as it goes, linked into containerd's store and committed
+as content containerd holds; smaller blobs, and every blob with ``ingest-direct: false``, go through
+Content.Write.  Counted by narwhal_content_written_bytes_total."""
 from __future__ import annotations
 
 import hashlib
 import subprocess
 import urllib.request
+from pathlib import Path
 
 from cri_api.v1 import api_pb2
 from lib import images
@@ -39,13 +41,19 @@ def blob(daemon: DaemonProcess, digest: str) -> bytes:
                           capture_output=True, timeout=60).stdout
 
 
+def content_root(daemon: DaemonProcess) -> Path:
+    return daemon.root / "containerd" / "io.containerd.content.v1.content"
+
+
 def assert_pulled_whole(daemon: DaemonProcess, built: images.mkimage.Image) -> None:
-    """Every blob in containerd's store byte for byte, every layer unpacked, nothing of the pull left."""
+    """Every blob in containerd's store byte for byte, every layer unpacked, nothing of the pull left (no
+    ingest, not even a dir containerd's metadata no longer names)."""
     for b in built.blobs():
         data = blob(daemon, b.digest)
         assert len(data) == len(b.data) and "sha256:" + hashlib.sha256(data).hexdigest() == b.digest
     assert set(images.chain_ids(built.diff_ids)) <= images.snapshots(daemon)
     assert images.ctr(daemon, "content", "active").splitlines()[1:] == []
+    assert list((content_root(daemon) / "ingest").iterdir()) == []
     assert images.leases(daemon) == set()
 
 
@@ -91,4 +99,24 @@ def test_ingest_direct_false_writes_every_byte_through_content_write(daemon_fact
     after = written(daemon)
     assert after["ingest"] - before["ingest"] == 0
     assert after["content_write"] - before["content_write"] == sum(len(b.data) for b in built.blobs())
+    assert_pulled_whole(daemon, built)
+
+
+def test_a_blob_in_the_store_that_no_namespace_names_is_committed_without_a_byte_fetched(
+        daemon: DaemonProcess, registry: Registry) -> None:
+    """What the fast path relies on: containerd's metadata store commits a write that names a blob its backend
+    holds without reading it (the "shared" content policy).  Here the blob is what a narwhald killed between
+    its link and its commit would leave: in the store's blobs dir, named by no namespace."""
+    built = images.push(registry.host, "direct/planted", filler_layers=1, filler_mb=3)
+    [layer] = [b for b in built.blobs() if len(b.data) >= DIRECT_MIN]
+    planted = content_root(daemon) / "blobs" / "sha256" / layer.digest.split(":")[1]
+    assert not planted.exists()
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(layer.data)
+    before = written(daemon)
+    assert pull(daemon, f"{registry.host}/direct/planted") == built.config.digest
+    after = written(daemon)
+    assert after["ingest"] - before["ingest"] == 0  # not a byte of it fetched or written
+    assert after["content_write"] - before["content_write"] == sum(len(b.data) for b in built.blobs()
+                                                                   if b is not layer)
     assert_pulled_whole(daemon, built)

@@ -1,5 +1,6 @@
 """pkg.images.ingest_direct without containerd: finding an ingest's data file as containerd 1.6 lays it out,
-and writing a blob's chunks into it (test/integration/test_images_ingest_direct.py has the real one)."""
+writing a blob's chunks into it while hashing them, and linking the verified file into the store before the
+commit (test/integration/test_images_ingest_direct.py has the real one)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,10 @@ from pkg.containerd.api.services.content.v1 import content_pb2
 from pkg.images import ingest_direct
 from pkg.images.content import ContentStore
 from pkg.images.ingest_direct import DataWriter, IngestFiles, fill
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def make_ingest(root: Path, key: str, data: bytes = b"") -> Path:
@@ -82,8 +87,9 @@ def test_fill_writes_every_byte_at_its_offset_after_what_the_file_holds(tmp_path
     data = tmp_path / "data"
     data.write_bytes(blob[:300_000])
     seen: list[int] = []
-    asyncio.run(fill(data, "sha256:x", len(blob), 300_000, chunks_of(blob[300_000:], 7_777), seen.append))
+    digest = asyncio.run(fill(data, "sha256:x", len(blob), 300_000, chunks_of(blob[300_000:], 7_777), seen.append))
     assert data.read_bytes() == blob
+    assert digest == sha(blob)  # what the file held before is hashed too, ahead of the new bytes
     assert seen == sorted(seen) and seen and seen[-1] <= len(blob)
 
 
@@ -91,7 +97,7 @@ def test_fill_from_an_earlier_byte_cuts_the_file_there_first(tmp_path: Path) -> 
     blob = os.urandom(50_000)
     data = tmp_path / "data"
     data.write_bytes(b"\0" * 40_000)  # containerd held 40 000 bytes, the source could only start at 0
-    asyncio.run(fill(data, "sha256:x", len(blob), 0, chunks_of(blob, 4096), None))
+    assert asyncio.run(fill(data, "sha256:x", len(blob), 0, chunks_of(blob, 4096), None)) == sha(blob)
     assert data.read_bytes() == blob
 
 
@@ -122,10 +128,10 @@ def test_close_waits_for_the_write_in_flight_even_when_cancelled(tmp_path: Path,
     started = threading.Event()
     real = ingest_direct._write_at
 
-    def slow_write(fd: int, parts: list[bytes], offset: int) -> None:
+    def slow_write(fd: int, parts: list[bytes], offset: int, digest: Any) -> None:
         started.set()
         release.wait(10)
-        real(fd, parts, offset)  # raises EBADF if the fd was closed meanwhile
+        real(fd, parts, offset, digest)  # raises EBADF if the fd was closed meanwhile
 
     monkeypatch.setattr(ingest_direct, "_write_at", slow_write)
     data = tmp_path / "data"
@@ -161,7 +167,11 @@ class FakeStream:
     async def write(self, raw: bytes) -> None:
         req = content_pb2.WriteContentRequest.FromString(raw)
         self.requests.append(req)
-        if req.action in (content_pb2.WRITE, content_pb2.COMMIT):
+        if req.action == content_pb2.COMMIT and req.expected:
+            placed = self.owner.root / "blobs" / "sha256" / req.expected.split(":")[1] \
+                if self.owner.root is not None else None
+            self.owner.blob_at_commit = placed.read_bytes() if placed is not None and placed.exists() else None
+        if req.action in (content_pb2.WRITE, content_pb2.COMMIT) and req.data:
             self.owner.held = req.offset + len(req.data)
             self.owner.data[req.offset:] = req.data
         if req.action == content_pb2.STAT and self.owner.on_stat is not None:
@@ -183,12 +193,23 @@ class FakeStream:
 
 
 class FakeContent:
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self.streams: list[FakeStream] = []
         self.held = 0
         self.data = bytearray()
         self.on_stat: Any = None
         self.namespace = "narwhal"
+        self.root = root  # the content root, to see what is in the store at the commit
+        self.blob_at_commit: bytes | None = None
+        self.aborted: list[str] = []
+        self.content = self
+
+    def Abort(self, request: Any, timeout: float = 0) -> Any:  # noqa: N802 - containerd's method name
+        self.aborted.append(request.ref)
+
+        async def done() -> None:
+            return None
+        return done()
 
     def content_write(self, metadata: Any = ()) -> FakeStream:
         self.streams.append(FakeStream(self))
@@ -202,7 +223,7 @@ def chunks_source(blob: bytes) -> Any:
 
 
 def test_no_ingest_file_to_be_found_means_content_write(tmp_path: Path) -> None:
-    fake = FakeContent()
+    fake = FakeContent(tmp_path)
     store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
     blob = os.urandom(3 << 20)
     assert asyncio.run(store.write("narwhal-pull-x", "sha256:x", len(blob), chunks_source(blob)))
@@ -212,26 +233,85 @@ def test_no_ingest_file_to_be_found_means_content_write(tmp_path: Path) -> None:
     assert bytes(fake.data) == blob == b"".join(r.data for r in relayed.requests)
 
 
-def test_the_bytes_go_into_the_file_containerd_made_and_the_commit_names_them(tmp_path: Path) -> None:
-    fake = FakeContent()
-    fake.on_stat = lambda ref: make_ingest(tmp_path, f"narwhal/3/{ref}") if not (tmp_path / "ingest").exists() \
-        else None
+def stat_makes_ingest(root: Path, held: bytes = b"") -> Any:
+    """containerd's STAT of a new ref: an ingest dir for it (only the first time)."""
+    return lambda ref: make_ingest(root, f"narwhal/3/{ref}", held) if not (root / "ingest").exists() else None
+
+
+def test_the_bytes_go_into_the_file_containerd_made_are_linked_into_the_store_and_committed(tmp_path: Path) -> None:
+    fake = FakeContent(tmp_path)
+    fake.on_stat = stat_makes_ingest(tmp_path)
     store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
     blob = os.urandom((3 << 20) + 5)
     seen: list[int] = []
-    assert asyncio.run(store.write("narwhal-pull-y", "sha256:y", len(blob), chunks_source(blob), on_bytes=seen.append))
+    assert asyncio.run(store.write("narwhal-pull-y", sha(blob), len(blob), chunks_source(blob), on_bytes=seen.append))
     opened, committed = fake.streams
     assert [r.action for r in opened.requests] == [content_pb2.STAT] and opened.ended
     [commit] = committed.requests
     assert commit.action == content_pb2.COMMIT and commit.offset == len(blob) and commit.data == b""
-    assert commit.total == len(blob) and commit.expected == "sha256:y" and committed.ended
-    [data] = (tmp_path / "ingest").glob("*/data")
-    assert data.read_bytes() == blob
+    assert commit.total == len(blob) and commit.expected == sha(blob) and committed.ended
+    # Where containerd keeps the blob, before the commit was sent (containerd then takes it as content it holds).
+    assert fake.blob_at_commit == blob
+    placed = tmp_path / "blobs" / "sha256" / sha(blob).split(":")[1]
+    assert placed.read_bytes() == blob
+    assert list((tmp_path / "ingest").iterdir()) == []  # the ingest dir containerd no longer names is gone
     assert seen[-1] == len(blob)
 
 
+def test_a_blob_with_another_digest_is_invalid_aborted_and_never_placed(tmp_path: Path) -> None:
+    fake = FakeContent(tmp_path)
+    fake.on_stat = stat_makes_ingest(tmp_path)
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    blob = os.urandom(2 << 20)
+    wrong = sha(b"something else")
+    with pytest.raises(errors.InvalidArgument, match=f"unexpected commit digest {sha(blob)}, expected {wrong}"):
+        asyncio.run(store.write("narwhal-pull-z", wrong, len(blob), chunks_source(blob)))
+    assert [[r.action for r in st.requests] for st in fake.streams] == [[content_pb2.STAT]]  # no commit
+    assert fake.aborted == ["narwhal-pull-z"]
+    assert not (tmp_path / "blobs").exists()
+
+
+def test_a_blob_the_store_holds_already_is_committed_and_its_own_bytes_dropped(tmp_path: Path) -> None:
+    blob = os.urandom(2 << 20)
+    there = tmp_path / "blobs" / "sha256" / sha(blob).split(":")[1]
+    there.parent.mkdir(parents=True)
+    there.write_bytes(blob)  # another namespace's, say
+    fake = FakeContent(tmp_path)
+    fake.on_stat = stat_makes_ingest(tmp_path)
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    assert asyncio.run(store.write("narwhal-pull-w", sha(blob), len(blob), chunks_source(blob)))
+    assert [[r.action for r in st.requests] for st in fake.streams] == [[content_pb2.STAT], [content_pb2.COMMIT]]
+    assert there.read_bytes() == blob and list((tmp_path / "ingest").iterdir()) == []
+
+
+def test_a_blob_that_cannot_be_linked_is_committed_for_containerd_to_hash(tmp_path: Path) -> None:
+    (tmp_path / "blobs").write_bytes(b"")  # not a directory: the link cannot be made
+    fake = FakeContent(tmp_path)
+    fake.on_stat = stat_makes_ingest(tmp_path)
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    blob = os.urandom(2 << 20)
+    assert asyncio.run(store.write("narwhal-pull-v", sha(blob), len(blob), chunks_source(blob)))
+    assert [[r.action for r in st.requests] for st in fake.streams] == [[content_pb2.STAT], [content_pb2.COMMIT]]
+    assert fake.blob_at_commit is None
+    [data] = (tmp_path / "ingest").glob("*/data")  # left for containerd's commit, which hashes and moves it
+    assert data.read_bytes() == blob
+
+
+def test_every_byte_there_already_is_committed_without_the_source(tmp_path: Path) -> None:
+    fake = FakeContent(tmp_path)
+    blob = os.urandom(2 << 20)
+    fake.held = len(blob)  # a link a killed narwhald made, or an ingest that holds the whole blob
+
+    async def source(offset: int) -> tuple[int, AsyncIterator[bytes]]:
+        raise AssertionError("nothing should be fetched")
+
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    assert asyncio.run(store.write("narwhal-pull-u", sha(blob), len(blob), source))
+    assert [[r.action for r in st.requests] for st in fake.streams] == [[content_pb2.STAT], [content_pb2.COMMIT]]
+
+
 def test_a_failed_write_is_internal_and_leaves_no_fd_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(fd: int, parts: list[bytes], offset: int) -> None:
+    def full(fd: int, parts: list[bytes], offset: int, digest: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ingest_direct, "_write_at", full)
