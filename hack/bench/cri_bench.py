@@ -73,6 +73,28 @@ def declare(results: Results, plan: CriPlan) -> None:
                 note="narwhald + the containerd it runs vs containerd (with CRI)")
 
 
+# What kubelet sends for an ordinary pod's container (kubelet 1.29, pkg/kubelet/kuberuntime: security_context.go
+# takes the masked and read-only paths of the default proc mount from pkg/securitycontext, and
+# namespacesForPod gives the container the pod's network and IPC namespaces and a PID namespace of its own).
+# A request without them is not what a node's runtime sees, and the two runtimes read it differently:
+# containerd's CRI then applies no masked paths and joins its pause container's PID namespace, narwhald applies
+# containerd's default paths and gives the container a PID namespace of its own: 16 more mounts in runc init
+# (docs/benchmarks.md, "The bench's containers as kubelet asks for them (round nine)").
+KUBELET_MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                        "/sys/devices/virtual/powercap"]
+KUBELET_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+def kubelet_container(image: str, command: list[str], log_path: str) -> api_pb2.ContainerConfig:
+    """The bench's container, as kubelet would ask for it."""
+    security = api_pb2.LinuxContainerSecurityContext(
+        namespace_options=api_pb2.NamespaceOption(network=api_pb2.POD, pid=api_pb2.CONTAINER, ipc=api_pb2.POD),
+        masked_paths=KUBELET_MASKED_PATHS, readonly_paths=KUBELET_READONLY_PATHS)
+    return cri.container_config(image, command, log_path=log_path,
+                                linux=api_pb2.LinuxContainerConfig(security_context=security))
+
+
 class Driver:
     """A thin synchronous CRI client with timing."""
 
@@ -116,7 +138,7 @@ class Driver:
         sid = self.timed(label("RunPodSandbox"), self.rs.RunPodSandbox,
                          api_pb2.RunPodSandboxRequest(config=config)).pod_sandbox_id
         cid = self.timed(label("CreateContainer"), self.rs.CreateContainer, api_pb2.CreateContainerRequest(
-            pod_sandbox_id=sid, config=cri.container_config(self.images["busybox"], command, log_path=f"{i}.log"),
+            pod_sandbox_id=sid, config=kubelet_container(self.images["busybox"], command, f"{i}.log"),
             sandbox_config=config)).container_id
         self.timed(label("StartContainer"), self.rs.StartContainer, api_pb2.StartContainerRequest(container_id=cid))
         return sid, cid, config
@@ -317,7 +339,7 @@ def _log_throughput(d: Driver, megabytes: int) -> float:
     sid = d.rs.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
     try:
         cid = d.rs.CreateContainer(api_pb2.CreateContainerRequest(
-            pod_sandbox_id=sid, config=cri.container_config(d.images["busybox"], command, log_path=f"log-{i}.log"),
+            pod_sandbox_id=sid, config=kubelet_container(d.images["busybox"], command, f"log-{i}.log"),
             sandbox_config=config), timeout=120).container_id
         path = d.log_dir / f"log-{i}.log"
         start = time.perf_counter()
