@@ -258,7 +258,7 @@ class ContentStore:
             if labels is not None and (existing := labels_now(labels)):
                 await self.update_labels(digest, existing)
             return False
-        if err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unexpected commit" in (err.details() or ""):
+        if _not_the_blob(err):
             await self.abort(ref)
             raise errors.InvalidArgument(f"blob {digest}: {err.details()}") from None
         raise from_grpc(err, f"write content {digest}") from err
@@ -279,7 +279,13 @@ class ContentStore:
             if opened.offset == size:
                 # Every byte is there: an ingest that holds the whole blob (containerd hashes it at the commit),
                 # or the blob itself in containerd's store (a link whose commit a killed narwhald never sent).
-                await self._single(commit(), lease)
+                try:
+                    await self._single(commit(), lease)
+                except grpc.aio.AioRpcError as err:
+                    if not _not_the_blob(err):
+                        raise
+                    await self.abort(ref)
+                    return None  # a whole ingest of other bytes: the blob is fetched again (Content.Write)
             else:
                 data = await ingests.data_file(self._client.namespace, ref, opened.offset)
                 if data is None:
@@ -328,6 +334,11 @@ class ContentStore:
             raise errors.Internal(f"content write: containerd at offset {resp.offset}, expected {offset}")
         if on_bytes is not None:
             on_bytes(offset)
+
+
+def _not_the_blob(err: grpc.aio.AioRpcError) -> bool:
+    """containerd's commit refused the bytes for their size or digest."""
+    return err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unexpected commit" in (err.details() or "")
 
 
 def labels_now(labels: Labels | None) -> dict[str, str]:

@@ -149,15 +149,18 @@ class DataWriter:
     async def finish(self) -> str:
         """Once every batch is written: the file synced to disk, and the digest of its bytes."""
         await self.flush()
-        self._pending = asyncio.ensure_future(asyncio.to_thread(self._run, (), self.position))
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self._seal))  # ``close`` waits for it too
         await self.flush()
-        await asyncio.to_thread(os.fsync, self._fd)
         return f"sha256:{self._hash.hexdigest()}"
 
     def _run(self, parts: Sequence[bytes], at: int) -> None:
         if self._hash is None:
             self._hash = _hash_prefix(self._fd, self._start)
         _write_at(self._fd, parts, at, self._hash)
+
+    def _seal(self) -> None:
+        self._run((), self.position)  # hashes what the file held when no batch came
+        os.fsync(self._fd)
 
     async def flush(self) -> None:
         """Waits for the batch in flight; a cancelled caller leaves it in flight, for ``close`` to wait for."""

@@ -154,6 +154,41 @@ def test_close_waits_for_the_write_in_flight_even_when_cancelled(tmp_path: Path,
     assert data.read_bytes() == b"abcdef"
 
 
+def test_a_fill_cancelled_during_its_fsync_closes_the_file_only_after_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync at the end runs in a thread too: cancelled meanwhile, the fd stays open until it is done."""
+    release = threading.Event()
+    started = threading.Event()
+    real = os.fsync
+    seen: list[int] = []
+
+    def slow_fsync(fd: int) -> None:
+        started.set()
+        release.wait(10)
+        seen.append(os.fstat(fd).st_size)  # raises EBADF if the fd was closed meanwhile
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    blob = os.urandom(10_000)
+    data = tmp_path / "data"
+    data.write_bytes(b"")
+
+    async def main() -> None:
+        filling = asyncio.create_task(fill(data, sha(blob), len(blob), 0, chunks_of(blob, 1000), None))
+        await asyncio.to_thread(started.wait, 10)
+        filling.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not filling.done()  # waiting for the sync's thread, cancelled or not
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await filling
+
+    asyncio.run(main())
+    assert seen == [len(blob)]
+    assert not [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(data)]
+
+
 class FakeStream:
     """One Content.Write stream of a fake containerd: answers each request with its offset, and ends with the
     deferred repeat of its last answer that containerd's Write sends once the client is done."""
@@ -167,6 +202,12 @@ class FakeStream:
     async def write(self, raw: bytes) -> None:
         req = content_pb2.WriteContentRequest.FromString(raw)
         self.requests.append(req)
+        if req.action == content_pb2.COMMIT and self.owner.refuse_commit:
+            self.owner.refuse_commit = False
+            self.replies.append(grpc.aio.AioRpcError(
+                grpc.StatusCode.FAILED_PRECONDITION, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                details=f"unexpected commit digest sha256:0, expected {req.expected}: failed precondition"))
+            return
         if req.action == content_pb2.COMMIT and req.expected:
             placed = self.owner.root / "blobs" / "sha256" / req.expected.split(":")[1] \
                 if self.owner.root is not None else None
@@ -180,7 +221,10 @@ class FakeStream:
 
     async def read(self) -> Any:
         if self.replies:
-            return self.replies.pop(0)
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
         assert self.ended, "read past the answers of a stream the client did not end"
         return grpc.aio.EOF
 
@@ -202,10 +246,13 @@ class FakeContent:
         self.root = root  # the content root, to see what is in the store at the commit
         self.blob_at_commit: bytes | None = None
         self.aborted: list[str] = []
+        self.refuse_commit = False  # the next commit fails as containerd's does for bytes that are not the blob
         self.content = self
 
     def Abort(self, request: Any, timeout: float = 0) -> Any:  # noqa: N802 - containerd's method name
         self.aborted.append(request.ref)
+        self.held = 0
+        self.data = bytearray()
 
         async def done() -> None:
             return None
@@ -308,6 +355,23 @@ def test_every_byte_there_already_is_committed_without_the_source(tmp_path: Path
     store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
     assert asyncio.run(store.write("narwhal-pull-u", sha(blob), len(blob), source))
     assert [[r.action for r in st.requests] for st in fake.streams] == [[content_pb2.STAT], [content_pb2.COMMIT]]
+
+
+def test_a_whole_ingest_of_other_bytes_is_aborted_and_the_blob_fetched_again(tmp_path: Path) -> None:
+    """An ingest that holds as many bytes as the blob but not the blob (containerd's commit refuses them): it is
+    aborted and the blob comes from the source after all, not an error for the pull."""
+    fake = FakeContent(tmp_path)
+    blob = os.urandom(2 << 20)
+    fake.held = len(blob)
+    fake.refuse_commit = True
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    assert asyncio.run(store.write("narwhal-pull-t", sha(blob), len(blob), chunks_source(blob)))
+    assert fake.aborted == ["narwhal-pull-t"]
+    stat, refused, relayed = fake.streams
+    assert [r.action for r in stat.requests] == [content_pb2.STAT]
+    assert [r.action for r in refused.requests] == [content_pb2.COMMIT]
+    assert relayed.requests[0].action == content_pb2.STAT and relayed.requests[-1].action == content_pb2.COMMIT
+    assert bytes(fake.data) == blob == b"".join(r.data for r in relayed.requests)
 
 
 def test_a_failed_write_is_internal_and_leaves_no_fd_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
