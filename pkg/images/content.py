@@ -27,7 +27,7 @@ from pkg.containerd.api.services.content.v1 import content_pb2
 from pkg.containerd.api.services.leases.v1 import leases_pb2
 from pkg.containerd.client import Client
 from pkg.containerd.errors import from_grpc, translate
-from pkg.images.ingest_direct import DIRECT_MIN, IngestFiles, fill
+from pkg.images.ingest_direct import DIRECT_MIN, IngestFiles, fill, hashable
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class ContentStore:
         """
         for attempt in range(LOCKED_RETRIES):
             try:
-                if self._ingests is not None and size >= DIRECT_MIN:
+                if self._ingests is not None and size >= DIRECT_MIN and hashable(digest):
                     async with self._ingests.hold(ref):
                         written = await self._write_direct(self._ingests, ref, digest, size, source, labels,
                                                            lease, on_bytes)

@@ -17,7 +17,8 @@ services/content/contentserver/contentserver.go in its source):
    containerd closes its writer, which lets go of the ref's lock, before it ends the stream.
 2. narwhald finds that dir by its ``ref`` file, checks that the data file holds the bytes containerd said it
    had, and writes the blob's bytes into it at their offsets, hashing the file from its first byte as they
-   go (what a resumed ingest held is read and hashed first), then fsyncs it, as containerd's commit would.
+   go with the digest's algorithm (what a resumed ingest held is read and hashed first), then fsyncs it, as
+   containerd's commit would.  A digest of an algorithm OCI does not register goes through Content.Write.
 3. A digest other than the expected one is the blob's error (the ingest is aborted).  Otherwise the data file
    is hard-linked to where containerd keeps that blob (``blobs/sha256/<hex>``), and a second stream commits:
    with the blob in its backend, containerd's metadata store takes the write as content it already holds
@@ -54,6 +55,12 @@ log = logging.getLogger(__name__)
 DIRECT_MIN = 1 << 20
 BATCH = 4 << 20  # bytes handed to the writer thread at a time
 READ = 1 << 20  # bytes read at a time to hash what a resumed ingest held
+ALGORITHMS = ("sha256", "sha384", "sha512")  # the digests OCI registers; another goes through Content.Write
+
+
+def hashable(digest: str) -> bool:
+    """Whether narwhald can check ``digest`` itself (containerd checks any other at its commit)."""
+    return digest.partition(":")[0] in ALGORITHMS
 
 
 class IngestFiles:
@@ -125,8 +132,10 @@ class DataWriter:
     """Writes a blob's chunks into its ingest's data file at their offsets, in a thread, one batch in flight,
     hashing the file's bytes in order: the ``start`` bytes it held first (read back), then each batch."""
 
-    def __init__(self, path: Path, start: int) -> None:
-        """Opens ``path``, cut to ``start`` bytes (a source serving from an earlier byte than containerd's)."""
+    def __init__(self, path: Path, start: int, algorithm: str = "sha256") -> None:
+        """Opens ``path``, cut to ``start`` bytes (a source serving from an earlier byte than containerd's);
+        its bytes are hashed with ``algorithm`` (one of ALGORITHMS)."""
+        self._algorithm = algorithm
         self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             if os.fstat(self._fd).st_size > start:
@@ -151,11 +160,11 @@ class DataWriter:
         await self.flush()
         self._pending = asyncio.ensure_future(asyncio.to_thread(self._seal))  # ``close`` waits for it too
         await self.flush()
-        return f"sha256:{self._hash.hexdigest()}"
+        return f"{self._algorithm}:{self._hash.hexdigest()}"
 
     def _run(self, parts: Sequence[bytes], at: int) -> None:
         if self._hash is None:
-            self._hash = _hash_prefix(self._fd, self._start)
+            self._hash = _hash_prefix(self._fd, self._start, self._algorithm)
         _write_at(self._fd, parts, at, self._hash)
 
     def _seal(self) -> None:
@@ -192,7 +201,7 @@ async def fill(data: Path, digest: str, size: int, start: int, chunks: AsyncIter
     """The source's chunks written into the ingest's data file from ``start``; returns the digest of the whole
     file, synced.  What did arrive before a cut stream stays written, so a retry resumes right after it."""
     try:
-        writer = DataWriter(data, start)
+        writer = DataWriter(data, start, digest.partition(":")[0])
     except OSError as exc:
         raise errors.Internal(f"blob {digest}: open its ingest: {exc.strerror}") from None
     try:
@@ -230,9 +239,9 @@ async def fill(data: Path, digest: str, size: int, start: int, chunks: AsyncIter
             metrics_mod.current().content_bytes.labels(via="ingest").inc(writer.position - start)
 
 
-def _hash_prefix(fd: int, size: int) -> Any:
-    """sha256 of the first ``size`` bytes of ``fd``: what an ingest held before this writer (a resumed pull)."""
-    digest = hashlib.sha256()
+def _hash_prefix(fd: int, size: int, algorithm: str) -> Any:
+    """The hash of the first ``size`` bytes of ``fd``: what an ingest held before this writer (a resumed pull)."""
+    digest = hashlib.new(algorithm)
     offset = 0
     while offset < size:
         chunk = os.pread(fd, min(READ, size - offset), offset)

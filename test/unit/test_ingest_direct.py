@@ -209,7 +209,7 @@ class FakeStream:
                 details=f"unexpected commit digest sha256:0, expected {req.expected}: failed precondition"))
             return
         if req.action == content_pb2.COMMIT and req.expected:
-            placed = self.owner.root / "blobs" / "sha256" / req.expected.split(":")[1] \
+            placed = self.owner.root / "blobs" / req.expected.replace(":", "/") \
                 if self.owner.root is not None else None
             self.owner.blob_at_commit = placed.read_bytes() if placed is not None and placed.exists() else None
         if req.action in (content_pb2.WRITE, content_pb2.COMMIT) and req.data:
@@ -303,6 +303,28 @@ def test_the_bytes_go_into_the_file_containerd_made_are_linked_into_the_store_an
     assert placed.read_bytes() == blob
     assert list((tmp_path / "ingest").iterdir()) == []  # the ingest dir containerd no longer names is gone
     assert seen[-1] == len(blob)
+
+
+def test_a_sha512_blob_is_hashed_and_placed_by_its_own_algorithm(tmp_path: Path) -> None:
+    fake = FakeContent(tmp_path)
+    fake.on_stat = stat_makes_ingest(tmp_path)
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    blob = os.urandom(2 << 20)
+    digest = "sha512:" + hashlib.sha512(blob).hexdigest()
+    assert asyncio.run(store.write("narwhal-pull-s", digest, len(blob), chunks_source(blob)))
+    assert fake.blob_at_commit == blob
+    assert (tmp_path / "blobs" / "sha512" / digest.split(":")[1]).read_bytes() == blob
+
+
+def test_a_digest_of_an_algorithm_narwhald_does_not_hash_goes_through_content_write(tmp_path: Path) -> None:
+    fake = FakeContent(tmp_path)
+    fake.on_stat = stat_makes_ingest(tmp_path)
+    store = ContentStore(fake, IngestFiles(tmp_path))  # type: ignore[arg-type]
+    blob = os.urandom(2 << 20)
+    assert asyncio.run(store.write("narwhal-pull-b", "blake3:" + "0" * 64, len(blob), chunks_source(blob)))
+    [relayed] = fake.streams  # containerd checks that one at its commit
+    assert relayed.requests[0].action == content_pb2.STAT and relayed.requests[-1].action == content_pb2.COMMIT
+    assert b"".join(r.data for r in relayed.requests) == blob
 
 
 def test_a_blob_with_another_digest_is_invalid_aborted_and_never_placed(tmp_path: Path) -> None:
