@@ -20,7 +20,7 @@ services/content/contentserver/contentserver.go in its source):
    go with the digest's algorithm (what a resumed ingest held is read and hashed first), then fsyncs it, as
    containerd's commit would.  A digest of an algorithm OCI does not register goes through Content.Write.
 3. A digest other than the expected one is the blob's error (the ingest is aborted).  Otherwise the data file
-   is hard-linked to where containerd keeps that blob (``blobs/sha256/<hex>``), and a second stream commits:
+   is hard-linked to where containerd keeps that blob (``blobs/<algorithm>/<hex>``), and a second stream commits:
    with the blob in its backend, containerd's metadata store takes the write as content it already holds
    (the "shared" content policy, containerd's default) and commits it without reading it, checking size
    and digest against the link.  The ingest dir it no longer knows about is removed.
